@@ -1,0 +1,1 @@
+"""srsalvage user interfaces: the command line (app.cli) and the Textual workstation."""

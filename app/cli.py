@@ -1,0 +1,70 @@
+"""The `srsalvage` entry point: argparse over the command modules in app.commands.
+
+Exit codes (shared/docs/cli-contract.md): 0 done, 1 failed (one line on stderr, no traceback),
+2 bad usage, 3 refused as unsafe unless forced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+from core.errors import Cancelled, SrsalvageError, UnsafeError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSAFE = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srsalvage",
+        description="Recovery workstation for damaged XenServer / XCP-ng LVM storage repositories. "
+                    "The evidence is only ever opened read-only.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    import app.commands as pkg
+
+    modules = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"app.commands.{info.name}")
+        if hasattr(module, "register"):
+            modules.append(module)
+    for module in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+    try:
+        return int(args.func(args) or 0)
+    except UnsafeError as exc:
+        print(f"srsalvage: refused: {exc}", file=sys.stderr)
+        return EXIT_UNSAFE
+    except Cancelled as exc:
+        print(f"srsalvage: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except SrsalvageError as exc:
+        print(f"srsalvage: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("srsalvage: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug: still one line, unless the technician asks for more
+        if os.environ.get("SRSALVAGE_DEBUG"):
+            raise
+        print(f"srsalvage: internal error: {type(exc).__name__}: {exc} "
+              f"(set SRSALVAGE_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Helpers shared by the command modules: JSON output, the stderr progress bar, output paths."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from core.progress import ProgressUpdate
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout and nothing else there."""
+    json.dump(document, sys.stdout, indent=1, sort_keys=False)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    print(f"srsalvage: warning: {message}", file=sys.stderr)
+
+
+def info(message: str) -> None:
+    print(f"srsalvage: {message}", file=sys.stderr)
+
+
+class StderrProgress:
+    """A one-line progress bar on stderr (only when stderr is a terminal, or when forced)."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._shown = False
+
+    def __call__(self, update: ProgressUpdate) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(update.fraction * width)
+        eta = "" if update.eta is None else f" eta {update.eta:5.0f}s"
+        rate = update.rate / (1 << 20)
+        sys.stderr.write(f"\r{update.label[:24]:<24} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{update.fraction * 100:5.1f}% {rate:8.1f} MiB/s{eta}")
+        sys.stderr.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._shown = False

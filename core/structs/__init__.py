@@ -1,0 +1,1 @@
+"""construct declarations of every on-disk structure, one module per format."""

@@ -1,0 +1,49 @@
+"""Shared pytest configuration: where the shared fixtures are, and a tmp image helper."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+# ../shared/fixtures beside the project (read only; never copied into the project)
+SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+@pytest.fixture
+def shared_fixtures() -> pathlib.Path:
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures not found at {SHARED_FIXTURES}")
+    return SHARED_FIXTURES
+
+
+def fixture_bytes(relative: str) -> bytes:
+    """Bytes of a shared fixture, gunzipped when it ends in .gz; skips when absent."""
+    path = SHARED_FIXTURES / relative
+    if not path.exists():
+        pytest.skip(f"shared fixture {relative} not found")
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+@pytest.fixture
+def fixture_file(tmp_path):
+    """fixture_file("vhd/dfvfs/ext2.vhd.gz") -> path of an (unzipped) copy in tmp_path."""
+
+    def make(relative: str) -> pathlib.Path:
+        data = fixture_bytes(relative)
+        name = os.path.basename(relative)
+        if name.endswith(".gz"):
+            name = name[:-3]
+        out = tmp_path / name
+        out.write_bytes(data)
+        return out
+
+    return make
