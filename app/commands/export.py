@@ -1,0 +1,86 @@
+"""`srsalvage export IMAGE --vdi KEY --format vhd|raw -o OUT`: one VDI out of the SR.
+
+cli-contract.md `export`: the VHD as XenServer held it (footer rebuilt from the copy when
+damaged, said on stderr) or the flat virtual disk (sparse, flattened through parents found in
+the same SR). Size and sha256 on stdout (`--json`: one document). Exit 3 when the VDI's extents
+were given to another LV by a newer generation (unless --force) or when OUT exists (unless
+--overwrite) or is the evidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 50
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export one VDI as a VHD file or a raw disk image",
+                       description="Export one VDI: the VHD bytes as they were in the LV "
+                                   "(--format vhd) or the flat virtual disk (--format raw).")
+    p.add_argument("image", metavar="IMAGE", help="disk image or device (opened read-only)")
+    p.add_argument("--vdi", required=True, metavar="KEY",
+                   help="LV name, VDI uuid, VHD footer unique id, or a key from --map")
+    p.add_argument("--generation", type=int, metavar="SEQNO",
+                   help="use this LVM metadata generation instead of the newest holding KEY")
+    p.add_argument("--map", metavar="MAP.json", help="extent map from `srsalvage reconstruct -o`")
+    p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
+                   help="LVM metadata backup file(s) to consider")
+    p.add_argument("--format", required=True, choices=("vhd", "raw"))
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("--force", action="store_true",
+                   help="export even if a newer generation gave the VDI's extents to another LV")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.commands._common import StderrProgress, info, print_json, warn
+    from core.errors import SrsalvageError
+    from core.output import check_output_path
+    from core.source import Evidence
+    from core.vdi import resolve_vdi
+    from core.vhd.export import export_raw, export_vhd
+
+    evidence_paths = [args.image] + ([args.map] if args.map else []) + list(args.backup)
+    check_output_path(args.output, evidence_paths, args.overwrite)  # refuse before any work
+    with Evidence(args.image) as ev:
+        resolved = resolve_vdi(ev, args.vdi, map_path=args.map, generation=args.generation,
+                               force=args.force, backups=args.backup, warn=warn)
+        vol = resolved.volume
+        progress = StderrProgress()
+        try:
+            img = vol.image()
+            if img is None:
+                if args.format == "raw" and vol.kind == "raw":
+                    result = export_raw(vol.space, args.output, evidence_paths, args.overwrite,
+                                        progress=progress)
+                else:
+                    raise SrsalvageError(f"{vol.key}: no VHD in this volume ({vol.image_error})")
+            elif args.format == "vhd":
+                result = export_vhd(img, args.output, evidence_paths, args.overwrite,
+                                    progress=progress)
+            else:
+                known = len(resolved.warnings)
+                chain = resolved.chain()
+                for w in resolved.warnings[known:]:
+                    warn(w)
+                for f in chain.findings:
+                    warn(f.message)
+                result = export_raw(chain, args.output, evidence_paths, args.overwrite,
+                                    progress=progress)
+        finally:
+            progress.close()
+    for r in result.repairs:
+        info(f"repaired in the export (evidence untouched): {r}")
+    for u in result.unrepaired:
+        warn(f"not repaired: {u}")
+    if args.json:
+        doc = result.to_json()
+        doc.update(vdi=vol.key, lv=vol.lv_name, generation=resolved.generation,
+                   source=resolved.source, warnings=resolved.warnings)
+        print_json(doc)
+    else:
+        print(f"{result.bytes} {result.sha256} {result.path}")
+    return 0

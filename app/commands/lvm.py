@@ -1,0 +1,119 @@
+"""`srsalvage lvm IMAGE [--json] [--backup FILE.vg ...]`: partitions, PVs, VGs and every
+metadata generation found (metadata areas, stray copies on the disk, backup files)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+ORDER = 30
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lvm", help="partitions, PVs, VGs and every LVM metadata generation",
+                       description="List partitions, LVM physical volumes, volume groups and "
+                                   "every metadata generation found in the metadata areas, as "
+                                   "stray copies elsewhere on the disk, and in backup files. "
+                                   "The image is only read.")
+    p.add_argument("image", help="disk image file or block device (opened read-only)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
+                   help="an LVM backup/archive file (vgcfgbackup, /etc/lvm/archive); repeatable")
+    p.add_argument("--no-stray", action="store_true",
+                   help="skip the whole-disk search for metadata text outside metadata areas")
+    p.set_defaults(func=run)
+
+
+def _when(ts: int | None) -> str:
+    if ts is None:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _runs(runs: list) -> str:
+    parts = []
+    for r in runs:
+        le, pe, count = r[0], r[1], r[2]
+        pv = f"{r[3]}:" if len(r) > 3 else ""
+        parts.append(f"LE {le}-{le + count - 1} -> {pv}PE {pe}-{pe + count - 1}")
+    return ", ".join(parts) or "(no extents)"
+
+
+def render_text(report, image: str) -> str:
+    out = [f"image {image}: {report.image_bytes} bytes"]
+    if report.table.scheme:
+        out.append(f"partition table: {report.table.scheme}")
+    elif not report.partitions:
+        out.append("partition table: none")
+    for p in report.partitions:
+        out.append(f"  partition {p.index} [{p.scheme}] at {p.offset}, {p.bytes} bytes, type {p.type}")
+    if not report.volume_groups:
+        out.append("no LVM volume group found")
+    for vg in report.volume_groups:
+        out.append("")
+        out.append(f"VG {vg.name}  id {vg.id}")
+        if vg.sr_uuid:
+            out.append(f"  SR uuid {vg.sr_uuid}")
+        out.append(f"  extent size {vg.extent_bytes}, PE 0 at {vg.data_offset}")
+        for pv in vg.pvs:
+            where = "not on this image" if pv.offset is None else f"at {pv.offset}"
+            label = "label found" if pv.label_found else "NO LABEL"
+            out.append(f"  PV {pv.name} {pv.id} {where}, {label}, pe_start {pv.pe_start}, "
+                       f"{pv.pe_count} extents")
+            for how in pv.inferred_by:
+                out.append(f"      {how}")
+        cur = vg.current.seqno if vg.current else None
+        out.append(f"  {len(vg.generations)} generation(s); LVM would use: "
+                   f"{cur if cur is not None else 'none (no valid committed slot)'}")
+        for g in vg.generations:
+            flags = []
+            if g.current:
+                flags.append("CURRENT")
+            if not g.crc_ok:
+                flags.append("bad checksum" if not g.partial else "partial")
+            places = ", ".join(f"{c.source}@{c.offset}" + ("(wrapped)" if c.wrapped else "")
+                               + ("(partial)" if c.partial else "") for c in g.copies[:4])
+            if len(g.copies) > 4:
+                places += f", +{len(g.copies) - 4} more"
+            out.append(f"  seqno {g.seqno:>5} {' '.join(flags):<14} {_when(g.creation_time)}  "
+                       f"{places}")
+            if g.description:
+                out.append(f"        {g.description[:110]}")
+            if g.note:
+                out.append(f"        note: {g.note}")
+            if g is vg.generations[0] or g.current:
+                for lv in g.lvs.values():
+                    label = f' "{lv.label}"' if lv.label else ""
+                    out.append(f"        {lv.name}{label}: {_runs(lv.map_runs_pv() if len(vg.pvs) > 1 else lv.map_runs)}")
+            else:
+                for lv in g.lvs.values():
+                    if lv.status == "deleted":
+                        claim = f", {len(lv.claimed_by)} PE(s) now used by others" if lv.claimed_by else ""
+                        label = f' "{lv.label}"' if lv.label else ""
+                        out.append(f"        deleted since: {lv.name}{label}: {_runs(lv.map_runs)}{claim}")
+    if report.findings:
+        out.append("")
+        out.append("findings:")
+        for f in report.findings:
+            where = "" if f.offset is None else f" @{f.offset}"
+            out.append(f"  [{f.severity}] {f.kind}{where}: {f.message}")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.commands._common import StderrProgress, print_json
+    from core.lvm.analyse import analyse_disk
+    from core.source import Evidence
+
+    progress = StderrProgress()
+    with Evidence(args.image) as ev:
+        try:
+            report = analyse_disk(ev, backups=args.backup, progress=progress,
+                                  search_stray=not args.no_stray)
+        finally:
+            progress.close()
+    if args.json:
+        print_json(report.to_json(args.image))
+    else:
+        print(render_text(report, args.image))
+    return 0

@@ -1,0 +1,27 @@
+"""`srsalvage open IMAGE [--case CASE]`: the Textual workstation on an image or device (read-only)."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 20
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("open", help="the recovery workstation (Textual TUI) on IMAGE, read-only",
+                       description="Open the Textual workstation on IMAGE (a raw image file or a "
+                                   "block device, opened read-only). Decisions and the audit log "
+                                   "go to a case file beside the image (IMAGE.srsalvage-case.json) "
+                                   "or to CASE.")
+    p.add_argument("image", metavar="IMAGE", help="disk image file or block device")
+    p.add_argument("--case", metavar="CASE", default=None,
+                   help="case file (default: IMAGE.srsalvage-case.json beside the image)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # the evidence and the case are opened before the terminal is taken over: a missing path,
+    # a directory or an unreadable device is one line on stderr (SourceError -> exit 1)
+    from app.workstation import run_workstation
+
+    return run_workstation(args.image, args.case)

@@ -1,0 +1,150 @@
+"""`srsalvage reconstruct IMAGE [--json] [-o MAP.json] [--backup FILE.vg ...]`: extent maps of
+every VDI, from metadata where it survives and from VHD structure where it does not.
+
+Extensions (cli-contract.md allows them): `--vgcfg FILE.vg` writes an LVM metadata file for
+`vgcfgrestore -f` with every completely rebuilt VDI, `--xe FILE.sh` the commands that restore
+the VG and introduce the SR on a host, `--fix KEY:LE=PE` pins extents (hard constraints),
+`--data-offset/--extent-size/--pe-count` state the extent grid when nothing on disk does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+ORDER = 40
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reconstruct", help="rebuild every VDI's extent map (metadata or VHD structure)",
+                       description="Rebuild the extent map of every VDI: from LVM metadata where "
+                                   "any generation survives, from the VHD structure inside the "
+                                   "extents where none does. The image is only read.")
+    p.add_argument("image", help="disk image file or block device (opened read-only)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("-o", "--output", metavar="MAP.json",
+                   help="write the map document (what `export --map` reads)")
+    p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
+                   help="an LVM backup/archive file; its generations are hard constraints")
+    p.add_argument("--vgcfg", metavar="FILE.vg",
+                   help="write an LVM metadata file for `vgcfgrestore -f` (complete VDIs only)")
+    p.add_argument("--xe", metavar="FILE.sh",
+                   help="write the pvcreate/vgcfgrestore/xe sr-introduce/pbd commands")
+    p.add_argument("--vg-name", metavar="NAME",
+                   help="VG name for --vgcfg when no metadata names it (VG_XenStorage-<sr uuid>)")
+    p.add_argument("--device", default="/dev/sdX", metavar="DEV",
+                   help="the PV's device on the host, for --xe (default: /dev/sdX)")
+    p.add_argument("--fix", action="append", default=[], metavar="KEY:LE=PE",
+                   help="pin LE of VDI KEY to PE (repeatable); KEY as in the map")
+    p.add_argument("--data-offset", type=int, metavar="BYTES", help="absolute offset of PE 0")
+    p.add_argument("--extent-size", type=int, metavar="BYTES", help="extent size (default 4 MiB)")
+    p.add_argument("--pe-count", type=int, metavar="N", help="number of PEs")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=run)
+
+
+def parse_fixes(items: list[str]) -> dict[str, dict[int, int]]:
+    from core.errors import SrsalvageError
+
+    fixed: dict[str, dict[int, int]] = {}
+    for item in items:
+        m = re.fullmatch(r"(.+):(\d+)=(\d+)", item.strip())
+        if not m:
+            raise SrsalvageError(f"--fix {item!r}: expected KEY:LE=PE")
+        fixed.setdefault(m.group(1), {})[int(m.group(2))] = int(m.group(3))
+    return fixed
+
+
+def render_text(rec) -> str:
+    out = []
+    g = rec.grid
+    if g is None:
+        out.append("no extent grid: nothing says where the extents are")
+    else:
+        out.append(f"VG {g.vg_name or '(name unknown)'}: PE 0 at {g.data_offset} ({g.source}), "
+                   f"{g.pe_count} extents of {g.extent_bytes} bytes")
+    for v in rec.vdis:
+        state = "complete" if v.complete else "INCOMPLETE"
+        low = [le for le, p in v.extents if p.confidence < 0.75]
+        out.append(f"\n{v.key}  [{v.status}, {state}] VHD {v.vhd_uuid or '-'} "
+                   f"virtual {v.virtual_bytes if v.virtual_bytes is not None else '?'} bytes, "
+                   f"{v.extents_needed} extents")
+        runs = ", ".join(f"LE {le}-{le + n - 1} -> PE {pe}-{pe + n - 1}"
+                         for le, pe, n in _runs(v.pes))
+        out.append(f"  map: {runs or '(nothing placed)'}")
+        if v.missing_les:
+            out.append(f"  not placed: LEs {_compact(v.missing_les)}")
+        if low:
+            out.append(f"  low confidence: LEs {_compact(low)}")
+        for le, pes in sorted(v.ambiguous.items()):
+            out.append(f"  LE {le}: ambiguous between PEs {pes}")
+    notable = [f for f in rec.findings if f.severity != "info" or f.kind == "orphan-vhd-extent"]
+    if notable:
+        out.append("\nfindings:")
+        for f in notable[:200]:
+            out.append(f"  [{f.severity}] {f.kind}: {f.message}")
+        if len(notable) > 200:
+            out.append(f"  ... {len(notable) - 200} more (see --json)")
+    return "\n".join(out)
+
+
+def _runs(pes):
+    from core.spaces import pes_to_map_runs
+    return pes_to_map_runs(pes)
+
+
+def _compact(values: list[int]) -> str:
+    parts: list[list[int]] = []
+    for v in values:
+        if parts and parts[-1][1] == v - 1:
+            parts[-1][1] = v
+        else:
+            parts.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.commands._common import StderrProgress, info, print_json, warn
+    from core.match.reconstruct import reconstruct
+    from core.output import AtomicOutput, check_output_path
+    from core.source import Evidence
+
+    outputs = [p for p in (args.output, args.vgcfg, args.xe) if p]
+    for path in outputs:
+        check_output_path(path, [args.image], args.overwrite)
+    fixed = parse_fixes(args.fix)
+    progress = StderrProgress()
+    with Evidence(args.image) as ev:
+        try:
+            rec = reconstruct(ev, backups=args.backup, fixed=fixed, progress=progress,
+                              extent_bytes=args.extent_size, data_offset=args.data_offset,
+                              pe_count=args.pe_count)
+        finally:
+            progress.close()
+    doc = rec.to_json()
+    doc["image"]["path"] = args.image
+    if args.output:
+        with AtomicOutput(args.output, [args.image], args.overwrite) as out:
+            out.write((json.dumps(doc, indent=1) + "\n").encode())
+        info(f"map written to {args.output}")
+    if args.vgcfg or args.xe:
+        from core.match.restore import format_restore_file, restore_metadata, xe_script
+        plan = restore_metadata(rec, vg_name=args.vg_name, device=args.device)
+        for key, why in plan.left_out:
+            warn(f"{key} left out of the restore file: {why}")
+        for note in plan.notes:
+            warn(note)
+        if args.vgcfg:
+            with AtomicOutput(args.vgcfg, [args.image], args.overwrite) as out:
+                out.write(format_restore_file(plan).encode())
+            info(f"restore file written to {args.vgcfg} ({len(plan.included)} LVs)")
+        if args.xe:
+            with AtomicOutput(args.xe, [args.image], args.overwrite) as out:
+                out.write(xe_script(plan, args.vgcfg or "restore.vg", args.device).encode())
+            info(f"host commands written to {args.xe}")
+    if args.json:
+        print_json(doc)
+    else:
+        print(render_text(rec))
+    return 0

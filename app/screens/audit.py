@@ -1,0 +1,50 @@
+"""Audit log screen (L): every edit, undo, export and decision recorded in the case, oldest first."""
+
+from __future__ import annotations
+
+import time
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import ModalScreen
+from textual.containers import Vertical
+from textual.widgets import DataTable, Label
+
+from core.case import Case
+
+
+class AuditScreen(ModalScreen[None]):
+    """The case's append-only audit log."""
+
+    DEFAULT_CSS = """
+    AuditScreen { align: center middle; }
+    AuditScreen > Vertical { width: 96%; height: 90%; border: thick $primary; background: $surface; }
+    AuditScreen Label { padding: 0 1; text-style: bold; }
+    AuditScreen DataTable { height: 1fr; }
+    """
+    BINDINGS = [Binding("escape,q,L", "dismiss", "Close")]
+
+    def __init__(self, case: Case) -> None:
+        super().__init__()
+        self.case = case
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Audit log — {self.case.path or 'in-memory case'} "
+                        f"({len(self.case.audit)} entries)")
+            yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        t = self.query_one(DataTable)
+        t.add_columns("time (UTC)", "action", "VDI", "detail")
+        for entry in self.case.audit:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(entry.get("time", 0))))
+            detail = str(entry.get("detail", ""))
+            if entry.get("action") == "export":
+                detail += f"  {entry.get('bytes')} bytes sha256 {entry.get('sha256')}"
+                if entry.get("forced"):
+                    detail += " (forced)"
+            t.add_row(when, str(entry.get("action", "")), str(entry.get("vdi", "")), detail)
+        if self.case.audit:
+            t.move_cursor(row=len(self.case.audit) - 1)
+        t.focus()

@@ -1,0 +1,506 @@
+"""The workstation's session: the evidence, the engine's results, the case, and the glue between.
+
+No Textual here (it is driven by the screens and tested directly). The engine modules are being
+written alongside; each is imported when first needed and, when missing, the session says so in
+one line (`EngineMissing`) instead of inventing data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from core.case import Case, Extent
+from core.errors import SrsalvageError
+from core.progress import ProgressFn
+from core.source import Evidence
+from core.spaces import RunList, extent_space
+from widgets.disk_map import DiskMapModel, Owner
+from widgets.extent_editor import CheckState
+from widgets.overlay import Overlay, fields_of
+
+CARVE_KINDS = ("mssql", "rar")
+
+
+class EngineMissing(SrsalvageError):
+    """An engine module this action needs is not installed/written."""
+
+
+def engine(module: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise EngineMissing(f"{what} not available ({module}: {exc})") from None
+
+
+@dataclass
+class Selection:
+    vg: Any = None
+    gen: Any = None
+    lv: Any = None
+
+    @property
+    def key(self) -> str | None:
+        return None if self.lv is None else vdi_key(self.lv)
+
+
+def vdi_key(lv: Any) -> str:
+    return lv.name
+
+
+# -- reconstructed VDIs (no surviving metadata): the same shape as the analysis' VG/LV models, so
+#    the tree, map, editor, checks and export treat them like any other generation --------------
+@dataclass
+class RebuiltLV:
+    """A VDI found by the reconstruction engine from VHD structure alone."""
+
+    name: str
+    extents: list[Extent]
+    kind: str = "vhd"
+    status: str = "rebuilt"
+    label: str | None = None
+    claimed_by: dict = field(default_factory=dict)
+    vdi_uuid: str | None = None
+
+    @property
+    def le_count(self) -> int:
+        return len(self.extents)
+
+    def pes(self) -> list[int | None]:
+        return [e.pe for e in self.extents]
+
+
+@dataclass
+class RebuiltPV:
+    name: str
+    offset: int
+    pe_count: int
+    pe_start: int
+    label_found: bool = False
+    id: str = ""
+
+
+@dataclass
+class RebuiltGeneration:
+    lvs: dict[str, RebuiltLV]
+    seqno: int = 0
+    source: str = "reconstruct"
+    crc_ok: bool | None = None
+    current: bool = False
+    description: str = "extent maps rebuilt from VHD structure"
+    creation_time: int | None = None
+    copies: list = field(default_factory=list)
+    text: bytes = b""
+
+
+@dataclass
+class RebuiltVG:
+    name: str
+    extent_bytes: int
+    data_offset: int
+    pvs: list[RebuiltPV]
+    generations: list[RebuiltGeneration]
+    reference: Any = None
+
+
+@dataclass
+class ExportResult:
+    path: str
+    fmt: str
+    size: int
+    sha256: str
+    forced: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Session:
+    """One evidence image opened read-only, its case, and what the engine found in it."""
+
+    def __init__(self, image_path: str, case_path: str | None = None,
+                 evidence: Evidence | None = None) -> None:
+        self.ev = evidence or Evidence(image_path)
+        self.image_path = self.ev.path
+        self.case, self.case_note = Case.open(self.image_path, case_path, image_bytes=self.ev.size)
+        self.report: Any = None
+        self.analysis_error: str | None = None
+        self.scan_result: Any = None
+        self.reconstruction: Any = None
+        self.suggestions: dict[str, list[Extent | None]] = {}
+        self.parents: dict[str, str] = {}
+        self.rebuilt: RebuiltVG | None = None
+        self.sel = Selection()
+        self._lock = threading.Lock()
+
+    # -- analysis -------------------------------------------------------------------------------
+    def analyse(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
+        mod = engine("core.lvm.analyse", "LVM analysis engine")
+        return mod.analyse_disk(self.ev, backups=[], cancel=cancel, progress=progress)
+
+    def scan(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
+        mod = engine("core.scan", "scan engine")
+        return mod.scan(self.ev, cancel=cancel, progress=progress)
+
+    @property
+    def volume_groups(self) -> list[Any]:
+        """The analysis' VGs, plus the reconstructed one when metadata was lost."""
+        vgs = list(getattr(self.report, "volume_groups", []) or [])
+        return vgs + ([self.rebuilt] if self.rebuilt is not None else [])
+
+    def set_report(self, report: Any) -> None:
+        self.report = report
+        self.sel = Selection()
+        vgs = self.volume_groups
+        if not vgs:
+            return
+        # the case's chosen generation wins, else the one LVM would use, else the newest
+        vg, gen = vgs[0], None
+        chosen = self.case.generation
+        if chosen:
+            for v in vgs:
+                if v.name == chosen.get("vg"):
+                    g = self.generation(v, chosen.get("seqno"))
+                    if g is not None:
+                        vg, gen = v, g
+        if gen is None:
+            gen = getattr(vg, "current", None) or (vg.generations[0] if vg.generations else None)
+        self.sel = Selection(vg, gen)
+
+    @property
+    def recognised(self) -> bool:
+        r = self.report
+        return bool(r is not None and (getattr(r, "volume_groups", None) or getattr(r, "partitions", None)))
+
+    @staticmethod
+    def generation(vg: Any, seqno: Any) -> Any:
+        for g in vg.generations:
+            if g.seqno == seqno:
+                return g
+        return None
+
+    def newest(self, vg: Any) -> Any:
+        """The generation LVM would use (what `deleted` / `claimed_by` are judged against)."""
+        ref = getattr(vg, "reference", None)
+        return ref if ref is not None else (vg.generations[0] if vg.generations else None)
+
+    def choose_generation(self, vg: Any, gen: Any) -> None:
+        self.sel = Selection(vg, gen, None)
+        self.case.choose_generation(vg.name, gen.seqno)
+
+    def find_lv(self, gen: Any, key: str) -> Any:
+        if gen is None:
+            return None
+        for lv in gen.lvs.values():
+            if vdi_key(lv) == key or getattr(lv, "vdi_uuid", None) == key:
+                return lv
+        return None
+
+    # -- extent maps ----------------------------------------------------------------------------
+    def engine_extents(self, lv: Any) -> list[Extent]:
+        if isinstance(lv, RebuiltLV):
+            return list(lv.extents)
+        claimed = {int(k) for k in (getattr(lv, "claimed_by", {}) or {})}
+        out = []
+        for pe in lv.pes():
+            if pe is None:
+                out.append(Extent(None, 0.0, "gap"))
+            elif pe in claimed:  # a newer generation gave this PE to another LV: doubtful
+                out.append(Extent(pe, 0.5, "metadata"))
+            else:
+                out.append(Extent(pe, 1.0, "metadata"))
+        return out
+
+    def extents(self, lv: Any) -> tuple[list[Extent], bool]:
+        """(extents, edited): the case's map when the technician edited this VDI, else the
+        selected generation's."""
+        key = vdi_key(lv)
+        if self.case.has_map(key):
+            return list(self.case.map_of(key).extents), True
+        return self.engine_extents(lv), False
+
+    def pes(self, lv: Any) -> list[int | None]:
+        return [e.pe for e in self.extents(lv)[0]]
+
+    def ensure_case_map(self, lv: Any, gen: Any) -> None:
+        origin = "reconstruction" if isinstance(lv, RebuiltLV) else f"generation {gen.seqno}"
+        self.case.ensure_map(vdi_key(lv), self.engine_extents(lv), origin=origin)
+
+    def lv_space(self, vg: Any, pes: Sequence[int | None], name: str = "") -> RunList:
+        return extent_space(self.ev, vg.data_offset, vg.extent_bytes, list(pes), name=name)
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check(self, vg: Any, lv: Any, pes: Sequence[int | None],
+              cancel: threading.Event | None = None) -> CheckState:
+        checks = engine("core.vhd.checks", "VHD check engine")
+        space = self.lv_space(vg, pes, lv.name)
+        if lv.kind != "vhd":
+            return CheckState(False, None, f"{lv.kind} LV: no VHD structure to check")
+        findings = checks.check_vhd(space)
+        errors = [f for f in findings if f.severity == "error"]
+        warnings = [f for f in findings if f.severity == "warning"]
+        per_le: dict[int, str] = {}
+        for f in errors + warnings:
+            if f.offset is not None and f.space in ("vhd", "lv"):
+                le = f.offset // vg.extent_bytes
+                per_le.setdefault(le, f.kind)
+        missing = sum(1 for p in pes if p is None)
+        summary = f"{len(errors)} errors, {len(warnings)} warnings"
+        if errors:
+            summary += f": {errors[0].kind} — {errors[0].message}"
+        if missing:
+            summary += f"; {missing} extents unknown"
+        return CheckState(False, not errors, summary, per_le)
+
+    def vhd_image(self, vg: Any, lv: Any) -> Any:
+        reader = engine("core.vhd.reader", "VHD reader")
+        return reader.VhdImage.open(self.lv_space(vg, self.pes(lv), lv.name), name=lv.name)
+
+    def chain_parents(self, vg: Any, gen: Any, cancel: threading.Event | None = None) -> dict[str, str]:
+        """{child LV: parent LV} from the VHD headers of the generation's VHD LVs."""
+        reader = engine("core.vhd.reader", "VHD reader")
+        by_uuid: dict[bytes, str] = {}
+        parent_of: dict[str, bytes] = {}
+        for lv in gen.lvs.values():
+            if cancel is not None and cancel.is_set():
+                break
+            if lv.kind != "vhd":
+                continue
+            try:
+                img = reader.VhdImage.open(self.lv_space(vg, self.pes(lv), lv.name), name=lv.name)
+            except SrsalvageError:
+                continue
+            if img.footer is None:
+                continue
+            by_uuid[bytes(img.unique_id)] = lv.name
+            p = img.parent_unique_id
+            if p:
+                parent_of[lv.name] = bytes(p)
+        return {c: by_uuid[p] for c, p in parent_of.items() if p in by_uuid and by_uuid[p] != c}
+
+    # -- reconstruction ---------------------------------------------------------------------------
+    def reconstruct(self, cancel: threading.Event | None = None,
+                    progress: ProgressFn | None = None) -> dict[str, list[Extent | None]]:
+        mod = engine("core.match.reconstruct", "reconstruction engine")
+        result = mod.reconstruct(self.ev, cancel=cancel, progress=progress, report=self.report)
+        doc = result.to_json() if hasattr(result, "to_json") else result
+        out: dict[str, list[Extent | None]] = {}
+        for vdi in doc.get("vdis", []):
+            exts: list[Extent | None] = []
+            for e in vdi.get("extents", []):
+                le = int(e["le"])
+                while len(exts) <= le:
+                    exts.append(None)
+                exts[le] = Extent(e.get("pe"), float(e.get("confidence", 0.0)), str(e.get("source", "vhd-match")))
+            key = vdi.get("lv") or vdi.get("key")
+            out[str(key)] = exts
+        self.reconstruction = doc
+        self.suggestions = out
+        if not getattr(self.report, "volume_groups", None):
+            self.rebuilt = self._rebuilt_vg(doc, out)
+        return out
+
+    def _rebuilt_vg(self, doc: dict, suggestions: dict[str, list[Extent | None]]) -> RebuiltVG | None:
+        """A VG of the VDIs the engine rebuilt, for an image whose LVM metadata is gone."""
+        grids = doc.get("volume_groups") or []
+        if not grids or not doc.get("vdis"):
+            return None
+        grid = grids[0]
+        extent_bytes, data_offset = int(grid["extent_bytes"]), int(grid["data_offset"])
+        lvs: dict[str, RebuiltLV] = {}
+        for vdi in doc["vdis"]:
+            key = str(vdi.get("lv") or vdi.get("key"))
+            exts = [e if e is not None else Extent(None, 0.0, "gap")
+                    for e in suggestions.get(key, [])]
+            need = int(vdi.get("extents_needed") or len(exts))
+            exts += [Extent(None, 0.0, "gap")] * max(0, need - len(exts))
+            lvs[key] = RebuiltLV(key, exts, vdi_uuid=vdi.get("vhd_uuid"))
+        pe_count = int(grid.get("pe_count") or (self.ev.size - data_offset) // extent_bytes)
+        pv_offset = int(grid.get("pv_offset") or 0)
+        pv = RebuiltPV("pv0", pv_offset, pe_count, data_offset - pv_offset, id=grid.get("pv_id") or "")
+        name = grid.get("name") or "reconstructed (no LVM metadata)"
+        return RebuiltVG(name, extent_bytes, data_offset, [pv], [RebuiltGeneration(lvs)])
+
+    # -- disk map -------------------------------------------------------------------------------
+    def disk_model(self) -> DiskMapModel:
+        sel = self.sel
+        hits = self.carve_hit_offsets()
+        if sel.vg is None:
+            model = DiskMapModel.blank(self.ev.size)
+            model.add_hits(hits)
+            return model
+        vg = sel.vg
+        pe_count = sum(int(pv.pe_count) for pv in vg.pvs) or 0
+        meta = []
+        for pv in vg.pvs:
+            if pv.offset < vg.data_offset:
+                meta.append((pv.offset, vg.data_offset))
+        bounds = []
+        for p in getattr(self.report, "partitions", []) or []:
+            bounds.append(p.offset)
+        model = DiskMapModel.for_vg(self.ev.size, vg.extent_bytes, vg.data_offset, pe_count, meta, bounds)
+        if sel.gen is not None:
+            newest = self.newest(vg)
+            for lv in sorted(sel.gen.lvs.values(), key=lambda l: l.name):
+                claimed = [int(k) for k in (getattr(lv, "claimed_by", {}) or {})]
+                deleted = getattr(lv, "status", "live") == "deleted"
+                if newest is not None and sel.gen is newest:
+                    claimed = []
+                model.set_owner(Owner(lv.name, getattr(lv, "label", "") or "", deleted, vdi_key(lv)),
+                                self.pes(lv), claimed)
+        model.add_hits(hits)
+        return model
+
+    def carve_hit_offsets(self) -> list[int]:
+        r = self.scan_result
+        if r is None:
+            return []
+        return [f.offset for f in getattr(r, "findings", [])
+                if any(str(getattr(f, "kind", "")).startswith(k) for k in CARVE_KINDS)]
+
+    def owner_index(self, model: DiskMapModel, name: str) -> int | None:
+        for i, o in enumerate(model.owners):
+            if o.name == name:
+                return i
+        return None
+
+    # -- structure overlays -----------------------------------------------------------------------
+    def disk_overlay(self) -> Overlay:
+        """MBR/GPT, LVM label / mda header / metadata texts placed on the disk."""
+        structures: list[tuple[int, str, list]] = []
+        schemes = {getattr(p, "scheme", "") for p in getattr(self.report, "partitions", []) or []}
+        mbr = _struct("core.structs.mbr", ("mbr", "MBR", "mbr_sector", "legacy_mbr"))
+        if mbr is not None and schemes & {"mbr", "gpt"}:
+            structures.append((0, "MBR", fields_of(mbr)))
+        gpt = _struct("core.structs.gpt", ("gpt_header", "GPTHeader", "header"))
+        if gpt is not None and self.report is not None and any(
+                getattr(p, "scheme", "") == "gpt" for p in getattr(self.report, "partitions", []) or []):
+            structures.append((512, "GPT header", fields_of(gpt)))
+        if self.report is not None:
+            label = _struct("core.structs.lvm", ("label_header",))
+            pvh = _struct("core.structs.lvm", ("pv_header",))
+            mdah = _struct("core.structs.lvm", ("mda_header",))
+            for vg in getattr(self.report, "volume_groups", []) or []:
+                for pv in vg.pvs:
+                    if label is not None and getattr(pv, "label_found", True):
+                        lab = fields_of(label)
+                        structures.append((pv.offset + 512, "LVM label_header", lab))
+                        if pvh is not None:
+                            structures.append((pv.offset + 512 + sum(f.size for f in lab),
+                                               "LVM pv_header", fields_of(pvh)))
+                    if mdah is not None:
+                        for mda in getattr(pv, "mda_offsets", None) or [pv.offset + 4096]:
+                            structures.append((mda, "LVM mda_header", fields_of(mdah)))
+                for gen in vg.generations:
+                    text = getattr(gen, "text", b"") or b""
+                    if isinstance(text, str):
+                        text = text.encode("utf-8", "replace")
+                    for copy in getattr(gen, "copies", []) or []:
+                        if getattr(copy, "source", "") == "backup" or copy.offset is None:
+                            continue
+                        from widgets.overlay import Field
+                        length = int(getattr(copy, "length", 0) or len(text))
+                        structures.append((copy.offset, f"LVM metadata seqno {gen.seqno}",
+                                           [Field(0, length, "text")]))
+        return Overlay.build(structures)
+
+    def vhd_overlay(self, img: Any) -> Overlay:
+        """Footer copy, dynamic header, BAT, batmap, block bitmaps, footer — in the LV's space."""
+        from widgets.overlay import Field
+
+        s = engine("core.structs.vhd", "VHD structures")
+        structures: list[tuple[int, str, list]] = []
+        footer = fields_of(s.hd_ftr)
+        if img.copy_footer is not None or img.footer_offset not in (None, 0):
+            structures.append((0, "VHD footer copy", footer))
+        if img.footer_offset is not None:
+            structures.append((img.footer_offset, "VHD footer", footer))
+        if img.header is not None and img.header_offset is not None:
+            structures.append((img.header_offset, "VHD dd_hdr", fields_of(s.dd_hdr)))
+            table = int(img.header.table_offset)
+            structures.append((table, "VHD BAT", [Field(0, 4 * int(img.bat_entries_declared), "bat")]))
+            if img.batmap_header_offset is not None:
+                structures.append((img.batmap_header_offset, "VHD batmap header",
+                                   fields_of(s.dd_batmap_hdr)))
+            nb = img.bitmap_bytes
+            for block in list(img.allocated_blocks[:65536]):
+                off = img.block_bitmap_offset(int(block))
+                if off is not None:
+                    structures.append((off, f"VHD bitmap of block {int(block)}", [Field(0, nb, "bitmap")]))
+        return Overlay.build(structures)
+
+    # -- export ---------------------------------------------------------------------------------
+    @staticmethod
+    def conflict_place(vg: Any) -> str:
+        return "of the reconstruction" if isinstance(vg, RebuiltVG) else "in a newer generation"
+
+    def conflicts(self, vg: Any, lv: Any) -> dict[int, str]:
+        """PEs of this map that the newest generation gives to another LV."""
+        newest = self.newest(vg)
+        if newest is None:
+            return {}
+        owner: dict[int, str] = {}
+        for other in newest.lvs.values():
+            if other.name == lv.name:
+                continue
+            for pe in other.pes():
+                if pe is not None:
+                    owner[pe] = other.name
+        return {pe: owner[pe] for pe in self.pes(lv) if pe is not None and pe in owner}
+
+    def export(self, vg: Any, lv: Any, dest: str, fmt: str, force: bool = False,
+               overwrite: bool = False, cancel: threading.Event | None = None,
+               progress: ProgressFn | None = None) -> ExportResult:
+        from core.errors import UnsafeError
+        from core.output import check_output_path
+
+        export = engine("core.vhd.export", "VHD export engine")
+        vdi = engine("core.vdi", "VDI resolver")
+        conflicts = self.conflicts(vg, lv)
+        if conflicts and not force:
+            first = sorted(conflicts.items())[:3]
+            raise UnsafeError(f"{len(conflicts)} extents of {lv.name} belong to another LV "
+                              f"{self.conflict_place(vg)} (e.g. PE {first[0][0]} to {first[0][1]}); "
+                              f"export with force to proceed")
+        check_output_path(dest, [self.image_path], overwrite)
+        gen = self.sel.gen
+        volumes = []
+        target = None
+        for other in gen.lvs.values():
+            space = self.lv_space(vg, self.pes(other), other.name)
+            vol = vdi.VdiVolume(vdi_key(other), other.name, space, generation=gen.seqno,
+                                kind=other.kind, status=getattr(other, "status", "live"))
+            volumes.append(vol)
+            if other is lv:
+                target = vol
+        if target is None:
+            raise SrsalvageError(f"{lv.name} is not in generation {gen.seqno}")
+        resolved = vdi.ResolvedVdi(target, [v for v in volumes if v is not target],
+                                   generation=gen.seqno)
+        evidence = [self.image_path]
+        if lv.kind == "vhd" or fmt == "vhd":
+            img = target.image()
+            if img is None:
+                raise SrsalvageError(f"{lv.name}: no VHD found ({target.image_error})")
+            if fmt == "vhd":
+                result = export.export_vhd(img, dest, evidence, overwrite, cancel, progress)
+            else:
+                result = export.export_raw(resolved.chain(), dest, evidence, overwrite, cancel, progress)
+        else:
+            result = export.export_raw(target.space, dest, evidence, overwrite, cancel, progress)
+        notes = [f"repaired: {r}" for r in result.repairs] + [f"not repaired: {r}" for r in result.unrepaired]
+        self.case.log_export(vdi_key(lv), os.path.abspath(dest), fmt, result.bytes, result.sha256,
+                             forced=bool(conflicts))
+        return ExportResult(dest, fmt, result.bytes, result.sha256, bool(conflicts), notes)
+
+
+def _struct(module: str, names: Sequence[str]) -> Any:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    for n in names:
+        if hasattr(mod, n):
+            return getattr(mod, n)
+    return None

@@ -1,0 +1,73 @@
+"""The srsalvage workstation: a Textual App over one evidence image, read-only.
+
+`run_workstation(image_path, case_path=None)` is what `srsalvage open` and `srsalvage demo` call.
+The evidence is opened (read-only) and the case loaded before the terminal is taken over, so a bad
+path, a directory or an unreadable device gives one line on stderr (SourceError) — never a
+traceback or a half-drawn screen.
+"""
+
+from __future__ import annotations
+
+import os
+
+from textual.app import App
+
+from app.screens.main import MainScreen
+from app.screens.palette import WorkstationCommands
+from app.screens.session import Session
+from core.source import Evidence
+
+
+class WorkstationApp(App):
+    """One screen from which the whole recovery is done."""
+
+    CSS_PATH = "workstation.tcss"
+    TITLE = "srsalvage"
+    COMMANDS = App.COMMANDS | {WorkstationCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(self, image_path: str | None = None, case_path: str | None = None, *,
+                 session: Session | None = None) -> None:
+        super().__init__()
+        if session is None:
+            if image_path is None:
+                raise ValueError("an image path or a session is needed")
+            session = Session(image_path, case_path)
+        self.session = session
+        self.sub_title = os.path.basename(session.image_path)
+
+    def get_default_screen(self) -> MainScreen:
+        return MainScreen(self.session)
+
+    @property
+    def main(self) -> MainScreen:
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen):
+                return screen
+        raise LookupError("main screen not mounted")  # pragma: no cover
+
+    def action_quit(self) -> None:
+        # thread workers cannot be killed: ask every job to stop, then leave
+        self.workers.cancel_all()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self.session.ev.close()
+
+
+def open_session(image_path: str, case_path: str | None = None) -> Session:
+    """Open evidence and case; SourceError / UnsafeError (one line) when impossible."""
+    ev = Evidence(image_path)
+    try:
+        return Session(image_path, case_path, evidence=ev)
+    except BaseException:
+        ev.close()
+        raise
+
+
+def run_workstation(image_path: str, case_path: str | None = None) -> int:
+    """Run the workstation on `image_path` until the technician quits; returns an exit code."""
+    session = open_session(image_path, case_path)
+    app = WorkstationApp(session=session)
+    app.run()
+    return int(app.return_code or 0)

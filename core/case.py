@@ -1,0 +1,481 @@
+"""The case: what the technician decided about one evidence image, kept beside it (never in it).
+
+A case holds the chosen metadata generation, the per-VDI extent maps as edited by hand, the
+undo/redo history of those edits, and an append-only audit log of every edit and export. It is a
+small JSON document (`"format": "srsalvage-case"`, `"version": 1`) saved atomically
+(`core.output.atomic_write_bytes`) after each change, and reloaded when the image is opened again.
+
+Edits are commands: each one turns into a `Patch` (the slice of the map it replaced, before and
+after), so undo and redo are exact and the history stays small even for a VDI of 100k extents.
+
+A damaged case file never stops the work: it is moved aside (`CASE.damaged-<time>`), a one-line
+message says so, and a fresh case starts. No UI imports here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from core.errors import SrsalvageError, UnsafeError
+from core.output import atomic_write_bytes
+
+CASE_FORMAT = "srsalvage-case"
+CASE_VERSION = 1
+CASE_SUFFIX = ".srsalvage-case.json"
+MAX_CASE_BYTES = 256 << 20  # a case file is small; anything bigger is not one of ours
+MAX_HISTORY = 10_000        # undo depth kept in the file (oldest dropped first)
+SOURCES = ("metadata", "vhd-match", "adjacency", "manual", "gap")
+
+
+class CaseError(SrsalvageError):
+    """A case file cannot be used (the message is one line)."""
+
+
+@dataclass(frozen=True)
+class Extent:
+    """One logical extent of a VDI: which PE holds it, how sure we are and why."""
+
+    pe: int | None
+    confidence: float = 1.0
+    source: str = "metadata"
+
+    def to_json(self) -> list[Any]:
+        return [self.pe, round(float(self.confidence), 4), self.source]
+
+    @classmethod
+    def from_json(cls, item: Any) -> "Extent":
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            raise CaseError(f"bad extent entry {item!r}")
+        pe, conf, source = item
+        if pe is not None and (not isinstance(pe, int) or isinstance(pe, bool) or pe < 0):
+            raise CaseError(f"bad PE {pe!r}")
+        if not isinstance(conf, (int, float)) or not 0.0 <= float(conf) <= 1.0:
+            raise CaseError(f"bad confidence {conf!r}")
+        if not isinstance(source, str) or len(source) > 32:
+            raise CaseError(f"bad extent source {source!r}")
+        return cls(pe, float(conf), source)
+
+
+@dataclass
+class Patch:
+    """Extents [start, start+len(before)) of VDI `vdi` were replaced by `after`."""
+
+    vdi: str
+    start: int
+    before: list[Extent]
+    after: list[Extent]
+    action: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vdi": self.vdi, "start": self.start, "action": self.action, "detail": self.detail,
+                "before": [e.to_json() for e in self.before],
+                "after": [e.to_json() for e in self.after]}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "Patch":
+        if not isinstance(doc, dict):
+            raise CaseError("bad history entry")
+        try:
+            start = doc["start"]
+            if not isinstance(start, int) or start < 0:
+                raise CaseError("bad history start")
+            return cls(str(doc["vdi"]), start, [Extent.from_json(e) for e in doc["before"]],
+                       [Extent.from_json(e) for e in doc["after"]], str(doc["action"]),
+                       str(doc.get("detail", "")))
+        except (KeyError, TypeError) as exc:
+            raise CaseError(f"bad history entry: {exc}") from None
+
+
+@dataclass
+class VdiMap:
+    """The edited extent map of one VDI (LE = index)."""
+
+    key: str
+    extents: list[Extent]
+    origin: str = ""          # where the map started from, e.g. "generation 12" or "reconstruct"
+
+    @property
+    def pes(self) -> list[int | None]:
+        return [e.pe for e in self.extents]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "origin": self.origin,
+                "extents": [e.to_json() for e in self.extents]}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "VdiMap":
+        if not isinstance(doc, dict) or not isinstance(doc.get("extents"), list):
+            raise CaseError("bad VDI map")
+        return cls(str(doc.get("key", "")), [Extent.from_json(e) for e in doc["extents"]],
+                   str(doc.get("origin", "")))
+
+
+def default_case_path(image_path: str) -> str:
+    """IMAGE.srsalvage-case.json beside a regular image; for a block device, in the current
+    directory (never under /dev)."""
+    try:
+        st = os.stat(image_path)
+        is_dev = stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
+    except OSError:
+        is_dev = False
+    if is_dev:
+        return os.path.abspath(os.path.basename(image_path) + CASE_SUFFIX)
+    return os.path.abspath(image_path) + CASE_SUFFIX
+
+
+def check_case_path(case_path: str, image_path: str) -> None:
+    """The case must never be the evidence itself."""
+    if os.path.realpath(case_path) == os.path.realpath(image_path):
+        raise UnsafeError(f"case file {case_path} is the evidence {image_path}")
+    try:
+        if os.path.exists(case_path) and os.path.samefile(case_path, image_path):
+            raise UnsafeError(f"case file {case_path} is the evidence {image_path}")
+    except OSError:
+        pass
+
+
+class Case:
+    """Chosen generation, edited extent maps with undo/redo, append-only audit log, autosave."""
+
+    def __init__(self, path: str | None, image_path: str = "", image_bytes: int = 0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.image_path = image_path
+        self.image_bytes = image_bytes
+        self.generation: dict[str, Any] | None = None   # {"vg": name, "seqno": n}
+        self.maps: dict[str, VdiMap] = {}
+        self.undo_stack: list[Patch] = []
+        self.redo_stack: list[Patch] = []
+        self.audit: list[dict[str, Any]] = []
+        self.created = clock()
+        self._clock = clock
+        self.listeners: list[Callable[[Case], None]] = []
+
+    # -- persistence ----------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": CASE_FORMAT,
+            "version": CASE_VERSION,
+            "image": {"path": self.image_path, "bytes": self.image_bytes},
+            "created": self.created,
+            "generation": self.generation,
+            "maps": {k: m.to_json() for k, m in self.maps.items()},
+            "undo": [p.to_json() for p in self.undo_stack[-MAX_HISTORY:]],
+            "redo": [p.to_json() for p in self.redo_stack[-MAX_HISTORY:]],
+            "audit": self.audit,
+        }
+
+    def save(self) -> None:
+        """Atomic write of the whole case (no-op for an in-memory case)."""
+        if not self.path:
+            return
+        data = json.dumps(self.to_json(), indent=1).encode()
+        try:
+            atomic_write_bytes(self.path, data)
+        except OSError as exc:
+            raise CaseError(f"cannot save case file {self.path}: {exc.strerror}") from None
+
+    @classmethod
+    def from_json(cls, doc: Any, path: str | None = None) -> "Case":
+        if not isinstance(doc, dict) or doc.get("format") != CASE_FORMAT:
+            raise CaseError("not a srsalvage case file")
+        version = doc.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise CaseError(f"bad case version {version!r}")
+        if version > CASE_VERSION:
+            raise CaseError(f"case version {version} is newer than this srsalvage ({CASE_VERSION})")
+        image = doc.get("image") or {}
+        if not isinstance(image, dict):
+            raise CaseError("bad image entry")
+        case = cls(path, str(image.get("path", "")), int(image.get("bytes", 0) or 0))
+        case.created = float(doc.get("created", case.created))
+        gen = doc.get("generation")
+        if gen is not None and not isinstance(gen, dict):
+            raise CaseError("bad generation entry")
+        case.generation = gen
+        maps = doc.get("maps", {})
+        if not isinstance(maps, dict):
+            raise CaseError("bad maps entry")
+        for key, m in maps.items():
+            vm = VdiMap.from_json(m)
+            vm.key = str(key)
+            case.maps[str(key)] = vm
+        for name in ("undo", "redo"):
+            items = doc.get(name, [])
+            if not isinstance(items, list):
+                raise CaseError(f"bad {name} entry")
+            getattr(case, f"{name}_stack").extend(Patch.from_json(p) for p in items)
+        audit = doc.get("audit", [])
+        if not isinstance(audit, list) or not all(isinstance(a, dict) for a in audit):
+            raise CaseError("bad audit log")
+        case.audit = audit
+        return case
+
+    @classmethod
+    def load(cls, path: str) -> "Case":
+        """Load a case file; CaseError (one line) when it is unreadable or damaged."""
+        try:
+            size = os.path.getsize(path)
+            if size > MAX_CASE_BYTES:
+                raise CaseError(f"{path}: {size} bytes, too large for a case file")
+            with open(path, "rb") as f:
+                raw = f.read(MAX_CASE_BYTES + 1)
+        except OSError as exc:
+            raise CaseError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CaseError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+        except RecursionError:
+            raise CaseError(f"{path}: nested too deeply") from None
+        try:
+            return cls.from_json(doc, path)
+        except CaseError as exc:
+            raise CaseError(f"{path}: {exc}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CaseError(f"{path}: damaged ({exc})") from None
+
+    @classmethod
+    def open(cls, image_path: str, case_path: str | None = None, image_bytes: int = 0,
+             clock: Callable[[], float] = time.time) -> tuple["Case", str | None]:
+        """The case for an image: loaded when its file exists, else new.
+
+        Returns (case, message): message is a one-line note for the technician when the file was
+        damaged (it is moved aside and a fresh case starts) or belongs to an image of another size.
+        """
+        path = case_path or default_case_path(image_path)
+        check_case_path(path, image_path)
+        if not os.path.exists(path):
+            case = cls(path, os.path.abspath(image_path), image_bytes, clock=clock)
+            return case, None
+        try:
+            case = cls.load(path)
+        except CaseError as exc:
+            aside = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}"
+            try:
+                os.replace(path, aside)
+                note = f"case file damaged ({exc}); kept as {aside}, starting a fresh case"
+            except OSError:
+                note = f"case file damaged ({exc}); starting a fresh case"
+            case = cls(path, os.path.abspath(image_path), image_bytes, clock=clock)
+            try:
+                case.log("case-reset", detail=str(exc))
+            except CaseError as save_exc:
+                note += f"; {save_exc}"
+            return case, note
+        case._clock = clock
+        note = None
+        if image_bytes and case.image_bytes and case.image_bytes != image_bytes:
+            note = (f"case file {path} was made for an image of {case.image_bytes} bytes, "
+                    f"this one has {image_bytes}")
+        case.image_path = os.path.abspath(image_path)
+        case.image_bytes = image_bytes or case.image_bytes
+        try:
+            case.log("case-open")
+        except CaseError as exc:
+            note = str(exc)
+        return case, note
+
+    # -- audit log ------------------------------------------------------------------------------
+    def log(self, action: str, vdi: str | None = None, detail: str = "", **extra: Any) -> dict:
+        """Append one entry to the audit log (never rewritten) and save."""
+        entry: dict[str, Any] = {"time": round(self._clock(), 3), "action": action}
+        if vdi is not None:
+            entry["vdi"] = vdi
+        if detail:
+            entry["detail"] = detail
+        entry.update(extra)
+        self.audit.append(entry)
+        self._changed()
+        return entry
+
+    def _changed(self) -> None:
+        self.save()
+        for listener in list(self.listeners):
+            listener(self)
+
+    # -- generation -----------------------------------------------------------------------------
+    def choose_generation(self, vg: str, seqno: int) -> None:
+        if self.generation == {"vg": vg, "seqno": seqno}:
+            return
+        self.generation = {"vg": vg, "seqno": int(seqno)}
+        self.log("choose-generation", detail=f"{vg} seqno {seqno}", vg=vg, seqno=int(seqno))
+
+    # -- maps -----------------------------------------------------------------------------------
+    def has_map(self, key: str) -> bool:
+        return key in self.maps
+
+    def ensure_map(self, key: str, extents: Iterable[Extent], origin: str = "") -> VdiMap:
+        """The case's map for `key`, initialised from `extents` (the engine's) the first time."""
+        if key not in self.maps:
+            self.maps[key] = VdiMap(key, list(extents), origin)
+        return self.maps[key]
+
+    def reset_map(self, key: str, extents: Iterable[Extent], origin: str) -> None:
+        """Replace the whole map (e.g. from a fresh reconstruction) as one undoable edit."""
+        new = list(extents)
+        old = self.maps[key].extents if key in self.maps else []
+        if key not in self.maps:
+            self.maps[key] = VdiMap(key, [], origin)
+        self.maps[key].origin = origin
+        self._apply(Patch(key, 0, list(old), new, "reset", f"map from {origin}"))
+
+    def map_of(self, key: str) -> VdiMap:
+        try:
+            return self.maps[key]
+        except KeyError:
+            raise CaseError(f"no map for {key} in the case") from None
+
+    # -- edits (each one is a patch; all undoable) -----------------------------------------------
+    def _apply(self, patch: Patch, record: bool = True) -> Patch:
+        ext = self.maps[patch.vdi].extents
+        end = patch.start + len(patch.before)
+        if ext[patch.start:end] != patch.before:
+            raise CaseError(f"{patch.vdi}: map changed under the edit at LE {patch.start}")
+        ext[patch.start:end] = patch.after
+        if record:
+            self.undo_stack.append(patch)
+            del self.undo_stack[:-MAX_HISTORY]
+            self.redo_stack.clear()
+            self.log(patch.action, vdi=patch.vdi, detail=patch.detail)
+        return patch
+
+    def _edit(self, key: str, new: list[Extent], action: str, detail: str) -> Patch | None:
+        old = self.map_of(key).extents
+        # the smallest slice that differs: history stays small on huge maps
+        lo = 0
+        while lo < len(old) and lo < len(new) and old[lo] == new[lo]:
+            lo += 1
+        ho, hn = len(old), len(new)
+        while ho > lo and hn > lo and old[ho - 1] == new[hn - 1]:
+            ho -= 1
+            hn -= 1
+        if lo == ho and lo == hn:
+            return None
+        return self._apply(Patch(key, lo, list(old[lo:ho]), list(new[lo:hn]), action, detail))
+
+    def _check_le(self, key: str, le: int, allow_end: bool = False) -> list[Extent]:
+        ext = self.map_of(key).extents
+        limit = len(ext) + (1 if allow_end else 0)
+        if not 0 <= le < limit:
+            raise CaseError(f"{key}: LE {le} out of range (0..{len(ext) - 1})")
+        return ext
+
+    def swap(self, key: str, a: int, b: int) -> Patch | None:
+        """Exchange the PEs of LE a and LE b."""
+        ext = self._check_le(key, a)
+        self._check_le(key, b)
+        new = list(ext)
+        new[a], new[b] = _manual(ext[b]), _manual(ext[a])
+        return self._edit(key, new, "swap", f"LE {a} <-> LE {b}")
+
+    def move(self, key: str, le: int, delta: int) -> Patch | None:
+        """Move the extent at `le` one place up (delta -1) or down (+1): a swap with its neighbour."""
+        ext = self._check_le(key, le)
+        other = le + delta
+        if not 0 <= other < len(ext):
+            return None
+        new = list(ext)
+        new[le], new[other] = _manual(ext[other]), _manual(ext[le])
+        return self._edit(key, new, "move", f"LE {le} -> LE {other}")
+
+    def set_pe(self, key: str, le: int, pe: int | None) -> Patch | None:
+        ext = self._check_le(key, le)
+        if pe is not None and pe < 0:
+            raise CaseError(f"bad PE {pe}")
+        new = list(ext)
+        new[le] = Extent(pe, 1.0, "manual")
+        return self._edit(key, new, "set-pe", f"LE {le} = PE {pe}")
+
+    def insert_gap(self, key: str, le: int) -> Patch | None:
+        """An unknown extent before `le`; the following extents move one LE further."""
+        ext = self._check_le(key, le, allow_end=True)
+        new = list(ext)
+        new.insert(le, Extent(None, 0.0, "gap"))
+        return self._edit(key, new, "insert-gap", f"gap at LE {le}")
+
+    def delete(self, key: str, le: int) -> Patch | None:
+        """Remove the extent at `le`; the following extents move one LE back."""
+        ext = self._check_le(key, le)
+        new = list(ext)
+        del new[le]
+        return self._edit(key, new, "delete", f"LE {le} (PE {ext[le].pe}) removed")
+
+    def accept(self, key: str, suggestions: Sequence[Extent | None], le: int | None = None,
+               min_confidence: float = 0.0) -> Patch | None:
+        """Take the engine's suggestion for one LE, or for every LE whose suggestion is at least
+        `min_confidence` sure."""
+        ext = self.map_of(key).extents
+        new = list(ext)
+        les = [le] if le is not None else range(len(suggestions))
+        taken = 0
+        for i in les:
+            if i is None or not 0 <= i < len(suggestions):
+                continue
+            s = suggestions[i]
+            if s is None or s.pe is None or s.confidence < min_confidence:
+                continue
+            while len(new) <= i:
+                new.append(Extent(None, 0.0, "gap"))
+            if new[i] != s:
+                new[i] = s
+                taken += 1
+        what = f"LE {le}" if le is not None else f"{taken} extents with confidence >= {min_confidence:g}"
+        return self._edit(key, new, "accept", f"engine suggestion for {what}")
+
+    # -- undo / redo ----------------------------------------------------------------------------
+    def can_undo(self) -> bool:
+        return bool(self.undo_stack)
+
+    def can_redo(self) -> bool:
+        return bool(self.redo_stack)
+
+    def undo(self) -> Patch | None:
+        if not self.undo_stack:
+            return None
+        p = self.undo_stack.pop()
+        self._apply(Patch(p.vdi, p.start, p.after, p.before, p.action, p.detail), record=False)
+        self.redo_stack.append(p)
+        self.log("undo", vdi=p.vdi, detail=f"{p.action}: {p.detail}")
+        return p
+
+    def redo(self) -> Patch | None:
+        if not self.redo_stack:
+            return None
+        p = self.redo_stack.pop()
+        self._apply(p, record=False)
+        self.undo_stack.append(p)
+        self.log("redo", vdi=p.vdi, detail=f"{p.action}: {p.detail}")
+        return p
+
+    # -- exports --------------------------------------------------------------------------------
+    def log_export(self, vdi: str, path: str, fmt: str, size: int, sha256: str,
+                   forced: bool = False) -> dict:
+        return self.log("export", vdi=vdi, detail=f"{fmt} -> {path}", path=path, format=fmt,
+                        bytes=size, sha256=sha256, forced=forced)
+
+
+def _manual(e: Extent) -> Extent:
+    """An extent the technician placed by hand."""
+    return Extent(e.pe, 1.0, "manual") if e.pe is not None else e
+
+
+@dataclass
+class CaseSummary:
+    """Counts for a status line."""
+
+    maps: int = 0
+    edits: int = 0
+    exports: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def summarize(case: Case) -> CaseSummary:
+    return CaseSummary(len(case.maps), len(case.undo_stack),
+                       sum(1 for a in case.audit if a.get("action") == "export"))

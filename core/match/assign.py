@@ -1,0 +1,653 @@
+"""Assignment: which PE is which logical extent of which VHD LV, each PE used at most once.
+
+Seeds are hard constraints (surviving metadata, the technician's fixed pairs) and the anchors
+(a VHD head is LE 0 of its LV). From every placed extent the solver *walks*: LE j+1 on PE p+1 is
+tried first, as LVM allocates runs, and accepted while the content fits the prediction (bitmaps
+where the BAT puts them, the `tdbatmap` of LE 1, the packed footer) and the block that straddles
+the boundary continues consistently. Where a walk stops, the next LE is a *frontier* slot: every
+free PE holding data is scored against all frontier slots at once (numpy over the few predicted
+bitmap sectors of each PE), the candidates are scored fully (continuity with the placed
+neighbours, adjacency as a prior) and placed greedily by confidence, where confidence compares a
+candidate with the other candidates for the same slot (and the other slots wanting the same PE):
+two equally good candidates give 0.5 each and neither is placed — ambiguity is reported, not
+guessed. Then the walks resume. Rounds stop when nothing more can be placed.
+
+Extents that hold no VHD data (the gap of an inflated LV between the last block and the footer)
+are never matched by content: they are inferred only when they are the exact free PE run between
+two placed extents, and reported as `adjacency` with low confidence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.findings import Finding
+from core.match.anchors import VhdAnchor, complete_bat, read_batmap, revalidate
+from core.match.features import SECTOR, PeFeatures, SectorReader
+from core.match.predict import VhdPrediction, predict
+from core.match.features import bitmap_likeness
+from core.match.score import (AGREE, BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD,
+                              CONT_CAP, DISAGREE, FOOTER_BAD, FOOTER_OK, FULL_BAD, FULL_OK,
+                              NOT_FULL_BAD, OTHER_BATMAP, OTHER_FOOTER, Score, Scorer, bitmap_llr,
+                              sample_sectors)
+from core.structs import vhd as S
+from core.progress import Ticker
+
+FREE, RESERVED = -1, -2
+ACCEPT = 3.0            # minimum total evidence to place anything
+MIN_CONFIDENCE = 0.6
+GAP_CONFIDENCE = 0.4    # data-less extents inferred from the free PE run between two placed ones
+SEARCH_SECTORS = 1 << 17   # sectors gathered per search batch (64 MiB)
+LATTICE = 1024             # 4 KiB-aligned bitmap positions per 4 MiB extent
+SIG_BATCH = 64             # PEs whose lattice sectors are gathered at once (32 MiB)
+MAX_CANDIDATES = 64        # per slot and round: beyond that a slot is hopelessly ambiguous
+WALK_BATCH = 128
+RUN_INTERIOR = -5.0        # a search candidate that continues the pending run before it
+
+
+@dataclass
+class Placement:
+    pe: int
+    confidence: float
+    source: str             # metadata | vhd-match | adjacency | manual
+    note: str | None = None
+
+
+@dataclass
+class VdiState:
+    """One VHD LV being rebuilt (or a metadata LV carried through)."""
+
+    index: int
+    anchor: VhdAnchor | None
+    pred: VhdPrediction | None
+    lv_name: str | None = None
+    placed: dict[int, Placement] = field(default_factory=dict)
+    le_count: int | None = None          # known from metadata or from the footer extent
+    footer_pe: int | None = None
+    ambiguous: dict[int, list[int]] = field(default_factory=dict)
+    metadata_map: bool = False           # the whole map came from metadata
+
+    def pe(self, le: int) -> int | None:
+        p = self.placed.get(le)
+        return None if p is None else p.pe
+
+
+class Solver:
+    def __init__(self, reader: SectorReader, data_offset: int, extent_bytes: int, pe_count: int,
+                 features: PeFeatures, vdis: list[VdiState], owner: np.ndarray,
+                 ticker: Ticker | None = None) -> None:
+        self.reader = reader
+        self.D, self.E, self.N = data_offset, extent_bytes, pe_count
+        self.f = features
+        self.vdis = vdis
+        self.owner = owner
+        self.scorer = Scorer(reader, data_offset, extent_bytes, None)
+        self.ticker = ticker
+        self.findings: list[Finding] = []
+        self.sig_good: np.ndarray | None = None
+        self.sig_ones: np.ndarray | None = None
+        self.sig_done: np.ndarray | None = None
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def place(self, v: VdiState, le: int, pe: int, confidence: float, source: str,
+              note: str | None = None) -> None:
+        self.owner[pe] = v.index
+        v.placed[le] = Placement(pe, round(float(confidence), 3), source, note)
+        v.ambiguous.pop(le, None)
+        a = v.anchor
+        if a is None or v.pred is None:
+            return
+        changed = False
+        if le == 1 and not a.bat_complete:
+            complete_bat(a, lambda off, n: self.reader.space.read(self.D + pe * self.E + off, n))
+            revalidate(a, self.N * self.E)
+            changed = True
+        if a.has_batmap and a.batmap is None and a.batmap_offset // self.E == le:
+            read_batmap(a, lambda off, n: self.read_lv(v, off, n), self.E)
+            changed = a.batmap is not None
+        if changed:
+            v.pred = predict(a, self.E)
+
+    def read_lv(self, v: VdiState, off: int, n: int) -> bytes:
+        out = bytearray()
+        while n > 0:
+            le, rel = divmod(off, self.E)
+            take = min(n, self.E - rel)
+            pe = v.pe(le)
+            if pe is None:
+                out += bytes(take)
+            else:
+                data = self.reader.space.read(self.D + pe * self.E + rel, take)
+                out += data + bytes(take - len(data))
+            off += take
+            n -= take
+        return bytes(out)
+
+    def free(self, pe: int) -> bool:
+        return 0 <= pe < self.N and self.owner[pe] == FREE
+
+    def _tick(self) -> None:
+        if self.ticker is not None:
+            self.ticker.tick(int((self.owner != FREE).sum()))
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score(self, v: VdiState, le: int, pe: int, left: int | None = None,
+              right: int | None = None) -> Score:
+        """Full evidence for LE `le` of v on `pe`; left/right: PEs assumed for le-1 / le+1."""
+        pred = v.pred
+        slot = pred.slots.get(le)
+        s = Score()
+        if slot is None:
+            return s
+        s.content = self.scorer.content(slot, pe, v.anchor.uid, self.f)
+        left = v.pe(le - 1) if left is None else left
+        right = v.pe(le + 1) if right is None else right
+        bs = v.anchor.block_size
+        if left is not None:
+            prev = pred.slots.get(le - 1)
+            if prev is not None and prev.straddle_out is not None:
+                c, inf = self.scorer.continuity(prev.straddle_out, left, pe, bs)
+                if inf:
+                    s.continuity += c
+                    s.informative = True
+            if pe == left + 1:
+                s.adjacency += 1.0
+        if right is not None:
+            if slot.straddle_out is not None:
+                c, inf = self.scorer.continuity(slot.straddle_out, pe, right, bs)
+                if inf:
+                    s.continuity += c
+                    s.informative = True
+            if pe == right - 1:
+                s.adjacency += 1.0
+        s.adjacency = min(s.adjacency, 1.0)
+        return s
+
+    @staticmethod
+    def _walk_verdict(slot, s: Score) -> tuple[bool, float, str]:
+        """Accept a walked step? (accept, confidence, source)."""
+        if s.informative and s.continuity < 0:
+            return False, 0.0, ""
+        strong = slot.footer_offset is not None or slot.le1_batmap
+        if len(slot.bitmap_offsets) or strong:
+            if s.content < ACCEPT:
+                return False, 0.0, ""
+            if s.informative or strong:
+                return True, 0.97, "vhd-match"
+            return True, 0.8, "vhd-match"
+        # data-only extent (the tail of a block that started in the previous LE)
+        if s.content < 0:
+            return False, 0.0, ""       # e.g. it ends with another VHD's footer
+        if s.content >= ACCEPT:
+            return True, 0.97, "vhd-match"   # its own footer in the last sector
+        if s.informative and s.continuity > 0:
+            return True, 0.9, "vhd-match"
+        return True, 0.6, "adjacency"
+
+    # -- walks ---------------------------------------------------------------------------------
+    def walk(self, v: VdiState, start_le: int, step: int) -> int:
+        """Extend the run through `start_le` in direction `step` (+1/-1); returns LEs placed."""
+        placed = 0
+        le, pe = start_le, v.pe(start_le)
+        while True:
+            nle, npe = le + step, pe + step
+            slot = v.pred.slots.get(nle)
+            if slot is None or not slot.has_content or nle in v.placed or not self.free(npe) \
+                    or not self.f.has_data[npe] or nle < 0:
+                return placed
+            if step > 0:
+                s = self.score(v, nle, npe, left=pe)
+            else:
+                s = self.score(v, nle, npe, right=pe)
+            ok, conf, src = self._walk_verdict(slot, s)
+            if not ok:
+                return placed
+            self.place(v, nle, npe, conf, src)
+            placed += 1
+            le, pe = nle, npe
+            if placed % 256 == 0:
+                self._tick()
+
+    def score_steps(self, v: VdiState, les: list[int], pes: list[int]) -> list[Score]:
+        """Scores of a forward walk's steps at once: LE les[k] on PE pes[k], LE les[k]-1 on
+        PE pes[k]-1 (placed, or the previous step). One gather for all predicted bitmaps,
+        one for the straddling blocks' bitmaps, one for the continuity samples."""
+        pred, f, K = v.pred, self.f, len(les)
+        slots = [pred.slots[j] for j in les]
+        pes_a = np.asarray(pes, dtype=np.int64)
+        content = np.zeros(K)
+        # bitmaps
+        offs, step, full = [], [], []
+        for k, sl in enumerate(slots):
+            if len(sl.bitmap_offsets):
+                offs.append(self.D + pes[k] * self.E + sl.bitmap_offsets)
+                step.append(np.full(len(sl.bitmap_offsets), k))
+                full.append(sl.full)
+        if offs:
+            secs = self.reader.gather(np.concatenate(offs), SECTOR)
+            llr = bitmap_llr(secs, np.concatenate(full))
+            content += np.bincount(np.concatenate(step), weights=llr, minlength=K)
+        # cheap per-PE features
+        uid = np.frombuffer(v.anchor.uid, dtype=np.uint8)
+        tail = f.tail_footer[pes_a]
+        own = tail & (f.tail_uid[pes_a] == uid).all(axis=1)
+        lv_end = np.array([sl.lv_end_possible for sl in slots])
+        le1 = np.array([sl.le1_batmap for sl in slots])
+        content += np.where(tail & ~own, OTHER_FOOTER, 0.0)
+        content += np.where(own & lv_end, FOOTER_OK, 0.0)
+        content += np.where(f.head_batmap[pes_a] & ~le1, OTHER_BATMAP, 0.0)
+        content += np.where(le1, np.where(f.head_batmap[pes_a], BATMAP_HDR, BATMAP_HDR_MISSING),
+                            0.0)
+        for k, sl in enumerate(slots):
+            if sl.footer_offset is not None:
+                ftr = self.reader.gather(np.array([self.D + pes[k] * self.E + sl.footer_offset]),
+                                         SECTOR)[0]
+                ok = ftr[:8].tobytes() == S.HD_COOKIE and ftr[68:84].tobytes() == v.anchor.uid
+                content[k] += FOOTER_OK if ok else FOOTER_BAD
+        # continuity with the extent before each step
+        cont = np.zeros(K)
+        informative = np.zeros(K, dtype=bool)
+        strad = [pred.slots.get(j - 1) for j in les]
+        ks = [k for k, sl in enumerate(strad) if sl is not None and sl.straddle_out is not None
+              and sl.straddle_out.sectors > 0]
+        if ks:
+            bm_offs = np.array([self.D + (pes[k] - 1) * self.E + strad[k].straddle_out.bitmap_offset
+                                for k in ks])
+            bms = self.reader.gather(bm_offs, SECTOR)
+            nbits = v.anchor.block_size // SECTOR
+            bits = np.unpackbits(bms, axis=1)[:, :nbits].astype(bool)
+            s_off, s_k, s_bit = [], [], []
+            for row, k in enumerate(ks):
+                st = strad[k].straddle_out
+                window = bits[row, st.first_sector: st.first_sector + st.sectors]
+                idx = sample_sectors(window)
+                s_off.append(self.D + pes[k] * self.E + idx * SECTOR)
+                s_k.append(np.full(len(idx), k))
+                s_bit.append(window[idx])
+            data = self.reader.gather(np.concatenate(s_off), SECTOR)
+            present = np.count_nonzero(data, axis=1) > 0
+            written = np.concatenate(s_bit)
+            kk = np.concatenate(s_k)
+            llr = np.where(written, np.where(present, AGREE, 0.0),
+                           np.where(present, DISAGREE, AGREE))
+            cont = np.clip(np.bincount(kk, weights=llr, minlength=K), -CONT_CAP, CONT_CAP)
+            informative = np.bincount(kk, weights=~written, minlength=K) > 0
+        return [Score(float(content[k]), float(cont[k]) if informative[k] else 0.0,
+                      bool(informative[k]), 1.0) for k in range(K)]
+
+    def walk_forward(self, v: VdiState, le: int) -> int:
+        """Batched forward walk from placed LE `le`: LE le+k on PE pe+k while the content fits."""
+        placed = 0
+        pe = v.pe(le)
+        while True:
+            les, pes = [], []
+            j, p = le, pe
+            while len(les) < WALK_BATCH:
+                j, p = j + 1, p + 1
+                slot = v.pred.slots.get(j)
+                if slot is None or not slot.has_content or j in v.placed or not self.free(p) \
+                        or not self.f.has_data[p]:
+                    break
+                les.append(j)
+                pes.append(p)
+            if not les:
+                return placed
+            pred = v.pred
+            for j, p, sc in zip(les, pes, self.score_steps(v, les, pes)):
+                ok, conf, src = self._walk_verdict(pred.slots[j], sc)
+                if not ok:
+                    return placed
+                self.place(v, j, p, conf, src)
+                placed += 1
+                le, pe = j, p
+                if v.pred is not pred:      # the batmap was read: later steps rescored
+                    break
+            self._tick()
+
+    def walk_all(self) -> int:
+        """Walk on from the ends of every placed run (forward in batches, backward by step)."""
+        total = 0
+        for v in self.vdis:
+            if v.pred is None:
+                continue
+            for le in sorted(v.placed):
+                if (le + 1) not in v.placed and (le + 1) in v.pred.slots:
+                    total += self.walk_forward(v, le)
+            for le in sorted(v.placed, reverse=True):
+                if le > 0 and (le - 1) not in v.placed:
+                    total += self.walk(v, le, -1)
+        return total
+
+    # -- search --------------------------------------------------------------------------------
+    def frontier(self) -> list[tuple[VdiState, int]]:
+        out = []
+        for v in self.vdis:
+            if v.pred is None:
+                continue
+            for le, slot in v.pred.slots.items():
+                if le in v.placed or le == 0 or not slot.has_content:
+                    continue
+                if ((le - 1) in v.placed or (le + 1) in v.placed) and slot.searchable:
+                    out.append((v, le))
+        return out
+
+    def pending(self) -> np.ndarray:
+        return np.nonzero((self.owner == FREE) & self.f.has_data)[0]
+
+    # lattice signatures: computed once per PE, only for PEs a search looks at
+    def ensure_sigs(self, pes: np.ndarray) -> None:
+        """For each PE, which 4 KiB-lattice sectors (7 mod 8: where LVHD bitmaps sit) look like
+        bitmaps and which are all ones: 2 x 128 bytes per PE, read once (holes skipped)."""
+        if self.sig_good is None:
+            self.sig_good = np.zeros((self.N, LATTICE // 8), np.uint8)
+            self.sig_ones = np.zeros((self.N, LATTICE // 8), np.uint8)
+            self.sig_done = np.zeros(self.N, bool)
+        todo = pes[~self.sig_done[pes]]
+        lattice = (np.arange(LATTICE, dtype=np.int64) * 8 + 7) * SECTOR
+        for lo in range(0, len(todo), SIG_BATCH):
+            if self.ticker is not None:
+                self.ticker.check()
+            chunk = todo[lo: lo + SIG_BATCH]
+            bases = self.D + chunk.astype(np.int64) * self.E
+            secs, valid = self.reader.gather((bases[:, None] + lattice[None, :]).reshape(-1),
+                                             SECTOR, with_valid=True)
+            like = np.zeros(len(secs))
+            ones = np.zeros(len(secs), dtype=bool)
+            rows = np.nonzero(valid)[0]         # holes are no bitmaps: skip them
+            if len(rows):
+                sub = secs[rows]
+                like[rows] = bitmap_likeness(sub)
+                ones[rows] = np.count_nonzero(sub != 0xFF, axis=1) == 0
+            like = like.reshape(len(chunk), LATTICE)
+            ones = ones.reshape(len(chunk), LATTICE)
+            self.sig_good[chunk] = np.packbits(like >= 0.95, axis=1)
+            self.sig_ones[chunk] = np.packbits(ones, axis=1)
+            self.sig_done[chunk] = True
+
+    def _sig_bits(self, sig: np.ndarray, pes: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(len(pes), len(cols)) bool from packed signatures."""
+        byte = sig[pes][:, cols >> 3]
+        return ((byte >> (7 - (cols & 7)).astype(np.uint8)) & 1).astype(bool)
+
+    def search_candidates(self, front: list[tuple[VdiState, int]], pending: np.ndarray
+                          ) -> dict[tuple[int, int], list[int]]:
+        """For every frontier slot, which of `pending` fit its prediction (content only):
+        bitmaps on the 4 KiB lattice come from the signatures (bit operations over all PEs at
+        once); other offsets (packed qemu layouts) are gathered per slot."""
+        result: dict[tuple[int, int], list[int]] = {}
+        if len(pending) == 0 or not front:
+            return result
+        lat_slots, other = [], []
+        for v, le in front:
+            slot = v.pred.slots[le]
+            offs = slot.bitmap_offsets
+            if len(offs) and ((offs // SECTOR) % 8 == 7).all() and self.E == LATTICE * 8 * SECTOR:
+                lat_slots.append((v, le, slot))
+            else:
+                other.append((v, le, slot))
+        scores = np.zeros((len(pending), len(front)))
+        order = []
+        if lat_slots:
+            self.ensure_sigs(pending)
+            cols = np.unique(np.concatenate([(sl.bitmap_offsets // SECTOR) // 8
+                                             for _, _, sl in lat_slots]))
+            pos = {int(c): i for i, c in enumerate(cols)}
+            good = self._sig_bits(self.sig_good, pending, cols)
+            ones = self._sig_bits(self.sig_ones, pending, cols)
+            W = np.zeros((len(cols), len(lat_slots)))
+            F1 = np.zeros_like(W)     # added where the sector is all ones
+            F0 = np.zeros_like(W)     # added where it is not
+            for k, (v, le, sl) in enumerate(lat_slots):
+                for off, full in zip(sl.bitmap_offsets, sl.full):
+                    c = pos[int(off // SECTOR // 8)]
+                    W[c, k] += 1
+                    if full == 1:
+                        F1[c, k] += FULL_OK
+                        F0[c, k] += FULL_BAD
+                    elif full == 0:
+                        F1[c, k] += NOT_FULL_BAD
+            llr = np.where(good, BITMAP_GOOD, BITMAP_BAD)
+            sc = llr @ W + ones @ F1 + (~ones) @ F0
+            scores[:, :len(lat_slots)] = sc
+            order.extend(lat_slots)
+        for k, (v, le, sl) in enumerate(other):
+            col = len(order)
+            order.append((v, le, sl))
+            if len(sl.bitmap_offsets):
+                for lo in range(0, len(pending), SEARCH_SECTORS // len(sl.bitmap_offsets)):
+                    pes = pending[lo: lo + SEARCH_SECTORS // len(sl.bitmap_offsets)]
+                    bases = self.D + pes.astype(np.int64) * self.E
+                    secs = self.reader.gather((bases[:, None] + sl.bitmap_offsets[None, :])
+                                              .reshape(-1), SECTOR)
+                    full = np.tile(sl.full, len(pes))
+                    scores[lo: lo + len(pes), col] = bitmap_llr(secs, full).reshape(
+                        len(pes), -1).sum(axis=1)
+        for k, (v, le, sl) in enumerate(order):
+            sc = scores[:, k]
+            if sl.le1_batmap:
+                sc = sc + np.where(self.f.head_batmap[pending], BATMAP_HDR, BATMAP_HDR_MISSING)
+            if sl.lv_end_possible:
+                own = self.f.tail_footer[pending] & (self.f.tail_uid[pending] == np.frombuffer(
+                    v.anchor.uid, dtype=np.uint8)).all(axis=1)
+                sc = sc + np.where(own, FOOTER_OK, 0.0)
+            hits = pending[sc >= ACCEPT]
+            if sl.footer_offset is not None and not len(sl.bitmap_offsets):
+                hits = pending   # checked fully afterwards (one sector each)
+            if len(hits):
+                result.setdefault((v.index, le), []).extend(int(p) for p in hits[:MAX_CANDIDATES])
+        return result
+
+    def run_interior(self, v: VdiState, le: int, pe: int) -> bool:
+        """Does `pe` continue the run of unplaced extents before it? True when the PE before it
+        is pending and holds bitmaps exactly where an LE `le - 1` would (the LVHD lattice is
+        the same for every VDI): then `pe` is most likely the next extent of *that* run, not
+        the first extent of a run of v's. LVM allocates runs; a run starts after a PE that
+        does not lead into it."""
+        prev = pe - 1
+        slot = v.pred.slots.get(le - 1)
+        if prev < 0 or self.owner[prev] != FREE or not self.f.has_data[prev] or slot is None \
+                or not len(slot.bitmap_offsets) or self.sig_done is None \
+                or not self.sig_done[prev]:
+            return False
+        offs = slot.bitmap_offsets // SECTOR
+        if not ((offs % 8) == 7).all():
+            return False
+        return bool(self._sig_bits(self.sig_good, np.array([prev]), offs // 8).all())
+
+    def search_round(self) -> int:
+        front = self.frontier()
+        if not front:
+            return 0
+        cands = self.search_candidates(front, self.pending())
+        by_slot: dict[tuple[int, int], list[tuple[int, Score]]] = {}
+        for v, le in front:
+            pes = set(cands.get((v.index, le), []))
+            for nb, d in ((v.pe(le - 1), 1), (v.pe(le + 1), -1)):
+                if nb is not None and self.free(nb + d) and self.f.has_data[nb + d]:
+                    pes.add(nb + d)
+            scored = []
+            for p in sorted(pes):
+                s = self.score(v, le, p)
+                if self.run_interior(v, le, p):
+                    s.adjacency += RUN_INTERIOR
+                if s.total > -20:
+                    scored.append((p, s))
+            if scored:
+                by_slot[(v.index, le)] = scored
+        # column competition: every slot that wants a PE
+        by_pe: dict[int, list[float]] = {}
+        for key, lst in by_slot.items():
+            for p, s in lst:
+                by_pe.setdefault(p, []).append(s.total)
+        decisions = []
+        for (vi, le), lst in by_slot.items():
+            totals = np.array([s.total for _, s in lst])
+            best = int(np.argmax(totals))
+            p, s = lst[best]
+            if s.total < ACCEPT:
+                continue
+            row = _softmax_best(totals, none=0.0)
+            colvals = np.array(by_pe[p])
+            col = _softmax_best(colvals, none=None, best=s.total)
+            conf = min(row, col)
+            decisions.append((conf, s.total, vi, le, p, s, [q for q, t in lst
+                                                            if t.total >= s.total - 2.0 and q != p]))
+        decisions.sort(key=lambda d: (-d[0], -d[1], d[2], d[3]))
+        placed = 0
+        for conf, total, vi, le, p, s, rivals in decisions:
+            v = self.vdis[vi]
+            if le in v.placed:
+                continue
+            if conf < MIN_CONFIDENCE:
+                v.ambiguous[le] = sorted([p] + rivals)
+                continue
+            if not self.free(p):
+                continue
+            strong = s.informative or s.content >= 6
+            src = "vhd-match" if s.content >= ACCEPT or s.informative else "adjacency"
+            self.place(v, le, p, min(conf, 0.97 if strong else 0.8), src)
+            placed += 1
+        return placed
+
+    # -- footers and gaps ----------------------------------------------------------------------
+    def place_footers(self) -> None:
+        for v in self.vdis:
+            a = v.anchor
+            if a is None or v.pred is None or v.metadata_map or not a.lvhd:
+                continue
+            last = v.pred.last_data_le
+            uid = np.frombuffer(a.uid, dtype=np.uint8)
+            cands = np.nonzero(self.f.tail_footer & (self.f.tail_uid == uid).all(axis=1))[0]
+            own = [int(p) for p in cands if self.owner[p] == v.index]
+            if v.pe(last) is not None and v.pe(last) in own:
+                v.le_count = last + 1
+                v.footer_pe = v.pe(last)
+                continue
+            free = [int(p) for p in cands if self.owner[p] == FREE]
+            if not free:
+                if own and v.le_count is None:
+                    # a footer in some placed extent other than the last data LE: an old end
+                    pass
+                if not own and not free:
+                    self.findings.append(Finding(
+                        "vhd-footer-not-found", None, "warning",
+                        f"VHD {a.uid_str}: no extent ends with its footer; the LV's length "
+                        f"is unknown (the footer copy at offset 0 still describes the disk)",
+                        {"vhd_uuid": a.uid_str}))
+                continue
+            p_last = v.pe(last)
+            chosen = None
+            if p_last is not None:
+                # the LV continues in the same run up to the footer: every PE between is free
+                for q in sorted(free, reverse=True):
+                    if q > p_last and all(self.free(x) for x in range(p_last + 1, q)):
+                        chosen = q
+                        break
+            if chosen is None:
+                sized = self._footer_by_sizing(v, free)
+                if sized is not None:
+                    q, footer_le, rule = sized
+                    self.place(v, footer_le, q, 0.7, "vhd-match",
+                               f"ends with the VHD footer; LE number from sm's LV sizing ({rule})")
+                    v.le_count = footer_le + 1
+                    v.footer_pe = q
+                    continue
+                q = free[0]
+                self.owner[q] = v.index   # it is this VDI's, wherever in the LV it sits
+                v.footer_pe = q
+                self.findings.append(Finding(
+                    "vhd-footer-extent-unplaced", self.D + q * self.E, "warning",
+                    f"VHD {a.uid_str}: PE {q} ends with its footer (the LV's last extent) but "
+                    f"its LE number cannot be told from content; not placed",
+                    {"vhd_uuid": a.uid_str, "pe": q}))
+                continue
+            n_gap = chosen - p_last - 1
+            footer_le = last + n_gap + 1
+            for k in range(1, n_gap + 1):
+                self.place(v, last + k, p_last + k, GAP_CONFIDENCE, "adjacency",
+                           "no VHD data: inferred from the free run up to the footer")
+            self.place(v, footer_le, chosen, 0.97 if n_gap == 0 else 0.6,
+                       "vhd-match" if n_gap == 0 else "adjacency",
+                       None if n_gap == 0 else "footer extent; its LE number inferred from "
+                       "the free run after the last data extent")
+            v.le_count = footer_le + 1
+            v.footer_pe = chosen
+
+    def _footer_by_sizing(self, v: VdiState, free: list[int]):
+        """sm sizes a VHD LV by rule (formats.md 3.1): inflated = roundup4M(4,329,472 + virtual
+        + 4096 per virtual block), deflated = roundup4M(end of data + footer). When exactly one
+        of those lengths fits (its last LE is after the data and still unplaced), the footer
+        extent is that LE. Only for the 2 MiB-block, 4 MiB-extent LVHD layout."""
+        a = v.anchor
+        if len(free) != 1 or a.block_size != 2 << 20 or self.E != 4 << 20:
+            return None
+        nblocks = -(-a.current_size // a.block_size)
+        sizes = {"inflated": 4_329_472 + a.current_size + nblocks * 4096,
+                 "deflated": a.data_end + 512}
+        fits = {}
+        for rule, size in sizes.items():
+            le = -(-size // self.E) - 1
+            if le >= v.pred.last_data_le and le not in v.placed:
+                fits.setdefault(le, rule)
+        if len(fits) != 1:
+            return None
+        le, rule = next(iter(fits.items()))
+        if le == v.pred.last_data_le and v.pe(le - 1) is not None:
+            return None   # then it would have been found as the last data extent
+        return free[0], le, rule
+
+    def fill_gaps(self) -> None:
+        """Unplaced LEs between two placed ones whose PE distance matches and whose PEs are free."""
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            les = sorted(v.placed)
+            for a, b in zip(les, les[1:]):
+                if b - a <= 1:
+                    continue
+                pa, pb = v.pe(a), v.pe(b)
+                if pb - pa != b - a or not all(self.free(x) for x in range(pa + 1, pb)):
+                    continue
+                for k in range(1, b - a):
+                    slot = v.pred.slots.get(a + k)
+                    has = slot is not None and slot.has_content
+                    self.place(v, a + k, pa + k, 0.5 if has else GAP_CONFIDENCE, "adjacency",
+                               "between two placed extents" + ("" if has else "; no VHD data"))
+
+    # -- driver --------------------------------------------------------------------------------
+    def solve(self, max_rounds: int | None = None) -> None:
+        rounds = 0
+        limit = max_rounds if max_rounds is not None else 4 * self.N + 16
+        while rounds < limit:
+            rounds += 1
+            self._tick()
+            n = self.walk_all()
+            n += self.search_round()
+            if n == 0:
+                break
+        self.place_footers()
+        self.fill_gaps()
+        for v in self.vdis:
+            for le, pes in sorted(v.ambiguous.items()):
+                pes = [p for p in pes if self.owner[p] in (FREE, v.index)]
+                if le in v.placed or not pes:
+                    v.ambiguous.pop(le, None)
+                    continue
+                v.ambiguous[le] = pes
+                self.findings.append(Finding(
+                    "extent-ambiguous", None, "warning",
+                    f"{v.lv_name or v.anchor.uid_str} LE {le}: no clear candidate (closest: PEs {pes}); "
+                    f"not placed", {"le": le, "candidates": pes}))
+
+
+def _softmax_best(values: np.ndarray, none: float | None, best: float | None = None) -> float:
+    """Share of the best value among alternatives (log-odds scores), with an optional 'none'."""
+    if len(values) == 0:
+        return 0.0
+    top = float(values.max()) if best is None else best
+    m = max(float(values.max()), top, none if none is not None else -math.inf)
+    den = float(np.exp(values - m).sum()) + (math.exp(none - m) if none is not None else 0.0)
+    return math.exp(top - m) / den

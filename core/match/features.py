@@ -1,0 +1,199 @@
+"""Per-PE evidence for extent reconstruction, read once and kept compact.
+
+The matcher never reads whole extents on its hot path. It reads, for every physical extent (PE),
+the first 2 KiB (a VHD head: footer copy + `cxsparse`; or the `tdbatmap` header at +1536 that
+marks an LVHD VHD's second extent) and the last sector (the LVHD footer in an LV's last 512
+bytes), and later, for candidate PEs only, the few sectors a prediction points at (block
+bitmaps, data sectors sampled for continuity). `SectorReader.gather` does those reads as numpy
+fancy-indexing over mmap windows of the evidence, skipping the holes of sparse images (they read
+as zeros without touching the file), so the cost is proportional to the sectors asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.progress import Ticker
+from core.structs import vhd as S
+
+SECTOR = 512
+HEAD_BYTES = 2048           # footer copy (512) + dynamic header (1024) + tdbatmap at 1536
+CHUNK_PES = 2048            # PEs whose heads are held in memory at once (4 MiB of heads)
+
+_COOKIE_HD = np.frombuffer(S.HD_COOKIE, dtype="<u8")[0]
+_COOKIE_DD = np.frombuffer(S.DD_COOKIE, dtype="<u8")[0]
+_COOKIE_BATMAP = np.frombuffer(S.BATMAP_COOKIE, dtype="<u8")[0]
+
+
+class SectorReader:
+    """Reads many small pieces of a ByteSpace at arbitrary offsets, as one numpy array.
+
+    For an `Evidence` on a regular file the pieces come out of mmap windows (only the touched
+    pages are read); holes of sparse files are known from `data_ranges` and never touched.
+    Any other ByteSpace (block device, in-memory test space) is read piece by piece.
+    """
+
+    WINDOW = 64 << 20
+
+    def __init__(self, space, start: int = 0, end: int | None = None) -> None:
+        self.space = space
+        self.size = int(space.size)
+        end = self.size if end is None else min(end, self.size)
+        self._mmapped = bool(getattr(space, "windows", None)) and not getattr(
+            space, "is_block_device", True)
+        ranges: list[tuple[int, int]] = [(start, end)]
+        if hasattr(space, "data_ranges"):
+            try:
+                ranges = list(space.data_ranges(start, end))
+            except OSError:
+                ranges = [(start, end)]
+        self._rs = np.array([r[0] for r in ranges], dtype=np.int64)
+        self._re = np.array([r[1] for r in ranges], dtype=np.int64)
+        self.reads = 0           # pieces actually read (statistics for the bench)
+
+    def has_data(self, offsets: np.ndarray, length: int) -> np.ndarray:
+        """True where [off, off+length) overlaps a data range (False: entirely in a hole)."""
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if len(self._rs) == 0:
+            return np.zeros(len(offsets), dtype=bool)
+        # the last range starting before the piece's end; overlap if it ends after the start
+        i = np.searchsorted(self._rs, offsets + length, side="left") - 1
+        ok = i >= 0
+        ic = np.clip(i, 0, None)
+        return ok & (self._re[ic] > offsets)
+
+    def gather(self, offsets, length: int = SECTOR, with_valid: bool = False):
+        """(n, length) uint8: the bytes at each offset (zeros past the end and in holes);
+        with_valid, also the bool mask of the pieces that were really read."""
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        out = np.zeros((len(offsets), length), dtype=np.uint8)
+        valid = (offsets >= 0) & (offsets + length <= self.size) & self.has_data(offsets, length)
+        idx = np.nonzero(valid)[0]
+        self._fill(out, offsets, idx, length)
+        return (out, valid) if with_valid else out
+
+    def _fill(self, out: np.ndarray, offsets: np.ndarray, idx: np.ndarray, length: int) -> None:
+        if len(idx) == 0:
+            return
+        order = idx[np.argsort(offsets[idx], kind="stable")]
+        self.reads += len(order)
+        if not self._mmapped:
+            for k in order:   # one read per piece: used for devices and small test spaces
+                data = self.space.read(int(offsets[k]), length)
+                out[k, : len(data)] = np.frombuffer(data, dtype=np.uint8)
+            return
+        offs = offsets[order]
+        wstart = (offs // self.WINDOW) * self.WINDOW
+        bounds = np.nonzero(np.diff(wstart))[0] + 1
+        for group in np.split(np.arange(len(order)), bounds):
+            base = int(wstart[group[0]])
+            stop = min(self.size, int(offs[group[-1]]) + length)
+            for _, view in self.space.windows(base, stop, window=_round_window(stop - base),
+                                              skip_holes=False):
+                rel = offs[group] - base
+                out[order[group]] = view[rel[:, None] + np.arange(length)]
+                break
+
+
+def _round_window(n: int) -> int:
+    return max(SECTOR, -(-n // SECTOR) * SECTOR)
+
+
+@dataclass
+class PeFeatures:
+    """Compact per-PE features (arrays of length pe_count)."""
+
+    pe_count: int
+    has_data: np.ndarray          # bool: some byte of the PE is not in a hole
+    head_anchor: np.ndarray       # bool: `conectix` at 0 and `cxsparse` at 512
+    head_batmap: np.ndarray       # bool: `tdbatmap` at 1536 (LVHD second extent)
+    head_ff: np.ndarray           # bool: bytes 0..1535 all 0xFF (the unused tail of a 2 TiB BAT)
+    tail_footer: np.ndarray       # bool: `conectix` in the last sector
+    tail_uid: np.ndarray          # (n, 16) uint8: the unique id of that footer (zeros otherwise)
+    head_uid: np.ndarray          # (n, 16) uint8: the unique id of the head footer copy
+    any_footer: np.ndarray        # bool: a footer cookie at the start (head) of the PE
+
+
+def compute_pe_features(reader: SectorReader, data_offset: int, extent_bytes: int,
+                        pe_count: int, cancel=None, progress=None) -> PeFeatures:
+    """Read heads and tails of every PE (holes skipped) in chunks; keep only flags and ids."""
+    n = pe_count
+    f = PeFeatures(n, np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool),
+                   np.zeros(n, bool), np.zeros((n, 16), np.uint8), np.zeros((n, 16), np.uint8),
+                   np.zeros(n, bool))
+    ticker = Ticker(n, "extent heads", progress, cancel)
+    bases_all = data_offset + np.arange(n, dtype=np.int64) * extent_bytes
+    f.has_data[:] = reader.has_data(bases_all, extent_bytes)
+    for lo in range(0, n, CHUNK_PES):
+        ticker.tick(lo)
+        hi = min(n, lo + CHUNK_PES)
+        bases = bases_all[lo:hi]
+        heads = reader.gather(bases, HEAD_BYTES)
+        tails = reader.gather(bases + extent_bytes - SECTOR, SECTOR)
+        h8 = heads.view("<u8")                         # (m, 256) words
+        f.any_footer[lo:hi] = h8[:, 0] == _COOKIE_HD
+        f.head_anchor[lo:hi] = f.any_footer[lo:hi] & (h8[:, 64] == _COOKIE_DD)
+        f.head_batmap[lo:hi] = h8[:, 192] == _COOKIE_BATMAP
+        f.head_ff[lo:hi] = (heads[:, :1536] == 0xFF).all(axis=1)
+        f.head_uid[lo:hi] = heads[:, 68:84]
+        t8 = tails.view("<u8")
+        f.tail_footer[lo:hi] = t8[:, 0] == _COOKIE_HD
+        f.tail_uid[lo:hi] = np.where(f.tail_footer[lo:hi, None], tails[:, 68:84], 0)
+    ticker.done()
+    return f
+
+
+# -- what a sector looks like ----------------------------------------------------------------
+def bitmap_likeness(sectors: np.ndarray) -> np.ndarray:
+    """Per sector (rows of 512 bytes): how much it looks like a VHD block bitmap, 0..1.
+
+    blktap sets bits only for written sectors, in runs, and qemu sets them all: a bitmap is
+    almost only 0x00 and 0xFF bytes, with at least one bit set. Random or compressed data has
+    ~1% such bytes; an all-zero sector (a hole, a never-written extent) is no bitmap evidence.
+    """
+    sectors = np.asarray(sectors, dtype=np.uint8).reshape(-1, SECTOR)
+    # x + 1 (mod 256) is 0 for 0xFF and 1 for 0x00: one compare instead of two
+    extreme = np.count_nonzero((sectors + np.uint8(1)) <= 1, axis=1) / SECTOR
+    nonzero = np.count_nonzero(sectors, axis=1) > 0
+    return np.where(nonzero, extreme, 0.0)
+
+
+def all_ones(sectors: np.ndarray) -> np.ndarray:
+    return (np.asarray(sectors).reshape(-1, SECTOR) == 0xFF).all(axis=1)
+
+
+def nonzero_rows(rows: np.ndarray) -> np.ndarray:
+    return np.asarray(rows).reshape(len(rows), -1).any(axis=1)
+
+
+def find_cookie_pairs(reader: SectorReader, start: int, end: int, limit: int = 64,
+                      window: int = 64 << 20, ticker: Ticker | None = None) -> list[int]:
+    """Offsets (512-aligned) of `conectix` followed by `cxsparse` one sector later, found by a
+    vectorised pass over [start, end) (holes skipped): used only when no metadata states where
+    the PEs are, to learn the extent grid from where VHD heads sit."""
+    found: list[int] = []
+    space = reader.space
+    if not hasattr(space, "windows"):
+        data = np.frombuffer(space.read(start, end - start), dtype=np.uint8)
+        views = [(start, data)]
+    else:
+        views = space.windows(start, end, window=window, overlap=1024)
+    for off, view in views:
+        if ticker is not None:
+            ticker.tick(off - start)
+        n = (len(view) // SECTOR) * SECTOR
+        if n < 2 * SECTOR:
+            continue
+        words = view[:n].view("<u8").reshape(-1, SECTOR // 8)[:, 0]
+        hits = np.nonzero((words[:-1] == _COOKIE_HD) & (words[1:] == _COOKIE_DD))[0]
+        for h in hits:
+            pos = off + int(h) * SECTOR
+            if pos >= off + window:
+                continue
+            found.append(pos)
+            if len(found) >= limit:
+                return found
+    return found
+

@@ -1,0 +1,125 @@
+"""Predictions: what each logical extent of an anchored VHD LV must look like.
+
+From the BAT, every allocated block's bitmap sits at a known LV offset, so for each LE we know at
+which offsets inside the extent a bitmap sector must start (and whether the batmap says that
+block is full, i.e. the bitmap is all ones), and which block crosses into the next extent (a
+block is 2 MiB + 512 B, an extent 4 MiB: blocks straddle extents). Where the VHD's own footer
+must be is known for packed (qemu) layouts (right after the last block); an LVHD footer is in
+the LV's last 512 bytes, whose LE is only known once that extent is found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.match.anchors import VhdAnchor
+
+SECTOR = 512
+
+
+@dataclass
+class Straddle:
+    """A block whose bitmap is in LE `le` and whose data continues into LE `le + 1`."""
+
+    bitmap_offset: int        # inside LE `le`
+    first_sector: int         # index (in the block) of the first data sector in LE le+1
+    sectors: int              # data sectors of this block that lie in LE le+1 (from offset 0)
+
+
+@dataclass
+class SlotPrediction:
+    """What LE `le` of a VHD LV must hold."""
+
+    le: int
+    bitmap_offsets: np.ndarray          # in-extent byte offsets of bitmap sectors (int64)
+    full: np.ndarray                    # int8 per bitmap: 1 batmap says full, 0 not full, -1 ?
+    straddle_out: Straddle | None = None
+    spill_in: bool = False              # data of the previous LE's last block continues here
+    le1_batmap: bool = False            # the `tdbatmap` header sits at +1536 of this extent
+    bat_tail: bool = False              # the extent starts with the rest of the BAT
+    footer_offset: int | None = None    # a footer with the VHD's unique id at this in-extent offset
+    lv_end_possible: bool = False       # LVHD: the LV may end here (its footer in the last sector)
+
+    @property
+    def has_content(self) -> bool:
+        return bool(len(self.bitmap_offsets)) or self.spill_in or self.le1_batmap or \
+            self.footer_offset is not None
+
+    @property
+    def searchable(self) -> bool:
+        """Something in it can be looked for in every PE (not only continuity)."""
+        return bool(len(self.bitmap_offsets)) or self.le1_batmap or \
+            self.footer_offset is not None or self.lv_end_possible
+
+
+@dataclass
+class VhdPrediction:
+    anchor: VhdAnchor
+    extent_bytes: int
+    slots: dict[int, SlotPrediction] = field(default_factory=dict)
+    last_data_le: int = 0
+    footer_le: int | None = None        # known for packed layouts; None: at the (unknown) LV end
+
+    @property
+    def data_les(self) -> list[int]:
+        return sorted(j for j, s in self.slots.items() if s.has_content)
+
+
+def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
+    E = extent_bytes
+    pred = VhdPrediction(anchor, E)
+    span = anchor.block_span
+    bm = span - anchor.block_size
+    offs = anchor.bitmap_offsets
+    les = offs // E
+    last_le = max(0, (anchor.data_end - 1) // E)
+    pred.last_data_le = int(last_le)
+    full_all = np.full(len(offs), -1, dtype=np.int8)
+    if anchor.batmap is not None and len(offs):
+        full_all = anchor.batmap[anchor.blocks].astype(np.int8)
+    slots: dict[int, SlotPrediction] = {}
+
+    def slot(j: int) -> SlotPrediction:
+        if j not in slots:
+            slots[j] = SlotPrediction(j, np.zeros(0, np.int64), np.zeros(0, np.int8))
+        return slots[j]
+
+    # bitmaps per LE (offs is sorted)
+    if len(offs):
+        bounds = np.nonzero(np.diff(les))[0] + 1
+        for idx in np.split(np.arange(len(offs)), bounds):
+            j = int(les[idx[0]])
+            s = slot(j)
+            s.bitmap_offsets = offs[idx] - j * E
+            s.full = full_all[idx]
+            last = int(idx[-1])
+            end = int(offs[last]) + span
+            if end > (j + 1) * E:
+                first_data_abs = int(offs[last]) + bm
+                first_in_next = max(0, ((j + 1) * E - first_data_abs) // SECTOR)
+                sectors = min(anchor.block_size // SECTOR - first_in_next,
+                              (end - (j + 1) * E) // SECTOR)
+                s.straddle_out = Straddle(int(offs[last]) - j * E, first_in_next, sectors)
+                # data only, no bitmap of its own in the next LE(s): still VHD content
+                for k in range(j + 1, (end - 1) // E + 1):
+                    slot(k).spill_in = True
+    for j in range(1, last_le + 1):
+        slot(j)
+    if anchor.has_batmap and anchor.batmap_offset:
+        s = slot(anchor.batmap_offset // E)
+        if s.le > 0:
+            s.le1_batmap = anchor.batmap_offset % E == 1536
+    tab_end = anchor.table_offset + 4 * anchor.max_entries
+    if tab_end > E:
+        slot(1).bat_tail = True
+    if anchor.lvhd:
+        slot(int(last_le)).lv_end_possible = True
+    else:
+        # packed (qemu) layout: footer right after the last block
+        f = anchor.data_end
+        pred.footer_le = f // E
+        slot(f // E).footer_offset = f % E
+    pred.slots = slots
+    return pred

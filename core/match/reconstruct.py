@@ -1,0 +1,475 @@
+"""Rebuild every VDI's extent map: from metadata where it survives, from VHD structure where not.
+
+`reconstruct(ev, backups=(), fixed=None, cancel=None, progress=None) -> Reconstruction`:
+1. the extent grid (PE 0's offset, extent size, PE count) from any metadata generation
+   (core.lvm.analyse.analyse_disk, backups included), else from a surviving LVM label
+   (pe_start), else inferred from where VHD heads sit (said in a finding);
+2. per-PE features read once (heads and tails; core.match.features);
+3. anchors (VHD heads at PE starts), their BATs and predictions (anchors.py, predict.py);
+4. hard constraints: every LV of the reference generation, deleted LVs of older generations
+   where no newer LV claims their PEs, and the technician's fixed LE->PE pairs;
+5. the assignment (assign.py), then orphans: data-bearing PEs nobody explains that look like
+   VHD data are named in findings, so a VDI whose head is gone still shows where its blocks are.
+`Reconstruction.to_json()` is the `reconstruct --json` document (cli-contract.md), which
+`export --map` reads back.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from core.errors import SrsalvageError
+from core.findings import Finding
+from core.match.anchors import VhdAnchor, parse_anchor
+from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
+from core.match.features import SECTOR, SectorReader, bitmap_likeness, compute_pe_features, \
+    find_cookie_pairs
+from core.match.predict import predict
+from core.progress import ProgressFn, Ticker
+from core.spaces import pes_to_map_runs
+
+DEFAULT_EXTENT = 4 << 20
+MAX_PES = 1 << 24                 # 64 TiB of 4 MiB extents
+ORPHAN_LIMIT = 4096               # orphan PEs examined in detail (1024 sectors each)
+LVHD_FIRST_BITMAP_SECTOR = 8455   # formats.md 4.5
+LVHD_STRIDE = 4104
+
+
+@dataclass
+class Grid:
+    """Where the PEs are."""
+
+    data_offset: int
+    extent_bytes: int
+    pe_count: int
+    source: str                       # metadata | label | inferred | given
+    vg_name: str | None = None
+    vg_id: str | None = None
+    pv_id: str | None = None
+    pv_offset: int | None = None
+    pe_start: int | None = None       # bytes from the PV start
+    dev_size: int | None = None       # bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.vg_name, "extent_bytes": self.extent_bytes,
+                "data_offset": self.data_offset, "pe_count": self.pe_count,
+                "grid_source": self.source, "id": self.vg_id, "pv_id": self.pv_id,
+                "pv_offset": self.pv_offset}
+
+
+@dataclass
+class VdiMap:
+    """One VDI's rebuilt map."""
+
+    key: str
+    lv: str | None
+    vhd_uuid: str | None
+    virtual_bytes: int | None
+    vhd_bytes: int | None
+    extents_needed: int
+    extents: list[tuple[int, Placement]]
+    missing_les: list[int]
+    complete: bool
+    kind: str = "vhd"
+    status: str = "found"            # live | deleted (metadata) | found (VHD structure only)
+    anchor_pe: int | None = None
+    parent_uuid: str | None = None
+    hidden: bool = False
+    ambiguous: dict[int, list[int]] = field(default_factory=dict)
+    footer_pe: int | None = None
+    lv_tags: list[str] = field(default_factory=list)
+    lv_status: list[str] | None = None
+
+    @property
+    def pes(self) -> list[int | None]:
+        out: list[int | None] = [None] * self.extents_needed
+        for le, p in self.extents:
+            if le < len(out):
+                out[le] = p.pe
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "lv": self.lv, "vhd_uuid": self.vhd_uuid,
+            "virtual_bytes": self.virtual_bytes, "vhd_bytes": self.vhd_bytes,
+            "extents_needed": self.extents_needed,
+            "map": pes_to_map_runs(self.pes),
+            "extents": [{"le": le, "pe": p.pe, "confidence": p.confidence, "source": p.source,
+                         **({"note": p.note} if p.note else {})} for le, p in self.extents],
+            "missing_les": self.missing_les, "complete": self.complete,
+            "kind": self.kind, "status": self.status, "anchor_pe": self.anchor_pe,
+            "parent_uuid": self.parent_uuid, "hidden": self.hidden,
+            "ambiguous": [{"le": le, "candidates": pes} for le, pes in sorted(self.ambiguous.items())],
+            "footer_pe": self.footer_pe,
+        }
+
+
+@dataclass
+class Reconstruction:
+    image_path: str
+    image_bytes: int
+    grid: Grid | None
+    vdis: list[VdiMap]
+    findings: list[Finding]
+    orphans: list[dict[str, Any]]
+    anchors: list[VhdAnchor] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def vdi(self, key: str) -> VdiMap | None:
+        return next((v for v in self.vdis if v.key == key or v.lv == key
+                     or v.vhd_uuid == key.lower().removeprefix("vhd:")), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": {"path": self.image_path, "bytes": self.image_bytes},
+            "volume_groups": [self.grid.to_json()] if self.grid else [],
+            "vdis": [v.to_json() for v in self.vdis],
+            "orphans": self.orphans,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+# -- the grid ----------------------------------------------------------------------------------
+def _label_at(ev, pv_offset: int) -> dict | None:
+    """A surviving LVM label in sectors 0..3 of a PV at pv_offset: pv id, pe_start, size."""
+    from core.structs import lvm as L
+    raw = ev.read(pv_offset, L.LABEL_SCAN_SECTORS * SECTOR)
+    for s in range(L.LABEL_SCAN_SECTORS):
+        sec = raw[s * SECTOR:(s + 1) * SECTOR]
+        if len(sec) < SECTOR or sec[:8] != L.LABEL_ID:
+            continue
+        try:
+            head = L.label_sector_head.parse(sec)
+        except Exception:  # construct raises many kinds on garbage; a bad label is no label
+            continue
+        pvh = head.pv_header
+        if not pvh.data_areas:
+            continue
+        pid = pvh.pv_uuid.decode("ascii", "replace")
+        pe_start = int(pvh.data_areas[0].offset)
+        if pe_start <= 0 or pe_start % SECTOR:
+            continue
+        pretty = "-".join([pid[0:6], pid[6:10], pid[10:14], pid[14:18], pid[18:22], pid[22:26],
+                           pid[26:32]])
+        return {"pv_id": pretty, "pe_start": pe_start, "dev_size": int(pvh.device_size_xl)}
+    return None
+
+
+def _grid_from_label(ev, report, extent_bytes: int) -> Grid | None:
+    offsets = [0]
+    for part in getattr(report, "partitions", []) or []:
+        offsets.append(int(part.offset))
+    for off in dict.fromkeys(offsets):
+        lab = _label_at(ev, off)
+        if lab is None:
+            continue
+        data_offset = off + lab["pe_start"]
+        dev = lab["dev_size"] or (ev.size - off)
+        count = max(0, (min(dev, ev.size - off) - lab["pe_start"]) // extent_bytes)
+        return Grid(data_offset, extent_bytes, count, "label", pv_id=lab["pv_id"], pv_offset=off,
+                    pe_start=lab["pe_start"], dev_size=dev)
+    return None
+
+
+def _grid_from_anchors(ev, reader: SectorReader, extent_bytes: int, ticker: Ticker,
+                       findings: list[Finding]) -> Grid | None:
+    hits = find_cookie_pairs(reader, 0, ev.size, limit=64, ticker=ticker)
+    if not hits:
+        return None
+    residues: dict[int, int] = {}
+    for h in hits:
+        residues[h % extent_bytes] = residues.get(h % extent_bytes, 0) + 1
+    residue = max(residues, key=lambda r: (residues[r], -r))
+    # PE 0 sits somewhere before the first head with this residue; lvm2 puts pe_start at 1 MiB
+    # or beyond (11 MiB for XenServer's 10 MiB metadata): take the first grid point >= 1 MiB
+    data_offset = residue
+    while data_offset < (1 << 20):
+        data_offset += extent_bytes
+    first = min(h for h in hits if h % extent_bytes == residue)
+    data_offset = min(data_offset, first)
+    count = (ev.size - data_offset) // extent_bytes
+    findings.append(Finding(
+        "grid-inferred", data_offset, "warning",
+        f"no LVM metadata or label: PE 0 assumed at {data_offset} (VHD heads found at offsets "
+        f"≡ {residue} mod {extent_bytes}); PE numbers are relative to that guess",
+        {"residue": residue, "heads": len(hits)}))
+    return Grid(data_offset, extent_bytes, count, "inferred")
+
+
+def _analyse(ev, backups, findings: list[Finding]):
+    try:
+        from core.lvm.analyse import analyse_disk  # engineer "lvm"
+    except ModuleNotFoundError:
+        findings.append(Finding("lvm-analysis-unavailable", None, "warning",
+                                "core.lvm.analyse is not available; metadata not consulted"))
+        return None
+    return analyse_disk(ev, backups=list(backups), search_stray=True)
+
+
+# -- the main entry ----------------------------------------------------------------------------
+def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int, int]] | None = None,
+                cancel: threading.Event | None = None, progress: ProgressFn | None = None, *,
+                report=None, extent_bytes: int | None = None, data_offset: int | None = None,
+                pe_count: int | None = None, use_metadata: bool = True) -> Reconstruction:
+    """Rebuild the extent maps of every VDI on `ev` (an Evidence or any ByteSpace)."""
+    findings: list[Finding] = []
+    ticker = Ticker(max(1, int(ev.size)), "reconstruct", progress, cancel)
+    if report is None and use_metadata:
+        report = _analyse(ev, backups, findings)
+    vg = None
+    ref = None
+    if report is not None and use_metadata:
+        for cand in getattr(report, "volume_groups", []) or []:
+            if cand.data_offset is not None and cand.extent_bytes:
+                vg = cand
+                break
+        if vg is not None:
+            ref = vg.reference
+    E = int(extent_bytes or (vg.extent_bytes if vg is not None else None) or DEFAULT_EXTENT)
+    if E <= 0 or E % SECTOR:
+        raise SrsalvageError(f"extent size {E} is not a positive multiple of 512")
+    reader = SectorReader(ev)
+    grid: Grid | None = None
+    if data_offset is not None:
+        count = pe_count if pe_count is not None else (ev.size - data_offset) // E
+        grid = Grid(int(data_offset), E, int(count), "given")
+    elif vg is not None:
+        pv = vg.pvs[0]
+        grid = Grid(int(vg.data_offset), E, int(pv.pe_count or (ev.size - vg.data_offset) // E),
+                    "metadata", vg_name=vg.name, vg_id=vg.id, pv_id=pv.id, pv_offset=pv.offset,
+                    pe_start=pv.pe_start, dev_size=pv.device_size)
+        if len(vg.pvs) > 1:
+            findings.append(Finding("multi-pv-vg", None, "warning",
+                                    f"{vg.name} spans {len(vg.pvs)} PVs; only the first is "
+                                    f"rebuilt from VHD structure"))
+    else:
+        grid = _grid_from_label(ev, report, E) or _grid_from_anchors(ev, reader, E, ticker, findings)
+    if grid is None:
+        return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],
+                              findings + [Finding("no-extent-grid", None, "error",
+                                                  "no LVM metadata, label or VHD head found: "
+                                                  "nothing says where the extents are")], [])
+    grid.pe_count = max(0, min(grid.pe_count, (ev.size - grid.data_offset) // E, MAX_PES))
+    if grid.dev_size is None and grid.pv_offset is not None:
+        grid.dev_size = ev.size - grid.pv_offset
+    N, D = grid.pe_count, grid.data_offset
+
+    feats = compute_pe_features(reader, D, E, N, cancel, progress)
+    owner = np.full(N, FREE, dtype=np.int32)
+    states: list[VdiState] = []
+    meta_status: dict[int, str] = {}
+    meta_lv: dict[int, Any] = {}
+
+    # -- anchors ------------------------------------------------------------------------------
+    anchors: dict[int, VhdAnchor] = {}
+    for pe in np.nonzero(feats.head_anchor)[0]:
+        pe = int(pe)
+        base = D + pe * E
+        a = parse_anchor(pe, lambda off, n, base=base: ev.read(base + off, n), E, N * E, base)
+        if a is None:
+            continue
+        findings.extend(a.findings)
+        anchors[pe] = a
+
+    # -- hard constraints from metadata ---------------------------------------------------------
+    if ref is not None and ref.metadata is not None:
+        lvs: list[tuple[Any, str]] = [(lv, "live") for lv in ref.lvs.values()]
+        live_names = set(ref.lvs)
+        claimed = {p for lv in ref.lvs.values() for p in lv.pes() if p is not None}
+        for gen in vg.generations:
+            for name, lv in gen.lvs.items():
+                if name in live_names or gen is ref:
+                    continue
+                live_names.add(name)
+                lvs.append((lv, "deleted"))
+        for lv, status in lvs:
+            try:
+                pes = lv.pes()
+            except SrsalvageError as exc:
+                findings.append(Finding("lv-unmappable", None, "warning", f"{lv.name}: {exc}"))
+                continue
+            if lv.kind not in ("vhd", "raw"):
+                for p in pes:
+                    if p is not None and 0 <= p < N and owner[p] == FREE:
+                        owner[p] = RESERVED
+                continue
+            idx = len(states)
+            a = anchors.pop(pes[0], None) if pes and pes[0] is not None else None
+            v = VdiState(idx, a, predict(a, E) if a is not None and a.plausible else None,
+                         lv_name=lv.name, le_count=len(pes), metadata_map=status == "live")
+            for le, p in enumerate(pes):
+                if p is None or not 0 <= p < N:
+                    continue
+                if status == "deleted" and p in claimed:
+                    continue
+                if owner[p] != FREE:
+                    continue
+                owner[p] = idx
+                v.placed[le] = Placement(p, 1.0 if status == "live" else 0.9, "metadata",
+                                         None if status == "live" else
+                                         f"from an older generation ({lv.name} is deleted)")
+            if a is None and lv.kind == "vhd" and pes and pes[0] is not None:
+                findings.append(Finding("vhd-head-missing", D + pes[0] * E, "warning",
+                                        f"{lv.name}: no VHD head at its LE 0 (PE {pes[0]})",
+                                        {"lv": lv.name, "pe": pes[0]}))
+            meta_status[idx] = status
+            meta_lv[idx] = lv
+            states.append(v)
+
+    # -- VHDs found only by their structure -----------------------------------------------------
+    for pe, a in sorted(anchors.items()):
+        if owner[pe] != FREE:
+            # a VHD head inside an LV the metadata maps (e.g. a VHD file stored in a raw LV)
+            continue
+        if not a.plausible:
+            owner[pe] = RESERVED
+            continue
+        idx = len(states)
+        v = VdiState(idx, a, predict(a, E))
+        states.append(v)
+        owner[pe] = idx
+        v.placed[0] = Placement(pe, 1.0, "vhd-match", None)
+
+    # -- the technician's fixed pairs -----------------------------------------------------------
+    for key, pairs in (fixed or {}).items():
+        v = next((s for s in states if _state_key(s) == key or s.lv_name == key), None)
+        if v is None:
+            findings.append(Finding("fixed-unknown-vdi", None, "warning",
+                                    f"fixed extents for {key}: no such VDI found"))
+            continue
+        for le, pe in pairs.items():
+            le, pe = int(le), int(pe)
+            if not 0 <= pe < N:
+                raise SrsalvageError(f"fixed extent {key} LE {le} -> PE {pe}: no such PE")
+            old = v.placed.get(le)
+            if old is not None and owner[old.pe] == v.index:
+                owner[old.pe] = FREE
+            prev = int(owner[pe])
+            if prev >= 0 and prev != v.index:
+                other = states[prev]
+                for ole, pl in list(other.placed.items()):
+                    if pl.pe == pe:
+                        del other.placed[ole]
+            owner[pe] = v.index
+            v.placed[le] = Placement(pe, 1.0, "manual", None)
+
+    # -- solve ----------------------------------------------------------------------------------
+    solver = Solver(reader, D, E, N, feats, states, owner,
+                    Ticker(max(1, N), "matching extents", progress, cancel))
+    solver.solve()
+    findings.extend(solver.findings)
+
+    vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
+    orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker)
+    rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
+                         anchors=[s.anchor for s in states if s.anchor is not None])
+    rec.stats = {"pes": N, "anchors": len([s for s in states if s.anchor is not None]),
+                 "sectors_read": reader.reads}
+    return rec
+
+
+def _state_key(v: VdiState) -> str:
+    if v.lv_name:
+        return v.lv_name
+    return f"vhd:{v.anchor.uid_str}" if v.anchor is not None else f"vdi{v.index}"
+
+
+def _vdi_map(v: VdiState, E: int, meta_status: str | None, lv) -> VdiMap:
+    a = v.anchor
+    if v.le_count is not None:
+        needed = v.le_count
+    elif v.pred is not None:
+        needed = max([v.pred.last_data_le + 1] + [le + 1 for le in v.placed])
+        if v.pred.footer_le is not None:
+            needed = max(needed, v.pred.footer_le + 1)
+    else:
+        needed = max([le + 1 for le in v.placed], default=0)
+    extents = sorted(v.placed.items())
+    placed = {le for le, _ in extents}
+    missing = [le for le in range(needed) if le not in placed]
+    footer_known = (v.le_count is not None or a is None or not a.lvhd)
+    complete = not missing and footer_known
+    if a is not None and a.lvhd:
+        vhd_bytes = needed * E if v.le_count is not None else None
+    elif a is not None:
+        vhd_bytes = a.data_end + 512
+    else:
+        vhd_bytes = None
+    kind = lv.kind if lv is not None else "vhd"
+    return VdiMap(
+        key=_state_key(v), lv=v.lv_name, vhd_uuid=a.uid_str if a is not None else None,
+        virtual_bytes=a.current_size if a is not None else None, vhd_bytes=vhd_bytes,
+        extents_needed=needed, extents=extents, missing_les=missing, complete=complete,
+        kind=kind, status=meta_status or "found", anchor_pe=a.pe if a is not None else None,
+        parent_uuid=(a.to_json()["parent_uuid"] if a is not None else None),
+        hidden=bool(a.hidden) if a is not None else False, ambiguous=dict(v.ambiguous),
+        footer_pe=v.footer_pe, lv_tags=list(getattr(lv, "tags", []) or []),
+        lv_status=list(getattr(lv, "lvm_status", []) or []) or None)
+
+
+# -- orphans -----------------------------------------------------------------------------------
+def lvhd_le_of_offset(sector_in_extent: int, extent_sectors: int = 8192) -> int | None:
+    """The smallest LE number j at which an LVHD block bitmap (LV sector 8455 + 4104 k) falls
+    at this sector of the extent; others are j + 513 m (the lattice repeats every 1024 blocks)."""
+    for k in range(1024):
+        rel = LVHD_FIRST_BITMAP_SECTOR + LVHD_STRIDE * k - sector_in_extent
+        if rel >= 0 and rel % extent_sectors == 0:
+            return rel // extent_sectors
+    return None
+
+
+def _orphans(reader: SectorReader, feats, owner: np.ndarray, D: int, E: int, N: int,
+             findings: list[Finding], ticker: Ticker) -> list[dict[str, Any]]:
+    """Data-bearing PEs no VDI explains but that look like VHD pieces: named, not guessed."""
+    idx = np.nonzero((owner == FREE) & feats.has_data)[0]
+    out: list[dict[str, Any]] = []
+    lattice = np.arange(7, E // SECTOR, 8, dtype=np.int64) * SECTOR   # 4 KiB-aligned data
+    for n, pe in enumerate(idx[:ORPHAN_LIMIT]):
+        ticker.check()
+        pe = int(pe)
+        item: dict[str, Any] = {"pe": pe}
+        if feats.tail_footer[pe]:
+            item["footer_uuid"] = _fmt_uuid(feats.tail_uid[pe].tobytes())
+        if feats.head_batmap[pe]:
+            item["tdbatmap"] = True
+        if feats.head_anchor[pe]:
+            item["vhd_head_uuid"] = _fmt_uuid(feats.head_uid[pe].tobytes())
+        secs = reader.gather(D + pe * E + lattice, SECTOR)
+        like = bitmap_likeness(secs)
+        good = np.nonzero(like >= 0.95)[0]
+        if len(good):
+            offs = lattice[good] // SECTOR
+            item["bitmap_sectors"] = [int(x) for x in offs[:8]]
+            le = lvhd_le_of_offset(int(offs[0]))
+            if le is not None:
+                item["lvhd_le"] = le
+        if len(item) > 1:
+            out.append(item)
+    for item in out:
+        what = []
+        if "lvhd_le" in item:
+            what.append(f"LVHD block bitmaps as in LE {item['lvhd_le']} (+513k)")
+        if "footer_uuid" in item:
+            what.append(f"ends with the footer of VHD {item['footer_uuid']}")
+        if "tdbatmap" in item:
+            what.append("holds a tdbatmap (an LE 1)")
+        if "vhd_head_uuid" in item:
+            what.append(f"starts with the head of VHD {item['vhd_head_uuid']}")
+        if what:
+            findings.append(Finding("orphan-vhd-extent", D + item["pe"] * E, "info",
+                                    f"PE {item['pe']}: " + "; ".join(what) + " — no VDI claims it",
+                                    dict(item)))
+    if len(idx) > ORPHAN_LIMIT:
+        findings.append(Finding("orphans-truncated", None, "info",
+                                f"{len(idx) - ORPHAN_LIMIT} more unexplained PEs hold data; "
+                                f"not examined"))
+    return out
+
+
+def _fmt_uuid(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -1,0 +1,156 @@
+"""Put a rebuilt SR back: an LVM metadata file for `vgcfgrestore -f`, and the `xe` commands.
+
+`restore_metadata(rec, ...)` turns a Reconstruction into a `core.lvm.model.VGMetadata`: one PV
+(id from the surviving label or metadata, else a fresh one the technician recreates with
+`pvcreate --uuid <id> --restorefile <file>`), one LV per VDI whose map is complete (incomplete
+ones are left out and named: restoring an LV with holes would hand LVM extents that belong to
+someone else), segments from the map runs. `format_restore_file` writes it in the backup form
+with `core.lvm.textformat.format_vg_metadata` (engineer "lvm"), which is what `vgcfgrestore -f`
+reads. `xe_script` gives the commands that re-create the PV label, restore the VG and introduce
+the SR on a host. Nothing here touches the evidence: the caller writes the text to a new file
+through core.output.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shlex
+import time
+import uuid as _uuid
+from dataclasses import dataclass, field
+
+from core.errors import SrsalvageError
+from core.spaces import pes_to_map_runs
+
+_ID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+VG_PREFIX = "VG_XenStorage-"
+
+
+def lvm_id(rng: random.Random | None = None) -> str:
+    """A fresh LVM uuid: 32 characters of lvm2's alphabet, printed 6-4-4-4-4-4-6 (lib/uuid)."""
+    rng = rng or random.SystemRandom()
+    raw = "".join(rng.choice(_ID_CHARS) for _ in range(32))
+    cuts = [0, 6, 10, 14, 18, 22, 26, 32]
+    return "-".join(raw[a:b] for a, b in zip(cuts, cuts[1:]))
+
+
+@dataclass
+class RestorePlan:
+    metadata: object                     # core.lvm.model.VGMetadata
+    vg_name: str
+    pv_id: str
+    included: list[str] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)   # (key, why)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sr_uuid(self) -> str | None:
+        rest = self.vg_name[len(VG_PREFIX):] if self.vg_name.startswith(VG_PREFIX) else ""
+        return rest if _UUID_RE.fullmatch(rest) else None
+
+
+def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
+                     pv_id: str | None = None, seqno: int = 1, device: str | None = None,
+                     rng: random.Random | None = None) -> RestorePlan:
+    from core.lvm.model import LogicalVolume, PVMetadata, Segment, VGMetadata
+
+    grid = rec.grid
+    if grid is None:
+        raise SrsalvageError("nothing to restore: no extent grid was found")
+    if grid.pe_start is None or grid.pv_offset is None:
+        raise SrsalvageError("the PV start is unknown (no label, no metadata): the restore file "
+                             "needs pe_start; give the grid explicitly")
+    notes: list[str] = []
+    name = vg_name or grid.vg_name
+    if not name:
+        name = VG_PREFIX + str(_uuid.UUID(bytes=bytes((rng or random.SystemRandom()).getrandbits(8)
+                                                        for _ in range(16)), version=4))
+        notes.append(f"VG name unknown; using {name} (pass the SR's uuid to keep it)")
+    pid = pv_id or grid.pv_id
+    if not pid:
+        pid = lvm_id(rng)
+        notes.append(f"PV id unknown; using {pid} (recreate the label with pvcreate --uuid)")
+    E = grid.extent_bytes
+    dev_size = grid.dev_size or (grid.pe_start + grid.pe_count * E)
+    pv = PVMetadata(name="pv0", id=pid, device=device or "/dev/unknown",
+                    dev_size=dev_size // 512, pe_start=grid.pe_start // 512,
+                    pe_count=grid.pe_count)
+    lvs = {}
+    plan = RestorePlan(None, name, pid, notes=notes)
+    used: dict[int, str] = {}
+    now = int(time.time())     # lvm2 refuses an LV with creation_host but no creation_time
+    for v in rec.vdis:
+        lv_name = v.lv or (f"VHD-{v.vhd_uuid}" if v.vhd_uuid else None)
+        if lv_name is None:
+            plan.left_out.append((v.key, "no name and no VHD unique id"))
+            continue
+        if not v.complete or v.missing_les or v.extents_needed == 0:
+            why = f"incomplete: LEs {v.missing_les[:8]} not placed" if v.missing_les else \
+                "its length (the footer extent) is unknown"
+            plan.left_out.append((v.key, why))
+            continue
+        pes = v.pes
+        clash = [p for p in pes if p in used]
+        if clash:
+            plan.left_out.append((v.key, f"PE {clash[0]} is also in {used[clash[0]]}"))
+            continue
+        if lv_name in lvs:
+            plan.left_out.append((v.key, f"a second VDI named {lv_name}"))
+            continue
+        for p in pes:
+            used[p] = lv_name
+        segs = [Segment(le, count, "striped", 1, None, [("pv0", pe)])
+                for le, pe, count in pes_to_map_runs(pes)]
+        status = list(v.lv_status) if v.lv_status else (
+            ["READ", "VISIBLE"] if v.hidden else ["READ", "WRITE", "VISIBLE"])
+        lvs[lv_name] = LogicalVolume(name=lv_name, id=lvm_id(rng), lvm_status=status,
+                                     tags=list(v.lv_tags), creation_host="srsalvage",
+                                     creation_time=now,
+                                     segments=segs)
+        plan.included.append(lv_name)
+    plan.metadata = VGMetadata(name=name, id=vg_id or grid.vg_id or lvm_id(rng), seqno=seqno,
+                               extent_size=E // 512, pvs=[pv], lvs=lvs)
+    return plan
+
+
+def format_restore_file(plan: RestorePlan) -> str:
+    """The backup-form text `vgcfgrestore -f` reads (engineer "lvm"'s writer)."""
+    from core.lvm.textformat import format_vg_metadata
+
+    desc = "srsalvage reconstruct: extent maps rebuilt from VHD structure"
+    if plan.left_out:
+        desc += "; left out: " + ", ".join(k for k, _ in plan.left_out)
+    return format_vg_metadata(plan.metadata, form="backup", description=desc,
+                              creation_host="srsalvage")
+
+
+def xe_script(plan: RestorePlan, restore_file: str = "restore.vg", device: str = "/dev/sdX",
+              sr_uuid: str | None = None, name_label: str = "recovered SR") -> str:
+    """Shell commands to restore the VG and introduce the SR on a XenServer/XCP-ng host."""
+    sr = sr_uuid or plan.sr_uuid or "<sr-uuid>"
+    q = shlex.quote
+    lines = [
+        "#!/bin/sh",
+        "# Written by srsalvage reconstruct. Review before running, on the host that has the disk.",
+        f"# VG {plan.vg_name}: {len(plan.included)} LVs restored"
+        + (f"; left out: {', '.join(k for k, _ in plan.left_out)}" if plan.left_out else ""),
+        "set -e",
+        f"DEVICE={q(device)}   # the SR's PV (partition or disk) on this host",
+        f"RESTORE={q(restore_file)}",
+        "HOST=$(xe host-list hostname=$(hostname) --minimal)",
+        "# pvcreate refuses a device that still carries the old, broken PV: after checking that",
+        "# DEVICE is the right disk, clear its label sector first (this erases nothing else):",
+        "#   dd if=/dev/zero of=\"$DEVICE\" bs=4096 count=1 conv=notrunc",
+        f"pvcreate -ff -y --uuid {q(plan.pv_id)} --restorefile \"$RESTORE\" \"$DEVICE\"",
+        f"vgcfgrestore -f \"$RESTORE\" {q(plan.vg_name)}",
+        f"xe sr-introduce uuid={q(sr)} type=lvm name-label={q(name_label)} content-type=user "
+        "shared=false",
+        f"PBD=$(xe pbd-create sr-uuid={q(sr)} host-uuid=\"$HOST\" device-config:device=\"$DEVICE\")",
+        "xe pbd-plug uuid=\"$PBD\"",
+        f"xe sr-scan uuid={q(sr)}",
+    ]
+    for note in plan.notes:
+        lines.insert(3, f"# note: {note}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,142 @@
+"""Scores: how well a candidate PE fits a predicted logical extent of a VHD LV.
+
+Every piece of evidence adds a log-likelihood-ratio-like number ("this PE is that LE" versus
+"it is not"); positive numbers support the placement. The numbers are deliberately coarse:
+* a predicted bitmap sector that looks like a bitmap (only 0x00/0xFF bytes, some bits set) +3,
+  one that does not -4; the batmap saying the block is full and the bitmap all ones +1, the
+  batmap saying full and the bitmap not all ones -3, not full but all ones -2 (the batmap
+  tells blocks apart by their virtual index: two LVs' extents at the same LE differ there);
+* continuity across an extent boundary: the block that starts in LE j-1 and ends in LE j has a
+  bitmap (read from LE j-1's PE) saying which of its sectors were written; sampled sectors of
+  the candidate that are non-zero where written and zero where not agree (+0.4 each), the
+  others disagree (-0.8 each); a bitmap of all ones says nothing (all sectors written);
+* the LVHD `tdbatmap` header at +1536 of LE 1 +6 (absent -4); a packed VHD's footer with the
+  same unique id where predicted +8;
+* cheap per-PE features: a PE that ends with another VHD's footer is that VHD's last extent
+  (-8), one that holds a `tdbatmap` at +1536 is some VHD's LE 1 (-6 for any other LE); the VHD's
+  own footer in the last sector of the LE where its data ends +8;
+* physical adjacency (LE j+1 on PE p+1, as LVM allocates runs) +1: a prior, weaker than content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.match.features import SECTOR, SectorReader, bitmap_likeness
+from core.match.predict import SlotPrediction, Straddle
+from core.structs import vhd as S
+
+BITMAP_GOOD, BITMAP_WEAK, BITMAP_BAD = 3.0, 1.0, -4.0
+FULL_OK, FULL_BAD, NOT_FULL_BAD = 1.0, -3.0, -2.0
+AGREE, DISAGREE, CONT_CAP = 0.4, -0.8, 8.0
+BATMAP_HDR, BATMAP_HDR_MISSING = 6.0, -4.0
+FOOTER_OK, FOOTER_BAD = 8.0, -2.0
+ADJACENT = 1.0
+OTHER_FOOTER, OTHER_BATMAP = -8.0, -6.0
+SAMPLES_PER_CLASS = 16
+
+
+@dataclass
+class Score:
+    content: float = 0.0        # bitmap / batmap / footer evidence
+    continuity: float = 0.0
+    informative: bool = False   # the continuity check could tell candidates apart
+    adjacency: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.content + self.continuity + self.adjacency
+
+
+def bitmap_llr(sectors: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """Per predicted bitmap sector (rows), its evidence."""
+    like = bitmap_likeness(sectors)
+    llr = np.where(like >= 0.95, BITMAP_GOOD, np.where(like >= 0.7, BITMAP_WEAK, BITMAP_BAD))
+    ones = (sectors.reshape(-1, SECTOR) == 0xFF).all(axis=1)
+    llr = llr + np.where(full == 1, np.where(ones, FULL_OK, FULL_BAD),
+                         np.where((full == 0) & ones, NOT_FULL_BAD, 0.0))
+    return llr
+
+
+def sample_sectors(bits: np.ndarray, per_class: int = SAMPLES_PER_CLASS) -> np.ndarray:
+    """Indices of sectors to sample for a continuity check: spread over the written and the
+    unwritten sectors of the window."""
+    pick = []
+    for cls in (np.nonzero(bits)[0], np.nonzero(~bits)[0]):
+        if len(cls):
+            k = min(per_class, len(cls))
+            pick.append(cls[np.linspace(0, len(cls) - 1, k).astype(np.int64)])
+    if not pick:
+        return np.zeros(0, np.int64)
+    return np.unique(np.concatenate(pick))
+
+
+class Scorer:
+    """Scores placements; reads go through one SectorReader (memoised bitmap sectors)."""
+
+    def __init__(self, reader: SectorReader, data_offset: int, extent_bytes: int,
+                 block_size_of) -> None:
+        self.reader = reader
+        self.D = data_offset
+        self.E = extent_bytes
+        self._bitmaps: dict[int, bytes] = {}
+
+    def pe_base(self, pe: int) -> int:
+        return self.D + pe * self.E
+
+    def sector(self, absolute: int) -> np.ndarray:
+        raw = self._bitmaps.get(absolute)
+        if raw is None:
+            arr = self.reader.gather(np.array([absolute]), SECTOR)[0]
+            if len(self._bitmaps) > 200_000:
+                self._bitmaps.clear()
+            self._bitmaps[absolute] = arr.tobytes()
+            return arr
+        return np.frombuffer(raw, dtype=np.uint8)
+
+    def content(self, slot: SlotPrediction, pe: int, uid: bytes, features) -> float:
+        base = self.pe_base(pe)
+        total = 0.0
+        if len(slot.bitmap_offsets):
+            secs = self.reader.gather(base + slot.bitmap_offsets, SECTOR)
+            for off, row in zip(slot.bitmap_offsets, secs):
+                self._bitmaps[int(base + off)] = row.tobytes()
+            total += float(bitmap_llr(secs, slot.full).sum())
+        if slot.le1_batmap:
+            total += BATMAP_HDR if features.head_batmap[pe] else BATMAP_HDR_MISSING
+        if features.tail_footer[pe]:
+            own = features.tail_uid[pe].tobytes() == uid
+            if not own:
+                total += OTHER_FOOTER
+            elif slot.lv_end_possible:
+                total += FOOTER_OK
+        if features.head_batmap[pe] and not slot.le1_batmap:
+            total += OTHER_BATMAP
+        if slot.footer_offset is not None:
+            ftr = self.reader.gather(np.array([base + slot.footer_offset]), SECTOR)[0]
+            ok = ftr[:8].tobytes() == S.HD_COOKIE and ftr[68:84].tobytes() == uid
+            total += FOOTER_OK if ok else FOOTER_BAD
+        return total
+
+    def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
+                   block_size: int) -> tuple[float, bool]:
+        """Evidence that `right_pe` continues the block that starts in `left_pe`."""
+        if straddle is None or straddle.sectors <= 0:
+            return 0.0, False
+        bm = self.sector(self.pe_base(left_pe) + straddle.bitmap_offset)
+        bits = np.unpackbits(bm)[: block_size // SECTOR].astype(bool)
+        window = bits[straddle.first_sector: straddle.first_sector + straddle.sectors]
+        idx = sample_sectors(window)
+        if len(idx) == 0:
+            return 0.0, False
+        data = self.reader.gather(self.pe_base(right_pe) + idx * SECTOR, SECTOR)
+        present = data.any(axis=1)
+        written = window[idx]
+        # unwritten sectors read zero on a fresh LV (stale data is possible: a mild "no");
+        # written ones are usually non-zero, but a guest may write zeros and qemu sets every
+        # bit of a block it allocates: a zero there says nothing
+        llr = np.where(written, np.where(present, AGREE, 0.0),
+                       np.where(present, DISAGREE, AGREE))
+        return max(-CONT_CAP, min(CONT_CAP, float(llr.sum()))), bool((~written).any())

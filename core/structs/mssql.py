@@ -1,0 +1,169 @@
+"""SQL Server data-file (.mdf/.ndf) structures: the 96-byte page header, the boot page record,
+the PFS byte map, the IAM header, and the page checksum.
+
+Field names follow OrcaMDF (`improvedk/OrcaMDF: src/OrcaMDF.Core/Engine/Pages/PageHeader.cs`,
+`src/OrcaMDF.RawCore/RawPageHeader.cs`) and Totopolis (`Totopolis/dataserver:
+dataserver/system/page_head.h`, `dataserver/sysobj/boot_page.h`); offsets are in
+shared/docs/formats.md section 5. All integers are little-endian.
+
+Declared once here with construct (parse and build); `PAGE_HEADER_DTYPE` is the same layout as a
+numpy structured dtype so a window of candidate pages is decoded without a Python loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from construct import Bytes, Int8ul, Int16ul, Int32ul, Struct
+
+PAGE_SIZE = 8192           # every page is 8 KiB; page n of a file is at byte n * 8192 (RawPage.cs)
+PAGE_HEADER_SIZE = 96
+SECTORS_PER_PAGE = 16      # checksum / torn bits work on 16 sectors of 512 bytes
+
+# m_flagBits (PageHeader.cs / page_head.h): which protection the page carries in m_tornBits
+FLAG_TORN_PAGE = 0x0100
+FLAG_CHECKSUM = 0x0200
+
+# m_type values (OrcaMDF PageType.cs; 14 from Totopolis page_type.h; 18-20 from Paul Randal,
+# "Inside the Storage Engine: Anatomy of a page": 18 = page deallocated by DBCC CHECKDB repair,
+# 19 = temporary page of ALTER INDEX ... REORGANIZE for LOB compaction, 20 = page preallocated by a
+# bulk load). Type 19 occurs in the shared dotnetnuke fixture, so it must be carved too.
+PAGE_TYPES = {
+    1: "data", 2: "index", 3: "text-mix", 4: "text-tree", 7: "sort", 8: "gam", 9: "sgam",
+    10: "iam", 11: "pfs", 13: "boot", 14: "server-config", 15: "file-header", 16: "diff-map",
+    17: "ml-map", 18: "deallocated", 19: "reorg-lob", 20: "bulk-prealloc",
+}
+TYPE_DATA, TYPE_IAM, TYPE_PFS, TYPE_BOOT, TYPE_FILE_HEADER = 1, 10, 11, 13, 15
+
+# Fixed places (formats.md 5.1): page 0 file header, 1 PFS (repeats every 8088 pages),
+# 9 boot page of file 1.
+PFS_INTERVAL = 8088
+BOOT_PAGE_ID = 9
+GAM_INTERVAL = 511232      # pages covered by one GAM/SGAM/IAM bitmap (63,904 extents)
+PFS_ALLOCATED = 0x40       # PFS byte bit: page allocated [V on the shared fixtures]
+
+pageid = Struct("m_pageId" / Int32ul, "m_fileId" / Int16ul)   # 6-byte page pointer (page, file)
+
+page_header = Struct(
+    "m_headerVersion" / Int8ul,        # always 1
+    "m_type" / Int8ul,
+    "m_typeFlagBits" / Int8ul,
+    "m_level" / Int8ul,
+    "m_flagBits" / Int16ul,
+    "m_indexId" / Int16ul,             # AllocUnitId.idInd
+    "m_prevPage" / pageid,
+    "pminlen" / Int16ul,
+    "m_nextPage" / pageid,
+    "m_slotCnt" / Int16ul,
+    "m_objId" / Int32ul,               # AllocUnitId.idObj
+    "m_freeCnt" / Int16ul,
+    "m_freeData" / Int16ul,
+    "m_pageId" / Int32ul,
+    "m_fileId" / Int16ul,
+    "m_reservedCnt" / Int16ul,
+    "m_lsn" / Struct("vlf" / Int32ul, "block" / Int32ul, "slot" / Int16ul),
+    "m_xactReserved" / Int16ul,
+    "m_xdesId" / Struct("part2" / Int32ul, "part1" / Int16ul),
+    "m_ghostRecCnt" / Int16ul,
+    "m_tornBits" / Int32ul,            # checksum (flag 0x200) or torn bits (flag 0x100)
+    "reserved" / Bytes(32),
+)
+assert page_header.sizeof() == PAGE_HEADER_SIZE
+
+# The same layout for numpy (np.frombuffer(..., dtype=PAGE_HEADER_DTYPE)).
+PAGE_HEADER_DTYPE = np.dtype([
+    ("m_headerVersion", "u1"), ("m_type", "u1"), ("m_typeFlagBits", "u1"), ("m_level", "u1"),
+    ("m_flagBits", "<u2"), ("m_indexId", "<u2"),
+    ("m_prevPage_page", "<u4"), ("m_prevPage_file", "<u2"), ("pminlen", "<u2"),
+    ("m_nextPage_page", "<u4"), ("m_nextPage_file", "<u2"), ("m_slotCnt", "<u2"),
+    ("m_objId", "<u4"), ("m_freeCnt", "<u2"), ("m_freeData", "<u2"),
+    ("m_pageId", "<u4"), ("m_fileId", "<u2"), ("m_reservedCnt", "<u2"),
+    ("m_lsn_vlf", "<u4"), ("m_lsn_block", "<u4"), ("m_lsn_slot", "<u2"),
+    ("m_xactReserved", "<u2"), ("m_xdesId_part2", "<u4"), ("m_xdesId_part1", "<u2"),
+    ("m_ghostRecCnt", "<u2"), ("m_tornBits", "<u4"), ("reserved", "V32"),
+])
+assert PAGE_HEADER_DTYPE.itemsize == PAGE_HEADER_SIZE
+
+# Boot page (1:9) record: offsets relative to the record start, 4-byte record header included
+# (Totopolis boot_page.h; OrcaMDF BootPage.cs gives the same minus 4). formats.md 5.2.
+boot_record = Struct(
+    "record_header" / Bytes(4),
+    "dbi_version" / Int16ul,           # 661 = 2008 R2, 706 = 2012 ... (see SQL_VERSIONS)
+    "dbi_createVersion" / Int16ul,
+    "unknown_08" / Bytes(0x24 - 0x08),
+    "dbi_status" / Int32ul,
+    "dbi_nextid" / Int32ul,
+    "dbi_crdate" / Bytes(8),
+    "dbi_dbname" / Bytes(256),         # nchar(128) UTF-16LE, padded (0x0020 or 0x20 bytes)
+    "unknown_134" / Bytes(0x138 - 0x134),
+    "dbi_dbid" / Int16ul,
+)
+BOOT_RECORD_SIZE = boot_record.sizeof()
+
+# dbi_version -> release. 611/661/706 and 869 from formats.md 5.2; 539/655/782/852/904/957 are
+# the commonly published internal database versions [U: no sample files of those here].
+SQL_VERSIONS = {
+    539: "SQL Server 2000", 611: "SQL Server 2005", 612: "SQL Server 2005 (vardecimal)",
+    655: "SQL Server 2008", 661: "SQL Server 2008 R2", 706: "SQL Server 2012",
+    782: "SQL Server 2014", 852: "SQL Server 2016", 869: "SQL Server 2017",
+    904: "SQL Server 2019", 957: "SQL Server 2022",
+}
+
+# IAM page (type 10): page-absolute offsets of the IAM header fields and the extent bitmap, from
+# SQLServerInternals InternalsViewer `Pages/AllocationPage.cs` (StartPageOffset 136,
+# SinglePageSlotOffset 142, AllocationArrayOffset 194); bit j of byte i = extent
+# start_pg/8 + 8*i + j (Totopolis `sysobj/iam_page.cpp` allocated_extents loop).
+IAM_START_PAGE_OFFSET = 136
+IAM_SINGLE_PAGE_OFFSET = 142
+IAM_SINGLE_PAGE_SLOTS = 8
+IAM_BITMAP_OFFSET = 194
+IAM_BITMAP_BYTES = GAM_INTERVAL // 8 // 8   # 63,904 extents = 7,988 bytes
+
+iam_header = Struct(
+    "start_pg" / pageid,
+    "single_pages" / pageid[IAM_SINGLE_PAGE_SLOTS],
+)
+
+# File header (page 0, type 15): one record with a NULL bitmap and variable-length columns whose
+# meaning is only partly public (Totopolis sysobj/file_header.h). Variable column 4 holds the file
+# size in pages [V: 280 and 400 in the two shared fixtures, equal to their lengths / 8192].
+FILE_HEADER_SIZE_COLUMN = 4
+
+
+def page_checksum(page: bytes | np.ndarray, skip_reserved: bool = False) -> int:
+    """The SQL Server page checksum (flag 0x200) of one 8 KiB page (formats.md 5.3)."""
+    arr = np.frombuffer(bytes(page), dtype="<u4").reshape(1, SECTORS_PER_PAGE, 128)
+    return int(page_checksums(arr, skip_reserved)[0])
+
+
+def page_checksums(words: np.ndarray, skip_reserved: bool = False) -> np.ndarray:
+    """Checksums of k pages given as a (k, 16, 128) little-endian uint32 array.
+
+    Each sector's 128 words are XORed (the checksum word at byte 60 counted as 0), the result of
+    sector i is rotated left by 15 - i bits, and the 16 results are XORed (Totopolis
+    page_head.cpp page_head::checksum). skip_reserved also leaves out bytes 64..95 as Totopolis
+    does (identical when they are zero). Works on a read-only view: no copy of the pages.
+    """
+    x = np.bitwise_xor.reduce(words, axis=2).astype(np.uint64)          # (k, 16)
+    fix = words[:, 0, 15]                        # XOR the stored checksum word back out
+    if skip_reserved:
+        fix = fix ^ np.bitwise_xor.reduce(words[:, 0, 16:24], axis=1)
+    x[:, 0] ^= fix.astype(np.uint64)
+    shift = (15 - np.arange(SECTORS_PER_PAGE, dtype=np.uint64))[None, :]
+    rotated = ((x << shift) | (x >> (np.uint64(32) - shift))) & np.uint64(0xFFFFFFFF)
+    return np.bitwise_xor.reduce(rotated, axis=1).astype(np.uint32)
+
+
+def torn_bits_consistent(page: bytes | np.ndarray) -> bool:
+    """Torn-page protection (flag 0x100): the low 2 bits of the last byte of every 512-byte
+    sector carry the same write pattern (01 or 10 alternating per write); a sector whose pattern
+    differs was not written with the others (formats.md 5.3, [U] beyond the fixtures)."""
+    arr = np.frombuffer(bytes(page), dtype=np.uint8)
+    marks = arr[511::512] & 3
+    return bool((marks == marks[0]).all() and marks[0] in (1, 2))
+
+
+def decode_dbname(raw: bytes) -> str:
+    """dbi_dbname: UTF-16LE nchar(128) padded with U+0020 or - as in the shared fixtures - with
+    0x20 bytes that read as U+2020 (formats.md 5.2 pitfall). Padding and NULs are stripped."""
+    text = raw[: len(raw) - len(raw) % 2].decode("utf-16-le", errors="replace")
+    return text.rstrip("\u2020\u0020\u0000").rstrip()

@@ -1,0 +1,336 @@
+"""Resolve `--vdi KEY` into the LV byte space that holds the VDI, and find its parents.
+
+KEY is an LV name (`VHD-<uuid>`), a VDI uuid, a VHD footer unique id, or a `key` of a map file
+(`reconstruct -o MAP.json`, cli-contract.md). Without a map the LVM analysis (engineer "lvm",
+`core.lvm.analyse.analyse_disk`) is asked, newest generation first: the first generation that
+holds KEY is used. When that is not the newest generation (a deleted VDI) the caller is warned,
+and if a newer generation gave any of its extents to another LV the export is refused
+(UnsafeError, exit 3) unless forced — those extents may hold someone else's data now.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from core.errors import SrsalvageError, UnsafeError
+from core.spaces import ByteSpace, Run, RunList, extent_space, map_runs_to_pes
+from core.vhd.chain import Chain, resolve_chain
+from core.vhd.reader import VhdError, VhdImage, format_uuid
+
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+MAX_MAP_BYTES = 64 << 20
+MAX_LES = 1 << 20  # 4 TiB of 4 MiB extents (a VHD is at most 2 TiB)
+
+
+@dataclass
+class VdiVolume:
+    """One LV (or map entry) that may hold a VDI."""
+
+    key: str
+    lv_name: str | None
+    space: RunList
+    generation: int | None = None
+    kind: str = "vhd"
+    map_runs: list = field(default_factory=list)
+    claimed_by: dict = field(default_factory=dict)
+    status: str = "live"
+    vhd_uuid: str | None = None      # footer unique id if known without opening
+    _image: Any = None
+    _image_error: str | None = None
+
+    @property
+    def vdi_uuid(self) -> str | None:
+        m = UUID_RE.search(self.lv_name or "")
+        return m.group(0).lower() if m else None
+
+    def image(self) -> VhdImage | None:
+        """The VHD in this volume (None: raw LV or no VHD found)."""
+        if self._image is None and self._image_error is None:
+            if self.kind not in ("vhd", "other", "unknown"):
+                self._image_error = f"{self.kind} volume"
+            else:
+                try:
+                    self._image = VhdImage.open(self.space, name=self.key)
+                except VhdError as exc:
+                    self._image_error = str(exc)
+        return self._image
+
+    @property
+    def image_error(self) -> str | None:
+        self.image()
+        return self._image_error
+
+
+@dataclass
+class ResolvedVdi:
+    volume: VdiVolume
+    siblings: list[VdiVolume]           # the other volumes of the same SR (parents live here)
+    warnings: list[str] = field(default_factory=list)
+    generation: int | None = None
+    newest_generation: int | None = None
+    source: str = "metadata"            # metadata | map
+
+    older: list[VdiVolume] = field(default_factory=list)  # other generations' volumes
+
+    def find_parent(self, unique_id: bytes) -> VhdImage | None:
+        """The VHD whose footer unique id is `unique_id`: among the same SR's volumes of this
+        generation, else (a parent deleted since) of the other generations, newest first."""
+        for n, vol in enumerate([self.volume] + self.siblings + self.older):
+            if vol.vhd_uuid is not None and vol.vhd_uuid != format_uuid(unique_id):
+                continue
+            img = vol.image()
+            if img is not None and img.unique_id == unique_id:
+                if n > len(self.siblings):
+                    self.warnings.append(f"parent {format_uuid(unique_id)} found as {vol.key} in "
+                                         f"metadata generation seqno {vol.generation} only")
+                return img
+        return None
+
+    def find_raw_parent(self, child: VhdImage) -> ByteSpace | None:
+        hint = child.parent_lv_hint
+        if not hint:
+            return None
+        for vol in self.siblings:
+            if vol.lv_name == hint:
+                return vol.space
+        return None
+
+    def chain(self) -> Chain:
+        img = self.volume.image()
+        if img is None:
+            raise VhdError(f"{self.volume.key}: {self.volume.image_error}")
+        return resolve_chain(img, self.find_parent, self.find_raw_parent)
+
+
+def _key_matches(vol: VdiVolume, key: str) -> bool:
+    k = key.strip()
+    if vol.key == k or (vol.lv_name is not None and vol.lv_name == k):
+        return True
+    low = k.lower()
+    if low.startswith("vhd:"):
+        low = low[4:]
+    if vol.vdi_uuid is not None and vol.vdi_uuid == low:
+        return True
+    return vol.vhd_uuid is not None and vol.vhd_uuid.lower() == low
+
+
+def _key_matches_footer(vol: VdiVolume, key: str) -> bool:
+    low = key.strip().lower()
+    if low.startswith("vhd:"):
+        low = low[4:]
+    if not UUID_RE.fullmatch(low):
+        return False
+    img = vol.image()
+    return img is not None and format_uuid(img.unique_id) == low
+
+
+def _find(volumes: list[VdiVolume], key: str) -> VdiVolume | None:
+    for vol in volumes:
+        if _key_matches(vol, key):
+            return vol
+    for vol in volumes:
+        if _key_matches_footer(vol, key):
+            return vol
+    return None
+
+
+# -- from a map file -----------------------------------------------------------------------------
+def volumes_from_map(base: ByteSpace, doc: dict) -> list[VdiVolume]:
+    """The VDIs of a `reconstruct --json` document as spaces over `base`; anything malformed is
+    a one-line SrsalvageError."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("vdis"), list):
+        raise SrsalvageError("map file: not a `reconstruct --json` document (no `vdis` list)")
+    vgs = doc.get("volume_groups")
+    if not isinstance(vgs, list) or not vgs or not all(isinstance(v, dict) for v in vgs):
+        raise SrsalvageError("map file: no volume_groups entry (extent size / data offset)")
+    by_name = {vg.get("name"): vg for vg in vgs if isinstance(vg.get("name"), str)}
+    volumes = []
+    for i, vdi in enumerate(doc["vdis"]):
+        if not isinstance(vdi, dict):
+            raise SrsalvageError(f"map file: vdis[{i}] is not an object")
+        vg_name = vdi.get("vg")
+        vg = by_name.get(vg_name, vgs[0]) if isinstance(vg_name, str) else vgs[0]
+        extent = _map_int(vg.get("extent_bytes"), f"volume group extent_bytes")
+        data_offset = _map_int(vg.get("data_offset"), f"volume group data_offset")
+        if extent <= 0 or extent % 512 or data_offset < 0:
+            raise SrsalvageError(f"map file: bad extent size {extent} or data offset {data_offset}")
+        raw_map = vdi.get("map", [])
+        if not isinstance(raw_map, list):
+            raise SrsalvageError(f"map file: vdis[{i}].map is not a list")
+        runs = []
+        for r in raw_map:
+            if not isinstance(r, list) or len(r) < 3:
+                raise SrsalvageError(f"map file: vdis[{i}].map entry {r!r:.40} is not "
+                                     f"[le, pe, count]")
+            runs.append([_map_int(x, f"vdis[{i}].map") for x in r[:3]])
+        needed = vdi.get("extents_needed") or 0
+        needed = _map_int(needed, f"vdis[{i}].extents_needed")
+        les = max([r[0] + r[2] for r in runs] + [needed])
+        if les > MAX_LES or needed < 0 or any(x < 0 for r in runs for x in r):
+            raise SrsalvageError(f"map file: vdis[{i}] map out of range")
+        pes = map_runs_to_pes(runs, les)
+        lv = vdi.get("lv") if isinstance(vdi.get("lv"), str) else None
+        uid = vdi.get("vhd_uuid") if isinstance(vdi.get("vhd_uuid"), str) else None
+        key = vdi.get("key") if isinstance(vdi.get("key"), str) else None
+        key = key or lv or (f"vhd:{uid}" if uid else f"vdis[{i}]")
+        kind = "raw" if (lv or "").startswith("LV-") else "vhd"
+        volumes.append(VdiVolume(key, lv, extent_space(base, data_offset, extent, pes, name=key),
+                                 kind=kind, map_runs=runs, vhd_uuid=uid))
+    return volumes
+
+
+def _map_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SrsalvageError(f"map file: {what} is not an integer ({value!r:.40})")
+    if abs(value) > 1 << 62:
+        raise SrsalvageError(f"map file: {what} out of range")
+    return value
+
+
+def load_map(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MAP_BYTES + 1)
+    except OSError as exc:
+        raise SrsalvageError(f"map file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_MAP_BYTES:
+        raise SrsalvageError(f"map file {path}: larger than {MAX_MAP_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SrsalvageError(f"map file {path}: not JSON ({exc})") from None
+
+
+# -- from the LVM analysis -----------------------------------------------------------------------
+def lv_space(base: ByteSpace, vg, gen, lv) -> RunList:
+    """An LV of one generation as a run list over the image (several PVs allowed)."""
+    extent = gen.extent_bytes or vg.extent_bytes
+    offsets = vg.pv_data_offsets() if hasattr(vg, "pv_data_offsets") else {}
+    if not extent or (vg.data_offset is None and not offsets):
+        raise SrsalvageError(f"{vg.name}: extent size or PV data offset unknown; "
+                             f"use a map file (`reconstruct -o`)")
+    if hasattr(lv, "locations"):
+        locs = lv.locations()
+    else:
+        locs = [None if pe is None else (None, pe) for pe in lv.pes()]
+    runs: list[Run] = []
+    for le, loc in enumerate(locs):
+        if loc is None:
+            continue
+        pv, pe = loc
+        base_off = offsets.get(pv, vg.data_offset) if pv is not None else vg.data_offset
+        if base_off is None:
+            continue
+        target = base_off + pe * extent
+        start = le * extent
+        last = runs[-1] if runs else None
+        if last is not None and last.end == start and last.target + last.length == target:
+            runs[-1] = Run(last.start, last.length + extent, last.target)
+        else:
+            runs.append(Run(start, extent, target))
+    return RunList(base, runs, size=len(locs) * extent, name=lv.name)
+
+
+def _volumes_of_generation(ev: ByteSpace, vg, gen) -> list[VdiVolume]:
+    out = []
+    for name, lv in gen.lvs.items():
+        space = lv_space(ev, vg, gen, lv)
+        out.append(VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
+                             map_runs=lv.map_runs, claimed_by=dict(lv.claimed_by or {}),
+                             status=lv.status))
+    return out
+
+
+def _other_generation_volumes(ev: ByteSpace, vg, used_gen, volumes: list[VdiVolume]
+                              ) -> list[VdiVolume]:
+    """VHD volumes of the VG's other generations that differ (name or extents) from `volumes`."""
+    seen = {(v.lv_name, tuple(map(tuple, v.map_runs))) for v in volumes}
+    out = []
+    for gen in vg.generations:
+        if gen is used_gen or not gen.lvs:
+            continue
+        for name, lv in gen.lvs.items():
+            if lv.kind != "vhd":
+                continue
+            key = (name, tuple(map(tuple, lv.map_runs)))
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                space = lv_space(ev, vg, gen, lv)
+            except SrsalvageError:
+                continue
+            out.append(VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
+                                 map_runs=lv.map_runs, status=lv.status))
+    return out
+
+
+def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
+                generation: int | None = None, force: bool = False, report=None,
+                backups: Iterable[str] = (), warn: Callable[[str], None] | None = None
+                ) -> ResolvedVdi:
+    """Find KEY; raise SrsalvageError when absent, UnsafeError when its extents were reused."""
+    if map_path is not None:
+        volumes = volumes_from_map(ev, load_map(map_path))
+        vol = _find(volumes, key)
+        if vol is None:
+            raise SrsalvageError(f"{key}: not in map file {map_path} "
+                                 f"(keys: {', '.join(v.key for v in volumes[:8])})")
+        return ResolvedVdi(vol, [v for v in volumes if v is not vol], source="map")
+    if report is None:
+        from core.lvm.analyse import analyse_disk  # engineer "lvm"
+        report = analyse_disk(ev, backups=list(backups))
+    tried = []
+    for vg in report.volume_groups:
+        gens = [g for g in vg.generations if g.lvs]
+        if not gens:
+            continue
+        ref = getattr(vg, "reference", None) or gens[0]
+        newest = ref.seqno
+        if generation is not None:
+            gens = [g for g in gens if g.seqno == generation]
+        for gen in gens:
+            volumes = _volumes_of_generation(ev, vg, gen)
+            tried.append(gen.seqno)
+            vol = _find(volumes, key)
+            if vol is None:
+                continue
+            res = ResolvedVdi(vol, [v for v in volumes if v is not vol], generation=gen.seqno,
+                              newest_generation=newest)
+            res.older = _other_generation_volumes(ev, vg, gen, volumes)
+            # newer generations' volumes help find parents that were renamed since
+            if gen.seqno != newest:
+                msg = (f"{vol.key} is not in the current metadata generation (seqno {newest}); "
+                       f"using generation seqno {gen.seqno}")
+                res.warnings.append(msg)
+                if warn is not None:
+                    warn(msg)
+                if vol.claimed_by:
+                    pes = sorted(int(p) for p in vol.claimed_by)
+                    owners = sorted(set(vol.claimed_by.values()))
+                    text = (f"{vol.key}: extents (PE) {_ranges(pes)} of generation {gen.seqno} "
+                            f"now belong to {', '.join(owners)} in a newer generation")
+                    if not force:
+                        raise UnsafeError(text + "; their content may have been overwritten "
+                                                 "(export anyway with --force)")
+                    res.warnings.append(text + " (exported anyway: --force)")
+                    if warn is not None:
+                        warn(res.warnings[-1])
+            return res
+    if generation is not None and not tried:
+        raise SrsalvageError(f"no metadata generation with seqno {generation}")
+    raise SrsalvageError(f"{key}: no LV, VDI uuid or VHD unique id matches in "
+                         f"{len(tried)} metadata generation(s); try a map from `reconstruct`")
+
+
+def _ranges(values: list[int]) -> str:
+    parts = []
+    for v in values:
+        if parts and parts[-1][1] == v - 1:
+            parts[-1][1] = v
+        else:
+            parts.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)

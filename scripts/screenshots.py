@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Generate the README screenshots: drive the workstation headless on the demo SR and save SVGs.
+
+    .venv/bin/python scripts/screenshots.py [--out screenshots] [--image DEMO.img]
+
+Builds the demo SR (core.demo.build_demo) in a temporary folder unless --image is given, then for
+each state opens the app with `run_test` at a fixed terminal size, drives it with the Pilot
+(choose the older generation, open the deleted VDI, switch the hex view, open dialogs) and calls
+`save_screenshot`. Nothing is written next to a given image: the case file goes to the temporary
+folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+async def _until(pilot, predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit("screenshots: the app did not reach the expected state in time")
+        await pilot.pause(0.02)
+
+
+async def _idle(app, pilot) -> None:
+    await _until(pilot, lambda: app.main.analysed)
+    await _until(pilot, lambda: not app.main._jobs)
+    await pilot.pause(0.1)
+
+
+def _find(report, lv_name):
+    for vg in report.volume_groups:
+        for gen in vg.generations:
+            if lv_name in gen.lvs:
+                return vg, gen, gen.lvs[lv_name]
+    raise SystemExit(f"screenshots: {lv_name} not found by the analysis")
+
+
+async def _open_vdi(app, pilot, lv_name) -> None:
+    await _idle(app, pilot)
+    vg, gen, lv = _find(app.session.report, lv_name)
+    app.main.select_vdi(vg, gen, lv)
+    app.main.tree.select_lv(vg.name, gen.seqno, lv_name)
+    await _idle(app, pilot)
+    await _until(pilot, lambda: app.main.editor.check.ok is not None)
+
+
+async def shoot(image: str, manifest, out: str, work: str) -> list[str]:
+    from textual.widgets import Input
+
+    from app.workstation import WorkstationApp
+
+    deleted = next(v for v in manifest.vdis if v.status == "deleted" and not v.claimed_by)
+    reused = next(v for v in manifest.vdis if v.status == "deleted" and v.claimed_by)
+    blktap = next(v for v in manifest.vdis if v.status == "live" and v.layout == "blktap")
+    written: list[str] = []
+
+    async def state(name: str, size: tuple[int, int], drive) -> None:
+        case = os.path.join(work, f"{name}.case.json")
+        if os.path.exists(case):
+            os.unlink(case)
+        app = WorkstationApp(image, case_path=case)
+        async with app.run_test(size=size) as pilot:
+            await drive(app, pilot)
+            await pilot.pause(0.2)
+            for screen in app.screen_stack:
+                for widget in screen.query(Input):
+                    widget.cursor_blink = False
+            path = app.save_screenshot(filename=f"{name}.svg", path=out)
+            written.append(path)
+            app.exit()
+
+    async def main_deleted(app, pilot):
+        await _open_vdi(app, pilot, deleted.lv_name)
+        app.main.editor.table.focus()
+
+    async def hex_footer(app, pilot):
+        await _open_vdi(app, pilot, blktap.lv_name)
+        await pilot.press("v")
+        await pilot.pause()
+        app.main.hex.goto(0x40)
+
+    async def wide(app, pilot):
+        await _open_vdi(app, pilot, blktap.lv_name)
+        await pilot.press("v")
+        await pilot.pause()
+        app.main.hex.goto(0x210)       # dynamic header: table_offset
+        app.main.editor.table.focus()
+
+    async def export_dialog(app, pilot):
+        await _open_vdi(app, pilot, reused.lv_name)
+        await pilot.press("E")
+        await _until(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
+        app.screen.query_one("#dest", Input).value = f"{reused.key}.vhd"
+
+    async def help_screen(app, pilot):
+        await _idle(app, pilot)
+        await pilot.press("f1")
+        await _until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
+
+    async def audit(app, pilot):
+        await _open_vdi(app, pilot, deleted.lv_name)
+        app.main.editor.table.focus()
+        await pilot.press("s", "down", "s", "u", "r")
+        await _idle(app, pilot)
+        await pilot.press("L")
+        await _until(pilot, lambda: type(app.screen).__name__ == "AuditScreen")
+
+    await state("main-deleted-vdi-120x40", (120, 40), main_deleted)
+    await state("main-80x24", (80, 24), main_deleted)
+    await state("hex-vhd-footer-80x24", (80, 24), hex_footer)
+    await state("wide-180x50", (180, 50), wide)
+    await state("export-dialog", (120, 40), export_dialog)
+    await state("help", (120, 40), help_screen)
+    await state("audit-log", (120, 40), audit)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join(ROOT, "screenshots"))
+    parser.add_argument("--image", help="an already built demo image (its manifest is rebuilt "
+                                        "in memory by building a fresh demo beside the temp dir)")
+    args = parser.parse_args(argv)
+    from core.demo import build_demo
+
+    os.makedirs(args.out, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="srsalvage-shots-") as work:
+        image = os.path.join(work, "demo.img")
+        manifest = build_demo(image)
+        if args.image:
+            image = args.image
+        for path in asyncio.run(shoot(image, manifest, args.out, work)):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

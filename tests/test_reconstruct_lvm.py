@@ -1,0 +1,272 @@
+"""Reconstruction on SR images whose LVM layout was made by REAL lvm2, metadata then wiped.
+
+The image: a loop device, `pvcreate --metadatasize 10M`, `vgcreate -s 4M VG_XenStorage-<uuid>`,
+MGT first (as sm does), VDIs created and grown in turns with lvextend so their extents
+interleave, one VDI lvremove'd after its VHD was written (its head stays behind in free extents,
+some of its extents are reused by a later lvextend), random stale data in free extents.
+LVHD VHDs come from core.vhd.build (blktap layout), packed ones from real
+`qemu-img convert -O vpc`; the bytes are written at data_offset + pe * 4 MiB per
+`lvs --segments`. Then the metadata area is zeroed (and, in one scenario, the label too).
+
+Proven here: every extent holding VHD data is placed on the right PE, raw exports through the
+rebuilt maps equal the original disks, and the restore file makes real lvm2 report the true
+maps. Precision/recall per scenario are printed (pytest -s) for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import uuid
+
+import numpy as np
+import pytest
+
+import realtools as rt
+from core.match.reconstruct import reconstruct
+from core.match.restore import format_restore_file, restore_metadata, xe_script
+from core.match.synth import lvhd_vdi, place_extents
+from core.source import Evidence
+from core.spaces import extent_space
+
+E = 4 << 20
+MiB = 1 << 20
+
+
+def _pe_start(dev: str) -> int:
+    out = rt.lvm("pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", dev,
+                 devices=[dev]).stdout
+    return int(out.strip())
+
+
+def _pv_uuid(dev: str) -> str:
+    return rt.lvm("pvs", "--noheadings", "-o", "pv_uuid", dev, devices=[dev]).stdout.strip()
+
+
+def _pes(segs) -> list[int]:
+    out = []
+    for le, pe, count in sorted(segs):
+        assert le == len(out)
+        out.extend(range(pe, pe + count))
+    return out
+
+
+def _qemu_vhd(tmp, name: str, size: int, seed: int) -> tuple[bytes, bytes]:
+    """(vhd bytes, raw disk bytes) of a real qemu-img vpc image with scattered data."""
+    rng = random.Random(seed)
+    raw = bytearray(size)
+    for _ in range(6):
+        at = rng.randrange(0, size - 65536) // 512 * 512
+        raw[at: at + 65536] = rng.randbytes(65536)
+    rawp, vhdp = tmp / f"{name}.raw", tmp / f"{name}.vhd"
+    rawp.write_bytes(bytes(raw))
+    rt.run("qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "force_size=on", str(rawp),
+           str(vhdp))
+    return vhdp.read_bytes(), bytes(raw)
+
+
+def build_sr(tmp, wipe_label: bool = False, seed: int = 7):
+    """Build the scenario; returns (image path, truth) with truth per LV name:
+    {"pes": [...], "kind": "blktap"|"qemu"|"mgt", "raw": virtual bytes or None, "uid": ...}"""
+    rt.need_lvm()
+    rt.need_qemu_img()
+    rng = random.Random(seed)
+    img = tmp / "sr.img"
+    size = 220 * MiB
+    with open(img, "wb") as f:
+        f.truncate(size)
+    vg = f"VG_XenStorage-{uuid.uuid4()}"
+    names = {k: f"VHD-{uuid.uuid4()}" for k in ("A", "B", "C", "Q", "X")}
+    with rt.loop_device(str(img)) as dev:
+        rt.lvm("pvcreate", "-ff", "-y", "--metadatasize", "10M", dev, devices=[dev])
+        rt.lvm("vgcreate", "-s", "4M", vg, dev, devices=[dev])
+        pe_start = _pe_start(dev)
+        pv_id = _pv_uuid(dev)
+
+        def create(name, mib, *where):
+            rt.lvm("lvcreate", "-L", f"{mib}M", "-n", name, vg, *where, devices=[dev])
+
+        def extend(name, mib, *where):
+            rt.lvm("lvextend", "-L", f"+{mib}M", f"{vg}/{name}", *where, devices=[dev])
+
+        create("MGT", 4)
+        create(names["A"], 12)
+        create(names["B"], 8)
+        create(names["Q"], 8)
+        extend(names["A"], 8)
+        create(names["X"], 16, f"{dev}:30-33")       # to be removed; its head stays behind
+        extend(names["B"], 12)
+        create(names["C"], 8)
+        extend(names["A"], 4)
+        extend(names["B"], 4)
+        extend(names["Q"], 4)
+        xmap = _pes(rt.lvs_segments(vg, [dev])[names["X"]])
+        rt.lvm("lvremove", f"{vg}/{names['X']}", devices=[dev])
+        extend(names["C"], 8, f"{dev}:32-33")          # reuses X's last two extents
+        extend(names["C"], 16)                         # the size sm gives it inflated
+        maps = {k: _pes(v) for k, v in rt.lvs_segments(vg, [dev]).items()}
+    truth = {"_vg": vg, "_pe_start": pe_start, "_pv_id": pv_id, "_names": names}
+    D = pe_start
+    with open(img, "r+b") as f:
+        # stale data in (what will be) free extents: random bytes, and the removed VDI
+        for pe in (40, 41, 45):
+            f.seek(D + pe * E)
+            f.write(rng.randbytes(E))
+        xv = lvhd_vdi(40 * MiB, list(range(5)), seed=seed + 5, lv_size=len(xmap) * E)
+        place_extents(f, xv.data, xmap, D)
+        truth["X"] = {"pes": xmap, "uid": xv.unique_id, "kind": "blktap", "removed": True,
+                      "data_les": set(range(len(xmap)))}
+        specs = {"A": (40 * MiB, list(range(0, 9))), "B": (60 * MiB, [0, 3, 4, 9, 10, 11, 20, 21]),
+                 "C": (24 * MiB, [2, 3, 4])}   # C: inflated, a gap before the footer
+        for key, (vsize, blocks) in specs.items():
+            pes = maps[names[key]]
+            built = lvhd_vdi(vsize, blocks, seed=seed + ord(key), lv_size=len(pes) * E)
+            place_extents(f, built.data, pes, D)
+            data_les = set(range(0, (built.data_end - 1) // E + 1)) | {len(pes) - 1}
+            truth[names[key]] = {"pes": pes, "uid": built.unique_id, "kind": "blktap",
+                                 "vhd": built.data, "data_les": data_les}
+        qv, qraw = _qemu_vhd(tmp, "q", 12 * MiB, seed)
+        pes = maps[names["Q"]]
+        assert len(qv) <= len(pes) * E
+        place_extents(f, qv, pes, D)
+        truth[names["Q"]] = {"pes": pes, "uid": qv[68:84], "kind": "qemu", "raw": qraw,
+                             "data_les": set(range(-(-len(qv) // E)))}
+        truth["MGT"] = {"pes": maps["MGT"], "kind": "mgt"}
+        # wipe the metadata area (mda header + ring), and the label when asked
+        f.seek(4096)
+        f.write(bytes(pe_start - 4096))
+        if wipe_label:
+            f.seek(0)
+            f.write(bytes(4096))
+    return img, truth
+
+
+def _k(uid: bytes) -> str:
+    return f"{uid[:4].hex()}-{uid[4:6].hex()}-{uid[6:8].hex()}-{uid[8:10].hex()}-{uid[10:].hex()}"
+
+
+def score(rec, truth) -> dict:
+    """precision = placed-correct / placed (every VDI found, the removed one included: its
+    correct placements are its true old extents); recall = extents holding VHD data of the live
+    VDIs placed correctly / all of them."""
+    by_uid = {_k(t["uid"]): t for n, t in truth.items() if not n.startswith("_") and "uid" in t}
+    placed = correct = needed = found = 0
+    per = {}
+    for v in rec.vdis:
+        t = by_uid.get(v.vhd_uuid or "")
+        pes = v.pes
+        n_placed = sum(1 for p in pes if p is not None)
+        ok = [le for le, p in enumerate(pes) if t is not None and p is not None
+              and le < len(t["pes"]) and p == t["pes"][le]]
+        placed += n_placed
+        correct += len(ok)
+        if t is not None and not t.get("removed"):
+            hit = set(ok) & t["data_les"]
+            found += len(hit)
+            per[v.key] = (n_placed, len(ok), sorted(t["data_les"] - hit))
+        else:
+            per[v.key] = (n_placed, len(ok), [])
+    needed = sum(len(t["data_les"]) for t in by_uid.values() if not t.get("removed"))
+    return {"placed": placed, "correct": correct, "needed": needed, "found": found,
+            "precision": correct / placed if placed else 1.0,
+            "recall": found / needed if needed else 1.0, "per": per}
+
+
+def _check_exports(img, rec, truth) -> None:
+    from core.vhd.reader import VhdImage
+    ev = Evidence(str(img))
+    g = rec.grid
+    for name, t in truth.items():
+        if name.startswith("_") or t["kind"] == "mgt" or t.get("removed"):
+            continue
+        v = rec.vdi("vhd:" + _k(t["uid"]))
+        assert v is not None, name
+        space = extent_space(ev, g.data_offset, g.extent_bytes, v.pes)
+        if t["kind"] == "qemu":
+            want = t["raw"]
+        else:
+            original = VhdImage.open(extent_space(ev, g.data_offset, g.extent_bytes, t["pes"]))
+            want = original.virtual_space().read(0, original.current_size)
+        got = VhdImage.open(space).virtual_space().read(0, len(want))
+        assert got == want, f"{name}: export through the rebuilt map differs"
+
+
+REPORT: list[str] = []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wipe_label", [False, True], ids=["mda-wiped", "mda+label-wiped"])
+def test_rebuilds_real_lvm_layout(tmp_path, wipe_label):
+    img, truth = build_sr(tmp_path, wipe_label=wipe_label)
+    ev = Evidence(str(img))
+    rec = reconstruct(ev)
+    assert rec.grid is not None
+    if not wipe_label:
+        assert rec.grid.data_offset == truth["_pe_start"]
+        assert rec.grid.source == "label"
+    shift = (rec.grid.data_offset - truth["_pe_start"]) // E
+    if shift:
+        # without a label the grid origin is a guess: compare in the guessed numbering
+        for name, t in truth.items():
+            if not name.startswith("_"):
+                t["pes"] = [p - shift for p in t["pes"]]
+    res = score(rec, truth)
+    line = (f"| {'mda+label wiped' if wipe_label else 'mda wiped'} | {len(rec.vdis)} | "
+            f"{res['placed']} | {res['correct']} | {res['found']}/{res['needed']} | "
+            f"{res['precision']:.3f} | {res['recall']:.3f} |")
+    REPORT.append(line)
+    print("\n| scenario | VDIs found | extents placed | placed correctly | extents holding VHD "
+          "data | precision | recall |\n|---|---|---|---|---|---|---|\n" + line)
+    for name, (n_placed, n_ok, missed) in res["per"].items():
+        print(f"  {name}: placed {n_placed}, correct {n_ok}, missed {missed}")
+    assert res["precision"] == 1.0, res["per"]
+    assert res["recall"] == 1.0, res["per"]
+    _check_exports(img, rec, truth)
+    # the removed VDI is found as a VHD of its own (key vhd:<uid>), its head extent placed
+    xv = rec.vdi("vhd:" + _k(truth["X"]["uid"]))
+    assert xv is not None and xv.pes[0] == truth["X"]["pes"][0]
+    assert not xv.complete
+
+
+@pytest.mark.slow
+def test_restore_file_accepted_by_vgcfgrestore(tmp_path):
+    img, truth = build_sr(tmp_path)
+    names = truth["_names"]
+    c = truth[names["C"]]
+    ckey = "vhd:" + _k(c["uid"])
+    rec = reconstruct(Evidence(str(img)))
+    # C's inflated gap holds no VHD data: not guessed, so C cannot be restored yet ...
+    assert not rec.vdi(ckey).complete
+    assert sorted(rec.vdi(ckey).missing_les) == [3, 4, 5, 6]
+    assert ckey in [k for k, _ in restore_metadata(rec, vg_name=truth["_vg"]).left_out]
+    # ... until the technician fixes those LEs (hard constraints), as the workstation does
+    fixed = {ckey: {le: c["pes"][le] for le in (3, 4, 5, 6)}}
+    rec = reconstruct(Evidence(str(img)), fixed=fixed)
+    assert rec.vdi(ckey).complete
+    assert [p.source for le, p in rec.vdi(ckey).extents if le in (3, 4, 5, 6)] == ["manual"] * 4
+    vg = truth["_vg"]
+    plan = restore_metadata(rec, vg_name=vg)
+    assert plan.pv_id == truth["_pv_id"]
+    text = format_restore_file(plan)
+    restore = tmp_path / "restore.vg"
+    restore.write_text(text)
+    script = xe_script(plan, str(restore), "/dev/sdb3")
+    assert "xe sr-introduce" in script and "pbd-plug" in script and plan.pv_id in script
+    copy = tmp_path / "copy.img"
+    subprocess.run(["cp", "--sparse=always", str(img), str(copy)], check=True)
+    with open(copy, "r+b") as f:   # the wiped copy: pvcreate refuses over the broken old PV
+        f.write(bytes(4096))
+    with rt.loop_device(str(copy)) as dev:
+        rt.lvm("pvcreate", "-ff", "-y", "--uuid", plan.pv_id, "--restorefile", str(restore), dev,
+               devices=[dev])
+        rt.lvm("vgcfgrestore", "-f", str(restore), vg, devices=[dev])
+        got = {k: _pes(v) for k, v in rt.lvs_segments(vg, [dev]).items()}
+    for key in ("A", "B", "C", "Q"):
+        t = truth[names[key]]
+        lv_name = f"VHD-{_k(t['uid'])}"
+        assert got.get(lv_name) == t["pes"], (key, got.get(lv_name), t["pes"])
+    # the removed VDI is incomplete and left out, never restored over C's extents
+    assert f"VHD-{_k(truth['X']['uid'])}" not in got

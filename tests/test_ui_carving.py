@@ -1,0 +1,132 @@
+"""The carving screen driven with Textual's Pilot: scans list pages and archives with their
+offsets, export writes the reassembled data file and the carved archives, Esc cancels a running
+carve (the worker stops, nothing is written) and goes back when nothing runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+
+from textual.app import App
+from textual.widgets import DataTable
+
+from app.screens.carving import CarvingScreen
+from conftest import SHARED_FIXTURES, fixture_bytes
+from core.spaces import BytesSpace
+
+MDF = "mdf/dotnetnuke/Database.mdf.gz"
+MDF_SHA = "d618685038e6ee92215c1b38e8378a49b9eae4b0b04d75284d9eb86983cc4bd4"
+
+
+class Host(App):
+    def __init__(self, screen: CarvingScreen) -> None:
+        super().__init__()
+        self.carving = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self.carving)
+
+
+def _image(tmp_path) -> tuple[str, int]:
+    data = fixture_bytes(MDF)
+    rar = (SHARED_FIXTURES / "rar" / "rarfile" / "rar5-crc.rar").read_bytes()
+    rng = random.Random(9)
+    pages = [data[i:i + 8192] for i in range(0, len(data), 8192)
+             if data[i:i + 8192].count(0) != 8192]
+    rng.shuffle(pages)
+    out = bytearray(rng.randbytes(4096))
+    for p in pages:
+        out += p + rng.randbytes(512 * rng.randrange(0, 3))
+    rar_at = len(out) + 77
+    out += rng.randbytes(77) + rar + rng.randbytes(3000)
+    path = tmp_path / "evidence.img"
+    path.write_bytes(bytes(out))
+    return str(path), rar_at
+
+
+async def _wait_idle(pilot, screen: CarvingScreen, timeout: float = 30.0) -> None:
+    t0 = time.monotonic()
+    await pilot.pause()
+    while screen.busy and time.monotonic() - t0 < timeout:
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+async def test_scan_list_and_export(tmp_path):
+    path, rar_at = _image(tmp_path)
+    out = tmp_path / "carved"
+    screen = CarvingScreen(path, out_dir=str(out), window=256 << 10)
+    app = Host(screen)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("m")
+        await _wait_idle(pilot, screen)
+        table = screen.query_one(DataTable)
+        kinds = [table.get_row_at(i)[0] for i in range(table.row_count)]
+        assert kinds[0] == "mdf file 1" and kinds.count("page") == 167
+        await pilot.press("r")
+        await _wait_idle(pilot, screen)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        rar_rows = [r for r in rows if r[0] == "rar5"]
+        assert len(rar_rows) == 1 and rar_rows[0][1] == f"{rar_at:,}"
+        assert rar_rows[0][3] == "complete"
+        await pilot.press("x")
+        await _wait_idle(pilot, screen)
+        assert "files written" in str(screen.query_one("#carve-status").render())
+    mdfs = list((out / "mdf").glob("*.mdf"))
+    assert len(mdfs) == 1
+    assert hashlib.sha256(mdfs[0].read_bytes()).hexdigest() == MDF_SHA
+    rar = (SHARED_FIXTURES / "rar" / "rarfile" / "rar5-crc.rar").read_bytes()
+    assert (out / "rar" / f"at-{rar_at}.rar").read_bytes() == rar
+
+
+class SlowSpace(BytesSpace):
+    """A space whose reads take time, so a carve is still running when Esc is pressed."""
+
+    def read(self, offset: int, length: int) -> bytes:
+        time.sleep(0.02)
+        return super().read(offset, length)
+
+
+async def test_escape_cancels_then_goes_back(tmp_path):
+    path, _ = _image(tmp_path)
+    slow = SlowSpace(open(path, "rb").read() * 8)
+    screen = CarvingScreen(path, space=slow, out_dir=str(tmp_path / "o"), window=16 << 10)
+    app = Host(screen)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("m")
+        await pilot.pause(0.2)
+        assert screen.busy
+        await pilot.press("escape")
+        await _wait_idle(pilot, screen)
+        assert not screen.busy
+        assert "cancelled" in str(screen.query_one("#carve-status").render())
+        assert screen.pages is None                      # a cancelled scan lists nothing
+        await pilot.press("x")                           # nothing to export: a notice only
+        await pilot.pause()
+        assert not os.path.exists(tmp_path / "o")
+        await pilot.press("escape")                      # idle: back to the previous screen
+        await pilot.pause()
+        assert app.screen is not screen
+
+
+async def test_pushed_from_the_workstation_with_c(tmp_path):
+    workstation = __import__("pytest").importorskip("app.workstation")
+    path, rar_at = _image(tmp_path)
+    app = workstation.WorkstationApp(image_path=path)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CarvingScreen)
+        assert screen.image_path == os.path.realpath(path) or screen.image_path == path
+        await pilot.press("r")
+        await _wait_idle(pilot, screen)
+        table = screen.query_one(DataTable)
+        assert [table.get_row_at(i)[1] for i in range(table.row_count)] == [f"{rar_at:,}"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, CarvingScreen)
+        app.workers.cancel_all()

@@ -1,0 +1,293 @@
+"""Widgets over plain data: HexView on a sparse 2 TiB Evidence, DiskMap model and widget,
+structure overlays derived from the construct structs, WorkerStatus."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from textual.app import App, ComposeResult
+
+from core.source import Evidence
+from core.spaces import BytesSpace, extent_space
+from widgets.disk_map import CONFLICT, FREE, META, OUTSIDE, DiskMap, DiskMapModel, Owner
+from widgets.hex_view import ROW, HexView, find_bytes, parse_needle, parse_offset
+from widgets.overlay import Field, Overlay, fields_of
+from widgets.worker_status import WorkerStatus, fmt_eta
+
+TIB = 1 << 40
+
+
+@pytest.fixture
+def big_image(tmp_path):
+    """A sparse 2 TiB image with a few bytes written far apart."""
+    path = tmp_path / "big.img"
+    with open(path, "wb") as f:
+        f.truncate(2 * TIB)
+        f.seek(3 * TIB // 2)
+        f.write(b"LABELONE-at-1.5T")
+        f.seek(2 * TIB - 16)
+        f.write(b"the last 16 byte")
+    return str(path)
+
+
+class HexApp(App):
+    def __init__(self, space, **kw):
+        super().__init__()
+        self.space = space
+        self.kw = kw
+        self.moves = []
+
+    def compose(self) -> ComposeResult:
+        yield HexView(self.space, **self.kw)
+
+    def on_hex_view_cursor_moved(self, event: HexView.CursorMoved) -> None:
+        self.moves.append(event.info)
+
+
+def _screen_text(app) -> str:
+    hexv = app.query_one(HexView)
+    return "\n".join(hexv.render_line(y).text for y in range(hexv.size.height))
+
+
+# -- offsets and needles -------------------------------------------------------------------------
+def test_parse_offset_forms():
+    size = 2 * TIB
+    assert parse_offset("0x1000", size) == 4096
+    assert parse_offset("4096", size) == 4096
+    assert parse_offset("4k", size) == 4096
+    assert parse_offset("1.5T", size) == 3 * TIB // 2
+    assert parse_offset("s2048", size) == 1 << 20
+    assert parse_offset("+512", size, current=100) == 612
+    assert parse_offset("-100", size, current=100) == 0
+    assert parse_offset("end", size) == size - 1
+    assert parse_offset("end-512", size) == size - 512
+    for bad in ("", "zz", "3T", "-1"):
+        with pytest.raises(ValueError):
+            parse_offset(bad, size)
+
+
+def test_parse_needle():
+    assert parse_needle("hex:4c 41 42") == b"LAB"
+    assert parse_needle("LABELONE") == b"LABELONE"
+    with pytest.raises(ValueError):
+        parse_needle("hex:zz")
+
+
+def test_find_bytes_skips_the_holes_of_a_2tib_image(big_image):
+    with Evidence(big_image) as ev:
+        assert find_bytes(ev, b"LABELONE", 0) == 3 * TIB // 2
+        assert find_bytes(ev, b"LABELONE", 3 * TIB // 2 + 1) is None
+        assert find_bytes(ev, b"last 16", 0) == 2 * TIB - 12
+
+
+def test_find_bytes_across_window_boundary():
+    data = bytearray(100)
+    data[62:66] = b"ABCD"
+    assert find_bytes(BytesSpace(bytes(data)), b"ABCD", 0, window=64) == 62
+
+
+# -- HexView ---------------------------------------------------------------------------------------
+async def test_hexview_pages_a_2tib_image_reading_only_what_is_shown(big_image):
+    with Evidence(big_image) as ev:
+        app = HexApp(ev, title="disk")
+        async with app.run_test(size=(100, 30)) as pilot:
+            hexv = app.query_one(HexView)
+            assert hexv.virtual_size.height == 2 * TIB // ROW
+            await pilot.press("end")
+            await pilot.pause()
+            assert hexv.cursor == 2 * TIB - 1
+            assert "the last 16 byte" in _screen_text(app)
+            hexv.goto(parse_offset("1.5T", ev.size))
+            await pilot.pause()
+            assert "LABELONE-at-1.5T" in _screen_text(app)
+            before = hexv.cache.reads
+            for _ in range(20):
+                await pilot.press("pagedown")
+            await pilot.pause()
+            # 20 pages of ~28 rows of 16 bytes: a handful of 64 KiB chunks, never the image
+            assert hexv.cache.reads - before <= 3
+            assert hexv.cursor > 3 * TIB // 2 + 20 * 20 * ROW
+            assert app.moves and app.moves[-1].offset == hexv.cursor
+
+
+async def test_hexview_shows_disk_offsets_of_an_lv_and_cursor_keys(tmp_path):
+    disk = bytes(range(256)) * 64  # 16 KiB
+    base = BytesSpace(disk)
+    lv = extent_space(base, data_offset=4096, extent_bytes=4096, pes=[2, 0, None])
+    app = HexApp(lv, locate=lv.locate, title="LV")
+    async with app.run_test(size=(120, 20)) as pilot:
+        hexv = app.query_one(HexView)
+        assert hexv.show_disk_column
+        first = hexv.render_line(0).text
+        assert first.split()[0] == "00000000" and first.split()[1] == f"{4096 + 2 * 4096:08x}"
+        await pilot.press("down", "right", "right")
+        assert hexv.cursor == 18
+        assert app.moves[-1].disk_offset == 4096 + 2 * 4096 + 18
+        hexv.goto(2 * 4096 + 5)  # the unknown extent: a hole, no disk offset
+        await pilot.pause()
+        assert app.moves[-1].disk_offset is None
+
+
+# -- overlays ------------------------------------------------------------------------------------
+def test_fields_of_the_vhd_footer_struct_match_the_spec_offsets():
+    vhd = pytest.importorskip("core.structs.vhd")
+    table = fields_of(vhd.hd_ftr)
+    by_name = {f.name: f for f in table}
+    assert by_name["cookie"] == Field(0, 8, "cookie")
+    assert by_name["checksum"].offset == vhd.FOOTER_CHECKSUM_OFFSET == 64
+    assert by_name["hidden"].offset == vhd.FOOTER_HIDDEN_OFFSET
+    assert sum(f.size for f in table) == 512
+    header = {f.name: f for f in fields_of(vhd.dd_hdr)}
+    assert header["cookie"].offset == 0 and header["table_offset"].offset == 16
+
+
+async def test_hexview_names_the_field_under_the_cursor():
+    vhd = pytest.importorskip("core.structs.vhd")
+    space = BytesSpace(b"conectix" + bytes(1024))
+    overlay = Overlay.build([(0, "VHD footer", fields_of(vhd.hd_ftr))])
+    app = HexApp(space, overlay=overlay, title="LV")
+    async with app.run_test(size=(100, 20)) as pilot:
+        hexv = app.query_one(HexView)
+        hexv.goto(66)
+        await pilot.pause()
+        f = app.moves[-1].field
+        assert (f.struct, f.name, f.start) == ("VHD footer", "checksum", 64)
+        hexv.goto(600)
+        await pilot.pause()
+        assert app.moves[-1].field is None
+
+
+def test_overlay_nested_structures_later_one_wins():
+    ov = Overlay.build([(0, "big", [Field(0, 100, "blob")]), (10, "small", [Field(0, 4, "x")])])
+    assert ov.at(5).name == "blob" and ov.at(11).name == "x" and ov.at(50).name == "blob"
+    assert ov.at(100) is None
+    assert [f.name for f in ov.in_range(8, 16)] == ["blob", "x", "blob"]
+
+
+# -- DiskMap model ---------------------------------------------------------------------------------
+def _vg_model():
+    # 1 GiB disk, 4 MiB PEs, PE 0 at 13 MiB (not PE-aligned on purpose), 200 PEs
+    size, ext = 1 << 30, 4 << 20
+    m = DiskMapModel.for_vg(size, ext, 13 << 20, 200, meta_ranges=[(1 << 20, 13 << 20)],
+                            boundaries=[1 << 20])
+    m.set_owner(Owner("VHD-a"), [0, 1, 2, 10])
+    m.set_owner(Owner("VHD-b", deleted=True), [3, 4, 10], claimed=[4])
+    return m
+
+
+def test_disk_map_model_grains_owners_marks_and_conflicts():
+    m = _vg_model()
+    assert m.origin == (13 << 20) - 4 * (4 << 20) and m.pe0_grain == 4
+    assert m.grain_range(m.pe0_grain) == (13 << 20, 17 << 20)
+    assert m.codes[m.pe0_grain + 0] == 0 and m.codes[m.pe0_grain + 3] == 1
+    assert m.codes[m.pe0_grain + 10] == CONFLICT     # both LVs claim PE 10
+    assert m.codes[m.pe0_grain + 4] == CONFLICT      # a newer generation took PE 4
+    assert m.codes[m.pe0_grain + 50] == FREE
+    assert m.codes[m.pe0_grain + 250] == OUTSIDE      # past the PV
+    assert m.codes[1] == META and m.boundary[m.grain_of(1 << 20)]
+    m.add_hits([(13 << 20) + 5 * (4 << 20) + 100])
+    assert m.hits[m.pe0_grain + 5]
+
+
+def test_disk_map_zoom_keeps_the_most_telling_mark():
+    m = _vg_model()
+    codes, hits, bnd = m.cells(3)  # 8 grains per cell
+    assert len(codes) == -(-m.grains // 8)
+    # the cell holding PE 10 (grain 14, cell 1) shows the conflict over owners and free PEs
+    assert codes[14 // 8] == CONFLICT
+    assert bnd[m.grain_of(1 << 20) // 8]
+
+
+def test_disk_map_model_for_2tib_is_cheap():
+    m = DiskMapModel.for_vg(2 * TIB, 4 << 20, 12 << 20, (2 * TIB - (12 << 20)) // (4 << 20))
+    assert m.grains == 2 * TIB // (4 << 20)
+    m.set_owner(Owner("LV"), list(range(0, 100_000)))
+    codes, _, _ = m.cells(6)
+    assert (codes[: 100_000 // 64] == 0).sum() >= 100_000 // 64 - 1
+
+
+class MapApp(App):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.moves, self.jumps = [], []
+
+    def compose(self) -> ComposeResult:
+        yield DiskMap(id="map")
+
+    def on_mount(self) -> None:
+        self.query_one(DiskMap).set_model(self.model)
+        self.query_one(DiskMap).focus()
+
+    def on_disk_map_cursor_moved(self, event):
+        self.moves.append(event)
+
+    def on_disk_map_jump_to_lv(self, event):
+        self.jumps.append(event)
+
+
+async def test_disk_map_widget_cursor_zoom_and_jump():
+    m = _vg_model()
+    app = MapApp(m)
+    async with app.run_test(size=(80, 12)) as pilot:
+        dm = app.query_one(DiskMap)
+        assert dm.zoom == 0  # 260 grains fit on 80x12 at PE level
+        dm.goto_pe(1)
+        await pilot.pause()
+        ev = app.moves[-1]
+        assert ev.owner.name == "VHD-a" and ev.pe == 1 and ev.le == 1
+        assert ev.start == (13 << 20) + (4 << 20)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.jumps and app.jumps[-1].owner.name == "VHD-a" and app.jumps[-1].le == 1
+        await pilot.press("minus")
+        assert dm.zoom == 1
+        await pilot.press("plus")
+        assert dm.zoom == 0
+        assert app.moves[-1].pe == 0  # zooming keeps the start of the cursor's cell
+        await pilot.press("right", "right", "right")
+        await pilot.pause()
+        assert app.moves[-1].pe == 3 and app.moves[-1].owner.deleted
+        line = dm.render_line(0).text
+        assert "▒" in line and "█" in line and "X" in line and "M" in line
+
+
+async def test_disk_map_fits_a_2tib_blank_image():
+    m = DiskMapModel.blank(2 * TIB)
+    app = MapApp(m)
+    async with app.run_test(size=(80, 12)) as pilot:
+        dm = app.query_one(DiskMap)
+        rows = -(-dm.n_cells // dm.per_row)
+        assert rows <= dm.size.height
+        await pilot.press("end")
+        await pilot.pause()
+        assert app.moves[-1].end == 2 * TIB
+
+
+# -- worker status ---------------------------------------------------------------------------------
+class StatusApp(App):
+    def compose(self) -> ComposeResult:
+        yield WorkerStatus(id="jobs")
+
+
+async def test_worker_status_rows_appear_update_and_hide():
+    app = StatusApp()
+    async with app.run_test(size=(80, 10)) as pilot:
+        ws = app.query_one(WorkerStatus)
+        assert not ws.display or not ws.has_class("-busy")
+        ws.add_job("scan-1", "scanning")
+        await pilot.pause()
+        assert ws.has_class("-busy")
+        ws.update_job("scan-1", 50 << 20, 100 << 20, 10 << 20, 5.0)
+        await pilot.pause()
+        text = str(ws.query_one(".job-rate").render())
+        assert "10.0 MiB/s" in text and "ETA 5s" in text
+        ws.remove_job("scan-1")
+        await pilot.pause()
+        assert not ws.has_class("-busy")
+
+
+def test_fmt_eta():
+    assert fmt_eta(None) == "" and fmt_eta(75) == "ETA 1m15s" and fmt_eta(7300) == "ETA 2h01m"

@@ -1,0 +1,231 @@
+"""VGTree: partitions, PVs, VGs, every metadata generation and its LVs, VHD chains as sub-trees.
+
+Fed with the engine's DiskReport (core.lvm.analyse) — it only reads the documented attributes.
+Enter on a generation posts `GenerationChosen`; Enter on an LV posts `VdiChosen` (its generation
+is chosen too). Deleted VDIs (absent from the newest generation) are marked, name-labels from the
+MGT volume are shown, and once the app knows VHD parents (`set_parents`) differencing disks hang
+under their parents.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from widgets.disk_map import human
+
+
+@dataclass
+class NodeRef:
+    kind: str                 # "disk" | "partition" | "pv" | "vg" | "generation" | "lv" | "info"
+    vg: Any = None
+    gen: Any = None
+    lv: Any = None
+    obj: Any = None
+
+
+def gen_label(gen: Any) -> Text:
+    t = Text()
+    if getattr(gen, "source", "") == "reconstruct":
+        t.append("rebuilt from VHD structure", style="bold magenta")
+        t.append(f" {len(gen.lvs)} VDIs", style="dim")
+        return t
+    t.append(f"seqno {gen.seqno}", style="bold")
+    t.append(f" {gen.source}")
+    crc = getattr(gen, "crc_ok", None)
+    if crc is None:
+        t.append(" crc ?", style="dim")   # an older copy in the ring: no checksum covers it
+    else:
+        t.append(" crc ok" if crc else " CRC BAD", style="green" if crc else "bold red")
+    if getattr(gen, "current", False):
+        t.append(" current", style="bold cyan")
+    when = getattr(gen, "creation_time", None)
+    if when:
+        t.append(" " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(when)), style="dim")
+    desc = getattr(gen, "description", "") or ""
+    if desc:
+        t.append(f" “{desc[:40]}”", style="dim italic")
+    return t
+
+
+def short_lv_name(name: str) -> str:
+    """VHD-<uuid> -> VHD-<first uuid group>… (enough to tell VDIs apart on a narrow screen)."""
+    m = re.match(r"^((?:VHD-|LV-|vhd:)[0-9a-f]{8})-[0-9a-f-]{27}$", name)
+    return m.group(1) + "…" if m else name
+
+
+def lv_label(lv: Any, extent_bytes: int) -> Text:
+    t = Text()
+    deleted = getattr(lv, "status", "live") == "deleted"
+    name = short_lv_name(lv.name)  # the full name is in the editor's title
+    t.append(name, style="strike" if deleted else "")
+    label = getattr(lv, "label", None)
+    if label:
+        t.append(f" “{label}”", style="italic")
+    t.append(f" {lv.kind}", style="dim")
+    t.append(f" {human(lv.le_count * extent_bytes)}", style="dim")
+    if deleted:
+        t.append(" DELETED", style="bold yellow")
+    missing = sum(1 for p in lv.pes() if p is None) if getattr(lv, "status", "") == "rebuilt" else 0
+    if missing:
+        t.append(f" {missing} LE unknown", style="bold red")
+    claimed = getattr(lv, "claimed_by", {}) or {}
+    if claimed:
+        t.append(f" {len(claimed)} PE reused", style="bold red")
+    return t
+
+
+class VGTree(Tree[NodeRef]):
+    """The analysis report as a tree."""
+
+    DEFAULT_CSS = """
+    VGTree { background: $surface; }
+    """
+
+    @dataclass
+    class GenerationChosen(Message):
+        tree: "VGTree"
+        vg: Any
+        gen: Any
+
+    @dataclass
+    class VdiChosen(Message):
+        tree: "VGTree"
+        vg: Any
+        gen: Any
+        lv: Any
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("image", data=NodeRef("disk"), id=id)
+        self.show_root = False
+        self.report: Any = None
+        self.volume_groups: list = []
+        self.parents: dict[str, str] = {}
+        self.chosen: tuple[str, int] | None = None
+        self._gen_nodes: dict[tuple[str, int], TreeNode[NodeRef]] = {}
+        self._lv_nodes: dict[tuple[str, int, str], TreeNode[NodeRef]] = {}
+
+    def show_message(self, message: str) -> None:
+        self.clear()
+        self.root.add_leaf(Text(message, style="italic"), data=NodeRef("info"))
+
+    def set_report(self, report: Any, volume_groups: list | None = None) -> None:
+        """The analysis report; `volume_groups` replaces its VG list (e.g. plus rebuilt VDIs)."""
+        self.report = report
+        self.volume_groups = list(volume_groups) if volume_groups is not None else list(
+            getattr(report, "volume_groups", []) or [])
+        self.rebuild()
+
+    def set_parents(self, parents: dict[str, str]) -> None:
+        """{child LV name: parent LV name} from the VHD headers; rebuilds the LV sub-trees."""
+        self.parents = dict(parents)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        report = self.report
+        self.clear()
+        self._gen_nodes.clear()
+        self._lv_nodes.clear()
+        if report is None:
+            return
+        parts = getattr(report, "partitions", []) or []
+        if parts:
+            pnode = self.root.add(Text(f"Partitions ({len(parts)})", style="bold"), data=NodeRef("info"),
+                                  expand=False)
+            for p in parts:
+                pnode.add_leaf(f"#{p.index} {p.scheme} at {p.offset:#x} {human(p.bytes)} {p.type}",
+                               data=NodeRef("partition", obj=p))
+        vgs = self.volume_groups
+        if not parts and not vgs:
+            self.root.add_leaf(Text("nothing recognised — press S to scan", style="bold yellow"),
+                               data=NodeRef("info"))
+        for vg in vgs:
+            vnode = self.root.add(Text(vg.name, style="bold"), data=NodeRef("vg", vg=vg), expand=True)
+            for pv in vg.pvs:
+                vnode.add_leaf(
+                    Text(f"PV {pv.name} at {pv.offset:#x} {pv.pe_count} PE"
+                         + ("" if pv.label_found else " (label lost)"), style="dim"),
+                    data=NodeRef("pv", vg=vg, obj=pv))
+            for gen in vg.generations:
+                gnode = vnode.add(gen_label(gen), data=NodeRef("generation", vg=vg, gen=gen),
+                                  expand=bool(getattr(gen, "current", False)))
+                self._gen_nodes[(vg.name, gen.seqno)] = gnode
+                self._add_lvs(gnode, vg, gen)
+        self.root.expand()
+        self._mark_chosen()
+
+    def _add_lvs(self, gnode: TreeNode[NodeRef], vg: Any, gen: Any) -> None:
+        lvs = dict(gen.lvs)
+        children: dict[str, list[str]] = {}
+        roots = []
+        for name in sorted(lvs, key=lambda n: (lvs[n].kind != "mgt", n)):
+            parent = self.parents.get(name)
+            if parent and parent in lvs and parent != name:
+                children.setdefault(parent, []).append(name)
+            else:
+                roots.append(name)
+        seen: set[str] = set()
+
+        def add(node: TreeNode[NodeRef], name: str) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            lv = lvs[name]
+            kids = children.get(name, [])
+            ref = NodeRef("lv", vg=vg, gen=gen, lv=lv)
+            label = lv_label(lv, vg.extent_bytes)
+            child = node.add(label, data=ref, expand=True) if kids else node.add_leaf(label, data=ref)
+            self._lv_nodes[(vg.name, gen.seqno, name)] = child
+            for k in kids:
+                add(child, k)
+
+        for name in roots:
+            add(gnode, name)
+        for name in lvs:  # a parent cycle would leave some unplaced
+            add(gnode, name)
+
+    def _mark_chosen(self) -> None:
+        for (vgname, seqno), node in self._gen_nodes.items():
+            ref = node.data
+            label = gen_label(ref.gen)
+            if self.chosen == (vgname, seqno):
+                label = Text("▶ ", style="bold") + label
+            node.set_label(label)
+
+    def choose(self, vg_name: str, seqno: int) -> None:
+        """Mark a generation as the chosen one (and expand it)."""
+        self.chosen = (vg_name, seqno)
+        node = self._gen_nodes.get((vg_name, seqno))
+        if node is not None:
+            node.expand()
+        self._mark_chosen()
+
+    def select_lv(self, vg_name: str, seqno: int, lv_name: str) -> bool:
+        node = self._lv_nodes.get((vg_name, seqno, lv_name))
+        if node is None:
+            return False
+        parent = node.parent
+        while parent is not None:
+            parent.expand()
+            parent = parent.parent
+        # expanded nodes get their line numbers when the tree is next laid out
+        self.call_after_refresh(self.move_cursor, node)
+        return True
+
+    def on_tree_node_selected(self, event: Tree.NodeSelected[NodeRef]) -> None:
+        ref = event.node.data
+        if ref is None:
+            return
+        if ref.kind == "generation":
+            event.stop()
+            self.post_message(VGTree.GenerationChosen(self, ref.vg, ref.gen))
+        elif ref.kind == "lv":
+            event.stop()
+            self.post_message(VGTree.VdiChosen(self, ref.vg, ref.gen, ref.lv))
