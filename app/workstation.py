@@ -9,6 +9,7 @@ traceback or a half-drawn screen.
 from __future__ import annotations
 
 import os
+import sys
 
 from textual.app import App
 
@@ -69,5 +70,12 @@ def run_workstation(image_path: str, case_path: str | None = None) -> int:
     """Run the workstation on `image_path` until the technician quits; returns an exit code."""
     session = open_session(image_path, case_path)
     app = WorkstationApp(session=session)
-    app.run()
+    # background jobs (scan verify loops, reconstruction) are Python threads sharing the GIL with
+    # the UI: a 1 ms switch interval (default 5 ms) lets a key press reach the screen sooner
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    try:
+        app.run()
+    finally:
+        sys.setswitchinterval(previous)
     return int(app.return_code or 0)

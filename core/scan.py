@@ -35,7 +35,7 @@ from core.progress import ProgressFn, Ticker
 from core.source import Evidence
 
 SECTOR = 512
-DEFAULT_WINDOW = 64 << 20
+DEFAULT_WINDOW = 4 << 20         # windows are copied (pread): small ones reuse the same memory
 BYTE_CHUNK = 512 << 10          # align-1 search works on chunks that stay in the CPU cache
 DEFAULT_MAX_FINDINGS = 1_000_000
 
@@ -183,6 +183,9 @@ class _Plan:
     short_first_bytes: list[int]    # magics shorter than 3 bytes: plain byte compare
     prefilter_kinds: list[Kind]
     overlap: int
+    # comparison buffers reused by every window of one scan: no per-window allocations that
+    # would fragment the heap under the window buffers
+    scratch: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def _pair_commonness(pair: bytes) -> int:
@@ -286,8 +289,10 @@ def _byte_candidates(plan: _Plan, view: np.ndarray, pos: int) -> Iterable[tuple[
         width = group.width
         words_all = view[: n - n % width].view(_DTYPES[width])
         chunk_words = BYTE_CHUNK // width
-        eq = np.empty(chunk_words, dtype=bool)
-        acc = np.empty(chunk_words, dtype=bool)
+        if width not in plan.scratch or len(plan.scratch[width][0]) != chunk_words:
+            plan.scratch[width] = (np.empty(chunk_words, dtype=bool),
+                                   np.empty(chunk_words, dtype=bool))
+        eq, acc = plan.scratch[width]
         first, rest = group.values[0], group.values[1:]
         for w0 in range(0, len(words_all), chunk_words):
             words = words_all[w0:w0 + chunk_words]

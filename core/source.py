@@ -4,15 +4,14 @@ The evidence is opened O_RDONLY and never written. Reads survive I/O errors: a f
 re-read sector by sector, unreadable sectors read as zeros and their ranges are recorded in
 `Evidence.unreadable`, so a scan of a dying disk goes on and says where it could not look.
 
-Scanning uses `windows()`: consecutive numpy views of the evidence (mmap for regular files,
-`preadv` into one reused buffer for block devices, where a failing sector under mmap would kill
-the process with SIGBUS). Memory stays bounded by the window size whatever the image size.
+Scanning uses `windows()`: consecutive numpy views of the evidence read with pread (never mmap:
+a failing sector under mmap kills the process with SIGBUS). Memory stays bounded by the window
+size whatever the image size.
 """
 
 from __future__ import annotations
 
 import fcntl
-import mmap
 import os
 import stat
 import struct
@@ -59,7 +58,6 @@ class Evidence:
             self.size = st.st_size
         self.mtime_ns = st.st_mtime_ns
         self.unreadable: list[tuple[int, int]] = []
-        self._mmap: mmap.mmap | None = None
 
     # -- basics -------------------------------------------------------------------------------
     def _device_size(self) -> int:
@@ -70,9 +68,6 @@ class Evidence:
             return os.lseek(self._fd, 0, os.SEEK_END)
 
     def close(self) -> None:
-        if self._mmap is not None:
-            self._mmap.close()
-            self._mmap = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -96,10 +91,14 @@ class Evidence:
         return os.pread(self._fd, length, offset)
 
     def _record_unreadable(self, start: int, end: int) -> None:
-        if self.unreadable and self.unreadable[-1][1] == start:
-            self.unreadable[-1] = (self.unreadable[-1][0], end)
-        elif (start, end) not in self.unreadable:
-            self.unreadable.append((start, end))
+        """Add [start, end) to the sorted, merged list of unreadable ranges."""
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted(self.unreadable + [(start, end)]):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self.unreadable = merged
 
     def read(self, offset: int, length: int) -> bytes:
         """Read `length` bytes at `offset`; clipped at the end; unreadable sectors read as zeros."""
@@ -169,14 +168,6 @@ class Evidence:
         return ranges
 
     # -- windows for scanning -----------------------------------------------------------------
-    def _map(self) -> mmap.mmap | None:
-        if self._mmap is None and not self.is_block_device and self.size > 0:
-            try:
-                self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
-            except (OSError, ValueError):
-                return None
-        return self._mmap
-
     def windows(
         self,
         start: int = 0,
@@ -189,42 +180,21 @@ class Evidence:
 
         Each view extends `overlap` bytes past its nominal end (clipped at `end`) so a structure
         starting near the end is seen whole; a caller reports only hits that start before the
-        next window's offset. Views are only valid until the next iteration.
-        With skip_holes, file holes (which hold only zeros) are not visited.
+        next window's offset. With skip_holes, file holes (which hold only zeros) are not visited.
+
+        Windows are read with pread (through `read()`, so I/O errors are survived and recorded
+        the same way everywhere) rather than mmap: on a failing disk a bad page under mmap
+        raises SIGBUS and kills the process. The copy costs about what `cat` pays.
         """
         end = self.size if end is None else min(end, self.size)
         if window <= 0 or window % SECTOR:
             raise ValueError("window must be a positive multiple of 512")
         ranges = self.data_ranges(start, end) if skip_holes else [(start, end)]
-        mm = self._map()
-        buf: bytearray | None = None
         for rstart, rend in ranges:
             pos = rstart
             while pos < rend:
                 stop = min(end, pos + window + overlap)
-                if mm is not None:
-                    try:
-                        view = np.frombuffer(mm, dtype=np.uint8, count=stop - pos, offset=pos)
-                        yield pos, view
-                        # drop the window's pages from this process: memory stays bounded
-                        try:
-                            mm.madvise(mmap.MADV_DONTNEED, pos - pos % mmap.PAGESIZE,
-                                       min(window, rend - pos))
-                        except (OSError, ValueError, AttributeError):
-                            pass
-                    except (OSError, ValueError):
-                        yield pos, np.frombuffer(self.read(pos, stop - pos), dtype=np.uint8)
-                else:
-                    if buf is None or len(buf) < stop - pos:
-                        buf = bytearray(window + overlap)
-                    mv = memoryview(buf)[: stop - pos]
-                    try:
-                        got = os.preadv(self._fd, [mv], pos)
-                    except OSError:
-                        got = -1
-                    if got != stop - pos:
-                        mv[:] = self.read(pos, stop - pos)
-                    yield pos, np.frombuffer(mv, dtype=np.uint8)
+                yield pos, np.frombuffer(self.read(pos, stop - pos), dtype=np.uint8)
                 pos += window
 
 

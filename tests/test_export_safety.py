@@ -166,3 +166,27 @@ def test_cli_check_json(vhd_image, tmp_path):
     p = cli("check", str(path), "--map", str(mp), "--vdi",
             "VHD-11111111-2222-4333-8444-555555555555")
     assert p.returncode == 0 and "finding(s)" in p.stdout
+
+
+def test_unreadable_sectors_read_as_zeros_and_are_recorded(vhd_image, tmp_path):
+    path, _, built, virtual = vhd_image
+
+    sector = built.block_offsets[3] + 512 + 2 * 512      # data sector 2 of block 3
+    bad = (sector, sector + 512)
+
+    class Failing(Evidence):
+        def _pread_raw(self, offset, length):
+            if offset < bad[1] and offset + length > bad[0]:
+                raise OSError(5, "Input/output error")
+            return super()._pread_raw(offset, length)
+
+    with Failing(str(path)) as ev:
+        img = VhdImage.open(ev)
+        r = export_raw(img, str(tmp_path / "io.raw"), [str(path)])
+        assert ev.unreadable
+    out = (tmp_path / "io.raw").read_bytes()
+    assert r.bytes == len(virtual)
+    diff = [i for i in range(0, len(virtual), 512) if out[i:i + 512] != virtual[i:i + 512]]
+    assert diff == [3 * 2 * MIB + 2 * 512]       # exactly the one unreadable sector, as zeros
+    assert out[diff[0]:diff[0] + 512] == bytes(512)
+    assert ev.unreadable == [bad]

@@ -120,6 +120,7 @@ def test_parent_only_in_an_older_generation_is_found(disk, tmp_path):
 
 # -- with real lvm2 and engineer lvm's analysis -------------------------------------------------
 @pytest.mark.realtools
+@pytest.mark.slow
 def test_deleted_vdi_with_real_lvm2(tmp_path):
     pytest.importorskip("core.lvm.analyse", reason="core.lvm.analyse (engineer lvm) not written yet")
     rng = np.random.default_rng(8)

@@ -148,6 +148,8 @@ def test_synthetic_image_generations_deleted_claimed_and_mgt_labels(tmp_path):
     assert cur[f"LV-{U[2]}"]["map"] == [[0, 1, 3], [3, 8, 1]]
     assert cur[f"LV-{U[2]}"]["kind"] == "raw" and cur["MGT"]["kind"] == "mgt"
     assert cur[f"VHD-{U[1]}"]["label"] == "web01 disk"
+    assert vg["mgt"]["name_label"] == "Local storage" and vg["mgt"]["sr_uuid"] == SR
+    assert [(v["uuid"], v["deleted"]) for v in vg["mgt"]["vdis"]] == [(U[0], True), (U[1], False), (U[2], False)]
     assert cur[f"LV-{U[2]}"]["label"] == "raw & fast"
     old = {lv["name"]: lv for lv in gens[2]["logical_volumes"]}     # seqno 5
     gone = old[f"VHD-{U[0]}"]
@@ -420,3 +422,24 @@ def test_inference_ignores_a_stray_old_copy_below_the_ring(tmp_path):
     g3 = vg.generation(3)
     assert {c.source for c in g3.copies} == {"mda", "scan"}
     assert (3 * MIB) in {c.offset for c in g3.copies}
+
+
+def test_guest_pv_inside_an_lv_is_not_a_partition(tmp_path):
+    """A VM that uses LVM inside its virtual disk leaves a PV label in the SR's extents: its VG
+    is reported (it is evidence) but it is not a partition of this disk."""
+    img = tmp_path / "nested.img"
+    build_image(img)
+    guest = history()[:2]
+    for g in guest:
+        g.name, g.id = "vg_guest", "guest0-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaaa"
+    inner = tmp_path / "inner.img"
+    build_image(inner, image_bytes=4 * MIB, mda_size=64 * 1024 - 4096, pe_start=64 * 1024,
+                gens=guest, contents=False)
+    with open(img, "r+b") as fh:
+        fh.seek(11 * MIB + 4 * EXTENT)          # inside VHD-U1's first extent
+        fh.write(inner.read_bytes()[: 256 * 1024])
+    rep = analyse(img)
+    assert rep.partitions == []
+    names = {vg.name for vg in rep.volume_groups}
+    assert names == {VG, "vg_guest"}
+    assert "lvm-nested-pv" in {f.kind for f in rep.findings}

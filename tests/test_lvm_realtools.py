@@ -124,12 +124,14 @@ def test_whole_disk_pv_matches_lvs_and_pvck(tmp_path):
     img = str(tmp_path / "disk.img")
     with open(img, "wb") as fh:
         fh.truncate(64 * MIB)
+    backup = str(tmp_path / "vgcfgbackup.vg")
     with loop_device(img) as dev:
         vg, names = build_sr(dev)
         truth = lvs_segments(vg, [dev])
+        lvm("vgcfgbackup", "-f", backup, vg, devices=[dev])
     pvck = {(c["offset"], c["seqno"]) for c in pvck_generations(img) if c["vg"] == vg}
     before = file_state(img)
-    doc = srsalvage_lvm_json(img)
+    doc = srsalvage_lvm_json(img, "--backup", backup)
     assert file_state(img) == before, "srsalvage lvm changed the evidence"
     v = doc_vg(doc, vg)
     assert v["sr_uuid"] == vg.split("-", 1)[1]
@@ -143,6 +145,10 @@ def test_whole_disk_pv_matches_lvs_and_pvck(tmp_path):
     cur = [g for g in v["generations"] if g["current"]]
     assert len(cur) == 1 and cur[0]["seqno"] == max(s for _, s in pvck)
     assert all(g["crc_ok"] for g in v["generations"])
+    # lvm2's own backup file of the current generation is one more place of that generation
+    assert [c["source"] for c in cur[0]["copies"]] == ["mda", "backup"]
+    assert cur[0]["copies"][1]["path"] == backup
+    assert len(v["generations"]) == len(pvck)
     check_deleted_and_claimed(v, names)
     assert doc["partitions"] == []
 
@@ -182,6 +188,23 @@ def test_gpt_partition_then_table_wiped(tmp_path):
     assert current_maps(v) == {k: merged(r) for k, r in truth.items()}
     assert mda_copies(v) == pvck
     check_deleted_and_claimed(v, names)
+    # and now the label and the mda header inside the partition too: pitfall 16
+    with open(img, "r+b") as fh:
+        fh.seek(MIB)
+        fh.write(bytes(2048))
+        fh.seek(MIB + 4096)
+        fh.write(bytes(512))
+    with loop_device(img, offset=MIB, sizelimit=part_bytes) as dev:
+        search = {(c["offset"] + MIB, c["seqno"]) for c in pvck_generations(
+            dev, settings=f"mda_offset=4096 mda_size={11 * MIB - 4096}") if c["vg"] == vg}
+    doc = srsalvage_lvm_json(img)
+    assert doc["partitions"] == [{"index": 1, "scheme": "found-by-scan", "offset": MIB,
+                                  "bytes": part_bytes, "type": "lvm"}]
+    v = doc_vg(doc, vg)
+    assert v["pvs"][0]["offset"] == MIB and v["pvs"][0]["label_found"] is False
+    assert v["data_offset"] == 12 * MIB
+    assert current_maps(v) == {k: merged(r) for k, r in truth.items()}
+    assert complete_mda_copies(v) == search and len(search) >= 9
 
 
 @pytest.mark.slow

@@ -297,3 +297,43 @@ def test_scan_ring_survives_garbage(data, pos):
     area[pos * 512: pos * 512 + len(head)] = head
     for c in scan_ring(bytes(area), 0):
         assert c.length <= len(area) + 1
+
+
+def test_committed_slot_copy_found_even_when_the_line_rule_misses_it():
+    """A copy at an offset that is not on a 512 boundary (not what lvm2 writes, but what a
+    raw_locn may say): the scan's line rule skips it, the committed slot still finds it."""
+    from core.lvm.analyse import Area, _scan_area
+    from core.progress import Ticker
+    text = format_vg_metadata(sample_meta(1), "raw").encode()
+    mda_size = 16384
+    area = bytearray(mda_size - 512)
+    area[100:100 + len(text) + 1] = text + b"\0"
+    hdr_bytes = build_mda_header(4096, mda_size, [RawLocn(612, len(text) + 1,
+                                                          lvm_crc(text + b"\0"), 0)])
+    disk = bytes(4096) + hdr_bytes + bytes(area)
+    assert scan_ring(bytes(area), 4608) == []
+    found, findings = [], []
+    _scan_area(BytesSpace(disk), Area(0, 4096, mda_size, parse_mda_header(hdr_bytes, 4096)),
+               found, findings, Ticker(1))
+    assert len(found) == 1 and found[0].copy.slot == "committed" and found[0].copy.crc_ok
+    assert found[0].copy.offset == 4096 + 612 and found[0].seqno == 7
+    assert found[0].text == text
+
+
+def test_huge_lv_costs_its_segments_not_its_extents():
+    """An LV of 2^31 extents (garbage, or a 8 PiB LV): maps and claimed_by stay cheap; the per-LE
+    list is refused with a one-line error instead of allocating gigabytes."""
+    from core.lvm.generations import compare_generations
+    from core.lvm.model import Generation, VolumeGroup
+    old, new = sample_meta(1, seqno=1), sample_meta(1, seqno=2)
+    big = LogicalVolume("big", segments=[Segment(0, 1 << 31, stripes=[("pv0", 10)])])
+    old.lvs["big"] = big
+    new.lvs["taker"] = LogicalVolume("taker", segments=[Segment(0, 3, stripes=[("pv0", 20)])])
+    g2, g1 = Generation(2, b"", new), Generation(1, b"", old)
+    vg = VolumeGroup("vg", "id", generations=[g2, g1], current=g2)
+    compare_generations(vg)
+    assert big.map_runs == [[0, 10, 1 << 31]]
+    assert big.status == "deleted" and big.claimed_by == {
+        20: "taker", 21: "taker", 22: "taker", 50: "VHD-00000000-0000-4000-8000-000000000000"}
+    with pytest.raises(MetadataError, match="extents"):
+        big.pes()

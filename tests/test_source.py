@@ -91,6 +91,20 @@ def test_unreadable_sectors_read_as_zeros_and_are_recorded(data_file):
     # re-reading keeps the recorded ranges covering exactly the bad sectors
     covered = {s for a, b in ev.unreadable for s in range(a // 512, b // 512)}
     assert covered == {3, 4, 9}
+    assert ev.unreadable == [(1536, 2560), (4608, 5120)]   # re-reads add no duplicate ranges
+    ev.close()
+
+
+def test_windows_survive_unreadable_sectors(data_file):
+    """Scans read through the same salvaging path: a bad sector is zeros in the window."""
+    path, data = data_file
+    ev = FailingEvidence(str(path))
+    ev.bad = {5}
+    got = b"".join(bytes(v) for _, v in ev.windows(window=2048))
+    want = bytearray(data)
+    want[2560:3072] = bytes(512)
+    assert got == bytes(want)
+    assert ev.unreadable == [(2560, 3072)]
     ev.close()
 
 

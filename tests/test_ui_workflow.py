@@ -199,3 +199,50 @@ async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(demo_no_metad
 
         assert sha256_file(out) == res.sha256 == truth.sha256
         await pilot.press("q")
+
+
+async def test_go_to_and_find_in_the_hex_view(demo, tmp_path):
+    image, manifest = demo
+    app = _app(image, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+        main = app.main
+        await pilot.press("g")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await pilot.press(*"0x200", "enter")
+        await wait_until(pilot, lambda: main.hex.cursor == 0x200)
+        await pilot.press("g")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await pilot.press(*"9T", "enter")                     # outside the image: said, not done
+        await pilot.pause()
+        assert "outside" in str(app.screen.query_one("#dialog-error").render())
+        await pilot.press("escape")
+        assert main.hex.cursor == 0x200
+        await pilot.press("slash")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await pilot.press(*"LABELONE", "enter")
+        label_at = manifest.pv_offset + 512                   # LVM label in sector 1 of the PV
+        await wait_until(pilot, lambda: main.hex.cursor == label_at)
+        info = main.hex.cursor_info()
+        assert info.field is not None and info.field.struct == "LVM label_header"
+        await pilot.press("q")
+
+
+async def test_a_failing_job_becomes_an_error_dialog_and_the_app_goes_on(demo, tmp_path):
+    image, manifest = demo
+    app = _app(image, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+
+        def broken(cancel, progress):
+            raise RuntimeError("disk fell off the desk")
+
+        app.session.scan = broken
+        await pilot.press("S")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ErrorDialog")
+        assert "disk fell off the desk" in app.screen.message
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "MainScreen")
+        await pilot.press("4", "down")
+        assert app.main.hex.cursor == 16
+        await pilot.press("q")

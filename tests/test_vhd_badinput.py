@@ -188,8 +188,13 @@ def test_no_footer_anywhere_is_a_clear_error():
 def test_header_cookie_damaged_makes_image_unusable_with_finding(tmp_path):
     data = bytearray(SMALL_QEMU)
     data[512:520] = b"XXXXXXXX"
+    img = VhdImage.open(BytesSpace(bytes(data)))          # only the header: rebuilt
+    assert {"vhd-header-cookie", "vhd-header-rebuilt"} <= {f.kind for f in check_vhd(img)}
+    assert img.usable
+    data[1536:1540] = (1).to_bytes(4, "big")              # and a BAT that contradicts the layout
     img = VhdImage.open(BytesSpace(bytes(data)))
-    assert "vhd-header-cookie" in {f.kind for f in check_vhd(img)}
+    kinds = {f.kind for f in check_vhd(img)}
+    assert "vhd-header-cookie" in kinds and "vhd-header-rebuilt" not in kinds
     with pytest.raises(VhdError):
         img.virtual_space()
     with pytest.raises(VhdError):

@@ -346,3 +346,109 @@ def test_bitmap_findings():
     empty = [f for f in check_vhd(img) if f.kind == "vhd-bitmap-empty"]
     assert len(empty) == 1 and empty[0].details["blocks"] == [0]
     assert img.virtual_space().read(0, 512) == bytes(512)   # stale "z" hidden
+
+
+@pytest.mark.realtools
+def test_blktap_with_stale_sectors_in_inflated_real_lvm_lv(tmp_path):
+    """Real lvm2 places the (inflated, non-contiguous) LV; stale bytes under clear bitmap bits
+    never reach the export."""
+    vsize = 10 * 2 * MIB
+    blocks, _ = blocks_with_stale(21, 10, [9, 2, 5, 0])
+    virtual = bytearray(vsize)
+    for b, v in blocks.items():
+        data, written = v if isinstance(v, tuple) else (v, np.ones(4096, dtype=bool))
+        arr = np.frombuffer(data, dtype=np.uint8)
+        virtual[b * 2 * MIB:(b + 1) * 2 * MIB] = np.where(np.repeat(written, 512), arr, 0).tobytes()
+    with lvm_sr(tmp_path) as sr:
+        name = "VHD-7e6d5c4b-3a29-4817-a6f5-e4d3c2b1a098"
+        sr.lvcreate(name, 2)
+        sr.lvcreate("filler", 1)
+        sr.lvextend(name, lvhd_lv_size(vsize, 4) // EXTENT + 2)   # inflated beyond need
+        lv_size = sr.lv_size(name)
+        buf = io.BytesIO()
+        built = build_vhd(vsize, blocks, layout="blktap", order=[9, 2, 5, 0], out=buf,
+                          lv_size=lv_size)
+        assert lv_size - built.data_end > EXTENT
+        sr.write_lv(name, buf.getvalue())
+        with Evidence(sr.path) as ev:
+            img = VhdImage.open(sr.space(ev, name), name=name)
+            assert img.footer_offset == lv_size - 512 and img.batmap_valid
+            r = export_raw(img, str(tmp_path / "s.raw"), [sr.path])
+    assert (tmp_path / "s.raw").read_bytes() == bytes(virtual)
+    assert r.sha256 == hashlib.sha256(bytes(virtual)).hexdigest()
+
+
+def test_builder_is_deterministic_and_streams(tmp_path):
+    import tracemalloc
+    from collections.abc import Mapping
+
+    a = build_vhd(4 * MIB, {1: b"d" * 100}, layout="blktap", seed=9, max_entries=16)
+    b = build_vhd(4 * MIB, {1: b"d" * 100}, layout="blktap", seed=9, max_entries=16)
+    c = build_vhd(4 * MIB, {1: b"d" * 100}, layout="blktap", seed=10, max_entries=16)
+    assert a.data == b.data and a.unique_id != c.unique_id
+
+    class Lazy(Mapping):
+        """64 blocks (128 MiB) produced one at a time."""
+        def __getitem__(self, k):
+            return bytes([k + 1]) * (2 * MIB)
+
+        def __iter__(self):
+            return iter(range(64))
+
+        def __len__(self):
+            return 64
+
+    tracemalloc.start()
+    try:
+        with open(tmp_path / "big.vhd", "wb") as f:
+            built = build_vhd(128 * MIB, Lazy(), layout="blktap", out=f)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 * MIB
+    img = VhdImage.open(Evidence(str(tmp_path / "big.vhd")))
+    assert img.virtual_space().read(63 * 2 * MIB, 4) == bytes([64]) * 4
+    assert built.size == os.path.getsize(tmp_path / "big.vhd")
+
+
+@pytest.mark.parametrize("layout", ["blktap", "qemu"])
+def test_destroyed_dynamic_header_is_rebuilt_from_the_layout(tmp_path, layout):
+    rng = np.random.default_rng(50)
+    blocks = {b: rng.integers(1, 256, 2 * MIB, dtype=np.uint8).tobytes() for b in (3, 1)}
+    built = build_vhd(5 * 2 * MIB, blocks, layout=layout, order=[3, 1],
+                      lv_size=3 * EXTENT if layout == "blktap" else None)
+    data = bytearray(built.data)
+    data[512:1536] = bytes(1024)                       # header sectors overwritten
+    img = VhdImage.open(BytesSpace(bytes(data)))
+    kinds = {f.kind for f in img.findings}
+    assert {"vhd-header-cookie", "vhd-header-rebuilt"} <= kinds
+    virtual = bytes(2 * MIB) + blocks[1] + bytes(2 * MIB) + blocks[3] + bytes(2 * MIB)
+    assert img.virtual_space().read(0, len(virtual)) == virtual
+    r = export_vhd(img, str(tmp_path / "h.vhd"))
+    assert any("header rebuilt" in x for x in r.repairs)
+    expect = built.data[:built.data_end] + built.footer
+    assert (tmp_path / "h.vhd").read_bytes() == expect   # the very header the producer wrote
+
+
+def test_destroyed_header_of_a_real_qemu_vhd(tmp_path):
+    realtools.need_qemu_img()
+    from test_vhd_support import qemu_img, random_raw
+    random_raw(tmp_path / "r.raw", 12 << 20, seed=4)
+    qemu_img("convert", "-f", "raw", "-O", "vpc", str(tmp_path / "r.raw"), str(tmp_path / "q.vhd"))
+    orig = (tmp_path / "q.vhd").read_bytes()
+    data = bytearray(orig)
+    data[512:1536] = b"\xde\xad" * 512
+    img = VhdImage.open(BytesSpace(bytes(data)))
+    assert "vhd-header-rebuilt" in {f.kind for f in img.findings}
+    export_vhd(img, str(tmp_path / "fixed.vhd"))
+    assert (tmp_path / "fixed.vhd").read_bytes() == orig
+
+
+def test_header_of_a_differencing_disk_is_not_guessed():
+    child = build_vhd(4 * MIB, {0: b"c" * 512}, layout="blktap", max_entries=16,
+                      parent=blktap_parent(SR_UUID, "VHD-p", bytes(range(16))))
+    data = bytearray(child.data)
+    data[512:1536] = bytes(1024)
+    img = VhdImage.open(BytesSpace(bytes(data)))
+    assert "vhd-header-rebuilt" not in {f.kind for f in img.findings}
+    assert not img.usable

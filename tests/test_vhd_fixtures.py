@@ -61,7 +61,9 @@ def test_dfvfs_image_vhd_checksum_mismatch_reported_and_repaired_in_export(tmp_p
     assert again.unique_id == img.unique_id
     # the original (2016) version has a valid checksum and an all-zero id
     orig = _img("vhd/dfvfs@51b8f82/image.vhd.gz")
-    assert "vhd-footer-checksum" not in _kinds(check_vhd(orig))
+    orig_kinds = _kinds(check_vhd(orig))
+    assert "vhd-footer-checksum" not in orig_kinds
+    assert "vhd-footer-null-uuid" in orig_kinds        # vhd-util check: "invalid (NULL) uuid"
     assert orig.unique_id == bytes(16)
     # same data block: same virtual disk
     assert orig.virtual_space().read(0, 104448) == img.virtual_space().read(0, 104448)

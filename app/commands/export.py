@@ -72,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
                                     progress=progress)
         finally:
             progress.close()
+        unreadable = list(ev.unreadable)
+    if unreadable:
+        shown = ", ".join(f"{a}-{b}" for a, b in unreadable[:8])
+        warn(f"{len(unreadable)} unreadable range(s) of {args.image} read as zeros: {shown}"
+             + (" ..." if len(unreadable) > 8 else ""))
     for r in result.repairs:
         info(f"repaired in the export (evidence untouched): {r}")
     for u in result.unrepaired:
@@ -79,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         doc = result.to_json()
         doc.update(vdi=vol.key, lv=vol.lv_name, generation=resolved.generation,
-                   source=resolved.source, warnings=resolved.warnings)
+                   source=resolved.source, warnings=resolved.warnings,
+                   unreadable=[list(r) for r in unreadable])
         print_json(doc)
     else:
         print(f"{result.bytes} {result.sha256} {result.path}")

@@ -82,15 +82,19 @@ def render_text(report, image: str) -> str:
             if g.note:
                 out.append(f"        note: {g.note}")
             if g is vg.generations[0] or g.current:
+                multi = len(vg.pvs) > 1
                 for lv in g.lvs.values():
                     label = f' "{lv.label}"' if lv.label else ""
-                    out.append(f"        {lv.name}{label}: {_runs(lv.map_runs_pv() if len(vg.pvs) > 1 else lv.map_runs)}")
+                    runs = lv.map_runs_pv() if multi else lv.map_runs
+                    out.append(f"        {lv.name}{label}: {_runs(runs)}")
             else:
                 for lv in g.lvs.values():
                     if lv.status == "deleted":
-                        claim = f", {len(lv.claimed_by)} PE(s) now used by others" if lv.claimed_by else ""
+                        claim = (f", {len(lv.claimed_by)} PE(s) now used by others"
+                                 if lv.claimed_by else "")
                         label = f' "{lv.label}"' if lv.label else ""
-                        out.append(f"        deleted since: {lv.name}{label}: {_runs(lv.map_runs)}{claim}")
+                        out.append(f"        deleted since: {lv.name}{label}: "
+                                   f"{_runs(lv.map_runs)}{claim}")
     if report.findings:
         out.append("")
         out.append("findings:")

@@ -617,7 +617,7 @@ class MainScreen(Screen):
             panel.append(f"{info.field.struct}\n", style="cyan")
             panel.append("field\n", style="bold")
             panel.append(f"{info.field.name}\n", style="bold cyan")
-            panel.append(f"{info.field.start:#x}+{info.field.end - info.field.start}\n")
+            panel.append(f"{info.field.start:#x}, {info.field.end - info.field.start} bytes\n")
         if info.value:
             v = info.value
             panel.append("value\n", style="bold")

@@ -1,0 +1,11 @@
+"""LVM2 archaeology: labels, metadata areas, every metadata generation, the VG model.
+
+  crc.py          LVM's CRC-32 variant (lvm_crc)
+  textformat.py   libdm-config parser (parse_config) and metadata writer (format_vg_metadata)
+  model.py        VGMetadata / LogicalVolume / Segment (one generation's content) and
+                  VolumeGroup / PhysicalVolume / Generation / Copy (what the disk holds)
+  label.py        label sector + PV header: find, parse, build
+  mda.py          mda header parse/build, ring placement, scan of every copy in a ring
+  generations.py  copies -> generations -> volume groups; deleted / claimed_by
+  analyse.py      analyse_disk(ev) -> DiskReport, the `srsalvage lvm` JSON
+"""

@@ -132,8 +132,11 @@ def disk_pass(ev, ticker: Ticker, text: bool = True, start: int = 0,
     for off, view in ev.windows(start, end, window=WINDOW, overlap=OVERLAP):
         nominal = min(WINDOW, end - off)
         labels, mdas = _sector_hits(view, off, nominal)
-        hits.labels += labels[: MAX_LABELS]
-        hits.mda_headers += mdas[: MAX_LABELS]
+        for out, new in ((hits.labels, labels), (hits.mda_headers, mdas)):
+            room = MAX_LABELS - len(out)
+            if len(new) > room:
+                hits.truncated = True
+            out += new[: max(0, room)]
         if text:
             buf = view.tobytes()
             for name, needle, out in (("seqno", _SEQNO_MARK, hits.seqno_marks),
@@ -174,7 +177,9 @@ def _scan_area(ev, area: Area, found: list[FoundText], findings: list[Finding],
                                         f"mda at {area.mda_abs}: {name} copy at "
                                         f"{area.mda_abs + rl.offset} fails its checksum"))
     ticker.check()
+    seen: set[int] = set()
     for rc in MDA.scan_ring(data, area_abs):
+        seen.add(rc.offset)
         slot = slots.get(rc.offset)
         crc_ok = None
         name = None
@@ -184,6 +189,21 @@ def _scan_area(ev, area: Area, found: list[FoundText], findings: list[Finding],
         copy = Copy("mda", rc.offset, rc.length, rc.checksum, crc_ok, rc.wrapped, rc.partial,
                     name, pv_offset=area.pv_start)
         found.append(FoundText(rc.text, copy, rc.vg_name, rc.vg_id, rc.seqno))
+    # a slot whose copy the line rule did not find (odd VG name, unaligned offset): take it as
+    # the raw_locn says, when its checksum holds
+    for where, (name, rl, ok) in slots.items():
+        if where in seen or not ok:
+            continue
+        res = MDA.read_slot_text(data, rl)
+        if res is None:
+            continue
+        text = res[0].split(b"\0", 1)[0]
+        m = MDA._VG_START.match(text)
+        copy = Copy("mda", where, rl.size, rl.checksum, True,
+                    rl.offset + rl.size > area.size, False, name, pv_offset=area.pv_start)
+        found.append(FoundText(text, copy, m.group(1).decode() if m else None,
+                               m.group(2).decode("ascii", "replace") if m else None,
+                               int(m.group(3)) if m else None))
 
 
 def _areas_from_label(ev, pv: FoundPV, findings: list[Finding]) -> None:
@@ -443,9 +463,9 @@ def analyse_disk(ev, backups: Iterable[str] = (), cancel: threading.Event | None
     backup_texts = read_backup_files(list(backups), findings)
     hits = disk_pass(ev, ticker, text=search_stray)
     if hits.truncated:
-        findings.append(Finding("lvm-too-many-text-hits", None, "warning",
-                                f"more than {MAX_HITS} metadata text markers; the rest were not "
-                                f"examined"))
+        findings.append(Finding("lvm-too-many-hits", None, "warning",
+                                f"more than {MAX_HITS} metadata text markers or {MAX_LABELS} "
+                                f"label/mda-header sectors; the rest were not examined"))
     # labelled PVs
     pvs: dict[int, FoundPV] = {}
     candidate_starts = [0] + [p.offset for p in table.partitions]
@@ -506,6 +526,7 @@ def analyse_disk(ev, backups: Iterable[str] = (), cancel: threading.Event | None
                 found.append(f)
     found += backup_texts
     vgs = build_volume_groups(found)
+    _mark_nested(list(pvs.values()), findings)
     _attach_pvs(vgs, list(pvs.values()), findings)
     partitions = _partitions(table, list(pvs.values()), vgs)
     _annotate_xen(ev, vgs, findings)
@@ -558,6 +579,8 @@ def _partitions(table: PartitionTable, pvs: list[FoundPV], vgs: list[VolumeGroup
     for pv in sorted(pvs, key=lambda p: p.pv_start):
         if pv.pv_start == 0 or any(p.offset == pv.pv_start for p in parts):
             continue
+        if _enclosing_pv(pv, pvs) is not None:
+            continue        # a guest's own PV inside an LV: not a partition of this disk
         size = pv.device_size or 0
         if not size:
             for vg in vgs:
@@ -568,6 +591,27 @@ def _partitions(table: PartitionTable, pvs: list[FoundPV], vgs: list[VolumeGroup
         parts.append(Partition(index, "found-by-scan", pv.pv_start, size, "lvm",
                                details={"how": list(pv.inferred_by)}))
     return parts
+
+
+def _enclosing_pv(pv: FoundPV, pvs: list[FoundPV]) -> FoundPV | None:
+    """The PV whose data area holds `pv` (a VM that uses LVM inside its virtual disk)."""
+    for other in pvs:
+        if other is pv or not other.pe_start or not other.device_size:
+            continue
+        if other.pv_start + other.pe_start <= pv.pv_start < other.pv_start + other.device_size:
+            return other
+    return None
+
+
+def _mark_nested(pvs: list[FoundPV], findings: list[Finding]) -> None:
+    for pv in pvs:
+        outer = _enclosing_pv(pv, pvs)
+        if outer is not None:
+            note = (f"inside the data area of the PV at {outer.pv_start}: LV content (a guest "
+                    f"that uses LVM inside its virtual disk?), not a PV of this disk")
+            pv.inferred_by.append(note)
+            findings.append(Finding("lvm-nested-pv", pv.pv_start, "info", f"PV at {pv.pv_start} "
+                                    + note, {"outer_pv": outer.pv_start}))
 
 
 def _annotate_xen(ev, vgs: list[VolumeGroup], findings: list[Finding]) -> None:
@@ -610,6 +654,11 @@ def vg_json(vg: VolumeGroup) -> dict[str, Any]:
                      "pe_start": p.pe_start, "pe_count": p.pe_count, "bytes": p.device_size,
                      "how_found": p.inferred_by} for p in vg.pvs],
             "current_seqno": vg.current.seqno if vg.current else None,
+            "mgt": None if vg.mgt is None else {
+                "sr_uuid": vg.mgt.sr_uuid, "name_label": vg.mgt.sr_name_label,
+                "name_description": vg.mgt.sr_name_description,
+                "allocation": vg.mgt.allocation, "header_ok": vg.mgt.header_ok,
+                "vdis": [v.to_json() for v in vg.mgt.vdis]},
             "generations": [generation_json(g, multi) for g in vg.generations]}
 
 

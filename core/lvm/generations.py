@@ -135,21 +135,28 @@ def build_volume_groups(found: list[FoundText]) -> list[VolumeGroup]:
     return vgs
 
 
-def _owners(meta: VGMetadata) -> dict[tuple[str, int], str]:
-    owners: dict[tuple[str, int], str] = {}
+MAX_CLAIMED = 1 << 22   # PEs listed per LV in claimed_by (a 16 TiB LV at 4 MiB extents)
+
+
+def _owner_runs(meta: VGMetadata) -> dict[str, list[tuple[int, int, str]]]:
+    """pv -> sorted [(pe_start, pe_end, lv name)] of what `meta` allocates."""
+    runs: dict[str, list[tuple[int, int, str]]] = {}
     for lv in meta.lvs.values():
-        for loc in lv.locations():
-            if loc is not None:
-                owners.setdefault(loc, lv.name)
-    return owners
+        for le, pe, count, pv in lv.map_runs_pv():
+            runs.setdefault(pv, []).append((pe, pe + count, lv.name))
+    for v in runs.values():
+        v.sort()
+    return runs
 
 
 def compare_generations(vg: VolumeGroup) -> None:
-    """Set lv.status and lv.claimed_by in every generation against vg.reference."""
+    """Set lv.status and lv.claimed_by in every generation against vg.reference.
+
+    Works on PE intervals, so a huge LV costs its number of segments, not of extents."""
     ref = vg.reference
     if ref is None or ref.metadata is None:
         return
-    owners = _owners(ref.metadata)
+    owners = _owner_runs(ref.metadata)
     ref_names = set(ref.metadata.lvs)
     for gen in vg.generations:
         if gen.metadata is None:
@@ -159,12 +166,14 @@ def compare_generations(vg: VolumeGroup) -> None:
             lv.claimed_by = {}
             if gen is ref:
                 continue
-            for loc in lv.locations():
-                if loc is None:
-                    continue
-                owner = owners.get(loc)
-                if owner is not None and owner != lv.name:
-                    lv.claimed_by[loc[1]] = owner
+            for le, pe, count, pv in lv.map_runs_pv():
+                for o_start, o_end, owner in owners.get(pv, ()):
+                    if owner == lv.name or o_end <= pe or o_start >= pe + count:
+                        continue
+                    for p in range(max(pe, o_start), min(pe + count, o_end)):
+                        if len(lv.claimed_by) >= MAX_CLAIMED:
+                            break
+                        lv.claimed_by[p] = owner
 
 
 def lv_history(vg: VolumeGroup, name: str) -> list[tuple[int, LogicalVolume]]:

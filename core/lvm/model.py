@@ -191,17 +191,19 @@ class LogicalVolume:
         return [None if loc is None else loc[1] for loc in self.locations()]
 
     def map_runs_pv(self) -> list[list[Any]]:
-        """[[le_start, pe_start, count, pv_name], ...] maximal runs in LE order."""
+        """[[le_start, pe_start, count, pv_name], ...] maximal runs in LE order (from the
+        segments, so its cost does not grow with the LV's size)."""
         out: list[list[Any]] = []
-        for le, loc in enumerate(self.locations()):
-            if loc is None:
+        for seg in sorted(self.segments, key=lambda s: s.start_extent):
+            if not seg.linear or seg.extent_count <= 0:
                 continue
-            pv, pe = loc
+            pv, pe = seg.stripes[0]
+            le = seg.start_extent
             if out and out[-1][3] == pv and out[-1][0] + out[-1][2] == le \
                     and out[-1][1] + out[-1][2] == pe:
-                out[-1][2] += 1
+                out[-1][2] += seg.extent_count
             else:
-                out.append([le, pe, 1, pv])
+                out.append([le, pe, seg.extent_count, pv])
         return out
 
     @property

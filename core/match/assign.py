@@ -31,7 +31,7 @@ from core.match.predict import VhdPrediction, predict
 from core.match.features import bitmap_likeness
 from core.match.score import (AGREE, BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD,
                               CONT_CAP, DISAGREE, FOOTER_BAD, FOOTER_OK, FULL_BAD, FULL_OK,
-                              NOT_FULL_BAD, OTHER_BATMAP, OTHER_FOOTER, Score, Scorer, bitmap_llr,
+                              NOT_FULL_BAD, OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr,
                               sample_sectors)
 from core.structs import vhd as S
 from core.progress import Ticker
@@ -149,7 +149,8 @@ class Solver:
         if left is not None:
             prev = pred.slots.get(le - 1)
             if prev is not None and prev.straddle_out is not None:
-                c, inf = self.scorer.continuity(prev.straddle_out, left, pe, bs)
+                c, inf, empty = self.scorer.continuity(prev.straddle_out, left, pe, bs)
+                s.empty_spill = empty
                 if inf:
                     s.continuity += c
                     s.informative = True
@@ -157,14 +158,20 @@ class Solver:
                 s.adjacency += 1.0
         if right is not None:
             if slot.straddle_out is not None:
-                c, inf = self.scorer.continuity(slot.straddle_out, pe, right, bs)
+                c, inf, _ = self.scorer.continuity(slot.straddle_out, pe, right, bs)
                 if inf:
                     s.continuity += c
                     s.informative = True
             if pe == right - 1:
                 s.adjacency += 1.0
         s.adjacency = min(s.adjacency, 1.0)
+        if s.empty_spill and slot.lv_end_possible and not len(slot.bitmap_offsets) \
+                and self._own_tail(v, pe):
+            s.content -= LV_END_FOOTER   # the LV's end, but the data that must be here is not
         return s
+
+    def _own_tail(self, v: VdiState, pe: int) -> bool:
+        return bool(self.f.tail_footer[pe]) and self.f.tail_uid[pe].tobytes() == v.anchor.uid
 
     @staticmethod
     def _walk_verdict(slot, s: Score) -> tuple[bool, float, str]:
@@ -237,7 +244,7 @@ class Solver:
         lv_end = np.array([sl.lv_end_possible for sl in slots])
         le1 = np.array([sl.le1_batmap for sl in slots])
         content += np.where(tail & ~own, OTHER_FOOTER, 0.0)
-        content += np.where(own & lv_end, FOOTER_OK, 0.0)
+        content += np.where(own & lv_end, LV_END_FOOTER, 0.0)
         content += np.where(f.head_batmap[pes_a] & ~le1, OTHER_BATMAP, 0.0)
         content += np.where(le1, np.where(f.head_batmap[pes_a], BATMAP_HDR, BATMAP_HDR_MISSING),
                             0.0)
@@ -275,6 +282,11 @@ class Solver:
                            np.where(present, DISAGREE, AGREE))
             cont = np.clip(np.bincount(kk, weights=llr, minlength=K), -CONT_CAP, CONT_CAP)
             informative = np.bincount(kk, weights=~written, minlength=K) > 0
+            n_written = np.bincount(kk, weights=written, minlength=K)
+            n_seen = np.bincount(kk, weights=written & present, minlength=K)
+            empty = (n_written > 0) & (n_seen == 0)
+            nobm = np.array([not len(sl.bitmap_offsets) for sl in slots])
+            content -= np.where(empty & nobm & own & lv_end, LV_END_FOOTER, 0.0)
         return [Score(float(content[k]), float(cont[k]) if informative[k] else 0.0,
                       bool(informative[k]), 1.0) for k in range(K)]
 
@@ -432,7 +444,7 @@ class Solver:
             if sl.lv_end_possible:
                 own = self.f.tail_footer[pending] & (self.f.tail_uid[pending] == np.frombuffer(
                     v.anchor.uid, dtype=np.uint8)).all(axis=1)
-                sc = sc + np.where(own, FOOTER_OK, 0.0)
+                sc = sc + np.where(own, LV_END_FOOTER, 0.0)
             hits = pending[sc >= ACCEPT]
             if sl.footer_offset is not None and not len(sl.bitmap_offsets):
                 hits = pending   # checked fully afterwards (one sector each)

@@ -14,7 +14,8 @@ Every piece of evidence adds a log-likelihood-ratio-like number ("this PE is tha
   same unique id where predicted +8;
 * cheap per-PE features: a PE that ends with another VHD's footer is that VHD's last extent
   (-8), one that holds a `tdbatmap` at +1536 is some VHD's LE 1 (-6 for any other LE); the VHD's
-  own footer in the last sector of the LE where its data ends +8;
+  own footer in the last sector of the LE where its data ends +4 (an inflated LV ends
+  later: a missing predicted bitmap outweighs it);
 * physical adjacency (LE j+1 on PE p+1, as LVM allocates runs) +1: a prior, weaker than content.
 """
 
@@ -35,6 +36,7 @@ BATMAP_HDR, BATMAP_HDR_MISSING = 6.0, -4.0
 FOOTER_OK, FOOTER_BAD = 8.0, -2.0
 ADJACENT = 1.0
 OTHER_FOOTER, OTHER_BATMAP = -8.0, -6.0
+LV_END_FOOTER = 4.0       # the LV may end after its data: weaker than a predicted bitmap
 SAMPLES_PER_CLASS = 16
 
 
@@ -44,6 +46,7 @@ class Score:
     continuity: float = 0.0
     informative: bool = False   # the continuity check could tell candidates apart
     adjacency: float = 0.0
+    empty_spill: bool = False   # sectors the straddling block wrote all read zero here
 
     @property
     def total(self) -> float:
@@ -111,7 +114,7 @@ class Scorer:
             if not own:
                 total += OTHER_FOOTER
             elif slot.lv_end_possible:
-                total += FOOTER_OK
+                total += LV_END_FOOTER
         if features.head_batmap[pe] and not slot.le1_batmap:
             total += OTHER_BATMAP
         if slot.footer_offset is not None:
@@ -121,16 +124,17 @@ class Scorer:
         return total
 
     def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
-                   block_size: int) -> tuple[float, bool]:
-        """Evidence that `right_pe` continues the block that starts in `left_pe`."""
+                   block_size: int) -> tuple[float, bool, bool]:
+        """Evidence that `right_pe` continues the block that starts in `left_pe`:
+        (score, informative, empty: every sampled written sector reads zero)."""
         if straddle is None or straddle.sectors <= 0:
-            return 0.0, False
+            return 0.0, False, False
         bm = self.sector(self.pe_base(left_pe) + straddle.bitmap_offset)
         bits = np.unpackbits(bm)[: block_size // SECTOR].astype(bool)
         window = bits[straddle.first_sector: straddle.first_sector + straddle.sectors]
         idx = sample_sectors(window)
         if len(idx) == 0:
-            return 0.0, False
+            return 0.0, False, False
         data = self.reader.gather(self.pe_base(right_pe) + idx * SECTOR, SECTOR)
         present = data.any(axis=1)
         written = window[idx]
@@ -139,4 +143,5 @@ class Scorer:
         # bit of a block it allocates: a zero there says nothing
         llr = np.where(written, np.where(present, AGREE, 0.0),
                        np.where(present, DISAGREE, AGREE))
-        return max(-CONT_CAP, min(CONT_CAP, float(llr.sum()))), bool((~written).any())
+        empty = bool(written.any()) and not bool((present & written).any())
+        return max(-CONT_CAP, min(CONT_CAP, float(llr.sum()))), bool((~written).any()), empty

@@ -151,9 +151,11 @@ def sparse_sr(path: str, size: int, n_vdis: int, seed: int = 1, fill: float = 0.
                 continue
             lv_bytes = len(pes) * E
             fits = (lv_bytes - 512 - LVHD_META) // LVHD_STRIDE
+            # sm sizes the LV of an inflated VDI as roundup4M(4,329,472 + virtual + 4 KiB per
+            # block): the virtual size is the largest whose inflated LV is this LV
+            virtual = max(1, (lv_bytes - 4_329_472) // ((2 << 20) + 4096)) * (2 << 20)
             thin = rng.random() < 0.2
-            nblocks = max(1, fits // 3 if thin else fits)
-            virtual = (fits + rng.randint(0, 16)) * (2 << 20)
+            nblocks = max(1, min(fits, virtual // (2 << 20)) // (3 if thin else 1))
             uid, pieces = _lvhd_structures(virtual, lv_bytes, nblocks, rng)
             for off, data in pieces.items():
                 pos = 0

@@ -1,4 +1,4 @@
-"""LVM2 on-disk binary structures: label sector, PV header, metadata-area header (formats.md 2.1-2.3).
+"""LVM2 on-disk binary structures: label sector, PV header, mda header (formats.md 2.1-2.3).
 
 Declared once with `construct`, field names as lvm2 names them:
   * `label_header`            lvm2 lib/label/label.h (struct label_header)
@@ -22,7 +22,8 @@ DEFAULT_LABELSECTOR = 1      # lib/config/defaults.h DEFAULT_LABELSECTOR
 LABEL_ID = b"LABELONE"       # label.h LABEL_ID
 LVM2_LABEL = b"LVM2 001"     # lib/format_text/layout.h LVM2_LABEL
 ID_LEN = 32                  # lib/uuid/uuid.h ID_LEN: PV/VG/LV uuids are 32 chars, no dashes
-FMTT_MAGIC = b"\x20\x4c\x56\x4d\x32\x20\x78\x5b\x35\x41\x25\x72\x30\x4e\x2a\x3e"  # layout.h FMTT_MAGIC " LVM2 x[5A%r0N*>"
+# layout.h FMTT_MAGIC, the mda header magic " LVM2 x[5A%r0N*>"
+FMTT_MAGIC = b"\x20\x4c\x56\x4d\x32\x20\x78\x5b\x35\x41\x25\x72\x30\x4e\x2a\x3e"
 FMTT_VERSION = 1             # layout.h FMTT_VERSION
 MDA_HEADER_SIZE = 512        # layout.h MDA_HEADER_SIZE
 RAW_LOCN_IGNORED = 0x00000001  # layout.h RAW_LOCN_IGNORED (raw_locn.flags bit 0)

@@ -153,6 +153,7 @@ class VhdImage:
         self.batmap_header_offset: int | None = None
         self.batmap_valid = False
         self.locators: list[ParentLocator] = []
+        self.header_rebuilt = False
         self.usable = False
 
     # -- opening --------------------------------------------------------------------------------
@@ -329,14 +330,15 @@ class VhdImage:
         if hdr.cookie != S.DD_COOKIE:
             self._add("vhd-header-cookie", hoff, "error",
                       f"dynamic header at {hoff} has cookie {bytes(hdr.cookie)!r}, not cxsparse")
-            if hoff != 512:
-                raw = self.space.read(512, S.HEADER_SIZE)
-                hdr = S.parse_header(raw)
-                if hdr.cookie != S.DD_COOKIE:
-                    return
-                hoff = 512
+            alt = S.parse_header(self.space.read(512, S.HEADER_SIZE)) if hoff != 512 else None
+            if alt is not None and alt.cookie == S.DD_COOKIE:
+                raw, hdr, hoff = self.space.read(512, S.HEADER_SIZE), alt, 512
             else:
-                return
+                rebuilt = self._rebuild_header()
+                if rebuilt is None:
+                    return
+                raw, hoff = rebuilt, 512
+                hdr = S.parse_header(raw)
         self.header, self.header_raw, self.header_offset = hdr, raw, hoff
         computed = S.header_checksum(raw)
         self.header_checksum_ok = computed == hdr.checksum
@@ -354,6 +356,49 @@ class VhdImage:
         self._read_batmap()
         self._read_locators()
         self.usable = True
+
+    def _rebuild_header(self) -> bytes | None:
+        """A destroyed dynamic header, rebuilt from the producer's fixed layout when the rest
+        agrees (dynamic disks only: a differencing header takes its parent's id with it).
+
+        blktap and qemu both put the BAT at 1536 with 2 MiB blocks; blktap preallocates the
+        table for 2 TiB when its tdbatmap header sits right after such a table (LVHD), else the
+        table covers the disk. The candidate is accepted only if every used BAT entry lies in
+        the data area of the space and at least one block starts with a plausible bitmap."""
+        if self.disk_type != S.HD_TYPE_DYNAMIC:
+            return None
+        bs, table = S.VHD_BLOCK_SIZE, 1536
+        need = -(-self.virtual_size // bs)
+        candidates = []
+        if self.footer.crtr_app == S.CREATOR_TAP:
+            for entries in (S.roundup(2 << 40, bs) // bs, need):
+                off = table + S.roundup(entries * 4, 512)
+                if self.space.read(off, 8) == S.BATMAP_COOKIE:
+                    candidates.append((entries, off + 512 + S.roundup(-(-entries // 8), 512)))
+        candidates.append((need, table + S.roundup(need * 4, 512)))
+        for entries, meta_end in candidates:
+            if entries < need or table + 4 * need > self.space.size:
+                continue
+            bat = S.parse_bat(self.space.read(table, 4 * min(need, MAX_BAT_ENTRIES)))
+            used = bat[bat != S.DD_BLK_UNUSED].astype(np.int64)
+            if len(used) and (used.min() * 512 < meta_end
+                              or (used.max() * 512 + 512 + bs) > self.space.size):
+                continue
+            if len(used):
+                first = self.space.read(int(used.min()) * 512, 512)
+                if not any(first):
+                    continue
+            raw = S.build_header(
+                cookie=S.DD_COOKIE, data_offset=S.DD_NEXT_OFFSET, table_offset=table,
+                hdr_ver=S.DD_VERSION, max_bat_size=entries, block_size=bs,
+                prt_uuid=bytes(16), prt_ts=0, prt_name=bytes(512), loc=[])
+            self.header_rebuilt = True
+            self._add("vhd-header-rebuilt", 512, "warning",
+                      f"dynamic header rebuilt from the {self.creator.strip() or 'producer'} layout:"
+                      f" BAT at {table}, {entries} entries, 2 MiB blocks ({len(used)} blocks used)",
+                      max_table_entries=entries)
+            return raw
+        return None
 
     def _read_bat(self) -> None:
         hdr = self.header

@@ -79,7 +79,12 @@ def plan_repair(img: VhdImage) -> RepairPlan:
     plan_footers(img, plan)
     if img.header is None:
         return plan
-    if not img.header_checksum_ok:
+    if img.header_rebuilt:
+        plan.header = img.header_raw
+        plan.repairs.append(f"dynamic header rebuilt from the producer's layout "
+                            f"({img.bat_entries_declared} BAT entries at "
+                            f"{int(img.header.table_offset)}, 2 MiB blocks)")
+    elif not img.header_checksum_ok:
         plan.header = _with_header_checksum(img.header_raw)
         plan.repairs.append(f"dynamic header checksum recomputed (was 0x{img.header.checksum:08x})")
     else:
