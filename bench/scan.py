@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="best of N (default 3)")
     ap.add_argument("--kinds", help="kinds to scan (default: the default kinds)")
     ap.add_argument("--keep", action="store_true", help="keep the built image")
-    ap.add_argument("--window", default="64M", help="scan window (default 64M)")
+    ap.add_argument("--window", default=None, help="scan window (default: the scan's own)")
     args = ap.parse_args(argv)
 
     from core.scan import scan
@@ -79,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         kinds = args.kinds.split(",") if args.kinds else None
         ev = Evidence(path)
         result = {}
+        window = {"window": parse_size(args.window)} if args.window else {}
 
         def run_scan():
-            result["r"] = scan(ev, kinds=kinds, window=parse_size(args.window))
+            result["r"] = scan(ev, kinds=kinds, **window)
 
         cmp = side_by_side("srsalvage scan", run_scan, "cat IMAGE >/dev/null",
                            command(["cat", path]), repeat=args.repeat)

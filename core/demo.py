@@ -509,6 +509,113 @@ def _half_written(spb: int, rng: random.Random) -> np.ndarray:
     return mask
 
 
+def _vdi_plans(rng: random.Random) -> dict[str, _VdiPlan]:
+    """The demo's VDIs: key -> what it is, how big, which blocks hold data."""
+    spb = BLOCK // SECTOR
+    return {
+        "web": _VdiPlan("web", "web01 system disk", "Debian 12 web server, root file system",
+                        "blktap", 128, [0, 1, 2, 3, 4, 5, 6, 7, 40, 41, 50, 63],
+                        {5: _half_written(spb, rng), 41: _half_written(spb, rng)}),
+        "sql": _VdiPlan("sql", "sql-server-data", "SQL Server data disk (D:)", "blktap", 128,
+                        list(range(10))),
+        "appliance": _VdiPlan("appliance", "imported appliance",
+                              "VHD file copied into the LV with dd", "qemu", 48, list(range(8))),
+        "scratch": _VdiPlan("scratch", "install-iso-scratch", "raw scratch volume", "raw", 16,
+                            list(range(8))),
+        "golden": _VdiPlan("golden", "base copy", "ubuntu golden image", "blktap", 64,
+                           [0, 1, 2, 3, 4, 5]),
+        "vm": _VdiPlan("vm", "ubuntu vm disk", "ubuntu 22.04 test VM", "blktap", 64, [1, 3, 30],
+                       {1: _half_written(spb, rng), 3: _half_written(spb, rng)}),
+        "backup": _VdiPlan("backup", "old backup disk", "deleted, left intact", "blktap", 32,
+                           [0, 1, 2, 3]),
+        "export": _VdiPlan("export", "temp export", "deleted, partly reused by 'new log disk'",
+                           "blktap", 48, list(range(10))),
+        "logs": _VdiPlan("logs", "new log disk", "created after 'temp export' was deleted",
+                         "blktap", 16, [0, 1]),
+    }
+
+
+def _story(vg: _VolumeGroup, lv_name: Callable[[str], str], extents_for: Callable[[str], int],
+           virtual: Mapping[str, int], attach_cycles: int) -> None:
+    """What happened to the SR, one metadata generation per lvm command (as sm issues them)."""
+    vg.vgcreate()
+    vg.lvcreate("MGT", 1)
+    # web and sql grown in turns: interleaved extents
+    web, sql = lv_name("web"), lv_name("sql")
+    need = {web: extents_for("web"), sql: extents_for("sql")}
+    vg.lvcreate(web, 2)
+    vg.lvcreate(sql, 2)
+    while any(len(vg.lvs[n].pes) < need[n] for n in (web, sql)):
+        for n in (web, sql):
+            grow = min(2, need[n] - len(vg.lvs[n].pes))
+            if grow > 0:
+                vg.lvextend(n, grow)
+    vg.lvcreate(lv_name("appliance"), extents_for("appliance"))
+    vg.lvcreate(lv_name("scratch"), extents_for("scratch"))
+    # snapshot: the VM's LV becomes the base copy, a differencing child takes the VDI's name
+    vm, golden = lv_name("vm"), lv_name("golden")
+    vg.lvcreate(vm, extents_for("golden") + 1)          # inflated while the VM ran
+    vg.lvrename(vm, golden)
+    vg.lvchange_readonly(golden)
+    vg.lvcreate(vm, extents_for("vm"))
+    vg.lvreduce(golden, 1, command="lvresize")          # the base is deflated
+    # thin provisioning: VDIs inflated on attach, deflated on detach (no data moves)
+    for i in range(attach_cycles):
+        name = (web, vm, sql)[i % 3]
+        key = {web: "web", vm: "vm", sql: "sql"}[name]
+        full = lvhd_lv_size(virtual[key], 0, thick=True) // EXTENT_BYTES
+        grow = max(1, full - len(vg.lvs[name].pes))
+        vg.lvextend(name, grow, command="lvresize")
+        vg.lvreduce(name, grow, command="lvresize")
+    backup, export, logs = lv_name("backup"), lv_name("export"), lv_name("logs")
+    vg.lvcreate(backup, extents_for("backup"))
+    vg.lvcreate(export, extents_for("export"))
+    vg.lvremove(export)
+    vg.lvcreate(logs, extents_for("logs"))               # lowest free PEs: export's first ones
+    vg.lvremove(backup)
+
+
+def _write_ring(put: Callable[[int, bytes], None], texts: Sequence[tuple[int, bytes, str, int]],
+                mda_abs: int, mda_size: int) -> list[GenerationTruth]:
+    """Every generation into the metadata area as lvm2 writes it: each copy after the previous
+    one rounded up to 512 (core.lvm.mda.ring_write_offset), wrapping to mda+512 past the end,
+    zero-padded to a sector (formats.md 2.4)."""
+    gens: list[GenerationTruth] = []
+    area_end = mda_size
+    prev_off = prev_size = 0
+    max_copy = (mda_size - SECTOR) // 2 - SECTOR
+    for seqno, text, description, ctime in texts:
+        size = len(text)
+        if size > max_copy:
+            raise ValueError(f"metadata of {size} bytes does not fit a {mda_size}-byte mda")
+        off = ring_write_offset(prev_off, prev_size, mda_size, size)
+        padded = text + bytes(-size % SECTOR)
+        first = min(len(padded), area_end - off)
+        put(mda_abs + off, padded[:first])
+        if first < len(padded):
+            put(mda_abs + SECTOR, padded[first:])
+        gens.append(GenerationTruth(seqno, mda_abs + off, size, lvm_crc(text),
+                                    off + size > area_end, description, ctime))
+        prev_off, prev_size = off, size
+    return gens
+
+
+def _apply_damage(put: Callable[[int, bytes], None], damages: Sequence[str],
+                  gpt_pieces: Sequence[tuple[int, bytes]], pv_offset: int, mda_abs: int,
+                  mda_size: int, gens: Sequence[GenerationTruth]) -> None:
+    """Zero what each damage names: both GPT copies and the protective MBR, the PV label
+    sector, or the metadata area (header and every copy)."""
+    if "partition-table" in damages:
+        for off, data in gpt_pieces:
+            put(off, bytes(len(data)))
+    if "label" in damages:
+        put(pv_offset + SECTOR, bytes(SECTOR))
+    if "metadata" in damages:
+        ring_end = max(g.offset + g.bytes for g in gens) - mda_abs
+        wrapped = any(g.wrapped for g in gens)
+        put(mda_abs, bytes(mda_size if wrapped else -(-ring_end // SECTOR) * SECTOR))
+
+
 def _normalise_damage(damage: str | Iterable[str]) -> list[str]:
     items = [damage] if isinstance(damage, str) else list(damage)
     out: list[str] = []
@@ -566,30 +673,8 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
                          pe_start // SECTOR, pe_count)
     vg = _VolumeGroup(vg_name, lvm_id(rng), pv_meta, device, rng)
     data_offset = pv_offset + pe_start
-    spb = BLOCK // SECTOR
 
-    # -- the VDIs -------------------------------------------------------------------------------
-    plans = {
-        "web": _VdiPlan("web", "web01 system disk", "Debian 12 web server, root file system",
-                        "blktap", 128, [0, 1, 2, 3, 4, 5, 6, 7, 40, 41, 50, 63],
-                        {5: _half_written(spb, rng), 41: _half_written(spb, rng)}),
-        "sql": _VdiPlan("sql", "sql-server-data", "SQL Server data disk (D:)", "blktap", 128,
-                        list(range(10))),
-        "appliance": _VdiPlan("appliance", "imported appliance",
-                              "VHD file copied into the LV with dd", "qemu", 48, list(range(8))),
-        "scratch": _VdiPlan("scratch", "install-iso-scratch", "raw scratch volume", "raw", 16,
-                            list(range(8))),
-        "golden": _VdiPlan("golden", "base copy", "ubuntu golden image", "blktap", 64,
-                           [0, 1, 2, 3, 4, 5]),
-        "vm": _VdiPlan("vm", "ubuntu vm disk", "ubuntu 22.04 test VM", "blktap", 64, [1, 3, 30],
-                       {1: _half_written(spb, rng), 3: _half_written(spb, rng)}),
-        "backup": _VdiPlan("backup", "old backup disk", "deleted, left intact", "blktap", 32,
-                           [0, 1, 2, 3]),
-        "export": _VdiPlan("export", "temp export", "deleted, partly reused by 'new log disk'",
-                           "blktap", 48, list(range(10))),
-        "logs": _VdiPlan("logs", "new log disk", "created after 'temp export' was deleted",
-                         "blktap", 16, [0, 1]),
-    }
+    plans = _vdi_plans(rng)
     uuids = {k: _uuid(rng) for k in plans}
     unique_ids = {k: bytes(uuidlib.UUID(_uuid(rng)).bytes) for k in plans}
     contents: dict[str, _Content] = {}
@@ -616,44 +701,9 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
             return -(-_qemu_size(c) // EXTENT_BYTES)
         return lvhd_lv_size(c.virtual, len(c.blocks)) // EXTENT_BYTES
 
-    # -- the story, one generation per lvm command ----------------------------------------------
     say("metadata generations")
-    vg.vgcreate()
-    vg.lvcreate("MGT", 1)
-    # web and sql grown in turns: interleaved extents
-    web, sql = lv_name("web"), lv_name("sql")
-    need = {web: extents_for("web"), sql: extents_for("sql")}
-    vg.lvcreate(web, 2)
-    vg.lvcreate(sql, 2)
-    while any(len(vg.lvs[n].pes) < need[n] for n in (web, sql)):
-        for n in (web, sql):
-            grow = min(2, need[n] - len(vg.lvs[n].pes))
-            if grow > 0:
-                vg.lvextend(n, grow)
-    vg.lvcreate(lv_name("appliance"), extents_for("appliance"))
-    vg.lvcreate(lv_name("scratch"), extents_for("scratch"))
-    # snapshot: the VM's LV becomes the base copy, a differencing child takes the VDI's name
-    vm, golden = lv_name("vm"), lv_name("golden")
-    vg.lvcreate(vm, extents_for("golden") + 1)          # inflated while the VM ran
-    vg.lvrename(vm, golden)
-    vg.lvchange_readonly(golden)
-    vg.lvcreate(vm, extents_for("vm"))
-    vg.lvreduce(golden, 1, command="lvresize")          # the base is deflated
-    # thin provisioning: VDIs inflated on attach, deflated on detach (no data moves)
-    for i in range(attach_cycles):
-        name = (web, vm, sql)[i % 3]
-        key = {web: "web", vm: "vm", sql: "sql"}[name]
-        full = (lvhd_lv_size(contents[key].virtual, 0, thick=True)) // EXTENT_BYTES
-        grow = max(1, full - len(vg.lvs[name].pes))
-        vg.lvextend(name, grow, command="lvresize")
-        vg.lvreduce(name, grow, command="lvresize")
-    backup, export, logs = lv_name("backup"), lv_name("export"), lv_name("logs")
-    vg.lvcreate(backup, extents_for("backup"))
-    vg.lvcreate(export, extents_for("export"))
-    vg.lvremove(export)
-    vg.lvcreate(logs, extents_for("logs"))               # lowest free PEs: export's first ones
-    vg.lvremove(backup)
-
+    _story(vg, lv_name, extents_for, {k: c.virtual for k, c in contents.items()}, attach_cycles)
+    golden = lv_name("golden")
     newest_owner = dict(vg.used)
 
     # -- the image -------------------------------------------------------------------------------
@@ -671,25 +721,8 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
 
         for off, data in gpt_pieces:
             put(off, data)
-        # metadata ring: each copy after the previous one, wrap rule of lvm2
-        gens: list[GenerationTruth] = []
-        area_end = mda_size
-        prev_off = prev_size = 0
         mda_abs = pv_offset + MDA_OFFSET
-        max_copy = (mda_size - SECTOR) // 2 - SECTOR
-        for seqno, text, description, ctime in vg.texts:
-            size = len(text)
-            if size > max_copy:
-                raise ValueError(f"metadata of {size} bytes does not fit a {mda_size}-byte mda")
-            off = ring_write_offset(prev_off, prev_size, mda_size, size)
-            padded = text + bytes(-size % SECTOR)
-            first = min(len(padded), area_end - off)
-            put(mda_abs + off, padded[:first])
-            if first < len(padded):
-                put(mda_abs + SECTOR, padded[first:])
-            gens.append(GenerationTruth(seqno, mda_abs + off, size, lvm_crc(text), off + size > area_end,
-                                        description, ctime))
-            prev_off, prev_size = off, size
+        gens = _write_ring(put, vg.texts, mda_abs, mda_size)
         _mark_overwritten(gens, mda_abs, mda_size)
         last = gens[-1]
         put(mda_abs, build_mda_header(MDA_OFFSET, mda_size, [RawLocn(
@@ -699,22 +732,13 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
 
         # MGT: every VDI's slot, deleted ones flagged (sm only sets <deleted>1</deleted>)
         say("MGT and virtual disks")
-        slots = []
-        for k in ("web", "sql", "appliance", "scratch", "vm", "golden", "backup", "export", "logs"):
-            p = plans[k]
-            slots.append({"uuid": uuids[k], "name_label": p.label, "name_description": p.description,
-                          "vdi_type": "aio" if p.layout == "raw" else "vhd",
-                          "read_only": 1 if k == "golden" else 0,
-                          "managed": 0 if k == "golden" else 1,
-                          "deleted": 1 if k in ("backup", "export") else 0,
-                          "snapshot_time": "", "type": "user"})
+        slots = _mgt_slots(plans, uuids)
         mgt_pes = vg.lvs["MGT"].pes
         mgt = build_mgt(sr_uuid, "Local storage", "demo SR built by srsalvage", slots)
         _ExtentFile(f, data_offset, mgt_pes).write(mgt)
         written += len(mgt)
 
         truths: list[VdiTruth] = []
-        built: dict[str, Any] = {}
         for k in ("web", "sql", "appliance", "scratch", "golden", "vm", "backup", "export", "logs"):
             p, c = plans[k], contents[k]
             name = lv_name(k)
@@ -739,7 +763,6 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
                                 lv_size=lv_bytes if p.layout == "blktap" else None,
                                 parent=parent_ref, unique_id=unique_ids[k], seed=seed,
                                 hidden=k == "golden")
-                built[k] = vhd
             written += lvf.written
             removed = vg.removed.get(name)
             claimed = {pe: newest_owner[pe] for pe in pes if removed and pe in newest_owner}
@@ -761,16 +784,7 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
                 created_seqno=vg.history[name][0][0],
                 removed_seqno=removed, name_description=p.description))
 
-        # -- damage ------------------------------------------------------------------------------
-        if "partition-table" in damages:
-            for off, data in gpt_pieces:
-                put(off, bytes(len(data)))
-        if "label" in damages:
-            put(pv_offset + SECTOR, bytes(SECTOR))
-        if "metadata" in damages:
-            ring_end = max(g.offset + g.bytes for g in gens) - mda_abs
-            wrapped = any(g.wrapped for g in gens)
-            put(mda_abs, bytes(mda_size if wrapped else -(-ring_end // SECTOR) * SECTOR))
+        _apply_damage(put, damages, gpt_pieces, pv_offset, mda_abs, mda_size, gens)
 
     return DemoManifest(
         path=path, layout=layout, damage=damages or ["none"], seed=seed, image_bytes=disk_bytes,
@@ -779,6 +793,20 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
         data_offset=data_offset, mda_offset=mda_abs, mda_size=mda_size,
         disk_guid=str(disk_guid) if layout == "gpt" else None, generations=gens,
         vdis=truths, mgt_pes=list(mgt_pes), data_bytes_written=written)
+
+
+def _mgt_slots(plans: Mapping[str, _VdiPlan], uuids: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The MGT VDI slots as sm keeps them: every VDI ever created, deleted ones flagged."""
+    slots = []
+    for k in ("web", "sql", "appliance", "scratch", "vm", "golden", "backup", "export", "logs"):
+        p = plans[k]
+        slots.append({"uuid": uuids[k], "name_label": p.label, "name_description": p.description,
+                      "vdi_type": "aio" if p.layout == "raw" else "vhd",
+                      "read_only": 1 if k == "golden" else 0,
+                      "managed": 0 if k == "golden" else 1,
+                      "deleted": 1 if k in ("backup", "export") else 0,
+                      "snapshot_time": "", "type": "user"})
+    return slots
 
 
 def _mark_overwritten(gens: list[GenerationTruth], mda_abs: int, mda_size: int) -> None:

@@ -173,6 +173,7 @@ class _WordGroup:
     width: int
     values: np.ndarray
     shifts: np.ndarray
+    masks: np.ndarray               # compare (word & mask) == value; all ones for most
 
 
 @dataclass
@@ -185,7 +186,7 @@ class _Plan:
     overlap: int
     # comparison buffers reused by every window of one scan: no per-window allocations that
     # would fragment the heap under the window buffers
-    scratch: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    scratch: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def _pair_commonness(pair: bytes) -> int:
@@ -239,9 +240,22 @@ def _plan(kinds: Sequence[Kind]) -> _Plan:
                 groups[2][(int.from_bytes(m[i:i + 2], "little"), i)] = None
         else:
             short.append(m[0])
-    word_groups = [_WordGroup(width, np.array([v for v, _ in g], dtype=_DTYPES[width]),
-                              np.array([sh for _, sh in g], dtype=np.int64))
-                   for width, g in groups.items() if g]
+    word_groups = []
+    for width, found in groups.items():
+        if not found:
+            continue
+        full = (1 << (8 * width)) - 1
+        entries: dict[tuple[int, int, int], None] = {}
+        for value, shift in found:
+            # magics that differ only in their last byte here (RAR 4 / RAR 5 at residue 3)
+            # share one compare on the bytes before it; the whole magic is checked afterwards
+            low = full >> 8
+            twins = [v for v, sh in found if sh == shift and v != value and v & low == value & low]
+            entries[(value & low, shift, low) if twins else (value, shift, full)] = None
+        word_groups.append(_WordGroup(
+            width, np.array([v for v, _, _ in entries], dtype=_DTYPES[width]),
+            np.array([sh for _, sh, _ in entries], dtype=np.int64),
+            np.array([m for _, _, m in entries], dtype=_DTYPES[width])))
     overlap = -(-reach // SECTOR) * SECTOR
     return _Plan(list(columns.values()), byte_kinds, word_groups, sorted(set(short)),
                  prefilter_kinds, overlap)
@@ -250,31 +264,33 @@ def _plan(kinds: Sequence[Kind]) -> _Plan:
 def _sector_candidates(plan: _Plan, view: np.ndarray, pos: int) -> Iterable[tuple[int, Kind]]:
     """(window-relative structure start, kind) for every magic column hit."""
     rows = len(view) // SECTOR
+    tail = len(view) - rows * SECTOR      # a partial last sector (an image that ends mid-sector)
     for column in plan.columns:
         width = column.width
-        n = rows if column.col + width <= SECTOR else 0
-        if n == 0:
-            continue
-        # one strided integer view: element r = bytes [512 r + col, 512 r + col + width)
-        # copied once into a contiguous array: the compares below then run in the cache
-        keys = np.ndarray(shape=(n,), dtype=_DTYPES[width], buffer=view,
-                          offset=column.col, strides=(SECTOR,)).copy()
+        if rows:
+            # one strided integer view: element r = bytes [512 r + col, 512 r + col + width),
+            # copied once into a contiguous array so the compares below run in the cache
+            keys = np.ndarray(shape=(rows,), dtype=_DTYPES[width], buffer=view,
+                              offset=column.col, strides=(SECTOR,)).copy()
         for sm in column.magics:
-            if sm.mask == (1 << (8 * width)) - 1:
-                hit_rows = np.flatnonzero(keys == sm.value)
-            else:
-                hit_rows = np.flatnonzero((keys & sm.mask) == sm.value)
-            if hit_rows.size == 0:
-                continue
             kind = sm.kind
             magic = kind.magic or b""
-            for r in hit_rows.tolist():
+            hit_rows: list[int] = []
+            if rows:
+                if sm.mask == (1 << (8 * width)) - 1:
+                    hit_rows = np.flatnonzero(keys == sm.value).tolist()
+                else:
+                    hit_rows = np.flatnonzero((keys & sm.mask) == sm.value).tolist()
+            if tail and column.col + len(magic) <= tail:
+                hit_rows.append(rows)            # checked in full below
+            for r in hit_rows:
                 rel_start = (r - sm.row_shift) * SECTOR
                 abs_start = pos + rel_start
                 if abs_start < 0 or abs_start % kind.align:
                     continue
                 m0 = rel_start + kind.magic_offset
-                if len(magic) > width and view[m0:m0 + len(magic)].tobytes() != magic:
+                if (len(magic) > width or r == rows) and \
+                        view[m0:m0 + len(magic)].tobytes() != magic:
                     continue
                 yield rel_start, kind
 
@@ -291,20 +307,27 @@ def _byte_candidates(plan: _Plan, view: np.ndarray, pos: int) -> Iterable[tuple[
         chunk_words = BYTE_CHUNK // width
         if width not in plan.scratch or len(plan.scratch[width][0]) != chunk_words:
             plan.scratch[width] = (np.empty(chunk_words, dtype=bool),
-                                   np.empty(chunk_words, dtype=bool))
-        eq, acc = plan.scratch[width]
-        first, rest = group.values[0], group.values[1:]
+                                   np.empty(chunk_words, dtype=bool),
+                                   np.empty(chunk_words, dtype=_DTYPES[width]))
+        eq, acc, masked = plan.scratch[width]
+        full = (1 << (8 * width)) - 1
+        tests = list(zip(group.values.tolist(), group.masks.tolist(), group.shifts.tolist()))
         for w0 in range(0, len(words_all), chunk_words):
             words = words_all[w0:w0 + chunk_words]
-            a, e = acc[:len(words)], eq[:len(words)]
-            np.equal(words, first, out=a)
-            for v in rest:
-                np.equal(words, v, out=e)
-                np.logical_or(a, e, out=a)
+            a, e, t = acc[:len(words)], eq[:len(words)], masked[:len(words)]
+            for i, (v, m, _) in enumerate(tests):
+                target = a if i == 0 else e
+                if m == full:
+                    np.equal(words, v, out=target)
+                else:
+                    np.bitwise_and(words, m, out=t)
+                    np.equal(t, v, out=target)
+                if i:
+                    np.logical_or(a, e, out=a)
             if a.any():
                 idx = np.flatnonzero(a) + w0
-                for v, shift in zip(group.values.tolist(), group.shifts.tolist()):
-                    sel = idx[words_all[idx] == v]
+                for v, m, shift in tests:
+                    sel = idx[(words_all[idx] & m) == v]
                     if sel.size:
                         hits.append(sel * width - shift)
     for b in plan.short_first_bytes:

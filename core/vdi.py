@@ -38,6 +38,7 @@ class VdiVolume:
     claimed_by: dict = field(default_factory=dict)
     status: str = "live"
     vhd_uuid: str | None = None      # footer unique id if known without opening
+    missing_les: list = field(default_factory=list)  # a map's LEs it could not place
     _image: Any = None
     _image_error: str | None = None
 
@@ -48,6 +49,10 @@ class VdiVolume:
 
     def image(self) -> VhdImage | None:
         """The VHD in this volume (None: raw LV or no VHD found)."""
+        shared = getattr(self, "_shared", None)
+        if shared is not None:
+            self._image, self._image_error = shared.image(), shared._image_error
+            return self._image
         if self._image is None and self._image_error is None:
             if self.kind not in ("vhd", "other", "unknown"):
                 self._image_error = f"{self.kind} volume"
@@ -177,8 +182,14 @@ def volumes_from_map(base: ByteSpace, doc: dict) -> list[VdiVolume]:
         key = vdi.get("key") if isinstance(vdi.get("key"), str) else None
         key = key or lv or (f"vhd:{uid}" if uid else f"vdis[{i}]")
         kind = "raw" if (lv or "").startswith("LV-") else "vhd"
-        volumes.append(VdiVolume(key, lv, extent_space(base, data_offset, extent, pes, name=key),
-                                 kind=kind, map_runs=runs, vhd_uuid=uid))
+        vol = VdiVolume(key, lv, extent_space(base, data_offset, extent, pes, name=key),
+                        kind=kind, map_runs=runs, vhd_uuid=uid)
+        missing = vdi.get("missing_les")
+        if isinstance(missing, list):
+            vol.missing_les = [m for m in missing if isinstance(m, int) and not isinstance(m, bool)]
+        if vdi.get("complete") is False and not vol.missing_les:
+            vol.missing_les = [le for le, pe in enumerate(pes) if pe is None]
+        volumes.append(vol)
     return volumes
 
 
@@ -234,13 +245,25 @@ def lv_space(base: ByteSpace, vg, gen, lv) -> RunList:
     return RunList(base, runs, size=len(locs) * extent, name=lv.name)
 
 
-def _volumes_of_generation(ev: ByteSpace, vg, gen) -> list[VdiVolume]:
+def _volumes_of_generation(ev: ByteSpace, vg, gen, cache: dict | None = None
+                           ) -> list[VdiVolume]:
+    """The LVs of one generation as volumes; `cache` shares opened VHDs between generations
+    that map an LV identically (most LVs are the same in consecutive generations)."""
     out = []
     for name, lv in gen.lvs.items():
-        space = lv_space(ev, vg, gen, lv)
-        out.append(VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
-                             map_runs=lv.map_runs, claimed_by=dict(lv.claimed_by or {}),
-                             status=lv.status))
+        runs = lv.map_runs_pv() if hasattr(lv, "map_runs_pv") else lv.map_runs
+        key = (name, tuple(tuple(r) for r in runs), gen.extent_bytes)
+        shared = cache.get(key) if cache is not None else None
+        space = shared.space if shared is not None else lv_space(ev, vg, gen, lv)
+        vol = VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
+                        map_runs=lv.map_runs, claimed_by=dict(lv.claimed_by or {}),
+                        status=lv.status)
+        if shared is not None:
+            vol._image, vol._image_error = shared._image, shared._image_error
+            vol._shared = shared
+        elif cache is not None:
+            cache[key] = vol
+        out.append(vol)
     return out
 
 
@@ -279,7 +302,14 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
         if vol is None:
             raise SrsalvageError(f"{key}: not in map file {map_path} "
                                  f"(keys: {', '.join(v.key for v in volumes[:8])})")
-        return ResolvedVdi(vol, [v for v in volumes if v is not vol], source="map")
+        res = ResolvedVdi(vol, [v for v in volumes if v is not vol], source="map")
+        if vol.missing_les:
+            msg = (f"{vol.key}: the map places no extent for LE(s) {_ranges(sorted(vol.missing_les))}"
+                   f"; what lies there reads as zeros")
+            res.warnings.append(msg)
+            if warn is not None:
+                warn(msg)
+        return res
     if report is None:
         from core.lvm.analyse import analyse_disk  # engineer "lvm"
         report = analyse_disk(ev, backups=list(backups))
@@ -292,8 +322,9 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
         newest = ref.seqno
         if generation is not None:
             gens = [g for g in gens if g.seqno == generation]
+        cache: dict = {}
         for gen in gens:
-            volumes = _volumes_of_generation(ev, vg, gen)
+            volumes = _volumes_of_generation(ev, vg, gen, cache)
             tried.append(gen.seqno)
             vol = _find(volumes, key)
             if vol is None:

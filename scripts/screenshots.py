@@ -125,6 +125,27 @@ async def shoot(image: str, manifest, out: str, work: str) -> list[str]:
     return written
 
 
+async def shoot_rebuilt(image: str, out: str, work: str) -> list[str]:
+    """All LVM metadata gone: the VDIs the engine rebuilt from VHD structure, one opened."""
+    from app.workstation import WorkstationApp
+
+    case = os.path.join(work, "rebuilt.case.json")
+    app = WorkstationApp(image, case_path=case)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: app.session.rebuilt is not None and not app.main._jobs)
+        s = app.session
+        # the VDI with the most unknown extents: what the technician fixes by hand
+        lv = max(s.sel.gen.lvs.values(), key=lambda l: (sum(p is None for p in l.pes()), l.name))
+        app.main.select_vdi(s.sel.vg, s.sel.gen, lv)
+        app.main.tree.select_lv(s.sel.vg.name, s.sel.gen.seqno, lv.name)
+        await _until(pilot, lambda: not app.main._jobs and app.main.editor.check.ok is not None)
+        app.main.editor.table.focus()
+        await pilot.pause(0.2)
+        path = app.save_screenshot(filename="rebuilt-no-metadata.svg", path=out)
+        app.exit()
+    return [path]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "screenshots"))
@@ -140,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.image:
             image = args.image
         for path in asyncio.run(shoot(image, manifest, args.out, work)):
+            print(path)
+        nometa = os.path.join(work, "no-metadata.img")
+        build_demo(nometa, damage=["partition-table", "metadata"])
+        for path in asyncio.run(shoot_rebuilt(nometa, args.out, work)):
             print(path)
     return 0
 

@@ -190,3 +190,19 @@ def test_unreadable_sectors_read_as_zeros_and_are_recorded(vhd_image, tmp_path):
     assert diff == [3 * 2 * MIB + 2 * 512]       # exactly the one unreadable sector, as zeros
     assert out[diff[0]:diff[0] + 512] == bytes(512)
     assert ev.unreadable == [bad]
+
+
+def test_incomplete_map_is_warned_about(vhd_image, tmp_path):
+    path, mp, built, virtual = vhd_image
+    doc = json.loads(mp.read_text())
+    doc["vdis"][0]["complete"] = False
+    doc["vdis"][0]["missing_les"] = [1]
+    doc["vdis"][0]["map"] = [[0, 0, 1]]
+    doc["vdis"][0]["extents_needed"] = 2
+    part = tmp_path / "partial.json"
+    part.write_text(json.dumps(doc))
+    p = cli("export", str(path), "--map", str(part), "--vdi",
+            "VHD-11111111-2222-4333-8444-555555555555", "--format", "raw",
+            "-o", str(tmp_path / "p.raw"))
+    assert p.returncode == 0, p.stderr
+    assert "LE(s) 1" in p.stderr and "no map places" in p.stderr

@@ -260,3 +260,14 @@ def test_unreadable_sectors_are_reported_and_skipped(tmp_path, monkeypatch):
     assert res.unreadable == [bad]
     assert found(res) == [(4096, "t-foot"), (60 * 1024, "t-mda")]
     assert res.to_json("x")["unreadable"] == [[40960, 41984]]
+
+
+def test_image_ending_mid_sector(tmp_path):
+    buf = bytearray(700)
+    plant(buf, K_FOOT, 512)                        # in a partial last sector
+    plant(buf, K_BYTE2, 690)                       # an align-1 magic in the last bytes
+    path = write(tmp_path, bytes(buf))
+    with Evidence(path) as ev:
+        res = scan(ev, [K_FOOT, K_BYTE2])
+    assert found(res) == brute_force(bytes(buf), [K_FOOT, K_BYTE2])
+    assert (512, "t-foot") in found(res)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import uuid
 
 import pytest
@@ -14,7 +13,6 @@ from hypothesis import given, settings, strategies as st
 
 import realtools
 from conftest import fixture_bytes
-from core.kinds import KINDS
 from core.scan import available_kinds, scan
 from core.source import Evidence
 

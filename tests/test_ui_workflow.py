@@ -246,3 +246,32 @@ async def test_a_failing_job_becomes_an_error_dialog_and_the_app_goes_on(demo, t
         await pilot.press("4", "down")
         assert app.main.hex.cursor == 16
         await pilot.press("q")
+
+
+def test_disk_overlay_places_partition_and_lvm_structures(tmp_path):
+    """On an undamaged demo disk: MBR, GPT header and entries, LVM label_header, pv_header (its
+    disk-area lists measured by parsing), mda_header and every metadata text, from the structs."""
+    demo_mod = pytest.importorskip("core.demo")
+    from app.screens.session import Session
+
+    path = str(tmp_path / "clean.img")
+    m = demo_mod.build_demo(path, damage="none")
+    s = Session(path, str(tmp_path / "c.json"))
+    s.set_report(s.analyse())
+    ov = s.disk_overlay()
+
+    def at(offset):
+        f = ov.at(offset)
+        return None if f is None else (f.struct, f.name)
+
+    assert at(510) == ("MBR", "signature")
+    assert at(512) == ("GPT header", "signature")
+    assert at(2 * 512) == ("GPT entry 0", "type")
+    label = m.pv_offset + 512
+    assert at(label) == ("LVM label_header", "id")
+    assert at(label + 32) == ("LVM pv_header", "pv_uuid")
+    assert at(label + 32 + 40) == ("LVM pv_header", "data_areas")
+    assert at(m.mda_offset + 4) == ("LVM mda_header", "magic")
+    assert at(m.mda_offset + 40) == ("LVM mda_header", "raw_locns")
+    g = m.generations[-1]
+    assert at(g.offset) == ("LVM metadata seqno %d" % g.seqno, "text")

@@ -31,11 +31,27 @@ class PlacedField:
     colour: int         # index into the overlay palette
 
 
-def fields_of(struct: Any, prefix: str = "", limit: int = 512) -> list[Field]:
-    """Fixed-size fields of a construct Struct, in order, nested structs flattened with dots.
+def _parsed_size(sc: Any, data: bytes | None, pos: int) -> int | None:
+    """Bytes a data-dependent subcon takes when parsed from data[pos:] (None: cannot tell)."""
+    if data is None or pos >= len(data):
+        return None
+    import io
 
-    Stops at the first field whose size depends on data (its table would need parsing); anything
-    that is not a Struct becomes a single field.
+    stream = io.BytesIO(data[pos:])
+    try:
+        sc.parse_stream(stream)
+    except Exception:  # construct errors of any kind: garbage does not parse
+        return None
+    return stream.tell() or None
+
+
+def fields_of(struct: Any, prefix: str = "", limit: int = 512, data: bytes | None = None) -> list[Field]:
+    """Fields of a construct Struct, in order, nested structs flattened with dots.
+
+    Fixed-size fields come from `sizeof()`. A field whose size depends on the data (a list ended
+    by a terminator, e.g. pv_header's disk areas) is measured by parsing `data` (the bytes where
+    the structure sits) when given; without data, or when it does not parse, the table stops
+    there. Anything that is not a Struct becomes a single field.
     """
     out: list[Field] = []
     subcons = getattr(struct, "subcons", None)
@@ -58,7 +74,13 @@ def fields_of(struct: Any, prefix: str = "", limit: int = 512) -> list[Field]:
         try:
             size = sc.sizeof()
         except Exception:
-            break
+            measured = _parsed_size(sc, data, pos)
+            if measured is None:
+                break
+            label = name if name else f"field{i}"
+            out.append(Field(pos, measured, f"{prefix}{label}"))
+            pos += measured
+            continue
         if size <= 0:
             continue
         label = name if name else ("padding" if _is_padding(sc) else f"field{i}")

@@ -373,10 +373,19 @@ class Session:
         mbr = _struct("core.structs.mbr", ("mbr", "MBR", "mbr_sector", "legacy_mbr"))
         if mbr is not None and schemes & {"mbr", "gpt"}:
             structures.append((0, "MBR", fields_of(mbr)))
-        gpt = _struct("core.structs.gpt", ("gpt_header", "GPTHeader", "header"))
-        if gpt is not None and self.report is not None and any(
-                getattr(p, "scheme", "") == "gpt" for p in getattr(self.report, "partitions", []) or []):
+        gpt = _struct("core.structs.gpt", ("gpt_header",))
+        entry = _struct("core.structs.gpt", ("gpt_entry",))
+        if gpt is not None and "gpt" in schemes:
             structures.append((512, "GPT header", fields_of(gpt)))
+            try:
+                hdr = gpt.parse(self.ev.read(512, 512))
+                lba, count = int(hdr.partition_entry_lba), min(int(hdr.npartition_entries), 128)
+                if entry is not None and int(hdr.sizeof_partition_entry) == 128 and 0 < lba < 1 << 40:
+                    table = fields_of(entry)
+                    for i in range(count):
+                        structures.append((lba * 512 + i * 128, f"GPT entry {i}", table))
+            except Exception:  # a damaged header: the header fields are still shown
+                pass
         if self.report is not None:
             label = _struct("core.structs.lvm", ("label_header",))
             pvh = _struct("core.structs.lvm", ("pv_header",))
@@ -385,13 +394,16 @@ class Session:
                 for pv in vg.pvs:
                     if label is not None and getattr(pv, "label_found", True):
                         lab = fields_of(label)
-                        structures.append((pv.offset + 512, "LVM label_header", lab))
+                        sector = pv.offset + 512
+                        structures.append((sector, "LVM label_header", lab))
                         if pvh is not None:
-                            structures.append((pv.offset + 512 + sum(f.size for f in lab),
-                                               "LVM pv_header", fields_of(pvh)))
+                            head = sum(f.size for f in lab)
+                            structures.append((sector + head, "LVM pv_header",
+                                               fields_of(pvh, data=self.ev.read(sector + head, 512 - head))))
                     if mdah is not None:
                         for mda in getattr(pv, "mda_offsets", None) or [pv.offset + 4096]:
-                            structures.append((mda, "LVM mda_header", fields_of(mdah)))
+                            structures.append((mda, "LVM mda_header",
+                                               fields_of(mdah, data=self.ev.read(mda, 512))))
                 for gen in vg.generations:
                     text = getattr(gen, "text", b"") or b""
                     if isinstance(text, str):

@@ -640,7 +640,7 @@ class VhdImage:
                      allocated_blocks=int(len(self.allocated_blocks)), data_end=self.data_end)
         if self.disk_type == S.HD_TYPE_DIFF and self.header is not None:
             d.update(parent_unique_id=format_uuid(self.header.prt_uuid),
-                     parent_name=self.parent_name,
+                     parent_name=self.parent_name, parent_lv=self.parent_lv_hint,
                      parent_locators=[l.to_json() for l in self.locators])
         return d
 
