@@ -129,6 +129,10 @@ def default_case_path(image_path: str) -> str:
     return os.path.abspath(image_path) + CASE_SUFFIX
 
 
+def _writable_dir(path: str) -> bool:
+    return os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK)
+
+
 def check_case_path(case_path: str, image_path: str) -> None:
     """The case must never be the evidence itself."""
     if os.path.realpath(case_path) == os.path.realpath(image_path):
@@ -250,10 +254,17 @@ class Case:
         damaged (it is moved aside and a fresh case starts) or belongs to an image of another size.
         """
         path = case_path or default_case_path(image_path)
+        moved = None
+        if case_path is None and not os.path.exists(path) and not _writable_dir(path):
+            # evidence on a read-only mount (the usual case in the field): keep the case here
+            fallback = os.path.abspath(os.path.basename(image_path) + CASE_SUFFIX)
+            if fallback != path and _writable_dir(fallback):
+                moved = f"the image's folder is read-only: case file kept as {fallback}"
+                path = fallback
         check_case_path(path, image_path)
         if not os.path.exists(path):
             case = cls(path, os.path.abspath(image_path), image_bytes, clock=clock)
-            return case, None
+            return case, moved
         try:
             case = cls.load(path)
         except CaseError as exc:

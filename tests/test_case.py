@@ -165,3 +165,38 @@ def test_garbage_case_documents_raise_only_case_error(tmp_path, body):
         Case.load(str(path))
     except CaseError as exc:
         assert "\n" not in str(exc)
+
+
+def test_read_only_image_folder_keeps_the_case_in_the_working_directory(tmp_path, monkeypatch):
+    import core.case as case_mod
+
+    evidence_dir = tmp_path / "evidence"
+    evidence_dir.mkdir()
+    image = evidence_dir / "disk.img"
+    image.write_bytes(bytes(512))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    # as on a read-only mount (root ignores permission bits, so the check itself is replaced)
+    monkeypatch.setattr(case_mod, "_writable_dir",
+                        lambda p: not os.path.abspath(p).startswith(str(evidence_dir)))
+    case, note = Case.open(str(image), image_bytes=512)
+    assert case.path == str(work / "disk.img.srsalvage-case.json")
+    assert note and "read-only" in note
+    case.ensure_map("VHD-a", [Extent(1), Extent(2)])
+    case.swap("VHD-a", 0, 1)
+    assert os.path.exists(case.path) and os.listdir(evidence_dir) == ["disk.img"]
+
+
+def test_a_failing_save_is_a_one_line_case_error(tmp_path, monkeypatch):
+    import core.case as case_mod
+
+    image, case = _case(tmp_path)
+
+    def refuse(path, data):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(case_mod, "atomic_write_bytes", refuse)
+    with pytest.raises(CaseError, match="Read-only file system"):
+        case.swap("VHD-a", 0, 1)
+    assert case.map_of("VHD-a").pes[:2] == [11, 10]   # the edit stands in memory, said loudly

@@ -118,4 +118,8 @@ async def test_blank_image_opens_to_nothing_recognised_scan(tmp_path):
         assert "nothing recognised" in status and "scan" in status
         tree_text = " ".join(str(n.label) for n in app.main.tree.root.children)
         assert "nothing recognised" in tree_text
+        from textual.widgets import Footer
+
+        footer = app.main.query_one(Footer)                 # key bindings shown without a key press
+        assert len(footer.children) >= 5 and footer.region.height == 1
         await pilot.press("q")

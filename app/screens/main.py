@@ -128,6 +128,8 @@ class MainScreen(Screen):
             self.query_one("#bottom").mount(Footer())
         except MountError:
             return
+        # a footer mounted late learns the bindings at the next bindings update: ask for one
+        self.call_after_refresh(self.refresh_bindings)
         self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done)
 
     def on_resize(self) -> None:
@@ -345,9 +347,16 @@ class MainScreen(Screen):
     def _on_generation(self, event: VGTree.GenerationChosen) -> None:
         self.choose_generation(event.vg, event.gen)
 
+    def _case_failed(self, exc: SrsalvageError) -> None:
+        """The case could not be saved (read-only folder, disk full): said, never fatal."""
+        self.notify(str(exc), severity="error", timeout=15)
+
     def choose_generation(self, vg: Any, gen: Any) -> None:
         s = self.session
-        s.choose_generation(vg, gen)
+        try:
+            s.choose_generation(vg, gen)
+        except SrsalvageError as exc:
+            self._case_failed(exc)
         self.tree.choose(vg.name, gen.seqno)
         self.editor.clear_vdi(f"generation {gen.seqno}: choose a VDI (Enter on an LV)")
         self.refresh_map()
@@ -362,7 +371,10 @@ class MainScreen(Screen):
     def select_vdi(self, vg: Any, gen: Any, lv: Any) -> None:
         s = self.session
         if s.sel.gen is not gen:
-            s.choose_generation(vg, gen)
+            try:
+                s.choose_generation(vg, gen)
+            except SrsalvageError as exc:
+                self._case_failed(exc)
             self.tree.choose(vg.name, gen.seqno)
             self.refresh_map()
             self._update_header()

@@ -300,9 +300,10 @@ class Solver:
             while len(les) < WALK_BATCH:
                 j, p = j + 1, p + 1
                 slot = v.pred.slots.get(j)
-                if slot is None or not slot.has_content or j in v.placed or not self.free(p) \
-                        or not self.f.has_data[p]:
+                if slot is None or not slot.has_content or j in v.placed or not self.free(p):
                     break
+                if not self.f.has_data[p] and (len(slot.bitmap_offsets) or slot.le1_batmap):
+                    break       # a hole cannot hold the bitmaps this LE must have
                 les.append(j)
                 pes.append(p)
             if not les:
@@ -513,6 +514,9 @@ class Solver:
             v = self.vdis[vi]
             if le in v.placed:
                 continue
+            slot = v.pred.slots[le]
+            if not len(slot.bitmap_offsets) and s.content < ACCEPT:
+                continue        # far from its neighbours, a data-only extent needs its footer
             if conf < MIN_CONFIDENCE:
                 v.ambiguous[le] = sorted([p] + rivals)
                 continue

@@ -4,9 +4,9 @@ The matcher never reads whole extents on its hot path. It reads, for every physi
 the first 2 KiB (a VHD head: footer copy + `cxsparse`; or the `tdbatmap` header at +1536 that
 marks an LVHD VHD's second extent) and the last sector (the LVHD footer in an LV's last 512
 bytes), and later, for candidate PEs only, the few sectors a prediction points at (block
-bitmaps, data sectors sampled for continuity). `SectorReader.gather` does those reads as numpy
-fancy-indexing over mmap windows of the evidence, skipping the holes of sparse images (they read
-as zeros without touching the file), so the cost is proportional to the sectors asked for.
+bitmaps, data sectors sampled for continuity). `SectorReader.gather` does those reads, nearby
+pieces coalesced into one read and sliced with numpy, skipping the holes of sparse images
+(they read as zeros without touching the file): the cost follows the sectors asked for.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from core.structs import vhd as S
 SECTOR = 512
 HEAD_BYTES = 2048           # footer copy (512) + dynamic header (1024) + tdbatmap at 1536
 CHUNK_PES = 2048            # PEs whose heads are held in memory at once (4 MiB of heads)
+COALESCE_GAP = 64 << 10     # pieces closer than this are read together
+MAX_READ = 8 << 20          # ... in reads of at most this
 
 _COOKIE_HD = np.frombuffer(S.HD_COOKIE, dtype="<u8")[0]
 _COOKIE_DD = np.frombuffer(S.DD_COOKIE, dtype="<u8")[0]
@@ -30,9 +32,9 @@ _COOKIE_BATMAP = np.frombuffer(S.BATMAP_COOKIE, dtype="<u8")[0]
 class SectorReader:
     """Reads many small pieces of a ByteSpace at arbitrary offsets, as one numpy array.
 
-    For an `Evidence` on a regular file the pieces come out of mmap windows (only the touched
-    pages are read); holes of sparse files are known from `data_ranges` and never touched.
-    Any other ByteSpace (block device, in-memory test space) is read piece by piece.
+    Pieces close to each other are read with one `read()` (the evidence's own, which survives
+    I/O errors) and sliced with numpy; holes of sparse files are known from `data_ranges` and
+    never read. Works over any ByteSpace.
     """
 
     WINDOW = 64 << 20
@@ -41,8 +43,6 @@ class SectorReader:
         self.space = space
         self.size = int(space.size)
         end = self.size if end is None else min(end, self.size)
-        self._mmapped = bool(getattr(space, "windows", None)) and not getattr(
-            space, "is_block_device", True)
         ranges: list[tuple[int, int]] = [(start, end)]
         if hasattr(space, "data_ranges"):
             try:
@@ -75,30 +75,32 @@ class SectorReader:
         return (out, valid) if with_valid else out
 
     def _fill(self, out: np.ndarray, offsets: np.ndarray, idx: np.ndarray, length: int) -> None:
+        """Read the pieces `idx`: nearby pieces are coalesced into one read (a 4 MiB extent's
+        lattice sectors become one pread), far ones are read alone. One Python step per read,
+        numpy slicing for the pieces inside it."""
         if len(idx) == 0:
             return
         order = idx[np.argsort(offsets[idx], kind="stable")]
-        self.reads += len(order)
-        if not self._mmapped:
-            for k in order:   # one read per piece: used for devices and small test spaces
-                data = self.space.read(int(offsets[k]), length)
-                out[k, : len(data)] = np.frombuffer(data, dtype=np.uint8)
-            return
         offs = offsets[order]
-        wstart = (offs // self.WINDOW) * self.WINDOW
-        bounds = np.nonzero(np.diff(wstart))[0] + 1
-        for group in np.split(np.arange(len(order)), bounds):
-            base = int(wstart[group[0]])
-            stop = min(self.size, int(offs[group[-1]]) + length)
-            for _, view in self.space.windows(base, stop, window=_round_window(stop - base),
-                                              skip_holes=False):
-                rel = offs[group] - base
-                out[order[group]] = view[rel[:, None] + np.arange(length)]
-                break
-
-
-def _round_window(n: int) -> int:
-    return max(SECTOR, -(-n // SECTOR) * SECTOR)
+        self.reads += len(order)
+        gap = offs[1:] - (offs[:-1] + length)
+        cut = np.nonzero(gap > COALESCE_GAP)[0] + 1
+        starts = np.r_[0, cut]
+        stops = np.r_[cut, len(offs)]
+        for a, b in zip(starts, stops):
+            # split clusters longer than MAX_READ
+            lo = int(a)
+            while lo < b:
+                base = int(offs[lo])
+                hi = int(np.searchsorted(offs, base + MAX_READ - length, side="right"))
+                hi = max(lo + 1, min(int(b), hi))
+                span = int(offs[hi - 1]) + length - base
+                buf = np.frombuffer(self.space.read(base, span), dtype=np.uint8)
+                if len(buf) < span:
+                    buf = np.concatenate([buf, np.zeros(span - len(buf), np.uint8)])
+                rel = offs[lo:hi] - base
+                out[order[lo:hi]] = buf[rel[:, None] + np.arange(length)]
+                lo = hi
 
 
 @dataclass
