@@ -94,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
                             command(["grep", "-acF", "conectix", path], to_pipe=True),
                             repeat=args.repeat)
         print(grep.line())
+        if not args.kinds:   # where the time goes: structure kinds vs carving signatures
+            from core.scan import resolve_kinds
+
+            groups: dict[str, list[str]] = {}
+            for k in resolve_kinds(None):
+                groups.setdefault(k.group, []).append(k.name)
+            for group, names in sorted(groups.items()):
+                part = side_by_side(f"scan {group} kinds only", lambda n=names: scan(ev, kinds=n),
+                                    "cat", command(["cat", path]), repeat=args.repeat)
+                print(f"  {group} kinds ({', '.join(names)}): {part.ratio:.2f}x wall, "
+                      f"{part.cpu_ratio:.2f}x cpu")
         print(f"RATIO scan/cat = {cmp.ratio:.2f}x wall, {cmp.cpu_ratio:.2f}x cpu (target <= 3x)")
         ev.close()
     finally:

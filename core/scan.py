@@ -36,7 +36,7 @@ from core.source import Evidence
 
 SECTOR = 512
 DEFAULT_WINDOW = 4 << 20         # windows are copied (pread): small ones reuse the same memory
-BYTE_CHUNK = 512 << 10          # align-1 search works on chunks that stay in the CPU cache
+BYTE_CHUNK = 1 << 20              # align-1 search works on chunks that stay in the CPU cache
 DEFAULT_MAX_FINDINGS = 1_000_000
 
 
@@ -435,7 +435,7 @@ def scan(
                 done += own_end - max(pos, rstart)
                 ticker.tick(done)
         finally:
-            # no view of the evidence's mmap may outlive the pass (Evidence.close needs that)
+            # no window view outlives the pass (a mapped window would pin the evidence open)
             view = None
             wins.close()
     findings.sort(key=lambda f: (f.offset, f.kind))

@@ -172,29 +172,47 @@ class Evidence:
         self,
         start: int = 0,
         end: int | None = None,
-        window: int = 64 << 20,
+        window: int = 4 << 20,
         overlap: int = 0,
         skip_holes: bool = True,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (offset, uint8 view) covering [start, end) in windows of `window` bytes.
 
+        4 MiB windows stay in the CPU caches and read faster than larger ones here.
         Each view extends `overlap` bytes past its nominal end (clipped at `end`) so a structure
         starting near the end is seen whole; a caller reports only hits that start before the
         next window's offset. With skip_holes, file holes (which hold only zeros) are not visited.
 
-        Windows are read with pread (through `read()`, so I/O errors are survived and recorded
-        the same way everywhere) rather than mmap: on a failing disk a bad page under mmap
-        raises SIGBUS and kills the process. The copy costs about what `cat` pays.
+        Windows are read with preadv into one reused buffer (a fresh 64 MiB allocation per
+        window costs ten times the read), never mmap: on a failing disk a bad page under mmap
+        raises SIGBUS and kills the process. A failed or short read falls back to `read()`,
+        which survives and records I/O errors; so does every read when `_pread_raw` has been
+        replaced (tests simulating a failing disk). Views are valid until the next iteration.
         """
         end = self.size if end is None else min(end, self.size)
         if window <= 0 or window % SECTOR:
             raise ValueError("window must be a positive multiple of 512")
         ranges = self.data_ranges(start, end) if skip_holes else [(start, end)]
+        fast = getattr(self._pread_raw, "__func__", None) is Evidence._pread_raw
+        buf: bytearray | None = None
         for rstart, rend in ranges:
             pos = rstart
             while pos < rend:
-                stop = min(end, pos + window + overlap)
-                yield pos, np.frombuffer(self.read(pos, stop - pos), dtype=np.uint8)
+                n = min(end, pos + window + overlap) - pos
+                if buf is None:
+                    buf = bytearray(min(window + overlap, max(n, SECTOR)))
+                elif len(buf) < n:
+                    buf = bytearray(n)
+                view = memoryview(buf)[:n]
+                got = -1
+                if fast:
+                    try:
+                        got = os.preadv(self._fd, [view], pos)
+                    except OSError:
+                        got = -1
+                if got != n:
+                    view[:] = self.read(pos, n)
+                yield pos, np.frombuffer(view, dtype=np.uint8)
                 pos += window
 
 

@@ -3,6 +3,7 @@ qemu-img VHDs, sgdisk GPTs and the shared fixtures; plus garbage thrown at every
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -209,7 +210,6 @@ def test_verify_never_raises_on_garbage(data):
     verdict = kind.verify(blob[:kind.length], offset, read)   # no try: must not raise
     if verdict is not None:
         assert isinstance(verdict.valid, bool) and verdict.length >= 0
-        import json
         json.dumps(verdict.details)
 
 
@@ -222,3 +222,58 @@ def test_registered_kinds_are_mine_and_present():
     for n in MY_KINDS:
         if n in reg:
             assert reg[n].group == "structure" and reg[n].default
+
+
+def test_real_structures_across_window_edges(tmp_path):
+    """A VHD whose footer copy ends a window and whose header starts the next, and LVM text
+    copies cut by window edges: each found once, at its offset, and verified whole."""
+    vhd = fixture_bytes("vhd/dfvfs/ext2.vhd.gz")
+    pv = fixture_bytes("lvm/derived/lvmtest.qcow2.raw.gz")[:2 << 20]
+    window = 1 << 20
+    vhd_at = window - 512
+    pv_at = 4 * window - 4608 - 512          # the first text copy starts 512 B before an edge
+    img = bytearray(pv_at + len(pv))
+    img[vhd_at:vhd_at + len(vhd)] = vhd
+    img[pv_at:pv_at + len(pv)] = pv
+    path = tmp_path / "edges.img"
+    path.write_bytes(bytes(img))
+    with Evidence(str(path)) as ev:
+        small = scan(ev, window=window)
+        whole = scan(ev, window=64 << 20)
+    assert [(f.kind, f.offset, f.valid, f.details) for f in small.findings] == \
+        [(f.kind, f.offset, f.valid, f.details) for f in whole.findings]
+    got = [(f.kind, f.offset) for f in small.findings]
+    assert ("vhd-footer", vhd_at) in got and ("vhd-header", vhd_at + 512) in got
+    meta = [f for f in small.findings if f.kind == "lvm-metadata"]
+    assert [m.offset - pv_at for m in meta] == [4608, 5632, 6656] and all(m.valid for m in meta)
+
+
+_MAGICS = [b"conectix", b"cxsparse", b"tdbatmap", b"LABELONE\x01" + bytes(15) + b"LVM2 001",
+           b"\0\0\0\0 LVM2 x[5A%r0N*>\x01\0\0\0", b"EFI PART\0\0\x01\0\x5c\0\0\0", b"XSSM:4096      :1:2",
+           b'vg0 {\nid = "abcdef-abcd-abcd-abcd-abcd-abcd-abcdef"\nseqno = 7\n']
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(min_size=0, max_size=20000),
+       st.lists(st.tuples(st.integers(0, 39), st.sampled_from(_MAGICS)), max_size=10),
+       st.sampled_from([4096, 8192]))
+def test_scan_of_garbage_with_real_kinds(tmp_path_factory, blob, spots, window):
+    """Random bytes with real magics planted at sector starts: the whole scan (every default
+    kind, post-scan links included) returns sorted, JSON-serialisable findings, never raises."""
+    buf = bytearray(blob)
+    for sector, magic in spots:
+        off = sector * 512
+        if off + len(magic) <= len(buf):
+            buf[off:off + len(magic)] = magic
+        if off + 512 <= len(buf) and magic.startswith(b"\0\0\0\0 LVM2"):
+            buf[off + 510:off + 512] = b"\x55\xaa"
+    path = tmp_path_factory.mktemp("garbage") / "g.img"
+    path.write_bytes(bytes(buf))
+    with Evidence(str(path)) as ev:
+        res = scan(ev, window=window)
+    offsets = [f.offset for f in res.findings]
+    assert offsets == sorted(offsets)
+    mine = [f for f in res.findings if f.kind in MY_KINDS]
+    assert all("error" not in f.details for f in mine), \
+        [f.details["error"] for f in mine if "error" in f.details]
+    json.dumps(res.to_json(str(path)))

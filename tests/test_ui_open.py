@@ -123,3 +123,24 @@ async def test_blank_image_opens_to_nothing_recognised_scan(tmp_path):
         footer = app.main.query_one(Footer)                 # key bindings shown without a key press
         assert len(footer.children) >= 5 and footer.region.height == 1
         await pilot.press("q")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("core.lvm.analyse") is None,
+                    reason="LVM analysis engine (core.lvm.analyse) not written yet")
+@pytest.mark.parametrize("size", [0, 1000])
+async def test_empty_and_tiny_images_open_without_a_traceback(tmp_path, size):
+    from app.workstation import WorkstationApp
+
+    image = tmp_path / "tiny.img"
+    image.write_bytes(b"\x01" * size)
+    app = WorkstationApp(str(image))
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.main.analysed or app.session.analysis_error:
+                break
+        assert type(app.screen).__name__ == "MainScreen"
+        await pilot.press("4", "down", "end", "pagedown", "2", "right", "minus", "plus")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "MainScreen"
+        await pilot.press("q")

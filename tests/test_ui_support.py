@@ -6,9 +6,7 @@ file so tests stay independent.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
 import time
 
 import pytest
@@ -80,4 +78,4 @@ def quiet_inputs(app) -> None:
 
 
 __all__ = ["demo", "wait_until", "wait_idle", "sha256_file", "deleted_intact", "deleted_claimed",
-           "holding_generation", "quiet_inputs", "asyncio", "os"]
+           "holding_generation", "quiet_inputs"]

@@ -3,9 +3,7 @@ structure overlays derived from the construct structs, WorkerStatus."""
 
 from __future__ import annotations
 
-import os
 
-import numpy as np
 import pytest
 from textual.app import App, ComposeResult
 
@@ -63,7 +61,7 @@ def test_parse_offset_forms():
     assert parse_offset("-100", size, current=100) == 0
     assert parse_offset("end", size) == size - 1
     assert parse_offset("end-512", size) == size - 512
-    for bad in ("", "zz", "3T", "-1"):
+    for bad in ("", "zz", "3T", "-1", "infk", "1e999G", "nanM"):
         with pytest.raises(ValueError):
             parse_offset(bad, size)
 
@@ -291,3 +289,41 @@ async def test_worker_status_rows_appear_update_and_hide():
 
 def test_fmt_eta():
     assert fmt_eta(None) == "" and fmt_eta(75) == "ETA 1m15s" and fmt_eta(7300) == "ETA 2h01m"
+
+
+# -- garbage in: parsers of technician input and of on-disk bytes never raise anything else ----------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=24), size=st.integers(0, 1 << 42), current=st.integers(0, 1 << 42))
+def test_parse_offset_garbage_is_a_value_error_or_in_range(text, size, current):
+    try:
+        off = parse_offset(text, size, current)
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert 0 <= off < max(1, size)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=40))
+def test_parse_needle_garbage_is_a_value_error_or_bytes(text):
+    try:
+        needle = parse_needle(text)
+    except ValueError:
+        return
+    assert isinstance(needle, bytes) and needle
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=600))
+def test_fields_of_variable_structs_over_garbage_never_raises(data):
+    lvm = pytest.importorskip("core.structs.lvm")
+    for struct in (lvm.pv_header, lvm.mda_header):
+        table = fields_of(struct, data=data)
+        pos = 0
+        for f in table:                        # contiguous, inside what was given
+            assert f.offset == pos and f.size > 0
+            pos += f.size

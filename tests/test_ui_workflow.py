@@ -106,6 +106,13 @@ async def test_command_palette_lists_actions_generations_and_vdis(demo, tmp_path
             assert title in titles
         assert any(t.startswith("Choose generation seqno 1 ") for t in titles)
         assert any(t.startswith("Open VDI MGT") for t in titles)
+        # every palette action names a real action of the main screen or the app
+        import re as _re
+
+        for _, action, _ in ACTIONS:
+            name = _re.match(r"(?:app\.)?(\w+)", action).group(1)
+            target = app if action.startswith("app.") else app.main
+            assert callable(getattr(target, f"action_{name}", None)), action
         # run one through the palette UI: the help screen
         await pilot.press("ctrl+p")
         await wait_until(pilot, lambda: "CommandPalette" in type(app.screen).__name__)
@@ -275,3 +282,85 @@ def test_disk_overlay_places_partition_and_lvm_structures(tmp_path):
     assert at(m.mda_offset + 40) == ("LVM mda_header", "raw_locns")
     g = m.generations[-1]
     assert at(g.offset) == ("LVM metadata seqno %d" % g.seqno, "text")
+
+
+async def test_editor_keys_move_insert_delete_set_and_the_hex_view_follows(demo, tmp_path):
+    image, manifest = demo
+    vdi = deleted_intact(manifest)
+    app = _app(image, tmp_path)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_idle(app, pilot)
+        s, main = app.session, app.main
+        vg, gen = holding_generation(s.report, vdi)
+        main.select_vdi(vg, gen, gen.lvs[vdi.lv_name])
+        editor = main.editor
+        p = list(vdi.pes)
+        editor.table.focus()
+        editor.table.move_cursor(row=0)
+        await pilot.press("J")                                    # LE 0 moves down
+        await wait_until(pilot, lambda: [e.pe for e in editor.extents] == [p[1], p[0]] + p[2:])
+        assert editor.table.cursor_row == 1                       # the cursor follows the extent
+        await pilot.press("K")                                    # and back up
+        await wait_until(pilot, lambda: [e.pe for e in editor.extents] == p)
+        await pilot.press("i")                                    # an unknown extent at LE 0
+        await wait_until(pilot, lambda: [e.pe for e in editor.extents] == [None] + p)
+        await pilot.press("x")                                    # removed again
+        await wait_until(pilot, lambda: [e.pe for e in editor.extents] == p)
+        await pilot.press("v")                                    # hex view on the LV's space
+        await pilot.pause()
+        assert main.hex_mode == "lv"
+        editor.table.focus()
+        editor.table.move_cursor(row=0)
+        await pilot.press("p")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        from textual.widgets import Input
+
+        app.screen.query_one(Input).value = str(p[1])
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: [e.pe for e in editor.extents][0] == p[1])
+        # the LV space shown by the hex view is made of the edited map
+        assert main.hex.space.locate(0) == manifest.data_offset + p[1] * manifest.extent_bytes
+        assert [e.source for e in editor.extents][0] == "manual"
+        actions = [a["action"] for a in s.case.audit]
+        assert actions.count("move") == 2 and "insert-gap" in actions and "delete" in actions
+        assert "set-pe" in actions
+        await pilot.press("q")
+
+
+async def test_cancelled_analysis_says_so_and_f5_runs_it_again(demo, tmp_path):
+    image, manifest = demo
+    app = _app(image, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        main = app.main
+        await wait_until(pilot, lambda: main.running("analyse") or main.analysed)
+        if main.analysed:
+            pytest.skip("the analysis finished before it could be cancelled")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not main.running("analyse"))
+        if main.analysed:
+            pytest.skip("the analysis finished before it could be cancelled")
+        assert "cancelled" in " ".join(str(n.label) for n in main.tree.root.children)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: main.analysed, timeout=60)
+        assert app.session.report.volume_groups
+        await pilot.press("q")
+
+
+async def test_the_mouse_moves_the_map_and_hex_cursors(demo, tmp_path):
+    image, manifest = demo
+    app = _app(image, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+        main = app.main
+        from widgets.disk_map import DiskMap
+        from widgets.hex_view import HexView
+
+        # inside the round border: content starts at (1, 1)
+        await pilot.click(DiskMap, offset=(1 + DiskMap.LABEL_WIDTH + 1 + 5, 1))
+        await pilot.pause()
+        assert main.map.cursor == 5
+        digits = main.hex.offset_digits
+        await pilot.click(HexView, offset=(1 + digits + 1 + 3 * 3, 1))
+        await pilot.pause()
+        assert main.hex.cursor == 3 and main.hex.has_focus
+        await pilot.press("q")

@@ -102,7 +102,7 @@ def parse_offset(text: str, size: int, current: int = 0) -> int:
     sign = -1 if t.startswith("-") else 1
     try:
         value = _number(t.lstrip("+-"))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "infk", "1e999G"
         raise ValueError(f"not an offset: {text!r}") from None
     target = base + sign * value
     if not 0 <= target < max(1, size):

@@ -111,6 +111,7 @@ class VGTree(Tree[NodeRef]):
         self.chosen: tuple[str, int] | None = None
         self._gen_nodes: dict[tuple[str, int], TreeNode[NodeRef]] = {}
         self._lv_nodes: dict[tuple[str, int, str], TreeNode[NodeRef]] = {}
+        self._populated: set[int] = set()
 
     def show_message(self, message: str) -> None:
         self.clear()
@@ -133,6 +134,7 @@ class VGTree(Tree[NodeRef]):
         self.clear()
         self._gen_nodes.clear()
         self._lv_nodes.clear()
+        self._populated.clear()
         if report is None:
             return
         parts = getattr(report, "partitions", []) or []
@@ -154,12 +156,26 @@ class VGTree(Tree[NodeRef]):
                          + ("" if pv.label_found else " (label lost)"), style="dim"),
                     data=NodeRef("pv", vg=vg, obj=pv))
             for gen in vg.generations:
+                show = bool(getattr(gen, "current", False)) or self.chosen == (vg.name, gen.seqno)
                 gnode = vnode.add(gen_label(gen), data=NodeRef("generation", vg=vg, gen=gen),
-                                  expand=bool(getattr(gen, "current", False)))
+                                  expand=show, allow_expand=True)
                 self._gen_nodes[(vg.name, gen.seqno)] = gnode
-                self._add_lvs(gnode, vg, gen)
+                if show:
+                    self._populate(gnode)
         self.root.expand()
         self._mark_chosen()
+
+    def _populate(self, gnode: TreeNode[NodeRef]) -> None:
+        """LV nodes of a generation, added when it is first shown (a ring of a thousand
+        generations stays a thousand nodes until the technician opens one)."""
+        ref = gnode.data
+        if ref is None or ref.kind != "generation" or id(gnode) in self._populated:
+            return
+        self._populated.add(id(gnode))
+        self._add_lvs(gnode, ref.vg, ref.gen)
+
+    def on_tree_node_expanded(self, event: Tree.NodeExpanded[NodeRef]) -> None:
+        self._populate(event.node)
 
     def _add_lvs(self, gnode: TreeNode[NodeRef], vg: Any, gen: Any) -> None:
         lvs = dict(gen.lvs)
@@ -204,10 +220,14 @@ class VGTree(Tree[NodeRef]):
         self.chosen = (vg_name, seqno)
         node = self._gen_nodes.get((vg_name, seqno))
         if node is not None:
+            self._populate(node)
             node.expand()
         self._mark_chosen()
 
     def select_lv(self, vg_name: str, seqno: int, lv_name: str) -> bool:
+        gnode = self._gen_nodes.get((vg_name, seqno))
+        if gnode is not None:
+            self._populate(gnode)
         node = self._lv_nodes.get((vg_name, seqno, lv_name))
         if node is None:
             return False

@@ -41,7 +41,7 @@ that space and on the disk, and the structure field under the cursor.
 - `/`: find text or `hex:4c 56 4d` · `n`: find next
 
 ## Work — runs in the background, `Esc` cancels the newest job
-- `S`: signature scan of the whole image (carve hits appear on the map)
+- `S`: signature scan of the whole image (carve hits appear on the map) · `F5`: analyse again
 - `R`: rebuild extent maps from VHD structure (engine suggestions in the editor)
 - `E`: export the selected VDI (VHD or raw); ends with size and sha256
 - `c`: carving screen (SQL Server pages, RAR archives)

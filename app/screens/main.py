@@ -45,6 +45,7 @@ class MainScreen(Screen):
         Binding("q", "app.quit", "Quit"),
         Binding("f1,question_mark", "help", "Help"),
         Binding("S", "scan", "Scan"),
+        Binding("f5", "analyse", "Re-analyse", show=False),
         Binding("R", "reconstruct", "Rebuild"),
         Binding("E", "export", "Export"),
         Binding("L", "audit", "Audit"),
@@ -120,6 +121,14 @@ class MainScreen(Screen):
         # the first frame goes out before anything else competes for the interpreter: the footer
         # (dozens of widgets) and the analysis thread start right after it
         self.call_after_refresh(self._after_first_paint)
+
+    def action_analyse(self) -> None:
+        """(Re-)run the LVM analysis (e.g. after cancelling it)."""
+        if self.running("analyse"):
+            self.notify("the analysis is already running")
+            return
+        self.tree.show_message("analysing the image…")
+        self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done)
 
     def _after_first_paint(self) -> None:
         if not self.is_attached or self.app.return_code is not None:
@@ -226,8 +235,14 @@ class MainScreen(Screen):
                                               f"{traceback.format_exc(limit=6)}")
 
     def _job_cancelled(self, job_id: str, label: str) -> None:
+        kind = self._jobs.get(job_id, ("", None))[0]
         self._end_job(job_id)
         self.notify(f"{label}: cancelled", severity="warning")
+        if kind == "analyse" and not self.analysed:
+            self.tree.show_message("analysis cancelled — F5 runs it again")
+            self.set_status("analysis cancelled — F5 runs it again; S scans the image")
+        elif kind == "check":
+            self.editor.set_check(CheckState(False, None, "check cancelled"))
 
     def _job_missing(self, job_id: str, label: str, message: str) -> None:
         """An engine module is not there: say so where the result would have appeared."""
@@ -486,6 +501,8 @@ class MainScreen(Screen):
     def after_edit(self, cursor: int | None = None) -> None:
         self.show_editor(cursor)
         self.refresh_map()
+        if self.hex_mode != "disk":
+            self.set_hex_mode(self.hex_mode)   # the LV / virtual disk is made of the new map
         self.run_checks()
 
     def ask_set_pe(self, key: str, le: int) -> None:
@@ -747,11 +764,17 @@ class MainScreen(Screen):
         elif widget is self.editor.table:
             self.set_class(False, "-show-hex")
 
-    def action_editor_op(self, op: str) -> None:
+    def action_editor_op(self, op: str, arg: int = 0) -> None:
         if self.editor.key is None:
             self.notify("select a VDI first (Enter on an LV in the tree)", severity="warning")
             return
-        self.editor.request(op)
+        self.editor.request(op, arg)
+
+    def action_map_op(self, op: str, arg: int = 0) -> None:
+        if op == "zoom":
+            self.map.action_zoom(arg)
+        elif op == "jump":
+            self.map.action_jump()
 
     def action_help(self) -> None:
         from app.screens.help import HelpScreen

@@ -9,6 +9,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 # (title, action on the main screen, help) — the palette lists every action a key also does
 ACTIONS = [
+    ("Analyse the image again (LVM)", "analyse", "partitions, PVs, every metadata generation"),
     ("Scan the image", "scan", "signature scan of the whole image; carve hits go on the map"),
     ("Rebuild extent maps", "reconstruct", "engine suggestions from VHD structure"),
     ("Export selected VDI", "export", "VHD or raw, ends with size and sha256"),
@@ -24,6 +25,16 @@ ACTIONS = [
     ("Focus extent editor", "focus_pane('editor')", ""),
     ("Focus hex view", "focus_pane('hex')", ""),
     ("Help", "help", "keys and panes"),
+    ("Move extent up", "editor_op('move', -1)", "extent editor (shift+up / K)"),
+    ("Move extent down", "editor_op('move', 1)", "extent editor (shift+down / J)"),
+    ("Mark / swap extents", "editor_op('swap')", "extent editor (s on one row, s on another)"),
+    ("Set PE of extent", "editor_op('set_pe')", "extent editor (p)"),
+    ("Insert unknown extent", "editor_op('insert_gap')", "extent editor (i)"),
+    ("Delete extent", "editor_op('delete')", "extent editor (x / Del)"),
+    ("Accept engine suggestion for extent", "editor_op('accept')", "extent editor (a)"),
+    ("Zoom disk map in", "map_op('zoom', -1)", "disk map (+)"),
+    ("Zoom disk map out", "map_op('zoom', 1)", "disk map (-)"),
+    ("Open the LV under the map cursor", "map_op('jump')", "disk map (Enter)"),
     ("Undo last edit", "editor_op('undo')", "extent editor"),
     ("Redo", "editor_op('redo')", "extent editor"),
     ("Accept engine suggestions above a confidence", "editor_op('accept_all')", "extent editor"),

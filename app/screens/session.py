@@ -11,7 +11,7 @@ import importlib
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from core.case import Case, Extent
 from core.errors import SrsalvageError
@@ -234,10 +234,27 @@ class Session:
     def check(self, vg: Any, lv: Any, pes: Sequence[int | None],
               cancel: threading.Event | None = None) -> CheckState:
         checks = engine("core.vhd.checks", "VHD check engine")
+        reader = engine("core.vhd.reader", "VHD reader")
         space = self.lv_space(vg, pes, lv.name)
         if lv.kind != "vhd":
             return CheckState(False, None, f"{lv.kind} LV: no VHD structure to check")
-        findings = checks.check_vhd(space)
+        gen = self.sel.gen
+
+        def find_parent(unique_id: bytes) -> Any:
+            """A differencing disk's parent among the other VHD LVs of the generation."""
+            for other in (gen.lvs.values() if gen is not None else []):
+                if other is lv or other.kind != "vhd" or (cancel is not None and cancel.is_set()):
+                    continue
+                try:
+                    img = reader.VhdImage.open(self.lv_space(vg, self.pes(other), other.name),
+                                               name=other.name)
+                except SrsalvageError:
+                    continue
+                if img.footer is not None and bytes(img.unique_id) == bytes(unique_id):
+                    return img
+            return None
+
+        findings = checks.check_vhd(space, find_parent)
         errors = [f for f in findings if f.severity == "error"]
         warnings = [f for f in findings if f.severity == "warning"]
         per_le: dict[int, str] = {}

@@ -360,13 +360,15 @@ class Solver:
             self.sig_done = np.zeros(self.N, bool)
         todo = pes[~self.sig_done[pes]]
         lattice = (np.arange(LATTICE, dtype=np.int64) * 8 + 7) * SECTOR
+        todo = np.sort(todo)
         for lo in range(0, len(todo), SIG_BATCH):
             if self.ticker is not None:
                 self.ticker.check()
             chunk = todo[lo: lo + SIG_BATCH]
             bases = self.D + chunk.astype(np.int64) * self.E
-            secs, valid = self.reader.gather((bases[:, None] + lattice[None, :]).reshape(-1),
-                                             SECTOR, with_valid=True)
+            valid = self.reader.covered(bases, lattice, SECTOR).reshape(-1)
+            secs = self.reader.gather((bases[:, None] + lattice[None, :]).reshape(-1), SECTOR,
+                                      valid=valid)
             like = np.zeros(len(secs))
             ones = np.zeros(len(secs), dtype=bool)
             rows = np.nonzero(valid)[0]         # holes are no bitmaps: skip them

@@ -64,12 +64,16 @@ class SectorReader:
         ic = np.clip(i, 0, None)
         return ok & (self._re[ic] > offsets)
 
-    def gather(self, offsets, length: int = SECTOR, with_valid: bool = False):
+    def gather(self, offsets, length: int = SECTOR, with_valid: bool = False,
+               valid: np.ndarray | None = None):
         """(n, length) uint8: the bytes at each offset (zeros past the end and in holes);
-        with_valid, also the bool mask of the pieces that were really read."""
+        with_valid, also the bool mask of the pieces that were really read. `valid` may be
+        given when the caller already knows which pieces hold data."""
         offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
         out = np.zeros((len(offsets), length), dtype=np.uint8)
-        valid = (offsets >= 0) & (offsets + length <= self.size) & self.has_data(offsets, length)
+        if valid is None:
+            valid = self.has_data(offsets, length)
+        valid = valid & (offsets >= 0) & (offsets + length <= self.size)
         idx = np.nonzero(valid)[0]
         self._fill(out, offsets, idx, length)
         return (out, valid) if with_valid else out
@@ -85,13 +89,23 @@ class SectorReader:
         self.reads += len(order)
         gap = offs[1:] - (offs[:-1] + length)
         cut = np.nonzero(gap > COALESCE_GAP)[0] + 1
+        if len(cut) == len(offs) - 1:
+            # every piece alone (heads of extents, one bitmap each): the plain loop
+            for k, off in zip(order, offs):
+                data = self.space.read(int(off), length)
+                out[k, : len(data)] = np.frombuffer(data, dtype=np.uint8)
+            return
         starts = np.r_[0, cut]
         stops = np.r_[cut, len(offs)]
         for a, b in zip(starts, stops):
-            # split clusters longer than MAX_READ
             lo = int(a)
-            while lo < b:
+            while lo < b:       # clusters are cut at MAX_READ
                 base = int(offs[lo])
+                if b - lo == 1:
+                    data = self.space.read(base, length)
+                    out[order[lo], : len(data)] = np.frombuffer(data, dtype=np.uint8)
+                    lo += 1
+                    continue
                 hi = int(np.searchsorted(offs, base + MAX_READ - length, side="right"))
                 hi = max(lo + 1, min(int(b), hi))
                 span = int(offs[hi - 1]) + length - base
@@ -101,6 +115,26 @@ class SectorReader:
                 rel = offs[lo:hi] - base
                 out[order[lo:hi]] = buf[rel[:, None] + np.arange(length)]
                 lo = hi
+
+    def covered(self, bases: np.ndarray, rel: np.ndarray, length: int) -> np.ndarray:
+        """(len(bases), len(rel)) bool: piece base+rel overlaps data (not a hole). Painted
+        from the data ranges (a few per extent) instead of one search per piece. `bases` and
+        `rel` must be sorted."""
+        out = np.zeros((len(bases), len(rel)), dtype=bool)
+        if len(bases) == 0 or len(rel) == 0 or len(self._rs) == 0:
+            return out
+        lo, hi = int(bases[0] + rel[0]), int(bases[-1] + rel[-1] + length)
+        i0 = int(np.searchsorted(self._re, lo, side="right"))
+        i1 = int(np.searchsorted(self._rs, hi, side="left"))
+        for rs, re in zip(self._rs[i0:i1].tolist(), self._re[i0:i1].tolist()):
+            b0 = int(np.searchsorted(bases, rs - int(rel[-1]) - length, side="right"))
+            b1 = int(np.searchsorted(bases, re - int(rel[0]), side="left"))
+            for b in range(b0, b1):
+                base = int(bases[b])
+                r0 = int(np.searchsorted(rel, rs - base - length, side="right"))
+                r1 = int(np.searchsorted(rel, re - base, side="left"))
+                out[b, r0:r1] = True
+        return out
 
 
 @dataclass

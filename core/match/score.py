@@ -67,10 +67,11 @@ def sample_sectors(bits: np.ndarray, per_class: int = SAMPLES_PER_CLASS) -> np.n
     """Indices of sectors to sample for a continuity check: spread over the written and the
     unwritten sectors of the window."""
     pick = []
-    for cls in (np.nonzero(bits)[0], np.nonzero(~bits)[0]):
-        if len(cls):
-            k = min(per_class, len(cls))
-            pick.append(cls[np.linspace(0, len(cls) - 1, k).astype(np.int64)])
+    for cls in (np.flatnonzero(bits), np.flatnonzero(~bits)):
+        n = len(cls)
+        if n:
+            k = min(per_class, n)
+            pick.append(cls[(np.arange(k) * (n - 1)) // max(1, k - 1)])
     if not pick:
         return np.zeros(0, np.int64)
     return np.unique(np.concatenate(pick))

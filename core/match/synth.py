@@ -113,12 +113,15 @@ def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Rand
 
 
 def sparse_sr(path: str, size: int, n_vdis: int, seed: int = 1, fill: float = 0.6,
-              data_offset: int = 11 << 20, extent_bytes: int = 4 << 20, turns: int = 2) -> dict:
+              data_offset: int = 11 << 20, extent_bytes: int = 4 << 20, turns: int = 2,
+              label: bool = True) -> dict:
     """A sparse SR image: `n_vdis` LVHD VDIs grown in `turns` turns (created, then inflated:
     segments allocated from the lowest free PE, so their extents interleave), about `fill` of
     the PEs used, a few free extents
     holding stale random data. Only VHD metadata and bitmap sectors are written.
-    Returns {"data_offset", "extent_bytes", "pe_count", "vdis": {uid hex: [pe per LE]}}."""
+    With `label`, the PV's LVM label survives (pe_start = data_offset) while its metadata
+    area is empty, as after the metadata was wiped.
+    Returns {"data_offset", "extent_bytes", "pe_count", "vdis": {uid hex: [pe per LE]}, ...}."""
     rng = random.Random(seed)
     E = extent_bytes
     n_pes = (size - data_offset) // E
@@ -144,6 +147,11 @@ def sparse_sr(path: str, size: int, n_vdis: int, seed: int = 1, fill: float = 0.
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.ftruncate(fd, size)
+        if label:
+            from core.lvm.label import build_label_sector
+            from core.match.restore import lvm_id
+            os.pwrite(fd, build_label_sector(lvm_id(rng), size, data_offset,
+                                             [(4096, data_offset - 4096)]), 512)
         for pe in stale:
             os.pwrite(fd, rng.randbytes(64 << 10), data_offset + pe * E + (1 << 20))
         for v, pes in enumerate(les):
