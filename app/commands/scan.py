@@ -40,15 +40,29 @@ def parse_range(text: str) -> tuple[int, int | None]:
     return start, end
 
 
+def _kinds_epilog() -> str:
+    from core.kinds import load_builtin_kinds
+
+    kinds = load_builtin_kinds()
+    lines = ["kinds (* = scanned by default; carving kinds only with --kinds):"]
+    for name in sorted(kinds, key=lambda n: (kinds[n].group, n)):
+        mark = "*" if kinds[name].default else " "
+        lines.append(f"  {mark} {name:<16} {kinds[name].description}")
+    return "\n".join(lines)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scan", help="signature scan: partition tables, LVM labels/metadata, "
                                     "VHD structures, MGT, pages, archives",
                        description="One read-only pass over IMAGE finding every known structure "
-                                   "at its absolute byte offset.")
+                                   "at its absolute byte offset.",
+                       epilog=_kinds_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", metavar="IMAGE", help="disk image or block device (read-only)")
     p.add_argument("--json", action="store_true", help="print the JSON document on stdout")
     p.add_argument("--kinds", metavar="K,...",
-                   help="only these kinds (default: every default kind); e.g. vhd-footer,lvm-label")
+                   help="only these kinds (default: the structure kinds marked * below); "
+                        "e.g. vhd-footer,lvm-label or rar4,rar5,mssql-page")
     p.add_argument("--range", metavar="START:END", dest="range",
                    help="only structures starting in [START, END); sizes like 1G, 0x100000, 2048s")
     p.set_defaults(func=run)

@@ -453,10 +453,10 @@ def _verify(data: bytes, offset: int, read: ReadFn) -> Verdict | None:
 
 RAR4_KIND = register(Kind(
     name="rar4", description="RAR 1.5-4.x archive (headers walked, CRCs checked)",
-    verify=_verify, magic=RAR_ID, align=1, length=64, default=True, group="carve"))
+    verify=_verify, magic=RAR_ID, align=1, length=64, default=False, group="carve"))
 RAR5_KIND = register(Kind(
     name="rar5", description="RAR 5 archive (headers walked, CRCs checked)",
-    verify=_verify, magic=RAR5_ID, align=1, length=64, default=True, group="carve"))
+    verify=_verify, magic=RAR5_ID, align=1, length=64, default=False, group="carve"))
 
 
 # -- carving ------------------------------------------------------------------------------------
