@@ -37,6 +37,14 @@ class WorkstationApp(App):
         self.session = session
         self.sub_title = os.path.basename(session.image_path)
 
+    # background jobs (scan verify loops, reconstruction) are Python threads sharing the GIL with
+    # the UI: a 1 ms switch interval (Python's default is 5 ms) lets a key reach the screen sooner
+    SWITCH_INTERVAL = 0.001
+
+    def on_load(self) -> None:
+        self._previous_switch = sys.getswitchinterval()
+        sys.setswitchinterval(self.SWITCH_INTERVAL)
+
     def get_default_screen(self) -> MainScreen:
         return MainScreen(self.session)
 
@@ -53,6 +61,7 @@ class WorkstationApp(App):
         self.exit()
 
     def on_unmount(self) -> None:
+        sys.setswitchinterval(getattr(self, "_previous_switch", 0.005))
         self.session.ev.close()
 
 
@@ -70,12 +79,5 @@ def run_workstation(image_path: str, case_path: str | None = None) -> int:
     """Run the workstation on `image_path` until the technician quits; returns an exit code."""
     session = open_session(image_path, case_path)
     app = WorkstationApp(session=session)
-    # background jobs (scan verify loops, reconstruction) are Python threads sharing the GIL with
-    # the UI: a 1 ms switch interval (default 5 ms) lets a key press reach the screen sooner
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
-    try:
-        app.run()
-    finally:
-        sys.setswitchinterval(previous)
+    app.run()
     return int(app.return_code or 0)

@@ -50,11 +50,39 @@ def score(rec, truth) -> tuple[float, float, int, int]:
     return ok / placed if placed else 1.0, hit / need if need else 1.0, placed, need
 
 
+def clipped_evidence():
+    """core.source.Evidence whose windows() stop at the end of each data range.
+
+    Evidence.windows (lead's core/source.py, as of this writing) reads `window` bytes from the
+    start of every data range even when the range is one 4 KiB block: on a sparse image with
+    many small data ranges both the scan and the LVM analysis then read a whole window per
+    range. Reported to the lead; until it is fixed the benchmark times both tools through this
+    subclass so the comparison is about their own work (the overlap is kept, as a structure
+    may straddle the range end)."""
+    import numpy as np
+
+    from core.source import Evidence
+
+    class Clipped(Evidence):
+        def windows(self, start=0, end=None, window=4 << 20, overlap=0, skip_holes=True):
+            end = self.size if end is None else min(end, self.size)
+            ranges = self.data_ranges(start, end) if skip_holes else [(start, end)]
+            for rstart, rend in ranges:
+                pos = rstart
+                while pos < rend:
+                    stop = min(end, pos + window + overlap, rend + overlap)
+                    yield pos, np.frombuffer(self.read(pos, stop - pos), dtype=np.uint8)
+                    pos += window
+
+    return Clipped
+
+
 def one(size: int, vdis: int, workdir: str, keep: bool) -> dict:
     from core.match.reconstruct import reconstruct
     from core.match.synth import sparse_sr
     from core.scan import scan
-    from core.source import Evidence
+
+    Evidence = clipped_evidence()
 
     path = os.path.join(workdir, f"sr-{size >> 30}G.img")
     t0 = time.perf_counter()

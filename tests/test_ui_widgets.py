@@ -327,3 +327,30 @@ def test_fields_of_variable_structs_over_garbage_never_raises(data):
         for f in table:                        # contiguous, inside what was given
             assert f.offset == pos and f.size > 0
             pos += f.size
+
+
+async def test_extent_editor_renders_only_visible_rows_of_a_huge_map():
+    from core.case import Extent
+    from widgets.extent_editor import ExtentEditor, ExtentTable
+
+    class EditorApp(App):
+        def compose(self) -> ComposeResult:
+            yield ExtentEditor(id="e")
+
+    app = EditorApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        editor = app.query_one(ExtentEditor)
+        table = editor.query_one(ExtentTable)
+        calls = []
+        real = table.row_cells
+        table.row_cells = lambda le: calls.append(le) or real(le)
+        extents = [Extent(i) for i in range(100_000)]       # a 400 GiB VDI
+        editor.show("VHD-big", "big", extents, extent_bytes=4 << 20, data_offset=0)
+        await pilot.pause()
+        table.move_cursor(row=99_999)
+        await pilot.pause()
+        assert table.row_count == 100_000 and editor.cursor_le == 99_999
+        assert len(calls) < 20 * table.size.height            # never the whole map
+        assert 99_999 in calls
+        line = table.render_line(table.cursor_row - int(table.scroll_y)).text
+        assert line.split()[:2] == ["99999", "99999"]

@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from rich.text import Text
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.geometry import Region, Size
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Static
 
 from core.case import Extent
 
@@ -35,10 +40,29 @@ class CheckState:
     per_le: dict[int, str] = field(default_factory=dict)   # LE -> first finding kind
 
 
-class ExtentTable(DataTable):
-    """The table inside the editor (keys handled by the editor)."""
+COLUMNS = [("LE", 7), ("PE", 8), ("disk offset", 14), ("conf", 6), ("source", 10),
+           ("suggest", 14), ("check", 28)]
+
+
+class ExtentTable(ScrollView, can_focus=True):
+    """The extent rows (Line API: only the rows on screen are rendered, so a VDI of 100k extents
+    is as quick to show and to edit as one of ten). Keys are handled by the editor."""
+
+    DEFAULT_CSS = """
+    ExtentTable { background: $surface; }
+    ExtentTable > .extent-table--cursor { background: $accent 40%; text-style: bold; }
+    ExtentTable:focus > .extent-table--cursor { background: $accent; color: $text; }
+    ExtentTable > .extent-table--zebra { background: $boost; }
+    """
+    COMPONENT_CLASSES = {"extent-table--cursor", "extent-table--zebra"}
 
     BINDINGS = [
+        Binding("up", "cursor(-1)", show=False),
+        Binding("down", "cursor(1)", show=False),
+        Binding("pageup", "page(-1)", show=False),
+        Binding("pagedown", "page(1)", show=False),
+        Binding("home", "cursor_to(0)", show=False),
+        Binding("end", "cursor_to(-1)", show=False),
         Binding("shift+up,K", "editor('move', -1)", "Ext up", show=False),
         Binding("shift+down,J", "editor('move', 1)", "Ext down", show=False),
         Binding("s", "editor('swap')", "Swap", show=False),
@@ -51,12 +75,91 @@ class ExtentTable(DataTable):
         Binding("r,ctrl+y", "editor('redo')", "Redo", show=False),
     ]
 
+    cursor_row = reactive(0, repaint=False)
+
+    @dataclass
+    class CursorMoved(Message):
+        table: "ExtentTable"
+        row: int
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.row_count = 0
+        self.row_cells: Any = None      # callable(le) -> list[Text], set by the editor
+
+    def set_rows(self, count: int, cursor: int | None = None) -> None:
+        self.row_count = count
+        self.virtual_size = Size(sum(w for _, w in COLUMNS), count)
+        self.refresh()
+        if cursor is not None:
+            self.move_cursor(row=cursor)
+        elif self.cursor_row >= count:
+            self.move_cursor(row=max(0, count - 1))
+
+    def move_cursor(self, row: int, animate: bool = False) -> None:
+        if self.row_count == 0:
+            self.cursor_row = 0
+            return
+        row = max(0, min(self.row_count - 1, row))
+        old = self.cursor_row
+        self.cursor_row = row
+        top = int(self.scroll_y)
+        height = max(1, self.scrollable_content_region.height)
+        if row < top:
+            self.scroll_to(y=row, animate=False)
+        elif row >= top + height:
+            self.scroll_to(y=row - height + 1, animate=False)
+        self.refresh_row(old)
+        self.refresh_row(row)
+        self.post_message(ExtentTable.CursorMoved(self, row))
+
+    def refresh_row(self, row: int) -> None:
+        y = row - int(self.scroll_y)
+        if 0 <= y < self.size.height:
+            self.refresh(Region(0, y, self.size.width, 1))
+
+    def action_cursor(self, delta: int) -> None:
+        self.move_cursor(self.cursor_row + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.move_cursor(self.cursor_row + direction * max(1, self.scrollable_content_region.height))
+
+    def action_cursor_to(self, row: int) -> None:
+        self.move_cursor(row if row >= 0 else self.row_count - 1)
+
     def action_editor(self, op: str, arg: int = 0) -> None:
         editor = self.parent
         while editor is not None and not isinstance(editor, ExtentEditor):
             editor = editor.parent
         if editor is not None:
             editor.request(op, arg)
+
+    def on_click(self, event) -> None:
+        offset = event.get_content_offset(self)
+        if offset is not None:
+            self.move_cursor(int(self.scroll_y) + offset.y)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        row = int(self.scroll_y) + y
+        if row >= self.row_count or self.row_cells is None:
+            return Strip.blank(width, base)
+        line = Text(no_wrap=True, overflow="crop")
+        for (name, w), cell in zip(COLUMNS, self.row_cells(row)):
+            cell = cell if isinstance(cell, Text) else Text(str(cell))
+            cell.truncate(w - 1, overflow="ellipsis")
+            line.append_text(cell)
+            line.append(" " * (w - cell.cell_len))
+        style = base
+        if row == self.cursor_row:
+            style = base + self.get_component_rich_style("extent-table--cursor")
+        elif row % 2:
+            style = base + self.get_component_rich_style("extent-table--zebra")
+        strip = Strip([Segment(t, style + st if st else style, c)
+                       for t, st, c in line.render(self.app.console)])
+        strip = strip.crop(int(self.scroll_x), int(self.scroll_x) + width)
+        return strip.extend_cell_length(width, style)
 
 
 class ExtentEditor(Vertical):
@@ -65,6 +168,7 @@ class ExtentEditor(Vertical):
     DEFAULT_CSS = """
     ExtentEditor { height: 1fr; }
     ExtentEditor > #editor-head { height: auto; max-height: 2; padding: 0 1; background: $boost; }
+    ExtentEditor > #editor-columns { height: 1; text-style: bold; color: $text-muted; }
     ExtentEditor > ExtentTable { height: 1fr; }
     """
 
@@ -99,18 +203,14 @@ class ExtentEditor(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("no VDI selected — choose one in the tree (Enter)", id="editor-head")
-        table = ExtentTable(id="extent-table", cursor_type="row", zebra_stripes=True)
+        yield Static("".join(f"{name:<{w}}" for name, w in COLUMNS), id="editor-columns",
+                     markup=False)
+        table = ExtentTable(id="extent-table")
+        table.row_cells = self._cells
         yield table
 
-    def on_mount(self) -> None:
-        t = self.table
-        t.add_column("LE", key="le", width=6)
-        t.add_column("PE", key="pe", width=7)
-        t.add_column("disk offset", key="disk", width=14)
-        t.add_column("conf", key="conf", width=5)
-        t.add_column("source", key="source", width=9)
-        t.add_column("suggest", key="suggest", width=8)
-        t.add_column("check", key="check", width=22)
+    def _cells(self, le: int) -> list[Any]:
+        return self._row(le, self.extents[le]) if le < len(self.extents) else []
 
     @property
     def table(self) -> ExtentTable:
@@ -134,14 +234,7 @@ class ExtentEditor(Vertical):
         self.suggestions = suggestions
         self.extent_bytes, self.data_offset = extent_bytes, data_offset
         self.edited = edited
-        t = self.table
-        t.clear()
-        rows = []
-        for le, e in enumerate(self.extents):
-            rows.append(self._row(le, e))
-        t.add_rows(rows)
-        if rows:
-            t.move_cursor(row=min(keep, len(rows) - 1), animate=False)
+        self.table.set_rows(len(self.extents), cursor=min(keep, max(0, len(self.extents) - 1)))
         self._head()
 
     def _row(self, le: int, e: Extent) -> list[Any]:
@@ -188,22 +281,13 @@ class ExtentEditor(Vertical):
 
     def set_check(self, check: CheckState) -> None:
         self.check = check
-        if self.key is not None:
-            t = self.table
-            for le in range(len(self.extents)):
-                text = check.per_le.get(le, "")
-                cell = Text(text, style="bold red") if text else Text(
-                    "ok" if check.ok else "", style="green")
-                try:
-                    t.update_cell_at((le, 6), cell)
-                except Exception:  # the table was refilled meanwhile
-                    break
+        self.table.refresh()
         self._head()
 
     def clear_vdi(self, message: str = "") -> None:
         self.key = None
         self.extents = []
-        self.table.clear()
+        self.table.set_rows(0)
         self._head()
         if message:
             self.query_one("#editor-head", Static).update(message)
@@ -217,7 +301,7 @@ class ExtentEditor(Vertical):
         if op == "swap":
             if self.marked is None:
                 self.marked = le
-                self.table.update_cell_at((le, 1), self._row(le, self.extents[le])[1])
+                self.table.refresh_row(le)
                 self._head()
                 return
             other, self.marked = self.marked, None
@@ -233,8 +317,8 @@ class ExtentEditor(Vertical):
             return
         self.post_message(ExtentEditor.EditRequested(self, self.key, op, le))
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if self.key is None or not 0 <= event.cursor_row < len(self.extents):
+    def on_extent_table_cursor_moved(self, event: ExtentTable.CursorMoved) -> None:
+        if self.key is None or not 0 <= event.row < len(self.extents):
             return
-        le = event.cursor_row
+        le = event.row
         self.post_message(ExtentEditor.RowHighlighted(self, self.key, le, self.extents[le].pe))

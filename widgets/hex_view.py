@@ -374,3 +374,14 @@ class HexView(ScrollView, can_focus=True):
 
     def on_resize(self) -> None:
         self.virtual_size = Size(self._row_width(), self.rows)
+        # a hidden view (the compact layout shows the editor or the hex view) cannot scroll: the
+        # cursor may have moved meanwhile, so bring it into view once there is room again
+        self.call_after_refresh(self._show_cursor)
+
+    def _show_cursor(self) -> None:
+        if self.space is None or self.size.height == 0:
+            return
+        row = self.cursor // ROW
+        top = int(self.scroll_y)
+        if not top <= row < top + max(1, self.scrollable_content_region.height):
+            self.scroll_to(y=max(0, row - self.scrollable_content_region.height // 3), animate=False)

@@ -1,18 +1,15 @@
 """The main screen: header, VG tree, disk map, extent editor, hex view, jobs, footer.
 
 Widgets send intents (GenerationChosen, VdiChosen, EditRequested, CursorMoved, JumpToLV); this
-screen decides, changes the session/case, and starts background jobs. Every long piece of work
-(analysis, scan, reconstruction, checks, chain discovery, export, find) runs in a thread worker
-that calls a core function with the worker's cancel event and a progress callback; progress comes
-back with `call_from_thread`, failures become an error dialog, Esc cancels the newest job.
+screen decides, changes the session/case, and starts background jobs (app.screens.jobs: thread
+workers around core functions, Esc cancels the newest). The hex pane's actions live in
+app.screens.hexpane.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import traceback
-from typing import Any, Callable
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -22,23 +19,23 @@ from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import MountError
 from textual.widgets import Footer, Static
-from textual.worker import Worker, get_current_worker
 
-from core.errors import Cancelled, SrsalvageError
-from core.progress import ProgressUpdate
-from app.screens.dialogs import ErrorDialog, InputDialog
+from app.screens.dialogs import InputDialog
+from app.screens.hexpane import HexPaneMixin
+from app.screens.jobs import JobsMixin
 from app.screens.session import EngineMissing, Session, vdi_key
+from core.errors import SrsalvageError
 from widgets.disk_map import CONFLICT, FREE, META, OUTSIDE, UNKNOWN, DiskMap, human
 from widgets.extent_editor import CheckState, ExtentEditor
-from widgets.hex_view import HexView, find_bytes, parse_needle, parse_offset
-from widgets.vg_tree import VGTree, short_lv_name
+from widgets.hex_view import HexView
+from widgets.vg_tree import VGTree
 from widgets.worker_status import WorkerStatus
 
 CODE_NAMES = {FREE: "free", META: "metadata area", OUTSIDE: "outside the PV", CONFLICT: "conflict",
               UNKNOWN: "unknown"}
 
 
-class MainScreen(Screen):
+class MainScreen(JobsMixin, HexPaneMixin, Screen):
     """The one screen the whole recovery is done from."""
 
     BINDINGS = [
@@ -64,8 +61,7 @@ class MainScreen(Screen):
     def __init__(self, session: Session) -> None:
         super().__init__()
         self.session = session
-        self._jobs: dict[str, tuple[str, Worker]] = {}
-        self._job_ids = itertools.count(1)
+        self.init_jobs()
         self.hex_mode = "disk"          # "disk" | "lv" | "virtual"
         self.last_needle: bytes | None = None
         self.status_text = ""
@@ -169,121 +165,27 @@ class MainScreen(Screen):
     def set_status(self, text: str | Text) -> None:
         self.query_one("#status", Static).update(text)
 
-    # -- jobs -----------------------------------------------------------------------------------
-    def start_job(self, kind: str, label: str, fn: Callable[..., Any],
-                  on_done: Callable[[Any], None], exclusive: bool = False,
-                  byte_unit: bool = True) -> Worker:
-        """Run fn(cancel, progress) in a thread worker; on_done(result) back on the UI thread."""
-        if exclusive:
-            for jid, (k, w) in list(self._jobs.items()):
-                if k == kind:
-                    w.cancel()
-        job_id = f"{kind}-{next(self._job_ids)}"
-        status = self.query_one(WorkerStatus)
-        status.add_job(job_id, label, byte_unit)
-        app = self.app
-
-        def progress(update: ProgressUpdate) -> None:
-            try:
-                app.call_from_thread(status.update_job, job_id, update.done, update.total,
-                                     update.rate, update.eta, update.label or None)
-            except RuntimeError:  # the app is closing
-                pass
-
-        def body() -> None:
-            worker = get_current_worker()
-            try:
-                result = fn(worker.cancelled_event, progress)
-            except Cancelled:
-                self._from_thread(self._job_cancelled, job_id, label)
-            except EngineMissing as exc:
-                self._from_thread(self._job_missing, job_id, label, str(exc))
-            except SrsalvageError as exc:
-                self._from_thread(self._job_failed, job_id, label, str(exc), None)
-            except Exception as exc:  # a bug in the engine: shown, never a crash of the UI
-                self._from_thread(self._job_failed, job_id, label, f"{type(exc).__name__}: {exc}",
-                                  traceback.format_exc(limit=6))
-            else:
-                if worker.is_cancelled:
-                    self._from_thread(self._job_cancelled, job_id, label)
-                else:
-                    self._from_thread(self._job_done, job_id, on_done, result)
-
-        worker = self.run_worker(body, name=job_id, group=kind, description=label, thread=True,
-                                 exit_on_error=False)
-        self._jobs[job_id] = (kind, worker)
-        return worker
-
-    def _from_thread(self, fn: Callable, *args: Any) -> None:
-        try:
-            self.app.call_from_thread(fn, *args)
-        except RuntimeError:
-            pass
-
-    def _end_job(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
-        self.query_one(WorkerStatus).remove_job(job_id)
-
-    def _job_done(self, job_id: str, on_done: Callable[[Any], None], result: Any) -> None:
-        self._end_job(job_id)
-        try:
-            on_done(result)
-        except SrsalvageError as exc:
-            self.show_error("Error", str(exc))
-        except Exception as exc:  # a bug: shown in a dialog, the workstation goes on
-            self.show_error("Internal error", f"{type(exc).__name__}: {exc}\n\n"
-                                              f"{traceback.format_exc(limit=6)}")
-
-    def _job_cancelled(self, job_id: str, label: str) -> None:
-        kind = self._jobs.get(job_id, ("", None))[0]
-        self._end_job(job_id)
-        self.notify(f"{label}: cancelled", severity="warning")
-        if kind == "analyse" and not self.analysed:
-            self.tree.show_message("analysis cancelled — F5 runs it again")
-            self.set_status("analysis cancelled — F5 runs it again; S scans the image")
-        elif kind == "check":
-            self.editor.set_check(CheckState(False, None, "check cancelled"))
-
-    def _job_missing(self, job_id: str, label: str, message: str) -> None:
-        """An engine module is not there: say so where the result would have appeared."""
-        kind = self._jobs.get(job_id, ("", None))[0]
-        self._end_job(job_id)
+    # -- jobs that ended without a result ---------------------------------------------------------
+    def job_ended(self, kind: str, outcome: str, message: str) -> None:
+        """Say where the result would have appeared (JobsMixin hook)."""
         if kind == "analyse":
-            self.session.analysis_error = message
-            self.tree.show_message(message.split(" (")[0])
-            self.editor.clear_vdi(message)
+            if outcome == "cancelled" and not self.analysed:
+                self.tree.show_message("analysis cancelled — F5 runs it again")
+                self.set_status("analysis cancelled — F5 runs it again; S scans the image")
+            elif outcome == "missing":
+                self.session.analysis_error = message
+                self.tree.show_message(message.split(" (")[0])
+                self.editor.clear_vdi(message)
+            elif outcome == "failed":
+                self.session.analysis_error = message
+                self.tree.show_message(f"analysis failed: {message}")
+                self.editor.clear_vdi("no LVM analysis — see the error; S scans the image")
         elif kind == "check":
-            self.editor.set_check(CheckState(False, None, message))
-        self.set_status(Text(f"{label}: {message}", style="yellow"))
-        self.notify(message, severity="warning")
-
-    def _job_failed(self, job_id: str, label: str, message: str, trace: str | None) -> None:
-        kind = self._jobs.get(job_id, ("", None))[0]
-        self._end_job(job_id)
-        if kind == "analyse":
-            self.session.analysis_error = message
-            self.tree.show_message(f"analysis failed: {message}")
-            self.editor.clear_vdi("no LVM analysis — see the error; S scans the image")
-        if kind == "check":
-            self.editor.set_check(CheckState(False, None, f"check not run: {message}"))
-            if "not available" in message:
-                return
-        text = message if trace is None else f"{message}\n\n{trace}"
-        self.show_error(f"{label} failed", text)
-
-    def show_error(self, title: str, message: str) -> None:
-        self.app.push_screen(ErrorDialog(title, message))
-
-    def action_cancel_job(self) -> None:
-        if not self._jobs:
-            return
-        job_id = list(self._jobs)[-1]
-        kind, worker = self._jobs[job_id]
-        worker.cancel()
-        self.notify(f"cancelling {worker.description}…")
-
-    def running(self, kind: str) -> bool:
-        return any(k == kind for k, _ in self._jobs.values())
+            what = {"cancelled": "check cancelled", "missing": message}.get(
+                outcome, f"check not run: {message}")
+            self.editor.set_check(CheckState(False, None, what))
+        if outcome == "missing":
+            self.set_status(Text(message, style="yellow"))
 
     # -- analysis -------------------------------------------------------------------------------
     def _analysis_done(self, report: Any) -> None:
@@ -613,144 +515,6 @@ class MainScreen(Screen):
             self.editor.table.move_cursor(row=event.le)
         self.editor.table.focus()
 
-    # -- hex ------------------------------------------------------------------------------------
-    @on(HexView.CursorMoved)
-    def _on_hex_cursor(self, event: HexView.CursorMoved) -> None:
-        info = event.info
-        if self.hex_mode == "disk":
-            info.disk_offset = info.offset
-        t = Text()
-        t.append(f"{self.hex.space_title} {info.offset:#x}", style="bold")
-        if info.disk_offset is not None and self.hex_mode != "disk":
-            t.append(f"  disk {info.disk_offset:#x}")
-        elif self.hex_mode != "disk":
-            t.append("  disk —", style="dim")
-        if info.field is not None:
-            f = info.field
-            t.append(f"  {f.struct}", style="cyan")
-            name = f.name
-            if f.name == "bat":
-                name = f"bat[{(info.offset - f.start) // 4}]"
-            t.append(f".{name}", style="bold cyan")
-            t.append(f" +{info.offset - f.start}")
-        pane = self.query_one("#hexpane")
-        pane.border_title = f"4 Hex — {self.hex.space_title}"
-        pane.border_subtitle = t.plain[:120]
-        panel = Text()
-        panel.append("cursor\n", style="bold")
-        panel.append(f"{info.offset:#x}\n")
-        panel.append("disk\n", style="bold")
-        panel.append(f"{info.disk_offset:#x}\n" if info.disk_offset is not None else "—\n")
-        if info.field is not None:
-            panel.append("structure\n", style="bold")
-            panel.append(f"{info.field.struct}\n", style="cyan")
-            panel.append("field\n", style="bold")
-            panel.append(f"{info.field.name}\n", style="bold cyan")
-            panel.append(f"{info.field.start:#x}, {info.field.end - info.field.start} bytes\n")
-        if info.value:
-            v = info.value
-            panel.append("value\n", style="bold")
-            panel.append(f"u32be {int.from_bytes(v[:4], 'big')}\n")
-            panel.append(f"u32le {int.from_bytes(v[:4], 'little')}\n")
-            panel.append(f"u64be {int.from_bytes(v[:8], 'big'):#x}\n")
-        self.query_one("#fieldpanel", Static).update(panel)
-
-    def set_hex_mode(self, mode: str) -> None:
-        s = self.session
-        lv, vg = s.sel.lv, s.sel.vg
-        if mode == "disk" or lv is None:
-            self.hex_mode = "disk"
-            self.hex.set_space(s.ev, overlay=s.disk_overlay(), title="disk",
-                               cursor=self.hex.cursor if self.hex.space is s.ev else 0)
-            return
-        space = s.lv_space(vg, s.pes(lv), lv.name)
-        if mode == "lv":
-            overlay = None
-            try:
-                img = s.vhd_image(vg, lv)
-                overlay = s.vhd_overlay(img)
-            except SrsalvageError:
-                pass
-            self.hex_mode = "lv"
-            self.hex.set_space(space, locate=space.locate, overlay=overlay, title=f"LV {short_lv_name(lv.name)}")
-            return
-        try:
-            img = s.vhd_image(vg, lv)
-            virtual = img.virtual_space()
-        except SrsalvageError as exc:
-            self.notify(f"no virtual disk: {exc}", severity="warning")
-            self.set_hex_mode("disk")
-            return
-        self.hex_mode = "virtual"
-        self.hex.set_space(virtual, locate=_virtual_locate(img, space), title=f"virtual {short_lv_name(lv.name)}")
-
-    def action_cycle_space(self) -> None:
-        order = ["disk", "lv", "virtual"]
-        if self.session.sel.lv is None:
-            self.notify("select a VDI first: the hex view shows the disk", severity="warning")
-            self.set_hex_mode("disk")
-            return
-        self.set_hex_mode(order[(order.index(self.hex_mode) + 1) % 3])
-        self.action_focus_pane("hex")
-
-    def action_goto(self) -> None:
-        hexv = self.hex
-        size = hexv.space.size if hexv.space is not None else 0
-
-        def validate(text: str) -> str | None:
-            try:
-                parse_offset(text, size, hexv.cursor)
-            except ValueError as exc:
-                return str(exc)
-            return None
-
-        def done(text: str | None) -> None:
-            if text is not None:
-                hexv.goto(parse_offset(text, size, hexv.cursor))
-                self.action_focus_pane("hex")
-
-        self.app.push_screen(InputDialog(f"Go to offset in {hexv.space_title}",
-                                         "0x1000, 4096, 4k, 1.5G, s2048 (sector), +512, end-512",
-                                         "", validate), done)
-
-    def action_find(self) -> None:
-        def validate(text: str) -> str | None:
-            try:
-                parse_needle(text)
-            except ValueError as exc:
-                return str(exc)
-            return None
-
-        def done(text: str | None) -> None:
-            if text is not None:
-                self.last_needle = parse_needle(text)
-                self._find(self.hex.cursor)
-
-        self.app.push_screen(InputDialog(f"Find in {self.hex.space_title}",
-                                         "text, or hex:4c 41 42 45 4c", "", validate), done)
-
-    def action_find_next(self) -> None:
-        if self.last_needle is None:
-            self.action_find()
-            return
-        self._find(self.hex.cursor + 1)
-
-    def _find(self, start: int) -> None:
-        hexv = self.hex
-        space, needle = hexv.space, self.last_needle
-
-        def work(cancel, progress):
-            return find_bytes(space, needle, start, cancel, progress)
-
-        def done(found: int | None) -> None:
-            if found is None:
-                self.notify(f"{needle!r} not found after {start:#x}", severity="warning")
-            elif hexv.space is space:
-                hexv.goto(found)
-                self.action_focus_pane("hex")
-
-        self.start_job("find", f"find {needle[:12]!r}", work, done, exclusive=True)
-
     # -- other actions --------------------------------------------------------------------------
     def action_focus_pane(self, pane: str) -> None:
         target = {"tree": self.tree, "map": self.map, "editor": self.editor.table, "hex": self.hex}[pane]
@@ -862,23 +626,6 @@ class MainScreen(Screen):
         self.app.push_screen(ExportDialog(vdi_key(lv), getattr(lv, "label", "") or "", default_dir,
                                           conflicts, vhd_possible=lv.kind == "vhd",
                                           place=s.conflict_place(vg)), chosen)
-
-
-def _virtual_locate(img: Any, lv_space: Any) -> Callable[[int], int | None]:
-    """Virtual-disk offset -> disk offset, through the BAT and the LV's extents."""
-    block_size = getattr(img, "block_size", 0) or 0
-    bitmap = getattr(img, "bitmap_bytes", 0) or 0
-
-    def locate(off: int) -> int | None:
-        if block_size <= 0:
-            return lv_space.locate(off)
-        block, rel = divmod(off, block_size)
-        start = img.block_bitmap_offset(block)
-        if start is None:
-            return None
-        return lv_space.locate(start + bitmap + rel)
-
-    return locate
 
 
 __all__ = ["MainScreen", "EngineMissing"]

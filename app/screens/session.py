@@ -141,7 +141,12 @@ class Session:
 
     def scan(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
         mod = engine("core.scan", "scan engine")
-        return mod.scan(self.ev, cancel=cancel, progress=progress)
+        from core.kinds import load_builtin_kinds
+
+        # the workstation scans for everything, carving kinds included, so carve hits
+        # (SQL Server pages, RAR archives) are marked on the disk map
+        kinds = sorted(load_builtin_kinds())
+        return mod.scan(self.ev, kinds=kinds, cancel=cancel, progress=progress)
 
     @property
     def volume_groups(self) -> list[Any]:

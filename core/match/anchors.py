@@ -52,6 +52,7 @@ class VhdAnchor:
     blocks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # block indices
     bitmap_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # LV bytes
     meta_end: int = 0
+    parent_name: str = ""                 # header parent name (blktap: the parent's dm name)
     plausible: bool = True
     findings: list[Finding] = field(default_factory=list)
 
@@ -160,7 +161,8 @@ def parse_anchor(pe: int, read_lv0, extent_bytes: int, lv_limit: int,
                        table_offset=tab, max_entries=n_max, block_size=bs, bat=bat,
                        bat_complete=stored_here == needed, bat_split=stored_here,
                        has_batmap=has_batmap, batmap_offset=batmap_offset, meta_end=meta_end,
-                       plausible=plausible, findings=findings)
+                       plausible=plausible, findings=findings,
+                       parent_name=S.decode_utf16be_name(bytes(hdr.prt_name)))
     if plausible:
         _validate_blocks(anchor, lv_limit)
     return anchor
@@ -230,3 +232,23 @@ def _validate_blocks(anchor: VhdAnchor, lv_limit: int) -> None:
 def revalidate(anchor: VhdAnchor, lv_limit: int) -> None:
     if anchor.plausible:
         _validate_blocks(anchor, lv_limit)
+
+
+def split_dm_name(name: str) -> tuple[str, str] | None:
+    """`VG_XenStorage--<sr>-VHD--<uuid>` (a device-mapper name: dashes doubled, one dash
+    between VG and LV; formats.md 2.8, 4.5) -> (VG name, LV name)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    parts, cur, i = [], "", 0
+    while i < len(base):
+        if base[i] == "-":
+            if base[i + 1: i + 2] == "-":
+                cur += "-"
+                i += 2
+                continue
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += base[i]
+        i += 1
+    parts.append(cur)
+    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None

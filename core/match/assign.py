@@ -29,7 +29,7 @@ from core.match.anchors import VhdAnchor, complete_bat, read_batmap, revalidate
 from core.match.features import SECTOR, PeFeatures, SectorReader
 from core.match.predict import VhdPrediction, predict
 from core.match.features import bitmap_likeness
-from core.match.score import (AGREE, BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD,
+from core.match.score import (AGREE, AGREE_ZERO, MISSING, BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD,
                               CONT_CAP, DISAGREE, FOOTER_BAD, FOOTER_OK, FULL_BAD, FULL_OK,
                               NOT_FULL_BAD, OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr,
                               sample_sectors)
@@ -39,6 +39,7 @@ from core.progress import Ticker
 FREE, RESERVED = -1, -2
 ACCEPT = 3.0            # minimum total evidence to place anything
 MIN_CONFIDENCE = 0.6
+ADJACENCY_ONLY = 0.7    # content fits several VDIs; the physical neighbour decided
 GAP_CONFIDENCE = 0.4    # data-less extents inferred from the free PE run between two placed ones
 SEARCH_SECTORS = 1 << 17   # sectors gathered per search batch (64 MiB)
 LATTICE = 1024             # 4 KiB-aligned bitmap positions per 4 MiB extent
@@ -149,7 +150,8 @@ class Solver:
         if left is not None:
             prev = pred.slots.get(le - 1)
             if prev is not None and prev.straddle_out is not None:
-                c, inf, empty = self.scorer.continuity(prev.straddle_out, left, pe, bs)
+                c, inf, empty = self.scorer.continuity(prev.straddle_out, left, pe, bs,
+                                                       v.anchor.lvhd)
                 s.empty_spill = empty
                 if inf:
                     s.continuity += c
@@ -158,7 +160,8 @@ class Solver:
                 s.adjacency += 1.0
         if right is not None:
             if slot.straddle_out is not None:
-                c, inf, _ = self.scorer.continuity(slot.straddle_out, pe, right, bs)
+                c, inf, _ = self.scorer.continuity(slot.straddle_out, pe, right, bs,
+                                                   v.anchor.lvhd)
                 if inf:
                     s.continuity += c
                     s.informative = True
@@ -210,7 +213,7 @@ class Solver:
             else:
                 s = self.score(v, nle, npe, right=pe)
             ok, conf, src = self._walk_verdict(slot, s)
-            if not ok:
+            if not ok or (conf < 0.9 and self._contested(v, nle)):
                 return placed
             self.place(v, nle, npe, conf, src)
             placed += 1
@@ -278,10 +281,16 @@ class Solver:
             present = np.count_nonzero(data, axis=1) > 0
             written = np.concatenate(s_bit)
             kk = np.concatenate(s_k)
-            llr = np.where(written, np.where(present, AGREE, 0.0),
-                           np.where(present, DISAGREE, AGREE))
+            n_dis = np.bincount(kk, weights=~written & present, minlength=K)
+            n_w = np.bincount(kk, weights=written, minlength=K)
+            n_unw = np.bincount(kk, weights=~written, minlength=K)
+            mixed = (n_w > 0) & (n_unw > 0)
+            telling = mixed | v.anchor.lvhd     # see Scorer.continuity
+            llr = np.where(written, np.where(present, AGREE, np.where(telling[kk], MISSING, 0.0)),
+                           np.where(present, DISAGREE, AGREE_ZERO))
             cont = np.clip(np.bincount(kk, weights=llr, minlength=K), -CONT_CAP, CONT_CAP)
-            informative = np.bincount(kk, weights=~written, minlength=K) > 0
+            n_wp = np.bincount(kk, weights=written & present, minlength=K)
+            informative = (n_dis > 0) | mixed | (v.anchor.lvhd & (n_w > 0) & (n_wp == 0))
             n_written = np.bincount(kk, weights=written, minlength=K)
             n_seen = np.bincount(kk, weights=written & present, minlength=K)
             empty = (n_written > 0) & (n_seen == 0)
@@ -311,7 +320,7 @@ class Solver:
             pred = v.pred
             for j, p, sc in zip(les, pes, self.score_steps(v, les, pes)):
                 ok, conf, src = self._walk_verdict(pred.slots[j], sc)
-                if not ok:
+                if not ok or (conf < 0.9 and self._contested(v, j)):
                     return placed
                 self.place(v, j, p, conf, src)
                 placed += 1
@@ -320,8 +329,25 @@ class Solver:
                     break
             self._tick()
 
+    def _contested(self, v: VdiState, le: int) -> bool:
+        """Is another VDI looking for its LE `le` right now (its LE le-1 or le+1 is placed)?
+        Then an extent that only fits v's LE `le` by layout and adjacency could as well be
+        that VDI's: LVM may have extended the other LV right after this one. The walk stops
+        there and the search weighs both."""
+        slot = v.pred.slots[le]
+        for w in self._front_by_le.get(le, ()):
+            if w is v or le in w.placed:
+                continue
+            other = w.pred.slots.get(le)
+            if other is not None and np.array_equal(other.bitmap_offsets, slot.bitmap_offsets):
+                return True
+        return False
+
     def walk_all(self) -> int:
         """Walk on from the ends of every placed run (forward in batches, backward by step)."""
+        self._front_by_le: dict[int, list[VdiState]] = {}
+        for w, le in self.frontier():
+            self._front_by_le.setdefault(le, []).append(w)
         total = 0
         for v in self.vdis:
             if v.pred is None:
@@ -494,9 +520,11 @@ class Solver:
                 by_slot[(v.index, le)] = scored
         # column competition: every slot that wants a PE
         by_pe: dict[int, list[float]] = {}
+        by_pe_noadj: dict[int, list[float]] = {}
         for key, lst in by_slot.items():
             for p, s in lst:
                 by_pe.setdefault(p, []).append(s.total)
+                by_pe_noadj.setdefault(p, []).append(s.total - s.adjacency)
         decisions = []
         for (vi, le), lst in by_slot.items():
             totals = np.array([s.total for _, s in lst])
@@ -508,6 +536,13 @@ class Solver:
             colvals = np.array(by_pe[p])
             col = _softmax_best(colvals, none=None, best=s.total)
             conf = min(row, col)
+            # would the content alone (no adjacency prior) still pick it?
+            noadj = np.array([t.total - t.adjacency for _, t in lst])
+            by_content = min(_softmax_best(noadj, none=0.0, best=s.total - s.adjacency),
+                             _softmax_best(np.array(by_pe_noadj[p]), none=None,
+                                           best=s.total - s.adjacency))
+            if by_content < MIN_CONFIDENCE:
+                s.adjacency_decided = True
             decisions.append((conf, s.total, vi, le, p, s, [q for q, t in lst
                                                             if t.total >= s.total - 2.0 and q != p]))
         decisions.sort(key=lambda d: (-d[0], -d[1], d[2], d[3]))
@@ -519,6 +554,12 @@ class Solver:
             slot = v.pred.slots[le]
             if not len(slot.bitmap_offsets) and s.content < ACCEPT:
                 continue        # far from its neighbours, a data-only extent needs its footer
+            if not len(slot.bitmap_offsets) and slot.lv_end_possible and not s.informative \
+                    and self._inflated_le(v) > le:
+                # the footer says "the LV's end", but an inflated LV ends later: this extent
+                # may as well be the last of a longer LV (its data-only LE elsewhere)
+                v.ambiguous[le] = sorted([p] + rivals)
+                continue
             if conf < MIN_CONFIDENCE:
                 v.ambiguous[le] = sorted([p] + rivals)
                 continue
@@ -526,7 +567,12 @@ class Solver:
                 continue
             strong = s.informative or s.content >= 6
             src = "vhd-match" if s.content >= ACCEPT or s.informative else "adjacency"
-            self.place(v, le, p, min(conf, 0.97 if strong else 0.8), src)
+            cap = 0.97 if strong else 0.8
+            if getattr(s, "adjacency_decided", False):
+                src, cap = "adjacency", ADJACENCY_ONLY
+            self.place(v, le, p, min(conf, cap), src,
+                       "content fits other VDIs' extents as well; chosen by adjacency"
+                       if src == "adjacency" else None)
             placed += 1
         return placed
 
@@ -564,8 +610,12 @@ class Solver:
                     if q > p_last and all(self.free(x) for x in range(p_last + 1, q)):
                         chosen = q
                         break
+            sized = self._footer_by_sizing(v, free)
+            if chosen is not None and sized is not None:
+                contiguous_le = last + (chosen - p_last)
+                if sized[1] != contiguous_le:
+                    chosen = None      # sm's sizing says the LV is longer: the gap lies elsewhere
             if chosen is None:
-                sized = self._footer_by_sizing(v, free)
                 if sized is not None:
                     q, footer_le, rule = sized
                     self.place(v, footer_le, q, 0.7, "vhd-match",
@@ -593,6 +643,14 @@ class Solver:
                        "the free run after the last data extent")
             v.le_count = footer_le + 1
             v.footer_pe = chosen
+
+    def _inflated_le(self, v: VdiState) -> int:
+        """The last LE of v's LV if sm inflated it (thick size), -1 if not an sm layout."""
+        a = v.anchor
+        if a.block_size != 2 << 20 or self.E != 4 << 20:
+            return -1
+        nblocks = -(-a.current_size // a.block_size)
+        return -(-(4_329_472 + a.current_size + nblocks * 4096) // self.E) - 1
 
     def _footer_by_sizing(self, v: VdiState, free: list[int]):
         """sm sizes a VHD LV by rule (formats.md 3.1): inflated = roundup4M(4,329,472 + virtual

@@ -24,7 +24,7 @@ import numpy as np
 
 from core.errors import SrsalvageError
 from core.findings import Finding
-from core.match.anchors import VhdAnchor, parse_anchor
+from core.match.anchors import VhdAnchor, parse_anchor, split_dm_name
 from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
 from core.match.features import SECTOR, SectorReader, bitmap_likeness, compute_pe_features, \
     find_cookie_pairs
@@ -363,6 +363,18 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     solver.solve()
     findings.extend(solver.findings)
 
+    if grid.vg_name is None:
+        # a differencing VHD names its parent by device-mapper name, VG included
+        for v in states:
+            if v.anchor is not None and v.anchor.parent_name:
+                split = split_dm_name(v.anchor.parent_name)
+                if split and split[0].startswith("VG_XenStorage-"):
+                    grid.vg_name = split[0]
+                    findings.append(Finding(
+                        "vg-name-from-parent-locator", None, "info",
+                        f"VG name {split[0]} read from the parent name of VHD "
+                        f"{v.anchor.uid_str}", {"vg": split[0]}))
+                    break
     vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
     orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker)
     rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,

@@ -32,6 +32,8 @@ from core.structs import vhd as S
 BITMAP_GOOD, BITMAP_WEAK, BITMAP_BAD = 3.0, 1.0, -4.0
 FULL_OK, FULL_BAD, NOT_FULL_BAD = 1.0, -3.0, -2.0
 AGREE, DISAGREE, CONT_CAP = 0.4, -0.8, 8.0
+AGREE_ZERO = 0.1          # zeros where nothing was written: most sectors of a thin LV are zero
+MISSING = -0.3            # zeros where a partial bitmap says written (a guest may write zeros)
 BATMAP_HDR, BATMAP_HDR_MISSING = 6.0, -4.0
 FOOTER_OK, FOOTER_BAD = 8.0, -2.0
 ADJACENT = 1.0
@@ -75,6 +77,13 @@ def sample_sectors(bits: np.ndarray, per_class: int = SAMPLES_PER_CLASS) -> np.n
     if not pick:
         return np.zeros(0, np.int64)
     return np.unique(np.concatenate(pick))
+
+
+def clear_evidence(written: np.ndarray, present: np.ndarray) -> bool:
+    """Could the sampled sectors tell this extent from another VDI's at the same LE index?
+    When the window mixes written and unwritten sectors (a pattern another block would not
+    share), or when data sits where nothing was written."""
+    return bool((~written & present).any()) or (bool(written.any()) and bool((~written).any()))
 
 
 class Scorer:
@@ -125,7 +134,7 @@ class Scorer:
         return total
 
     def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
-                   block_size: int) -> tuple[float, bool, bool]:
+                   block_size: int, sets_written_only: bool = True) -> tuple[float, bool, bool]:
         """Evidence that `right_pe` continues the block that starts in `left_pe`:
         (score, informative, empty: every sampled written sector reads zero)."""
         if straddle is None or straddle.sectors <= 0:
@@ -142,7 +151,12 @@ class Scorer:
         # unwritten sectors read zero on a fresh LV (stale data is possible: a mild "no");
         # written ones are usually non-zero, but a guest may write zeros and qemu sets every
         # bit of a block it allocates: a zero there says nothing
-        llr = np.where(written, np.where(present, AGREE, 0.0),
-                       np.where(present, DISAGREE, AGREE))
+        # blktap sets bits only for sectors written: written-but-zero is a mild "no" (qemu sets
+        # every bit of a block it allocates, so there it says nothing unless the bitmap is mixed)
+        mixed = bool(written.any()) and bool((~written).any())
+        telling = mixed or sets_written_only
+        llr = np.where(written, np.where(present, AGREE, MISSING if telling else 0.0),
+                       np.where(present, DISAGREE, AGREE_ZERO))
         empty = bool(written.any()) and not bool((present & written).any())
-        return max(-CONT_CAP, min(CONT_CAP, float(llr.sum()))), bool((~written).any()), empty
+        informative = clear_evidence(written, present) or (sets_written_only and empty)
+        return max(-CONT_CAP, min(CONT_CAP, float(llr.sum()))), informative, empty

@@ -1,0 +1,135 @@
+"""Background jobs of the workstation: thread workers around core functions.
+
+Every long piece of work (analysis, scan, reconstruction, checks, chain discovery, export, find)
+is `fn(cancel, progress)` from core, run in a Textual thread worker with the worker's own
+cancel event (set by Esc or when the app quits) and a progress callback that reaches the
+WorkerStatus widget through `call_from_thread`. A result comes back to `on_done` on the UI
+thread; a missing engine module, a cancellation or a failure end in `job_ended` (and a failure in
+an error dialog, with the traceback when it is a bug) — never in a crash of the UI.
+"""
+
+from __future__ import annotations
+
+import itertools
+import traceback
+from typing import Any, Callable
+
+from textual.worker import Worker, get_current_worker
+
+from app.screens.dialogs import ErrorDialog
+from app.screens.session import EngineMissing
+from core.errors import Cancelled, SrsalvageError
+from core.progress import ProgressUpdate
+from widgets.worker_status import WorkerStatus
+
+
+class JobsMixin:
+    """start_job / running / cancel for a Screen that has a WorkerStatus child."""
+
+    _jobs: dict[str, tuple[str, Worker]]
+    _job_ids: Any
+
+    def init_jobs(self) -> None:
+        self._jobs = {}
+        self._job_ids = itertools.count(1)
+
+    def start_job(self, kind: str, label: str, fn: Callable[..., Any],
+                  on_done: Callable[[Any], None], exclusive: bool = False,
+                  byte_unit: bool = True) -> Worker:
+        """Run fn(cancel, progress) in a thread worker; on_done(result) back on the UI thread."""
+        if exclusive:
+            for jid, (k, w) in list(self._jobs.items()):
+                if k == kind:
+                    w.cancel()
+        job_id = f"{kind}-{next(self._job_ids)}"
+        status = self.query_one(WorkerStatus)
+        status.add_job(job_id, label, byte_unit)
+        app = self.app
+
+        def progress(update: ProgressUpdate) -> None:
+            try:
+                app.call_from_thread(status.update_job, job_id, update.done, update.total,
+                                     update.rate, update.eta, update.label or None)
+            except RuntimeError:  # the app is closing
+                pass
+
+        def body() -> None:
+            worker = get_current_worker()
+            try:
+                result = fn(worker.cancelled_event, progress)
+            except Cancelled:
+                self._from_thread(self._job_cancelled, job_id, label)
+            except EngineMissing as exc:
+                self._from_thread(self._job_missing, job_id, label, str(exc))
+            except SrsalvageError as exc:
+                self._from_thread(self._job_failed, job_id, label, str(exc), None)
+            except Exception as exc:  # a bug in the engine: shown, never a crash of the UI
+                self._from_thread(self._job_failed, job_id, label, f"{type(exc).__name__}: {exc}",
+                                  traceback.format_exc(limit=6))
+            else:
+                if worker.is_cancelled:
+                    self._from_thread(self._job_cancelled, job_id, label)
+                else:
+                    self._from_thread(self._job_done, job_id, on_done, result)
+
+        worker = self.run_worker(body, name=job_id, group=kind, description=label, thread=True,
+                                 exit_on_error=False)
+        self._jobs[job_id] = (kind, worker)
+        return worker
+
+    def _from_thread(self, fn: Callable, *args: Any) -> None:
+        try:
+            self.app.call_from_thread(fn, *args)
+        except RuntimeError:
+            pass
+
+    def _end_job(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+        self.query_one(WorkerStatus).remove_job(job_id)
+
+    def _job_done(self, job_id: str, on_done: Callable[[Any], None], result: Any) -> None:
+        self._end_job(job_id)
+        try:
+            on_done(result)
+        except SrsalvageError as exc:
+            self.show_error("Error", str(exc))
+        except Exception as exc:  # a bug: shown in a dialog, the workstation goes on
+            self.show_error("Internal error", f"{type(exc).__name__}: {exc}\n\n"
+                                              f"{traceback.format_exc(limit=6)}")
+
+    def _job_cancelled(self, job_id: str, label: str) -> None:
+        kind = self._jobs.get(job_id, ("", None))[0]
+        self._end_job(job_id)
+        self.notify(f"{label}: cancelled", severity="warning")
+        self.job_ended(kind, "cancelled", "")
+
+    def _job_missing(self, job_id: str, label: str, message: str) -> None:
+        """An engine module is not there: said where the result would have appeared."""
+        kind = self._jobs.get(job_id, ("", None))[0]
+        self._end_job(job_id)
+        self.job_ended(kind, "missing", message)
+        self.notify(message, severity="warning")
+
+    def _job_failed(self, job_id: str, label: str, message: str, trace: str | None) -> None:
+        kind = self._jobs.get(job_id, ("", None))[0]
+        self._end_job(job_id)
+        self.job_ended(kind, "failed", message)
+        text = message if trace is None else f"{message}\n\n{trace}"
+        self.show_error(f"{label} failed", text)
+
+    def job_ended(self, kind: str, outcome: str, message: str) -> None:
+        """Hook: a job of `kind` ended without a result ("cancelled", "missing", "failed")."""
+
+    def show_error(self, title: str, message: str) -> None:
+        self.app.push_screen(ErrorDialog(title, message))
+
+    def action_cancel_job(self) -> None:
+        if not self._jobs:
+            return
+        job_id = list(self._jobs)[-1]
+        kind, worker = self._jobs[job_id]
+        worker.cancel()
+        self.notify(f"cancelling {worker.description}…")
+
+    def running(self, kind: str) -> bool:
+        return any(k == kind for k, _ in self._jobs.values())
