@@ -3,9 +3,10 @@ image, at two sizes (default 256 GiB and 1 TiB, 100 VDIs each), and the growth b
 
 The SR (core.match.synth.sparse_sr): 100 LVHD VDIs (2 TiB-preallocated BAT, batmap, blocks 4 KiB
 aligned, footer at the LV end) created and then inflated in turns, so their extents interleave;
-a fifth of them thin (a gap of no data before the footer); a few free extents with stale
-random data; the PV label intact, the metadata area empty. Only VHD metadata and bitmap
-sectors are written: data sectors are holes, so neither tool pays for reading them and the
+a fifth of them thin (a gap of no data before the footer); a third of the PEs used; a few free
+extents with stale random data; the PV label intact, the metadata area empty. Written: the VHD
+metadata, the bitmap sectors, and one or two 4 KiB pieces of random data per block (what the
+bitmaps say was written); the rest are holes, so neither tool pays for reading them and the
 comparison is about the work per structure and per extent. The matcher does its real work:
 heads and tails of every PE, anchors, BATs and batmaps, walks through runs, lattice
 signatures of every extent it has to search, continuity checks, the assignment.
@@ -50,39 +51,11 @@ def score(rec, truth) -> tuple[float, float, int, int]:
     return ok / placed if placed else 1.0, hit / need if need else 1.0, placed, need
 
 
-def clipped_evidence():
-    """core.source.Evidence whose windows() stop at the end of each data range.
-
-    Evidence.windows (lead's core/source.py, as of this writing) reads `window` bytes from the
-    start of every data range even when the range is one 4 KiB block: on a sparse image with
-    many small data ranges both the scan and the LVM analysis then read a whole window per
-    range. Reported to the lead; until it is fixed the benchmark times both tools through this
-    subclass so the comparison is about their own work (the overlap is kept, as a structure
-    may straddle the range end)."""
-    import numpy as np
-
-    from core.source import Evidence
-
-    class Clipped(Evidence):
-        def windows(self, start=0, end=None, window=4 << 20, overlap=0, skip_holes=True):
-            end = self.size if end is None else min(end, self.size)
-            ranges = self.data_ranges(start, end) if skip_holes else [(start, end)]
-            for rstart, rend in ranges:
-                pos = rstart
-                while pos < rend:
-                    stop = min(end, pos + window + overlap, rend + overlap)
-                    yield pos, np.frombuffer(self.read(pos, stop - pos), dtype=np.uint8)
-                    pos += window
-
-    return Clipped
-
-
 def one(size: int, vdis: int, workdir: str, keep: bool) -> dict:
     from core.match.reconstruct import reconstruct
     from core.match.synth import sparse_sr
     from core.scan import scan
-
-    Evidence = clipped_evidence()
+    from core.source import Evidence
 
     path = os.path.join(workdir, f"sr-{size >> 30}G.img")
     t0 = time.perf_counter()

@@ -198,7 +198,9 @@ class Evidence:
         for rstart, rend in ranges:
             pos = rstart
             while pos < rend:
-                n = min(end, pos + window + overlap) - pos
+                # to the end of this data range plus the overlap: a small range of a sparse
+                # file is never read as a whole window
+                n = min(end, pos + window + overlap, rend + overlap) - pos
                 if buf is None:
                     buf = bytearray(min(window + overlap, max(n, SECTOR)))
                 elif len(buf) < n:
