@@ -316,7 +316,7 @@ class Case:
         if self.generation == {"vg": vg, "seqno": seqno}:
             return
         self.generation = {"vg": vg, "seqno": int(seqno)}
-        self.log("choose-generation", detail=f"{vg} seqno {seqno}", vg=vg, seqno=int(seqno))
+        self.log("choose-generation", detail=f"seqno {seqno} of {vg}", vg=vg, seqno=int(seqno))
 
     # -- maps -----------------------------------------------------------------------------------
     def has_map(self, key: str) -> bool:

@@ -10,21 +10,49 @@ from typing import BinaryIO, Iterable
 from core.errors import UnsafeError
 
 
+def _same_file(a: str, b: str) -> bool:
+    """`a` and `b` name one file: same resolved path, or same inode (hard link, bind mount)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.exists(a) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def part_path(out: str) -> str:
+    """Where an output is written before its rename into place."""
+    return out + ".part"
+
+
 def check_output_path(out: str, evidence_paths: Iterable[str], overwrite: bool) -> None:
-    """Raise UnsafeError (exit 3) when `out` is an evidence path or exists without `overwrite`."""
-    out_real = os.path.realpath(out)
+    """Raise UnsafeError (exit 3) when `out` is an evidence path or exists without `overwrite`.
+
+    `out.part` is checked too: it is opened for writing first, so an evidence file named
+    `X.part` (or a symlink `out.part` pointing at the evidence) would be truncated by it.
+    """
+    part = part_path(out)
     for ev in evidence_paths:
-        if out_real == os.path.realpath(ev):
+        if _same_file(out, ev):
             raise UnsafeError(f"output {out} is the evidence {ev}")
-        try:
-            if os.path.exists(out) and os.path.samefile(out, ev):
-                raise UnsafeError(f"output {out} is the evidence {ev}")
-        except OSError:
-            pass
+        if _same_file(part, ev):
+            raise UnsafeError(f"output {out} would be written through {part}, which is the "
+                              f"evidence {ev}")
     if os.path.isdir(out):
         raise UnsafeError(f"output {out} is a directory")
+    if os.path.isdir(part) and not os.path.islink(part):
+        raise UnsafeError(f"output {out}: {part} is a directory")
     if os.path.lexists(out) and not overwrite:
         raise UnsafeError(f"output {out} exists (use --overwrite to replace it)")
+
+
+def _open_part(part: str) -> BinaryIO:
+    """A fresh `part` file: a stale one (a previous run's leftover, or a symlink) is removed,
+    never written through; O_EXCL|O_NOFOLLOW so nothing else can be truncated by the open."""
+    if os.path.lexists(part):
+        os.unlink(part)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(part, flags, 0o644), "wb")
 
 
 class AtomicOutput:
@@ -35,9 +63,10 @@ class AtomicOutput:
     """
 
     def __init__(self, path: str, evidence_paths: Iterable[str] = (), overwrite: bool = False) -> None:
-        check_output_path(path, evidence_paths, overwrite)
+        self.evidence_paths = list(evidence_paths)
+        check_output_path(path, self.evidence_paths, overwrite)
         self.path = path
-        self.part = path + ".part"
+        self.part = part_path(path)
         self._f: BinaryIO | None = None
         self.sha256 = hashlib.sha256()
         self.bytes_written = 0
@@ -45,7 +74,9 @@ class AtomicOutput:
     def __enter__(self) -> "AtomicOutput":
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
-        self._f = open(self.part, "wb")
+        # checked again right before the open: the paths may have changed since __init__
+        check_output_path(self.path, self.evidence_paths, overwrite=True)
+        self._f = _open_part(self.part)
         return self
 
     @property
@@ -91,8 +122,8 @@ def hash_file(path: str, chunk: int = 8 << 20) -> tuple[int, str]:
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Small files (case files, map files): write `path.part`, fsync, rename over `path`."""
-    part = path + ".part"
-    with open(part, "wb") as f:
+    part = part_path(path)
+    with _open_part(part) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -146,6 +146,47 @@ async def shoot_rebuilt(image: str, out: str, work: str) -> list[str]:
     return [path]
 
 
+def carving_payloads() -> dict | None:
+    """SQL Server pages of the shared dotnetnuke fixture, shuffled with junk between them, for the
+    demo's "sql" VDI, and a shared RAR archive for its "web" VDI (None without the fixtures)."""
+    import gzip
+    import random
+
+    fixtures = os.path.join(ROOT, "..", "shared", "fixtures")
+    mdf = os.path.join(fixtures, "mdf", "dotnetnuke", "Database.mdf.gz")
+    rar = os.path.join(fixtures, "rar", "rarfile", "rar3-subdirs.rar")
+    if not (os.path.exists(mdf) and os.path.exists(rar)):
+        return None
+    data = gzip.decompress(open(mdf, "rb").read())
+    pages = [data[i:i + 8192] for i in range(0, len(data), 8192) if data[i:i + 8192].count(0) != 8192]
+    rng = random.Random(6)
+    rng.shuffle(pages)
+    blob = bytearray()
+    for page in pages:
+        blob += page + rng.randbytes(512 * rng.choice([0, 1, 3]))
+    return {"sql": [((3 << 20) + 1536, bytes(blob))],
+            "web": [((5 << 20) + 333, open(rar, "rb").read())]}
+
+
+async def shoot_carving(image: str, manifest, out: str, work: str) -> list[str]:
+    """The carving screen inside the SQL Server VDI's virtual disk: the data file reassembled."""
+    from app.workstation import WorkstationApp
+
+    sql = next(v for v in manifest.vdis if v.key == "sql")
+    app = WorkstationApp(image, case_path=os.path.join(work, "carving.case.json"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _open_vdi(app, pilot, sql.lv_name)
+        await pilot.press("c")
+        await _until(pilot, lambda: type(app.screen).__name__ == "CarvingScreen")
+        await pilot.press("v", "m")
+        await pilot.pause(0.2)
+        await _until(pilot, lambda: not app.screen.busy and app.screen.pages is not None)
+        await pilot.pause(0.2)
+        path = app.save_screenshot(filename="carving-sql-vdi.svg", path=out)
+        app.exit()
+    return [path]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "screenshots"))
@@ -166,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         build_demo(nometa, damage=["partition-table", "metadata"])
         for path in asyncio.run(shoot_rebuilt(nometa, args.out, work)):
             print(path)
+        payloads = carving_payloads()
+        if payloads is not None:
+            carve_img = os.path.join(work, "carving.img")
+            carve_manifest = build_demo(carve_img, payloads=payloads)
+            for path in asyncio.run(shoot_carving(carve_img, carve_manifest, args.out, work)):
+                print(path)
     return 0
 
 

@@ -106,3 +106,33 @@ def test_bad_input_gives_a_short_message_not_a_traceback(command, kind, tmp_path
         if rc == 0 and "--json" in argv:
             json.loads(out)
     assert not os.path.exists(out_dir / "x.raw")
+
+
+@pytest.mark.slow
+def test_deleted_vdi_exports_warn_on_stderr_and_refuse_reused_extents(demo, capsys, tmp_path):
+    """cli-contract `export`: a deleted VDI comes from the newest older generation with a warning
+    on stderr (stdout stays one JSON document); one whose extents a newer LV took exits 3 and
+    names the extents, and is exported only with --force."""
+    image, manifest, _ = demo
+    before = _digest(image)
+    intact = next(v for v in manifest.vdis if v.status == "deleted" and not v.claimed_by)
+    taken = next(v for v in manifest.vdis if v.status == "deleted" and v.claimed_by)
+    out = tmp_path / "intact.raw"
+    rc, stdout, err = _run(capsys, ["export", image, "--vdi", intact.lv_name, "--format", "raw",
+                                    "-o", str(out), "--json"])
+    assert rc == 0, err
+    doc = json.loads(stdout)
+    assert doc["sha256"] == intact.sha256 == _digest(str(out))[0]
+    assert "warning" in err and f"seqno {intact.removed_seqno - 1}" in err
+    assert doc["generation"] == intact.removed_seqno - 1 < max(manifest.seqnos)
+    out2 = tmp_path / "taken.raw"
+    rc, stdout, err = _run(capsys, ["export", image, "--vdi", taken.lv_name, "--format", "raw",
+                                    "-o", str(out2), "--json"])
+    assert rc == 3 and stdout == "" and not out2.exists() and not os.path.exists(f"{out2}.part")
+    first = min(taken.claimed_by)
+    assert str(first) in err and taken.claimed_by[first] in err and "--force" in err
+    rc, stdout, err = _run(capsys, ["export", image, "--vdi", taken.lv_name, "--format", "raw",
+                                    "-o", str(out2), "--json", "--force"])
+    assert rc == 0, err
+    assert json.loads(stdout)["bytes"] == taken.virtual_bytes and out2.exists()
+    assert _digest(image) == before

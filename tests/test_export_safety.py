@@ -94,6 +94,53 @@ def test_output_onto_evidence_refused_in_api(vhd_image, tmp_path):
     assert _stat(path) == before
 
 
+def test_part_file_never_writes_through_to_the_evidence(vhd_image, tmp_path):
+    """OUT.part is opened for writing first: an evidence file named OUT.part, or a symlink
+    OUT.part -> evidence, must not be truncated (both used to destroy the evidence)."""
+    path, mp, built, virtual = vhd_image
+    key = "VHD-11111111-2222-4333-8444-555555555555"
+    # the evidence itself is called X.part and the output X
+    ev_part = tmp_path / "disk.img.part"
+    ev_part.write_bytes(path.read_bytes())
+    before = _stat(ev_part)
+    out = tmp_path / "disk.img"
+    p = cli("export", str(ev_part), "--map", str(mp), "--vdi", key, "--format", "raw",
+            "-o", str(out))
+    assert p.returncode == 3 and p.stderr.count("\n") == 1 and "evidence" in p.stderr, p.stderr
+    assert _stat(ev_part) == before and not out.exists()
+    # a symlink OUT.part pointing at the evidence (left there by accident or malice)
+    before = _stat(path)
+    out2 = tmp_path / "evil.raw"
+    (tmp_path / "evil.raw.part").symlink_to(path)
+    p = cli("export", str(path), "--map", str(mp), "--vdi", key, "--format", "raw",
+            "-o", str(out2))
+    assert p.returncode == 3, p.stderr
+    assert _stat(path) == before and not out2.exists()
+    with Evidence(str(path)) as ev, pytest.raises(UnsafeError):
+        export_raw(VhdImage.open(ev), str(out2), [str(path)])
+    assert _stat(path) == before
+
+
+def test_stale_part_file_is_replaced_not_written_through(vhd_image, tmp_path):
+    """A leftover OUT.part (a regular file, or a symlink to some other file) is removed and a
+    fresh file written: the symlink's target is left alone."""
+    path, _, _, virtual = vhd_image
+    other = tmp_path / "someone-elses.txt"
+    other.write_bytes(b"not yours")
+    out = tmp_path / "a.raw"
+    (tmp_path / "a.raw.part").symlink_to(other)
+    out_b = tmp_path / "b.raw"
+    (tmp_path / "b.raw.part").write_bytes(b"x" * (30 * MIB))   # longer than the export
+    with Evidence(str(path)) as ev:
+        img = VhdImage.open(ev)
+        export_raw(img, str(out), [str(path)])
+        export_raw(img, str(out_b), [str(path)])
+    assert other.read_bytes() == b"not yours"
+    assert not out.is_symlink() and out.read_bytes() == virtual
+    assert out_b.read_bytes() == virtual
+    assert not (tmp_path / "a.raw.part").exists() and not (tmp_path / "b.raw.part").exists()
+
+
 def test_cli_export_and_refusals(vhd_image, tmp_path):
     path, mp, built, virtual = vhd_image
     before = _stat(path)

@@ -102,6 +102,22 @@ def test_deleted_vdi_uses_older_generation_and_refuses_reused_extents(disk):
         resolve_vdi(space, A, report=rep, generation=99)
 
 
+def test_deleted_vdi_uses_the_newest_of_several_older_generations(disk, tmp_path):
+    """B is in seqno 12 (PEs 3-5, where its VHD is) and, differently mapped, in seqno 11:
+    the newest generation holding it (12) is the one used, and its data comes out."""
+    space, parent, child, flat = disk
+    rep = _report([(13, {A: _lv(A, [0, 1, 2])}),
+                   (12, {A: _lv(A, [0, 1, 2]), B: _lv(B, [3, 4, 5], status="deleted")}),
+                   (11, {A: _lv(A, [0, 1, 2]), B: _lv(B, [2, 1, 0], status="deleted")})])
+    warnings = []
+    res = resolve_vdi(space, B, report=rep, warn=warnings.append)
+    assert (res.generation, res.newest_generation) == (12, 13)
+    assert len(warnings) == 1 and "seqno 12" in warnings[0] and "seqno 13" in warnings[0]
+    assert res.volume.image() is not None
+    export_raw(res.chain(), str(tmp_path / "b.raw"))
+    assert (tmp_path / "b.raw").read_bytes() == flat
+
+
 def test_parent_only_in_an_older_generation_is_found(disk, tmp_path):
     space, parent, child, flat = disk
     a_lv = _lv(A, [0, 1, 2])

@@ -167,3 +167,22 @@ def test_block_device_windows_use_pread(tmp_path):
             assert ev.read(12345, 1000) == data[12345:13345]
             got = b"".join(bytes(v[: min(len(v), 1 << 20)]) for _, v in ev.windows(window=1 << 20))
             assert got == data
+
+
+def test_windows_of_a_small_data_range_are_not_a_whole_window(tmp_path):
+    """A 4 KiB island of data in a sparse file is read as 4 KiB plus the overlap, not as a
+    whole window (a 1 TiB sparse SR has thousands of such islands)."""
+    path = tmp_path / "islands.img"
+    with open(path, "wb") as f:
+        f.truncate(256 << 20)
+        for at in (16 << 20, 100 << 20):
+            f.seek(at)
+            f.write(b"\x01" * 4096)
+    with Evidence(str(path)) as ev:
+        ranges = ev.data_ranges()
+        if len(ranges) != 2:
+            pytest.skip("this file system does not report holes")
+        views = [(off, len(v)) for off, v in ev.windows(window=4 << 20, overlap=1024)]
+    assert [off for off, _ in views] == [r[0] for r in ranges]
+    for (off, n), (rs, re_) in zip(views, ranges):
+        assert n == (re_ - rs) + 1024

@@ -60,11 +60,18 @@ async def test_scan_list_and_export(tmp_path):
     screen = CarvingScreen(path, out_dir=str(out), window=256 << 10)
     app = Host(screen)
     async with app.run_test(size=(120, 40)) as pilot:
+        from textual.widgets import ProgressBar
+
+        bar = screen.query_one("#carve-bar", ProgressBar)
+        assert bar.total is not None and bar.progress == 0      # idle: no "busy" animation
         await pilot.press("m")
         await _wait_idle(pilot, screen)
         table = screen.query_one(DataTable)
         kinds = [table.get_row_at(i)[0] for i in range(table.row_count)]
         assert kinds[0] == "mdf file 1" and kinds.count("page") == 167
+        # the file's row names the database (boot page 1:9) and how many pages are missing
+        assert str(table.get_row_at(0)[4]).startswith(
+            r"C:\INETPUB\WWWROOT\DOTNETNUKE\APP_DATA\DATABASE.MDF — 0 missing, 0 bad copies")
         await pilot.press("r")
         await _wait_idle(pilot, screen)
         rows = [table.get_row_at(i) for i in range(table.row_count)]
@@ -126,7 +133,88 @@ async def test_pushed_from_the_workstation_with_c(tmp_path):
         await _wait_idle(pilot, screen)
         table = screen.query_one(DataTable)
         assert [table.get_row_at(i)[1] for i in range(table.row_count)] == [f"{rar_at:,}"]
+        # the hit is marked on the disk map
+        model = app.main.map.model
+        assert rar_at in app.session.carve_hits
+        assert model.hits[(rar_at - model.origin) // model.grain]
+        # Enter on the hit: back to the workstation, the hex view on its first byte
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, CarvingScreen)
+        assert app.main.hex_mode == "disk" and app.main.hex.cursor == rar_at
+        assert app.main.hex.has_focus
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("v")                  # no VDI selected: a notice, the disk stays
+        await pilot.pause()
+        assert app.screen.scope == 0
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, CarvingScreen)
         app.workers.cancel_all()
+
+
+async def test_carving_inside_the_selected_vdi_of_the_demo_sr(tmp_path):
+    """A RAR archive placed in a VDI's virtual disk of the demo SR: `v` switches the carving
+    screen to that virtual disk, the hit is listed at its virtual offset, marked on the map at
+    its disk offset, and Enter shows it in the hex view of the virtual disk."""
+    import pytest
+
+    demo = pytest.importorskip("core.demo")
+    from app.workstation import WorkstationApp
+    from test_ui_support import wait_idle
+
+    rar = (SHARED_FIXTURES / "rar" / "rarfile" / "rar3-subdirs.rar").read_bytes()
+    rar_at = (5 << 20) + 333
+    path = str(tmp_path / "demo.img")
+    manifest = demo.build_demo(path, payloads={"web": [(rar_at, rar)]})
+    web = next(v for v in manifest.vdis if v.key == "web")
+    app = WorkstationApp(path, case_path=str(tmp_path / "c.json"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+        s = app.session
+        vg = s.report.volume_groups[0]
+        gen = vg.generations[0]
+        app.main.select_vdi(vg, gen, gen.lvs[web.lv_name])
+        await wait_idle(app, pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CarvingScreen)
+        await pilot.press("v")
+        await pilot.pause()
+        assert screen.scope == 1 and "inside VDI" in str(screen.query_one("#carve-title").render())
+        assert screen.space.size == web.virtual_bytes
+        await pilot.press("r")
+        await _wait_idle(pilot, screen)
+        table = screen.query_one(DataTable)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert [r[1] for r in rows] == [f"{rar_at:,}"] and rows[0][3] == "complete"
+        # on the map at the disk offset the VHD's BAT and the LV's extents put it: the RAR
+        # signature is there on the disk
+        (hit,) = s.carve_hits
+        assert hit != rar_at and s.ev.read(hit, 7) == rar[:7]
+        model = app.main.map.model
+        assert model.hits[(hit - model.origin) // model.grain]
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.main.hex_mode == "virtual" and app.main.hex.cursor == rar_at
+        assert app.main.hex.space.read(rar_at, 7) == rar[:7]
+        await pilot.press("q")
+
+
+def test_file_summaries_count_the_missing_pages_like_carve_mdf(tmp_path):
+    """The list's missing count is carve-mdf's missing_pages for the same copies."""
+    from app.screens.carving import file_summaries
+    from core.carve.mssql import carve_mdf, collect_records, fill_digests, find_page_records
+
+    data = fixture_bytes(MDF)
+    pages = [data[i:i + 8192] for i in range(0, len(data), 8192)]
+    drop = {30, 31, 77}                     # allocated pages of the dotnetnuke file (PFS says so)
+    kept = b"".join(p for i, p in enumerate(pages) if i not in drop and p.count(0) != 8192)
+    space = BytesSpace(bytes(1536) + kept)
+    recs = collect_records(find_page_records(space))
+    fill_digests(space, recs)
+    (report,) = carve_mdf(space, str(tmp_path / "o"), copies=recs).files
+    assert report.missing_pages and set(report.missing_pages) <= drop
+    assert file_summaries(space, recs) == {1: (report.database, len(report.missing_pages))}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -27,8 +28,17 @@ async def _choose_generation_in_tree(app, pilot, vg, gen):
     node = tree._gen_nodes[(vg.name, gen.seqno)]
     tree.focus()
     tree.move_cursor(node)
+    await pilot.pause()
+    # → opens the generation (its LVs listed), ← closes it again, as in any file-manager tree
+    assert not node.is_expanded
+    await pilot.press("right")
+    assert node.is_expanded and node.children
+    await pilot.press("left")
+    assert not node.is_expanded and tree.cursor_node is node
     await pilot.press("enter")
     await wait_until(pilot, lambda: app.session.sel.gen is gen)
+    # the chosen generation is marked with its own sign, not the tree's "collapsed" arrow
+    assert node.label.plain.startswith("● seqno")
 
 
 async def _open_vdi_in_tree(app, pilot, vg, gen, lv_name):
@@ -72,6 +82,21 @@ async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
 
         # -- open the deleted VDI: its map is the manifest's truth, and the VHD checks pass ------
         await _open_vdi_in_tree(app, pilot, vg, gen, vdi.lv_name)
+        # the tree pane is narrow: "DELETED" is on screen on the VDI's line, and the generation's
+        # line says it holds a deleted VDI, without scrolling sideways
+        tree = main.tree
+        await pilot.pause()
+
+        def visible(node):
+            y = node.line - int(tree.scroll_y)
+            assert 0 <= y < tree.size.height
+            return tree.render_line(y).text
+
+        assert "DELETED" in visible(tree._lv_nodes[(vg.name, gen.seqno, vdi.lv_name)])
+        from widgets.vg_tree import gen_label
+
+        n_deleted = sum(1 for lv in gen.lvs.values() if lv.status == "deleted")
+        assert n_deleted and f"{n_deleted} deleted" in gen_label(gen).plain[:tree.size.width - 6]
         editor = main.editor
         assert [e.pe for e in editor.extents] == vdi.pes
         check = await _check_result(app, pilot)
@@ -83,6 +108,8 @@ async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
         main.after_edit(0)
         check = await _check_result(app, pilot)
         assert check.ok is False, check.summary
+        assert re.match(r"\d+ errors?, \d+ warnings?", check.summary), check.summary
+        assert not re.search(r"\b1 (errors|warnings)\b", check.summary), check.summary
         assert [e.pe for e in editor.extents][:2] == [vdi.pes[1], vdi.pes[0]]
 
         # -- fixed by hand in the editor: mark LE 0, move to LE 1, swap -----------------------------
@@ -133,7 +160,16 @@ async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
         assert export["sha256"] == vdi.sha256 and export["bytes"] == vdi.virtual_bytes
         from textual.widgets import DataTable
 
-        assert app.screen.query_one(DataTable).row_count == len(s.case.audit)
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == len(s.case.audit)
+        # the table cuts long details; the highlighted entry is shown whole below it
+        table.move_cursor(row=[a["action"] for a in s.case.audit].index("export"))
+        await pilot.pause()
+        whole = str(app.screen.query_one("#audit-detail").render())
+        assert vdi.sha256 in whole and out in whole
+        table.move_cursor(row=[a["action"] for a in s.case.audit].index("choose-generation"))
+        await pilot.pause()
+        assert f"seqno: {gen.seqno}" in str(app.screen.query_one("#audit-detail").render())
         await pilot.press("escape")
         await pilot.press("q")
 

@@ -354,3 +354,85 @@ async def test_extent_editor_renders_only_visible_rows_of_a_huge_map():
         assert 99_999 in calls
         line = table.render_line(table.cursor_row - int(table.scroll_y)).text
         assert line.split()[:2] == ["99999", "99999"]
+
+
+async def test_extent_editor_columns_never_start_a_styled_run_with_spaces():
+    """Each column's padding carries its cell's style: no run of the rendered row starts with
+    spaces before text (SVG renderers drop those spaces: "1.00" ran into "metadata")."""
+    from core.case import Extent
+    from widgets.extent_editor import ExtentEditor, ExtentTable
+
+    class EditorApp(App):
+        def compose(self) -> ComposeResult:
+            yield ExtentEditor(id="e")
+
+    app = EditorApp()
+    async with app.run_test(size=(120, 20)) as pilot:
+        editor = app.query_one(ExtentEditor)
+        table = editor.query_one(ExtentTable)
+        extents = [Extent(30, 1.0, "metadata"), Extent(None, 0.0, "gap"), Extent(7, 0.6, "vhd-match")]
+        editor.show("VHD-x", "x", extents, suggestions=[None, Extent(9, 0.95, "vhd-match"), None],
+                    extent_bytes=4 << 20, data_offset=0)
+        table.move_cursor(row=2)
+        await pilot.pause()
+        for y in range(3):
+            segments = [seg.text for seg in table.render_line(y)]
+            text = "".join(segments)
+            assert "1.00  metadata" in text or "0.00  gap" in text or "0.60  vhd-match" in text
+            for run in segments[1:]:
+                assert not (run.startswith(" ") and run.strip()), (y, segments)
+
+
+async def test_hex_and_map_rows_never_start_a_run_with_spaces_before_text():
+    """Screenshot-safe rows: no run of the hex view or the disk map starts with spaces before
+    text (SVG renderers drop them: bytes ran together, map labels shifted left)."""
+    from rich.segment import Segment
+
+    app = HexApp(BytesSpace(bytes(range(256)) * 4), title="disk")   # zero and non-zero bytes
+    async with app.run_test(size=(100, 20)) as pilot:
+        hexv = app.query_one(HexView)
+        hexv.goto(3)                       # the cursor inside the first row
+        await pilot.pause()
+        for y in range(3):
+            runs = [s.text for s in Segment.simplify(hexv.render_line(y))]
+            for run in runs[1:]:
+                assert not (run.startswith(" ") and run.strip()), (y, runs)
+
+    class MapApp(App):
+        def compose(self) -> ComposeResult:
+            yield DiskMap()
+
+    app = MapApp()
+    async with app.run_test(size=(100, 12)) as pilot:
+        dmap = app.query_one(DiskMap)
+        dmap.set_model(_vg_model())
+        await pilot.pause()
+        for y in range(3):
+            runs = [s.text for s in Segment.simplify(dmap.render_line(y))]
+            assert runs[0].strip() == "" or not runs[0].startswith(" "), runs
+            for run in runs[1:]:
+                assert not (run.startswith(" ") and run.strip()), (y, runs)
+
+
+def test_tree_labels_mark_deleted_first_and_never_start_a_run_with_spaces():
+    """Generation and LV labels: "N deleted" / "DELETED" early (the tree pane is narrow), and no
+    styled run starting with spaces before text (SVG renderers drop them: "seqno 61mda")."""
+    from types import SimpleNamespace as NS
+
+    from rich.console import Console
+    from rich.segment import Segment
+
+    from widgets.vg_tree import gen_label, lv_label
+
+    gen = NS(seqno=61, source="mda", crc_ok=True, current=True, creation_time=1700000000,
+             description="Deleted VDI", lvs={"a": NS(status="deleted"), "b": NS(status="live")})
+    lv = NS(name="VHD-e07405eb-2156-43ab-81f2-54b8adc0da7a", status="deleted", claimed_by={3: "x", 4: "x", 5: "x"},
+            label="old backup disk", kind="vhd", le_count=4, pes=lambda: [1, 2, 3, 4])
+    g, l = gen_label(gen), lv_label(lv, 4 << 20)
+    assert g.plain.startswith("seqno 61 mda crc ok 1 deleted")
+    assert l.plain.startswith("DELETED VHD-e07405eb… 3 PE reused “old backup disk” vhd")
+    console = Console(width=200)
+    for text in (g, l):
+        runs = [s.text for s in Segment.simplify(console.render(text)) if s.text != "\n"]
+        for run in runs[1:]:
+            assert not (run.startswith(" ") and run.strip()), runs

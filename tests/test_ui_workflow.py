@@ -132,10 +132,22 @@ async def test_80x24_shows_editor_or_hex_and_help_with_question_mark(demo, tmp_p
         main = app.main
         assert main.has_class("-compact")
         vg, gen = holding_generation(app.session.report, vdi)
+        main.choose_generation(vg, gen)
         main.select_vdi(vg, gen, gen.lvs[vdi.lv_name])
+        await pilot.pause()
+        # the one-line header still names the chosen generation at 80 columns
+        header = main.query_one("#header")
+        assert f"seqno {gen.seqno}" in header.render_line(0).text and header.region.height == 1
         await pilot.press("3")
         await pilot.pause()
         assert main.editor.display and main.editor.region.height > 3
+        # the editor's keys are in the footer while it has the focus, even at 80 columns
+        from textual.widgets import Footer
+
+        footer = main.query_one(Footer)
+        shown = " ".join(str(k.render()) for k in footer.children if k.region.right <= 80)
+        for label in ("Swap", "Undo", "Redo"):
+            assert label in shown, shown
         assert main.query_one("#hexpane").region.height == 0
         await pilot.press("4")
         await pilot.pause()

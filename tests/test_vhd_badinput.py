@@ -199,3 +199,45 @@ def test_header_cookie_damaged_makes_image_unusable_with_finding(tmp_path):
         img.virtual_space()
     with pytest.raises(VhdError):
         export_vhd(img, str(tmp_path / "y.vhd"))
+
+
+# -- exports of damaged headers: bounded output, never a VHD other tools reject ------------------
+def _virtual(data: bytes) -> bytes:
+    return VhdImage.open(BytesSpace(data)).virtual_space().read(0, 3 * 2 * MIB)
+
+
+@pytest.mark.parametrize("base", ["qemu", "tap"])
+def test_export_with_max_table_entries_2_32_minus_1_is_bounded_and_valid(base, tmp_path):
+    """The table the header declares would be 16 GiB: the VHD export used to write all of it
+    (minutes, then ENOSPC); raw export lost every block (all were 'in the metadata')."""
+    good = SMALL_QEMU if base == "qemu" else SMALL_TAP
+    data = _patch_header(good, max_bat_size=0xFFFFFFFF)
+    img = VhdImage.open(BytesSpace(data))
+    r = export_raw(img, str(tmp_path / "x.raw"))
+    assert (tmp_path / "x.raw").read_bytes() == _virtual(good)[:r.bytes] and r.unrepaired == []
+    out = tmp_path / "x.vhd"
+    rv = export_vhd(img, str(out))
+    assert out.stat().st_size <= len(data)
+    assert any("max table entries 4294967295" in x for x in rv.repairs)
+    again = VhdImage.open(BytesSpace(out.read_bytes()))
+    assert again.bat_entries_declared == len(img.bat)
+    assert not [f for f in check_vhd(again) if f.severity == "error"]
+    assert _virtual(out.read_bytes()) == _virtual(good)
+
+
+def test_export_with_table_offset_past_the_end_is_refused_or_warned(tmp_path):
+    data = _patch_header(SMALL_QEMU, table_offset=1 << 62)
+    img = VhdImage.open(BytesSpace(data))
+    with pytest.raises(VhdError, match="past the end"):
+        export_vhd(img, str(tmp_path / "x.vhd"))
+    assert not (tmp_path / "x.vhd").exists() and not (tmp_path / "x.vhd.part").exists()
+    r = export_raw(img, str(tmp_path / "x.raw"))          # zeros, but said, not silent
+    assert any("only 0 of the 3 BAT entries" in u for u in r.unrepaired)
+
+
+def test_export_vhd_of_an_unusable_block_size_is_refused(tmp_path):
+    """A checksum recomputed over a header with a block size of 1000 bytes is not a repair."""
+    img = VhdImage.open(BytesSpace(_patch_header(SMALL_QEMU, block_size=1000)))
+    with pytest.raises(VhdError, match="too damaged"):
+        export_vhd(img, str(tmp_path / "x.vhd"))
+    assert not (tmp_path / "x.vhd").exists()

@@ -423,7 +423,11 @@ class DiskMap(ScrollView, can_focus=True):
         boundary = base + self.get_component_rich_style("diskmap--boundary")
         cursor = self.get_component_rich_style("diskmap--cursor")
         start = self.cell_range(first)[0]
-        segs = [Segment(f"{human(start):>{self.LABEL_WIDTH}} ", label_style)]
+        label = human(start)
+        # the right-aligning spaces in a run of their own: SVG renderers drop the leading spaces
+        # of a run, which shifted the labels left in the screenshots
+        segs = [Segment(" " * max(0, self.LABEL_WIDTH - len(label)), base),
+                Segment(f"{label} ", label_style)]
         last = min(len(codes), first + per)
         owners = self.model.owners
         for c in range(first, last):

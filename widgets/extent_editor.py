@@ -65,14 +65,14 @@ class ExtentTable(ScrollView, can_focus=True):
         Binding("end", "cursor_to(-1)", show=False),
         Binding("shift+up,K", "editor('move', -1)", "Ext up", show=False),
         Binding("shift+down,J", "editor('move', 1)", "Ext down", show=False),
-        Binding("s", "editor('swap')", "Swap", show=False),
-        Binding("p", "editor('set_pe')", "Set PE", show=False),
+        Binding("s", "editor('swap')", "Swap"),
+        Binding("p", "editor('set_pe')", "Set PE"),
         Binding("i", "editor('insert_gap')", "Gap", show=False),
         Binding("delete,x", "editor('delete')", "Delete", show=False),
-        Binding("a", "editor('accept')", "Accept", show=False),
+        Binding("a", "editor('accept')", "Accept"),
         Binding("A", "editor('accept_all')", "Accept all", show=False),
-        Binding("u,ctrl+z", "editor('undo')", "Undo", show=False),
-        Binding("r,ctrl+y", "editor('redo')", "Redo", show=False),
+        Binding("u,ctrl+z", "editor('undo')", "Undo"),
+        Binding("r,ctrl+y", "editor('redo')", "Redo"),
     ]
 
     cursor_row = reactive(0, repaint=False)
@@ -150,7 +150,10 @@ class ExtentTable(ScrollView, can_focus=True):
             cell = cell if isinstance(cell, Text) else Text(str(cell))
             cell.truncate(w - 1, overflow="ellipsis")
             line.append_text(cell)
-            line.append(" " * (w - cell.cell_len))
+            # the padding takes the cell's own style, so the next column starts a new run with
+            # its first character: SVG renderers (rsvg) drop the leading spaces of a run, which
+            # ran "1.00" into "metadata" in the screenshots
+            line.append(" " * (w - cell.cell_len), style=cell.style or None)
         style = base
         if row == self.cursor_row:
             style = base + self.get_component_rich_style("extent-table--cursor")

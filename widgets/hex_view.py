@@ -26,6 +26,7 @@ from textual.strip import Strip
 from widgets.overlay import Overlay, PlacedField
 
 ROW = 16
+_SEPARATOR = Style(italic=False)   # distinct from any byte style, invisible on a space
 CHUNK = 64 << 10
 CACHE_CHUNKS = 256  # 16 MiB at most
 
@@ -361,10 +362,16 @@ class HexView(ScrollView, can_focus=True):
             if st is None:
                 st = zero_style if data[i] == 0 else base
             styles.append(st)
+        # the space after a byte takes that byte's style (a space shows no colour), so no run of
+        # the row starts with spaces before text: SVG renderers (rsvg) drop such spaces and the
+        # screenshots' columns ran together. After the cursor it must not be highlighted: a
+        # style of its own that never merges with the next byte.
         for i in range(ROW):
             text = f"{data[i]:02x}" if i < len(data) else "  "
-            segs.append(Segment(text, styles[i] or base))
-            segs.append(Segment(" " if i != 7 else "  ", base) if i < ROW - 1 else Segment(" ", base))
+            st = styles[i] or base
+            segs.append(Segment(text, st))
+            sep_style = base + _SEPARATOR if st is cur_style else st
+            segs.append(Segment(" " if i != 7 else "  ", sep_style))
         for i in range(ROW):
             ch = printable(data[i]) if i < len(data) else " "
             segs.append(Segment(ch, styles[i] or base))

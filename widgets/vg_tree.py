@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
@@ -31,28 +32,52 @@ class NodeRef:
     obj: Any = None
 
 
-def gen_label(gen: Any) -> Text:
+def _joined(parts: list[tuple[str, str]]) -> Text:
+    """Text from (text, style) parts; a part's leading spaces go to the end of the part before it
+    (a space shows no colour), so no styled run starts with spaces before text: SVG renderers
+    (rsvg) drop such spaces and the screenshots read "seqno 61mda", "MGTmgt"."""
     t = Text()
+    carry = ""
+    for i, (text, style) in enumerate(parts):
+        stripped = text.lstrip(" ")
+        lead = text[: len(text) - len(stripped)]
+        if i and lead:
+            t.append(lead, style=parts[i - 1][1] if "strike" not in parts[i - 1][1] else "")
+        elif lead:
+            carry = lead
+        t.append(carry + stripped, style=style)
+        carry = ""
+    return t
+
+
+def gen_label(gen: Any) -> Text:
+    parts: list[tuple[str, str]] = []
     if getattr(gen, "source", "") == "reconstruct":
-        t.append("rebuilt from VHD structure", style="bold magenta")
-        t.append(f" {len(gen.lvs)} VDIs", style="dim")
-        return t
-    t.append(f"seqno {gen.seqno}", style="bold")
-    t.append(f" {gen.source}")
+        parts.append(("rebuilt from VHD structure", "bold magenta"))
+        parts.append((f" {len(gen.lvs)} VDIs", "dim"))
+        return _joined(parts)
+    parts.append((f"seqno {gen.seqno}", "bold"))
+    parts.append((f" {gen.source}", ""))
     crc = getattr(gen, "crc_ok", None)
     if crc is None:
-        t.append(" crc ?", style="dim")   # an older copy in the ring: no checksum covers it
+        parts.append((" crc ?", "dim"))   # an older copy in the ring: no checksum covers it
     else:
-        t.append(" crc ok" if crc else " CRC BAD", style="green" if crc else "bold red")
+        parts.append((" crc ok" if crc else " CRC BAD", "green" if crc else "bold red"))
+    # which generations still hold deleted VDIs, visible without expanding each one (and early
+    # in the label: the tree pane is narrow)
+    deleted = sum(1 for lv in (getattr(gen, "lvs", {}) or {}).values()
+                  if getattr(lv, "status", "live") == "deleted")
+    if deleted:
+        parts.append((f" {deleted} deleted", "bold yellow"))
     if getattr(gen, "current", False):
-        t.append(" current", style="bold cyan")
+        parts.append((" current", "bold cyan"))
     when = getattr(gen, "creation_time", None)
     if when:
-        t.append(" " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(when)), style="dim")
+        parts.append((" " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(when)), "dim"))
     desc = getattr(gen, "description", "") or ""
     if desc:
-        t.append(f" “{desc[:40]}”", style="dim italic")
-    return t
+        parts.append((f" “{desc[:40]}”", "dim italic"))
+    return _joined(parts)
 
 
 def short_lv_name(name: str) -> str:
@@ -62,24 +87,24 @@ def short_lv_name(name: str) -> str:
 
 
 def lv_label(lv: Any, extent_bytes: int) -> Text:
-    t = Text()
+    parts: list[tuple[str, str]] = []
     deleted = getattr(lv, "status", "live") == "deleted"
     name = short_lv_name(lv.name)  # the full name is in the editor's title
-    t.append(name, style="strike" if deleted else "")
+    if deleted:  # first, so a narrow pane still shows it (strike-through alone is easy to miss)
+        parts.append(("DELETED", "bold yellow"))
+    parts.append(((" " if deleted else "") + name, "strike" if deleted else ""))
+    claimed = getattr(lv, "claimed_by", {}) or {}
+    if claimed:  # before the label: an export of it needs --force, that must show
+        parts.append((f" {len(claimed)} PE reused", "bold red"))
     label = getattr(lv, "label", None)
     if label:
-        t.append(f" “{label}”", style="italic")
-    t.append(f" {lv.kind}", style="dim")
-    t.append(f" {human(lv.le_count * extent_bytes)}", style="dim")
-    if deleted:
-        t.append(" DELETED", style="bold yellow")
+        parts.append((f" “{label}”", "italic"))
+    parts.append((f" {lv.kind}", "dim"))
+    parts.append((f" {human(lv.le_count * extent_bytes)}", "dim"))
     missing = sum(1 for p in lv.pes() if p is None) if getattr(lv, "status", "") == "rebuilt" else 0
     if missing:
-        t.append(f" {missing} LE unknown", style="bold red")
-    claimed = getattr(lv, "claimed_by", {}) or {}
-    if claimed:
-        t.append(f" {len(claimed)} PE reused", style="bold red")
-    return t
+        parts.append((f" {missing} LE unknown", "bold red"))
+    return _joined(parts)
 
 
 class VGTree(Tree[NodeRef]):
@@ -88,6 +113,12 @@ class VGTree(Tree[NodeRef]):
     DEFAULT_CSS = """
     VGTree { background: $surface; }
     """
+    # → / ← open and close generations like any file-manager tree (Textual's Tree would only
+    # scroll sideways); Space still toggles, Enter chooses
+    BINDINGS = [
+        Binding("right", "expand_or_scroll", "Expand", show=False),
+        Binding("left", "collapse_or_parent", "Collapse", show=False),
+    ]
 
     @dataclass
     class GenerationChosen(Message):
@@ -112,6 +143,22 @@ class VGTree(Tree[NodeRef]):
         self._gen_nodes: dict[tuple[str, int], TreeNode[NodeRef]] = {}
         self._lv_nodes: dict[tuple[str, int, str], TreeNode[NodeRef]] = {}
         self._populated: set[int] = set()
+
+    def action_expand_or_scroll(self) -> None:
+        node = self.cursor_node
+        if node is not None and node.allow_expand and not node.is_expanded:
+            node.expand()
+        else:
+            self.scroll_right(animate=False)
+
+    def action_collapse_or_parent(self) -> None:
+        node = self.cursor_node
+        if self.scroll_x > 0:
+            self.scroll_left(animate=False)
+        elif node is not None and node.allow_expand and node.is_expanded:
+            node.collapse()
+        elif node is not None and node.parent is not None and node.parent is not self.root:
+            self.move_cursor(node.parent)
 
     def show_message(self, message: str) -> None:
         self.clear()
@@ -212,7 +259,8 @@ class VGTree(Tree[NodeRef]):
             ref = node.data
             label = gen_label(ref.gen)
             if self.chosen == (vgname, seqno):
-                label = Text("▶ ", style="bold") + label
+                # not "▶": that is the tree's own "collapsed" arrow ("▼ ▶ seqno 61" misled)
+                label = Text("● ", style="bold cyan") + label
             node.set_label(label)
 
     def choose(self, vg_name: str, seqno: int) -> None:

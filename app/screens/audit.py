@@ -8,9 +8,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.containers import Vertical
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Label, Static
 
 from core.case import Case
+from widgets.vg_tree import short_lv_name
 
 
 class AuditScreen(ModalScreen[None]):
@@ -21,6 +22,7 @@ class AuditScreen(ModalScreen[None]):
     AuditScreen > Vertical { width: 96%; height: 90%; border: thick $primary; background: $surface; }
     AuditScreen Label { padding: 0 1; text-style: bold; }
     AuditScreen DataTable { height: 1fr; }
+    AuditScreen #audit-detail { height: auto; max-height: 12; padding: 0 1; background: $boost; }
     """
     BINDINGS = [Binding("escape,q,L", "dismiss", "Close")]
 
@@ -33,6 +35,8 @@ class AuditScreen(ModalScreen[None]):
             yield Label(f"Audit log — {self.case.path or 'in-memory case'} "
                         f"({len(self.case.audit)} entries)")
             yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+            # the table cuts long details (paths, sha256, VG names): the highlighted entry whole
+            yield Static("", id="audit-detail", markup=False)
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)
@@ -44,7 +48,19 @@ class AuditScreen(ModalScreen[None]):
                 detail += f"  {entry.get('bytes')} bytes sha256 {entry.get('sha256')}"
                 if entry.get("forced"):
                     detail += " (forced)"
-            t.add_row(when, str(entry.get("action", "")), str(entry.get("vdi", "")), detail)
+            t.add_row(when, str(entry.get("action", "")), short_lv_name(str(entry.get("vdi", ""))),
+                      detail if len(detail) <= 60 else detail[:59] + "…")
         if self.case.audit:
             t.move_cursor(row=len(self.case.audit) - 1)
         t.focus()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.query_one("#audit-detail", Static).update(entry_text(self.case.audit[event.cursor_row]))
+
+
+def entry_text(entry: dict) -> str:
+    """Every field of one audit entry, one `name: value` per line, time first."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(entry.get("time", 0))))
+    lines = [f"time: {when}"]
+    lines += [f"{k}: {v}" for k, v in entry.items() if k != "time"]
+    return "\n".join(lines)

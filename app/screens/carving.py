@@ -7,12 +7,18 @@ thread worker calling core.carve with the worker's cancel event and a progress c
 cancels it; Esc with nothing running goes back). `x` writes what was found into the output
 directory: the reassembled data files (core.carve.mssql.carve_mdf from the copies already found)
 and each archive's byte range (core.carve.rar.write_archives), always through AtomicOutput.
+
+Pushed from the workstation, the screen also carves inside the selected VDI's virtual disk (`v`
+switches between the disk and the VDI: SQL Server pages are 8 KiB aligned there, not on the
+disk), reports every hit's disk offset back so the disk map marks it (`on_hits`), and Enter on a
+hit goes back to the workstation with the hex view on it (`on_select`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -28,6 +34,41 @@ from core.progress import ProgressUpdate
 from core.source import Evidence
 
 MAX_PAGE_ROWS = 2000        # page-copy rows shown (files and archives are always all shown)
+MAX_MAPPED_HITS = 100_000   # hits inside a VDI translated to disk offsets for the disk map
+
+
+@dataclass
+class CarveScope:
+    """Where to carve: a ByteSpace, its name, and how its offsets map to the disk's (None: it is
+    the disk)."""
+    name: str
+    space: Any
+    locate: Callable[[int], int | None] | None = None
+
+
+MAX_SUMMARISED_FILES = 64   # file ids given a database name / missing count in the list
+
+
+def file_summaries(space: Any, recs: np.ndarray,
+                   cancel: threading.Event | None = None) -> dict[int, tuple[str | None, int | None]]:
+    """{file id: (database name from the boot page, pages the PFS pages say are missing)} for
+    the list, as carve-mdf would report them (None where the image does not say)."""
+    from core.carve.mssql import _boot_pages, _missing_pages, choose
+
+    out: dict[int, tuple[str | None, int | None]] = {}
+    if recs is None or not len(recs):
+        return out
+    boot = _boot_pages(space, recs[recs["file_id"] == 1])
+    database = boot[0][1]["database"] if boot else None
+    for fid in np.unique(recs["file_id"]).tolist()[:MAX_SUMMARISED_FILES]:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        ch = choose(recs[recs["file_id"] == fid])
+        n_pages = int(ch.pages[-1]) + 1 if len(ch.pages) else 0
+        missing, ranges = _missing_pages(space, ch, n_pages)
+        known = any(r["pfs_found"] for r in ranges)
+        out[int(fid)] = (database, len(missing) if known else None)
+    return out
 
 
 class CarvingScreen(Screen):
@@ -48,13 +89,19 @@ class CarvingScreen(Screen):
         Binding("m", "scan_pages", "SQL pages"),
         Binding("r", "scan_rar", "RAR archives"),
         Binding("x", "export", "Export"),
+        Binding("v", "scope", "Disk / VDI"),
+        Binding("enter", "select_hit", "Show in hex", show=False),
         Binding("escape", "cancel_or_back", "Cancel / back"),
     ]
 
     def __init__(self, evidence: Any, space: Any = None, out_dir: str | None = None,
-                 window: int | None = None) -> None:
+                 window: int | None = None, vdi: CarveScope | None = None,
+                 on_hits: Callable[[list[int]], None] | None = None,
+                 on_select: Callable[[int, bool], None] | None = None) -> None:
         """`evidence`: an evidence path, an Evidence, or the workstation session (it has
-        `.ev` and `.image_path`); `space`: carve inside this ByteSpace instead (a VDI)."""
+        `.ev` and `.image_path`); `space`: carve inside this ByteSpace instead (a VDI).
+        `vdi`: the selected VDI's virtual disk, the second scope `v` switches to; `on_hits(disk
+        offsets)` after every scan; `on_select(offset, in_vdi)` on Enter on a hit."""
         super().__init__()
         self._own_ev = False
         if isinstance(evidence, (str, os.PathLike)):
@@ -66,11 +113,17 @@ class CarvingScreen(Screen):
             self.ev = evidence.ev
         self.image_path = self.ev.path
         self.space = space if space is not None else self.ev
+        self.scopes = [CarveScope("disk", self.space)] + ([vdi] if vdi is not None else [])
+        self.scope = 0
+        self.on_hits = on_hits
+        self.on_select = on_select
+        self._row_offsets: dict[str, int] = {}
         base = os.path.splitext(os.path.basename(self.image_path))[0] or "evidence"
         self.default_out = out_dir or os.path.join(
             os.path.dirname(os.path.abspath(self.image_path)), f"{base}-carved")
         self.window = window
         self.pages = None                        # page-copy records of the last page scan
+        self.file_info: dict[int, tuple[str | None, int | None]] = {}   # file id: (db, missing)
         self.archives: list | None = None        # RarArchive list from the last RAR scan
         self.job: Worker | None = None
         self.job_label = ""
@@ -79,16 +132,15 @@ class CarvingScreen(Screen):
 
     # -- layout ----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Label(f"Carving — {os.path.basename(self.image_path)} "
-                    f"({self.space.size:,} bytes)", id="carve-title")
+        yield Label(self._title(), id="carve-title")
         with Horizontal(id="carve-out-row"):
             yield Label("Output dir")
             yield Input(value=self.default_out, id="carve-out")
         yield DataTable(id="carve-hits", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="carve-progress-row"):
-            yield Static("m: SQL Server pages   r: RAR archives   x: export   Esc: cancel/back",
-                         id="carve-status", markup=False)
-            yield ProgressBar(total=None, show_eta=True, id="carve-bar")
+            yield Static(self._hint(), id="carve-status", markup=False)
+            # a finite, empty bar while idle: the indeterminate animation would say "busy"
+            yield ProgressBar(total=1, show_eta=True, id="carve-bar")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -103,37 +155,79 @@ class CarvingScreen(Screen):
             self.ev.close()
 
     # -- state shown -------------------------------------------------------------------------------
+    def _title(self) -> str:
+        where = os.path.basename(self.image_path)
+        if self.scope:
+            where = f"inside VDI {self.scopes[self.scope].name} (virtual disk) on {where}"
+        return f"Carving — {where} ({self.space.size:,} bytes)"
+
+    def _hint(self) -> str:
+        hint = "m: SQL Server pages   r: RAR archives   x: export   Enter: show in hex"
+        if len(self.scopes) > 1:
+            hint += "   v: disk / VDI"
+        return hint + "   Esc: cancel/back"
+
     def set_status(self, text: str) -> None:
         self.query_one("#carve-status", Static).update(text)
 
     def refresh_rows(self) -> None:
         table = self.query_one(DataTable)
         table.clear()
+        rows = self._row_offsets
+        rows.clear()
         if self.pages is not None:
             from core.carve.mssql import copy_of_record, choose
             recs = self.pages
             for fid in np.unique(recs["file_id"]).tolist():
                 mine = recs[recs["file_id"] == fid]
                 ch = choose(mine)
+                database, missing = self.file_info.get(fid, (None, None))
+                detail = f"{ch.bad} bad copies, {len(ch.conflicts)} with several versions"
+                if missing is not None:
+                    detail = f"{missing} missing, " + detail
+                if database:
+                    detail = f"{database} — " + detail
                 table.add_row(f"mdf file {fid}", f"{int(mine['offset'].min()):,}",
-                              f"{len(ch.pages) * 8192:,}", f"{len(ch.pages)} pages",
-                              f"{ch.bad} bad copies, {len(ch.conflicts)} with several versions",
+                              f"{len(ch.pages) * 8192:,}", f"{len(ch.pages)} pages", detail,
                               key=f"file-{fid}")
+                rows[f"file-{fid}"] = int(mine['offset'].min())
             for rec in recs[:MAX_PAGE_ROWS]:
                 c = copy_of_record(rec)
                 table.add_row("page", f"{c.offset:,}", "8,192",
                               "valid" if c.valid else f"bad {c.protection}",
                               f"{c.file_id}:{c.page_id} type {c.page_type} "
                               f"lsn {c.lsn[0]}:{c.lsn[1]}:{c.lsn[2]}", key=f"page-{c.offset}")
+                rows[f"page-{c.offset}"] = int(c.offset)
         if self.archives is not None:
             for a in self.archives:
                 state = "complete" if a.complete else (
                     "encrypted headers" if a.encrypted_headers else "damaged/incomplete")
                 detail = f"{len(a.files)} files"
                 if a.first_bad_header:
-                    detail += f"; bad header at {a.first_bad_header['offset']:,}"
+                    # the reason too: right after an old (RAR 1.5-2.x) archive without an end
+                    # block, the "bad header" is often just the data that follows it
+                    bad = a.first_bad_header
+                    detail += f"; walk stopped at {bad['offset']:,}: {bad.get('reason', 'bad header')}"
                 table.add_row(f"rar{a.version}", f"{a.offset:,}", f"{a.bytes:,}", state, detail,
                               key=f"rar-{a.offset}")
+                rows[f"rar-{a.offset}"] = int(a.offset)
+
+    def hit_offsets(self) -> list[int]:
+        """Disk offsets of every hit of the current scope (page copies and archives)."""
+        offsets: list[int] = []
+        if self.pages is not None and len(self.pages):
+            offsets += np.unique(self.pages["offset"]).astype(np.int64).tolist()
+        if self.archives:
+            offsets += [int(a.offset) for a in self.archives]
+        locate = self.scopes[self.scope].locate
+        if locate is None:
+            return offsets
+        disk = (locate(o) for o in offsets[:MAX_MAPPED_HITS])
+        return [d for d in disk if d is not None]
+
+    def _report_hits(self) -> None:
+        if self.on_hits is not None:
+            self.on_hits(self.hit_offsets())
 
     # -- jobs ----------------------------------------------------------------------------------------
     @property
@@ -216,11 +310,12 @@ class CarvingScreen(Screen):
             recs = collect_records(find_page_records(space, cancel=cancel, progress=progress,
                                                      **kw))
             fill_digests(space, recs)
-            return recs
+            return recs, file_summaries(space, recs, cancel)
 
-        def done(pages):
-            self.pages = pages
+        def done(result):
+            self.pages, self.file_info = result
             self.refresh_rows()
+            self._report_hits()
 
         self.start("scanning for SQL Server pages", work, done)
 
@@ -234,6 +329,7 @@ class CarvingScreen(Screen):
         def done(archives):
             self.archives = archives
             self.refresh_rows()
+            self._report_hits()
 
         self.start("scanning for RAR archives", work, done)
 
@@ -269,6 +365,46 @@ class CarvingScreen(Screen):
             self.notify(f"{len(written)} files written under {out_dir}")
 
         self.start("exporting", work, done)
+
+    def action_scope(self) -> None:
+        """Carve the disk or the selected VDI's virtual disk (the results of the other go)."""
+        if len(self.scopes) < 2:
+            self.notify("select a VHD VDI in the workstation first to carve inside it",
+                        severity="warning")
+            return
+        if self.busy:
+            self.notify(f"{self.job_label} is still running (Esc cancels it)")
+            return
+        self.scope = (self.scope + 1) % len(self.scopes)
+        self.space = self.scopes[self.scope].space
+        self.pages = self.archives = None
+        self.file_info = {}
+        self.exported = []
+        self.refresh_rows()
+        self.query_one("#carve-title", Label).update(self._title())
+        self.set_status(self._hint())
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_select_hit()
+
+    def action_select_hit(self) -> None:
+        """Back to the workstation with the hex view on the highlighted hit."""
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        offset = self._row_offsets.get(str(key))
+        if offset is None:
+            return
+        if self.on_select is None:
+            self.notify(f"hit at offset {offset:,} ({offset:#x})")
+            return
+        if self.busy:
+            self.job.cancel()
+        in_vdi = self.scope > 0
+        self.app.pop_screen()
+        self.on_select(offset, in_vdi)
 
     def action_cancel_or_back(self) -> None:
         if self.busy:

@@ -18,8 +18,9 @@ append-only audit log (`L`).
 ## Panes — `1` `2` `3` `4` focus them, `Tab` cycles, the mouse works too
 
 **1 VG tree** — partitions, PVs, VGs, every metadata generation (seqno, source, checksum, time,
-description) with its LVs; deleted VDIs are marked, VHD snapshot chains nested under their parent.
-`Enter` on a generation recolours the map; `Enter` on an LV opens it in the editor.
+description) with its LVs; deleted VDIs are marked `DELETED` (a generation that still holds some
+says `N deleted`), VHD snapshot chains nested under their parent. `→` / `←` (or `Space`) open and
+close a node; `Enter` on a generation chooses it (`●`) and recolours the map; `Enter` on an LV opens it in the editor.
 
 **2 Disk map** — one cell per PE (or per bucket of PEs when the disk is large), coloured by the
 owner LV in the chosen generation. Arrows move, `+` / `-` zoom, `Enter` opens the LV under the
@@ -44,7 +45,8 @@ that space and on the disk, and the structure field under the cursor.
 - `S`: signature scan of the whole image (carve hits appear on the map) · `F5`: analyse again
 - `R`: rebuild extent maps from VHD structure (engine suggestions in the editor)
 - `E`: export the selected VDI (VHD or raw); ends with size and sha256
-- `c`: carving screen (SQL Server pages, RAR archives)
+- `c`: carving screen (SQL Server pages, RAR archives), on the disk or inside the selected VDI
+  (`v` there); hits are marked on the map, `Enter` on one shows it in the hex view
 - `L`: audit log of this case · `ctrl+p`: every action by name
 - `F1` / `?`: this help · `q`: quit
 """

@@ -21,18 +21,26 @@ from textual.widget import MountError
 from textual.widgets import Footer, Static
 
 from app.screens.dialogs import InputDialog
-from app.screens.hexpane import HexPaneMixin
+from app.screens.hexpane import HexPaneMixin, _virtual_locate
 from app.screens.jobs import JobsMixin
 from app.screens.session import EngineMissing, Session, vdi_key
 from core.errors import SrsalvageError
 from widgets.disk_map import CONFLICT, FREE, META, OUTSIDE, UNKNOWN, DiskMap, human
 from widgets.extent_editor import CheckState, ExtentEditor
 from widgets.hex_view import HexView
-from widgets.vg_tree import VGTree
+from widgets.vg_tree import VGTree, short_lv_name
 from widgets.worker_status import WorkerStatus
 
 CODE_NAMES = {FREE: "free", META: "metadata area", OUTSIDE: "outside the PV", CONFLICT: "conflict",
               UNKNOWN: "unknown"}
+
+
+def short_vg_name(name: str) -> str:
+    """VG_XenStorage-<sr uuid> -> VG_XenStorage-<first uuid group>… (the header is one line)."""
+    head, sep, rest = name.partition("VG_XenStorage-")
+    if not head and sep and len(rest) == 36:
+        return f"{sep}{rest[:8]}…"
+    return name if len(name) <= 32 else name[:31] + "…"
 
 
 class MainScreen(JobsMixin, HexPaneMixin, Screen):
@@ -155,11 +163,15 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         if s.sel.gen is not None and getattr(s.sel.gen, "source", "") == "reconstruct":
             t.append("  maps rebuilt from VHD structure (no LVM metadata)", style="magenta")
         elif s.sel.gen is not None:
-            t.append(f"  {s.sel.vg.name[:40]} seqno {s.sel.gen.seqno}", style="cyan")
-        if s.case.path:
-            t.append(f"  case: {os.path.basename(s.case.path)}", style="dim")
+            # the generation first: at 80 columns the VG's long name must not push it away
+            t.append(f"  seqno {s.sel.gen.seqno}", style="bold cyan")
+            t.append(f" {short_vg_name(s.sel.vg.name)}", style="cyan")
         if s.ev.unreadable:
             t.append(f"  {len(s.ev.unreadable)} unreadable ranges", style="bold red")
+        if s.case.path:
+            t.append(f"  case: {os.path.basename(s.case.path)}", style="dim")
+        t.no_wrap = True            # one line: what does not fit is cut at the right, not wrapped
+        t.overflow = "ellipsis"
         self.query_one("#header", Static).update(t)
 
     def set_status(self, text: str | Text) -> None:
@@ -549,16 +561,32 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         self.app.push_screen(AuditScreen(self.session.case))
 
     def action_carving(self) -> None:
-        try:
-            from app.screens.carving import CarvingScreen  # written by engineer "carve"
-        except ImportError as exc:
-            self.notify(f"carving screen not available ({exc})", severity="warning")
-            return
-        try:
-            screen = CarvingScreen(self.session)
-        except TypeError:
-            screen = CarvingScreen()
-        self.app.push_screen(screen)
+        """The carving screen over the disk (and, with a VHD VDI selected, inside its virtual
+        disk); its hits are marked on the map and Enter on one shows it in the hex view."""
+        from app.screens.carving import CarveScope, CarvingScreen
+
+        s = self.session
+        vdi = None
+        lv, vg = s.sel.lv, s.sel.vg
+        if lv is not None and lv.kind == "vhd":
+            try:
+                img = s.vhd_image(vg, lv)
+                vdi = CarveScope(short_lv_name(lv.name), img.virtual_space(),
+                                 _virtual_locate(img, s.lv_space(vg, s.pes(lv), lv.name)))
+            except SrsalvageError:
+                vdi = None      # an unreadable VHD: the disk can still be carved
+        self.app.push_screen(CarvingScreen(s, vdi=vdi, on_hits=self.set_carve_hits,
+                                           on_select=self.show_carve_hit))
+
+    def set_carve_hits(self, disk_offsets: list[int]) -> None:
+        self.session.carve_hits = list(disk_offsets)
+        self.refresh_map()
+
+    def show_carve_hit(self, offset: int, in_vdi: bool) -> None:
+        """The hex view on a carving hit (in the selected VDI's virtual disk when it was there)."""
+        self.set_hex_mode("virtual" if in_vdi else "disk")
+        self.hex.goto(offset)
+        self.action_focus_pane("hex")
 
     def action_scan(self) -> None:
         s = self.session

@@ -25,6 +25,10 @@ from widgets.overlay import Overlay, fields_of
 CARVE_KINDS = ("mssql", "rar")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class EngineMissing(SrsalvageError):
     """An engine module this action needs is not installed/written."""
 
@@ -127,6 +131,7 @@ class Session:
         self.report: Any = None
         self.analysis_error: str | None = None
         self.scan_result: Any = None
+        self.carve_hits: list[int] = []     # disk offsets of the carving screen's last hits
         self.reconstruction: Any = None
         self.suggestions: dict[str, list[Extent | None]] = {}
         self.parents: dict[str, str] = {}
@@ -268,7 +273,7 @@ class Session:
                 le = f.offset // vg.extent_bytes
                 per_le.setdefault(le, f.kind)
         missing = sum(1 for p in pes if p is None)
-        summary = f"{len(errors)} errors, {len(warnings)} warnings"
+        summary = f"{_count(len(errors), 'error')}, {_count(len(warnings), 'warning')}"
         if errors:
             summary += f": {errors[0].kind} — {errors[0].message}"
         if missing:
@@ -375,11 +380,12 @@ class Session:
         return model
 
     def carve_hit_offsets(self) -> list[int]:
+        """Carve hits for the map: the scan's carving kinds and the carving screen's hits."""
         r = self.scan_result
-        if r is None:
-            return []
-        return [f.offset for f in getattr(r, "findings", [])
-                if any(str(getattr(f, "kind", "")).startswith(k) for k in CARVE_KINDS)]
+        found = [] if r is None else [
+            f.offset for f in getattr(r, "findings", [])
+            if any(str(getattr(f, "kind", "")).startswith(k) for k in CARVE_KINDS)]
+        return found + list(self.carve_hits)
 
     def owner_index(self, model: DiskMapModel, name: str) -> int | None:
         for i, o in enumerate(model.owners):

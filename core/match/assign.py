@@ -40,6 +40,9 @@ FREE, RESERVED = -1, -2
 ACCEPT = 3.0            # minimum total evidence to place anything
 MIN_CONFIDENCE = 0.6
 ADJACENCY_ONLY = 0.7    # content fits several VDIs; the physical neighbour decided
+CONTESTED = 0.6         # a walked step another VDI's open LE would fit just as well
+CONTESTED_NOTE = ("fits another VDI's next extent as well (same LE, no telling data); "
+                  "placed because it follows the previous extent on disk")
 GAP_CONFIDENCE = 0.4    # data-less extents inferred from the free PE run between two placed ones
 SEARCH_SECTORS = 1 << 17   # sectors gathered per search batch (64 MiB)
 LATTICE = 1024             # 4 KiB-aligned bitmap positions per 4 MiB extent
@@ -150,9 +153,9 @@ class Solver:
         if left is not None:
             prev = pred.slots.get(le - 1)
             if prev is not None and prev.straddle_out is not None:
-                c, inf, empty = self.scorer.continuity(prev.straddle_out, left, pe, bs,
-                                                       v.anchor.lvhd)
-                s.empty_spill = empty
+                c, inf, empty, seen = self.scorer.continuity(prev.straddle_out, left, pe, bs,
+                                                             v.anchor.lvhd)
+                s.empty_spill, s.data_seen = empty, seen
                 if inf:
                     s.continuity += c
                     s.informative = True
@@ -160,8 +163,8 @@ class Solver:
                 s.adjacency += 1.0
         if right is not None:
             if slot.straddle_out is not None:
-                c, inf, _ = self.scorer.continuity(slot.straddle_out, pe, right, bs,
-                                                   v.anchor.lvhd)
+                c, inf, _, _ = self.scorer.continuity(slot.straddle_out, pe, right, bs,
+                                                      v.anchor.lvhd)
                 if inf:
                     s.continuity += c
                     s.informative = True
@@ -213,9 +216,12 @@ class Solver:
             else:
                 s = self.score(v, nle, npe, right=pe)
             ok, conf, src = self._walk_verdict(slot, s)
-            if not ok or (conf < 0.9 and self._contested(v, nle)):
+            if not ok:
                 return placed
-            self.place(v, nle, npe, conf, src)
+            note = None
+            if conf < 0.9 and self._contested(v, nle):
+                conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
+            self.place(v, nle, npe, conf, src, note)
             placed += 1
             le, pe = nle, npe
             if placed % 256 == 0:
@@ -320,9 +326,12 @@ class Solver:
             pred = v.pred
             for j, p, sc in zip(les, pes, self.score_steps(v, les, pes)):
                 ok, conf, src = self._walk_verdict(pred.slots[j], sc)
-                if not ok or (conf < 0.9 and self._contested(v, j)):
+                if not ok:
                     return placed
-                self.place(v, j, p, conf, src)
+                note = None
+                if conf < 0.9 and self._contested(v, j):
+                    conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
+                self.place(v, j, p, conf, src, note)
                 placed += 1
                 le, pe = j, p
                 if v.pred is not pred:      # the batmap was read: later steps rescored
@@ -332,8 +341,8 @@ class Solver:
     def _contested(self, v: VdiState, le: int) -> bool:
         """Is another VDI looking for its LE `le` right now (its LE le-1 or le+1 is placed)?
         Then an extent that only fits v's LE `le` by layout and adjacency could as well be
-        that VDI's: LVM may have extended the other LV right after this one. The walk stops
-        there and the search weighs both."""
+        that VDI's: LVM may have extended the other LV right after this one. The walk still
+        takes it (LVM allocates runs) but says so: source adjacency, low confidence."""
         slot = v.pred.slots[le]
         for w in self._front_by_le.get(le, ()):
             if w is v or le in w.placed:
@@ -554,8 +563,8 @@ class Solver:
             slot = v.pred.slots[le]
             if not len(slot.bitmap_offsets) and s.content < ACCEPT:
                 continue        # far from its neighbours, a data-only extent needs its footer
-            if not len(slot.bitmap_offsets) and slot.lv_end_possible and not s.informative \
-                    and self._inflated_le(v) > le:
+            if not len(slot.bitmap_offsets) and slot.lv_end_possible and not s.data_seen \
+                    and not (s.informative and s.continuity > 0) and self._inflated_le(v) > le:
                 # the footer says "the LV's end", but an inflated LV ends later: this extent
                 # may as well be the last of a longer LV (its data-only LE elsewhere)
                 v.ambiguous[le] = sorted([p] + rivals)

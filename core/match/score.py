@@ -49,6 +49,7 @@ class Score:
     informative: bool = False   # the continuity check could tell candidates apart
     adjacency: float = 0.0
     empty_spill: bool = False   # sectors the straddling block wrote all read zero here
+    data_seen: bool = False     # some sector the straddling block wrote holds data here
 
     @property
     def total(self) -> float:
@@ -134,17 +135,19 @@ class Scorer:
         return total
 
     def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
-                   block_size: int, sets_written_only: bool = True) -> tuple[float, bool, bool]:
+                   block_size: int, sets_written_only: bool = True
+                   ) -> tuple[float, bool, bool, bool]:
         """Evidence that `right_pe` continues the block that starts in `left_pe`:
-        (score, informative, empty: every sampled written sector reads zero)."""
+        (score, informative, empty: every sampled written sector reads zero, seen: some does
+        not)."""
         if straddle is None or straddle.sectors <= 0:
-            return 0.0, False, False
+            return 0.0, False, False, False
         bm = self.sector(self.pe_base(left_pe) + straddle.bitmap_offset)
         bits = np.unpackbits(bm)[: block_size // SECTOR].astype(bool)
         window = bits[straddle.first_sector: straddle.first_sector + straddle.sectors]
         idx = sample_sectors(window)
         if len(idx) == 0:
-            return 0.0, False, False
+            return 0.0, False, False, False
         data = self.reader.gather(self.pe_base(right_pe) + idx * SECTOR, SECTOR)
         present = data.any(axis=1)
         written = window[idx]
@@ -159,4 +162,5 @@ class Scorer:
                        np.where(present, DISAGREE, AGREE_ZERO))
         empty = bool(written.any()) and not bool((present & written).any())
         informative = clear_evidence(written, present) or (sets_written_only and empty)
-        return max(-CONT_CAP, min(CONT_CAP, float(llr.sum()))), informative, empty
+        seen = bool((written & present).any())
+        return max(-CONT_CAP, min(CONT_CAP, float(llr.sum()))), informative, empty, seen

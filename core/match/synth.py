@@ -73,9 +73,10 @@ TIB2_ENTRIES = 1 << 20
 
 
 def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Random):
-    """Head (footer copy, header, BAT), batmap, footer and the bitmap sectors of an LVHD VHD
-    whose first `nblocks` blocks (in a shuffled virtual order) are allocated, as
-    {LV offset: bytes}; block data is never written (the benchmark's sparse holes)."""
+    """Head (footer copy, header, BAT), batmap, footer, bitmap sectors and the written data of
+    an LVHD VHD whose first `nblocks` blocks (in a shuffled virtual order) are allocated, as
+    {LV offset: bytes}; each block holds one or two written 4 KiB pieces, the rest of it is
+    never written (holes)."""
     from core.structs import vhd as S
 
     uid = bytes(rng.getrandbits(8) for _ in range(16))
@@ -98,10 +99,12 @@ def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Rand
     for k, b in enumerate(which):
         off = LVHD_META + k * LVHD_STRIDE
         bat[b] = off // 512
-        written = SECTORS if rng.random() < 0.3 else rng.randrange(8, SECTORS)
+        # a guest's writes: one or two 4 KiB pieces of the 2 MiB block, their data random
         mask = np.zeros(SECTORS, dtype=bool)
-        mask[:written] = True
-        batmap[b] = written == SECTORS
+        for _ in range(rng.randint(1, 2)):
+            at = rng.randrange(0, SECTORS - 8, 8)
+            mask[at: at + 8] = True
+            pieces[off + 512 + at * 512] = rng.randbytes(4096)
         pieces[off] = np.packbits(mask).tobytes()
     map_bytes = np.packbits(batmap).tobytes()
     csum = S.batmap_checksum(map_bytes[: S.batmap_checksum_length(virtual, 2 << 20)])
@@ -112,7 +115,7 @@ def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Rand
     return uid, pieces
 
 
-def sparse_sr(path: str, size: int, n_vdis: int, seed: int = 1, fill: float = 0.6,
+def sparse_sr(path: str, size: int, n_vdis: int, seed: int = 1, fill: float = 0.3,
               data_offset: int = 11 << 20, extent_bytes: int = 4 << 20, turns: int = 2,
               label: bool = True) -> dict:
     """A sparse SR image: `n_vdis` LVHD VDIs grown in `turns` turns (created, then inflated:

@@ -124,7 +124,17 @@ def export_vhd(img: VhdImage, out_path: str, evidence_paths=(), overwrite: bool 
             from core.vhd.reader import VhdError
             raise VhdError(f"{img.name or 'VHD'}: no usable dynamic header; cannot write a VHD "
                            f"(try --format raw only after repairing the header by hand)")
+        if not img.usable:
+            from core.vhd.reader import VhdError
+            raise VhdError(f"{img.name or 'VHD'}: VHD structures too damaged to write a VHD "
+                           f"({', '.join(f.kind for f in img.findings if f.severity == 'error')})"
+                           f"; see `srsalvage check`")
         body_end = plan.data_end
+        if body_end > img.space.size:
+            from core.vhd.reader import VhdError
+            raise VhdError(f"{img.name or 'VHD'}: the dynamic header places metadata or blocks up "
+                           f"to byte {body_end}, past the end of the {img.space.size}-byte volume "
+                           f"(damaged header; see `srsalvage check`); not writing a VHD")
         gap = (img.footer_offset or 0) - body_end
         if img.footer.crtr_app != S.CREATOR_TAP and img.footer_source != "copy" \
                 and 0 < gap <= WINDOWS_PAD_MAX and gap % 512 == 0:
@@ -219,6 +229,12 @@ def _repaired(img: VhdImage, repairs: list[str], unrepaired: list[str]) -> VhdIm
     """`img` with its BAT repaired (a shallow copy; the image itself is left alone)."""
     if img.header is None:
         return img
+    need = -(-img.virtual_size // img.block_size) if img.block_size else 0
+    if len(img.bat) < need:
+        unrepaired.append(f"{img.name or 'VHD'}: only {len(img.bat)} of the {need} BAT entries "
+                          f"the disk size needs could be read (table at "
+                          f"{int(img.header.table_offset)}); blocks {len(img.bat)} to {need - 1} "
+                          f"read as absent")
     _unmapped_note(img, unrepaired)
     plan = plan_repair(img)
     if not plan.bat_changed:

@@ -615,8 +615,14 @@ class VhdImage:
         """End of footer copy, header, BAT, batmap and locators."""
         if self.header is None:
             return 512
-        ends = [512, self.header_offset + S.HEADER_SIZE,
-                int(self.header.table_offset) + S.roundup(self.bat_entries_declared * 4, 512)]
+        table = int(self.header.table_offset)
+        bat_bytes = S.roundup(self.bat_entries_declared * 4, 512)
+        if table + bat_bytes > self.space.size:
+            # a max_table_entries that runs past the volume is damage (vhd-truncated /
+            # vhd-bat-capped): count only the entries the disk size needs, so the blocks that
+            # follow the real table are not all taken for metadata
+            bat_bytes = S.roundup(len(self.bat) * 4, 512)
+        ends = [512, self.header_offset + S.HEADER_SIZE, table + bat_bytes]
         if self.batmap_header is not None:
             ends.append(self.batmap_header_offset + 512)
             if self.batmap is not None:  # the batmap header's own fields proved sane

@@ -89,8 +89,28 @@ def plan_repair(img: VhdImage) -> RepairPlan:
         plan.repairs.append(f"dynamic header checksum recomputed (was 0x{img.header.checksum:08x})")
     else:
         plan.header = img.header_raw
+    _plan_table_entries(img, plan)
     _plan_bat(img, plan)
     return plan
+
+
+MAX_TABLE_ENTRIES_OFFSET = 28   # dd_hdr.max_bat_size (spec "Max Table Entries")
+
+
+def _plan_table_entries(img: VhdImage, plan: RepairPlan) -> None:
+    """A max_table_entries whose table would run past the end of the volume is damage (the
+    producers reserve the whole table before the first block): the exported header declares the
+    entries that were read instead, so that other tools open the export (qemu refuses a table
+    over INT_MAX / 4 entries)."""
+    declared = img.bat_entries_declared
+    table = int(img.header.table_offset)
+    if declared <= len(img.bat) or table + S.roundup(declared * 4, 512) <= img.space.size:
+        return
+    raw = bytearray(plan.header)
+    raw[MAX_TABLE_ENTRIES_OFFSET:MAX_TABLE_ENTRIES_OFFSET + 4] = len(img.bat).to_bytes(4, "big")
+    plan.header = _with_header_checksum(bytes(raw))
+    plan.repairs.append(f"max table entries {declared} (a table past the end of the "
+                        f"{img.space.size}-byte volume) set to the {len(img.bat)} entries read")
 
 
 def _plan_bat(img: VhdImage, plan: RepairPlan) -> None:
