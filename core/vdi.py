@@ -176,6 +176,11 @@ def volumes_from_map(base: ByteSpace, doc: dict) -> list[VdiVolume]:
         les = max([r[0] + r[2] for r in runs] + [needed])
         if les > MAX_LES or needed < 0 or any(x < 0 for r in runs for x in r):
             raise SrsalvageError(f"map file: vdis[{i}] map out of range")
+        covered = sorted((r[0], r[0] + r[2]) for r in runs if r[2])
+        for (a0, a1), (b0, b1) in zip(covered, covered[1:]):
+            if b0 < a1:   # two PEs for one LE: which one holds the data is not ours to guess
+                raise SrsalvageError(f"map file: vdis[{i}] map places LE {b0} twice "
+                                     f"(runs over LEs {a0}-{a1 - 1} and {b0}-{b1 - 1})")
         pes = map_runs_to_pes(runs, les)
         lv = vdi.get("lv") if isinstance(vdi.get("lv"), str) else None
         uid = vdi.get("vhd_uuid") if isinstance(vdi.get("vhd_uuid"), str) else None

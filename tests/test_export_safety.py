@@ -253,3 +253,15 @@ def test_incomplete_map_is_warned_about(vhd_image, tmp_path):
             "-o", str(tmp_path / "p.raw"))
     assert p.returncode == 0, p.stderr
     assert "LE(s) 1" in p.stderr and "no map places" in p.stderr
+
+
+def test_map_placing_one_le_twice_is_a_one_line_error(vhd_image, tmp_path):
+    path, mp, _, _ = vhd_image
+    doc = json.loads(mp.read_text())
+    doc["vdis"][0]["map"] = [[0, 0, 3], [1, 5, 2]]
+    bad = tmp_path / "overlap.json"
+    bad.write_text(json.dumps(doc))
+    p = cli("export", str(path), "--map", str(bad), "--vdi", doc["vdis"][0]["key"],
+            "--format", "raw", "-o", str(tmp_path / "o.raw"))
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "LE 1 twice" in p.stderr, p.stderr
+    assert not (tmp_path / "o.raw").exists()

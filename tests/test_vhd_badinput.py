@@ -241,3 +241,42 @@ def test_export_vhd_of_an_unusable_block_size_is_refused(tmp_path):
     with pytest.raises(VhdError, match="too damaged"):
         export_vhd(img, str(tmp_path / "x.vhd"))
     assert not (tmp_path / "x.vhd").exists()
+
+
+# -- the vhd-util check catalogue: each damage a named finding at its offset, none masking others
+def _with_batmap(data: bytes, first_byte: int, fix_checksum: bool) -> bytes:
+    img = VhdImage.open(BytesSpace(data))
+    off, hoff = int(img.batmap_header.batmap_offset), img.batmap_header_offset
+    out = bytearray(data)
+    out[off] = first_byte
+    if fix_checksum:
+        csum = S.batmap_checksum(bytes(out[off:off + 512]))
+        out[hoff + 24:hoff + 28] = csum.to_bytes(4, "big")   # tdbatmap checksum field
+    return bytes(out)
+
+
+def test_catalogue_overlap_footer_mismatch_and_batmap_findings():
+    # two BAT entries pointing at the same block: overlapping blocks
+    img = VhdImage.open(BytesSpace(SMALL_QEMU))
+    table = int(img.header.table_offset)
+    data = bytearray(SMALL_QEMU)
+    data[table + 8:table + 12] = data[table:table + 4]            # entry 2 := entry 0
+    f = {x.kind: x for x in check_vhd(VhdImage.open(BytesSpace(bytes(data))))}
+    assert "vhd-bat-overlap" in f
+    # a footer copy with a good checksum that disagrees with the primary (another unique id)
+    copy = bytearray(SMALL_QEMU[:512])
+    copy[68:84] = bytes(range(100, 116))                          # footer uuid field
+    copy[64:68] = S.footer_checksum(bytes(copy)).to_bytes(4, "big")
+    f = {x.kind: x for x in check_vhd(VhdImage.open(BytesSpace(bytes(copy) + SMALL_QEMU[512:])))}
+    assert "vhd-footer-mismatch" in f and f["vhd-footer-mismatch"].offset == 0
+    # blktap batmap: damaged bytes (checksum), a bit for an unallocated block, a bit for a
+    # partially written block
+    good_kinds = {x.kind for x in check_vhd(VhdImage.open(BytesSpace(SMALL_TAP)))}
+    assert not good_kinds & {"vhd-batmap-checksum", "vhd-batmap-unallocated",
+                             "vhd-batmap-bitmap-mismatch"}
+    kinds = {x.kind for x in check_vhd(VhdImage.open(BytesSpace(_with_batmap(SMALL_TAP, 0x80, False))))}
+    assert "vhd-batmap-checksum" in kinds
+    kinds = {x.kind for x in check_vhd(VhdImage.open(BytesSpace(_with_batmap(SMALL_TAP, 0x80, True))))}
+    assert "vhd-batmap-unallocated" in kinds and "vhd-batmap-checksum" not in kinds
+    kinds = {x.kind for x in check_vhd(VhdImage.open(BytesSpace(_with_batmap(SMALL_TAP, 0x40, True))))}
+    assert "vhd-batmap-bitmap-mismatch" in kinds

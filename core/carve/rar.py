@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import struct
 import threading
 import zlib
@@ -27,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from construct import ConstructError
 
+from core.bytesearch import find_all
 from core.carve.windows import DEFAULT_WINDOW, space_windows
 from core.kinds import Kind, Verdict, register
 from core.output import AtomicOutput
@@ -54,7 +54,6 @@ MAX_BLOCKS = 1_000_000             # far more headers than any real archive; bou
 ENCRYPTED_CARVE_LIMIT = 256 << 20  # how far an archive with encrypted headers is carved at most
 MAX_ARCHIVES = 100_000             # archives kept in one carve result
 RAR5_VOLUME_PADDING = 32           # zero bytes taken after a continuing RAR 5 volume's end block
-_SIG_RE = re.compile(re.escape(RAR_SIG_PREFIX))
 
 ReadFn = Callable[[int, int], bytes]
 
@@ -468,11 +467,11 @@ def find_signatures(space: ByteSpace, start: int = 0, end: int | None = None,
     ticker = Ticker(max(0, end - start), "rar signatures", progress, cancel)
     for base, view, own in space_windows(space, start, end, window=window, overlap=8, align=512):
         ticker.tick(max(0, base - start))
-        # re scans a buffer in C without copying it (3x faster than a numpy compare chain)
-        for m in _SIG_RE.finditer(memoryview(view)):
-            rel = m.start()
-            if rel >= own:
-                break
+        # libc memmem over the window's own memory (core.bytesearch: ~6 GB/s, twice `re`);
+        # the shared prefix once, the version byte(s) after it on the rare hits. Only starts
+        # below `own` belong to this window: the search stops short of the overlap.
+        prefix_end = min(len(view), own + len(RAR_SIG_PREFIX) - 1)
+        for rel in find_all(view[:prefix_end], RAR_SIG_PREFIX).tolist():
             tail = bytes(view[rel + 6: rel + 8])
             if tail[:1] == b"\x00":
                 yield base + rel, 4

@@ -1,5 +1,5 @@
 """SQL Server data-file (.mdf/.ndf) structures: the 96-byte page header, the boot page record,
-the PFS byte map, the IAM header, and the page checksum.
+the PFS byte map, the IAM header, the FixedVar record layout, and the page checksum.
 
 Field names follow OrcaMDF (`improvedk/OrcaMDF: src/OrcaMDF.Core/Engine/Pages/PageHeader.cs`,
 `src/OrcaMDF.RawCore/RawPageHeader.cs`) and Totopolis (`Totopolis/dataserver:
@@ -13,10 +13,13 @@ numpy structured dtype so a window of candidate pages is decoded without a Pytho
 from __future__ import annotations
 
 import numpy as np
-from construct import Bytes, Int8ul, Int16ul, Int32ul, Struct
+from construct import Bytes, Int8ul, Int16ul, Int32sl, Int32ul, Struct, this
 
 PAGE_SIZE = 8192           # every page is 8 KiB; page n of a file is at byte n * 8192 (RawPage.cs)
 PAGE_HEADER_SIZE = 96
+# The slot array: one u16 record offset per slot, growing backwards from the page end (slot 0 at
+# 8190) (RawPage.cs; formats.md 5): SLOT_ARRAY_ENTRY[n] parses / builds n of them.
+SLOT_ARRAY_ENTRY = Int16ul
 SECTORS_PER_PAGE = 16      # checksum / torn bits work on 16 sectors of 512 bytes
 
 # m_flagBits (PageHeader.cs / page_head.h): which protection the page carries in m_tornBits
@@ -127,6 +130,54 @@ iam_header = Struct(
 # meaning is only partly public (Totopolis sysobj/file_header.h). Variable column 4 holds the file
 # size in pages [V: 280 and 400 in the two shared fixtures, equal to their lengths / 8192].
 FILE_HEADER_SIZE_COLUMN = 4
+
+# PFS byte bits besides PFS_ALLOCATED (Paul Randal, "Inside The Storage Engine: GAM, SGAM, PFS and
+# other allocation maps"): bits 0-2 how full the page is (4 = 96-100 %), 0x08 ghost records,
+# 0x10 IAM page, 0x20 page of a mixed extent [V on the ITHelpdesk fixture: 0x70 on IAM pages,
+# 0x60 on data pages in mixed extents, 0x44 on the file header and allocation pages, 0x64 on the
+# boot page].
+PFS_FULLNESS_MASK = 0x07
+PFS_FULL = 0x04
+PFS_GHOST_RECORDS = 0x08
+PFS_IAM_PAGE = 0x10
+PFS_MIXED_EXTENT = 0x20
+
+# A record in FixedVar format (OrcaMDF `src/OrcaMDF.RawCore/Records/RawRecord.cs`,
+# `RawPrimaryRecord.cs`, `src/OrcaMDF.Core/Engine/Records/Record.cs`): status byte A (bits 1-3
+# record type, 0x10 NULL bitmap present, 0x20 variable-length columns present), status byte B,
+# the offset of the column count (= 4 + fixed-length data), the fixed-length data; then, when the
+# status bits say so, the column count with the NULL bitmap and the variable-length column end
+# offsets (from the record start; high bit = complex column). The records of the PFS, GAM/SGAM/
+# IAM and boot pages are fixed-length only: their third field is the record length [V: 0x1f9c
+# PFS, 0x005e / 0x1f38 GAM, 0x05e0 boot record in the ITHelpdesk fixture].
+RECORD_HAS_NULL_BITMAP = 0x10
+RECORD_HAS_VARIABLE_COLUMNS = 0x20
+RECORD_COMPLEX_COLUMN = 0x8000
+
+record_header = Struct(
+    "RawStatusByteA" / Int8ul,
+    "RawStatusByteB" / Int8ul,
+    "NullBitmapPointer" / Int16ul,
+)
+RECORD_HEADER_SIZE = record_header.sizeof()
+
+null_bitmap = Struct(
+    "NullBitmapColumnCount" / Int16ul,
+    "NullBitmapRawBytes" / Bytes((this.NullBitmapColumnCount + 7) // 8),
+)
+
+variable_length_offsets = Struct(
+    "NumberOfVariableLengthOffsetArrayEntries" / Int16ul,
+    "VariableLengthOffsetArray" / Int16ul[this.NumberOfVariableLengthOffsetArrayEntries],
+)
+
+# datetime columns and dbi_crdate: clock ticks of 1/300 s since midnight, then days since
+# 1900-01-01 (OrcaMDF `src/OrcaMDF.RawCore/Types/RawDatetime.cs`: CLOCK_TICK_MS = 10 / 3).
+SQL_DATETIME_TICKS_PER_SECOND = 300
+sql_datetime = Struct(
+    "time" / Int32sl,
+    "date" / Int32sl,
+)
 
 
 def page_checksum(page: bytes | np.ndarray, skip_reserved: bool = False) -> int:

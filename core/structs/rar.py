@@ -108,6 +108,11 @@ RAR5_XFILE_OWNER = 6
 RAR5_XFILE_SERVICE = 7
 RAR5_XHASH_BLAKE2SP = 0
 
+RAR5_OS_WINDOWS = 0              # host OS of RAR 5 file headers (bits.py)
+RAR5_OS_UNIX = 1
+RAR5_COMPR_METHOD_SHIFT = 7      # compression info bits 7-9: method, 0 = stored (rarfile:
+RAR5_COMPR_METHOD_MASK = 7       # compress_type = RAR_M0 + ((file_compress_flags >> 7) & 7))
+
 RAR5_MAX_HEADER = 2 * 1024 * 1024    # rarfile refuses larger RAR 5 headers (format.py)
 VINT_MAX_BYTES = 10
 
@@ -225,6 +230,18 @@ rar5_encryption_fields = Struct(
     "encryption_flags" / vint,
     "encryption_kdf_count" / Int8ul,
     "encryption_salt" / Bytes(16),
+)
+
+# MAIN and end-of-archive fields after the common header (rarfile format.py _parse_main_block,
+# _parse_endarc_block). An end block without the volume flag is `1D 77 56 51 03 05 04 00`
+# (formats.md 6.2 [V]).
+rar5_main_fields = Struct(
+    "main_flags" / vint,
+    "main_volume_number" / If(this.main_flags & RAR5_MAIN_FLAG_HAS_VOLNR, vint),
+)
+
+rar5_endarc_fields = Struct(
+    "endarc_flags" / vint,
 )
 
 def decode_rar3_unicode(std_name: bytes, encdata: bytes) -> tuple[str, bool]:
