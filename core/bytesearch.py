@@ -8,6 +8,9 @@ through ctypes on the buffer's own memory (numpy's `.ctypes.data`; for immutable
 pointer obtained from ctypes without copying), one call per occurrence, so the Python work is
 per hit, never per byte. Where libc has no memmem (non-glibc platforms) it falls back to
 `re.finditer(re.escape(needle))` with a lookahead so overlapping occurrences are found too.
+
+A ctypes call and taking a numpy array's address cost ~3 us: for buffers below SMALL (the
+small data ranges of a sparse image) a copy and `bytes.find` are cheaper than that.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from typing import Union
 import numpy as np
 
 Buffer = Union[np.ndarray, bytes, bytearray, memoryview]
+SMALL = 16 << 10        # below this, copy + bytes.find beats memmem's fixed ctypes overhead
+_NONE = np.zeros(0, dtype=np.int64)
+_NONE.flags.writeable = False           # the shared "no hit" answer (most calls): no allocation
 
 
 def _load_memmem():
@@ -66,7 +72,17 @@ def _find_all_memmem(arr: np.ndarray, needle: bytes, limit: int | None) -> np.nd
         rel = hit - base
         out.append(rel)
         pos = rel + 1                     # overlapping occurrences too
-    return np.array(out, dtype=np.int64)
+    return np.array(out, dtype=np.int64) if out else _NONE
+
+
+def _find_all_find(arr: np.ndarray, needle: bytes, limit: int | None) -> np.ndarray:
+    buf = arr.tobytes()                   # small: the copy costs less than a ctypes call
+    out: list[int] = []
+    pos = buf.find(needle)
+    while pos >= 0 and (limit is None or len(out) < limit):
+        out.append(pos)
+        pos = buf.find(needle, pos + 1)   # overlapping occurrences too
+    return np.array(out, dtype=np.int64) if out else _NONE
 
 
 def _find_all_re(arr: np.ndarray, needle: bytes, limit: int | None) -> np.ndarray:
@@ -77,29 +93,32 @@ def _find_all_re(arr: np.ndarray, needle: bytes, limit: int | None) -> np.ndarra
         if limit is not None and len(out) >= limit:
             break
         out.append(match.start())
-    return np.array(out, dtype=np.int64)
+    return np.array(out, dtype=np.int64) if out else _NONE
 
 
 def find_all(view: Buffer, needle: bytes, limit: int | None = None, *,
              use_memmem: bool | None = None) -> np.ndarray:
-    """Sorted int64 offsets of every (overlapping) occurrence of `needle` in `view`.
+    """Sorted int64 offsets of every (overlapping) occurrence of `needle` in `view` (read-only
+    when empty: one shared array).
 
     `view` is a contiguous numpy array (any dtype, read as bytes), bytes, bytearray or
     memoryview; it is not copied. At most `limit` offsets (the first ones) when given.
-    `use_memmem=False` forces the portable `re` path (tests compare the two).
+    `use_memmem=True` forces memmem (where libc has it) whatever the size, `False` the
+    portable `re` path; tests compare them.
     """
     needle = bytes(needle)
     if not needle:
         raise ValueError("find_all: empty needle")
     if limit is not None and limit <= 0:
-        return np.zeros(0, dtype=np.int64)
+        return _NONE
     arr = _as_array(view)
     if not arr.flags.c_contiguous:
         raise ValueError("find_all: the buffer must be contiguous")
     if len(arr) < len(needle):
-        return np.zeros(0, dtype=np.int64)
-    fast = _MEMMEM is not None if use_memmem is None else (use_memmem and _MEMMEM is not None)
-    if fast:
+        return _NONE
+    if use_memmem is None and len(arr) < SMALL:
+        return _find_all_find(arr, needle, limit)
+    if use_memmem is not False and _MEMMEM is not None:
         return _find_all_memmem(arr, needle, limit)
     return _find_all_re(arr, needle, limit)
 

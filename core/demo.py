@@ -27,7 +27,12 @@ What is on the disk (deterministic for a seed):
   generations without moving data (`attach_cycles`);
 * every virtual sector holds a text line naming the VDI and the sector, so exports can be
   checked byte for byte against `VdiTruth.sha256`; `payloads` places given bytes at given
-  virtual offsets of a named VDI (e.g. database pages for the carving tests).
+  virtual offsets of a named VDI (e.g. database pages for the carving tests);
+* for the carvers (`carve_payloads`, on by default when no `payloads` are given;
+  `core.demo_payloads`): in "sql-server-data" a generated SQL Server data file ("webshop",
+  8 KiB aligned) with some pages overwritten by later writes and an older copy of a few pages
+  elsewhere; in "web01 system disk" a RAR 5 backup archive and a second copy of it with a
+  corrupted header CRC. `DemoManifest.carving` records what a carve must give back.
 
 Damage (`damage=`, one name or several): `partition-table` zeroes the protective MBR and both
 GPT copies (the tool must find the PV by scanning), `label` zeroes the PV label sector, `metadata`
@@ -49,6 +54,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from core.demo_payloads import CarvingTruth, demo_carving_plan
 from core.lvm.crc import lvm_crc
 from core.lvm.label import build_label_sector
 from core.lvm.mda import RawLocn, build_mda_header, ring_write_offset
@@ -147,6 +153,7 @@ class DemoManifest:
     vdis: list[VdiTruth]
     mgt_pes: list[int]
     data_bytes_written: int
+    carving: CarvingTruth | None = None   # the carving payloads and what a carve gives back
 
     @property
     def seqnos(self) -> list[int]:
@@ -633,14 +640,17 @@ def _normalise_damage(damage: str | Iterable[str]) -> list[str]:
 def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed: int = 0,
                layout: str = "gpt", payloads: Mapping[str, Sequence[tuple[int, bytes]]] | None = None,
                attach_cycles: int = 20, disk_bytes: int = DISK_BYTES, mda_size: int = MDA_SIZE,
-               overwrite: bool = False, progress: Callable[[str], None] | None = None
-               ) -> DemoManifest:
+               overwrite: bool = False, progress: Callable[[str], None] | None = None,
+               carve_payloads: bool | None = None) -> DemoManifest:
     """Build the demo SR image at `path` (written to path.part, renamed when complete).
 
     damage: 'partition-table' (default), 'label', 'metadata', 'none', or several of them.
     layout: 'gpt' (PV in partition 1 at 1 MiB) or 'whole-disk' (PV at 0).
     payloads: {vdi key | label | LV name: [(virtual offset, bytes), ...]} placed into the
     virtual disk of that VDI (its blocks are allocated and their sectors marked written).
+    carve_payloads: place the SQL Server data file and the RAR archives of
+    `core.demo_payloads.demo_carving_plan(seed)` (before any `payloads`); None (default) = only
+    when no `payloads` are given, so a caller's own payloads are the only carvable things.
     attach_cycles: thin-provisioning inflate/deflate pairs (2 generations each).
     mda_size: metadata area bytes (default as lvm 2.03 --metadatasize 10M; smaller values make
     the ring wrap, pe_start follows as mda end rounded up to 1 MiB).
@@ -655,6 +665,11 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
     say = progress or (lambda msg: None)
     rng = random.Random(seed)
     payloads = dict(payloads or {})
+    if carve_payloads is None:
+        carve_payloads = not payloads
+    plan = demo_carving_plan(seed) if carve_payloads else None
+    # (target name, items) in the order they are applied: later bytes overwrite earlier ones
+    payload_items = (list(plan.payloads.items()) if plan else []) + list(payloads.items())
 
     sr_uuid = _uuid(rng)
     vg_name = f"VG_XenStorage-{sr_uuid}"
@@ -682,12 +697,12 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
     for k, p in plans.items():
         lookup.update({k: k, p.label: k, uuids[k]: k,
                        f"{'LV' if p.layout == 'raw' else 'VHD'}-{uuids[k]}": k})
-    for name in payloads:
+    for name, _ in payload_items:
         if name not in lookup:
             raise ValueError(f"payload target {name!r} is not a demo VDI "
                              f"({', '.join(plans)})")
     for k, p in plans.items():
-        mine = [item for name, items in payloads.items() if lookup[name] == k for item in items]
+        mine = [item for name, items in payload_items if lookup[name] == k for item in items]
         contents[k] = _Content(k, p.label, uuids[k], p.virtual_mib * MIB, p.blocks, p.partial, mine)
 
     def lv_name(k: str) -> str:
@@ -764,6 +779,11 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
                                 parent=parent_ref, unique_id=unique_ids[k], seed=seed,
                                 hidden=k == "golden")
             written += lvf.written
+            if plan is not None and vhd is not None:
+                for item in [plan.truth.data_file, *plan.truth.archives]:
+                    if item.vdi == k:
+                        item.disk_ranges = _disk_ranges(vhd, pes, data_offset,
+                                                        item.virtual_offset, item.bytes)
             removed = vg.removed.get(name)
             claimed = {pe: newest_owner[pe] for pe in pes if removed and pe in newest_owner}
             if p.layout == "raw":
@@ -792,7 +812,35 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
         pv_bytes=pv_bytes, pe_start=pe_start, pe_count=pe_count, extent_bytes=EXTENT_BYTES,
         data_offset=data_offset, mda_offset=mda_abs, mda_size=mda_size,
         disk_guid=str(disk_guid) if layout == "gpt" else None, generations=gens,
-        vdis=truths, mgt_pes=list(mgt_pes), data_bytes_written=written)
+        vdis=truths, mgt_pes=list(mgt_pes), data_bytes_written=written,
+        carving=plan.truth if plan else None)
+
+
+def _disk_ranges(vhd, pes: Sequence[int], data_offset: int, virtual_offset: int,
+                 length: int) -> list[list[int]]:
+    """[[image offset, bytes], ...] that hold virtual bytes [virtual_offset, +length) of a VHD
+    written from LV offset 0 into an LV with these PEs (adjacent pieces merged)."""
+    bitmap = SV.bitmap_bytes(vhd.block_size)
+    out: list[list[int]] = []
+    pos, end = virtual_offset, virtual_offset + length
+    while pos < end:
+        b, within = divmod(pos, vhd.block_size)
+        if b not in vhd.block_offsets:
+            raise ValueError(f"virtual offset {pos} lies in an unallocated block")
+        n = min(end - pos, vhd.block_size - within)
+        lv_off = vhd.block_offsets[b] + bitmap + within
+        while n > 0:
+            le, rest = divmod(lv_off, EXTENT_BYTES)
+            m = min(n, EXTENT_BYTES - rest)
+            disk = data_offset + pes[le] * EXTENT_BYTES + rest
+            if out and out[-1][0] + out[-1][1] == disk:
+                out[-1][1] += m
+            else:
+                out.append([disk, m])
+            lv_off += m
+            pos += m
+            n -= m
+    return out
 
 
 def _mgt_slots(plans: Mapping[str, _VdiPlan], uuids: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ import hashlib
 import random
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from construct import Int64sl
 
@@ -85,9 +85,10 @@ _NOTES = ["leave at the door", "call before delivery", "gift wrap please", "expr
           "invoice to company", "second attempt", None, None, None, None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataFile:
-    """A generated data file and what is in it."""
+    """A generated data file and what is in it (shared by the cache of build_data_file: do not
+    change it)."""
 
     database: str
     data: bytes
@@ -248,7 +249,8 @@ def _boot_page(rng: random.Random, lsn: tuple[int, int, int]) -> bytes:
         record_header=record_header.build(dict(RawStatusByteA=0, RawStatusByteB=0,
                                                NullBitmapPointer=BOOT_RECORD_BYTES)),
         dbi_version=DBI_VERSION, dbi_createVersion=DBI_VERSION,
-        unknown_08=bytes(0x24 - 0x08), dbi_status=0x00010009, dbi_nextid=rng.randrange(1 << 20, 1 << 23),
+        unknown_08=bytes(0x24 - 0x08), dbi_status=0x00010009,
+        dbi_nextid=rng.randrange(1 << 20, 1 << 23),
         dbi_crdate=sql_datetime_bytes(dt.datetime(2023, 3, 14, 9, 26, 53)),
         dbi_dbname=name + " ".encode("utf-16-le") * ((256 - len(name)) // 2),
         unknown_134=bytes(4), dbi_dbid=5)
@@ -279,7 +281,8 @@ def _order_record(rng: random.Random, oid: int, customers: int) -> bytes:
                                       None if note is None else _nvarchar(note)])
 
 
-def _fill_pages(rng: random.Random, pages: list[int], make, first_key: int):
+def _fill_pages(rng: random.Random, pages: list[int], make: Callable[[int], bytes],
+                first_key: int) -> tuple[dict[int, list[bytes]], int]:
     """Rows spread over the table's pages in key order: {page: [records]}, and the next key."""
     out: dict[int, list[bytes]] = {}
     key = first_key
@@ -362,10 +365,11 @@ def build_data_file(seed: int = 0) -> DataFile:
         put(iam, allocation_page(TYPE_IAM, iam, extent_bitmap(uniform), lsn(40),
                                  header_body=head, obj_id=obj, index_id=USER_INDEX_ID),
             PFS_ALLOCATED | PFS_IAM_PAGE | PFS_MIXED_EXTENT)
+    pfs[1] = system                                  # the PFS page marks itself allocated
     put(1, pfs_page(1, bytes(pfs), lsn(46)), system)
     return DataFile(
-        database=DATABASE, data=bytes(data), pages=FILE_PAGES, page_types=dict(sorted(types.items())),
-        lsns=dict(sorted(lsns.items())),
+        database=DATABASE, data=bytes(data), pages=FILE_PAGES,
+        page_types=dict(sorted(types.items())), lsns=dict(sorted(lsns.items())),
         tables={"Customers": CUSTOMERS_PAGES, "Orders": ORDERS_PAGES},
         allocated=sorted(i for i, b in enumerate(pfs) if b & PFS_ALLOCATED), stale=stale)
 
@@ -545,8 +549,8 @@ def demo_carving_plan(seed: int = 0) -> CarvingPlan:
     for p in missing:
         expected[p * PAGE_SIZE:(p + 1) * PAGE_SIZE] = bytes(PAGE_SIZE)
     if set(DEMO_STALE_PAGES) & missing or not missing <= set(df.allocated):
-        raise AssertionError("demo plan: stale copies must be of pages that survive, and "
-                             "overwritten pages must be allocated ones")
+        raise RuntimeError("demo plan: stale copies must be of pages that survive, and "
+                           "overwritten pages must be allocated ones")
     stale = b"".join(df.stale[p] for p in DEMO_STALE_PAGES)
     sql.append((STALE_COPY_AT, stale))
 

@@ -15,7 +15,7 @@ def brute(data: bytes, needle: bytes) -> list[int]:
     return [i for i in range(len(data) - len(needle) + 1) if data[i:i + len(needle)] == needle]
 
 
-PATHS = [None, False]          # default (memmem where libc has it) and the forced re fallback
+PATHS = [None, True, False]    # automatic (bytes.find below SMALL, else memmem), memmem, re
 
 # small alphabets make overlapping and repeated occurrences common
 small_bytes = st.binary(max_size=300).map(lambda b: bytes(x % 3 for x in b))
@@ -103,3 +103,18 @@ def test_scan_prefix_hits_dense_path_equals_brute_force(data, prefix, dense):
     finally:
         scan.BYTE_DENSE_HITS = saved
     assert got.tolist() == brute(data, prefix)
+
+
+
+@pytest.mark.parametrize("use_memmem", PATHS)
+def test_large_buffers_on_every_path(use_memmem):
+    # above SMALL the automatic choice is memmem; sprinkled needles, overlapping ones included
+    rng = np.random.default_rng(7)
+    data = bytearray(rng.integers(0, 256, bytesearch.SMALL * 4 + 123, dtype=np.uint8))
+    for off in (0, 5, 5000, 5003, 20000, len(data) - 7):
+        data[off:off + 7] = b"Rar!Rar"
+    data = bytes(data)
+    expected = [m for m in range(len(data) - 2) if data[m:m + 3] == b"Rar"]
+    assert len(expected) >= 8
+    assert find_all(data, b"Rar", use_memmem=use_memmem).tolist() == expected
+    assert find_all(data, b"Rar", 3, use_memmem=use_memmem).tolist() == expected[:3]

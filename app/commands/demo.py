@@ -3,6 +3,9 @@
 The image (sparse, 1.5 GiB apparent) and its ground truth (`demo-sr.manifest.json`) go into DIR
 (default: `srsalvage-demo` in the system temp directory); the demo image is rebuilt each time.
 Default damage: the partition table is wiped, so the workstation has to find the PV by scanning.
+The SQL Server VDI holds a data file with overwritten pages and the web server's VDI a RAR backup
+archive plus a damaged copy, for `carve-mdf` / `carve-rar` and the carving screen (`c`);
+`--no-carving` leaves them out (core.demo_payloads).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=("gpt", "whole-disk"), default="gpt",
                    help="GPT disk with the PV in partition 1 (default) or a whole-disk PV")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated uuids and contents")
+    p.add_argument("--no-carving", action="store_true",
+                   help="leave out the SQL Server data file and the RAR archives placed for "
+                        "the carvers")
     p.set_defaults(func=run)
 
 
@@ -54,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise SrsalvageError(f"{path} exists and is not a file")
     try:
         manifest = build_demo(path, damage=args.damage, seed=args.seed, layout=args.layout,
-                              overwrite=True)   # the demo image is ours: rebuilt every time
+                              overwrite=True,   # the demo image is ours: rebuilt every time
+                              carve_payloads=not args.no_carving)
     except ValueError as exc:
         print(f"srsalvage demo: {exc}", file=sys.stderr)
         return 2
@@ -62,7 +69,12 @@ def run(args: argparse.Namespace) -> int:
     if args.no_tui:
         print(path)
         return 0
-    info(f"demo SR image: {path} (damage: {', '.join(manifest.damage)})")
+    carve = ""
+    if manifest.carving is not None:
+        df = manifest.carving.data_file
+        carve = (f"; to carve: database {df.database!r} in {manifest.vdi(df.vdi).label!r}, "
+                 f"RAR archives in {manifest.vdi(manifest.carving.archives[0].vdi).label!r}")
+    info(f"demo SR image: {path} (damage: {', '.join(manifest.damage)}{carve})")
     try:
         from app.workstation import run_workstation
     except ImportError as exc:

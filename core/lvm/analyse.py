@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from core.bytesearch import find_all
 from core.errors import SrsalvageError
 from core.findings import Finding
 from core.lvm import mda as MDA
@@ -117,13 +118,6 @@ def _sector_hits(view: np.ndarray, base: int, limit: int) -> tuple[list[int], li
     return labels, mdas
 
 
-def _find_all(buf: bytes, needle: bytes, limit: int) -> Iterable[int]:
-    pos = buf.find(needle)
-    while 0 <= pos < limit:
-        yield pos
-        pos = buf.find(needle, pos + 1)
-
-
 def disk_pass(ev, ticker: Ticker, text: bool = True, start: int = 0,
               end: int | None = None) -> DiskHits:
     """Labels, mda headers and (text=True) metadata text markers over [start, end)."""
@@ -138,15 +132,16 @@ def disk_pass(ev, ticker: Ticker, text: bool = True, start: int = 0,
                 hits.truncated = True
             out += new[: max(0, room)]
         if text:
-            buf = view.tobytes()
             for name, needle, out in (("seqno", _SEQNO_MARK, hits.seqno_marks),
                                       ("contents", _CONTENTS_MARK, hits.contents_marks)):
-                for pos in _find_all(buf, needle, nominal):
-                    if len(out) >= MAX_HITS:
-                        hits.truncated = True
-                        break
-                    out.append(off + pos)
-            del buf
+                # starts below `nominal` (later ones are the next window's), at most one past
+                # the room left, which says the cap was reached; no copy of the window
+                room = MAX_HITS - len(out)
+                found = find_all(view[: nominal + len(needle) - 1], needle, limit=room + 1)
+                if len(found) > room:
+                    hits.truncated = True
+                if len(found):
+                    out += (found[:room] + off).tolist()
         ticker.tick(off + nominal - start)
     return hits
 
