@@ -6,12 +6,11 @@ window three vectorised searches produce candidates:
 * magic kinds aligned to a multiple of 512 B: the window is viewed as rows of 512 bytes and the
   magic's bytes at `magic_offset` are read as one integer column (one strided view per distinct
   column, e.g. an 8-byte column as uint64) and compared for all rows at once;
-* magic kinds at any byte (align 1, e.g. RAR signatures inside SFX archives): magics sharing
-  a prefix of 4+ bytes (RAR 4 / RAR 5) are searched once, for that prefix, with libc memmem
-  (core.bytesearch: ~6 GB/s, no copy of the window), and the rest of each magic is checked on
-  the rare hits, vectorised. Should a prefix be dense in the data (a short magic, or zeros), the
-  search stops after a bounded number of hits and the window is compared with numpy instead,
-  so the Python work stays per rare hit, never per byte;
+* magic kinds at any byte (align 1, e.g. RAR signatures inside SFX archives): a magic of L
+  bytes at any offset covers an aligned word of W bytes whatever its start, when L >= 2W - 1.
+  So the window is compared as aligned uint32 words (magics of 7+ bytes: one value per start
+  residue) or uint16 words (3..6 bytes: the rarest byte pair of each parity), in cache-sized
+  chunks; the rare hits are checked against the whole magic, vectorised;
 * prefilter kinds (no magic, e.g. SQL Server pages, LVM metadata text): their own numpy function.
 
 Each candidate is handed to its kind's `verify`, which may read more through `read`. Windows
@@ -30,7 +29,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from core.bytesearch import find_all
 from core.errors import SrsalvageError
 from core.kinds import BUILTIN_KIND_MODULES, KINDS, Kind, Verdict
 from core.progress import ProgressFn, Ticker
@@ -38,8 +36,7 @@ from core.source import Evidence
 
 SECTOR = 512
 DEFAULT_WINDOW = 4 << 20         # windows are copied (pread): small ones reuse the same memory
-BYTE_DENSE_HITS = 4096            # more prefix hits than this in a window: numpy compare instead
-BYTE_SHARED_PREFIX = 4            # align-1 magics sharing this many first bytes: one search
+BYTE_CHUNK = 1 << 20              # align-1 search works on chunks that stay in the CPU cache
 DEFAULT_MAX_FINDINGS = 1_000_000
 
 
@@ -169,45 +166,39 @@ class _Column:
 
 
 @dataclass
-class _ByteGroup:
-    """Align-1 magics searched together: `prefix` (their common first bytes) is searched in the
-    window, then each kind's whole magic is checked at the hits."""
+class _WordGroup:
+    """Compare the window as aligned words of `width` bytes against `values`; a hit at word
+    k means a magic starts at k * width - shift."""
 
-    prefix: bytes
-    kinds: list[Kind]
+    width: int
+    values: np.ndarray
+    shifts: np.ndarray
+    masks: np.ndarray               # compare (word & mask) == value; all ones for most
 
 
 @dataclass
 class _Plan:
     columns: list[_Column]
     byte_kinds: list[Kind]          # magic kinds searched at every byte
-    byte_groups: list[_ByteGroup]   # their searches (one per shared prefix)
+    word_groups: list["_WordGroup"]  # aligned-word searches (uint32 for long magics, uint16)
+    short_first_bytes: list[int]    # magics shorter than 3 bytes: plain byte compare
     prefilter_kinds: list[Kind]
     overlap: int
+    # comparison buffers reused by every window of one scan: no per-window allocations that
+    # would fragment the heap under the window buffers
+    scratch: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def _common_prefix(a: bytes, b: bytes) -> bytes:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
-
-
-def _byte_groups(byte_kinds: Sequence[Kind]) -> list[_ByteGroup]:
-    """Group align-1 magics by a shared prefix of BYTE_SHARED_PREFIX+ bytes (or a magic that
-    is a prefix of another), so RAR 4 and RAR 5 cost one pass over the window, not two."""
-    groups: list[_ByteGroup] = []
-    for k in sorted(byte_kinds, key=lambda k: (k.magic or b"", k.name)):
-        magic = k.magic or b""
-        if groups:
-            shared = _common_prefix(groups[-1].prefix, magic)
-            if len(shared) >= min(BYTE_SHARED_PREFIX, len(magic), len(groups[-1].prefix)) \
-                    and shared:
-                groups[-1].prefix = shared
-                groups[-1].kinds.append(k)
-                continue
-        groups.append(_ByteGroup(magic, [k]))
-    return groups
+def _pair_commonness(pair: bytes) -> int:
+    """How often a byte pair occurs in ordinary data (text, zeros, 0xff padding): lower is
+    rarer. Control characters other than NUL/TAB/LF/CR are rare in text and in binary."""
+    score = 0
+    for b in pair:
+        if b in (0, 0xFF):
+            score += 3
+        elif 0x20 <= b < 0x7F or b in (9, 10, 13):
+            score += 2
+    return score
 
 
 def _plan(kinds: Sequence[Kind]) -> _Plan:
@@ -232,9 +223,42 @@ def _plan(kinds: Sequence[Kind]) -> _Plan:
             column.magics.append(_SectorMagic(k, k.magic_offset // SECTOR, value, mask))
         else:
             byte_kinds.append(k)
+    # A magic of L bytes at any offset covers an aligned word of W bytes at each residue
+    # r (mod W) of its start when L >= 2W - 1: words of 4 bytes for magics of 7+ bytes (RAR
+    # signatures; almost never a hit in other data, so most chunks end after one `any`),
+    # words of 2 bytes (the rarest pair of each parity) for magics of 3..6 bytes.
+    groups: dict[int, dict[tuple[int, int], None]] = {4: {}, 2: {}}
+    short: list[int] = []
+    for k in byte_kinds:
+        m = k.magic or b""
+        if len(m) >= 7:
+            for r in range(4):                  # the prefix-based window: shared by magics
+                groups[4][(int.from_bytes(m[r:r + 4], "little"), r)] = None   # with one prefix
+        elif len(m) >= 3:
+            for parity in (0, 1):
+                i = min(range(parity, len(m) - 1, 2), key=lambda j: _pair_commonness(m[j:j + 2]))
+                groups[2][(int.from_bytes(m[i:i + 2], "little"), i)] = None
+        else:
+            short.append(m[0])
+    word_groups = []
+    for width, found in groups.items():
+        if not found:
+            continue
+        full = (1 << (8 * width)) - 1
+        entries: dict[tuple[int, int, int], None] = {}
+        for value, shift in found:
+            # magics that differ only in their last byte here (RAR 4 / RAR 5 at residue 3)
+            # share one compare on the bytes before it; the whole magic is checked afterwards
+            low = full >> 8
+            twins = [v for v, sh in found if sh == shift and v != value and v & low == value & low]
+            entries[(value & low, shift, low) if twins else (value, shift, full)] = None
+        word_groups.append(_WordGroup(
+            width, np.array([v for v, _, _ in entries], dtype=_DTYPES[width]),
+            np.array([sh for _, sh, _ in entries], dtype=np.int64),
+            np.array([m for _, _, m in entries], dtype=_DTYPES[width])))
     overlap = -(-reach // SECTOR) * SECTOR
-    return _Plan(list(columns.values()), byte_kinds, _byte_groups(byte_kinds), prefilter_kinds,
-                 overlap)
+    return _Plan(list(columns.values()), byte_kinds, word_groups, sorted(set(short)),
+                 prefilter_kinds, overlap)
 
 
 def _sector_candidates(plan: _Plan, view: np.ndarray, pos: int) -> Iterable[tuple[int, Kind]]:
@@ -271,36 +295,58 @@ def _sector_candidates(plan: _Plan, view: np.ndarray, pos: int) -> Iterable[tupl
                 yield rel_start, kind
 
 
-def _prefix_hits(view: np.ndarray, prefix: bytes) -> np.ndarray:
-    """Every start of `prefix` in `view`: memmem while hits are rare, numpy when they are not."""
-    hits = find_all(view, prefix, limit=BYTE_DENSE_HITS)
-    if len(hits) < BYTE_DENSE_HITS:
-        return hits
-    span = len(view) - len(prefix) + 1           # dense: one vectorised compare per byte
-    acc = view[:span] == prefix[0]
-    for j in range(1, len(prefix)):
-        acc &= view[j:j + span] == prefix[j]
-    return np.flatnonzero(acc).astype(np.int64)
-
-
 def _byte_candidates(plan: _Plan, view: np.ndarray, pos: int) -> Iterable[tuple[int, Kind]]:
     """(window-relative start, kind) for magics that may start at any byte."""
+    if not plan.byte_kinds:
+        return
     n = len(view)
-    for group in plan.byte_groups:
-        starts = _prefix_hits(view, group.prefix)
-        if starts.size == 0:
-            continue
-        for kind in group.kinds:
-            magic = kind.magic or b""
-            cand = starts[starts + len(magic) <= n]
-            for j in range(len(group.prefix), len(magic)):     # rest of the magic, vectorised
-                if cand.size == 0:
-                    break
-                cand = cand[view[cand + j] == magic[j]]
-            for rel in cand.tolist():
-                s = rel - kind.magic_offset
-                if s + pos >= 0 and (s + pos) % kind.align == 0:
-                    yield s, kind
+    hits: list[np.ndarray] = []
+    for group in plan.word_groups:
+        width = group.width
+        words_all = view[: n - n % width].view(_DTYPES[width])
+        chunk_words = BYTE_CHUNK // width
+        if width not in plan.scratch or len(plan.scratch[width][0]) != chunk_words:
+            plan.scratch[width] = (np.empty(chunk_words, dtype=bool),
+                                   np.empty(chunk_words, dtype=bool),
+                                   np.empty(chunk_words, dtype=_DTYPES[width]))
+        eq, acc, masked = plan.scratch[width]
+        full = (1 << (8 * width)) - 1
+        tests = list(zip(group.values.tolist(), group.masks.tolist(), group.shifts.tolist()))
+        for w0 in range(0, len(words_all), chunk_words):
+            words = words_all[w0:w0 + chunk_words]
+            a, e, t = acc[:len(words)], eq[:len(words)], masked[:len(words)]
+            for i, (v, m, _) in enumerate(tests):
+                target = a if i == 0 else e
+                if m == full:
+                    np.equal(words, v, out=target)
+                else:
+                    np.bitwise_and(words, m, out=t)
+                    np.equal(t, v, out=target)
+                if i:
+                    np.logical_or(a, e, out=a)
+            if a.any():
+                idx = np.flatnonzero(a) + w0
+                for v, m, shift in tests:
+                    sel = idx[(words_all[idx] & m) == v]
+                    if sel.size:
+                        hits.append(sel * width - shift)
+    for b in plan.short_first_bytes:
+        hits.append(np.flatnonzero(view == b))
+    if not hits:
+        return
+    starts = np.unique(np.concatenate(hits))
+    starts = starts[starts >= 0]
+    for kind in plan.byte_kinds:
+        magic = np.frombuffer(kind.magic or b"", dtype=np.uint8)
+        cand = starts[starts + len(magic) <= n]
+        for j, byte in enumerate(magic.tolist()):       # whole magic, vectorised
+            if cand.size == 0:
+                break
+            cand = cand[view[cand + j] == byte]
+        for rel in cand.tolist():
+            s = rel - kind.magic_offset
+            if s + pos >= 0 and (s + pos) % kind.align == 0:
+                yield s, kind
 
 
 def _prefilter_candidates(plan: _Plan, view: np.ndarray, pos: int) -> Iterable[tuple[int, Kind]]:

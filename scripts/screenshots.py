@@ -146,30 +146,9 @@ async def shoot_rebuilt(image: str, out: str, work: str) -> list[str]:
     return [path]
 
 
-def carving_payloads() -> dict | None:
-    """SQL Server pages of the shared dotnetnuke fixture, shuffled with junk between them, for the
-    demo's "sql" VDI, and a shared RAR archive for its "web" VDI (None without the fixtures)."""
-    import gzip
-    import random
-
-    fixtures = os.path.join(ROOT, "..", "shared", "fixtures")
-    mdf = os.path.join(fixtures, "mdf", "dotnetnuke", "Database.mdf.gz")
-    rar = os.path.join(fixtures, "rar", "rarfile", "rar3-subdirs.rar")
-    if not (os.path.exists(mdf) and os.path.exists(rar)):
-        return None
-    data = gzip.decompress(open(mdf, "rb").read())
-    pages = [data[i:i + 8192] for i in range(0, len(data), 8192) if data[i:i + 8192].count(0) != 8192]
-    rng = random.Random(6)
-    rng.shuffle(pages)
-    blob = bytearray()
-    for page in pages:
-        blob += page + rng.randbytes(512 * rng.choice([0, 1, 3]))
-    return {"sql": [((3 << 20) + 1536, bytes(blob))],
-            "web": [((5 << 20) + 333, open(rar, "rb").read())]}
-
-
 async def shoot_carving(image: str, manifest, out: str, work: str) -> list[str]:
-    """The carving screen inside the SQL Server VDI's virtual disk: the data file reassembled."""
+    """The carving screen inside the SQL Server VDI's virtual disk of the demo SR (which carries
+    a damaged SQL Server data file, core.demo_payloads): the data file reassembled."""
     from app.workstation import WorkstationApp
 
     sql = next(v for v in manifest.vdis if v.key == "sql")
@@ -207,12 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         build_demo(nometa, damage=["partition-table", "metadata"])
         for path in asyncio.run(shoot_rebuilt(nometa, args.out, work)):
             print(path)
-        payloads = carving_payloads()
-        if payloads is not None:
-            carve_img = os.path.join(work, "carving.img")
-            carve_manifest = build_demo(carve_img, payloads=payloads)
-            for path in asyncio.run(shoot_carving(carve_img, carve_manifest, args.out, work)):
-                print(path)
+        for path in asyncio.run(shoot_carving(image, manifest, args.out, work)):
+            print(path)
     return 0
 
 

@@ -89,23 +89,6 @@ def test_glibc_path_is_used_here():
     assert bytesearch.has_memmem()
 
 
-@settings(max_examples=60, deadline=None)
-@given(data=st.binary(min_size=0, max_size=400).map(lambda b: bytes(x % 2 for x in b)),
-       prefix=st.binary(min_size=1, max_size=4).map(lambda b: bytes(x % 2 for x in b)),
-       dense=st.integers(1, 8))
-def test_scan_prefix_hits_dense_path_equals_brute_force(data, prefix, dense):
-    # the scan switches from memmem to a numpy compare when a prefix is dense in the window
-    from core import scan
-    saved = scan.BYTE_DENSE_HITS
-    scan.BYTE_DENSE_HITS = dense
-    try:
-        got = scan._prefix_hits(np.frombuffer(data, np.uint8), prefix)
-    finally:
-        scan.BYTE_DENSE_HITS = saved
-    assert got.tolist() == brute(data, prefix)
-
-
-
 @pytest.mark.parametrize("use_memmem", PATHS)
 def test_large_buffers_on_every_path(use_memmem):
     # above SMALL the automatic choice is memmem; sprinkled needles, overlapping ones included

@@ -182,7 +182,8 @@ class CarvingScreen(Screen):
                 mine = recs[recs["file_id"] == fid]
                 ch = choose(mine)
                 database, missing = self.file_info.get(fid, (None, None))
-                detail = f"{ch.bad} bad copies, {len(ch.conflicts)} with several versions"
+                detail = (f"{ch.bad} bad {'copy' if ch.bad == 1 else 'copies'}, "
+                          f"{len(ch.conflicts)} with several versions")
                 if missing is not None:
                     detail = f"{missing} missing, " + detail
                 if database:
