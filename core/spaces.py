@@ -146,3 +146,14 @@ class BytesSpace:
 
     def read(self, offset: int, length: int) -> bytes:
         return self._data[offset: offset + length]
+
+
+def compact_ranges(values: Iterable[int], sep: str = ",") -> str:
+    """[3, 1, 2, 7, 9, 8] -> "1-3,7-9": extent, page and LE numbers as a technician reads them."""
+    parts: list[list[int]] = []
+    for v in sorted(set(values)):
+        if parts and parts[-1][1] == v - 1:
+            parts[-1][1] = v
+        else:
+            parts.append([v, v])
+    return sep.join(str(a) if a == b else f"{a}-{b}" for a, b in parts)

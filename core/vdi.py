@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from core.errors import SrsalvageError, UnsafeError
-from core.spaces import ByteSpace, Run, RunList, extent_space, map_runs_to_pes
+from core.spaces import ByteSpace, Run, RunList, compact_ranges, extent_space, map_runs_to_pes
 from core.vhd.chain import Chain, resolve_chain
 from core.vhd.reader import VhdError, VhdImage, format_uuid
 
@@ -309,7 +309,7 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
                                  f"(keys: {', '.join(v.key for v in volumes[:8])})")
         res = ResolvedVdi(vol, [v for v in volumes if v is not vol], source="map")
         if vol.missing_les:
-            msg = (f"{vol.key}: the map places no extent for LE(s) {_ranges(sorted(vol.missing_les))}"
+            msg = (f"{vol.key}: the map places no extent for LE(s) {compact_ranges(sorted(vol.missing_les))}"
                    f"; what lies there reads as zeros")
             res.warnings.append(msg)
             if warn is not None:
@@ -347,7 +347,7 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
                 if vol.claimed_by:
                     pes = sorted(int(p) for p in vol.claimed_by)
                     owners = sorted(set(vol.claimed_by.values()))
-                    text = (f"{vol.key}: extents (PE) {_ranges(pes)} of generation {gen.seqno} "
+                    text = (f"{vol.key}: extents (PE) {compact_ranges(pes)} of generation {gen.seqno} "
                             f"now belong to {', '.join(owners)} in a newer generation")
                     if not force:
                         raise UnsafeError(text + "; their content may have been overwritten "
@@ -360,13 +360,3 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
         raise SrsalvageError(f"no metadata generation with seqno {generation}")
     raise SrsalvageError(f"{key}: no LV, VDI uuid or VHD unique id matches in "
                          f"{len(tried)} metadata generation(s); try a map from `reconstruct`")
-
-
-def _ranges(values: list[int]) -> str:
-    parts = []
-    for v in values:
-        if parts and parts[-1][1] == v - 1:
-            parts[-1][1] = v
-        else:
-            parts.append([v, v])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)

@@ -38,6 +38,28 @@ _ELEMENT = re.compile(rb"<([A-Za-z_][A-Za-z0-9_]{0,40})>([^<]{0,4096})</\1>")
 _HEADER = re.compile(rb"XSSM:([0-9 ]{1,10}):(\d{1,4}):(\d{1,4})")
 
 
+
+def dm_name_parts(name: str) -> list[str]:
+    """A device-mapper name split into its undoubled parts, any path before it dropped:
+    `/dev/mapper/VG_XenStorage--<sr>-VHD--<uuid>` -> [`VG_XenStorage-<sr>`, `VHD-<uuid>`].
+    Dashes inside a VG or LV name are doubled and one dash joins them (formats.md 2.8); these
+    names appear in blktap parent locators and parent names (formats.md 4.5)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    parts, cur, i = [], "", 0
+    while i < len(base):
+        if base[i] == "-":
+            if base[i + 1: i + 2] == "-":
+                cur += "-"
+                i += 2
+                continue
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += base[i]
+        i += 1
+    parts.append(cur)
+    return parts
+
 @dataclass
 class MgtVdi:
     """One VDI slot of the MGT volume (offset inside the MGT)."""

@@ -85,3 +85,12 @@ def test_runlist_read_matches_bytewise_model(spec, off, n):
             model[r.start:r.start + len(chunk)] = chunk
     assert rl.read(off, n) == bytes(model[off:off + n])
     assert sum(p[1] for p in rl.pieces(off, n)) == max(0, min(rl.size, off + n) - off)
+
+
+def test_compact_ranges():
+    from core.spaces import compact_ranges
+
+    assert compact_ranges([3, 1, 2, 7, 9, 8, 8]) == "1-3,7-9"
+    assert compact_ranges([5], ", ") == "5"
+    assert compact_ranges([]) == ""
+    assert compact_ranges([1, 3, 4], ", ") == "1, 3-4"

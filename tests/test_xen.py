@@ -86,3 +86,13 @@ def test_sr_model_from_generations():
     got = {v.lv_name: (v.kind, v.label, v.mgt_deleted, v.lv_status, v.seqnos) for v in sr.vdis}
     assert got == {f"LV-{B}": ("raw", "web01", False, "live", [2]),
                    f"VHD-{A}": ("vhd", "db & logs", True, "deleted", [1])}
+
+
+def test_device_mapper_names_are_undoubled():
+    from core.xen import dm_name_parts
+
+    sr, vdi = "6f1e0a1b-2c3d-4e5f-8a9b-0c1d2e3f4a5b", "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+    name = f"VG_XenStorage--{sr.replace('-', '--')}-VHD--{vdi.replace('-', '--')}"
+    assert dm_name_parts("/dev/mapper/" + name) == [f"VG_XenStorage-{sr}", f"VHD-{vdi}"]
+    assert dm_name_parts(".\\" + name) == [f"VG_XenStorage-{sr}", f"VHD-{vdi}"]
+    assert dm_name_parts("plain") == ["plain"]

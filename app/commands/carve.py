@@ -10,6 +10,7 @@ from typing import Any
 
 from app.commands._common import StderrProgress, info, print_json, warn
 from core.errors import SrsalvageError
+from core.spaces import compact_ranges
 
 ORDER = 80
 
@@ -93,7 +94,7 @@ def run_mdf(args: argparse.Namespace) -> int:
                   f"{len(f.conflicting_pages)} with differing copies, "
                   f"{f.bad_checksum_copies} bad-checksum copies ignored; sha256 {f.sha256}")
             if f.missing_pages:
-                warn(f"file {f.file_id}: missing pages {_ranges(f.missing_pages)}")
+                warn(f"file {f.file_id}: missing pages {compact_ranges(f.missing_pages)}")
             if f.other_databases:
                 warn(f"file {f.file_id}: boot pages of other databases also found "
                      f"({', '.join(f.other_databases)}): their pages cannot be told apart")
@@ -128,21 +129,3 @@ def run_rar(args: argparse.Namespace) -> int:
         if result.archives_not_kept:
             warn(f"{result.archives_not_kept} more signatures walked but not kept")
     return 0
-
-
-def _ranges(pages: list[int]) -> str:
-    out = []
-    start = prev = None
-    for p in pages:
-        if start is None:
-            start = prev = p
-        elif p == prev + 1:
-            prev = p
-        else:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = prev = p
-    if start is not None:
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-    return ", ".join(out)
-
-

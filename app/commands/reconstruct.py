@@ -13,6 +13,8 @@ import argparse
 import json
 import re
 
+from core.spaces import compact_ranges
+
 ORDER = 40
 
 
@@ -74,9 +76,9 @@ def render_text(rec) -> str:
                          for le, pe, n in _runs(v.pes))
         out.append(f"  map: {runs or '(nothing placed)'}")
         if v.missing_les:
-            out.append(f"  not placed: LEs {_compact(v.missing_les)}")
+            out.append(f"  not placed: LEs {compact_ranges(v.missing_les)}")
         if low:
-            out.append(f"  low confidence: LEs {_compact(low)}")
+            out.append(f"  low confidence: LEs {compact_ranges(low)}")
         for le, pes in sorted(v.ambiguous.items()):
             out.append(f"  LE {le}: ambiguous between PEs {pes}")
     notable = [f for f in rec.findings if f.severity != "info" or f.kind == "orphan-vhd-extent"]
@@ -92,16 +94,6 @@ def render_text(rec) -> str:
 def _runs(pes):
     from core.spaces import pes_to_map_runs
     return pes_to_map_runs(pes)
-
-
-def _compact(values: list[int]) -> str:
-    parts: list[list[int]] = []
-    for v in values:
-        if parts and parts[-1][1] == v - 1:
-            parts[-1][1] = v
-        else:
-            parts.append([v, v])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
 
 
 def run(args: argparse.Namespace) -> int:

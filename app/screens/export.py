@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from app.screens.dialogs import DIALOG_CSS
+from core.spaces import compact_ranges
 
 
 @dataclass
@@ -23,22 +24,12 @@ class ExportRequest:
     overwrite: bool
 
 
-def pe_ranges(pes: list[int]) -> str:
-    parts: list[list[int]] = []
-    for pe in sorted(pes):
-        if parts and parts[-1][1] == pe - 1:
-            parts[-1][1] = pe
-        else:
-            parts.append([pe, pe])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
-
-
 def conflict_text(conflicts: dict[int, str], place: str = "in a newer generation") -> str:
     """'3 extents (PE 37-39) of this VDI belong to VHD-ec4f… in a newer generation'."""
     by_owner: dict[str, list[int]] = {}
     for pe, owner in conflicts.items():
         by_owner.setdefault(owner, []).append(pe)
-    owners = "; ".join(f"PE {pe_ranges(pes)} → {owner}" for owner, pes in sorted(by_owner.items()))
+    owners = "; ".join(f"PE {compact_ranges(pes, ', ')} → {owner}" for owner, pes in sorted(by_owner.items()))
     return (f"⚠ {len(conflicts)} extents of this VDI belong to another LV {place} "
             f"({owners}). Their content may have been overwritten.")
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from core.findings import Finding
 from core.structs import vhd as S
+from core.xen import dm_name_parts
 
 MAX_BLOCK_SIZE = 64 << 20
 MIN_BLOCK_SIZE = 4096
@@ -237,18 +238,5 @@ def revalidate(anchor: VhdAnchor, lv_limit: int) -> None:
 def split_dm_name(name: str) -> tuple[str, str] | None:
     """`VG_XenStorage--<sr>-VHD--<uuid>` (a device-mapper name: dashes doubled, one dash
     between VG and LV; formats.md 2.8, 4.5) -> (VG name, LV name)."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    parts, cur, i = [], "", 0
-    while i < len(base):
-        if base[i] == "-":
-            if base[i + 1: i + 2] == "-":
-                cur += "-"
-                i += 2
-                continue
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += base[i]
-        i += 1
-    parts.append(cur)
+    parts = dm_name_parts(name)
     return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None

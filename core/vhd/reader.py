@@ -24,6 +24,7 @@ from core.errors import SrsalvageError
 from core.findings import Finding
 from core.spaces import ByteSpace
 from core.structs import vhd as S
+from core.xen import dm_name_parts
 
 MAX_BAT_ENTRIES = 1 << 22          # 16 MiB of BAT: 8 TiB at 2 MiB blocks
 MAX_BLOCK_SIZE = 1 << 28           # 256 MiB; blktap itself rejects > 2 MiB
@@ -70,24 +71,8 @@ def format_uuid(raw: bytes) -> str:
 
 def undouble_dm_name(name: str) -> str:
     """`VG_XenStorage--<sr>-VHD--<uuid>` -> the LV name `VHD-<uuid>` (formats.md 4.5)."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    if base.startswith("file:"):
-        base = base.rsplit("/", 1)[-1]
-    # a single dash separates VG and LV; doubled dashes are literal dashes
-    parts, cur, i = [], "", 0
-    while i < len(base):
-        if base[i] == "-":
-            if base[i + 1: i + 2] == "-":
-                cur += "-"
-                i += 2
-                continue
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += base[i]
-        i += 1
-    parts.append(cur)
-    return parts[-1] if len(parts) >= 2 else base
+    parts = dm_name_parts(name)
+    return parts[-1] if len(parts) >= 2 else name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 @dataclass
