@@ -345,7 +345,8 @@ class Session:
             lvs[key] = RebuiltLV(key, exts, vdi_uuid=vdi.get("vhd_uuid"))
         pe_count = int(grid.get("pe_count") or (self.ev.size - data_offset) // extent_bytes)
         pv_offset = int(grid.get("pv_offset") or 0)
-        pv = RebuiltPV("pv0", pv_offset, pe_count, data_offset - pv_offset, id=grid.get("pv_id") or "")
+        pv = RebuiltPV("pv0", pv_offset, pe_count, data_offset - pv_offset, id=grid.get("pv_id") or "",
+                       label_found=grid.get("grid_source") == "label")
         name = grid.get("name") or "reconstructed (no LVM metadata)"
         return RebuiltVG(name, extent_bytes, data_offset, [pv], [RebuiltGeneration(lvs)])
 
