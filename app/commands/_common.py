@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
@@ -48,3 +49,14 @@ class StderrProgress:
             sys.stderr.write("\n")
             sys.stderr.flush()
             self._shown = False
+
+
+def add_vdi_selection(p: argparse.ArgumentParser) -> None:
+    """The options that say which VDI and which extent map (`export`, `check`)."""
+    p.add_argument("--vdi", required=True, metavar="KEY",
+                   help="LV name, VDI uuid, VHD footer unique id, or a key from --map")
+    p.add_argument("--generation", type=int, metavar="SEQNO",
+                   help="use this LVM metadata generation instead of the newest holding KEY")
+    p.add_argument("--map", metavar="MAP.json", help="extent map from `srsalvage reconstruct -o`")
+    p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
+                   help="LVM metadata backup file(s) to consider")

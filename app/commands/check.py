@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.commands._common import add_vdi_selection
+
 ORDER = 55
 
 
@@ -17,11 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Check one VDI's VHD structures (footer, header, BAT, "
                                    "bitmaps, chain) and list the findings.")
     p.add_argument("image", metavar="IMAGE", help="disk image or device (opened read-only)")
-    p.add_argument("--vdi", required=True, metavar="KEY",
-                   help="LV name, VDI uuid, VHD footer unique id, or a key from --map")
-    p.add_argument("--generation", type=int, metavar="SEQNO")
-    p.add_argument("--map", metavar="MAP.json", help="extent map from `srsalvage reconstruct -o`")
-    p.add_argument("--backup", action="append", default=[], metavar="FILE.vg")
+    add_vdi_selection(p)
     p.add_argument("--force", action="store_true",
                    help="check even if a newer generation gave the VDI's extents to another LV")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.commands._common import add_vdi_selection
+
 ORDER = 50
 
 
@@ -19,13 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Export one VDI: the VHD bytes as they were in the LV "
                                    "(--format vhd) or the flat virtual disk (--format raw).")
     p.add_argument("image", metavar="IMAGE", help="disk image or device (opened read-only)")
-    p.add_argument("--vdi", required=True, metavar="KEY",
-                   help="LV name, VDI uuid, VHD footer unique id, or a key from --map")
-    p.add_argument("--generation", type=int, metavar="SEQNO",
-                   help="use this LVM metadata generation instead of the newest holding KEY")
-    p.add_argument("--map", metavar="MAP.json", help="extent map from `srsalvage reconstruct -o`")
-    p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
-                   help="LVM metadata backup file(s) to consider")
+    add_vdi_selection(p)
     p.add_argument("--format", required=True, choices=("vhd", "raw"))
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--force", action="store_true",

@@ -49,7 +49,24 @@ class ErrorDialog(ModalScreen[None]):
         self.dismiss(None)
 
 
-class InputDialog(ModalScreen[str | None]):
+class SubmitOrCancel:
+    """Enter in an input or the "ok" button calls `_submit()`; any other button or Esc
+    (`action_cancel`) dismisses the dialog with None. For modal dialogs that ask for a value."""
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class InputDialog(SubmitOrCancel, ModalScreen[str | None]):
     """One line of input with validation; dismisses with the text (None when cancelled)."""
 
     DEFAULT_CSS = DIALOG_CSS + """
@@ -87,17 +104,6 @@ class InputDialog(ModalScreen[str | None]):
                 return
         self.dismiss(text)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class ConfirmDialog(ModalScreen[bool]):

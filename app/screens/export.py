@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
-from app.screens.dialogs import DIALOG_CSS
+from app.screens.dialogs import DIALOG_CSS, SubmitOrCancel
 from core.spaces import compact_ranges
 
 
@@ -34,7 +34,7 @@ def conflict_text(conflicts: dict[int, str], place: str = "in a newer generation
             f"({owners}). Their content may have been overwritten.")
 
 
-class ExportDialog(ModalScreen[ExportRequest | None]):
+class ExportDialog(SubmitOrCancel, ModalScreen[ExportRequest | None]):
     """Where and how to export one VDI."""
 
     DEFAULT_CSS = DIALOG_CSS + """
@@ -108,18 +108,6 @@ class ExportDialog(ModalScreen[ExportRequest | None]):
             error.update(f"{dest} exists: tick “overwrite” or choose another name")
             return
         self.dismiss(ExportRequest(os.path.abspath(os.path.expanduser(dest)), self.fmt, force, overwrite))
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class ExportDone(ModalScreen[None]):
