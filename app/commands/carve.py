@@ -70,20 +70,27 @@ def open_space(source: str, vdi: str | None):
         raise
 
 
-def run_mdf(args: argparse.Namespace) -> int:
-    from core.carve.mssql import carve_mdf
+def _run_carver(args: argparse.Namespace, carve) -> tuple[Any, list[list[int]]]:
+    """Open SOURCE (or --vdi's virtual disk), run `carve` into -o with a stderr progress bar;
+    returns its result and the unreadable ranges met on the way."""
     _check_output_dir(args.output, args.source)
     ev, space = open_space(args.source, args.vdi)
     bar = StderrProgress()          # stderr only, and only on a terminal
     try:
-        result = carve_mdf(space, args.output, evidence_paths=[args.source], progress=bar)
+        result = carve(space, args.output, evidence_paths=[args.source], progress=bar)
     finally:
         bar.close()
         ev.close()
+    return result, [list(r) for r in ev.unreadable]
+
+
+def run_mdf(args: argparse.Namespace) -> int:
+    from core.carve.mssql import carve_mdf
+    result, unreadable = _run_carver(args, carve_mdf)
     doc: dict[str, Any] = result.to_json()
     if args.json:
         print_json({"files": doc["files"], "pages_found": doc["pages_found"],
-                    "scanned": doc["scanned"], "unreadable": [list(r) for r in ev.unreadable]})
+                    "scanned": doc["scanned"], "unreadable": unreadable})
     else:
         if not result.files:
             info("no SQL Server pages found")
@@ -103,18 +110,11 @@ def run_mdf(args: argparse.Namespace) -> int:
 
 def run_rar(args: argparse.Namespace) -> int:
     from core.carve.rar import carve_rar
-    _check_output_dir(args.output, args.source)
-    ev, space = open_space(args.source, args.vdi)
-    bar = StderrProgress()          # stderr only, and only on a terminal
-    try:
-        result = carve_rar(space, args.output, evidence_paths=[args.source], progress=bar)
-    finally:
-        bar.close()
-        ev.close()
+    result, unreadable = _run_carver(args, carve_rar)
     if args.json:
         print_json({"archives": [a.to_json() for a in result.archives],
                     "scanned": result.scanned, "archives_not_kept": result.archives_not_kept,
-                    "unreadable": [list(r) for r in ev.unreadable]})
+                    "unreadable": unreadable})
     else:
         if not result.archives:
             info("no RAR archives found")
