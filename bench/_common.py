@@ -7,13 +7,16 @@ never absolute timings as pass/fail criteria.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -142,3 +145,27 @@ def parse_size(text: str) -> int:
     if t and t[-1] in units:
         return int(float(t[:-1]) * units[t[-1]])
     return int(t, 0)
+
+
+@contextlib.contextmanager
+def bench_image(image: str | None, size: str, prefix: str, sprinkle: Callable[[str], None],
+                keep: bool = False) -> Iterator[str]:
+    """The image to measure: `image` as given, or a realistic one of `size` built in a temp
+    dir (then `sprinkle(path)` adds the structures to find), removed afterwards unless `keep`.
+    Its pages are in the page cache before the caller times anything."""
+    tmpdir = None
+    if image:
+        path = image
+    else:
+        tmpdir = tempfile.mkdtemp(prefix=prefix)
+        path = os.path.join(tmpdir, "bench.img")
+        nbytes = parse_size(size)
+        print(f"building {nbytes / (1 << 30):.2f} GiB realistic image at {path} ...", flush=True)
+        fill_realistic(path, nbytes)
+        sprinkle(path)
+    try:
+        warm_page_cache(path)
+        yield path
+    finally:
+        if tmpdir and not keep:
+            shutil.rmtree(tmpdir, ignore_errors=True)

@@ -15,17 +15,14 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import shutil
 import struct
 import sys
-import tempfile
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import (command, fill_realistic, parse_size, side_by_side,  # noqa: E402
-                           warm_page_cache)
+from bench._common import bench_image, command, side_by_side  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                         "shared", "fixtures")
@@ -81,18 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     from core.carve.rar import find_signatures
     from core.source import Evidence
 
-    tmpdir = None
-    if args.image:
-        path = args.image
-    else:
-        tmpdir = tempfile.mkdtemp(prefix="srsalvage-bench-carve-")
-        path = os.path.join(tmpdir, "bench.img")
-        size = parse_size(args.size)
-        print(f"building {size / (1 << 30):.2f} GiB realistic image at {path} ...", flush=True)
-        fill_realistic(path, size)
-        sprinkle(path, args.pages, 50)
-    try:
-        warm_page_cache(path)
+    with bench_image(args.image, args.size, "srsalvage-bench-carve-", lambda p: sprinkle(p, args.pages, 50),
+                     keep=args.keep) as path:
         ev = Evidence(path)
         found: dict[str, int] = {}
 
@@ -114,9 +101,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RATIO page-scan/cat = {pages.ratio:.2f}x (target <= 3x); "
               f"rar-scan/cat = {rars.ratio:.2f}x")
         ev.close()
-    finally:
-        if tmpdir and not args.keep:
-            shutil.rmtree(tmpdir, ignore_errors=True)
     return 0
 
 

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import (command, fill_realistic, parse_size, side_by_side,  # noqa: E402
-                           warm_page_cache)
+from bench._common import bench_image, command, parse_size, side_by_side  # noqa: E402
 
 
 def sprinkle_structures(path: str, count: int, seed: int = 1) -> int:
@@ -64,18 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     from core.scan import scan
     from core.source import Evidence
 
-    tmpdir = None
-    if args.image:
-        path = args.image
-    else:
-        tmpdir = tempfile.mkdtemp(prefix="srsalvage-bench-scan-")
-        path = os.path.join(tmpdir, "bench.img")
-        size = parse_size(args.size)
-        print(f"building {size / (1 << 30):.2f} GiB realistic image at {path} ...", flush=True)
-        fill_realistic(path, size)
-        sprinkle_structures(path, 400)
-    try:
-        warm_page_cache(path)
+    with bench_image(args.image, args.size, "srsalvage-bench-scan-", lambda p: sprinkle_structures(p, 400),
+                     keep=args.keep) as path:
         kinds = args.kinds.split(",") if args.kinds else None
         ev = Evidence(path)
         result = {}
@@ -107,9 +94,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"{part.cpu_ratio:.2f}x cpu")
         print(f"RATIO scan/cat = {cmp.ratio:.2f}x wall, {cmp.cpu_ratio:.2f}x cpu (target <= 3x)")
         ev.close()
-    finally:
-        if tmpdir and not args.keep:
-            shutil.rmtree(tmpdir, ignore_errors=True)
     return 0
 
 
