@@ -133,14 +133,58 @@ def test_head_overwritten_others_rebuilt_and_orphans_named(tmp_path, vdis):
     assert {f.details["pe"] for f in kinds} >= {1, 2, 10, 11, 12, 13}
 
 
-def test_identical_candidates_are_ambiguous_not_guessed(tmp_path):
+def test_identical_copy_told_apart_only_by_its_run_and_said_so(tmp_path):
+    """An exact copy of LE 3 in a distant free PE: content cannot choose. The original starts a
+    run that goes on (the PE after it fits LE 4), the copy does not: the original is placed, by
+    adjacency, with low confidence, the copy named in the note."""
     a = lvhd_vdi(40 * MiB, list(range(10)), seed=11)
     pes = [0, 1, 2, 8, 9, 10, 11]       # LE 3.. far from LE 2
     img = tmp_path / "sr.img"
     make_image(img, {"A": (a, pes)}, n_pes=24)
-    with open(img, "r+b") as f:          # an exact copy of LE 3 in another free, distant PE
+    with open(img, "r+b") as f:
         f.seek(D + 8 * E)
         chunk = f.read(E)
+        f.seek(D + 16 * E)
+        f.write(chunk)
+    ev, rec = _rebuild(img)
+    v = rec.vdi(_k(a.unique_id))
+    assert v.pes == pes
+    p3 = dict(v.extents)[3]
+    assert p3.source == "adjacency" and p3.confidence < 0.75 and "16" in p3.note
+
+
+def test_identical_run_copy_gets_low_confidence_not_a_claim(tmp_path):
+    """Exact copies of LEs 3 and 4 in distant free PEs: by content both runs fit. The one that
+    leads on into LEs 5 and 6 is taken (LVM allocates runs), with low confidence, and the
+    copies are named."""
+    a = lvhd_vdi(40 * MiB, list(range(10)), seed=11)
+    pes = [0, 1, 2, 8, 9, 10, 11]
+    img = tmp_path / "sr.img"
+    make_image(img, {"A": (a, pes)}, n_pes=24)
+    with open(img, "r+b") as f:
+        f.seek(D + 8 * E)
+        chunk = f.read(2 * E)
+        f.seek(D + 16 * E)
+        f.write(chunk)
+    ev, rec = _rebuild(img)
+    v = rec.vdi(_k(a.unique_id))
+    assert v.pes == pes
+    ext = dict(v.extents)
+    for le, copy in ((3, 16), (4, 17)):
+        assert ext[le].confidence < 0.75 and ext[le].source == "adjacency", le
+        assert str(copy) in ext[le].note, ext[le].note
+
+
+def test_identical_candidates_are_ambiguous_not_guessed(tmp_path):
+    """An exact copy of the last data extent elsewhere, and nothing after either of them:
+    not guessed."""
+    a = lvhd_vdi(40 * MiB, list(range(10)), seed=11)
+    pes = [0, 1, 2, 8, 9, 10, 11]       # LE 3.. far from LE 2
+    img = tmp_path / "sr.img"
+    make_image(img, {"A": (a, pes)}, n_pes=24)
+    with open(img, "r+b") as f:          # exact copies of LEs 3 to 6 in distant free PEs:
+        f.seek(D + 8 * E)                # both runs are whole, nothing tells them apart
+        chunk = f.read(4 * E)
         f.seek(D + 16 * E)
         f.write(chunk)
     ev, rec = _rebuild(img)

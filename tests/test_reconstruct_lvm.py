@@ -128,7 +128,7 @@ def build_sr(tmp, wipe_label: bool = False, seed: int = 7, wipe: bool = True,
             pes = maps[names[key]]
             built = lvhd_vdi(vsize, blocks, seed=seed + ord(key), lv_size=len(pes) * E)
             place_extents(f, built.data, pes, D)
-            data_les = set(range(0, (built.data_end - 1) // E + 1)) | {len(pes) - 1}
+            data_les = data_les_of(built.data, len(pes))
             truth[names[key]] = {"pes": pes, "uid": built.unique_id, "kind": "blktap",
                                  "vhd": built.data, "data_les": data_les}
         qv, qraw = _qemu_vhd(tmp, "q", 12 * MiB, seed)
@@ -136,7 +136,7 @@ def build_sr(tmp, wipe_label: bool = False, seed: int = 7, wipe: bool = True,
         assert len(qv) <= len(pes) * E
         place_extents(f, qv, pes, D)
         truth[names["Q"]] = {"pes": pes, "uid": qv[68:84], "kind": "qemu", "raw": qraw,
-                             "data_les": set(range(-(-len(qv) // E)))}
+                             "data_les": data_les_of(qv, len(pes))}
         truth["MGT"] = {"pes": maps["MGT"], "kind": "mgt"}
         # wipe the metadata area (mda header + ring), and the label when asked
         if wipe:
@@ -146,6 +146,15 @@ def build_sr(tmp, wipe_label: bool = False, seed: int = 7, wipe: bool = True,
             f.seek(0)
             f.write(bytes(4096))
     return img, truth
+
+
+def data_les_of(lv_bytes: bytes, n_les: int) -> set[int]:
+    """The LEs that hold VHD data: some byte of the VHD written there is not zero (block data,
+    bitmaps, BAT, batmap, headers, footer). An extent holding only zeros (an inflated LV's gap,
+    the unwritten end of the last block) cannot be told from any other zero extent, and any
+    of them reads the same."""
+    arr = np.frombuffer(lv_bytes, dtype=np.uint8)
+    return {le for le in range(n_les) if arr[le * E:(le + 1) * E].any()}
 
 
 def _k(uid: bytes) -> str:
@@ -359,7 +368,7 @@ def build_sr_turns(tmp, seed: int, n_vdis: int = 6, turns: int = 4):
                                      seed + i)
                 place_extents(f, qv, pes, D)
                 truth[name] = {"pes": pes, "uid": qv[68:84], "kind": "qemu", "raw": qraw,
-                               "data_les": set(range(-(-len(qv) // E)))}
+                               "data_les": data_les_of(qv, len(pes))}
                 continue
             if i % 3 == 1:      # thin, inflated: sm's thick size, few blocks, a gap
                 virtual = max(2, (lv - 4_329_472) // ((2 << 20) + 4096)) * (2 << 20)
@@ -373,7 +382,7 @@ def build_sr_turns(tmp, seed: int, n_vdis: int = 6, turns: int = 4):
             built = lvhd_vdi(virtual, blocks, seed=seed * 100 + i, lv_size=lv,
                              full_every=1 if i == 0 else 3)
             place_extents(f, built.data, pes, D)
-            data_les = set(range((built.data_end - 1) // E + 1)) | {len(pes) - 1}
+            data_les = data_les_of(built.data, len(pes))
             truth[name] = {"pes": pes, "uid": built.unique_id, "kind": "blktap",
                            "data_les": data_les}
         f.seek(4096)

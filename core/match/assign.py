@@ -30,7 +30,7 @@ from core.match.features import SECTOR, PeFeatures, SectorReader
 from core.match.predict import VhdPrediction, predict
 from core.match.features import bitmap_likeness
 from core.match.score import (AGREE, AGREE_ZERO, MISSING, BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD,
-                              CONT_CAP, DISAGREE, FOOTER_BAD, FOOTER_OK, FULL_BAD, FULL_OK,
+                              CONT_CAP, DISAGREE, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK, FULL_BAD, FULL_OK,
                               NOT_FULL_BAD, OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr,
                               sample_sectors)
 from core.structs import vhd as S
@@ -44,12 +44,19 @@ CONTESTED = 0.6         # a walked step another VDI's open LE would fit just as 
 CONTESTED_NOTE = ("fits another VDI's next extent as well (same LE, no telling data); "
                   "placed because it follows the previous extent on disk")
 GAP_CONFIDENCE = 0.4    # data-less extents inferred from the free PE run between two placed ones
+ALLOCATION_GUESS = 0.55  # a footer extent's LE told only by LVM's allocation order
 SEARCH_SECTORS = 1 << 17   # sectors gathered per search batch (64 MiB)
 LATTICE = 1024             # 4 KiB-aligned bitmap positions per 4 MiB extent
 SIG_BATCH = 64             # PEs whose lattice sectors are gathered at once (32 MiB)
 MAX_CANDIDATES = 64        # per slot and round: beyond that a slot is hopelessly ambiguous
 WALK_BATCH = 128
 RUN_INTERIOR = -5.0        # a search candidate that continues the pending run before it
+ISLAND_SLOTS = 512         # open LEs scored against the pending PEs at once (island search)
+ISLAND_CONTENT = 6.0       # an island needs two fitting bitmaps' worth of content
+ISLAND_CONFIDENCE = 0.6
+RUN_NEXT = 1.0             # the free PE after (before) a candidate fits the next (previous) LE
+SPILL_PREFILTER = 3        # sectors per class (written, unwritten) sampled to find spill candidates
+SPILL_ACCEPT = 4.0         # continuity that places a data-only extent away from its neighbours
 
 
 @dataclass
@@ -58,6 +65,9 @@ class Placement:
     confidence: float
     source: str             # metadata | vhd-match | adjacency | manual
     note: str | None = None
+    # content fits, but nothing ties it to this VDI rather than another with the same LE open
+    # (no continuity, no own footer or batmap header): checked against the others at the end
+    weak: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -97,9 +107,9 @@ class Solver:
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def place(self, v: VdiState, le: int, pe: int, confidence: float, source: str,
-              note: str | None = None) -> None:
+              note: str | None = None, weak: bool = False) -> None:
         self.owner[pe] = v.index
-        v.placed[le] = Placement(pe, round(float(confidence), 3), source, note)
+        v.placed[le] = Placement(pe, round(float(confidence), 3), source, note, weak)
         v.ambiguous.pop(le, None)
         a = v.anchor
         if a is None or v.pred is None:
@@ -154,7 +164,8 @@ class Solver:
             prev = pred.slots.get(le - 1)
             if prev is not None and prev.straddle_out is not None:
                 c, inf, empty, seen = self.scorer.continuity(prev.straddle_out, left, pe, bs,
-                                                             v.anchor.lvhd)
+                                                             v.anchor.lvhd,
+                                                             self._beyond(v, le))
                 s.empty_spill, s.data_seen = empty, seen
                 if inf:
                     s.continuity += c
@@ -175,6 +186,16 @@ class Solver:
                 and self._own_tail(v, pe):
             s.content -= LV_END_FOOTER   # the LV's end, but the data that must be here is not
         return s
+
+    def _beyond(self, v: VdiState, le: int) -> int:
+        """Sectors of LE `le` past the end of the block that spills into it, when that block is
+        the VHD's last (LVHD: the rest of the LE is gap, up to a possible footer sector)."""
+        prev = v.pred.slots.get(le - 1)
+        slot = v.pred.slots.get(le)
+        if not v.anchor.lvhd or le != v.pred.last_data_le or prev is None \
+                or prev.straddle_out is None or slot is None or len(slot.bitmap_offsets):
+            return 0        # only a data-only last LE: the spill, then nothing of the VHD
+        return max(0, self.E // SECTOR - 1 - prev.straddle_out.sectors)
 
     def _own_tail(self, v: VdiState, pe: int) -> bool:
         return bool(self.f.tail_footer[pe]) and self.f.tail_uid[pe].tobytes() == v.anchor.uid
@@ -221,7 +242,7 @@ class Solver:
             note = None
             if conf < 0.9 and self._contested(v, nle):
                 conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
-            self.place(v, nle, npe, conf, src, note)
+            self.place(v, nle, npe, conf, src, note, weak=conf < 0.9)
             placed += 1
             le, pe = nle, npe
             if placed % 256 == 0:
@@ -246,6 +267,10 @@ class Solver:
             secs = self.reader.gather(np.concatenate(offs), SECTOR)
             llr = bitmap_llr(secs, np.concatenate(full))
             content += np.bincount(np.concatenate(step), weights=llr, minlength=K)
+        for k, sl in enumerate(slots):
+            if len(sl.absent_offsets):      # the last data LE: no bitmap past the data
+                secs = self.reader.gather(self.D + pes[k] * self.E + sl.absent_offsets, SECTOR)
+                content[k] += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
         # cheap per-PE features
         uid = np.frombuffer(v.anchor.uid, dtype=np.uint8)
         tail = f.tail_footer[pes_a]
@@ -331,7 +356,7 @@ class Solver:
                 note = None
                 if conf < 0.9 and self._contested(v, j):
                     conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
-                self.place(v, j, p, conf, src, note)
+                self.place(v, j, p, conf, src, note, weak=conf < 0.9)
                 placed += 1
                 le, pe = j, p
                 if v.pred is not pred:      # the batmap was read: later steps rescored
@@ -380,7 +405,59 @@ class Solver:
                     continue
                 if ((le - 1) in v.placed or (le + 1) in v.placed) and slot.searchable:
                     out.append((v, le))
+                elif slot.spill_in and (le - 1) in v.placed:
+                    out.append((v, le))     # found by the pattern of its spill (spill_candidates)
         return out
+
+    def spill_window(self, v: VdiState, le: int) -> tuple[np.ndarray, int] | None:
+        """The written/unwritten bits of the block that spills from LE le-1 (placed) into LE
+        `le`, and the first of those sectors' index in the block; None if nothing spills."""
+        prev = v.pred.slots.get(le - 1)
+        left = v.pe(le - 1)
+        if prev is None or left is None or prev.straddle_out is None \
+                or prev.straddle_out.sectors <= 0:
+            return None
+        st = prev.straddle_out
+        bm = self.scorer.sector(self.D + left * self.E + st.bitmap_offset)
+        bits = np.unpackbits(bm)[: v.anchor.block_size // SECTOR].astype(bool)
+        return bits[st.first_sector: st.first_sector + st.sectors], st.first_sector
+
+    def spill_candidates(self, v: VdiState, le: int, pending: np.ndarray) -> list[int]:
+        """PEs whose start holds data exactly where the block spilling into LE `le` wrote
+        sectors, and zeros where it did not. Only when that block's bitmap mixes written and
+        unwritten sectors in the spill: such a pattern tells one extent from every other
+        (all written or none written would fit any data or any empty extent). A few sampled
+        sectors per pending PE, numpy over all of them; the survivors are scored in full."""
+        got = self.spill_window(v, le)
+        if got is None or len(pending) == 0:
+            return []
+        window, _ = got
+        beyond = 0 if (window.any() and (~window).any()) else self._beyond(v, le)
+        if beyond:
+            # past the last block's data: expected zero (a fresh gap; stale data there makes
+            # this extent unfindable this way, never wrongly found)
+            window = np.concatenate([window, np.zeros(beyond, bool)])
+        if not (window.any() and (~window).any()):
+            return []
+        idx = sample_sectors(window, per_class=SPILL_PREFILTER)
+        written = window[idx]
+        rel = idx.astype(np.int64) * SECTOR
+        out: list[int] = []
+        per = max(1, SEARCH_SECTORS // len(idx))
+        for lo in range(0, len(pending), per):
+            if self.ticker is not None:
+                self.ticker.check()
+            pes = pending[lo: lo + per]
+            bases = self.D + pes.astype(np.int64) * self.E
+            secs = self.reader.gather((bases[:, None] + rel[None, :]).reshape(-1), SECTOR)
+            present = secs.any(axis=1).reshape(len(pes), len(idx))
+            llr = np.where(written, np.where(present, AGREE, MISSING),
+                           np.where(present, DISAGREE, AGREE_ZERO)).sum(axis=1)
+            seen = (present & written).any(axis=1)
+            out.extend(int(p) for p in pes[(llr > 0) & seen])
+            if len(out) >= MAX_CANDIDATES:
+                break
+        return out[:MAX_CANDIDATES]
 
     def pending(self) -> np.ndarray:
         return np.nonzero((self.owner == FREE) & self.f.has_data)[0]
@@ -442,12 +519,15 @@ class Solver:
         order = []
         if lat_slots:
             self.ensure_sigs(pending)
-            cols = np.unique(np.concatenate([(sl.bitmap_offsets // SECTOR) // 8
-                                             for _, _, sl in lat_slots]))
+            cols = np.unique(np.concatenate(
+                [(sl.bitmap_offsets // SECTOR) // 8 for _, _, sl in lat_slots]
+                + [(sl.absent_offsets // SECTOR) // 8 for _, _, sl in lat_slots
+                   if ((sl.absent_offsets // SECTOR) % 8 == 7).all()]))
             pos = {int(c): i for i, c in enumerate(cols)}
             good = self._sig_bits(self.sig_good, pending, cols)
             ones = self._sig_bits(self.sig_ones, pending, cols)
             W = np.zeros((len(cols), len(lat_slots)))
+            X = np.zeros_like(W)      # a bitmap where the VHD has none (past its data)
             F1 = np.zeros_like(W)     # added where the sector is all ones
             F0 = np.zeros_like(W)     # added where it is not
             for k, (v, le, sl) in enumerate(lat_slots):
@@ -459,8 +539,12 @@ class Solver:
                         F0[c, k] += FULL_BAD
                     elif full == 0:
                         F1[c, k] += NOT_FULL_BAD
+                for off in sl.absent_offsets:
+                    c = pos.get(int(off // SECTOR // 8))
+                    if c is not None:
+                        X[c, k] += EXTRA_BITMAP
             llr = np.where(good, BITMAP_GOOD, BITMAP_BAD)
-            sc = llr @ W + ones @ F1 + (~ones) @ F0
+            sc = llr @ W + ones @ F1 + (~ones) @ F0 + good @ X
             scores[:, :len(lat_slots)] = sc
             order.extend(lat_slots)
         for k, (v, le, sl) in enumerate(other):
@@ -475,6 +559,12 @@ class Solver:
                     full = np.tile(sl.full, len(pes))
                     scores[lo: lo + len(pes), col] = bitmap_llr(secs, full).reshape(
                         len(pes), -1).sum(axis=1)
+        for v, le in front:
+            sl = v.pred.slots[le]
+            if not len(sl.bitmap_offsets) and sl.footer_offset is None and sl.spill_in:
+                found = self.spill_candidates(v, le, pending)
+                if found:
+                    result.setdefault((v.index, le), []).extend(found)
         for k, (v, le, sl) in enumerate(order):
             sc = scores[:, k]
             if sl.le1_batmap:
@@ -507,6 +597,34 @@ class Solver:
             return False
         return bool(self._sig_bits(self.sig_good, np.array([prev]), offs // 8).all())
 
+    def run_support(self, v: VdiState, le: int, pe: int) -> float:
+        """Does the run go on? With LE `le` of v on `pe`, the free PE after it (before it) is
+        looked at as v's unplaced LE le+1 (le-1): +RUN_NEXT if its content fits that LE too
+        (LVM allocates runs), -RUN_NEXT if it holds the bitmaps of an LE le+1 (le-1) that are
+        not v's (flags, a bitmap past v's data: another VDI's extent follows), 0 if it says
+        nothing. Candidates that fit one LE equally well are told apart by what follows them."""
+        pred, uid, total = v.pred, v.anchor.uid, 0.0
+        for step in (1, -1):
+            nle, q = le + step, pe + step
+            nslot = pred.slots.get(nle)
+            if nle in v.placed or nle <= 0 or nslot is None or not nslot.has_content \
+                    or not self.free(q) or not self.f.has_data[q]:
+                continue
+            c = self.scorer.content(nslot, q, uid, self.f)
+            first, second = (pe, q) if step > 0 else (q, pe)
+            out = (pred.slots.get(le) if step > 0 else nslot).straddle_out
+            cont, inf = 0.0, False
+            if out is not None:
+                cont, inf, _, _ = self.scorer.continuity(out, first, second,
+                                                         v.anchor.block_size, v.anchor.lvhd)
+            if c >= ACCEPT and not (inf and cont < 0):
+                total += RUN_NEXT
+            elif len(nslot.bitmap_offsets):
+                secs = self.reader.gather(self.D + q * self.E + nslot.bitmap_offsets, SECTOR)
+                if (bitmap_likeness(secs) >= 0.95).all():
+                    total -= RUN_NEXT
+        return total
+
     def search_round(self) -> int:
         front = self.frontier()
         if not front:
@@ -523,6 +641,7 @@ class Solver:
                 s = self.score(v, le, p)
                 if self.run_interior(v, le, p):
                     s.adjacency += RUN_INTERIOR
+                s.adjacency += self.run_support(v, le, p)
                 if s.total > -20:
                     scored.append((p, s))
             if scored:
@@ -552,8 +671,10 @@ class Solver:
                                            best=s.total - s.adjacency))
             if by_content < MIN_CONFIDENCE:
                 s.adjacency_decided = True
-            decisions.append((conf, s.total, vi, le, p, s, [q for q, t in lst
-                                                            if t.total >= s.total - 2.0 and q != p]))
+            # rivals: what fits by content about as well, whatever the adjacency prior says
+            rivals = [q for q, t in lst if q != p
+                      and t.total - t.adjacency >= s.total - s.adjacency - 2.0]
+            decisions.append((conf, s.total, vi, le, p, s, rivals))
         decisions.sort(key=lambda d: (-d[0], -d[1], d[2], d[3]))
         placed = 0
         for conf, total, vi, le, p, s, rivals in decisions:
@@ -561,8 +682,11 @@ class Solver:
             if le in v.placed:
                 continue
             slot = v.pred.slots[le]
-            if not len(slot.bitmap_offsets) and s.content < ACCEPT:
-                continue        # far from its neighbours, a data-only extent needs its footer
+            if not len(slot.bitmap_offsets) and s.content < ACCEPT \
+                    and not (s.informative and s.data_seen and s.continuity >= SPILL_ACCEPT):
+                # far from its neighbours, a data-only extent needs its footer, or the telling
+                # pattern of the block that spills into it
+                continue
             if not len(slot.bitmap_offsets) and slot.lv_end_possible and not s.data_seen \
                     and not (s.informative and s.continuity > 0) and self._inflated_le(v) > le:
                 # the footer says "the LV's end", but an inflated LV ends later: this extent
@@ -579,11 +703,114 @@ class Solver:
             cap = 0.97 if strong else 0.8
             if getattr(s, "adjacency_decided", False):
                 src, cap = "adjacency", ADJACENCY_ONLY
-            self.place(v, le, p, min(conf, cap), src,
-                       "content fits other VDIs' extents as well; chosen by adjacency"
-                       if src == "adjacency" else None)
+            tied = s.informative or slot.le1_batmap or slot.footer_offset is not None \
+                or (slot.lv_end_possible and self._own_tail(v, p))
+            note = None
+            if src == "adjacency":
+                note = ("content fits " + (f"PEs {sorted(rivals)} " if rivals else
+                                           "other VDIs' extents ")
+                        + "as well; chosen by adjacency (LVM allocates runs)")
+            self.place(v, le, p, min(conf, cap), src, note, weak=not tied)
             placed += 1
         return placed
+
+    def island_round(self) -> int:
+        """When walks and searches are stuck: an unplaced LE of any VDI (not only next to a
+        placed one) whose bitmaps and batmap flags fit exactly one pending PE, which fits no
+        other open LE, is placed there (low confidence: nothing but its own content ties it
+        to this VDI). Its neighbours are then found from it by continuity."""
+        slots = []
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            for le, sl in v.pred.slots.items():
+                if le > 0 and le not in v.placed and len(sl.bitmap_offsets) \
+                        and (sl.full >= 0).all():
+                    slots.append((v, le))
+        pending = self.pending()
+        if not slots or not len(pending):
+            return 0
+        cands: dict[tuple[int, int], list[int]] = {}
+        for lo in range(0, len(slots), ISLAND_SLOTS):
+            cands.update(self.search_candidates(slots[lo: lo + ISLAND_SLOTS], pending))
+        wanted: dict[int, int] = {}
+        for pes in cands.values():
+            for p in set(pes):
+                wanted[p] = wanted.get(p, 0) + 1
+        placed = 0
+        for v, le in slots:
+            pes = sorted(set(cands.get((v.index, le), [])))
+            if len(pes) != 1 or wanted[pes[0]] != 1 or not self.free(pes[0]):
+                continue
+            p = pes[0]
+            if self.scorer.content(v.pred.slots[le], p, v.anchor.uid, self.f) < ISLAND_CONTENT:
+                continue
+            self.place(v, le, p, ISLAND_CONFIDENCE, "vhd-match",
+                       "no placed neighbour: the one free extent whose bitmaps and batmap flags "
+                       "fit this LE, and no other", weak=True)
+            placed += 1
+        return placed
+
+    def review_confidence(self) -> None:
+        """A placement nothing ties to its VDI but content and adjacency (`weak`) is only as
+        sure as it is unique: if another VDI has the same LE open (unplaced, or placed with
+        low confidence) and the extent fits that LE as well, it is marked contested (low
+        confidence, source adjacency), and named among that VDI's candidates. Any placement
+        from content is marked so when a free extent fits its LE as well."""
+        open_by_le: dict[int, list[VdiState]] = {}
+        for w in self.vdis:
+            if w.pred is None or w.metadata_map:
+                continue
+            for le, sl in w.pred.slots.items():
+                pl = w.placed.get(le)
+                if len(sl.bitmap_offsets) and (pl is None or pl.confidence < 0.75):
+                    open_by_le.setdefault(le, []).append(w)
+        still: list[tuple[VdiState, int]] = []
+        for v in self.vdis:
+            for le, pl in v.placed.items():
+                if not pl.weak or pl.confidence < 0.75:
+                    continue
+                for w in open_by_le.get(le, ()):
+                    if w is v:
+                        continue
+                    wslot = w.pred.slots[le]
+                    if self.scorer.content(wslot, pl.pe, w.anchor.uid, self.f) < ACCEPT:
+                        continue
+                    pl.confidence, pl.source, pl.note = CONTESTED, "adjacency", CONTESTED_NOTE
+                    if le not in w.placed:
+                        w.ambiguous[le] = sorted(set(w.ambiguous.get(le, [])) | {pl.pe})
+                    break
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            for le, pl in v.placed.items():
+                sl = v.pred.slots.get(le)
+                if le > 0 and pl.confidence >= 0.75 and pl.source == "vhd-match" \
+                        and sl is not None and sl.searchable:
+                    still.append((v, le))
+        # every placement from content is only as sure as no free extent fits it as well (a
+        # copy left behind by pvmove, a stale twin): one batched search over the pending PEs
+        pending = self.pending()
+        if not still or not len(pending):
+            return
+        for lo in range(0, len(still), ISLAND_SLOTS):
+            part = still[lo: lo + ISLAND_SLOTS]
+            cands = self.search_candidates(part, pending)
+            for v, le in part:
+                others = sorted(set(cands.get((v.index, le), [])))
+                if not others:
+                    continue
+                pl = v.placed[le]
+                mine = self.score(v, le, pl.pe)
+                twins = []
+                for q in others:
+                    t = self.score(v, le, q)
+                    if t.total - t.adjacency >= mine.total - mine.adjacency - 1.0:
+                        twins.append(q)
+                if twins:
+                    pl.confidence, pl.source = CONTESTED, "adjacency"
+                    pl.note = (f"free PEs {twins} fit as well; chosen because it follows the "
+                               f"neighbouring extents on disk")
 
     # -- footers and gaps ----------------------------------------------------------------------
     def place_footers(self) -> None:
@@ -626,9 +853,8 @@ class Solver:
                     chosen = None      # sm's sizing says the LV is longer: the gap lies elsewhere
             if chosen is None:
                 if sized is not None:
-                    q, footer_le, rule = sized
-                    self.place(v, footer_le, q, 0.7, "vhd-match",
-                               f"ends with the VHD footer; LE number from sm's LV sizing ({rule})")
+                    q, footer_le, conf, src, note = sized
+                    self.place(v, footer_le, q, conf, src, note)
                     v.le_count = footer_le + 1
                     v.footer_pe = q
                     continue
@@ -677,12 +903,43 @@ class Solver:
             le = -(-size // self.E) - 1
             if le >= v.pred.last_data_le and le not in v.placed:
                 fits.setdefault(le, rule)
+        if len(fits) == 2:
+            return self._footer_by_allocation(v, free[0], min(fits), max(fits))
         if len(fits) != 1:
             return None
         le, rule = next(iter(fits.items()))
         if le == v.pred.last_data_le and v.pe(le - 1) is not None:
             return None   # then it would have been found as the last data extent
-        return free[0], le, rule
+        return free[0], le, 0.7, "vhd-match", \
+            f"ends with the VHD footer; LE number from sm's LV sizing ({rule})"
+
+    def _footer_by_allocation(self, v: VdiState, q: int, deflated: int, inflated: int):
+        """Both of sm's sizes fit the one footer extent `q`: the LV ends at LE `deflated`
+        (right after the data, as sm leaves a deflated VDI) or at LE `inflated` (sm's full size,
+        the LEs between holding no data). Content cannot tell: the deflated reading puts only
+        zeros (unwritten sectors of the last block) where the other reading puts gap, and the
+        virtual disk is the same either way. LVM's allocation order can: it takes a free area
+        from its start, and extends an LV at the next free extent. So
+        * every PE between LE deflated-1's PE and q is in use: q is the next free extent after
+          the data, the LV's deflated end (lvextend by one extent);
+        * the PE before q is free: q is not the start of a free area, so it was allocated
+          together with the PE before it, the end of a run of gap extents: the inflated end.
+        Otherwise, or if the last data LE's predecessor is not placed, it stays unplaced.
+        Low confidence, source adjacency: an allocation prior, not content."""
+        left = v.pe(deflated - 1)
+        if left is None or deflated != v.pred.last_data_le:
+            return None
+        if q > left + 1 and all(self.owner[x] != FREE for x in range(left + 1, q)):
+            return q, deflated, ALLOCATION_GUESS, "adjacency", (
+                f"ends with the VHD footer; fits sm's deflated size (LE {deflated}) and inflated "
+                f"size (LE {inflated}): deflated, as it is the next free extent after LE "
+                f"{deflated - 1}")
+        if q > 0 and q - 1 != left and self.owner[q - 1] == FREE:
+            return q, inflated, ALLOCATION_GUESS, "adjacency", (
+                f"ends with the VHD footer; fits sm's deflated size (LE {deflated}) and inflated "
+                f"size (LE {inflated}): inflated, as the extent before it is free (an "
+                f"allocation starts a free area: it ends a run of gap extents)")
+        return None
 
     def fill_gaps(self) -> None:
         """Unplaced LEs between two placed ones whose PE distance matches and whose PEs are free."""
@@ -712,12 +969,17 @@ class Solver:
             n = self.walk_all()
             n += self.search_round()
             if n == 0:
+                n = self.island_round()
+            if n == 0:
                 break
         self.place_footers()
         self.fill_gaps()
+        self.review_confidence()
         for v in self.vdis:
             for le, pes in sorted(v.ambiguous.items()):
-                pes = [p for p in pes if self.owner[p] in (FREE, v.index)]
+                elsewhere = {pl.pe for pl in v.placed.values()}
+                pes = [p for p in pes if self.owner[p] == FREE
+                       or (self.owner[p] == v.index and p not in elsewhere)]
                 if le in v.placed or not pes:
                     v.ambiguous.pop(le, None)
                     continue

@@ -17,6 +17,9 @@ import numpy as np
 from core.match.anchors import VhdAnchor
 
 SECTOR = 512
+LVHD_BLOCK = 2 << 20
+LVHD_STRIDE = 4104 * SECTOR        # bitmap sector + 4 KiB alignment + 2 MiB of data
+LVHD_FIRST_BITMAP = 8455 * SECTOR  # after the 2 TiB BAT and the batmap (formats.md 4.5)
 
 
 @dataclass
@@ -41,6 +44,9 @@ class SlotPrediction:
     bat_tail: bool = False              # the extent starts with the rest of the BAT
     footer_offset: int | None = None    # a footer with the VHD's unique id at this in-extent offset
     lv_end_possible: bool = False       # LVHD: the LV may end here (its footer in the last sector)
+    # where the next blocks' bitmaps would be, past the VHD's data (its last data LE): a bitmap
+    # there belongs to a VHD with more blocks, e.g. another VDI's extent at the same LE
+    absent_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def has_content(self) -> bool:
@@ -115,7 +121,13 @@ def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
     if tab_end > E:
         slot(1).bat_tail = True
     if anchor.lvhd:
-        slot(int(last_le)).lv_end_possible = True
+        last = slot(int(last_le))
+        last.lv_end_possible = True
+        # blktap puts the next block one LVHD stride after the last one (formats.md 4.5)
+        nxt = int(offs[-1]) + LVHD_STRIDE if len(offs) else LVHD_FIRST_BITMAP
+        lim = (int(last_le) + 1) * E - SECTOR
+        if anchor.block_size == LVHD_BLOCK and nxt >= anchor.data_end:
+            last.absent_offsets = np.arange(nxt, lim, LVHD_STRIDE, dtype=np.int64) - last_le * E
     else:
         # packed (qemu) layout: footer right after the last block
         f = anchor.data_end

@@ -10,12 +10,16 @@ Every piece of evidence adds a log-likelihood-ratio-like number ("this PE is tha
   bitmap (read from LE j-1's PE) saying which of its sectors were written; sampled sectors of
   the candidate that are non-zero where written and zero where not agree (+0.4 each), the
   others disagree (-0.8 each); a bitmap of all ones says nothing (all sectors written);
+* a bitmap where the next block would be, past the VHD's data, in its last data extent -4
+  (another VHD with more blocks at that LE; a stale one is possible, so it does not veto);
 * the LVHD `tdbatmap` header at +1536 of LE 1 +6 (absent -4); a packed VHD's footer with the
   same unique id where predicted +8;
 * cheap per-PE features: a PE that ends with another VHD's footer is that VHD's last extent
   (-8), one that holds a `tdbatmap` at +1536 is some VHD's LE 1 (-6 for any other LE); the VHD's
   own footer in the last sector of the LE where its data ends +4 (an inflated LV ends
   later: a missing predicted bitmap outweighs it);
+* the last data extent: data where its block wrote, then zeros past the data's end (+0.2 per
+  sampled sector; stale data there is possible and costs nothing);
 * physical adjacency (LE j+1 on PE p+1, as LVM allocates runs) +1: a prior, weaker than content.
 """
 
@@ -30,7 +34,7 @@ from core.match.predict import SlotPrediction, Straddle
 from core.structs import vhd as S
 
 BITMAP_GOOD, BITMAP_WEAK, BITMAP_BAD = 3.0, 1.0, -4.0
-FULL_OK, FULL_BAD, NOT_FULL_BAD = 1.0, -3.0, -2.0
+FULL_OK, FULL_BAD, NOT_FULL_BAD = 1.0, -5.0, -5.0
 AGREE, DISAGREE, CONT_CAP = 0.4, -0.8, 8.0
 AGREE_ZERO = 0.1          # zeros where nothing was written: most sectors of a thin LV are zero
 MISSING = -0.3            # zeros where a partial bitmap says written (a guest may write zeros)
@@ -40,6 +44,8 @@ ADJACENT = 1.0
 OTHER_FOOTER, OTHER_BATMAP = -8.0, -6.0
 LV_END_FOOTER = 4.0       # the LV may end after its data: weaker than a predicted bitmap
 SAMPLES_PER_CLASS = 16
+EXTRA_BITMAP = -4.0       # a bitmap where the VHD has no block (past its data): another VHD's
+AGREE_BEYOND = 0.2        # zero past the last block's data, in the LE where the data ends
 
 
 @dataclass
@@ -118,6 +124,9 @@ class Scorer:
             for off, row in zip(slot.bitmap_offsets, secs):
                 self._bitmaps[int(base + off)] = row.tobytes()
             total += float(bitmap_llr(secs, slot.full).sum())
+        if len(slot.absent_offsets):
+            secs = self.reader.gather(base + slot.absent_offsets, SECTOR)
+            total += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
         if slot.le1_batmap:
             total += BATMAP_HDR if features.head_batmap[pe] else BATMAP_HDR_MISSING
         if features.tail_footer[pe]:
@@ -135,11 +144,14 @@ class Scorer:
         return total
 
     def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
-                   block_size: int, sets_written_only: bool = True
+                   block_size: int, sets_written_only: bool = True, beyond: int = 0
                    ) -> tuple[float, bool, bool, bool]:
         """Evidence that `right_pe` continues the block that starts in `left_pe`:
         (score, informative, empty: every sampled written sector reads zero, seen: some does
-        not)."""
+        not). `beyond`: sectors after the spill that lie past the VHD's last block (the spill
+        is the data's end); zeros there, after data where the bitmap says written, are the
+        shape of a VHD's last data extent and tell it from stale data. Stale data there is
+        possible (an LV's gap is never cleared), so it only ever adds, never vetoes."""
         if straddle is None or straddle.sectors <= 0:
             return 0.0, False, False, False
         bm = self.sector(self.pe_base(left_pe) + straddle.bitmap_offset)
@@ -163,4 +175,12 @@ class Scorer:
         empty = bool(written.any()) and not bool((present & written).any())
         informative = clear_evidence(written, present) or (sets_written_only and empty)
         seen = bool((written & present).any())
-        return max(-CONT_CAP, min(CONT_CAP, float(llr.sum()))), informative, empty, seen
+        total = float(llr.sum())
+        if beyond > 0 and seen and not (written & ~present).any():
+            past = straddle.sectors + sample_sectors(np.ones(beyond, bool))
+            clean = not self.reader.gather(self.pe_base(right_pe) + past * SECTOR,
+                                           SECTOR).any()
+            if clean:
+                total += AGREE_BEYOND * len(past)
+                informative = True
+        return max(-CONT_CAP, min(CONT_CAP, total)), informative, empty, seen

@@ -168,16 +168,19 @@ def sparse_sr(path: str, size: int, n_vdis: int, seed: int = 1, fill: float = 0.
             thin = rng.random() < 0.2
             nblocks = max(1, min(fits, virtual // (2 << 20)) // (3 if thin else 1))
             uid, pieces = _lvhd_structures(virtual, lv_bytes, nblocks, rng)
+            holding: set[int] = set()     # LEs where some byte of the VHD is not zero
             for off, data in pieces.items():
                 pos = 0
                 while pos < len(data):
                     le, rel = divmod(off + pos, E)
                     take = min(len(data) - pos, E - rel)
-                    os.pwrite(fd, data[pos:pos + take], data_offset + pes[le] * E + rel)
+                    chunk = data[pos:pos + take]
+                    os.pwrite(fd, chunk, data_offset + pes[le] * E + rel)
+                    if chunk.count(0) != len(chunk):
+                        holding.add(le)
                     pos += take
-            data_end = LVHD_META + nblocks * LVHD_STRIDE
             truth[uid.hex()] = pes
-            data_les[uid.hex()] = sorted(set(range((data_end - 1) // E + 1)) | {len(pes) - 1})
+            data_les[uid.hex()] = sorted(holding)
     finally:
         os.close(fd)
     return {"data_offset": data_offset, "extent_bytes": E, "pe_count": n_pes, "vdis": truth,
