@@ -138,6 +138,12 @@ def build_sr(tmp, wipe_label: bool = False, seed: int = 7, wipe: bool = True,
         truth[names["Q"]] = {"pes": pes, "uid": qv[68:84], "kind": "qemu", "raw": qraw,
                              "data_les": data_les_of(qv, len(pes))}
         truth["MGT"] = {"pes": maps["MGT"], "kind": "mgt"}
+        # the MGT volume as sm writes it: the SR uuid (the VG name's tail), the VDIs' names
+        from core.xen import build_mgt
+        f.seek(D + maps["MGT"][0] * E)
+        f.write(build_mgt(vg.removeprefix("VG_XenStorage-"), "recovered SR",
+                          vdis=[{"uuid": names[k].removeprefix("VHD-"), "name_label": f"disk {k}"}
+                                for k in ("A", "B", "C", "Q")]))
         # wipe the metadata area (mda header + ring), and the label when asked
         if wipe:
             f.seek(4096)
@@ -217,15 +223,12 @@ def test_rebuilds_real_lvm_layout(tmp_path, wipe_label):
     ev = Evidence(str(img))
     rec = reconstruct(ev)
     assert rec.grid is not None
-    if not wipe_label:
-        assert rec.grid.data_offset == truth["_pe_start"]
-        assert rec.grid.source == "label"
-    shift = (rec.grid.data_offset - truth["_pe_start"]) // E
-    if shift:
-        # without a label the grid origin is a guess: compare in the guessed numbering
-        for name, t in truth.items():
-            if not name.startswith("_"):
-                t["pes"] = [p - shift for p in t["pes"]]
+    # with the label or without it, PE 0 is where lvm2 put it: the label says so, or (label
+    # gone) the MGT header on the VHD heads' grid and sm's pe_start from the disk start agree
+    assert rec.grid.data_offset == truth["_pe_start"]
+    assert rec.grid.source == ("inferred" if wipe_label else "label")
+    assert rec.grid.vg_name == truth["_vg"]          # from the MGT volume
+    assert rec.mgt["pe"] == truth["MGT"]["pes"][0]
     res = score(rec, truth)
     line = (f"| {'mda+label wiped' if wipe_label else 'mda wiped'} | {len(rec.vdis)} | "
             f"{res['placed']} | {res['correct']} | {res['found']}/{res['needed']} | "
@@ -236,7 +239,7 @@ def test_rebuilds_real_lvm_layout(tmp_path, wipe_label):
     for name, (n_placed, n_ok, missed) in res["per"].items():
         print(f"  {name}: placed {n_placed}, correct {n_ok}, missed {missed}")
     assert res["precision"] == 1.0, res["per"]
-    assert res["recall"] >= 0.9, res["per"]
+    assert res["recall"] == 1.0, res["per"]
     # what is not placed is named: the ambiguous LE lists the true PE among its candidates
     for v in rec.vdis:
         t = next((t for n, t in truth.items() if not n.startswith("_") and "uid" in t
@@ -256,8 +259,9 @@ def test_rebuilds_real_lvm_layout(tmp_path, wipe_label):
 
 
 @pytest.mark.slow
-def test_restore_file_accepted_by_vgcfgrestore(tmp_path):
-    img, truth = build_sr(tmp_path)
+@pytest.mark.parametrize("wipe_label", [False, True], ids=["mda-wiped", "mda+label-wiped"])
+def test_restore_file_accepted_by_vgcfgrestore(tmp_path, wipe_label):
+    img, truth = build_sr(tmp_path, wipe_label=wipe_label)
     names = truth["_names"]
     c = truth[names["C"]]
     ckey = "vhd:" + _k(c["uid"])
@@ -277,8 +281,13 @@ def test_restore_file_accepted_by_vgcfgrestore(tmp_path):
     assert rec.vdi(ckey).complete
     assert [p.source for le, p in rec.vdi(ckey).extents if le in (3, 4, 5, 6)] == ["manual"] * 4
     vg = truth["_vg"]
-    plan = restore_metadata(rec, vg_name=vg)
-    assert plan.pv_id == truth["_pv_id"]
+    plan = restore_metadata(rec)                 # the VG name comes from the MGT volume
+    assert plan.vg_name == vg
+    if wipe_label:          # the PV's id is gone with its label: a fresh one, and said so
+        assert plan.pv_id != truth["_pv_id"] and any("PV id" in n for n in plan.notes)
+    else:
+        assert plan.pv_id == truth["_pv_id"]
+    assert "MGT" in plan.included
     text = format_restore_file(plan)
     restore = tmp_path / "restore.vg"
     restore.write_text(text)
@@ -297,6 +306,7 @@ def test_restore_file_accepted_by_vgcfgrestore(tmp_path):
         t = truth[names[key]]
         lv_name = f"VHD-{_k(t['uid'])}"
         assert got.get(lv_name) == t["pes"], (key, got.get(lv_name), t["pes"])
+    assert got.get("MGT") == truth["MGT"]["pes"]
     # the removed VDI is incomplete and left out, never restored over C's extents
     assert f"VHD-{_k(truth['X']['uid'])}" not in got
 
@@ -330,9 +340,27 @@ def test_surviving_metadata_and_backups_are_hard_constraints(tmp_path):
         assert {p.source for _, p in v.extents} == {"metadata"}
 
 
-def build_sr_turns(tmp, seed: int, n_vdis: int = 6, turns: int = 4):
+def _place_over_stale(f, built, pes, D, rng) -> None:
+    """An LV over reused extents: every PE holds stale random data, then the VHD is written as
+    tapdisk writes it: metadata and whole blocks (allocate_block zeroes a block before its
+    data goes in) up to the data end, and the footer in the LV's last sector. The gap of an
+    inflated LV keeps the stale bytes."""
+    for p in pes:
+        f.seek(D + p * E)
+        f.write(rng.randbytes(E))
+    for le, p in enumerate(pes):
+        lo, hi = le * E, min((le + 1) * E, built.data_end)
+        if lo < hi:
+            f.seek(D + p * E)
+            f.write(built.data[lo:hi])
+    f.seek(D + pes[-1] * E + E - 512)
+    f.write(built.data[len(pes) * E - 512: len(pes) * E])
+
+
+def build_sr_turns(tmp, seed: int, n_vdis: int = 6, turns: int = 4, stale: bool = False):
     """More VDIs grown in more turns (random sizes): LVHD VDIs, deflated or inflated-thin,
-    one of them with every block fully written, and a real qemu-img VHD."""
+    one of them with every block fully written, and a real qemu-img VHD. With `stale`, the
+    LVHD VDIs' extents held random data before (see _place_over_stale)."""
     rt.need_lvm()
     rt.need_qemu_img()
     from core.vhd.build import lvhd_lv_size
@@ -381,7 +409,10 @@ def build_sr_turns(tmp, seed: int, n_vdis: int = 6, turns: int = 4):
             blocks = rng.sample(range(virtual // (2 << 20)), nblocks)
             built = lvhd_vdi(virtual, blocks, seed=seed * 100 + i, lv_size=lv,
                              full_every=1 if i == 0 else 3)
-            place_extents(f, built.data, pes, D)
+            if stale:
+                _place_over_stale(f, built, pes, D, rng)
+            else:
+                place_extents(f, built.data, pes, D)
             data_les = data_les_of(built.data, len(pes))
             truth[name] = {"pes": pes, "uid": built.unique_id, "kind": "blktap",
                            "data_les": data_les}
@@ -393,11 +424,11 @@ def build_sr_turns(tmp, seed: int, n_vdis: int = 6, turns: int = 4):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_many_turns_precision_recall(tmp_path, seed):
-    """Six VDIs grown in four turns. Extents that cannot be told apart by content (two VDIs'
+    """Six VDIs grown in four turns. Extents that content alone cannot tell apart (two VDIs'
     next extents at the same LE index, no telling data in the straddling block) are placed by
-    adjacency with low confidence (< 0.75, source adjacency) or left ambiguous: every placement
-    with confidence >= 0.75 is right, and at least 90% of the VHD-data extents are placed
-    right."""
+    adjacency and what follows them, with low confidence (< 0.75, source adjacency), or left
+    ambiguous: every placement with confidence >= 0.75 is right, and in these three layouts
+    every extent holding VHD data is placed right."""
     img, truth = build_sr_turns(tmp_path, seed)
     rec = reconstruct(Evidence(str(img)))
     res = score(rec, truth)
@@ -417,4 +448,42 @@ def test_many_turns_precision_recall(tmp_path, seed):
             if p.confidence >= 0.75 and (t is None or le >= len(t["pes"]) or t["pes"][le] != p.pe):
                 confident_wrong.append((v.key, le, p.pe, p.confidence, p.source))
     assert not confident_wrong, confident_wrong
-    assert res["recall"] >= 0.9, res["per"]
+    assert res["precision"] == 1.0 and res["recall"] == 1.0, res["per"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stale", [False, True], ids=["fresh-extents", "reused-extents"])
+def test_many_turns_over_ten_more_layouts(tmp_path, stale):
+    """Ten more random layouts of the same kind (seeds 4-13), scored together, on fresh extents
+    and on reused ones (stale random data everywhere the VHD did not write, the gaps of
+    inflated LVs included): no placement with confidence >= 0.75 is wrong, at most one in a
+    hundred placements is wrong at all (those are low-confidence adjacency choices, said so),
+    and at least 98% of the extents holding VHD data are placed right. Measured over seeds
+    1-60 (fresh): precision 1.000, recall 0.997; 1-30 (reused): precision 1.000, recall 0.994.
+    The misses are extents whose content cannot tell them from another VDI's."""
+    placed = correct = found = needed = 0
+    confident_wrong = []
+    for seed in range(4, 14):
+        work = tmp_path / f"s{seed}"
+        work.mkdir()
+        img, truth = build_sr_turns(work, seed, stale=stale)
+        rec = reconstruct(Evidence(str(img)))
+        res = score(rec, truth)
+        placed += res["placed"]
+        correct += res["correct"]
+        found += res["found"]
+        needed += res["needed"]
+        for v in rec.vdis:
+            t = next((t for n, t in truth.items() if not n.startswith("_") and "uid" in t
+                      and _k(t["uid"]) == v.vhd_uuid), None)
+            for le, p in v.extents:
+                if p.confidence >= 0.75 and (t is None or le >= len(t["pes"])
+                                             or t["pes"][le] != p.pe):
+                    confident_wrong.append((seed, v.key, le, p.pe, p.confidence))
+        img.unlink()
+    print(f"\n| 6 VDIs x 4 turns, seeds 4-13 together{', reused extents' if stale else ''} | "
+          f"{placed} placed | {correct} correct | "
+          f"{found}/{needed} | {correct / placed:.3f} | {found / needed:.3f} |")
+    assert not confident_wrong, confident_wrong
+    assert correct / placed >= 0.99
+    assert found / needed >= 0.98

@@ -20,15 +20,15 @@ two placed extents, and reported as `adjacency` with low confidence.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from core.findings import Finding
+from core.match import joint
 from core.match.anchors import VhdAnchor, complete_bat, read_batmap, revalidate
-from core.match.features import SECTOR, PeFeatures, SectorReader
+from core.match.features import SECTOR, PeFeatures, SectorReader, bitmap_likeness
 from core.match.predict import VhdPrediction, predict
-from core.match.features import bitmap_likeness
 from core.match.score import (AGREE, AGREE_ZERO, MISSING, BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD,
                               CONT_CAP, DISAGREE, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK, FULL_BAD, FULL_OK,
                               NOT_FULL_BAD, OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr,
@@ -43,6 +43,8 @@ ADJACENCY_ONLY = 0.7    # content fits several VDIs; the physical neighbour deci
 CONTESTED = 0.6         # a walked step another VDI's open LE would fit just as well
 CONTESTED_NOTE = ("fits another VDI's next extent as well (same LE, no telling data); "
                   "placed because it follows the previous extent on disk")
+WALK_NOTE = ("nothing in it tells (the tail of a block, no footer that fixes the LE): placed "
+             "because it follows the neighbouring extent on disk")
 GAP_CONFIDENCE = 0.4    # data-less extents inferred from the free PE run between two placed ones
 ALLOCATION_GUESS = 0.55  # a footer extent's LE told only by LVM's allocation order
 SEARCH_SECTORS = 1 << 17   # sectors gathered per search batch (64 MiB)
@@ -50,10 +52,13 @@ LATTICE = 1024             # 4 KiB-aligned bitmap positions per 4 MiB extent
 SIG_BATCH = 64             # PEs whose lattice sectors are gathered at once (32 MiB)
 MAX_CANDIDATES = 64        # per slot and round: beyond that a slot is hopelessly ambiguous
 WALK_BATCH = 128
+SCORE_CACHE = 1 << 18      # memoised scores kept at most (cleared when full)
 RUN_INTERIOR = -5.0        # a search candidate that continues the pending run before it
 ISLAND_SLOTS = 512         # open LEs scored against the pending PEs at once (island search)
 ISLAND_CONTENT = 6.0       # an island needs two fitting bitmaps' worth of content
 ISLAND_CONFIDENCE = 0.6
+TIED_CONTINUITY = 2.0      # continuity that ties an extent to its placed neighbour
+RUN_SUPPORT_MAX = 8        # candidates per slot beyond which run support is not weighed
 RUN_NEXT = 1.0             # the free PE after (before) a candidate fits the next (previous) LE
 SPILL_PREFILTER = 3        # sectors per class (written, unwritten) sampled to find spill candidates
 SPILL_ACCEPT = 4.0         # continuity that places a data-only extent away from its neighbours
@@ -104,6 +109,9 @@ class Solver:
         self.sig_good: np.ndarray | None = None
         self.sig_ones: np.ndarray | None = None
         self.sig_done: np.ndarray | None = None
+        self._open: dict[int, set[int]] = {}     # LE -> indices of VDIs looking for it
+        self._scores: dict[tuple, Score] = {}     # memo of score()
+        self._careful = False                     # second look: contested walks stop
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def place(self, v: VdiState, le: int, pe: int, confidence: float, source: str,
@@ -111,6 +119,7 @@ class Solver:
         self.owner[pe] = v.index
         v.placed[le] = Placement(pe, round(float(confidence), 3), source, note, weak)
         v.ambiguous.pop(le, None)
+        self._open_update(v, le)
         a = v.anchor
         if a is None or v.pred is None:
             return
@@ -150,15 +159,27 @@ class Solver:
     # -- scoring -------------------------------------------------------------------------------
     def score(self, v: VdiState, le: int, pe: int, left: int | None = None,
               right: int | None = None) -> Score:
-        """Full evidence for LE `le` of v on `pe`; left/right: PEs assumed for le-1 / le+1."""
+        """Full evidence for LE `le` of v on `pe`; left/right: PEs assumed for le-1 / le+1.
+        A pure function of its arguments and the prediction: memoised (searches rescore the
+        same undecided candidates round after round); callers get a copy to adjust."""
+        left = v.pe(le - 1) if left is None else left
+        right = v.pe(le + 1) if right is None else right
+        key = (v.index, id(v.pred), le, pe, left, right)
+        hit = self._scores.get(key)
+        if hit is None:
+            if len(self._scores) > SCORE_CACHE:
+                self._scores.clear()
+            hit = self._scores[key] = self._score(v, le, pe, left, right)
+        return replace(hit)
+
+    def _score(self, v: VdiState, le: int, pe: int, left: int | None,
+               right: int | None) -> Score:
         pred = v.pred
         slot = pred.slots.get(le)
         s = Score()
         if slot is None:
             return s
         s.content = self.scorer.content(slot, pe, v.anchor.uid, self.f)
-        left = v.pe(le - 1) if left is None else left
-        right = v.pe(le + 1) if right is None else right
         bs = v.anchor.block_size
         if left is not None:
             prev = pred.slots.get(le - 1)
@@ -182,7 +203,7 @@ class Solver:
             if pe == right - 1:
                 s.adjacency += 1.0
         s.adjacency = min(s.adjacency, 1.0)
-        if s.empty_spill and slot.lv_end_possible and not len(slot.bitmap_offsets) \
+        if s.empty_spill and slot.footer_bonus and not len(slot.bitmap_offsets) \
                 and self._own_tail(v, pe):
             s.content -= LV_END_FOOTER   # the LV's end, but the data that must be here is not
         return s
@@ -239,8 +260,12 @@ class Solver:
             ok, conf, src = self._walk_verdict(slot, s)
             if not ok:
                 return placed
-            note = None
-            if conf < 0.9 and self._contested(v, nle):
+            if conf < 0.9 and self._rival_follows(v, nle + step, npe + step, step):
+                return placed
+            note = WALK_NOTE if src == "adjacency" else None
+            if conf < 0.9 and self._contested(v, nle, npe):
+                if self._careful:
+                    return placed
                 conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
             self.place(v, nle, npe, conf, src, note, weak=conf < 0.9)
             placed += 1
@@ -267,18 +292,20 @@ class Solver:
             secs = self.reader.gather(np.concatenate(offs), SECTOR)
             llr = bitmap_llr(secs, np.concatenate(full))
             content += np.bincount(np.concatenate(step), weights=llr, minlength=K)
-        for k, sl in enumerate(slots):
-            if len(sl.absent_offsets):      # the last data LE: no bitmap past the data
-                secs = self.reader.gather(self.D + pes[k] * self.E + sl.absent_offsets, SECTOR)
-                content[k] += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
         # cheap per-PE features
         uid = np.frombuffer(v.anchor.uid, dtype=np.uint8)
         tail = f.tail_footer[pes_a]
         own = tail & (f.tail_uid[pes_a] == uid).all(axis=1)
         lv_end = np.array([sl.lv_end_possible for sl in slots])
+        for k, sl in enumerate(slots):
+            if len(sl.absent_offsets) and not (own[k] and lv_end[k]):
+                # the last data LE: no bitmap past the data (unless it ends with our footer)
+                secs = self.reader.gather(self.D + pes[k] * self.E + sl.absent_offsets, SECTOR)
+                content[k] += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
         le1 = np.array([sl.le1_batmap for sl in slots])
         content += np.where(tail & ~own, OTHER_FOOTER, 0.0)
-        content += np.where(own & lv_end, LV_END_FOOTER, 0.0)
+        bonus = np.array([sl.footer_bonus for sl in slots])
+        content += np.where(own & bonus, LV_END_FOOTER, 0.0)
         content += np.where(f.head_batmap[pes_a] & ~le1, OTHER_BATMAP, 0.0)
         content += np.where(le1, np.where(f.head_batmap[pes_a], BATMAP_HDR, BATMAP_HDR_MISSING),
                             0.0)
@@ -326,7 +353,7 @@ class Solver:
             n_seen = np.bincount(kk, weights=written & present, minlength=K)
             empty = (n_written > 0) & (n_seen == 0)
             nobm = np.array([not len(sl.bitmap_offsets) for sl in slots])
-            content -= np.where(empty & nobm & own & lv_end, LV_END_FOOTER, 0.0)
+            content -= np.where(empty & nobm & own & bonus, LV_END_FOOTER, 0.0)
         return [Score(float(content[k]), float(cont[k]) if informative[k] else 0.0,
                       bool(informative[k]), 1.0) for k in range(K)]
 
@@ -349,12 +376,19 @@ class Solver:
             if not les:
                 return placed
             pred = v.pred
-            for j, p, sc in zip(les, pes, self.score_steps(v, les, pes)):
-                ok, conf, src = self._walk_verdict(pred.slots[j], sc)
+            scores = self.score_steps(v, les, pes)
+            verdicts = [self._walk_verdict(pred.slots[j], sc) for j, sc in zip(les, scores)]
+            for i, (j, p) in enumerate(zip(les, pes)):
+                ok, conf, src = verdicts[i]
                 if not ok:
                     return placed
-                note = None
-                if conf < 0.9 and self._contested(v, j):
+                if conf < 0.9 and i + 1 < len(les) and not verdicts[i + 1][0] \
+                        and self._rival_follows(v, les[i + 1], pes[i + 1], 1):
+                    return placed
+                note = WALK_NOTE if src == "adjacency" else None
+                if conf < 0.9 and self._contested(v, j, p):
+                    if self._careful:
+                        return placed
                     conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
                 self.place(v, j, p, conf, src, note, weak=conf < 0.9)
                 placed += 1
@@ -363,25 +397,51 @@ class Solver:
                     break
             self._tick()
 
-    def _contested(self, v: VdiState, le: int) -> bool:
-        """Is another VDI looking for its LE `le` right now (its LE le-1 or le+1 is placed)?
-        Then an extent that only fits v's LE `le` by layout and adjacency could as well be
-        that VDI's: LVM may have extended the other LV right after this one. The walk still
+    def _rival_follows(self, v: VdiState, le: int, pe: int, step: int) -> bool:
+        """After a step nothing but adjacency supports: is the next PE in the same direction
+        someone's LE `le` (bitmaps exactly where LE `le` has them) that does not fit v's (its
+        batmap flags or a bitmap past v's data say no)? Then another VDI's run goes on right
+        there, and the PE just stepped onto most likely starts (ends) that run rather than
+        ending (starting) v's: the walk stops and the search weighs both VDIs' claims."""
+        slot = v.pred.slots.get(le)
+        if slot is None or not len(slot.bitmap_offsets) or not 0 <= pe < self.N \
+                or not self.free(pe) or not self.f.has_data[pe]:
+            return False
+        secs = self.reader.gather(self.D + pe * self.E + slot.bitmap_offsets, SECTOR)
+        if not (bitmap_likeness(secs) >= 0.95).all():
+            return False
+        return self.scorer.content(slot, pe, v.anchor.uid, self.f) < ACCEPT
+
+    def _contested(self, v: VdiState, le: int, pe: int) -> bool:
+        """Is another VDI looking for its LE `le` right now (unplaced, its LE le-1 or le+1
+        placed), and would `pe` fit it as well (same bitmap places, its flags, no foreign
+        footer)? Then an extent that only fits v's LE `le` by layout and adjacency could as
+        well be that VDI's: LVM may have extended the other LV right after this one. The walk
         takes it (LVM allocates runs) but says so: source adjacency, low confidence."""
         slot = v.pred.slots[le]
-        for w in self._front_by_le.get(le, ()):
+        for wi in self._open.get(le, ()):
+            w = self.vdis[wi]
             if w is v or le in w.placed:
                 continue
             other = w.pred.slots.get(le)
-            if other is not None and np.array_equal(other.bitmap_offsets, slot.bitmap_offsets):
+            if other is not None and np.array_equal(other.bitmap_offsets, slot.bitmap_offsets) \
+                    and self.scorer.content(other, pe, w.anchor.uid, self.f) >= ACCEPT:
                 return True
         return False
 
+    def _open_update(self, v: VdiState, le: int) -> None:
+        """Keep the live frontier (LE -> VDIs looking for it) as extents are placed."""
+        self._open.get(le, set()).discard(v.index)
+        for nle in (le - 1, le + 1):
+            sl = v.pred.slots.get(nle) if v.pred is not None else None
+            if nle > 0 and nle not in v.placed and sl is not None and sl.has_content:
+                self._open.setdefault(nle, set()).add(v.index)
+
     def walk_all(self) -> int:
         """Walk on from the ends of every placed run (forward in batches, backward by step)."""
-        self._front_by_le: dict[int, list[VdiState]] = {}
+        self._open = {}
         for w, le in self.frontier():
-            self._front_by_le.setdefault(le, []).append(w)
+            self._open.setdefault(le, set()).add(w.index)
         total = 0
         for v in self.vdis:
             if v.pred is None:
@@ -544,7 +604,8 @@ class Solver:
                     if c is not None:
                         X[c, k] += EXTRA_BITMAP
             llr = np.where(good, BITMAP_GOOD, BITMAP_BAD)
-            sc = llr @ W + ones @ F1 + (~ones) @ F0 + good @ X
+            extra = good @ X
+            sc = llr @ W + ones @ F1 + (~ones) @ F0 + extra
             scores[:, :len(lat_slots)] = sc
             order.extend(lat_slots)
         for k, (v, le, sl) in enumerate(other):
@@ -572,7 +633,10 @@ class Solver:
             if sl.lv_end_possible:
                 own = self.f.tail_footer[pending] & (self.f.tail_uid[pending] == np.frombuffer(
                     v.anchor.uid, dtype=np.uint8)).all(axis=1)
-                sc = sc + np.where(own, LV_END_FOOTER, 0.0)
+                if sl.footer_bonus:
+                    sc = sc + np.where(own, LV_END_FOOTER, 0.0)
+                if k < len(lat_slots):      # our own footer: bitmaps past the data are stale
+                    sc = sc - np.where(own, extra[:, k], 0.0)
             hits = pending[sc >= ACCEPT]
             if sl.footer_offset is not None and not len(sl.bitmap_offsets):
                 hits = pending   # checked fully afterwards (one sector each)
@@ -588,6 +652,8 @@ class Solver:
         does not lead into it."""
         prev = pe - 1
         slot = v.pred.slots.get(le - 1)
+        if (le - 1) not in v.placed:
+            return False    # v's own LE le-1 may be that PE: run_support weighs it
         if prev < 0 or self.owner[prev] != FREE or not self.f.has_data[prev] or slot is None \
                 or not len(slot.bitmap_offsets) or self.sig_done is None \
                 or not self.sig_done[prev]:
@@ -636,33 +702,65 @@ class Solver:
             for nb, d in ((v.pe(le - 1), 1), (v.pe(le + 1), -1)):
                 if nb is not None and self.free(nb + d) and self.f.has_data[nb + d]:
                     pes.add(nb + d)
+            few = len(pes) <= RUN_SUPPORT_MAX   # more candidates: what follows cannot choose
+            if self._careful and not few:
+                continue    # the second look settles small contests; this one stays as it was
             scored = []
             for p in sorted(pes):
                 s = self.score(v, le, p)
                 if self.run_interior(v, le, p):
                     s.adjacency += RUN_INTERIOR
-                s.adjacency += self.run_support(v, le, p)
+                if few:
+                    s.adjacency += self.run_support(v, le, p)
                 if s.total > -20:
                     scored.append((p, s))
             if scored:
                 by_slot[(v.index, le)] = scored
-        # column competition: every slot that wants a PE
+        decisions = []
+        totals = {k: [(p, sc.total) for p, sc in lst] for k, lst in by_slot.items()}
+        content = {k: [(p, sc.total - sc.adjacency) for p, sc in lst]
+                   for k, lst in by_slot.items()}
+        small: list[list[tuple[int, int]]] = []
+        large: list[tuple[int, int]] = []
+        for comp in joint.components(totals):
+            if len(comp) > 1 and joint.size_of(comp, totals) <= joint.MAX_ASSIGNMENTS:
+                small.append(comp)
+            else:
+                large.extend(comp)
+        # slots competing for the same PEs: chosen together (core.match.joint)
+        for comp in small:
+            best, marg = joint.marginals(comp, totals)
+            _, marg_c = joint.marginals(comp, content)
+            for key in comp:
+                lst = by_slot[key]
+                p = best[key]
+                if p is None:
+                    p = max(lst, key=lambda t: t[1].total)[0]
+                s = dict(lst)[p]
+                if s.total < ACCEPT:
+                    continue
+                conf = marg[key].get(p, 0.0)
+                if marg_c[key].get(p, 0.0) < MIN_CONFIDENCE:
+                    s.adjacency_decided = True
+                rivals = [q for q, t in lst if q != p
+                          and t.total - t.adjacency >= s.total - s.adjacency - 2.0]
+                decisions.append((conf, s.total, key[0], key[1], p, s, rivals))
+        # the rest one by one: the best candidate of its slot, against every slot wanting it
         by_pe: dict[int, list[float]] = {}
         by_pe_noadj: dict[int, list[float]] = {}
-        for key, lst in by_slot.items():
-            for p, s in lst:
+        for key in large:
+            for p, s in by_slot[key]:
                 by_pe.setdefault(p, []).append(s.total)
                 by_pe_noadj.setdefault(p, []).append(s.total - s.adjacency)
-        decisions = []
-        for (vi, le), lst in by_slot.items():
-            totals = np.array([s.total for _, s in lst])
-            best = int(np.argmax(totals))
-            p, s = lst[best]
+        for (vi, le) in large:
+            lst = by_slot[(vi, le)]
+            vals = np.array([s.total for _, s in lst])
+            best_i = int(np.argmax(vals))
+            p, s = lst[best_i]
             if s.total < ACCEPT:
                 continue
-            row = _softmax_best(totals, none=0.0)
-            colvals = np.array(by_pe[p])
-            col = _softmax_best(colvals, none=None, best=s.total)
+            row = _softmax_best(vals, none=0.0)
+            col = _softmax_best(np.array(by_pe[p]), none=None, best=s.total)
             conf = min(row, col)
             # would the content alone (no adjacency prior) still pick it?
             noadj = np.array([t.total - t.adjacency for _, t in lst])
@@ -698,13 +796,15 @@ class Solver:
                 continue
             if not self.free(p):
                 continue
-            strong = s.informative or s.content >= 6
+            # tied to this VDI: continuity with its neighbours that says yes, its batmap
+            # header, its own footer; fitting bitmaps alone fit any VDI with the same flags
+            tied = (s.informative and s.continuity >= TIED_CONTINUITY) or slot.le1_batmap \
+                or slot.footer_offset is not None \
+                or (slot.lv_end_possible and self._own_tail(v, p))
             src = "vhd-match" if s.content >= ACCEPT or s.informative else "adjacency"
-            cap = 0.97 if strong else 0.8
+            cap = 0.97 if tied else 0.8
             if getattr(s, "adjacency_decided", False):
                 src, cap = "adjacency", ADJACENCY_ONLY
-            tied = s.informative or slot.le1_batmap or slot.footer_offset is not None \
-                or (slot.lv_end_possible and self._own_tail(v, p))
             note = None
             if src == "adjacency":
                 note = ("content fits " + (f"PEs {sorted(rivals)} " if rivals else
@@ -730,9 +830,13 @@ class Solver:
         pending = self.pending()
         if not slots or not len(pending):
             return 0
+        # PEs placed with low confidence count as rivals too: an island is unique among every
+        # extent that might be it, not only among the free ones
+        unsure = [pl.pe for w in self.vdis for pl in w.placed.values() if pl.confidence < 0.75]
+        pool = np.union1d(pending, np.asarray(unsure, dtype=pending.dtype))
         cands: dict[tuple[int, int], list[int]] = {}
         for lo in range(0, len(slots), ISLAND_SLOTS):
-            cands.update(self.search_candidates(slots[lo: lo + ISLAND_SLOTS], pending))
+            cands.update(self.search_candidates(slots[lo: lo + ISLAND_SLOTS], pool))
         wanted: dict[int, int] = {}
         for pes in cands.values():
             for p in set(pes):
@@ -751,35 +855,51 @@ class Solver:
             placed += 1
         return placed
 
-    def review_confidence(self) -> None:
-        """A placement nothing ties to its VDI but content and adjacency (`weak`) is only as
-        sure as it is unique: if another VDI has the same LE open (unplaced, or placed with
-        low confidence) and the extent fits that LE as well, it is marked contested (low
-        confidence, source adjacency), and named among that VDI's candidates. Any placement
-        from content is marked so when a free extent fits its LE as well."""
-        open_by_le: dict[int, list[VdiState]] = {}
+    def _unsure_by_le(self) -> dict[int, list[VdiState]]:
+        """LE -> VDIs whose LE is open to doubt: unplaced, or placed with low confidence."""
+        out: dict[int, list[VdiState]] = {}
         for w in self.vdis:
             if w.pred is None or w.metadata_map:
                 continue
             for le, sl in w.pred.slots.items():
                 pl = w.placed.get(le)
                 if len(sl.bitmap_offsets) and (pl is None or pl.confidence < 0.75):
-                    open_by_le.setdefault(le, []).append(w)
+                    out.setdefault(le, []).append(w)
+        return out
+
+    def _rival(self, v: VdiState, le: int, pe: int, unsure: dict[int, list[VdiState]]
+               ) -> VdiState | None:
+        """Another VDI whose LE `le` is open to doubt and which `pe` fits as well."""
+        slot = v.pred.slots.get(le)
+        if slot is None:
+            return None
+        for w in unsure.get(le, ()):
+            if w is v:
+                continue
+            wslot = w.pred.slots[le]
+            if np.array_equal(wslot.bitmap_offsets, slot.bitmap_offsets) \
+                    and self.scorer.content(wslot, pe, w.anchor.uid, self.f) >= ACCEPT:
+                return w
+        return None
+
+    def review_confidence(self) -> None:
+        """A placement nothing ties to its VDI but content and adjacency (`weak`) is only as
+        sure as it is unique: if another VDI has the same LE open (unplaced, or placed with
+        low confidence) and the extent fits that LE as well, it is marked contested (low
+        confidence, source adjacency), and named among that VDI's candidates. Any placement
+        from content is marked so when a free extent fits its LE as well."""
+        unsure = self._unsure_by_le()
         still: list[tuple[VdiState, int]] = []
         for v in self.vdis:
             for le, pl in v.placed.items():
                 if not pl.weak or pl.confidence < 0.75:
                     continue
-                for w in open_by_le.get(le, ()):
-                    if w is v:
-                        continue
-                    wslot = w.pred.slots[le]
-                    if self.scorer.content(wslot, pl.pe, w.anchor.uid, self.f) < ACCEPT:
-                        continue
-                    pl.confidence, pl.source, pl.note = CONTESTED, "adjacency", CONTESTED_NOTE
-                    if le not in w.placed:
-                        w.ambiguous[le] = sorted(set(w.ambiguous.get(le, [])) | {pl.pe})
-                    break
+                w = self._rival(v, le, pl.pe, unsure)
+                if w is None:
+                    continue
+                pl.confidence, pl.source, pl.note = CONTESTED, "adjacency", CONTESTED_NOTE
+                if le not in w.placed:
+                    w.ambiguous[le] = sorted(set(w.ambiguous.get(le, [])) | {pl.pe})
         for v in self.vdis:
             if v.pred is None or v.metadata_map:
                 continue
@@ -802,15 +922,66 @@ class Solver:
                     continue
                 pl = v.placed[le]
                 mine = self.score(v, le, pl.pe)
+                bar = mine.total - mine.adjacency - 1.0
+                slot = v.pred.slots[le]
                 twins = []
                 for q in others:
+                    if self.scorer.content(slot, q, v.anchor.uid, self.f) + CONT_CAP * 2 < bar:
+                        continue        # even perfect continuity could not make it a twin
                     t = self.score(v, le, q)
-                    if t.total - t.adjacency >= mine.total - mine.adjacency - 1.0:
+                    if t.total - t.adjacency >= bar:
                         twins.append(q)
+                        if len(twins) >= 4:
+                            break
                 if twins:
                     pl.confidence, pl.source = CONTESTED, "adjacency"
                     pl.note = (f"free PEs {twins} fit as well; chosen because it follows the "
                                f"neighbouring extents on disk")
+
+    def _rounds(self, limit: int) -> None:
+        rounds = 0
+        while rounds < limit:
+            rounds += 1
+            self._tick()
+            n = self.walk_all()
+            n += self.search_round()
+            if n == 0:
+                n = self.island_round()
+            if n == 0:
+                break
+
+    def second_look(self, limit: int) -> None:
+        """The first pass decides undecided extents by adjacency as it meets them, before the
+        extents around them are known. Here every placement made with low confidence is taken
+        back and decided again with everything certain in place: walks stop where another VDI
+        wants the same LE, and the search chooses such slots together, with continuity into
+        the neighbours now placed. What is still undecided gets its first-pass placement back,
+        so the second look can only correct, never lose, a placement."""
+        released: list[tuple[VdiState, int, Placement]] = []
+        unsure = self._unsure_by_le()
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            for le, pl in list(v.placed.items()):
+                if le == 0 or pl.source not in ("adjacency", "vhd-match"):
+                    continue
+                if pl.confidence < 0.75 or (pl.weak and self._rival(v, le, pl.pe, unsure)):
+                    released.append((v, le, pl))
+        for v, le, pl in released:
+            del v.placed[le]
+            self.owner[pl.pe] = FREE
+        if not released:
+            return
+        self._careful = True
+        try:
+            self._rounds(limit)
+        finally:
+            self._careful = False
+        for v, le, pl in released:
+            if le not in v.placed and self.free(pl.pe):
+                self.owner[pl.pe] = v.index
+                v.placed[le] = pl
+                v.ambiguous.pop(le, None)
 
     # -- footers and gaps ----------------------------------------------------------------------
     def place_footers(self) -> None:
@@ -961,17 +1132,9 @@ class Solver:
 
     # -- driver --------------------------------------------------------------------------------
     def solve(self, max_rounds: int | None = None) -> None:
-        rounds = 0
         limit = max_rounds if max_rounds is not None else 4 * self.N + 16
-        while rounds < limit:
-            rounds += 1
-            self._tick()
-            n = self.walk_all()
-            n += self.search_round()
-            if n == 0:
-                n = self.island_round()
-            if n == 0:
-                break
+        self._rounds(limit)
+        self.second_look(limit)
         self.place_footers()
         self.fill_gaps()
         self.review_confidence()

@@ -27,6 +27,7 @@ MAX_READ = 8 << 20          # ... in reads of at most this
 _COOKIE_HD = np.frombuffer(S.HD_COOKIE, dtype="<u8")[0]
 _COOKIE_DD = np.frombuffer(S.DD_COOKIE, dtype="<u8")[0]
 _COOKIE_BATMAP = np.frombuffer(S.BATMAP_COOKIE, dtype="<u8")[0]
+_XSSM = np.frombuffer(b"XSSM:", dtype=np.uint8)     # sm libs/sm/metadata.py HDR_STRING + ':'
 
 
 class SectorReader:
@@ -150,6 +151,7 @@ class PeFeatures:
     tail_uid: np.ndarray          # (n, 16) uint8: the unique id of that footer (zeros otherwise)
     head_uid: np.ndarray          # (n, 16) uint8: the unique id of the head footer copy
     any_footer: np.ndarray        # bool: a footer cookie at the start (head) of the PE
+    head_xssm: np.ndarray | None = None   # bool: `XSSM:` at 0, the header of sm's MGT volume
 
 
 def compute_pe_features(reader: SectorReader, data_offset: int, extent_bytes: int,
@@ -158,7 +160,7 @@ def compute_pe_features(reader: SectorReader, data_offset: int, extent_bytes: in
     n = pe_count
     f = PeFeatures(n, np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool),
                    np.zeros(n, bool), np.zeros((n, 16), np.uint8), np.zeros((n, 16), np.uint8),
-                   np.zeros(n, bool))
+                   np.zeros(n, bool), np.zeros(n, bool))
     ticker = Ticker(n, "extent heads", progress, cancel)
     bases_all = data_offset + np.arange(n, dtype=np.int64) * extent_bytes
     f.has_data[:] = reader.has_data(bases_all, extent_bytes)
@@ -174,6 +176,7 @@ def compute_pe_features(reader: SectorReader, data_offset: int, extent_bytes: in
         f.head_batmap[lo:hi] = h8[:, 192] == _COOKIE_BATMAP
         f.head_ff[lo:hi] = (heads[:, :1536] == 0xFF).all(axis=1)
         f.head_uid[lo:hi] = heads[:, 68:84]
+        f.head_xssm[lo:hi] = (heads[:, :5] == _XSSM).all(axis=1)
         t8 = tails.view("<u8")
         f.tail_footer[lo:hi] = t8[:, 0] == _COOKIE_HD
         f.tail_uid[lo:hi] = np.where(f.tail_footer[lo:hi, None], tails[:, 68:84], 0)

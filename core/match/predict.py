@@ -20,6 +20,8 @@ SECTOR = 512
 LVHD_BLOCK = 2 << 20
 LVHD_STRIDE = 4104 * SECTOR        # bitmap sector + 4 KiB alignment + 2 MiB of data
 LVHD_FIRST_BITMAP = 8455 * SECTOR  # after the 2 TiB BAT and the batmap (formats.md 4.5)
+SM_EXTENT = 4 << 20                # XenServer's VG extent size
+SM_INFLATE_META = 4_329_472        # sm lvhdutil.calcSizeVHDLV: the VHD metadata overhead
 
 
 @dataclass
@@ -47,6 +49,16 @@ class SlotPrediction:
     # where the next blocks' bitmaps would be, past the VHD's data (its last data LE): a bitmap
     # there belongs to a VHD with more blocks, e.g. another VDI's extent at the same LE
     absent_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # the LV can only end here (sm's inflated size ends here too, or the layout is not sm's):
+    # then the VHD's own footer in the last sector says "this is that LE"
+    lv_end_certain: bool = True
+
+    @property
+    def footer_bonus(self) -> bool:
+        """Does our own footer in this extent's last sector support it as this LE? Yes where
+        the LV may end here and either bitmaps tie the extent to this LE or no longer LV
+        (sm's inflated size) could end in that footer instead."""
+        return self.lv_end_possible and (bool(len(self.bitmap_offsets)) or self.lv_end_certain)
 
     @property
     def has_content(self) -> bool:
@@ -128,6 +140,13 @@ def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
         lim = (int(last_le) + 1) * E - SECTOR
         if anchor.block_size == LVHD_BLOCK and nxt >= anchor.data_end:
             last.absent_offsets = np.arange(nxt, lim, LVHD_STRIDE, dtype=np.int64) - last_le * E
+        if anchor.block_size == LVHD_BLOCK and E == SM_EXTENT:
+            # sm's inflated LV size (formats.md 3.1): a longer LV may end in this VHD's footer
+            nblocks = -(-anchor.current_size // LVHD_BLOCK)
+            inflated_le = -(-(SM_INFLATE_META + anchor.current_size + nblocks * 4096) // E) - 1
+            # ... except for a hidden VHD: sm deflates a snapshot's base copy to its data
+            # (LVHDSR._createSnapshot -> lvhdutil.deflate), so its LV ends after its data
+            last.lv_end_certain = inflated_le <= last_le or bool(anchor.hidden)
     else:
         # packed (qemu) layout: footer right after the last block
         f = anchor.data_end

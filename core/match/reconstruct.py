@@ -37,6 +37,8 @@ MAX_PES = 1 << 24                 # 64 TiB of 4 MiB extents
 ORPHAN_LIMIT = 4096               # orphan PEs examined in detail (1024 sectors each)
 LVHD_FIRST_BITMAP_SECTOR = 8455   # formats.md 4.5
 LVHD_STRIDE = 4104
+SM_PE_START = 11 << 20            # sm: pvcreate --metadatasize 10M gives pe_start 11 MiB (formats 2)
+MGT_SEARCH_POINTS = 4096          # grid points looked at for the MGT header without a grid
 
 
 @dataclass
@@ -118,15 +120,22 @@ class Reconstruction:
     orphans: list[dict[str, Any]]
     anchors: list[VhdAnchor] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    # the MGT volume found by its header when no metadata maps it: {"pe", "sr_uuid", ...}
+    mgt: dict[str, Any] | None = None
 
     def vdi(self, key: str) -> VdiMap | None:
         return next((v for v in self.vdis if v.key == key or v.lv == key
                      or v.vhd_uuid == key.lower().removeprefix("vhd:")), None)
 
     def to_json(self) -> dict[str, Any]:
+        groups = []
+        if self.grid:
+            groups.append(self.grid.to_json())
+            if self.mgt is not None:
+                groups[0]["mgt"] = dict(self.mgt)
         return {
             "image": {"path": self.image_path, "bytes": self.image_bytes},
-            "volume_groups": [self.grid.to_json()] if self.grid else [],
+            "volume_groups": groups,
             "vdis": [v.to_json() for v in self.vdis],
             "orphans": self.orphans,
             "findings": [f.to_json() for f in self.findings],
@@ -175,29 +184,78 @@ def _grid_from_label(ev, report, extent_bytes: int) -> Grid | None:
     return None
 
 
+def _mgt_grid_point(reader: SectorReader, residue: int, E: int, first: int) -> int | None:
+    """The first extent-grid point before the first VHD head whose sector starts with the MGT
+    volume's `XSSM:` header (sm creates MGT right after vgcreate: PE 0, formats.md 3.3)."""
+    start = residue
+    while start < (1 << 20):
+        start += E
+    points = np.arange(start, first, E, dtype=np.int64)[:MGT_SEARCH_POINTS]
+    if not len(points):
+        return None
+    heads = reader.gather(points, SECTOR)
+    hit = np.nonzero((heads[:, :5] == np.frombuffer(b"XSSM:", np.uint8)).all(axis=1))[0]
+    return int(points[hit[0]]) if len(hit) else None
+
+
 def _grid_from_anchors(ev, reader: SectorReader, extent_bytes: int, ticker: Ticker,
-                       findings: list[Finding]) -> Grid | None:
+                       findings: list[Finding], report=None) -> Grid | None:
+    """No metadata and no label: the extent grid from where VHD heads sit (their offsets modulo
+    the extent size), and PE 0 from two pieces of evidence (formats.md pitfall 16): the MGT
+    volume's header on that grid (sm's first LV, PE 0), and a PV start (0 or a partition's)
+    plus sm's pe_start (11 MiB, from `pvcreate --metadatasize 10M`) landing on it. With both
+    agreeing, PE 0 and the PV start are known; with one, it is used and said; with none, PE 0
+    is the first grid point past 1 MiB and the numbering is only relative."""
+    E = extent_bytes
     hits = find_cookie_pairs(reader, 0, ev.size, limit=64, ticker=ticker)
     if not hits:
         return None
     residues: dict[int, int] = {}
     for h in hits:
-        residues[h % extent_bytes] = residues.get(h % extent_bytes, 0) + 1
+        residues[h % E] = residues.get(h % E, 0) + 1
     residue = max(residues, key=lambda r: (residues[r], -r))
-    # PE 0 sits somewhere before the first head with this residue; lvm2 puts pe_start at 1 MiB
-    # or beyond (11 MiB for XenServer's 10 MiB metadata): take the first grid point >= 1 MiB
-    data_offset = residue
-    while data_offset < (1 << 20):
-        data_offset += extent_bytes
-    first = min(h for h in hits if h % extent_bytes == residue)
-    data_offset = min(data_offset, first)
-    count = (ev.size - data_offset) // extent_bytes
+    first = min(h for h in hits if h % E == residue)
+    parts = {0: ev.size}
+    for part in getattr(report, "partitions", []) or []:
+        parts.setdefault(int(part.offset), int(part.bytes))
+    sm = [p for p in sorted(parts) if (p + SM_PE_START) % E == residue
+          and p + SM_PE_START <= first]
+    mgt = _mgt_grid_point(reader, residue, E, first)
+    pv: int | None = None
+    if mgt is not None:
+        data_offset = mgt
+        pv = next((p for p in sm if p + SM_PE_START == mgt), None)
+        if pv is not None:
+            how = (f"the MGT volume's header at {mgt} and a PV start at {pv} plus sm's pe_start "
+                   f"({SM_PE_START}) agree")
+        elif mgt >= SM_PE_START:
+            pv = mgt - SM_PE_START
+            how = (f"the MGT volume's header at {mgt} (PV start {pv} assumed from sm's pe_start "
+                   f"{SM_PE_START}; no partition starts there)")
+        else:
+            how = f"the MGT volume's header at {mgt}; the PV start is unknown"
+    elif sm:
+        pv = sm[0]
+        data_offset = pv + SM_PE_START
+        how = (f"a PV start at {pv} plus sm's pe_start ({SM_PE_START}) lands on the grid; no MGT "
+               f"header was found to confirm it")
+    else:
+        data_offset = residue
+        while data_offset < (1 << 20):
+            data_offset += E
+        data_offset = min(data_offset, first)
+        how = "nothing places PE 0: the first grid point past 1 MiB; PE numbers are relative"
+    count = (ev.size - data_offset) // E
     findings.append(Finding(
         "grid-inferred", data_offset, "warning",
-        f"no LVM metadata or label: PE 0 assumed at {data_offset} (VHD heads found at offsets "
-        f"≡ {residue} mod {extent_bytes}); PE numbers are relative to that guess",
-        {"residue": residue, "heads": len(hits)}))
-    return Grid(data_offset, extent_bytes, count, "inferred")
+        f"no LVM metadata or label: PE 0 taken at {data_offset} (VHD heads at offsets "
+        f"≡ {residue} mod {E}): {how}",
+        {"residue": residue, "heads": len(hits), "mgt_offset": mgt, "pv_offset": pv}))
+    grid = Grid(data_offset, E, count, "inferred")
+    if pv is not None:
+        grid.pv_offset, grid.pe_start = pv, data_offset - pv
+        grid.dev_size = parts.get(pv, ev.size - pv)
+    return grid
 
 
 def _analyse(ev, backups, findings: list[Finding]):
@@ -247,7 +305,8 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                                     f"{vg.name} spans {len(vg.pvs)} PVs; only the first is "
                                     f"rebuilt from VHD structure"))
     else:
-        grid = _grid_from_label(ev, report, E) or _grid_from_anchors(ev, reader, E, ticker, findings)
+        grid = _grid_from_label(ev, report, E) or _grid_from_anchors(ev, reader, E, ticker,
+                                                                      findings, report)
     if grid is None:
         return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],
                               findings + [Finding("no-extent-grid", None, "error",
@@ -263,6 +322,18 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     states: list[VdiState] = []
     meta_status: dict[int, str] = {}
     meta_lv: dict[int, Any] = {}
+
+    # -- the MGT volume (sm's SR metadata) when no metadata names it -----------------------------
+    mgt: dict[str, Any] | None = None
+    if ref is None or ref.metadata is None:
+        mgt = _find_mgt(ev, feats, D, E, findings)
+        if mgt is not None:
+            owner[mgt["pe"]] = RESERVED
+            if grid.vg_name is None and mgt.get("sr_uuid"):
+                grid.vg_name = "VG_XenStorage-" + mgt["sr_uuid"]
+                findings.append(Finding("vg-name-from-mgt", D + mgt["pe"] * E, "info",
+                                        f"VG name {grid.vg_name} read from the MGT volume at "
+                                        f"PE {mgt['pe']}", {"vg": grid.vg_name}))
 
     # -- anchors ------------------------------------------------------------------------------
     anchors: dict[int, VhdAnchor] = {}
@@ -378,10 +449,32 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
     orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker)
     rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
-                         anchors=[s.anchor for s in states if s.anchor is not None])
+                         anchors=[s.anchor for s in states if s.anchor is not None], mgt=mgt)
     rec.stats = {"pes": N, "anchors": len([s for s in states if s.anchor is not None]),
                  "sectors_read": reader.reads}
     return rec
+
+
+def _find_mgt(ev, feats, D: int, E: int, findings: list[Finding]) -> dict[str, Any] | None:
+    """The first PE that starts with sm's `XSSM:` header: the MGT volume (4 MiB, one extent of
+    4 MiB), parsed for the SR uuid and its VDI slots."""
+    from core.xen import MGT_BYTES, parse_mgt
+    cand = np.nonzero(feats.head_xssm)[0] if feats.head_xssm is not None else []
+    if not len(cand) or E < MGT_BYTES:
+        return None
+    pe = int(cand[0])
+    content = parse_mgt(ev.read(D + pe * E, MGT_BYTES), D + pe * E)
+    findings.extend(content.findings)
+    if not content.header_ok:
+        return None
+    if len(cand) > 1:
+        findings.append(Finding("mgt-several", D + int(cand[1]) * E, "warning",
+                                f"{len(cand)} PEs start with an MGT header; PE {pe} taken, the "
+                                f"others are stale copies", {"pes": [int(c) for c in cand[:16]]}))
+    live = [v for v in content.vdis if not v.deleted]
+    return {"pe": pe, "sr_uuid": content.sr_uuid, "sr_name_label": content.sr_name_label,
+            "allocation": content.allocation, "vdi_slots": len(content.vdis),
+            "live_vdis": len(live)}
 
 
 def _state_key(v: VdiState) -> str:

@@ -110,6 +110,16 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
                                      creation_time=now,
                                      segments=segs)
         plan.included.append(lv_name)
+    mgt = getattr(rec, "mgt", None)
+    if mgt is not None and "MGT" not in lvs and mgt["pe"] not in used:
+        # sm's SR metadata volume, found by its header: restored where it is, so the SR keeps
+        # its VDI names and descriptions
+        lvs["MGT"] = LogicalVolume(name="MGT", id=lvm_id(rng),
+                                   lvm_status=["READ", "WRITE", "VISIBLE"], tags=[],
+                                   creation_host="srsalvage", creation_time=now,
+                                   segments=[Segment(0, 1, "striped", 1, None,
+                                                     [("pv0", mgt["pe"])])])
+        plan.included.append("MGT")
     plan.metadata = VGMetadata(name=name, id=vg_id or grid.vg_id or lvm_id(rng), seqno=seqno,
                                extent_size=E // 512, pvs=[pv], lvs=lvs)
     return plan

@@ -44,6 +44,7 @@ ADJACENT = 1.0
 OTHER_FOOTER, OTHER_BATMAP = -8.0, -6.0
 LV_END_FOOTER = 4.0       # the LV may end after its data: weaker than a predicted bitmap
 SAMPLES_PER_CLASS = 16
+CONTENT_CACHE = 1 << 18   # memoised content scores kept at most
 EXTRA_BITMAP = -4.0       # a bitmap where the VHD has no block (past its data): another VHD's
 AGREE_BEYOND = 0.2        # zero past the last block's data, in the LE where the data ends
 
@@ -102,6 +103,8 @@ class Scorer:
         self.D = data_offset
         self.E = extent_bytes
         self._bitmaps: dict[int, bytes] = {}
+        self._content: dict[tuple, tuple] = {}
+        self._continuity: dict[tuple, tuple] = {}
 
     def pe_base(self, pe: int) -> int:
         return self.D + pe * self.E
@@ -117,6 +120,19 @@ class Scorer:
         return np.frombuffer(raw, dtype=np.uint8)
 
     def content(self, slot: SlotPrediction, pe: int, uid: bytes, features) -> float:
+        """Content evidence of `pe` as the LE `slot` predicts (memoised: the same pairs come
+        back in every search round; the slot is kept with the value so its id stays unique)."""
+        key = (id(slot), pe, uid)
+        hit = self._content.get(key)
+        if hit is not None and hit[0] is slot:
+            return hit[1]
+        if len(self._content) > CONTENT_CACHE:
+            self._content.clear()
+        value = self._content_of(slot, pe, uid, features)
+        self._content[key] = (slot, value)
+        return value
+
+    def _content_of(self, slot: SlotPrediction, pe: int, uid: bytes, features) -> float:
         base = self.pe_base(pe)
         total = 0.0
         if len(slot.bitmap_offsets):
@@ -124,7 +140,11 @@ class Scorer:
             for off, row in zip(slot.bitmap_offsets, secs):
                 self._bitmaps[int(base + off)] = row.tobytes()
             total += float(bitmap_llr(secs, slot.full).sum())
-        if len(slot.absent_offsets):
+        own_end = bool(features.tail_footer[pe]) and slot.lv_end_possible \
+            and features.tail_uid[pe].tobytes() == uid
+        if len(slot.absent_offsets) and not own_end:
+            # (an extent ending with this VHD's own footer is its last: bitmaps past its data
+            # there are a previous occupant's, e.g. a deleted VDI's, not a rival's)
             secs = self.reader.gather(base + slot.absent_offsets, SECTOR)
             total += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
         if slot.le1_batmap:
@@ -133,7 +153,7 @@ class Scorer:
             own = features.tail_uid[pe].tobytes() == uid
             if not own:
                 total += OTHER_FOOTER
-            elif slot.lv_end_possible:
+            elif slot.footer_bonus:
                 total += LV_END_FOOTER
         if features.head_batmap[pe] and not slot.le1_batmap:
             total += OTHER_BATMAP
@@ -146,6 +166,23 @@ class Scorer:
     def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
                    block_size: int, sets_written_only: bool = True, beyond: int = 0
                    ) -> tuple[float, bool, bool, bool]:
+        """Memoised _continuity (see there)."""
+        if straddle is None or straddle.sectors <= 0:
+            return 0.0, False, False, False
+        key = (id(straddle), left_pe, right_pe, block_size, sets_written_only, beyond)
+        hit = self._continuity.get(key)
+        if hit is not None and hit[0] is straddle:
+            return hit[1]
+        if len(self._continuity) > CONTENT_CACHE:
+            self._continuity.clear()
+        value = self._continuity_of(straddle, left_pe, right_pe, block_size,
+                                    sets_written_only, beyond)
+        self._continuity[key] = (straddle, value)
+        return value
+
+    def _continuity_of(self, straddle: Straddle, left_pe: int, right_pe: int,
+                       block_size: int, sets_written_only: bool, beyond: int
+                       ) -> tuple[float, bool, bool, bool]:
         """Evidence that `right_pe` continues the block that starts in `left_pe`:
         (score, informative, empty: every sampled written sector reads zero, seen: some does
         not). `beyond`: sectors after the spill that lie past the VHD's last block (the spill
@@ -163,7 +200,9 @@ class Scorer:
         data = self.reader.gather(self.pe_base(right_pe) + idx * SECTOR, SECTOR)
         present = data.any(axis=1)
         written = window[idx]
-        # unwritten sectors read zero on a fresh LV (stale data is possible: a mild "no");
+        # unwritten sectors read zero: tapdisk writes zeros over the whole block (alignment
+        # gap, bitmap and data) when it allocates it (blktap drivers/block-vhd.c,
+        # allocate_block), so data where the bitmap says unwritten is a "no";
         # written ones are usually non-zero, but a guest may write zeros and qemu sets every
         # bit of a block it allocates: a zero there says nothing
         # blktap sets bits only for sectors written: written-but-zero is a mild "no" (qemu sets
