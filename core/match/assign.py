@@ -7,10 +7,20 @@ where the BAT puts them, the `tdbatmap` of LE 1, the packed footer) and the bloc
 the boundary continues consistently. Where a walk stops, the next LE is a *frontier* slot: every
 free PE holding data is scored against all frontier slots at once (numpy over the few predicted
 bitmap sectors of each PE), the candidates are scored fully (continuity with the placed
-neighbours, adjacency as a prior) and placed greedily by confidence, where confidence compares a
-candidate with the other candidates for the same slot (and the other slots wanting the same PE):
-two equally good candidates give 0.5 each and neither is placed — ambiguity is reported, not
-guessed. Then the walks resume. Rounds stop when nothing more can be placed.
+neighbours, adjacency and what follows each candidate as priors) and placed by confidence:
+slots that compete for the same PEs are chosen together (core.match.joint: the marginal
+probability of each pairing over all joint assignments), the others one by one against every
+slot wanting the same PE. Two equally good candidates give 0.5 each and neither is placed —
+ambiguity is reported, not guessed. Then the walks resume; when nothing moves, *islands* (an LE
+whose flags fit exactly one extent) restart them. Rounds stop when nothing more can be placed.
+
+A walk step that nothing but adjacency supports (`weak`) stops where the next PE is clearly
+another VDI's next LE, and is marked contested when another VDI looking for the same LE fits it
+as well. After the rounds, a *second look* takes back every low-confidence or contested
+placement and decides it again with everything certain in place (contested walks now stop and
+the joint search decides); what it cannot decide gets its first placement back. A final review
+lowers the confidence of any content-only placement that a rival VDI or a free twin extent fits
+as well.
 
 Extents that hold no VHD data (the gap of an inflated LV between the last block and the footer)
 are never matched by content: they are inferred only when they are the exact free PE run between

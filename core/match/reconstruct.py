@@ -448,6 +448,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                     break
     vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
     orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker)
+    _suggest_orphans(states, vdis, orphans)
     rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
                          anchors=[s.anchor for s in states if s.anchor is not None], mgt=mgt)
     rec.stats = {"pes": N, "anchors": len([s for s in states if s.anchor is not None]),
@@ -475,6 +476,28 @@ def _find_mgt(ev, feats, D: int, E: int, findings: list[Finding]) -> dict[str, A
     return {"pe": pe, "sr_uuid": content.sr_uuid, "sr_name_label": content.sr_name_label,
             "allocation": content.allocation, "vdi_slots": len(content.vdis),
             "live_vdis": len(live)}
+
+
+def _suggest_orphans(states: list[VdiState], vdis: list[VdiMap], orphans: list[dict]) -> None:
+    """An unplaced LVHD LE that must hold bitmaps gets, as candidates for the technician, the
+    unclaimed extents whose bitmaps sit where that LE's do (same LE number on the LVHD lattice,
+    which repeats every 513 LEs). Nothing is placed: the editor shows them as suggestions."""
+    by_le: dict[int, list[int]] = {}
+    for o in orphans:
+        if "lvhd_le" in o:
+            by_le.setdefault(int(o["lvhd_le"]), []).append(int(o["pe"]))
+    if not by_le:
+        return
+    for v, m in zip(states, vdis):
+        if v.pred is None or v.anchor is None or not v.anchor.lvhd:
+            continue
+        for le in m.missing_les:
+            slot = v.pred.slots.get(le)
+            if slot is None or not len(slot.bitmap_offsets) or le in m.ambiguous:
+                continue
+            cands = by_le.get(le % 513, [])
+            if cands:
+                m.ambiguous[le] = sorted(set(cands))[:16]
 
 
 def _state_key(v: VdiState) -> str:
