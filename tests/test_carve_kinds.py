@@ -23,7 +23,7 @@ def test_kinds_registered():
 def test_scan_finds_pages_and_archives(tmp_path):
     scan_mod = pytest.importorskip("core.scan")
     data = fixture_bytes("mdf/dotnetnuke/Database.mdf.gz")
-    sfx = (SHARED_FIXTURES / "rar" / "rarfile" / "rar3-seektest.sfx").read_bytes()
+    sfx = fixture_bytes("rar/rarfile/rar3-seektest.sfx")
     rng = random.Random(4)
     pages = [data[i:i + 8192] for i in range(0, len(data), 8192)
              if data[i:i + 8192].count(0) != 8192]
@@ -55,7 +55,7 @@ def test_sparse_vdi_windows_skip_absent_blocks():
     from core.spaces import BytesSpace
     from core.vhd.build import build_vhd
     from core.vhd.reader import VhdImage
-    rar = (SHARED_FIXTURES / "rar" / "rarfile" / "rar5-solid.rar").read_bytes()
+    rar = fixture_bytes("rar/rarfile/rar5-solid.rar")
     block = bytearray(2 << 20)
     block[1000: 1000 + len(rar)] = rar
     built = build_vhd(64 << 30, {20000: bytes(block)}, layout="qemu")

@@ -31,7 +31,7 @@ def test_carve_through_vdi_in_real_lvm(tmp_path):
     from test_vhd_support import EXTENT, cli, lvm_sr
 
     data = fixture_bytes(MDF)
-    rar = (SHARED_FIXTURES / "rar" / "rarfile" / "rar5-subdirs.rar").read_bytes()
+    rar = fixture_bytes("rar/rarfile/rar5-subdirs.rar")
     payload, planted = scatter(data, seed=31, stale=3, bad=3)
     rng = random.Random(31)
     block = 2 * MIB
@@ -87,7 +87,7 @@ def test_carve_inside_demo_sr_vdi(tmp_path):
 
     data = fixture_bytes("mdf/dotnetnuke/Database.mdf.gz")
     payload, planted = scatter(data, seed=41, stale=4, bad=2)
-    rar = (SHARED_FIXTURES / "rar" / "rarfile" / "rar3-subdirs.rar").read_bytes()
+    rar = fixture_bytes("rar/rarfile/rar3-subdirs.rar")
     page_at = (3 << 20) + 4096 + 1536            # 512-aligned, not 8 KiB aligned
     rar_at = (5 << 20) + 333
     path = str(tmp_path / "demo.img")

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED_FIXTURES
+from conftest import SHARED_FIXTURES, fixture_bytes
 from core.carve.rar import carve_rar, find_signatures, walk_archive
 from core.source import Evidence
 from core.spaces import BytesSpace
@@ -184,13 +184,13 @@ def test_encrypted_headers_reported_and_carved_to_next_signature(carved):
         assert carved_bytes.startswith(data[sig:])       # the whole archive is in the carve
         assert b"Rar!\x1a\x07" not in carved_bytes[1:]   # and stops before the next one
     hpsw = _archive_for("rar5-hpsw.rar", files, where, by_offset)[2]
-    exp = (RAR_DIR / "rarfile" / "expected" / "rar5-hpsw.rar.exp").read_text("utf-8")
+    exp = fixture_bytes("rar/rarfile/expected/rar5-hpsw.rar.exp").decode("utf-8")
     assert f"salt={hpsw.encryption['salt']}" in exp and hpsw.encryption["kdf_log2_count"] == 15
 
 
 def test_damaged_archives_name_the_failing_header():
     for name, (at, words) in DAMAGED.items():
-        data = (RAR_DIR / "libarchive" / name).read_bytes()
+        data = fixture_bytes(f"rar/libarchive/{name}")
         arc = walk_archive(lambda o, n: data[o:o + n], 0, len(data))
         assert not arc.complete, name
         assert arc.first_bad_header["archive_offset"] == at, (name, arc.first_bad_header)
@@ -207,9 +207,9 @@ def test_damaged_in_image_keeps_good_part(carved):
 
 
 def test_split_pieces_reassembled_and_alone():
-    pieces = [(RAR_DIR / "libarchive" / f"test_read_splitted_rar_a{c}").read_bytes()
+    pieces = [fixture_bytes(f"rar/libarchive/test_read_splitted_rar_a{c}")
               for c in "abcd"]
-    whole = (RAR_DIR / "libarchive" / "test_read_format_rar.rar").read_bytes()
+    whole = fixture_bytes("rar/libarchive/test_read_format_rar.rar")
     assert b"".join(pieces) == whole
     junk = random.Random(1).randbytes(3000)
     result = carve_rar(BytesSpace(junk + b"".join(pieces) + junk), None)
@@ -222,10 +222,10 @@ def test_split_pieces_reassembled_and_alone():
 
 
 def test_compressed_unicode_names():
-    data = (RAR_DIR / "rarfile" / "unicode2.rar").read_bytes()
+    data = fixture_bytes("rar/rarfile/unicode2.rar")
     arc = walk_archive(lambda o, n: data[o:o + n], 0, len(data))
     names = [f.name for f in arc.files]
-    exp = parse_exp((RAR_DIR / "rarfile" / "expected" / "unicode2.rar.exp").read_text("utf-8"))
+    exp = parse_exp(fixture_bytes("rar/rarfile/expected/unicode2.rar.exp").decode("utf-8"))
     assert names == [e.name for e in exp.entries]
     assert all("?" not in n for n in names)              # the 8-bit field alone says ????
     # a hand-made encoding: high byte 0x04, ops: 1 (byte+high), 0 (byte), 3 run of 3 copies
@@ -240,17 +240,17 @@ def test_structs_parse_and_build():
     for v in (0, 1, 127, 128, 300, 2 ** 35, 2 ** 63):
         raw = vint.build(v)
         assert vint.parse(raw) == v and load_vint(raw, 0) == (v, len(raw))
-    data = (RAR_DIR / "rarfile" / "rar3-solid.rar").read_bytes()
+    data = fixture_bytes("rar/rarfile/rar3-solid.rar")
     hdr = rar3_block_header.parse(data[7:])
     assert hdr.type == 0x73 and rar3_block_header.build(hdr) == data[7:14]
-    data5 = (RAR_DIR / "rarfile" / "rar5-crc.rar").read_bytes()
+    data5 = fixture_bytes("rar/rarfile/rar5-crc.rar")
     h5 = rar5_block_header.parse(data5[8:])
     assert h5.block_type == 1
     assert zlib.crc32(data5[12: 12 + 1 + h5.header_size]) == h5.header_crc
 
 
 def test_signatures_found_across_window_boundaries():
-    data = (RAR_DIR / "rarfile" / "rar5-solid.rar").read_bytes()
+    data = fixture_bytes("rar/rarfile/rar5-solid.rar")
     for cut in range(1, 9):
         image = bytes(65536 - cut) + data + bytes(100)
         assert [o for o, _ in find_signatures(BytesSpace(image), window=65536)] == [65536 - cut]
@@ -258,8 +258,8 @@ def test_signatures_found_across_window_boundaries():
 
 def test_cli_json_contract(tmp_path):
     from app.cli import main
-    data = (RAR_DIR / "rarfile" / "rar3-subdirs.rar").read_bytes()
-    data5 = (RAR_DIR / "rarfile" / "rar5-crc.rar").read_bytes()
+    data = fixture_bytes("rar/rarfile/rar3-subdirs.rar")
+    data5 = fixture_bytes("rar/rarfile/rar5-crc.rar")
     img = tmp_path / "disk.img"
     img.write_bytes(bytes(1 << 20) + data + bytes(5000) + data5 + bytes(300))
     buf = io.StringIO()

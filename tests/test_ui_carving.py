@@ -31,7 +31,7 @@ class Host(App):
 
 def _image(tmp_path) -> tuple[str, int]:
     data = fixture_bytes(MDF)
-    rar = (SHARED_FIXTURES / "rar" / "rarfile" / "rar5-crc.rar").read_bytes()
+    rar = fixture_bytes("rar/rarfile/rar5-crc.rar")
     rng = random.Random(9)
     pages = [data[i:i + 8192] for i in range(0, len(data), 8192)
              if data[i:i + 8192].count(0) != 8192]
@@ -84,7 +84,7 @@ async def test_scan_list_and_export(tmp_path):
     mdfs = list((out / "mdf").glob("*.mdf"))
     assert len(mdfs) == 1
     assert hashlib.sha256(mdfs[0].read_bytes()).hexdigest() == MDF_SHA
-    rar = (SHARED_FIXTURES / "rar" / "rarfile" / "rar5-crc.rar").read_bytes()
+    rar = fixture_bytes("rar/rarfile/rar5-crc.rar")
     assert (out / "rar" / f"at-{rar_at}.rar").read_bytes() == rar
 
 
@@ -164,7 +164,7 @@ async def test_carving_inside_the_selected_vdi_of_the_demo_sr(tmp_path):
     from app.workstation import WorkstationApp
     from test_ui_support import wait_idle
 
-    rar = (SHARED_FIXTURES / "rar" / "rarfile" / "rar3-subdirs.rar").read_bytes()
+    rar = fixture_bytes("rar/rarfile/rar3-subdirs.rar")
     rar_at = (5 << 20) + 333
     path = str(tmp_path / "demo.img")
     manifest = demo.build_demo(path, payloads={"web": [(rar_at, rar)]})
