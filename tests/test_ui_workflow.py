@@ -193,6 +193,12 @@ async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(demo_no_metad
         await wait_until(pilot, lambda: not main._jobs and main.editor.check.ok is not None)
         editor = main.editor
         editor.table.focus()
+        # an LE the engine could not decide shows the PEs that fit it, the true one among them
+        shown = [le for le, e in enumerate(editor.extents) if e.pe is None
+                 and editor.candidates.get(le)]
+        for le in shown:
+            text = editor._row(le, editor.extents[le])[5].plain
+            assert str(truth.pes[le]) in text.split(" ")[0].split("|"), (le, text)
         for le, pe in enumerate(truth.pes):
             if editor.extents[le].pe == pe:
                 continue

@@ -13,7 +13,7 @@ u undo, r redo (ctrl+z / ctrl+y as well).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from rich.text import Text
 from rich.segment import Segment
@@ -198,6 +198,7 @@ class ExtentEditor(Vertical):
         self.title = ""
         self.extents: list[Extent] = []
         self.suggestions: Sequence[Extent | None] = []
+        self.candidates: dict[int, Sequence[int]] = {}
         self.check = CheckState()
         self.extent_bytes = 4 << 20
         self.data_offset = 0
@@ -226,7 +227,8 @@ class ExtentEditor(Vertical):
     # -- content --------------------------------------------------------------------------------
     def show(self, key: str, title: str, extents: Sequence[Extent], *,
              suggestions: Sequence[Extent | None] = (), extent_bytes: int, data_offset: int,
-             edited: bool = False, cursor: int | None = None) -> None:
+             edited: bool = False, cursor: int | None = None,
+             candidates: Mapping[int, Sequence[int]] | None = None) -> None:
         same = key == self.key
         keep = self.cursor_le if cursor is None and same else (cursor or 0)
         if not same:
@@ -235,6 +237,8 @@ class ExtentEditor(Vertical):
         self.key, self.title = key, title
         self.extents = list(extents)
         self.suggestions = suggestions
+        # LEs the engine could not decide: the PEs that fit (shown, never applied by `a`)
+        self.candidates = dict(candidates or {})
         self.extent_bytes, self.data_offset = extent_bytes, data_offset
         self.edited = edited
         self.table.set_rows(len(self.extents), cursor=min(keep, max(0, len(self.extents) - 1)))
@@ -250,6 +254,9 @@ class ExtentEditor(Vertical):
         sugg_text = Text("")
         if sugg is not None and sugg.pe is not None and sugg.pe != e.pe:
             sugg_text = Text(f"{sugg.pe} ({sugg.confidence:.2f})", style="cyan")
+        elif e.pe is None and self.candidates.get(le):
+            sugg_text = Text("|".join(str(p) for p in self.candidates[le][:4]) + " ?",
+                             style="magenta")
         check = self.check.per_le.get(le, "")
         check_text = Text(check, style="bold red") if check else Text(
             "ok" if self.check.ok else "", style="green")
@@ -311,7 +318,7 @@ class ExtentEditor(Vertical):
             if other == le:
                 self.show(self.key, self.title, self.extents, suggestions=self.suggestions,
                           extent_bytes=self.extent_bytes, data_offset=self.data_offset,
-                          edited=self.edited)
+                          edited=self.edited, candidates=self.candidates)
                 return
             self.post_message(ExtentEditor.EditRequested(self, self.key, "swap", other, le))
             return

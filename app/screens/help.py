@@ -29,7 +29,8 @@ cursor. Legend: `█` LV · `▒` deleted LV · `·` free PE · `M` label / meta
 `?` unknown · blank: outside the PV.
 
 **3 Extent editor** — LE → PE of the selected VDI, with confidence, source, the engine's
-suggestion and the VHD check result; every edit re-runs the checks and is saved in the case.
+suggestion (or, magenta `9|41 ?`, the PEs that fit an LE it could not decide) and the VHD
+check result; every edit re-runs the checks and is saved in the case.
 - `shift+↑` / `shift+↓` (or `K` / `J`): move the extent up / down
 - `s` on one row, then `s` on another: swap the two
 - `p`: set the PE by number · `i`: insert an unknown extent · `x` / `Del`: delete it

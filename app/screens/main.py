@@ -333,7 +333,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             title += " (deleted)"
         self.editor.show(key, title, exts, suggestions=s.suggestions.get(key, []),
                          extent_bytes=vg.extent_bytes, data_offset=vg.data_offset, edited=edited,
-                         cursor=cursor)
+                         cursor=cursor, candidates=s.candidates.get(key))
 
     def run_checks(self) -> None:
         s = self.session

@@ -134,6 +134,7 @@ class Session:
         self.carve_hits: list[int] = []     # disk offsets of the carving screen's last hits
         self.reconstruction: Any = None
         self.suggestions: dict[str, list[Extent | None]] = {}
+        self.candidates: dict[str, dict[int, list[int]]] = {}   # undecided LE -> fitting PEs
         self.parents: dict[str, str] = {}
         self.rebuilt: RebuiltVG | None = None
         self.sel = Selection()
@@ -324,6 +325,10 @@ class Session:
             out[str(key)] = exts
         self.reconstruction = doc
         self.suggestions = out
+        self.candidates = {str(vdi.get("lv") or vdi.get("key")):
+                           {int(a["le"]): [int(p) for p in a["candidates"]]
+                            for a in vdi.get("ambiguous", [])}
+                           for vdi in doc.get("vdis", [])}
         if not getattr(self.report, "volume_groups", None):
             self.rebuilt = self._rebuilt_vg(doc, out)
         return out
