@@ -133,19 +133,27 @@ def test_head_overwritten_others_rebuilt_and_orphans_named(tmp_path, vdis):
     assert {f.details["pe"] for f in kinds} >= {1, 2, 10, 11, 12, 13}
 
 
+def _lone_vdi_with_copy(tmp_path, src: int, dst: int, count: int, seed: int = 11,
+                        pes: list[int] | None = None):
+    """One LVHD VDI laid at `pes` (default LE 3.. far from LE 2), and an exact copy of the
+    `count` extents from PE `src` written at PE `dst`: (image path, built VHD, pes)."""
+    a = lvhd_vdi(40 * MiB, list(range(10)), seed=seed)
+    pes = pes or [0, 1, 2, 8, 9, 10, 11]
+    img = tmp_path / "sr.img"
+    make_image(img, {"A": (a, pes)}, n_pes=24)
+    with open(img, "r+b") as f:
+        f.seek(D + src * E)
+        chunk = f.read(count * E)
+        f.seek(D + dst * E)
+        f.write(chunk)
+    return img, a, pes
+
+
 def test_identical_copy_told_apart_only_by_its_run_and_said_so(tmp_path):
     """An exact copy of LE 3 in a distant free PE: content cannot choose. The original starts a
     run that goes on (the PE after it fits LE 4), the copy does not: the original is placed, by
     adjacency, with low confidence, the copy named in the note."""
-    a = lvhd_vdi(40 * MiB, list(range(10)), seed=11)
-    pes = [0, 1, 2, 8, 9, 10, 11]       # LE 3.. far from LE 2
-    img = tmp_path / "sr.img"
-    make_image(img, {"A": (a, pes)}, n_pes=24)
-    with open(img, "r+b") as f:
-        f.seek(D + 8 * E)
-        chunk = f.read(E)
-        f.seek(D + 16 * E)
-        f.write(chunk)
+    img, a, pes = _lone_vdi_with_copy(tmp_path, 8, 16, 1)
     ev, rec = _rebuild(img)
     v = rec.vdi(_k(a.unique_id))
     assert v.pes == pes
@@ -157,15 +165,7 @@ def test_identical_run_copy_gets_low_confidence_not_a_claim(tmp_path):
     """Exact copies of LEs 3 and 4 in distant free PEs: by content both runs fit. The one that
     leads on into LEs 5 and 6 is taken (LVM allocates runs), with low confidence, and the
     copies are named."""
-    a = lvhd_vdi(40 * MiB, list(range(10)), seed=11)
-    pes = [0, 1, 2, 8, 9, 10, 11]
-    img = tmp_path / "sr.img"
-    make_image(img, {"A": (a, pes)}, n_pes=24)
-    with open(img, "r+b") as f:
-        f.seek(D + 8 * E)
-        chunk = f.read(2 * E)
-        f.seek(D + 16 * E)
-        f.write(chunk)
+    img, a, pes = _lone_vdi_with_copy(tmp_path, 8, 16, 2)
     ev, rec = _rebuild(img)
     v = rec.vdi(_k(a.unique_id))
     assert v.pes == pes
@@ -178,15 +178,9 @@ def test_identical_run_copy_gets_low_confidence_not_a_claim(tmp_path):
 def test_identical_candidates_are_ambiguous_not_guessed(tmp_path):
     """An exact copy of the last data extent elsewhere, and nothing after either of them:
     not guessed."""
-    a = lvhd_vdi(40 * MiB, list(range(10)), seed=11)
-    pes = [0, 1, 2, 8, 9, 10, 11]       # LE 3.. far from LE 2
-    img = tmp_path / "sr.img"
-    make_image(img, {"A": (a, pes)}, n_pes=24)
-    with open(img, "r+b") as f:          # exact copies of LEs 3 to 6 in distant free PEs:
-        f.seek(D + 8 * E)                # both runs are whole, nothing tells them apart
-        chunk = f.read(4 * E)
-        f.seek(D + 16 * E)
-        f.write(chunk)
+    # exact copies of LEs 3 to 6 in distant free PEs: both runs are whole, nothing tells them
+    # apart
+    img, a, pes = _lone_vdi_with_copy(tmp_path, 8, 16, 4)
     ev, rec = _rebuild(img)
     v = rec.vdi(_k(a.unique_id))
     assert v.pes[:3] == [0, 1, 2]
@@ -202,15 +196,7 @@ def test_identical_candidates_are_ambiguous_not_guessed(tmp_path):
 
 
 def test_adjacent_copy_wins_only_with_lower_confidence(tmp_path):
-    a = lvhd_vdi(40 * MiB, list(range(10)), seed=12)
-    pes = list(range(7))
-    img = tmp_path / "sr.img"
-    make_image(img, {"A": (a, pes)}, n_pes=24)
-    with open(img, "r+b") as f:
-        f.seek(D + 3 * E)
-        chunk = f.read(E)
-        f.seek(D + 15 * E)
-        f.write(chunk)
+    img, a, pes = _lone_vdi_with_copy(tmp_path, 3, 15, 1, seed=12, pes=list(range(7)))
     ev, rec = _rebuild(img)
     v = rec.vdi(_k(a.unique_id))
     assert v.pes == pes        # the walk follows the run; the distant copy is left alone

@@ -38,7 +38,7 @@ from core.findings import Finding
 from core.match import joint
 from core.match.anchors import VhdAnchor, complete_bat, read_batmap, revalidate
 from core.match.features import SECTOR, PeFeatures, SectorReader, bitmap_likeness
-from core.match.predict import VhdPrediction, predict
+from core.match.predict import VhdPrediction, predict, sm_inflated_bytes
 from core.match.score import (AGREE, AGREE_ZERO, MISSING, BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD,
                               CONT_CAP, DISAGREE, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK, FULL_BAD, FULL_OK,
                               NOT_FULL_BAD, OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr,
@@ -270,14 +270,10 @@ class Solver:
             ok, conf, src = self._walk_verdict(slot, s)
             if not ok:
                 return placed
-            if conf < 0.9 and self._rival_follows(v, nle + step, npe + step, step):
+            if conf < 0.9 and self._rival_follows(v, nle + step, npe + step):
                 return placed
-            note = WALK_NOTE if src == "adjacency" else None
-            if conf < 0.9 and self._contested(v, nle, npe):
-                if self._careful:
-                    return placed
-                conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
-            self.place(v, nle, npe, conf, src, note, weak=conf < 0.9)
+            if not self._take_step(v, nle, npe, conf, src):
+                return placed
             placed += 1
             le, pe = nle, npe
             if placed % 256 == 0:
@@ -393,21 +389,29 @@ class Solver:
                 if not ok:
                     return placed
                 if conf < 0.9 and i + 1 < len(les) and not verdicts[i + 1][0] \
-                        and self._rival_follows(v, les[i + 1], pes[i + 1], 1):
+                        and self._rival_follows(v, les[i + 1], pes[i + 1]):
                     return placed
-                note = WALK_NOTE if src == "adjacency" else None
-                if conf < 0.9 and self._contested(v, j, p):
-                    if self._careful:
-                        return placed
-                    conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
-                self.place(v, j, p, conf, src, note, weak=conf < 0.9)
+                if not self._take_step(v, j, p, conf, src):
+                    return placed
                 placed += 1
                 le, pe = j, p
                 if v.pred is not pred:      # the batmap was read: later steps rescored
                     break
             self._tick()
 
-    def _rival_follows(self, v: VdiState, le: int, pe: int, step: int) -> bool:
+    def _take_step(self, v: VdiState, le: int, pe: int, conf: float, src: str) -> bool:
+        """Place an accepted walk step; a step nothing but adjacency supports that another VDI
+        wants as well is placed as contested, or (second look) not taken: False stops the
+        walk."""
+        note = WALK_NOTE if src == "adjacency" else None
+        if conf < 0.9 and self._contested(v, le, pe):
+            if self._careful:
+                return False
+            conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
+        self.place(v, le, pe, conf, src, note, weak=conf < 0.9)
+        return True
+
+    def _rival_follows(self, v: VdiState, le: int, pe: int) -> bool:
         """After a step nothing but adjacency supports: is the next PE in the same direction
         someone's LE `le` (bitmaps exactly where LE `le` has them) that does not fit v's (its
         batmap flags or a bitmap past v's data say no)? Then another VDI's run goes on right
@@ -1062,23 +1066,18 @@ class Solver:
 
     def _inflated_le(self, v: VdiState) -> int:
         """The last LE of v's LV if sm inflated it (thick size), -1 if not an sm layout."""
-        a = v.anchor
-        if a.block_size != 2 << 20 or self.E != 4 << 20:
-            return -1
-        nblocks = -(-a.current_size // a.block_size)
-        return -(-(4_329_472 + a.current_size + nblocks * 4096) // self.E) - 1
+        inflated = sm_inflated_bytes(v.anchor, self.E)
+        return -1 if inflated is None else -(-inflated // self.E) - 1
 
     def _footer_by_sizing(self, v: VdiState, free: list[int]):
         """sm sizes a VHD LV by rule (formats.md 3.1): inflated = roundup4M(4,329,472 + virtual
         + 4096 per virtual block), deflated = roundup4M(end of data + footer). When exactly one
         of those lengths fits (its last LE is after the data and still unplaced), the footer
         extent is that LE. Only for the 2 MiB-block, 4 MiB-extent LVHD layout."""
-        a = v.anchor
-        if len(free) != 1 or a.block_size != 2 << 20 or self.E != 4 << 20:
+        inflated = sm_inflated_bytes(v.anchor, self.E)
+        if len(free) != 1 or inflated is None:
             return None
-        nblocks = -(-a.current_size // a.block_size)
-        sizes = {"inflated": 4_329_472 + a.current_size + nblocks * 4096,
-                 "deflated": a.data_end + 512}
+        sizes = {"inflated": inflated, "deflated": v.anchor.data_end + 512}
         fits = {}
         for rule, size in sizes.items():
             le = -(-size // self.E) - 1

@@ -85,6 +85,16 @@ class VhdPrediction:
         return sorted(j for j, s in self.slots.items() if s.has_content)
 
 
+def sm_inflated_bytes(anchor: VhdAnchor, extent_bytes: int) -> int | None:
+    """The LV size sm gives an inflated (thick) VHD LV, before rounding up to the extent
+    (lvhdutil.calcSizeVHDLV, formats.md 3.1: metadata overhead + virtual size + 4 KiB per
+    virtual block); None where the layout is not sm's (2 MiB blocks, 4 MiB extents)."""
+    if anchor.block_size != LVHD_BLOCK or extent_bytes != SM_EXTENT:
+        return None
+    nblocks = -(-anchor.current_size // LVHD_BLOCK)
+    return SM_INFLATE_META + anchor.current_size + nblocks * 4096
+
+
 def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
     E = extent_bytes
     pred = VhdPrediction(anchor, E)
@@ -140,13 +150,12 @@ def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
         lim = (int(last_le) + 1) * E - SECTOR
         if anchor.block_size == LVHD_BLOCK and nxt >= anchor.data_end:
             last.absent_offsets = np.arange(nxt, lim, LVHD_STRIDE, dtype=np.int64) - last_le * E
-        if anchor.block_size == LVHD_BLOCK and E == SM_EXTENT:
-            # sm's inflated LV size (formats.md 3.1): a longer LV may end in this VHD's footer
-            nblocks = -(-anchor.current_size // LVHD_BLOCK)
-            inflated_le = -(-(SM_INFLATE_META + anchor.current_size + nblocks * 4096) // E) - 1
-            # ... except for a hidden VHD: sm deflates a snapshot's base copy to its data
+        inflated = sm_inflated_bytes(anchor, E)
+        if inflated is not None:
+            # sm's inflated LV size: a longer LV may end in this VHD's footer ... except for a
+            # hidden VHD: sm deflates a snapshot's base copy to its data
             # (LVHDSR._createSnapshot -> lvhdutil.deflate), so its LV ends after its data
-            last.lv_end_certain = inflated_le <= last_le or bool(anchor.hidden)
+            last.lv_end_certain = -(-inflated // E) - 1 <= last_le or bool(anchor.hidden)
     else:
         # packed (qemu) layout: footer right after the last block
         f = anchor.data_end
