@@ -27,8 +27,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, WorkerState
 
+from app.screens.jobs import run_in_worker
 from core.errors import Cancelled, SrsalvageError
 from core.progress import ProgressUpdate
 from core.source import Evidence
@@ -254,21 +255,14 @@ class CarvingScreen(Screen):
                 pass
 
         def body() -> None:
-            worker = get_current_worker()
-            try:
-                result = fn(worker.cancelled_event, progress)
-            except Cancelled:
+            outcome, value = run_in_worker(fn, progress)
+            if outcome == "done":
+                app.call_from_thread(self._finished, label, lambda: done(value), "done")
+            elif outcome == "cancelled":
                 app.call_from_thread(self._finished, label, None, "cancelled")
-            except SrsalvageError as exc:
-                app.call_from_thread(self._finished, label, None, f"failed: {exc}")
-            except Exception as exc:  # an engine bug: shown, never a crash of the UI
-                app.call_from_thread(self._finished, label, None,
-                                     f"failed: {type(exc).__name__}: {exc}")
-            else:
-                if worker.is_cancelled:
-                    app.call_from_thread(self._finished, label, None, "cancelled")
-                else:
-                    app.call_from_thread(self._finished, label, lambda: done(result), "done")
+            else:   # a missing engine or a failure (an engine bug included): said, not raised
+                message = value if outcome == "missing" else value[0]
+                app.call_from_thread(self._finished, label, None, f"failed: {message}")
 
         self.job = self.run_worker(body, name=label, group="carve", description=label,
                                    thread=True, exit_on_error=False)

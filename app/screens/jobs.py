@@ -23,6 +23,28 @@ from core.progress import ProgressUpdate
 from widgets.worker_status import WorkerStatus
 
 
+def run_in_worker(fn: Callable[..., Any], progress: Callable[[ProgressUpdate], None]
+                  ) -> tuple[str, Any]:
+    """Run fn(cancel, progress) in the current thread worker, with the worker's cancel event;
+    what happened, as (outcome, value): ("done", result), ("cancelled", None), ("missing",
+    message) for an engine module that is not there, ("failed", (message, traceback or None)),
+    the traceback only for a bug (an exception that is not an SrsalvageError). Never raises."""
+    worker = get_current_worker()
+    try:
+        result = fn(worker.cancelled_event, progress)
+    except Cancelled:
+        return "cancelled", None
+    except EngineMissing as exc:
+        return "missing", str(exc)
+    except SrsalvageError as exc:
+        return "failed", (str(exc), None)
+    except Exception as exc:  # a bug in the engine: shown, never a crash of the UI
+        return "failed", (f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=6))
+    if worker.is_cancelled:
+        return "cancelled", None
+    return "done", result
+
+
 class JobsMixin:
     """start_job / running / cancel for a Screen that has a WorkerStatus child."""
 
@@ -54,23 +76,15 @@ class JobsMixin:
                 pass
 
         def body() -> None:
-            worker = get_current_worker()
-            try:
-                result = fn(worker.cancelled_event, progress)
-            except Cancelled:
+            outcome, value = run_in_worker(fn, progress)
+            if outcome == "done":
+                self._from_thread(self._job_done, job_id, on_done, value)
+            elif outcome == "cancelled":
                 self._from_thread(self._job_cancelled, job_id, label)
-            except EngineMissing as exc:
-                self._from_thread(self._job_missing, job_id, label, str(exc))
-            except SrsalvageError as exc:
-                self._from_thread(self._job_failed, job_id, label, str(exc), None)
-            except Exception as exc:  # a bug in the engine: shown, never a crash of the UI
-                self._from_thread(self._job_failed, job_id, label, f"{type(exc).__name__}: {exc}",
-                                  traceback.format_exc(limit=6))
+            elif outcome == "missing":
+                self._from_thread(self._job_missing, job_id, label, value)
             else:
-                if worker.is_cancelled:
-                    self._from_thread(self._job_cancelled, job_id, label)
-                else:
-                    self._from_thread(self._job_done, job_id, on_done, result)
+                self._from_thread(self._job_failed, job_id, label, *value)
 
         worker = self.run_worker(body, name=job_id, group=kind, description=label, thread=True,
                                  exit_on_error=False)
