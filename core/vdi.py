@@ -79,6 +79,8 @@ class ResolvedVdi:
     source: str = "metadata"            # metadata | map
 
     older: list[VdiVolume] = field(default_factory=list)  # other generations' volumes
+    # LV byte ranges whose extents another LV owns now (exported only with force)
+    overwritten: list[dict] = field(default_factory=list)
 
     def find_parent(self, unique_id: bytes) -> VhdImage | None:
         """The VHD whose footer unique id is `unique_id`: among the same SR's volumes of this
@@ -250,6 +252,27 @@ def lv_space(base: ByteSpace, vg, gen, lv) -> RunList:
     return RunList(base, runs, size=len(locs) * extent, name=lv.name)
 
 
+def overwritten_ranges(vol: VdiVolume, extent: int) -> list[dict]:
+    """The claimed extents of `vol` as LV byte ranges: [{le, pe, count, lv_offset, bytes,
+    claimed_by}], one per run of consecutive LEs with the same new owner."""
+    out: list[dict] = []
+    for le0, pe0, count in vol.map_runs:
+        for i in range(count):
+            owner = vol.claimed_by.get(pe0 + i)
+            if owner is None:
+                continue
+            last = out[-1] if out else None
+            if last is not None and last["claimed_by"] == owner \
+                    and last["le"] + last["count"] == le0 + i and last["pe"] + last["count"] == pe0 + i:
+                last["count"] += 1
+                last["bytes"] += extent
+            else:
+                out.append({"le": le0 + i, "pe": pe0 + i, "count": 1,
+                            "lv_offset": (le0 + i) * extent, "bytes": extent,
+                            "claimed_by": owner})
+    return out
+
+
 def _volumes_of_generation(ev: ByteSpace, vg, gen, cache: dict | None = None
                            ) -> list[VdiVolume]:
     """The LVs of one generation as volumes; `cache` shares opened VHDs between generations
@@ -298,8 +321,8 @@ def _other_generation_volumes(ev: ByteSpace, vg, used_gen, volumes: list[VdiVolu
 
 def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
                 generation: int | None = None, force: bool = False, report=None,
-                backups: Iterable[str] = (), warn: Callable[[str], None] | None = None
-                ) -> ResolvedVdi:
+                backups: Iterable[str] = (), warn: Callable[[str], None] | None = None,
+                pv_offsets: Iterable[str] = ()) -> ResolvedVdi:
     """Find KEY; raise SrsalvageError when absent, UnsafeError when its extents were reused."""
     if map_path is not None:
         volumes = volumes_from_map(ev, load_map(map_path))
@@ -317,7 +340,7 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
         return res
     if report is None:
         from core.lvm.analyse import analyse_disk  # engineer "lvm"
-        report = analyse_disk(ev, backups=list(backups))
+        report = analyse_disk(ev, backups=list(backups), pv_offsets=pv_offsets)
     tried = []
     for vg in report.volume_groups:
         gens = [g for g in vg.generations if g.lvs]
@@ -344,17 +367,24 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
                 res.warnings.append(msg)
                 if warn is not None:
                     warn(msg)
-                if vol.claimed_by:
-                    pes = sorted(int(p) for p in vol.claimed_by)
-                    owners = sorted(set(vol.claimed_by.values()))
-                    text = (f"{vol.key}: extents (PE) {compact_ranges(pes)} of generation {gen.seqno} "
-                            f"now belong to {', '.join(owners)} in a newer generation")
-                    if not force:
-                        raise UnsafeError(text + "; their content may have been overwritten "
-                                                 "(export anyway with --force)")
-                    res.warnings.append(text + " (exported anyway: --force)")
-                    if warn is not None:
-                        warn(res.warnings[-1])
+            if vol.claimed_by:
+                # a newer generation of this VG, or a newer VG on the same disk (an SR
+                # initialised again: `VG/LV`), gave these extents to another LV
+                res.overwritten = overwritten_ranges(vol, gen.extent_bytes or vg.extent_bytes or 0)
+                pes = sorted(int(p) for p in vol.claimed_by)
+                owners = sorted(set(vol.claimed_by.values()))
+                where = "in a newer generation" if all("/" not in o for o in owners) \
+                    else "on this disk now"
+                text = (f"{vol.key}: extents (PE) {compact_ranges(pes)} of generation {gen.seqno} "
+                        f"now belong to {', '.join(owners)} {where}")
+                if not force:
+                    raise UnsafeError(text + "; their content may have been overwritten "
+                                             "(export anyway with --force)")
+                res.warnings.append(text + " (exported anyway: --force); overwritten LV bytes: "
+                                    + ", ".join(f"{r['lv_offset']}-{r['lv_offset'] + r['bytes']}"
+                                                for r in res.overwritten))
+                if warn is not None:
+                    warn(res.warnings[-1])
             return res
     if generation is not None and not tried:
         raise SrsalvageError(f"no metadata generation with seqno {generation}")

@@ -60,3 +60,27 @@ def add_vdi_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--map", metavar="MAP.json", help="extent map from `srsalvage reconstruct -o`")
     p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
                    help="LVM metadata backup file(s) to consider")
+    add_pv_offset(p)
+
+
+# -- several images of one SR, and where the PVs are (issue 12) ------------------------------------
+def add_more_images(p: argparse.ArgumentParser) -> None:
+    """`IMAGE [IMAGE ...]`: the other disks of an SR over several PVs (after the first)."""
+    p.add_argument("more_images", nargs="*", metavar="IMAGE",
+                   help="further images of the same SR (a VG over several disks), read together")
+
+
+def add_pv_offset(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pv-offset", action="append", default=[], metavar="[PV=]BYTES",
+                   help="where a PV starts on the image when no label says so (PV: pv0, its "
+                        "uuid or VG/pv0; BYTES: 1048576, 1MiB, 2048s); repeatable")
+
+
+def image_paths(args: argparse.Namespace) -> list[str]:
+    return [args.image] + list(getattr(args, "more_images", None) or [])
+
+
+def open_images(args: argparse.Namespace):
+    """The evidence: one image, or every image of the SR as one read-only space."""
+    from core.evidence_set import open_images as _open
+    return _open(image_paths(args))

@@ -8,7 +8,7 @@ import argparse
 import os
 from typing import Any
 
-from app.commands._common import StderrProgress, info, print_json, warn
+from app.commands._common import StderrProgress, add_pv_offset, info, print_json, warn
 from core.errors import SrsalvageError
 from core.spaces import compact_ranges
 
@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--vdi", metavar="KEY",
                        help="carve inside this VDI's virtual disk (LV name, VDI uuid)")
         p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
+                       help="with --vdi: LVM metadata backup file(s) to consider")
+        add_pv_offset(p)
         p.set_defaults(func=func)
 
 
@@ -43,7 +46,7 @@ def _check_output_dir(out_dir: str, source: str) -> None:
         raise UnsafeError(f"output {out_dir} exists and is not a directory")
 
 
-def open_space(source: str, vdi: str | None):
+def open_space(source: str, vdi: str | None, backups=(), pv_offsets=()):
     """(evidence, space to carve): the evidence itself, or with `vdi` the virtual disk of that
     VDI (resolved by core.vdi: LV name, VDI uuid or VHD unique id, newest generation holding
     it; a differencing VDI is read through its parents), or the LV itself for a raw VDI."""
@@ -53,7 +56,7 @@ def open_space(source: str, vdi: str | None):
         return ev, ev
     try:
         from core.vdi import resolve_vdi
-        resolved = resolve_vdi(ev, vdi, warn=warn)
+        resolved = resolve_vdi(ev, vdi, warn=warn, backups=backups, pv_offsets=pv_offsets)
         vol = resolved.volume
         if vol.kind != "vhd":
             return ev, vol.space
@@ -74,7 +77,8 @@ def _run_carver(args: argparse.Namespace, carve) -> tuple[Any, list[list[int]]]:
     """Open SOURCE (or --vdi's virtual disk), run `carve` into -o with a stderr progress bar;
     returns its result and the unreadable ranges met on the way."""
     _check_output_dir(args.output, args.source)
-    ev, space = open_space(args.source, args.vdi)
+    ev, space = open_space(args.source, args.vdi, getattr(args, "backup", ()),
+                           getattr(args, "pv_offset", ()))
     bar = StderrProgress()          # stderr only, and only on a terminal
     try:
         result = carve(space, args.output, evidence_paths=[args.source], progress=bar)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.commands._common import add_vdi_selection
+from app.commands._common import add_more_images, add_vdi_selection
 
 ORDER = 55
 
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Check one VDI's VHD structures (footer, header, BAT, "
                                    "bitmaps, chain) and list the findings.")
     p.add_argument("image", metavar="IMAGE", help="disk image or device (opened read-only)")
+    add_more_images(p)
     add_vdi_selection(p)
     p.add_argument("--force", action="store_true",
                    help="check even if a newer generation gave the VDI's extents to another LV")
@@ -27,15 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import print_json, warn
-    from core.source import Evidence
+    from app.commands._common import open_images, print_json, warn
     from core.vdi import resolve_vdi
     from core.vhd.checks import check_vhd
     from core.findings import Finding
 
-    with Evidence(args.image) as ev:
+    with open_images(args) as ev:
         resolved = resolve_vdi(ev, args.vdi, map_path=args.map, generation=args.generation,
-                               force=args.force, backups=args.backup, warn=warn)
+                               force=args.force, backups=args.backup, warn=warn,
+                               pv_offsets=args.pv_offset)
         vol = resolved.volume
         img = vol.image()
         if img is None and vol.kind == "raw":

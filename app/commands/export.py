@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.commands._common import add_vdi_selection
+from app.commands._common import add_more_images, add_vdi_selection
 
 ORDER = 50
 
@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Export one VDI: the VHD bytes as they were in the LV "
                                    "(--format vhd) or the flat virtual disk (--format raw).")
     p.add_argument("image", metavar="IMAGE", help="disk image or device (opened read-only)")
+    add_more_images(p)
     add_vdi_selection(p)
     p.add_argument("--format", required=True, choices=("vhd", "raw"))
     p.add_argument("-o", "--output", required=True, metavar="OUT")
@@ -32,18 +33,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import StderrProgress, info, print_json, warn
+    from app.commands._common import (StderrProgress, image_paths, info, open_images,
+                                      print_json, warn)
     from core.errors import SrsalvageError
     from core.output import check_output_path
-    from core.source import Evidence
     from core.vdi import resolve_vdi
     from core.vhd.export import export_raw, export_vhd
 
-    evidence_paths = [args.image] + ([args.map] if args.map else []) + list(args.backup)
+    evidence_paths = image_paths(args) + ([args.map] if args.map else []) + list(args.backup)
     check_output_path(args.output, evidence_paths, args.overwrite)  # refuse before any work
-    with Evidence(args.image) as ev:
+    with open_images(args) as ev:
         resolved = resolve_vdi(ev, args.vdi, map_path=args.map, generation=args.generation,
-                               force=args.force, backups=args.backup, warn=warn)
+                               force=args.force, backups=args.backup, warn=warn,
+                               pv_offsets=args.pv_offset)
         vol = resolved.volume
         progress = StderrProgress()
         try:
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         unreadable = list(ev.unreadable)
     if unreadable:
         shown = ", ".join(f"{a}-{b}" for a, b in unreadable[:8])
-        warn(f"{len(unreadable)} unreadable range(s) of {args.image} read as zeros: {shown}"
+        warn(f"{len(unreadable)} unreadable range(s) of {ev.path} read as zeros: {shown}"
              + (" ..." if len(unreadable) > 8 else ""))
     for r in result.repairs:
         info(f"repaired in the export (evidence untouched): {r}")
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         doc = result.to_json()
         doc.update(vdi=vol.key, lv=vol.lv_name, generation=resolved.generation,
                    source=resolved.source, warnings=resolved.warnings,
-                   unreadable=[list(r) for r in unreadable])
+                   unreadable=[list(r) for r in unreadable],
+                   overwritten=resolved.overwritten)
         print_json(doc)
     else:
         print(f"{result.bytes} {result.sha256} {result.path}")

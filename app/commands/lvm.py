@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from app.commands._common import add_more_images, add_pv_offset
+
 ORDER = 30
 
 
@@ -16,11 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "stray copies elsewhere on the disk, and in backup files. "
                                    "The image is only read.")
     p.add_argument("image", help="disk image file or block device (opened read-only)")
+    add_more_images(p)
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
                    help="an LVM backup/archive file (vgcfgbackup, /etc/lvm/archive); repeatable")
     p.add_argument("--no-stray", action="store_true",
                    help="skip the whole-disk search for metadata text outside metadata areas")
+    add_pv_offset(p)
     p.set_defaults(func=run)
 
 
@@ -105,19 +109,42 @@ def render_text(report, image: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import StderrProgress, print_json
+    from app.commands._common import StderrProgress, image_paths, open_images, print_json
     from core.lvm.analyse import analyse_disk
-    from core.source import Evidence
 
     progress = StderrProgress()
-    with Evidence(args.image) as ev:
+    with open_images(args) as ev:
         try:
             report = analyse_disk(ev, backups=args.backup, progress=progress,
-                                  search_stray=not args.no_stray)
+                                  search_stray=not args.no_stray, pv_offsets=args.pv_offset)
         finally:
             progress.close()
-    if args.json:
-        print_json(report.to_json(args.image))
-    else:
-        print(render_text(report, args.image))
+        members = getattr(ev, "members", None)
+        if args.json:
+            doc = report.to_json(args.image)
+            if members:
+                add_image_places(doc, ev)
+            print_json(doc)
+        else:
+            print(render_text(report, ev.path))
+            if members:
+                for start, member in members:
+                    print(f"image {member.path}: {member.size} bytes, at {start} in the "
+                          f"offsets above")
     return 0
+
+
+def add_image_places(doc: dict, ev) -> None:
+    """Several images: which image (and where in it) each PV and partition lies."""
+    doc["images"] = [{"path": m.path, "bytes": m.size, "offset": start}
+                     for start, m in ev.members]
+    doc["image"] = {"path": ev.paths[0], "bytes": ev.size}
+    for part in doc.get("partitions", []):
+        where = ev.locate(part["offset"])
+        if where is not None:
+            part["image"], part["image_offset"] = where
+    for vg in doc.get("volume_groups", []):
+        for pv in vg.get("pvs", []):
+            where = None if pv.get("offset") is None else ev.locate(pv["offset"])
+            if where is not None:
+                pv["image"], pv["image_offset"] = where

@@ -13,6 +13,7 @@ import argparse
 import json
 import re
 
+from app.commands._common import add_more_images, add_pv_offset
 from core.spaces import compact_ranges
 
 ORDER = 40
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "any generation survives, from the VHD structure inside the "
                                    "extents where none does. The image is only read.")
     p.add_argument("image", help="disk image file or block device (opened read-only)")
+    add_more_images(p)
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("-o", "--output", metavar="MAP.json",
                    help="write the map document (what `export --map` reads)")
@@ -42,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-offset", type=int, metavar="BYTES", help="absolute offset of PE 0")
     p.add_argument("--extent-size", type=int, metavar="BYTES", help="extent size (default 4 MiB)")
     p.add_argument("--pe-count", type=int, metavar="N", help="number of PEs")
+    add_pv_offset(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
 
@@ -100,18 +103,18 @@ def run(args: argparse.Namespace) -> int:
     from app.commands._common import StderrProgress, info, print_json, warn
     from core.match.reconstruct import reconstruct
     from core.output import AtomicOutput, check_output_path
-    from core.source import Evidence
+    from app.commands._common import image_paths, open_images
 
     outputs = [p for p in (args.output, args.vgcfg, args.xe) if p]
     for path in outputs:
-        check_output_path(path, [args.image], args.overwrite)
+        check_output_path(path, image_paths(args), args.overwrite)
     fixed = parse_fixes(args.fix)
     progress = StderrProgress()
-    with Evidence(args.image) as ev:
+    with open_images(args) as ev:
         try:
             rec = reconstruct(ev, backups=args.backup, fixed=fixed, progress=progress,
                               extent_bytes=args.extent_size, data_offset=args.data_offset,
-                              pe_count=args.pe_count)
+                              pe_count=args.pe_count, pv_offsets=args.pv_offset)
         finally:
             progress.close()
     doc = rec.to_json()

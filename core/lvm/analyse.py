@@ -47,6 +47,8 @@ MAX_BACKUP_FILE = 64 << 20
 MAX_LABELS = 4096
 MIB = 1 << 20
 LABEL_U64 = int.from_bytes(S.LABEL_ID, "little")
+XSSM_U64 = int.from_bytes(b"XSSM:", "little")   # the MGT volume's header (core.xen HDR_STRING)
+XSSM_MASK = (1 << 40) - 1
 MAGIC_U64 = int.from_bytes(S.FMTT_MAGIC[:8], "little")
 _SEQNO_MARK = b"seqno = "
 _CONTENTS_MARK = b'contents = "Text Format Volume Group"'
@@ -60,6 +62,7 @@ class DiskHits:
     mda_headers: list[int] = field(default_factory=list)
     seqno_marks: list[int] = field(default_factory=list)
     contents_marks: list[int] = field(default_factory=list)
+    mgt_headers: list[int] = field(default_factory=list)   # sectors starting `XSSM:`
     truncated: bool = False
 
 
@@ -106,16 +109,18 @@ class DiskReport:
 
 
 # -- step 2: the disk pass -----------------------------------------------------------------------
-def _sector_hits(view: np.ndarray, base: int, limit: int) -> tuple[list[int], list[int]]:
+def _sector_hits(view: np.ndarray, base: int, limit: int
+                 ) -> tuple[list[int], list[int], list[int]]:
     n = min(len(view), limit) // 512
     if n == 0:
-        return [], []
+        return [], [], []
     rows = view[: n * 512].reshape(n, 512)
     first = np.ascontiguousarray(rows[:, :8]).view("<u8").ravel()
     magic = np.ascontiguousarray(rows[:, 4:12]).view("<u8").ravel()
     labels = (np.flatnonzero(first == LABEL_U64) * 512 + base).tolist()
     mdas = (np.flatnonzero(magic == MAGIC_U64) * 512 + base).tolist()
-    return labels, mdas
+    mgts = (np.flatnonzero((first & XSSM_MASK) == XSSM_U64) * 512 + base).tolist()
+    return labels, mdas, mgts
 
 
 def disk_pass(ev, ticker: Ticker, text: bool = True, start: int = 0,
@@ -125,8 +130,9 @@ def disk_pass(ev, ticker: Ticker, text: bool = True, start: int = 0,
     end = ev.size if end is None else end
     for off, view in ev.windows(start, end, window=WINDOW, overlap=OVERLAP):
         nominal = min(WINDOW, end - off)
-        labels, mdas = _sector_hits(view, off, nominal)
-        for out, new in ((hits.labels, labels), (hits.mda_headers, mdas)):
+        labels, mdas, mgts = _sector_hits(view, off, nominal)
+        for out, new in ((hits.labels, labels), (hits.mda_headers, mdas),
+                         (hits.mgt_headers, mgts)):
             room = MAX_LABELS - len(out)
             if len(new) > room:
                 hits.truncated = True
@@ -449,8 +455,12 @@ def read_backup_files(paths: Iterable[str], findings: list[Finding]) -> list[Fou
 
 # -- the whole analysis --------------------------------------------------------------------------
 def analyse_disk(ev, backups: Iterable[str] = (), cancel: threading.Event | None = None,
-                 progress: ProgressFn | None = None, search_stray: bool = True) -> DiskReport:
-    """Partitions, PVs, VGs and every metadata generation on `ev` (a core.source.Evidence)."""
+                 progress: ProgressFn | None = None, search_stray: bool = True,
+                 pv_offsets: Iterable[Any] = ()) -> DiskReport:
+    """Partitions, PVs, VGs and every metadata generation on `ev` (a core.source.Evidence).
+    `pv_offsets`: the technician's `--pv-offset` values (strings or core.lvm.anchor.PvOffset)."""
+    from core.lvm.anchor import PvOffset, anchor_volume_groups, claims_across_vgs
+    overrides = [o if isinstance(o, PvOffset) else PvOffset.parse(str(o)) for o in pv_offsets]
     findings: list[Finding] = []
     ticker = Ticker(max(1, ev.size), "lvm: scanning", progress, cancel)
     table = read_partition_table(ev)
@@ -523,6 +533,10 @@ def analyse_disk(ev, backups: Iterable[str] = (), cancel: threading.Event | None
     vgs = build_volume_groups(found)
     _mark_nested(list(pvs.values()), findings)
     _attach_pvs(vgs, list(pvs.values()), findings)
+    starts = [0] + [p.offset for p in table.partitions] + list(pvs) + \
+        [s for s, _ in getattr(ev, "members", [])]
+    anchor_volume_groups(ev, vgs, starts, hits.mgt_headers, overrides, findings)
+    claims_across_vgs(vgs, findings)
     partitions = _partitions(table, list(pvs.values()), vgs)
     _annotate_xen(ev, vgs, findings)
     ticker.done()
@@ -550,12 +564,13 @@ def _attach_pvs(vgs: list[VolumeGroup], found: list[FoundPV], findings: list[Fin
                     fp = cands[0]
                     fp.pv_id = pvm.id
             if fp is None:
+                # no label, no mda header: core.lvm.anchor places it from other evidence
                 vg.pvs.append(PhysicalVolume(pvm.name, pvm.id, None, False,
                                              pvm.pe_start * 512, pvm.pe_count,
                                              pvm.dev_size * 512, []))
-                findings.append(Finding("lvm-pv-missing", None, "warning",
-                                        f"VG {vg.name}: PV {pvm.name} ({pvm.id}) not found on the "
-                                        f"image", {"vg": vg.name, "pv": pvm.name}))
+                findings.append(Finding("lvm-pv-missing", None, "info",
+                                        f"VG {vg.name}: no label or mda header of PV {pvm.name} "
+                                        f"({pvm.id}) on the image", {"vg": vg.name, "pv": pvm.name}))
                 continue
             pe_start = pvm.pe_start * 512
             if fp.label is not None and fp.label.pe_start not in (None, pe_start):
@@ -647,7 +662,8 @@ def vg_json(vg: VolumeGroup) -> dict[str, Any]:
             "extent_bytes": vg.extent_bytes, "data_offset": vg.data_offset,
             "pvs": [{"name": p.name, "id": p.id, "offset": p.offset, "label_found": p.label_found,
                      "pe_start": p.pe_start, "pe_count": p.pe_count, "bytes": p.device_size,
-                     "how_found": p.inferred_by} for p in vg.pvs],
+                     "how_found": p.inferred_by, "anchor": p.anchor,
+                     "data_offset": p.data_offset} for p in vg.pvs],
             "current_seqno": vg.current.seqno if vg.current else None,
             "mgt": None if vg.mgt is None else {
                 "sr_uuid": vg.mgt.sr_uuid, "name_label": vg.mgt.sr_name_label,

@@ -452,6 +452,8 @@ class PhysicalVolume:
     device_size: int | None = None      # bytes (label) or dev_size*512 (text)
     mda_offsets: list[int] = field(default_factory=list)   # absolute offsets of mda headers
     inferred_by: list[str] = field(default_factory=list)   # how `offset` was established
+    # what placed `offset`: label | mda-header | metadata-area | content | given (core.lvm.anchor)
+    anchor: str | None = None
 
     @property
     def data_offset(self) -> int | None:

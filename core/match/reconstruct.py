@@ -258,26 +258,27 @@ def _grid_from_anchors(ev, reader: SectorReader, extent_bytes: int, ticker: Tick
     return grid
 
 
-def _analyse(ev, backups, findings: list[Finding]):
+def _analyse(ev, backups, findings: list[Finding], pv_offsets=()):
     try:
         from core.lvm.analyse import analyse_disk  # engineer "lvm"
     except ModuleNotFoundError:
         findings.append(Finding("lvm-analysis-unavailable", None, "warning",
                                 "core.lvm.analyse is not available; metadata not consulted"))
         return None
-    return analyse_disk(ev, backups=list(backups), search_stray=True)
+    return analyse_disk(ev, backups=list(backups), search_stray=True, pv_offsets=pv_offsets)
 
 
 # -- the main entry ----------------------------------------------------------------------------
 def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int, int]] | None = None,
                 cancel: threading.Event | None = None, progress: ProgressFn | None = None, *,
                 report=None, extent_bytes: int | None = None, data_offset: int | None = None,
-                pe_count: int | None = None, use_metadata: bool = True) -> Reconstruction:
+                pe_count: int | None = None, use_metadata: bool = True,
+                pv_offsets: Iterable[str] = ()) -> Reconstruction:
     """Rebuild the extent maps of every VDI on `ev` (an Evidence or any ByteSpace)."""
     findings: list[Finding] = []
     ticker = Ticker(max(1, int(ev.size)), "reconstruct", progress, cancel)
     if report is None and use_metadata:
-        report = _analyse(ev, backups, findings)
+        report = _analyse(ev, backups, findings, pv_offsets)
     vg = None
     ref = None
     if report is not None and use_metadata:
