@@ -251,15 +251,63 @@ def read_mgt(space: ByteSpace, vg: VolumeGroup) -> tuple[MgtContent | None, int 
     return None, None
 
 
+# sm's journals: LVs named `<type>_<id>_<value>` tagged `journaler` (xapi-project/sm
+# libs/sm/journaler.py Journaler._getNameLV); what an interrupted one means, by type
+# (lvhdutil.py inflate / JRN_INFLATE, LVHDSR.py _snapshot / JRN_CLONE, cleanup.py JRN_LEAF,
+# JRN_RELINK, JRN_COALESCE)
+JOURNAL_RE = re.compile(r"(inflate|clone|leaf|relink|coalesce)_([0-9a-fA-F-]{36})_(.{1,80})")
+JOURNAL_MEANING = {
+    "inflate": "was being inflated (LV grown for a VHD write); its VHD footer may still sit at "
+               "the end of the old LV size ({value} bytes) or be missing at the new LV end: "
+               "read the footer copy at offset 0, and the LV may be longer than its VHD needs",
+    "clone": "was being snapshotted or cloned; the base copy and the new leaf may be half made "
+             "(sm undoes the clone on the next attach): check which VHD is the parent before "
+             "exporting the chain",
+    "leaf": "was being leaf-coalesced into its parent; the parent may hold some of the leaf's "
+            "blocks already: export the chain, not the parent alone",
+    "relink": "had its children being re-pointed to a new parent; some children may name the "
+              "old parent in their header",
+    "coalesce": "was being coalesced into its parent; the parent may hold part of the child",
+}
+
+
+def journal_findings(vg: VolumeGroup) -> list[Finding]:
+    """One `sm-journal` finding per journal LV of the reference generation: which VDI was in
+    the middle of which operation when the SR stopped, and what that means for its VHD."""
+    ref = vg.reference
+    if ref is None:
+        return []
+    names = vg.mgt.by_uuid() if vg.mgt is not None else {}
+    out = []
+    for lv in ref.lvs.values():
+        m = JOURNAL_RE.fullmatch(lv.name)
+        if m is None:
+            continue
+        op, uuid, value = m.group(1), m.group(2).lower(), m.group(3)
+        slot = names.get(uuid)
+        label = f' "{slot.name_label}"' if slot is not None and slot.name_label else ""
+        details: dict[str, Any] = {"vg": vg.name, "lv": lv.name, "operation": op,
+                                   "vdi_uuid": uuid, "value": value}
+        if op == "inflate" and value.isdigit():
+            details["lv_bytes_before"] = int(value)
+        out.append(Finding("sm-journal", None, "warning",
+                           f"VG {vg.name}: sm journal {lv.name}: VDI {uuid}{label} "
+                           + JOURNAL_MEANING[op].format(value=value)
+                           + " (an operation interrupted: the SR stopped before sm finished it)",
+                           details))
+    return out
+
+
 def annotate_volume_group(space: ByteSpace, vg: VolumeGroup) -> list[Finding]:
-    """Read the MGT volume and fill lv.label in every generation; vg.mgt keeps the content."""
+    """Read the MGT volume and fill lv.label in every generation; vg.mgt keeps the content;
+    sm's journal LVs named as interrupted operations."""
     try:
         mgt, where = read_mgt(space, vg)
     except (ValueError, OverflowError) as exc:
         return [Finding("mgt-unreadable", None, "warning", f"VG {vg.name}: MGT unreadable: {exc}")]
     vg.mgt = mgt
     if mgt is None:
-        return []
+        return journal_findings(vg)
     names = mgt.by_uuid()
     for gen in vg.generations:
         for lv in gen.lvs.values():
@@ -269,7 +317,7 @@ def annotate_volume_group(space: ByteSpace, vg: VolumeGroup) -> list[Finding]:
     if mgt.sr_uuid and vg.sr_uuid and mgt.sr_uuid.lower() != vg.sr_uuid:
         findings.append(Finding("mgt-sr-uuid", where, "warning",
                                 f"MGT says SR {mgt.sr_uuid}, the VG name says {vg.sr_uuid}"))
-    return findings
+    return findings + journal_findings(vg)
 
 
 def sr_model(vg: VolumeGroup) -> StorageRepository:
