@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from core.errors import SrsalvageError, UnsafeError
-from core.spaces import ByteSpace, Run, RunList, compact_ranges, extent_space, map_runs_to_pes
+from core.lvm.space import (lv_locations, lv_space, pe_disk_offset, pes_space,  # noqa: F401
+                            pv_data_offsets, space_of_locations, vg_pe_location, vg_pes)
+from core.spaces import ByteSpace, RunList, compact_ranges, extent_space, map_runs_to_pes
 from core.vhd.chain import Chain, resolve_chain
 from core.vhd.reader import VhdError, VhdImage, format_uuid
 
@@ -223,35 +225,6 @@ def load_map(path: str) -> dict:
 
 
 # -- from the LVM analysis -----------------------------------------------------------------------
-def lv_space(base: ByteSpace, vg, gen, lv) -> RunList:
-    """An LV of one generation as a run list over the image (several PVs allowed)."""
-    extent = gen.extent_bytes or vg.extent_bytes
-    offsets = vg.pv_data_offsets() if hasattr(vg, "pv_data_offsets") else {}
-    if not extent or (vg.data_offset is None and not offsets):
-        raise SrsalvageError(f"{vg.name}: extent size or PV data offset unknown; "
-                             f"use a map file (`reconstruct -o`)")
-    if hasattr(lv, "locations"):
-        locs = lv.locations()
-    else:
-        locs = [None if pe is None else (None, pe) for pe in lv.pes()]
-    runs: list[Run] = []
-    for le, loc in enumerate(locs):
-        if loc is None:
-            continue
-        pv, pe = loc
-        base_off = offsets.get(pv, vg.data_offset) if pv is not None else vg.data_offset
-        if base_off is None:
-            continue
-        target = base_off + pe * extent
-        start = le * extent
-        last = runs[-1] if runs else None
-        if last is not None and last.end == start and last.target + last.length == target:
-            runs[-1] = Run(last.start, last.length + extent, last.target)
-        else:
-            runs.append(Run(start, extent, target))
-    return RunList(base, runs, size=len(locs) * extent, name=lv.name)
-
-
 def overwritten_ranges(vol: VdiVolume, extent: int) -> list[dict]:
     """The claimed extents of `vol` as LV byte ranges: [{le, pe, count, lv_offset, bytes,
     claimed_by}], one per run of consecutive LEs with the same new owner."""
@@ -360,6 +333,14 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
             res = ResolvedVdi(vol, [v for v in volumes if v is not vol], generation=gen.seqno,
                               newest_generation=newest)
             res.older = _other_generation_volumes(ev, vg, gen, volumes)
+            unplaced = getattr(vol.space, "unplaced_les", [])
+            if unplaced:
+                msg = (f"{vol.key}: LE(s) {compact_ranges(unplaced)} lie on a PV that is on none "
+                       f"of the images given (give every image of the SR, or --pv-offset); "
+                       f"they read as zeros")
+                res.warnings.append(msg)
+                if warn is not None:
+                    warn(msg)
             # newer generations' volumes help find parents that were renamed since
             if gen.seqno != newest:
                 msg = (f"{vol.key} is not in the current metadata generation (seqno {newest}); "

@@ -21,7 +21,9 @@ from typing import Any
 
 from core.findings import Finding
 from core.lvm.model import LogicalVolume, VolumeGroup
-from core.spaces import ByteSpace, Run, RunList
+from core.errors import SrsalvageError
+from core.spaces import ByteSpace
+from core.lvm.space import lv_space
 
 SECTOR = 512
 HDR_STRING = "XSSM"           # sm libs/sm/metadata.py HDR_STRING
@@ -220,32 +222,17 @@ class StorageRepository:
     vdis: list[Vdi] = field(default_factory=list)
 
 
-def lv_space(space: ByteSpace, vg: VolumeGroup, lv: LogicalVolume, name: str = "") -> RunList | None:
-    """The LV's bytes per its segments (PVs located on the image); None when unplaceable."""
-    extent = vg.extent_bytes
-    if not extent:
-        return None
-    offsets = vg.pv_data_offsets()
-    runs = []
-    for run in lv.map_runs_pv():
-        le, pe, count, pv = run
-        base = offsets.get(pv)
-        if base is None:
-            continue
-        runs.append(Run(le * extent, count * extent, base + pe * extent))
-    if not runs:
-        return None
-    return RunList(space, runs, size=lv.le_count * extent, name=name or lv.name)
-
-
 def read_mgt(space: ByteSpace, vg: VolumeGroup) -> tuple[MgtContent | None, int | None]:
     """The MGT volume of the newest generation that has one."""
     for gen in vg.generations:
         lv = gen.lvs.get("MGT")
         if lv is None:
             continue
-        lvs = lv_space(space, vg, lv)
-        if lvs is None:
+        try:
+            lvs = lv_space(space, vg, gen, lv)      # the one LV-as-bytes path (core.vdi)
+        except SrsalvageError:
+            return None, None
+        if not lvs.runs:
             return None, None
         return parse_mgt(lvs.read(0, min(lvs.size, MGT_BYTES)), lvs.locate(0) or 0), lvs.locate(0)
     return None, None

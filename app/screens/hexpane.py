@@ -10,6 +10,7 @@ from textual.widgets import Static
 
 from app.screens.dialogs import InputDialog
 from core.errors import SrsalvageError
+from core.vdi import pes_space
 from widgets.hex_view import HexView, find_bytes, parse_needle, parse_offset
 from widgets.vg_tree import short_lv_name
 
@@ -68,7 +69,7 @@ class HexPaneMixin:
             self.hex.set_space(s.ev, overlay=s.disk_overlay(), title="disk",
                                cursor=self.hex.cursor if self.hex.space is s.ev else 0)
             return
-        space = s.lv_space(vg, s.pes(lv), lv.name)
+        space = pes_space(s.ev, vg, s.pes(lv), lv.name)
         if mode == "lv":
             overlay = None
             try:

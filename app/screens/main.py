@@ -25,6 +25,7 @@ from app.screens.hexpane import HexPaneMixin, _virtual_locate
 from app.screens.jobs import JobsMixin
 from app.screens.session import EngineMissing, Session, vdi_key
 from core.errors import SrsalvageError
+from core.vdi import pes_space
 from widgets.disk_map import CONFLICT, FREE, META, OUTSIDE, UNKNOWN, DiskMap, human
 from widgets.extent_editor import CheckState, ExtentEditor
 from widgets.hex_view import HexView
@@ -572,7 +573,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             try:
                 img = s.vhd_image(vg, lv)
                 vdi = CarveScope(short_lv_name(lv.name), img.virtual_space(),
-                                 _virtual_locate(img, s.lv_space(vg, s.pes(lv), lv.name)))
+                                 _virtual_locate(img, pes_space(s.ev, vg, s.pes(lv), lv.name)))
             except SrsalvageError:
                 vdi = None      # an unreadable VHD: the disk can still be carved
         self.app.push_screen(CarvingScreen(s, vdi=vdi, on_hits=self.set_carve_hits,

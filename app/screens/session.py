@@ -17,7 +17,7 @@ from core.case import Case, Extent
 from core.errors import SrsalvageError
 from core.progress import ProgressFn
 from core.source import Evidence
-from core.spaces import RunList, extent_space
+from core.vdi import pe_disk_offset, pes_space, vg_pes
 from widgets.disk_map import DiskMapModel, Owner
 from widgets.extent_editor import CheckState
 from widgets.overlay import Overlay, fields_of
@@ -214,10 +214,12 @@ class Session:
             return list(lv.extents)
         claimed = {int(k) for k in (getattr(lv, "claimed_by", {}) or {})}
         out = []
-        for pe in lv.pes():
+        # VG-wide PE numbers (core.lvm.space): with one PV, LVM's own PE numbers
+        numbers = vg_pes(self.sel.vg, lv) if self.sel.vg is not None else lv.pes()
+        for pe, own in zip(numbers, lv.pes()):
             if pe is None:
                 out.append(Extent(None, 0.0, "gap"))
-            elif pe in claimed:  # a newer generation gave this PE to another LV: doubtful
+            elif own in claimed:  # a newer generation gave this PE to another LV: doubtful
                 out.append(Extent(pe, 0.5, "metadata"))
             else:
                 out.append(Extent(pe, 1.0, "metadata"))
@@ -238,15 +240,12 @@ class Session:
         origin = "reconstruction" if isinstance(lv, RebuiltLV) else f"generation {gen.seqno}"
         self.case.ensure_map(vdi_key(lv), self.engine_extents(lv), origin=origin)
 
-    def lv_space(self, vg: Any, pes: Sequence[int | None], name: str = "") -> RunList:
-        return extent_space(self.ev, vg.data_offset, vg.extent_bytes, list(pes), name=name)
-
     # -- checks ---------------------------------------------------------------------------------
     def check(self, vg: Any, lv: Any, pes: Sequence[int | None],
               cancel: threading.Event | None = None) -> CheckState:
         checks = engine("core.vhd.checks", "VHD check engine")
         reader = engine("core.vhd.reader", "VHD reader")
-        space = self.lv_space(vg, pes, lv.name)
+        space = pes_space(self.ev, vg, pes, lv.name)
         if lv.kind != "vhd":
             return CheckState(False, None, f"{lv.kind} LV: no VHD structure to check")
         gen = self.sel.gen
@@ -257,7 +256,7 @@ class Session:
                 if other is lv or other.kind != "vhd" or (cancel is not None and cancel.is_set()):
                     continue
                 try:
-                    img = reader.VhdImage.open(self.lv_space(vg, self.pes(other), other.name),
+                    img = reader.VhdImage.open(pes_space(self.ev, vg, self.pes(other), other.name),
                                                name=other.name)
                 except SrsalvageError:
                     continue
@@ -283,7 +282,7 @@ class Session:
 
     def vhd_image(self, vg: Any, lv: Any) -> Any:
         reader = engine("core.vhd.reader", "VHD reader")
-        return reader.VhdImage.open(self.lv_space(vg, self.pes(lv), lv.name), name=lv.name)
+        return reader.VhdImage.open(pes_space(self.ev, vg, self.pes(lv), lv.name), name=lv.name)
 
     def chain_parents(self, vg: Any, gen: Any, cancel: threading.Event | None = None) -> dict[str, str]:
         """{child LV: parent LV} from the VHD headers of the generation's VHD LVs."""
@@ -296,7 +295,7 @@ class Session:
             if lv.kind != "vhd":
                 continue
             try:
-                img = reader.VhdImage.open(self.lv_space(vg, self.pes(lv), lv.name), name=lv.name)
+                img = reader.VhdImage.open(pes_space(self.ev, vg, self.pes(lv), lv.name), name=lv.name)
             except SrsalvageError:
                 continue
             if img.footer is None:
@@ -364,24 +363,45 @@ class Session:
             model.add_hits(hits)
             return model
         vg = sel.vg
-        pe_count = sum(int(pv.pe_count) for pv in vg.pvs) or 0
-        meta = []
-        for pv in vg.pvs:
-            if pv.offset < vg.data_offset:
-                meta.append((pv.offset, vg.data_offset))
+        placed = [pv for pv in vg.pvs if pv.offset is not None]
+        E = vg.extent_bytes
+        if not placed or not E:
+            model = DiskMapModel.blank(self.ev.size)
+            model.add_hits(hits)
+            return model
+        # the PE axis runs along the disk from the lowest PV's PE 0: every PV of the VG is shown
+        # with its metadata area, each extent painted where it lies (core.lvm.space)
+        D = min(pv.offset + pv.pe_start for pv in placed)
+        span = max((pv.offset + pv.pe_start - D) // E + int(pv.pe_count) for pv in placed)
+        meta = [(pv.offset, pv.offset + pv.pe_start) for pv in placed if pv.pe_start]
+        multi = len(vg.pvs) > 1
+
+        def axis(numbers: Sequence[int | None]) -> list[int | None]:
+            if not multi:
+                return list(numbers)
+            out = []
+            for n in numbers:
+                off = pe_disk_offset(vg, n)
+                out.append(None if off is None else (off - D) // E)
+            return out
+
         bounds = []
         for p in getattr(self.report, "partitions", []) or []:
             bounds.append(p.offset)
-        model = DiskMapModel.for_vg(self.ev.size, vg.extent_bytes, vg.data_offset, pe_count, meta, bounds)
+        model = DiskMapModel.for_vg(self.ev.size, E, D, span, meta, bounds)
         if sel.gen is not None:
             newest = self.newest(vg)
             for lv in sorted(sel.gen.lvs.values(), key=lambda l: l.name):
-                claimed = [int(k) for k in (getattr(lv, "claimed_by", {}) or {})]
+                claimed_pes = {int(k) for k in (getattr(lv, "claimed_by", {}) or {})}
                 deleted = getattr(lv, "status", "live") == "deleted"
-                if newest is not None and sel.gen is newest:
-                    claimed = []
+                if newest is not None and sel.gen is newest and not any(
+                        "/" in str(v) for v in (getattr(lv, "claimed_by", {}) or {}).values()):
+                    claimed_pes = set()
+                engine = [e.pe for e in self.engine_extents(lv)]
+                claimed = [a for a, own in zip(axis(engine), lv.pes())
+                           if a is not None and own in claimed_pes]
                 model.set_owner(Owner(lv.name, getattr(lv, "label", "") or "", deleted, vdi_key(lv)),
-                                self.pes(lv), claimed)
+                                axis(self.pes(lv)), claimed)
         model.add_hits(hits)
         return model
 
@@ -490,7 +510,7 @@ class Session:
         for other in newest.lvs.values():
             if other.name == lv.name:
                 continue
-            for pe in other.pes():
+            for pe in (other.pes() if isinstance(other, RebuiltLV) else vg_pes(vg, other)):
                 if pe is not None:
                     owner[pe] = other.name
         return {pe: owner[pe] for pe in self.pes(lv) if pe is not None and pe in owner}
@@ -514,7 +534,7 @@ class Session:
         volumes = []
         target = None
         for other in gen.lvs.values():
-            space = self.lv_space(vg, self.pes(other), other.name)
+            space = pes_space(self.ev, vg, self.pes(other), other.name)
             vol = vdi.VdiVolume(vdi_key(other), other.name, space, generation=gen.seqno,
                                 kind=other.kind, status=getattr(other, "status", "live"))
             volumes.append(vol)
