@@ -16,7 +16,6 @@ from textual.app import App
 from app.screens.main import MainScreen
 from app.screens.palette import WorkstationCommands
 from app.screens.session import Session
-from core.source import Evidence
 
 
 class WorkstationApp(App):
@@ -65,19 +64,24 @@ class WorkstationApp(App):
         self.session.ev.close()
 
 
-def open_session(image_path: str, case_path: str | None = None) -> Session:
-    """Open evidence and case; SourceError / UnsafeError (one line) when impossible."""
-    ev = Evidence(image_path)
+def open_session(image_path: str, case_path: str | None = None, more_images=(),
+                 backups=(), pv_offsets=()) -> Session:
+    """Open evidence and case; SourceError / UnsafeError (one line) when impossible.
+    `more_images`: the other disks of an SR over several PVs, read as one space."""
+    from core.evidence_set import open_images
+    ev = open_images([image_path, *more_images])
     try:
-        return Session(image_path, case_path, evidence=ev)
+        return Session(image_path, case_path, evidence=ev, backups=backups,
+                       pv_offsets=pv_offsets)
     except BaseException:
         ev.close()
         raise
 
 
-def run_workstation(image_path: str, case_path: str | None = None) -> int:
+def run_workstation(image_path: str, case_path: str | None = None, more_images=(),
+                    backups=(), pv_offsets=()) -> int:
     """Run the workstation on `image_path` until the technician quits; returns an exit code."""
-    session = open_session(image_path, case_path)
+    session = open_session(image_path, case_path, more_images, backups, pv_offsets)
     app = WorkstationApp(session=session)
     app.run()
     return int(app.return_code or 0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.commands._common import add_more_images, add_pv_offset
+
 ORDER = 20
 
 
@@ -14,8 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "go to a case file beside the image (IMAGE.srsalvage-case.json) "
                                    "or to CASE.")
     p.add_argument("image", metavar="IMAGE", help="disk image file or block device")
+    add_more_images(p)
     p.add_argument("--case", metavar="CASE", default=None,
                    help="case file (default: IMAGE.srsalvage-case.json beside the image)")
+    p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
+                   help="an LVM backup/archive file (vgcfgbackup, /etc/lvm/archive); repeatable")
+    add_pv_offset(p)
     p.set_defaults(func=run)
 
 
@@ -24,4 +30,4 @@ def run(args: argparse.Namespace) -> int:
     # a directory or an unreadable device is one line on stderr (SourceError -> exit 1)
     from app.workstation import run_workstation
 
-    return run_workstation(args.image, args.case)
+    return run_workstation(args.image, args.case, args.more_images, args.backup, args.pv_offset)

@@ -124,9 +124,13 @@ class Session:
     """One evidence image opened read-only, its case, and what the engine found in it."""
 
     def __init__(self, image_path: str, case_path: str | None = None,
-                 evidence: Evidence | None = None) -> None:
+                 evidence: Evidence | None = None, backups: Sequence[str] = (),
+                 pv_offsets: Sequence[str] = ()) -> None:
         self.ev = evidence or Evidence(image_path)
-        self.image_path = self.ev.path
+        # several images of one SR (core.evidence_set): the case file lives beside the first
+        self.evidence_paths: list[str] = list(getattr(self.ev, "paths", [self.ev.path]))
+        self.image_path = self.evidence_paths[0]
+        self.backups, self.pv_offsets = list(backups), list(pv_offsets)
         self.case, self.case_note = Case.open(self.image_path, case_path, image_bytes=self.ev.size)
         self.report: Any = None
         self.analysis_error: str | None = None
@@ -143,7 +147,8 @@ class Session:
     # -- analysis -------------------------------------------------------------------------------
     def analyse(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
         mod = engine("core.lvm.analyse", "LVM analysis engine")
-        return mod.analyse_disk(self.ev, backups=[], cancel=cancel, progress=progress)
+        return mod.analyse_disk(self.ev, backups=self.backups, cancel=cancel, progress=progress,
+                                pv_offsets=self.pv_offsets)
 
     def scan(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
         mod = engine("core.scan", "scan engine")
@@ -529,7 +534,7 @@ class Session:
             raise UnsafeError(f"{len(conflicts)} extents of {lv.name} belong to another LV "
                               f"{self.conflict_place(vg)} (e.g. PE {first[0][0]} to {first[0][1]}); "
                               f"export with force to proceed")
-        check_output_path(dest, [self.image_path], overwrite)
+        check_output_path(dest, self.evidence_paths + self.backups, overwrite)
         gen = self.sel.gen
         volumes = []
         target = None
@@ -544,7 +549,7 @@ class Session:
             raise SrsalvageError(f"{lv.name} is not in generation {gen.seqno}")
         resolved = vdi.ResolvedVdi(target, [v for v in volumes if v is not target],
                                    generation=gen.seqno)
-        evidence = [self.image_path]
+        evidence = self.evidence_paths + self.backups
         if lv.kind == "vhd" or fmt == "vhd":
             img = target.image()
             if img is None:

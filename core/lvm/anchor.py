@@ -135,7 +135,8 @@ def _content_place(ev, vg: VolumeGroup, pv: PhysicalVolume, starts: list[int],
         pe = mgt.segments[0].stripes[0][1]
         cands += [h - pe * meta.extent_bytes - pv.pe_start for h in xssm]
     best = None
-    for start in list(dict.fromkeys(c for c in cands if c >= 0))[:MAX_CANDIDATES]:
+    taken = {p.offset for p in vg.pvs if p is not pv and p.offset is not None}
+    for start in list(dict.fromkeys(c for c in cands if c >= 0 and c not in taken))[:MAX_CANDIDATES]:
         hits, tried = content_score(ev, meta, pv.name, start + pv.pe_start)
         if hits and (best is None or hits > best[1]):
             best = (start, hits, tried)
