@@ -218,8 +218,97 @@ def test_reinitialised_sr(tmp_path):
     les = {r["le"] + i for r in res["overwritten"] for i in range(r["count"])}
     assert les == {le for le, (_, pe) in enumerate(old.maps[old_names[0]]) if pe in taken}
     assert "overwritten" in p.stderr and f"{new.vg}/{new_name}" in p.stderr
+    # the workstation refuses the same export unless forced, naming the new VG's LV
+    from app.workstation import open_session
+    from core.errors import UnsafeError
+    s = open_session(str(img), str(tmp_path / "case.json"))
+    try:
+        s.set_report(s.analyse())
+        ovg = next(v for v in s.volume_groups if v.name == old.vg)
+        s.choose_generation(ovg, ovg.generations[0])
+        lv = ovg.generations[0].lvs[old_names[0]]
+        assert set(s.conflicts(ovg, lv).values()) == {f"{new.vg}/{new_name}"}
+        with pytest.raises(UnsafeError, match=new_name):
+            s.export(ovg, lv, str(tmp_path / "ws.vhd"), "vhd")
+        keep = ovg.generations[0].lvs[old_names[1]]
+        s.export(ovg, keep, str(tmp_path / "ws.raw"), "raw")
+        assert (tmp_path / "ws.raw").read_bytes() == old.raws[old_names[1]]
+    finally:
+        s.ev.close()
     # the new SR's VDI is whole
     out = tmp_path / "new.raw"
     p = cli("export", str(img), "--vdi", new_name, "--format", "raw", "-o", str(out))
     assert p.returncode == 0, p.stderr
     assert out.read_bytes() == new.raws[new_name]
+
+
+def test_deleted_snapshot_exports_flattened_through_its_base(tmp_path):
+    """sm's snapshot: the VDI's LV became the hidden base copy, the VDI and its snapshot are
+    leaves over it. The snapshot leaf is lvremove'd (real lvm2) and the base stays: the export
+    from the older generation is the snapshot's whole disk, flattened through its base."""
+    import numpy as np
+
+    from core.vhd.build import blktap_parent, build_vhd
+    rt.need_lvm()
+    rt.need_qemu_img()
+    img = tmp_path / "sr.img"
+    L.new_image(img, 160 * MiB)
+    base, leaf, snap = L.vdi_name(), L.vdi_name(), L.vdi_name()
+    vsize = 8 * MiB
+    rng = np.random.default_rng(61)
+    snap_blocks = {1: rng.integers(0, 256, 2 * MiB, dtype=np.uint8).tobytes(),
+                   3: rng.integers(0, 256, 2 * MiB, dtype=np.uint8).tobytes()}
+    leaf_blocks = {0: rng.integers(0, 256, 2 * MiB, dtype=np.uint8).tobytes()}
+    with rt.loop_device(str(img)) as dev:
+        L.pv_create(dev)
+        sr = L.SR(L.vg_name(), [dev], [img], [0])
+        sr.lvm("vgcreate", "-s", "4M", sr.vg, dev)
+        sr.data_offsets = [L.pe_start(dev)]
+        sr.create("MGT", 4)
+        sr.create(base, 12)
+        sr.create(leaf, 12)
+        sr.create(snap, 12)
+        sr.refresh_maps()
+        sr.put_vdi(tmp_path, base, 8, seed=60)            # qemu-img's VHD: the base copy
+        uid = sr.vhds[base][68:84]
+        for name, blocks, seed in ((leaf, leaf_blocks, 1), (snap, snap_blocks, 2)):
+            built = build_vhd(vsize, blocks, layout="blktap", lv_size=12 * MiB, seed=seed,
+                              parent=blktap_parent(sr.sr_uuid, base, uid))
+            sr.write_lv(name, built.data)
+        sr.lvm("lvremove", f"{sr.vg}/{snap}")             # the snapshot deleted
+        sr.create(L.vdi_name(), 4, f"{dev}:30")           # and the SR went on elsewhere
+    expect = bytearray(sr.raws[base])
+    for b, data in snap_blocks.items():
+        expect[b * 2 * MiB:(b + 1) * 2 * MiB] = data
+    out = tmp_path / "snap.raw"
+    p = cli("export", str(img), "--vdi", snap, "--format", "raw", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "generation" in p.stderr           # said: exported from an older generation
+    assert out.read_bytes() == bytes(expect)
+
+
+async def test_workstation_opens_a_label_less_sr_with_its_backup(tmp_path):
+    """`srsalvage open IMAGE --backup FILE.vg`: the same anchor, maps, names and exports."""
+    from app.workstation import WorkstationApp, open_session
+    from test_ui_support import wait_idle, wait_until
+
+    sr, img, part, names, backup = _build_sr(tmp_path, gpt=True)
+    _wipe(img, part, sr.pe_start)
+    session = open_session(str(img), str(tmp_path / "case.json"), backups=[str(backup)])
+    app = WorkstationApp(session=session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot, timeout=90)
+        s, main = app.session, app.main
+        vg, gen = s.sel.vg, s.sel.gen
+        assert vg.name == sr.vg and vg.data_offset == sr.data_offsets[0]
+        for i, n in enumerate(names):
+            lv = gen.lvs[n]
+            assert lv.label == f"disk {i}"
+            main.select_vdi(vg, gen, lv)
+            await wait_until(pilot, lambda: not main._jobs and main.editor.check.ok is not None,
+                             timeout=60)
+            assert main.editor.check.ok, main.editor.check.summary
+            out = tmp_path / f"{n}.ws.raw"
+            s.export(vg, lv, str(out), "raw")
+            assert out.read_bytes() == sr.raws[n]
+        await pilot.press("q")

@@ -518,6 +518,9 @@ class Session:
             for pe in (other.pes() if isinstance(other, RebuiltLV) else vg_pes(vg, other)):
                 if pe is not None:
                     owner[pe] = other.name
+        # a newer VG on the same disk (the SR initialised again) owns these: `VG/LV`
+        owner.update({int(pe): o for pe, o in (getattr(lv, "claimed_by", {}) or {}).items()
+                      if "/" in str(o)})
         return {pe: owner[pe] for pe in self.pes(lv) if pe is not None and pe in owner}
 
     def export(self, vg: Any, lv: Any, dest: str, fmt: str, force: bool = False,
