@@ -9,7 +9,6 @@ written into the LVs' extents where lvm2 put them. The MGT volume is written as 
 
 from __future__ import annotations
 
-import random
 import uuid
 from dataclasses import dataclass, field
 
@@ -22,19 +21,12 @@ MiB = 1 << 20
 
 
 def qemu_vhd(tmp, name: str, size: int, seed: int) -> tuple[bytes, bytes]:
-    """(vhd bytes, raw disk bytes) of a real qemu-img vpc image with scattered data."""
-    rng = random.Random(seed)
-    raw = bytearray(size)
-    for _ in range(6):
-        at = rng.randrange(0, size - 65536) // 512 * 512
-        raw[at: at + 65536] = rng.randbytes(65536)
+    """(vhd bytes, raw disk bytes) of a real qemu-img vpc image with scattered data (the
+    reconstruction tests' builder, its work files kept apart from the tests' outputs)."""
+    from test_reconstruct_lvm import _qemu_vhd
     work = tmp / "qemu"
     work.mkdir(exist_ok=True)
-    rawp, vhdp = work / f"{name}.raw", work / f"{name}.vhd"
-    rawp.write_bytes(bytes(raw))
-    rt.run("qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "force_size=on", str(rawp),
-           str(vhdp))
-    return vhdp.read_bytes(), bytes(raw)
+    return _qemu_vhd(work, name, size, seed)
 
 
 def pes_of(segs) -> list[tuple[int, int]]:
@@ -85,6 +77,7 @@ class SR:
     raws: dict = field(default_factory=dict)    # lv -> raw disk bytes (qemu-img's source)
     vhds: dict = field(default_factory=dict)    # lv -> VHD bytes
     labels: dict = field(default_factory=dict)  # lv -> MGT name-label
+    pe_start: int = 0                           # bytes from the (first) PV start to its PE 0
 
     @property
     def sr_uuid(self) -> str:
@@ -145,6 +138,18 @@ def new_image(path, size: int, gpt: bool = False) -> int:
 
 def pv_create(dev: str, *extra: str) -> None:
     rt.lvm("pvcreate", "-ff", "-y", "--metadatasize", "10M", *extra, dev, devices=[dev])
+
+
+def new_sr(dev: str, image, offset: int = 0) -> SR:
+    """sm's sr-create on one device: PV (10 MiB metadata), `VG_XenStorage-<uuid>` with 4 MiB
+    extents, the 4 MiB MGT volume first. `offset`: where the device starts in `image`."""
+    pv_create(dev)
+    sr = SR(vg_name(), [dev], [image], [offset])
+    sr.lvm("vgcreate", "-s", "4M", sr.vg, dev)
+    sr.pe_start = pe_start(dev)
+    sr.data_offsets = [offset + sr.pe_start]
+    sr.create("MGT", 4)
+    return sr
 
 
 def vg_name() -> str:

@@ -31,11 +31,7 @@ def _build_sr(tmp_path, gpt: bool, journal: bool = False):
     part = L.new_image(img, 160 * MiB, gpt)
     names = [L.vdi_name() for _ in range(3)]
     with rt.loop_device(str(img), offset=part, sizelimit=150 * MiB if gpt else None) as dev:
-        L.pv_create(dev)
-        sr = L.SR(L.vg_name(), [dev], [img], [part])
-        sr.lvm("vgcreate", "-s", "4M", sr.vg, dev)
-        sr.data_offsets = [part + L.pe_start(dev)]
-        sr.create("MGT", 4)                       # sm's first LV
+        sr = L.new_sr(dev, img, part)
         sr.create(names[0], 8)
         sr.create(names[1], 8)
         sr.extend(names[0], 8)                    # interleaved, as VDIs grow in turns
@@ -46,7 +42,6 @@ def _build_sr(tmp_path, gpt: bool, journal: bool = False):
         sr.refresh_maps()
         backup = tmp_path / "VG_XenStorage.vg"
         sr.lvm("vgcfgbackup", "-f", str(backup), sr.vg)
-        sr.pe_start = L.pe_start(dev)
     for i, n in enumerate(names):
         sr.put_vdi(tmp_path, n, 8, seed=10 + i)
     sr.write_mgt({n: f"disk {i}" for i, n in enumerate(names)})
@@ -156,11 +151,7 @@ def test_reinitialised_sr(tmp_path):
     old_names = [L.vdi_name() for _ in range(3)]
     new_name = L.vdi_name()
     with rt.loop_device(str(img)) as dev:
-        L.pv_create(dev)
-        old = L.SR(L.vg_name(), [dev], [img], [0])
-        old.lvm("vgcreate", "-s", "4M", old.vg, dev)
-        old.data_offsets = [L.pe_start(dev)]
-        old.create("MGT", 4)
+        old = L.new_sr(dev, img)
         old.create(old_names[0], 12)
         old.create(old_names[1], 12)
         old.create(old_names[2], 12)
@@ -170,11 +161,7 @@ def test_reinitialised_sr(tmp_path):
             old.put_vdi(tmp_path, n, 8, seed=30 + i)
         old.write_mgt({n: f"old disk {i}" for i, n in enumerate(old_names)})
         # the SR initialised again: as sm's sr-create does it, on the same device
-        L.pv_create(dev)
-        new = L.SR(L.vg_name(), [dev], [img], [0])
-        new.lvm("vgcreate", "-s", "4M", new.vg, dev)
-        new.data_offsets = [L.pe_start(dev)]
-        new.create("MGT", 4)
+        new = L.new_sr(dev, img)
         new.create(new_name, 8)
         new.refresh_maps()
         new.put_vdi(tmp_path, new_name, 6, seed=40)
@@ -260,11 +247,7 @@ def test_deleted_snapshot_exports_flattened_through_its_base(tmp_path):
                    3: rng.integers(0, 256, 2 * MiB, dtype=np.uint8).tobytes()}
     leaf_blocks = {0: rng.integers(0, 256, 2 * MiB, dtype=np.uint8).tobytes()}
     with rt.loop_device(str(img)) as dev:
-        L.pv_create(dev)
-        sr = L.SR(L.vg_name(), [dev], [img], [0])
-        sr.lvm("vgcreate", "-s", "4M", sr.vg, dev)
-        sr.data_offsets = [L.pe_start(dev)]
-        sr.create("MGT", 4)
+        sr = L.new_sr(dev, img)
         sr.create(base, 12)
         sr.create(leaf, 12)
         sr.create(snap, 12)

@@ -577,10 +577,13 @@ def _attach_pvs(vgs: list[VolumeGroup], found: list[FoundPV], findings: list[Fin
                 findings.append(Finding("lvm-pe-start-mismatch", fp.pv_start, "warning",
                                         f"PV {pvm.name}: label pe_start {fp.label.pe_start} != "
                                         f"metadata pe_start {pe_start}; using the metadata's"))
+            anchor = "label" if fp.label is not None else (
+                "mda-header" if any(a.header is not None for a in fp.areas) else "metadata-area")
             vg.pvs.append(PhysicalVolume(pvm.name, pvm.id, fp.pv_start, fp.label is not None,
                                          pe_start, pvm.pe_count,
                                          fp.device_size or pvm.dev_size * 512,
-                                         [a.mda_abs for a in fp.areas], list(fp.inferred_by)))
+                                         [a.mda_abs for a in fp.areas], list(fp.inferred_by),
+                                         anchor))
 
 
 def _partitions(table: PartitionTable, pvs: list[FoundPV], vgs: list[VolumeGroup]) -> list[Partition]:

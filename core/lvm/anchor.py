@@ -203,6 +203,19 @@ def _abs_runs(vg: VolumeGroup, lv) -> list[tuple[int, int, int, str]]:
     return out
 
 
+def _nested(inner: VolumeGroup, outer: VolumeGroup) -> bool:
+    """A PV of `inner` lies inside the data area of a PV of `outer`: a guest's own LVM inside
+    one of `outer`'s LVs (analyse's lvm-nested-pv), not a VG competing for the same extents."""
+    for a in inner.pvs:
+        for b in outer.pvs:
+            if a.offset is None or b.offset is None:
+                continue
+            end = b.offset + (b.device_size or (1 << 62))
+            if b.offset + b.pe_start <= a.offset < end:
+                return True
+    return False
+
+
 def claims_across_vgs(vgs: list[VolumeGroup], findings: list[Finding]) -> None:
     """Where a newer VG on the same image (an SR initialised again, a later vgcreate) allocates
     bytes that an older VG's LV used, the older LV's PEs are `claimed_by` `VG/LV` of the newer
@@ -210,7 +223,8 @@ def claims_across_vgs(vgs: list[VolumeGroup], findings: list[Finding]) -> None:
     placed = [vg for vg in vgs if vg.extent_bytes and vg.pv_data_offsets()
               and vg.reference is not None]
     for old in placed:
-        newer = [vg for vg in placed if vg is not old and _vg_rank(vg) > _vg_rank(old)]
+        newer = [vg for vg in placed if vg is not old and _vg_rank(vg) > _vg_rank(old)
+                 and not _nested(vg, old) and not _nested(old, vg)]
         if not newer:
             continue
         owned = []      # (start, end, "VG/LV") of every newer VG's reference generation
