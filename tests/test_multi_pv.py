@@ -144,3 +144,21 @@ async def test_workstation_reads_the_right_pv(two_pv_sr, tmp_path):
         model = s.disk_model()
         assert model.owners and any(o.name == x for o in model.owners)
         await pilot.press("q")
+
+
+def test_reconstruct_never_maps_an_extent_of_another_pv_on_the_first(two_pv_sr, tmp_path):
+    """reconstruct's grid is the first PV's: LEs on the second PV are missing in its map (and
+    said), never read from the first PV's PE of the same number."""
+    sr, images, x, y = two_pv_sr
+    p = cli("reconstruct", *images, "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert any(f["kind"] == "multi-pv-vg" for f in doc["findings"])
+    by_lv = {v["lv"]: v for v in doc["vdis"]}
+    for lv in (x, y):
+        placed = {e["le"]: e["pe"] for e in by_lv[lv]["extents"]}
+        want = {le: pe for le, (d, pe) in enumerate(sr.maps[lv]) if d == 0}
+        assert {le: placed[le] for le in want} == want
+        assert not set(placed) - set(want)
+        assert set(by_lv[lv]["missing_les"]) == {le for le, (d, _) in enumerate(sr.maps[lv])
+                                                if d == 1}

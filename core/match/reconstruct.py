@@ -304,7 +304,9 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         if len(vg.pvs) > 1:
             findings.append(Finding("multi-pv-vg", None, "warning",
                                     f"{vg.name} spans {len(vg.pvs)} PVs; only the first is "
-                                    f"rebuilt from VHD structure"))
+                                    f"rebuilt from VHD structure and mapped here: extents on "
+                                    f"the others are listed missing (`export` without --map "
+                                    f"reads them from their PV)"))
     else:
         grid = _grid_from_label(ev, report, E) or _grid_from_anchors(ev, reader, E, ticker,
                                                                       findings, report)
@@ -351,16 +353,21 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     if ref is not None and ref.metadata is not None:
         lvs: list[tuple[Any, str]] = [(lv, "live") for lv in ref.lvs.values()]
         live_names = set(ref.lvs)
-        claimed = {p for lv in ref.lvs.values() for p in lv.pes() if p is not None}
+        claimed = {loc[1] for lv in ref.lvs.values() for loc in lv.locations()
+                   if loc is not None and loc[0] == vg.pvs[0].name}
         for gen in vg.generations:
             for name, lv in gen.lvs.items():
                 if name in live_names or gen is ref:
                     continue
                 live_names.add(name)
                 lvs.append((lv, "deleted"))
+        first_pv = vg.pvs[0].name
         for lv, status in lvs:
             try:
-                pes = lv.pes()
+                # the grid is the first PV's: an LE on another PV is not on it (left missing,
+                # never read from the first PV's PE of the same number)
+                pes = [loc[1] if loc is not None and loc[0] == first_pv else None
+                       for loc in lv.locations()]
             except SrsalvageError as exc:
                 findings.append(Finding("lv-unmappable", None, "warning", f"{lv.name}: {exc}"))
                 continue
