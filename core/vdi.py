@@ -83,6 +83,9 @@ class ResolvedVdi:
     older: list[VdiVolume] = field(default_factory=list)  # other generations' volumes
     # LV byte ranges whose extents another LV owns now (exported only with force)
     overwritten: list[dict] = field(default_factory=list)
+    # this generation's LVs that the newest generation removed or maps otherwise (a base copy
+    # coalesced into or deflated since): LV name -> what happened
+    changed_since: dict[str, str] = field(default_factory=dict)
 
     def find_parent(self, unique_id: bytes) -> VhdImage | None:
         """The VHD whose footer unique id is `unique_id`: among the same SR's volumes of this
@@ -95,6 +98,11 @@ class ResolvedVdi:
                 if n > len(self.siblings):
                     self.warnings.append(f"parent {format_uuid(unique_id)} found as {vol.key} in "
                                          f"metadata generation seqno {vol.generation} only")
+                elif vol.lv_name in self.changed_since:
+                    self.warnings.append(
+                        f"parent {vol.key} (the base copy) {self.changed_since[vol.lv_name]} "
+                        f"since generation seqno {self.generation}: the chain is flattened "
+                        f"through its bytes as they read now at that generation's extents")
                 return img
         return None
 
@@ -268,6 +276,29 @@ def _volumes_of_generation(ev: ByteSpace, vg, gen, cache: dict | None = None
     return out
 
 
+def _changed_since(gen, ref) -> dict[str, str]:
+    """LVs of `gen` that the reference generation removed, or holds with another size or map
+    (sm deflates a base copy after a snapshot, and coalesce removes or shrinks it)."""
+    def runs(lv) -> list:
+        return [list(r) for r in (lv.map_runs_pv() if hasattr(lv, "map_runs_pv")
+                                  else lv.map_runs)]
+
+    def les(lv) -> int:
+        return max((r[0] + r[2] for r in runs(lv)), default=0)
+
+    out: dict[str, str] = {}
+    for name, lv in gen.lvs.items():
+        now = ref.lvs.get(name)
+        if now is None:
+            out[name] = "was removed (coalesced or deleted)"
+        elif les(now) != les(lv):
+            out[name] = (f"was {'deflated' if les(now) < les(lv) else 'inflated'} "
+                         f"from {les(lv)} to {les(now)} extents")
+        elif runs(now) != runs(lv):
+            out[name] = "was moved to other extents"
+    return out
+
+
 def _other_generation_volumes(ev: ByteSpace, vg, used_gen, volumes: list[VdiVolume]
                               ) -> list[VdiVolume]:
     """VHD volumes of the VG's other generations that differ (name or extents) from `volumes`."""
@@ -333,6 +364,8 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
             res = ResolvedVdi(vol, [v for v in volumes if v is not vol], generation=gen.seqno,
                               newest_generation=newest)
             res.older = _other_generation_volumes(ev, vg, gen, volumes)
+            if gen.seqno != newest:
+                res.changed_since = _changed_since(gen, ref)
             unplaced = getattr(vol.space, "unplaced_les", [])
             if unplaced:
                 msg = (f"{vol.key}: LE(s) {compact_ranges(unplaced)} lie on a PV that is on none "

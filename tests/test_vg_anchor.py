@@ -260,6 +260,7 @@ def test_deleted_snapshot_exports_flattened_through_its_base(tmp_path):
             sr.write_lv(name, built.data)
         sr.lvm("lvremove", f"{sr.vg}/{snap}")             # the snapshot deleted
         sr.create(L.vdi_name(), 4, f"{dev}:30")           # and the SR went on elsewhere
+        sr.extend(base, 4, f"{dev}:31")                   # the base copy resized since
     expect = bytearray(sr.raws[base])
     for b, data in snap_blocks.items():
         expect[b * 2 * MiB:(b + 1) * 2 * MiB] = data
@@ -267,6 +268,7 @@ def test_deleted_snapshot_exports_flattened_through_its_base(tmp_path):
     p = cli("export", str(img), "--vdi", snap, "--format", "raw", "-o", str(out))
     assert p.returncode == 0, p.stderr
     assert "generation" in p.stderr           # said: exported from an older generation
+    assert f"parent {base} (the base copy) was inflated from 3 to 4 extents" in p.stderr
     assert out.read_bytes() == bytes(expect)
 
 
