@@ -10,7 +10,7 @@ from textual.widgets import Static
 
 from app.screens.dialogs import InputDialog
 from core.errors import SrsalvageError
-from core.vdi import pes_space
+from core.lvm.space import pes_space
 from widgets.hex_view import HexView, find_bytes, parse_needle, parse_offset
 from widgets.vg_tree import short_lv_name
 

@@ -25,7 +25,7 @@ from app.screens.hexpane import HexPaneMixin, _virtual_locate
 from app.screens.jobs import JobsMixin
 from app.screens.session import EngineMissing, Session, vdi_key
 from core.errors import SrsalvageError
-from core.vdi import pes_space
+from core.lvm.space import pes_space
 from widgets.disk_map import CONFLICT, FREE, META, OUTSIDE, UNKNOWN, DiskMap, human
 from widgets.extent_editor import CheckState, ExtentEditor
 from widgets.hex_view import HexView

@@ -17,7 +17,7 @@ from core.case import Case, Extent
 from core.errors import SrsalvageError
 from core.progress import ProgressFn
 from core.source import Evidence
-from core.vdi import pe_disk_offset, pes_space, vg_pes
+from core.lvm.space import pe_disk_offset, pes_space, vg_pes
 from widgets.disk_map import DiskMapModel, Owner
 from widgets.extent_editor import CheckState
 from widgets.overlay import Overlay, fields_of
