@@ -38,7 +38,8 @@ from core.structs.rar import (
     RAR5_BLOCK_FLAG_SPLIT_BEFORE, RAR5_BLOCK_MAIN, RAR5_BLOCK_SERVICE, RAR5_COMPR_SOLID,
     RAR5_ENDARC_FLAG_NEXT_VOL, RAR5_FILE_FLAG_ISDIR, RAR5_ID, RAR5_MAIN_FLAG_HAS_VOLNR, RAR5_MAIN_FLAG_ISVOL,
     RAR5_MAIN_FLAG_SOLID, RAR5_MAX_HEADER, RAR5_XFILE_ENCRYPTION, RAR5_XFILE_HASH,
-    RAR5_XFILE_VERSION, RAR5_XHASH_BLAKE2SP, RAR_BLOCK_ENDARC, RAR_BLOCK_FILE, RAR_BLOCK_MAIN,
+    RAR5_XFILE_REDIR, RAR5_XFILE_VERSION, RAR5_XHASH_BLAKE2SP, RAR_BLOCK_ENDARC, RAR_BLOCK_FILE,
+    RAR_BLOCK_MAIN,
     RAR_BLOCK_OLD_AUTH, RAR_BLOCK_OLD_EXTRA, RAR_BLOCK_OLD_SUB, RAR_BLOCK_SUB,
     RAR_ENDARC_DATACRC, RAR_ENDARC_NEXT_VOLUME, RAR_ENDARC_VOLNR, RAR_FILE_DIRECTORY,
     RAR_FILE_EXTTIME, RAR_FILE_LARGE, RAR_FILE_PASSWORD, RAR_FILE_SALT, RAR_FILE_SOLID,
@@ -72,6 +73,8 @@ class RarFileEntry:
     old_version: bool = False       # RAR 4 FILE_VERSION / RAR 5 version record: a kept old copy
     blake2sp: str | None = None
     header_offset: int = 0          # relative to the archive start
+    redirect: tuple[int, str] | None = None     # RAR 5 REDIR record: (type, target name)
+    data_offset: int = 0            # of its packed data, relative to the archive start
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "size": self.size,
@@ -244,7 +247,7 @@ def _walk_rar3(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
                     encrypted=bool(flags & RAR_FILE_PASSWORD),
                     solid=bool(flags & RAR_FILE_SOLID),
                     old_version=bool(flags & RAR_FILE_VERSION),
-                    header_offset=pos - start)
+                    header_offset=pos - start, data_offset=pos + header_size - start)
                 if fh.extract_version not in arc.extract_versions:
                     arc.extract_versions.append(fh.extract_version)
             else:
@@ -301,6 +304,14 @@ def _rar5_extras(extra: bytes, entry: RarFileEntry) -> None:
                 entry.blake2sp = extra[q: q + 32].hex()
         elif rtype == RAR5_XFILE_VERSION:
             entry.old_version = True
+        elif rtype == RAR5_XFILE_REDIR:
+            # rarfile format.py _parse_file_redir: type, flags, name length, name (UTF-8)
+            redir_type, q = load_vint(extra, q)
+            _flags, q = load_vint(extra, q)
+            name_len, q = load_vint(extra, q)
+            if q + name_len > end:
+                raise ValueError("redirect name runs past its record")
+            entry.redirect = (redir_type, extra[q: q + name_len].decode("utf-8", "replace"))
         pos = end
 
 
@@ -366,7 +377,8 @@ def _walk_rar5(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
                         is_dir=bool(fflags & RAR5_FILE_FLAG_ISDIR),
                         split_before=bool(bflags & RAR5_BLOCK_FLAG_SPLIT_BEFORE),
                         split_after=bool(bflags & RAR5_BLOCK_FLAG_SPLIT_AFTER),
-                        solid=bool(cinfo & RAR5_COMPR_SOLID), header_offset=pos - start)
+                        solid=bool(cinfo & RAR5_COMPR_SOLID), header_offset=pos - start,
+                        data_offset=pos + total - start)
                     _rar5_extras(extra, entry)
                 else:
                     arc.services.append(name)

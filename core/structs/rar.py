@@ -108,6 +108,13 @@ RAR5_XFILE_OWNER = 6
 RAR5_XFILE_SERVICE = 7
 RAR5_XHASH_BLAKE2SP = 0
 
+# redirect record types (bits.py RAR5_XREDIR_*): what a FILE entry with a REDIR extra record is
+RAR5_XREDIR_UNIX_SYMLINK = 1
+RAR5_XREDIR_WINDOWS_SYMLINK = 2
+RAR5_XREDIR_WINDOWS_JUNCTION = 3
+RAR5_XREDIR_HARD_LINK = 4
+RAR5_XREDIR_FILE_COPY = 5
+
 RAR5_OS_WINDOWS = 0              # host OS of RAR 5 file headers (bits.py)
 RAR5_OS_UNIX = 1
 RAR5_COMPR_METHOD_SHIFT = 7      # compression info bits 7-9: method, 0 = stored (rarfile:
