@@ -4,7 +4,7 @@ screen's hits.
 Before the archive is unpacked, the list is its header walk (name, size, what the header says:
 directory, encrypted, solid, split); once the carving screen's export has unpacked it
 (core.carve.rar_extract), each member shows its status (`ok`, `bad-checksum`, `lost-solid`...)
-and the reason. Names are shown with control characters escaped: they come from the evidence.
+and the reason; a volume set's members are listed at its first volume. Names are shown with control characters escaped: they come from the evidence.
 """
 
 from __future__ import annotations
@@ -45,11 +45,16 @@ class RarMembers(DataTable):
         self.archive_offset = None if archive is None else archive.offset
         if archive is None:
             return
-        results = extraction.members if extraction is not None else [None] * len(archive.files)
-        for f, r in zip(archive.files, results):
-            status = r.status if r is not None else header_state(f)
-            reason = (r.reason or "") if r is not None else ""
-            self.add_row(printable(f.name), f"{f.size:,}", status, reason)
+        if extraction is not None and extraction.members:
+            # unpacked: its members (a volume set's, joined across volumes) with their status
+            for m in extraction.members:
+                self.add_row(printable(m.name), f"{m.size:,}", m.status, m.reason or "")
+            return
+        for f in archive.files:
+            if extraction is not None:          # a later volume of a set: unpacked with it
+                self.add_row(printable(f.name), f"{f.size:,}", "volume set", extraction.note or "")
+            else:
+                self.add_row(printable(f.name), f"{f.size:,}", header_state(f), "")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()        # Enter here is not "show the hit in hex" of the screen's list

@@ -143,7 +143,7 @@ def run_rar(args: argparse.Namespace) -> int:
             x = extracted.get(a.offset)
             if x is not None:
                 doc.update(extracted_to=x.directory, extract_note=x.note,
-                           members=[m.to_json() for m in x.members])
+                           extract_volumes=x.volumes, members=[m.to_json() for m in x.members])
             docs.append(doc)
         print_json({"archives": docs,
                     "scanned": result.scanned, "archives_not_kept": result.archives_not_kept,
@@ -170,6 +170,11 @@ def run_rar(args: argparse.Namespace) -> int:
 def _print_members(x) -> None:
     """One line per member: status, name (control characters escaped), size, where it went."""
     from core.carve.rar_extract import printable
+    if not x.members and x.note:
+        print(f"  {x.note}")
+        return
+    if x.volumes:
+        print(f"  volume set of {len(x.volumes)}: {', '.join(x.volumes)}")
     counts = ", ".join(f"{n} {status}" for status, n in sorted(x.counts().items()))
     print(f"  extracted into {x.directory}: {counts or 'no members'}")
     for m in x.members:

@@ -75,6 +75,8 @@ class RarFileEntry:
     header_offset: int = 0          # relative to the archive start
     redirect: tuple[int, str] | None = None     # RAR 5 REDIR record: (type, target name)
     data_offset: int = 0            # of its packed data, relative to the archive start
+    mtime: int | None = None        # as stored: RAR 4 DOS date-time, RAR 5 Unix time
+    attributes: int = 0             # as stored (host-OS dependent)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "size": self.size,
@@ -247,7 +249,8 @@ def _walk_rar3(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
                     encrypted=bool(flags & RAR_FILE_PASSWORD),
                     solid=bool(flags & RAR_FILE_SOLID),
                     old_version=bool(flags & RAR_FILE_VERSION),
-                    header_offset=pos - start, data_offset=pos + header_size - start)
+                    header_offset=pos - start, data_offset=pos + header_size - start,
+                    mtime=fh.date_time, attributes=fh.mode)
                 if fh.extract_version not in arc.extract_versions:
                     arc.extract_versions.append(fh.extract_version)
             else:
@@ -378,7 +381,8 @@ def _walk_rar5(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
                         split_before=bool(bflags & RAR5_BLOCK_FLAG_SPLIT_BEFORE),
                         split_after=bool(bflags & RAR5_BLOCK_FLAG_SPLIT_AFTER),
                         solid=bool(cinfo & RAR5_COMPR_SOLID), header_offset=pos - start,
-                        data_offset=pos + total - start)
+                        data_offset=pos + total - start, mtime=fields.mtime,
+                        attributes=fields.mode)
                     _rar5_extras(extra, entry)
                 else:
                     arc.services.append(name)

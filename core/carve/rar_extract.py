@@ -22,6 +22,7 @@ it are said to be lost because of it. A member split across volumes says which p
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -29,7 +30,7 @@ import os
 import threading
 import unicodedata
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from core.blake2sp import Blake2sp
@@ -123,6 +124,7 @@ class ArchiveExtraction:
     directory: str                  # where its members went
     members: list[MemberResult] = field(default_factory=list)
     note: str | None = None         # archive-level: why some members could not be reached
+    volumes: list[str] = field(default_factory=list)   # a volume set: every volume, in order
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -287,10 +289,11 @@ def _matches(entry: RarFileEntry, libname: str | None) -> bool:
 
 
 class _Extractor:
-    def __init__(self, path: str, arc: RarArchive, out_dir: str, keep_broken: bool,
+    def __init__(self, paths: list[str], arc: RarArchive, out_dir: str, keep_broken: bool,
                  cancel: threading.Event | None, progress: ProgressFn | None,
                  max_member_bytes: int | None) -> None:
-        self.path, self.arc, self.keep_broken = path, arc, keep_broken
+        self.paths, self.arc, self.keep_broken = paths, arc, keep_broken
+        path = paths[0]
         self.max_member_bytes = max_member_bytes
         self.libarchive, self.ffi, self.ArchiveError = _libarchive()
         self.result = ArchiveExtraction(path, out_dir,
@@ -312,16 +315,16 @@ class _Extractor:
             m.status, m.reason = ENCRYPTED, "data encrypted (no password is tried)"
         elif e.split_before or e.split_after:
             where = []
+            first = 0 if self.arc.first_volume else self.arc.volume_number
+            last = None if first is None else first + len(self.paths) - 1
             if e.split_before:
-                where.append("its beginning is in the previous volume")
+                where.append("its beginning is in the volume before" +
+                             ("" if first is None else f" volume {first + 1}"))
             if e.split_after:
-                where.append("its rest is in the next volume")
-            vol = self.arc.volume_number
-            if vol is None and self.arc.first_volume:
-                vol = 0
+                where.append("its rest is in the volume after" +
+                             ("" if last is None else f" volume {last + 1}"))
             m.status = MISSING_VOLUME
-            m.reason = (f"split across volumes{'' if vol is None else f' (this is volume {vol + 1})'}"
-                        f": {' and '.join(where)}; volumes are not joined")
+            m.reason = f"split across volumes: {' and '.join(where)}, not found"
         elif e.redirect is not None and e.redirect[0] not in (RAR5_XREDIR_HARD_LINK,
                                                                RAR5_XREDIR_FILE_COPY):
             m.status, m.reason = LINK, f"link to {printable(e.redirect[1])!r}: links are not created"
@@ -371,7 +374,7 @@ class _Extractor:
         cursor = 0                          # next member index libarchive's entries pair with
         files = self.arc.files
         try:
-            with self.libarchive.file_reader(self.path, format_name=fmt) as reader:
+            with self._reader(fmt) as reader:
                 archive_p = reader._pointer
                 for entry in reader:
                     self.ticker.check()
@@ -391,6 +394,27 @@ class _Extractor:
         except self.ArchiveError as exc:
             return f"libarchive: {_error_text(exc)}"
         return None
+
+    @contextlib.contextmanager
+    def _reader(self, fmt: str):
+        """libarchive over the archive file, or over a volume set's files in order
+        (archive_read_open_filenames, which libarchive-c does not wrap: called through its
+        ctypes handle, as libarchive's own bsdtar -x of several volumes would)."""
+        if len(self.paths) == 1:
+            with self.libarchive.file_reader(self.paths[0], format_name=fmt) as reader:
+                yield reader
+            return
+        from libarchive.read import ArchiveRead, new_archive_read
+        open_filenames = self.ffi.libarchive.archive_read_open_filenames
+        open_filenames.argtypes = [self.ffi.c_archive_p, ctypes.POINTER(ctypes.c_char_p),
+                                   ctypes.c_size_t]
+        open_filenames.restype = ctypes.c_int
+        names = (ctypes.c_char_p * (len(self.paths) + 1))(
+            *[os.fsencode(p) for p in self.paths], None)
+        with new_archive_read(fmt) as archive_p:
+            if open_filenames(archive_p, names, 1 << 16) != 0:
+                raise self.ArchiveError(self.ffi.error_string(archive_p) or "cannot open")
+            yield ArchiveRead(archive_p)
 
     # -- one member --------------------------------------------------------------------------
     def _member(self, i: int, entry, archive_p) -> str | None:
@@ -550,46 +574,141 @@ class _Extractor:
             out.discard()
 
 
-def extract_archive(path: str, out_dir: str, arc: RarArchive | None = None,
+def extract_archive(path: str | list[str], out_dir: str, arc: RarArchive | None = None,
                     keep_broken: bool = False, cancel: threading.Event | None = None,
                     progress: ProgressFn | None = None,
                     max_member_bytes: int | None = None) -> ArchiveExtraction:
-    """Unpack the carved archive file `path` into `out_dir` (see the module docstring).
+    """Unpack the carved archive file `path` (or a volume set: the list of its files in
+    order, with `arc` from join_volumes) into `out_dir` (see the module docstring).
 
     `arc`: its walk (core.carve.rar.walk_archive of the same bytes, offset 0), walked here when
     not given. `max_member_bytes` caps every member below its header's size (tests, triage)."""
+    paths = [path] if isinstance(path, str) else list(path)
     if arc is None:
-        with open(path, "rb") as f:
-            data_size = os.fstat(f.fileno()).st_size
-
-            def read(off: int, n: int) -> bytes:
-                f.seek(off)
-                return f.read(n)
-
-            arc = walk_archive(read, 0, data_size)
-        if arc is None:
-            raise SrsalvageError(f"{path}: no RAR signature at its start")
-    ex = _Extractor(path, arc, out_dir, keep_broken, cancel, progress, max_member_bytes)
+        if len(paths) > 1:
+            raise ValueError("a volume set needs its joined walk (join_volumes)")
+        arc = _walk_file(paths[0])
+    ex = _Extractor(paths, arc, out_dir, keep_broken, cancel, progress, max_member_bytes)
     result = ex.run()
+    result.volumes = paths if len(paths) > 1 else []
     if arc.first_bad_header:
         bad = arc.first_bad_header
         result.note = (f"headers unreadable from archive offset {bad['archive_offset']} "
                        f"({bad['reason']}): members after it are unknown")
     elif arc.more_volumes:
-        result.note = "this volume says more volumes follow; they are not joined"
+        result.note = ("the last volume found says more volumes follow; they were not found"
+                       if len(paths) > 1 else
+                       "this volume says more volumes follow; none was found after it")
     return result
+
+
+def _walk_file(path: str) -> RarArchive:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+
+        def read(off: int, n: int) -> bytes:
+            f.seek(off)
+            return f.read(n)
+
+        arc = walk_archive(read, 0, size)
+    if arc is None:
+        raise SrsalvageError(f"{path}: no RAR signature at its start")
+    return arc
+
+
+# -- volume sets ---------------------------------------------------------------------------------
+def _continues(prev: RarArchive, nxt: RarArchive) -> bool:
+    """`nxt` can be the volume after `prev`: same format, numbered one more when both say
+    their number, and a member split at the end of `prev` begins `nxt` with the same name,
+    unpacked size, modification time and attributes."""
+    if not (nxt.volume and nxt.version == prev.version and nxt.path and nxt.end_known):
+        return False
+    if nxt.first_volume:
+        return False
+    number = 0 if prev.first_volume else prev.volume_number     # RAR 5's first has none
+    if number is not None and nxt.volume_number is not None and \
+            nxt.volume_number != number + 1:
+        return False
+    tail = prev.files[-1] if prev.files else None
+    head = nxt.files[0] if nxt.files else None
+    if tail is not None and tail.split_after:
+        # every piece's header repeats the file's name, size, time and attributes
+        return head is not None and head.split_before and \
+            (head.name, head.size, head.mtime, head.attributes) == \
+            (tail.name, tail.size, tail.mtime, tail.attributes)
+    return head is None or not head.split_before
+
+
+def volume_sets(archives: list[RarArchive]) -> list[list[RarArchive]]:
+    """The carved archives grouped into volume sets, in volume order; every other archive (and
+    a volume whose neighbours were not found) alone. Sets start at first volumes, then at the
+    lowest-numbered volumes left (a set whose first volume is lost); the next volume is looked
+    for after the current one on the disk first, so stale copies of a volume stand alone."""
+    by_offset = sorted(range(len(archives)), key=lambda i: archives[i].offset)
+    starts = sorted(by_offset, key=lambda i: (not archives[i].first_volume,
+                                              archives[i].volume_number or 0))
+    used: set[int] = set()
+    sets: list[list[RarArchive]] = []
+    for i in starts:
+        if i in used:
+            continue
+        used.add(i)
+        chain = [i]
+        while archives[chain[-1]].volume and archives[chain[-1]].more_volumes:
+            pos = by_offset.index(chain[-1])
+            after = by_offset[pos + 1:] + by_offset[:pos]
+            j = next((k for k in after if k not in used and
+                      _continues(archives[chain[-1]], archives[k])), None)
+            if j is None:
+                break
+            used.add(j)
+            chain.append(j)
+        sets.append([archives[k] for k in chain])
+    sets.sort(key=lambda vols: vols[0].offset)
+    return sets
+
+
+def join_volumes(vols: list[RarArchive]) -> RarArchive:
+    """One walk for a volume set: a member split across volumes becomes one member with the
+    first piece's name and unpacked size and the last piece's checksums (RAR 4 and 5 store the
+    whole file's CRC-32 / BLAKE2sp in its last piece; earlier pieces carry their packed
+    part's)."""
+    files: list[RarFileEntry] = []
+    for v in vols:
+        for f in v.files:
+            prev = files[-1] if files else None
+            if f.split_before and prev is not None and prev.split_after and prev.name == f.name:
+                files[-1] = replace(prev, crc32=f.crc32, blake2sp=f.blake2sp,
+                                    split_after=f.split_after, packed=prev.packed + f.packed)
+            else:
+                files.append(replace(f))
+    first, last = vols[0], vols[-1]
+    return replace(first, files=files, more_volumes=last.more_volumes,
+                   first_bad_header=next((v.first_bad_header for v in vols
+                                          if v.first_bad_header), None))
 
 
 def extract_archives(archives: Iterable[RarArchive], out_dir: str, keep_broken: bool = False,
                      cancel: threading.Event | None = None, progress: ProgressFn | None = None
                      ) -> list[ArchiveExtraction]:
-    """Each carved archive (its `path` set by write_archives) into OUT_DIR/<its file stem>/;
-    the walk already done by the carve is reused (it is relative to the archive's start)."""
-    results = []
-    for arc in archives:
-        if arc.path is None:
+    """Each carved archive (its `path` set by write_archives) into OUT_DIR/<its file stem>/,
+    one result per archive with a path, in their order. Volumes of one set are unpacked
+    together into the first volume's directory; the later volumes' results say so. The walk
+    already done by the carve is reused (it is relative to the archive's start)."""
+    carved = [a for a in archives if a.path is not None]
+    by_id: dict[int, ArchiveExtraction] = {}
+    for vols in volume_sets(carved):
+        stem = os.path.splitext(os.path.basename(vols[0].path))[0]
+        target = os.path.join(out_dir, stem)
+        if len(vols) == 1:
+            by_id[id(vols[0])] = extract_archive(vols[0].path, target, vols[0], keep_broken,
+                                                 cancel, progress)
             continue
-        stem = os.path.splitext(os.path.basename(arc.path))[0]
-        results.append(extract_archive(arc.path, os.path.join(out_dir, stem), arc,
-                                       keep_broken, cancel, progress))
-    return results
+        joined = extract_archive([v.path for v in vols], target, join_volumes(vols),
+                                 keep_broken, cancel, progress)
+        by_id[id(vols[0])] = joined
+        for k, v in enumerate(vols[1:], start=2):
+            by_id[id(v)] = ArchiveExtraction(
+                v.path, target, note=f"volume {k} of the set beginning at offset "
+                                     f"{vols[0].offset}: unpacked with it into {target}")
+    return [by_id[id(a)] for a in carved]
