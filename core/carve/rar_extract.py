@@ -157,6 +157,14 @@ def _open_dir(root_fd: int, parts: list[str]) -> int:
         raise
 
 
+def _free_bytes(dir_fd: int) -> int | None:
+    try:
+        st = os.fstatvfs(dir_fd)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def _exists(name: str, dir_fd: int) -> bool:
     try:
         os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -494,6 +502,12 @@ class _Extractor:
     def _data(self, i: int, archive_p, dir_fd: int, leaf: str, note: str | None) -> str | None:
         e, m = self.arc.files[i], self.result.members[i]
         limit = e.size if self.max_member_bytes is None else min(e.size, self.max_member_bytes)
+        free = _free_bytes(dir_fd)
+        if free is not None and limit > free:
+            # a header (damaged or hostile) asking for more than the disk holds: not started
+            m.status = WRITE_ERROR
+            m.reason = f"needs {limit:,} bytes, {free:,} free in the output directory"
+            return None
         checks = _Checks(e)
         try:
             out = _MemberOutput(dir_fd, leaf)
@@ -565,6 +579,9 @@ class _Extractor:
         except OSError as exc:
             out.discard()
             m.status, m.reason = WRITE_ERROR, exc.strerror
+        except BaseException:       # cancelled: no .part left behind
+            out.discard()
+            raise
         return f"libarchive: {error}" if fatal else None
 
     def _broken(self, i: int, out: _MemberOutput, leaf: str) -> None:
