@@ -122,8 +122,8 @@ def run_rar(args: argparse.Namespace) -> int:
         return 2
     if args.extract:
         _check_output_dir(args.extract, args.source)
-        from core.carve.rar_extract import _libarchive
-        _libarchive()       # missing library: said before the carve, not after it
+        from core.carve.rar_extract import require_libarchive
+        require_libarchive()    # a missing library is said before the carve, not after it
     result, unreadable = _run_carver(args, carve_rar)
     extracted = {}
     if args.extract:

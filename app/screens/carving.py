@@ -361,13 +361,22 @@ class CarvingScreen(Screen):
             if archives:
                 write_archives(space, archives, os.path.join(out_dir, "rar"), evidence, cancel)
                 written += [a.path for a in archives]
-                # each archive unpacked and tested (libarchive; members verified by checksum)
-                unpacked.extend(extract_archives(archives, os.path.join(out_dir, "rar-unpacked"),
-                                                 cancel=cancel, progress=progress))
+                # each archive unpacked and tested (libarchive; members verified by checksum);
+                # without libarchive the archives are still written, and that is said
+                try:
+                    unpacked.extend(extract_archives(archives,
+                                                     os.path.join(out_dir, "rar-unpacked"),
+                                                     cancel=cancel, progress=progress))
+                except Cancelled:
+                    raise
+                except SrsalvageError as exc:
+                    unpacked.append(str(exc))
             return written
 
         def done(written):
             self.exported = written
+            if unpacked and isinstance(unpacked[0], str):
+                self.notify(f"archives not unpacked: {unpacked.pop()}", severity="warning")
             self.extractions = {a.offset: x for a, x in
                                 zip([a for a in archives or [] if a.path], unpacked)}
             self.refresh_rows()

@@ -48,7 +48,7 @@ from core.structs.rar import (
     RAR_MAIN_ENCRYPTVER, RAR_MAIN_FIRSTVOLUME, RAR_MAIN_PASSWORD, RAR_MAIN_SOLID,
     RAR_MAIN_VOLUME, RAR_OLD_SUB_MAC, RAR_OLD_SUB_UNIX, RAR_SIG_PREFIX, decode_rar3_unicode,
     load_vint, rar3_block_header, rar3_endarc, rar3_file_header, rar5_block_header,
-    rar5_encryption_fields, rar5_file_fields,
+    rar5_encryption_fields, rar5_file_fields, rar5_file_redir,
 )
 
 MAX_BLOCKS = 1_000_000             # far more headers than any real archive; bounds the walk
@@ -308,13 +308,11 @@ def _rar5_extras(extra: bytes, entry: RarFileEntry) -> None:
         elif rtype == RAR5_XFILE_VERSION:
             entry.old_version = True
         elif rtype == RAR5_XFILE_REDIR:
-            # rarfile format.py _parse_file_redir: type, flags, name length, name (UTF-8)
-            redir_type, q = load_vint(extra, q)
-            _flags, q = load_vint(extra, q)
-            name_len, q = load_vint(extra, q)
-            if q + name_len > end:
-                raise ValueError("redirect name runs past its record")
-            entry.redirect = (redir_type, extra[q: q + name_len].decode("utf-8", "replace"))
+            try:
+                redir = rar5_file_redir.parse(extra[q:end])
+            except ConstructError:
+                raise ValueError("redirect record runs past its end") from None
+            entry.redirect = (redir.redir_type, redir.redir_name.decode("utf-8", "replace"))
         pos = end
 
 

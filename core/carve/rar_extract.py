@@ -265,7 +265,7 @@ def _classify(message: str) -> str:
 
 
 # -- libarchive ----------------------------------------------------------------------------------
-def _libarchive():
+def require_libarchive():
     try:
         import libarchive
         from libarchive import ffi
@@ -303,7 +303,7 @@ class _Extractor:
         self.paths, self.arc, self.keep_broken = paths, arc, keep_broken
         path = paths[0]
         self.max_member_bytes = max_member_bytes
-        self.libarchive, self.ffi, self.ArchiveError = _libarchive()
+        self.libarchive, self.ffi, self.ArchiveError = require_libarchive()
         self.result = ArchiveExtraction(path, out_dir,
                                         [MemberResult(f.name, f.size) for f in arc.files])
         # verified members by name: (directories, leaf written), for hard links and copies

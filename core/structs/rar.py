@@ -232,6 +232,14 @@ rar5_file_fields = Struct(
     "filename" / Bytes(this.name_size),   # UTF-8, '/' separated
 )
 
+# REDIR extra record after its type (rarfile format.py _parse_file_redir)
+rar5_file_redir = Struct(
+    "redir_type" / vint,           # RAR5_XREDIR_*
+    "redir_flags" / vint,          # 1 = the target is a directory
+    "redir_name_len" / vint,
+    "redir_name" / Bytes(this.redir_name_len),     # UTF-8, '/' separated
+)
+
 rar5_encryption_fields = Struct(
     "encryption_algo" / vint,
     "encryption_flags" / vint,
