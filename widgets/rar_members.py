@@ -4,7 +4,8 @@ screen's hits.
 Before the archive is unpacked, the list is its header walk (name, size, what the header says:
 directory, encrypted, solid, split); once the carving screen's export has unpacked it
 (core.carve.rar_extract), each member shows its status (`ok`, `bad-checksum`, `lost-solid`...)
-and the reason; a volume set's members are listed at its first volume. Names are shown with control characters escaped: they come from the evidence.
+and the reason; a volume set's members are listed at its first volume. Names are shown with
+control characters escaped: they come from the evidence.
 """
 
 from __future__ import annotations

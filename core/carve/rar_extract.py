@@ -335,7 +335,8 @@ class _Extractor:
             m.reason = f"split across volumes: {' and '.join(where)}, not found"
         elif e.redirect is not None and e.redirect[0] not in (RAR5_XREDIR_HARD_LINK,
                                                                RAR5_XREDIR_FILE_COPY):
-            m.status, m.reason = LINK, f"link to {printable(e.redirect[1])!r}: links are not created"
+            m.status = LINK
+            m.reason = f"link to {printable(e.redirect[1])!r}: links are not created"
         else:
             return False
         return True
@@ -474,8 +475,9 @@ class _Extractor:
             m.status = DECOMPRESSION_ERROR
             m.reason = f"copy of {printable(target)!r}, which was not extracted"
             return
-        out = _MemberOutput(dir_fd, leaf)
+        out = None
         try:
+            out = _MemberOutput(dir_fd, leaf)
             src_dir = _open_dir(self.root_fd, src[0])
             try:
                 fd = os.open(src[1], os.O_RDONLY | _NOFOLLOW, dir_fd=src_dir)
@@ -484,9 +486,16 @@ class _Extractor:
             with open(fd, "rb") as f:
                 while block := f.read(CHUNK):
                     out.write(block)
+            if out.written != e.size:
+                out.discard()
+                m.status = BAD_CHECKSUM
+                m.reason = (f"copy of {printable(target)!r}: {out.written} bytes, the header "
+                            f"says {e.size}")
+                return
             final = out.finish(leaf)
         except OSError as exc:
-            out.discard()
+            if out is not None:
+                out.discard()
             m.status, m.reason = WRITE_ERROR, exc.strerror
             return
         self.written[e.name] = (safe_components(e.name)[0][:-1], final)
