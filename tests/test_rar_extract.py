@@ -198,6 +198,9 @@ def test_bsdtar_cannot_extract_these(extracted):
         arc, x, rc, theirs = extracted[name]
         assert rc != 0 and not any(k == "file" for k, _ in _tree(theirs).values()), (name, why)
         assert not any(m.status == OK for m in x.members), name
+        assert all(m.reason for m in x.members), name
+        if "encrypted headers" in why:
+            assert x.members == [] and "encrypted" in x.note, name
 
 
 def _later_volume(x) -> bool:

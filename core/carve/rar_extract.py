@@ -617,7 +617,9 @@ def extract_archive(path: str | list[str], out_dir: str, arc: RarArchive | None 
     ex = _Extractor(paths, arc, out_dir, keep_broken, cancel, progress, max_member_bytes)
     result = ex.run()
     result.volumes = paths if len(paths) > 1 else []
-    if arc.first_bad_header:
+    if arc.encrypted_headers:
+        result.note = "headers are encrypted (no password is tried): its members are unknown"
+    elif arc.first_bad_header:
         bad = arc.first_bad_header
         result.note = (f"headers unreadable from archive offset {bad['archive_offset']} "
                        f"({bad['reason']}): members after it are unknown")
