@@ -462,7 +462,7 @@ def _check_garbage(data: bytes) -> None:
         out = os.path.join(tmp, "out")
         x = extract_archive(path, out, arc=arc, keep_broken=True, max_member_bytes=1 << 20)
         json.dumps([m.to_json() for m in x.members])
-        assert len(x.members) == len(arc.files)
+        assert len(x.members) == len(arc.files) + (arc.truncated_file is not None)
         for m in x.members:
             assert m.status
             if m.status == OK:
@@ -616,3 +616,22 @@ def test_the_archive_that_hangs_bsdtar_is_answered(tmp_path):
     assert not t.is_alive(), "extraction hung"
     (x,) = box["x"]
     assert x.members == [] and "headers unreadable" in x.note
+
+
+def test_a_member_cut_off_by_the_end_of_the_source_is_named(tmp_path):
+    """An archive at the very end of an image, cut inside its third member's data: the two
+    before it verify, the third is reported truncated by its name."""
+    from app.cli import main
+    data = fixture_bytes("rar/libarchive/test_read_format_rar5_multiple_files.rar")
+    arc = walk_archive(lambda o, n: data[o:o + n], 0, len(data))
+    cut = arc.files[2].data_offset + 100
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(1024) + data[:cut])
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["carve-rar", str(img), "-o", str(tmp_path / "o"), "--extract",
+                     str(tmp_path / "x"), "--json"]) == 0
+    (a,) = json.loads(buf.getvalue())["archives"]
+    assert [(m["name"], m["status"]) for m in a["members"]] == [
+        ("test1.bin", OK), ("test2.bin", OK), ("test3.bin", TRUNCATED)]
+    assert "100 bytes remain" in a["members"][2]["reason"] and a["members"][2]["path"] is None

@@ -109,6 +109,7 @@ class RarArchive:
     cursor: int = 0                 # where the walk is: the header a _Stop is about
     inside: int | None = None       # offset of the archive whose data holds this one
     encryption: dict[str, Any] | None = None   # RAR 5 archive-encryption parameters
+    truncated_file: RarFileEntry | None = None  # a file whose data the space cuts off
 
     def to_json(self) -> dict[str, Any]:
         return {"offset": self.offset, "bytes": self.bytes, "version": self.version,
@@ -274,6 +275,7 @@ def _walk_rar3(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
             raise _Stop(f"header CRC mismatch (type 0x{btype:02x}, stored 0x{header_crc:04x})")
         nxt = pos + header_size + add_size
         if limit is not None and nxt > limit:
+            arc.truncated_file = entry
             raise _Stop(f"block data of {add_size} bytes runs past the end of the space "
                         f"({limit - pos - header_size} bytes remain)")
         if entry is not None:
@@ -393,6 +395,7 @@ def _walk_rar5(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
             raise _Stop(f"malformed header (type {locals().get('btype', '?')}): {exc}") from None
         nxt = pos + total + data_size
         if limit is not None and nxt > limit:
+            arc.truncated_file = entry
             raise _Stop(f"block data of {data_size} bytes runs past the end of the space "
                         f"({limit - pos - total} bytes remain)")
         if entry is not None:

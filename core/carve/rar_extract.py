@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -42,6 +43,7 @@ from core.structs.rar import RAR5_XREDIR_FILE_COPY, RAR5_XREDIR_HARD_LINK
 
 CHUNK = 1 << 20                 # bytes asked of the decompressor per call
 MAX_REOPENS = 10_000            # bounds the reopen-and-skip passes over one archive
+READ_AHEAD_PADDING = 4096       # zeros after an archive that ends early (see _reader)
 
 # member statuses (JSON `status`); `reason` says the detail
 OK = "ok"                       # verified and written under its name
@@ -217,6 +219,44 @@ class _MemberOutput:
             os.unlink(self.part, dir_fd=self.dir_fd)
         except OSError:
             pass
+
+
+class _ZeroPadded(io.RawIOBase):
+    """A seekable read-only file that goes on with `pad` zero bytes after its end."""
+
+    def __init__(self, f, pad: int) -> None:
+        super().__init__()
+        self.f, self.pad, self.pos = f, pad, 0
+        self.size = os.fstat(f.fileno()).st_size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf).cast("B")
+        want = min(len(view), self.size + self.pad - self.pos)
+        if want <= 0:
+            return 0
+        got = 0
+        if self.pos < self.size:
+            self.f.seek(self.pos)
+            got = self.f.readinto(view[: min(want, self.size - self.pos)]) or 0
+        if self.pos + got >= self.size:
+            view[got:want] = bytes(want - got)
+            got = want
+        self.pos += got
+        return got
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.size + self.pad}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
 
 
 # -- checks from the header ------------------------------------------------------------------
@@ -409,8 +449,18 @@ class _Extractor:
         """libarchive over the archive file, or over a volume set's files in order
         (archive_read_open_filenames, which libarchive-c does not wrap: called through its
         ctypes handle, as libarchive's own bsdtar -x of several volumes would)."""
-        if len(self.paths) == 1:
+        if len(self.paths) == 1 and self.arc.complete:
             with self.libarchive.file_reader(self.paths[0], format_name=fmt) as reader:
+                yield reader
+            return
+        if len(self.paths) == 1:
+            # an archive that ends early (at a bad header, or where the source ends) is read
+            # with zeros after it: libarchive's RAR 5 reader reads ahead past a member's data
+            # and gives nothing for a member whose data ends exactly at the end of the file.
+            # The zeros are never taken for data unnoticed: every member is checked here.
+            with open(self.paths[0], "rb") as f, \
+                    self.libarchive.stream_reader(_ZeroPadded(f, READ_AHEAD_PADDING),
+                                                  format_name=fmt) as reader:
                 yield reader
             return
         from libarchive.read import ArchiveRead, new_archive_read
@@ -617,6 +667,12 @@ def extract_archive(path: str | list[str], out_dir: str, arc: RarArchive | None 
     ex = _Extractor(paths, arc, out_dir, keep_broken, cancel, progress, max_member_bytes)
     result = ex.run()
     result.volumes = paths if len(paths) > 1 else []
+    cut = arc.truncated_file
+    if cut is not None:
+        # listed by its header, its data cut off by the end of what was carved
+        why = (arc.first_bad_header or {}).get("reason", "")
+        result.members.append(MemberResult(
+            cut.name, cut.size, TRUNCATED, f"the source ends inside its data: {why}"))
     if arc.encrypted_headers:
         result.note = "headers are encrypted (no password is tried): its members are unknown"
     elif arc.first_bad_header:
