@@ -635,3 +635,30 @@ def test_a_member_cut_off_by_the_end_of_the_source_is_named(tmp_path):
     assert [(m["name"], m["status"]) for m in a["members"]] == [
         ("test1.bin", OK), ("test2.bin", OK), ("test3.bin", TRUNCATED)]
     assert "100 bytes remain" in a["members"][2]["reason"] and a["members"][2]["path"] is None
+
+
+def test_a_damaged_volume_is_named(tmp_path):
+    """A volume set with one byte wrong in the second volume's piece of the split member: the
+    member is reported and the reason names volume 2 as the damaged one, volume 1 intact; a
+    lone volume says whether the piece it holds is intact."""
+    paths = sorted(RAR_DIR.glob("rarfile/rar5-vols.part*.rar"))
+    if len(paths) != 3:
+        pytest.skip("shared RAR fixtures not found")
+    vols = [bytearray(p.read_bytes()) for p in paths]
+    arc2 = walk_archive(lambda o, n: bytes(vols[1][o:o + n]), 0, len(vols[1]))
+    piece = arc2.files[0]
+    vols[1][piece.data_offset + piece.packed // 2] ^= 0x01
+    img = tmp_path / "disk.img"
+    img.write_bytes(b"".join(bytes(v) + bytes(1000) for v in vols)
+                    + bytes(paths[0].read_bytes()))             # a second, lone copy of vol 1
+    with Evidence(str(img)) as ev:
+        result = carve_rar(ev, str(tmp_path / "c"), evidence_paths=[str(img)])
+    xs = extract_archives(result.archives, str(tmp_path / "x"))
+    (joined,) = [x for x in xs if x.volumes]
+    big, small = joined.members
+    assert big.status in FAILED and big.path is None
+    assert "its pieces: volume 1 intact, volume 2 DAMAGED" in big.reason
+    assert small.status == OK
+    lone = xs[-1]
+    assert lone.members[0].status == "missing-volume"
+    assert lone.members[0].reason.endswith("its pieces: volume 1 intact")

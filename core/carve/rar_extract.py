@@ -752,13 +752,17 @@ def volume_sets(archives: list[RarArchive]) -> list[list[RarArchive]]:
     return sets
 
 
-def join_volumes(vols: list[RarArchive]) -> RarArchive:
-    """One walk for a volume set: a member split across volumes becomes one member with the
-    first piece's name and unpacked size and the last piece's checksums (RAR 4 and 5 store the
-    whole file's CRC-32 / BLAKE2sp in its last piece; earlier pieces carry their packed
-    part's)."""
+# a piece of a split member: (volume number from 1, carved file, data offset, packed bytes,
+# CRC-32 of the packed piece - None for the last piece, whose CRC is the whole file's)
+Piece = tuple[int | None, str, int, int, int | None]
+
+
+def _join(vols: list[RarArchive]) -> tuple[RarArchive, dict[int, list[Piece]]]:
     files: list[RarFileEntry] = []
-    for v in vols:
+    pieces: dict[int, list[Piece]] = {}
+    first_number = 0 if vols[0].first_volume else vols[0].volume_number
+    for k, v in enumerate(vols):
+        number = None if first_number is None else first_number + k + 1
         for f in v.files:
             prev = files[-1] if files else None
             if f.split_before and prev is not None and prev.split_after and prev.name == f.name:
@@ -766,10 +770,55 @@ def join_volumes(vols: list[RarArchive]) -> RarArchive:
                                     split_after=f.split_after, packed=prev.packed + f.packed)
             else:
                 files.append(replace(f))
+            if f.split_before or f.split_after:
+                pieces.setdefault(len(files) - 1, []).append(
+                    (number, v.path or "", f.data_offset, f.packed,
+                     f.crc32 if f.split_after else None))
     first, last = vols[0], vols[-1]
-    return replace(first, files=files, more_volumes=last.more_volumes,
-                   first_bad_header=next((v.first_bad_header for v in vols
-                                          if v.first_bad_header), None))
+    joined = replace(first, files=files, more_volumes=last.more_volumes,
+                     first_bad_header=next((v.first_bad_header for v in vols
+                                            if v.first_bad_header), None))
+    return joined, pieces
+
+
+def join_volumes(vols: list[RarArchive]) -> RarArchive:
+    """One walk for a volume set: a member split across volumes becomes one member with the
+    first piece's name and unpacked size and the last piece's checksums (RAR 4 and 5 store the
+    whole file's CRC-32 / BLAKE2sp in its last piece; earlier pieces carry the CRC-32 of their
+    packed part)."""
+    return _join(vols)[0]
+
+
+def _crc_of_range(path: str, offset: int, length: int) -> int | None:
+    crc, done = 0, 0
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while done < length:
+                block = f.read(min(CHUNK, length - done))
+                if not block:
+                    return None
+                crc = zlib.crc32(block, crc)
+                done += len(block)
+    except OSError:
+        return None
+    return crc
+
+
+def _say_pieces(result: ArchiveExtraction, pieces: dict[int, list[Piece]]) -> None:
+    """For a split member that did not come out whole: which of its pieces are intact (the
+    packed CRC-32 each non-last piece carries), so the damaged or missing volume is named."""
+    for i, plist in pieces.items():
+        m = result.members[i] if i < len(result.members) else None
+        checkable = [p for p in plist if p[4] is not None]
+        if m is None or m.status == OK or not checkable:
+            continue
+        said = []
+        for number, path, offset, packed, crc in checkable:
+            where = f"volume {number}" if number is not None else os.path.basename(path)
+            got = _crc_of_range(path, offset, packed)
+            said.append(f"{where} {'intact' if got == crc else 'DAMAGED'}")
+        m.reason = f"{m.reason}; its pieces: {', '.join(said)}"
 
 
 def extract_archives(archives: Iterable[RarArchive], out_dir: str, keep_broken: bool = False,
@@ -784,12 +833,15 @@ def extract_archives(archives: Iterable[RarArchive], out_dir: str, keep_broken: 
     for vols in volume_sets(carved):
         stem = os.path.splitext(os.path.basename(vols[0].path))[0]
         target = os.path.join(out_dir, stem)
+        arc, pieces = _join(vols)
         if len(vols) == 1:
             by_id[id(vols[0])] = extract_archive(vols[0].path, target, vols[0], keep_broken,
                                                  cancel, progress)
+            _say_pieces(by_id[id(vols[0])], pieces)
             continue
-        joined = extract_archive([v.path for v in vols], target, join_volumes(vols),
-                                 keep_broken, cancel, progress)
+        joined = extract_archive([v.path for v in vols], target, arc, keep_broken, cancel,
+                                 progress)
+        _say_pieces(joined, pieces)
         by_id[id(vols[0])] = joined
         for k, v in enumerate(vols[1:], start=2):
             by_id[id(v)] = ArchiveExtraction(
