@@ -400,6 +400,17 @@ def test_hostile_names_stay_inside(tmp_path):
     assert "\x1b" not in buf.getvalue() and "\\x1b[31mred\\u202e.txt" in buf.getvalue()
 
 
+def test_an_output_directory_that_is_a_link_is_refused(tmp_path):
+    from core.errors import SrsalvageError
+    path = tmp_path / "a.rar"
+    path.write_bytes(build_rar5_stored([("a.txt", b"x")]))
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "out")
+    with pytest.raises(SrsalvageError, match="cannot unpack into"):
+        extract_archive(str(path), str(tmp_path / "out"))
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
 def test_safe_components():
     assert safe_components("a/./b//c") == (["a", "b", "c"], None)
     assert safe_components("//server/share/x")[0] == ["server", "share", "x"]

@@ -353,8 +353,11 @@ class _Extractor:
         self.ticker = Ticker(total, "extracting", progress, cancel)
         self.done_bytes = 0
         self.buf = ctypes.create_string_buffer(CHUNK)
-        os.makedirs(out_dir, exist_ok=True)
-        self.root_fd = os.open(out_dir, _DIRFLAGS)
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            self.root_fd = os.open(out_dir, _DIRFLAGS)     # not through a link either
+        except OSError as exc:
+            raise SrsalvageError(f"cannot unpack into {out_dir}: {exc.strerror}") from None
 
     # which members libarchive is never asked for
     def _classify_upfront(self, i: int) -> bool:
