@@ -218,3 +218,35 @@ def test_file_summaries_count_the_missing_pages_like_carve_mdf(tmp_path):
     (report,) = carve_mdf(space, str(tmp_path / "o"), copies=recs).files
     assert report.missing_pages and set(report.missing_pages) <= drop
     assert file_summaries(space, recs) == {1: (report.database, len(report.missing_pages))}
+
+
+async def test_archive_members_listed_then_unpacked(tmp_path):
+    """The highlighted archive's members are listed from its headers, then with their status
+    after `x` (exported, unpacked by libarchive, verified); a damaged member says so."""
+    import pytest
+    pytest.importorskip("libarchive")
+    from widgets.rar_members import RarMembers
+    from core.carve.rar import walk_archive
+    data = bytearray(fixture_bytes("rar/libarchive/test_read_format_rar5_multiple_files.rar"))
+    arc = walk_archive(lambda o, n: bytes(data[o:o + n]), 0, len(data))
+    data[arc.files[1].data_offset + 9] ^= 0xFF
+    img = tmp_path / "evidence.img"
+    img.write_bytes(bytes(8192) + bytes(data) + bytes(512))
+    out = tmp_path / "carved"
+    screen = CarvingScreen(str(img), out_dir=str(out))
+    app = Host(screen)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("r")
+        await _wait_idle(pilot, screen)
+        members = screen.query_one(RarMembers)
+        assert members.row_count == 4
+        assert [members.get_row_at(i)[2] for i in range(4)] == ["not unpacked yet"] * 4
+        await pilot.press("x")
+        await _wait_idle(pilot, screen)
+        rows = [members.get_row_at(i) for i in range(4)]
+        assert [r[0] for r in rows] == ["test1.bin", "test2.bin", "test3.bin", "test4.bin"]
+        assert [r[2] for r in rows[::2]] == ["ok", "ok"] and rows[3][2] == "ok"
+        assert rows[1][2] in ("bad-checksum", "decompression-error", "truncated")
+        assert "libarchive" in str(rows[1][3])
+    unpacked = out / "rar-unpacked" / "at-8192"
+    assert sorted(p.name for p in unpacked.iterdir()) == ["test1.bin", "test3.bin", "test4.bin"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from app.commands._common import StderrProgress, add_pv_offset, info, print_json, warn
@@ -35,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="with --vdi: LVM metadata backup file(s) to consider")
         add_pv_offset(p)
         p.set_defaults(func=func)
+    rar.add_argument("--extract", metavar="DIR2",
+                     help="also unpack every archive into DIR2/at-<offset>/ with libarchive: "
+                          "only members whose CRC-32 / BLAKE2sp verifies get their name")
+    rar.add_argument("--keep-broken", action="store_true",
+                     help="with --extract: keep what decompressed of a failed member as "
+                          "NAME.broken (like unrar -kb)")
 
 
 def _check_output_dir(out_dir: str, source: str) -> None:
@@ -114,9 +121,35 @@ def run_mdf(args: argparse.Namespace) -> int:
 
 def run_rar(args: argparse.Namespace) -> int:
     from core.carve.rar import carve_rar
+    if args.keep_broken and not args.extract:
+        print("srsalvage carve-rar: --keep-broken needs --extract DIR2", file=sys.stderr)
+        return 2
+    if args.extract:
+        _check_output_dir(args.extract, args.source)
+        from core.carve.rar_extract import require_libarchive
+        require_libarchive()    # a missing library is said before the carve, not after it
     result, unreadable = _run_carver(args, carve_rar)
+    extracted = {}
+    if args.extract:
+        from core.carve.rar_extract import extract_archives
+        bar = StderrProgress()
+        try:
+            for x, arc in zip(extract_archives(result.archives, args.extract, args.keep_broken,
+                                               progress=bar),
+                              [a for a in result.archives if a.path is not None]):
+                extracted[arc.offset] = x
+        finally:
+            bar.close()
     if args.json:
-        print_json({"archives": [a.to_json() for a in result.archives],
+        docs = []
+        for a in result.archives:
+            doc = a.to_json()
+            x = extracted.get(a.offset)
+            if x is not None:
+                doc.update(extracted_to=x.directory, extract_note=x.note,
+                           extract_volumes=x.volumes, members=[m.to_json() for m in x.members])
+            docs.append(doc)
+        print_json({"archives": docs,
                     "scanned": result.scanned, "archives_not_kept": result.archives_not_kept,
                     "unreadable": unreadable})
     else:
@@ -130,6 +163,30 @@ def run_rar(args: argparse.Namespace) -> int:
             if a.first_bad_header:
                 warn(f"archive at {a.offset}: bad header at {a.first_bad_header['offset']}: "
                      f"{a.first_bad_header['reason']}")
+            x = extracted.get(a.offset)
+            if x is not None:
+                _print_members(x)
         if result.archives_not_kept:
             warn(f"{result.archives_not_kept} more signatures walked but not kept")
     return 0
+
+
+def _print_members(x) -> None:
+    """One line per member: status, name (control characters escaped), size, where it went."""
+    from core.carve.rar_extract import printable
+    if not x.members and x.note:
+        print(f"  {x.note}")
+        return
+    if x.volumes:
+        print(f"  volume set of {len(x.volumes)}: {', '.join(x.volumes)}")
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(x.counts().items()))
+    print(f"  extracted into {x.directory}: {counts or 'no members'}")
+    for m in x.members:
+        line = f"  {m.status:<19} {printable(m.name)} ({m.size:,} bytes)"
+        if m.path:
+            line += f" -> {printable(m.path)}"
+        if m.reason:
+            line += f": {m.reason}"
+        print(line)
+    if x.note:
+        warn(f"{x.archive}: {x.note}")

@@ -6,7 +6,10 @@ copies), `r` for RAR archives (one row per archive: version, state, files); each
 thread worker calling core.carve with the worker's cancel event and a progress callback (Esc
 cancels it; Esc with nothing running goes back). `x` writes what was found into the output
 directory: the reassembled data files (core.carve.mssql.carve_mdf from the copies already found)
-and each archive's byte range (core.carve.rar.write_archives), always through AtomicOutput.
+and each archive's byte range (core.carve.rar.write_archives), always through AtomicOutput,
+then unpacks each archive into `rar-unpacked/` (core.carve.rar_extract); the members of the
+highlighted archive are listed under the hits (widgets.rar_members), with their status once
+unpacked.
 
 Pushed from the workstation, the screen also carves inside the selected VDI's virtual disk (`v`
 switches between the disk and the VDI: SQL Server pages are 8 KiB aligned there, not on the
@@ -33,6 +36,7 @@ from app.screens.jobs import run_in_worker
 from core.errors import Cancelled, SrsalvageError
 from core.progress import ProgressUpdate
 from core.source import Evidence
+from widgets.rar_members import RarMembers
 
 MAX_PAGE_ROWS = 2000        # page-copy rows shown (files and archives are always all shown)
 MAX_MAPPED_HITS = 100_000   # hits inside a VDI translated to disk offsets for the disk map
@@ -126,6 +130,7 @@ class CarvingScreen(Screen):
         self.pages = None                        # page-copy records of the last page scan
         self.file_info: dict[int, tuple[str | None, int | None]] = {}   # file id: (db, missing)
         self.archives: list | None = None        # RarArchive list from the last RAR scan
+        self.extractions: dict[int, Any] = {}    # archive offset: its unpacking (export `x`)
         self.job: Worker | None = None
         self.job_label = ""
         self.exported: list[str] = []
@@ -138,6 +143,7 @@ class CarvingScreen(Screen):
             yield Label("Output dir")
             yield Input(value=self.default_out, id="carve-out")
         yield DataTable(id="carve-hits", cursor_type="row", zebra_stripes=True)
+        yield RarMembers(id="carve-members")
         with Horizontal(id="carve-progress-row"):
             yield Static(self._hint(), id="carve-status", markup=False)
             # a finite, empty bar while idle: the indeterminate animation would say "busy"
@@ -323,6 +329,7 @@ class CarvingScreen(Screen):
 
         def done(archives):
             self.archives = archives
+            self.extractions = {}
             self.refresh_rows()
             self._report_hits()
 
@@ -338,8 +345,10 @@ class CarvingScreen(Screen):
             return
         from core.carve.mssql import carve_mdf
         from core.carve.rar import write_archives
+        from core.carve.rar_extract import extract_archives
         space, pages, archives = self.space, self.pages, self.archives
         evidence = [self.image_path]
+        unpacked: list = []
 
         def work(cancel, progress):
             if os.path.realpath(out_dir) == os.path.realpath(self.image_path):
@@ -352,11 +361,26 @@ class CarvingScreen(Screen):
             if archives:
                 write_archives(space, archives, os.path.join(out_dir, "rar"), evidence, cancel)
                 written += [a.path for a in archives]
+                # each archive unpacked and tested (libarchive; members verified by checksum);
+                # without libarchive the archives are still written, and that is said
+                try:
+                    unpacked.extend(extract_archives(archives,
+                                                     os.path.join(out_dir, "rar-unpacked"),
+                                                     cancel=cancel, progress=progress))
+                except Cancelled:
+                    raise
+                except SrsalvageError as exc:
+                    unpacked.append(str(exc))
             return written
 
         def done(written):
             self.exported = written
+            if unpacked and isinstance(unpacked[0], str):
+                self.notify(f"archives not unpacked: {unpacked.pop()}", severity="warning")
+            self.extractions = {a.offset: x for a, x in
+                                zip([a for a in archives or [] if a.path], unpacked)}
             self.refresh_rows()
+            self._show_members(self.query_one("#carve-members", RarMembers).archive_offset)
             self.notify(f"{len(written)} files written under {out_dir}")
 
         self.start("exporting", work, done)
@@ -374,10 +398,22 @@ class CarvingScreen(Screen):
         self.space = self.scopes[self.scope].space
         self.pages = self.archives = None
         self.file_info = {}
+        self.extractions = {}
+        self._show_members(None)
         self.exported = []
         self.refresh_rows()
         self.query_one("#carve-title", Label).update(self._title())
         self.set_status(self._hint())
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "carve-hits" and event.row_key.value is not None:
+            key = str(event.row_key.value)
+            self._show_members(self._row_offsets.get(key) if key.startswith("rar-") else None)
+
+    def _show_members(self, offset: int | None) -> None:
+        """The members of the archive at `offset` under the hits (with their unpacking)."""
+        arc = next((a for a in self.archives or [] if a.offset == offset), None)
+        self.query_one("#carve-members", RarMembers).show(arc, self.extractions.get(offset))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

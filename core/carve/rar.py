@@ -38,7 +38,8 @@ from core.structs.rar import (
     RAR5_BLOCK_FLAG_SPLIT_BEFORE, RAR5_BLOCK_MAIN, RAR5_BLOCK_SERVICE, RAR5_COMPR_SOLID,
     RAR5_ENDARC_FLAG_NEXT_VOL, RAR5_FILE_FLAG_ISDIR, RAR5_ID, RAR5_MAIN_FLAG_HAS_VOLNR, RAR5_MAIN_FLAG_ISVOL,
     RAR5_MAIN_FLAG_SOLID, RAR5_MAX_HEADER, RAR5_XFILE_ENCRYPTION, RAR5_XFILE_HASH,
-    RAR5_XFILE_VERSION, RAR5_XHASH_BLAKE2SP, RAR_BLOCK_ENDARC, RAR_BLOCK_FILE, RAR_BLOCK_MAIN,
+    RAR5_XFILE_REDIR, RAR5_XFILE_VERSION, RAR5_XHASH_BLAKE2SP, RAR_BLOCK_ENDARC, RAR_BLOCK_FILE,
+    RAR_BLOCK_MAIN,
     RAR_BLOCK_OLD_AUTH, RAR_BLOCK_OLD_EXTRA, RAR_BLOCK_OLD_SUB, RAR_BLOCK_SUB,
     RAR_ENDARC_DATACRC, RAR_ENDARC_NEXT_VOLUME, RAR_ENDARC_VOLNR, RAR_FILE_DIRECTORY,
     RAR_FILE_EXTTIME, RAR_FILE_LARGE, RAR_FILE_PASSWORD, RAR_FILE_SALT, RAR_FILE_SOLID,
@@ -47,7 +48,7 @@ from core.structs.rar import (
     RAR_MAIN_ENCRYPTVER, RAR_MAIN_FIRSTVOLUME, RAR_MAIN_PASSWORD, RAR_MAIN_SOLID,
     RAR_MAIN_VOLUME, RAR_OLD_SUB_MAC, RAR_OLD_SUB_UNIX, RAR_SIG_PREFIX, decode_rar3_unicode,
     load_vint, rar3_block_header, rar3_endarc, rar3_file_header, rar5_block_header,
-    rar5_encryption_fields, rar5_file_fields,
+    rar5_encryption_fields, rar5_file_fields, rar5_file_redir,
 )
 
 MAX_BLOCKS = 1_000_000             # far more headers than any real archive; bounds the walk
@@ -72,6 +73,10 @@ class RarFileEntry:
     old_version: bool = False       # RAR 4 FILE_VERSION / RAR 5 version record: a kept old copy
     blake2sp: str | None = None
     header_offset: int = 0          # relative to the archive start
+    redirect: tuple[int, str] | None = None     # RAR 5 REDIR record: (type, target name)
+    data_offset: int = 0            # of its packed data, relative to the archive start
+    mtime: int | None = None        # as stored: RAR 4 DOS date-time, RAR 5 Unix time
+    attributes: int = 0             # as stored (host-OS dependent)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "size": self.size,
@@ -104,6 +109,7 @@ class RarArchive:
     cursor: int = 0                 # where the walk is: the header a _Stop is about
     inside: int | None = None       # offset of the archive whose data holds this one
     encryption: dict[str, Any] | None = None   # RAR 5 archive-encryption parameters
+    truncated_file: RarFileEntry | None = None  # a file whose data the space cuts off
 
     def to_json(self) -> dict[str, Any]:
         return {"offset": self.offset, "bytes": self.bytes, "version": self.version,
@@ -244,7 +250,8 @@ def _walk_rar3(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
                     encrypted=bool(flags & RAR_FILE_PASSWORD),
                     solid=bool(flags & RAR_FILE_SOLID),
                     old_version=bool(flags & RAR_FILE_VERSION),
-                    header_offset=pos - start)
+                    header_offset=pos - start, data_offset=pos + header_size - start,
+                    mtime=fh.date_time, attributes=fh.mode)
                 if fh.extract_version not in arc.extract_versions:
                     arc.extract_versions.append(fh.extract_version)
             else:
@@ -268,6 +275,7 @@ def _walk_rar3(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
             raise _Stop(f"header CRC mismatch (type 0x{btype:02x}, stored 0x{header_crc:04x})")
         nxt = pos + header_size + add_size
         if limit is not None and nxt > limit:
+            arc.truncated_file = entry
             raise _Stop(f"block data of {add_size} bytes runs past the end of the space "
                         f"({limit - pos - header_size} bytes remain)")
         if entry is not None:
@@ -301,6 +309,12 @@ def _rar5_extras(extra: bytes, entry: RarFileEntry) -> None:
                 entry.blake2sp = extra[q: q + 32].hex()
         elif rtype == RAR5_XFILE_VERSION:
             entry.old_version = True
+        elif rtype == RAR5_XFILE_REDIR:
+            try:
+                redir = rar5_file_redir.parse(extra[q:end])
+            except ConstructError:
+                raise ValueError("redirect record runs past its end") from None
+            entry.redirect = (redir.redir_type, redir.redir_name.decode("utf-8", "replace"))
         pos = end
 
 
@@ -366,7 +380,9 @@ def _walk_rar5(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
                         is_dir=bool(fflags & RAR5_FILE_FLAG_ISDIR),
                         split_before=bool(bflags & RAR5_BLOCK_FLAG_SPLIT_BEFORE),
                         split_after=bool(bflags & RAR5_BLOCK_FLAG_SPLIT_AFTER),
-                        solid=bool(cinfo & RAR5_COMPR_SOLID), header_offset=pos - start)
+                        solid=bool(cinfo & RAR5_COMPR_SOLID), header_offset=pos - start,
+                        data_offset=pos + total - start, mtime=fields.mtime,
+                        attributes=fields.mode)
                     _rar5_extras(extra, entry)
                 else:
                     arc.services.append(name)
@@ -379,6 +395,7 @@ def _walk_rar5(read: ReadFn, start: int, limit: int | None, arc: RarArchive) -> 
             raise _Stop(f"malformed header (type {locals().get('btype', '?')}): {exc}") from None
         nxt = pos + total + data_size
         if limit is not None and nxt > limit:
+            arc.truncated_file = entry
             raise _Stop(f"block data of {data_size} bytes runs past the end of the space "
                         f"({limit - pos - total} bytes remain)")
         if entry is not None:

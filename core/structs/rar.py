@@ -108,6 +108,13 @@ RAR5_XFILE_OWNER = 6
 RAR5_XFILE_SERVICE = 7
 RAR5_XHASH_BLAKE2SP = 0
 
+# redirect record types (bits.py RAR5_XREDIR_*): what a FILE entry with a REDIR extra record is
+RAR5_XREDIR_UNIX_SYMLINK = 1
+RAR5_XREDIR_WINDOWS_SYMLINK = 2
+RAR5_XREDIR_WINDOWS_JUNCTION = 3
+RAR5_XREDIR_HARD_LINK = 4
+RAR5_XREDIR_FILE_COPY = 5
+
 RAR5_OS_WINDOWS = 0              # host OS of RAR 5 file headers (bits.py)
 RAR5_OS_UNIX = 1
 RAR5_COMPR_METHOD_SHIFT = 7      # compression info bits 7-9: method, 0 = stored (rarfile:
@@ -223,6 +230,14 @@ rar5_file_fields = Struct(
     "host_os" / vint,
     "name_size" / vint,
     "filename" / Bytes(this.name_size),   # UTF-8, '/' separated
+)
+
+# REDIR extra record after its type (rarfile format.py _parse_file_redir)
+rar5_file_redir = Struct(
+    "redir_type" / vint,           # RAR5_XREDIR_*
+    "redir_flags" / vint,          # 1 = the target is a directory
+    "redir_name_len" / vint,
+    "redir_name" / Bytes(this.redir_name_len),     # UTF-8, '/' separated
 )
 
 rar5_encryption_fields = Struct(
