@@ -16,7 +16,7 @@ from textual.app import App
 from app.screens.main import MainScreen
 from app.screens.palette import WorkstationCommands
 from app.screens.session import Session
-from core.source import Evidence
+from core.source import open_evidence
 
 
 class WorkstationApp(App):
@@ -65,9 +65,10 @@ class WorkstationApp(App):
         self.session.ev.close()
 
 
-def open_session(image_path: str, case_path: str | None = None) -> Session:
+def open_session(image_path: str, case_path: str | None = None,
+                 mapfile: str | None = None) -> Session:
     """Open evidence and case; SourceError / UnsafeError (one line) when impossible."""
-    ev = Evidence(image_path)
+    ev = open_evidence(image_path, mapfile)
     try:
         return Session(image_path, case_path, evidence=ev)
     except BaseException:
@@ -75,9 +76,10 @@ def open_session(image_path: str, case_path: str | None = None) -> Session:
         raise
 
 
-def run_workstation(image_path: str, case_path: str | None = None) -> int:
+def run_workstation(image_path: str, case_path: str | None = None,
+                    mapfile: str | None = None) -> int:
     """Run the workstation on `image_path` until the technician quits; returns an exit code."""
-    session = open_session(image_path, case_path)
+    session = open_session(image_path, case_path, mapfile)
     app = WorkstationApp(session=session)
     app.run()
     return int(app.return_code or 0)

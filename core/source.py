@@ -100,6 +100,10 @@ class Evidence:
                 merged.append((a, b))
         self.unreadable = merged
 
+    def unreadable_in(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The unreadable ranges overlapping [start, end), clipped to it (engine guards)."""
+        return [(max(a, start), min(b, end)) for a, b in self.unreadable if a < end and b > start]
+
     def read(self, offset: int, length: int) -> bytes:
         """Read `length` bytes at `offset`; clipped at the end; unreadable sectors read as zeros."""
         if offset < 0 or length < 0:
@@ -218,6 +222,12 @@ class Evidence:
                 pos += window
 
 
-def open_evidence(path: str) -> Evidence:
-    """Open `path` read-only; SourceError with a one-line reason when that is impossible."""
-    return Evidence(path)
+def open_evidence(path: str, mapfile: str | None = None) -> Evidence:
+    """Open `path` read-only; SourceError with a one-line reason when that is impossible.
+
+    Raw images and devices, split raw, EWF (E01) and a ddrescue mapfile (given, or found beside
+    the image) are told apart in core.evidence.open_image.
+    """
+    from core.evidence import open_image  # the backends subclass Evidence: imported late
+
+    return open_image(path, mapfile)

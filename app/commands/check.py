@@ -28,12 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import print_json, warn
-    from core.source import Evidence
+    from core.source import open_evidence
     from core.vdi import resolve_vdi
     from core.vhd.checks import check_vhd
     from core.findings import Finding
 
-    with Evidence(args.image) as ev:
+    with open_evidence(args.image, args.mapfile) as ev:
         resolved = resolve_vdi(ev, args.vdi, map_path=args.map, generation=args.generation,
                                force=args.force, backups=args.backup, warn=warn)
         vol = resolved.volume

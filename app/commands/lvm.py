@@ -107,10 +107,10 @@ def render_text(report, image: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import StderrProgress, print_json
     from core.lvm.analyse import analyse_disk
-    from core.source import Evidence
+    from core.source import open_evidence
 
     progress = StderrProgress()
-    with Evidence(args.image) as ev:
+    with open_evidence(args.image, args.mapfile) as ev:
         try:
             report = analyse_disk(ev, backups=args.backup, progress=progress,
                                   search_stray=not args.no_stray)

@@ -24,4 +24,4 @@ def run(args: argparse.Namespace) -> int:
     # a directory or an unreadable device is one line on stderr (SourceError -> exit 1)
     from app.workstation import run_workstation
 
-    return run_workstation(args.image, args.case)
+    return run_workstation(args.image, args.case, getattr(args, "mapfile", None))

@@ -100,14 +100,14 @@ def run(args: argparse.Namespace) -> int:
     from app.commands._common import StderrProgress, info, print_json, warn
     from core.match.reconstruct import reconstruct
     from core.output import AtomicOutput, check_output_path
-    from core.source import Evidence
+    from core.source import open_evidence
 
     outputs = [p for p in (args.output, args.vgcfg, args.xe) if p]
     for path in outputs:
         check_output_path(path, [args.image], args.overwrite)
     fixed = parse_fixes(args.fix)
     progress = StderrProgress()
-    with Evidence(args.image) as ev:
+    with open_evidence(args.image, args.mapfile) as ev:
         try:
             rec = reconstruct(ev, backups=args.backup, fixed=fixed, progress=progress,
                               extent_bytes=args.extent_size, data_offset=args.data_offset,
