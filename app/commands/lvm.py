@@ -116,8 +116,48 @@ def run(args: argparse.Namespace) -> int:
                                   search_stray=not args.no_stray)
         finally:
             progress.close()
+        layers = unreadable_layers(ev, report)
     if args.json:
-        print_json(report.to_json(args.image))
+        doc = report.to_json(args.image)
+        doc.update(layers)
+        print_json(doc)
     else:
         print(render_text(report, args.image))
+        for row in layers["unreadable_pv"]:
+            print(f"unreadable in PV {row['vg']}/{row['pv']} (PV bytes): {row['ranges']}")
+        for row in layers["unreadable_lv"]:
+            print(f"unreadable in LV {row['vg']}/{row['lv']} (seqno {row['seqno']}, LV bytes): "
+                  f"{row['ranges']}")
     return 0
+
+
+def unreadable_layers(ev, report) -> dict:
+    """The evidence's unreadable ranges at PV offsets and at the LV offsets of each VG's
+    newest generation (only the PVs and LVs they touch)."""
+    from core.errors import SrsalvageError
+    from core.evidence.layers import unreadable_in
+    from core.vdi import lv_space
+
+    doc: dict = {"unreadable_pv": [], "unreadable_lv": []}
+    if not ev.unreadable:
+        return doc
+    for vg in report.volume_groups:
+        for pv in vg.pvs:
+            if pv.offset is None:
+                continue
+            end = pv.offset + (pv.device_size or ev.size - pv.offset)
+            ranges = [[a - pv.offset, b - pv.offset] for a, b in ev.unreadable_in(pv.offset, end)]
+            if ranges:
+                doc["unreadable_pv"].append({"vg": vg.name, "pv": pv.name, "ranges": ranges})
+        if not vg.generations:
+            continue
+        gen = vg.generations[0]
+        for lv in gen.lvs.values():
+            try:
+                ranges = unreadable_in(lv_space(ev, vg, gen, lv))
+            except SrsalvageError:
+                continue
+            if ranges:
+                doc["unreadable_lv"].append({"vg": vg.name, "seqno": gen.seqno, "lv": lv.name,
+                                             "ranges": [list(r) for r in ranges]})
+    return doc
