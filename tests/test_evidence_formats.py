@@ -156,3 +156,147 @@ def test_not_an_ewf_and_missing_segment_are_one_line_errors(tmp_path, capsys):
     fake.write_bytes(b"EVF\x09\x0d\x0a\xff\x00" + bytes(600))
     rc, out, err = _run(capsys, ["lvm", fake])
     assert rc == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+
+
+# -- ddrescue over a failing (FUSE) disk --------------------------------------------------------
+def _need_fuse() -> None:
+    if not rt.have("ddrescue"):
+        pytest.skip("ddrescue not installed (apt-get install gddrescue)")
+    if not rt.is_root() or not os.path.exists("/dev/fuse") or not rt.have("fusermount3"):
+        pytest.skip("a FUSE mount needs root, /dev/fuse and fusermount3 (apt-get install fuse3)")
+    try:
+        import mfusepy  # noqa: F401
+    except (ImportError, OSError) as exc:
+        pytest.skip(f"mfusepy/libfuse3 not usable: {exc}")
+
+
+def _ddrescue_through_bad_disk(source, bad, out_img, mapfile) -> None:
+    """Serve `source` through FUSE with EIO on `bad`, rescue it with real ddrescue."""
+    mnt = os.path.join(os.path.dirname(str(out_img)), "failing-disk")
+    os.makedirs(mnt, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fuse_badblocks.py"), str(source),
+                             mnt] + [f"{a}:{b}" for a, b in bad],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.path.join(mnt, "disk")):
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            assert time.monotonic() < deadline, "FUSE mount did not come up"
+            time.sleep(0.05)
+        r = subprocess.run(["ddrescue", "-q", os.path.join(mnt, "disk"), str(out_img),
+                            str(mapfile)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _vhd_block_data(vhd: bytes, block: int) -> tuple[int, int, bytes]:
+    """(LV offset of the block's data, block size, bitmap) read straight from the VHD bytes
+    (header at 512: table_offset u64 at +16, block_size u32 at +32; BAT entries u32 sectors)."""
+    table = struct.unpack_from(">Q", vhd, 512 + 16)[0]
+    block_size = struct.unpack_from(">I", vhd, 512 + 32)[0]
+    sector = struct.unpack_from(">I", vhd, table + 4 * block)[0]
+    bitmap_bytes = -(-(block_size // 512) // 8 // 512) * 512
+    return sector * 512 + bitmap_bytes, block_size, vhd[sector * 512: sector * 512 + bitmap_bytes]
+
+
+@pytest.fixture(scope="module")
+def rescued(real_sr, tmp_path_factory):
+    """The real SR read by ddrescue through a disk that fails on two ranges: one inside VDI A's
+    block 3 data, one in a free extent. Returns (image, mapfile, truth, expectations)."""
+    _need_fuse()
+    img, truth = real_sr
+    tmp = tmp_path_factory.mktemp("ddrescue")
+    names, D = truth["_names"], truth["_pe_start"]
+    a = truth[names["A"]]
+    data_off, block_size, bitmap = _vhd_block_data(a["vhd"], 3)
+    lv0 = data_off + 64 * 1024
+    lv1 = lv0 + 8192
+    assert lv0 // E == (lv1 - 1) // E
+    # the block's bitmap says those sectors are written: they are the virtual disk's bytes
+    s0 = (lv0 - data_off) // 512
+    bits = [(bitmap[i // 8] >> (7 - i % 8)) & 1 for i in range(s0, s0 + 16)]
+    assert all(bits)
+    pe = a["pes"][lv0 // E]
+    d0 = D + pe * E + lv0 % E
+    free0 = D + 41 * E + 12345 * 512
+    bad = [(d0, d0 + 8192), (free0, free0 + 4096)]
+    out = tmp / "rescued.img"
+    maps = tmp / "maps"
+    maps.mkdir()
+    mapfile = maps / "run1.mapfile"
+    _ddrescue_through_bad_disk(img, bad, out, mapfile)
+    v0 = 3 * block_size + (lv0 - data_off)
+    return out, mapfile, truth, {"disk": [list(r) for r in sorted(bad)], "lv": [[lv0, lv1]],
+                                 "virtual": [[v0, v0 + 8192]], "A": names["A"], "B": names["B"],
+                                 "source": img}
+
+
+@pytest.mark.slow
+@pytest.mark.realtools
+def test_ddrescue_mapfile_ranges_at_disk_lv_and_virtual_offsets(rescued, tmp_path, capsys):
+    out, mapfile, truth, want = rescued
+    from core.evidence.ddrescue_map import read_mapfile
+    doc = read_mapfile(str(mapfile))
+    assert [list(r) for r in doc.unreadable(os.path.getsize(out))] == want["disk"]
+    lvm, _ = _json(capsys, ["lvm", out, "--json", "--mapfile", mapfile])
+    assert lvm["unreadable"] == want["disk"]
+    assert [(r["lv"], r["ranges"]) for r in lvm["unreadable_lv"]] == [(want["A"], want["lv"])]
+    scan, _ = _json(capsys, ["scan", out, "--json", "--mapfile", mapfile])
+    assert scan["unreadable"] == want["disk"]
+    # an export through the unread range names exactly its virtual bytes, and holds zeros there
+    exp = tmp_path / "a.raw"
+    doc, err = _json(capsys, ["export", out, "--vdi", want["A"], "--format", "raw", "-o", exp,
+                              "--json", "--mapfile", mapfile])
+    assert doc["unreadable_virtual"] == want["virtual"] and doc["unreadable_lv"] == want["lv"]
+    assert "unreadable" in err
+    v0, v1 = want["virtual"][0]
+    got = open(exp, "rb").read()
+    assert got[v0:v1] == bytes(v1 - v0)
+    ref = tmp_path / "a-ref.raw"
+    _json(capsys, ["export", want["source"], "--vdi", want["A"], "--format", "raw",
+                   "-o", ref, "--json"])
+    orig = open(ref, "rb").read()
+    assert orig[v0:v1] != bytes(v1 - v0)                  # real data was lost there
+    assert got[:v0] == orig[:v0] and got[v1:] == orig[v1:]  # and only there
+    # the VHD export covers the same virtual ranges; an untouched VDI lists none
+    doc, _ = _json(capsys, ["export", out, "--vdi", want["A"], "--format", "vhd",
+                            "-o", tmp_path / "a.vhd", "--json", "--mapfile", mapfile])
+    assert doc["unreadable_virtual"] == want["virtual"]
+    doc, _ = _json(capsys, ["export", out, "--vdi", want["B"], "--format", "raw",
+                            "-o", tmp_path / "b.raw", "--json", "--mapfile", mapfile])
+    assert doc["unreadable_virtual"] == [] and doc["unreadable"] == want["disk"]
+    # reconstruction names the LE that sits on unreadable evidence
+    rec, err = _json(capsys, ["reconstruct", out, "--json", "--mapfile", mapfile])
+    assert rec["unreadable"] == want["disk"]
+    a = next(v for v in rec["vdis"] if v["lv"] == want["A"])
+    assert a["unreadable_les"] == [want["lv"][0][0] // E]
+    rc, out_v, _ = _run(capsys, ["verify", out, "--json", "--mapfile", mapfile])
+    assert rc == 1 and json.loads(out_v)["unreadable"] == want["disk"]
+
+
+@pytest.mark.slow
+@pytest.mark.realtools
+def test_without_its_mapfile_a_rescued_image_hides_the_damage(rescued, tmp_path, capsys):
+    """The same image without the mapfile reports nothing: ddrescue's zeros look like data.
+    Beside the image as IMAGE.map (or .mapfile/.log) the mapfile is found by itself."""
+    out, mapfile, truth, want = rescued
+    lvm, _ = _json(capsys, ["lvm", out, "--json"])
+    assert lvm["unreadable"] == [] and lvm["unreadable_lv"] == []
+    doc, _ = _json(capsys, ["export", out, "--vdi", want["A"], "--format", "raw",
+                            "-o", tmp_path / "a.raw", "--json"])
+    assert doc["unreadable_virtual"] == []
+    for suffix in (".map", ".log"):
+        beside = f"{out}{suffix}"
+        shutil.copy(mapfile, beside)
+        try:
+            lvm, _ = _json(capsys, ["lvm", out, "--json"])
+            assert lvm["unreadable"] == want["disk"], suffix
+        finally:
+            os.unlink(beside)
+
