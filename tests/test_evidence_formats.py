@@ -300,3 +300,131 @@ def test_without_its_mapfile_a_rescued_image_hides_the_damage(rescued, tmp_path,
         finally:
             os.unlink(beside)
 
+
+
+# -- split raw ----------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.realtools
+@pytest.mark.parametrize("scheme", ["numeric", "alpha"])
+def test_split_raw_joined_read_only(real_sr, tmp_path, capsys, scheme):
+    """`split -b` pieces (disk.001 ... or disk.aa ...) read as the one disk they were cut from."""
+    if not rt.have("split"):
+        pytest.skip("coreutils split not installed")
+    img, truth = real_sr
+    args = ["split", "-b", str(37 * MiB + 512)]
+    if scheme == "numeric":
+        args += ["-d", "-a", "3", "--numeric-suffixes=1"]
+    rt.run(*args, str(img), str(tmp_path / "disk."))
+    parts = sorted(os.listdir(tmp_path))
+    first = tmp_path / parts[0]
+    assert parts[0] == ("disk.001" if scheme == "numeric" else "disk.aa") and len(parts) == 6
+    before = {p: os.stat(tmp_path / p).st_mtime_ns for p in parts}
+    assert _lvm_doc(capsys, first) == _lvm_doc(capsys, img)
+    # any segment names the set
+    assert _lvm_doc(capsys, tmp_path / parts[2]) == _lvm_doc(capsys, img)
+    key = truth["_names"]["A"]
+    digests = []
+    for source in (img, first):
+        doc, _ = _json(capsys, ["export", source, "--vdi", key, "--format", "raw",
+                                "-o", tmp_path.parent / f"{scheme}-{os.path.basename(str(source))}.raw",
+                                "--json"])
+        digests.append(doc["sha256"])
+    assert digests[0] == digests[1]
+    doc, _ = _json(capsys, ["verify", first, "--json"])
+    assert doc["format"] == "split" and doc["computed"]["SHA1"] == hashlib.sha1(
+        open(img, "rb").read()).hexdigest()
+    assert {p: os.stat(tmp_path / p).st_mtime_ns for p in parts} == before
+
+
+def test_split_reads_across_segment_boundaries(tmp_path):
+    from core.evidence import open_image
+    data = os.urandom(10000)
+    for i, at in enumerate(range(0, len(data), 3000)):
+        (tmp_path / f"d.{i:03d}").write_bytes(data[at: at + 3000])
+    ev = open_image(str(tmp_path / "d.000"))
+    assert ev.format == "split" and ev.size == len(data) and len(ev.segments) == 4
+    for off, n in [(0, 10000), (2990, 20), (5999, 3002), (9999, 5), (10000, 1)]:
+        assert ev.read(off, n) == data[off: off + n]
+    assert b"".join(bytes(v) for _, v in ev.windows(window=4096, skip_holes=False))[:len(data)] \
+        == data
+    ev.close()
+    # a lone .001 is an ordinary raw image
+    (tmp_path / "solo.001").write_bytes(b"x" * 600)
+    ev = open_image(str(tmp_path / "solo.001"))
+    assert ev.format == "raw" and ev.size == 600
+    ev.close()
+
+
+# -- mapfile parsing ----------------------------------------------------------------------------
+MAPFILE = """# Mapfile. Created by GNU ddrescue version 1.27
+# current_pos  current_status  current_pass
+0x00300000     -               3
+#      pos        size  status
+0x00000000  0x00100000  +
+0x00100000  0x00000200  -
+0x00100200  0x001FFE00  +
+0x00300000  0x00010000  /
+0x00310000  0x00010000  *
+0x00320000  0x000E0000  +
+0x00400000  0x00100000  ?
+"""
+
+
+def test_mapfile_everything_not_finished_is_unreadable(tmp_path):
+    from core.evidence.ddrescue_map import parse_mapfile
+    doc = parse_mapfile(MAPFILE)
+    assert doc.current_status == "-" and doc.end == 0x500000
+    assert doc.unreadable(0x500000) == [(0x100000, 0x100200), (0x300000, 0x320000),
+                                        (0x400000, 0x500000)]
+    # an image larger than the mapfile's domain: the rest was never read either
+    assert doc.unreadable(0x600000)[-1] == (0x400000, 0x600000)
+    # decimal and octal positions as ddrescue accepts them
+    doc = parse_mapfile("0 +\n0 512 +\n512 01000 -\n")
+    assert doc.unreadable(1024) == [(512, 1024)]
+
+
+def test_mapfile_applied_to_a_short_image_and_found_beside_it(tmp_path, capsys):
+    from core.evidence import open_image
+    img = tmp_path / "disk.img"
+    img.write_bytes(b"\x11" * 0x100000)  # ddrescue did not write the unread tail
+    (tmp_path / "disk.map").write_text(MAPFILE)
+    ev = open_image(str(img))
+    assert ev.mapfile == str(tmp_path / "disk.map") and ev.size == 0x500000
+    assert ev.unreadable == [(0x100000, 0x100200), (0x300000, 0x320000), (0x400000, 0x500000)]
+    assert ev.read(0x4ffff0, 32) == bytes(16)
+    ev.close()
+    (tmp_path / "disk.log").write_text("not a mapfile at all\n")
+    (tmp_path / "disk.map").unlink()
+    ev = open_image(str(img))  # an unrelated .log beside the image is not taken for one
+    assert ev.mapfile is None and ev.unreadable == []
+    ev.close()
+    rc, out, err = _run(capsys, ["lvm", img, "--mapfile", tmp_path / "disk.log"])
+    assert rc == 1 and err.count("\n") == 1 and "not a ddrescue status line" in err
+    rc, out, err = _run(capsys, ["lvm", img, "--mapfile", tmp_path / "nope.map"])
+    assert rc == 1 and "no such mapfile" in err
+
+
+def test_mapfile_parser_garbage_is_a_one_line_error():
+    from hypothesis import given, settings, strategies as st
+    from core.evidence.ddrescue_map import MapfileError, parse_mapfile
+
+    line = st.one_of(
+        st.text(max_size=60),
+        st.builds(lambda a, b, c: f"{a} {b} {c}", st.integers(-5, 1 << 70).map(hex),
+                  st.integers(-5, 1 << 40), st.sampled_from(list("?*/-+FGx "))),
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(line, max_size=12))
+    def check(lines):
+        text = "\n".join(lines)
+        try:
+            doc = parse_mapfile(text)
+        except MapfileError as exc:
+            assert "\n" not in str(exc)
+            return
+        ranges = doc.unreadable(doc.end + 10)
+        assert all(a < b for a, b in ranges)
+        assert all(b1 < a2 for (_, b1), (a2, _) in zip(ranges, ranges[1:]))
+
+    check()
