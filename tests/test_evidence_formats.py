@@ -428,3 +428,49 @@ def test_mapfile_parser_garbage_is_a_one_line_error():
         assert all(b1 < a2 for (_, b1), (a2, _) in zip(ranges, ranges[1:]))
 
     check()
+
+
+@pytest.mark.slow
+@pytest.mark.realtools
+async def test_workstation_shows_unread_ranges_on_the_map_and_in_the_hex_view(rescued):
+    """The disk map marks the grain holding the unread range `!`; the hex view shows its bytes
+    as `??` on the disk and at the VDI's virtual offsets, never as zeros."""
+    from app.workstation import WorkstationApp, open_session
+    from core.vdi import resolve_vdi
+
+    out, mapfile, truth, want = rescued
+    session = open_session(str(out), mapfile=str(mapfile))
+    app = WorkstationApp(session=session)
+    async with app.run_test(size=(140, 44)) as pilot:
+        for _ in range(300):
+            await pilot.pause(0.05)
+            if app.main.analysed:
+                break
+        await pilot.pause(0.2)
+        dmap = app.main.map
+        model = dmap.model
+        g = model.grain_of(want["disk"][0][0])
+        assert model.unreadable is not None and model.unreadable[g]
+        assert int(model.unreadable.sum()) == 2  # two grains, nothing else
+        rows = "".join(dmap.render_line(y).text for y in range(dmap.size.height))
+        assert "!" in rows
+        header = str(app.main.query_one("#header").render())
+        assert "2 unreadable ranges" in header
+        hexv = app.main.hex
+        d0 = want["disk"][0][0]
+        hexv.set_space(session.ev, title="disk")
+        hexv.goto(d0 + 16)
+        await pilot.pause()
+        row = (d0 + 16) // 16 - int(hexv.scroll_y)
+        assert "??" in hexv.render_line(row).text and "?" * 16 in hexv.render_line(row).text
+        vd = resolve_vdi(session.ev, want["A"]).chain().virtual_space()
+        hexv.set_space(vd, title="virtual")
+        assert hexv.unreadable == [tuple(r) for r in want["virtual"]]
+        v0 = want["virtual"][0][0]
+        hexv.goto(v0 + 32)
+        await pilot.pause()
+        line = hexv.render_line((v0 + 32) // 16 - int(hexv.scroll_y)).text
+        assert "??" in line
+        line = hexv.render_line((v0 - 16) // 16 - int(hexv.scroll_y)).text
+        assert "??" not in line
+        await pilot.press("q")

@@ -362,6 +362,7 @@ class Session:
         if sel.vg is None:
             model = DiskMapModel.blank(self.ev.size)
             model.add_hits(hits)
+            model.add_unreadable(self.ev.unreadable)
             return model
         vg = sel.vg
         pe_count = sum(int(pv.pe_count) for pv in vg.pvs) or 0
@@ -383,6 +384,7 @@ class Session:
                 model.set_owner(Owner(lv.name, getattr(lv, "label", "") or "", deleted, vdi_key(lv)),
                                 self.pes(lv), claimed)
         model.add_hits(hits)
+        model.add_unreadable(self.ev.unreadable)
         return model
 
     def carve_hit_offsets(self) -> list[int]:
