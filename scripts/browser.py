@@ -204,10 +204,12 @@ class Chromium:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-async def browse(image: str, png: str | None = None, settle: float = 2.0) -> dict:
+async def browse(image: str, png: str | None = None, settle: float = 2.0,
+                 extra: tuple[str, ...] = ()) -> dict:
     """Serve IMAGE, load it in Chromium: refused without the token, the workstation with it;
-    a key press (F1) reaches the app. Returns what was seen, for tests and the screenshot."""
-    serve = Serve(image)
+    a key press (F1) reaches the app. Returns what was seen, for tests and the screenshot.
+    `extra`: more `srsalvage serve` options (--case, --mapfile)."""
+    serve = Serve(image, extra=extra)
     chrome = Chromium()
     seen: dict = {"url": serve.url}
     try:
