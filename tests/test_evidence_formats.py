@@ -432,7 +432,7 @@ def test_mapfile_parser_garbage_is_a_one_line_error():
 
 @pytest.mark.slow
 @pytest.mark.realtools
-async def test_workstation_shows_unread_ranges_on_the_map_and_in_the_hex_view(rescued):
+async def test_workstation_shows_unread_ranges_on_the_map_and_in_the_hex_view(rescued, tmp_path):
     """The disk map marks the grain holding the unread range `!`; the hex view shows its bytes
     as `??` on the disk and at the VDI's virtual offsets, never as zeros."""
     from app.workstation import WorkstationApp, open_session
@@ -473,4 +473,11 @@ async def test_workstation_shows_unread_ranges_on_the_map_and_in_the_hex_view(re
         assert "??" in line
         line = hexv.render_line((v0 - 16) // 16 - int(hexv.scroll_y)).text
         assert "??" not in line
+        # an export from the workstation names the same virtual ranges in its notes and the log
+        vg = session.sel.vg
+        lv = session.sel.gen.lvs[want["A"]]
+        result = session.export(vg, lv, str(tmp_path / "a.raw"), "raw")
+        assert any("unreadable evidence" in n and f"{v0}-{v0 + 8192}" in n for n in result.notes)
+        entry = session.case.audit[-1]
+        assert entry["action"] == "export" and entry["unreadable_virtual"] == want["virtual"]
         await pilot.press("q")
