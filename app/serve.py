@@ -16,8 +16,10 @@ server adds it:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
+import signal
 import shlex
 import sys
 
@@ -77,10 +79,24 @@ class TokenServer(Server):
         return app
 
     async def on_startup(self, app: web.Application) -> None:
+        pass  # not yet listening here: the URL is printed by _announce once it is
+
+    def _announce(self, *_: object) -> None:
         print(f"srsalvage serve: {self.title}\n"
               f"  open {self.url}\n"
               f"  (the token works once; the evidence is opened read-only; Ctrl+C stops)",
               flush=True)
+
+    def serve(self, debug: bool = False) -> None:
+        """textual-serve's Server.serve, but the URL is printed once the socket listens (the
+        `print` callback of aiohttp's run_app), so a browser opened at once finds the page."""
+        self.debug = debug
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_exit)
+        web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False,
+                    loop=loop, print=self._announce)
 
     def initialize_logging(self) -> None:
         pass  # no rich log handler: stdout carries the URL line only

@@ -390,8 +390,14 @@ def test_mapfile_applied_to_a_short_image_and_found_beside_it(tmp_path, capsys):
     (tmp_path / "disk.map").write_text(MAPFILE)
     ev = open_image(str(img))
     assert ev.mapfile == str(tmp_path / "disk.map") and ev.size == 0x500000
-    assert ev.unreadable == [(0x100000, 0x100200), (0x300000, 0x320000), (0x400000, 0x500000)]
-    assert ev.read(0x4ffff0, 32) == bytes(16)
+    # the map's unfinished areas, and everything past the file's end (a truncated copy)
+    assert ev.unreadable == [(0x100000, 0x500000)]
+    calls = []
+    pread = ev._pread_raw
+    ev._pread_raw = lambda off, n: calls.append(n) or pread(off, n)
+    assert ev.read(0xffff0, 0x400000) == b"\x11" * 16 + bytes(0x400000 - 16)
+    assert calls == [0x400000]  # the missing tail in one read, not sector by sector
+    assert ev.unreadable == [(0x100000, 0x500000)]
     ev.close()
     (tmp_path / "disk.log").write_text("not a mapfile at all\n")
     (tmp_path / "disk.map").unlink()

@@ -58,11 +58,29 @@ def apply_mapfile(ev: Evidence, mapfile: str) -> None:
     """Mark every area of `ev` that the ddrescue mapfile does not call finished as unreadable.
 
     An image shorter than the mapfile's domain (ddrescue did not write its unread tail) is read
-    to the domain's end: the missing tail reads as zeros and is unreadable.
+    to the domain's end: the missing tail reads as zeros and is unreadable (even where the
+    mapfile says finished: a truncated copy).
     """
     doc = read_mapfile(mapfile)
+    if doc.end > ev.size and not ev.is_block_device:
+        # the tail past the file's end reads as zeros in one go (never re-read sector by sector:
+        # an aborted rescue of a large disk leaves terabytes unwritten)
+        ev._pread_raw = _zeros_past(ev._pread_raw, ev.size)
+        ev._record_unreadable(ev.size, doc.end)  # whatever the mapfile says: no bytes there
     ev.size = max(ev.size, doc.end)
     for a, b in doc.unreadable(ev.size):
         ev._record_unreadable(a, b)
     ev.mapfile = os.fspath(mapfile)
     ev.mapfile_unreadable = doc.unreadable(ev.size)
+
+
+def _zeros_past(pread, file_size: int):
+    """A pread that reads [0, file_size) from the file and zeros after it."""
+    def padded(offset: int, length: int) -> bytes:
+        if offset >= file_size:
+            return bytes(length)
+        data = pread(offset, min(length, file_size - offset))
+        if len(data) < min(length, file_size - offset):
+            return data  # a real short read inside the file: the caller salvages it
+        return data + bytes(length - len(data))
+    return padded

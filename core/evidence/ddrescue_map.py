@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 from core.errors import SourceError
+from core.evidence.layers import merge
 
 BLOCK_STATUS = "?*/-+"
 CURRENT_STATUS = "?*/-FG+"
@@ -44,7 +45,7 @@ class Mapfile:
 
     @property
     def finished(self) -> list[tuple[int, int]]:
-        return _merge([(p, p + s) for p, s, st in self.blocks if st == "+"])
+        return merge([(p, p + s) for p, s, st in self.blocks if st == "+"])
 
     def unreadable(self, size: int) -> list[tuple[int, int]]:
         """[start, end) of every byte of [0, size) not in a finished (`+`) block."""
@@ -58,16 +59,6 @@ class Mapfile:
         if pos < size:
             out.append((pos, size))
         return out
-
-
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for a, b in sorted(r for r in ranges if r[1] > r[0]):
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-        else:
-            merged.append((a, b))
-    return merged
 
 
 def _number(text: str, where: str) -> int:
