@@ -276,6 +276,9 @@ def test_ddrescue_mapfile_ranges_at_disk_lv_and_virtual_offsets(rescued, tmp_pat
     assert rec["unreadable"] == want["disk"]
     a = next(v for v in rec["vdis"] if v["lv"] == want["A"])
     assert a["unreadable_les"] == [want["lv"][0][0] // E]
+    chk, _ = _json(capsys, ["check", out, "--vdi", want["A"], "--json", "--mapfile", mapfile])
+    bad = [f for f in chk["findings"] if f["kind"] == "lv-unreadable"]
+    assert len(bad) == 1 and bad[0]["details"]["ranges"] == want["lv"]
     rc, out_v, _ = _run(capsys, ["verify", out, "--json", "--mapfile", mapfile])
     assert rc == 1 and json.loads(out_v)["unreadable"] == want["disk"]
 
