@@ -151,6 +151,46 @@ def test_e01_corrupted_chunk_is_unreadable_and_fails_verify(tmp_path, capsys):
     assert lvm["unreadable"] == [[chunk, chunk + 32768]]
 
 
+def test_ewf_garbage_is_a_one_line_error_or_a_readable_image(tmp_path):
+    """Garbage after an EWF signature (and a real segment cut short or overwritten) never
+    crashes: libewf refuses it (SourceError, one line) or it opens and reads within its size."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    from core.errors import SourceError
+    from core.evidence import open_image
+
+    real = None
+    if rt.have("ewfacquire"):
+        raw = tmp_path / "small.raw"
+        raw.write_bytes(os.urandom(256 << 10))
+        real = open(_ewfacquire(raw, tmp_path / "small", 1 * MiB)[0], "rb").read()
+
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.binary(max_size=4096), st.integers(0, 1 << 20), st.booleans())
+    def check(garbage, cut, from_real):
+        path = tmp_path / "g.E01"
+        if from_real and real is not None:
+            body = bytearray(real[: max(13, cut % len(real))])
+            at = 13 + cut % max(1, len(body) - 13)
+            body[at: at + len(garbage)] = garbage
+            body = bytes(body)
+        else:
+            body = b"EVF\x09\x0d\x0a\xff\x00" + garbage
+        path.write_bytes(body)
+        try:
+            ev = open_image(str(path))
+        except SourceError as exc:
+            assert "\n" not in str(exc)
+            return
+        try:
+            ev.read(0, 4096)
+            ev.read(max(0, ev.size - 100), 200)
+        finally:
+            ev.close()
+
+    check()
+
+
 def test_not_an_ewf_and_missing_segment_are_one_line_errors(tmp_path, capsys):
     fake = tmp_path / "x.E01"
     fake.write_bytes(b"EVF\x09\x0d\x0a\xff\x00" + bytes(600))
@@ -276,6 +316,8 @@ def test_ddrescue_mapfile_ranges_at_disk_lv_and_virtual_offsets(rescued, tmp_pat
     assert rec["unreadable"] == want["disk"]
     a = next(v for v in rec["vdis"] if v["lv"] == want["A"])
     assert a["unreadable_les"] == [want["lv"][0][0] // E]
+    guard = [f for f in rec["findings"] if f["kind"] == "evidence-unreadable"]
+    assert len(guard) == 1 and guard[0]["details"]["ranges"] == want["disk"]
     chk, _ = _json(capsys, ["check", out, "--vdi", want["A"], "--json", "--mapfile", mapfile])
     bad = [f for f in chk["findings"] if f["kind"] == "lv-unreadable"]
     assert len(bad) == 1 and bad[0]["details"]["ranges"] == want["lv"]

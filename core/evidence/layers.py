@@ -170,3 +170,18 @@ def _not_in_child(vd, a: int, b: int) -> Ranges:
             out += _present(vd, blk, bm_off, pos, stop, False)
         pos = stop
     return out
+
+
+def unreadable_findings(ev) -> list:
+    """One warning finding when the evidence has unreadable ranges (reconstruction's entry
+    guard): zeros nobody read are no evidence of a free extent or a clear bitmap."""
+    from core.findings import Finding
+
+    bad = list(getattr(ev, "unreadable", []) or [])
+    if not bad:
+        return []
+    total = sum(b - a for a, b in bad)
+    return [Finding("evidence-unreadable", bad[0][0], "warning",
+                    f"{len(bad)} unreadable range(s), {total} bytes, read as zeros: extents there "
+                    f"are not evidence of free space or of clear bitmaps; placements on them "
+                    f"must be checked by hand", {"ranges": [list(r) for r in bad]}, space="disk")]
