@@ -69,11 +69,11 @@ def real_sr(tmp_path_factory):
     return img, truth
 
 
-def _ewfacquire(raw, target, segment_bytes: int) -> list[str]:
+def _ewfacquire(raw, target, segment_bytes: int, compression: str = "none") -> list[str]:
     if not rt.have("ewfacquire"):
         pytest.skip("ewfacquire not installed (apt-get install ewf-tools)")
     rt.run("ewfacquire", "-u", "-q", "-t", str(target), "-f", "encase6", "-S", str(segment_bytes),
-           "-c", "none", "-d", "sha1", "-C", "case-16", "-e", "srsalvage tests", str(raw))
+           "-c", compression, "-d", "sha1", "-C", "case-16", "-e", "srsalvage tests", str(raw))
     d = os.path.dirname(str(target))
     base = os.path.basename(str(target))
     return sorted(os.path.join(d, n) for n in os.listdir(d) if n.startswith(base + ".E"))
@@ -111,6 +111,15 @@ def test_e01_from_real_ewfacquire_gives_what_the_raw_image_gives(real_sr, tmp_pa
     assert doc["stored"] == {"MD5": md5.hexdigest(), "SHA1": sha1.hexdigest()}
     assert doc["computed"] == doc["stored"] and doc["ok"] and doc["format"] == "ewf"
     assert doc["header"]["case_number"] == "case-16"
+    # as labs keep them: deflate-compressed chunks, in more segments
+    packed = _ewfacquire(img, tmp_path / "packed", 2 * MiB, "deflate:fast")
+    assert len(packed) > 3
+    assert _lvm_doc(capsys, packed[0]) == _lvm_doc(capsys, img)
+    doc, _ = _json(capsys, ["export", packed[0], "--vdi", names["Q"], "--format", "raw",
+                            "-o", tmp_path / "q-packed.raw", "--json"])
+    assert doc["sha256"] == hashlib.sha256(truth[names["Q"]]["raw"]).hexdigest()  # qemu's disk
+    doc, _ = _json(capsys, ["verify", packed[0], "--json"])
+    assert doc["ok"] and doc["computed"]["MD5"] == md5.hexdigest()
 
 
 @pytest.mark.slow
