@@ -541,3 +541,25 @@ async def test_workstation_shows_unread_ranges_on_the_map_and_in_the_hex_view(re
         entry = session.case.audit[-1]
         assert entry["action"] == "export" and entry["unreadable_virtual"] == want["virtual"]
         await pilot.press("q")
+
+
+async def test_workstation_header_names_the_e01_and_its_stored_hash(tmp_path):
+    from app.workstation import WorkstationApp, open_session
+
+    raw = tmp_path / "small.raw"
+    raw.write_bytes(os.urandom(3 * MiB))
+    segments = _ewfacquire(raw, tmp_path / "small", 1 * MiB)
+    md5 = hashlib.md5(raw.read_bytes()).hexdigest()
+    session = open_session(segments[0])
+    app = WorkstationApp(session=session)
+    async with app.run_test(size=(160, 40)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.main.analysed or app.session.analysis_error:
+                break
+        app.main._update_header()
+        await pilot.pause()
+        header = str(app.main.query_one("#header").render())
+        assert f"EWF x{len(segments)}" in header and f"MD5 {md5[:8]}" in header
+        assert "READ-ONLY" in header
+        await pilot.press("q")
