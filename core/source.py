@@ -102,7 +102,16 @@ class Evidence:
 
     def unreadable_in(self, start: int, end: int) -> list[tuple[int, int]]:
         """The unreadable ranges overlapping [start, end), clipped to it (engine guards)."""
-        return [(max(a, start), min(b, end)) for a, b in self.unreadable if a < end and b > start]
+        import bisect
+        ranges = self.unreadable
+        i = max(0, bisect.bisect_right(ranges, (start, start)) - 1)
+        out = []
+        while i < len(ranges) and ranges[i][0] < end:
+            a, b = ranges[i]
+            if b > start:
+                out.append((max(a, start), min(b, end)))
+            i += 1
+        return out
 
     def read(self, offset: int, length: int) -> bytes:
         """Read `length` bytes at `offset`; clipped at the end; unreadable sectors read as zeros."""

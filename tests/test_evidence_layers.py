@@ -93,3 +93,19 @@ def test_differencing_chain_parent_bytes_count_only_where_the_child_has_none(tmp
         assert unreadable_in(virtual) == [(0, 4096)]
     finally:
         ev.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1000), st.integers(1, 50)), max_size=10),
+       st.integers(0, 1100), st.integers(0, 200))
+def test_unreadable_in_clips_like_brute_force(bad, start, length):
+    import tempfile
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(bytes(1100))
+        f.flush()
+        ev = Evidence(f.name)
+        ev.unreadable = merge((a, a + n) for a, n in bad)
+        end = start + length
+        want = [(max(a, start), min(b, end)) for a, b in ev.unreadable if a < end and b > start]
+        assert ev.unreadable_in(start, end) == want
+        ev.close()

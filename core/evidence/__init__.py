@@ -17,6 +17,7 @@ import os
 
 from core.evidence.ddrescue_map import find_mapfile, read_mapfile
 from core.evidence.ewf import EwfEvidence, is_ewf
+from core.evidence.layers import merge
 from core.evidence.split import SplitEvidence, split_segments
 from core.source import Evidence
 
@@ -66,12 +67,14 @@ def apply_mapfile(ev: Evidence, mapfile: str) -> None:
         # the tail past the file's end reads as zeros in one go (never re-read sector by sector:
         # an aborted rescue of a large disk leaves terabytes unwritten)
         ev._pread_raw = _zeros_past(ev._pread_raw, ev.size)
-        ev._record_unreadable(ev.size, doc.end)  # whatever the mapfile says: no bytes there
+        tail = [(ev.size, doc.end)]  # whatever the mapfile says: no bytes there
+    else:
+        tail = []
     ev.size = max(ev.size, doc.end)
-    for a, b in doc.unreadable(ev.size):
-        ev._record_unreadable(a, b)
-    ev.mapfile = os.fspath(mapfile)
     ev.mapfile_unreadable = doc.unreadable(ev.size)
+    # merged once: a mapfile of a badly damaged disk lists 100k+ areas
+    ev.unreadable = merge(list(ev.unreadable) + ev.mapfile_unreadable + tail)
+    ev.mapfile = os.fspath(mapfile)
 
 
 def _zeros_past(pread, file_size: int):
