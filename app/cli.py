@@ -36,7 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
             modules.append(module)
     for module in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
         module.register(sub)
+    _add_mapfile_options(sub)
     return parser
+
+
+def _add_mapfile_options(sub: argparse._SubParsersAction) -> None:
+    """Every command that opens an IMAGE/SOURCE takes the ddrescue mapfile that goes with it."""
+    for name, p in sub.choices.items():
+        if any(a.dest in ("image", "source") for a in p._actions) and \
+                not any(a.dest == "mapfile" for a in p._actions):
+            p.add_argument("--mapfile", metavar="FILE", default=None,
+                           help="GNU ddrescue mapfile of IMAGE: areas not marked finished (+) "
+                                "are unreadable, not zeros (default: IMAGE.map / IMAGE.mapfile "
+                                "/ IMAGE.log beside the image)")
 
 
 def main(argv: list[str] | None = None) -> int:

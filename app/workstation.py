@@ -65,11 +65,12 @@ class WorkstationApp(App):
 
 
 def open_session(image_path: str, case_path: str | None = None, more_images=(),
-                 backups=(), pv_offsets=()) -> Session:
+                 backups=(), pv_offsets=(), mapfile: str | None = None) -> Session:
     """Open evidence and case; SourceError / UnsafeError (one line) when impossible.
-    `more_images`: the other disks of an SR over several PVs, read as one space."""
+    `more_images`: the other disks of an SR over several PVs, read as one space; `mapfile`:
+    the ddrescue mapfile of the first image (found beside it when not given)."""
     from core.evidence_set import open_images
-    ev = open_images([image_path, *more_images])
+    ev = open_images([image_path, *more_images], mapfile)
     try:
         return Session(image_path, case_path, evidence=ev, backups=backups,
                        pv_offsets=pv_offsets)
@@ -79,9 +80,9 @@ def open_session(image_path: str, case_path: str | None = None, more_images=(),
 
 
 def run_workstation(image_path: str, case_path: str | None = None, more_images=(),
-                    backups=(), pv_offsets=()) -> int:
+                    backups=(), pv_offsets=(), mapfile: str | None = None) -> int:
     """Run the workstation on `image_path` until the technician quits; returns an exit code."""
-    session = open_session(image_path, case_path, more_images, backups, pv_offsets)
+    session = open_session(image_path, case_path, more_images, backups, pv_offsets, mapfile)
     app = WorkstationApp(session=session)
     app.run()
     return int(app.return_code or 0)

@@ -467,9 +467,10 @@ class Case:
 
     # -- exports --------------------------------------------------------------------------------
     def log_export(self, vdi: str, path: str, fmt: str, size: int, sha256: str,
-                   forced: bool = False) -> dict:
+                   forced: bool = False, **extra: Any) -> dict:
+        """`extra`: e.g. unreadable_virtual, the virtual-disk ranges the export holds as zeros."""
         return self.log("export", vdi=vdi, detail=f"{fmt} -> {path}", path=path, format=fmt,
-                        bytes=size, sha256=sha256, forced=forced)
+                        bytes=size, sha256=sha256, forced=forced, **extra)
 
 
 def _manual(e: Extent) -> Extent:

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from core.source import Evidence
+from core.source import Evidence, open_evidence
 
 ALIGN = 1 << 20
 
@@ -40,11 +40,13 @@ class EvidenceSet:
         self.mtime_ns = max(ev.mtime_ns for _, ev in self.members)
 
     @classmethod
-    def open(cls, paths: Sequence[str]) -> "EvidenceSet":
+    def open(cls, paths: Sequence[str], mapfile: str | None = None) -> "EvidenceSet":
+        """`mapfile`: the ddrescue mapfile of the first image; the others' are found beside
+        them (core.evidence.open_image)."""
         opened: list[Evidence] = []
         try:
-            for p in paths:
-                opened.append(Evidence(p))
+            for i, p in enumerate(paths):
+                opened.append(open_evidence(p, mapfile if i == 0 else None))
         except BaseException:
             for ev in opened:
                 ev.close()
@@ -86,6 +88,8 @@ class EvidenceSet:
     def unreadable(self) -> list[tuple[int, int]]:
         return [(s + a, s + b) for s, ev in self.members for a, b in ev.unreadable]
 
+    unreadable_in = Evidence.unreadable_in      # clips self.unreadable: the same for a set
+
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
             raise ValueError("negative offset or length")
@@ -116,8 +120,9 @@ class EvidenceSet:
                 yield mstart + off, view
 
 
-def open_images(paths: Sequence[str]):
-    """One image: its Evidence; several: an EvidenceSet of them (read-only either way)."""
+def open_images(paths: Sequence[str], mapfile: str | None = None):
+    """One image: its Evidence (raw, split raw, E01, with its ddrescue mapfile); several: an
+    EvidenceSet of them (read-only either way)."""
     if len(paths) == 1:
-        return Evidence(paths[0])
-    return EvidenceSet.open(paths)
+        return open_evidence(paths[0], mapfile)
+    return EvidenceSet.open(paths, mapfile)

@@ -100,6 +100,19 @@ class Evidence:
                 merged.append((a, b))
         self.unreadable = merged
 
+    def unreadable_in(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The unreadable ranges overlapping [start, end), clipped to it (engine guards)."""
+        import bisect
+        ranges = self.unreadable
+        i = max(0, bisect.bisect_right(ranges, (start, start)) - 1)
+        out = []
+        while i < len(ranges) and ranges[i][0] < end:
+            a, b = ranges[i]
+            if b > start:
+                out.append((max(a, start), min(b, end)))
+            i += 1
+        return out
+
     def read(self, offset: int, length: int) -> bytes:
         """Read `length` bytes at `offset`; clipped at the end; unreadable sectors read as zeros."""
         if offset < 0 or length < 0:
@@ -218,6 +231,12 @@ class Evidence:
                 pos += window
 
 
-def open_evidence(path: str) -> Evidence:
-    """Open `path` read-only; SourceError with a one-line reason when that is impossible."""
-    return Evidence(path)
+def open_evidence(path: str, mapfile: str | None = None) -> Evidence:
+    """Open `path` read-only; SourceError with a one-line reason when that is impossible.
+
+    Raw images and devices, split raw, EWF (E01) and a ddrescue mapfile (given, or found beside
+    the image) are told apart in core.evidence.open_image.
+    """
+    from core.evidence import open_image  # the backends subclass Evidence: imported late
+
+    return open_image(path, mapfile)

@@ -188,7 +188,58 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         for path in asyncio.run(shoot_carving(image, manifest, args.out, work)):
             print(path)
+        for path in asyncio.run(shoot_unreadable(image, manifest, args.out, work)):
+            print(path)
+        print(shoot_browser(image, args.out, work))
     return 0
+
+
+def shoot_browser(image: str, out: str, work: str) -> str:
+    """`srsalvage serve` in headless Chromium (scripts/browser.py): screenshots/serve-browser.png."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import browser
+
+    if browser.find_chromium() is None:
+        return "serve-browser.png skipped: chromium not installed"
+    path = os.path.join(out, "serve-browser.png")
+    asyncio.run(browser.browse(image, path, extra=("--case", os.path.join(work, "served.json"))))
+    return path
+
+
+async def shoot_unreadable(image: str, manifest, out: str, work: str) -> list[str]:
+    """A ddrescue mapfile that leaves part of a VDI unread: `!` on the map, `??` in the hex view
+    at the VDI's virtual offsets."""
+    from app.workstation import WorkstationApp, open_session
+
+    vdi = next(v for v in manifest.vdis if v.status == "live" and v.layout == "blktap"
+               and v.disk_type == "dynamic")
+    app = None
+    session = open_session(image, os.path.join(work, "unreadable.json"))
+    app = WorkstationApp(session=session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _open_vdi(app, pilot, vdi.lv_name)
+        # the second extent of the VDI, 1 MiB in: the area a failing disk would not give
+        space = app.session.lv_space(app.session.sel.vg, app.session.pes(app.session.sel.lv),
+                                     vdi.lv_name)
+        disk = space.locate(space.runs[0].length + (1 << 20)) if len(space.runs) > 1 \
+            else space.locate(1 << 20)
+        mapfile = os.path.join(work, "rescue.map")
+        size = session.ev.size
+        with open(mapfile, "w") as f:
+            f.write("# Mapfile. Created by GNU ddrescue version 1.27\n0x0 +\n"
+                    f"0x0 {disk:#x} +\n{disk:#x} 0x20000 -\n"
+                    f"{disk + 0x20000:#x} {size - disk - 0x20000:#x} +\n")
+        app.exit()
+    session = open_session(image, os.path.join(work, "unreadable.json"), mapfile=mapfile)
+    app = WorkstationApp(session=session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _open_vdi(app, pilot, vdi.lv_name)
+        app.main.hex.set_space(session.ev, title="disk")
+        app.main.hex.goto(disk - 64)
+        await pilot.pause(0.3)
+        path = app.save_screenshot(filename="unreadable-mapfile.svg", path=out)
+        app.exit()
+    return [path]
 
 
 if __name__ == "__main__":

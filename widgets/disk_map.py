@@ -38,7 +38,7 @@ LV_COLOURS = ["#5f87ff", "#5fd75f", "#ffaf5f", "#d787ff", "#5fd7d7", "#ff87af", 
 
 GLYPHS = {FREE: "·", META: "M", OUTSIDE: " ", CONFLICT: "X", UNKNOWN: "?"}
 LEGEND = [("█", "LV"), ("▒", "deleted LV"), ("·", "free"), ("M", "metadata"), ("X", "conflict"),
-          ("*", "hit"), ("|", "partition"), ("?", "unknown")]
+          ("*", "hit"), ("|", "partition"), ("?", "unknown"), ("!", "unreadable")]
 
 
 def human(n: float) -> str:
@@ -73,6 +73,7 @@ class DiskMapModel:
     pe0_grain: int = 0            # grain index of PE 0 (when a VG is known)
     pe_count: int = 0
     les: np.ndarray | None = None  # per grain: LE inside its owner (or -1)
+    unreadable: np.ndarray | None = None  # per grain: holds evidence bytes nobody could read
 
     @classmethod
     def blank(cls, size: int, grain: int = 4 << 20, code: int = UNKNOWN) -> "DiskMapModel":
@@ -152,6 +153,25 @@ class DiskMapModel:
         g = g[(g >= 0) & (g < self.grains)]
         self.hits[g] = True
 
+    def add_unreadable(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Mark the grains holding unreadable evidence (bad sectors, failed EWF chunks, areas a
+        ddrescue mapfile does not call finished): drawn `!` above everything but the cursor."""
+        if self.unreadable is None:
+            self.unreadable = np.zeros(self.grains, bool)
+        for start, end in ranges:
+            a = max(0, self.grain_of(start))
+            b = min(self.grains, self.grain_of(max(start, end - 1)) + 1)
+            if a < b:
+                self.unreadable[a:b] = True
+
+    def unreadable_cells(self, zoom: int) -> np.ndarray | None:
+        """Per cell at `zoom`: some grain in it is unreadable (None when nothing is)."""
+        if self.unreadable is None or not self.unreadable.any():
+            return None
+        k = 1 << zoom
+        pad = (-self.grains) % k
+        return np.concatenate([self.unreadable, np.zeros(pad, bool)]).reshape(-1, k).any(axis=1)
+
     # -- zoom -----------------------------------------------------------------------------------
     def cells(self, zoom: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(code, hit, boundary) per cell at zoom level `zoom` (2**zoom grains per cell)."""
@@ -186,9 +206,11 @@ class DiskMap(ScrollView, can_focus=True):
     DiskMap > .diskmap--conflict { color: $error; text-style: bold; }
     DiskMap > .diskmap--hit { color: $warning; text-style: bold; }
     DiskMap > .diskmap--boundary { color: $secondary; text-style: bold; }
+    DiskMap > .diskmap--unreadable { color: $error; text-style: bold reverse; }
     """
     COMPONENT_CLASSES = {"diskmap--label", "diskmap--cursor", "diskmap--mark",
-                         "diskmap--conflict", "diskmap--hit", "diskmap--boundary"}
+                         "diskmap--conflict", "diskmap--hit", "diskmap--boundary",
+                         "diskmap--unreadable"}
 
     BINDINGS = [
         Binding("left", "move(-1)", show=False),
@@ -251,6 +273,7 @@ class DiskMap(ScrollView, can_focus=True):
     def cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._cells is None and self.model is not None:
             self._cells = self.model.cells(self.zoom)
+            self._bad_cells = self.model.unreadable_cells(self.zoom)
         return self._cells  # type: ignore[return-value]
 
     @property
@@ -421,6 +444,8 @@ class DiskMap(ScrollView, can_focus=True):
         conflict = base + self.get_component_rich_style("diskmap--conflict")
         hit = base + self.get_component_rich_style("diskmap--hit")
         boundary = base + self.get_component_rich_style("diskmap--boundary")
+        bad = getattr(self, "_bad_cells", None)
+        unreadable = base + self.get_component_rich_style("diskmap--unreadable")
         cursor = self.get_component_rich_style("diskmap--cursor")
         start = self.cell_range(first)[0]
         label = human(start)
@@ -432,7 +457,9 @@ class DiskMap(ScrollView, can_focus=True):
         owners = self.model.owners
         for c in range(first, last):
             code = int(codes[c])
-            if bnd[c]:
+            if bad is not None and bad[c]:
+                ch, st = "!", unreadable
+            elif bnd[c]:
                 ch, st = "|", boundary
             elif hits[c] and code != CONFLICT:
                 ch, st = "*", hit

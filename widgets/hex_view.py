@@ -173,9 +173,10 @@ class HexView(ScrollView, can_focus=True):
     HexView > .hexview--cursor { background: $accent; color: $text; text-style: bold; }
     HexView > .hexview--zero { color: $text-disabled; }
     HexView > .hexview--hole { color: $text-disabled; }
+    HexView > .hexview--unreadable { color: $error; text-style: bold; }
     """
     COMPONENT_CLASSES = {"hexview--offset", "hexview--disk", "hexview--cursor", "hexview--zero",
-                         "hexview--hole"}
+                         "hexview--hole", "hexview--unreadable"}
 
     BINDINGS = [
         Binding("up", "move(-16)", "Up", show=False),
@@ -209,6 +210,7 @@ class HexView(ScrollView, can_focus=True):
         self.locate: Callable[[int], int | None] | None = None
         self.overlay = Overlay()
         self.space_title = ""
+        self.unreadable: list[tuple[int, int]] = []
         if space is not None:
             self.set_space(space, locate=locate, overlay=overlay, title=title)
 
@@ -219,6 +221,9 @@ class HexView(ScrollView, can_focus=True):
         self.space = space
         self.cache = ChunkCache(space)
         self.locate = locate
+        # bytes of this space that come from unreadable evidence: shown `??`, never as zeros
+        from core.evidence.layers import unreadable_in
+        self.unreadable = unreadable_in(space)
         self.overlay = overlay or Overlay()
         self.space_title = title
         self.border_title = title or None
@@ -345,6 +350,8 @@ class HexView(ScrollView, can_focus=True):
             text = f"{disk:0{d}x} " if disk is not None else "-" * d + " "
             segs.append(Segment(text, disk_style))
         fields = self.overlay.in_range(start, start + ROW) if self.overlay else []
+        bad = [(a, b) for a, b in self.unreadable if a < start + ROW and b > start]
+        bad_style = base + self.get_component_rich_style("hexview--unreadable")
         styles = []
         for i in range(ROW):
             off = start + i
@@ -369,11 +376,16 @@ class HexView(ScrollView, can_focus=True):
         for i in range(ROW):
             text = f"{data[i]:02x}" if i < len(data) else "  "
             st = styles[i] or base
+            if bad and i < len(data) and any(a <= start + i < b for a, b in bad):
+                text = "??"
+                st = st if st is cur_style else bad_style
             segs.append(Segment(text, st))
             sep_style = base + _SEPARATOR if st is cur_style else st
             segs.append(Segment(" " if i != 7 else "  ", sep_style))
         for i in range(ROW):
             ch = printable(data[i]) if i < len(data) else " "
+            if bad and i < len(data) and any(a <= start + i < b for a, b in bad):
+                ch = "?"
             segs.append(Segment(ch, styles[i] or base))
         strip = Strip(segs)
         strip = strip.crop(int(self.scroll_x), int(self.scroll_x) + self.size.width)

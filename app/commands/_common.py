@@ -83,4 +83,4 @@ def image_paths(args: argparse.Namespace) -> list[str]:
 def open_images(args: argparse.Namespace):
     """The evidence: one image, or every image of the SR as one read-only space."""
     from core.evidence_set import open_images as _open
-    return _open(image_paths(args))
+    return _open(image_paths(args), getattr(args, "mapfile", None))

@@ -53,12 +53,12 @@ def _check_output_dir(out_dir: str, source: str) -> None:
         raise UnsafeError(f"output {out_dir} exists and is not a directory")
 
 
-def open_space(source: str, vdi: str | None, backups=(), pv_offsets=()):
+def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile: str | None = None):
     """(evidence, space to carve): the evidence itself, or with `vdi` the virtual disk of that
     VDI (resolved by core.vdi: LV name, VDI uuid or VHD unique id, newest generation holding
     it; a differencing VDI is read through its parents), or the LV itself for a raw VDI."""
-    from core.source import Evidence
-    ev = Evidence(source)
+    from core.source import open_evidence
+    ev = open_evidence(source, mapfile)
     if vdi is None:
         return ev, ev
     try:
@@ -85,7 +85,7 @@ def _run_carver(args: argparse.Namespace, carve) -> tuple[Any, list[list[int]]]:
     returns its result and the unreadable ranges met on the way."""
     _check_output_dir(args.output, args.source)
     ev, space = open_space(args.source, args.vdi, getattr(args, "backup", ()),
-                           getattr(args, "pv_offset", ()))
+                           getattr(args, "pv_offset", ()), args.mapfile)
     bar = StderrProgress()          # stderr only, and only on a terminal
     try:
         result = carve(space, args.output, evidence_paths=[args.source], progress=bar)

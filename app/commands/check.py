@@ -50,6 +50,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             findings = check_vhd(img, resolved.find_parent)
             described = img.describe()
+        from core.evidence.layers import unreadable_in
+        bad = unreadable_in(vol.space)
+        if bad:  # zeros nobody read: findings about those bytes may be artefacts
+            shown = ", ".join(f"{a}-{b}" for a, b in bad[:8]) + (" ..." if len(bad) > 8 else "")
+            findings.append(Finding("lv-unreadable", bad[0][0], "warning",
+                                    f"{len(bad)} range(s) of the LV come from unreadable "
+                                    f"evidence, read as zeros: {shown}",
+                                    {"ranges": [list(r) for r in bad]}, space="lv"))
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.severity] = counts.get(f.severity, 0) + 1

@@ -33,48 +33,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import (StderrProgress, image_paths, info, open_images,
-                                      print_json, warn)
+    from app.commands._common import image_paths, info, open_images, print_json, warn
     from core.errors import SrsalvageError
     from core.output import check_output_path
     from core.vdi import resolve_vdi
-    from core.vhd.export import export_raw, export_vhd
 
     evidence_paths = image_paths(args) + ([args.map] if args.map else []) + list(args.backup)
     check_output_path(args.output, evidence_paths, args.overwrite)  # refuse before any work
     with open_images(args) as ev:
-        resolved = resolve_vdi(ev, args.vdi, map_path=args.map, generation=args.generation,
-                               force=args.force, backups=args.backup, warn=warn,
-                               pv_offsets=args.pv_offset)
-        vol = resolved.volume
-        progress = StderrProgress()
+        resolved = vol = None
         try:
-            img = vol.image()
-            if img is None:
-                if args.format == "raw" and vol.kind == "raw":
-                    result = export_raw(vol.space, args.output, evidence_paths, args.overwrite,
-                                        progress=progress)
-                else:
-                    raise SrsalvageError(f"{vol.key}: no VHD in this volume ({vol.image_error})")
-            elif args.format == "vhd":
-                result = export_vhd(img, args.output, evidence_paths, args.overwrite,
-                                    progress=progress)
-            else:
-                known = len(resolved.warnings)
-                chain = resolved.chain()
-                for w in resolved.warnings[known:]:
-                    warn(w)
-                for f in chain.findings:
-                    warn(f.message)
-                result = export_raw(chain, args.output, evidence_paths, args.overwrite,
-                                    progress=progress)
-        finally:
-            progress.close()
+            resolved = resolve_vdi(ev, args.vdi, map_path=args.map, generation=args.generation,
+                                   force=args.force, backups=args.backup, warn=warn,
+                                   pv_offsets=args.pv_offset)
+            vol = resolved.volume
+            result = _export(args, resolved, vol, evidence_paths)
+        except SrsalvageError as exc:
+            if args.json and ev.unreadable:  # damage is named whatever the exit code
+                doc = {"error": str(exc), "vdi": vol.key if vol else args.vdi}
+                doc.update(_unreadable_doc(ev, resolved))
+                print_json(doc)
+            raise
+        unreadable_doc = _unreadable_doc(ev, resolved)
         unreadable = list(ev.unreadable)
     if unreadable:
         shown = ", ".join(f"{a}-{b}" for a, b in unreadable[:8])
         warn(f"{len(unreadable)} unreadable range(s) of {ev.path} read as zeros: {shown}"
              + (" ..." if len(unreadable) > 8 else ""))
+    if unreadable_doc["unreadable_virtual"]:
+        missing = unreadable_doc["unreadable_virtual"]
+        shown = ", ".join(f"{a}-{b}" for a, b in missing[:8])
+        warn(f"the export holds zeros for {len(missing)} unreadable range(s) of the virtual "
+             f"disk: {shown}" + (" ..." if len(missing) > 8 else ""))
     for r in result.repairs:
         info(f"repaired in the export (evidence untouched): {r}")
     for u in result.unrepaired:
@@ -85,7 +75,62 @@ def run(args: argparse.Namespace) -> int:
                    source=resolved.source, warnings=resolved.warnings,
                    unreadable=[list(r) for r in unreadable],
                    overwritten=resolved.overwritten)
+        doc.update(unreadable_doc)
         print_json(doc)
     else:
         print(f"{result.bytes} {result.sha256} {result.path}")
     return 0
+
+
+def _export(args: argparse.Namespace, resolved, vol, evidence_paths: list[str]):
+    from app.commands._common import StderrProgress, warn
+    from core.errors import SrsalvageError
+    from core.vhd.export import export_raw, export_vhd
+
+    progress = StderrProgress()
+    try:
+        img = vol.image()
+        if img is None:
+            if args.format == "raw" and vol.kind == "raw":
+                return export_raw(vol.space, args.output, evidence_paths, args.overwrite,
+                                  progress=progress)
+            raise SrsalvageError(f"{vol.key}: no VHD in this volume ({vol.image_error})")
+        if args.format == "vhd":
+            return export_vhd(img, args.output, evidence_paths, args.overwrite,
+                              progress=progress)
+        known = len(resolved.warnings)
+        chain = resolved.chain()
+        for w in resolved.warnings[known:]:
+            warn(w)
+        for f in chain.findings:
+            warn(f.message)
+        return export_raw(chain, args.output, evidence_paths, args.overwrite, progress=progress)
+    finally:
+        progress.close()
+
+
+def _unreadable_doc(ev, resolved) -> dict:
+    """The evidence's unreadable ranges at the VDI's LV (`unreadable_lv`) and virtual-disk
+    (`unreadable_virtual`) offsets; None where the VDI could not be resolved or read."""
+    from core.evidence.layers import unreadable_in
+    from core.errors import SrsalvageError
+
+    doc: dict = {"unreadable": [list(r) for r in ev.unreadable],
+                 "unreadable_lv": None, "unreadable_virtual": None}
+    if resolved is None:
+        return doc
+    vol = resolved.volume
+    doc["unreadable_lv"] = [list(r) for r in unreadable_in(vol.space)]
+    known = len(resolved.warnings)  # the export already reported the chain's warnings
+    try:
+        img = vol.image()
+        if img is None:
+            virtual = vol.space if vol.kind == "raw" else None
+        else:
+            virtual = resolved.chain().virtual_space()
+    except SrsalvageError:
+        virtual = None
+    del resolved.warnings[known:]
+    if virtual is not None:
+        doc["unreadable_virtual"] = [list(r) for r in unreadable_in(virtual)]
+    return doc

@@ -119,9 +119,11 @@ def run(args: argparse.Namespace) -> int:
                                   search_stray=not args.no_stray, pv_offsets=args.pv_offset)
         finally:
             progress.close()
+        layers = unreadable_layers(ev, report)
         members = getattr(ev, "members", None)
         if args.json:
             doc = report.to_json(args.image)
+            doc.update(layers)
             if members:
                 add_image_places(doc, ev)
             print_json(doc)
@@ -131,6 +133,11 @@ def run(args: argparse.Namespace) -> int:
                 for start, member in members:
                     print(f"image {member.path}: {member.size} bytes, at {start} in the "
                           f"offsets above")
+            for row in layers["unreadable_pv"]:
+                print(f"unreadable in PV {row['vg']}/{row['pv']} (PV bytes): {row['ranges']}")
+            for row in layers["unreadable_lv"]:
+                print(f"unreadable in LV {row['vg']}/{row['lv']} (seqno {row['seqno']}, "
+                      f"LV bytes): {row['ranges']}")
     return 0
 
 
@@ -148,3 +155,35 @@ def add_image_places(doc: dict, ev) -> None:
             where = None if pv.get("offset") is None else ev.locate(pv["offset"])
             if where is not None:
                 pv["image"], pv["image_offset"] = where
+
+
+def unreadable_layers(ev, report) -> dict:
+    """The evidence's unreadable ranges at PV offsets and at the LV offsets of each VG's
+    newest generation (only the PVs and LVs they touch)."""
+    from core.errors import SrsalvageError
+    from core.evidence.layers import unreadable_in
+    from core.vdi import lv_space
+
+    doc: dict = {"unreadable_pv": [], "unreadable_lv": []}
+    if not ev.unreadable:
+        return doc
+    for vg in report.volume_groups:
+        for pv in vg.pvs:
+            if pv.offset is None:
+                continue
+            end = pv.offset + (pv.device_size or ev.size - pv.offset)
+            ranges = [[a - pv.offset, b - pv.offset] for a, b in ev.unreadable_in(pv.offset, end)]
+            if ranges:
+                doc["unreadable_pv"].append({"vg": vg.name, "pv": pv.name, "ranges": ranges})
+        if not vg.generations:
+            continue
+        gen = vg.generations[0]
+        for lv in gen.lvs.values():
+            try:
+                ranges = unreadable_in(lv_space(ev, vg, gen, lv))
+            except SrsalvageError:
+                continue
+            if ranges:
+                doc["unreadable_lv"].append({"vg": vg.name, "seqno": gen.seqno, "lv": lv.name,
+                                             "ranges": [list(r) for r in ranges]})
+    return doc

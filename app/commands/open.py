@@ -30,4 +30,5 @@ def run(args: argparse.Namespace) -> int:
     # a directory or an unreadable device is one line on stderr (SourceError -> exit 1)
     from app.workstation import run_workstation
 
-    return run_workstation(args.image, args.case, args.more_images, args.backup, args.pv_offset)
+    return run_workstation(args.image, args.case, args.more_images, args.backup, args.pv_offset,
+                           getattr(args, "mapfile", None))

@@ -117,8 +117,13 @@ def run(args: argparse.Namespace) -> int:
                               pe_count=args.pe_count, pv_offsets=args.pv_offset)
         finally:
             progress.close()
+        unreadable = list(ev.unreadable)
     doc = rec.to_json()
     doc["image"]["path"] = args.image
+    doc["unreadable"] = [list(r) for r in unreadable]
+    for key, les in mark_unreadable_extents(rec, doc, unreadable).items():
+        warn(f"{key}: LE {les} sit on unreadable evidence (read as zeros): their placement "
+             f"and content are not evidence; check them by hand")
     if args.output:
         with AtomicOutput(args.output, [args.image], args.overwrite) as out:
             out.write((json.dumps(doc, indent=1) + "\n").encode())
@@ -143,3 +148,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_text(rec))
     return 0
+
+
+def mark_unreadable_extents(rec, doc: dict, unreadable: list) -> dict[str, str]:
+    """Each VDI's placed LEs whose PE holds unreadable bytes, as `unreadable_les` in its JSON
+    entry: zeros read there are no evidence of a clear bitmap or of a free extent."""
+    from core.spaces import compact_ranges
+
+    named: dict[str, str] = {}
+    if not unreadable or rec.grid is None:
+        return named
+    g = rec.grid
+    for v, entry in zip(rec.vdis, doc["vdis"]):
+        les = [le for le, pe in enumerate(v.pes) if pe is not None and any(
+            a < g.data_offset + (pe + 1) * g.extent_bytes and b > g.data_offset + pe * g.extent_bytes
+            for a, b in unreadable)]
+        entry["unreadable_les"] = les
+        if les:
+            named[v.key] = compact_ranges(les)
+    return named

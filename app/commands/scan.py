@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     kinds = None
     if args.kinds:
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    ev = open_evidence(args.image)
+    ev = open_evidence(args.image, args.mapfile)
     bar = StderrProgress()
     try:
         try:

@@ -161,6 +161,14 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         t.append(f" {s.ev.name} ", style="bold")
         t.append(f"{human(s.ev.size)} ")
         t.append(" READ-ONLY ", style="bold white on dark_green")
+        fmt = getattr(s.ev, "format", "raw")
+        if fmt in ("ewf", "split"):  # how the evidence came: E01 segments, split raw
+            t.append(f" {fmt.upper()} x{len(getattr(s.ev, 'segments', []))}", style="bold")
+            if getattr(s.ev, "stored_hashes", None):
+                t.append(" " + " ".join(f"{k} {v[:8]}" for k, v in s.ev.stored_hashes.items()),
+                         style="dim")
+        if getattr(s.ev, "mapfile", None):
+            t.append(f" mapfile {os.path.basename(s.ev.mapfile)}", style="bold")
         if s.sel.gen is not None and getattr(s.sel.gen, "source", "") == "reconstruct":
             t.append("  maps rebuilt from VHD structure (no LVM metadata)", style="magenta")
         elif s.sel.gen is not None:

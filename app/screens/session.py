@@ -366,6 +366,7 @@ class Session:
         if sel.vg is None:
             model = DiskMapModel.blank(self.ev.size)
             model.add_hits(hits)
+            model.add_unreadable(self.ev.unreadable)
             return model
         vg = sel.vg
         placed = [pv for pv in vg.pvs if pv.offset is not None]
@@ -408,6 +409,7 @@ class Session:
                 model.set_owner(Owner(lv.name, getattr(lv, "label", "") or "", deleted, vdi_key(lv)),
                                 axis(self.pes(lv)), claimed)
         model.add_hits(hits)
+        model.add_unreadable(self.ev.unreadable)
         return model
 
     def carve_hit_offsets(self) -> list[int]:
@@ -564,9 +566,28 @@ class Session:
         else:
             result = export.export_raw(target.space, dest, evidence, overwrite, cancel, progress)
         notes = [f"repaired: {r}" for r in result.repairs] + [f"not repaired: {r}" for r in result.unrepaired]
+        missing = self.unreadable_virtual(resolved, target)
+        if missing:
+            notes.append("unreadable evidence, held as zeros at virtual bytes: "
+                         + ", ".join(f"{a}-{b}" for a, b in missing[:8])
+                         + (" ..." if len(missing) > 8 else ""))
         self.case.log_export(vdi_key(lv), os.path.abspath(dest), fmt, result.bytes, result.sha256,
-                             forced=bool(conflicts))
+                             forced=bool(conflicts),
+                             **({"unreadable_virtual": [list(r) for r in missing]} if missing else {}))
         return ExportResult(dest, fmt, result.bytes, result.sha256, bool(conflicts), notes)
+
+
+    def unreadable_virtual(self, resolved: Any, target: Any) -> list[tuple[int, int]]:
+        """The VDI's virtual-disk ranges that come from unreadable evidence (empty when none)."""
+        if not self.ev.unreadable:
+            return []
+        from core.evidence.layers import unreadable_in
+        try:
+            space = resolved.chain().virtual_space() if target.image() is not None \
+                else target.space
+        except SrsalvageError:
+            space = target.space
+        return unreadable_in(space)
 
 
 def _struct(module: str, names: Sequence[str]) -> Any:

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from core.errors import SrsalvageError
+from core.evidence.layers import unreadable_findings
 from core.findings import Finding
 from core.match.anchors import VhdAnchor, parse_anchor, split_dm_name
 from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
@@ -275,7 +276,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                 pe_count: int | None = None, use_metadata: bool = True,
                 pv_offsets: Iterable[str] = ()) -> Reconstruction:
     """Rebuild the extent maps of every VDI on `ev` (an Evidence or any ByteSpace)."""
-    findings: list[Finding] = []
+    findings: list[Finding] = unreadable_findings(ev)  # guard: zeros nobody read are no evidence
     ticker = Ticker(max(1, int(ev.size)), "reconstruct", progress, cancel)
     if report is None and use_metadata:
         report = _analyse(ev, backups, findings, pv_offsets)
