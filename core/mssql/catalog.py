@@ -1,0 +1,224 @@
+"""The system base tables, read the way the engine finds them (OrcaMDF
+`src/OrcaMDF.Core/MetaData/BaseTableData.cs`; Totopolis `dataserver/sysobj/*.h`):
+
+boot page (1:9) -> dbi_firstSysIndexes = first page of sys.sysallocunits (auid, type, ownerid,
+first page, root, first IAM page of every allocation unit) -> sys.sysrowsets through its fixed
+allocation unit 327680 (rowsetid, object id, index id, row count, compression) -> the rowsets of
+sys.sysschobjs (objects), sys.syscolpars (columns), sys.sysrscols (each column's place in the
+record: offset, NULL bit, bit position, type info), sys.sysclsobjs (schema names).
+
+Every reader degrades: a base table whose pages are missing yields what the rest holds, with a
+finding; nothing here raises on damaged bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from construct import ConstructError, Struct
+
+from core.carve.mssql import read_boot_page
+from core.mssql.pages import Database, alloc_unit_id
+from core.mssql.records import Record
+from core.mssql.rows import ScanStats, read_unit
+from core.structs.mssql import (
+    AU_IN_ROW_DATA, BOOT_FIRST_SYS_INDEXES, BOOT_PAGE_ID, CLASS_SCHEMA, PAGE_SIZE,
+    RECORD_HEADER_SIZE, SQL_VERSIONS, SYSALLOCUNITS, SYSCLSOBJS, SYSCOLPARS, SYSROWSETS_AUID,
+    SYSRSCOLS, SYSSCHOBJS, TYPE_BOOT, pageid, sysallocunits_fixed, sysclsobjs_fixed,
+    syscolpars_fixed, sysrowsets_fixed, sysrscols_fixed, sysschobjs_fixed,
+)
+
+
+@dataclass(frozen=True)
+class AllocUnit:
+    auid: int
+    type: int                       # 1 in-row, 2 LOB, 3 row-overflow
+    ownerid: int                    # sysrowsets.rowsetid
+    pgfirst: tuple[int, int]        # (file, page)
+    pgroot: tuple[int, int]
+    pgfirstiam: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Rowset:
+    rowsetid: int
+    idmajor: int                    # object id
+    idminor: int                    # index id: 0 heap, 1 clustered index
+    rcrows: int
+    cmprlevel: int                  # 0 none, 1 ROW, 2 PAGE
+
+
+@dataclass(frozen=True)
+class SchemaObject:
+    id: int
+    name: str
+    nsid: int                       # schema id
+    type: str                       # "U" user table, "S" system table, "V" view ...
+
+
+@dataclass(frozen=True)
+class ColPar:
+    id: int
+    number: int
+    colid: int
+    name: str | None
+    xtype: int
+    utype: int
+    length: int
+    prec: int
+    scale: int
+    collationid: int
+    status: int
+
+
+@dataclass(frozen=True)
+class RsCol:
+    rsid: int
+    rscolid: int
+    hbcolid: int
+    ti: int
+    status: int
+    offset: int                     # leaf_offset in the low 16 bits (signed)
+    nullbit: int                    # leaf_null_bit in the low 16 bits
+    bitpos: int                     # leaf_bit_position in the low byte
+
+
+@dataclass
+class Catalog:
+    database: str | None = None
+    dbi_version: int | None = None
+    allocunits: list[AllocUnit] = field(default_factory=list)
+    rowsets: list[Rowset] = field(default_factory=list)
+    objects: list[SchemaObject] = field(default_factory=list)
+    colpars: list[ColPar] = field(default_factory=list)
+    rscols: list[RsCol] = field(default_factory=list)
+    schemas: dict[int, str] = field(default_factory=dict)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    def units_of(self, rowsetid: int) -> list[AllocUnit]:
+        return [a for a in self.allocunits if a.ownerid == rowsetid]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"database": self.database, "sql_server_version": self.dbi_version,
+                "sql_server_release": SQL_VERSIONS.get(self.dbi_version or -1)}
+
+
+def _pointer(p: Any) -> tuple[int, int]:
+    return (int(p.m_fileId), int(p.m_pageId))
+
+
+def _fixed(rec: Record, layout: Struct) -> Any | None:
+    size = layout.sizeof()
+    if len(rec.raw) < RECORD_HEADER_SIZE + size:
+        return None
+    try:
+        return layout.parse(rec.raw[RECORD_HEADER_SIZE: RECORD_HEADER_SIZE + size])
+    except ConstructError:
+        return None
+
+
+def _sysname(rec: Record, index: int) -> str | None:
+    col = rec.var(index)
+    if col is None or col.complex or len(col.data) % 2:
+        return None
+    try:
+        return col.data.decode("utf-16-le")
+    except UnicodeDecodeError:
+        return None
+
+
+def _rows(db: Database, au: int, first: tuple[int, int], iam: tuple[int, int], what: str,
+          cat: Catalog, cancel: threading.Event | None) -> Iterator[Record]:
+    stats = ScanStats()
+    unit, rows = read_unit(db, au, first, iam, stats, cancel)
+    yield from (rec for rec, _ in rows)
+    if unit.lost:
+        cat.findings.append({
+            "kind": "mdf-catalog-pages-lost", "table": what,
+            "pages": [f"{f}:{p}" for f, p, _ in unit.lost[:100]],
+            "message": f"{what}: {len(unit.lost)} of its pages are missing or fail their "
+                       f"checksum: objects, columns or rows described there are unknown"})
+    if stats.damaged_records:
+        cat.findings.append({"kind": "mdf-catalog-records-damaged", "table": what,
+                             "message": f"{what}: {stats.damaged_records} damaged records "
+                                        f"skipped", "examples": stats.damaged_examples[:5]})
+
+
+def _system_table(db: Database, cat: Catalog, object_id: int, what: str,
+                  cancel: threading.Event | None) -> Iterator[Record]:
+    """Rows of a system base table through its rowset (idmajor = object id, idminor = 1)."""
+    rowset = next((r for r in cat.rowsets if r.idmajor == object_id and r.idminor == 1), None)
+    unit = None
+    if rowset is not None:
+        unit = next((a for a in cat.units_of(rowset.rowsetid) if a.type == AU_IN_ROW_DATA), None)
+    if unit is None:
+        # the catalog entry is gone: the pages still name their unit (object id, index 1)
+        cat.findings.append({"kind": "mdf-catalog-entry-missing", "table": what,
+                             "message": f"{what}: no sysrowsets/sysallocunits entry; read from "
+                                        f"the page headers naming it"})
+        yield from _rows(db, alloc_unit_id(object_id, 1), (0, 0), (0, 0), what, cat, cancel)
+        return
+    yield from _rows(db, unit.auid, unit.pgfirst, unit.pgfirstiam, what, cat, cancel)
+
+
+def read_catalog(db: Database, cancel: threading.Event | None = None) -> Catalog:
+    """The catalog of the database whose file 1 is in `db`."""
+    cat = Catalog()
+    boot = db.page(1, BOOT_PAGE_ID)
+    first = (0, 0)
+    if boot is not None and boot[1] == TYPE_BOOT:
+        info = read_boot_page(boot)
+        if info is not None:
+            cat.database, cat.dbi_version = info["database"], info["dbi_version"]
+        off = int.from_bytes(boot[PAGE_SIZE - 2:], "little")
+        if off + BOOT_FIRST_SYS_INDEXES + pageid.sizeof() <= PAGE_SIZE:
+            first = _pointer(pageid.parse(boot[off + BOOT_FIRST_SYS_INDEXES:]))
+    else:
+        cat.findings.append({"kind": "mdf-boot-page-missing", "message":
+                             "boot page 1:9 missing or failing its checksum: the catalog is "
+                             "read from the page headers"})
+    if first == (0, 0) and boot is not None:
+        cat.findings.append({"kind": "mdf-no-catalog", "message":
+                             "the boot page names no sysallocunits page (dbi_firstSysIndexes "
+                             "is 0): this file carries no catalog"})
+    # sysallocunits: object 7, index 0 in its pages' headers [V: both shared fixtures]
+    for rec in _rows(db, alloc_unit_id(SYSALLOCUNITS, 0), first, (0, 0), "sysallocunits", cat,
+                     cancel):
+        f = _fixed(rec, sysallocunits_fixed)
+        if f is not None:
+            cat.allocunits.append(AllocUnit(f.auid, f.type, f.ownerid, _pointer(f.pgfirst),
+                                            _pointer(f.pgroot), _pointer(f.pgfirstiam)))
+    rs_unit = next((a for a in cat.allocunits if a.auid == SYSROWSETS_AUID), None)
+    rs_first, rs_iam = (rs_unit.pgfirst, rs_unit.pgfirstiam) if rs_unit else ((0, 0), (0, 0))
+    for rec in _rows(db, SYSROWSETS_AUID, rs_first, rs_iam, "sysrowsets", cat, cancel):
+        f = _fixed(rec, sysrowsets_fixed)
+        if f is not None:
+            cat.rowsets.append(Rowset(f.rowsetid, f.idmajor, f.idminor, f.rcrows, f.cmprlevel))
+    if not cat.allocunits and not cat.rowsets:
+        return cat
+    for rec in _system_table(db, cat, SYSSCHOBJS, "sysschobjs", cancel):
+        f, name = _fixed(rec, sysschobjs_fixed), _sysname(rec, 0)
+        if f is not None and name is not None:
+            cat.objects.append(SchemaObject(f.id, name, f.nsid,
+                                            f.type.decode("latin-1").strip()))
+    for rec in _system_table(db, cat, SYSCOLPARS, "syscolpars", cancel):
+        f = _fixed(rec, syscolpars_fixed)
+        if f is not None:
+            cat.colpars.append(ColPar(f.id, f.number, f.colid, _sysname(rec, 0), f.xtype,
+                                      f.utype, f.length, f.prec, f.scale, f.collationid,
+                                      f.status))
+    for rec in _system_table(db, cat, SYSRSCOLS, "sysrscols", cancel):
+        f = _fixed(rec, sysrscols_fixed)
+        if f is not None:
+            cat.rscols.append(RsCol(f.rsid, f.rscolid, f.hbcolid, f.ti, f.status, f.offset,
+                                    f.nullbit, f.bitpos))
+    for rec in _system_table(db, cat, SYSCLSOBJS, "sysclsobjs", cancel):
+        f, name = _fixed(rec, sysclsobjs_fixed), _sysname(rec, 0)
+        if f is not None and name is not None and f["class"] == CLASS_SCHEMA:
+            cat.schemas[f.id] = name
+    return cat
+
+
+ProgressNote = Callable[[str], None]

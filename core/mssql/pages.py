@@ -1,0 +1,318 @@
+"""The pages of one database's data files: read-only access by (file id, page id), one
+verification pass per file (checksum or torn bits, as each page's m_flagBits says), and the
+walk of an allocation unit's pages through its IAM chain, its page linkage and the page headers.
+
+A page is *present* when its header names it (m_pageId, m_fileId) and its protection holds;
+*bad* when it names itself but its checksum / torn bits fail (SQL Server would raise error 824
+on it); *missing* otherwise (zeros, another page's content, past the end of the file). Rows are
+only ever read from present pages.
+
+Torn-page protection replaces the low 2 bits of the last byte of each 512-byte sector with the
+write pattern; the original bits of sectors 1..15 are kept in m_tornBits, 2 bits per sector at
+bit 2*sector (formats.md 5.3, [U] beyond that description) and are put back before records are
+read. Sector 0's bits are not restored (where they are kept is not public).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.carve.mssql import analyse_batch, file_header_size_pages, iam_pages
+from core.progress import ProgressFn, Ticker
+from core.source import Evidence
+from core.structs.mssql import (
+    FLAG_TORN_PAGE, PAGE_HEADER_DTYPE, PAGE_HEADER_SIZE, PAGE_SIZE, PFS_ALLOCATED, PFS_INTERVAL,
+    SECTORS_PER_PAGE, TYPE_DATA, TYPE_IAM, TYPE_PFS,
+)
+
+CHUNK_PAGES = 512               # 4 MiB read at a time by the verification pass
+CACHE_PAGES = 512               # decoded pages kept (4 MiB)
+MAX_LISTED = 1000               # page numbers listed per finding
+
+# What the verification pass keeps per page (numpy, ~24 bytes a page whatever the file size).
+PAGE_INFO_DTYPE = np.dtype([
+    ("present", "?"), ("bad", "?"), ("protection", "u1"), ("type", "u1"), ("level", "u1"),
+    ("au", "<u8"), ("slots", "<u2"), ("ghosts", "<u2"), ("next_page", "<u4"),
+    ("next_file", "<u2"),
+])
+PROTECTION_NAMES = ("none", "checksum", "torn")
+
+
+def alloc_unit_id(obj_id: int, index_id: int) -> int:
+    """Allocation unit id from a page header: (m_indexId << 48) | (m_objId << 16)
+    (formats.md 5.1) [V: both shared fixtures' catalog pages against sysallocunits]."""
+    return (index_id << 48) | (obj_id << 16)
+
+
+def restore_torn_bits(page: bytes) -> bytes:
+    """The page with the low 2 bits of the last byte of sectors 1..15 put back from
+    m_tornBits (module docstring)."""
+    buf = bytearray(page)
+    torn = int.from_bytes(buf[60:64], "little")
+    step = PAGE_SIZE // SECTORS_PER_PAGE
+    for sector in range(1, SECTORS_PER_PAGE):
+        pos = sector * step + step - 1
+        buf[pos] = (buf[pos] & 0xFC) | ((torn >> (2 * sector)) & 3)
+    return bytes(buf)
+
+
+@dataclass
+class DataFile:
+    """One .mdf/.ndf opened read-only, verified page by page."""
+
+    path: str
+    space: Evidence
+    file_id: int
+    pages: int
+    info: np.ndarray                        # PAGE_INFO_DTYPE per page
+    binding_id: str | None                  # file header variable column 0 (database GUID)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    def verification(self) -> dict[str, Any]:
+        """Per-protection counts and the pages whose checksum / torn bits fail."""
+        info = self.info
+        named = info["present"] | info["bad"]
+        out: dict[str, Any] = {"pages": self.pages,
+                               "pages_missing_or_empty": int((~named).sum())}
+        for code, name in enumerate(PROTECTION_NAMES):
+            sel = named & (info["protection"] == code)
+            out[name] = {"pages": int(sel.sum()), "failed": int((sel & info["bad"]).sum())}
+        bad = np.flatnonzero(info["bad"] & (info["protection"] == 1))
+        torn = np.flatnonzero(info["bad"] & (info["protection"] == 2))
+        out["bad_checksum_pages"] = bad[:MAX_LISTED].tolist()
+        out["torn_pages"] = torn[:MAX_LISTED].tolist()
+        return out
+
+
+def open_data_file(path: str, cancel: threading.Event | None = None,
+                   progress: ProgressFn | None = None) -> DataFile:
+    """Open and verify one data file: each page's header and protection, read once."""
+    space = Evidence(path)
+    try:
+        n = space.size // PAGE_SIZE
+        info = np.zeros(n, dtype=PAGE_INFO_DTYPE)
+        file_ids: dict[int, int] = {}
+        ticker = Ticker(n, f"verifying {path}", progress, cancel)
+        for first in range(0, n, CHUNK_PAGES):
+            ticker.tick(first)
+            k = min(CHUNK_PAGES, n - first)
+            raw = np.frombuffer(space.read(first * PAGE_SIZE, k * PAGE_SIZE), dtype=np.uint8)
+            pages = raw.reshape(k, PAGE_SIZE)
+            recs = analyse_batch(pages, np.arange(first, first + k) * PAGE_SIZE)
+            heads = np.ascontiguousarray(pages[:, :PAGE_HEADER_SIZE]).view(
+                PAGE_HEADER_DTYPE).reshape(k)
+            names_itself = (heads["m_headerVersion"] == 1) \
+                & (heads["m_pageId"] == np.arange(first, first + k))
+            for fid, count in zip(*np.unique(heads["m_fileId"][names_itself], return_counts=True)):
+                file_ids[int(fid)] = file_ids.get(int(fid), 0) + int(count)
+            part = info[first: first + k]
+            part["present"] = names_itself & recs["valid"]
+            part["bad"] = names_itself & ~recs["valid"]
+            part["protection"] = recs["protection"]
+            part["type"] = heads["m_type"]
+            part["level"] = heads["m_level"]
+            part["au"] = (heads["m_indexId"].astype(np.uint64) << np.uint64(48)) \
+                | (heads["m_objId"].astype(np.uint64) << np.uint64(16))
+            part["slots"] = heads["m_slotCnt"]
+            part["ghosts"] = heads["m_ghostRecCnt"]
+            part["next_page"] = heads["m_nextPage_page"]
+            part["next_file"] = heads["m_nextPage_file"]
+        ticker.done()
+        file_id = max(file_ids, key=file_ids.get) if file_ids else 0
+        df = DataFile(path, space, file_id, n, info, None)
+        # pages naming another file id are not this file's: missing here
+        if file_ids and len(file_ids) > 1:
+            for p in range(0, n, CHUNK_PAGES):
+                k = min(CHUNK_PAGES, n - p)
+                heads = np.frombuffer(space.read(p * PAGE_SIZE, k * PAGE_SIZE), np.uint8)
+                fids = heads.reshape(k, PAGE_SIZE)[:, 36:38].copy().view("<u2").reshape(k)
+                other = fids != file_id
+                info["present"][p: p + k] &= ~other
+                info["bad"][p: p + k] &= ~other
+        if space.size % PAGE_SIZE:
+            df.findings.append({"kind": "mdf-partial-page", "message":
+                                f"{path}: {space.size % PAGE_SIZE} bytes after the last whole "
+                                f"page ignored"})
+        head = space.read(0, PAGE_SIZE) if n and info["present"][0] else None
+        if head is not None and head[1] == 15:
+            df.binding_id = _binding_id(head)
+            declared = file_header_size_pages(head)
+            if declared is not None and declared > n:
+                df.findings.append({"kind": "mdf-truncated", "message":
+                                    f"{path}: the file header says {declared} pages, the file "
+                                    f"has {n}: pages {n}-{declared - 1} are missing",
+                                    "declared_pages": declared})
+        return df
+    except BaseException:
+        space.close()
+        raise
+
+
+def _binding_id(page: bytes) -> str | None:
+    """The database GUID of the file header (variable column 0, 16 bytes: BindingId, the first
+    field DBCC FILEHEADER lists; the same in every file of one database) [U: no multi-file
+    sample here]."""
+    import struct
+    import uuid
+    off = struct.unpack_from("<H", page, PAGE_SIZE - 2)[0]
+    if not PAGE_HEADER_SIZE <= off < PAGE_SIZE - 8:
+        return None
+    fixed_end = struct.unpack_from("<H", page, off + 2)[0]
+    pos = off + fixed_end
+    if pos + 4 > PAGE_SIZE:
+        return None
+    ncols = struct.unpack_from("<H", page, pos)[0]
+    pos += 2 + (ncols + 7) // 8
+    if pos + 4 > PAGE_SIZE:
+        return None
+    nvar = struct.unpack_from("<H", page, pos)[0]
+    start = pos + 2 + 2 * nvar
+    if nvar < 1 or start + 16 > PAGE_SIZE:
+        return None
+    end = struct.unpack_from("<H", page, pos + 2)[0] & 0x7FFF
+    if end - (start - off) != 16:
+        return None
+    return str(uuid.UUID(bytes_le=bytes(page[start: start + 16]))).upper()
+
+
+class Database:
+    """The data files of one database, by file id, with a small page cache."""
+
+    def __init__(self, files: list[DataFile]) -> None:
+        self.files = {f.file_id: f for f in files}
+        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    def state(self, file_id: int, page_id: int) -> str:
+        """"ok", "bad" (checksum / torn bits fail) or "missing"."""
+        f = self.files.get(file_id)
+        if f is None or not 0 <= page_id < f.pages:
+            return "missing"
+        rec = f.info[page_id]
+        return "ok" if rec["present"] else ("bad" if rec["bad"] else "missing")
+
+    def info(self, file_id: int, page_id: int) -> np.void | None:
+        f = self.files.get(file_id)
+        if f is None or not 0 <= page_id < f.pages:
+            return None
+        return f.info[page_id]
+
+    def page(self, file_id: int, page_id: int) -> bytes | None:
+        """A present page (torn bits restored), None otherwise."""
+        if self.state(file_id, page_id) != "ok":
+            return None
+        key = (file_id, page_id)
+        data = self._cache.get(key)
+        if data is None:
+            f = self.files[file_id]
+            data = f.space.read(page_id * PAGE_SIZE, PAGE_SIZE)
+            if f.info[page_id]["protection"] == 2:
+                data = restore_torn_bits(data)
+            self._cache[key] = data
+            if len(self._cache) > CACHE_PAGES:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return data
+
+    def pfs_allocated(self, file_id: int, page_id: int) -> bool | None:
+        """The PFS byte's allocated bit for a page (None: its PFS page is not readable)."""
+        pfs_id = 1 if page_id < PFS_INTERVAL else (page_id // PFS_INTERVAL) * PFS_INTERVAL
+        pfs = self.page(file_id, pfs_id)
+        if pfs is None or pfs[1] != TYPE_PFS:
+            return None
+        pos = PAGE_HEADER_SIZE + 4 + page_id % PFS_INTERVAL
+        return bool(pfs[pos] & PFS_ALLOCATED) if pos < PAGE_SIZE else None
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.space.close()
+
+
+@dataclass
+class UnitPages:
+    """The data pages of one allocation unit, and what could not be read."""
+
+    pages: list[tuple[int, int]]            # (file, page) present leaf data pages, in order
+    lost: list[tuple[int, int, str]]        # (file, page, "missing" | "bad") expected pages
+    iam_ok: bool                            # the IAM chain was read to its end
+    chain_ok: bool                          # the page linkage was followed to its end
+    lost_rows_hint: int = 0                 # slot counts of bad pages whose header names the unit
+
+
+def unit_pages(db: Database, au: int, first: tuple[int, int], first_iam: tuple[int, int],
+               max_pages: int = 1 << 31) -> UnitPages:
+    """Every leaf data page of allocation unit `au`, gathered three ways so one damaged path
+    does not lose the others' pages: the IAM chain from `first_iam` (extents and single pages,
+    kept where the page header names the unit), the m_nextPage linkage from `first` (a
+    clustered index's leaf level in key order; a heap's first page), and the page headers of
+    every present page naming the unit. Expected pages (IAM-mapped and PFS-allocated, or
+    linked) that are missing or fail verification are `lost`."""
+    linked: list[tuple[int, int]] = []
+    lost: dict[tuple[int, int], str] = {}
+    seen: set[tuple[int, int]] = set()
+    chain_ok = True
+    cur = first
+    while cur != (0, 0) and cur[1] != 0:
+        if cur in seen or len(seen) >= max_pages:
+            chain_ok = False          # a loop in the linkage, or far too long
+            break
+        seen.add(cur)
+        st = db.state(*cur)
+        info = db.info(*cur)
+        if st != "ok":
+            lost[cur] = st
+            chain_ok = False
+            break
+        if int(info["au"]) != au or int(info["type"]) != TYPE_DATA:
+            chain_ok = False
+            break
+        linked.append(cur)
+        cur = (int(info["next_file"]), int(info["next_page"]))
+    mapped: set[tuple[int, int]] = set()
+    iam_ok = first_iam[1] != 0
+    cur, iams = first_iam, set()
+    while cur[1] != 0 and cur not in iams and len(iams) < 100_000:
+        iams.add(cur)
+        page = db.page(*cur)
+        if page is None or page[1] != TYPE_IAM:
+            iam_ok = False
+            lost[cur] = db.state(*cur) if page is None else "missing"
+            break
+        f = db.files.get(int.from_bytes(page[136 + 4:136 + 6], "little"))
+        if f is not None:
+            for p in iam_pages(page, f.file_id, f.pages + PFS_INTERVAL):
+                mapped.add((f.file_id, p))
+        info = db.info(*cur)
+        cur = (int(info["next_file"]), int(info["next_page"]))
+    pages = list(linked)
+    have = set(linked)
+    extra: set[tuple[int, int]] = set()
+    for fid, f in db.files.items():
+        sel = np.flatnonzero(f.info["present"] & (f.info["au"] == np.uint64(au))
+                             & (f.info["type"] == TYPE_DATA))
+        extra.update((fid, int(p)) for p in sel)
+    hint = 0
+    for fid, f in db.files.items():
+        bad = np.flatnonzero(f.info["bad"] & (f.info["au"] == np.uint64(au))
+                             & (f.info["type"] == TYPE_DATA))
+        for p in bad.tolist():
+            lost.setdefault((fid, p), "bad")
+            hint += max(0, int(f.info["slots"][p]) - int(f.info["ghosts"][p]))
+    for key in sorted(mapped):
+        if key in have or key in extra or key in lost:
+            continue
+        st = db.state(*key)
+        if st == "ok":
+            continue                 # an index page, or a page of another unit: not ours
+        if db.pfs_allocated(*key) is False:
+            continue                 # an unused page of a uniform extent
+        lost[key] = st
+    for key in sorted(extra - have):
+        pages.append(key)
+    return UnitPages(pages, [(f, p, s) for (f, p), s in sorted(lost.items())], iam_ok,
+                     chain_ok, hint)
