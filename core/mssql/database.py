@@ -118,3 +118,21 @@ def mdf_tables(paths: Iterable[str], csv_dir: str | None = None,
     finally:
         for f in files:
             f.space.close()
+
+
+def table_summaries(paths: list[str], cancel: threading.Event | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """{data file path: {"tables": [...], "table_findings": [...]}} for carve-mdf: each carved
+    file with the tables of its database (read from all the carved files of that database)."""
+    out: dict[str, dict[str, Any]] = {}
+    if not paths:
+        return out
+    result = mdf_tables(paths, None, cancel)
+    for d in result.databases:
+        doc = d.to_json()
+        tables = [{k: v for k, v in t.items() if k != "csv"} for t in doc["tables"]]
+        for f in doc["files"]:
+            out[f["path"]] = {"tables": tables,
+                              "table_findings": doc["findings"] + f["findings"],
+                              "verification": f["verification"]}
+    return out

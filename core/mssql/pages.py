@@ -8,9 +8,10 @@ on it); *missing* otherwise (zeros, another page's content, past the end of the 
 only ever read from present pages.
 
 Torn-page protection replaces the low 2 bits of the last byte of each 512-byte sector with the
-write pattern; the original bits of sectors 1..15 are kept in m_tornBits, 2 bits per sector at
-bit 2*sector (formats.md 5.3, [U] beyond that description) and are put back before records are
-read. Sector 0's bits are not restored (where they are kept is not public).
+write pattern; the original bits are kept in m_tornBits, 2 bits per sector at bit 2*sector
+(formats.md 5.3 describes sectors 1..15 that way; the 32 bits hold exactly 16 sectors, so sector
+0's are taken at bits 0-1 [U: no torn-protected page among the shared fixtures]) and are put
+back before records are read.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ def alloc_unit_id(obj_id: int, index_id: int) -> int:
 
 
 def restore_torn_bits(page: bytes) -> bytes:
-    """The page with the low 2 bits of the last byte of sectors 1..15 put back from
-    m_tornBits (module docstring)."""
+    """The page with the low 2 bits of the last byte of every sector put back from m_tornBits
+    (module docstring)."""
     buf = bytearray(page)
     torn = int.from_bytes(buf[60:64], "little")
     step = PAGE_SIZE // SECTORS_PER_PAGE
-    for sector in range(1, SECTORS_PER_PAGE):
+    for sector in range(SECTORS_PER_PAGE):
         pos = sector * step + step - 1
         buf[pos] = (buf[pos] & 0xFC) | ((torn >> (2 * sector)) & 3)
     return bytes(buf)
@@ -219,6 +220,22 @@ class Database:
             self._cache.move_to_end(key)
         return data
 
+    def damaged_page_rows(self, file_id: int, page_id: int) -> int:
+        """Live rows a page failing its verification seems to hold, counted - never decoded -
+        from its slot array: slots pointing into the body at a primary record or a
+        forwarding stub (ghosts and emptied slots left out)."""
+        f = self.files.get(file_id)
+        if f is None or not 0 <= page_id < f.pages:
+            return 0
+        page = f.space.read(page_id * PAGE_SIZE, PAGE_SIZE)
+        slots = min(int.from_bytes(page[22:24], "little"), (PAGE_SIZE - PAGE_HEADER_SIZE) // 2)
+        live = 0
+        for i in range(slots):
+            off = int.from_bytes(page[PAGE_SIZE - 2 * (i + 1):PAGE_SIZE - 2 * i], "little")
+            if PAGE_HEADER_SIZE <= off < PAGE_SIZE and (page[off] >> 1) & 7 in (0, 2):
+                live += 1
+        return live
+
     def pfs_allocated(self, file_id: int, page_id: int) -> bool | None:
         """The PFS byte's allocated bit for a page (None: its PFS page is not readable)."""
         pfs_id = 1 if page_id < PFS_INTERVAL else (page_id // PFS_INTERVAL) * PFS_INTERVAL
@@ -302,7 +319,7 @@ def unit_pages(db: Database, au: int, first: tuple[int, int], first_iam: tuple[i
                              & (f.info["type"] == TYPE_DATA))
         for p in bad.tolist():
             lost.setdefault((fid, p), "bad")
-            hint += max(0, int(f.info["slots"][p]) - int(f.info["ghosts"][p]))
+            hint += db.damaged_page_rows(fid, p)
     for key in sorted(mapped):
         if key in have or key in extra or key in lost:
             continue
