@@ -27,7 +27,7 @@ from core.carve.mssql import analyse_batch, file_header_size_pages, iam_pages
 from core.progress import ProgressFn, Ticker
 from core.source import Evidence
 from core.structs.mssql import (
-    FLAG_TORN_PAGE, PAGE_HEADER_DTYPE, PAGE_HEADER_SIZE, PAGE_SIZE, PFS_ALLOCATED, PFS_INTERVAL,
+    FLAG_TORN_PAGE, IAM_START_PAGE_OFFSET, PAGE_HEADER_DTYPE, PAGE_HEADER_SIZE, PAGE_SIZE, PFS_ALLOCATED, PFS_INTERVAL,
     SECTORS_PER_PAGE, TYPE_DATA, TYPE_IAM, TYPE_PFS,
 )
 
@@ -258,23 +258,32 @@ class UnitPages:
     lost: list[tuple[int, int, str]]        # (file, page, "missing" | "bad") expected pages
     iam_ok: bool                            # the IAM chain was read to its end
     chain_ok: bool                          # the page linkage was followed to its end
-    lost_rows_hint: int = 0                 # slot counts of bad pages whose header names the unit
+    lost_rows_hint: int = 0                 # rows counted on failing pages naming the unit
+    unallocated_ignored: int = 0            # pages naming the unit that are not allocated
 
 
 def unit_pages(db: Database, au: int, first: tuple[int, int], first_iam: tuple[int, int],
                max_pages: int = 1 << 31) -> UnitPages:
-    """Every leaf data page of allocation unit `au`, gathered three ways so one damaged path
-    does not lose the others' pages: the IAM chain from `first_iam` (extents and single pages,
-    kept where the page header names the unit), the m_nextPage linkage from `first` (a
-    clustered index's leaf level in key order; a heap's first page), and the page headers of
-    every present page naming the unit. Expected pages (IAM-mapped and PFS-allocated, or
-    linked) that are missing or fail verification are `lost`."""
+    """Every leaf data page of allocation unit `au`, gathered so that one damaged path does not
+    lose the others' pages:
+
+    * the m_nextPage linkage from `first` (a clustered index's leaf level in key order; a
+      heap's first page);
+    * the IAM chain from `first_iam`: the pages its extents and single-page slots map that the
+      PFS marks allocated and whose header names the unit;
+    * when the IAM chain is missing or broken: every present page whose header names the unit
+      and that the PFS marks allocated (or whose PFS page is lost).
+
+    A page naming the unit that its allocation pages say is free is a leftover of deleted or
+    moved rows (SQL Server does not read it): it is counted, not read. Expected pages (mapped
+    and allocated, or linked, or naming the unit with a failing checksum) that are missing or
+    fail verification are `lost`."""
     linked: list[tuple[int, int]] = []
     lost: dict[tuple[int, int], str] = {}
     seen: set[tuple[int, int]] = set()
     chain_ok = True
     cur = first
-    while cur != (0, 0) and cur[1] != 0:
+    while cur[1] != 0:
         if cur in seen or len(seen) >= max_pages:
             chain_ok = False          # a loop in the linkage, or far too long
             break
@@ -300,28 +309,36 @@ def unit_pages(db: Database, au: int, first: tuple[int, int], first_iam: tuple[i
             iam_ok = False
             lost[cur] = db.state(*cur) if page is None else "missing"
             break
-        f = db.files.get(int.from_bytes(page[136 + 4:136 + 6], "little"))
+        f = db.files.get(int.from_bytes(page[IAM_START_PAGE_OFFSET + 4:
+                                             IAM_START_PAGE_OFFSET + 6], "little"))
         if f is not None:
             for p in iam_pages(page, f.file_id, f.pages + PFS_INTERVAL):
                 mapped.add((f.file_id, p))
         info = db.info(*cur)
         cur = (int(info["next_file"]), int(info["next_page"]))
-    pages = list(linked)
-    have = set(linked)
-    extra: set[tuple[int, int]] = set()
-    for fid, f in db.files.items():
-        sel = np.flatnonzero(f.info["present"] & (f.info["au"] == np.uint64(au))
-                             & (f.info["type"] == TYPE_DATA))
-        extra.update((fid, int(p)) for p in sel)
+    naming: set[tuple[int, int]] = set()          # present data pages whose header names the unit
     hint = 0
     for fid, f in db.files.items():
-        bad = np.flatnonzero(f.info["bad"] & (f.info["au"] == np.uint64(au))
-                             & (f.info["type"] == TYPE_DATA))
-        for p in bad.tolist():
-            lost.setdefault((fid, p), "bad")
-            hint += db.damaged_page_rows(fid, p)
+        mine = (f.info["au"] == np.uint64(au)) & (f.info["type"] == TYPE_DATA)
+        naming.update((fid, int(p)) for p in np.flatnonzero(f.info["present"] & mine))
+        for p in np.flatnonzero(f.info["bad"] & mine).tolist():
+            if db.pfs_allocated(fid, p) is not False:
+                lost.setdefault((fid, p), "bad")
+                hint += db.damaged_page_rows(fid, p)
+    have = set(linked)
+    if iam_ok:
+        candidates = mapped & naming
+    else:
+        candidates = naming
+    extra, unallocated = [], 0
+    for key in sorted(candidates - have):
+        if db.pfs_allocated(*key) is False:
+            unallocated += 1
+        else:
+            extra.append(key)
+    unallocated += len(naming - candidates - have)
     for key in sorted(mapped):
-        if key in have or key in extra or key in lost:
+        if key in have or key in naming or key in lost:
             continue
         st = db.state(*key)
         if st == "ok":
@@ -329,7 +346,5 @@ def unit_pages(db: Database, au: int, first: tuple[int, int], first_iam: tuple[i
         if db.pfs_allocated(*key) is False:
             continue                 # an unused page of a uniform extent
         lost[key] = st
-    for key in sorted(extra - have):
-        pages.append(key)
-    return UnitPages(pages, [(f, p, s) for (f, p), s in sorted(lost.items())], iam_ok,
-                     chain_ok, hint)
+    return UnitPages(linked + extra, [(f, p, s) for (f, p), s in sorted(lost.items())], iam_ok,
+                     chain_ok, hint, unallocated)
