@@ -109,12 +109,20 @@ def _pointer(p: Any) -> tuple[int, int]:
     return (int(p.m_fileId), int(p.m_pageId))
 
 
+_COMPILED: dict[int, tuple[Any, int]] = {}
+
+
 def _fixed(rec: Record, layout: Struct) -> Any | None:
-    size = layout.sizeof()
+    """The fixed-length fields of a base table record (construct's compiled parser: the
+    catalog has thousands of rows)."""
+    entry = _COMPILED.get(id(layout))
+    if entry is None:
+        entry = _COMPILED[id(layout)] = (layout.compile(), layout.sizeof())
+    parser, size = entry
     if len(rec.raw) < RECORD_HEADER_SIZE + size:
         return None
     try:
-        return layout.parse(rec.raw[RECORD_HEADER_SIZE: RECORD_HEADER_SIZE + size])
+        return parser.parse(rec.raw[RECORD_HEADER_SIZE: RECORD_HEADER_SIZE + size])
     except ConstructError:
         return None
 
