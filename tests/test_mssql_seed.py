@@ -9,7 +9,6 @@ import csv
 import datetime as dt
 import io
 import json
-import uuid
 from contextlib import redirect_stdout
 from decimal import Decimal
 

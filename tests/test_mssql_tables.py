@@ -14,8 +14,6 @@ import struct
 import uuid
 from contextlib import redirect_stdout
 
-import pytest
-
 from conftest import fixture_bytes
 from core.mssql.database import group_files, mdf_tables
 from core.mssql.pages import open_data_file

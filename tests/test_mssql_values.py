@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
-import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -17,6 +17,7 @@ back before records are read.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,12 @@ from typing import Any
 import numpy as np
 
 from core.carve.mssql import analyse_batch, file_header_size_pages, iam_pages
+from core.mssql.records import record_at
 from core.progress import ProgressFn, Ticker
 from core.source import Evidence
 from core.structs.mssql import (
-    FLAG_TORN_PAGE, IAM_START_PAGE_OFFSET, PAGE_HEADER_DTYPE, PAGE_HEADER_SIZE, PAGE_SIZE, PFS_ALLOCATED, PFS_INTERVAL,
+    IAM_START_PAGE_OFFSET, PAGE_HEADER_DTYPE, PAGE_HEADER_SIZE, PAGE_SIZE, PFS_ALLOCATED,
+    PFS_INTERVAL,
     SECTORS_PER_PAGE, TYPE_DATA, TYPE_IAM, TYPE_PFS,
 )
 
@@ -158,27 +161,11 @@ def _binding_id(page: bytes) -> str | None:
     """The database GUID of the file header (variable column 0, 16 bytes: BindingId, the first
     field DBCC FILEHEADER lists; the same in every file of one database) [U: no multi-file
     sample here]."""
-    import struct
-    import uuid
-    off = struct.unpack_from("<H", page, PAGE_SIZE - 2)[0]
-    if not PAGE_HEADER_SIZE <= off < PAGE_SIZE - 8:
+    rec = record_at(page, 0)
+    col = rec.var(0) if rec is not None else None
+    if col is None or len(col.data) != 16:
         return None
-    fixed_end = struct.unpack_from("<H", page, off + 2)[0]
-    pos = off + fixed_end
-    if pos + 4 > PAGE_SIZE:
-        return None
-    ncols = struct.unpack_from("<H", page, pos)[0]
-    pos += 2 + (ncols + 7) // 8
-    if pos + 4 > PAGE_SIZE:
-        return None
-    nvar = struct.unpack_from("<H", page, pos)[0]
-    start = pos + 2 + 2 * nvar
-    if nvar < 1 or start + 16 > PAGE_SIZE:
-        return None
-    end = struct.unpack_from("<H", page, pos + 2)[0] & 0x7FFF
-    if end - (start - off) != 16:
-        return None
-    return str(uuid.UUID(bytes_le=bytes(page[start: start + 16]))).upper()
+    return str(uuid.UUID(bytes_le=col.data)).upper()
 
 
 class Database:

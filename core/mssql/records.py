@@ -133,3 +133,14 @@ def slot_offsets(page: bytes, slot_count: int) -> list[int | None]:
     for off in struct.unpack_from("<%dH" % n, page, PAGE_SIZE - 2 * n)[::-1]:
         out.append(off if PAGE_HEADER_SIZE <= off < PAGE_SIZE else None)
     return out
+
+
+def record_at(page: bytes, slot: int) -> Record | None:
+    """The record in `slot` of a page, None when the slot is empty or the record damaged."""
+    offs = slot_offsets(page, int.from_bytes(page[22:24], "little"))
+    if not 0 <= slot < len(offs) or offs[slot] is None:
+        return None
+    try:
+        return parse_record(page, offs[slot])
+    except RecordError:
+        return None

@@ -12,7 +12,9 @@ from typing import Iterator
 
 from core.errors import Cancelled
 from core.mssql.pages import Database, UnitPages, unit_pages
-from core.mssql.records import Record, RecordError, forwarding_target, parse_record, slot_offsets
+from core.mssql.records import (
+    Record, RecordError, forwarding_target, parse_record, record_at, slot_offsets,
+)
 from core.structs.mssql import (
     RECORD_BLOB_FRAGMENT, RECORD_FORWARDED, RECORD_FORWARDING_STUB, RECORD_GHOST_DATA,
     RECORD_GHOST_INDEX, RECORD_GHOST_VERSION, RECORD_INDEX,
@@ -35,7 +37,8 @@ class ScanStats:
 
 
 def unit_rows(db: Database, unit: UnitPages, stats: ScanStats,
-              cancel: threading.Event | None = None) -> Iterator[tuple[Record, tuple[int, int, int]]]:
+              cancel: threading.Event | None = None
+              ) -> Iterator[tuple[Record, tuple[int, int, int]]]:
     """(record, (file, page, slot)) of every live row of the unit's pages."""
     reached: set[tuple[int, int, int]] = set()
     forwarded_seen: set[tuple[int, int, int]] = set()
@@ -84,14 +87,8 @@ def _forwarded(db: Database, target: tuple[int, int, int]) -> Record | None:
     page = db.page(file_id, page_id)
     if page is None:
         return None
-    offs = slot_offsets(page, int.from_bytes(page[22:24], "little"))
-    if slot >= len(offs) or offs[slot] is None:
-        return None
-    try:
-        rec = parse_record(page, offs[slot])
-    except RecordError:
-        return None
-    return rec if rec.kind == RECORD_FORWARDED else None
+    rec = record_at(page, slot)
+    return rec if rec is not None and rec.kind == RECORD_FORWARDED else None
 
 
 def read_unit(db: Database, au: int, first: tuple[int, int], first_iam: tuple[int, int],

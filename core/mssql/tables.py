@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 from core.mssql.catalog import Catalog, ColPar, Rowset, RsCol
 from core.mssql.pages import Database
-from core.mssql.records import Record, RecordError, parse_record, slot_offsets
+from core.mssql.records import Record, RecordError, record_at
 from core.mssql.rows import ScanStats, read_unit
 from core.mssql.types import (
     BIT, TEXT_POINTER_TYPES, Undecodable, decode_value, fixed_length, type_name,
@@ -31,8 +31,8 @@ from core.mssql.types import (
 from core.output import AtomicOutput
 from core.progress import ProgressFn, Ticker
 from core.structs.mssql import (
-    AU_IN_ROW_DATA, COLPAR_COMPUTED, COLPAR_NOT_NULL, COLPAR_SPARSE, COMPLEX_BACK_POINTER,
-    COMPLEX_BLOB_INLINE_ROOT, COMPLEX_ROW_OVERFLOW, COMPLEX_SPARSE_VECTOR, LOB_DATA,
+    AU_IN_ROW_DATA, COLPAR_COMPUTED, COLPAR_NOT_NULL, COLPAR_SPARSE, COMPLEX_BLOB_INLINE_ROOT,
+    COMPLEX_ROW_OVERFLOW, COMPLEX_SPARSE_VECTOR, LOB_DATA,
     RECORD_BLOB_FRAGMENT, RECORD_HEADER_SIZE, RSCOL_DROPPED, RSCOL_SPARSE, RSCOL_UNIQUEIFIER,
     blob_inline_entry, blob_inline_root, lob_data_head,
 )
@@ -272,12 +272,9 @@ class RowDecoder:
 
 
 def _fragment(page: bytes, slot: int) -> bytes | None:
-    offs = slot_offsets(page, int.from_bytes(page[22:24], "little"))
-    if slot >= len(offs) or offs[slot] is None:
-        return None
-    try:
-        rec = parse_record(page, offs[slot])
-    except RecordError:
+    """The bytes of a DATA blob fragment (None: no such record, or another LOB structure)."""
+    rec = record_at(page, slot)
+    if rec is None:
         return None
     body = rec.raw[RECORD_HEADER_SIZE:]
     if rec.kind != RECORD_BLOB_FRAGMENT or len(body) < lob_data_head.sizeof():

@@ -184,8 +184,9 @@ def decode_value(xtype: int, raw: bytes, length: int = 0, prec: int = 0, scale: 
         _need(raw, 4, "smallmoney")
         return _scaled(struct.unpack("<i", raw)[0], 4)
     if xtype == FLOAT:
-        if len(raw) == 4:
-            return _float_text(float(np.frombuffer(raw, "<f4")[0]), str(np.frombuffer(raw, "<f4")[0]))
+        if len(raw) == 4:                       # float(24) is stored as a real
+            single = np.frombuffer(raw, "<f4")[0]
+            return _float_text(float(single), str(single))
         _need(raw, 8, "float")
         value = struct.unpack("<d", raw)[0]
         return _float_text(value, repr(value))
@@ -244,8 +245,9 @@ def decode_value(xtype: int, raw: bytes, length: int = 0, prec: int = 0, scale: 
         except OverflowError:
             raise Undecodable("datetimeoffset out of range") from None
         sign = "-" if offset < 0 else "+"
-        return (f"{local.date().isoformat()} {_hms(local.hour * 3600 + local.minute * 60 + local.second)}"
-                f"{frac} {sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}")
+        clock = local.hour * 3600 + local.minute * 60 + local.second
+        return (f"{local.date().isoformat()} {_hms(clock)}{frac}"
+                f" {sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}")
     if xtype == UNIQUEIDENTIFIER:
         _need(raw, 16, "uniqueidentifier")
         return str(uuid.UUID(bytes_le=bytes(raw))).upper()
