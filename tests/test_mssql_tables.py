@@ -14,6 +14,8 @@ import struct
 import uuid
 from contextlib import redirect_stdout
 
+import pytest
+
 from conftest import fixture_bytes
 from core.mssql.database import group_files, mdf_tables
 from core.mssql.pages import open_data_file
@@ -99,6 +101,52 @@ def test_ithelpdesk_tables_columns_rows_and_csv(tmp_path):
     assert db["sql_server_version"] == 706
     v = db["files"][0]["verification"]
     assert v["checksum"] == {"pages": 285, "failed": 0} and v["bad_checksum_pages"] == []
+
+
+@pytest.mark.parametrize("relative", [IT, DNN])
+def test_declared_base_table_layouts_match_the_catalogs_own_description(tmp_path, relative):
+    """The catalog describes its own base tables (syscolpars names, sysrscols places): in both
+    real files (SQL Server 2008 R2 and 2012) every declared layout matches it; a description
+    that moves a field is detected and followed."""
+    import dataclasses
+    from core.mssql.catalog import BASE_TABLES, declared_layout, described_layout, read_catalog
+    from core.mssql.pages import Database
+    db = Database([open_data_file(_write(tmp_path, relative))])
+    try:
+        cat = read_catalog(db)
+    finally:
+        db.close()
+    assert len(cat.layouts_verified) == len(BASE_TABLES) == 6
+    name, layout, var = BASE_TABLES[41]                   # syscolpars
+    declared = declared_layout(layout, var)
+    rs = next(r for r in cat.rowsets if r.idmajor == 41 and r.idminor == 1)
+    colid = {c.name: c.colid for c in cat.colpars if c.id == 41}
+    moved = [dataclasses.replace(rc, offset=60) if rc.rsid == rs.rowsetid
+             and rc.rscolid == colid["status"] else rc for rc in cat.rscols]
+    other = described_layout(dataclasses.replace(cat, rscols=moved), 41, declared)
+    assert dict((n, o) for n, o, _ in other.fields)["status"] == 60
+    assert described_layout(cat, 41, declared).fields[9][:2] == ("status", 27)
+
+
+def test_a_base_table_laid_out_otherwise_is_read_as_the_catalog_says(tmp_path, monkeypatch):
+    """As if a newer SQL Server had moved syscolpars' `status` before `collationid`: the
+    declared layout reads them swapped, the catalog's own description (sysrscols) says where
+    they are, the table is read again that way and the user tables come out right."""
+    from construct import Int32sl, Int32ul, Struct
+    from core.mssql import catalog
+    from core.structs import mssql as S
+    fields = list(S.syscolpars_fixed.subcons)
+    names = [f.name for f in fields]
+    i, j = names.index("collationid"), names.index("status")
+    fields[i], fields[j] = "status" / Int32sl, "collationid" / Int32ul
+    monkeypatch.setitem(catalog.BASE_TABLES, S.SYSCOLPARS,
+                        ("syscolpars", Struct(*fields), ("name", "idtval")))
+    doc = mdf_tables([_write(tmp_path, IT)]).to_json()
+    kinds = [f["kind"] for f in doc["databases"][0]["findings"]]
+    assert kinds == ["mdf-catalog-layout"]
+    tables = {t["name"]: t for t in doc["tables"]}
+    assert [c["nullable"] for c in tables["Jobs"]["columns"]] == [False, False, False, True, True]
+    assert tables["Staff"]["rows"] == 3 and tables["Staff"]["undecoded"] == 0
 
 
 def test_dotnetnuke_blank_install_database_has_no_user_tables(tmp_path):

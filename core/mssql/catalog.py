@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from construct import ConstructError, Struct
+from construct import Container, ConstructError, Struct
 
 from core.carve.mssql import read_boot_page
 from core.mssql.pages import Database, alloc_unit_id
@@ -25,8 +25,8 @@ from core.mssql.records import Record
 from core.mssql.rows import ScanStats, read_unit
 from core.structs.mssql import (
     AU_IN_ROW_DATA, BOOT_FIRST_SYS_INDEXES, BOOT_PAGE_ID, CLASS_SCHEMA, PAGE_SIZE,
-    RECORD_HEADER_SIZE, SQL_VERSIONS, SYSALLOCUNITS, SYSCLSOBJS, SYSCOLPARS, SYSROWSETS_AUID,
-    SYSRSCOLS, SYSSCHOBJS, TYPE_BOOT, pageid, sysallocunits_fixed, sysclsobjs_fixed,
+    RECORD_HEADER_SIZE, SQL_VERSIONS, SYSALLOCUNITS, SYSCLSOBJS, SYSCOLPARS, SYSROWSETS,
+    SYSROWSETS_AUID, SYSRSCOLS, SYSSCHOBJS, TYPE_BOOT, pageid, sysallocunits_fixed, sysclsobjs_fixed,
     syscolpars_fixed, sysrowsets_fixed, sysrscols_fixed, sysschobjs_fixed,
 )
 
@@ -96,33 +96,65 @@ class Catalog:
     rscols: list[RsCol] = field(default_factory=list)
     schemas: dict[int, str] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    layouts_verified: list[str] = field(default_factory=list)   # base tables whose declared
+                                                                 # layout the catalog confirms
 
     def units_of(self, rowsetid: int) -> list[AllocUnit]:
         return [a for a in self.allocunits if a.ownerid == rowsetid]
 
     def to_json(self) -> dict[str, Any]:
         return {"database": self.database, "sql_server_version": self.dbi_version,
-                "sql_server_release": SQL_VERSIONS.get(self.dbi_version or -1)}
+                "sql_server_release": SQL_VERSIONS.get(self.dbi_version or -1),
+                "catalog_layouts_verified": self.layouts_verified}
 
 
 def _pointer(p: Any) -> tuple[int, int]:
     return (int(p.m_fileId), int(p.m_pageId))
 
 
-_COMPILED: dict[int, tuple[Any, int]] = {}
+@dataclass(frozen=True)
+class RowLayout:
+    """Where a base table's fields sit in its records: the construct declaration's own order
+    (`fast`: its compiled parser over the fixed data) or the places the catalog itself gives
+    (sysrscols rows of the base table's rowset, named through syscolpars)."""
+
+    fields: tuple[tuple[str, int, Any], ...]       # (name, record offset, construct subcon)
+    var_index: dict[str, int]                       # variable column name -> offset-array index
+    fast: Any = None                                # (compiled parser, fixed size) or None
 
 
-def _fixed(rec: Record, layout: Struct) -> Any | None:
-    """The fixed-length fields of a base table record (construct's compiled parser: the
-    catalog has thousands of rows)."""
-    entry = _COMPILED.get(id(layout))
-    if entry is None:
-        entry = _COMPILED[id(layout)] = (layout.compile(), layout.sizeof())
-    parser, size = entry
-    if len(rec.raw) < RECORD_HEADER_SIZE + size:
-        return None
+_DEFAULTS: dict[int, RowLayout] = {}
+
+
+def declared_layout(layout: Struct, var_names: tuple[str, ...]) -> RowLayout:
+    """The layout a construct declaration gives: fields one after the other from offset 4."""
+    key = id(layout)
+    if key not in _DEFAULTS:
+        fields, pos = [], RECORD_HEADER_SIZE
+        for sc in layout.subcons:
+            fields.append((sc.name, pos, sc))
+            pos += sc.sizeof()
+        _DEFAULTS[key] = RowLayout(tuple(fields), {n: i for i, n in enumerate(var_names)},
+                                   (layout.compile(), layout.sizeof()))
+    return _DEFAULTS[key]
+
+
+def _fields(rec: Record, layout: RowLayout) -> Any | None:
+    """The fixed-length fields of a base table record, or None when the record is too short
+    (compiled construct parser on the declared layout: the catalog has thousands of rows)."""
     try:
-        return parser.parse(rec.raw[RECORD_HEADER_SIZE: RECORD_HEADER_SIZE + size])
+        if layout.fast is not None:
+            parser, size = layout.fast
+            if len(rec.raw) < RECORD_HEADER_SIZE + size:
+                return None
+            return parser.parse(rec.raw[RECORD_HEADER_SIZE: RECORD_HEADER_SIZE + size])
+        out = Container()
+        for name, offset, sc in layout.fields:
+            size = sc.sizeof()
+            if offset + size > len(rec.raw):
+                return None
+            out[name] = sc.parse(rec.raw[offset: offset + size])
+        return out
     except ConstructError:
         return None
 
@@ -171,8 +203,100 @@ def _system_table(db: Database, cat: Catalog, object_id: int, what: str,
     yield from _rows(db, unit.auid, unit.pgfirst, unit.pgfirstiam, what, cat, cancel)
 
 
+# The base tables read, with their declared fixed fields and variable columns (in order).
+BASE_TABLES: dict[int, tuple[str, Struct, tuple[str, ...]]] = {
+    SYSALLOCUNITS: ("sysallocunits", sysallocunits_fixed, ()),
+    SYSROWSETS: ("sysrowsets", sysrowsets_fixed, ("rsguid", "lockres")),
+    SYSSCHOBJS: ("sysschobjs", sysschobjs_fixed, ("name",)),
+    SYSCOLPARS: ("syscolpars", syscolpars_fixed, ("name", "idtval")),
+    SYSRSCOLS: ("sysrscols", sysrscols_fixed, ("colguid",)),
+    SYSCLSOBJS: ("sysclsobjs", sysclsobjs_fixed, ("name",)),
+}
+
+
+def described_layout(cat: Catalog, object_id: int, declared: RowLayout) -> RowLayout | None:
+    """The layout the catalog gives for its own base table `object_id`: its columns' names
+    (syscolpars) and places (sysrscols of its rowset). None when the description is incomplete
+    (then the declared layout stays)."""
+    rs = next((r for r in cat.rowsets if r.idmajor == object_id and r.idminor in (0, 1)), None)
+    if rs is None:
+        return None
+    names = {cp.colid: cp.name for cp in cat.colpars if cp.id == object_id and cp.number == 0}
+    place = {}
+    for rc in cat.rscols:
+        if rc.rsid == rs.rowsetid and rc.rscolid in names:
+            leaf = rc.offset & 0xFFFF
+            place[names[rc.rscolid]] = leaf - 0x10000 if leaf >= 0x8000 else leaf
+    fields = []
+    for name, _, sc in declared.fields:
+        if place.get(name, -1) < RECORD_HEADER_SIZE:
+            return None
+        fields.append((name, place[name], sc))
+    var_index = {}
+    for name in declared.var_index:
+        if place.get(name, 0) >= 0:
+            return None
+        var_index[name] = -place[name] - 1
+    return RowLayout(tuple(fields), var_index)
+
+
+def _same_places(a: RowLayout, b: RowLayout) -> bool:
+    return [f[:2] for f in a.fields] == [f[:2] for f in b.fields] and a.var_index == b.var_index
+
+
+def _load(db: Database, cat: Catalog, layouts: dict[int, RowLayout], first: tuple[int, int],
+          cancel: threading.Event | None) -> None:
+    """Read the base tables in the engine's order into `cat` with the given layouts."""
+    lay = layouts[SYSALLOCUNITS]
+    # sysallocunits: object 7, index 0 in its pages' headers [V: both shared fixtures]
+    for rec in _rows(db, alloc_unit_id(SYSALLOCUNITS, 0), first, (0, 0), "sysallocunits", cat,
+                     cancel):
+        f = _fields(rec, lay)
+        if f is not None:
+            cat.allocunits.append(AllocUnit(f.auid, f.type, f.ownerid, _pointer(f.pgfirst),
+                                            _pointer(f.pgroot), _pointer(f.pgfirstiam)))
+    rs_unit = next((a for a in cat.allocunits if a.auid == SYSROWSETS_AUID), None)
+    rs_first, rs_iam = (rs_unit.pgfirst, rs_unit.pgfirstiam) if rs_unit else ((0, 0), (0, 0))
+    lay = layouts[SYSROWSETS]
+    for rec in _rows(db, SYSROWSETS_AUID, rs_first, rs_iam, "sysrowsets", cat, cancel):
+        f = _fields(rec, lay)
+        if f is not None:
+            cat.rowsets.append(Rowset(f.rowsetid, f.idmajor, f.idminor, f.rcrows, f.cmprlevel))
+    if not cat.allocunits and not cat.rowsets:
+        return
+    lay = layouts[SYSSCHOBJS]
+    for rec in _system_table(db, cat, SYSSCHOBJS, "sysschobjs", cancel):
+        f, name = _fields(rec, lay), _sysname(rec, lay.var_index["name"])
+        if f is not None and name is not None:
+            cat.objects.append(SchemaObject(f.id, name, f.nsid,
+                                            f.type.decode("latin-1").strip()))
+    lay = layouts[SYSCOLPARS]
+    for rec in _system_table(db, cat, SYSCOLPARS, "syscolpars", cancel):
+        f = _fields(rec, lay)
+        if f is not None:
+            cat.colpars.append(ColPar(f.id, f.number, f.colid,
+                                      _sysname(rec, lay.var_index["name"]), f.xtype, f.utype,
+                                      f.length, f.prec, f.scale, f.collationid, f.status))
+    lay = layouts[SYSRSCOLS]
+    for rec in _system_table(db, cat, SYSRSCOLS, "sysrscols", cancel):
+        f = _fields(rec, lay)
+        if f is not None:
+            cat.rscols.append(RsCol(f.rsid, f.rscolid, f.hbcolid, f.ti, f.status, f.offset,
+                                    f.nullbit, f.bitpos))
+    lay = layouts[SYSCLSOBJS]
+    for rec in _system_table(db, cat, SYSCLSOBJS, "sysclsobjs", cancel):
+        f, name = _fields(rec, lay), _sysname(rec, lay.var_index["name"])
+        if f is not None and name is not None and f["class"] == CLASS_SCHEMA:
+            cat.schemas[f.id] = name
+
+
 def read_catalog(db: Database, cancel: threading.Event | None = None) -> Catalog:
-    """The catalog of the database whose file 1 is in `db`."""
+    """The catalog of the database whose file 1 is in `db`.
+
+    The base tables are read with their declared layouts, then the catalog's own description
+    of them (it lists their columns in syscolpars and their places in sysrscols like any
+    table's) is compared with the declarations; a base table a newer SQL Server lays out
+    differently is read again the way the catalog says (finding `mdf-catalog-layout`)."""
     cat = Catalog()
     boot = db.page(1, BOOT_PAGE_ID)
     first = (0, 0)
@@ -191,42 +315,22 @@ def read_catalog(db: Database, cancel: threading.Event | None = None) -> Catalog
         cat.findings.append({"kind": "mdf-no-catalog", "message":
                              "the boot page names no sysallocunits page (dbi_firstSysIndexes "
                              "is 0): this file carries no catalog"})
-    # sysallocunits: object 7, index 0 in its pages' headers [V: both shared fixtures]
-    for rec in _rows(db, alloc_unit_id(SYSALLOCUNITS, 0), first, (0, 0), "sysallocunits", cat,
-                     cancel):
-        f = _fixed(rec, sysallocunits_fixed)
-        if f is not None:
-            cat.allocunits.append(AllocUnit(f.auid, f.type, f.ownerid, _pointer(f.pgfirst),
-                                            _pointer(f.pgroot), _pointer(f.pgfirstiam)))
-    rs_unit = next((a for a in cat.allocunits if a.auid == SYSROWSETS_AUID), None)
-    rs_first, rs_iam = (rs_unit.pgfirst, rs_unit.pgfirstiam) if rs_unit else ((0, 0), (0, 0))
-    for rec in _rows(db, SYSROWSETS_AUID, rs_first, rs_iam, "sysrowsets", cat, cancel):
-        f = _fixed(rec, sysrowsets_fixed)
-        if f is not None:
-            cat.rowsets.append(Rowset(f.rowsetid, f.idmajor, f.idminor, f.rcrows, f.cmprlevel))
-    if not cat.allocunits and not cat.rowsets:
-        return cat
-    for rec in _system_table(db, cat, SYSSCHOBJS, "sysschobjs", cancel):
-        f, name = _fixed(rec, sysschobjs_fixed), _sysname(rec, 0)
-        if f is not None and name is not None:
-            cat.objects.append(SchemaObject(f.id, name, f.nsid,
-                                            f.type.decode("latin-1").strip()))
-    for rec in _system_table(db, cat, SYSCOLPARS, "syscolpars", cancel):
-        f = _fixed(rec, syscolpars_fixed)
-        if f is not None:
-            cat.colpars.append(ColPar(f.id, f.number, f.colid, _sysname(rec, 0), f.xtype,
-                                      f.utype, f.length, f.prec, f.scale, f.collationid,
-                                      f.status))
-    for rec in _system_table(db, cat, SYSRSCOLS, "sysrscols", cancel):
-        f = _fixed(rec, sysrscols_fixed)
-        if f is not None:
-            cat.rscols.append(RsCol(f.rsid, f.rscolid, f.hbcolid, f.ti, f.status, f.offset,
-                                    f.nullbit, f.bitpos))
-    for rec in _system_table(db, cat, SYSCLSOBJS, "sysclsobjs", cancel):
-        f, name = _fixed(rec, sysclsobjs_fixed), _sysname(rec, 0)
-        if f is not None and name is not None and f["class"] == CLASS_SCHEMA:
-            cat.schemas[f.id] = name
+    layouts = {obj: declared_layout(layout, var) for obj, (_, layout, var) in BASE_TABLES.items()}
+    _load(db, cat, layouts, first, cancel)
+    described = {obj: described_layout(cat, obj, layouts[obj]) for obj in BASE_TABLES}
+    cat.layouts_verified = sorted(BASE_TABLES[obj][0] for obj, d in described.items()
+                                  if d is not None and _same_places(d, layouts[obj]))
+    changed = {obj: d for obj, d in described.items()
+               if d is not None and not _same_places(d, layouts[obj])}
+    if changed:
+        kept = list(cat.findings)
+        names = ", ".join(BASE_TABLES[obj][0] for obj in changed)
+        fresh = Catalog(database=cat.database, dbi_version=cat.dbi_version)
+        _load(db, fresh, {**layouts, **changed}, first, cancel)
+        fresh.layouts_verified = cat.layouts_verified
+        fresh.findings = kept + [{
+            "kind": "mdf-catalog-layout", "tables": names,
+            "message": f"the catalog lays out {names} differently from the declared layouts "
+                       f"(a newer SQL Server): read again as the catalog describes them"}]
+        return fresh
     return cat
-
-
-ProgressNote = Callable[[str], None]
