@@ -177,14 +177,21 @@ def events_columns() -> list[Col]:
         Col("EventID", T.INT, 4, lambda v: struct.pack("<i", v), 10, nullable=False),
         Col("Kind", T.VARCHAR, 20, lambda v: v.encode("ascii"), collation=COLLATION),
         Col("Payload", T.VARCHAR, 8000, lambda v: v.encode("ascii"), collation=COLLATION),
+        Col("Notes", T.NTEXT, 16, lambda v: v.encode("utf-16-le"), collation=COLLATION),
+        Col("Doc", T.VARBINARY, -1, lambda v: v),
     ]
 
 
 def events_rows() -> list[dict[str, Any]]:
-    return [{"EventID": 1, "Kind": "login", "Payload": "ok"},
-            {"EventID": 2, "Kind": "moved", "Payload": "grew too large for its page " * 3},
-            {"EventID": 3, "Kind": "big", "Payload": "X" * 5000},      # off-row (row-overflow)
-            {"EventID": 4, "Kind": None, "Payload": None}]
+    """Row 1's Notes: a text pointer to a SMALL_ROOT; row 3's: to a LARGE_ROOT_YUKON over two
+    DATA fragments; row 2's Doc (varbinary(max)) a BLOB inline root to an INTERNAL node over
+    two DATA fragments; row 3's Payload pushed off-row (row-overflow pointer)."""
+    return [{"EventID": 1, "Kind": "login", "Payload": "ok", "Notes": "kurz ☺", "Doc": b"\x01"},
+            {"EventID": 2, "Kind": "moved", "Payload": "grew too large for its page " * 3,
+             "Notes": None, "Doc": bytes(range(256)) * 12},
+            {"EventID": 3, "Kind": "big", "Payload": "X" * 5000,
+             "Notes": "Ä" * 700 + "Z" * 500, "Doc": None},
+            {"EventID": 4, "Kind": None, "Payload": None, "Notes": None, "Doc": None}]
 
 
 # -- the layout of a user table's records -------------------------------------------------------
@@ -285,27 +292,55 @@ def build_seed_database() -> tuple[bytes, dict[str, Any]]:
         allocated.add(p)
 
     # sales.Events: heap pages 28 (rows 1, ghost, stub of row 2, row 3 with overflow, row 4)
-    # and 29 (the forwarded row 2); text page 30 holds row 3's Payload; page 31 is free
-    payload3 = ev_rows[2]["Payload"].encode("ascii")
-    fragment = record(b"", 0, set(), [])  # placeholder, replaced below
-    blob = lob_data_head.build(dict(blob_id=0x1122334455, type=3)) + payload3
-    fragment = record_header.build(dict(RawStatusByteA=4 << 1, RawStatusByteB=0,
+    # and 29 (the forwarded row 2); text pages 30 and 32 hold the off-row values; 31 is free
+    def lob(kind: int, body: bytes) -> bytes:
+        blob = lob_data_head.build(dict(blob_id=0x1122334455, type=kind)) + body
+        return record_header.build(dict(RawStatusByteA=4 << 1, RawStatusByteB=0,
                                         NullBitmapPointer=4 + len(blob))) + blob
-    pages[30] = data_page(30, EV_OVERFLOW_AU, [fragment], m_type=3)
+
+    def links_head(kind: int, n: int) -> bytes:
+        return struct.pack("<HHH", 5, n, 0)                  # maxlinks, curlinks, level
+
+    def tp(page: int, slot: int) -> bytes:                     # a text pointer
+        return struct.pack("<IIIHH", 0x77, 0, page, 1, slot)
+
+    payload3 = ev_rows[2]["Payload"].encode("ascii")
+    notes1 = ev_rows[0]["Notes"].encode("utf-16-le")
+    notes3 = ev_rows[2]["Notes"].encode("utf-16-le")
+    doc2 = ev_rows[1]["Doc"]
+    text30 = [
+        lob(3, payload3),                                                   # slot 0
+        lob(0, struct.pack("<H", len(notes1)) + bytes(4) + notes1.ljust(64, b"\0")),   # 1
+        lob(3, notes3[:1000]), lob(3, notes3[1000:]),                       # slots 2, 3
+        lob(5, links_head(5, 2) + bytes(4)
+            + blob_inline_entry.build(dict(length=1000, page=30, file=1, slot=2))
+            + blob_inline_entry.build(dict(length=len(notes3), page=30, file=1, slot=3))),
+    ]
+    pages[30] = data_page(30, EV_OVERFLOW_AU, text30, m_type=3)
+    text32 = [lob(3, doc2[:2000]), lob(3, doc2[2000:]),
+              lob(2, links_head(2, 2)
+                  + struct.pack("<qIHH", 2000, 32, 1, 0)
+                  + struct.pack("<qIHH", len(doc2), 32, 1, 1))]
+    pages[32] = data_page(32, EV_OVERFLOW_AU, text32, m_type=3)
+    allocated.add(32)
     pointer = (blob_inline_root.build(dict(type=2, index_level=0, unused=0, sequence=1,
                                            timestamp=0x5A5A))
                + blob_inline_entry.build(dict(length=len(payload3), page=30, file=1, slot=0)))
+    doc_root = (blob_inline_root.build(dict(type=4, index_level=1, unused=0, sequence=1,
+                                            timestamp=0x5A5A))
+                + blob_inline_entry.build(dict(length=len(doc2), page=32, file=1, slot=2)))
     ghost = bytearray(table_record(ev_layout, {"EventID": 99, "Kind": "deleted",
                                                 "Payload": "gone"}))
     ghost[0] = (ghost[0] & ~0x0E) | (6 << 1)             # ghost data record
     stub = bytes([2 << 1]) + struct.pack("<IHH", 29, 1, 0)
-    forwarded = bytearray(table_record(ev_layout, ev_rows[1]))
+    forwarded = bytearray(table_record(ev_layout, ev_rows[1], {"Doc": doc_root}))
     # the forwarded record: kind 1 and one more variable column, the back pointer (0x0400, RID)
     back = struct.pack("<H", 0x0400) + struct.pack("<IHH", 28, 1, 2)
     fwd_rec = _append_var(bytes(forwarded), back, kind=1)
-    pages[28] = data_page(28, EV_AU, [table_record(ev_layout, ev_rows[0]), bytes(ghost), stub,
-                                      table_record(ev_layout, ev_rows[2], {"Payload": pointer}),
-                                      table_record(ev_layout, ev_rows[3])])
+    pages[28] = data_page(28, EV_AU, [
+        table_record(ev_layout, ev_rows[0], {"Notes": tp(30, 1)}), bytes(ghost), stub,
+        table_record(ev_layout, ev_rows[2], {"Payload": pointer, "Notes": tp(30, 4)}),
+        table_record(ev_layout, ev_rows[3])])
     pages[29] = data_page(29, EV_AU, [fwd_rec])
     pages[31] = data_page(31, EV_AU, [table_record(ev_layout, {"EventID": 666, "Kind": "zombie",
                                                                "Payload": "deallocated"})])

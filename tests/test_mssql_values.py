@@ -204,3 +204,79 @@ def test_hypothesis_garbage_values_give_text_or_undecodable(xtype, raw, length, 
     except Undecodable:
         return
     assert isinstance(out, str)
+
+
+# -- column layouts and sparse columns --------------------------------------------------------
+def _colpar(colid, name, xtype, length, status=0, prec=0, scale=0):
+    from core.mssql.catalog import ColPar
+    return ColPar(id=1, number=0, colid=colid, name=name, xtype=xtype, utype=xtype,
+                  length=length, prec=prec, scale=scale, collationid=0, status=status)
+
+
+def test_layout_without_sysrscols_is_computed_and_said():
+    """A never-altered table's records: fixed columns in column order from offset 4, bit
+    columns sharing one byte, variable columns in column order, NULL bits by column."""
+    from core.mssql.tables import layout
+    cols, note = layout([_colpar(1, "id", T.INT, 4, status=1), _colpar(2, "a", T.BIT, 1),
+                         _colpar(3, "b", T.BIT, 1), _colpar(4, "name", T.NVARCHAR, 40),
+                         _colpar(5, "at", T.DATETIME, 8), _colpar(6, "c", T.BIT, 1)], [])
+    assert note and "syscolpars" in note
+    assert [(c.name, c.offset, c.bit_pos, c.var_index, c.null_bit) for c in cols] == [
+        ("id", 4, 0, None, 1), ("a", 8, 0, None, 2), ("b", 8, 1, None, 3),
+        ("name", None, 0, 0, 4), ("at", 9, 0, None, 5), ("c", 8, 2, None, 6)]
+    assert not cols[0].nullable and cols[1].nullable
+
+
+def test_sparse_columns_come_from_the_sparse_vector():
+    """Sparse column values live in the sparse vector, a complex column: 0x0005, count,
+    column ids, end offsets, values (OrcaMDF SparseVectorParser.cs)."""
+    from core.mssql.catalog import RsCol
+    from core.mssql.tables import RowDecoder, layout, sparse_values
+    from core.structs.mssql import COLPAR_SPARSE, RSCOL_SPARSE
+    values = [struct.pack("<i", 42), "hé".encode("utf-16-le")]
+    head = struct.pack("<HH", 5, 2) + struct.pack("<HH", 3, 5)
+    start = len(head) + 4
+    ends = struct.pack("<HH", start + len(values[0]), start + len(values[0]) + len(values[1]))
+    vector = head + ends + b"".join(values)
+    fixed = struct.pack("<i", 7)
+    end = 4 + 4 + 2 + 1 + 2 + 2 + len(vector)
+    rec = (bytes([0x30, 0]) + struct.pack("<H", 8) + fixed + struct.pack("<H", 5) + b"\x00"
+           + struct.pack("<HH", 1, end | 0x8000) + vector)
+    page = _page_with([rec])
+    r = parse_record(page, slot_offsets(page, 1)[0])
+    assert sparse_values(r) == {3: values[0], 5: values[1]}
+    colpars = [_colpar(1, "id", T.INT, 4, status=1),
+               _colpar(3, "s_int", T.INT, 4, status=COLPAR_SPARSE),
+               _colpar(4, "s_none", T.INT, 4, status=COLPAR_SPARSE),
+               _colpar(5, "s_text", T.NVARCHAR, 20, status=COLPAR_SPARSE)]
+    rscols = [RsCol(9, 1, 1, T.INT, 0x80, 4, 1, 0)] + [
+        RsCol(9, cid, cid, xt, RSCOL_SPARSE, 0, 0, 0)
+        for cid, xt in ((3, T.INT), (4, T.INT), (5, T.NVARCHAR))]
+    cols, _ = layout(colpars, rscols)
+    values_out, bad = RowDecoder(None, cols).row(r)
+    assert values_out == ["7", "42", None, "hé"] and not bad
+
+
+def test_row_overflow_pointer_to_a_missing_page_is_undecoded_not_guessed():
+    from core.mssql.catalog import RsCol
+    from core.mssql.tables import RowDecoder, layout
+    from core.structs.mssql import blob_inline_entry, blob_inline_root
+
+    class NoPages:
+        def page(self, file_id, page_id):
+            return None
+
+    pointer = (blob_inline_root.build(dict(type=2, index_level=0, unused=0, sequence=0,
+                                           timestamp=0))
+               + blob_inline_entry.build(dict(length=9000, page=77, file=1, slot=0)))
+    end = 4 + 4 + 2 + 1 + 2 + 2 + len(pointer)
+    rec = (bytes([0x30, 0]) + struct.pack("<H", 8) + struct.pack("<i", 1)
+           + struct.pack("<H", 2) + b"\x00" + struct.pack("<HH", 1, end | 0x8000) + pointer)
+    page = _page_with([rec])
+    r = parse_record(page, slot_offsets(page, 1)[0])
+    cols, _ = layout([_colpar(1, "id", T.INT, 4, status=1), _colpar(2, "v", T.VARCHAR, 8000)],
+                     [RsCol(9, 1, 1, T.INT, 0x80, 4, 1, 0), RsCol(9, 2, 2, T.VARCHAR, 0, -1, 2, 0)])
+    decoder = RowDecoder(NoPages(), cols)
+    values, bad = decoder.row(r)
+    assert values == ["1", None] and bad and decoder.lob_unfollowed == 1
+    assert any("77" not in k and "v:" in k for k in decoder.reasons)

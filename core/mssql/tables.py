@@ -23,18 +23,15 @@ from typing import Any, Iterable
 
 from core.mssql.catalog import Catalog, ColPar, Rowset, RsCol
 from core.mssql.pages import Database
-from core.mssql.records import Record, RecordError, record_at
+from core.mssql.lob import LobReader
+from core.mssql.records import Record, RecordError
 from core.mssql.rows import ScanStats, read_unit
-from core.mssql.types import (
-    BIT, TEXT_POINTER_TYPES, Undecodable, decode_value, fixed_length, type_name,
-)
+from core.mssql.types import BIT, Undecodable, decode_value, fixed_length, type_name
 from core.output import AtomicOutput
 from core.progress import ProgressFn, Ticker
 from core.structs.mssql import (
-    AU_IN_ROW_DATA, COLPAR_COMPUTED, COLPAR_NOT_NULL, COLPAR_SPARSE, COMPLEX_BLOB_INLINE_ROOT,
-    COMPLEX_ROW_OVERFLOW, COMPLEX_SPARSE_VECTOR, LOB_DATA,
-    RECORD_BLOB_FRAGMENT, RECORD_HEADER_SIZE, RSCOL_DROPPED, RSCOL_SPARSE, RSCOL_UNIQUEIFIER,
-    blob_inline_entry, blob_inline_root, lob_data_head,
+    AU_IN_ROW_DATA, COLPAR_COMPUTED, COLPAR_NOT_NULL, COLPAR_SPARSE, COMPLEX_SPARSE_VECTOR,
+    RECORD_HEADER_SIZE, RSCOL_DROPPED, RSCOL_SPARSE, RSCOL_UNIQUEIFIER,
 )
 
 SYSTEM_SCHEMAS = {3, 4}          # INFORMATION_SCHEMA, sys: ms-shipped objects only
@@ -189,6 +186,7 @@ class RowDecoder:
         self.columns = columns
         self.reasons: dict[str, int] = {}
         self.lob_unfollowed = 0
+        self.lobs = LobReader(db)
 
     def _undecoded(self, why: str) -> None:
         self.reasons[why] = self.reasons.get(why, 0) + 1
@@ -235,53 +233,12 @@ class RowDecoder:
             return None
         data = vc.data
         if vc.complex:
-            if col.xtype in TEXT_POINTER_TYPES or len(data) == 16:
+            try:
+                data = self.lobs.complex_value(data)
+            except Undecodable:
                 self.lob_unfollowed += 1
-                raise Undecodable("text/ntext/image pointer (LOB pages not read)")
-            data = self._follow(data)
+                raise
         return decode_value(col.xtype, data, col.length, col.prec, col.scale, col.collationid)
-
-    def _follow(self, pointer: bytes) -> bytes:
-        """The bytes a row-overflow pointer or BLOB inline root points at, where every
-        fragment is a DATA structure on a present page."""
-        head_size = blob_inline_root.sizeof()
-        entry_size = blob_inline_entry.sizeof()
-        if len(pointer) < head_size + entry_size or pointer[0] not in (
-                COMPLEX_ROW_OVERFLOW, COMPLEX_BLOB_INLINE_ROOT) \
-                or (len(pointer) - head_size) % entry_size:
-            self.lob_unfollowed += 1
-            raise Undecodable(f"complex column of type {pointer[:2].hex()} not followed")
-        out = bytearray()
-        for i in range(head_size, len(pointer), entry_size):
-            e = blob_inline_entry.parse(pointer[i: i + entry_size])
-            page = self.db.page(e.file, e.page)
-            frag = _fragment(page, e.slot) if page is not None else None
-            if frag is None:
-                self.lob_unfollowed += 1
-                raise Undecodable(f"LOB/row-overflow page {e.file}:{e.page} slot {e.slot} "
-                                  f"missing or not a DATA fragment")
-            out += frag
-        last = blob_inline_entry.parse(pointer[-entry_size:]).length
-        if pointer[0] == COMPLEX_BLOB_INLINE_ROOT and last != len(out):
-            self.lob_unfollowed += 1
-            raise Undecodable("LOB fragments do not add up to the recorded length")
-        if pointer[0] == COMPLEX_ROW_OVERFLOW and last != len(out):
-            self.lob_unfollowed += 1
-            raise Undecodable("row-overflow fragment length differs from the pointer")
-        return bytes(out)
-
-
-def _fragment(page: bytes, slot: int) -> bytes | None:
-    """The bytes of a DATA blob fragment (None: no such record, or another LOB structure)."""
-    rec = record_at(page, slot)
-    if rec is None:
-        return None
-    body = rec.raw[RECORD_HEADER_SIZE:]
-    if rec.kind != RECORD_BLOB_FRAGMENT or len(body) < lob_data_head.sizeof():
-        return None
-    if lob_data_head.parse(body).type != LOB_DATA:
-        return None
-    return body[lob_data_head.sizeof():]
 
 
 def sparse_values(rec: Record) -> dict[int, bytes]:

@@ -10,19 +10,20 @@ Text forms (the CSV contract, README "mdf-tables"):
 * money / smallmoney: 4 decimals ("12.5000")
 * float: the shortest text that reads back to the same double, without a trailing ".0"
   ("0.1", "3", "1e+20"); real: the same for the 4-byte float ("0.1" for real 0.1)
-* char / varchar: the collation's code page (cp1252 for the Latin1 collations; other code pages
-  only where the bytes are ASCII); nchar / nvarchar: UTF-16; char/nchar keep their padding
+* char / varchar / text: the collation's code page (cp1252 for the Latin1 collations; other
+  code pages only where the bytes are ASCII); nchar / nvarchar / ntext: UTF-16; char/nchar
+  keep their padding
 * datetime "YYYY-MM-DD HH:MM:SS.mmm" (1/300 s ticks rounded to ms: .000 .003 .007);
   smalldatetime "YYYY-MM-DD HH:MM:SS"; date "YYYY-MM-DD"; time(n) "HH:MM:SS[.f*n]";
   datetime2(n) "YYYY-MM-DD HH:MM:SS[.f*n]"; datetimeoffset(n) "... +HH:MM"
 * uniqueidentifier: 8-4-4-4-12 upper case with the first three groups byte-swapped from disk
   (SQL Server's mixed-endian form)
-* binary / varbinary / timestamp: "0x" and upper-case hex
+* binary / varbinary / timestamp / image: "0x" and upper-case hex
 * NULL: an empty field
 
 A value that does not fit its type (a date out of range, text that is not valid in its code
-page) raises `Undecodable`; types without a decoder here (xml, sql_variant, CLR types, text /
-ntext / image pointers) too. Nothing is guessed.
+page) raises `Undecodable`; types without a decoder here (xml, sql_variant, CLR types) too.
+Values kept off-row are fetched first by core.mssql.lob. Nothing is guessed.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ TYPE_NAMES = {
 }
 VARIABLE_TYPES = {VARBINARY, VARCHAR, NVARCHAR, XML, SQL_VARIANT, CLR_UDT, TEXT, NTEXT, IMAGE}
 TEXT_POINTER_TYPES = {TEXT, NTEXT, IMAGE}       # in-row: a 16-byte text pointer
-DECODED_TYPES = set(TYPE_NAMES) - {SQL_VARIANT, CLR_UDT, XML, TEXT, NTEXT, IMAGE}
+DECODED_TYPES = set(TYPE_NAMES) - {SQL_VARIANT, CLR_UDT, XML}
 
 # collationid (syscolpars) -> code page of char/varchar. Only ids known for certain:
 # Latin1_General_CI_AS 53256 [V: every character column of the ITHelpdesk fixture, whose
@@ -194,9 +195,9 @@ def decode_value(xtype: int, raw: bytes, length: int = 0, prec: int = 0, scale: 
         _need(raw, 4, "real")
         v = np.frombuffer(raw, "<f4")[0]
         return _float_text(float(v), str(v))
-    if xtype in (CHAR, VARCHAR):
+    if xtype in (CHAR, VARCHAR, TEXT):
         return _single_byte_text(raw, collationid)
-    if xtype in (NCHAR, NVARCHAR):
+    if xtype in (NCHAR, NVARCHAR, NTEXT):
         if len(raw) % 2:
             raise Undecodable("odd number of bytes in a UTF-16 value")
         try:
@@ -251,7 +252,7 @@ def decode_value(xtype: int, raw: bytes, length: int = 0, prec: int = 0, scale: 
     if xtype == UNIQUEIDENTIFIER:
         _need(raw, 16, "uniqueidentifier")
         return str(uuid.UUID(bytes_le=bytes(raw))).upper()
-    if xtype in (BINARY, VARBINARY, TIMESTAMP):
+    if xtype in (BINARY, VARBINARY, TIMESTAMP, IMAGE):
         return "0x" + raw.hex().upper()
     raise Undecodable(f"no decoder for {TYPE_NAMES.get(xtype, f'type {xtype}')}")
 

@@ -323,3 +323,20 @@ blob_inline_entry = Struct("length" / Int32ul, "page" / Int32ul, "file" / Int16u
 # `Engine/Records/LobStructures/Data.cs`).
 lob_data_head = Struct("blob_id" / Int64sl, "type" / Int16ul)
 LOB_DATA = 3
+# The other LOB structures a text pointer or a LOB entry may lead to (OrcaMDF
+# `Engine/Records/LobStructures/SmallRoot.cs`, `LargeRootYukon.cs`, `Internal.cs`,
+# `InternalLobSlotPointer.cs`): SMALL_ROOT (type 0, up to 64 bytes inline from offset 16),
+# INTERNAL (type 2, links of offset + slot pointer from 16), LARGE_ROOT_YUKON (type 5, links
+# like the inline root's entries from 20).
+LOB_SMALL_ROOT, LOB_INTERNAL, LOB_LARGE_ROOT_YUKON = 0, 2, 5
+lob_small_root = Struct("blob_id" / Int64sl, "type" / Int16ul, "length" / Int16ul,
+                        "unknown" / Bytes(4))
+lob_links_head = Struct("blob_id" / Int64sl, "type" / Int16ul, "maxlinks" / Int16ul,
+                        "curlinks" / Int16ul, "level" / Int16ul)
+LOB_LARGE_ROOT_LINKS = 20
+lob_internal_link = Struct("offset" / Int64sl, "page" / Int32ul, "file" / Int16ul,
+                           "slot" / Int16ul)
+# A text pointer (text / ntext / image in the record): 8 bytes (timestamp, unknown), then the
+# slot pointer of the LOB root (OrcaMDF `VariableLengthDataProxies/TextPointerProxy.cs`).
+text_pointer = Struct("timestamp" / Int32ul, "unknown" / Int32ul, "page" / Int32ul,
+                      "file" / Int16ul, "slot" / Int16ul)
