@@ -98,9 +98,32 @@ class Catalog:
     findings: list[dict[str, Any]] = field(default_factory=list)
     layouts_verified: list[str] = field(default_factory=list)   # base tables whose declared
                                                                  # layout the catalog confirms
+    _indexes: dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                     compare=False)
 
     def units_of(self, rowsetid: int) -> list[AllocUnit]:
-        return [a for a in self.allocunits if a.ownerid == rowsetid]
+        return self._index("units", self.allocunits, lambda a: a.ownerid).get(rowsetid, [])
+
+    def columns_of(self, object_id: int) -> list[ColPar]:
+        """The object's columns (syscolpars rows with number 0)."""
+        rows = self._index("colpars", self.colpars, lambda c: c.id).get(object_id, [])
+        return [c for c in rows if c.number == 0]
+
+    def rscols_of(self, rowsetid: int) -> list[RsCol]:
+        return self._index("rscols", self.rscols, lambda r: r.rsid).get(rowsetid, [])
+
+    def rowsets_of(self, object_id: int) -> list[Rowset]:
+        return self._index("rowsets", self.rowsets, lambda r: r.idmajor).get(object_id, [])
+
+    def _index(self, name: str, rows: list, key: Any) -> dict[int, list]:
+        """Rows grouped by key, built once per list (a catalog can hold 100,000 columns)."""
+        cached = self._indexes.get(name)
+        if cached is None or cached[0] != len(rows):
+            groups: dict[int, list] = {}
+            for r in rows:
+                groups.setdefault(key(r), []).append(r)
+            cached = self._indexes[name] = (len(rows), groups)
+        return cached[1]
 
     def to_json(self) -> dict[str, Any]:
         return {"database": self.database, "sql_server_version": self.dbi_version,

@@ -297,10 +297,10 @@ def read_tables(db: Database, cat: Catalog, csv_dir: str | None = None,
     taken: set[str] = set()
     for n, (oid, schema, name) in enumerate(tables):
         ticker.tick(n)
-        colpars = [c for c in cat.colpars if c.id == oid and c.number == 0]
-        rowsets = sorted((r for r in cat.rowsets if r.idmajor == oid and r.idminor in (0, 1)),
+        colpars = cat.columns_of(oid)
+        rowsets = sorted((r for r in cat.rowsets_of(oid) if r.idminor in (0, 1)),
                          key=lambda r: r.rowsetid)
-        first_rscols = [rc for rc in cat.rscols if rowsets and rc.rsid == rowsets[0].rowsetid]
+        first_rscols = cat.rscols_of(rowsets[0].rowsetid) if rowsets else []
         columns, note = layout(colpars, first_rscols)
         report = TableReport(name, schema, oid, columns)
         if note:
@@ -335,9 +335,8 @@ def _read_table(db: Database, cat: Catalog, report: TableReport, rowsets: list[R
             expected += max(0, rs.rcrows)
             cols = report.columns
             if rs is not rowsets[0]:
-                cols, _ = layout([c for c in cat.colpars if c.id == report.object_id
-                                  and c.number == 0],
-                                 [rc for rc in cat.rscols if rc.rsid == rs.rowsetid])
+                cols, _ = layout(cat.columns_of(report.object_id),
+                                 cat.rscols_of(rs.rowsetid))
             _read_rowset(db, cat, report, rs, cols, writer, cancel)
         report.rows_expected = expected if rowsets else None
         if report.missing_pages and report.rows_expected is not None:
