@@ -266,14 +266,30 @@ def _obj_index(auid: int) -> tuple[int, int]:
 
 
 def data_page(page_id: int, auid: int, recs: list[bytes], prev: int = 0, nxt: int = 0,
-              m_type: int = 1) -> bytes:
+              m_type: int = 1, file_id: int = 1, prev_file: int = 1,
+              next_file: int = 1) -> bytes:
     obj, idx = _obj_index(auid)
-    return build_page(m_type, page_id, recs, LSN, obj_id=obj, index_id=idx,
-                      prev_page=(prev, 1 if prev else 0), next_page=(nxt, 1 if nxt else 0))
+    return build_page(m_type, page_id, recs, LSN, obj_id=obj, index_id=idx, file_id=file_id,
+                      prev_page=(prev, prev_file if prev else 0),
+                      next_page=(nxt, next_file if nxt else 0))
 
 
-def build_seed_database() -> tuple[bytes, dict[str, Any]]:
-    """(the data file, what is in it: table -> (schema, columns, seed rows))."""
+NDF_FILE_ID, NDF_PAGE = 3, 5
+
+
+def file_header(file_id: int, pages: int) -> bytes:
+    """Page 0: the BindingId (variable column 0), file id, filegroup, size in pages."""
+    fh_vars = [BINDING_ID.bytes_le, b"", struct.pack("<H", file_id), struct.pack("<H", 1),
+               struct.pack("<I", pages)]
+    return build_page(15, 0, [record(bytes(4), len(fh_vars) + 1, set(), fh_vars)], LSN,
+                      flag_bits=FLAG_CHECKSUM | 8, file_id=file_id)
+
+
+def build_seed_database(split: bool = False) -> tuple[bytes, dict[str, Any]] | tuple[
+        bytes, dict[str, Any], bytes]:
+    """(the data file, what is in it: table -> (schema, columns, seed rows)); with `split`,
+    dbo.Customers' last leaf page lives in a second file of the database (file 3, page 5) and
+    that .ndf comes third."""
     pages: dict[int, bytes] = {}
     allocated: set[int] = {0, 1, 9}
     cust_cols, ev_cols = customers_columns(), events_columns()
@@ -290,6 +306,21 @@ def build_seed_database() -> tuple[bytes, dict[str, Any]]:
         p = 24 + i
         pages[p] = data_page(p, CUST_AU, chunk, prev=p - 1 if i else 0, nxt=p + 1 if i < 2 else 0)
         allocated.add(p)
+    ndf = None
+    if split:
+        pages[25] = data_page(25, CUST_AU, chunks[1], prev=24, nxt=NDF_PAGE,
+                              next_file=NDF_FILE_ID)
+        del pages[26]
+        allocated.discard(26)
+        ndf_pages = {0: file_header(NDF_FILE_ID, 8),
+                     NDF_PAGE: data_page(NDF_PAGE, CUST_AU, chunks[2], prev=25,
+                                         file_id=NDF_FILE_ID)}
+        ndf_pfs = bytearray(PFS_INTERVAL)
+        ndf_pfs[0] = ndf_pfs[1] = ndf_pfs[NDF_PAGE] = PFS_ALLOCATED
+        ndf_pages[1] = pfs_page(1, bytes(ndf_pfs), LSN, file_id=NDF_FILE_ID)
+        ndf = bytearray(8 * PAGE_SIZE)
+        for p, content in ndf_pages.items():
+            ndf[p * PAGE_SIZE:(p + 1) * PAGE_SIZE] = content
 
     # sales.Events: heap pages 28 (rows 1, ghost, stub of row 2, row 3 with overflow, row 4)
     # and 29 (the forwarded row 2); text pages 30 and 32 hold the off-row values; 31 is free
@@ -403,10 +434,7 @@ def build_seed_database() -> tuple[bytes, dict[str, Any]]:
         allocated.add(page)
 
     # file header (BindingId = variable column 0), boot page, PFS
-    fh_vars = [BINDING_ID.bytes_le, b"", struct.pack("<H", 1), struct.pack("<H", 1),
-               struct.pack("<I", FILE_PAGES)]
-    pages[0] = build_page(15, 0, [record(bytes(4), len(fh_vars) + 1, set(), fh_vars)], LSN,
-                          flag_bits=FLAG_CHECKSUM | 8)
+    pages[0] = file_header(1, FILE_PAGES)
     name = sysname(DATABASE)
     boot = boot_record.build(dict(
         record_header=record_header.build(dict(RawStatusByteA=0, RawStatusByteB=0,
@@ -428,6 +456,8 @@ def build_seed_database() -> tuple[bytes, dict[str, Any]]:
         data[p * PAGE_SIZE:(p + 1) * PAGE_SIZE] = content
     truth = {"Customers": ("dbo", [c for c in cust_cols if not c.dropped], cust_rows),
              "Events": ("sales", ev_cols, ev_rows)}
+    if split:
+        return bytes(data), truth, bytes(ndf)
     return bytes(data), truth
 
 
