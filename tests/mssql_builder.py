@@ -285,11 +285,13 @@ def file_header(file_id: int, pages: int) -> bytes:
                       flag_bits=FLAG_CHECKSUM | 8, file_id=file_id)
 
 
-def build_seed_database(split: bool = False) -> tuple[bytes, dict[str, Any]] | tuple[
+def build_seed_database(split: bool = False, compressed: bool = False) -> tuple[bytes, dict[str, Any]] | tuple[
         bytes, dict[str, Any], bytes]:
     """(the data file, what is in it: table -> (schema, columns, seed rows)); with `split`,
     dbo.Customers' last leaf page lives in a second file of the database (file 3, page 5) and
-    that .ndf comes third."""
+    that .ndf comes third. With `compressed`, sales.Events is ROW compressed: its pages hold
+    CD records (header byte: bit 0 CD, bits 2-4 type) - two primary, a ghost, a forwarding stub
+    and its forwarded record: 3 rows."""
     pages: dict[int, bytes] = {}
     allocated: set[int] = {0, 1, 9}
     cust_cols, ev_cols = customers_columns(), events_columns()
@@ -373,6 +375,11 @@ def build_seed_database(split: bool = False) -> tuple[bytes, dict[str, Any]] | t
         table_record(ev_layout, ev_rows[2], {"Payload": pointer, "Notes": tp(30, 4)}),
         table_record(ev_layout, ev_rows[3])])
     pages[29] = data_page(29, EV_AU, [fwd_rec])
+    if compressed:
+        def cd(kind: int) -> bytes:
+            return bytes([0x01 | kind << 2]) + b"\x03\x21\x22\x23"
+        pages[28] = data_page(28, EV_AU, [cd(0), cd(3), cd(2), cd(0)])
+        pages[29] = data_page(29, EV_AU, [cd(4)])
     pages[31] = data_page(31, EV_AU, [table_record(ev_layout, {"EventID": 666, "Kind": "zombie",
                                                                "Payload": "deallocated"})])
     allocated |= {27, 28, 29, 30}
@@ -401,7 +408,8 @@ def build_seed_database(split: bool = False) -> tuple[bytes, dict[str, Any]] | t
             pgroot=pid(first), pgfirstiam=pid(iam, 1 if iam else 0), pcused=3, pcdata=3,
             pcreserved=3)))
     rs_rows.append(_rowset(CUST_RS, CUST_OBJ, 1, len(cust_rows)))
-    rs_rows.append(_rowset(EV_RS, EV_OBJ, 0, len(ev_rows)))
+    rs_rows.append(_rowset(EV_RS, EV_OBJ, 0, 3 if compressed else len(ev_rows),
+                           1 if compressed else 0))
     objects = [_object(CUST_OBJ, "Customers", 1, b"U "), _object(EV_OBJ, "Events", 5, b"U "),
                _object(SYSSCHOBJS, "sysschobjs", 4, b"S "),
                _object(277576027, "CustomerView", 1, b"V ")]
@@ -461,10 +469,10 @@ def build_seed_database(split: bool = False) -> tuple[bytes, dict[str, Any]] | t
     return bytes(data), truth
 
 
-def _rowset(rowsetid: int, obj: int, index: int, rows: int) -> bytes:
+def _rowset(rowsetid: int, obj: int, index: int, rows: int, cmprlevel: int = 0) -> bytes:
     return sys_row(sysrowsets_fixed, dict(
         rowsetid=rowsetid, ownertype=1, idmajor=obj, idminor=index, numpart=1, status=0,
-        fgidfs=1, rcrows=rows, cmprlevel=0, fillfact=0, maxnullbit=0, maxleaf=0, maxint=0,
+        fgidfs=1, rcrows=rows, cmprlevel=cmprlevel, fillfact=0, maxnullbit=0, maxleaf=0, maxint=0,
         minleaf=0, minint=0))
 
 

@@ -144,3 +144,17 @@ def test_database_of_two_files_carved_and_read_together(tmp_path):
     cust = {t["name"]: t for t in json.loads(text)["tables"]}["Customers"]
     assert cust["rows"] == 40 and cust["rows_lost_pages"] == 20
     assert cust["missing_pages"] == ["3:5"]
+
+
+def test_compressed_table_counted_not_decoded(tmp_path):
+    """A ROW compressed table: its rows counted from the CD record headers (ghost and forwarded
+    records left out), every one of them undecoded, no value guessed into the CSV."""
+    data, _ = build_seed_database(compressed=True)
+    path = tmp_path / "c.mdf"
+    path.write_bytes(data)
+    rc, text = _run(["mdf-tables", str(path), "--json", "--csv", str(tmp_path / "csv")])
+    ev = {t["name"]: t for t in json.loads(text)["tables"]}["Events"]
+    assert ev["compression"] == "row"
+    assert ev["rows"] == ev["undecoded"] == ev["rows_expected"] == 3
+    with open(tmp_path / "csv" / "Events.csv", newline="", encoding="utf-8") as fh:
+        assert len(list(csv.reader(fh))) == 1                 # the header only

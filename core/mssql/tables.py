@@ -24,14 +24,15 @@ from typing import Any, Iterable
 from core.mssql.catalog import Catalog, ColPar, Rowset, RsCol
 from core.mssql.pages import Database
 from core.mssql.lob import LobReader
-from core.mssql.records import Record, RecordError
+from core.mssql.records import Record, RecordError, slot_offsets
 from core.mssql.rows import ScanStats, read_unit
 from core.mssql.types import BIT, Undecodable, decode_value, fixed_length, type_name
 from core.output import AtomicOutput
 from core.progress import ProgressFn, Ticker
 from core.structs.mssql import (
     AU_IN_ROW_DATA, COLPAR_COMPUTED, COLPAR_NOT_NULL, COLPAR_SPARSE, COMPLEX_SPARSE_VECTOR,
-    RECORD_HEADER_SIZE, RSCOL_DROPPED, RSCOL_SPARSE, RSCOL_UNIQUEIFIER,
+    CD_FORWARDING, CD_PRIMARY, CD_RECORD, RECORD_HEADER_SIZE, RSCOL_DROPPED, RSCOL_SPARSE,
+    RSCOL_UNIQUEIFIER,
 )
 
 SYSTEM_SCHEMAS = {3, 4}          # INFORMATION_SCHEMA, sys: ms-shipped objects only
@@ -266,6 +267,21 @@ def sparse_values(rec: Record) -> dict[int, bytes]:
     return {}
 
 
+def compressed_rows(page: bytes | None) -> int:
+    """Live rows on a ROW/PAGE compressed page: CD records (header bit 0) whose type (bits 2-4)
+    is primary (0) or forwarding stub (2); ghosts, forwarded records (reached through their
+    stubs) and index records left out (OrcaMDF `Records/Compression/CompressedRecord.cs`
+    parseHeader, `CompressedRecordType.cs`)."""
+    if page is None:
+        return 0
+    count = 0
+    for off in slot_offsets(page, int.from_bytes(page[22:24], "little")):
+        if off is not None and page[off] & CD_RECORD and (page[off] >> 2) & 7 in (
+                CD_PRIMARY, CD_FORWARDING):
+            count += 1
+    return count
+
+
 def _reason(exc: Exception) -> str:
     return re.sub(r"\d+", "N", str(exc))[:80]
 
@@ -382,14 +398,14 @@ def _read_rowset(db: Database, cat: Catalog, report: TableReport, rs: Rowset,
         report.findings.append("IAM chain damaged: pages found through the page linkage and "
                                "the page headers")
     if rs.cmprlevel:
-        # ROW/PAGE compressed records are not in FixedVar format: counted, never decoded
-        for file_id, page_id in pages.pages:
-            info = db.info(file_id, page_id)
-            if info is not None:
-                live = max(0, int(info["slots"]) - int(info["ghosts"]))
-                report.rows += live
-                report.undecoded += live
+        # ROW/PAGE compressed records are in the CD format, not FixedVar: their rows are
+        # counted from the CD record headers, never decoded (no CSV rows)
+        live = sum(compressed_rows(db.page(f, p)) for f, p in pages.pages)
+        report.rows += live
+        report.undecoded += live
         report.undecoded_reasons["compressed pages (ROW/PAGE compression)"] = report.undecoded
+        report.findings.append("ROW/PAGE compressed: rows counted from their CD record "
+                               "headers, values not decoded")
         return
     decoder = RowDecoder(db, columns)
     for rec, _where in rows:

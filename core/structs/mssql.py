@@ -298,6 +298,13 @@ RECORD_PRIMARY, RECORD_FORWARDED, RECORD_FORWARDING_STUB, RECORD_INDEX = 0, 1, 2
 RECORD_BLOB_FRAGMENT, RECORD_GHOST_INDEX, RECORD_GHOST_DATA, RECORD_GHOST_VERSION = 4, 5, 6, 7
 RECORD_HAS_VERSIONING = 0x40
 
+# ROW/PAGE compressed records (CD format) start with a header byte: bit 0 = CD format, bit 1
+# versioning, bits 2-4 record type (0 primary, 1 ghost empty, 2 forwarding stub, 3 ghost data,
+# 4 forwarded, 5 ghost forwarded, 6 index, 7 ghost index) (OrcaMDF
+# `Engine/Records/Compression/CompressedRecord.cs` parseHeader, `CompressedRecordType.cs`).
+CD_RECORD = 0x01
+CD_PRIMARY, CD_FORWARDING = 0, 2
+
 # A forwarding stub: status byte A, then the 8-byte RID of the forwarded record (page u32, file
 # u16, slot u16) (OrcaMDF `Engine/SqlTypes/SqlRID.cs`; improve.dk "Anatomy of a forwarded
 # record").
