@@ -350,3 +350,29 @@ def test_hypothesis_garbage_files(tmp_path, blob, as_pages):
 
 def random_name() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def test_lost_catalog_pages_are_worked_around_or_counted(tmp_path):
+    """Without the boot page, the first sysallocunits page or the IAM pages the tables are still
+    found (page headers naming their units); without the sysallocunits page that maps the user
+    tables' units their rows are counted lost from sysrowsets, not reported as empty tables."""
+    data = fixture_bytes(IT)
+
+    def run(zeroed, name):
+        buf = bytearray(data)
+        for p in zeroed:
+            buf[p * PAGE_SIZE:(p + 1) * PAGE_SIZE] = bytes(PAGE_SIZE)
+        return mdf_tables([_write(tmp_path, IT, bytes(buf), name=name)]).to_json()
+
+    full = {n: rows for n, (_, rows) in IT_TABLES.items()}
+    for zeroed in ([9], [16], [287, 301, 303, 305, 307]):
+        doc = run(zeroed, f"z{zeroed[0]}.mdf")
+        assert {t["name"]: t["rows"] for t in doc["tables"]} == full
+    doc = run([287, 301], "iam.mdf")
+    staff = {t["name"]: t for t in doc["tables"]}["Staff"]
+    assert staff["missing_pages"] == ["1:301"] and staff["rows_lost_pages"] == 0
+    doc = run([130], "au.mdf")
+    tables = {t["name"]: t for t in doc["tables"]}
+    assert {n: (t["rows"], t["rows_lost_pages"]) for n, t in tables.items()} == {
+        n: (0, rows) for n, rows in full.items()}
+    assert "mdf-catalog-pages-lost" in {f["kind"] for f in doc["databases"][0]["findings"]}

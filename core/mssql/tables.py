@@ -382,8 +382,12 @@ def _read_rowset(db: Database, cat: Catalog, report: TableReport, rs: Rowset,
                  columns: list[Column], writer: Any, cancel: threading.Event | None) -> None:
     unit = next((a for a in cat.units_of(rs.rowsetid) if a.type == AU_IN_ROW_DATA), None)
     if unit is None:
+        # its sysallocunits row is lost (a lost catalog page): its pages cannot be told from
+        # other tables' pages, so what SQL Server counted for it is lost
+        report.rows_lost_pages += max(0, rs.rcrows)
         report.findings.append(f"rowset {rs.rowsetid}: no in-row allocation unit in "
-                               f"sysallocunits")
+                               f"sysallocunits (its catalog page is lost): its pages cannot be "
+                               f"found; the {max(0, rs.rcrows)} rows SQL Server counted are lost")
         return
     report.compression = COMPRESSION.get(rs.cmprlevel, str(rs.cmprlevel))
     stats = ScanStats()
