@@ -375,4 +375,9 @@ def test_lost_catalog_pages_are_worked_around_or_counted(tmp_path):
     tables = {t["name"]: t for t in doc["tables"]}
     assert {n: (t["rows"], t["rows_lost_pages"]) for n, t in tables.items()} == {
         n: (0, rows) for n, rows in full.items()}
-    assert "mdf-catalog-pages-lost" in {f["kind"] for f in doc["databases"][0]["findings"]}
+    findings = {f["kind"]: f for f in doc["databases"][0]["findings"]}
+    assert "mdf-catalog-pages-lost" in findings
+    # their pages are still there, under units the catalog no longer names: said, not read
+    orphans = findings["mdf-orphan-pages"]["units"]
+    assert sum(u["data_pages"] for u in orphans) == 5 and all(u["m_indexId"] == 256
+                                                              for u in orphans)

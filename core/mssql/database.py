@@ -14,10 +14,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
+
 from core.mssql.catalog import Catalog, read_catalog
-from core.mssql.pages import DataFile, Database, open_data_file
+from core.mssql.pages import DataFile, Database, alloc_unit_id, open_data_file
 from core.mssql.tables import TableReport, read_tables
 from core.progress import ProgressFn
+from core.structs.mssql import SYSALLOCUNITS, TYPE_DATA
 
 
 @dataclass
@@ -76,6 +79,27 @@ def group_files(files: list[DataFile]) -> list[tuple[list[DataFile], list[dict[s
     return out
 
 
+def orphan_units(db: Database, cat: Catalog) -> list[dict[str, Any]]:
+    """Allocation units whose present data pages the catalog does not name (its sysallocunits
+    rows are lost, or the pages are leftovers of dropped objects): unit id and page count."""
+    # sysallocunits itself is found through the boot page
+    known = {a.auid for a in cat.allocunits} | {alloc_unit_id(SYSALLOCUNITS, 0)}
+    counts: dict[int, int] = {}
+    for f in db.files.values():
+        sel = f.info["present"] & (f.info["type"] == TYPE_DATA)
+        units = np.unique(f.info["au"][sel])
+        for au in units.tolist():
+            if au in known:
+                continue
+            # only pages the PFS marks allocated: freed pages of dropped objects are not data
+            pages = np.flatnonzero(sel & (f.info["au"] == np.uint64(au))).tolist()
+            live = sum(1 for p in pages if db.pfs_allocated(f.file_id, p) is not False)
+            if live:
+                counts[au] = counts.get(au, 0) + live
+    return [{"alloc_unit_id": au, "m_objId": (au >> 16) & 0xFFFFFFFF, "m_indexId": au >> 48,
+             "data_pages": c} for au, c in sorted(counts.items())]
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:100] or "database"
 
@@ -113,6 +137,14 @@ def mdf_tables(paths: Iterable[str], csv_dir: str | None = None,
                     out_dir = os.path.join(csv_dir, name)
                 os.makedirs(out_dir, exist_ok=True)
             tables = read_tables(db, cat, out_dir, [f.path for f in files], cancel, progress)
+            orphans = orphan_units(db, cat) if cat.allocunits else []
+            if orphans:
+                findings = findings + [{
+                    "kind": "mdf-orphan-pages", "units": orphans[:100],
+                    "message": f"{sum(o['data_pages'] for o in orphans)} data pages of "
+                               f"{len(orphans)} allocation units the catalog does not name "
+                               f"(lost sysallocunits rows, or dropped objects' leftovers): "
+                               f"not read"}]
             reports.append(DatabaseReport(members, cat, tables, findings, out_dir))
         return MdfTablesResult(reports)
     finally:
