@@ -275,6 +275,13 @@ def test_csv_never_overwritten(tmp_path):
     assert _run(["mdf-tables", path, "--csv", str(out)])[0] == 0
     assert _run(["mdf-tables", path, "--csv", str(out)])[0] == 3
     assert _run(["mdf-tables", path, "--csv", path])[0] == 3
+    # one CSV already there: refused before anything is written
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "Staff.csv").write_text("keep me")
+    assert _run(["mdf-tables", path, "--csv", str(fresh)])[0] == 3
+    assert sorted(os.listdir(fresh)) == ["Staff.csv"]
+    assert (fresh / "Staff.csv").read_text() == "keep me"
 
 
 def test_demo_data_file_has_no_catalog(tmp_path):

@@ -13,6 +13,7 @@ decoder, a LOB / row-overflow value whose pages are not there, ROW/PAGE compress
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -27,7 +28,7 @@ from core.mssql.lob import LobReader
 from core.mssql.records import Record, RecordError, slot_offsets
 from core.mssql.rows import ScanStats, read_unit
 from core.mssql.types import BIT, Undecodable, decode_value, fixed_length, type_name
-from core.output import AtomicOutput
+from core.output import AtomicOutput, check_output_path
 from core.progress import ProgressFn, Ticker
 from core.structs.mssql import (
     AU_IN_ROW_DATA, COLPAR_COMPUTED, COLPAR_NOT_NULL, COLPAR_SPARSE, COMPLEX_SPARSE_VECTOR,
@@ -311,6 +312,12 @@ def read_tables(db: Database, cat: Catalog, csv_dir: str | None = None,
     ticker = Ticker(len(tables), "reading tables", progress, cancel)
     reports = []
     taken: set[str] = set()
+    paths: dict[int, str] = {}
+    if csv_dir is not None:
+        # every CSV named and checked before any is written: an existing one refuses the run
+        for oid, schema, name in tables:
+            paths[oid] = os.path.join(csv_dir, csv_name(schema, name, taken))
+            check_output_path(paths[oid], list(evidence_paths), overwrite=False)
     for n, (oid, schema, name) in enumerate(tables):
         ticker.tick(n)
         colpars = cat.columns_of(oid)
@@ -327,9 +334,7 @@ def read_tables(db: Database, cat: Catalog, csv_dir: str | None = None,
         if not rowsets:
             report.findings.append("sysrowsets has no entry for this table: its pages are "
                                    "unknown")
-        path = None
-        if csv_dir is not None and columns:
-            path = os.path.join(csv_dir, csv_name(schema, name, taken))
+        path = paths.get(oid) if columns else None
         _read_table(db, cat, report, rowsets, path, list(evidence_paths), cancel)
         reports.append(report)
     ticker.done()
@@ -338,44 +343,42 @@ def read_tables(db: Database, cat: Catalog, csv_dir: str | None = None,
 
 def _read_table(db: Database, cat: Catalog, report: TableReport, rowsets: list[Rowset],
                 path: str | None, evidence: list[str], cancel: threading.Event | None) -> None:
-    out = writer = text = None
-    if path is not None:
-        out = AtomicOutput(path, evidence).__enter__()
-        text = io.TextIOWrapper(out.file, encoding="utf-8", newline="")
-        writer = csv.writer(text)
-        writer.writerow([c.name for c in report.columns])
-    ok = False
-    try:
-        expected = 0
-        for rs in rowsets:
-            expected += max(0, rs.rcrows)
-            cols = report.columns
-            if rs is not rowsets[0]:
-                cols, _ = layout(cat.columns_of(report.object_id),
-                                 cat.rscols_of(rs.rowsetid))
-            _read_rowset(db, cat, report, rs, cols, writer, cancel)
-        report.rows_expected = expected if rowsets else None
-        if report.missing_pages and report.rows_expected is not None:
-            # whole pages gone: what the catalog's row count says is not there
-            shortfall = report.rows_expected - report.rows - report.rows_lost_pages
-            report.rows_lost_pages += max(0, shortfall)
-        elif report.rows_expected is not None and report.rows_expected != report.rows \
-                and not report.bad_pages and report.compression == "none":
-            # sys.partitions' count is kept by the engine but documented as approximate
-            report.findings.append(f"SQL Server's row count (sysrowsets) says "
-                                   f"{report.rows_expected}, {report.rows} rows were read and "
-                                   f"no page of the table is known to be missing")
-        ok = True
-    finally:
-        if out is not None:
-            if text is not None:
-                text.flush()
-                text.detach()
-            if ok:
-                out.__exit__(None, None, None)
-                report.csv = path
-            else:
-                out.__exit__(RuntimeError, RuntimeError("aborted"), None)
+    """Read the table's rowsets; with `path`, its rows into a CSV written through AtomicOutput
+    (`path.part`, renamed when the table is read to its end, removed otherwise)."""
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if path is not None:
+            out = stack.enter_context(AtomicOutput(path, evidence))
+            text = io.TextIOWrapper(out.file, encoding="utf-8", newline="")
+            stack.callback(text.detach)         # the file itself is AtomicOutput's to close
+            stack.callback(text.flush)
+            writer = csv.writer(text)
+            writer.writerow([c.name for c in report.columns])
+        _read_rowsets(db, cat, report, rowsets, writer, cancel)
+    report.csv = path
+
+
+def _read_rowsets(db: Database, cat: Catalog, report: TableReport, rowsets: list[Rowset],
+                  writer: Any, cancel: threading.Event | None) -> None:
+    expected = 0
+    for rs in rowsets:
+        expected += max(0, rs.rcrows)
+        cols = report.columns
+        if rs is not rowsets[0]:
+            cols, _ = layout(cat.columns_of(report.object_id),
+                             cat.rscols_of(rs.rowsetid))
+        _read_rowset(db, cat, report, rs, cols, writer, cancel)
+    report.rows_expected = expected if rowsets else None
+    if report.missing_pages and report.rows_expected is not None:
+        # whole pages gone: what the catalog's row count says is not there
+        shortfall = report.rows_expected - report.rows - report.rows_lost_pages
+        report.rows_lost_pages += max(0, shortfall)
+    elif report.rows_expected is not None and report.rows_expected != report.rows \
+            and not report.bad_pages and report.compression == "none":
+        # sys.partitions' count is kept by the engine but documented as approximate
+        report.findings.append(f"SQL Server's row count (sysrowsets) says "
+                               f"{report.rows_expected}, {report.rows} rows were read and "
+                               f"no page of the table is known to be missing")
 
 
 def _read_rowset(db: Database, cat: Catalog, report: TableReport, rs: Rowset,
