@@ -1,3 +1,5 @@
-"""Reading the tables inside a SQL Server data file: records (`records`), values (`types`), the
-system base tables (`catalog`), page access and verification (`pages`) and the user tables with
-their rows (`tables`). Carving the pages out of a disk is `core.carve.mssql`."""
+"""Reading the tables inside SQL Server data files: records (`records`), values (`types`),
+off-row values (`lob`), page access, verification and page walks (`pages`), the rows of an
+allocation unit (`rows`), the system base tables (`catalog`), the user tables and their CSV
+(`tables`), several files grouped by database (`database`). Carving the pages out of a disk is
+`core.carve.mssql`."""
