@@ -49,6 +49,8 @@ def _commands(image, manifest, out_dir):
                        "-o", str(out_dir / "live.vhd"), "--json"],
         "carve-rar": ["carve-rar", image, "-o", str(out_dir / "rar"), "--json"],
         "carve-mdf": ["carve-mdf", image, "-o", str(out_dir / "mdf"), "--json"],
+        # the demo's carved data file (it has no catalog: a finding, no tables)
+        "mdf-tables": ["mdf-tables", str(out_dir / "mdf" / "webshop.mdf"), "--json"],
     }
 
 
@@ -78,7 +80,7 @@ def _bad_inputs(tmp_path):
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "empty", "garbage"])
 @pytest.mark.parametrize("command", ["scan", "lvm", "reconstruct", "check", "export",
-                                     "carve-rar", "carve-mdf"])
+                                     "carve-rar", "carve-mdf", "mdf-tables"])
 def test_bad_input_gives_a_short_message_not_a_traceback(command, kind, tmp_path, capsys):
     source = _bad_inputs(tmp_path)[kind]
     out_dir = tmp_path / "out"
@@ -91,6 +93,7 @@ def test_bad_input_gives_a_short_message_not_a_traceback(command, kind, tmp_path
                    "-o", str(out_dir / "x.raw")],
         "carve-rar": ["carve-rar", source, "-o", str(out_dir / "rar")],
         "carve-mdf": ["carve-mdf", source, "-o", str(out_dir / "mdf")],
+        "mdf-tables": ["mdf-tables", source, "--json", "--csv", str(out_dir / "csv")],
     }[command]
     rc, out, err = _run(capsys, argv)
     assert "Traceback" not in err and "internal error" not in err, err

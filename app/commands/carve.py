@@ -97,8 +97,13 @@ def _run_carver(args: argparse.Namespace, carve) -> tuple[Any, list[list[int]]]:
 
 def run_mdf(args: argparse.Namespace) -> int:
     from core.carve.mssql import carve_mdf
+    from core.mssql.database import table_summaries
     result, unreadable = _run_carver(args, carve_mdf)
     doc: dict[str, Any] = result.to_json()
+    # each carved file with its database's tables (core.mssql, as `mdf-tables` reads them)
+    tables = table_summaries([f.path for f in result.files])
+    for entry in doc["files"]:
+        entry.update(tables.get(entry["path"], {"tables": [], "table_findings": []}))
     if args.json:
         print_json({"files": doc["files"], "pages_found": doc["pages_found"],
                     "scanned": doc["scanned"], "unreadable": unreadable})
@@ -111,6 +116,11 @@ def run_mdf(args: argparse.Namespace) -> int:
                   f"{len(f.missing_pages)} allocated pages missing, "
                   f"{len(f.conflicting_pages)} with differing copies, "
                   f"{f.bad_checksum_copies} bad-checksum copies ignored; sha256 {f.sha256}")
+            summary = tables.get(f.path, {}).get("tables", [])
+            print(f"  {len(summary)} user tables: " + ", ".join(
+                f"{t['schema']}.{t['name']} ({t['rows']} rows"
+                + (f", {t['rows_lost_pages']} lost" if t["rows_lost_pages"] else "") + ")"
+                for t in summary[:50]))
             if f.missing_pages:
                 warn(f"file {f.file_id}: missing pages {compact_ranges(f.missing_pages)}")
             if f.other_databases:

@@ -95,6 +95,7 @@ class CarvingScreen(Screen):
         Binding("r", "scan_rar", "RAR archives"),
         Binding("x", "export", "Export"),
         Binding("v", "scope", "Disk / VDI"),
+        Binding("t", "tables", "Tables"),
         Binding("enter", "select_hit", "Show in hex", show=False),
         Binding("escape", "cancel_or_back", "Cancel / back"),
     ]
@@ -384,6 +385,20 @@ class CarvingScreen(Screen):
             self.notify(f"{len(written)} files written under {out_dir}")
 
         self.start("exporting", work, done)
+
+    def action_tables(self) -> None:
+        """The tables inside the exported data files (app.screens.mdf_tables), their CSV files
+        beside them."""
+        files = [p for p in self.exported if p.endswith((".mdf", ".ndf"))]
+        if not files:
+            self.notify("export the data files first (m, then x)", severity="warning")
+            return
+        from app.screens.mdf_tables import TablesScreen
+        base = os.path.join(os.path.dirname(files[0]), "tables")
+        out, n = base, 2
+        while os.path.exists(out):
+            out, n = f"{base}-{n}", n + 1
+        self.app.push_screen(TablesScreen(files, out))
 
     def action_scope(self) -> None:
         """Carve the disk or the selected VDI's virtual disk (the results of the other go)."""

@@ -162,6 +162,10 @@ def _analyse_batch(pages: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+# the verification of a batch of pages, also used on whole data files (core.mssql.pages)
+analyse_batch = _analyse_batch
+
+
 def find_page_records(space: ByteSpace, start: int = 0, end: int | None = None,
                       cancel: threading.Event | None = None,
                       progress: ProgressFn | None = None,
@@ -644,6 +648,6 @@ def _missing_owners(space: ByteSpace, missing: list[int], ch: Choice, file_id: i
 
 
 __all__ = ["PageCopy", "COPY_DTYPE", "page_prefilter", "find_page_records", "find_pages",
-           "verify_page", "carve_mdf", "collect_records", "choose", "Choice", "MdfCarveResult",
+           "verify_page", "carve_mdf", "analyse_batch", "collect_records", "choose", "Choice", "MdfCarveResult",
            "FileReport", "choose_copies", "read_boot_page", "file_header_size_pages",
            "pfs_allocated", "iam_pages", "MSSQL_PAGE"]

@@ -13,7 +13,7 @@ numpy structured dtype so a window of candidate pages is decoded without a Pytho
 from __future__ import annotations
 
 import numpy as np
-from construct import Bytes, Int8ul, Int16ul, Int32sl, Int32ul, Struct, this
+from construct import Bytes, Int8ul, Int16sl, Int16ul, Int32sl, Int32ul, Int64sl, Struct, this
 
 PAGE_SIZE = 8192           # every page is 8 KiB; page n of a file is at byte n * 8192 (RawPage.cs)
 PAGE_HEADER_SIZE = 96
@@ -218,3 +218,132 @@ def decode_dbname(raw: bytes) -> str:
     0x20 bytes that read as U+2020 (formats.md 5.2 pitfall). Padding and NULs are stripped."""
     text = raw[: len(raw) - len(raw) % 2].decode("utf-16-le", errors="replace")
     return text.rstrip("\u2020\u0020\u0000").rstrip()
+
+
+# -- the system base tables (core.mssql.catalog) -----------------------------------------------
+# The boot record's pointer to the first page of sys.sysallocunits, the entry point of the
+# catalog: offset 0x204 of the boot record, record header included (Totopolis
+# `dataserver/sysobj/boot_page.h`, bootpage_row::dbi_firstSysIndexes; formats.md 5.2)
+# [V: (1:20) in dotnetnuke, (1:16) in ITHelpdesk, both type 1 pages of object 7].
+BOOT_FIRST_SYS_INDEXES = 0x204
+
+# Object ids of the system base tables (OrcaMDF `src/OrcaMDF.Core/MetaData/Enumerations/
+# SystemObject.cs`). Their rowsets are found in sysrowsets by (idmajor = object id, idminor = 1);
+# sysrowsets itself by its fixed allocation unit id 327680 = 5 << 16
+# (OrcaMDF `FixedSystemObjectAllocationUnits.cs`, `BaseTableData.cs` parseSysrowsets).
+SYSRSCOLS, SYSROWSETS, SYSALLOCUNITS, SYSSCHOBJS, SYSCOLPARS, SYSOBJVALUES, SYSCLSOBJS = (
+    3, 5, 7, 34, 41, 60, 64)
+SYSROWSETS_AUID = 327680
+
+# The fixed-length part of each base table's records, after the 4-byte record header, in the
+# column order of OrcaMDF `src/OrcaMDF.Core/MetaData/BaseTables/*.cs` (2008 R2) and
+# `src/OrcaMDF.RawCore/Utilities/SQL2012/*.cs` (2012). Versions only append columns at the end
+# (dbfragid, scope_id, status2), so these leading fields sit at the same offsets in both
+# [V: both shared fixtures]. Variable-length columns are listed in the comment after each.
+sysallocunits_fixed = Struct(
+    "auid" / Int64sl, "type" / Int8ul, "ownerid" / Int64sl, "status" / Int32sl,
+    "fgid" / Int16sl, "pgfirst" / pageid, "pgroot" / pageid, "pgfirstiam" / pageid,
+    "pcused" / Int64sl, "pcdata" / Int64sl, "pcreserved" / Int64sl,
+)                                                          # no variable-length columns
+sysrowsets_fixed = Struct(
+    "rowsetid" / Int64sl, "ownertype" / Int8ul, "idmajor" / Int32sl, "idminor" / Int32sl,
+    "numpart" / Int32sl, "status" / Int32sl, "fgidfs" / Int16sl, "rcrows" / Int64sl,
+    "cmprlevel" / Int8ul, "fillfact" / Int8ul, "maxnullbit" / Int16sl, "maxleaf" / Int32sl,
+    "maxint" / Int16sl, "minleaf" / Int16sl, "minint" / Int16sl,
+)                                                          # var: rsguid, lockres
+sysschobjs_fixed = Struct(
+    "id" / Int32sl, "nsid" / Int32sl, "nsclass" / Int8ul, "status" / Int32sl,
+    "type" / Bytes(2), "pid" / Int32sl, "pclass" / Int8ul, "intprop" / Int32sl,
+    "created" / sql_datetime, "modified" / sql_datetime,
+)                                                          # var: name
+syscolpars_fixed = Struct(
+    "id" / Int32sl, "number" / Int16sl, "colid" / Int32sl, "xtype" / Int8ul, "utype" / Int32sl,
+    "length" / Int16sl, "prec" / Int8ul, "scale" / Int8ul, "collationid" / Int32ul,
+    "status" / Int32sl, "maxinrow" / Int16sl, "xmlns" / Int32sl, "dflt" / Int32sl,
+    "chk" / Int32sl,
+)                                                          # var: name, idtval
+sysrscols_fixed = Struct(
+    "rsid" / Int64sl, "rscolid" / Int32sl, "hbcolid" / Int32sl, "rcmodified" / Int64sl,
+    "ti" / Int32sl, "cid" / Int32sl, "ordkey" / Int16sl, "maxinrowlen" / Int16sl,
+    "status" / Int32sl, "offset" / Int32sl, "nullbit" / Int32sl, "bitpos" / Int16sl,
+)                                                          # var: colguid
+# sys.sysclsobjs (schemas are its class 50 rows: the definition of sys.schemas): class, id,
+# name, status, type, intprop, created, modified (Microsoft Learn, "sys.sysclsobjs (Transact-SQL)"
+# system base tables page); the fixed ones in that order [V: 31 bytes, the 'dbo' / 'sys' rows of
+# both shared fixtures].
+sysclsobjs_fixed = Struct(
+    "class" / Int8ul, "id" / Int32sl, "status" / Int32sl, "type" / Bytes(2),
+    "intprop" / Int32sl, "created" / sql_datetime, "modified" / sql_datetime,
+)                                                          # var: name
+CLASS_SCHEMA = 50
+
+# sysrscols.status bits (OrcaMDF `MetaData/DMVs/SystemInternalsPartitionColumn.cs`).
+RSCOL_DROPPED = 0x02
+RSCOL_UNIQUEIFIER = 0x10
+RSCOL_NOT_NULL = 0x80
+RSCOL_SPARSE = 0x100
+# syscolpars.status bits (OrcaMDF `MetaData/DMVs/Column.cs`): 1 = NOT NULL, 0x10 computed,
+# 0x1000000 sparse, 0x2000000 column set.
+COLPAR_NOT_NULL = 0x01
+COLPAR_COMPUTED = 0x10
+COLPAR_SPARSE = 0x1000000
+COLPAR_COLUMN_SET = 0x2000000
+
+# sysallocunits.type (OrcaMDF `MetaData/Enumerations/AllocationUnitType.cs`).
+AU_IN_ROW_DATA, AU_LOB_DATA, AU_ROW_OVERFLOW_DATA = 1, 2, 3
+
+# Record types in bits 1-3 of status byte A (OrcaMDF `Engine/Records/RecordType.cs`); 0x40 =
+# 14 bytes of versioning information appended to the record (SQL Server 2008 Internals ch. 5).
+RECORD_PRIMARY, RECORD_FORWARDED, RECORD_FORWARDING_STUB, RECORD_INDEX = 0, 1, 2, 3
+RECORD_BLOB_FRAGMENT, RECORD_GHOST_INDEX, RECORD_GHOST_DATA, RECORD_GHOST_VERSION = 4, 5, 6, 7
+RECORD_HAS_VERSIONING = 0x40
+
+# ROW/PAGE compressed records (CD format) start with a header byte: bit 0 = CD format, bit 1
+# versioning, bits 2-4 record type (0 primary, 1 ghost empty, 2 forwarding stub, 3 ghost data,
+# 4 forwarded, 5 ghost forwarded, 6 index, 7 ghost index) (OrcaMDF
+# `Engine/Records/Compression/CompressedRecord.cs` parseHeader, `CompressedRecordType.cs`).
+CD_RECORD = 0x01
+CD_PRIMARY, CD_FORWARDING = 0, 2
+
+# A forwarding stub: status byte A, then the 8-byte RID of the forwarded record (page u32, file
+# u16, slot u16) (OrcaMDF `Engine/SqlTypes/SqlRID.cs`; improve.dk "Anatomy of a forwarded
+# record").
+rid = Struct("page" / Int32ul, "file" / Int16ul, "slot" / Int16ul)
+FORWARDING_STUB_SIZE = 9
+
+# Complex column (high bit of its var offset) payloads, told apart by their first byte(s)
+# (OrcaMDF `Engine/Records/Record.cs` ParseVariableLengthColumns): 2 row-overflow pointer,
+# 4 BLOB inline root, 5 sparse vector, 0x0400 forwarded-record back pointer; a 16-byte one is a
+# text pointer (text/ntext/image).
+COMPLEX_ROW_OVERFLOW, COMPLEX_BLOB_INLINE_ROOT, COMPLEX_SPARSE_VECTOR = 2, 4, 5
+COMPLEX_BACK_POINTER = 0x0400
+# A row-overflow pointer / BLOB inline root: 12-byte head, then 12-byte entries (SQL Server 2008
+# Internals table 7-1 via OrcaMDF `VariableLengthDataProxies/BlobInlineRootProxy.cs`); each
+# entry ends at a cumulative byte count and points at a blob fragment record.
+blob_inline_root = Struct(
+    "type" / Int8ul, "index_level" / Int16ul, "unused" / Int8ul, "sequence" / Int32ul,
+    "timestamp" / Int32ul,
+)
+blob_inline_entry = Struct("length" / Int32ul, "page" / Int32ul, "file" / Int16ul,
+                           "slot" / Int16ul)
+# A blob fragment's DATA structure (type 3): blob id, type, then the bytes (OrcaMDF
+# `Engine/Records/LobStructures/Data.cs`).
+lob_data_head = Struct("blob_id" / Int64sl, "type" / Int16ul)
+LOB_DATA = 3
+# The other LOB structures a text pointer or a LOB entry may lead to (OrcaMDF
+# `Engine/Records/LobStructures/SmallRoot.cs`, `LargeRootYukon.cs`, `Internal.cs`,
+# `InternalLobSlotPointer.cs`): SMALL_ROOT (type 0, up to 64 bytes inline from offset 16),
+# INTERNAL (type 2, links of offset + slot pointer from 16), LARGE_ROOT_YUKON (type 5, links
+# like the inline root's entries from 20).
+LOB_SMALL_ROOT, LOB_INTERNAL, LOB_LARGE_ROOT_YUKON = 0, 2, 5
+lob_small_root = Struct("blob_id" / Int64sl, "type" / Int16ul, "length" / Int16ul,
+                        "unknown" / Bytes(4))
+lob_links_head = Struct("blob_id" / Int64sl, "type" / Int16ul, "maxlinks" / Int16ul,
+                        "curlinks" / Int16ul, "level" / Int16ul)
+LOB_LARGE_ROOT_LINKS = 20
+lob_internal_link = Struct("offset" / Int64sl, "page" / Int32ul, "file" / Int16ul,
+                           "slot" / Int16ul)
+# A text pointer (text / ntext / image in the record): 8 bytes (timestamp, unknown), then the
+# slot pointer of the LOB root (OrcaMDF `VariableLengthDataProxies/TextPointerProxy.cs`).
+text_pointer = Struct("timestamp" / Int32ul, "unknown" / Int32ul, "page" / Int32ul,
+                      "file" / Int16ul, "slot" / Int16ul)
