@@ -28,12 +28,12 @@ class WorkstationApp(App):
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(self, image_path: str | None = None, case_path: str | None = None, *,
-                 session: Session | None = None) -> None:
+                 session: Session | None = None, case_mode: str = "case") -> None:
         super().__init__()
         if session is None:
             if image_path is None:
                 raise ValueError("an image path or a session is needed")
-            session = Session(image_path, case_path)
+            session = Session(image_path, case_path, case_mode=case_mode)
         self.session = session
         self.sub_title = os.path.basename(session.image_path)
 
@@ -65,19 +65,20 @@ class WorkstationApp(App):
         self.session.ev.close()
 
 
-def open_session(image_path: str, case_path: str | None = None) -> Session:
-    """Open evidence and case; SourceError / UnsafeError (one line) when impossible."""
+def open_session(image_path: str, case_path: str | None = None, case_mode: str = "case") -> Session:
+    """Open evidence and case; SourceError / UnsafeError (one line) when impossible (a case
+    made on other evidence: CaseMismatch, which names --no-case and --new-case)."""
     ev = Evidence(image_path)
     try:
-        return Session(image_path, case_path, evidence=ev)
+        return Session(image_path, case_path, evidence=ev, case_mode=case_mode)
     except BaseException:
         ev.close()
         raise
 
 
-def run_workstation(image_path: str, case_path: str | None = None) -> int:
+def run_workstation(image_path: str, case_path: str | None = None, case_mode: str = "case") -> int:
     """Run the workstation on `image_path` until the technician quits; returns an exit code."""
-    session = open_session(image_path, case_path)
+    session = open_session(image_path, case_path, case_mode)
     app = WorkstationApp(session=session)
     app.run()
     return int(app.return_code or 0)

@@ -79,6 +79,32 @@ class ResolvedVdi:
     source: str = "metadata"            # metadata | map
 
     older: list[VdiVolume] = field(default_factory=list)  # other generations' volumes
+    owners: dict = field(default_factory=dict)   # LVs of the newest generation that took extents
+
+    def guard(self):
+        """Which of this VDI's extents a newer LV took, and which of those were overwritten
+        (core.provenance); an empty guard when none were taken."""
+        from core.provenance import Guard, assess
+        vol = self.volume
+        if getattr(self, "_guard", None) is not None:
+            return self._guard
+        pes = map_runs_to_pes(vol.map_runs) if vol.map_runs else []
+        extent = vol.space.size // len(pes) if pes else 0
+        if not vol.claimed_by or not extent:
+            self._guard = Guard(extent)
+            return self._guard
+        owners = {}
+        for name, ovol in self.owners.items():
+            opes = map_runs_to_pes(ovol.map_runs) if ovol.map_runs else []
+            owners[name] = (ovol.space, opes)
+        self._guard = assess(vol.space, pes, vol.claimed_by, extent, owners)
+        if self._guard.overwritten and vol.kind in ("vhd", "other", "unknown"):
+            from core.provenance import open_guarded_image
+            img = open_guarded_image(vol.space, self._guard, name=vol.key)
+            vol._shared = None
+            vol._image, vol._image_error = img, (None if img is not None else
+                                                 "no VHD outside the overwritten extents")
+        return self._guard
 
     def find_parent(self, unique_id: bytes) -> VhdImage | None:
         """The VHD whose footer unique id is `unique_id`: among the same SR's volumes of this
@@ -355,6 +381,9 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
                     res.warnings.append(text + " (exported anyway: --force)")
                     if warn is not None:
                         warn(res.warnings[-1])
+                    owner_names = set(owners)
+                    res.owners = {v.lv_name: v for v in _volumes_of_generation(ev, vg, ref)
+                                  if v.lv_name in owner_names}
             return res
     if generation is not None and not tried:
         raise SrsalvageError(f"no metadata generation with seqno {generation}")

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from app.commands._common import StderrProgress, info, print_json, warn
     from core.errors import SrsalvageError
     from core.output import check_output_path
+    from core.provenance import describe_export, guarded_space, untrusted_lines
     from core.source import Evidence
     from core.vdi import resolve_vdi
     from core.vhd.export import export_raw, export_vhd
@@ -45,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
         resolved = resolve_vdi(ev, args.vdi, map_path=args.map, generation=args.generation,
                                force=args.force, backups=args.backup, warn=warn)
         vol = resolved.volume
+        guard = resolved.guard()   # taken extents: overwritten ones are never read
         progress = StderrProgress()
         try:
             img = vol.image()
             if img is None:
                 if args.format == "raw" and vol.kind == "raw":
-                    result = export_raw(vol.space, args.output, evidence_paths, args.overwrite,
-                                        progress=progress)
+                    result = export_raw(guarded_space(vol.space, guard), args.output,
+                                        evidence_paths, args.overwrite, progress=progress)
                 else:
                     raise SrsalvageError(f"{vol.key}: no VHD in this volume ({vol.image_error})")
             elif args.format == "vhd":
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                                     progress=progress)
         finally:
             progress.close()
+        describe_export(result, img, vol.space, guard)
         unreadable = list(ev.unreadable)
     if unreadable:
         shown = ", ".join(f"{a}-{b}" for a, b in unreadable[:8])
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         info(f"repaired in the export (evidence untouched): {r}")
     for u in result.unrepaired:
         warn(f"not repaired: {u}")
+    for line in untrusted_lines(result.ranges):
+        warn(f"untrusted: {line}")
     if args.json:
         doc = result.to_json()
         doc.update(vdi=vol.key, lv=vol.lv_name, generation=resolved.generation,

@@ -16,6 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", metavar="IMAGE", help="disk image file or block device")
     p.add_argument("--case", metavar="CASE", default=None,
                    help="case file (default: IMAGE.srsalvage-case.json beside the image)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-case", action="store_true",
+                      help="read-only session without a case: nothing is recorded (e.g. when the "
+                           "case file was made on other evidence)")
+    mode.add_argument("--new-case", action="store_true",
+                      help="start a new case; an existing case file is kept aside")
     p.set_defaults(func=run)
 
 
@@ -24,4 +30,5 @@ def run(args: argparse.Namespace) -> int:
     # a directory or an unreadable device is one line on stderr (SourceError -> exit 1)
     from app.workstation import run_workstation
 
-    return run_workstation(args.image, args.case)
+    mode = "none" if args.no_case else "new" if args.new_case else "case"
+    return run_workstation(args.image, args.case, mode)

@@ -116,6 +116,8 @@ class ExportDone(ModalScreen[None]):
     DEFAULT_CSS = DIALOG_CSS + """
     ExportDone { align: center middle; }
     ExportDone .dialog { width: 90; border: thick $success; }
+    ExportDone .dialog.untrusted { border: thick $warning; }
+    ExportDone #export-result { height: auto; max-height: 24; overflow-y: auto; }
     """
     BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
 
@@ -124,8 +126,11 @@ class ExportDone(ModalScreen[None]):
         self.out_path, self.fmt, self.out_bytes, self.sha256, self.notes = path, fmt, size, sha256, notes
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label("Export complete", classes="title")
+        bad = [n for n in self.notes if n.startswith("untrusted:")]
+        with Vertical(classes="dialog untrusted" if bad else "dialog"):
+            yield Label("Export complete" if not bad else
+                        f"Export written — ⚠ NOT the whole disk: {len(bad)} range(s) could not be "
+                        f"trusted (read as zeros or unproven; listed below)", classes="title")
             text = (f"{self.fmt.upper()} written to {self.out_path}\n"
                     f"size   {self.out_bytes} bytes\nsha256 {self.sha256}")
             if self.notes:

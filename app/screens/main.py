@@ -170,6 +170,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             t.append(f"  {len(s.ev.unreadable)} unreadable ranges", style="bold red")
         if s.case.path:
             t.append(f"  case: {os.path.basename(s.case.path)}", style="dim")
+        else:
+            t.append("  NO CASE: nothing recorded", style="bold yellow")
         t.no_wrap = True            # one line: what does not fit is cut at the right, not wrapped
         t.overflow = "ellipsis"
         self.query_one("#header", Static).update(t)
@@ -204,6 +206,9 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         s = self.session
         s.set_report(report)
         self.analysed = True
+        if s.case_mismatch:
+            self.notify(s.case_mismatch, severity="error", timeout=30)
+            self._update_header()
         unreadable = getattr(report, "unreadable", None)
         if unreadable:
             self.notify(f"{len(unreadable)} unreadable ranges on the evidence (read as zeros)",
