@@ -329,7 +329,7 @@ class Case:
     @classmethod
     def open(cls, image_path: str, case_path: str | None = None, image_bytes: int = 0,
              clock: Callable[[], float] = time.time, identity: dict[str, Any] | None = None,
-             new_case: bool = False) -> tuple["Case", str | None]:
+             new_case: bool = False, log_open: bool = True) -> tuple["Case", str | None]:
         """The case for an image: loaded when its file exists, else new.
 
         Returns (case, message): message is a one-line note for the technician when the file was
@@ -398,10 +398,11 @@ class Case:
         case.image_bytes = image_bytes or case.image_bytes
         if identity is not None and case.identity is None:
             case.identity = identity   # a case from before identities: bound from now on
-        try:
-            case.log("case-open")
-        except CaseError as exc:
-            note = str(exc)
+        if log_open:
+            try:
+                case.log("case-open")
+            except CaseError as exc:
+                note = str(exc)
         return case, note
 
     def identity_mismatch(self, identity: dict[str, Any] | None, image_bytes: int = 0) -> str:

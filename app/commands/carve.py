@@ -8,6 +8,7 @@ import argparse
 import os
 from typing import Any
 
+from app.commands._caselog import add_case_options, record
 from app.commands._common import StderrProgress, info, print_json, warn
 from core.errors import SrsalvageError
 from core.spaces import compact_ranges
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--vdi", metavar="KEY",
                        help="carve inside this VDI's virtual disk (LV name, VDI uuid)")
         p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        add_case_options(p)
         p.set_defaults(func=func)
 
 
@@ -88,6 +90,11 @@ def run_mdf(args: argparse.Namespace) -> int:
     from core.carve.mssql import carve_mdf
     result, unreadable = _run_carver(args, carve_mdf)
     doc: dict[str, Any] = result.to_json()
+    record(args, args.source, "carve", vdi=args.vdi, detail=f"SQL Server data files -> {args.output}",
+           kind="mssql", output=os.path.abspath(args.output),
+           files=[{"path": f.path, "file_id": f.file_id, "database": f.database,
+                   "pages_written": f.pages_written, "missing_pages": len(f.missing_pages),
+                   "sha256": f.sha256} for f in result.files])
     if args.json:
         print_json({"files": doc["files"], "pages_found": doc["pages_found"],
                     "scanned": doc["scanned"], "unreadable": unreadable})
@@ -111,6 +118,11 @@ def run_mdf(args: argparse.Namespace) -> int:
 def run_rar(args: argparse.Namespace) -> int:
     from core.carve.rar import carve_rar
     result, unreadable = _run_carver(args, carve_rar)
+    record(args, args.source, "carve", vdi=args.vdi, detail=f"RAR archives -> {args.output}",
+           kind="rar", output=os.path.abspath(args.output),
+           files=[{"path": a.path, "offset": a.offset, "bytes": a.bytes, "complete": a.complete,
+                   "sha256": getattr(a, "sha256", None), "files": len(a.files)}
+                  for a in result.archives])
     if args.json:
         print_json({"archives": [a.to_json() for a in result.archives],
                     "scanned": result.scanned, "archives_not_kept": result.archives_not_kept,

@@ -10,7 +10,9 @@ were given to another LV by a newer generation (unless --force) or when OUT exis
 from __future__ import annotations
 
 import argparse
+import os
 
+from app.commands._caselog import add_case_options
 from app.commands._common import add_vdi_selection
 
 ORDER = 50
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="export even if a newer generation gave the VDI's extents to another LV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_case_options(p)
     p.set_defaults(func=run)
 
 
@@ -82,6 +85,15 @@ def run(args: argparse.Namespace) -> int:
         warn(f"not repaired: {u}")
     for line in untrusted_lines(result.ranges):
         warn(f"untrusted: {line}")
+    from app.commands._caselog import record
+    from core.spaces import pes_to_map_runs
+    record(args, args.image, "export", vdi=vol.key, detail=f"{args.format} -> {result.path}",
+           path=os.path.abspath(result.path), format=args.format, bytes=result.bytes,
+           sha256=result.sha256, forced=bool(args.force and vol.claimed_by),
+           generation=resolved.generation, map=args.map or f"generation {resolved.generation}",
+           map_runs=[list(r) for r in vol.map_runs] if vol.map_runs else [],
+           untrusted=result.untrusted[:1000], taken_extents=result.taken,
+           repairs=result.repairs, unrepaired=result.unrepaired)
     if args.json:
         doc = result.to_json()
         doc.update(vdi=vol.key, lv=vol.lv_name, generation=resolved.generation,

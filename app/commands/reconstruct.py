@@ -10,6 +10,7 @@ the VG and introduce the SR on a host, `--fix KEY:LE=PE` pins extents (hard cons
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import re
 
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extent-size", type=int, metavar="BYTES", help="extent size (default 4 MiB)")
     p.add_argument("--pe-count", type=int, metavar="N", help="number of PEs")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    from app.commands._caselog import add_case_options
+    add_case_options(p)   # --fix edits are recorded in the case's audit log
     p.set_defaults(func=run)
 
 
@@ -116,6 +119,13 @@ def run(args: argparse.Namespace) -> int:
             progress.close()
     doc = rec.to_json()
     doc["image"]["path"] = args.image
+    if fixed:
+        from app.commands._caselog import record
+        for key, les in fixed.items():
+            record(args, args.image, "fix", vdi=key,
+                   detail="; ".join(f"LE {le} = PE {pe}" for le, pe in sorted(les.items())),
+                   fixes={str(le): pe for le, pe in sorted(les.items())},
+                   map_output=os.path.abspath(args.output) if args.output else None)
     if args.output:
         with AtomicOutput(args.output, [args.image], args.overwrite) as out:
             out.write((json.dumps(doc, indent=1) + "\n").encode())
