@@ -15,8 +15,14 @@ from textual.app import App
 
 from app.screens.main import MainScreen
 from app.screens.palette import WorkstationCommands
+from app.screens.quit import QuitDialog, session_summary
 from app.screens.session import Session
 from core.source import Evidence
+
+
+# jobs whose loss a technician would regret: quitting while one runs asks first (checks, chain
+# discovery and the analysis are redone in seconds on the next open)
+LASTING_JOBS = ("export", "scan", "reconstruct", "carve")
 
 
 class WorkstationApp(App):
@@ -56,6 +62,31 @@ class WorkstationApp(App):
         raise LookupError("main screen not mounted")  # pragma: no cover
 
     def action_quit(self) -> None:
+        """Quit; with jobs running (an export, a carve, a scan) ask first and say what ran."""
+        try:
+            running = self.main.running_jobs(LASTING_JOBS)
+        except LookupError:
+            running = []
+        running += [s.job_label for s in self.screen_stack if getattr(s, "busy", False)
+                    and getattr(s, "job_label", "")]   # the carving screen's scan or export
+        if not running:
+            self._leave()
+            return
+        if isinstance(self.screen, QuitDialog):
+            return
+
+        def answered(quit_anyway: bool | None) -> None:
+            if quit_anyway:
+                try:
+                    self.session.case.log("quit", detail="left with jobs running: "
+                                          + "; ".join(running))
+                except Exception:  # a case that cannot be saved must not keep the app open
+                    pass
+                self._leave()
+
+        self.push_screen(QuitDialog(running, session_summary(self.session.case)), answered)
+
+    def _leave(self) -> None:
         # thread workers cannot be killed: ask every job to stop, then leave
         self.workers.cancel_all()
         self.exit()

@@ -21,7 +21,15 @@ class HexPaneMixin:
     last_needle: bytes | None
 
     def on_hex_view_cursor_moved(self, event: HexView.CursorMoved) -> None:
-        info = event.info
+        # drawn from the space shown now, not from the message: a message posted before the
+        # space changed (`v`, another VDI) must not paint the previous space's labels
+        self.show_hex_info()
+
+    def show_hex_info(self) -> None:
+        """Title, subtitle and field panel of the hex pane, from the space it shows now."""
+        if self.hex.space is None:
+            return
+        info = self.hex.cursor_info()
         if self.hex_mode == "disk":
             info.disk_offset = info.offset
         t = Text()
@@ -67,6 +75,7 @@ class HexPaneMixin:
             self.hex_mode = "disk"
             self.hex.set_space(s.ev, overlay=s.disk_overlay(), title="disk",
                                cursor=self.hex.cursor if self.hex.space is s.ev else 0)
+            self.show_hex_info()
             return
         space = s.lv_space(vg, s.pes(lv), lv.name)
         if mode == "lv":
@@ -78,6 +87,7 @@ class HexPaneMixin:
                 pass
             self.hex_mode = "lv"
             self.hex.set_space(space, locate=space.locate, overlay=overlay, title=f"LV {short_lv_name(lv.name)}")
+            self.show_hex_info()
             return
         try:
             img = s.vhd_image(vg, lv)
@@ -88,6 +98,7 @@ class HexPaneMixin:
             return
         self.hex_mode = "virtual"
         self.hex.set_space(virtual, locate=_virtual_locate(img, space), title=f"virtual {short_lv_name(lv.name)}")
+        self.show_hex_info()
 
     def action_cycle_space(self) -> None:
         order = ["disk", "lv", "virtual"]
