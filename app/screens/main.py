@@ -54,6 +54,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         Binding("R", "reconstruct", "Rebuild"),
         Binding("E", "export", "Export"),
         Binding("L", "audit", "Audit"),
+        Binding("f", "findings", "Findings"),
+        Binding("P", "report", "Report", show=False),
         Binding("c", "carving", "Carve"),
         Binding("g", "goto", "Go to"),
         Binding("slash", "find", "Find"),
@@ -451,8 +453,13 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
                 self.show_error("Edit refused", str(exc))
 
         current = s.extents(s.sel.lv)[0][le].pe if s.sel.lv is not None else None
-        self.app.push_screen(InputDialog(f"Set PE of LE {le}", "a PE number; - for unknown",
-                                         "" if current is None else str(current), validate), done)
+        fits = list(s.candidates.get(key, {}).get(le, []))
+        hint = "a PE number; - for unknown"
+        if fits:
+            # an LE the engine could not decide: the PEs that fit it (f: the findings pane)
+            hint = f"PEs that fit LE {le}: {', '.join(map(str, fits[:12]))} — " + hint
+        value = str(current) if current is not None else (str(fits[0]) if fits else "")
+        self.app.push_screen(InputDialog(f"Set PE of LE {le}", hint, value, validate), done)
 
     def ask_accept_all(self, key: str) -> None:
         s = self.session
@@ -560,6 +567,64 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     def action_help(self) -> None:
         from app.screens.help import HelpScreen
         self.app.push_screen(HelpScreen())
+
+    def action_findings(self) -> None:
+        """The findings pane of the selected VDI: every finding in full, the PEs that fit each
+        LE the engine could not decide (t takes one, h shows it in the hex view)."""
+        from app.screens.findings import FindingsScreen, finding_rows
+
+        s = self.session
+        lv, vg = s.sel.lv, s.sel.vg
+        if lv is None:
+            self.notify("select a VDI first (Enter in the tree)", severity="warning")
+            return
+        key = vdi_key(lv)
+        rows = finding_rows(self.editor.check.findings if self.editor.key == key else [],
+                            s.candidates.get(key, {}), vg.extent_bytes, vg.data_offset)
+
+        def take(le: int, pe: int) -> None:
+            try:
+                s.ensure_case_map(s.sel.lv, s.sel.gen)
+                if s.case.set_pe(key, le, pe) is not None:
+                    self.after_edit(le)
+                    self.notify(f"LE {le} = PE {pe} (u undoes it)")
+            except SrsalvageError as exc:
+                self.show_error("Edit refused", str(exc))
+
+        def show(offset: int, space: str) -> None:
+            self.set_hex_mode("lv" if space == "lv" else "disk")
+            self.hex.goto(offset)
+            self.action_focus_pane("hex")
+
+        title = f"Findings — {lv.name}" + (f" “{lv.label}”" if getattr(lv, "label", "") else "")
+        title += f"  ({self.editor.check.summary or 'checks not run'})"
+        self.app.push_screen(FindingsScreen(title, rows, take, show))
+
+    def action_report(self) -> None:
+        """Write the recovery report (HTML) beside the case file, in a worker."""
+        s = self.session
+        if s.report is None:
+            self.notify("the analysis is still running", severity="warning")
+            return
+        base = s.case.path or s.image_path
+        out = os.path.splitext(base)[0] + ".report.html"
+        if s.case.path is None:
+            out = os.path.abspath(os.path.basename(s.image_path) + ".report.html")
+
+        def work(cancel, progress):
+            from core.output import AtomicOutput
+            from core.report import build_report, render_html
+            doc = build_report(s.ev, s.case, s.report)
+            with AtomicOutput(out, [s.image_path], overwrite=True) as f:
+                f.write(render_html(doc).encode("utf-8"))
+            return doc
+
+        def done(doc) -> None:
+            chain = "audit chain intact" if doc["audit_chain_ok"] else "AUDIT CHAIN BROKEN"
+            self.notify(f"report written to {out} ({chain})",
+                        severity="information" if doc["audit_chain_ok"] else "error", timeout=12)
+
+        self.start_job("report", "writing the recovery report", work, done)
 
     def action_audit(self) -> None:
         from app.screens.audit import AuditScreen

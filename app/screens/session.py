@@ -305,7 +305,7 @@ class Session:
             summary += f": {errors[0].kind} — {errors[0].message}"
         if missing:
             summary += f"; {missing} extents unknown"
-        return CheckState(False, not errors, summary, per_le)
+        return CheckState(False, not errors, summary, per_le, list(findings))
 
     def vhd_image(self, vg: Any, lv: Any) -> Any:
         reader = engine("core.vhd.reader", "VHD reader")
