@@ -20,9 +20,9 @@ from app.screens.session import Session
 from core.source import Evidence
 
 
-# jobs whose loss a technician would regret: quitting while one runs asks first (checks, chain
-# discovery and the analysis are redone in seconds on the next open)
-LASTING_JOBS = ("export", "scan", "reconstruct", "carve")
+# jobs whose loss a technician would regret: quitting while one runs asks first (a scan, the
+# checks, chain discovery and the analysis are simply redone on the next open)
+LASTING_JOBS = ("export", "carve")
 
 
 class WorkstationApp(App):
@@ -68,7 +68,7 @@ class WorkstationApp(App):
         except LookupError:
             running = []
         running += [s.job_label for s in self.screen_stack if getattr(s, "busy", False)
-                    and getattr(s, "job_label", "")]   # the carving screen's scan or export
+                    and getattr(s, "job_label", "") == "exporting"]   # the carving screen's export
         if not running:
             self._leave()
             return

@@ -55,6 +55,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         Binding("E", "export", "Export"),
         Binding("L", "audit", "Audit"),
         Binding("f", "findings", "Findings"),
+        Binding("apostrophe", "jump", "Jump to VDI", show=False),
         Binding("P", "report", "Report", show=False),
         Binding("c", "carving", "Carve"),
         Binding("g", "goto", "Go to"),
@@ -568,6 +569,47 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         from app.screens.help import HelpScreen
         self.app.push_screen(HelpScreen())
 
+    def action_jump(self) -> None:
+        """Type-ahead for the tree: ' then part of a name label, LV name or uuid; the first
+        match (chosen generation first, then newest first) is selected and opened."""
+        s = self.session
+
+        def matches(text: str) -> list[tuple[Any, Any, Any]]:
+            t = text.strip().lower()
+            if not t:
+                return []
+            out = []
+            gens = []
+            for vg in s.volume_groups:
+                order = list(vg.generations)
+                if s.sel.gen is not None and s.sel.gen in order:
+                    order.remove(s.sel.gen)
+                    order.insert(0, s.sel.gen)
+                gens += [(vg, g) for g in order]
+            for vg, gen in gens:
+                for lv in gen.lvs.values():
+                    hay = f"{lv.name} {getattr(lv, 'label', '') or ''}".lower()
+                    if t in hay:
+                        out.append((vg, gen, lv))
+            return out
+
+        def validate(text: str) -> str | None:
+            return None if matches(text) else "no LV, name label or uuid contains that"
+
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            found = matches(text)
+            if not found:
+                return
+            vg, gen, lv = found[0]
+            self.tree.select_lv(vg.name, gen.seqno, lv.name)
+            self.tree.focus()
+            self.select_vdi(vg, gen, lv)
+
+        self.app.push_screen(InputDialog("Jump to a VDI", "part of a name label, LV name or uuid "
+                                         "(chosen generation first)", "", validate), done)
+
     def action_findings(self) -> None:
         """The findings pane of the selected VDI: every finding in full, the PEs that fit each
         LE the engine could not decide (t takes one, h shows it in the hex view)."""
@@ -706,6 +748,11 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             return
         conflicts = s.conflicts(vg, lv)
         default_dir = os.path.dirname(s.case.path) if s.case.path else os.getcwd()
+        # the folder of the last export (this session or a previous one: the audit log says)
+        last = next((a.get("path") for a in reversed(s.case.audit)
+                     if a.get("action") == "export" and isinstance(a.get("path"), str)), None)
+        if last and os.path.isdir(os.path.dirname(last)):
+            default_dir = os.path.dirname(last)
 
         def chosen(req) -> None:
             if req is None:
