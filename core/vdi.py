@@ -39,6 +39,7 @@ class VdiVolume:
     status: str = "live"
     vhd_uuid: str | None = None      # footer unique id if known without opening
     missing_les: list = field(default_factory=list)  # a map's LEs it could not place
+    label: str = ""                  # the VDI's name label (MGT), when known
     _image: Any = None
     _image_error: str | None = None
 
@@ -162,6 +163,13 @@ def _find(volumes: list[VdiVolume], key: str) -> VdiVolume | None:
     for vol in volumes:
         if _key_matches(vol, key):
             return vol
+    # a name label ("web01 system disk"), as XenCenter shows it: only when exactly one VDI has it
+    labelled = [v for v in volumes if v.label and v.label.strip().lower() == key.strip().lower()]
+    if len(labelled) == 1:
+        return labelled[0]
+    if len(labelled) > 1:
+        raise SrsalvageError(f"{len(labelled)} VDIs are labelled {key!r} "
+                             f"({', '.join(v.key for v in labelled[:6])}): give the LV name or uuid")
     for vol in volumes:
         if _key_matches_footer(vol, key):
             return vol
@@ -288,7 +296,7 @@ def _volumes_of_generation(ev: ByteSpace, vg, gen, cache: dict | None = None
         space = shared.space if shared is not None else lv_space(ev, vg, gen, lv)
         vol = VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
                         map_runs=lv.map_runs, claimed_by=dict(lv.claimed_by or {}),
-                        status=lv.status)
+                        status=lv.status, label=getattr(lv, "label", "") or "")
         if shared is not None:
             vol._image, vol._image_error = shared._image, shared._image_error
             vol._shared = shared

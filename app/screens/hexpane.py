@@ -154,18 +154,36 @@ class HexPaneMixin:
     def _find(self, start: int) -> None:
         hexv = self.hex
         space, needle = hexv.space, self.last_needle
+        shown = needle_text(needle)
 
         def work(cancel, progress):
-            return find_bytes(space, needle, start, cancel, progress)
+            found = find_bytes(space, needle, start, cancel, progress)
+            if found is None and start > 0:
+                # wrap: from the start of the space up to where this search began
+                found = find_bytes(space, needle, 0, cancel, progress)
+                if found is not None and found >= start:
+                    found = None
+                return found, found is not None
+            return found, False
 
-        def done(found: int | None) -> None:
+        def done(result) -> None:
+            found, wrapped = result
             if found is None:
-                self.notify(f"{needle!r} not found after {start:#x}", severity="warning")
+                self.notify(f"{shown} not found in {hexv.space_title}", severity="warning")
             elif hexv.space is space:
+                if wrapped:
+                    self.notify(f"{shown}: wrapped to the start, found at {found:#x}")
                 hexv.goto(found)
                 self.action_focus_pane("hex")
 
-        self.start_job("find", f"find {needle[:12]!r}", work, done, exclusive=True)
+        self.start_job("find", f"find {shown[:24]}", work, done, exclusive=True)
+
+
+def needle_text(needle: bytes) -> str:
+    """A search needle as a technician typed it: "text" when printable, else hex bytes."""
+    if needle and all(32 <= b < 127 for b in needle):
+        return f'"{needle.decode("ascii")}"'
+    return "hex:" + needle[:32].hex(" ") + (" …" if len(needle) > 32 else "")
 
 
 def _virtual_locate(img: Any, lv_space: Any) -> Callable[[int], int | None]:
