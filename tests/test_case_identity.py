@@ -44,13 +44,24 @@ def test_issue11_item2_case_option_refuses_a_file_that_is_not_a_case(tmp_path, c
     assert [p for p in os.listdir(tmp_path) if "damaged" in p] == []
 
 
-def test_issue11_item2_open_command_exits_3_and_leaves_the_file(tmp_path, capsys):
+def _srsalvage(*args, timeout=60):
+    """The command in a subprocess without a terminal (a workstation that starts would hang
+    until the timeout: the test then fails instead of hanging)."""
+    try:
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"srsalvage {' '.join(args)} did not refuse: it started")
+
+
+def test_issue11_item2_open_command_exits_3_and_leaves_the_file(tmp_path):
     image = _image(tmp_path)
     other = tmp_path / "backing.img"
     other.write_bytes(b"some disk bytes" * 100)
-    rc = main(["open", str(image), "--case", str(other)])
-    err = capsys.readouterr().err
-    assert rc == 3 and "not a srsalvage case" in err and err.count("\n") == 1
+    p = _srsalvage("open", str(image), "--case", str(other))
+    err = p.stderr
+    assert p.returncode == 3 and "not a srsalvage case" in err and err.count("\n") == 1
     assert other.read_bytes() == b"some disk bytes" * 100
     assert sorted(os.listdir(tmp_path)) == ["backing.img", "disk.img"]
 
@@ -88,10 +99,10 @@ def test_issue11_item7_case_overflow_through_the_command_is_not_an_internal_erro
     image = _image(tmp_path)
     case = tmp_path / "c.json"
     case.write_text('{"format": "srsalvage-case", "version": 1, "created": 1e400}')
-    p = subprocess.run([sys.executable, "-m", "app.cli", "report", str(image), "--case", str(case),
-                        "-o", str(tmp_path / "r.html")], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    p = _srsalvage("report", str(image), "--case", str(case), "-o", str(tmp_path / "r.html"))
     assert "internal error" not in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 1 and "case-created" in p.stderr and p.stderr.count("\n") == 1
+    assert case.exists()      # a report only reads the case: nothing moved
 
 
 # -- issue 15 item 3: the case is bound to the evidence's identity --------------------------------
@@ -132,13 +143,13 @@ def test_vg_ids_bind_the_case_too():
     assert "ID-1" in why and "ID-2" in why
 
 
-def test_open_command_refuses_a_case_of_other_evidence_with_exit_3(tmp_path, capsys):
+def test_open_command_refuses_a_case_of_other_evidence_with_exit_3(tmp_path):
     image = _image(tmp_path)
     Case.open(str(image), image_bytes=1 << 20, identity=_ident(image))[0].log("x")
     image.write_bytes(b"\x02" * (1 << 20))
-    rc = main(["open", str(image)])
-    err = capsys.readouterr().err
-    assert rc == 3 and "other evidence" in err and "--no-case" in err and "--new-case" in err
+    p = _srsalvage("open", str(image))
+    err = p.stderr
+    assert p.returncode == 3 and "other evidence" in err and "--no-case" in err and "--new-case" in err
 
 
 # -- the audit chain -----------------------------------------------------------------------------

@@ -112,7 +112,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     def on_mount(self) -> None:
         s = self.session
         self.tree.border_title = "1 VG tree"
-        self.map.border_title = "2 Disk map"
+        # the legend on screen, not only in the help
+        self.map.border_title = "2 Disk map  █ LV ▒ deleted · free M meta X twice * hit"
         self.editor.border_title = "3 Extent editor"
         self.query_one("#hexpane").border_title = "4 Hex"
         self._update_header()
