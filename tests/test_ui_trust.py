@@ -195,4 +195,50 @@ async def test_carve_export_is_recorded_in_the_audit_log(demo, tmp_path):
 
         for f in files:
             assert hashlib.sha256(open(f["path"], "rb").read()).hexdigest() == f["sha256"]
+        archives = list(screen.archives)
         await pilot.press("escape")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "MainScreen")
+        # the carving results are kept when the screen is left and opened again
+        await pilot.press("c")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "CarvingScreen")
+        again = app.screen
+        assert again is not screen and again.archives == archives
+        from textual.widgets import DataTable
+
+        await wait_until(pilot, lambda: again.query_one(DataTable).row_count >= len(archives))
+        await pilot.press("escape")
+
+
+async def test_generation_filter_and_jump_to_a_vdi_by_label(demo, tmp_path):
+    image, manifest = demo
+    app = _app(image, str(tmp_path / "c.json"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+        tree = app.main.tree
+        vg = app.session.report.volume_groups[0]
+        tree.focus()
+        await pilot.press("G")
+        await pilot.pause()
+        shown = [seq for (name, seq) in tree._gen_nodes]
+        assert 1 < len(shown) < len(vg.generations)
+        sig = {g.seqno: tree._lv_signature(g) for g in vg.generations}
+        order = [g.seqno for g in vg.generations]
+        for seq in shown:
+            i = order.index(seq)
+            older = order[i + 1] if i + 1 < len(order) else None
+            assert older is None or sig[seq] != sig[older] or seq == vg.generations[0].seqno
+        hidden = [g.seqno for g in vg.generations if g.seqno not in shown]
+        assert all(sig[s] == sig[order[order.index(s) + 1]] for s in hidden)
+        await pilot.press("G")
+        await pilot.pause()
+        assert len(tree._gen_nodes) == len(vg.generations)
+        # type-ahead: ' then part of a name label opens that VDI
+        vdi = next(v for v in manifest.vdis if v.label == "temp export")
+        await pilot.press("apostrophe")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        for ch in "temp exp":
+            await pilot.press(ch if ch != " " else "space")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.session.sel.lv is not None
+                         and app.session.sel.lv.name == vdi.lv_name)
+        await pilot.press("q")

@@ -21,7 +21,8 @@ append-only audit log (`L`).
 description) with its LVs; deleted VDIs are marked `DELETED` (a generation that still holds some
 says `N deleted`), VHD snapshot chains nested under their parent. `→` / `←` (or `Space`) open and
 close a node; `Enter` on a generation chooses it (`●`) and recolours the map; `Enter` on an LV opens it in the editor.
-`'` then part of a name label, LV name or uuid: jump to that VDI (type-ahead).
+`'` then part of a name label, LV name or uuid: jump to that VDI (type-ahead) · `G`: only the
+generations where an LV was created, removed, resized or moved (again: all).
 
 **2 Disk map** — one cell per PE (or per bucket of PEs when the disk is large), coloured by the
 owner LV in the chosen generation. Arrows move, `+` / `-` zoom, `Enter` opens the LV under the

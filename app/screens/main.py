@@ -688,8 +688,38 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
                                  _virtual_locate(img, s.lv_space(vg, s.pes(lv), lv.name)))
             except SrsalvageError:
                 vdi = None      # an unreadable VHD: the disk can still be carved
-        self.app.push_screen(CarvingScreen(s, vdi=vdi, on_hits=self.set_carve_hits,
-                                           on_select=self.show_carve_hit))
+        screen = CarvingScreen(s, vdi=vdi, on_hits=self.set_carve_hits,
+                               on_select=self.show_carve_hit)
+        self._restore_carving(screen)
+        self._carving = screen
+        self.app.push_screen(screen)
+
+    # the carving screen is made anew each time: its results are kept here when it is left and
+    # given back when it is opened again on the same scopes (the disk / the same VDI)
+    _CARVE_STATE = ("scope", "pages", "file_info", "archives", "exported")
+
+    def _restore_carving(self, screen: Any) -> None:
+        st = getattr(self.session, "carve_state", None)
+        if not st or st["scopes"] != [sc.name for sc in screen.scopes]:
+            return
+        for name in self._CARVE_STATE:
+            setattr(screen, name, st[name])
+        screen.space = screen.scopes[screen.scope].space
+
+        def shown() -> None:
+            screen.refresh_rows()
+            screen.query_one("#carve-title").update(screen._title())
+            screen.set_status("results of the last scan kept — m / r scan again")
+
+        screen.call_after_refresh(shown)
+
+    def on_screen_resume(self) -> None:
+        screen = getattr(self, "_carving", None)
+        if screen is not None:
+            self.session.carve_state = dict(
+                {name: getattr(screen, name) for name in self._CARVE_STATE},
+                scopes=[sc.name for sc in screen.scopes])
+            self._carving = None
 
     def set_carve_hits(self, disk_offsets: list[int]) -> None:
         self.session.carve_hits = list(disk_offsets)
