@@ -31,7 +31,8 @@ def _ident(path):
 
 # -- issue 11 item 2: `open --case X` never moves or replaces a file that is not a case ---------
 @pytest.mark.parametrize("content", [b"#!/bin/sh\necho important\n", b"", b"{not json",
-                                     b'{"format": "other"}', b"\0" * 4096])
+                                     b'{"format": "other"}', b"\0" * 4096],
+                         ids=["script", "empty", "bad-json", "other-format", "zeros"])
 def test_issue11_item2_case_option_refuses_a_file_that_is_not_a_case(tmp_path, content):
     image = _image(tmp_path)
     other = tmp_path / "precious.txt"
