@@ -242,3 +242,43 @@ async def test_generation_filter_and_jump_to_a_vdi_by_label(demo, tmp_path):
         await wait_until(pilot, lambda: app.session.sel.lv is not None
                          and app.session.sel.lv.name == vdi.lv_name)
         await pilot.press("q")
+
+
+async def test_report_key_find_wraps_and_tree_fits_labels_at_120_columns(demo, tmp_path):
+    image, manifest = demo
+    case = str(tmp_path / "c.json")
+    app = _app(image, case)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+        main = app.main
+        # the tree is wide enough for the name labels of the current generation at 120 columns
+        tree = main.tree
+        labels = [v.label for v in manifest.vdis if v.status == "live" and v.label]
+        lines = []
+        for (vg, seq, name), node in tree._lv_nodes.items():
+            depth = 0
+            parent = node.parent
+            while parent is not None and parent is not tree.root:
+                depth += 1
+                parent = parent.parent
+            plain = node.label.plain
+            # up to the end of the name label (kind and size may be cut at the right)
+            lines.append((depth * 4 + (plain.find("”") + 1 if "”" in plain else len(plain)), plain))
+        shown = [plain for width, plain in lines if width <= tree.scrollable_content_region.width]
+        for label in labels:
+            assert any(f"“{label}”" in plain for plain in shown), (label, tree.size)
+        # find wraps to the start of the space and says so
+        main.hex.goto(main.hex.space.size - 1)
+        main.last_needle = b"LABELONE"
+        main._find(main.hex.cursor + 1)
+        await wait_until(pilot, lambda: not main.running("find") and main.hex.cursor < 2 << 20,
+                         timeout=60)
+        assert main.session.ev.read(main.hex.cursor, 8) == b"LABELONE"
+        # P writes the recovery report beside the case
+        await pilot.press("P")
+        out = os.path.splitext(case)[0] + ".report.html"
+        await wait_until(pilot, lambda: os.path.exists(out) and not main.running("report"),
+                         timeout=60)
+        page = open(out, encoding="utf-8").read()
+        assert "Recovery report" in page and "hash chain intact" in page
+        await pilot.press("q")
