@@ -87,12 +87,23 @@ def _jump(t: Term, text: str) -> None:
     t.keys("Enter")
 
 
+def _open_web01(t: Term) -> None:
+    """Down to "web01 system disk" in the tree and Enter, as a technician would (Partitions, VG,
+    PV, seqno 62, MGT, then the LVs sorted by name: web01 is the ninth row; no row is
+    highlighted before the first Down)."""
+    for _ in range(9):
+        t.keys("Down")
+        time.sleep(0.05)
+    t.wait(r"VHD-71eacd05")
+    t.keys("Enter")
+    t.wait(r"web01 system disk.*LE")
+
+
 def test_tmux_hex_labels_follow_v(demo, tmp_path):
     image, manifest = demo
     t = _open(image, tmp_path / "c.json")
     try:
-        _jump(t, "web01 system disk")
-        t.wait(r"web01 system disk.*LE")
+        _open_web01(t)
         t.keys("4")
         vdi = next(v for v in manifest.vdis if v.label == "web01 system disk")
         disk = manifest.data_offset + vdi.pes[0] * manifest.extent_bytes
@@ -112,8 +123,7 @@ def test_tmux_fast_edits_leave_no_job_behind(demo, tmp_path):
     image, manifest = demo
     t = _open(image, tmp_path / "c.json")
     try:
-        _jump(t, "old backup disk")
-        t.wait(r"old backup disk.*LE")
+        _open_web01(t)
         t.keys("3")
         for _ in range(3):
             # one burst, as a terminal delivers keys typed fast
