@@ -377,6 +377,16 @@ class Case:
         case._clock = clock
         note = None
         mismatch = case.identity_mismatch(identity, image_bytes)
+        if new_case and not mismatch:
+            # a new case on request (e.g. the old one's VG ids are another SR's): kept aside
+            aside = f"{path}.previous-{stamp}"
+            try:
+                os.replace(path, aside)
+            except OSError as exc:
+                raise CaseError(f"cannot move {path} aside: {exc.strerror}") from None
+            case = fresh()
+            case.log("case-new", detail=f"previous case kept as {aside}")
+            return case, f"new case started; the previous one is kept as {aside}"
         if mismatch:
             if not new_case:
                 raise CaseMismatch(

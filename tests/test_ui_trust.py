@@ -4,6 +4,7 @@ export's done dialog and audit entry list what could not be trusted (1, 5)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -282,3 +283,52 @@ async def test_report_key_find_wraps_and_tree_fits_labels_at_120_columns(demo, t
         page = open(out, encoding="utf-8").read()
         assert "Recovery report" in page and "hash chain intact" in page
         await pilot.press("q")
+
+
+async def test_case_of_another_vg_is_set_aside_and_no_case_mode_records_nothing(demo, tmp_path):
+    """Item 3 in the workstation: a case whose VG ids are not this evidence's is detached after
+    the analysis (nothing recorded, said in an error notification and the header); `--no-case`
+    opens read-only without a case; `--new-case` keeps the old one aside."""
+    image, manifest = demo
+    from core.case import Case, evidence_identity
+    from core.source import Evidence
+
+    case_path = tmp_path / "c.json"
+    with Evidence(image) as ev:
+        case, _ = Case.open(image, str(case_path), image_bytes=ev.size,
+                            identity=evidence_identity(ev))
+    case.lvm_identity = [{"vg": manifest.vg_name, "id": "OTHER-VG-ID", "pvs": ["OTHER-PV"]}]
+    case.log("note", detail="made on another SR with the same first bytes")
+    before = case_path.read_bytes()
+    app = _app(image, str(case_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+        s = app.session
+        assert s.case_mismatch and "OTHER-VG-ID" in s.case_mismatch and manifest.vg_id in s.case_mismatch
+        assert s.case.path is None
+        assert "NO CASE" in str(app.main.query_one("#header").render())
+        vdi = deleted_intact(manifest)
+        await _open_vdi(app, pilot, vdi)
+        app.main.editor.table.focus()
+        await pilot.press("s", "down", "s")
+        await pilot.pause(0.2)
+        await pilot.press("q")
+    # nothing written but the opening itself (before the analysis could see the VG ids)
+    after = json.loads(case_path.read_text())
+    old = json.loads(before)
+    assert [a for a in after["audit"] if a["action"] != "case-open"] == \
+        [a for a in old["audit"] if a["action"] != "case-open"]
+    assert after["maps"] == old["maps"] and after["undo"] == old["undo"]
+    app = _app(image, str(tmp_path / "none.json"), case_mode="none")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+        assert app.session.case.path is None
+        await pilot.press("q")
+    assert not (tmp_path / "none.json").exists()
+    app = _app(image, str(case_path), case_mode="new")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_idle(app, pilot)
+        assert app.session.case.path == str(case_path) and not app.session.case_mismatch
+        await pilot.press("q")
+    assert [p for p in os.listdir(tmp_path) if ".previous-" in p]
+    assert json.loads(case_path.read_text())["audit"][0]["action"] == "case-new"
