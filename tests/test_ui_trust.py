@@ -169,6 +169,12 @@ async def test_forced_export_dialog_and_audit_list_the_untrusted_ranges(demo, tm
         assert entry["untrusted"] and entry["untrusted"][0]["trust"] == "lost"
         assert entry["map"] and entry["map_runs"]
         await pilot.press("escape")
+        # the export dialog remembers the folder of the last export
+        await pilot.press("E")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
+        dest = app.screen.query_one("#dest", Input).value
+        assert os.path.dirname(dest) == str(tmp_path) and ":" not in os.path.basename(dest)
+        await pilot.press("escape")
         await pilot.press("q")
 
 
