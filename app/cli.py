@@ -17,12 +17,21 @@ from core.errors import Cancelled, SrsalvageError, UnsafeError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSAFE = 0, 1, 2, 3
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("srsalvage")
+    except Exception:  # not installed (run from a checkout)
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="srsalvage",
         description="Recovery workstation for damaged XenServer / XCP-ng LVM storage repositories. "
                     "The evidence is only ever opened read-only.",
     )
+    parser.add_argument("--version", action="version", version=f"srsalvage {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     import app.commands as pkg

@@ -15,7 +15,13 @@ from textual.app import App
 
 from app.screens.main import MainScreen
 from app.screens.palette import WorkstationCommands
+from app.screens.quit import QuitDialog, session_summary
 from app.screens.session import Session
+
+
+# jobs whose loss a technician would regret: quitting while one runs asks first (a scan, the
+# checks, chain discovery and the analysis are simply redone on the next open)
+LASTING_JOBS = ("export", "carve")
 
 
 class WorkstationApp(App):
@@ -27,12 +33,12 @@ class WorkstationApp(App):
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(self, image_path: str | None = None, case_path: str | None = None, *,
-                 session: Session | None = None) -> None:
+                 session: Session | None = None, case_mode: str = "case") -> None:
         super().__init__()
         if session is None:
             if image_path is None:
                 raise ValueError("an image path or a session is needed")
-            session = Session(image_path, case_path)
+            session = Session(image_path, case_path, case_mode=case_mode)
         self.session = session
         self.sub_title = os.path.basename(session.image_path)
 
@@ -55,6 +61,31 @@ class WorkstationApp(App):
         raise LookupError("main screen not mounted")  # pragma: no cover
 
     def action_quit(self) -> None:
+        """Quit; with jobs running (an export, a carve, a scan) ask first and say what ran."""
+        try:
+            running = self.main.running_jobs(LASTING_JOBS)
+        except LookupError:
+            running = []
+        running += [s.job_label for s in self.screen_stack if getattr(s, "busy", False)
+                    and getattr(s, "job_label", "") == "exporting"]   # the carving screen's export
+        if not running:
+            self._leave()
+            return
+        if isinstance(self.screen, QuitDialog):
+            return
+
+        def answered(quit_anyway: bool | None) -> None:
+            if quit_anyway:
+                try:
+                    self.session.case.log("quit", detail="left with jobs running: "
+                                          + "; ".join(running))
+                except Exception:  # a case that cannot be saved must not keep the app open
+                    pass
+                self._leave()
+
+        self.push_screen(QuitDialog(running, session_summary(self.session.case)), answered)
+
+    def _leave(self) -> None:
         # thread workers cannot be killed: ask every job to stop, then leave
         self.workers.cancel_all()
         self.exit()
@@ -65,24 +96,28 @@ class WorkstationApp(App):
 
 
 def open_session(image_path: str, case_path: str | None = None, more_images=(),
-                 backups=(), pv_offsets=(), mapfile: str | None = None) -> Session:
-    """Open evidence and case; SourceError / UnsafeError (one line) when impossible.
+                 backups=(), pv_offsets=(), mapfile: str | None = None,
+                 case_mode: str = "case") -> Session:
+    """Open evidence and case; SourceError / UnsafeError (one line) when impossible (a case
+    made on other evidence: CaseMismatch, which names --no-case and --new-case).
     `more_images`: the other disks of an SR over several PVs, read as one space; `mapfile`:
     the ddrescue mapfile of the first image (found beside it when not given)."""
     from core.evidence_set import open_images
     ev = open_images([image_path, *more_images], mapfile)
     try:
         return Session(image_path, case_path, evidence=ev, backups=backups,
-                       pv_offsets=pv_offsets)
+                       pv_offsets=pv_offsets, case_mode=case_mode)
     except BaseException:
         ev.close()
         raise
 
 
 def run_workstation(image_path: str, case_path: str | None = None, more_images=(),
-                    backups=(), pv_offsets=(), mapfile: str | None = None) -> int:
+                    backups=(), pv_offsets=(), mapfile: str | None = None,
+                    case_mode: str = "case") -> int:
     """Run the workstation on `image_path` until the technician quits; returns an exit code."""
-    session = open_session(image_path, case_path, more_images, backups, pv_offsets, mapfile)
+    session = open_session(image_path, case_path, more_images, backups, pv_offsets, mapfile,
+                           case_mode)
     app = WorkstationApp(session=session)
     app.run()
     return int(app.return_code or 0)

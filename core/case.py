@@ -9,12 +9,25 @@ Edits are commands: each one turns into a `Patch` (the slice of the map it repla
 after), so undo and redo are exact and the history stays small even for a VDI of 100k extents.
 
 A damaged case file never stops the work: it is moved aside (`CASE.damaged-<time>`), a one-line
-message says so, and a fresh case starts. No UI imports here.
+message says so, and a fresh case starts — but only a file that says it is a srsalvage case (or
+sits at the default `IMAGE.srsalvage-case.json`): any other file named by `--case` is refused
+(UnsafeError, exit 3), never moved or replaced.
+
+A case is bound to its evidence by identity, not by path: the size, a sha256 over sampled
+sectors (`evidence_identity`) and, once the analysis ran, the PV and VG ids. Evidence that is
+not the one the case was made on is refused (`CaseMismatch`) with a choice: open it read-only
+without the case, or start a new case (the old one is kept aside). No UI imports here.
+
+The audit log is tamper evident: each entry carries `hash`, the sha256 of the previous entry's
+hash and this entry's canonical JSON (`chain_hash`); `verify_chain` finds the first entry that
+does not fit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import stat
 import time
@@ -34,6 +47,56 @@ SOURCES = ("metadata", "vhd-match", "adjacency", "manual", "gap")
 
 class CaseError(SrsalvageError):
     """A case file cannot be used (the message is one line)."""
+
+
+class CaseMismatch(UnsafeError):
+    """The case file was made on other evidence (the message names both ways on)."""
+
+
+MAX_IMAGE_BYTES = 1 << 62      # a case's `image.bytes` beyond this is not a disk size
+IDENTITY_SAMPLES = 32          # sampled 4 KiB windows (plus the first 64 KiB and the last 4 KiB)
+GENESIS = "0" * 64             # the `prev` of the first audit entry
+
+
+def evidence_identity(space, size: int | None = None) -> dict[str, Any]:
+    """Size and a sha256 over sampled sectors of the evidence: the first 64 KiB, 32 windows of
+    4 KiB spread evenly, the last 4 KiB (about 200 KiB read, whatever the size)."""
+    size = int(space.size if size is None else size)
+    h = hashlib.sha256()
+    offsets = [0] + [((size * i) // (IDENTITY_SAMPLES + 1)) & ~4095
+                     for i in range(1, IDENTITY_SAMPLES + 1)] + [max(0, size - 4096)]
+    for i, off in enumerate(offsets):
+        n = 65536 if i == 0 else 4096
+        data = space.read(off, min(n, max(0, size - off)))
+        h.update(off.to_bytes(8, "big"))
+        h.update(data)
+    return {"bytes": size, "sample_sha256": h.hexdigest(), "scheme": "v1-64k-32x4k-last4k"}
+
+
+def canonical(entry: dict[str, Any]) -> bytes:
+    """An audit entry without its own `hash`, as canonical JSON (sorted keys, no spaces)."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      default=str).encode()
+
+
+def chain_hash(prev: str, entry: dict[str, Any]) -> str:
+    return hashlib.sha256(prev.encode() + b"\n" + canonical(entry)).hexdigest()
+
+
+def verify_chain(audit: Sequence[dict[str, Any]]) -> tuple[bool, int | None, str]:
+    """(ok, index of the first entry that breaks the chain, reason). Entries written before the
+    chain existed (no `hash`, at the start of the log) are reported, not trusted."""
+    prev = GENESIS
+    for i, entry in enumerate(audit):
+        if not isinstance(entry, dict) or "hash" not in entry:
+            return False, i, f"entry {i} has no hash (written before the chain, or removed)"
+        if entry.get("prev") != prev:
+            return False, i, f"entry {i} does not follow entry {i - 1} (an entry removed or inserted)"
+        if chain_hash(prev, entry) != entry["hash"]:
+            return False, i, f"entry {i} was altered (its hash does not match its content)"
+        prev = entry["hash"]
+    return True, None, f"{len(audit)} entries, chain intact"
 
 
 @dataclass(frozen=True)
@@ -157,6 +220,8 @@ class Case:
         self.undo_stack: list[Patch] = []
         self.redo_stack: list[Patch] = []
         self.audit: list[dict[str, Any]] = []
+        self.identity: dict[str, Any] | None = None      # evidence_identity() of the evidence
+        self.lvm_identity: list[dict[str, Any]] | None = None  # [{"vg", "id", "pvs"}]
         self.created = clock()
         self._clock = clock
         self.listeners: list[Callable[[Case], None]] = []
@@ -166,7 +231,8 @@ class Case:
         return {
             "format": CASE_FORMAT,
             "version": CASE_VERSION,
-            "image": {"path": self.image_path, "bytes": self.image_bytes},
+            "image": {"path": self.image_path, "bytes": self.image_bytes,
+                      "identity": self.identity, "lvm": self.lvm_identity},
             "created": self.created,
             "generation": self.generation,
             "maps": {k: m.to_json() for k, m in self.maps.items()},
@@ -197,8 +263,23 @@ class Case:
         image = doc.get("image") or {}
         if not isinstance(image, dict):
             raise CaseError("bad image entry")
-        case = cls(path, str(image.get("path", "")), int(image.get("bytes", 0) or 0))
-        case.created = float(doc.get("created", case.created))
+        nbytes = image.get("bytes", 0) or 0
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 0 <= nbytes <= MAX_IMAGE_BYTES:
+            raise CaseError(f"case-image-bytes: image size {str(nbytes)[:40]} is not a disk size")
+        case = cls(path, str(image.get("path", "")), nbytes)
+        created = doc.get("created", case.created)
+        if isinstance(created, bool) or not isinstance(created, (int, float)) \
+                or not math.isfinite(created) or not 0 <= created < 1e11:
+            raise CaseError(f"case-created: creation time {str(created)[:40]} is not a time")
+        case.created = float(created)
+        identity = image.get("identity")
+        if identity is not None and not isinstance(identity, dict):
+            raise CaseError("bad evidence identity")
+        case.identity = identity
+        lvm_ids = image.get("lvm")
+        if lvm_ids is not None and not isinstance(lvm_ids, list):
+            raise CaseError("bad LVM identity")
+        case.lvm_identity = lvm_ids
         gen = doc.get("generation")
         if gen is not None and not isinstance(gen, dict):
             raise CaseError("bad generation entry")
@@ -242,16 +323,21 @@ class Case:
             return cls.from_json(doc, path)
         except CaseError as exc:
             raise CaseError(f"{path}: {exc}") from None
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise CaseError(f"{path}: damaged ({exc})") from None
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise CaseError(f"{path}: damaged ({type(exc).__name__}: {str(exc)[:80]})") from None
 
     @classmethod
     def open(cls, image_path: str, case_path: str | None = None, image_bytes: int = 0,
-             clock: Callable[[], float] = time.time) -> tuple["Case", str | None]:
+             clock: Callable[[], float] = time.time, identity: dict[str, Any] | None = None,
+             new_case: bool = False, log_open: bool = True) -> tuple["Case", str | None]:
         """The case for an image: loaded when its file exists, else new.
 
         Returns (case, message): message is a one-line note for the technician when the file was
         damaged (it is moved aside and a fresh case starts) or belongs to an image of another size.
+        `identity` (evidence_identity) binds the case to the evidence: a case made on other
+        evidence raises CaseMismatch, unless `new_case` (the old file is then kept aside).
+        A file named by `case_path` that is not a srsalvage case raises UnsafeError: it is never
+        moved or replaced.
         """
         path = case_path or default_case_path(image_path)
         moved = None
@@ -262,19 +348,27 @@ class Case:
                 moved = f"the image's folder is read-only: case file kept as {fallback}"
                 path = fallback
         check_case_path(path, image_path)
-        if not os.path.exists(path):
+        stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))
+
+        def fresh() -> "Case":
             case = cls(path, os.path.abspath(image_path), image_bytes, clock=clock)
-            return case, moved
+            case.identity = identity
+            return case
+
+        if not os.path.exists(path) and not os.path.islink(path):
+            return fresh(), moved
+        if case_path is not None:
+            _refuse_foreign(path)
         try:
             case = cls.load(path)
         except CaseError as exc:
-            aside = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}"
+            aside = f"{path}.damaged-{stamp}"
             try:
                 os.replace(path, aside)
                 note = f"case file damaged ({exc}); kept as {aside}, starting a fresh case"
             except OSError:
                 note = f"case file damaged ({exc}); starting a fresh case"
-            case = cls(path, os.path.abspath(image_path), image_bytes, clock=clock)
+            case = fresh()
             try:
                 case.log("case-reset", detail=str(exc))
             except CaseError as save_exc:
@@ -282,16 +376,77 @@ class Case:
             return case, note
         case._clock = clock
         note = None
+        mismatch = case.identity_mismatch(identity, image_bytes)
+        if new_case and not mismatch:
+            # a new case on request (e.g. the old one's VG ids are another SR's): kept aside
+            aside = f"{path}.previous-{stamp}"
+            try:
+                os.replace(path, aside)
+            except OSError as exc:
+                raise CaseError(f"cannot move {path} aside: {exc.strerror}") from None
+            case = fresh()
+            case.log("case-new", detail=f"previous case kept as {aside}")
+            return case, f"new case started; the previous one is kept as {aside}"
+        if mismatch:
+            if not new_case:
+                raise CaseMismatch(
+                    f"case file {path} was made on other evidence ({mismatch}): open it "
+                    f"read-only without the case (--no-case) or start a new case (--new-case; "
+                    f"the old case is kept as {path}.other-evidence-<time>)")
+            aside = f"{path}.other-evidence-{stamp}"
+            try:
+                os.replace(path, aside)
+            except OSError as exc:
+                raise CaseError(f"cannot move {path} aside: {exc.strerror}") from None
+            case = fresh()
+            case.log("case-new", detail=f"previous case kept as {aside}: {mismatch}")
+            return case, f"new case started; the case for the other evidence is kept as {aside}"
         if image_bytes and case.image_bytes and case.image_bytes != image_bytes:
             note = (f"case file {path} was made for an image of {case.image_bytes} bytes, "
                     f"this one has {image_bytes}")
         case.image_path = os.path.abspath(image_path)
         case.image_bytes = image_bytes or case.image_bytes
-        try:
-            case.log("case-open")
-        except CaseError as exc:
-            note = str(exc)
+        if identity is not None and case.identity is None:
+            case.identity = identity   # a case from before identities: bound from now on
+        if log_open:
+            try:
+                case.log("case-open")
+            except CaseError as exc:
+                note = str(exc)
         return case, note
+
+    def identity_mismatch(self, identity: dict[str, Any] | None, image_bytes: int = 0) -> str:
+        """Why `identity` is not the evidence this case was made on ("" when it is, or when
+        the case has no identity to compare)."""
+        mine = self.identity
+        if not identity or not mine:
+            return ""
+        if mine.get("bytes") != identity.get("bytes"):
+            return f"size {mine.get('bytes')} bytes, this evidence {identity.get('bytes')}"
+        if mine.get("scheme") == identity.get("scheme") \
+                and mine.get("sample_sha256") != identity.get("sample_sha256"):
+            return (f"sampled-sector sha256 {str(mine.get('sample_sha256'))[:16]}…, this evidence "
+                    f"{str(identity.get('sample_sha256'))[:16]}…")
+        return ""
+
+    def bind_lvm(self, vgs: list[dict[str, Any]]) -> str:
+        """Record the VG and PV ids the analysis found ([{"vg", "id", "pvs"}]); "" when they fit
+        the case, else why not (the ids of a case made on other evidence differ)."""
+        vgs = [{"vg": str(v.get("vg")), "id": str(v.get("id")),
+                "pvs": sorted(str(p) for p in v.get("pvs", []))} for v in vgs]
+        if not vgs:
+            return ""
+        if self.lvm_identity:
+            known = {v.get("id") for v in self.lvm_identity if isinstance(v, dict)}
+            found = {v["id"] for v in vgs}
+            if known and not known & found:
+                return (f"VG id(s) {', '.join(sorted(map(str, known)))} in the case, "
+                        f"{', '.join(sorted(found))} on this evidence")
+            return ""
+        self.lvm_identity = vgs
+        self.log("evidence-identity", detail="VG and PV ids recorded",
+                 lvm=vgs, identity=self.identity)
+        return ""
 
     # -- audit log ------------------------------------------------------------------------------
     def log(self, action: str, vdi: str | None = None, detail: str = "", **extra: Any) -> dict:
@@ -302,6 +457,11 @@ class Case:
         if detail:
             entry["detail"] = detail
         entry.update(extra)
+        # round-trip through JSON so the hash covers exactly what is saved and reloaded
+        entry = json.loads(json.dumps(entry, default=str))
+        prev = self.audit[-1].get("hash", GENESIS) if self.audit else GENESIS
+        entry["prev"] = prev if isinstance(prev, str) else GENESIS
+        entry["hash"] = chain_hash(entry["prev"], entry)
         self.audit.append(entry)
         self._changed()
         return entry
@@ -468,9 +628,29 @@ class Case:
     # -- exports --------------------------------------------------------------------------------
     def log_export(self, vdi: str, path: str, fmt: str, size: int, sha256: str,
                    forced: bool = False, **extra: Any) -> dict:
-        """`extra`: e.g. unreadable_virtual, the virtual-disk ranges the export holds as zeros."""
+        """An export: where, what, its digest, and (extra) the generation or map it was made
+        from, the PEs read and every virtual range it could not trust."""
         return self.log("export", vdi=vdi, detail=f"{fmt} -> {path}", path=path, format=fmt,
                         bytes=size, sha256=sha256, forced=forced, **extra)
+
+
+def _refuse_foreign(path: str) -> None:
+    """A file named by --case is moved aside (when damaged) only if it says it is ours."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeError(f"case file {path} is not a regular file; not touching it")
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise UnsafeError(f"case file {path}: cannot read ({exc.strerror}); not touching it") from None
+    if b'"format"' in head and CASE_FORMAT.encode() in head:
+        return
+    if st.st_size == 0:
+        raise UnsafeError(f"{path} is an empty file, not a srsalvage case; not touching it "
+                          f"(remove it or name another --case)")
+    raise UnsafeError(f"{path} exists and is not a srsalvage case file; not touching it "
+                      f"(name another --case)")
 
 
 def _manual(e: Extent) -> Extent:

@@ -41,6 +41,7 @@ class VdiVolume:
     status: str = "live"
     vhd_uuid: str | None = None      # footer unique id if known without opening
     missing_les: list = field(default_factory=list)  # a map's LEs it could not place
+    label: str = ""                  # the VDI's name label (MGT), when known
     _image: Any = None
     _image_error: str | None = None
 
@@ -86,6 +87,32 @@ class ResolvedVdi:
     # this generation's LVs that the newest generation removed or maps otherwise (a base copy
     # coalesced into or deflated since): LV name -> what happened
     changed_since: dict[str, str] = field(default_factory=dict)
+    owners: dict = field(default_factory=dict)   # LVs of the newest generation that took extents
+
+    def guard(self):
+        """Which of this VDI's extents a newer LV took, and which of those were overwritten
+        (core.provenance); an empty guard when none were taken."""
+        from core.provenance import Guard, assess
+        vol = self.volume
+        if getattr(self, "_guard", None) is not None:
+            return self._guard
+        pes = map_runs_to_pes(vol.map_runs) if vol.map_runs else []
+        extent = vol.space.size // len(pes) if pes else 0
+        if not vol.claimed_by or not extent:
+            self._guard = Guard(extent)
+            return self._guard
+        owners = {}
+        for name, ovol in self.owners.items():
+            opes = map_runs_to_pes(ovol.map_runs) if ovol.map_runs else []
+            owners[name] = (ovol.space, opes)
+        self._guard = assess(vol.space, pes, vol.claimed_by, extent, owners)
+        if self._guard.overwritten and vol.kind in ("vhd", "other", "unknown"):
+            from core.provenance import open_guarded_image
+            img = open_guarded_image(vol.space, self._guard, name=vol.key)
+            vol._shared = None
+            vol._image, vol._image_error = img, (None if img is not None else
+                                                 "no VHD outside the overwritten extents")
+        return self._guard
 
     def find_parent(self, unique_id: bytes) -> VhdImage | None:
         """The VHD whose footer unique id is `unique_id`: among the same SR's volumes of this
@@ -148,6 +175,13 @@ def _find(volumes: list[VdiVolume], key: str) -> VdiVolume | None:
     for vol in volumes:
         if _key_matches(vol, key):
             return vol
+    # a name label ("web01 system disk"), as XenCenter shows it: only when exactly one VDI has it
+    labelled = [v for v in volumes if v.label and v.label.strip().lower() == key.strip().lower()]
+    if len(labelled) == 1:
+        return labelled[0]
+    if len(labelled) > 1:
+        raise SrsalvageError(f"{len(labelled)} VDIs are labelled {key!r} "
+                             f"({', '.join(v.key for v in labelled[:6])}): give the LV name or uuid")
     for vol in volumes:
         if _key_matches_footer(vol, key):
             return vol
@@ -266,7 +300,7 @@ def _volumes_of_generation(ev: ByteSpace, vg, gen, cache: dict | None = None
         space = shared.space if shared is not None else lv_space(ev, vg, gen, lv)
         vol = VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
                         map_runs=lv.map_runs, claimed_by=dict(lv.claimed_by or {}),
-                        status=lv.status)
+                        status=lv.status, label=getattr(lv, "label", "") or "")
         if shared is not None:
             vol._image, vol._image_error = shared._image, shared._image_error
             vol._shared = shared
@@ -399,6 +433,9 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
                                                 for r in res.overwritten))
                 if warn is not None:
                     warn(res.warnings[-1])
+                owner_names = set(owners)
+                res.owners = {v.lv_name: v for v in _volumes_of_generation(ev, vg, ref)
+                              if v.lv_name in owner_names}
             return res
     if generation is not None and not tried:
         raise SrsalvageError(f"no metadata generation with seqno {generation}")

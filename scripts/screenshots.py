@@ -102,6 +102,18 @@ async def shoot(image: str, manifest, out: str, work: str) -> list[str]:
         await _until(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
         app.screen.query_one("#dest", Input).value = f"{reused.key}.vhd"
 
+    async def export_done(app, pilot):
+        # the forced export of the VDI a newer LV partly overwrote: what it could not trust
+        from textual.widgets import Checkbox
+        await _open_vdi(app, pilot, reused.lv_name)
+        await pilot.press("E")
+        await _until(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
+        app.screen.query_one("#dest", Input).value = os.path.join(work, "temp-export.vhd")
+        app.screen.query_one("#overwrite", Checkbox).value = True
+        app.screen.query_one("#force", Checkbox).value = True
+        await pilot.click("#ok")
+        await _until(pilot, lambda: type(app.screen).__name__ == "ExportDone")
+
     async def help_screen(app, pilot):
         await _idle(app, pilot)
         await pilot.press("f1")
@@ -120,6 +132,7 @@ async def shoot(image: str, manifest, out: str, work: str) -> list[str]:
     await state("hex-vhd-footer-80x24", (80, 24), hex_footer)
     await state("wide-180x50", (180, 50), wide)
     await state("export-dialog", (120, 40), export_dialog)
+    await state("export-done-untrusted", (120, 40), export_done)
     await state("help", (120, 40), help_screen)
     await state("audit-log", (120, 40), audit)
     return written
@@ -142,8 +155,23 @@ async def shoot_rebuilt(image: str, out: str, work: str) -> list[str]:
         app.main.editor.table.focus()
         await pilot.pause(0.2)
         path = app.save_screenshot(filename="rebuilt-no-metadata.svg", path=out)
+        # the findings pane of a VDI with an LE the engine could not decide
+        undecided = [l for l in s.sel.gen.lvs.values() if s.candidates.get(l.name)]
+        if undecided:
+            lv = undecided[0]
+            app.main.select_vdi(s.sel.vg, s.sel.gen, lv)
+            app.main.tree.select_lv(s.sel.vg.name, s.sel.gen.seqno, lv.name)
+            await _until(pilot, lambda: not app.main._jobs and app.main.editor.check.ok is not None)
+        await pilot.press("f")
+        await _until(pilot, lambda: type(app.screen).__name__ == "FindingsScreen")
+        from textual.widgets import DataTable
+        table = app.screen.query_one(DataTable)
+        first = next((i for i, r in enumerate(app.screen.rows) if r.kind == "candidate"), 0)
+        table.move_cursor(row=first)
+        await pilot.pause(0.2)
+        findings = app.save_screenshot(filename="findings-pane.svg", path=out)
         app.exit()
-    return [path]
+    return [path, findings]
 
 
 async def shoot_carving(image: str, manifest, out: str, work: str) -> list[str]:
@@ -164,6 +192,49 @@ async def shoot_carving(image: str, manifest, out: str, work: str) -> list[str]:
         path = app.save_screenshot(filename="carving-sql-vdi.svg", path=out)
         app.exit()
     return [path]
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def shoot_report(image: str, manifest, out: str, work: str) -> list[str]:
+    """The recovery report after a command-line export and a manual edit, rendered by a real
+    headless Chromium into report.png (skipped, said on stderr, when Chromium is missing)."""
+    import shutil
+    import subprocess
+
+    from app.cli import main as cli
+    from core.case import Case, Extent, evidence_identity
+    from core.source import Evidence
+
+    if not os.access(CHROMIUM, os.X_OK):
+        print("screenshots: chromium not installed: report.png not made", file=sys.stderr)
+        return []
+    case_path = os.path.join(work, "report.case.json")
+    live = next(v for v in manifest.vdis if v.status == "live" and v.layout == "blktap")
+    reused = next(v for v in manifest.vdis if v.status == "deleted" and v.claimed_by)
+    cli(["export", image, "--vdi", live.lv_name, "--format", "raw", "-o",
+         os.path.join(work, "live.raw"), "--case", case_path, "--overwrite"])
+    cli(["export", image, "--vdi", reused.lv_name, "--format", "vhd", "--force", "-o",
+         os.path.join(work, "temp.vhd"), "--case", case_path, "--overwrite"])
+    with Evidence(image) as ev:
+        case, _ = Case.open(image, case_path, image_bytes=ev.size, identity=evidence_identity(ev))
+    case.ensure_map(live.lv_name, [Extent(p) for p in live.pes], origin="generation 62")
+    case.swap(live.lv_name, 0, 1)
+    case.undo()
+    html_path = os.path.join(work, "report.html")
+    cli(["report", image, "--case", case_path, "-o", html_path, "--overwrite"])
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    png = os.path.join(out, "report.png")
+    try:
+        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                        "--hide-scrollbars", "--window-size=1100,1800", f"--screenshot={png}",
+                        f"file://{html_path}"], capture_output=True, timeout=120, check=True)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    return [png]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in asyncio.run(shoot_unreadable(image, manifest, args.out, work)):
             print(path)
         print(shoot_browser(image, args.out, work))
+        for path in shoot_report(image, manifest, args.out, work):
+            print(path)
     return 0
 
 

@@ -58,7 +58,7 @@ def test_check_and_export_chain_via_lvm_analysis(tmp_path):
         assert not [f for f in doc["findings"] if f["severity"] == "error"]
 
         p = cli("check", sr.path, "--vdi", ORPHAN, "--json")
-        assert p.returncode == 0, p.stderr
+        assert p.returncode == 1, p.stderr      # errors found: exit 1, the findings printed
         kinds = {f["kind"] for f in json.loads(p.stdout)["findings"]}
         assert {"vhd-parent-missing", "vhd-bat-entry-in-metadata"} <= kinds
 

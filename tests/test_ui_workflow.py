@@ -402,3 +402,56 @@ async def test_compact_hex_view_shows_where_the_map_cursor_went_while_hidden(dem
         top = int(main.hex.scroll_y)
         assert top <= target // 16 < top + main.hex.size.height  # and is shown on the screen
         await pilot.press("q")
+
+
+async def test_findings_pane_lists_findings_and_candidates_takes_and_shows_one(demo_no_metadata, tmp_path):
+    """f: every finding of the VDI in full; for an LE the engine could not decide, its candidate
+    PEs: h shows one in the hex view, t takes it (undoable); the p dialog lists them too."""
+    image, manifest = demo_no_metadata
+    app = _app(image, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.session.rebuilt is not None and not app.main._jobs,
+                         timeout=120)
+        s, main = app.session, app.main
+        by_uuid = {v.vhd_unique_id: v for v in manifest.vdis if v.vhd_unique_id}
+        undecided = [(lv, le) for lv in s.sel.gen.lvs.values()
+                     for le in sorted(s.candidates.get(lv.name, {}) or {})]
+        assert undecided, "the demo without metadata leaves some LE undecided"
+        lv, le = undecided[0]
+        truth = by_uuid[lv.vdi_uuid].pes[le]
+        fits = list(s.candidates[lv.name][le])
+        assert truth in fits
+        main.select_vdi(s.sel.vg, s.sel.gen, lv)
+        await wait_until(pilot, lambda: not main._jobs and main.editor.check.ok is not None)
+        # the p dialog names the PEs that fit
+        main.editor.table.focus()
+        main.editor.table.move_cursor(row=le)
+        await pilot.press("p")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        assert ", ".join(map(str, fits[:3])) in str(app.screen.query_one(".hint").render())
+        await pilot.press("escape")
+        await pilot.press("f")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "FindingsScreen")
+        pane = app.screen
+        kinds = [r.kind for r in pane.rows]
+        assert kinds.count("finding") == len(main.editor.check.findings)
+        for f in main.editor.check.findings:   # full text, never cut
+            assert any(f.message in r.text for r in pane.rows)
+        row = next(i for i, r in enumerate(pane.rows) if r.kind == "candidate" and r.le == le
+                   and r.pe == truth)
+        from textual.widgets import DataTable
+
+        pane.query_one(DataTable).move_cursor(row=row)
+        await pilot.pause()
+        assert f"PE {truth} fits" in str(pane.query_one("#finding-text").render())
+        await pilot.press("h")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "MainScreen")
+        vg = s.sel.vg
+        assert main.hex_mode == "disk" and main.hex.cursor == vg.data_offset + truth * vg.extent_bytes
+        await pilot.press("f")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "FindingsScreen")
+        app.screen.query_one(DataTable).move_cursor(row=row)
+        await pilot.press("t")
+        await wait_until(pilot, lambda: main.editor.extents[le].pe == truth)
+        assert s.case.audit[-1]["action"] == "set-pe"
+        await pilot.press("escape")

@@ -38,6 +38,7 @@ class CheckState:
     ok: bool | None = None
     summary: str = ""
     per_le: dict[int, str] = field(default_factory=dict)   # LE -> first finding kind
+    findings: list = field(default_factory=list)           # core.findings.Finding, all of them
 
 
 COLUMNS = [("LE", 7), ("PE", 8), ("disk offset", 14), ("conf", 6), ("source", 10),

@@ -231,6 +231,7 @@ class HexView(ScrollView, can_focus=True):
         self.set_reactive(HexView.cursor, 0)
         self.goto(min(cursor, max(0, space.size - 1)), center=False)
         self.refresh()
+        self._announce()   # the same offset in another space is another byte: labels follow
 
     def set_overlay(self, overlay: Overlay | None) -> None:
         self.overlay = overlay or Overlay()

@@ -118,6 +118,7 @@ class VGTree(Tree[NodeRef]):
     BINDINGS = [
         Binding("right", "expand_or_scroll", "Expand", show=False),
         Binding("left", "collapse_or_parent", "Collapse", show=False),
+        Binding("G", "toggle_changed_only", "Only changes", show=False),
     ]
 
     @dataclass
@@ -143,6 +144,29 @@ class VGTree(Tree[NodeRef]):
         self._gen_nodes: dict[tuple[str, int], TreeNode[NodeRef]] = {}
         self._lv_nodes: dict[tuple[str, int, str], TreeNode[NodeRef]] = {}
         self._populated: set[int] = set()
+        self.changed_only = False   # G: only generations whose LVs differ from the next older
+
+    def action_toggle_changed_only(self) -> None:
+        """Show only the generations where an LV was created, removed, resized or moved."""
+        self.changed_only = not self.changed_only
+        self.rebuild()
+
+    @staticmethod
+    def _lv_signature(gen: Any) -> frozenset:
+        return frozenset((name, tuple(tuple(r) for r in getattr(lv, "map_runs", []) or []))
+                         for name, lv in gen.lvs.items())
+
+    def _changed(self, vg: Any) -> set[int]:
+        """seqnos of the generations whose LVs differ from the next older one (the oldest
+        counts as a change), plus the current and the chosen one."""
+        gens = list(vg.generations)
+        keep = set()
+        for i, gen in enumerate(gens):
+            older = gens[i + 1] if i + 1 < len(gens) else None
+            if older is None or self._lv_signature(gen) != self._lv_signature(older) \
+                    or getattr(gen, "current", False) or self.chosen == (vg.name, gen.seqno):
+                keep.add(gen.seqno)
+        return keep
 
     def action_expand_or_scroll(self) -> None:
         node = self.cursor_node
@@ -202,7 +226,14 @@ class VGTree(Tree[NodeRef]):
                     Text(f"PV {pv.name} at {pv.offset:#x} {pv.pe_count} PE"
                          + ("" if pv.label_found else " (label lost)"), style="dim"),
                     data=NodeRef("pv", vg=vg, obj=pv))
+            keep = self._changed(vg) if self.changed_only else None
+            if keep is not None:
+                hidden = len(vg.generations) - len(keep)
+                vnode.add_leaf(Text(f"{hidden} generation(s) without LV changes hidden — G shows all",
+                                    style="italic dim"), data=NodeRef("info"))
             for gen in vg.generations:
+                if keep is not None and gen.seqno not in keep:
+                    continue
                 show = bool(getattr(gen, "current", False)) or self.chosen == (vg.name, gen.seqno)
                 gnode = vnode.add(gen_label(gen), data=NodeRef("generation", vg=vg, gen=gen),
                                   expand=show, allow_expand=True)

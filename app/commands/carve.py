@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from app.commands._caselog import add_case_options, record
 from app.commands._common import StderrProgress, add_pv_offset, info, print_json, warn
 from core.errors import SrsalvageError
 from core.spaces import compact_ranges
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
                        help="with --vdi: LVM metadata backup file(s) to consider")
         add_pv_offset(p)
+        add_case_options(p)
         p.set_defaults(func=func)
     rar.add_argument("--extract", metavar="DIR2",
                      help="also unpack every archive into DIR2/at-<offset>/ with libarchive: "
@@ -104,6 +106,11 @@ def run_mdf(args: argparse.Namespace) -> int:
     tables = table_summaries([f.path for f in result.files])
     for entry in doc["files"]:
         entry.update(tables.get(entry["path"], {"tables": [], "table_findings": []}))
+    record(args, args.source, "carve", vdi=args.vdi, detail=f"SQL Server data files -> {args.output}",
+           kind="mssql", output=os.path.abspath(args.output),
+           files=[{"path": f.path, "file_id": f.file_id, "database": f.database,
+                   "pages_written": f.pages_written, "missing_pages": len(f.missing_pages),
+                   "sha256": f.sha256} for f in result.files])
     if args.json:
         print_json({"files": doc["files"], "pages_found": doc["pages_found"],
                     "scanned": doc["scanned"], "unreadable": unreadable})
@@ -150,6 +157,11 @@ def run_rar(args: argparse.Namespace) -> int:
                 extracted[arc.offset] = x
         finally:
             bar.close()
+    record(args, args.source, "carve", vdi=args.vdi, detail=f"RAR archives -> {args.output}",
+           kind="rar", output=os.path.abspath(args.output),
+           files=[{"path": a.path, "offset": a.offset, "bytes": a.bytes, "complete": a.complete,
+                   "sha256": getattr(a, "sha256", None), "files": len(a.files)}
+                  for a in result.archives])
     if args.json:
         docs = []
         for a in result.archives:

@@ -2,7 +2,8 @@
 
 The catalogue of `vhd-util check` (core.vhd.checks): footer, header, BAT, batmap, bitmaps and
 the parent chain (parents looked up by unique id among the SR's other VDIs). Findings never stop
-each other; the command exits 0 when it could look, whatever it found.
+each other; the command exits 1 when it found errors (the findings are printed all the same), 0
+when it found none.
 """
 
 from __future__ import annotations
@@ -77,4 +78,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {f.severity:<7} {f.kind}{where}: {f.message}")
         print(f"  {len(findings)} finding(s): " +
               (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"))
-    return 0
+    return 1 if counts.get("error") else 0

@@ -10,7 +10,9 @@ were given to another LV by a newer generation (unless --force) or when OUT exis
 from __future__ import annotations
 
 import argparse
+import os
 
+from app.commands._caselog import add_case_options
 from app.commands._common import add_more_images, add_vdi_selection
 
 ORDER = 50
@@ -29,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="export even if a newer generation gave the VDI's extents to another LV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_case_options(p)
     p.set_defaults(func=run)
 
 
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from app.commands._common import image_paths, info, open_images, print_json, warn
     from core.errors import SrsalvageError
     from core.output import check_output_path
+    from core.provenance import describe_export, untrusted_lines
     from core.vdi import resolve_vdi
 
     evidence_paths = image_paths(args) + ([args.map] if args.map else []) + list(args.backup)
@@ -47,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
                                    force=args.force, backups=args.backup, warn=warn,
                                    pv_offsets=args.pv_offset)
             vol = resolved.volume
-            result = _export(args, resolved, vol, evidence_paths)
+            guard = resolved.guard()   # taken extents: overwritten ones are never read
+            result, img = _export(args, resolved, vol, guard, evidence_paths)
+            describe_export(result, img, vol.space, guard)
         except SrsalvageError as exc:
             if args.json and ev.unreadable:  # damage is named whatever the exit code
                 doc = {"error": str(exc), "vdi": vol.key if vol else args.vdi}
@@ -69,6 +75,17 @@ def run(args: argparse.Namespace) -> int:
         info(f"repaired in the export (evidence untouched): {r}")
     for u in result.unrepaired:
         warn(f"not repaired: {u}")
+    for line in untrusted_lines(result.ranges):
+        warn(f"untrusted: {line}")
+    from app.commands._caselog import record
+    from core.spaces import pes_to_map_runs
+    record(args, args.image, "export", vdi=vol.key, detail=f"{args.format} -> {result.path}",
+           path=os.path.abspath(result.path), format=args.format, bytes=result.bytes,
+           sha256=result.sha256, forced=bool(args.force and vol.claimed_by),
+           generation=resolved.generation, map=args.map or f"generation {resolved.generation}",
+           map_runs=[list(r) for r in vol.map_runs] if vol.map_runs else [],
+           untrusted=result.untrusted[:1000], taken_extents=result.taken,
+           repairs=result.repairs, unrepaired=result.unrepaired)
     if args.json:
         doc = result.to_json()
         doc.update(vdi=vol.key, lv=vol.lv_name, generation=resolved.generation,
@@ -82,9 +99,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace, resolved, vol, evidence_paths: list[str]):
+def _export(args: argparse.Namespace, resolved, vol, guard, evidence_paths: list[str]):
+    """(export result, the VHD image exported or None for a raw LV); extents a newer LV
+    overwrote are never read (core.provenance's guard)."""
     from app.commands._common import StderrProgress, warn
     from core.errors import SrsalvageError
+    from core.provenance import guarded_space
     from core.vhd.export import export_raw, export_vhd
 
     progress = StderrProgress()
@@ -92,19 +112,20 @@ def _export(args: argparse.Namespace, resolved, vol, evidence_paths: list[str]):
         img = vol.image()
         if img is None:
             if args.format == "raw" and vol.kind == "raw":
-                return export_raw(vol.space, args.output, evidence_paths, args.overwrite,
-                                  progress=progress)
+                return export_raw(guarded_space(vol.space, guard), args.output, evidence_paths,
+                                  args.overwrite, progress=progress), None
             raise SrsalvageError(f"{vol.key}: no VHD in this volume ({vol.image_error})")
         if args.format == "vhd":
             return export_vhd(img, args.output, evidence_paths, args.overwrite,
-                              progress=progress)
+                              progress=progress), img
         known = len(resolved.warnings)
         chain = resolved.chain()
         for w in resolved.warnings[known:]:
             warn(w)
         for f in chain.findings:
             warn(f.message)
-        return export_raw(chain, args.output, evidence_paths, args.overwrite, progress=progress)
+        return export_raw(chain, args.output, evidence_paths, args.overwrite,
+                          progress=progress), img
     finally:
         progress.close()
 

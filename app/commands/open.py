@@ -22,6 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backup", action="append", default=[], metavar="FILE.vg",
                    help="an LVM backup/archive file (vgcfgbackup, /etc/lvm/archive); repeatable")
     add_pv_offset(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-case", action="store_true",
+                      help="read-only session without a case: nothing is recorded (e.g. when the "
+                           "case file was made on other evidence)")
+    mode.add_argument("--new-case", action="store_true",
+                      help="start a new case; an existing case file is kept aside")
     p.set_defaults(func=run)
 
 
@@ -30,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
     # a directory or an unreadable device is one line on stderr (SourceError -> exit 1)
     from app.workstation import run_workstation
 
+    mode = "none" if args.no_case else "new" if args.new_case else "case"
     return run_workstation(args.image, args.case, args.more_images, args.backup, args.pv_offset,
-                           getattr(args, "mapfile", None))
+                           getattr(args, "mapfile", None), mode)

@@ -10,6 +10,7 @@ the VG and introduce the SR on a host, `--fix KEY:LE=PE` pins extents (hard cons
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import re
 
@@ -46,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pe-count", type=int, metavar="N", help="number of PEs")
     add_pv_offset(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    from app.commands._caselog import add_case_options
+    add_case_options(p)   # --fix edits are recorded in the case's audit log
     p.set_defaults(func=run)
 
 
@@ -124,6 +127,13 @@ def run(args: argparse.Namespace) -> int:
     for key, les in mark_unreadable_extents(rec, doc, unreadable).items():
         warn(f"{key}: LE {les} sit on unreadable evidence (read as zeros): their placement "
              f"and content are not evidence; check them by hand")
+    if fixed:
+        from app.commands._caselog import record
+        for key, les in fixed.items():
+            record(args, args.image, "fix", vdi=key,
+                   detail="; ".join(f"LE {le} = PE {pe}" for le, pe in sorted(les.items())),
+                   fixes={str(le): pe for le, pe in sorted(les.items())},
+                   map_output=os.path.abspath(args.output) if args.output else None)
     if args.output:
         with AtomicOutput(args.output, [args.image], args.overwrite) as out:
             out.write((json.dumps(doc, indent=1) + "\n").encode())

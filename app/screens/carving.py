@@ -32,6 +32,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
+from app.screens.caselog import record_carve
 from app.screens.jobs import run_in_worker
 from core.errors import Cancelled, SrsalvageError
 from core.progress import ProgressUpdate
@@ -118,6 +119,7 @@ class CarvingScreen(Screen):
         else:
             self.ev = evidence.ev
         self.image_path = self.ev.path
+        self.case = getattr(evidence, "case", None)     # the session's case: exports are logged
         self.space = space if space is not None else self.ev
         self.scopes = [CarveScope("disk", self.space)] + ([vdi] if vdi is not None else [])
         self.scope = 0
@@ -383,6 +385,7 @@ class CarvingScreen(Screen):
             self.refresh_rows()
             self._show_members(self.query_one("#carve-members", RarMembers).archive_offset)
             self.notify(f"{len(written)} files written under {out_dir}")
+            record_carve(self.case, out_dir, written, self.scopes[self.scope].name)
 
         self.start("exporting", work, done)
 

@@ -4,6 +4,7 @@ of the VDI's extents to another LV; and the result dialog with size and sha256."
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
@@ -11,6 +12,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
+
+from widgets.toggles import ShapeCheckbox, ShapeRadioButton
 
 from app.screens.dialogs import DIALOG_CSS, SubmitOrCancel
 from core.spaces import compact_ranges
@@ -60,21 +63,23 @@ class ExportDialog(SubmitOrCancel, ModalScreen[ExportRequest | None]):
         with Vertical(classes="dialog"):
             yield Label(f"Export {self.key}" + (f" “{self.label}”" if self.label else ""), classes="title")
             with RadioSet(id="format"):
-                yield RadioButton("VHD (as XenServer held it)", value=self.vhd_possible, id="fmt-vhd")
-                yield RadioButton("raw virtual disk", value=not self.vhd_possible, id="fmt-raw")
+                yield ShapeRadioButton("VHD (as XenServer held it)", value=self.vhd_possible, id="fmt-vhd")
+                yield ShapeRadioButton("raw virtual disk", value=not self.vhd_possible, id="fmt-raw")
             yield Label("Destination file:")
             yield Input(value=self._default_dest("vhd" if self.vhd_possible else "raw"), id="dest")
             if self.conflicts:
                 yield Static(conflict_text(self.conflicts, self.place), id="conflict-warning", markup=False)
-                yield Checkbox("export anyway (recorded as forced in the audit log)", id="force")
-            yield Checkbox("overwrite an existing file", id="overwrite")
+                yield ShapeCheckbox("export anyway (recorded as forced in the audit log)", id="force")
+            yield ShapeCheckbox("overwrite an existing file", id="overwrite")
             yield Static("", classes="error-text", id="export-error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Export", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
 
     def _default_dest(self, fmt: str) -> str:
-        return os.path.join(self.default_dir, f"{self.key}.{'vhd' if fmt == 'vhd' else 'raw'}")
+        # no ':' in the name (a map key like "vhd:<uuid>"): Windows shares and scp refuse it
+        name = re.sub(r"[:/\\]", "-", self.key)
+        return os.path.join(self.default_dir, f"{name}.{'vhd' if fmt == 'vhd' else 'raw'}")
 
     def on_mount(self) -> None:
         self.query_one("#dest", Input).focus()
@@ -116,6 +121,8 @@ class ExportDone(ModalScreen[None]):
     DEFAULT_CSS = DIALOG_CSS + """
     ExportDone { align: center middle; }
     ExportDone .dialog { width: 90; border: thick $success; }
+    ExportDone .dialog.untrusted { border: thick $warning; }
+    ExportDone #export-result { height: auto; max-height: 24; overflow-y: auto; }
     """
     BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
 
@@ -124,8 +131,11 @@ class ExportDone(ModalScreen[None]):
         self.out_path, self.fmt, self.out_bytes, self.sha256, self.notes = path, fmt, size, sha256, notes
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label("Export complete", classes="title")
+        bad = [n for n in self.notes if n.startswith("untrusted:")]
+        with Vertical(classes="dialog untrusted" if bad else "dialog"):
+            yield Label("Export complete" if not bad else
+                        f"Export written — ⚠ NOT the whole disk: {len(bad)} range(s) could not be "
+                        f"trusted (read as zeros or unproven; listed below)", classes="title")
             text = (f"{self.fmt.upper()} written to {self.out_path}\n"
                     f"size   {self.out_bytes} bytes\nsha256 {self.sha256}")
             if self.notes:

@@ -21,6 +21,8 @@ append-only audit log (`L`).
 description) with its LVs; deleted VDIs are marked `DELETED` (a generation that still holds some
 says `N deleted`), VHD snapshot chains nested under their parent. `→` / `←` (or `Space`) open and
 close a node; `Enter` on a generation chooses it (`●`) and recolours the map; `Enter` on an LV opens it in the editor.
+`'` then part of a name label, LV name or uuid: jump to that VDI (type-ahead) · `G`: only the
+generations where an LV was created, removed, resized or moved (again: all).
 
 **2 Disk map** — one cell per PE (or per bucket of PEs when the disk is large), coloured by the
 owner LV in the chosen generation. Arrows move, `+` / `-` zoom, `Enter` opens the LV under the
@@ -36,6 +38,8 @@ check result; every edit re-runs the checks and is saved in the case.
 - `p`: set the PE by number · `i`: insert an unknown extent · `x` / `Del`: delete it
 - `a`: accept the suggestion for this LE · `A`: accept all above a confidence
 - `u` / `ctrl+z`: undo · `r` / `ctrl+y`: redo
+- `f`: findings pane — every check finding in full; for an LE the engine could not decide, the
+  PEs that fit it: `t` takes one, `h` shows it in the hex view
 
 **4 Hex view** — the disk, the selected LV or its virtual disk (`v` switches), with offsets in
 that space and on the disk, and the structure field under the cursor.
@@ -45,11 +49,13 @@ that space and on the disk, and the structure field under the cursor.
 ## Work — runs in the background, `Esc` cancels the newest job
 - `S`: signature scan of the whole image (carve hits appear on the map) · `F5`: analyse again
 - `R`: rebuild extent maps from VHD structure (engine suggestions in the editor)
-- `E`: export the selected VDI (VHD or raw); ends with size and sha256
+- `E`: export the selected VDI (VHD or raw); ends with size and sha256, and lists every virtual
+  range it could not trust (extents a newer LV overwrote are never read)
 - `c`: carving screen (SQL Server pages, RAR archives), on the disk or inside the selected VDI
   (`v` there); hits are marked on the map, `Enter` on one shows it in the hex view
-- `L`: audit log of this case · `ctrl+p`: every action by name
-- `F1` / `?`: this help · `q`: quit
+- `L`: audit log of this case (hash-chained) · `P`: write the recovery report (HTML) beside the
+  case · `ctrl+p`: every action by name
+- `F1` / `?`: this help · `q`: quit (asks first while an export or carve runs)
 """
 
 

@@ -22,7 +22,15 @@ class HexPaneMixin:
     last_needle: bytes | None
 
     def on_hex_view_cursor_moved(self, event: HexView.CursorMoved) -> None:
-        info = event.info
+        # drawn from the space shown now, not from the message: a message posted before the
+        # space changed (`v`, another VDI) must not paint the previous space's labels
+        self.show_hex_info()
+
+    def show_hex_info(self) -> None:
+        """Title, subtitle and field panel of the hex pane, from the space it shows now."""
+        if self.hex.space is None:
+            return
+        info = self.hex.cursor_info()
         if self.hex_mode == "disk":
             info.disk_offset = info.offset
         t = Text()
@@ -68,6 +76,7 @@ class HexPaneMixin:
             self.hex_mode = "disk"
             self.hex.set_space(s.ev, overlay=s.disk_overlay(), title="disk",
                                cursor=self.hex.cursor if self.hex.space is s.ev else 0)
+            self.show_hex_info()
             return
         space = pes_space(s.ev, vg, s.pes(lv), lv.name)
         if mode == "lv":
@@ -79,6 +88,7 @@ class HexPaneMixin:
                 pass
             self.hex_mode = "lv"
             self.hex.set_space(space, locate=space.locate, overlay=overlay, title=f"LV {short_lv_name(lv.name)}")
+            self.show_hex_info()
             return
         try:
             img = s.vhd_image(vg, lv)
@@ -89,6 +99,7 @@ class HexPaneMixin:
             return
         self.hex_mode = "virtual"
         self.hex.set_space(virtual, locate=_virtual_locate(img, space), title=f"virtual {short_lv_name(lv.name)}")
+        self.show_hex_info()
 
     def action_cycle_space(self) -> None:
         order = ["disk", "lv", "virtual"]
@@ -144,18 +155,36 @@ class HexPaneMixin:
     def _find(self, start: int) -> None:
         hexv = self.hex
         space, needle = hexv.space, self.last_needle
+        shown = needle_text(needle)
 
         def work(cancel, progress):
-            return find_bytes(space, needle, start, cancel, progress)
+            found = find_bytes(space, needle, start, cancel, progress)
+            if found is None and start > 0:
+                # wrap: from the start of the space up to where this search began
+                found = find_bytes(space, needle, 0, cancel, progress)
+                if found is not None and found >= start:
+                    found = None
+                return found, found is not None
+            return found, False
 
-        def done(found: int | None) -> None:
+        def done(result) -> None:
+            found, wrapped = result
             if found is None:
-                self.notify(f"{needle!r} not found after {start:#x}", severity="warning")
+                self.notify(f"{shown} not found in {hexv.space_title}", severity="warning")
             elif hexv.space is space:
+                if wrapped:
+                    self.notify(f"{shown}: wrapped to the start, found at {found:#x}")
                 hexv.goto(found)
                 self.action_focus_pane("hex")
 
-        self.start_job("find", f"find {needle[:12]!r}", work, done, exclusive=True)
+        self.start_job("find", f"find {shown[:24]}", work, done, exclusive=True)
+
+
+def needle_text(needle: bytes) -> str:
+    """A search needle as a technician typed it: "text" when printable, else hex bytes."""
+    if needle and all(32 <= b < 127 for b in needle):
+        return f'"{needle.decode("ascii")}"'
+    return "hex:" + needle[:32].hex(" ") + (" …" if len(needle) > 32 else "")
 
 
 def _virtual_locate(img: Any, lv_space: Any) -> Callable[[int], int | None]:

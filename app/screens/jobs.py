@@ -6,6 +6,12 @@ cancel event (set by Esc or when the app quits) and a progress callback that rea
 WorkerStatus widget through `call_from_thread`. A result comes back to `on_done` on the UI
 thread; a missing engine module, a cancellation or a failure end in `job_ended` (and a failure in
 an error dialog, with the traceback when it is a bug) — never in a crash of the UI.
+
+Every started job ends — done, failed or cancelled — within a bounded time after it is
+cancelled: a Textual worker cancelled before its task ran never runs its body (nothing would
+ever end the job: the bar "checking … --%" of fast edits), so a cancelled job whose body has not
+started is ended at once; one whose body ignores the cancel event for CANCEL_GRACE seconds is
+abandoned (its result dropped when it comes).
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ def run_in_worker(fn: Callable[..., Any], progress: Callable[[ProgressUpdate], N
     return "done", result
 
 
+CANCEL_GRACE = 5.0   # seconds a cancelled job's body may take to notice before it is abandoned
+
+
 class JobsMixin:
     """start_job / running / cancel for a Screen that has a WorkerStatus child."""
 
@@ -54,6 +63,8 @@ class JobsMixin:
     def init_jobs(self) -> None:
         self._jobs = {}
         self._job_ids = itertools.count(1)
+        self._started: set[str] = set()
+        self._labels: dict[str, str] = {}
 
     def start_job(self, kind: str, label: str, fn: Callable[..., Any],
                   on_done: Callable[[Any], None], exclusive: bool = False,
@@ -62,7 +73,7 @@ class JobsMixin:
         if exclusive:
             for jid, (k, w) in list(self._jobs.items()):
                 if k == kind:
-                    w.cancel()
+                    self.cancel_job(jid, quiet=True)
         job_id = f"{kind}-{next(self._job_ids)}"
         status = self.query_one(WorkerStatus)
         status.add_job(job_id, label, byte_unit)
@@ -76,6 +87,9 @@ class JobsMixin:
                 pass
 
         def body() -> None:
+            if job_id not in self._jobs:       # ended before it could start
+                return
+            self._started.add(job_id)
             outcome, value = run_in_worker(fn, progress)
             if outcome == "done":
                 self._from_thread(self._job_done, job_id, on_done, value)
@@ -89,7 +103,38 @@ class JobsMixin:
         worker = self.run_worker(body, name=job_id, group=kind, description=label, thread=True,
                                  exit_on_error=False)
         self._jobs[job_id] = (kind, worker)
+        self._labels[job_id] = label
         return worker
+
+    def cancel_job(self, job_id: str, quiet: bool = False) -> None:
+        """Cancel one job; it ends (cancelled) within CANCEL_GRACE seconds whatever its body does."""
+        if job_id not in self._jobs:
+            return
+        kind, worker = self._jobs[job_id]
+        worker.cancel()
+        if not quiet:
+            self.notify(f"cancelling {worker.description}…")
+        self.set_timer(0.05, lambda: self._reap(job_id, abandon=False))
+        self.set_timer(CANCEL_GRACE, lambda: self._reap(job_id, abandon=True))
+
+    def _reap(self, job_id: str, abandon: bool) -> None:
+        """End a cancelled job that never started (or, after the grace time, one that ignores
+        its cancel event: its result, when it comes, is dropped)."""
+        if job_id not in self._jobs:
+            return
+        if job_id in self._started and not abandon:
+            return
+        kind, worker = self._jobs[job_id]
+        self._end_job(job_id)
+        if abandon:
+            self.notify(f"{worker.description}: did not stop within {CANCEL_GRACE:g} s; "
+                        f"abandoned (its result will be dropped)", severity="warning")
+        self.job_ended(kind, "cancelled", "")
+
+    def running_jobs(self, kinds: tuple[str, ...] | None = None) -> list[str]:
+        """Labels of the jobs still running (of these kinds), oldest first."""
+        return [self._labels.get(jid, jid) for jid, (k, _) in self._jobs.items()
+                if kinds is None or k in kinds]
 
     def _from_thread(self, fn: Callable, *args: Any) -> None:
         try:
@@ -99,9 +144,16 @@ class JobsMixin:
 
     def _end_job(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
-        self.query_one(WorkerStatus).remove_job(job_id)
+        self._started.discard(job_id)
+        self._labels.pop(job_id, None)
+        try:
+            self.query_one(WorkerStatus).remove_job(job_id)
+        except Exception:  # the screen is closing
+            pass
 
     def _job_done(self, job_id: str, on_done: Callable[[Any], None], result: Any) -> None:
+        if job_id not in self._jobs:      # cancelled and reaped already: the result is dropped
+            return
         self._end_job(job_id)
         try:
             on_done(result)
@@ -112,6 +164,8 @@ class JobsMixin:
                                               f"{traceback.format_exc(limit=6)}")
 
     def _job_cancelled(self, job_id: str, label: str) -> None:
+        if job_id not in self._jobs:
+            return
         kind = self._jobs.get(job_id, ("", None))[0]
         self._end_job(job_id)
         self.notify(f"{label}: cancelled", severity="warning")
@@ -119,12 +173,16 @@ class JobsMixin:
 
     def _job_missing(self, job_id: str, label: str, message: str) -> None:
         """An engine module is not there: said where the result would have appeared."""
+        if job_id not in self._jobs:
+            return
         kind = self._jobs.get(job_id, ("", None))[0]
         self._end_job(job_id)
         self.job_ended(kind, "missing", message)
         self.notify(message, severity="warning")
 
     def _job_failed(self, job_id: str, label: str, message: str, trace: str | None) -> None:
+        if job_id not in self._jobs:
+            return
         kind = self._jobs.get(job_id, ("", None))[0]
         self._end_job(job_id)
         self.job_ended(kind, "failed", message)
@@ -140,10 +198,7 @@ class JobsMixin:
     def action_cancel_job(self) -> None:
         if not self._jobs:
             return
-        job_id = list(self._jobs)[-1]
-        kind, worker = self._jobs[job_id]
-        worker.cancel()
-        self.notify(f"cancelling {worker.description}…")
+        self.cancel_job(list(self._jobs)[-1])
 
     def running(self, kind: str) -> bool:
         return any(k == kind for k, _ in self._jobs.values())

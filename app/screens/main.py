@@ -55,6 +55,9 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         Binding("R", "reconstruct", "Rebuild"),
         Binding("E", "export", "Export"),
         Binding("L", "audit", "Audit"),
+        Binding("f", "findings", "Findings"),
+        Binding("apostrophe", "jump", "Jump to VDI", show=False),
+        Binding("P", "report", "Report", show=False),
         Binding("c", "carving", "Carve"),
         Binding("g", "goto", "Go to"),
         Binding("slash", "find", "Find"),
@@ -110,7 +113,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     def on_mount(self) -> None:
         s = self.session
         self.tree.border_title = "1 VG tree"
-        self.map.border_title = "2 Disk map"
+        # the legend on screen, not only in the help
+        self.map.border_title = "2 Disk map  █ LV ▒ deleted · free M meta X twice * hit"
         self.editor.border_title = "3 Extent editor"
         self.query_one("#hexpane").border_title = "4 Hex"
         self._update_header()
@@ -179,6 +183,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             t.append(f"  {len(s.ev.unreadable)} unreadable ranges", style="bold red")
         if s.case.path:
             t.append(f"  case: {os.path.basename(s.case.path)}", style="dim")
+        else:
+            t.append("  NO CASE: nothing recorded", style="bold yellow")
         t.no_wrap = True            # one line: what does not fit is cut at the right, not wrapped
         t.overflow = "ellipsis"
         self.query_one("#header", Static).update(t)
@@ -213,6 +219,9 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         s = self.session
         s.set_report(report)
         self.analysed = True
+        if s.case_mismatch:
+            self.notify(s.case_mismatch, severity="error", timeout=30)
+            self._update_header()
         unreadable = getattr(report, "unreadable", None)
         if unreadable:
             self.notify(f"{len(unreadable)} unreadable ranges on the evidence (read as zeros)",
@@ -455,8 +464,13 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
                 self.show_error("Edit refused", str(exc))
 
         current = s.extents(s.sel.lv)[0][le].pe if s.sel.lv is not None else None
-        self.app.push_screen(InputDialog(f"Set PE of LE {le}", "a PE number; - for unknown",
-                                         "" if current is None else str(current), validate), done)
+        fits = list(s.candidates.get(key, {}).get(le, []))
+        hint = "a PE number; - for unknown"
+        if fits:
+            # an LE the engine could not decide: the PEs that fit it (f: the findings pane)
+            hint = f"PEs that fit LE {le}: {', '.join(map(str, fits[:12]))} — " + hint
+        value = str(current) if current is not None else (str(fits[0]) if fits else "")
+        self.app.push_screen(InputDialog(f"Set PE of LE {le}", hint, value, validate), done)
 
     def ask_accept_all(self, key: str) -> None:
         s = self.session
@@ -565,6 +579,105 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         from app.screens.help import HelpScreen
         self.app.push_screen(HelpScreen())
 
+    def action_jump(self) -> None:
+        """Type-ahead for the tree: ' then part of a name label, LV name or uuid; the first
+        match (chosen generation first, then newest first) is selected and opened."""
+        s = self.session
+
+        def matches(text: str) -> list[tuple[Any, Any, Any]]:
+            t = text.strip().lower()
+            if not t:
+                return []
+            out = []
+            gens = []
+            for vg in s.volume_groups:
+                order = list(vg.generations)
+                if s.sel.gen is not None and s.sel.gen in order:
+                    order.remove(s.sel.gen)
+                    order.insert(0, s.sel.gen)
+                gens += [(vg, g) for g in order]
+            for vg, gen in gens:
+                for lv in gen.lvs.values():
+                    hay = f"{lv.name} {getattr(lv, 'label', '') or ''}".lower()
+                    if t in hay:
+                        out.append((vg, gen, lv))
+            return out
+
+        def validate(text: str) -> str | None:
+            return None if matches(text) else "no LV, name label or uuid contains that"
+
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            found = matches(text)
+            if not found:
+                return
+            vg, gen, lv = found[0]
+            self.tree.select_lv(vg.name, gen.seqno, lv.name)
+            self.tree.focus()
+            self.select_vdi(vg, gen, lv)
+
+        self.app.push_screen(InputDialog("Jump to a VDI", "part of a name label, LV name or uuid "
+                                         "(chosen generation first)", "", validate), done)
+
+    def action_findings(self) -> None:
+        """The findings pane of the selected VDI: every finding in full, the PEs that fit each
+        LE the engine could not decide (t takes one, h shows it in the hex view)."""
+        from app.screens.findings import FindingsScreen, finding_rows
+
+        s = self.session
+        lv, vg = s.sel.lv, s.sel.vg
+        if lv is None:
+            self.notify("select a VDI first (Enter in the tree)", severity="warning")
+            return
+        key = vdi_key(lv)
+        rows = finding_rows(self.editor.check.findings if self.editor.key == key else [],
+                            s.candidates.get(key, {}), vg.extent_bytes, vg.data_offset)
+
+        def take(le: int, pe: int) -> None:
+            try:
+                s.ensure_case_map(s.sel.lv, s.sel.gen)
+                if s.case.set_pe(key, le, pe) is not None:
+                    self.after_edit(le)
+                    self.notify(f"LE {le} = PE {pe} (u undoes it)")
+            except SrsalvageError as exc:
+                self.show_error("Edit refused", str(exc))
+
+        def show(offset: int, space: str) -> None:
+            self.set_hex_mode("lv" if space == "lv" else "disk")
+            self.hex.goto(offset)
+            self.action_focus_pane("hex")
+
+        title = f"Findings — {lv.name}" + (f" “{lv.label}”" if getattr(lv, "label", "") else "")
+        title += f"  ({self.editor.check.summary or 'checks not run'})"
+        self.app.push_screen(FindingsScreen(title, rows, take, show))
+
+    def action_report(self) -> None:
+        """Write the recovery report (HTML) beside the case file, in a worker."""
+        s = self.session
+        if s.report is None:
+            self.notify("the analysis is still running", severity="warning")
+            return
+        base = s.case.path or s.image_path
+        out = os.path.splitext(base)[0] + ".report.html"
+        if s.case.path is None:
+            out = os.path.abspath(os.path.basename(s.image_path) + ".report.html")
+
+        def work(cancel, progress):
+            from core.output import AtomicOutput
+            from core.report import build_report, render_html
+            doc = build_report(s.ev, s.case, s.report)
+            with AtomicOutput(out, [s.image_path], overwrite=True) as f:
+                f.write(render_html(doc).encode("utf-8"))
+            return doc
+
+        def done(doc) -> None:
+            chain = "audit chain intact" if doc["audit_chain_ok"] else "AUDIT CHAIN BROKEN"
+            self.notify(f"report written to {out} ({chain})",
+                        severity="information" if doc["audit_chain_ok"] else "error", timeout=12)
+
+        self.start_job("report", "writing the recovery report", work, done)
+
     def action_audit(self) -> None:
         from app.screens.audit import AuditScreen
         self.app.push_screen(AuditScreen(self.session.case))
@@ -584,8 +697,38 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
                                  _virtual_locate(img, pes_space(s.ev, vg, s.pes(lv), lv.name)))
             except SrsalvageError:
                 vdi = None      # an unreadable VHD: the disk can still be carved
-        self.app.push_screen(CarvingScreen(s, vdi=vdi, on_hits=self.set_carve_hits,
-                                           on_select=self.show_carve_hit))
+        screen = CarvingScreen(s, vdi=vdi, on_hits=self.set_carve_hits,
+                               on_select=self.show_carve_hit)
+        self._restore_carving(screen)
+        self._carving = screen
+        self.app.push_screen(screen)
+
+    # the carving screen is made anew each time: its results are kept here when it is left and
+    # given back when it is opened again on the same scopes (the disk / the same VDI)
+    _CARVE_STATE = ("scope", "pages", "file_info", "archives", "exported")
+
+    def _restore_carving(self, screen: Any) -> None:
+        st = getattr(self.session, "carve_state", None)
+        if not st or st["scopes"] != [sc.name for sc in screen.scopes]:
+            return
+        for name in self._CARVE_STATE:
+            setattr(screen, name, st[name])
+        screen.space = screen.scopes[screen.scope].space
+
+        def shown() -> None:
+            screen.refresh_rows()
+            screen.query_one("#carve-title").update(screen._title())
+            screen.set_status("results of the last scan kept — m / r scan again")
+
+        screen.call_after_refresh(shown)
+
+    def on_screen_resume(self) -> None:
+        screen = getattr(self, "_carving", None)
+        if screen is not None:
+            self.session.carve_state = dict(
+                {name: getattr(screen, name) for name in self._CARVE_STATE},
+                scopes=[sc.name for sc in screen.scopes])
+            self._carving = None
 
     def set_carve_hits(self, disk_offsets: list[int]) -> None:
         self.session.carve_hits = list(disk_offsets)
@@ -645,6 +788,11 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             return
         conflicts = s.conflicts(vg, lv)
         default_dir = os.path.dirname(s.case.path) if s.case.path else os.getcwd()
+        # the folder of the last export (this session or a previous one: the audit log says)
+        last = next((a.get("path") for a in reversed(s.case.audit)
+                     if a.get("action") == "export" and isinstance(a.get("path"), str)), None)
+        if last and os.path.isdir(os.path.dirname(last)):
+            default_dir = os.path.dirname(last)
 
         def chosen(req) -> None:
             if req is None:

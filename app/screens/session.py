@@ -13,11 +13,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from core.case import Case, Extent
+from core.case import Case, Extent, evidence_identity
 from core.errors import SrsalvageError
 from core.progress import ProgressFn
 from core.source import Evidence
 from core.lvm.space import pe_disk_offset, pes_space, vg_pes
+from core.spaces import pes_to_map_runs
 from widgets.disk_map import DiskMapModel, Owner
 from widgets.extent_editor import CheckState
 from widgets.overlay import Overlay, fields_of
@@ -118,6 +119,7 @@ class ExportResult:
     sha256: str
     forced: bool = False
     notes: list[str] = field(default_factory=list)
+    untrusted: list[dict] = field(default_factory=list)   # core.provenance ranges
 
 
 class Session:
@@ -125,13 +127,24 @@ class Session:
 
     def __init__(self, image_path: str, case_path: str | None = None,
                  evidence: Evidence | None = None, backups: Sequence[str] = (),
-                 pv_offsets: Sequence[str] = ()) -> None:
+                 pv_offsets: Sequence[str] = (), case_mode: str = "case") -> None:
+        """case_mode: "case" (open or create; CaseMismatch when made on other evidence),
+        "new" (a new case, the old one kept aside), "none" (read-only: nothing recorded)."""
         self.ev = evidence or Evidence(image_path)
         # several images of one SR (core.evidence_set): the case file lives beside the first
         self.evidence_paths: list[str] = list(getattr(self.ev, "paths", [self.ev.path]))
         self.image_path = self.evidence_paths[0]
         self.backups, self.pv_offsets = list(backups), list(pv_offsets)
-        self.case, self.case_note = Case.open(self.image_path, case_path, image_bytes=self.ev.size)
+        self.case_mode = case_mode
+        self.case_mismatch = ""
+        identity = evidence_identity(self.ev)
+        if case_mode == "none":
+            self.case = Case(None, self.image_path, self.ev.size)
+            self.case.identity = identity
+            self.case_note = "no case: read-only, nothing is recorded (opened with --no-case)"
+        else:
+            self.case, self.case_note = Case.open(self.image_path, case_path, image_bytes=self.ev.size,
+                                                  identity=identity, new_case=case_mode == "new")
         self.report: Any = None
         self.analysis_error: str | None = None
         self.scan_result: Any = None
@@ -168,6 +181,7 @@ class Session:
     def set_report(self, report: Any) -> None:
         self.report = report
         self.sel = Selection()
+        self.bind_lvm_identity(report)
         vgs = self.volume_groups
         if not vgs:
             return
@@ -183,6 +197,19 @@ class Session:
         if gen is None:
             gen = getattr(vg, "current", None) or (vg.generations[0] if vg.generations else None)
         self.sel = Selection(vg, gen)
+
+    def bind_lvm_identity(self, report: Any) -> None:
+        """Record the VG/PV ids in the case; ids that differ from the case's mean the case was
+        made on other evidence: it is detached (read-only, nothing recorded) and said so."""
+        vgs = [{"vg": vg.name, "id": getattr(vg, "id", ""),
+                "pvs": [p.id for p in getattr(vg, "pvs", []) if getattr(p, "id", "")]}
+               for vg in getattr(report, "volume_groups", []) or [] if getattr(vg, "id", "")]
+        why = self.case.bind_lvm(vgs) if self.case.path else ""
+        if why:
+            self.case_mismatch = (f"case file {self.case.path} was made on other evidence ({why}); "
+                                  f"it is set aside for this session: nothing is recorded. Reopen "
+                                  f"with --new-case to start a new case")
+            self.case.path = None
 
     @property
     def recognised(self) -> bool:
@@ -283,7 +310,7 @@ class Session:
             summary += f": {errors[0].kind} — {errors[0].message}"
         if missing:
             summary += f"; {missing} extents unknown"
-        return CheckState(False, not errors, summary, per_le)
+        return CheckState(False, not errors, summary, per_le, list(findings))
 
     def vhd_image(self, vg: Any, lv: Any) -> Any:
         reader = engine("core.vhd.reader", "VHD reader")
@@ -533,6 +560,7 @@ class Session:
 
         export = engine("core.vhd.export", "VHD export engine")
         vdi = engine("core.vdi", "VDI resolver")
+        provenance = engine("core.provenance", "export provenance")
         conflicts = self.conflicts(vg, lv)
         if conflicts and not force:
             first = sorted(conflicts.items())[:3]
@@ -555,6 +583,8 @@ class Session:
         resolved = vdi.ResolvedVdi(target, [v for v in volumes if v is not target],
                                    generation=gen.seqno)
         evidence = self.evidence_paths + self.backups
+        guard = self.export_guard(vg, lv, target, conflicts)
+        img = None
         if lv.kind == "vhd" or fmt == "vhd":
             img = target.image()
             if img is None:
@@ -564,17 +594,46 @@ class Session:
             else:
                 result = export.export_raw(resolved.chain(), dest, evidence, overwrite, cancel, progress)
         else:
-            result = export.export_raw(target.space, dest, evidence, overwrite, cancel, progress)
+            result = export.export_raw(provenance.guarded_space(target.space, guard), dest,
+                                       evidence, overwrite, cancel, progress)
+        provenance.describe_export(result, img, target.space, guard)
         notes = [f"repaired: {r}" for r in result.repairs] + [f"not repaired: {r}" for r in result.unrepaired]
+        notes += [f"untrusted: {line}" for line in provenance.untrusted_lines(result.ranges)]
         missing = self.unreadable_virtual(resolved, target)
         if missing:
             notes.append("unreadable evidence, held as zeros at virtual bytes: "
                          + ", ".join(f"{a}-{b}" for a, b in missing[:8])
                          + (" ..." if len(missing) > 8 else ""))
+        origin = self.case.maps[vdi_key(lv)].origin if self.case.has_map(vdi_key(lv)) else ""
         self.case.log_export(vdi_key(lv), os.path.abspath(dest), fmt, result.bytes, result.sha256,
-                             forced=bool(conflicts),
+                             forced=bool(conflicts), generation=getattr(gen, "seqno", None),
+                             map=origin or f"generation {getattr(gen, 'seqno', '?')}",
+                             map_runs=pes_to_map_runs(self.pes(lv)),
+                             untrusted=result.untrusted[:1000],
+                             taken_extents=result.taken, via="workstation",
                              **({"unreadable_virtual": [list(r) for r in missing]} if missing else {}))
-        return ExportResult(dest, fmt, result.bytes, result.sha256, bool(conflicts), notes)
+        return ExportResult(dest, fmt, result.bytes, result.sha256, bool(conflicts), notes,
+                            untrusted=result.untrusted)
+
+    def export_guard(self, vg: Any, lv: Any, target: Any, conflicts: dict[int, str]) -> Any:
+        """core.provenance's verdict on the extents a newer LV took; the target volume's VHD is
+        then read through the guarded space (overwritten extents never read)."""
+        provenance = engine("core.provenance", "export provenance")
+        pes = self.pes(lv)
+        if not conflicts:
+            return provenance.Guard(vg.extent_bytes)
+        newest = self.newest(vg)
+        owners = {}
+        for other in (newest.lvs.values() if newest is not None else ()):
+            if other.name in set(conflicts.values()):
+                opes = self.pes(other)
+                owners[other.name] = (pes_space(self.ev, vg, opes, other.name), opes)
+        guard = provenance.assess(target.space, pes, conflicts, vg.extent_bytes, owners)
+        if guard.overwritten and lv.kind != "raw":
+            img = provenance.open_guarded_image(target.space, guard, name=target.key)
+            target._image, target._image_error = img, (None if img is not None else
+                                                       "no VHD outside the overwritten extents")
+        return guard
 
 
     def unreadable_virtual(self, resolved: Any, target: Any) -> list[tuple[int, int]]:

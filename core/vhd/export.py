@@ -96,10 +96,19 @@ class ExportResult:
     sha256: str
     repairs: list[str] = field(default_factory=list)
     unrepaired: list[str] = field(default_factory=list)
+    ranges: list[dict] = field(default_factory=list)     # core.provenance.export_provenance
+    taken: list[dict] = field(default_factory=list)      # extents a newer LV took
+
+    @property
+    def untrusted(self) -> list[dict]:
+        from core.provenance import untrusted
+        return untrusted(self.ranges)
 
     def to_json(self) -> dict:
         return {"path": self.path, "format": self.format, "bytes": self.bytes,
-                "sha256": self.sha256, "repairs": self.repairs, "unrepaired": self.unrepaired}
+                "sha256": self.sha256, "repairs": self.repairs, "unrepaired": self.unrepaired,
+                "untrusted": self.untrusted, "taken_extents": self.taken,
+                "ranges": self.ranges}
 
 
 def _patch(chunk: bytearray, chunk_off: int, patches: list[tuple[int, bytes]]) -> None:
@@ -142,6 +151,13 @@ def export_vhd(img: VhdImage, out_path: str, evidence_paths=(), overwrite: bool 
         patches = [(0, plan.footer_copy), (img.header_offset, plan.header)]
         if plan.bat_changed:
             patches.append((int(img.header.table_offset), S.build_bat(plan.bat)[: 4 * len(plan.bat)]))
+        elif img.bat_replaced:
+            # the BAT came from core.provenance (entries in an overwritten extent cleared): write
+            # every declared entry, never the zeros of the overwritten extent under it
+            full = np.full(max(len(plan.bat), min(img.bat_entries_declared, 1 << 20)), S.DD_BLK_UNUSED,
+                           dtype=np.uint32)
+            full[: len(plan.bat)] = plan.bat
+            patches.append((int(img.header.table_offset), S.build_bat(full)[: 4 * len(full)]))
     unrepaired = list(plan.unrepaired)
     if img.header is not None:
         _unmapped_note(img, unrepaired)

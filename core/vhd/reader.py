@@ -140,6 +140,8 @@ class VhdImage:
         self.locators: list[ParentLocator] = []
         self.header_rebuilt = False
         self.usable = False
+        self.bat_replaced = False          # the BAT was set from elsewhere (core.provenance)
+        self.lost_bat_entries: list[int] = []
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
