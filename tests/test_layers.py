@@ -71,3 +71,19 @@ def test_lint_imports_catches_a_cycle_and_a_ui_import(tmp_path):
     assert "core.spaces -> textual" in proc.stdout
     assert "No cycles are allowed in core.lvm" in proc.stdout
     assert ".textformat -> .model" in proc.stdout or ".model -> .textformat" in proc.stdout
+
+
+def test_import_graph_script_draws_the_split_lvm_text_modules():
+    """scripts/import_graph.py (ARCHITECTURE.md) prints DOT with the real edges: the VG writer
+    sits on the model and the syntax, and the syntax imports neither."""
+    proc = subprocess.run([sys.executable, "scripts/import_graph.py", "--depth", "3"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    edges = set(re.findall(r'"([\w.]+)" -> "([\w.]+)"', proc.stdout))
+    assert proc.stdout.startswith("digraph")
+    assert ("core.lvm.writer", "core.lvm.model") in edges
+    assert ("core.lvm.writer", "core.lvm.textformat") in edges
+    assert ("core.lvm.model", "core.lvm.textformat") in edges
+    assert not {e for e in edges if e[0] == "core.lvm.textformat" and e[1].startswith("core.lvm")}
+    assert not {e for e in edges if e[0].startswith("core") and e[1].split(".")[0] in
+                ("app", "widgets")}
