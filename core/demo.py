@@ -5,7 +5,7 @@ seconds, no root) and returns a `DemoManifest` with the ground truth, so the too
 and tested end to end. Everything on it is written with the structure builders of their owners:
 the GPT with `core.structs.gpt` / `core.structs.mbr`, the PV label and mda header with
 `core.lvm.label.build_label_sector` / `core.lvm.mda.build_mda_header` (construct structures of
-`core.structs.lvm`), every metadata generation with `core.lvm.textformat.format_vg_metadata`
+`core.structs.lvm`), every metadata generation with `core.lvm.writer.format_vg_metadata`
 from a `core.lvm.model.VGMetadata`, the MGT volume with `core.xen.build_mgt`, the VHDs with
 `core.vhd.build.build_vhd` written through the LV's extent map.
 
@@ -59,7 +59,7 @@ from core.lvm.crc import lvm_crc
 from core.lvm.label import build_label_sector
 from core.lvm.mda import RawLocn, build_mda_header, ring_write_offset
 from core.lvm.model import LogicalVolume, PVMetadata, Segment, VGMetadata
-from core.lvm.textformat import format_vg_metadata
+from core.lvm.writer import format_vg_metadata
 from core.output import AtomicOutput
 from core.structs import gpt as G
 from core.structs import mbr as M

@@ -22,7 +22,7 @@ from core.lvm.crc import lvm_crc
 from core.lvm.label import build_label_sector
 from core.lvm.mda import RawLocn, build_mda_header, ring_write_offset
 from core.lvm.model import LogicalVolume, PVMetadata, Segment, VGMetadata
-from core.lvm.textformat import format_vg_metadata
+from core.lvm.writer import format_vg_metadata
 from core.source import Evidence
 from core.xen import build_mgt
 

@@ -278,7 +278,7 @@ def test_vgcfgrestore_accepts_our_backup_of_an_old_generation(tmp_path):
     still held a removed VDI, and lvm2 lists it again with its old extents."""
     need_lvm()
     from core.lvm.analyse import analyse_disk
-    from core.lvm.textformat import format_vg_metadata
+    from core.lvm.writer import format_vg_metadata
     from core.source import Evidence
 
     img = str(tmp_path / "restore.img")

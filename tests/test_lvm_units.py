@@ -15,7 +15,8 @@ from core.lvm.mda import (RawLocn, build_mda_header, parse_mda_header, read_slot
                           ring_write_offset, scan_ring)
 from core.lvm.model import (LogicalVolume, MetadataError, PVMetadata, Segment, VGMetadata,
                             lv_kind, lv_vdi_uuid, try_parse)
-from core.lvm.textformat import ConfigSyntaxError, format_vg_metadata, parse_config
+from core.lvm.textformat import ConfigSyntaxError, parse_config
+from core.lvm.writer import format_vg_metadata
 from core.spaces import BytesSpace
 from core.structs import lvm as S
 

@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass
 
 from core.lvm.model import Copy, Generation, LogicalVolume, VGMetadata, VolumeGroup, try_parse
-from core.lvm.textformat import format_vg_metadata
+from core.lvm.writer import format_vg_metadata
 
 _SOURCE_ORDER = {"mda": 0, "scan": 1, "backup": 2}
 

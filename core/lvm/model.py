@@ -4,7 +4,7 @@ Two levels:
   * `VGMetadata` is the content of ONE metadata text (one generation): VG name/id/seqno/
     extent_size, `PVMetadata` list, `LogicalVolume`s with `Segment`s.  It is what the parser
     produces (`VGMetadata.from_text`) and what the writer consumes
-    (`core.lvm.textformat.format_vg_metadata`), so the demo builder and the reconstruction
+    (`core.lvm.writer.format_vg_metadata`), so the demo builder and the reconstruction
     engineer build one in code and write it out for `vgcfgrestore -f`.
   * `VolumeGroup` is what the disk analysis found for one VG: its `PhysicalVolume`s (where on
     the image, label or not), every `Generation` (each with its copies and its VGMetadata),

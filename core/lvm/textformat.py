@@ -1,4 +1,4 @@
-"""LVM text metadata: a libdm-config parser and the metadata writer (formats.md 2.6, 2.7).
+"""The libdm-config syntax: its parser and its writer primitives (formats.md 2.6, 2.7).
 
 `parse_config(text)` reads the generic libdm config syntax (lvm2 `libdm/libdm-config.c`):
 `key = value`, `name { ... }`, values int / float / "escaped string" / [array], `#` comments,
@@ -8,26 +8,21 @@ keys first, tab-indented, size comments).  Unknown keys and sections are kept, i
 Input is bounded (size, nesting depth) and the parser is a single linear pass with an explicit
 stack, so garbage gives `ConfigSyntaxError` with a line number, never a hang.
 
-`format_vg_metadata(meta, form="raw"|"backup")` writes a `core.lvm.model.VGMetadata` back out as
-lvm2's `lib/format_text/export.c` does: "raw" is what lvm2 puts into the metadata area (no
-indentation, trailer after the VG block, NUL not included), "backup" is what `vgcfgbackup`
-writes and `vgcfgrestore -f` reads (header first, tab-indented).
+`ConfigWriter` writes the same syntax back (`key = value`, `name {`/`}`, tab indentation or none,
+trailing `# comment`s).  This module knows nothing of volume groups: the VG model
+(`core.lvm.model`) reads a parsed tree, and the VG writer (`core.lvm.writer.format_vg_metadata`)
+writes one with `ConfigWriter`, so the dependency runs one way: syntax <- model <- writer.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from core.errors import SrsalvageError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from core.lvm.model import VGMetadata
-
 MAX_TEXT_BYTES = 64 << 20   # far above any real copy ((mda size - 512)/2 - 512 for an 11 MiB mda)
 MAX_DEPTH = 32              # VG > logical_volumes > lv > segment > ... is 4 deep in practice
-LVM_VERSION = "2.03.16(2) (2022-05-18)"   # what our written trailers claim to be from
 
 
 class ConfigSyntaxError(SrsalvageError):
@@ -235,7 +230,9 @@ def format_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} into LVM metadata")
 
 
-class _Writer:
+class ConfigWriter:
+    """Lines of libdm config text: tab-indented (backup form) or flat (raw on-disk form)."""
+
     def __init__(self, indent: bool) -> None:
         self.lines: list[str] = []
         self.depth = 0
@@ -270,146 +267,3 @@ class _Writer:
                 self.close()
             else:
                 self.kv(key, value)
-
-
-def _size_comment(sectors: int) -> str:
-    size = sectors * 512.0
-    for unit in ("Bytes", "Kilobytes", "Megabytes", "Gigabytes", "Terabytes", "Petabytes"):
-        if size < 1024 or unit == "Petabytes":
-            text = f"{size:.0f}" if size == int(size) else f"{size:.2f}"
-            return f"{text} {unit}"
-        size /= 1024
-    return ""  # pragma: no cover
-
-
-def _vg_block(w: _Writer, meta: "VGMetadata") -> None:
-    backup = w.indent
-    w.open(meta.name)
-    w.kv("id", meta.id)
-    w.kv("seqno", meta.seqno)
-    w.kv("format", meta.format, "informational" if backup else None)
-    w.kv("status", meta.lvm_status)
-    w.kv("flags", meta.flags)
-    if meta.tags:
-        w.kv("tags", meta.tags)
-    w.kv("extent_size", meta.extent_size, _size_comment(meta.extent_size) if backup else None)
-    w.kv("max_lv", meta.max_lv)
-    w.kv("max_pv", meta.max_pv)
-    w.kv("metadata_copies", meta.metadata_copies)
-    w.extra({k: v for k, v in meta.extra.items() if not isinstance(v, dict)})
-    w.line()
-    w.open("physical_volumes")
-    for pv in meta.pvs:
-        w.line()
-        w.open(pv.name)
-        w.kv("id", pv.id)
-        if pv.device is not None:
-            w.kv("device", pv.device, "Hint only" if backup else None)
-        w.line()
-        w.kv("status", pv.lvm_status)
-        w.kv("flags", pv.flags)
-        if pv.tags:
-            w.kv("tags", pv.tags)
-        w.kv("dev_size", pv.dev_size, _size_comment(pv.dev_size) if backup else None)
-        w.kv("pe_start", pv.pe_start)
-        w.kv("pe_count", pv.pe_count,
-             _size_comment(pv.pe_count * meta.extent_size) if backup else None)
-        w.extra(pv.extra)
-        w.close()
-    w.close()
-    if meta.lvs:
-        w.line()
-        w.open("logical_volumes")
-        # lvm2 writes visible LVs first, then invisible ones (export.c _print_lvs)
-        ordered = sorted(meta.lvs.values(), key=lambda lv: 0 if "VISIBLE" in lv.lvm_status else 1)
-        for lv in ordered:
-            w.line()
-            w.open(lv.name)
-            w.kv("id", lv.id)
-            w.kv("status", lv.lvm_status)
-            w.kv("flags", lv.flags)
-            if lv.tags:
-                w.kv("tags", lv.tags)
-            if lv.creation_time is not None:
-                w.kv("creation_time", lv.creation_time,
-                     time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime(lv.creation_time))
-                     if backup else None)
-            if lv.creation_host is not None:
-                w.kv("creation_host", lv.creation_host)
-            w.extra({k: v for k, v in lv.extra.items() if not isinstance(v, dict)})
-            w.kv("segment_count", len(lv.segments))
-            for i, seg in enumerate(lv.segments, 1):
-                w.line()
-                w.open(f"segment{i}")
-                w.kv("start_extent", seg.start_extent)
-                w.kv("extent_count", seg.extent_count,
-                     _size_comment(seg.extent_count * meta.extent_size) if backup else None)
-                w.line()
-                w.kv("type", seg.type)
-                if seg.type == "striped":
-                    w.kv("stripe_count", seg.stripe_count,
-                         "linear" if backup and seg.stripe_count == 1 else None)
-                    if seg.stripe_count > 1 and seg.stripe_size:
-                        w.kv("stripe_size", seg.stripe_size,
-                             _size_comment(seg.stripe_size) if backup else None)
-                    w.line()
-                    w.line("stripes = [")
-                    w.depth += 1
-                    for j, (pv_name, pe) in enumerate(seg.stripes):
-                        sep = "," if j < len(seg.stripes) - 1 else ""
-                        w.line(f"{quote(pv_name)}, {pe}{sep}")
-                    w.depth -= 1
-                    w.line("]")
-                w.extra(seg.extra)
-                w.close()
-            w.extra({k: v for k, v in lv.extra.items() if isinstance(v, dict)})
-            w.close()
-        w.close()
-    w.extra({k: v for k, v in meta.extra.items() if isinstance(v, dict)})
-    w.line()
-    w.close()
-
-
-def _header(w: _Writer, description: str, creation_host: str, creation_time: int,
-            version: str) -> None:
-    ctime = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(creation_time))
-    w.lines.append(f"# Generated by LVM2 version {version}: {ctime}")
-    w.lines.append("")
-    w.lines.append('contents = "Text Format Volume Group"')
-    w.lines.append("version = 1")
-    w.lines.append("")
-    w.lines.append(f"description = {quote(description)}")
-    w.lines.append("")
-    w.lines.append(f"creation_host = {quote(creation_host)}\t# {creation_host}")
-    w.lines.append(f"creation_time = {creation_time}\t# {ctime}")
-
-
-def format_vg_metadata(meta: "VGMetadata", form: str = "raw", description: str | None = None,
-                       creation_host: str | None = None, creation_time: int | None = None,
-                       version: str = LVM_VERSION) -> str:
-    """The metadata text of `meta` in lvm2's raw on-disk form or backup-file form.
-
-    The raw form ends in "\\n\\n"; the on-disk copy is this text encoded plus one NUL.
-    description/creation_* default to the values parsed with `meta` (its `header`), else to
-    "Written by srsalvage" / "srsalvage" / now.
-    """
-    if form not in ("raw", "backup"):
-        raise ValueError("form must be 'raw' or 'backup'")
-    hdr = meta.header or {}
-    description = description if description is not None else str(
-        hdr.get("description", "Written by srsalvage"))
-    creation_host = creation_host if creation_host is not None else str(
-        hdr.get("creation_host", "srsalvage"))
-    ctime = creation_time if creation_time is not None else hdr.get("creation_time")
-    if not isinstance(ctime, int):
-        ctime = int(time.time())
-    if form == "raw":
-        w = _Writer(indent=False)
-        _vg_block(w, meta)
-        _header(w, description, creation_host, ctime, version)
-        return "\n".join(w.lines) + "\n\n"
-    w = _Writer(indent=True)
-    _header(w, description, creation_host, ctime, version)
-    w.lines.append("")
-    _vg_block(w, meta)
-    return "\n".join(w.lines) + "\n"

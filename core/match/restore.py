@@ -127,7 +127,7 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
 
 def format_restore_file(plan: RestorePlan) -> str:
     """The backup-form text `vgcfgrestore -f` reads (engineer "lvm"'s writer)."""
-    from core.lvm.textformat import format_vg_metadata
+    from core.lvm.writer import format_vg_metadata
 
     desc = "srsalvage reconstruct: extent maps rebuilt from VHD structure"
     if plan.left_out:
