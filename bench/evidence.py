@@ -28,7 +28,7 @@ from bench._common import command, fill_realistic, parse_size, side_by_side, war
 
 def _verify(path: str):
     from core.evidence.verify import verify_evidence
-    from core.source import open_evidence
+    from core.evidence import open_evidence
 
     def run() -> None:
         with open_evidence(path) as ev:

@@ -15,7 +15,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from core.source import Evidence, open_evidence
+from core.evidence import open_evidence
+from core.source import Evidence
 
 ALIGN = 1 << 20
 

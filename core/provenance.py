@@ -372,13 +372,9 @@ def _append(out: list[dict], r: dict) -> None:
     out.append(r)
 
 
-def untrusted(ranges: Iterable[dict]) -> list[dict]:
-    """The ranges an export could not vouch for (overwritten, lost, unproven)."""
-    return [r for r in ranges if r["trust"] in ("overwritten", "lost", "unproven")]
-
-
 def untrusted_lines(ranges: Iterable[dict], limit: int = 12) -> list[str]:
     """One line per untrusted virtual range, for a dialog, stderr or the audit log."""
+    from core.vhd.export import untrusted
     bad = untrusted(ranges)
     lines = []
     for r in bad[:limit]:

@@ -229,14 +229,3 @@ class Evidence:
                     view[:] = self.read(pos, n)
                 yield pos, np.frombuffer(view, dtype=np.uint8)
                 pos += window
-
-
-def open_evidence(path: str, mapfile: str | None = None) -> Evidence:
-    """Open `path` read-only; SourceError with a one-line reason when that is impossible.
-
-    Raw images and devices, split raw, EWF (E01) and a ddrescue mapfile (given, or found beside
-    the image) are told apart in core.evidence.open_image.
-    """
-    from core.evidence import open_image  # the backends subclass Evidence: imported late
-
-    return open_image(path, mapfile)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from core.provenance import assess, export_provenance, guarded_space, open_guarded_image, untrusted
+from core.provenance import assess, export_provenance, guarded_space, open_guarded_image
+from core.vhd.export import untrusted
 from core.spaces import BytesSpace, extent_space
 from core.vhd.build import build_vhd
 from core.vhd.export import export_raw, export_vhd

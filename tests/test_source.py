@@ -10,7 +10,8 @@ import pytest
 
 import realtools
 from core.errors import SourceError
-from core.source import Evidence, open_evidence
+from core.evidence import open_evidence
+from core.source import Evidence
 
 
 @pytest.fixture

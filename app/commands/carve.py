@@ -59,7 +59,7 @@ def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile:
     """(evidence, space to carve): the evidence itself, or with `vdi` the virtual disk of that
     VDI (resolved by core.vdi: LV name, VDI uuid or VHD unique id, newest generation holding
     it; a differencing VDI is read through its parents), or the LV itself for a raw VDI."""
-    from core.source import open_evidence
+    from core.evidence import open_evidence
     ev = open_evidence(source, mapfile)
     if vdi is None:
         return ev, ev

@@ -91,7 +91,7 @@ def print_table(result, out=None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.scan import UnknownKindError, scan
-    from core.source import open_evidence
+    from core.evidence import open_evidence
 
     try:
         start, end = parse_range(args.range) if args.range else (0, None)

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import warn
     from core.errors import SrsalvageError
-    from core.source import open_evidence
+    from core.evidence import open_evidence
 
     if not 0 < args.port < 65536:
         raise SrsalvageError(f"--port {args.port}: not a TCP port")

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import StderrProgress, print_json, warn
     from core.evidence.verify import verify_evidence
-    from core.source import open_evidence
+    from core.evidence import open_evidence
 
     progress = StderrProgress()
     with open_evidence(args.image, args.mapfile) as ev:

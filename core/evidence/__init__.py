@@ -87,3 +87,10 @@ def _zeros_past(pread, file_size: int):
             return data  # a real short read inside the file: the caller salvages it
         return data + bytes(length - len(data))
     return padded
+
+
+def open_evidence(path: str, mapfile: str | None = None) -> Evidence:
+    """Open `path` read-only; SourceError with a one-line reason when that is impossible.
+    Raw images and devices, split raw, EWF (E01) and a ddrescue mapfile (given, or found beside
+    the image) are told apart by open_image."""
+    return open_image(path, mapfile)

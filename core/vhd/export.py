@@ -101,7 +101,6 @@ class ExportResult:
 
     @property
     def untrusted(self) -> list[dict]:
-        from core.provenance import untrusted
         return untrusted(self.ranges)
 
     def to_json(self) -> dict:
@@ -288,3 +287,9 @@ def _write_nonzero_pages(fd: int, data: bytes, pos: int) -> None:
     for a, b in zip(edges[::2], edges[1::2]):
         start, stop = int(a) * SPARSE_PAGE, min(n, int(b) * SPARSE_PAGE)
         os.pwrite(fd, view[start:stop], pos + start)
+
+
+def untrusted(ranges) -> list[dict]:
+    """The ranges of an export's provenance (core.provenance) it could not vouch for:
+    overwritten, lost or unproven."""
+    return [r for r in ranges if r["trust"] in ("overwritten", "lost", "unproven")]
