@@ -397,7 +397,7 @@ def describe_export(result, img, lv_space: RunList, guard: Guard) -> None:
         for f in img.findings:
             if f.kind == "vhd-header-overwritten":
                 result.unrepaired.append(f.message)
-    bad = untrusted(result.ranges)
+    bad = result.untrusted
     if bad:
         n = sum(r["virtual_end"] - r["virtual_start"] for r in bad)
         result.unrepaired.append(f"{len(bad)} virtual range(s), {n} bytes, could not be trusted "
