@@ -35,12 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_output_dir(out_dir: str, source: str) -> None:
-    from core.errors import UnsafeError
-    real_out = os.path.realpath(out_dir)
-    if real_out == os.path.realpath(source):
-        raise UnsafeError(f"output {out_dir} is the evidence {source}")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UnsafeError(f"output {out_dir} exists and is not a directory")
+    from core.output import check_output_dir
+    check_output_dir(out_dir, [source])   # by identity: same inode, loop backing file, /proc ...
 
 
 def open_space(source: str, vdi: str | None):
@@ -90,7 +86,8 @@ def run_mdf(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = result.to_json()
     if args.json:
         print_json({"files": doc["files"], "pages_found": doc["pages_found"],
-                    "scanned": doc["scanned"], "unreadable": unreadable})
+                    "scanned": doc["scanned"], "unreadable": unreadable,
+                    "failed": doc["failed"]})
     else:
         if not result.files:
             info("no SQL Server pages found")
@@ -105,7 +102,17 @@ def run_mdf(args: argparse.Namespace) -> int:
             if f.other_databases:
                 warn(f"file {f.file_id}: boot pages of other databases also found "
                      f"({', '.join(f.other_databases)}): their pages cannot be told apart")
-    return 0
+    for fail in result.failed:
+        warn(f"file {fail['file_id']} not written: {fail['error']}")
+    _warn_unreadable(args.source, unreadable)
+    return 1 if result.failed else 0
+
+
+def _warn_unreadable(source: str, unreadable: list[list[int]]) -> None:
+    if unreadable:
+        shown = ", ".join(f"{a}-{b}" for a, b in unreadable[:8])
+        warn(f"{len(unreadable)} unreadable range(s) of {source} read as zeros: {shown}"
+             + (" ..." if len(unreadable) > 8 else ""))
 
 
 def run_rar(args: argparse.Namespace) -> int:
@@ -128,4 +135,8 @@ def run_rar(args: argparse.Namespace) -> int:
                      f"{a.first_bad_header['reason']}")
         if result.archives_not_kept:
             warn(f"{result.archives_not_kept} more signatures walked but not kept")
-    return 0
+    failed = [a for a in result.archives if a.write_error]
+    for a in failed:
+        warn(f"archive at {a.offset} not written: {a.write_error}")
+    _warn_unreadable(args.source, unreadable)
+    return 1 if failed else 0

@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, Iterable
 
 from core.errors import SrsalvageError
+from core.escape import lvm_name_ok, lvm_string, terminal_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.lvm.model import VGMetadata
@@ -217,8 +218,9 @@ def _parse_tokens(toks) -> ConfigSection:
 
 # -- writer ------------------------------------------------------------------------------------
 def quote(value: str) -> str:
-    """A libdm double-quoted string (backslash escapes `"` and `\\`)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A libdm double-quoted string (backslash escapes `"` and `\\`; control characters from
+    the evidence written as visible escapes: core.escape.lvm_string)."""
+    return lvm_string(value)
 
 
 def format_value(value: Any) -> str:
@@ -247,13 +249,18 @@ class _Writer:
             return
         pad = "\t" * self.depth if self.indent else ""
         if comment and self.indent:
-            text = f"{text}\t# {comment}"
+            text = f"{text}\t# {terminal_line(comment)}"
         self.lines.append(pad + text)
 
     def kv(self, key: str, value: Any, comment: str | None = None) -> None:
         self.line(f"{key} = {format_value(value)}", comment)
 
     def open(self, name: str) -> None:
+        # a section name is written bare: one from the evidence with a newline or a brace in it
+        # would end the section (or start a new one) in the restore file
+        if not lvm_name_ok(name):
+            raise SrsalvageError(f"cannot write {terminal_line(repr(name))} as an LVM "
+                                 f"metadata section name (lvm2 would not accept it)")
         self.line(f"{name} {{")
         self.depth += 1
 
@@ -380,7 +387,7 @@ def _header(w: _Writer, description: str, creation_host: str, creation_time: int
     w.lines.append("")
     w.lines.append(f"description = {quote(description)}")
     w.lines.append("")
-    w.lines.append(f"creation_host = {quote(creation_host)}\t# {creation_host}")
+    w.lines.append(f"creation_host = {quote(creation_host)}\t# {terminal_line(creation_host)}")
     w.lines.append(f"creation_time = {creation_time}\t# {ctime}")
 
 

@@ -1,0 +1,215 @@
+"""Issue 11: hostile evidence and careless commands. One regression test per numbered item of
+the red-team report (each failed on the code before the fix), named test_issue11_item<N>_...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from app.cli import main
+from core.match.synth import lvhd_vdi, place_extents
+
+E = 4 << 20
+MiB = 1 << 20
+D = 11 << 20
+EVIL_UUID = "x\necho PWNED > pwned-marker #"
+
+
+def _sr(path, mgt_uuid=None, mgt_label="", vdi_labels=()):
+    """A metadata-wiped SR: the PV label survives, two LVHD VDIs in interleaved extents, and
+    (optionally) the MGT volume at PE 16 naming the SR `mgt_uuid`."""
+    from core.lvm.label import build_label_sector
+    from core.match.restore import lvm_id
+    from core.xen import build_mgt
+
+    a = lvhd_vdi(40 * MiB, list(range(9)), seed=31)
+    b = lvhd_vdi(40 * MiB, list(range(8)), seed=32)
+    with open(path, "wb") as f:
+        f.truncate(D + 20 * E)
+        f.seek(512)
+        f.write(build_label_sector(lvm_id(), D + 20 * E, D, [(4096, D - 4096)]))
+        place_extents(f, a.data, [0, 1, 2, 8, 9, 10], D)
+        place_extents(f, b.data, [3, 4, 5, 11, 12, 13], D)
+        if mgt_uuid is not None:
+            f.seek(D + 16 * E)
+            f.write(build_mgt(mgt_uuid, mgt_label, "",
+                              [{"uuid": f"00000000-0000-0000-0000-00000000000{i}",
+                                "name_label": lab} for i, lab in enumerate(vdi_labels)]))
+    return a, b
+
+
+def _stub_host(tmp_path):
+    """A PATH where the host's tools (xe, pvcreate, vgcfgrestore, hostname) only log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("xe", "pvcreate", "vgcfgrestore", "hostname"):
+        p = bin_dir / tool
+        p.write_text(f"#!/bin/sh\necho {tool} \"$@\" >> \"$STUB_LOG\"\necho stub\n")
+        p.chmod(0o755)
+    return bin_dir
+
+
+# -- item 1: shell injection through the generated xe script -------------------------------------
+def test_issue11_item1_xe_script_and_restore_file_from_evil_mgt_uuid(tmp_path, capsys):
+    img = tmp_path / "sr.img"
+    _sr(img, mgt_uuid=EVIL_UUID)
+    xe, vg = tmp_path / "x.sh", tmp_path / "r.vg"
+    assert main(["reconstruct", str(img), "--xe", str(xe), "--vgcfg", str(vg)]) == 0
+    capsys.readouterr()
+    script = xe.read_text()
+    # every line the script has is one we wrote: the evidence added none
+    for line in script.splitlines():
+        assert not line.startswith("echo PWNED"), script
+    work = tmp_path / "host"
+    work.mkdir()
+    env = dict(os.environ, PATH=f"{_stub_host(tmp_path)}:/usr/bin:/bin",
+               STUB_LOG=str(tmp_path / "log"))
+    subprocess.run(["sh", str(xe)], cwd=work, env=env, capture_output=True, timeout=30)
+    assert not (work / "pwned-marker").exists(), script
+    # the restore file's VG section: a valid LVM name (the evil one is not used), and it parses
+    from core.escape import lvm_name_ok
+    from core.lvm.model import VGMetadata
+    text = vg.read_text()
+    assert "PWNED" not in text.split("description")[0]
+    meta = VGMetadata.from_text(text)
+    assert lvm_name_ok(meta.name) and "\n" not in meta.name and "PWNED" not in meta.name
+
+
+def _key(uid: bytes) -> str:
+    h = uid.hex()
+    return f"vhd:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@pytest.fixture(scope="module")
+def sr_with_map(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("i11")
+    img = tmp / "sr.img"
+    a, b = _sr(img)
+    mp = tmp / "map.json"
+    assert main(["reconstruct", str(img), "--json", "-o", str(mp)]) == 0
+    return img, mp, a
+
+
+def _digest(path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- item 3: outputs by identity: a read-only loop device's backing file -------------------------
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a loop device (losetup)")
+def test_issue11_item3_export_overwrite_refuses_loop_backing_file(sr_with_map, tmp_path, capsys):
+    import shutil
+    if not shutil.which("losetup"):
+        pytest.skip("losetup not installed")
+    img, mp, a = sr_with_map
+    victim = tmp_path / "victim.img"
+    shutil.copyfile(img, victim)
+    before = _digest(victim)
+    ino = os.stat(victim).st_ino
+    dev = subprocess.run(["losetup", "-r", "-f", "--show", str(victim)], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    try:
+        link = tmp_path / "hardlink.img"
+        os.link(victim, link)
+        for out in (victim, link):
+            for fmt in ("raw", "vhd"):
+                rc = main(["export", dev, "--map", str(mp), "--vdi", _key(a.unique_id),
+                           "--format", fmt, "-o", str(out), "--overwrite"])
+                err = capsys.readouterr().err
+                assert rc == 3, err
+                assert "evidence" in err and "backing file" in err, err
+        rc = main(["reconstruct", dev, "-o", str(victim), "--overwrite"])
+        assert rc == 3, capsys.readouterr().err
+        rc = main(["export", dev, "--map", str(mp), "--vdi", _key(a.unique_id),
+                   "--format", "raw", "-o", dev, "--overwrite"])
+        assert rc == 3
+        capsys.readouterr()
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+    assert _digest(victim) == before and os.stat(victim).st_ino == ino
+    assert not os.path.exists(str(victim) + ".part")
+
+
+def test_issue11_item3_output_identity_unit(tmp_path):
+    """The identity check without root: hard link, symlink, /proc, /sys, /dev, and a block
+    device's partition -> disk -> loop backing file chain (walked through sysfs)."""
+    from core.errors import UnsafeError
+    from core.output import check_output_path
+    ev = tmp_path / "ev.img"
+    ev.write_bytes(b"x" * 4096)
+    os.link(ev, tmp_path / "hard")
+    os.symlink(ev, tmp_path / "sym")
+    for out in (tmp_path / "hard", tmp_path / "sym"):
+        with pytest.raises(UnsafeError, match="evidence"):
+            check_output_path(str(out), [str(ev)], overwrite=True)
+    for out in ("/proc/self/fd/1", "/sys/kernel/x", "/dev/null", "/dev/shm/x"):
+        with pytest.raises(UnsafeError, match="under /(proc|sys|dev)"):
+            check_output_path(out, [str(ev)], overwrite=True)
+
+
+# -- item 7: EFBIG on a checksum-valid page id 0x7FFFFFFF; AtomicOutput cleans its .part -------
+def _mdf_image_with_far_page(path):
+    import struct
+    from core.demo_payloads import build_data_file
+    from core.structs.mssql import PAGE_SIZE, page_checksum
+    df = build_data_file(seed=3)
+    data = bytearray(df.data)
+    far = bytearray(data[20 * PAGE_SIZE:21 * PAGE_SIZE])
+    struct.pack_into("<I", far, 32, 0x7FFFFFFF)          # m_pageId
+    struct.pack_into("<I", far, 60, page_checksum(bytes(far)))
+    with open(path, "wb") as f:
+        f.write(bytes(1 << 20) + bytes(data) + bytes(far) + bytes(1 << 20))
+    return df
+
+
+def _run_limited(args, cwd, fsize=None, timeout=120):
+    """srsalvage in a subprocess with RLIMIT_AS 1 GiB (and RLIMIT_FSIZE when given)."""
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            + (f"resource.setrlimit(resource.RLIMIT_FSIZE, ({fsize}, {fsize}))\n" if fsize else "")
+            + "from app.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    env.pop("SRSALVAGE_DEBUG", None)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_issue11_item7_mdf_page_id_0x7fffffff_carves_the_rest(tmp_path):
+    img = tmp_path / "pages.img"
+    df = _mdf_image_with_far_page(img)
+    out = tmp_path / "out"
+    p = _run_limited(["carve-mdf", str(img), "-o", str(out), "--json"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "internal error" not in p.stderr
+    doc = json.loads(p.stdout)
+    f1 = [f for f in doc["files"] if f["file_id"] == 1][0]
+    assert 0x7FFFFFFF in f1["ignored_unverified_pages"]
+    assert os.path.getsize(f1["path"]) <= len(df.data)
+    assert not [n for n in os.listdir(out) if n.endswith(".part")]
+
+
+def test_issue11_item7_atomic_output_cleans_part_when_close_fails(tmp_path):
+    import resource
+    from core.errors import SrsalvageError
+    from core.output import AtomicOutput
+    out = tmp_path / "big.bin"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        with pytest.raises(SrsalvageError, match="cannot write"):
+            with AtomicOutput(str(out)) as o:
+                o.file.seek(4 << 20)
+                o.file.write(b"x" * 100)        # buffered: fails in flush/close, EFBIG
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert not os.path.exists(str(out) + ".part") and not out.exists()
