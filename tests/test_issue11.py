@@ -213,3 +213,51 @@ def test_issue11_item7_atomic_output_cleans_part_when_close_fails(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert not os.path.exists(str(out) + ".part") and not out.exists()
+
+
+# -- a small demo SR shared by items 4, 5, 6 ----------------------------------------------------
+EVIL_LABEL = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31mred\x9b2J"
+
+
+@pytest.fixture(scope="module")
+def demo_sr(tmp_path_factory):
+    from core.demo import MIB, build_demo
+    tmp = tmp_path_factory.mktemp("demo11")
+    path = tmp / "demo.img"
+    manifest = build_demo(str(path), damage="none", mda_size=64 * 1024, attach_cycles=1,
+                          disk_bytes=256 * MIB)
+    return path, manifest
+
+
+def _copy(src, dst):
+    import shutil
+    shutil.copyfile(src, dst)
+    return dst
+
+
+# -- item 4: terminal escape sequences from the evidence never reach the terminal ----------------
+def test_issue11_item4_mgt_label_escapes_not_printed(demo_sr, tmp_path, capsys):
+    from core.xen import SECTOR, _element, _sector
+    path = _copy(demo_sr[0], tmp_path / "evil.img")
+    data = path.read_bytes()
+    at = data.find(b"<vdi><name_label>web01 system disk</name_label>")
+    assert at > 0
+    sector = _sector(b"<vdi>" + _element("name_label", EVIL_LABEL) + _element("name_description", ""))
+    with open(path, "r+b") as f:
+        f.seek(at - at % SECTOR)
+        f.write(sector)
+    for argv in (["lvm", str(path)], ["reconstruct", str(path)], ["scan", str(path)]):
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        for text in (out, err):
+            assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, argv
+    assert main(["lvm", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\\x1b]0;PWNED-TITLE\\x07" in out          # shown, as an escape
+    # the workstation's tree labels
+    from types import SimpleNamespace
+    from widgets.vg_tree import lv_label
+    lv = SimpleNamespace(name="VHD-x", status="live", claimed_by={}, label=EVIL_LABEL,
+                         kind="vhd", le_count=1, pes=lambda: [1])
+    plain = lv_label(lv, 4 << 20).plain
+    assert "\x1b" not in plain and "\x07" not in plain and "PWNED-TITLE" in plain

@@ -8,7 +8,7 @@ import argparse
 import os
 from typing import Any
 
-from app.commands._common import StderrProgress, info, print_json, warn
+from app.commands._common import StderrProgress, info, print_json, print_text, warn
 from core.errors import SrsalvageError
 from core.spaces import compact_ranges
 
@@ -92,7 +92,7 @@ def run_mdf(args: argparse.Namespace) -> int:
         if not result.files:
             info("no SQL Server pages found")
         for f in result.files:
-            print(f"{f.path}: file {f.file_id} of {f.database or '(no boot page found)'}"
+            print_text(f"{f.path}: file {f.file_id} of {f.database or '(no boot page found)'}"
                   f" (version {f.sql_server_version}), {f.pages_written} pages written, "
                   f"{len(f.missing_pages)} allocated pages missing, "
                   f"{len(f.conflicting_pages)} with differing copies, "
@@ -128,7 +128,7 @@ def run_rar(args: argparse.Namespace) -> int:
         for a in result.archives:
             state = "complete" if a.complete else (
                 "encrypted headers" if a.encrypted_headers else "incomplete")
-            print(f"{a.path}: RAR{a.version} at {a.offset}, {a.bytes} bytes, {state}, "
+            print_text(f"{a.path}: RAR{a.version} at {a.offset}, {a.bytes} bytes, {state}, "
                   f"{len(a.files)} files")
             if a.first_bad_header:
                 warn(f"archive at {a.offset}: bad header at {a.first_bad_header['offset']}: "

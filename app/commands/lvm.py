@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from core.escape import terminal_line
+
 ORDER = 30
 
 
@@ -51,7 +53,7 @@ def render_text(report, image: str) -> str:
         out.append("no LVM volume group found")
     for vg in report.volume_groups:
         out.append("")
-        out.append(f"VG {vg.name}  id {vg.id}")
+        out.append(terminal_line(f"VG {vg.name}  id {vg.id}"))
         if vg.sr_uuid:
             out.append(f"  SR uuid {vg.sr_uuid}")
         out.append(f"  extent size {vg.extent_bytes}, PE 0 at {vg.data_offset}")
@@ -78,34 +80,34 @@ def render_text(report, image: str) -> str:
             out.append(f"  seqno {g.seqno:>5} {' '.join(flags):<14} {_when(g.creation_time)}  "
                        f"{places}")
             if g.description:
-                out.append(f"        {g.description[:110]}")
+                out.append(f"        {terminal_line(g.description[:110])}")
             if g.note:
-                out.append(f"        note: {g.note}")
+                out.append(f"        note: {terminal_line(g.note)}")
             if g is vg.generations[0] or g.current:
                 multi = len(vg.pvs) > 1
                 for lv in g.lvs.values():
-                    label = f' "{lv.label}"' if lv.label else ""
+                    label = f' "{terminal_line(lv.label)}"' if lv.label else ""
                     runs = lv.map_runs_pv() if multi else lv.map_runs
-                    out.append(f"        {lv.name}{label}: {_runs(runs)}")
+                    out.append(f"        {terminal_line(lv.name)}{label}: {_runs(runs)}")
             else:
                 for lv in g.lvs.values():
                     if lv.status == "deleted":
                         claim = (f", {len(lv.claimed_by)} PE(s) now used by others"
                                  if lv.claimed_by else "")
-                        label = f' "{lv.label}"' if lv.label else ""
-                        out.append(f"        deleted since: {lv.name}{label}: "
+                        label = f' "{terminal_line(lv.label)}"' if lv.label else ""
+                        out.append(f"        deleted since: {terminal_line(lv.name)}{label}: "
                                    f"{_runs(lv.map_runs)}{claim}")
     if report.findings:
         out.append("")
         out.append("findings:")
         for f in report.findings:
             where = "" if f.offset is None else f" @{f.offset}"
-            out.append(f"  [{f.severity}] {f.kind}{where}: {f.message}")
+            out.append(f"  [{f.severity}] {f.kind}{where}: {terminal_line(f.message)}")
     return "\n".join(out)
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import StderrProgress, print_json
+    from app.commands._common import StderrProgress, print_json, print_text
     from core.lvm.analyse import analyse_disk
     from core.source import Evidence
 
@@ -119,5 +121,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json(args.image))
     else:
-        print(render_text(report, args.image))
+        print_text(render_text(report, args.image))
     return 0

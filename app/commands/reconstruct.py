@@ -13,6 +13,7 @@ import argparse
 import json
 import re
 
+from core.escape import terminal_line
 from core.spaces import compact_ranges
 
 ORDER = 40
@@ -85,7 +86,7 @@ def render_text(rec) -> str:
     if notable:
         out.append("\nfindings:")
         for f in notable[:200]:
-            out.append(f"  [{f.severity}] {f.kind}: {f.message}")
+            out.append(f"  [{f.severity}] {f.kind}: {terminal_line(f.message)}")
         if len(notable) > 200:
             out.append(f"  ... {len(notable) - 200} more (see --json)")
     return "\n".join(out)
@@ -97,7 +98,7 @@ def _runs(pes):
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import StderrProgress, info, print_json, warn
+    from app.commands._common import StderrProgress, info, print_json, print_text, warn
     from core.match.reconstruct import reconstruct
     from core.output import AtomicOutput, check_output_path
     from core.source import Evidence
@@ -138,5 +139,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
     else:
-        print(render_text(rec))
+        print_text(render_text(rec))
     return 0

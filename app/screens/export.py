@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from app.screens.dialogs import DIALOG_CSS, SubmitOrCancel
+from core.escape import terminal_line
 from core.spaces import compact_ranges
 
 
@@ -58,7 +59,7 @@ class ExportDialog(SubmitOrCancel, ModalScreen[ExportRequest | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Export {self.key}" + (f" “{self.label}”" if self.label else ""), classes="title")
+            yield Label(terminal_line(f"Export {self.key}" + (f" “{self.label}”" if self.label else "")), classes="title", markup=False)
             with RadioSet(id="format"):
                 yield RadioButton("VHD (as XenServer held it)", value=self.vhd_possible, id="fmt-vhd")
                 yield RadioButton("raw virtual disk", value=not self.vhd_possible, id="fmt-raw")
