@@ -261,3 +261,78 @@ def test_issue11_item4_mgt_label_escapes_not_printed(demo_sr, tmp_path, capsys):
                          kind="vhd", le_count=1, pes=lambda: [1])
     plain = lv_label(lv, 4 << 20).plain
     assert "\x1b" not in plain and "\x07" not in plain and "PWNED-TITLE" in plain
+
+
+def _edit_current_metadata(path, edit):
+    """Rewrite the metadata text the mda header's slot points to with `edit(text)`, the
+    raw_locn size/checksum and the mda header checksum fixed (what the red team did)."""
+    import struct
+    from core.lvm.crc import lvm_crc
+    data = open(path, "rb").read(64 << 20)
+    label = data.find(b"LABELONE")
+    mda = label - 512 + 4096
+    hdr = bytearray(data[mda:mda + 512])
+    off, size = struct.unpack_from("<QQ", hdr, 40)
+    text = data[mda + off:mda + off + size].rstrip(b"\0").decode()
+    raw = edit(text).encode() + b"\0"
+    struct.pack_into("<QQI", hdr, 40, off, len(raw), lvm_crc(raw))
+    hdr[0:4] = lvm_crc(bytes(hdr[4:512])).to_bytes(4, "little")
+    with open(path, "r+b") as f:
+        f.seek(mda + off)
+        f.write(raw)
+        f.seek(mda)
+        f.write(bytes(hdr))
+    return text
+
+
+# -- item 5: one number in the metadata drives neither memory nor time nor output size ----------
+def test_issue11_item5_huge_extent_count_bounded(demo_sr, tmp_path):
+    import re
+    path = _copy(demo_sr[0], tmp_path / "huge.img")
+    names = []
+
+    def edit(text):
+        m = re.search(r"(VHD-[0-9a-f-]+) \{.*?extent_count = ([0-9]+)", text, re.S)
+        names.append(m.group(1))
+        return text[:m.start(2)] + "16777215" + text[m.end(2):]
+
+    text = _edit_current_metadata(path, edit)
+    other = [n for n in re.findall(r"(VHD-[0-9a-f-]+) \{", text) if n != names[0]][0]
+    for argv in (["reconstruct", str(path), "--json"], ["lvm", str(path), "--json"],
+                 ["check", str(path), "--vdi", other, "--json"]):
+        p = _run_limited(argv, tmp_path, timeout=90)       # RLIMIT_AS 1 GiB
+        assert p.returncode == 0, (argv, p.stderr[-2000:])
+        assert "internal error" not in p.stderr
+    doc = json.loads(_run_limited(["lvm", str(path), "--json"], tmp_path).stdout)
+    past = [f for f in doc.get("findings", []) if f["kind"] == "lv-segment-past-pv"]
+    assert past and names[0] in past[0]["message"]
+
+
+def test_issue11_item5_backup_with_1tib_raw_lv_refused_or_named(demo_sr, tmp_path):
+    from core.lvm.model import LogicalVolume, Segment
+    from core.lvm.textformat import format_vg_metadata
+    from core.source import Evidence
+    from core.lvm.analyse import analyse_disk
+    path = demo_sr[0]
+    with Evidence(str(path)) as ev:
+        rep = analyse_disk(ev)
+    vg = rep.volume_groups[0]
+    meta = vg.generations[0].metadata
+    name = "LV-11111111-2222-3333-4444-555555555555"
+    meta.lvs[name] = LogicalVolume(name=name, id="abcdef-ghij-klmn-opqr-stuv-wxyz-012345",
+                                   creation_time=1, creation_host="x",
+                                   segments=[Segment(0, 262144, "striped", 1, None,
+                                                     [(meta.pvs[0].name, 0)])])
+    meta.seqno += 1
+    backup = tmp_path / "one-tib.vg"
+    backup.write_text(format_vg_metadata(meta, "backup"))
+    out = tmp_path / "lv.raw"
+    p = _run_limited(["export", str(path), "--backup", str(backup), "--vdi", name,
+                      "--format", "raw", "-o", str(out)], tmp_path, timeout=60)
+    assert p.returncode == 3, p.stderr
+    assert "past the end of the disk" in p.stderr and not out.exists()
+    p = _run_limited(["export", str(path), "--backup", str(backup), "--vdi", name,
+                      "--format", "raw", "-o", str(out), "--force"], tmp_path, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "past the end of the disk" in p.stderr
+    assert os.path.getsize(out) <= os.path.getsize(path)
