@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
                     "vdi": {"key": vol.key, "lv": vol.lv_name, "generation": resolved.generation,
                             "source": resolved.source, "vhd": described},
                     "warnings": resolved.warnings,
+                    "unreadable": [list(r) for r in ev.unreadable],
                     "findings": [f.to_json() for f in findings], "counts": counts})
     else:
         print_text(f"{vol.key}: " + (f"{described['disk_type']} VHD {described['unique_id']}, "

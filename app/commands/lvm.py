@@ -97,6 +97,12 @@ def render_text(report, image: str) -> str:
                         label = f' "{terminal_line(lv.label)}"' if lv.label else ""
                         out.append(f"        deleted since: {terminal_line(lv.name)}{label}: "
                                    f"{_runs(lv.map_runs)}{claim}")
+    unreadable = getattr(report, "unreadable", None) or []
+    if unreadable:      # unreadable is never zero (issue 11 item 6)
+        from core.unreadable import ranges_text
+        out.append("")
+        out.append(f"UNREADABLE: {len(unreadable)} range(s) of the image could not be read and "
+                   f"read as zeros: {ranges_text(unreadable)}")
     if report.findings:
         out.append("")
         out.append("findings:")

@@ -115,8 +115,12 @@ def run(args: argparse.Namespace) -> int:
                               pe_count=args.pe_count)
         finally:
             progress.close()
+        unreadable = [list(r) for r in ev.unreadable]
+    from core.unreadable import annotate_reconstruction
+    annotate_reconstruction(rec, unreadable)     # unreadable is never zero (issue 11 item 6)
     doc = rec.to_json()
     doc["image"]["path"] = args.image
+    doc["unreadable"] = unreadable
     if args.output:
         with AtomicOutput(args.output, [args.image], args.overwrite) as out:
             out.write((json.dumps(doc, indent=1) + "\n").encode())
