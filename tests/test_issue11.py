@@ -417,3 +417,159 @@ def test_issue11_item6_unreadable_bat_named_by_reconstruct(wiped_sr, monkeypatch
                 assert e["confidence"] <= 0.5 and "unreadable" in e.get("note", "")
     assert main(["reconstruct", str(path)]) == 0
     assert "unreadable" in capsys.readouterr().out
+
+
+# -- item 8: the small ones -----------------------------------------------------------------------
+def test_issue11_item8_short_reads_are_continued_not_zeros(tmp_path):
+    import random
+    from core.source import Evidence
+    data = random.Random(8).randbytes(3 << 20)
+    path = tmp_path / "ev.img"
+    path.write_bytes(data)
+
+    class Stingy(Evidence):              # a FUSE file that returns 100 bytes per read
+        def _pread_raw(self, offset, length):
+            return super()._pread_raw(offset, min(length, 100))
+
+    with Stingy(str(path)) as ev:
+        assert ev.read(12345, 1 << 20) == data[12345:12345 + (1 << 20)]
+        got = b"".join(bytes(v) for _, v in ev.windows(window=1 << 20))
+        assert got == data
+        assert ev.unreadable == []
+
+
+def test_issue11_item8_hanging_read_times_out_into_unreadable(tmp_path):
+    import threading
+    import time
+    from core.source import Evidence
+    path = tmp_path / "ev.img"
+    path.write_bytes(bytes(range(256)) * 4096)
+    release = threading.Event()
+
+    class Hanging(Evidence):             # sectors 8-15 never answer (until the test ends)
+        def _pread_raw(self, offset, length):
+            if offset < 8192 and 4096 < offset + length:
+                release.wait(600)
+            return super()._pread_raw(offset, length)
+
+    ev = Hanging(str(path))
+    ev.guarded, ev.read_timeout = True, 1.0
+    box = {}
+    t = threading.Thread(target=lambda: box.update(data=ev.read(0, 16384)), daemon=True)
+    start = time.monotonic()
+    t.start()
+    t.join(20)
+    try:
+        assert not t.is_alive(), "the read hung"
+        assert time.monotonic() - start < 15
+        # the whole request that hung counts as unreadable (not salvaged sector by sector:
+        # every sector would hang again), and reads as zeros
+        assert box["data"] == bytes(16384)
+        assert ev.unreadable == [(0, 16384)] and ev.timed_out == [(0, 16384)]
+        assert ev.read(16384, 4096) == (bytes(range(256)) * 16)     # elsewhere: read
+        # a cancel point: a hanging read gives up when the job is cancelled
+        ev2 = Hanging(str(path))
+        ev2.guarded, ev2.read_timeout = True, 600.0
+        ev2.cancel = threading.Event()
+        threading.Timer(0.5, ev2.cancel.set).start()
+        from core.errors import Cancelled
+        with pytest.raises(Cancelled):
+            ev2._pread_full(4096, 512)
+    finally:
+        release.set()
+
+
+_HANG_RUNNER = r"""
+import sys, threading, core.source as source
+class Hanging(source.Evidence):
+    def _pread_raw(self, offset, length):
+        if offset > (40 << 20):
+            threading.Event().wait(600)
+        return super()._pread_raw(offset, length)
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.guarded, self.read_timeout = True, 600.0
+source.Evidence = Hanging
+from app.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_issue11_item8_sigterm_during_hanging_read(demo_sr, tmp_path):
+    import signal
+    import time
+    path = demo_sr[0]
+    out = tmp_path / "out.raw"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", _HANG_RUNNER, "carve-rar", str(path),
+                             "-o", str(tmp_path / "rar")], env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.part"))
+    assert not out.exists()
+
+
+def test_issue11_item8_bad_outputs_are_one_line_errors(sr_with_map, tmp_path, capsys):
+    img, mp, a = sr_with_map
+    base = ["export", str(img), "--map", str(mp), "--vdi", _key(a.unique_id), "--format", "raw"]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(base + ["-o", ""]) == 1
+        err = capsys.readouterr().err
+        assert "empty" in err and "internal error" not in err
+        assert not list(tmp_path.glob("*.part")) and not (tmp_path / ".part").exists()
+        for bad in ("/proc/self/environ", "/proc/srsalvage-test", "/sys/kernel/x", "/dev/full"):
+            assert main(base + ["-o", bad, "--overwrite"]) == 3
+            err = capsys.readouterr().err
+            assert "refused" in err and "internal error" not in err and len(err.splitlines()) == 1
+        assert main(["reconstruct", str(img), "-o", ""]) == 1
+        assert main(["carve-rar", str(img), "-o", ""]) == 1
+        assert "internal error" not in capsys.readouterr().err
+    finally:
+        os.chdir(cwd)
+    # a full output disk: a 1 MiB tmpfs as root, else a 1 MiB file size limit
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)],
+                                 capture_output=True).returncode == 0
+    try:
+        p = _run_limited(base + ["-o", str(full / "x.raw")], tmp_path,
+                         fsize=None if mounted else 1 << 20)
+        assert p.returncode == 1, p.stderr
+        assert "internal error" not in p.stderr and "Traceback" not in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert not list(full.iterdir())
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(full)], check=False)
+
+
+def test_issue11_item8_fix_with_unknown_key_or_le_fails(sr_with_map, capsys):
+    img, mp, a = sr_with_map
+    key = _key(a.unique_id)
+    assert main(["reconstruct", str(img), "--fix", "VHD-no-such-vdi:0=1"]) == 1
+    assert "no VDI with that key" in capsys.readouterr().err
+    assert main(["reconstruct", str(img), "--fix", f"{key}:4000=1"]) == 1
+    assert "has at most LEs" in capsys.readouterr().err
+    assert main(["reconstruct", str(img), "--fix", f"{key}:0=99999"]) == 1
+    assert "PEs" in capsys.readouterr().err
+    assert main(["reconstruct", str(img), "--fix", f"{key}:0=0"]) == 0
+    capsys.readouterr()
+
+
+def test_issue11_item8_segments_past_end_of_disk_flagged(demo_sr, tmp_path, capsys):
+    path = _copy(demo_sr[0], tmp_path / "short.img")
+    os.truncate(path, 96 << 20)          # the image stops part-way through the PV
+    assert main(["lvm", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "lv-segment-past-disk" in out and "past the end of this image" in out
