@@ -562,7 +562,7 @@ def test_issue11_item8_fix_with_unknown_key_or_le_fails(sr_with_map, capsys):
     assert main(["reconstruct", str(img), "--fix", f"{key}:4000=1"]) == 1
     assert "has at most LEs" in capsys.readouterr().err
     assert main(["reconstruct", str(img), "--fix", f"{key}:0=99999"]) == 1
-    assert "PEs" in capsys.readouterr().err
+    assert "PE" in capsys.readouterr().err
     assert main(["reconstruct", str(img), "--fix", f"{key}:0=0"]) == 0
     capsys.readouterr()
 
