@@ -69,6 +69,7 @@ class Base:
 class Case:
     patches: list[tuple[int, bytes]] = field(default_factory=list)
     truncate: int | None = None
+    commands: set[int] | None = None    # indexes into commands(); None: every command
     backup_text: bytes | None = None
     map_doc: dict | None = None
     label: list[str] = field(default_factory=list)
@@ -426,6 +427,8 @@ def commands(ws: Workspace, case: Case, out: str) -> list[list[str]]:
         if mp:
             cmds.append(["export", img, "--vdi", key, "--map", mp, "--format", "raw",
                          "-o", os.path.join(out, f"m{i}")])
+    if case.commands is not None:
+        cmds = [c for i, c in enumerate(cmds) if i in case.commands]
     return cmds
 
 
