@@ -37,7 +37,8 @@ MIB = 1 << 20
 E = 4 * MIB
 BOUNDARY_INTS = [0, 1, 2, 0x7F, 0x80, 0xFF, 0x1FF, 0x200, 0xFFFF, 0x10000, 0x7FFFFFFF,
                  0x80000000, 0xFFFFFFFF, 0x100000000, 0x7FFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF]
-TEXT_KEYS = ["extent_count", "start_extent", "pe_start", "pe_count", "extent_size", "seqno",
+TEXT_KEYS = ["extent_count", "start_extent", "pe_start", "pe_count"] * 3 + [  # the ones sizes hang on
+             "extent_size", "seqno",
              "dev_size", "stripe_count", "stripe_size", "max_lv", "max_pv", "creation_time",
              "segment_count", "metadata_copies"]
 TEXT_NUMBERS = ["0", "1", "-1", "16777215", "4294967295", "18446744073709551615",
