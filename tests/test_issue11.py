@@ -423,7 +423,7 @@ def test_issue11_item6_unreadable_bat_named_by_reconstruct(wiped_sr, monkeypatch
 def test_issue11_item8_short_reads_are_continued_not_zeros(tmp_path):
     import random
     from core.source import Evidence
-    data = random.Random(8).randbytes(3 << 20)
+    data = random.Random(8).randbytes(1 << 20)
     path = tmp_path / "ev.img"
     path.write_bytes(data)
 
@@ -432,8 +432,8 @@ def test_issue11_item8_short_reads_are_continued_not_zeros(tmp_path):
             return super()._pread_raw(offset, min(length, 100))
 
     with Stingy(str(path)) as ev:
-        assert ev.read(12345, 1 << 20) == data[12345:12345 + (1 << 20)]
-        got = b"".join(bytes(v) for _, v in ev.windows(window=1 << 20))
+        assert ev.read(12345, 600000) == data[12345:12345 + 600000]
+        got = b"".join(bytes(v) for _, v in ev.windows(window=256 << 10))
         assert got == data
         assert ev.unreadable == []
 
