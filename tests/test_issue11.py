@@ -573,3 +573,10 @@ def test_issue11_item8_segments_past_end_of_disk_flagged(demo_sr, tmp_path, caps
     assert main(["lvm", str(path)]) == 0
     out = capsys.readouterr().out
     assert "lv-segment-past-disk" in out and "past the end of this image" in out
+
+
+def test_issue11_item4_audit_log_text_escaped_and_absurd_time_shown():
+    from app.screens.audit import entry_text
+    text = entry_text({"time": 1e400, "action": "export", "vdi": EVIL_LABEL, "detail": "x\ny"})
+    assert "\x1b" not in text and "\x07" not in text and "PWNED-TITLE" in text
+    assert "inf" in text and "x\\x0ay" in text
