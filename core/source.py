@@ -180,17 +180,20 @@ class Evidence:
         a pipe-backed device, a network file system may return any amount), it is continued
         where it stopped. Raises OSError (or ReadTimeout) with what was read so far kept in
         the exception's `partial` attribute; returns less than `length` only at end of file."""
-        out = b""
+        first = self._guarded_pread(offset, length)
+        if len(first) == length or not first:
+            return first                   # the usual case: one pread, no copy
+        out = bytearray(first)             # a short read: continue (bytearray: no O(n^2))
         while len(out) < length:
             try:
                 chunk = self._guarded_pread(offset + len(out), length - len(out))
             except OSError as exc:
-                exc.partial = out          # type: ignore[attr-defined]
+                exc.partial = bytes(out)   # type: ignore[attr-defined]
                 raise
             if not chunk:
                 break                      # end of file (the image shrank under us)
-            out = chunk if not out else out + chunk
-        return out
+            out += chunk
+        return bytes(out)
 
     # reads that hang (a dying disk, a FUSE or network file that never answers) --------------
     def _guarded_pread(self, offset: int, length: int) -> bytes:
