@@ -13,8 +13,42 @@ import pkgutil
 import sys
 
 from core.errors import Cancelled, SrsalvageError, UnsafeError
+from core.escape import terminal_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSAFE = 0, 1, 2, 3
+EXIT_TERMINATED = 128 + 15
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: raised in the main thread (also out of a wait on a hanging read) so every
+    output's `.part` is removed on the way out (issue 11 item 8). A KeyboardInterrupt, not an
+    Exception: no `except Exception` swallows it."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _install_sigterm():
+    """Our SIGTERM handler for the duration of one command; returns the one to put back."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        try:
+            return signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):
+            pass
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    previous = _install_sigterm()
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            import signal
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _version() -> str:
@@ -60,30 +94,37 @@ def _add_mapfile_options(sub: argparse._SubParsersAction) -> None:
                                 "/ IMAGE.log beside the image)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on bad usage
     try:
         return int(args.func(args) or 0)
     except UnsafeError as exc:
-        print(f"srsalvage: refused: {exc}", file=sys.stderr)
+        print(terminal_line(f"srsalvage: refused: {exc}"), file=sys.stderr)
         return EXIT_UNSAFE
     except Cancelled as exc:
         print(f"srsalvage: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except SrsalvageError as exc:
-        print(f"srsalvage: {exc}", file=sys.stderr)
+        print(terminal_line(f"srsalvage: {exc}"), file=sys.stderr)
         return EXIT_FAILED
+    except Terminated:
+        print("srsalvage: terminated (SIGTERM); partial outputs removed", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("srsalvage: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:          # the output side: ENOSPC, EROFS, EACCES, a bad -o path
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(terminal_line(f"srsalvage: {where}{exc.strerror or exc}"), file=sys.stderr)
+        return EXIT_FAILED
     except Exception as exc:  # a bug: still one line, unless the technician asks for more
         if os.environ.get("SRSALVAGE_DEBUG"):
             raise
-        print(f"srsalvage: internal error: {type(exc).__name__}: {exc} "
-              f"(set SRSALVAGE_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(terminal_line(f"srsalvage: internal error: {type(exc).__name__}: {exc} "
+                            f"(set SRSALVAGE_DEBUG=1 for a traceback)"), file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -13,17 +13,83 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
 import stat
 import struct
+import threading
 from typing import Iterator
 
 import numpy as np
 
-from core.errors import SourceError
+from core.errors import Cancelled, SourceError
 
 SECTOR = 512
 BLKGETSIZE64 = 0x80081272  # <linux/fs.h> _IOR(0x12, 114, size_t)
 BLKSSZGET = 0x1268  # <linux/fs.h> _IO(0x12, 104): logical sector size
+
+
+READ_TIMEOUT = 30.0         # seconds a read may take before its range counts as unreadable
+
+
+class ReadTimeout(OSError):
+    """A read of the evidence did not return in time (its range is recorded unreadable)."""
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, ""))
+        return value if value > 0 else default
+    except ValueError:
+        return default
+
+
+def _remote_or_fuse(fd: int) -> bool:
+    """The file lives on FUSE or a network file system (reads there can hang)."""
+    try:
+        real = os.path.realpath(f"/proc/self/fd/{fd}")
+        best, kind = "", ""
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mnt = parts[1].replace("\\040", " ")
+                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, kind = mnt, parts[2]
+        return kind.startswith("fuse") or kind in ("nfs", "nfs4", "cifs", "smb3", "9p", "sshfs")
+    except OSError:
+        return False
+
+
+class _Box:
+    __slots__ = ("done", "result", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result = b""
+        self.error: BaseException | None = None
+
+
+class _ReaderThread:
+    """One daemon thread doing the guarded preads, so the caller can stop waiting."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="evidence-reader", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            fn, offset, length, box = self._jobs.get()
+            try:
+                box.result = fn(offset, length)
+            except BaseException as exc:     # noqa: BLE001 - handed to the caller
+                box.error = exc
+            box.done.set()
+
+    def submit(self, fn, offset: int, length: int) -> _Box:
+        box = _Box()
+        self._jobs.put((fn, offset, length, box))
+        return box
 
 
 class Evidence:
@@ -58,6 +124,15 @@ class Evidence:
             self.size = st.st_size
         self.mtime_ns = st.st_mtime_ns
         self.unreadable: list[tuple[int, int]] = []
+        # hanging reads (issue 11 item 8): guarded evidence reads in a helper thread with a
+        # timeout; a read that does not return is recorded unreadable (and in `timed_out`)
+        self.read_timeout = _env_float("SRSALVAGE_READ_TIMEOUT", READ_TIMEOUT)
+        self.guarded = self.is_block_device or _remote_or_fuse(self._fd) or \
+            os.environ.get("SRSALVAGE_GUARD_READS", "") not in ("", "0")
+        self.cancel = None                 # a threading.Event: set, a hanging read gives up
+        self.timed_out: list[tuple[int, int]] = []
+        self._hung: list[tuple[int, int]] = []
+        self._reader: _ReaderThread | None = None
 
     # -- basics -------------------------------------------------------------------------------
     def _device_size(self) -> int:
@@ -112,6 +187,61 @@ class Evidence:
                 out.append((max(a, start), min(b, end)))
             i += 1
         return out
+    def _pread_full(self, offset: int, length: int) -> bytes:
+        """pread until `length` bytes or an error: a short read is not an error (a FUSE file,
+        a pipe-backed device, a network file system may return any amount), it is continued
+        where it stopped. Raises OSError (or ReadTimeout) with what was read so far kept in
+        the exception's `partial` attribute; returns less than `length` only at end of file."""
+        first = self._guarded_pread(offset, length)
+        if len(first) == length or not first:
+            return first                   # the usual case: one pread, no copy
+        out = bytearray(first)             # a short read: continue (bytearray: no O(n^2))
+        while len(out) < length:
+            try:
+                chunk = self._guarded_pread(offset + len(out), length - len(out))
+            except OSError as exc:
+                exc.partial = bytes(out)   # type: ignore[attr-defined]
+                raise
+            if not chunk:
+                break                      # end of file (the image shrank under us)
+            out += chunk
+        return bytes(out)
+
+    # reads that hang (a dying disk, a FUSE or network file that never answers) --------------
+    def _guarded_pread(self, offset: int, length: int) -> bytes:
+        """_pread_raw, in a reader thread with a timeout and a cancel point when the evidence
+        is guarded (block devices, FUSE/network file systems, or SRSALVAGE_GUARD_READS=1);
+        directly otherwise (a local image file does not hang, and a thread handoff per read
+        costs ~15 us)."""
+        for a, b in self._hung:
+            if offset < b and a < offset + length:
+                raise ReadTimeout(f"read at {offset} lies in a range that hung before")
+        if not self.guarded:
+            return self._pread_raw(offset, length)
+        if self._reader is None:
+            self._reader = _ReaderThread()
+        box = self._reader.submit(self._pread_raw, offset, length)
+        waited = 0.0
+        while not box.done.wait(0.2):
+            waited += 0.2
+            cancel = self.cancel
+            if cancel is not None and cancel.is_set():
+                self._abandon_reader(offset, length)
+                raise Cancelled("cancelled while a read of the evidence was hanging")
+            if waited >= self.read_timeout:
+                self._abandon_reader(offset, length)
+                raise ReadTimeout(f"read of {length} bytes at {offset} did not return in "
+                                  f"{self.read_timeout:g} s")
+        if box.error is not None:
+            raise box.error
+        return box.result
+
+    def _abandon_reader(self, offset: int, length: int) -> None:
+        """The reader thread is stuck in the kernel: leave it (a daemon thread), never read
+        that range again, and start a fresh thread for the next read."""
+        self._reader = None
+        self._hung.append((offset, offset + length))
+        self.timed_out.append((offset, offset + length))
 
     def read(self, offset: int, length: int) -> bytes:
         """Read `length` bytes at `offset`; clipped at the end; unreadable sectors read as zeros."""
@@ -122,24 +252,33 @@ class Evidence:
             return b""
         want = end - offset
         try:
-            data = self._pread_raw(offset, want)
+            data = self._pread_full(offset, want)
             if len(data) == want:
                 return data
-        except OSError:
-            data = b""
+        except ReadTimeout as exc:
+            # never salvage a hanging range sector by sector: each sector would hang again
+            head = getattr(exc, "partial", b"")
+            self._record_unreadable(offset + len(head), end)
+            return head + bytes(want - len(head))
+        except OSError as exc:
+            data = getattr(exc, "partial", b"")
         return self._read_salvaging(offset, want, data)
 
     def _read_salvaging(self, offset: int, length: int, head: bytes) -> bytes:
-        """Sector-by-sector re-read after an error or short read; holes filled with zeros."""
+        """Sector-by-sector re-read after an error or end of file; holes filled with zeros."""
         out = bytearray(head)
         pos = offset + len(out)
         end = offset + length
         while pos < end:
             step = min(end, (pos // SECTOR + 1) * SECTOR) - pos
             try:
-                chunk = self._pread_raw(pos, step)
-            except OSError:
-                chunk = b""
+                chunk = self._pread_full(pos, step)
+            except ReadTimeout:
+                self._record_unreadable(pos, end)       # the rest of the request: it hangs
+                out += bytes(end - pos)
+                break
+            except OSError as exc:
+                chunk = getattr(exc, "partial", b"")
             if len(chunk) < step:
                 self._record_unreadable(pos + len(chunk), pos + step)
                 chunk = chunk + bytes(step - len(chunk))
@@ -206,7 +345,7 @@ class Evidence:
         if window <= 0 or window % SECTOR:
             raise ValueError("window must be a positive multiple of 512")
         ranges = self.data_ranges(start, end) if skip_holes else [(start, end)]
-        fast = getattr(self._pread_raw, "__func__", None) is Evidence._pread_raw
+        fast = getattr(self._pread_raw, "__func__", None) is _PREAD_RAW and not self.guarded
         buf: bytearray | None = None
         for rstart, rend in ranges:
             pos = rstart
@@ -229,3 +368,9 @@ class Evidence:
                     view[:] = self.read(pos, n)
                 yield pos, np.frombuffer(view, dtype=np.uint8)
                 pos += window
+
+
+# the plain pread: windows() reads with preadv only when nobody replaced it (a failing-disk
+# simulation, a subclass) -- compared with this, not with the module's `Evidence` name, which
+# tests may rebind to a subclass
+_PREAD_RAW = Evidence._pread_raw

@@ -42,6 +42,7 @@ class VdiVolume:
     vhd_uuid: str | None = None      # footer unique id if known without opening
     missing_les: list = field(default_factory=list)  # a map's LEs it could not place
     label: str = ""                  # the VDI's name label (MGT), when known
+    past_disk: list = field(default_factory=list)    # LE ranges the metadata maps past the disk
     _image: Any = None
     _image_error: str | None = None
 
@@ -300,7 +301,8 @@ def _volumes_of_generation(ev: ByteSpace, vg, gen, cache: dict | None = None
         space = shared.space if shared is not None else lv_space(ev, vg, gen, lv)
         vol = VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
                         map_runs=lv.map_runs, claimed_by=dict(lv.claimed_by or {}),
-                        status=lv.status, label=getattr(lv, "label", "") or "")
+                        status=lv.status, label=getattr(lv, "label", "") or "",
+                        past_disk=list(getattr(lv, "past_disk", [])))
         if shared is not None:
             vol._image, vol._image_error = shared._image, shared._image_error
             vol._shared = shared
@@ -408,6 +410,17 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
                 res.warnings.append(msg)
                 if warn is not None:
                     warn(msg)
+            if vol.past_disk:
+                # issue 11 item 5: never a terabyte of zeros without a word
+                les = ", ".join(f"{a}-{b - 1}" for a, b in vol.past_disk[:4])
+                text = (f"{vol.key}: generation {gen.seqno} maps LE(s) {les} past the end of "
+                        f"the disk or its PV ({sum(b - a for a, b in vol.past_disk)} extents "
+                        f"that nothing on this image holds)")
+                if not force:
+                    raise UnsafeError(text + " (use --force to go on without them)")
+                res.warnings.append(text + "; left out (--force)")
+                if warn is not None:
+                    warn(res.warnings[-1])
             # newer generations' volumes help find parents that were renamed since
             if gen.seqno != newest:
                 msg = (f"{vol.key} is not in the current metadata generation (seqno {newest}); "

@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from core.escape import terminal_line
 from widgets.disk_map import human
 
 
@@ -45,7 +46,8 @@ def _joined(parts: list[tuple[str, str]]) -> Text:
             t.append(lead, style=parts[i - 1][1] if "strike" not in parts[i - 1][1] else "")
         elif lead:
             carry = lead
-        t.append(carry + stripped, style=style)
+        # evidence text (labels, names, descriptions): control characters shown, not sent
+        t.append(terminal_line(carry + stripped), style=style)
         carry = ""
     return t
 
@@ -220,10 +222,10 @@ class VGTree(Tree[NodeRef]):
             self.root.add_leaf(Text("nothing recognised — press S to scan", style="bold yellow"),
                                data=NodeRef("info"))
         for vg in vgs:
-            vnode = self.root.add(Text(vg.name, style="bold"), data=NodeRef("vg", vg=vg), expand=True)
+            vnode = self.root.add(Text(terminal_line(vg.name), style="bold"), data=NodeRef("vg", vg=vg), expand=True)
             for pv in vg.pvs:
                 vnode.add_leaf(
-                    Text(f"PV {pv.name} at {pv.offset:#x} {pv.pe_count} PE"
+                    Text(f"PV {terminal_line(pv.name)} at {pv.offset:#x} {pv.pe_count} PE"
                          + ("" if pv.label_found else " (label lost)"), style="dim"),
                     data=NodeRef("pv", vg=vg, obj=pv))
             keep = self._changed(vg) if self.changed_only else None

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from core.escape import terminal_line, terminal_text
 from core.progress import ProgressUpdate
 
 
@@ -18,11 +19,18 @@ def print_json(document: Any) -> None:
 
 
 def warn(message: str) -> None:
-    print(f"srsalvage: warning: {message}", file=sys.stderr)
+    print(f"srsalvage: warning: {terminal_line(message)}", file=sys.stderr)
 
 
 def info(message: str) -> None:
-    print(f"srsalvage: {message}", file=sys.stderr)
+    print(f"srsalvage: {terminal_line(message)}", file=sys.stderr)
+
+
+def print_text(text: str) -> None:
+    """A text report on stdout: our own line breaks kept, every control character that came
+    from the evidence (a label, a name, a description) shown as an escape, never sent to the
+    terminal (issue 11 item 4)."""
+    print(terminal_text(text))
 
 
 class StderrProgress:

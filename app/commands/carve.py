@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from app.commands._caselog import add_case_options, record
-from app.commands._common import StderrProgress, add_pv_offset, info, print_json, warn
+from app.commands._common import StderrProgress, add_pv_offset, info, print_json, print_text, warn
 from core.errors import SrsalvageError
 from core.spaces import compact_ranges
 
@@ -47,12 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_output_dir(out_dir: str, source: str) -> None:
-    from core.errors import UnsafeError
-    real_out = os.path.realpath(out_dir)
-    if real_out == os.path.realpath(source):
-        raise UnsafeError(f"output {out_dir} is the evidence {source}")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UnsafeError(f"output {out_dir} exists and is not a directory")
+    from core.output import check_output_dir
+    check_output_dir(out_dir, [source])   # by identity: same inode, loop backing file, /proc ...
 
 
 def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile: str | None = None):
@@ -113,12 +109,13 @@ def run_mdf(args: argparse.Namespace) -> int:
                    "sha256": f.sha256} for f in result.files])
     if args.json:
         print_json({"files": doc["files"], "pages_found": doc["pages_found"],
-                    "scanned": doc["scanned"], "unreadable": unreadable})
+                    "scanned": doc["scanned"], "unreadable": unreadable,
+                    "failed": doc["failed"]})
     else:
         if not result.files:
             info("no SQL Server pages found")
         for f in result.files:
-            print(f"{f.path}: file {f.file_id} of {f.database or '(no boot page found)'}"
+            print_text(f"{f.path}: file {f.file_id} of {f.database or '(no boot page found)'}"
                   f" (version {f.sql_server_version}), {f.pages_written} pages written, "
                   f"{len(f.missing_pages)} allocated pages missing, "
                   f"{len(f.conflicting_pages)} with differing copies, "
@@ -133,7 +130,17 @@ def run_mdf(args: argparse.Namespace) -> int:
             if f.other_databases:
                 warn(f"file {f.file_id}: boot pages of other databases also found "
                      f"({', '.join(f.other_databases)}): their pages cannot be told apart")
-    return 0
+    for fail in result.failed:
+        warn(f"file {fail['file_id']} not written: {fail['error']}")
+    _warn_unreadable(args.source, unreadable)
+    return 1 if result.failed else 0
+
+
+def _warn_unreadable(source: str, unreadable: list[list[int]]) -> None:
+    if unreadable:
+        shown = ", ".join(f"{a}-{b}" for a, b in unreadable[:8])
+        warn(f"{len(unreadable)} unreadable range(s) of {source} read as zeros: {shown}"
+             + (" ..." if len(unreadable) > 8 else ""))
 
 
 def run_rar(args: argparse.Namespace) -> int:
@@ -180,7 +187,7 @@ def run_rar(args: argparse.Namespace) -> int:
         for a in result.archives:
             state = "complete" if a.complete else (
                 "encrypted headers" if a.encrypted_headers else "incomplete")
-            print(f"{a.path}: RAR{a.version} at {a.offset}, {a.bytes} bytes, {state}, "
+            print_text(f"{a.path}: RAR{a.version} at {a.offset}, {a.bytes} bytes, {state}, "
                   f"{len(a.files)} files")
             if a.first_bad_header:
                 warn(f"archive at {a.offset}: bad header at {a.first_bad_header['offset']}: "
@@ -190,7 +197,11 @@ def run_rar(args: argparse.Namespace) -> int:
                 _print_members(x)
         if result.archives_not_kept:
             warn(f"{result.archives_not_kept} more signatures walked but not kept")
-    return 0
+    failed = [a for a in result.archives if a.write_error]
+    for a in failed:
+        warn(f"archive at {a.offset} not written: {a.write_error}")
+    _warn_unreadable(args.source, unreadable)
+    return 1 if failed else 0
 
 
 def _print_members(x) -> None:

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import open_images, print_json, warn
+    from app.commands._common import open_images, print_json, print_text, warn
+    from core.escape import terminal_line
     from core.vdi import resolve_vdi
     from core.vhd.checks import check_vhd
     from core.findings import Finding
@@ -67,15 +68,16 @@ def run(args: argparse.Namespace) -> int:
                     "vdi": {"key": vol.key, "lv": vol.lv_name, "generation": resolved.generation,
                             "source": resolved.source, "vhd": described},
                     "warnings": resolved.warnings,
+                    "unreadable": [list(r) for r in ev.unreadable],
                     "findings": [f.to_json() for f in findings], "counts": counts})
     else:
-        print(f"{vol.key}: " + (f"{described['disk_type']} VHD {described['unique_id']}, "
+        print_text(f"{vol.key}: " + (f"{described['disk_type']} VHD {described['unique_id']}, "
                                 f"{described['virtual_size']} bytes virtual, creator "
                                 f"{described['creator']} {described['creator_version']}"
                                 if described else "no VHD"))
         for f in findings:
             where = "" if f.offset is None else f" @{f.offset}"
-            print(f"  {f.severity:<7} {f.kind}{where}: {f.message}")
+            print_text(f"  {f.severity:<7} {f.kind}{where}: {terminal_line(f.message)}")
         print(f"  {len(findings)} finding(s): " +
               (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"))
     return 1 if counts.get("error") else 0

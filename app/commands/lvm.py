@@ -7,6 +7,7 @@ import argparse
 import time
 
 from app.commands._common import add_more_images, add_pv_offset
+from core.escape import terminal_line
 
 ORDER = 30
 
@@ -55,7 +56,7 @@ def render_text(report, image: str) -> str:
         out.append("no LVM volume group found")
     for vg in report.volume_groups:
         out.append("")
-        out.append(f"VG {vg.name}  id {vg.id}")
+        out.append(terminal_line(f"VG {vg.name}  id {vg.id}"))
         if vg.sr_uuid:
             out.append(f"  SR uuid {vg.sr_uuid}")
         out.append(f"  extent size {vg.extent_bytes}, PE 0 at {vg.data_offset}")
@@ -82,34 +83,40 @@ def render_text(report, image: str) -> str:
             out.append(f"  seqno {g.seqno:>5} {' '.join(flags):<14} {_when(g.creation_time)}  "
                        f"{places}")
             if g.description:
-                out.append(f"        {g.description[:110]}")
+                out.append(f"        {terminal_line(g.description[:110])}")
             if g.note:
-                out.append(f"        note: {g.note}")
+                out.append(f"        note: {terminal_line(g.note)}")
             if g is vg.generations[0] or g.current:
                 multi = len(vg.pvs) > 1
                 for lv in g.lvs.values():
-                    label = f' "{lv.label}"' if lv.label else ""
+                    label = f' "{terminal_line(lv.label)}"' if lv.label else ""
                     runs = lv.map_runs_pv() if multi else lv.map_runs
-                    out.append(f"        {lv.name}{label}: {_runs(runs)}")
+                    out.append(f"        {terminal_line(lv.name)}{label}: {_runs(runs)}")
             else:
                 for lv in g.lvs.values():
                     if lv.status == "deleted":
                         claim = (f", {len(lv.claimed_by)} PE(s) now used by others"
                                  if lv.claimed_by else "")
-                        label = f' "{lv.label}"' if lv.label else ""
-                        out.append(f"        deleted since: {lv.name}{label}: "
+                        label = f' "{terminal_line(lv.label)}"' if lv.label else ""
+                        out.append(f"        deleted since: {terminal_line(lv.name)}{label}: "
                                    f"{_runs(lv.map_runs)}{claim}")
+    unreadable = getattr(report, "unreadable", None) or []
+    if unreadable:      # unreadable is never zero (issue 11 item 6)
+        from core.unreadable import ranges_text
+        out.append("")
+        out.append(f"UNREADABLE: {len(unreadable)} range(s) of the image could not be read and "
+                   f"read as zeros: {ranges_text(unreadable)}")
     if report.findings:
         out.append("")
         out.append("findings:")
         for f in report.findings:
             where = "" if f.offset is None else f" @{f.offset}"
-            out.append(f"  [{f.severity}] {f.kind}{where}: {f.message}")
+            out.append(f"  [{f.severity}] {f.kind}{where}: {terminal_line(f.message)}")
     return "\n".join(out)
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import StderrProgress, image_paths, open_images, print_json
+    from app.commands._common import StderrProgress, image_paths, open_images, print_json, print_text
     from core.lvm.analyse import analyse_disk
 
     progress = StderrProgress()
@@ -128,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                 add_image_places(doc, ev)
             print_json(doc)
         else:
-            print(render_text(report, ev.path))
+            print_text(render_text(report, ev.path))
             if members:
                 for start, member in members:
                     print(f"image {member.path}: {member.size} bytes, at {start} in the "

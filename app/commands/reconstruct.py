@@ -15,6 +15,7 @@ import json
 import re
 
 from app.commands._common import add_more_images, add_pv_offset
+from core.escape import terminal_line
 from core.spaces import compact_ranges
 
 ORDER = 40
@@ -64,6 +65,34 @@ def parse_fixes(items: list[str]) -> dict[str, dict[int, int]]:
     return fixed
 
 
+def check_fixes(rec, fixed: dict[str, dict[int, int]]) -> None:
+    """Every --fix must name a VDI of the result, an LE it has and a PE of the grid: a typo
+    must not pass as a pinned extent (issue 11 item 8)."""
+    from core.errors import SrsalvageError
+    from core.escape import terminal_line
+    for key, pins in fixed.items():
+        v = rec.vdi(key)
+        if v is None:
+            keys = ", ".join(x.key for x in rec.vdis[:6])
+            raise SrsalvageError(f"--fix {terminal_line(key)}: no VDI with that key "
+                                 f"(keys: {keys or 'none'})")
+        g = rec.grid
+        # the most LEs the VDI can have: its VHD (virtual size + 1 % + 16 MiB of BAT, bitmaps
+        # and headers; sm's inflated size is within that), never more than the disk has PEs
+        # (the engine grows a VDI to hold a pinned LE, so its own count proves nothing)
+        limit = g.pe_count if g is not None else None
+        if v.virtual_bytes and g is not None and g.extent_bytes:
+            most = -(-(v.virtual_bytes * 101 // 100 + (16 << 20)) // g.extent_bytes)
+            limit = most if limit is None else min(limit, most)
+        for le, pe in sorted(pins.items()):
+            if limit is not None and le >= limit:
+                raise SrsalvageError(f"--fix {key}:{le}={pe}: {key} has at most LEs 0-"
+                                     f"{limit - 1}")
+            if g is not None and pe >= g.pe_count:
+                raise SrsalvageError(f"--fix {key}:{le}={pe}: the grid has PEs 0-"
+                                     f"{g.pe_count - 1}")
+
+
 def render_text(rec) -> str:
     out = []
     g = rec.grid
@@ -91,7 +120,7 @@ def render_text(rec) -> str:
     if notable:
         out.append("\nfindings:")
         for f in notable[:200]:
-            out.append(f"  [{f.severity}] {f.kind}: {f.message}")
+            out.append(f"  [{f.severity}] {f.kind}: {terminal_line(f.message)}")
         if len(notable) > 200:
             out.append(f"  ... {len(notable) - 200} more (see --json)")
     return "\n".join(out)
@@ -103,12 +132,12 @@ def _runs(pes):
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import StderrProgress, info, print_json, warn
+    from app.commands._common import StderrProgress, info, print_json, print_text, warn
     from core.match.reconstruct import reconstruct
     from core.output import AtomicOutput, check_output_path
     from app.commands._common import image_paths, open_images
 
-    outputs = [p for p in (args.output, args.vgcfg, args.xe) if p]
+    outputs = [p for p in (args.output, args.vgcfg, args.xe) if p is not None]
     for path in outputs:
         check_output_path(path, image_paths(args), args.overwrite)
     fixed = parse_fixes(args.fix)
@@ -120,10 +149,13 @@ def run(args: argparse.Namespace) -> int:
                               pe_count=args.pe_count, pv_offsets=args.pv_offset)
         finally:
             progress.close()
-        unreadable = list(ev.unreadable)
+        unreadable = [list(r) for r in ev.unreadable]
+    check_fixes(rec, fixed)
+    from core.unreadable import annotate_reconstruction
+    annotate_reconstruction(rec, unreadable)     # unreadable is never zero (issue 11 item 6)
     doc = rec.to_json()
     doc["image"]["path"] = args.image
-    doc["unreadable"] = [list(r) for r in unreadable]
+    doc["unreadable"] = unreadable
     for key, les in mark_unreadable_extents(rec, doc, unreadable).items():
         warn(f"{key}: LE {les} sit on unreadable evidence (read as zeros): their placement "
              f"and content are not evidence; check them by hand")
@@ -134,29 +166,29 @@ def run(args: argparse.Namespace) -> int:
                    detail="; ".join(f"LE {le} = PE {pe}" for le, pe in sorted(les.items())),
                    fixes={str(le): pe for le, pe in sorted(les.items())},
                    map_output=os.path.abspath(args.output) if args.output else None)
-    if args.output:
+    if args.output is not None:
         with AtomicOutput(args.output, [args.image], args.overwrite) as out:
             out.write((json.dumps(doc, indent=1) + "\n").encode())
         info(f"map written to {args.output}")
-    if args.vgcfg or args.xe:
+    if args.vgcfg is not None or args.xe is not None:
         from core.match.restore import format_restore_file, restore_metadata, xe_script
         plan = restore_metadata(rec, vg_name=args.vg_name, device=args.device)
         for key, why in plan.left_out:
             warn(f"{key} left out of the restore file: {why}")
         for note in plan.notes:
             warn(note)
-        if args.vgcfg:
+        if args.vgcfg is not None:
             with AtomicOutput(args.vgcfg, [args.image], args.overwrite) as out:
                 out.write(format_restore_file(plan).encode())
             info(f"restore file written to {args.vgcfg} ({len(plan.included)} LVs)")
-        if args.xe:
+        if args.xe is not None:
             with AtomicOutput(args.xe, [args.image], args.overwrite) as out:
                 out.write(xe_script(plan, args.vgcfg or "restore.vg", args.device).encode())
             info(f"host commands written to {args.xe}")
     if args.json:
         print_json(doc)
     else:
-        print(render_text(rec))
+        print_text(render_text(rec))
     return 0
 
 

@@ -73,7 +73,8 @@ def _key_details(details: dict) -> str:
             "current_size", "disk_guid", "sr_uuid", "crc_ok", "checksum_ok", "page_id",
             "file_id", "version", "error", "parse_error")
     parts = [f"{k}={details[k]}" for k in keys if k in details and details[k] is not None]
-    return " ".join(parts)[:150]
+    from core.escape import terminal_line
+    return terminal_line(" ".join(parts)[:150])     # VG names, labels: from the evidence
 
 
 def print_table(result, out=None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from rich.text import Text
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
@@ -11,6 +13,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Label, Static
 
 from core.case import Case
+from core.escape import terminal_line
 from widgets.vg_tree import short_lv_name
 
 
@@ -42,14 +45,17 @@ class AuditScreen(ModalScreen[None]):
         t = self.query_one(DataTable)
         t.add_columns("time (UTC)", "action", "VDI", "detail")
         for entry in self.case.audit:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(entry.get("time", 0))))
+            when = _when(entry.get("time"), "%Y-%m-%d %H:%M:%S")
             detail = str(entry.get("detail", ""))
             if entry.get("action") == "export":
                 detail += f"  {entry.get('bytes')} bytes sha256 {entry.get('sha256')}"
                 if entry.get("forced"):
                     detail += " (forced)"
-            t.add_row(when, str(entry.get("action", "")), short_lv_name(str(entry.get("vdi", ""))),
-                      detail if len(detail) <= 60 else detail[:59] + "…")
+            # names and details may come from the evidence (VG and VDI names): escaped, and
+            # Text cells so nothing in them is taken for markup (issue 11 item 4)
+            t.add_row(Text(when), Text(terminal_line(entry.get("action", ""))),
+                      Text(terminal_line(short_lv_name(str(entry.get("vdi", ""))))),
+                      Text(terminal_line(detail if len(detail) <= 60 else detail[:59] + "…")))
         if self.case.audit:
             t.move_cursor(row=len(self.case.audit) - 1)
         t.focus()
@@ -60,7 +66,15 @@ class AuditScreen(ModalScreen[None]):
 
 def entry_text(entry: dict) -> str:
     """Every field of one audit entry, one `name: value` per line, time first."""
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(entry.get("time", 0))))
+    when = _when(entry.get("time"), "%Y-%m-%d %H:%M:%S UTC")
     lines = [f"time: {when}"]
-    lines += [f"{k}: {v}" for k, v in entry.items() if k != "time"]
+    lines += [terminal_line(f"{k}: {v}") for k, v in entry.items() if k != "time"]
     return "\n".join(lines)
+
+
+def _when(value, fmt: str) -> str:
+    """An audit time as text; a time no clock can show (1e400, "x") shown as it is."""
+    try:
+        return time.strftime(fmt, time.gmtime(float(value or 0)))
+    except (OverflowError, ValueError, OSError, TypeError):
+        return terminal_line(repr(value))

@@ -16,6 +16,7 @@ from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSe
 from widgets.toggles import ShapeCheckbox, ShapeRadioButton
 
 from app.screens.dialogs import DIALOG_CSS, SubmitOrCancel
+from core.escape import terminal_line
 from core.spaces import compact_ranges
 
 
@@ -61,7 +62,7 @@ class ExportDialog(SubmitOrCancel, ModalScreen[ExportRequest | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Export {self.key}" + (f" “{self.label}”" if self.label else ""), classes="title")
+            yield Label(terminal_line(f"Export {self.key}" + (f" “{self.label}”" if self.label else "")), classes="title", markup=False)
             with RadioSet(id="format"):
                 yield ShapeRadioButton("VHD (as XenServer held it)", value=self.vhd_possible, id="fmt-vhd")
                 yield ShapeRadioButton("raw virtual disk", value=not self.vhd_possible, id="fmt-raw")

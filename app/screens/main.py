@@ -26,6 +26,7 @@ from app.screens.jobs import JobsMixin
 from app.screens.session import EngineMissing, Session, vdi_key
 from core.errors import SrsalvageError
 from core.lvm.space import pes_space
+from core.escape import terminal_line
 from widgets.disk_map import CONFLICT, FREE, META, OUTSIDE, UNKNOWN, DiskMap, human
 from widgets.extent_editor import CheckState, ExtentEditor
 from widgets.hex_view import HexView
@@ -346,7 +347,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             return
         exts, edited = s.extents(lv)
         key = vdi_key(lv)
-        title = lv.name + (f" “{lv.label}”" if getattr(lv, "label", None) else "")
+        title = terminal_line(lv.name + (f" “{lv.label}”" if getattr(lv, "label", None) else ""))
         if getattr(lv, "status", "") == "deleted":
             title += " (deleted)"
         self.editor.show(key, title, exts, suggestions=s.suggestions.get(key, []),
@@ -523,9 +524,9 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         if event.pe is not None:
             t.append(f"PE {event.pe} ")
         if event.owner is not None:
-            t.append(event.owner.name, style="bold")
+            t.append(terminal_line(event.owner.name), style="bold")
             if event.owner.label:
-                t.append(f" “{event.owner.label}”")
+                t.append(terminal_line(f" “{event.owner.label}”"))
             if event.le is not None:
                 t.append(f" LE {event.le}")
             if event.owner.deleted:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from core.escape import terminal_line
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 # (title, action on the main screen, help) — the palette lists every action a key also does
@@ -72,7 +73,7 @@ class WorkstationCommands(Provider):
             if s.sel.gen is not None and s.sel.vg is vg:
                 for lv in s.sel.gen.lvs.values():
                     label = f" “{lv.label}”" if getattr(lv, "label", None) else ""
-                    out.append((f"Open VDI {lv.name}{label}", partial(main.select_vdi, vg, s.sel.gen, lv),
+                    out.append((terminal_line(f"Open VDI {lv.name}{label}"), partial(main.select_vdi, vg, s.sel.gen, lv),
                                 f"seqno {s.sel.gen.seqno}, {getattr(lv, 'status', '')}"))
         return out
 

@@ -343,6 +343,9 @@ class Session:
                     progress: ProgressFn | None = None) -> dict[str, list[Extent | None]]:
         mod = engine("core.match.reconstruct", "reconstruction engine")
         result = mod.reconstruct(self.ev, cancel=cancel, progress=progress, report=self.report)
+        from core.unreadable import annotate_reconstruction
+        if hasattr(result, "grid"):      # unreadable sectors named on the placements
+            annotate_reconstruction(result, list(getattr(self.ev, "unreadable", [])))
         doc = result.to_json() if hasattr(result, "to_json") else result
         out: dict[str, list[Extent | None]] = {}
         for vdi in doc.get("vdis", []):

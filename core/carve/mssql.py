@@ -34,6 +34,7 @@ import numpy as np
 
 from core.carve.windows import DEFAULT_WINDOW, space_windows
 from core.kinds import Kind, Verdict, register
+from core.errors import Cancelled, SrsalvageError, UnsafeError
 from core.output import AtomicOutput, hash_file
 from core.progress import ProgressFn, Ticker
 from core.spaces import ByteSpace
@@ -437,10 +438,11 @@ class MdfCarveResult:
     files: list[FileReport]
     pages_found: int
     scanned: int
+    failed: list[dict[str, Any]] = field(default_factory=list)   # files that could not be written
 
     def to_json(self) -> dict[str, Any]:
         return {"files": [f.to_json() for f in self.files], "pages_found": self.pages_found,
-                "scanned": self.scanned}
+                "scanned": self.scanned, "failed": self.failed}
 
 
 def fill_digests(space: ByteSpace, recs: np.ndarray) -> None:
@@ -502,10 +504,17 @@ def carve_mdf(space: ByteSpace, out_dir: str, evidence_paths: Iterable[str] = ()
     os.makedirs(out_dir, exist_ok=True)
     names_used: set[str] = set()
     boot_info = _boot_pages(space, recs[recs["file_id"] == 1])
-    reports = [_assemble_file(space, out_dir, fid, recs[recs["file_id"] == fid], boot_info,
-                              names_used, evidence_paths, cancel, progress, max_pages)
-               for fid in file_ids]
-    return MdfCarveResult(reports, len(recs), scanned)
+    reports, failed = [], []
+    for fid in file_ids:
+        try:
+            reports.append(_assemble_file(space, out_dir, fid, recs[recs["file_id"] == fid],
+                                          boot_info, names_used, evidence_paths, cancel,
+                                          progress, max_pages))
+        except (Cancelled, UnsafeError):
+            raise
+        except SrsalvageError as exc:      # one file that cannot be written stops no other
+            failed.append({"file_id": fid, "error": str(exc)})
+    return MdfCarveResult(reports, len(recs), scanned, failed)
 
 
 def _boot_pages(space: ByteSpace, file1: np.ndarray) -> list[tuple[PageCopy, dict]]:
@@ -550,6 +559,10 @@ def _assemble_file(space: ByteSpace, out_dir: str, file_id: int, recs: np.ndarra
     prot = recs["protection"][ch.rows]
     verified_end = int(ch.pages[prot != 0].max()) + 1 if (prot != 0).any() else 0
     reach = max(header_pages or 0, verified_end) + UNVERIFIED_REACH
+    # Even a verified page id is bounded by the evidence: a data file is not larger than twice
+    # the space its pages were found in (or than its file header says), so one checksum-valid
+    # page with m_pageId 0x7FFFFFFF cannot make a 16 TiB file (issue 11 item 7)
+    reach = min(reach, max(header_pages or 0, 2 * (space.size // PAGE_SIZE)) + UNVERIFIED_REACH)
     out_of_range = ch.pages[ch.pages >= reach].tolist()
     ch.keep(ch.pages < reach)
     n_pages = max(int(ch.pages[-1]) + 1 if len(ch.pages) else 0, header_pages or 0)

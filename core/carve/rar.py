@@ -29,6 +29,7 @@ from construct import ConstructError
 from core.bytesearch import find_all
 from core.carve.windows import DEFAULT_WINDOW, space_windows
 from core.kinds import Kind, Verdict, register
+from core.errors import Cancelled, SrsalvageError, UnsafeError
 from core.output import AtomicOutput
 from core.progress import ProgressFn, Ticker
 from core.spaces import ByteSpace
@@ -110,6 +111,7 @@ class RarArchive:
     inside: int | None = None       # offset of the archive whose data holds this one
     encryption: dict[str, Any] | None = None   # RAR 5 archive-encryption parameters
     truncated_file: RarFileEntry | None = None  # a file whose data the space cuts off
+    write_error: str | None = None  # the archive could not be written (output full, ...)
 
     def to_json(self) -> dict[str, Any]:
         return {"offset": self.offset, "bytes": self.bytes, "version": self.version,
@@ -122,7 +124,8 @@ class RarArchive:
                 "volume_number": self.volume_number, "more_volumes": self.more_volumes,
                 "solid": self.solid, "services": self.services,
                 "extract_versions": self.extract_versions, "inside": self.inside,
-                "encryption": self.encryption}
+                "encryption": self.encryption,
+                **({"write_error": self.write_error} if self.write_error else {})}
 
 
 class _Stop(Exception):
@@ -556,7 +559,12 @@ def write_archives(space: ByteSpace, archives: list[RarArchive], out_dir: str,
     os.makedirs(out_dir, exist_ok=True)
     for arc in archives:
         arc.path = os.path.join(out_dir, f"at-{arc.offset}.rar")
-        _write_range(space, arc.offset, arc.bytes, arc.path, list(evidence_paths), cancel)
+        try:
+            _write_range(space, arc.offset, arc.bytes, arc.path, list(evidence_paths), cancel)
+        except (Cancelled, UnsafeError):
+            raise
+        except SrsalvageError as exc:      # one archive that cannot be written stops no other
+            arc.write_error, arc.path = str(exc), None
 
 
 def _write_range(space: ByteSpace, offset: int, length: int, path: str,

@@ -537,11 +537,69 @@ def analyse_disk(ev, backups: Iterable[str] = (), cancel: threading.Event | None
         [s for s, _ in getattr(ev, "members", [])]
     anchor_volume_groups(ev, vgs, starts, hits.mgt_headers, overrides, findings)
     claims_across_vgs(vgs, findings)
+    _bound_by_disk(ev.size, vgs, findings)
     partitions = _partitions(table, list(pvs.values()), vgs)
     _annotate_xen(ev, vgs, findings)
     ticker.done()
     return DiskReport(ev.size, table, partitions, vgs, findings, sorted(pvs.values(),
                       key=lambda p: p.pv_start), list(getattr(ev, "unreadable", [])))
+
+
+MAX_LES_PER_LV = 1 << 20   # 4 TiB of 4 MiB extents: twice XenServer's largest VDI
+
+
+def _bound_by_disk(disk_bytes: int, vgs: list[VolumeGroup], findings: list[Finding]) -> None:
+    """Check every LV segment against its PV and the evidence, before anything builds per-LE
+    lists (issue 11 items 5 and 8).
+
+    A segment whose PEs go past its PV's own pe_count (or, for a PV whose size is unknown, an
+    LV past MAX_LES_PER_LV) contradicts the metadata itself: one number (extent_count =
+    16777215, a backup's 1 TiB LV on a 1.5 GiB disk) must not drive memory and time, so the
+    segment is cut there ("lv-segment-past-pv", error). A segment within its PV but past the
+    end of this image (a truncated image, or a PV whose end is missing) is kept as it is and
+    flagged ("lv-segment-past-disk", warning). Either way the LE ranges nothing on the image
+    holds are kept on the LV (`past_disk`) so an export refuses or names them."""
+    for vg in vgs:
+        for gen in vg.generations:
+            E = gen.extent_bytes or vg.extent_bytes
+            if not E or gen.metadata is None:
+                continue
+            for lv in gen.lvs.values():
+                cut: list[tuple[int, int]] = []
+                beyond: list[tuple[int, int]] = []
+                kept = []
+                for seg in lv.segments:
+                    pv = vg.pv_by_name(seg.stripes[0][0]) if seg.linear else None
+                    pe0 = seg.stripes[0][1] if seg.linear else 0
+                    room = max(0, MAX_LES_PER_LV - seg.start_extent)
+                    if pv is not None and pv.pe_count:
+                        room = min(room, max(0, pv.pe_count - pe0))
+                    if seg.extent_count > room:
+                        cut.append((seg.start_extent + room, seg.start_extent + seg.extent_count))
+                        seg.extent_count = room
+                    if pv is not None and pv.data_offset is not None:
+                        on_disk = max(0, (disk_bytes - pv.data_offset) // E - pe0)
+                        if seg.extent_count > on_disk:
+                            beyond.append((seg.start_extent + on_disk,
+                                           seg.start_extent + seg.extent_count))
+                    if seg.extent_count > 0:
+                        kept.append(seg)
+                lv.segments = kept
+                lv.past_disk = sorted(cut + beyond)
+                for kind, severity, ranges, what in (
+                        ("lv-segment-past-pv", "error", cut,
+                         "past the end of its PV (pe_count); cut off there"),
+                        ("lv-segment-past-disk", "warning", beyond,
+                         "past the end of this image; they read as nothing")):
+                    if not ranges:
+                        continue
+                    shown = ", ".join(f"{a}-{b - 1}" for a, b in ranges[:4])
+                    findings.append(Finding(
+                        kind, None, severity,
+                        f"{lv.name} in generation {gen.seqno} ({gen.source}) maps LE(s) "
+                        f"{shown} {what}",
+                        {"vg": vg.name, "lv": lv.name, "seqno": gen.seqno,
+                         "les": [list(c) for c in ranges[:64]]}))
 
 
 def _attach_pvs(vgs: list[VolumeGroup], found: list[FoundPV], findings: list[Finding]) -> None:

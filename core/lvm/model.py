@@ -149,6 +149,9 @@ class LogicalVolume:
     status: str = "live"
     claimed_by: dict[int, str] = field(default_factory=dict)
     label: str | None = None
+    # LE ranges [start, end) the metadata maps past the end of the evidence (or of its PV),
+    # cut off by the analysis (core.lvm.analyse._bound_by_disk) and named in a finding
+    past_disk: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def kind(self) -> str:

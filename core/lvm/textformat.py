@@ -20,6 +20,7 @@ import re
 from typing import Any, Iterable
 
 from core.errors import SrsalvageError
+from core.escape import lvm_name_ok, lvm_string, terminal_line
 
 MAX_TEXT_BYTES = 64 << 20   # far above any real copy ((mda size - 512)/2 - 512 for an 11 MiB mda)
 MAX_DEPTH = 32              # VG > logical_volumes > lv > segment > ... is 4 deep in practice
@@ -212,8 +213,9 @@ def _parse_tokens(toks) -> ConfigSection:
 
 # -- writer ------------------------------------------------------------------------------------
 def quote(value: str) -> str:
-    """A libdm double-quoted string (backslash escapes `"` and `\\`)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A libdm double-quoted string (backslash escapes `"` and `\\`; control characters from
+    the evidence written as visible escapes: core.escape.lvm_string)."""
+    return lvm_string(value)
 
 
 def format_value(value: Any) -> str:
@@ -244,13 +246,18 @@ class ConfigWriter:
             return
         pad = "\t" * self.depth if self.indent else ""
         if comment and self.indent:
-            text = f"{text}\t# {comment}"
+            text = f"{text}\t# {terminal_line(comment)}"
         self.lines.append(pad + text)
 
     def kv(self, key: str, value: Any, comment: str | None = None) -> None:
         self.line(f"{key} = {format_value(value)}", comment)
 
     def open(self, name: str) -> None:
+        # a section name is written bare: one from the evidence with a newline or a brace in it
+        # would end the section (or start a new one) in the restore file
+        if not lvm_name_ok(name):
+            raise SrsalvageError(f"cannot write {terminal_line(repr(name))} as an LVM "
+                                 f"metadata section name (lvm2 would not accept it)")
         self.line(f"{name} {{")
         self.depth += 1
 

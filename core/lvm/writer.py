@@ -13,6 +13,7 @@ import time
 
 from core.lvm.model import VGMetadata
 from core.lvm.textformat import ConfigWriter, quote
+from core.escape import terminal_line
 
 LVM_VERSION = "2.03.16(2) (2022-05-18)"   # what our written trailers claim to be from
 
@@ -125,7 +126,7 @@ def _header(w: ConfigWriter, description: str, creation_host: str, creation_time
     w.lines.append("")
     w.lines.append(f"description = {quote(description)}")
     w.lines.append("")
-    w.lines.append(f"creation_host = {quote(creation_host)}\t# {creation_host}")
+    w.lines.append(f"creation_host = {quote(creation_host)}\t# {terminal_line(creation_host)}")
     w.lines.append(f"creation_time = {creation_time}\t# {ctime}")
 
 

@@ -21,6 +21,7 @@ import uuid as _uuid
 from dataclasses import dataclass, field
 
 from core.errors import SrsalvageError
+from core.escape import lvm_name_ok, shell_comment, terminal_line
 from core.spaces import pes_to_map_runs
 
 _ID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -64,6 +65,11 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
                              "needs pe_start; give the grid explicitly")
     notes: list[str] = []
     name = vg_name or grid.vg_name
+    if name and not lvm_name_ok(name):
+        # from the evidence (metadata, MGT uuid): lvm2 would refuse it, and written bare as the
+        # restore file's section name a newline in it would inject lines (issue 11 item 1)
+        notes.append(f"VG name {terminal_line(repr(name))} is not a valid LVM name; not used")
+        name = None
     if not name:
         name = VG_PREFIX + str(_uuid.UUID(bytes=bytes((rng or random.SystemRandom()).getrandbits(8)
                                                         for _ in range(16)), version=4))
@@ -144,8 +150,8 @@ def xe_script(plan: RestorePlan, restore_file: str = "restore.vg", device: str =
     lines = [
         "#!/bin/sh",
         "# Written by srsalvage reconstruct. Review before running, on the host that has the disk.",
-        f"# VG {plan.vg_name}: {len(plan.included)} LVs restored"
-        + (f"; left out: {', '.join(k for k, _ in plan.left_out)}" if plan.left_out else ""),
+        "# " + shell_comment(f"VG {plan.vg_name}: {len(plan.included)} LVs restored"
+        + (f"; left out: {', '.join(k for k, _ in plan.left_out)}" if plan.left_out else "")),
         "set -e",
         f"DEVICE={q(device)}   # the SR's PV (partition or disk) on this host",
         f"RESTORE={q(restore_file)}",
@@ -162,5 +168,5 @@ def xe_script(plan: RestorePlan, restore_file: str = "restore.vg", device: str =
         f"xe sr-scan uuid={q(sr)}",
     ]
     for note in plan.notes:
-        lines.insert(3, f"# note: {note}")
+        lines.insert(3, "# note: " + shell_comment(note))
     return "\n".join(lines) + "\n"

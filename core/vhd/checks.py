@@ -45,6 +45,61 @@ def check_vhd(target: VhdImage | ByteSpace,
         out.extend(check(img))
     if find_parent is not None:
         out.extend(check_parent_chain(img, find_parent))
+    out.extend(check_unreadable(img))
+    return out
+
+
+def _bottom(space) -> object:
+    """The evidence under a stack of spaces (VHD -> LV run list -> image)."""
+    seen = 0
+    while hasattr(space, "base") and seen < 16:
+        space = space.base
+        seen += 1
+    return space
+
+
+def unreadable_pieces(space, disk_ranges) -> list[tuple[int, int, int, int]]:
+    """(space start, space end, disk start, disk end) for every piece of `space` (a RunList over
+    the evidence, or the evidence itself) that lies in one of the unreadable `disk_ranges`."""
+    ranges = sorted((int(a), int(b)) for a, b in disk_ranges)
+    if not ranges:
+        return []
+    runs = getattr(space, "runs", None)
+    if runs is None:        # the evidence itself
+        return [(a, b, a, b) for a, b in ranges]
+    out = []
+    for run in runs:
+        if run.target is None:
+            continue
+        lo, hi = run.target, run.target + run.length
+        for a, b in ranges:
+            if b <= lo or a >= hi:
+                continue
+            da, db = max(a, lo), min(b, hi)
+            out.append((run.start + da - lo, run.start + db - lo, da, db))
+    return out
+
+
+def check_unreadable(img: VhdImage) -> list[Finding]:
+    """Sectors under this VHD that could not be read (issue 11 item 6): they read as zeros, so
+    any finding about what lies there may be an I/O error and not damage; never silent."""
+    ev = _bottom(img.space)
+    bad = getattr(ev, "unreadable", None) or []
+    if not bad:
+        return []
+    places = []
+    if img.footer is not None:
+        places.append(("footer", img.footer_offset, 512))
+    if img.header is not None:
+        places.append(("header", img.header_offset, 1024))
+        places.append(("BAT", int(img.header.table_offset), 4 * max(1, len(img.bat))))
+    out = []
+    for a, b, da, db in unreadable_pieces(img.space, bad)[:64]:
+        what = [name for name, off, n in places if off < b and a < off + n] or ["data or bitmaps"]
+        out.append(_f("vhd-unreadable-sectors", a, "error",
+                      f"bytes {a}-{b - 1} of the VHD ({', '.join(what)}; disk {da}-{db - 1}) "
+                      f"could not be read and read as zeros: findings about them may be I/O "
+                      f"errors, not damage", disk=[da, db], structures=what))
     return out
 
 
