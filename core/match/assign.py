@@ -39,10 +39,11 @@ from core.match import joint
 from core.match.anchors import VhdAnchor, complete_bat, read_batmap, revalidate
 from core.match.features import SECTOR, PeFeatures, SectorReader, bitmap_likeness
 from core.match.predict import VhdPrediction, predict, sm_inflated_bytes
-from core.match.score import (AGREE, AGREE_ZERO, MISSING, BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD,
-                              CONT_CAP, DISAGREE, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK, FULL_BAD, FULL_OK,
+from core.match import zerofill
+from core.match.score import (BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD,
+                              CONT_CAP, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK, FULL_BAD, FULL_OK,
                               NOT_FULL_BAD, OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr,
-                              sample_sectors)
+                              continuity_llr, sample_sectors)
 from core.structs import vhd as S
 from core.progress import Ticker
 
@@ -122,6 +123,7 @@ class Solver:
         self._open: dict[int, set[int]] = {}     # LE -> indices of VDIs looking for it
         self._scores: dict[tuple, Score] = {}     # memo of score()
         self._careful = False                     # second look: contested walks stop
+        self.zero: dict[int, zerofill.ZeroFill] = {}   # measured zero fill per VDI index
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def place(self, v: VdiState, le: int, pe: int, confidence: float, source: str,
@@ -143,6 +145,24 @@ class Solver:
             changed = a.batmap is not None
         if changed:
             v.pred = predict(a, self.E)
+
+    def zw(self, v: VdiState) -> float:
+        """How far v's unwritten sectors may be taken to read zero (measured; 0 unmeasured)."""
+        z = self.zero.get(v.index)
+        return 0.0 if z is None else z.weight
+
+    def measure_zero_fill(self) -> bool:
+        """Measure every VDI's zero fill over its trusted extents (core.match.zerofill);
+        True when some VDI's weight changed (its scores must be recomputed)."""
+        before = {v.index: self.zw(v) for v in self.vdis}
+        for v in self.vdis:
+            if v.anchor is not None and v.pred is not None:
+                self.zero[v.index] = zerofill.measure(self.reader, self.D, self.E, v)
+        zerofill.pool(self.zero)
+        changed = any(self.zw(v) != before[v.index] for v in self.vdis)
+        if changed:
+            self._scores.clear()
+        return changed
 
     def read_lv(self, v: VdiState, off: int, n: int) -> bytes:
         out = bytearray()
@@ -174,7 +194,7 @@ class Solver:
         same undecided candidates round after round); callers get a copy to adjust."""
         left = v.pe(le - 1) if left is None else left
         right = v.pe(le + 1) if right is None else right
-        key = (v.index, id(v.pred), le, pe, left, right)
+        key = (v.index, id(v.pred), le, pe, left, right, self.zw(v))
         hit = self._scores.get(key)
         if hit is None:
             if len(self._scores) > SCORE_CACHE:
@@ -196,7 +216,7 @@ class Solver:
             if prev is not None and prev.straddle_out is not None:
                 c, inf, empty, seen = self.scorer.continuity(prev.straddle_out, left, pe, bs,
                                                              v.anchor.lvhd,
-                                                             self._beyond(v, le))
+                                                             self._beyond(v, le), self.zw(v))
                 s.empty_spill, s.data_seen = empty, seen
                 if inf:
                     s.continuity += c
@@ -206,7 +226,7 @@ class Solver:
         if right is not None:
             if slot.straddle_out is not None:
                 c, inf, _, _ = self.scorer.continuity(slot.straddle_out, pe, right, bs,
-                                                      v.anchor.lvhd)
+                                                      v.anchor.lvhd, 0, self.zw(v))
                 if inf:
                     s.continuity += c
                     s.informative = True
@@ -350,11 +370,12 @@ class Solver:
             n_unw = np.bincount(kk, weights=~written, minlength=K)
             mixed = (n_w > 0) & (n_unw > 0)
             telling = mixed | v.anchor.lvhd     # see Scorer.continuity
-            llr = np.where(written, np.where(present, AGREE, np.where(telling[kk], MISSING, 0.0)),
-                           np.where(present, DISAGREE, AGREE_ZERO))
+            zw = self.zw(v)
+            llr = continuity_llr(written, present, telling[kk], zw)
             cont = np.clip(np.bincount(kk, weights=llr, minlength=K), -CONT_CAP, CONT_CAP)
             n_wp = np.bincount(kk, weights=written & present, minlength=K)
-            informative = (n_dis > 0) | mixed | (v.anchor.lvhd & (n_w > 0) & (n_wp == 0))
+            informative = (((n_dis > 0) | mixed) & (zw > 0)) \
+                | (v.anchor.lvhd & (n_w > 0) & (n_wp == 0))
             n_written = np.bincount(kk, weights=written, minlength=K)
             n_seen = np.bincount(kk, weights=written & present, minlength=K)
             empty = (n_written > 0) & (n_seen == 0)
@@ -503,8 +524,8 @@ class Solver:
         (all written or none written would fit any data or any empty extent). A few sampled
         sectors per pending PE, numpy over all of them; the survivors are scored in full."""
         got = self.spill_window(v, le)
-        if got is None or len(pending) == 0:
-            return []
+        if got is None or len(pending) == 0 or self.zw(v) <= 0:
+            return []       # the pattern is data where written AND zeros where not
         window, _ = got
         beyond = 0 if (window.any() and (~window).any()) else self._beyond(v, le)
         if beyond:
@@ -525,8 +546,7 @@ class Solver:
             bases = self.D + pes.astype(np.int64) * self.E
             secs = self.reader.gather((bases[:, None] + rel[None, :]).reshape(-1), SECTOR)
             present = secs.any(axis=1).reshape(len(pes), len(idx))
-            llr = np.where(written, np.where(present, AGREE, MISSING),
-                           np.where(present, DISAGREE, AGREE_ZERO)).sum(axis=1)
+            llr = continuity_llr(written, present, True, self.zw(v)).sum(axis=1)
             seen = (present & written).any(axis=1)
             out.extend(int(p) for p in pes[(llr > 0) & seen])
             if len(out) >= MAX_CANDIDATES:
@@ -696,7 +716,8 @@ class Solver:
             cont, inf = 0.0, False
             if out is not None:
                 cont, inf, _, _ = self.scorer.continuity(out, first, second,
-                                                         v.anchor.block_size, v.anchor.lvhd)
+                                                         v.anchor.block_size, v.anchor.lvhd,
+                                                         0, self.zw(v))
             if c >= ACCEPT and not (inf and cont < 0):
                 total += RUN_NEXT
             elif len(nslot.bitmap_offsets):
@@ -1142,7 +1163,11 @@ class Solver:
     # -- driver --------------------------------------------------------------------------------
     def solve(self, max_rounds: int | None = None) -> None:
         limit = max_rounds if max_rounds is not None else 4 * self.N + 16
+        # first without trusting zeros anywhere; then, where the placed extents show that
+        # unwritten sectors read zero, with that evidence too
         self._rounds(limit)
+        if self.measure_zero_fill():
+            self._rounds(limit)
         self.second_look(limit)
         self.place_footers()
         self.fill_gaps()

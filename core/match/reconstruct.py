@@ -452,7 +452,9 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
                          anchors=[s.anchor for s in states if s.anchor is not None], mgt=mgt)
     rec.stats = {"pes": N, "anchors": len([s for s in states if s.anchor is not None]),
-                 "sectors_read": reader.reads}
+                 "sectors_read": reader.reads,
+                 "zero_fill": {_state_key(s): solver.zero[s.index].to_json()
+                               for s in states if s.index in solver.zero}}
     return rec
 
 
