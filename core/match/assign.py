@@ -1019,71 +1019,127 @@ class Solver:
                 v.ambiguous.pop(le, None)
 
     # -- footers and gaps ----------------------------------------------------------------------
+    def footer_candidates(self, v: VdiState) -> tuple[list[int], list[int]]:
+        """(PEs placed for v, free PEs) whose last sector is a footer of v's unique id that
+        describes the disk as the copy at offset 0 does (same current size, checksum right).
+        A footer with another size is an old one (vhd-util resize leaves it where the LV used
+        to end): never the LV's end. Footers of the same size can still be old ones (sm's
+        inflate moves the footer and leaves the old copy): callers weigh that."""
+        a = v.anchor
+        uid = np.frombuffer(a.uid, dtype=np.uint8)
+        cands = np.nonzero(self.f.tail_footer & (self.f.tail_uid == uid).all(axis=1))[0]
+        if not len(cands):
+            return [], []
+        tails = self.reader.gather(self.D + cands.astype(np.int64) * self.E + self.E - SECTOR,
+                                   SECTOR)
+        own, free, old = [], [], []
+        for p, raw in zip(cands.tolist(), tails):
+            raw = raw.tobytes()
+            ftr = S.parse_footer(raw)
+            if S.footer_checksum(raw) != ftr.checksum or int(ftr.curr_size) != a.current_size:
+                old.append(p)
+                continue
+            if self.owner[p] == v.index:
+                own.append(p)
+            elif self.owner[p] == FREE:
+                free.append(p)
+        if old:
+            self.findings.append(Finding(
+                "vhd-old-footer", self.D + old[0] * self.E + self.E - SECTOR, "info",
+                f"VHD {a.uid_str}: PEs {old[:8]} end with an older footer of it (another size "
+                f"or damaged): where the LV ended before a resize, not its end",
+                {"vhd_uuid": a.uid_str, "pes": old[:16]}))
+        return own, free
+
     def place_footers(self) -> None:
         for v in self.vdis:
             a = v.anchor
             if a is None or v.pred is None or v.metadata_map or not a.lvhd:
                 continue
             last = v.pred.last_data_le
-            uid = np.frombuffer(a.uid, dtype=np.uint8)
-            cands = np.nonzero(self.f.tail_footer & (self.f.tail_uid == uid).all(axis=1))[0]
-            own = [int(p) for p in cands if self.owner[p] == v.index]
+            own, free = self.footer_candidates(v)
             if v.pe(last) is not None and v.pe(last) in own:
+                # the LV can end right after its data with this footer, as sm leaves a deflated
+                # VDI: a valid LV holding every block. Free extents ending with the same footer
+                # are named: an inflated end (the footer at the data's end then an old one) or
+                # extents a deflate freed - content cannot tell, so none is claimed
                 v.le_count = last + 1
                 v.footer_pe = v.pe(last)
+                if free:
+                    self.findings.append(Finding(
+                        "vhd-footer-elsewhere", self.D + free[0] * self.E, "info",
+                        f"VHD {a.uid_str}: free PEs {free[:8]} also end with its footer (an "
+                        f"inflated end, or extents freed by a deflate); the LV is taken to end "
+                        f"after its data (LE {last})", {"vhd_uuid": a.uid_str, "pes": free[:16]}))
                 continue
-            free = [int(p) for p in cands if self.owner[p] == FREE]
             if not free:
-                if own and v.le_count is None:
-                    # a footer in some placed extent other than the last data LE: an old end
-                    pass
-                if not own and not free:
+                if not own:
                     self.findings.append(Finding(
                         "vhd-footer-not-found", None, "warning",
                         f"VHD {a.uid_str}: no extent ends with its footer; the LV's length "
                         f"is unknown (the footer copy at offset 0 still describes the disk)",
                         {"vhd_uuid": a.uid_str}))
                 continue
-            p_last = v.pe(last)
-            chosen = None
-            if p_last is not None:
-                # the LV continues in the same run up to the footer: every PE between is free
-                for q in sorted(free, reverse=True):
-                    if q > p_last and all(self.free(x) for x in range(p_last + 1, q)):
-                        chosen = q
-                        break
-            sized = self._footer_by_sizing(v, free)
-            if chosen is not None and sized is not None:
-                contiguous_le = last + (chosen - p_last)
-                if sized[1] != contiguous_le:
-                    chosen = None      # sm's sizing says the LV is longer: the gap lies elsewhere
-            if chosen is None:
-                if sized is not None:
-                    q, footer_le, conf, src, note = sized
-                    self.place(v, footer_le, q, conf, src, note)
-                    v.le_count = footer_le + 1
-                    v.footer_pe = q
-                    continue
-                q = free[0]
-                self.owner[q] = v.index   # it is this VDI's, wherever in the LV it sits
-                v.footer_pe = q
-                self.findings.append(Finding(
-                    "vhd-footer-extent-unplaced", self.D + q * self.E, "warning",
-                    f"VHD {a.uid_str}: PE {q} ends with its footer (the LV's last extent) but "
-                    f"its LE number cannot be told from content; not placed",
-                    {"vhd_uuid": a.uid_str, "pe": q}))
+            if own:
+                # a placed extent and a free one both end with this VHD's footer: one of them
+                # is an old end (sm's inflate leaves the old footer; a deflate frees extents
+                # that still end with it). Which is the LV's end is not for content to say.
+                self._footer_unplaced(v, free, "a placed extent ends with the same footer "
+                                               "(one of them is an old end)")
                 continue
-            n_gap = chosen - p_last - 1
-            footer_le = last + n_gap + 1
-            for k in range(1, n_gap + 1):
-                self.place(v, last + k, p_last + k, GAP_CONFIDENCE, "adjacency",
-                           "no VHD data: inferred from the free run up to the footer")
-            self.place(v, footer_le, chosen, 0.97 if n_gap == 0 else 0.6,
-                       "vhd-match" if n_gap == 0 else "adjacency",
-                       None if n_gap == 0 else "footer extent; its LE number inferred from "
-                       "the free run after the last data extent")
-            v.le_count = footer_le + 1
-            v.footer_pe = chosen
+            if len(free) > 1:
+                self._footer_unplaced(v, free, "several extents end with its footer")
+                continue
+            self._place_footer(v, last, free)
+
+    def _footer_unplaced(self, v: VdiState, free: list[int], why: str) -> None:
+        """Footer extents whose LE cannot be told: named (and suggested for the LE sm's
+        sizing gives, if any), never claimed."""
+        a = v.anchor
+        self.findings.append(Finding(
+            "vhd-footer-extent-unplaced", self.D + free[0] * self.E, "warning",
+            f"VHD {a.uid_str}: PEs {free[:8]} end with its footer; {why}: the LV's length "
+            f"and that extent's LE are not decided", {"vhd_uuid": a.uid_str, "pes": free[:16]}))
+        le = self._inflated_le(v)
+        if le > v.pred.last_data_le and le not in v.placed:
+            v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | set(free[:16]))
+
+    def _place_footer(self, v: VdiState, last: int, free: list[int]) -> None:
+        """The one free extent that ends with v's footer (none of v's placed ones does)."""
+        a = v.anchor
+        p_last = v.pe(last)
+        chosen = None
+        if p_last is not None:
+            # the LV continues in the same run up to the footer: every PE between is free
+            for q in sorted(free, reverse=True):
+                if q > p_last and all(self.free(x) for x in range(p_last + 1, q)):
+                    chosen = q
+                    break
+        sized = self._footer_by_sizing(v, free)
+        if chosen is not None and sized is not None:
+            contiguous_le = last + (chosen - p_last)
+            if sized[1] != contiguous_le:
+                chosen = None      # sm's sizing says the LV is longer: the gap lies elsewhere
+        if chosen is None:
+            if sized is not None:
+                q, footer_le, conf, src, note = sized
+                self.place(v, footer_le, q, conf, src, note)
+                v.le_count = footer_le + 1
+                v.footer_pe = q
+                return
+            self._footer_unplaced(v, free, "its LE number cannot be told from content")
+            return
+        n_gap = chosen - p_last - 1
+        footer_le = last + n_gap + 1
+        for k in range(1, n_gap + 1):
+            self.place(v, last + k, p_last + k, GAP_CONFIDENCE, "adjacency",
+                       "no VHD data: inferred from the free run up to the footer")
+        self.place(v, footer_le, chosen, 0.97 if n_gap == 0 else 0.6,
+                   "vhd-match" if n_gap == 0 else "adjacency",
+                   None if n_gap == 0 else "footer extent; its LE number inferred from "
+                   "the free run after the last data extent")
+        v.le_count = footer_le + 1
+        v.footer_pe = chosen
 
     def _inflated_le(self, v: VdiState) -> int:
         """The last LE of v's LV if sm inflated it (thick size), -1 if not an sm layout."""
