@@ -130,6 +130,12 @@ def _index(truth: dict) -> dict[str, dict]:
 
 
 def score(rec, truth: dict, min_conf: float = 0.5) -> dict:
+    """Score a Reconstruction or a map document (see score_placements)."""
+    got = placements(rec) if isinstance(rec, dict) else placements_of(rec)
+    return score_placements(got, truth, min_conf)
+
+
+def score_placements(got, truth: dict, min_conf: float = 0.5) -> dict:
     """precision = placements on the right PE / placements (a removed or older VHD's placement
     is right on the PE it had); recall = live VHD-data LEs placed right / all of them; wrong
     placements with confidence >= min_conf listed."""
@@ -137,17 +143,17 @@ def score(rec, truth: dict, min_conf: float = 0.5) -> dict:
     placed = right = 0
     wrong_conf: list[tuple] = []
     found: dict[str, set] = {}
-    for v in rec.vdis:
-        t = idx.get(v.vhd_uuid or "")
-        for le, p in v.extents:
+    for key, vhd_uuid, extents in got:
+        t = idx.get(vhd_uuid or "")
+        for le, pe, conf, source in extents:
             placed += 1
-            ok = t is not None and le < len(t["pes"]) and t["pes"][le] == p.pe
+            ok = t is not None and le < len(t["pes"]) and t["pes"][le] == pe
             if ok:
                 right += 1
                 if t["live"]:
-                    found.setdefault(v.vhd_uuid, set()).add(le)
-            elif p.confidence >= min_conf:
-                wrong_conf.append((v.key, le, p.pe, round(p.confidence, 3), p.source,
+                    found.setdefault(vhd_uuid, set()).add(le)
+            elif conf >= min_conf:
+                wrong_conf.append((key, le, pe, round(conf, 3), source,
                                    None if t is None or le >= len(t["pes"]) else t["pes"][le]))
     needed = hit = 0
     missed = {}
@@ -167,11 +173,33 @@ def score(rec, truth: dict, min_conf: float = 0.5) -> dict:
 
 
 def run_cli(*argv: str) -> tuple[int, str]:
-    """`srsalvage ARGS` in a child process (the command line a technician types)."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.run([sys.executable, "-m", "app.cli", *argv], capture_output=True,
-                          text=True, cwd=root)
-    return proc.returncode, proc.stderr.strip()
+    """`srsalvage ARGS` (app.cli.main, the command line a technician types), in process:
+    (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from app.cli import main
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:            # argparse usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return int(code or 0), err.getvalue().strip()
+
+
+def placements(doc: dict) -> list[tuple[str, str | None, list[tuple[int, int, float, str]]]]:
+    """(key, vhd uuid, [(le, pe, confidence, source)]) of every VDI in a map file
+    (`reconstruct -o MAP.json`)."""
+    return [(v["key"], v.get("vhd_uuid"),
+             [(e["le"], e["pe"], e.get("confidence", 1.0), e.get("source", ""))
+              for e in v.get("extents", [])]) for v in doc.get("vdis", [])]
+
+
+def placements_of(rec) -> list[tuple[str, str | None, list[tuple[int, int, float, str]]]]:
+    """The same from a core.match Reconstruction."""
+    return [(v.key, v.vhd_uuid, [(le, p.pe, p.confidence, p.source) for le, p in v.extents])
+            for v in rec.vdis]
 
 
 def check_exports(image: str, truth: dict, map_path: str, rec_json: dict) -> list[dict]:
