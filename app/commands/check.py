@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import print_json, warn
     from core.source import Evidence
-    from core.vdi import resolve_vdi
+    from core.vdi import map_coverage_findings, resolve_vdi
     from core.vhd.checks import check_vhd
     from core.findings import Finding
 
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
                                 space="lv")]
             described = None
         else:
-            findings = check_vhd(img, resolved.find_parent)
+            # a map that leaves the VHD short is an error (issue 10: nothing lost in silence)
+            findings = map_coverage_findings(vol, img) + check_vhd(img, resolved.find_parent)
             described = img.describe()
     counts: dict[str, int] = {}
     for f in findings:

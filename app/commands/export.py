@@ -3,8 +3,10 @@
 cli-contract.md `export`: the VHD as XenServer held it (footer rebuilt from the copy when
 damaged, said on stderr) or the flat virtual disk (sparse, flattened through parents found in
 the same SR). Size and sha256 on stdout (`--json`: one document). Exit 3 when the VDI's extents
-were given to another LV by a newer generation (unless --force) or when OUT exists (unless
---overwrite) or is the evidence.
+were given to another LV by a newer generation (unless --force), when a map leaves out what the
+VHD needs (the BAT points into an extent the map does not place or past the mapped LV, or the
+footer at the mapped LV's end disagrees with the copy at offset 0 on the size; the virtual byte
+ranges are named; unless --force), or when OUT exists (unless --overwrite) or is the evidence.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=("vhd", "raw"))
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--force", action="store_true",
-                   help="export even if a newer generation gave the VDI's extents to another LV")
+                   help="export even if a newer generation gave the VDI's extents to another LV "
+                        "or the map leaves part of the VHD unplaced")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=run)
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from core.errors import SrsalvageError
     from core.output import check_output_path
     from core.source import Evidence
-    from core.vdi import resolve_vdi
+    from core.vdi import refuse_unsafe_map, resolve_vdi
     from core.vhd.export import export_raw, export_vhd
 
     evidence_paths = [args.image] + ([args.map] if args.map else []) + list(args.backup)
@@ -55,11 +58,13 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     raise SrsalvageError(f"{vol.key}: no VHD in this volume ({vol.image_error})")
             elif args.format == "vhd":
+                refuse_unsafe_map(resolved, [img], args.force, warn)
                 result = export_vhd(img, args.output, evidence_paths, args.overwrite,
                                     progress=progress)
             else:
                 known = len(resolved.warnings)
                 chain = resolved.chain()
+                refuse_unsafe_map(resolved, chain.images, args.force, warn)
                 for w in resolved.warnings[known:]:
                     warn(w)
                 for f in chain.findings:
