@@ -357,8 +357,33 @@ class Case:
             self.log(patch.action, vdi=patch.vdi, detail=patch.detail)
         return patch
 
+    def _pe_holders(self, key: str) -> dict[int, str]:
+        """PE -> the other VDI whose edited map places it (issue 10: one PE, one place)."""
+        out: dict[int, str] = {}
+        for other, m in self.maps.items():
+            if other != key:
+                for e in m.extents:
+                    if e.pe is not None:
+                        out.setdefault(e.pe, other)
+        return out
+
+    def _check_unique(self, key: str, new: list[Extent]) -> None:
+        """No edit may place one PE twice: not at two LEs of this VDI, not in another VDI's
+        map of this case."""
+        held = self._pe_holders(key)
+        seen: dict[int, int] = {}
+        for le, e in enumerate(new):
+            if e.pe is None:
+                continue
+            if e.pe in seen:
+                raise CaseError(f"{key}: PE {e.pe} would be LE {seen[e.pe]} and LE {le}")
+            if e.pe in held:
+                raise CaseError(f"{key}: PE {e.pe} is already placed in {held[e.pe]}'s map")
+            seen[e.pe] = le
+
     def _edit(self, key: str, new: list[Extent], action: str, detail: str) -> Patch | None:
         old = self.map_of(key).extents
+        self._check_unique(key, new)
         # the smallest slice that differs: history stays small on huge maps
         lo = 0
         while lo < len(old) and lo < len(new) and old[lo] == new[lo]:
@@ -432,6 +457,9 @@ class Case:
             s = suggestions[i]
             if s is None or s.pe is None or s.confidence < min_confidence:
                 continue
+            if le is None and (s.pe in self._pe_holders(key)
+                               or any(e.pe == s.pe for j, e in enumerate(new) if j != i)):
+                continue    # accepting all: a suggestion whose PE is placed elsewhere is left
             while len(new) <= i:
                 new.append(Extent(None, 0.0, "gap"))
             if new[i] != s:

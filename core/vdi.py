@@ -157,6 +157,7 @@ def volumes_from_map(base: ByteSpace, doc: dict) -> list[VdiVolume]:
         raise SrsalvageError("map file: no volume_groups entry (extent size / data offset)")
     by_name = {vg.get("name"): vg for vg in vgs if isinstance(vg.get("name"), str)}
     volumes = []
+    offsets: list[int] = []
     for i, vdi in enumerate(doc["vdis"]):
         if not isinstance(vdi, dict):
             raise SrsalvageError(f"map file: vdis[{i}] is not an object")
@@ -194,12 +195,26 @@ def volumes_from_map(base: ByteSpace, doc: dict) -> list[VdiVolume]:
         vol = VdiVolume(key, lv, extent_space(base, data_offset, extent, pes, name=key),
                         kind=kind, map_runs=runs, vhd_uuid=uid, map_pes=list(pes),
                         extent_bytes=extent)
+        offsets.append(data_offset)
         missing = vdi.get("missing_les")
         if isinstance(missing, list):
             vol.missing_les = [m for m in missing if isinstance(m, int) and not isinstance(m, bool)]
         if vdi.get("complete") is False and not vol.missing_les:
             vol.missing_les = [le for le, pe in enumerate(pes) if pe is None]
         volumes.append(vol)
+    # no map may place one PE twice (issue 10): which of the two holds the data is not ours
+    # to guess
+    holder: dict[int, tuple[str, int]] = {}
+    for vol, base_off in zip(volumes, offsets):
+        for le, pe in enumerate(vol.map_pes or []):
+            if pe is None:
+                continue
+            at = base_off + pe * (vol.extent_bytes or 0)     # PE numbers are per VG
+            if at in holder:
+                k, ole = holder[at]
+                raise SrsalvageError(f"map file: PE {pe} is placed twice ({k} LE {ole} and "
+                                     f"{vol.key} LE {le})")
+            holder[at] = (vol.key, le)
     return volumes
 
 

@@ -151,3 +151,88 @@ def test_resized_vdi_never_comes_back_truncated_at_its_old_size(tmp_path, capsys
     assert main(["export", str(path), "--vdi", _key(new.unique_id), "--map", str(full),
                  "--format", "raw", "-o", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["bytes"] == 60 * MiB
+
+
+# -- issue 11: sizes from the evidence bounded by its real size ----------------------------------
+@pytest.mark.parametrize("pe_start", [(1 << 63) + 4096, (1 << 64) - 512, 1 << 40])
+def test_issue11_huge_pe_start_is_no_crash(tmp_path, capsys, pe_start):
+    """A PV label whose pe_start lies past the image (or past int64): no OverflowError, no
+    allocation from it; the label is not taken for the grid and the command says so."""
+    from core.lvm.label import build_label_sector
+    from core.match.restore import lvm_id
+
+    p = tmp_path / "x.img"
+    with open(p, "wb") as f:
+        f.truncate(64 * MiB)
+        f.seek(512)
+        f.write(build_label_sector(lvm_id(), 64 * MiB, pe_start, [(4096, MiB)]))
+    assert main(["reconstruct", str(p), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["vdis"] == [] and any(f["kind"] == "no-extent-grid" for f in doc["findings"])
+
+
+def test_issue11_huge_pe_start_features_bounded():
+    """compute_pe_features itself: an offset past the evidence gives no PEs (nothing
+    allocated from the asked count)."""
+    from core.match.features import SectorReader, compute_pe_features
+    from core.spaces import BytesSpace
+
+    reader = SectorReader(BytesSpace(bytes(8 * MiB)))
+    f = compute_pe_features(reader, (1 << 63) + 4096, E, 1 << 40)
+    assert f.pe_count == 0 and len(f.has_data) == 0
+    f = compute_pe_features(reader, MiB, E, 1 << 40)       # count bounded by the evidence
+    assert len(f.has_data) == 1
+
+
+# -- reconstruct --fix: that VDI only, one line exit 2 for what cannot apply -----------------------
+def test_fix_changes_one_vdi_only_and_bad_fixes_are_one_line_errors(sr, tmp_path, capsys):
+    path, a, b = sr
+    ka, kb = _key(a.unique_id), _key(b.unique_id)
+    assert main(["reconstruct", str(path), "--json"]) == 0
+    base = {v["key"]: v for v in json.loads(capsys.readouterr().out)["vdis"]}
+    assert base[ka]["map"] == [[0, 0, 3], [3, 8, 3]]
+    # a's LE 4 moved by hand onto a free PE: a changes there, b's map does not
+    assert main(["reconstruct", str(path), "--json", "--fix", f"{ka}:4=20"]) == 0
+    got = {v["key"]: v for v in json.loads(capsys.readouterr().out)["vdis"]}
+    ext = {e["le"]: e for e in got[ka]["extents"]}
+    assert ext[4]["pe"] == 20 and ext[4]["source"] == "manual"
+    assert got[kb]["map"] == base[kb]["map"]
+    pes = [e["pe"] for v in got.values() for e in v["extents"]]
+    assert len(pes) == len(set(pes)), "one PE placed twice"
+    for bad, why in ((f"vhd:00000000-0000-4000-8000-000000000000:1=2", "no VDI"),
+                     (f"{ka}:100000=20", "out of range"),
+                     (f"{ka}:4=100000", "no such PE"),
+                     (f"{ka}:4=11", "belongs to"),         # b's LE 3
+                     (f"{ka}:4=3", "belongs to")):          # b's head
+        assert main(["reconstruct", str(path), "--fix", bad]) == 2, bad
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], (bad, err)
+    # one PE fixed for two LEs
+    assert main(["reconstruct", str(path), "--fix", f"{ka}:4=20", "--fix", f"{ka}:5=20"]) == 2
+    assert "already fixed" in capsys.readouterr().err
+
+
+def test_map_file_placing_one_pe_twice_is_refused(sr, tmp_path, capsys):
+    path, a, b = sr
+    m = _write(tmp_path, _map_doc([(a, [0, 1, 2, 8, 9, 10]), (b, [3, 4, 5, 11, 12, 10])]))
+    rc = main(["export", str(path), "--vdi", _key(a.unique_id), "--map", str(m),
+               "--format", "raw", "-o", str(tmp_path / "a.raw")])
+    assert rc != 0 and "PE 10" in capsys.readouterr().err
+    assert not (tmp_path / "a.raw").exists()
+
+
+def test_case_edits_never_place_one_pe_twice(tmp_path):
+    from core.case import Case, CaseError, Extent
+
+    case = Case(None, str(tmp_path / "e.img"))
+    case.reset_map("A", [Extent(1, 1.0, "metadata"), Extent(2, 1.0, "metadata")], "engine")
+    case.reset_map("B", [Extent(5, 1.0, "metadata"), Extent(None, 0.0, "gap")], "engine")
+    with pytest.raises(CaseError):
+        case.set_pe("A", 1, 1)                 # A's own LE 0
+    with pytest.raises(CaseError):
+        case.set_pe("B", 1, 2)                 # A's LE 1
+    # accepting every suggestion skips one whose PE is placed elsewhere
+    case.accept("B", [None, Extent(2, 0.9, "vhd-match")])
+    assert case.map_of("B").extents[1].pe is None
+    case.accept("B", [None, Extent(7, 0.9, "vhd-match")])
+    assert case.map_of("B").extents[1].pe == 7

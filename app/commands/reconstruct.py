@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 
 from core.spaces import compact_ranges
 
@@ -98,7 +99,7 @@ def _runs(pes):
 
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import StderrProgress, info, print_json, warn
-    from core.match.reconstruct import reconstruct
+    from core.match.reconstruct import FixError, reconstruct
     from core.output import AtomicOutput, check_output_path
     from core.source import Evidence
 
@@ -112,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
             rec = reconstruct(ev, backups=args.backup, fixed=fixed, progress=progress,
                               extent_bytes=args.extent_size, data_offset=args.data_offset,
                               pe_count=args.pe_count)
+        except FixError as exc:          # bad usage: one line, exit 2
+            print(f"srsalvage: {exc}", file=sys.stderr)
+            return 2
         finally:
             progress.close()
     doc = rec.to_json()

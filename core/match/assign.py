@@ -1118,6 +1118,19 @@ class Solver:
         sized = self._footer_by_sizing(v, free)
         if chosen is not None and sized is not None:
             contiguous_le = last + (chosen - p_last)
+            if sized[1] < contiguous_le:
+                # the free run up to the footer would make the LV longer than sm ever makes
+                # it: an LV not sized by sm's rule (an older VDI's) or a run that is not this
+                # LV's. Neither is evidence enough: both readings suggested, nothing placed
+                for le in (contiguous_le, sized[1]):
+                    v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {chosen})
+                self.findings.append(Finding(
+                    "vhd-footer-extent-suggested", self.D + chosen * self.E, "warning",
+                    f"VHD {a.uid_str}: PE {chosen} ends with its footer; the free run after "
+                    f"its data makes it LE {contiguous_le}, sm's LV sizing LE {sized[1]}: "
+                    f"not placed", {"vhd_uuid": a.uid_str, "pe": chosen,
+                                    "les": [contiguous_le, sized[1]]}))
+                return
             if sized[1] != contiguous_le:
                 chosen = None      # sm's sizing says the LV is longer: the gap lies elsewhere
         if chosen is None:
@@ -1167,7 +1180,8 @@ class Solver:
         le, rule = next(iter(fits.items()))
         if le == v.pred.last_data_le and v.pe(le - 1) is not None:
             return None   # then it would have been found as the last data extent
-        return free[0], le, 0.7, "vhd-match", \
+        q = free[0]
+        return q, le, 0.7, "vhd-match", \
             f"ends with the VHD footer; LE number from sm's LV sizing ({rule})"
 
     def _footer_by_allocation(self, v: VdiState, q: int, deflated: int, inflated: int):

@@ -160,7 +160,9 @@ def _label_at(ev, pv_offset: int) -> dict | None:
             continue
         pid = pvh.pv_uuid.decode("ascii", "replace")
         pe_start = int(pvh.data_areas[0].offset)
-        if pe_start <= 0 or pe_start % SECTOR:
+        # bounded by the evidence's real size before it drives any arithmetic (issue 11: a
+        # huge pe_start overflowed int64 in compute_pe_features)
+        if pe_start <= 0 or pe_start % SECTOR or pv_offset + pe_start >= ev.size:
             continue
         pretty = "-".join([pid[0:6], pid[6:10], pid[10:14], pid[14:18], pid[18:22], pid[22:26],
                            pid[26:32]])
@@ -293,6 +295,9 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     reader = SectorReader(ev)
     grid: Grid | None = None
     if data_offset is not None:
+        if not 0 <= data_offset < ev.size:
+            raise SrsalvageError(f"data offset {data_offset} is outside the image "
+                                 f"({ev.size} bytes)")
         count = pe_count if pe_count is not None else (ev.size - data_offset) // E
         grid = Grid(int(data_offset), E, int(count), "given")
     elif vg is not None:
@@ -312,6 +317,11 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                               findings + [Finding("no-extent-grid", None, "error",
                                                   "no LVM metadata, label or VHD head found: "
                                                   "nothing says where the extents are")], [])
+    if not 0 <= grid.data_offset < ev.size:
+        return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],
+                              findings + [Finding("no-extent-grid", None, "error",
+                                                  f"PE 0 at {grid.data_offset} ({grid.source}) "
+                                                  f"lies outside the image")], [])
     grid.pe_count = max(0, min(grid.pe_count, (ev.size - grid.data_offset) // E, MAX_PES))
     if grid.dev_size is None and grid.pv_offset is not None:
         grid.dev_size = ev.size - grid.pv_offset
@@ -406,27 +416,14 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         v.placed[0] = Placement(pe, 1.0, "vhd-match", None)
 
     # -- the technician's fixed pairs -----------------------------------------------------------
-    for key, pairs in (fixed or {}).items():
-        v = next((s for s in states if _state_key(s) == key or s.lv_name == key), None)
-        if v is None:
-            findings.append(Finding("fixed-unknown-vdi", None, "warning",
-                                    f"fixed extents for {key}: no such VDI found"))
-            continue
-        for le, pe in pairs.items():
-            le, pe = int(le), int(pe)
-            if not 0 <= pe < N:
-                raise SrsalvageError(f"fixed extent {key} LE {le} -> PE {pe}: no such PE")
-            old = v.placed.get(le)
-            if old is not None and owner[old.pe] == v.index:
-                owner[old.pe] = FREE
-            prev = int(owner[pe])
-            if prev >= 0 and prev != v.index:
-                other = states[prev]
-                for ole, pl in list(other.placed.items()):
-                    if pl.pe == pe:
-                        del other.placed[ole]
-            owner[pe] = v.index
-            v.placed[le] = Placement(pe, 1.0, "manual", None)
+    taken: dict[int, tuple[str, int]] = {}
+    if fixed:
+        # what the engine gives other VDIs without the fixes: a fix may not take it from them
+        base = reconstruct(ev, backups, None, cancel, None, report=report,
+                           extent_bytes=extent_bytes, data_offset=data_offset,
+                           pe_count=pe_count, use_metadata=use_metadata)
+        taken = {p.pe: (m.key, le) for m in base.vdis for le, p in m.extents}
+    _apply_fixes(fixed or {}, states, owner, N, E, taken)
 
     # -- solve ----------------------------------------------------------------------------------
     solver = Solver(reader, D, E, N, feats, states, owner,
@@ -456,6 +453,72 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                  "zero_fill": {_state_key(s): solver.zero[s.index].to_json()
                                for s in states if s.index in solver.zero}}
     return rec
+
+
+class FixError(SrsalvageError):
+    """A `--fix KEY:LE=PE` that cannot apply: unknown VDI, LE or PE out of range, or a PE that
+    another VDI (or another LE) holds. The command line prints it as one line, exit 2."""
+
+
+def _le_limit(v: VdiState, E: int) -> int:
+    """How many LEs VDI v's LV can have: its metadata's count, else the largest LV sm gives a
+    VHD of its virtual size (or the VHD's own length, whichever is larger)."""
+    if v.metadata_map and v.le_count is not None:
+        return v.le_count
+    a = v.anchor
+    if a is None:
+        return max([v.le_count or 0] + [le + 1 for le in v.placed])
+    from core.match.predict import sm_inflated_bytes
+    longest = max(sm_inflated_bytes(a, E) or 0, a.data_end + SECTOR,
+                  a.meta_end + a.current_size + a.entries_needed * SECTOR + SECTOR)
+    return max(-(-longest // E), v.le_count or 0)
+
+
+def _apply_fixes(fixed: Mapping[str, Mapping[int, int]], states: list[VdiState],
+                 owner: np.ndarray, N: int, E: int,
+                 taken: Mapping[int, tuple[str, int]] | None = None) -> None:
+    """Pin the technician's LE -> PE pairs as hard constraints. One VDI's fix changes that VDI
+    only (its own placement of that PE at another LE is dropped; the solver then decides what
+    depends on it); a PE another VDI holds, or one fixed twice, is an error - never two
+    placements of one PE."""
+    seen: dict[int, tuple[str, int]] = {}
+    for key, pairs in fixed.items():
+        v = next((s for s in states if _state_key(s) == key or s.lv_name == key), None)
+        if v is None:
+            keys = ", ".join(_state_key(s) for s in states[:6])
+            raise FixError(f"--fix {key}: no VDI with that key"
+                           + (f" (keys: {keys}{', ...' if len(states) > 6 else ''})"
+                              if states else ""))
+        limit = _le_limit(v, E)
+        for le, pe in pairs.items():
+            le, pe = int(le), int(pe)
+            if not 0 <= pe < N:
+                raise FixError(f"--fix {key}:{le}={pe}: no such PE (the grid has {N})")
+            if not 0 <= le < limit:
+                raise FixError(f"--fix {key}:{le}={pe}: LE {le} is out of range "
+                               f"(its LV has at most {limit} extents)")
+            if pe in seen and seen[pe] != (key, le):
+                raise FixError(f"--fix {key}:{le}={pe}: PE {pe} is already fixed as "
+                               f"{seen[pe][0]} LE {seen[pe][1]}")
+            seen[pe] = (key, le)
+            holder = int(owner[pe])
+            if holder == RESERVED or (holder >= 0 and holder != v.index):
+                what = "a volume that is not a VDI (MGT or a raw LV)" if holder == RESERVED \
+                    else _state_key(states[holder])
+                raise FixError(f"--fix {key}:{le}={pe}: PE {pe} belongs to {what}; fix that "
+                               f"VDI's placement first")
+            other = (taken or {}).get(pe)
+            if other is not None and other[0] != _state_key(v):
+                raise FixError(f"--fix {key}:{le}={pe}: PE {pe} belongs to {other[0]} (its LE "
+                               f"{other[1]}); fix that VDI's placement first")
+            for ole, pl in list(v.placed.items()):
+                if pl.pe == pe and ole != le:
+                    del v.placed[ole]
+            old = v.placed.get(le)
+            if old is not None and owner[old.pe] == v.index and old.pe != pe:
+                owner[old.pe] = FREE
+            owner[pe] = v.index
+            v.placed[le] = Placement(pe, 1.0, "manual", None)
 
 
 def _find_mgt(ev, feats, D: int, E: int, findings: list[Finding]) -> dict[str, Any] | None:
