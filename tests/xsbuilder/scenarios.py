@@ -44,10 +44,13 @@ def _need_tools() -> None:
 class Builder:
     """One SR's life; `run()` returns (image path, truth)."""
 
-    def __init__(self, kind: str, seed: int, workdir: Path):
+    def __init__(self, kind: str, seed: int, workdir: Path, damage: bool = True,
+                 life: str | None = None):
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         self.kind = kind
+        self.damage = damage
+        self.life = life
         self.seed = seed
         self.rng = random.Random(f"{kind}:{seed}")
         self.dir = Path(workdir)
@@ -136,7 +139,9 @@ class Builder:
                     "label_wiped": wipe_label, "image": str(self.image),
                     "lvm_commands": lvm.log}
             truth = T.collect(xs, meta, past, str(self.dir))
-        self._damage(part_offset, lvm.pe_start, wipe_label)
+        if self.damage:
+            self._damage(part_offset, lvm.pe_start, wipe_label)
+        truth["meta"]["damaged"] = self.damage
         return str(self.image), truth
 
     def _damage(self, part_offset: int, pe_start: int, wipe_label: bool) -> None:
@@ -213,9 +218,13 @@ class Builder:
                 self._io(xs, v)
 
     def _life_label_gone(self, xs: XsSr) -> None:
-        getattr(self, "_life_" + self.rng.choice(("thick", "resized", "snapshots",
-                                                   "reused")))(xs)
+        life = self.life or self.rng.choice(("thick", "resized", "snapshots", "reused"))
+        getattr(self, "_life_" + life)(xs)
 
 
-def build(kind: str, seed: int, workdir) -> tuple[str, dict]:
-    return Builder(kind, seed, Path(workdir)).run()
+def build(kind: str, seed: int, workdir, damage: bool = True,
+          life: str | None = None) -> tuple[str, dict]:
+    """Build one SR image in `workdir`: (image path, truth). `damage=False` leaves the LVM
+    metadata in place (to check the truth against lvm2); `life` picks the life cycle of a
+    `label-gone` SR (thick, resized, snapshots, reused)."""
+    return Builder(kind, seed, Path(workdir), damage, life).run()
