@@ -191,9 +191,9 @@ class Builder:
                     self._io(xs, v)
 
     def _life_snapshots(self, xs: XsSr) -> None:
-        vdis = self._populate(xs, self.rng.randint(1, 3))
+        vdis = self._populate(xs, self.rng.randint(1, 2))
         snaps = []
-        for night in range(self.rng.randint(2, 4)):
+        for night in range(self.rng.randint(2, 3)):
             for v in vdis:
                 if not self._fits(xs, calc_size_vhd_lv(v.vhd.curr_size) + 16 * MiB):
                     break

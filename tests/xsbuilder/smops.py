@@ -252,9 +252,9 @@ class XsSr:
         self.lvm.lv_create(f"VHD-{clon_uuid}", lv_clon)
         clon_vhd = L.vhd_snapshot(L.Lv(self.lvm, f"VHD-{clon_uuid}"), base.vhd, self.lvm.vg,
                                   base.lv_name, _unique_id(self.rng), self._tick(), self.clock)
-        # mark the parent hidden only after the children exist; base read-only
+        # mark the parent hidden only after the children exist (sm then sets the base LV
+        # read-only, `lvchange -p r`: LVM metadata only, which the damage step wipes; skipped)
         L.vhd_set_hidden(self.lv(base), base.vhd)
-        self.lvm.lv_readonly(base.lv_name)
         vdi.vhd = leaf_vhd
         vdi.parent = base
         snap = Vdi(clon_uuid, label, clon_vhd, None, is_snapshot=True, snapshot_of=orig_uuid,
@@ -298,7 +298,6 @@ class XsSr:
         (libvhd vhd_io_write, zero-filling), parent deflated; then _relinkSkip (`vhd-util
         modify -p` on the children), deleteVDI (lvremove)."""
         parent = vdi.parent
-        self.lvm.lv_readonly(parent.lv_name, False)
         combined = len(set(vdi.vhd.allocated()) | set(parent.vhd.allocated()))
         inc = calc_size_vhd_lv(combined * L.BLOCK) - self.lvm.lv_size(parent.lv_name)
         if inc > 0:
@@ -307,7 +306,6 @@ class XsSr:
             L.vhd_set_virt_size_fast(self.lv(parent), parent.vhd, vdi.vhd.curr_size)
         L.coalesce_onto(self.lv(vdi), vdi.vhd, self.lv(parent), parent.vhd)
         self.deflate(parent, calc_size_lv(parent.vhd.phys_size()))
-        self.lvm.lv_readonly(parent.lv_name, True)
         for child in list(vdi.children):
             L.vhd_change_parent(self.lv(child), child.vhd, parent.vhd, self.lvm.vg,
                                 parent.lv_name, self.clock)
