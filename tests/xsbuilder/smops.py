@@ -271,8 +271,8 @@ class XsSr:
 
     # -- GC (cleanup.py) ------------------------------------------------------------------------
     def gc(self) -> None:
-        """cleanup.py: hidden VDIs without children are garbage (deleted); a hidden VDI with one
-        child and a parent is coalesced into its parent (non-leaf coalesce)."""
+        """cleanup.py: hidden VDIs without children are garbage (deleted); a hidden VDI with
+        children whose parent has no other child is coalesced into it (non-leaf coalesce)."""
         changed = True
         while changed:
             changed = False
@@ -287,7 +287,9 @@ class XsSr:
                     self.events.append("gc: garbage base copy removed")
                     changed = True
                     break
-                if len(v.children) == 1 and v.parent is not None:
+                # cleanup.py VDI.isCoalesceable: hidden, not a leaf, and no siblings (its
+                # parent has no other child, whose view the coalesce would change)
+                if v.parent is not None and len(v.parent.children) == 1:
                     self.coalesce(v)
                     changed = True
                     break
