@@ -17,7 +17,6 @@ partitioned or not, and at the end the metadata area zeroed (sector 1 label kept
 from __future__ import annotations
 
 import random
-import subprocess
 import uuid as uuidlib
 from pathlib import Path
 
