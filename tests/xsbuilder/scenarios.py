@@ -192,7 +192,8 @@ class Builder:
     def _life_snapshots(self, xs: XsSr) -> None:
         vdis = self._populate(xs, self.rng.randint(1, 2))
         snaps = []
-        for night in range(self.rng.randint(2, 3)):
+        nights = self.rng.randint(2, 3)
+        for night in range(nights):
             for v in vdis:
                 if not self._fits(xs, calc_size_vhd_lv(v.vhd.curr_size) + 16 * MiB):
                     break
@@ -200,9 +201,10 @@ class Builder:
                 self._settle(xs)
                 snaps.append(xs.snapshot(v, f"backup {night} of {v.label}"))
                 self._io(xs, v)
-            # the backup is exported, then the snapshot deleted (most nights)
+            # the backup is exported, then the snapshot deleted (most nights; tonight's
+            # backups are still there when the SR fails)
             for s in list(snaps):
-                if self.rng.random() < 0.7:
+                if night < nights - 1 and self.rng.random() < 0.7:
                     xs.delete_vdi(s)
                     snaps.remove(s)
 
