@@ -27,22 +27,37 @@ import realtools as rt
 
 pytestmark = [pytest.mark.realtools, pytest.mark.slow]
 
-# one representative seed per kind (bench/reconstruct_layouts.py --xs sweeps 30 and more)
-SEEDS = {"thick": 1, "thin": 1, "resized": 1, "snapshots": 1, "reused": 1, "label-gone": 1}
+# one representative seed per kind (bench/reconstruct_layouts.py --xs sweeps 30 and more);
+# the label-less SR lives the snapshot life, so the restore test below has a chain to restore
+SEEDS = {"thick": 1, "thin": 1, "resized": 1, "snapshots": 1, "reused": 1, "label-gone": 2}
+_BUILT: dict[str, tuple[str, dict, object]] = {}
+
+
+def _build(kind: str, tmp_path_factory):
+    """Each kind's SR is built once per session (both tests below read the label-less one)."""
+    rt.need_lvm()
+    if kind not in _BUILT:
+        from xsbuilder import build
+        from xsbuilder import truth as T
+        work = tmp_path_factory.mktemp(f"xs-{kind}")
+        img, truth = build(kind, SEEDS[kind], work,
+                           life="snapshots" if kind == "label-gone" else None)
+        T.save(truth, str(work / "truth.json"))         # kept with the image for a post-mortem
+        _BUILT[kind] = (img, truth, work)
+    return _BUILT[kind]
 
 
 @pytest.mark.parametrize("kind", list(SEEDS))
-def test_reconstruct_and_export_xenserver_like_sr(tmp_path, kind):
-    rt.need_lvm()
-    from xsbuilder import build
+def test_reconstruct_and_export_xenserver_like_sr(tmp_path_factory, kind):
     from xsbuilder import truth as T
-    img, truth = build(kind, SEEDS[kind], tmp_path)
-    T.save(truth, str(tmp_path / "truth.json"))         # kept with the image for a post-mortem
+    img, truth, tmp_path = _build(kind, tmp_path_factory)
     if kind == "label-gone":       # the damage really took the label: lvm2 finds no PV
         with open(img, "rb") as f:
             f.seek(truth["meta"]["part_offset"])
             assert not any(f.read(truth["meta"]["pe_start"]))
     map_path = str(tmp_path / "map.json")
+    if (tmp_path / "map.json").exists():
+        (tmp_path / "map.json").unlink()
     code, err = T.run_cli("reconstruct", img, "-o", map_path)
     assert code == 0, err
     with open(map_path) as f:
@@ -65,15 +80,13 @@ def test_reconstruct_and_export_xenserver_like_sr(tmp_path, kind):
             assert re.search(r"\d+\s*-\s*\d+", e["stderr"]), e["stderr"]
 
 
-def test_restore_file_names_every_lv_and_resolves_parents(tmp_path):
+def test_restore_file_names_every_lv_and_resolves_parents(tmp_path, tmp_path_factory):
     """Label and metadata area gone, a snapshot chain: the restore file written by
     `reconstruct --vgcfg`, applied with real `pvcreate --uuid --restorefile` + `vgcfgrestore
     -f`, gives every LV its `VHD-<vdi uuid>` name (the SR records them: MGT, parent locators)
     on the true PEs, and every child's parent locator names an LV that exists."""
-    rt.need_lvm()
-    from xsbuilder import build
     from xsbuilder import truth as T
-    img, truth = build("label-gone", 2, tmp_path, life="snapshots")
+    img, truth, _ = _build("label-gone", tmp_path_factory)
     assert any(t.get("parent_lv") for t in truth["lvs"].values()), truth["events"]
     restore = tmp_path / "restore.vg"
     code, err = T.run_cli("reconstruct", img, "-o", str(tmp_path / "map.json"),
