@@ -99,7 +99,7 @@ def xs_main(args) -> int:
 
     from xsbuilder import KINDS
     kinds = KINDS if args.xs == "all" else tuple(args.xs.split(","))
-    jobs = [(k, s, args.keep) for k in kinds for s in seeds_of(args.seeds)]
+    jobs = [(k, s, args.keep) for s in seeds_of(args.seeds) for k in kinds]   # every kind early
     rows: list[dict] = []
     outcomes = ("equal", "refused", "WRONG", "failed", "absent")
     print(f"{'kind':<11}{'seed':>5} {'placed':>6} {'right':>6} {'found':>9} "
@@ -109,11 +109,15 @@ def xs_main(args) -> int:
             rows.append(row)
             if "error" in row:
                 print(f"{row['kind']:<11}{row['seed']:>5}  ERROR {row['error']}", flush=True)
+                if args.report:
+                    Path(args.report).write_text(json.dumps(rows, indent=1))
                 continue
             ex = [sum(e["outcome"] == o for e in row["exports"]) for o in outcomes]
             print(f"{row['kind']:<11}{row['seed']:>5} {row['placed']:>6} {row['right']:>6} "
                   f"{row['found']:>4}/{row['needed']:<4} {len(row['wrong_confident']):>9}  "
                   f"{'/'.join(map(str, ex))}", flush=True)
+            if args.report:                      # partial results survive an interrupted sweep
+                Path(args.report).write_text(json.dumps(rows, indent=1))
     print("\n| kind | seeds | precision | recall | wrong placements conf >= 0.5 | exports "
           "equal / refused / WRONG (exit 0) / failed / absent | builder errors |")
     print("|---|---|---|---|---|---|---|")

@@ -22,7 +22,8 @@ Facts modelled (all from xapi-project/blktap):
   `reserve_new_block` + `schedule_zero_bm_write` (zeroes the alignment gap and the bitmap
   sector only), `schedule_bat_write` (the one BAT sector holding the entry), the data write,
   `schedule_bitmap_write`; batmap bit set when the bitmap is full
-  (`finish_bitmap_transaction`); footer and batmap written at close (`_vhd_close`).
+  (`finish_bitmap_transaction`); a write starting a full block rewrites the page ending at its
+  bitmap (`schedule_redundant_bm_write`); footer and batmap written at close (`_vhd_close`).
 * libvhd `__vhd_io_dynamic_write` / `__vhd_io_allocate_block` (vhd-util coalesce): a new block
   at `vhd_end_of_data`, zero-filled (gap + bitmap + data) unless the write covers the whole
   block (then nothing is zeroed, and the stale bitmap sector is read, OR-ed and written back),
@@ -283,6 +284,7 @@ class TapdiskSession:
         self.writes = 0
         # block-vhd.c find_next_free_block
         self.next_db = -(-v.end_of_headers() // SECTOR)
+        self.first_db = self.next_db + (SPP - ((self.next_db + BM_SECS) % SPP)) % SPP
         used = v.bat[v.bat != UNUSED]
         if used.size:
             self.next_db = max(self.next_db, int(used.max()) + SPB + BM_SECS)
@@ -313,6 +315,11 @@ class TapdiskSession:
             cnt = min((len(data) - pos) // SECTOR, SPB - sec)
             if v.bat[blk] == UNUSED:
                 self._allocate(blk)
+            elif sec == 0 and v.batmap[blk] and int(v.bat[blk]) != self.first_db:
+                # schedule_redundant_bm_write: one page ending at the bitmap's end, zeros then
+                # the all-ones bitmap (padbm_buf), to keep sequential writes sequential
+                at = (int(v.bat[blk]) + BM_SECS) * SECTOR - 4096
+                lv.write(at, bytes(4096 - SECTOR) + b"\xff" * SECTOR)
             base = int(v.bat[blk])
             lv.write((base + BM_SECS + sec) * SECTOR, data[pos:pos + cnt * SECTOR])
             bm = v.bitmaps.setdefault(blk, np.zeros(SPB, dtype=bool))

@@ -17,7 +17,6 @@ partitioned or not, and at the end the metadata area zeroed (sector 1 label kept
 from __future__ import annotations
 
 import random
-import subprocess
 import uuid as uuidlib
 from pathlib import Path
 
@@ -44,10 +43,13 @@ def _need_tools() -> None:
 class Builder:
     """One SR's life; `run()` returns (image path, truth)."""
 
-    def __init__(self, kind: str, seed: int, workdir: Path):
+    def __init__(self, kind: str, seed: int, workdir: Path, damage: bool = True,
+                 life: str | None = None):
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         self.kind = kind
+        self.damage = damage
+        self.life = life
         self.seed = seed
         self.rng = random.Random(f"{kind}:{seed}")
         self.dir = Path(workdir)
@@ -136,7 +138,9 @@ class Builder:
                     "label_wiped": wipe_label, "image": str(self.image),
                     "lvm_commands": lvm.log}
             truth = T.collect(xs, meta, past, str(self.dir))
-        self._damage(part_offset, lvm.pe_start, wipe_label)
+        if self.damage:
+            self._damage(part_offset, lvm.pe_start, wipe_label)
+        truth["meta"]["damaged"] = self.damage
         return str(self.image), truth
 
     def _damage(self, part_offset: int, pe_start: int, wipe_label: bool) -> None:
@@ -186,9 +190,10 @@ class Builder:
                     self._io(xs, v)
 
     def _life_snapshots(self, xs: XsSr) -> None:
-        vdis = self._populate(xs, self.rng.randint(1, 3))
+        vdis = self._populate(xs, self.rng.randint(1, 2))
         snaps = []
-        for night in range(self.rng.randint(2, 4)):
+        nights = self.rng.randint(2, 3)
+        for night in range(nights):
             for v in vdis:
                 if not self._fits(xs, calc_size_vhd_lv(v.vhd.curr_size) + 16 * MiB):
                     break
@@ -196,9 +201,10 @@ class Builder:
                 self._settle(xs)
                 snaps.append(xs.snapshot(v, f"backup {night} of {v.label}"))
                 self._io(xs, v)
-            # the backup is exported, then the snapshot deleted (most nights)
+            # the backup is exported, then the snapshot deleted (most nights; tonight's
+            # backups are still there when the SR fails)
             for s in list(snaps):
-                if self.rng.random() < 0.7:
+                if night < nights - 1 and self.rng.random() < 0.7:
                     xs.delete_vdi(s)
                     snaps.remove(s)
 
@@ -213,9 +219,13 @@ class Builder:
                 self._io(xs, v)
 
     def _life_label_gone(self, xs: XsSr) -> None:
-        getattr(self, "_life_" + self.rng.choice(("thick", "resized", "snapshots",
-                                                   "reused")))(xs)
+        life = self.life or self.rng.choice(("thick", "resized", "snapshots", "reused"))
+        getattr(self, "_life_" + life)(xs)
 
 
-def build(kind: str, seed: int, workdir) -> tuple[str, dict]:
-    return Builder(kind, seed, Path(workdir)).run()
+def build(kind: str, seed: int, workdir, damage: bool = True,
+          life: str | None = None) -> tuple[str, dict]:
+    """Build one SR image in `workdir`: (image path, truth). `damage=False` leaves the LVM
+    metadata in place (to check the truth against lvm2); `life` picks the life cycle of a
+    `label-gone` SR (thick, resized, snapshots, reused)."""
+    return Builder(kind, seed, Path(workdir), damage, life).run()

@@ -252,9 +252,9 @@ class XsSr:
         self.lvm.lv_create(f"VHD-{clon_uuid}", lv_clon)
         clon_vhd = L.vhd_snapshot(L.Lv(self.lvm, f"VHD-{clon_uuid}"), base.vhd, self.lvm.vg,
                                   base.lv_name, _unique_id(self.rng), self._tick(), self.clock)
-        # mark the parent hidden only after the children exist; base read-only
+        # mark the parent hidden only after the children exist (sm then sets the base LV
+        # read-only, `lvchange -p r`: LVM metadata only, which the damage step wipes; skipped)
         L.vhd_set_hidden(self.lv(base), base.vhd)
-        self.lvm.lv_readonly(base.lv_name)
         vdi.vhd = leaf_vhd
         vdi.parent = base
         snap = Vdi(clon_uuid, label, clon_vhd, None, is_snapshot=True, snapshot_of=orig_uuid,
@@ -271,8 +271,8 @@ class XsSr:
 
     # -- GC (cleanup.py) ------------------------------------------------------------------------
     def gc(self) -> None:
-        """cleanup.py: hidden VDIs without children are garbage (deleted); a hidden VDI with one
-        child and a parent is coalesced into its parent (non-leaf coalesce)."""
+        """cleanup.py: hidden VDIs without children are garbage (deleted); a hidden VDI with
+        children whose parent has no other child is coalesced into it (non-leaf coalesce)."""
         changed = True
         while changed:
             changed = False
@@ -287,8 +287,19 @@ class XsSr:
                     self.events.append("gc: garbage base copy removed")
                     changed = True
                     break
-                if len(v.children) == 1 and v.parent is not None:
+                # cleanup.py VDI.isCoalesceable: hidden, not a leaf, and no siblings (its
+                # parent has no other child, whose view the coalesce would change)
+                if v.parent is not None and len(v.parent.children) == 1:
                     self.coalesce(v)
+                    changed = True
+                    break
+            for v in list(self.vdis.values()):
+                # cleanup.py VDI.isLeafCoalesceable + canLiveCoalesce (allocated size below
+                # LIVE_LEAF_COALESCE_MAX_SIZE, 20 MiB)
+                if (not v.vhd.hidden and not v.children and not v.is_snapshot
+                        and v.parent is not None and len(v.parent.children) == 1
+                        and len(v.vhd.allocated()) * (L.BLOCK + 4096) < LEAF_COALESCE_MAX):
+                    self.coalesce_leaf(v)
                     changed = True
                     break
 
@@ -298,7 +309,6 @@ class XsSr:
         (libvhd vhd_io_write, zero-filling), parent deflated; then _relinkSkip (`vhd-util
         modify -p` on the children), deleteVDI (lvremove)."""
         parent = vdi.parent
-        self.lvm.lv_readonly(parent.lv_name, False)
         combined = len(set(vdi.vhd.allocated()) | set(parent.vhd.allocated()))
         inc = calc_size_vhd_lv(combined * L.BLOCK) - self.lvm.lv_size(parent.lv_name)
         if inc > 0:
@@ -307,7 +317,6 @@ class XsSr:
             L.vhd_set_virt_size_fast(self.lv(parent), parent.vhd, vdi.vhd.curr_size)
         L.coalesce_onto(self.lv(vdi), vdi.vhd, self.lv(parent), parent.vhd)
         self.deflate(parent, calc_size_lv(parent.vhd.phys_size()))
-        self.lvm.lv_readonly(parent.lv_name, True)
         for child in list(vdi.children):
             L.vhd_change_parent(self.lv(child), child.vhd, parent.vhd, self.lvm.vg,
                                 parent.lv_name, self.clock)
@@ -319,6 +328,52 @@ class XsSr:
         self._mgt_delete(vdi)
         self._remove_lv(vdi)
         self.events.append(f"gc: coalesced {vdi.uuid[:8]} into {parent.uuid[:8]}")
+
+    def coalesce_leaf(self, leaf: Vdi) -> None:
+        """cleanup.py SR._doCoalesceLeaf with LVHDSR's steps: _prepareCoalesceLeaf (leaf
+        deflated, parent writable and inflated for the coalesce), parent unhidden (`vhd-util
+        set hidden 0`), `vhd-util coalesce` of the leaf into it, the leaf's LV renamed to
+        VHD-OLD_<uuid> and the parent's LV to VHD-<leaf uuid> (the leaf's VDI now lives in the
+        parent's VHD, whose unique id is the parent's), the old leaf hidden, the parent's MGT
+        record forgotten, _finishCoalesceLeaf (inflateFully: not a snapshot), and the old leaf
+        removed as garbage."""
+        parent = leaf.parent
+        self.deflate(leaf, calc_size_lv(leaf.vhd.phys_size()))
+        combined = len(set(leaf.vhd.allocated()) | set(parent.vhd.allocated()))
+        inc = calc_size_vhd_lv(combined * L.BLOCK) - self.lvm.lv_size(parent.lv_name)
+        if inc > 0:
+            self.inflate(parent, self.lvm.lv_size(parent.lv_name) + inc)
+        L.vhd_set_hidden(self.lv(parent), parent.vhd, 0)
+        if leaf.vhd.curr_size > parent.vhd.curr_size:
+            L.vhd_set_virt_size_fast(self.lv(parent), parent.vhd, leaf.vhd.curr_size)
+        L.coalesce_onto(self.lv(leaf), leaf.vhd, self.lv(parent), parent.vhd)
+        leaf_uuid, base_uuid = leaf.uuid, parent.uuid
+        old_name = f"VHD-{TMP_RENAME_PREFIX}{leaf_uuid}"
+        self.lvm.lv_rename(leaf.lv_name, old_name)
+        self.lvm.lv_rename(parent.lv_name, f"VHD-{leaf_uuid}")
+        # the leaf VDI (same uuid, label, guest) now owns the parent's VHD
+        old = Vdi(TMP_RENAME_PREFIX + leaf_uuid, "old leaf", leaf.vhd)
+        L.vhd_set_hidden(L.Lv(self.lvm, old_name), old.vhd)
+        self.vdis.pop(base_uuid, None)
+        self._mgt_delete(parent)
+        leaf.vhd = parent.vhd
+        leaf.parent = parent.parent
+        if parent.parent is not None:
+            parent.parent.children.remove(parent)
+            parent.parent.children.append(leaf)
+        # _finishCoalesceLeaf: inflateFully (the VDI is not a snapshot)
+        self.inflate(leaf, calc_size_vhd_lv(leaf.vhd.curr_size))
+        if self.provision == "thin":          # and LVHDVDI.detach deflates it on a thin SR
+            self.deflate(leaf, calc_size_lv(leaf.vhd.phys_size()))
+        # the old leaf: hidden, no children -> garbage, removed
+        self.removed.append({"lv": old_name, "uuid": old.uuid, "uid": old.vhd.uid.hex(),
+                             "pes": list(self.lvm.maps[old_name])})
+        self.lvm.lv_remove(old_name)
+        self.events.append(f"gc: leaf-coalesced {leaf.label} into {base_uuid[:8]}")
+
+
+LEAF_COALESCE_MAX = 20 * MiB        # cleanup.py VDI.LIVE_LEAF_COALESCE_MAX_SIZE
+TMP_RENAME_PREFIX = "OLD_"          # cleanup.py SR.TMP_RENAME_PREFIX
 
 
 def _unique_id(rng: random.Random) -> bytes:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
@@ -101,6 +99,12 @@ def collect(xs, meta: dict, pastlife: dict, workdir: str) -> dict:
         })
         if vdi.expected is not None and not v.hidden:
             entry["expected_raw"], entry["expected_sha256"] = vdi.expected
+            # the builder checks itself: the chain as the model reads it (bitmaps, parents)
+            # must give exactly the guest's own disk
+            data = L.virtual_read([(L.Lv(lvm, c.lv_name), c.vhd) for c in chain_of(vdi)],
+                                  v.curr_size)
+            if sha256_bytes(data) != entry["expected_sha256"]:
+                raise AssertionError(f"builder: {name} does not read back as its guest disk")
         else:      # base copies: what the model reads through the chain
             data = L.virtual_read([(L.Lv(lvm, c.lv_name), c.vhd) for c in chain_of(vdi)],
                                   v.curr_size)
