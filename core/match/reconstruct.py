@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -39,6 +40,8 @@ LVHD_FIRST_BITMAP_SECTOR = 8455   # formats.md 4.5
 LVHD_STRIDE = 4104
 SM_PE_START = 11 << 20            # sm: pvcreate --metadatasize 10M gives pe_start 11 MiB (formats 2)
 MGT_SEARCH_POINTS = 4096          # grid points looked at for the MGT header without a grid
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_LV_NAME = re.compile(r"(VHD|LV)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
 @dataclass
@@ -85,6 +88,7 @@ class VdiMap:
     footer_pe: int | None = None
     lv_tags: list[str] = field(default_factory=list)
     lv_status: list[str] | None = None
+    lv_source: str | None = None     # where `lv` comes from: metadata | parent-locator | mgt
 
     @property
     def pes(self) -> list[int | None]:
@@ -107,6 +111,7 @@ class VdiMap:
             "parent_uuid": self.parent_uuid, "hidden": self.hidden,
             "ambiguous": [{"le": le, "candidates": pes} for le, pes in sorted(self.ambiguous.items())],
             "footer_pe": self.footer_pe,
+            **({"lv_source": self.lv_source} if self.lv_source else {}),
         }
 
 
@@ -415,6 +420,9 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         owner[pe] = idx
         v.placed[0] = Placement(pe, 1.0, "vhd-match", None)
 
+    # -- names from what the SR still says (parent locators, MGT) ------------------------------
+    lv_sources = _name_vdis(states, mgt, findings)
+
     # -- the technician's fixed pairs -----------------------------------------------------------
     taken: dict[int, tuple[str, int]] = {}
     if fixed:
@@ -444,6 +452,8 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                         f"{v.anchor.uid_str}", {"vg": split[0]}))
                     break
     vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
+    for v, m in zip(states, vdis):
+        m.lv_source = "metadata" if v.index in meta_lv else lv_sources.get(v.index)
     orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker)
     _suggest_orphans(states, vdis, orphans)
     rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
@@ -453,6 +463,64 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                  "zero_fill": {_state_key(s): solver.zero[s.index].to_json()
                                for s in states if s.index in solver.zero}}
     return rec
+
+
+def _name_vdis(states: list[VdiState], mgt: dict | None, findings: list[Finding]
+               ) -> dict[int, str]:
+    """LV names for VDIs found by structure alone, from what the SR still says; returns
+    {state index: how the name was found}.
+
+    * a differencing VHD's header parent name (and locators) hold the parent's device-mapper
+      name (sm vhdutil.snapshot -> vhd-util snapshot -p /dev/mapper/...; libvhd
+      vhd_initialize_header_parent_name takes its basename, formats.md 4.5): the parent
+      VHD (unique id = the child's parent id) is the LV `VHD-<vdi uuid>` named there, which is
+      what the children's locators must find again after a restore;
+    * the MGT volume lists the SR's live VDI uuids: where exactly one visible VHD is still
+      unnamed and exactly one live MGT uuid is not yet an LV's name, they are the same VDI.
+    The footer's unique id is NOT the VDI uuid (vhd-util create makes its own), so no name is
+    made up from it here."""
+    by_uid = {v.anchor.uid: v for v in states if v.anchor is not None}
+    how: dict[int, str] = {}
+    for child in states:
+        a = child.anchor
+        if a is None or not any(a.parent_uid):
+            continue
+        parent = by_uid.get(a.parent_uid)
+        split = split_dm_name(a.parent_name) if a.parent_name else None
+        m = _LV_NAME.fullmatch(split[1].lower()) if split else None
+        if parent is None or m is None:
+            continue
+        name = f"{m.group(1).upper()}-{m.group(2)}"
+        if parent.lv_name is None:
+            parent.lv_name = name
+            how[parent.index] = "parent-locator"
+            findings.append(Finding(
+                "lv-name-from-parent-locator", None, "info",
+                f"VHD {parent.anchor.uid_str} is LV {name}: the parent name in the header of "
+                f"its child VHD {a.uid_str}", {"vhd_uuid": parent.anchor.uid_str, "lv": name}))
+        elif parent.lv_name != name:
+            findings.append(Finding(
+                "lv-name-conflict", None, "warning",
+                f"VHD {parent.anchor.uid_str} is LV {parent.lv_name}, but its child "
+                f"{a.uid_str} names its parent {name}: the child's locator will not resolve "
+                f"after a restore", {"vhd_uuid": parent.anchor.uid_str, "lv": parent.lv_name,
+                                     "child_says": name}))
+    if mgt and mgt.get("vdi_uuids"):
+        named = {(v.lv_name or "").lower() for v in states}
+        free_uuids = [u for u in mgt["vdi_uuids"] if f"vhd-{u}" not in named
+                      and f"lv-{u}" not in named]
+        unnamed = [v for v in states if v.lv_name is None and v.anchor is not None
+                   and v.anchor.plausible and not v.anchor.hidden]
+        if len(free_uuids) == 1 and len(unnamed) == 1:
+            v = unnamed[0]
+            v.lv_name = f"VHD-{free_uuids[0]}"
+            how[v.index] = "mgt"
+            findings.append(Finding(
+                "lv-name-from-mgt", None, "info",
+                f"VHD {v.anchor.uid_str} is LV {v.lv_name}: the one live VDI of the MGT volume "
+                f"that no LV is named after, and the one visible VHD still unnamed",
+                {"vhd_uuid": v.anchor.uid_str, "lv": v.lv_name}))
+    return how
 
 
 class FixError(SrsalvageError):
@@ -483,7 +551,8 @@ def _apply_fixes(fixed: Mapping[str, Mapping[int, int]], states: list[VdiState],
     placements of one PE."""
     seen: dict[int, tuple[str, int]] = {}
     for key, pairs in fixed.items():
-        v = next((s for s in states if _state_key(s) == key or s.lv_name == key), None)
+        v = next((s for s in states if _state_key(s) == key or s.lv_name == key
+                  or (s.anchor is not None and key.lower() == f"vhd:{s.anchor.uid_str}")), None)
         if v is None:
             keys = ", ".join(_state_key(s) for s in states[:6])
             raise FixError(f"--fix {key}: no VDI with that key"
@@ -540,7 +609,8 @@ def _find_mgt(ev, feats, D: int, E: int, findings: list[Finding]) -> dict[str, A
     live = [v for v in content.vdis if not v.deleted]
     return {"pe": pe, "sr_uuid": content.sr_uuid, "sr_name_label": content.sr_name_label,
             "allocation": content.allocation, "vdi_slots": len(content.vdis),
-            "live_vdis": len(live)}
+            "live_vdis": len(live),
+            "vdi_uuids": [v.uuid.lower() for v in live if v.uuid and _UUID.fullmatch(v.uuid.lower())]}
 
 
 def _suggest_orphans(states: list[VdiState], vdis: list[VdiMap], orphans: list[dict]) -> None:
