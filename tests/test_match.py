@@ -400,7 +400,7 @@ def test_demo_without_any_lvm_is_rebuilt_and_its_gaps_get_suggestions(tmp_path):
     """The demo SR with its partition table, PV label and metadata area all wiped: PE 0 and the
     VG name come from the MGT volume, every placement made is right. The demo's web VDI has
     bitmap bits clear over stale bytes: zeros there are measured as untrustworthy for it
-    (issue 10), so its continuity no longer fails and every one of its extents is placed."""
+    (issue 10), so its continuity no longer fails; what only layout could place is listed."""
     from core.demo import build_demo
 
     path = tmp_path / "demo.img"
@@ -417,8 +417,12 @@ def test_demo_without_any_lvm_is_rebuilt_and_its_gaps_get_suggestions(tmp_path):
             assert p.pe == t.pes[le], (t.key, le, p)
         for le, cands in v.ambiguous.items():
             assert t.pes[le] in cands, (t.key, le, cands)
+    # the web VDI: every extent placed right or, where only layout placed it on this disk
+    # with a previous life, listed with the true PE among its candidates
     web = next(v for v in rec.vdis if by_uid[v.vhd_uuid].key == "web")
-    assert web.pes == by_uid[web.vhd_uuid].pes
+    truth = by_uid[web.vhd_uuid].pes
+    for le, pe in enumerate(truth):
+        assert web.pes[le] == pe or pe in web.ambiguous.get(le, []), (le, web.pes, web.ambiguous)
 
 
 def test_unplaced_lvhd_le_gets_the_orphans_on_its_lattice_as_suggestions():

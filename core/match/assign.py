@@ -58,6 +58,7 @@ WALK_NOTE = ("nothing in it tells (the tail of a block, no footer that fixes the
              "because it follows the neighbouring extent on disk")
 GAP_CONFIDENCE = 0.4    # data-less extents inferred from the free PE run between two placed ones
 ALLOCATION_GUESS = 0.55  # a footer extent's LE told only by LVM's allocation order
+GUESS_BELOW = 0.75      # below this a placement rests on a prior (withdrawn on reused disks)
 SEARCH_SECTORS = 1 << 17   # sectors gathered per search batch (64 MiB)
 LATTICE = 1024             # 4 KiB-aligned bitmap positions per 4 MiB extent
 SIG_BATCH = 64             # PEs whose lattice sectors are gathered at once (32 MiB)
@@ -1230,6 +1231,82 @@ class Solver:
                     self.place(v, a + k, pa + k, 0.5 if has else GAP_CONFIDENCE, "adjacency",
                                "between two placed extents" + ("" if has else "; no VHD data"))
 
+    # -- precision first on images with a previous life -----------------------------------------
+    def image_stale(self) -> bool:
+        """Did any VDI's blocks show stale bytes where the guest never wrote (core.match.
+        zerofill)? Then its extents were used before: remnants of older VHDs (same sm layout,
+        same 4 MiB grid, same bitmap lattice) can fit any LE by layout alone."""
+        return any(z.stale for z in self.zero.values())
+
+    def withdraw_guesses(self) -> None:
+        """On an image with a previous life, the priors that place extents nothing ties to
+        their VDI (LVM's allocation order, sm's sizing, islands, data-less gaps) land on an
+        older VHD's remnants as readily as on the VDI's own extents (issue 10). Such
+        placements are withdrawn and listed as the LE's candidates; so is every weak
+        placement (content that fits any VDI with that LE open) no longer connected, through a
+        run of placed neighbours on consecutive PEs, to one that evidence ties to the VDI.
+        What stays is what evidence placed; the rest is for the technician (`--fix`)."""
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            drop = set()
+            for le, pl in v.placed.items():
+                if le == 0 or pl.source in ("metadata", "manual"):
+                    continue
+                rule = pl.note is not None and ("sizing" in pl.note or "no placed neighbour"
+                                                in pl.note or "no VHD data" in pl.note
+                                                or "allocation" in pl.note
+                                                or "free run" in pl.note)
+                contested = pl.note == CONTESTED_NOTE
+                if rule or contested:
+                    drop.add(le)
+            changed = True
+            while changed:
+                changed = False
+                for le, pl in v.placed.items():
+                    if le in drop or le == 0 or not pl.weak:
+                        continue
+                    if le - 1 not in drop and le + 1 not in drop:
+                        continue        # its neighbours did not lead to it by a guess
+                    held = False
+                    for d in (-1, 1):
+                        nb = v.placed.get(le + d)
+                        if nb is not None and le + d not in drop and nb.pe == pl.pe + d \
+                                and (not nb.weak or le + d == 0):
+                            held = True
+                    if not held and not self._run_to_strong(v, le, drop):
+                        drop.add(le)
+                        changed = True
+            for le in sorted(drop):
+                pl = v.placed.pop(le)
+                if self.owner[pl.pe] == v.index:
+                    self.owner[pl.pe] = FREE
+                v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {pl.pe})
+            if drop:
+                if v.le_count is not None and max(drop) >= v.le_count - 1:
+                    v.le_count, v.footer_pe = None, None
+                self.findings.append(Finding(
+                    "placements-withdrawn", None, "info",
+                    f"{v.lv_name or v.anchor.uid_str}: LEs {sorted(drop)[:16]} were placed by "
+                    f"layout and allocation order alone; this disk had a previous life (stale "
+                    f"bytes measured), so they are listed as candidates, not placed",
+                    {"les": sorted(drop)}))
+
+    @staticmethod
+    def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:
+        """Is LE `le` joined, through placed LEs on consecutive PEs (none withdrawn), to a
+        placement evidence ties to v (not weak, or LE 0)?"""
+        for d in (-1, 1):
+            j, pe = le, v.placed[le].pe
+            while True:
+                nb = v.placed.get(j + d)
+                if nb is None or j + d in drop or nb.pe != pe + d:
+                    break
+                j, pe = j + d, nb.pe
+                if not nb.weak or j == 0:
+                    return True
+        return False
+
     # -- driver --------------------------------------------------------------------------------
     def solve(self, max_rounds: int | None = None) -> None:
         limit = max_rounds if max_rounds is not None else 4 * self.N + 16
@@ -1242,6 +1319,8 @@ class Solver:
         self.place_footers()
         self.fill_gaps()
         self.review_confidence()
+        if self.image_stale():
+            self.withdraw_guesses()
         for v in self.vdis:
             for le, pes in sorted(v.ambiguous.items()):
                 elsewhere = {pl.pe for pl in v.placed.values()}
@@ -1255,6 +1334,13 @@ class Solver:
                     "extent-ambiguous", None, "warning",
                     f"{v.lv_name or v.anchor.uid_str} LE {le}: no clear candidate (closest: PEs {pes}); "
                     f"not placed", {"le": le, "candidates": pes}))
+
+
+def _is_guess(pl: Placement) -> bool:
+    """A placement that rests on a prior (LVM's allocation order, sm's sizing rule, "the one
+    extent that fits") rather than on evidence tying the extent to its VDI."""
+    return pl.source not in ("metadata", "manual") and (
+        pl.confidence < GUESS_BELOW or pl.source == "adjacency")
 
 
 def _softmax_best(values: np.ndarray, none: float | None, best: float | None = None) -> float:
