@@ -41,7 +41,7 @@ LVHD_STRIDE = 4104
 SM_PE_START = 11 << 20            # sm: pvcreate --metadatasize 10M gives pe_start 11 MiB (formats 2)
 MGT_SEARCH_POINTS = 4096          # grid points looked at for the MGT header without a grid
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_LV_NAME = re.compile(r"(VHD|LV)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+_LV_NAME = re.compile(r"(VHD|LV)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", re.I)
 
 
 @dataclass
@@ -487,10 +487,10 @@ def _name_vdis(states: list[VdiState], mgt: dict | None, findings: list[Finding]
             continue
         parent = by_uid.get(a.parent_uid)
         split = split_dm_name(a.parent_name) if a.parent_name else None
-        m = _LV_NAME.fullmatch(split[1].lower()) if split else None
+        m = _LV_NAME.fullmatch(split[1]) if split else None
         if parent is None or m is None:
             continue
-        name = f"{m.group(1).upper()}-{m.group(2)}"
+        name = f"{m.group(1).upper()}-{m.group(2).lower()}"
         if parent.lv_name is None:
             parent.lv_name = name
             how[parent.index] = "parent-locator"
