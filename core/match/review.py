@@ -131,7 +131,11 @@ class ReviewMixin:
                                                 in pl.note or "no VHD data" in pl.note
                                                 or "allocation" in pl.note
                                                 or "free run" in pl.note)
-                contested = pl.note == CONTESTED_NOTE
+                # a contest another VDI's open LE could win, or free extents that fit as well
+                # and were passed over for adjacency alone
+                contested = pl.note is not None and (
+                    pl.note == CONTESTED_NOTE or pl.note.startswith("content fits PEs")
+                    or pl.note.startswith("free PEs"))
                 if rule or contested:
                     drop.add(le)
             changed = True
