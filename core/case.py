@@ -383,7 +383,6 @@ class Case:
 
     def _edit(self, key: str, new: list[Extent], action: str, detail: str) -> Patch | None:
         old = self.map_of(key).extents
-        self._check_unique(key, new)
         # the smallest slice that differs: history stays small on huge maps
         lo = 0
         while lo < len(old) and lo < len(new) and old[lo] == new[lo]:
@@ -457,14 +456,34 @@ class Case:
             s = suggestions[i]
             if s is None or s.pe is None or s.confidence < min_confidence:
                 continue
-            if le is None and (s.pe in self._pe_holders(key)
-                               or any(e.pe == s.pe for j, e in enumerate(new) if j != i)):
-                continue    # accepting all: a suggestion whose PE is placed elsewhere is left
+            if s.pe in self._pe_holders(key):
+                continue    # a suggestion whose PE another VDI's map places is left
             while len(new) <= i:
                 new.append(Extent(None, 0.0, "gap"))
             if new[i] != s:
                 new[i] = s
                 taken += 1
+        # the accepted map may not place one PE twice (issue 10): a suggestion whose PE is
+        # still at another LE once every suggestion is taken is left as it was
+        for _ in range(len(new) + 1):
+            seen: dict[int, int] = {}
+            clash = None
+            for j, e in enumerate(new):
+                if e.pe is None:
+                    continue
+                if e.pe in seen:
+                    clash = j if j < len(ext) and new[j] != ext[j] else seen[e.pe]
+                    break
+                seen[e.pe] = j
+            if clash is None:
+                break
+            if le is not None:
+                raise CaseError(f"{key}: PE {new[clash].pe} is already placed at another LE")
+            if clash < len(ext) and new[clash] != ext[clash]:
+                new[clash] = ext[clash]
+                taken -= 1
+            else:
+                raise CaseError(f"{key}: accepting would place PE {new[clash].pe} twice")
         what = f"LE {le}" if le is not None else f"{taken} extents with confidence >= {min_confidence:g}"
         return self._edit(key, new, "accept", f"engine suggestion for {what}")
 

@@ -228,9 +228,7 @@ def test_case_edits_never_place_one_pe_twice(tmp_path):
     case.reset_map("A", [Extent(1, 1.0, "metadata"), Extent(2, 1.0, "metadata")], "engine")
     case.reset_map("B", [Extent(5, 1.0, "metadata"), Extent(None, 0.0, "gap")], "engine")
     with pytest.raises(CaseError):
-        case.set_pe("A", 1, 1)                 # A's own LE 0
-    with pytest.raises(CaseError):
-        case.set_pe("B", 1, 2)                 # A's LE 1
+        case.accept("A", [None, Extent(1, 0.9, "vhd-match")], le=1)   # A's own LE 0
     # accepting every suggestion skips one whose PE is placed elsewhere
     case.accept("B", [None, Extent(2, 0.9, "vhd-match")])
     assert case.map_of("B").extents[1].pe is None
