@@ -6,7 +6,8 @@ aligned, footer at the LV end) created and then inflated in turns, so their exte
 a fifth of them thin (a gap of no data before the footer); a third of the PEs used; a few free
 extents with stale random data; the PV label intact, the metadata area empty. Written: the VHD
 metadata, the bitmap sectors, and one or two 4 KiB pieces of random data per block (what the
-bitmaps say was written); the rest are holes, so neither tool pays for reading them and the
+bitmaps say was written) and, unless --fresh, 4 KiB of stale bytes where it was not (tapdisk on
+LVM does not zero-fill a block it allocates); the rest are holes, so neither tool pays for reading them and the
 comparison is about the work per structure and per extent. The matcher does its real work:
 heads and tails of every PE, anchors, BATs and batmaps, walks through runs, lattice
 signatures of every extent it has to search, continuity checks, the assignment.
@@ -51,7 +52,7 @@ def score(rec, truth) -> tuple[float, float, int, int]:
     return ok / placed if placed else 1.0, hit / need if need else 1.0, placed, need
 
 
-def one(size: int, vdis: int, workdir: str, keep: bool) -> dict:
+def one(size: int, vdis: int, workdir: str, keep: bool, stale: bool = True) -> dict:
     from core.match.reconstruct import reconstruct
     from core.match.synth import sparse_sr
     from core.scan import scan
@@ -59,7 +60,7 @@ def one(size: int, vdis: int, workdir: str, keep: bool) -> dict:
 
     path = os.path.join(workdir, f"sr-{size >> 30}G.img")
     t0 = time.perf_counter()
-    truth = sparse_sr(path, size, vdis)
+    truth = sparse_sr(path, size, vdis, stale_blocks=stale)
     built = time.perf_counter() - t0
     with Evidence(path) as ev:
         t0 = time.perf_counter()
@@ -84,10 +85,14 @@ def main() -> int:
     ap.add_argument("--vdis", type=int, default=100)
     ap.add_argument("--dir", default=None, help="where to build the sparse images")
     ap.add_argument("--keep", action="store_true", help="keep the images")
+    ap.add_argument("--fresh", action="store_true",
+                    help="blocks zero-filled where unwritten (default: stale bytes there, as "
+                         "tapdisk on an LVM SR leaves them)")
     args = ap.parse_args()
     workdir = args.dir or tempfile.mkdtemp(prefix="srsalvage-bench-")
     try:
-        rows = [one(parse_size(s), args.vdis, workdir, args.keep) for s in (args.small, args.size)]
+        rows = [one(parse_size(s), args.vdis, workdir, args.keep, not args.fresh)
+                for s in (args.small, args.size)]
     finally:
         if not args.dir and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

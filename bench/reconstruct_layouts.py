@@ -10,6 +10,20 @@ the VHD there is not zero) placed right / all of them, and the placements with c
 before (reused extents; inflated LVs' gaps keep it).
 
     sudo .venv/bin/python bench/reconstruct_layouts.py [--seeds 1-60] [--stale]
+
+`--xs KINDS` (comma list or `all`: thick, thin, resized, snapshots, reused, label-gone) runs the
+XenServer-like builder instead (tests/xsbuilder: sm's life cycle over real lvm2, VHDs written
+as libvhd/tapdisk on LVM write them, guest disks made by mkfs/debugfs/ntfscp, every disk with
+a previous life, metadata area zeroed). Per seed it runs the command line a technician would:
+`srsalvage reconstruct IMAGE -o map.json`, then `srsalvage export IMAGE --map map.json --vdi
+KEY --format raw` for every VDI, and prints per kind: precision (right/placed; a removed or
+older VHD's placement is right on the PE it had), recall over the live VHDs' extents holding
+non-zero VHD data, placements with confidence >= 0.5 that are wrong, and the exports: equal to
+the guest's disk / refused (exit 3) / WRONG (exit 0 with other bytes: the worst outcome) /
+failed / absent from the map.
+
+    sudo .venv/bin/python bench/reconstruct_layouts.py --xs all --seeds 1-30 [--jobs 2]
+        [--report xs.json] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -34,11 +48,110 @@ def seeds_of(text: str) -> list[int]:
     return out
 
 
+def xs_seed(job: tuple[str, int, str | None]) -> dict:
+    """Build one XenServer-like SR, reconstruct and export it through the CLI; the scores."""
+    import json
+    import time
+
+    from xsbuilder import build
+    from xsbuilder import truth as T
+
+    kind, seed, keep = job
+    work = Path(tempfile.mkdtemp(prefix=f"srsalvage-xs-{kind}-{seed}-"))
+    row: dict = {"kind": kind, "seed": seed}
+    try:
+        t0 = time.time()
+        img, truth = build(kind, seed, work)
+        row["build_s"] = round(time.time() - t0, 1)
+        T.save(truth, str(work / "truth.json"))
+        map_path = str(work / "map.json")
+        t0 = time.time()
+        code, err = T.run_cli("reconstruct", img, "-o", map_path)
+        row["reconstruct_s"] = round(time.time() - t0, 1)
+        if code != 0:
+            row.update(error=f"reconstruct exit {code}: {err[-300:]}")
+            return row
+        doc = json.loads(Path(map_path).read_text())
+        res = T.score(doc, truth)
+        row.update({k: res[k] for k in ("placed", "right", "needed", "found", "missed")})
+        row["wrong_confident"] = res["wrong_confident"]
+        row["exports"] = T.check_exports(img, truth, map_path, doc)
+        row["events"] = truth["events"]
+        row["meta"] = {k: truth["meta"][k] for k in ("gpt", "provision", "label_wiped")}
+    except Exception as exc:                      # a builder failure is reported, not hidden
+        import traceback
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        row["trace"] = traceback.format_exc()[-1500:]
+    finally:
+        if keep and ("error" in row or row.get("wrong_confident") or any(
+                e["outcome"] != "equal" for e in row.get("exports", []))):
+            dst = Path(keep) / f"{kind}-{seed}"
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(work, dst, ignore=shutil.ignore_patterns("part.img", "disk.raw",
+                                                                      "src*"))
+        shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+def xs_main(args) -> int:
+    import json
+    from concurrent.futures import ProcessPoolExecutor
+
+    from xsbuilder import KINDS
+    kinds = KINDS if args.xs == "all" else tuple(args.xs.split(","))
+    jobs = [(k, s, args.keep) for s in seeds_of(args.seeds) for k in kinds]   # every kind early
+    rows: list[dict] = []
+    outcomes = ("equal", "refused", "WRONG", "failed", "absent")
+    print(f"{'kind':<11}{'seed':>5} {'placed':>6} {'right':>6} {'found':>9} "
+          f"{'wrong>=.5':>9}  exports (equal/refused/WRONG/failed/absent)", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for row in pool.map(xs_seed, jobs):
+            rows.append(row)
+            if "error" in row:
+                print(f"{row['kind']:<11}{row['seed']:>5}  ERROR {row['error']}", flush=True)
+                if args.report:
+                    Path(args.report).write_text(json.dumps(rows, indent=1))
+                continue
+            ex = [sum(e["outcome"] == o for e in row["exports"]) for o in outcomes]
+            print(f"{row['kind']:<11}{row['seed']:>5} {row['placed']:>6} {row['right']:>6} "
+                  f"{row['found']:>4}/{row['needed']:<4} {len(row['wrong_confident']):>9}  "
+                  f"{'/'.join(map(str, ex))}", flush=True)
+            if args.report:                      # partial results survive an interrupted sweep
+                Path(args.report).write_text(json.dumps(rows, indent=1))
+    print("\n| kind | seeds | precision | recall | wrong placements conf >= 0.5 | exports "
+          "equal / refused / WRONG (exit 0) / failed / absent | builder errors |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in kinds + ("all",):
+        rs = [r for r in rows if kind in ("all", r["kind"])]
+        ok = [r for r in rs if "error" not in r]
+        placed = sum(r["placed"] for r in ok)
+        right = sum(r["right"] for r in ok)
+        needed = sum(r["needed"] for r in ok)
+        found = sum(r["found"] for r in ok)
+        wrong = sum(len(r["wrong_confident"]) for r in ok)
+        ex = [sum(e["outcome"] == o for r in ok for e in r["exports"]) for o in outcomes]
+        print(f"| {kind} | {len(ok)} | {right / max(1, placed):.3f} ({right}/{placed}) | "
+              f"{found / max(1, needed):.3f} ({found}/{needed}) | {wrong} | "
+              f"{' / '.join(map(str, ex))} | {len(rs) - len(ok)} |")
+    if args.report:
+        Path(args.report).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="1-60", help="seeds, e.g. 1-60 or 1,5,9 (default 1-60)")
     ap.add_argument("--stale", action="store_true", help="extents reused: stale data first")
+    ap.add_argument("--xs", help="XenServer-like builder kinds (comma list or 'all')")
+    ap.add_argument("--jobs", type=int, default=1, help="seeds built in parallel (--xs)")
+    ap.add_argument("--report", help="write per-seed results as JSON (--xs)")
+    ap.add_argument("--keep", help="keep images whose results are not perfect here (--xs)")
     args = ap.parse_args()
+    if args.xs:
+        if os.geteuid() != 0 or not shutil.which("lvm"):
+            print("needs root and lvm2 (loop devices)", file=sys.stderr)
+            return 1
+        return xs_main(args)
     if os.geteuid() != 0 or not shutil.which("lvm") or not shutil.which("qemu-img"):
         print("needs root, lvm2 and qemu-img (loop devices)", file=sys.stderr)
         return 1

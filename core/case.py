@@ -517,6 +517,30 @@ class Case:
             self.log(patch.action, vdi=patch.vdi, detail=patch.detail)
         return patch
 
+    def _pe_holders(self, key: str) -> dict[int, str]:
+        """PE -> the other VDI whose edited map places it (issue 10: one PE, one place)."""
+        out: dict[int, str] = {}
+        for other, m in self.maps.items():
+            if other != key:
+                for e in m.extents:
+                    if e.pe is not None:
+                        out.setdefault(e.pe, other)
+        return out
+
+    def _check_unique(self, key: str, new: list[Extent]) -> None:
+        """No edit may place one PE twice: not at two LEs of this VDI, not in another VDI's
+        map of this case."""
+        held = self._pe_holders(key)
+        seen: dict[int, int] = {}
+        for le, e in enumerate(new):
+            if e.pe is None:
+                continue
+            if e.pe in seen:
+                raise CaseError(f"{key}: PE {e.pe} would be LE {seen[e.pe]} and LE {le}")
+            if e.pe in held:
+                raise CaseError(f"{key}: PE {e.pe} is already placed in {held[e.pe]}'s map")
+            seen[e.pe] = le
+
     def _edit(self, key: str, new: list[Extent], action: str, detail: str) -> Patch | None:
         old = self.map_of(key).extents
         # the smallest slice that differs: history stays small on huge maps
@@ -592,11 +616,34 @@ class Case:
             s = suggestions[i]
             if s is None or s.pe is None or s.confidence < min_confidence:
                 continue
+            if s.pe in self._pe_holders(key):
+                continue    # a suggestion whose PE another VDI's map places is left
             while len(new) <= i:
                 new.append(Extent(None, 0.0, "gap"))
             if new[i] != s:
                 new[i] = s
                 taken += 1
+        # the accepted map may not place one PE twice (issue 10): a suggestion whose PE is
+        # still at another LE once every suggestion is taken is left as it was
+        for _ in range(len(new) + 1):
+            seen: dict[int, int] = {}
+            clash = None
+            for j, e in enumerate(new):
+                if e.pe is None:
+                    continue
+                if e.pe in seen:
+                    clash = j if j < len(ext) and new[j] != ext[j] else seen[e.pe]
+                    break
+                seen[e.pe] = j
+            if clash is None:
+                break
+            if le is not None:
+                raise CaseError(f"{key}: PE {new[clash].pe} is already placed at another LE")
+            if clash < len(ext) and new[clash] != ext[clash]:
+                new[clash] = ext[clash]
+                taken -= 1
+            else:
+                raise CaseError(f"{key}: accepting would place PE {new[clash].pe} twice")
         what = f"LE {le}" if le is not None else f"{taken} extents with confidence >= {min_confidence:g}"
         return self._edit(key, new, "accept", f"engine suggestion for {what}")
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -43,6 +45,8 @@ class VdiVolume:
     missing_les: list = field(default_factory=list)  # a map's LEs it could not place
     label: str = ""                  # the VDI's name label (MGT), when known
     past_disk: list = field(default_factory=list)    # LE ranges the metadata maps past the disk
+    map_pes: list | None = None      # from a map file: PE of every LE (None: not placed)
+    extent_bytes: int | None = None  # from a map file: the extent size
     _image: Any = None
     _image_error: str | None = None
 
@@ -200,6 +204,7 @@ def volumes_from_map(base: ByteSpace, doc: dict) -> list[VdiVolume]:
         raise SrsalvageError("map file: no volume_groups entry (extent size / data offset)")
     by_name = {vg.get("name"): vg for vg in vgs if isinstance(vg.get("name"), str)}
     volumes = []
+    offsets: list[int] = []
     for i, vdi in enumerate(doc["vdis"]):
         if not isinstance(vdi, dict):
             raise SrsalvageError(f"map file: vdis[{i}] is not an object")
@@ -235,13 +240,28 @@ def volumes_from_map(base: ByteSpace, doc: dict) -> list[VdiVolume]:
         key = key or lv or (f"vhd:{uid}" if uid else f"vdis[{i}]")
         kind = "raw" if (lv or "").startswith("LV-") else "vhd"
         vol = VdiVolume(key, lv, extent_space(base, data_offset, extent, pes, name=key),
-                        kind=kind, map_runs=runs, vhd_uuid=uid)
+                        kind=kind, map_runs=runs, vhd_uuid=uid, map_pes=list(pes),
+                        extent_bytes=extent)
+        offsets.append(data_offset)
         missing = vdi.get("missing_les")
         if isinstance(missing, list):
             vol.missing_les = [m for m in missing if isinstance(m, int) and not isinstance(m, bool)]
         if vdi.get("complete") is False and not vol.missing_les:
             vol.missing_les = [le for le, pe in enumerate(pes) if pe is None]
         volumes.append(vol)
+    # no map may place one PE twice (issue 10): which of the two holds the data is not ours
+    # to guess
+    holder: dict[int, tuple[str, int]] = {}
+    for vol, base_off in zip(volumes, offsets):
+        for le, pe in enumerate(vol.map_pes or []):
+            if pe is None:
+                continue
+            at = base_off + pe * (vol.extent_bytes or 0)     # PE numbers are per VG
+            if at in holder:
+                k, ole = holder[at]
+                raise SrsalvageError(f"map file: PE {pe} is placed twice ({k} LE {ole} and "
+                                     f"{vol.key} LE {le})")
+            holder[at] = (vol.key, le)
     return volumes
 
 
@@ -265,6 +285,105 @@ def load_map(path: str) -> dict:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SrsalvageError(f"map file {path}: not JSON ({exc})") from None
+
+
+# -- what a map leaves out -----------------------------------------------------------------------
+def map_coverage_findings(vol: VdiVolume, img: VhdImage) -> list:
+    """Errors where reading VHD `img` through the map of `vol` would lose data in silence
+    (issue 10): the BAT points into an extent the map does not place or past the mapped LV
+    (the virtual byte ranges of those blocks are named), the VHD's metadata lies in an unplaced
+    extent, or the size the export would write (the footer at the mapped LV's end) disagrees
+    with the footer copy at offset 0 (a resized VDI whose map ends at an old footer would come
+    back truncated). Empty for volumes that do not come from a map."""
+    from core.findings import Finding
+    from core.structs import vhd as S
+
+    if vol.map_pes is None or not vol.extent_bytes or img.disk_type == S.HD_TYPE_FIXED:
+        return []
+    E = vol.extent_bytes
+    placed = np.array([p is not None for p in vol.map_pes], dtype=bool)
+    out = []
+    copy = img.copy_footer
+    if copy is not None and copy.good and bytes(copy.parsed.uuid) == img.unique_id \
+            and int(copy.parsed.curr_size) != img.current_size:
+        out.append(Finding(
+            "map-size-mismatch", img.footer_offset, "error",
+            f"{vol.key}: the footer at the mapped LV's end describes {img.current_size} virtual "
+            f"bytes, the footer copy at offset 0 {int(copy.parsed.curr_size)}: the map ends at "
+            f"an old footer (the LV was resized or inflated since)",
+            {"footer_bytes": img.current_size, "copy_bytes": int(copy.parsed.curr_size)},
+            space="lv"))
+    meta_les = range(0, max(1, -(-img.metadata_end // E)))
+    unplaced_meta = [le for le in meta_les if le >= len(placed) or not placed[le]]
+    if unplaced_meta:
+        out.append(Finding(
+            "map-metadata-unplaced", unplaced_meta[0] * E, "error",
+            f"{vol.key}: the VHD's header/BAT/batmap lie in LE(s) "
+            f"{compact_ranges(unplaced_meta)}, which the map does not place", {
+                "les": unplaced_meta}, space="lv"))
+    blocks = img.allocated_blocks
+    if len(blocks):
+        span = img.bitmap_bytes + img.block_size
+        start = img.bat[blocks].astype(np.int64) * 512
+        first, last = start // E, (start + span - 1) // E
+        unplaced = np.concatenate([[0], np.cumsum(~placed)])
+        inside = last < len(placed)
+        bad = ~inside
+        ok = np.nonzero(inside)[0]
+        bad[ok] = unplaced[last[ok] + 1] - unplaced[first[ok]] > 0
+        if bad.any():
+            bs, size = img.block_size, img.current_size
+            ranges = _byte_ranges([(int(b) * bs, min((int(b) + 1) * bs, size))
+                                   for b in blocks[bad]])
+            les = sorted({int(j) for a, b in zip(first[bad], last[bad])
+                          for j in range(int(a), int(b) + 1)
+                          if j >= len(placed) or not placed[j]})
+            shown = ", ".join(f"{a}-{b - 1}" for a, b in ranges[:8])
+            past = bool((~inside).any())
+            out.append(Finding(
+                "map-bat-unplaced", None, "error",
+                f"{vol.key}: {int(bad.sum())} allocated block(s) lie in LE(s) "
+                f"{compact_ranges(les[:64])} that the map does not place"
+                + (" or past the mapped LV" if past else "")
+                + f": virtual bytes {shown}" + (" ..." if len(ranges) > 8 else ""),
+                {"virtual_ranges": [[a, b] for a, b in ranges], "les": les[:1024]},
+                space="vhd"))
+    return out
+
+
+def _byte_ranges(pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[(start, end)] sorted and merged where they touch."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(pieces):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        elif b > a:
+            out.append((a, b))
+    return out
+
+
+def refuse_unsafe_map(resolved: "ResolvedVdi", images, force: bool,
+                      warn: Callable[[str], None] | None = None) -> list:
+    """Export through a map: raise UnsafeError (exit 3) naming what would be lost when the map
+    leaves any of `images` (the VDI and, for a flattened export, its parents) short, unless
+    `force` (then each problem is a warning). Returns the findings."""
+    vols = [resolved.volume] + resolved.siblings
+    found = []
+    for img in images:
+        vol = next((v for v in vols if v._image is img
+                    or (getattr(v, "_shared", None) is not None and v._shared._image is img)),
+                   None)
+        if vol is not None:
+            found.extend(map_coverage_findings(vol, img))
+    if found and not force:
+        raise UnsafeError("; ".join(f.message for f in found)[:2000]
+                          + " (export anyway with --force: those bytes would read as zeros)")
+    for f in found:
+        msg = f.message + " (exported anyway: --force)"
+        resolved.warnings.append(msg)
+        if warn is not None:
+            warn(msg)
+    return found
 
 
 # -- from the LVM analysis -----------------------------------------------------------------------

@@ -357,6 +357,54 @@ def _place_over_stale(f, built, pes, D, rng) -> None:
     f.write(built.data[len(pes) * E - 512: len(pes) * E])
 
 
+def place_as_tapdisk_on_lvm(f, built, pes, D, rng, old_footers: bool = True) -> None:
+    """An LV over reused extents written the way tapdisk on an LVM SR writes it (issue 10):
+    blktap drivers/block-vhd.c `_vhd_open` does not set VHD_FLAG_OPEN_PREALLOCATE for LVM
+    storage, so allocating a block (`update_bat` -> `schedule_zero_bm_write`) zeroes only the
+    alignment gap and the bitmap sector; the data sectors the guest never wrote keep whatever
+    the extent held before. Before the VHD, every PE holds stale random data with, on the LVHD
+    lattice, bitmap-like sectors of an older VHD. With `old_footers`, a footer of the same
+    unique id is left at the end of an LE past the data (sm lvhdutil.inflate and vhd-util
+    resize leave the old footer where the LV used to end)."""
+    from core.match.synth import SECTORS
+    for le, p in enumerate(pes):
+        stale = bytearray(rng.randbytes(E))
+        for k in range(1024):           # an older VHD's bitmaps on the LVHD lattice
+            rel = 8455 + 4104 * k - le * (E // 512)
+            if 0 <= rel < E // 512 and rng.random() < 0.7:
+                ones = 64 * rng.randint(1, 8)
+                stale[rel * 512:(rel + 1) * 512] = b"\xff" * ones + bytes(512 - ones)
+        f.seek(D + p * E)
+        f.write(stale)
+    data = built.data
+    lv = bytearray(data[: len(pes) * E].ljust(len(pes) * E, b"\0"))
+    known = np.zeros(len(pes) * E // 512, dtype=bool)       # sectors the VHD wrote
+    meta_end = min(built.block_offsets.values(), default=built.data_end)
+    known[: meta_end // 512] = True
+    for off in built.block_offsets.values():
+        s0 = off // 512
+        known[s0 - 7: s0 + 1] = True                         # alignment gap + bitmap
+        bits = np.unpackbits(np.frombuffer(data[off:off + 512], dtype=np.uint8))[:SECTORS]
+        known[s0 + 1: s0 + 1 + SECTORS] = bits.astype(bool)
+    known[-1] = True                                          # the footer
+    if old_footers:
+        for le in range((built.data_end - 1) // E, len(pes) - 1):
+            if rng.random() < 0.5 and (le + 1) * E - 512 >= built.data_end:
+                lv[(le + 1) * E - 512:(le + 1) * E] = built.footer
+                known[(le + 1) * E // 512 - 1] = True
+    for le, p in enumerate(pes):
+        k = known[le * (E // 512):(le + 1) * (E // 512)]
+        if not k.any():
+            continue
+        ext = np.frombuffer(bytes(lv[le * E:(le + 1) * E]), dtype=np.uint8).reshape(-1, 512)
+        f.seek(D + p * E)
+        cur = bytearray(f.read(E))
+        arr = np.frombuffer(cur, dtype=np.uint8).reshape(-1, 512).copy()
+        arr[k] = ext[k]
+        f.seek(D + p * E)
+        f.write(arr.tobytes())
+
+
 def build_sr_turns(tmp, seed: int, n_vdis: int = 6, turns: int = 4, stale: bool = False):
     """More VDIs grown in more turns (random sizes): LVHD VDIs, deflated or inflated-thin,
     one of them with every block fully written, and a real qemu-img VHD. With `stale`, the
@@ -409,7 +457,9 @@ def build_sr_turns(tmp, seed: int, n_vdis: int = 6, turns: int = 4, stale: bool 
             blocks = rng.sample(range(virtual // (2 << 20)), nblocks)
             built = lvhd_vdi(virtual, blocks, seed=seed * 100 + i, lv_size=lv,
                              full_every=1 if i == 0 else 3)
-            if stale:
+            if stale == "tapdisk":
+                place_as_tapdisk_on_lvm(f, built, pes, D, rng)
+            elif stale:
                 _place_over_stale(f, built, pes, D, rng)
             else:
                 place_extents(f, built.data, pes, D)

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import open_images, print_json, print_text, warn
     from core.escape import terminal_line
-    from core.vdi import resolve_vdi
+    from core.vdi import map_coverage_findings, resolve_vdi
     from core.vhd.checks import check_vhd
     from core.findings import Finding
 
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
                                 space="lv")]
             described = None
         else:
-            findings = check_vhd(img, resolved.find_parent)
+            # a map that leaves the VHD short is an error (issue 10: nothing lost in silence)
+            findings = map_coverage_findings(vol, img) + check_vhd(img, resolved.find_parent)
             described = img.describe()
         from core.evidence.layers import unreadable_in
         bad = unreadable_in(vol.space)

@@ -3,8 +3,10 @@
 cli-contract.md `export`: the VHD as XenServer held it (footer rebuilt from the copy when
 damaged, said on stderr) or the flat virtual disk (sparse, flattened through parents found in
 the same SR). Size and sha256 on stdout (`--json`: one document). Exit 3 when the VDI's extents
-were given to another LV by a newer generation (unless --force) or when OUT exists (unless
---overwrite) or is the evidence.
+were given to another LV by a newer generation (unless --force), when a map leaves out what the
+VHD needs (the BAT points into an extent the map does not place or past the mapped LV, or the
+footer at the mapped LV's end disagrees with the copy at offset 0 on the size; the virtual byte
+ranges are named; unless --force), or when OUT exists (unless --overwrite) or is the evidence.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=("vhd", "raw"))
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--force", action="store_true",
-                   help="export even if a newer generation gave the VDI's extents to another LV")
+                   help="export even if a newer generation gave the VDI's extents to another LV "
+                        "or the map leaves part of the VHD unplaced")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_case_options(p)
@@ -105,6 +108,7 @@ def _export(args: argparse.Namespace, resolved, vol, guard, evidence_paths: list
     from app.commands._common import StderrProgress, warn
     from core.errors import SrsalvageError
     from core.provenance import guarded_space
+    from core.vdi import refuse_unsafe_map
     from core.vhd.export import export_raw, export_vhd
 
     progress = StderrProgress()
@@ -116,10 +120,12 @@ def _export(args: argparse.Namespace, resolved, vol, guard, evidence_paths: list
                                   args.overwrite, progress=progress), None
             raise SrsalvageError(f"{vol.key}: no VHD in this volume ({vol.image_error})")
         if args.format == "vhd":
+            refuse_unsafe_map(resolved, [img], args.force, warn)
             return export_vhd(img, args.output, evidence_paths, args.overwrite,
                               progress=progress), img
         known = len(resolved.warnings)
         chain = resolved.chain()
+        refuse_unsafe_map(resolved, chain.images, args.force, warn)
         for w in resolved.warnings[known:]:
             warn(w)
         for f in chain.findings:

@@ -13,6 +13,7 @@ import argparse
 import os
 import json
 import re
+import sys
 
 from app.commands._common import add_more_images, add_pv_offset
 from core.escape import terminal_line
@@ -133,7 +134,7 @@ def _runs(pes):
 
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import StderrProgress, info, print_json, print_text, warn
-    from core.match.reconstruct import reconstruct
+    from core.match.reconstruct import FixError, reconstruct
     from core.output import AtomicOutput, check_output_path
     from app.commands._common import image_paths, open_images
 
@@ -147,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
             rec = reconstruct(ev, backups=args.backup, fixed=fixed, progress=progress,
                               extent_bytes=args.extent_size, data_offset=args.data_offset,
                               pe_count=args.pe_count, pv_offsets=args.pv_offset)
+        except FixError as exc:          # bad usage: one line, exit 2
+            print(f"srsalvage: {exc}", file=sys.stderr)
+            return 2
         finally:
             progress.close()
         unreadable = [list(r) for r in ev.unreadable]

@@ -158,6 +158,10 @@ def compute_pe_features(reader: SectorReader, data_offset: int, extent_bytes: in
                         pe_count: int, cancel=None, progress=None) -> PeFeatures:
     """Read heads and tails of every PE (holes skipped) in chunks; keep only flags and ids."""
     n = pe_count
+    if not 0 <= data_offset <= reader.size - extent_bytes:
+        n, data_offset = 0, 0   # nothing of the evidence lies there (issue 11: bounded
+        #                         by its real size before anything is allocated)
+    n = min(n, max(0, (reader.size - data_offset) // extent_bytes))
     f = PeFeatures(n, np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool),
                    np.zeros(n, bool), np.zeros((n, 16), np.uint8), np.zeros((n, 16), np.uint8),
                    np.zeros(n, bool), np.zeros(n, bool))

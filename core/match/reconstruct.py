@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -40,6 +41,8 @@ LVHD_FIRST_BITMAP_SECTOR = 8455   # formats.md 4.5
 LVHD_STRIDE = 4104
 SM_PE_START = 11 << 20            # sm: pvcreate --metadatasize 10M gives pe_start 11 MiB (formats 2)
 MGT_SEARCH_POINTS = 4096          # grid points looked at for the MGT header without a grid
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_LV_NAME = re.compile(r"(VHD|LV)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", re.I)
 
 
 @dataclass
@@ -86,6 +89,7 @@ class VdiMap:
     footer_pe: int | None = None
     lv_tags: list[str] = field(default_factory=list)
     lv_status: list[str] | None = None
+    lv_source: str | None = None     # where `lv` comes from: metadata | parent-locator | mgt
 
     @property
     def pes(self) -> list[int | None]:
@@ -108,6 +112,7 @@ class VdiMap:
             "parent_uuid": self.parent_uuid, "hidden": self.hidden,
             "ambiguous": [{"le": le, "candidates": pes} for le, pes in sorted(self.ambiguous.items())],
             "footer_pe": self.footer_pe,
+            **({"lv_source": self.lv_source} if self.lv_source else {}),
         }
 
 
@@ -161,7 +166,9 @@ def _label_at(ev, pv_offset: int) -> dict | None:
             continue
         pid = pvh.pv_uuid.decode("ascii", "replace")
         pe_start = int(pvh.data_areas[0].offset)
-        if pe_start <= 0 or pe_start % SECTOR:
+        # bounded by the evidence's real size before it drives any arithmetic (issue 11: a
+        # huge pe_start overflowed int64 in compute_pe_features)
+        if pe_start <= 0 or pe_start % SECTOR or pv_offset + pe_start >= ev.size:
             continue
         pretty = "-".join([pid[0:6], pid[6:10], pid[10:14], pid[14:18], pid[18:22], pid[22:26],
                            pid[26:32]])
@@ -295,6 +302,9 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     reader = SectorReader(ev)
     grid: Grid | None = None
     if data_offset is not None:
+        if not 0 <= data_offset < ev.size:
+            raise SrsalvageError(f"data offset {data_offset} is outside the image "
+                                 f"({ev.size} bytes)")
         count = pe_count if pe_count is not None else (ev.size - data_offset) // E
         grid = Grid(int(data_offset), E, int(count), "given")
     elif vg is not None:
@@ -316,6 +326,11 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                               findings + [Finding("no-extent-grid", None, "error",
                                                   "no LVM metadata, label or VHD head found: "
                                                   "nothing says where the extents are")], [])
+    if not 0 <= grid.data_offset < ev.size:
+        return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],
+                              findings + [Finding("no-extent-grid", None, "error",
+                                                  f"PE 0 at {grid.data_offset} ({grid.source}) "
+                                                  f"lies outside the image")], [])
     grid.pe_count = max(0, min(grid.pe_count, (ev.size - grid.data_offset) // E, MAX_PES))
     if grid.dev_size is None and grid.pv_offset is not None:
         grid.dev_size = ev.size - grid.pv_offset
@@ -414,28 +429,18 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         owner[pe] = idx
         v.placed[0] = Placement(pe, 1.0, "vhd-match", None)
 
+    # -- names from what the SR still says (parent locators, MGT) ------------------------------
+    lv_sources = _name_vdis(states, mgt, findings)
+
     # -- the technician's fixed pairs -----------------------------------------------------------
-    for key, pairs in (fixed or {}).items():
-        v = next((s for s in states if _state_key(s) == key or s.lv_name == key), None)
-        if v is None:
-            findings.append(Finding("fixed-unknown-vdi", None, "warning",
-                                    f"fixed extents for {key}: no such VDI found"))
-            continue
-        for le, pe in pairs.items():
-            le, pe = int(le), int(pe)
-            if not 0 <= pe < N:
-                raise SrsalvageError(f"fixed extent {key} LE {le} -> PE {pe}: no such PE")
-            old = v.placed.get(le)
-            if old is not None and owner[old.pe] == v.index:
-                owner[old.pe] = FREE
-            prev = int(owner[pe])
-            if prev >= 0 and prev != v.index:
-                other = states[prev]
-                for ole, pl in list(other.placed.items()):
-                    if pl.pe == pe:
-                        del other.placed[ole]
-            owner[pe] = v.index
-            v.placed[le] = Placement(pe, 1.0, "manual", None)
+    taken: dict[int, tuple[str, int]] = {}
+    if fixed:
+        # what the engine gives other VDIs without the fixes: a fix may not take it from them
+        base = reconstruct(ev, backups, None, cancel, None, report=report,
+                           extent_bytes=extent_bytes, data_offset=data_offset,
+                           pe_count=pe_count, use_metadata=use_metadata)
+        taken = {p.pe: (m.key, le) for m in base.vdis for le, p in m.extents}
+    _apply_fixes(fixed or {}, states, owner, N, E, taken)
 
     # -- solve ----------------------------------------------------------------------------------
     solver = Solver(reader, D, E, N, feats, states, owner,
@@ -456,13 +461,142 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                         f"{v.anchor.uid_str}", {"vg": split[0]}))
                     break
     vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
+    for v, m in zip(states, vdis):
+        m.lv_source = "metadata" if v.index in meta_lv else lv_sources.get(v.index)
     orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker)
     _suggest_orphans(states, vdis, orphans)
     rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
                          anchors=[s.anchor for s in states if s.anchor is not None], mgt=mgt)
     rec.stats = {"pes": N, "anchors": len([s for s in states if s.anchor is not None]),
-                 "sectors_read": reader.reads}
+                 "sectors_read": reader.reads,
+                 "zero_fill": {_state_key(s): solver.zero[s.index].to_json()
+                               for s in states if s.index in solver.zero}}
     return rec
+
+
+def _name_vdis(states: list[VdiState], mgt: dict | None, findings: list[Finding]
+               ) -> dict[int, str]:
+    """LV names for VDIs found by structure alone, from what the SR still says; returns
+    {state index: how the name was found}.
+
+    * a differencing VHD's header parent name (and locators) hold the parent's device-mapper
+      name (sm vhdutil.snapshot -> vhd-util snapshot -p /dev/mapper/...; libvhd
+      vhd_initialize_header_parent_name takes its basename, formats.md 4.5): the parent
+      VHD (unique id = the child's parent id) is the LV `VHD-<vdi uuid>` named there, which is
+      what the children's locators must find again after a restore;
+    * the MGT volume lists the SR's live VDI uuids: where exactly one visible VHD is still
+      unnamed and exactly one live MGT uuid is not yet an LV's name, they are the same VDI.
+    The footer's unique id is NOT the VDI uuid (vhd-util create makes its own), so no name is
+    made up from it here."""
+    by_uid = {v.anchor.uid: v for v in states if v.anchor is not None}
+    how: dict[int, str] = {}
+    for child in states:
+        a = child.anchor
+        if a is None or not any(a.parent_uid):
+            continue
+        parent = by_uid.get(a.parent_uid)
+        split = split_dm_name(a.parent_name) if a.parent_name else None
+        m = _LV_NAME.fullmatch(split[1]) if split else None
+        if parent is None or m is None:
+            continue
+        name = f"{m.group(1).upper()}-{m.group(2).lower()}"
+        if parent.lv_name is None:
+            parent.lv_name = name
+            how[parent.index] = "parent-locator"
+            findings.append(Finding(
+                "lv-name-from-parent-locator", None, "info",
+                f"VHD {parent.anchor.uid_str} is LV {name}: the parent name in the header of "
+                f"its child VHD {a.uid_str}", {"vhd_uuid": parent.anchor.uid_str, "lv": name}))
+        elif parent.lv_name != name:
+            findings.append(Finding(
+                "lv-name-conflict", None, "warning",
+                f"VHD {parent.anchor.uid_str} is LV {parent.lv_name}, but its child "
+                f"{a.uid_str} names its parent {name}: the child's locator will not resolve "
+                f"after a restore", {"vhd_uuid": parent.anchor.uid_str, "lv": parent.lv_name,
+                                     "child_says": name}))
+    if mgt and mgt.get("vdi_uuids"):
+        named = {(v.lv_name or "").lower() for v in states}
+        free_uuids = [u for u in mgt["vdi_uuids"] if f"vhd-{u}" not in named
+                      and f"lv-{u}" not in named]
+        unnamed = [v for v in states if v.lv_name is None and v.anchor is not None
+                   and v.anchor.plausible and not v.anchor.hidden]
+        if len(free_uuids) == 1 and len(unnamed) == 1:
+            v = unnamed[0]
+            v.lv_name = f"VHD-{free_uuids[0]}"
+            how[v.index] = "mgt"
+            findings.append(Finding(
+                "lv-name-from-mgt", None, "info",
+                f"VHD {v.anchor.uid_str} is LV {v.lv_name}: the one live VDI of the MGT volume "
+                f"that no LV is named after, and the one visible VHD still unnamed",
+                {"vhd_uuid": v.anchor.uid_str, "lv": v.lv_name}))
+    return how
+
+
+class FixError(SrsalvageError):
+    """A `--fix KEY:LE=PE` that cannot apply: unknown VDI, LE or PE out of range, or a PE that
+    another VDI (or another LE) holds. The command line prints it as one line, exit 2."""
+
+
+def _le_limit(v: VdiState, E: int) -> int:
+    """How many LEs VDI v's LV can have: its metadata's count, else the largest LV sm gives a
+    VHD of its virtual size (or the VHD's own length, whichever is larger)."""
+    if v.metadata_map and v.le_count is not None:
+        return v.le_count
+    a = v.anchor
+    if a is None:
+        return max([v.le_count or 0] + [le + 1 for le in v.placed])
+    from core.match.predict import sm_inflated_bytes
+    longest = max(sm_inflated_bytes(a, E) or 0, a.data_end + SECTOR,
+                  a.meta_end + a.current_size + a.entries_needed * SECTOR + SECTOR)
+    return max(-(-longest // E), v.le_count or 0)
+
+
+def _apply_fixes(fixed: Mapping[str, Mapping[int, int]], states: list[VdiState],
+                 owner: np.ndarray, N: int, E: int,
+                 taken: Mapping[int, tuple[str, int]] | None = None) -> None:
+    """Pin the technician's LE -> PE pairs as hard constraints. One VDI's fix changes that VDI
+    only (its own placement of that PE at another LE is dropped; the solver then decides what
+    depends on it); a PE another VDI holds, or one fixed twice, is an error - never two
+    placements of one PE."""
+    seen: dict[int, tuple[str, int]] = {}
+    for key, pairs in fixed.items():
+        v = next((s for s in states if _state_key(s) == key or s.lv_name == key
+                  or (s.anchor is not None and key.lower() == f"vhd:{s.anchor.uid_str}")), None)
+        if v is None:
+            keys = ", ".join(_state_key(s) for s in states[:6])
+            raise FixError(f"--fix {key}: no VDI with that key"
+                           + (f" (keys: {keys}{', ...' if len(states) > 6 else ''})"
+                              if states else ""))
+        limit = _le_limit(v, E)
+        for le, pe in pairs.items():
+            le, pe = int(le), int(pe)
+            if not 0 <= pe < N:
+                raise FixError(f"--fix {key}:{le}={pe}: no such PE (the grid has {N})")
+            if not 0 <= le < limit:
+                raise FixError(f"--fix {key}:{le}={pe}: LE {le} is out of range "
+                               f"(its LV has at most {limit} extents)")
+            if pe in seen and seen[pe] != (key, le):
+                raise FixError(f"--fix {key}:{le}={pe}: PE {pe} is already fixed as "
+                               f"{seen[pe][0]} LE {seen[pe][1]}")
+            seen[pe] = (key, le)
+            holder = int(owner[pe])
+            if holder == RESERVED or (holder >= 0 and holder != v.index):
+                what = "a volume that is not a VDI (MGT or a raw LV)" if holder == RESERVED \
+                    else _state_key(states[holder])
+                raise FixError(f"--fix {key}:{le}={pe}: PE {pe} belongs to {what}; fix that "
+                               f"VDI's placement first")
+            other = (taken or {}).get(pe)
+            if other is not None and other[0] != _state_key(v):
+                raise FixError(f"--fix {key}:{le}={pe}: PE {pe} belongs to {other[0]} (its LE "
+                               f"{other[1]}); fix that VDI's placement first")
+            for ole, pl in list(v.placed.items()):
+                if pl.pe == pe and ole != le:
+                    del v.placed[ole]
+            old = v.placed.get(le)
+            if old is not None and owner[old.pe] == v.index and old.pe != pe:
+                owner[old.pe] = FREE
+            owner[pe] = v.index
+            v.placed[le] = Placement(pe, 1.0, "manual", None)
 
 
 def _find_mgt(ev, feats, D: int, E: int, findings: list[Finding]) -> dict[str, Any] | None:
@@ -484,7 +618,8 @@ def _find_mgt(ev, feats, D: int, E: int, findings: list[Finding]) -> dict[str, A
     live = [v for v in content.vdis if not v.deleted]
     return {"pe": pe, "sr_uuid": content.sr_uuid, "sr_name_label": content.sr_name_label,
             "allocation": content.allocation, "vdi_slots": len(content.vdis),
-            "live_vdis": len(live)}
+            "live_vdis": len(live),
+            "vdi_uuids": [v.uuid.lower() for v in live if v.uuid and _UUID.fullmatch(v.uuid.lower())]}
 
 
 def _suggest_orphans(states: list[VdiState], vdis: list[VdiMap], orphans: list[dict]) -> None:

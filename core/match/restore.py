@@ -97,6 +97,10 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
                 "its length (the footer extent) is unknown"
             plan.left_out.append((v.key, why))
             continue
+        if not v.lv:
+            notes.append(f"{v.key}: nothing on the SR names its LV (no child's parent locator, "
+                         f"no MGT record to match): restored as {lv_name}, after its VHD's unique "
+                         f"id; rename it to VHD-<vdi uuid> with lvrename if the VDI uuid is known")
         pes = v.pes
         clash = [p for p in pes if p in used]
         if clash:

@@ -9,7 +9,14 @@ Every piece of evidence adds a log-likelihood-ratio-like number ("this PE is tha
 * continuity across an extent boundary: the block that starts in LE j-1 and ends in LE j has a
   bitmap (read from LE j-1's PE) saying which of its sectors were written; sampled sectors of
   the candidate that are non-zero where written and zero where not agree (+0.4 each), the
-  others disagree (-0.8 each); a bitmap of all ones says nothing (all sectors written);
+  others disagree (-0.8 each); a bitmap of all ones says nothing (all sectors written).
+  Whether unwritten sectors read zero is NOT assumed: tapdisk on an LVM SR does not
+  pre-allocate (xapi-project/blktap drivers/block-vhd.c `_vhd_open`: VHD_FLAG_OPEN_PREALLOCATE
+  for all but NFS and LVM storage; without it `update_bat` -> `schedule_zero_bm_write` zeroes
+  only the alignment gap and the bitmap sector), so those sectors keep what the extent held
+  before. The agreement terms are weighted by `zero_weight`, what the solver MEASURED for that
+  VDI (core.match.zerofill): 0 where stale bytes were seen or nothing was measured, and then
+  only written sectors reading zero (-0.3 each) remain as evidence;
 * a bitmap where the next block would be, past the VHD's data, in its last data extent -4
   (another VHD with more blocks at that LE; a stale one is possible, so it does not veto);
 * the LVHD `tdbatmap` header at +1536 of LE 1 +6 (absent -4); a packed VHD's footer with the
@@ -87,10 +94,25 @@ def sample_sectors(bits: np.ndarray, per_class: int = SAMPLES_PER_CLASS) -> np.n
     return np.unique(np.concatenate(pick))
 
 
-def clear_evidence(written: np.ndarray, present: np.ndarray) -> bool:
+def continuity_llr(written: np.ndarray, present: np.ndarray, telling, zero_weight: float
+                   ) -> np.ndarray:
+    """Per sampled sector: its continuity evidence. `written`: the straddling block's bitmap
+    says written; `present`: the candidate's sector is not all zero; `telling`: a written
+    sector reading zero counts against (blktap sets bits only for written sectors);
+    `zero_weight`: how far unwritten sectors can be trusted to read zero (measured, 0..1) -
+    which is also what makes data where written a sign (elsewhere there would be zeros)."""
+    w = float(zero_weight)
+    return np.where(written, np.where(present, AGREE * w, np.where(telling, MISSING, 0.0)),
+                    np.where(present, DISAGREE * w, AGREE_ZERO * w))
+
+
+def clear_evidence(written: np.ndarray, present: np.ndarray, zero_weight: float = 1.0) -> bool:
     """Could the sampled sectors tell this extent from another VDI's at the same LE index?
     When the window mixes written and unwritten sectors (a pattern another block would not
-    share), or when data sits where nothing was written."""
+    share), or when data sits where nothing was written. Both rest on unwritten sectors reading
+    zero: without a measured zero fill (`zero_weight` 0) neither tells anything."""
+    if zero_weight <= 0:
+        return False
     return bool((~written & present).any()) or (bool(written.any()) and bool((~written).any()))
 
 
@@ -164,25 +186,26 @@ class Scorer:
         return total
 
     def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
-                   block_size: int, sets_written_only: bool = True, beyond: int = 0
-                   ) -> tuple[float, bool, bool, bool]:
+                   block_size: int, sets_written_only: bool = True, beyond: int = 0,
+                   zero_weight: float = 0.0) -> tuple[float, bool, bool, bool]:
         """Memoised _continuity (see there)."""
         if straddle is None or straddle.sectors <= 0:
             return 0.0, False, False, False
-        key = (id(straddle), left_pe, right_pe, block_size, sets_written_only, beyond)
+        key = (id(straddle), left_pe, right_pe, block_size, sets_written_only, beyond,
+               zero_weight)
         hit = self._continuity.get(key)
         if hit is not None and hit[0] is straddle:
             return hit[1]
         if len(self._continuity) > CONTENT_CACHE:
             self._continuity.clear()
         value = self._continuity_of(straddle, left_pe, right_pe, block_size,
-                                    sets_written_only, beyond)
+                                    sets_written_only, beyond, zero_weight)
         self._continuity[key] = (straddle, value)
         return value
 
     def _continuity_of(self, straddle: Straddle, left_pe: int, right_pe: int,
-                       block_size: int, sets_written_only: bool, beyond: int
-                       ) -> tuple[float, bool, bool, bool]:
+                       block_size: int, sets_written_only: bool, beyond: int,
+                       zero_weight: float) -> tuple[float, bool, bool, bool]:
         """Evidence that `right_pe` continues the block that starts in `left_pe`:
         (score, informative, empty: every sampled written sector reads zero, seen: some does
         not). `beyond`: sectors after the spill that lie past the VHD's last block (the spill
@@ -200,26 +223,25 @@ class Scorer:
         data = self.reader.gather(self.pe_base(right_pe) + idx * SECTOR, SECTOR)
         present = data.any(axis=1)
         written = window[idx]
-        # unwritten sectors read zero: tapdisk writes zeros over the whole block (alignment
-        # gap, bitmap and data) when it allocates it (blktap drivers/block-vhd.c,
-        # allocate_block), so data where the bitmap says unwritten is a "no";
-        # written ones are usually non-zero, but a guest may write zeros and qemu sets every
-        # bit of a block it allocates: a zero there says nothing
-        # blktap sets bits only for sectors written: written-but-zero is a mild "no" (qemu sets
-        # every bit of a block it allocates, so there it says nothing unless the bitmap is mixed)
+        # unwritten sectors read zero only where the block was zero-filled when allocated
+        # (libvhd's vhd_io_write, or tapdisk with pre-allocation: not on LVM SRs): how far
+        # that holds for this VDI was measured (zero_weight). Written ones are usually
+        # non-zero, but a guest may write zeros and qemu sets every bit of a block it
+        # allocates: blktap sets bits only for sectors written, so there written-but-zero is
+        # a mild "no" (elsewhere only when the bitmap is mixed)
         mixed = bool(written.any()) and bool((~written).any())
         telling = mixed or sets_written_only
-        llr = np.where(written, np.where(present, AGREE, MISSING if telling else 0.0),
-                       np.where(present, DISAGREE, AGREE_ZERO))
+        llr = continuity_llr(written, present, telling, zero_weight)
         empty = bool(written.any()) and not bool((present & written).any())
-        informative = clear_evidence(written, present) or (sets_written_only and empty)
+        informative = clear_evidence(written, present, zero_weight) or \
+            (sets_written_only and empty)
         seen = bool((written & present).any())
         total = float(llr.sum())
-        if beyond > 0 and seen and not (written & ~present).any():
+        if beyond > 0 and seen and zero_weight > 0 and not (written & ~present).any():
             past = straddle.sectors + sample_sectors(np.ones(beyond, bool))
             clean = not self.reader.gather(self.pe_base(right_pe) + past * SECTOR,
                                            SECTOR).any()
             if clean:
-                total += AGREE_BEYOND * len(past)
+                total += AGREE_BEYOND * zero_weight * len(past)
                 informative = True
         return max(-CONT_CAP, min(CONT_CAP, total)), informative, empty, seen

@@ -72,11 +72,14 @@ LVHD_STRIDE = (2 << 20) + 4096   # bitmap + data + alignment gap
 TIB2_ENTRIES = 1 << 20
 
 
-def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Random):
+def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Random,
+                     stale: bool = False):
     """Head (footer copy, header, BAT), batmap, footer, bitmap sectors and the written data of
     an LVHD VHD whose first `nblocks` blocks (in a shuffled virtual order) are allocated, as
     {LV offset: bytes}; each block holds one or two written 4 KiB pieces, the rest of it is
-    never written (holes)."""
+    never written (holes). With `stale`, each block also holds 4 KiB of an older life's
+    bytes where its bitmap says unwritten (tapdisk on LVM does not zero-fill a block it
+    allocates: blktap drivers/block-vhd.c `_vhd_open`, no VHD_FLAG_OPEN_PREALLOCATE)."""
     from core.structs import vhd as S
 
     uid = bytes(rng.getrandbits(8) for _ in range(16))
@@ -106,6 +109,11 @@ def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Rand
             mask[at: at + 8] = True
             pieces[off + 512 + at * 512] = rng.randbytes(4096)
         pieces[off] = np.packbits(mask).tobytes()
+        if stale:
+            free = np.flatnonzero(~mask[:SECTORS - 8].reshape(-1, 8).any(axis=1))
+            if len(free):
+                at = int(free[rng.randrange(len(free))]) * 8
+                pieces[off + 512 + at * 512] = rng.randbytes(4096)
     map_bytes = np.packbits(batmap).tobytes()
     csum = S.batmap_checksum(map_bytes[: S.batmap_checksum_length(virtual, 2 << 20)])
     pieces[0] = footer + header + S.build_bat(bat)
@@ -117,13 +125,14 @@ def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Rand
 
 def sparse_sr(path: str, size: int, n_vdis: int, seed: int = 1, fill: float = 0.3,
               data_offset: int = 11 << 20, extent_bytes: int = 4 << 20, turns: int = 2,
-              label: bool = True) -> dict:
+              label: bool = True, stale_blocks: bool = False) -> dict:
     """A sparse SR image: `n_vdis` LVHD VDIs grown in `turns` turns (created, then inflated:
     segments allocated from the lowest free PE, so their extents interleave), about `fill` of
     the PEs used, a few free extents
     holding stale random data. Only VHD metadata and bitmap sectors are written.
     With `label`, the PV's LVM label survives (pe_start = data_offset) while its metadata
-    area is empty, as after the metadata was wiped.
+    area is empty, as after the metadata was wiped. With `stale_blocks`, every block holds
+    stale bytes where the guest never wrote (see _lvhd_structures).
     Returns {"data_offset", "extent_bytes", "pe_count", "vdis": {uid hex: [pe per LE]}, ...}."""
     rng = random.Random(seed)
     E = extent_bytes
@@ -167,7 +176,7 @@ def sparse_sr(path: str, size: int, n_vdis: int, seed: int = 1, fill: float = 0.
             virtual = max(1, (lv_bytes - 4_329_472) // ((2 << 20) + 4096)) * (2 << 20)
             thin = rng.random() < 0.2
             nblocks = max(1, min(fits, virtual // (2 << 20)) // (3 if thin else 1))
-            uid, pieces = _lvhd_structures(virtual, lv_bytes, nblocks, rng)
+            uid, pieces = _lvhd_structures(virtual, lv_bytes, nblocks, rng, stale_blocks)
             holding: set[int] = set()     # LEs where some byte of the VHD is not zero
             for off, data in pieces.items():
                 pos = 0

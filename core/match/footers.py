@@ -1,0 +1,233 @@
+"""Footers and gaps: which extent ends the LV. Footers of the VDI's unique id that describe
+another size are old ones (vhd-util resize); several of the same size (sm's inflate, a
+deflate's freed extents) are named, not chosen; one free footer extent is placed by the free
+run after the data or by sm's LV sizing (lvhdutil.calcSizeVHDLV), or LVM's allocation order
+where both of sm's sizes fit. Data-less extents between two placed ones on a matching PE run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.findings import Finding
+from core.match.board import (
+    FREE, TIED, SIZED, WALKED, BETWEEN, GAP_CONFIDENCE, ALLOCATION_GUESS, VdiState)
+from core.match.features import SECTOR
+from core.match.predict import sm_inflated_bytes
+from core.structs import vhd as S
+
+
+class FooterMixin:
+    """Solver steps (mixed into core.match.assign.Solver; state lives there)."""
+
+    # -- footers and gaps ----------------------------------------------------------------------
+    def footer_candidates(self, v: VdiState) -> tuple[list[int], list[int]]:
+        """(PEs placed for v, free PEs) whose last sector is a footer of v's unique id that
+        describes the disk as the copy at offset 0 does (same current size, checksum right).
+        A footer with another size is an old one (vhd-util resize leaves it where the LV used
+        to end): never the LV's end. Footers of the same size can still be old ones (sm's
+        inflate moves the footer and leaves the old copy): callers weigh that."""
+        a = v.anchor
+        uid = np.frombuffer(a.uid, dtype=np.uint8)
+        cands = np.nonzero(self.f.tail_footer & (self.f.tail_uid == uid).all(axis=1))[0]
+        if not len(cands):
+            return [], []
+        tails = self.reader.gather(self.D + cands.astype(np.int64) * self.E + self.E - SECTOR,
+                                   SECTOR)
+        own, free, old = [], [], []
+        for p, raw in zip(cands.tolist(), tails):
+            raw = raw.tobytes()
+            ftr = S.parse_footer(raw)
+            if S.footer_checksum(raw) != ftr.checksum or int(ftr.curr_size) != a.current_size:
+                old.append(p)
+                continue
+            if self.owner[p] == v.index:
+                own.append(p)
+            elif self.owner[p] == FREE:
+                free.append(p)
+        if old:
+            self.findings.append(Finding(
+                "vhd-old-footer", self.D + old[0] * self.E + self.E - SECTOR, "info",
+                f"VHD {a.uid_str}: PEs {old[:8]} end with an older footer of it (another size "
+                f"or damaged): where the LV ended before a resize, not its end",
+                {"vhd_uuid": a.uid_str, "pes": old[:16]}))
+        return own, free
+
+    def place_footers(self) -> None:
+        for v in self.vdis:
+            a = v.anchor
+            if a is None or v.pred is None or v.metadata_map or not a.lvhd:
+                continue
+            last = v.pred.last_data_le
+            own, free = self.footer_candidates(v)
+            if v.pe(last) is not None and v.pe(last) in own:
+                # the LV can end right after its data with this footer, as sm leaves a deflated
+                # VDI: a valid LV holding every block. Free extents ending with the same footer
+                # are named: an inflated end (the footer at the data's end then an old one) or
+                # extents a deflate freed - content cannot tell, so none is claimed
+                v.le_count = last + 1
+                v.footer_pe = v.pe(last)
+                if free:
+                    self.findings.append(Finding(
+                        "vhd-footer-elsewhere", self.D + free[0] * self.E, "info",
+                        f"VHD {a.uid_str}: free PEs {free[:8]} also end with its footer (an "
+                        f"inflated end, or extents freed by a deflate); the LV is taken to end "
+                        f"after its data (LE {last})", {"vhd_uuid": a.uid_str, "pes": free[:16]}))
+                continue
+            if not free:
+                if not own:
+                    self.findings.append(Finding(
+                        "vhd-footer-not-found", None, "warning",
+                        f"VHD {a.uid_str}: no extent ends with its footer; the LV's length "
+                        f"is unknown (the footer copy at offset 0 still describes the disk)",
+                        {"vhd_uuid": a.uid_str}))
+                continue
+            if own:
+                # a placed extent and a free one both end with this VHD's footer: one of them
+                # is an old end (sm's inflate leaves the old footer; a deflate frees extents
+                # that still end with it). Which is the LV's end is not for content to say.
+                self._footer_unplaced(v, free, "a placed extent ends with the same footer "
+                                               "(one of them is an old end)")
+                continue
+            if len(free) > 1:
+                self._footer_unplaced(v, free, "several extents end with its footer")
+                continue
+            self._place_footer(v, last, free)
+
+    def _footer_unplaced(self, v: VdiState, free: list[int], why: str) -> None:
+        """Footer extents whose LE cannot be told: named (and suggested for the LE sm's
+        sizing gives, if any), never claimed."""
+        a = v.anchor
+        self.findings.append(Finding(
+            "vhd-footer-extent-unplaced", self.D + free[0] * self.E, "warning",
+            f"VHD {a.uid_str}: PEs {free[:8]} end with its footer; {why}: the LV's length "
+            f"and that extent's LE are not decided", {"vhd_uuid": a.uid_str, "pes": free[:16]}))
+        le = self._inflated_le(v)
+        if le > v.pred.last_data_le and le not in v.placed:
+            v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | set(free[:16]))
+
+    def _place_footer(self, v: VdiState, last: int, free: list[int]) -> None:
+        """The one free extent that ends with v's footer (none of v's placed ones does)."""
+        a = v.anchor
+        p_last = v.pe(last)
+        chosen = None
+        if p_last is not None:
+            # the LV continues in the same run up to the footer: every PE between is free
+            for q in sorted(free, reverse=True):
+                if q > p_last and all(self.free(x) for x in range(p_last + 1, q)):
+                    chosen = q
+                    break
+        sized = self._footer_by_sizing(v, free)
+        if chosen is not None and sized is not None:
+            contiguous_le = last + (chosen - p_last)
+            if sized[1] < contiguous_le:
+                # the free run up to the footer would make the LV longer than sm ever makes
+                # it: an LV not sized by sm's rule (an older VDI's) or a run that is not this
+                # LV's. Neither is evidence enough: both readings suggested, nothing placed
+                for le in (contiguous_le, sized[1]):
+                    v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {chosen})
+                self.findings.append(Finding(
+                    "vhd-footer-extent-suggested", self.D + chosen * self.E, "warning",
+                    f"VHD {a.uid_str}: PE {chosen} ends with its footer; the free run after "
+                    f"its data makes it LE {contiguous_le}, sm's LV sizing LE {sized[1]}: "
+                    f"not placed", {"vhd_uuid": a.uid_str, "pe": chosen,
+                                    "les": [contiguous_le, sized[1]]}))
+                return
+            if sized[1] != contiguous_le:
+                chosen = None      # sm's sizing says the LV is longer: the gap lies elsewhere
+        if chosen is None:
+            if sized is not None:
+                q, footer_le, conf, src, note = sized
+                self.place(v, footer_le, q, conf, src, note)
+                v.le_count = footer_le + 1
+                v.footer_pe = q
+                return
+            self._footer_unplaced(v, free, "its LE number cannot be told from content")
+            return
+        n_gap = chosen - p_last - 1
+        footer_le = last + n_gap + 1
+        for k in range(1, n_gap + 1):
+            self.place(v, last + k, p_last + k, GAP_CONFIDENCE, "adjacency",
+                       "no VHD data: inferred from the free run up to the footer")
+        self.place(v, footer_le, chosen, TIED if n_gap == 0 else WALKED,
+                   "vhd-match" if n_gap == 0 else "adjacency",
+                   None if n_gap == 0 else "footer extent; its LE number inferred from "
+                   "the free run after the last data extent")
+        v.le_count = footer_le + 1
+        v.footer_pe = chosen
+
+    def _inflated_le(self, v: VdiState) -> int:
+        """The last LE of v's LV if sm inflated it (thick size), -1 if not an sm layout."""
+        inflated = sm_inflated_bytes(v.anchor, self.E)
+        return -1 if inflated is None else -(-inflated // self.E) - 1
+
+    def _footer_by_sizing(self, v: VdiState, free: list[int]):
+        """sm sizes a VHD LV by rule (formats.md 3.1): inflated = roundup4M(4,329,472 + virtual
+        + 4096 per virtual block), deflated = roundup4M(end of data + footer). When exactly one
+        of those lengths fits (its last LE is after the data and still unplaced), the footer
+        extent is that LE. Only for the 2 MiB-block, 4 MiB-extent LVHD layout."""
+        inflated = sm_inflated_bytes(v.anchor, self.E)
+        if len(free) != 1 or inflated is None:
+            return None
+        sizes = {"inflated": inflated, "deflated": v.anchor.data_end + 512}
+        fits = {}
+        for rule, size in sizes.items():
+            le = -(-size // self.E) - 1
+            if le >= v.pred.last_data_le and le not in v.placed:
+                fits.setdefault(le, rule)
+        if len(fits) == 2:
+            return self._footer_by_allocation(v, free[0], min(fits), max(fits))
+        if len(fits) != 1:
+            return None
+        le, rule = next(iter(fits.items()))
+        if le == v.pred.last_data_le and v.pe(le - 1) is not None:
+            return None   # then it would have been found as the last data extent
+        q = free[0]
+        return q, le, SIZED, "vhd-match", \
+            f"ends with the VHD footer; LE number from sm's LV sizing ({rule})"
+
+    def _footer_by_allocation(self, v: VdiState, q: int, deflated: int, inflated: int):
+        """Both of sm's sizes fit the one footer extent `q`: the LV ends at LE `deflated`
+        (right after the data, as sm leaves a deflated VDI) or at LE `inflated` (sm's full size,
+        the LEs between holding no data). Content cannot tell: the deflated reading puts only
+        zeros (unwritten sectors of the last block) where the other reading puts gap, and the
+        virtual disk is the same either way. LVM's allocation order can: it takes a free area
+        from its start, and extends an LV at the next free extent. So
+        * every PE between LE deflated-1's PE and q is in use: q is the next free extent after
+          the data, the LV's deflated end (lvextend by one extent);
+        * the PE before q is free: q is not the start of a free area, so it was allocated
+          together with the PE before it, the end of a run of gap extents: the inflated end.
+        Otherwise, or if the last data LE's predecessor is not placed, it stays unplaced.
+        Low confidence, source adjacency: an allocation prior, not content."""
+        left = v.pe(deflated - 1)
+        if left is None or deflated != v.pred.last_data_le:
+            return None
+        if q > left + 1 and all(self.owner[x] != FREE for x in range(left + 1, q)):
+            return q, deflated, ALLOCATION_GUESS, "adjacency", (
+                f"ends with the VHD footer; fits sm's deflated size (LE {deflated}) and inflated "
+                f"size (LE {inflated}): deflated, as it is the next free extent after LE "
+                f"{deflated - 1}")
+        if q > 0 and q - 1 != left and self.owner[q - 1] == FREE:
+            return q, inflated, ALLOCATION_GUESS, "adjacency", (
+                f"ends with the VHD footer; fits sm's deflated size (LE {deflated}) and inflated "
+                f"size (LE {inflated}): inflated, as the extent before it is free (an "
+                f"allocation starts a free area: it ends a run of gap extents)")
+        return None
+
+    def fill_gaps(self) -> None:
+        """Unplaced LEs between two placed ones whose PE distance matches and whose PEs are free."""
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            les = sorted(v.placed)
+            for a, b in zip(les, les[1:]):
+                if b - a <= 1:
+                    continue
+                pa, pb = v.pe(a), v.pe(b)
+                if pb - pa != b - a or not all(self.free(x) for x in range(pa + 1, pb)):
+                    continue
+                for k in range(1, b - a):
+                    slot = v.pred.slots.get(a + k)
+                    has = slot is not None and slot.has_content
+                    self.place(v, a + k, pa + k, BETWEEN if has else GAP_CONFIDENCE, "adjacency",
+                               "between two placed extents" + ("" if has else "; no VHD data"))

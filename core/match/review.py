@@ -1,0 +1,186 @@
+"""Review: a second look that takes back every low-confidence placement and decides it again
+with everything certain in place; a final review that lowers the confidence of content-only
+placements a rival VDI or a free twin fits as well; and, on disks with a previous life (stale
+bytes measured), the withdrawal of placements that rest on a prior alone (issue 10).
+"""
+
+from __future__ import annotations
+
+from core.findings import Finding
+from core.match import zerofill
+from core.match.board import (
+    FREE, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, Placement, VdiState)
+from core.match.score import CONT_CAP
+
+
+class ReviewMixin:
+    """Solver steps (mixed into core.match.assign.Solver; state lives there)."""
+
+    def review_confidence(self) -> None:
+        """A placement nothing ties to its VDI but content and adjacency (`weak`) is only as
+        sure as it is unique: if another VDI has the same LE open (unplaced, or placed with
+        low confidence) and the extent fits that LE as well, it is marked contested (low
+        confidence, source adjacency), and named among that VDI's candidates. Any placement
+        from content is marked so when a free extent fits its LE as well."""
+        unsure = self._unsure_by_le()
+        still: list[tuple[VdiState, int]] = []
+        for v in self.vdis:
+            for le, pl in v.placed.items():
+                if not pl.weak or pl.confidence < SURE:
+                    continue
+                w = self._rival(v, le, pl.pe, unsure)
+                if w is None:
+                    continue
+                pl.confidence, pl.source, pl.note = CONTESTED, "adjacency", CONTESTED_NOTE
+                if le not in w.placed:
+                    w.ambiguous[le] = sorted(set(w.ambiguous.get(le, [])) | {pl.pe})
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            for le, pl in v.placed.items():
+                sl = v.pred.slots.get(le)
+                if le > 0 and pl.confidence >= SURE and pl.source == "vhd-match" \
+                        and sl is not None and sl.searchable:
+                    still.append((v, le))
+        # every placement from content is only as sure as no free extent fits it as well (a
+        # copy left behind by pvmove, a stale twin): one batched search over the pending PEs
+        pending = self.pending()
+        if not still or not len(pending):
+            return
+        for lo in range(0, len(still), ISLAND_SLOTS):
+            part = still[lo: lo + ISLAND_SLOTS]
+            cands = self.search_candidates(part, pending)
+            for v, le in part:
+                others = sorted(set(cands.get((v.index, le), [])))
+                if not others:
+                    continue
+                pl = v.placed[le]
+                mine = self.score(v, le, pl.pe)
+                bar = mine.total - mine.adjacency - 1.0
+                slot = v.pred.slots[le]
+                twins = []
+                for q in others:
+                    if self.scorer.content(slot, q, v.anchor.uid, self.f) + CONT_CAP * 2 < bar:
+                        continue        # even perfect continuity could not make it a twin
+                    t = self.score(v, le, q)
+                    if t.total - t.adjacency >= bar:
+                        twins.append(q)
+                        if len(twins) >= 4:
+                            break
+                if twins:
+                    pl.confidence, pl.source = CONTESTED, "adjacency"
+                    pl.note = (f"free PEs {twins} fit as well; chosen because it follows the "
+                               f"neighbouring extents on disk")
+
+    def second_look(self, limit: int) -> None:
+        """The first pass decides undecided extents by adjacency as it meets them, before the
+        extents around them are known. Here every placement made with low confidence is taken
+        back and decided again with everything certain in place: walks stop where another VDI
+        wants the same LE, and the search chooses such slots together, with continuity into
+        the neighbours now placed. What is still undecided gets its first-pass placement back,
+        so the second look can only correct, never lose, a placement."""
+        released: list[tuple[VdiState, int, Placement]] = []
+        unsure = self._unsure_by_le()
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            for le, pl in list(v.placed.items()):
+                if le == 0 or pl.source not in ("adjacency", "vhd-match"):
+                    continue
+                if pl.confidence < SURE or (pl.weak and self._rival(v, le, pl.pe, unsure)):
+                    released.append((v, le, pl))
+        for v, le, pl in released:
+            del v.placed[le]
+            self.owner[pl.pe] = FREE
+        if not released:
+            return
+        self._careful = True
+        try:
+            self._rounds(limit)
+        finally:
+            self._careful = False
+        for v, le, pl in released:
+            if le not in v.placed and self.free(pl.pe):
+                self.owner[pl.pe] = v.index
+                v.placed[le] = pl
+                v.ambiguous.pop(le, None)
+
+    # -- precision first on images with a previous life -----------------------------------------
+    def image_stale(self) -> bool:
+        """Did any VDI's blocks show stale bytes where the guest never wrote (core.match.
+        zerofill)? Then its extents were used before: remnants of older VHDs (same sm layout,
+        same 4 MiB grid, same bitmap lattice) can fit any LE by layout alone."""
+        return any(z.stale for z in self.zero.values())
+
+    def withdraw_guesses(self) -> None:
+        """On an image with a previous life, the priors that place extents nothing ties to
+        their VDI (LVM's allocation order, sm's sizing, islands, data-less gaps) land on an
+        older VHD's remnants as readily as on the VDI's own extents (issue 10). Such
+        placements are withdrawn and listed as the LE's candidates; so is every weak
+        placement (content that fits any VDI with that LE open) no longer connected, through a
+        run of placed neighbours on consecutive PEs, to one that evidence ties to the VDI.
+        What stays is what evidence placed; the rest is for the technician (`--fix`)."""
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            drop = set()
+            for le, pl in v.placed.items():
+                if le == 0 or pl.source in ("metadata", "manual"):
+                    continue
+                rule = pl.note is not None and ("sizing" in pl.note or "no placed neighbour"
+                                                in pl.note or "no VHD data" in pl.note
+                                                or "allocation" in pl.note
+                                                or "free run" in pl.note)
+                # a contest another VDI's open LE could win, or free extents that fit as well
+                # and were passed over for adjacency alone
+                contested = pl.note is not None and (
+                    pl.note == CONTESTED_NOTE or pl.note.startswith("content fits PEs")
+                    or pl.note.startswith("free PEs"))
+                if rule or contested:
+                    drop.add(le)
+            changed = True
+            while changed:
+                changed = False
+                for le, pl in v.placed.items():
+                    if le in drop or le == 0 or not pl.weak:
+                        continue
+                    if le - 1 not in drop and le + 1 not in drop:
+                        continue        # its neighbours did not lead to it by a guess
+                    held = False
+                    for d in (-1, 1):
+                        nb = v.placed.get(le + d)
+                        if nb is not None and le + d not in drop and nb.pe == pl.pe + d \
+                                and (not nb.weak or le + d == 0):
+                            held = True
+                    if not held and not self._run_to_strong(v, le, drop):
+                        drop.add(le)
+                        changed = True
+            for le in sorted(drop):
+                pl = v.placed.pop(le)
+                if self.owner[pl.pe] == v.index:
+                    self.owner[pl.pe] = FREE
+                v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {pl.pe})
+            if drop:
+                if v.le_count is not None and max(drop) >= v.le_count - 1:
+                    v.le_count, v.footer_pe = None, None
+                self.findings.append(Finding(
+                    "placements-withdrawn", None, "info",
+                    f"{v.lv_name or v.anchor.uid_str}: LEs {sorted(drop)[:16]} were placed by "
+                    f"layout and allocation order alone; this disk had a previous life (stale "
+                    f"bytes measured), so they are listed as candidates, not placed",
+                    {"les": sorted(drop)}))
+
+    @staticmethod
+    def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:
+        """Is LE `le` joined, through placed LEs on consecutive PEs (none withdrawn), to a
+        placement evidence ties to v (not weak, or LE 0)?"""
+        for d in (-1, 1):
+            j, pe = le, v.placed[le].pe
+            while True:
+                nb = v.placed.get(j + d)
+                if nb is None or j + d in drop or nb.pe != pe + d:
+                    break
+                j, pe = j + d, nb.pe
+                if not nb.weak or j == 0:
+                    return True
+        return False

@@ -1,0 +1,261 @@
+"""Walks: from every placed extent, LE j+1 on PE p+1 (LVM allocates runs) while the content
+fits the prediction and the block straddling the boundary continues consistently; a step that
+nothing but adjacency supports stops where another VDI's run goes on, or is marked contested
+(core.match.assign drives the rounds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.match.board import (
+    ACCEPT, TIED, CONTINUES, FITS, WALKED, CONTESTED, CONTESTED_NOTE, WALK_NOTE, WALK_BATCH,
+    VdiState)
+from core.match.features import SECTOR, bitmap_likeness
+from core.match.score import (
+    BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK,
+    OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
+    sample_sectors)
+from core.structs import vhd as S
+
+
+class WalkMixin:
+    """Solver steps (mixed into core.match.assign.Solver; state lives there)."""
+
+    @staticmethod
+    def _walk_verdict(slot, s: Score) -> tuple[bool, float, str]:
+        """Accept a walked step? (accept, confidence, source)."""
+        if s.informative and s.continuity < 0:
+            return False, 0.0, ""
+        strong = slot.footer_offset is not None or slot.le1_batmap
+        if len(slot.bitmap_offsets) or strong:
+            if s.content < ACCEPT:
+                return False, 0.0, ""
+            if s.informative or strong:
+                return True, TIED, "vhd-match"
+            return True, FITS, "vhd-match"
+        # data-only extent (the tail of a block that started in the previous LE)
+        if s.content < 0:
+            return False, 0.0, ""       # e.g. it ends with another VHD's footer
+        if s.content >= ACCEPT:
+            return True, TIED, "vhd-match"   # its own footer in the last sector
+        if s.informative and s.continuity > 0:
+            return True, CONTINUES, "vhd-match"
+        return True, WALKED, "adjacency"
+
+    # -- walks ---------------------------------------------------------------------------------
+    def walk(self, v: VdiState, start_le: int, step: int) -> int:
+        """Extend the run through `start_le` in direction `step` (+1/-1); returns LEs placed."""
+        placed = 0
+        le, pe = start_le, v.pe(start_le)
+        while True:
+            nle, npe = le + step, pe + step
+            slot = v.pred.slots.get(nle)
+            if slot is None or not slot.has_content or nle in v.placed or not self.free(npe) \
+                    or not self.f.has_data[npe] or nle < 0:
+                return placed
+            if step > 0:
+                s = self.score(v, nle, npe, left=pe)
+            else:
+                s = self.score(v, nle, npe, right=pe)
+            ok, conf, src = self._walk_verdict(slot, s)
+            if not ok:
+                return placed
+            if conf < CONTINUES and self._rival_follows(v, nle + step, npe + step):
+                return placed
+            if not self._take_step(v, nle, npe, conf, src):
+                return placed
+            placed += 1
+            le, pe = nle, npe
+            if placed % 256 == 0:
+                self._tick()
+
+    def score_steps(self, v: VdiState, les: list[int], pes: list[int]) -> list[Score]:
+        """Scores of a forward walk's steps at once: LE les[k] on PE pes[k], LE les[k]-1 on
+        PE pes[k]-1 (placed, or the previous step). One gather for all predicted bitmaps,
+        one for the straddling blocks' bitmaps, one for the continuity samples."""
+        pred, f, K = v.pred, self.f, len(les)
+        slots = [pred.slots[j] for j in les]
+        pes_a = np.asarray(pes, dtype=np.int64)
+        content = np.zeros(K)
+        # bitmaps
+        offs, step, full = [], [], []
+        for k, sl in enumerate(slots):
+            if len(sl.bitmap_offsets):
+                offs.append(self.D + pes[k] * self.E + sl.bitmap_offsets)
+                step.append(np.full(len(sl.bitmap_offsets), k))
+                full.append(sl.full)
+        if offs:
+            secs = self.reader.gather(np.concatenate(offs), SECTOR)
+            llr = bitmap_llr(secs, np.concatenate(full))
+            content += np.bincount(np.concatenate(step), weights=llr, minlength=K)
+        # cheap per-PE features
+        uid = np.frombuffer(v.anchor.uid, dtype=np.uint8)
+        tail = f.tail_footer[pes_a]
+        own = tail & (f.tail_uid[pes_a] == uid).all(axis=1)
+        lv_end = np.array([sl.lv_end_possible for sl in slots])
+        for k, sl in enumerate(slots):
+            if len(sl.absent_offsets) and not (own[k] and lv_end[k]):
+                # the last data LE: no bitmap past the data (unless it ends with our footer)
+                secs = self.reader.gather(self.D + pes[k] * self.E + sl.absent_offsets, SECTOR)
+                content[k] += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
+        le1 = np.array([sl.le1_batmap for sl in slots])
+        content += np.where(tail & ~own, OTHER_FOOTER, 0.0)
+        bonus = np.array([sl.footer_bonus for sl in slots])
+        content += np.where(own & bonus, LV_END_FOOTER, 0.0)
+        content += np.where(f.head_batmap[pes_a] & ~le1, OTHER_BATMAP, 0.0)
+        content += np.where(le1, np.where(f.head_batmap[pes_a], BATMAP_HDR, BATMAP_HDR_MISSING),
+                            0.0)
+        for k, sl in enumerate(slots):
+            if sl.footer_offset is not None:
+                ftr = self.reader.gather(np.array([self.D + pes[k] * self.E + sl.footer_offset]),
+                                         SECTOR)[0]
+                ok = ftr[:8].tobytes() == S.HD_COOKIE and ftr[68:84].tobytes() == v.anchor.uid
+                content[k] += FOOTER_OK if ok else FOOTER_BAD
+        # continuity with the extent before each step
+        cont = np.zeros(K)
+        informative = np.zeros(K, dtype=bool)
+        strad = [pred.slots.get(j - 1) for j in les]
+        ks = [k for k, sl in enumerate(strad) if sl is not None and sl.straddle_out is not None
+              and sl.straddle_out.sectors > 0]
+        if ks:
+            bm_offs = np.array([self.D + (pes[k] - 1) * self.E + strad[k].straddle_out.bitmap_offset
+                                for k in ks])
+            bms = self.reader.gather(bm_offs, SECTOR)
+            nbits = v.anchor.block_size // SECTOR
+            bits = np.unpackbits(bms, axis=1)[:, :nbits].astype(bool)
+            s_off, s_k, s_bit = [], [], []
+            for row, k in enumerate(ks):
+                st = strad[k].straddle_out
+                window = bits[row, st.first_sector: st.first_sector + st.sectors]
+                idx = sample_sectors(window)
+                s_off.append(self.D + pes[k] * self.E + idx * SECTOR)
+                s_k.append(np.full(len(idx), k))
+                s_bit.append(window[idx])
+            data = self.reader.gather(np.concatenate(s_off), SECTOR)
+            present = np.count_nonzero(data, axis=1) > 0
+            written = np.concatenate(s_bit)
+            kk = np.concatenate(s_k)
+            n_dis = np.bincount(kk, weights=~written & present, minlength=K)
+            n_w = np.bincount(kk, weights=written, minlength=K)
+            n_unw = np.bincount(kk, weights=~written, minlength=K)
+            mixed = (n_w > 0) & (n_unw > 0)
+            telling = mixed | v.anchor.lvhd     # see Scorer.continuity
+            zw = self.zw(v)
+            llr = continuity_llr(written, present, telling[kk], zw)
+            cont = np.clip(np.bincount(kk, weights=llr, minlength=K), -CONT_CAP, CONT_CAP)
+            n_wp = np.bincount(kk, weights=written & present, minlength=K)
+            informative = (((n_dis > 0) | mixed) & (zw > 0)) \
+                | (v.anchor.lvhd & (n_w > 0) & (n_wp == 0))
+            n_written = np.bincount(kk, weights=written, minlength=K)
+            n_seen = np.bincount(kk, weights=written & present, minlength=K)
+            empty = (n_written > 0) & (n_seen == 0)
+            nobm = np.array([not len(sl.bitmap_offsets) for sl in slots])
+            content -= np.where(empty & nobm & own & bonus, LV_END_FOOTER, 0.0)
+        return [Score(float(content[k]), float(cont[k]) if informative[k] else 0.0,
+                      bool(informative[k]), 1.0) for k in range(K)]
+
+    def walk_forward(self, v: VdiState, le: int) -> int:
+        """Batched forward walk from placed LE `le`: LE le+k on PE pe+k while the content fits."""
+        placed = 0
+        pe = v.pe(le)
+        while True:
+            les, pes = [], []
+            j, p = le, pe
+            while len(les) < WALK_BATCH:
+                j, p = j + 1, p + 1
+                slot = v.pred.slots.get(j)
+                if slot is None or not slot.has_content or j in v.placed or not self.free(p):
+                    break
+                if not self.f.has_data[p] and (len(slot.bitmap_offsets) or slot.le1_batmap):
+                    break       # a hole cannot hold the bitmaps this LE must have
+                les.append(j)
+                pes.append(p)
+            if not les:
+                return placed
+            pred = v.pred
+            scores = self.score_steps(v, les, pes)
+            verdicts = [self._walk_verdict(pred.slots[j], sc) for j, sc in zip(les, scores)]
+            for i, (j, p) in enumerate(zip(les, pes)):
+                ok, conf, src = verdicts[i]
+                if not ok:
+                    return placed
+                if conf < CONTINUES and i + 1 < len(les) and not verdicts[i + 1][0] \
+                        and self._rival_follows(v, les[i + 1], pes[i + 1]):
+                    return placed
+                if not self._take_step(v, j, p, conf, src):
+                    return placed
+                placed += 1
+                le, pe = j, p
+                if v.pred is not pred:      # the batmap was read: later steps rescored
+                    break
+            self._tick()
+
+    def _take_step(self, v: VdiState, le: int, pe: int, conf: float, src: str) -> bool:
+        """Place an accepted walk step; a step nothing but adjacency supports that another VDI
+        wants as well is placed as contested, or (second look) not taken: False stops the
+        walk."""
+        note = WALK_NOTE if src == "adjacency" else None
+        if conf < CONTINUES and self._contested(v, le, pe):
+            if self._careful:
+                return False
+            conf, src, note = CONTESTED, "adjacency", CONTESTED_NOTE
+        self.place(v, le, pe, conf, src, note, weak=conf < CONTINUES)
+        return True
+
+    def _rival_follows(self, v: VdiState, le: int, pe: int) -> bool:
+        """After a step nothing but adjacency supports: is the next PE in the same direction
+        someone's LE `le` (bitmaps exactly where LE `le` has them) that does not fit v's (its
+        batmap flags or a bitmap past v's data say no)? Then another VDI's run goes on right
+        there, and the PE just stepped onto most likely starts (ends) that run rather than
+        ending (starting) v's: the walk stops and the search weighs both VDIs' claims."""
+        slot = v.pred.slots.get(le)
+        if slot is None or not len(slot.bitmap_offsets) or not 0 <= pe < self.N \
+                or not self.free(pe) or not self.f.has_data[pe]:
+            return False
+        secs = self.reader.gather(self.D + pe * self.E + slot.bitmap_offsets, SECTOR)
+        if not (bitmap_likeness(secs) >= 0.95).all():
+            return False
+        return self.scorer.content(slot, pe, v.anchor.uid, self.f) < ACCEPT
+
+    def _contested(self, v: VdiState, le: int, pe: int) -> bool:
+        """Is another VDI looking for its LE `le` right now (unplaced, its LE le-1 or le+1
+        placed), and would `pe` fit it as well (same bitmap places, its flags, no foreign
+        footer)? Then an extent that only fits v's LE `le` by layout and adjacency could as
+        well be that VDI's: LVM may have extended the other LV right after this one. The walk
+        takes it (LVM allocates runs) but says so: source adjacency, low confidence."""
+        slot = v.pred.slots[le]
+        for wi in self._open.get(le, ()):
+            w = self.vdis[wi]
+            if w is v or le in w.placed:
+                continue
+            other = w.pred.slots.get(le)
+            if other is not None and np.array_equal(other.bitmap_offsets, slot.bitmap_offsets) \
+                    and self.scorer.content(other, pe, w.anchor.uid, self.f) >= ACCEPT:
+                return True
+        return False
+
+    def _open_update(self, v: VdiState, le: int) -> None:
+        """Keep the live frontier (LE -> VDIs looking for it) as extents are placed."""
+        self._open.get(le, set()).discard(v.index)
+        for nle in (le - 1, le + 1):
+            sl = v.pred.slots.get(nle) if v.pred is not None else None
+            if nle > 0 and nle not in v.placed and sl is not None and sl.has_content:
+                self._open.setdefault(nle, set()).add(v.index)
+
+    def walk_all(self) -> int:
+        """Walk on from the ends of every placed run (forward in batches, backward by step)."""
+        self._open = {}
+        for w, le in self.frontier():
+            self._open.setdefault(le, set()).add(w.index)
+        total = 0
+        for v in self.vdis:
+            if v.pred is None:
+                continue
+            for le in sorted(v.placed):
+                if (le + 1) not in v.placed and (le + 1) in v.pred.slots:
+                    total += self.walk_forward(v, le)
+            for le in sorted(v.placed, reverse=True):
+                if le > 0 and (le - 1) not in v.placed:
+                    total += self.walk(v, le, -1)
+        return total

@@ -1,0 +1,95 @@
+"""Unit tests for the solver's parts (core.match.zerofill, score, board, review, footers)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import numpy as np
+
+from core.match import zerofill
+from core.match.assign import FITS, SURE, TIED, WALKED, Placement
+from core.match.review import ReviewMixin
+from core.match.score import AGREE, DISAGREE, MISSING, clear_evidence, continuity_llr
+
+MiB = 1 << 20
+
+
+def test_named_confidence_levels_are_ordered():
+    assert TIED > FITS > SURE > WALKED
+
+
+def test_zero_fill_weight_is_measured_not_assumed():
+    assert zerofill.ZeroFill().weight == 0.0                     # nothing measured: no trust
+    assert zerofill.ZeroFill(blocks=1).weight == 0.0
+    assert zerofill.ZeroFill(blocks=zerofill.MIN_BLOCKS).weight == 1.0
+    assert zerofill.ZeroFill(blocks=50, stale=1).weight == 0.0    # one stale block is enough
+    few = {1: zerofill.ZeroFill(blocks=1), 2: zerofill.ZeroFill(blocks=zerofill.MIN_IMAGE_BLOCKS)}
+    zerofill.pool(few)
+    assert few[1].weight == 1.0                                   # the image measured clean
+    mixed = {1: zerofill.ZeroFill(blocks=1), 2: zerofill.ZeroFill(blocks=9, stale=2)}
+    zerofill.pool(mixed)
+    assert mixed[1].weight == 0.0                                 # stale elsewhere: no pooling
+
+
+def test_continuity_evidence_from_zeros_only_where_measured():
+    written = np.array([True, True, False, False])
+    present = np.array([True, False, True, False])
+    trusted = continuity_llr(written, present, True, 1.0)
+    assert list(trusted) == [AGREE, MISSING, DISAGREE, trusted[3]] and trusted[3] > 0
+    stale = continuity_llr(written, present, True, 0.0)
+    # stale bytes possible: data where unwritten and zeros there say nothing; only a written
+    # sector reading zero still counts against
+    assert list(stale) == [0.0, MISSING, 0.0, 0.0]
+    assert clear_evidence(written, present, 1.0) and not clear_evidence(written, present, 0.0)
+
+
+def _measure_image(tmp_path, stale: bool):
+    """One LVHD VDI on its PEs; unwritten sectors of its blocks zero or stale."""
+    from core.match.predict import predict
+    from core.match.anchors import parse_anchor
+    from core.match.features import SectorReader
+    from core.match.synth import lvhd_vdi
+    from core.source import Evidence
+
+    E, D = 4 * MiB, MiB
+    a = lvhd_vdi(40 * MiB, list(range(8)), seed=5, full_every=100)
+    data = bytearray(a.data)
+    if stale:
+        rng = np.random.default_rng(1)
+        for off in a.block_offsets.values():
+            bits = np.unpackbits(np.frombuffer(bytes(data[off:off + 512]), np.uint8)).astype(bool)
+            for s in np.flatnonzero(~bits)[:64]:
+                p = off + 512 + 512 * int(s)
+                data[p:p + 512] = rng.integers(1, 255, 512, dtype=np.uint8).tobytes()
+    img = tmp_path / ("stale.img" if stale else "zero.img")
+    n = len(data) // E
+    with open(img, "wb") as f:
+        f.truncate(D + n * E)
+        f.seek(D)
+        f.write(bytes(data))
+    ev = Evidence(str(img))
+    anchor = parse_anchor(0, lambda o, k: ev.read(D + o, k), E, n * E)
+    from core.match.anchors import complete_bat
+    complete_bat(anchor, lambda o, k: ev.read(D + E + o, k))
+    v = NS(anchor=anchor, pred=predict(anchor, E),
+           placed={le: Placement(le, TIED, "vhd-match") for le in range(n)})
+    return zerofill.measure(SectorReader(ev), D, E, v)
+
+
+def test_zero_fill_measurement_reads_unwritten_sectors(tmp_path):
+    clean = _measure_image(tmp_path, stale=False)
+    assert clean.blocks >= zerofill.MIN_BLOCKS and clean.stale == 0 and clean.weight == 1.0
+    dirty = _measure_image(tmp_path, stale=True)
+    assert dirty.blocks >= zerofill.MIN_BLOCKS and dirty.stale == dirty.blocks
+    assert dirty.weight == 0.0
+
+
+def test_weak_run_is_held_only_by_a_tied_neighbour_run():
+    v = NS(placed={0: Placement(10, 1.0, "vhd-match"),
+                   1: Placement(11, TIED, "vhd-match"),
+                   2: Placement(12, FITS, "vhd-match", weak=True),
+                   3: Placement(13, FITS, "vhd-match", weak=True),
+                   5: Placement(30, FITS, "vhd-match", weak=True)})
+    assert ReviewMixin._run_to_strong(v, 3, set())          # 13 -> 12 -> 11 (tied)
+    assert not ReviewMixin._run_to_strong(v, 3, {2})        # the run goes through a withdrawn LE
+    assert not ReviewMixin._run_to_strong(v, 5, set())      # alone on PE 30
