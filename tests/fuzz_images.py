@@ -92,7 +92,7 @@ def build_bases(directory: str) -> list[Base]:
 
 def describe_base(path: str, directory: str) -> Base:
     from core.lvm.model import VGMetadata
-    from core.lvm.textformat import format_vg_metadata
+    from core.lvm.writer import format_vg_metadata
     from core.scan import available_kinds, scan
     from core.source import Evidence
 

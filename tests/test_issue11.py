@@ -310,7 +310,7 @@ def test_issue11_item5_huge_extent_count_bounded(demo_sr, tmp_path):
 
 def test_issue11_item5_backup_with_1tib_raw_lv_refused_or_named(demo_sr, tmp_path):
     from core.lvm.model import LogicalVolume, Segment
-    from core.lvm.textformat import format_vg_metadata
+    from core.lvm.writer import format_vg_metadata
     from core.source import Evidence
     from core.lvm.analyse import analyse_disk
     path = demo_sr[0]
@@ -352,6 +352,8 @@ def _failing_evidence(monkeypatch, bad: list[tuple[int, int]]):
             return super()._pread_raw(offset, length)
 
     monkeypatch.setattr(source, "Evidence", Failing)
+    import core.evidence     # the commands open plain images through core.evidence.open_image
+    monkeypatch.setattr(core.evidence, "Evidence", Failing)
 
 
 def _vhd_bat_offset(path, index=0):
@@ -390,7 +392,7 @@ def test_issue11_item6_unreadable_in_lvm_text_and_check(demo_sr, monkeypatch, ca
     E_, D_ = doc["volume_groups"][0]["extent_bytes"], doc["volume_groups"][0]["data_offset"]
     pe = (head - D_) // E_
     key = next(v["key"] for v in doc["vdis"] if any(e["pe"] == pe for e in v["extents"]))
-    assert main(["check", str(path), "--vdi", key, "--json"]) == 0
+    assert main(["check", str(path), "--vdi", key, "--json"]) == 1    # errors found: exit 1
     chk = json.loads(capsys.readouterr().out)
     assert chk["unreadable"] == [[bat, bat + 512]]
     kinds = [f["kind"] for f in chk["findings"]]
@@ -557,12 +559,13 @@ def test_issue11_item8_bad_outputs_are_one_line_errors(sr_with_map, tmp_path, ca
 def test_issue11_item8_fix_with_unknown_key_or_le_fails(sr_with_map, capsys):
     img, mp, a = sr_with_map
     key = _key(a.unique_id)
-    assert main(["reconstruct", str(img), "--fix", "VHD-no-such-vdi:0=1"]) == 1
+    # a --fix that names nothing real is bad usage: one line, exit 2
+    assert main(["reconstruct", str(img), "--fix", "VHD-no-such-vdi:0=1"]) == 2
     assert "no VDI with that key" in capsys.readouterr().err
-    assert main(["reconstruct", str(img), "--fix", f"{key}:4000=1"]) == 1
-    assert "has at most LEs" in capsys.readouterr().err
-    assert main(["reconstruct", str(img), "--fix", f"{key}:0=99999"]) == 1
-    assert "PE" in capsys.readouterr().err
+    assert main(["reconstruct", str(img), "--fix", f"{key}:4000=1"]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(["reconstruct", str(img), "--fix", f"{key}:0=99999"]) == 2
+    assert "no such PE" in capsys.readouterr().err
     assert main(["reconstruct", str(img), "--fix", f"{key}:0=0"]) == 0
     capsys.readouterr()
 

@@ -92,7 +92,8 @@ def test_export_refuses_when_the_bat_points_into_an_unplaced_extent(sr, tmp_path
     assert rc == 0 and out.exists()
     assert "exported anyway" in capsys.readouterr().err
     # check reports it as an error
-    assert main(["check", str(path), "--vdi", _key(a.unique_id), "--map", str(m), "--json"]) == 0
+    # errors found: check exits 1 (the findings are printed all the same)
+    assert main(["check", str(path), "--vdi", _key(a.unique_id), "--map", str(m), "--json"]) == 1
     found = json.loads(capsys.readouterr().out)["findings"]
     assert any(f["kind"] == "map-bat-unplaced" and f["severity"] == "error" for f in found)
 
@@ -144,7 +145,7 @@ def test_resized_vdi_never_comes_back_truncated_at_its_old_size(tmp_path, capsys
     assert rc == 3 and not out.exists()
     assert str(40 * MiB) in err and str(60 * MiB) in err
     assert main(["check", str(path), "--vdi", _key(new.unique_id), "--map", str(short),
-                 "--json"]) == 0
+                 "--json"]) == 1      # errors found: exit 1
     found = json.loads(capsys.readouterr().out)["findings"]
     assert any(f["kind"] == "map-size-mismatch" and f["severity"] == "error" for f in found)
     full = _write(tmp_path, _map_doc([(new, pes)]), "full.json")

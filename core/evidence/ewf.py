@@ -30,8 +30,15 @@ EWF_SIGNATURES = (b"EVF\x09\x0d\x0a\xff\x00", b"LVF\x09\x0d\x0a\xff\x00",
 _EWF_NAME = re.compile(r"\.(e|l|s)(01|x01)$", re.IGNORECASE)
 
 
+# the first segment's names libewf globs from (libewf_glob: .E01/.e01, .Ex01, .L01, .Lx01, .s01)
+EWF_FIRST_SEGMENT = re.compile(r"\.(e|ex|l|lx|s)01$", re.IGNORECASE)
+
+
 def is_ewf(path: str) -> bool:
-    """True when `path` starts with an EWF segment file signature."""
+    """True when `path` is named as an EWF first segment and starts with an EWF segment file
+    signature (a raw image whose first bytes happen to read "EVF..." stays a raw image)."""
+    if not EWF_FIRST_SEGMENT.search(path):
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(8)
