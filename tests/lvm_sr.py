@@ -46,21 +46,7 @@ def pe_start(dev: str) -> int:
 
 def segments_by_pv(vg: str, devs: list[str]) -> dict[str, list[tuple[int, str, int, int]]]:
     """{lv: [(le, device, pe, count)]} from `lvs --segments` with the PV of each range."""
-    import re
-    out = rt.lvm("lvs", "--segments", "--noheadings", "--separator", ";", "-o",
-                 "lv_name,seg_start_pe,seg_pe_ranges", vg, devices=devs).stdout
-    maps: dict[str, list] = {}
-    for line in out.splitlines():
-        if not line.strip():
-            continue
-        name, le, ranges = (x.strip() for x in line.split(";"))
-        le = int(le)
-        for rng in ranges.split():
-            m = re.fullmatch(r"(.*):(\d+)-(\d+)", rng)
-            a, b = int(m.group(2)), int(m.group(3))
-            maps.setdefault(name, []).append((le, m.group(1), a, b - a + 1))
-            le += b - a + 1
-    return {k: sorted(v) for k, v in maps.items()}
+    return {k: sorted(v) for k, v in rt.lvs_segments_by_pv(vg, devs).items()}
 
 
 @dataclass

@@ -81,22 +81,31 @@ def lvm(command: str, *args: str, devices: list[str] | tuple[str, ...] = (),
     return run(*cmd, *args, check=check)
 
 
-def lvs_segments(vg: str, devices: list[str] | tuple[str, ...]) -> dict[str, list[tuple[int, int, int]]]:
-    """{lv_name: [(le_start, pe_start, count), ...]} as `lvs --segments` reports the true maps."""
+def lvs_segments_by_pv(vg: str, devices: list[str] | tuple[str, ...]
+                       ) -> dict[str, list[tuple[int, str, int, int]]]:
+    """{lv_name: [(le_start, pv device, pe_start, count), ...]} from `lvs --segments`: the
+    true maps with the PV of each range."""
     out = lvm("lvs", "--segments", "--noheadings", "--separator", ";", "-o",
               "lv_name,seg_start_pe,seg_pe_ranges", vg, devices=devices).stdout
-    maps: dict[str, list[tuple[int, int, int]]] = {}
+    maps: dict[str, list[tuple[int, str, int, int]]] = {}
     for line in out.splitlines():
         if not line.strip():
             continue
-        name, le, ranges = (x.strip() for x in line.split(";"))
+        name, le_text, ranges = (x.strip() for x in line.split(";"))
+        le = int(le_text)
         for rng in ranges.split():
-            m = re.fullmatch(r".*:(\d+)-(\d+)", rng)
+            m = re.fullmatch(r"(.*):(\d+)-(\d+)", rng)
             assert m, rng
-            a, b = int(m.group(1)), int(m.group(2))
-            maps.setdefault(name, []).append((int(le), a, b - a + 1))
-            le = str(int(le) + b - a + 1)
-    return {k: sorted(v) for k, v in maps.items()}
+            a, b = int(m.group(2)), int(m.group(3))
+            maps.setdefault(name, []).append((le, m.group(1), a, b - a + 1))
+            le += b - a + 1
+    return maps
+
+
+def lvs_segments(vg: str, devices: list[str] | tuple[str, ...]) -> dict[str, list[tuple[int, int, int]]]:
+    """{lv_name: [(le_start, pe_start, count), ...]} as `lvs --segments` reports the true maps."""
+    return {name: sorted((le, pe, count) for le, _dev, pe, count in runs)
+            for name, runs in lvs_segments_by_pv(vg, devices).items()}
 
 
 def pvck_generations(path: str, settings: str | None = None) -> list[dict]:

@@ -18,7 +18,8 @@ from contextlib import redirect_stdout
 import pytest
 
 import realtools
-from realtools import loop_device, lvm, lvs_segments, need_lvm, pvck_generations
+from realtools import (loop_device, lvm, lvs_segments, lvs_segments_by_pv, need_lvm,
+                       pvck_generations)
 
 MIB = 1 << 20
 pytestmark = pytest.mark.realtools
@@ -354,21 +355,13 @@ def test_vg_over_two_partitions_of_one_image(tmp_path):
         uuids = dict(line.split() for line in lvm(
             "pvs", "--noheadings", "-o", "pv_name,pv_uuid", devices=devs).stdout.splitlines()
             if line.strip())
-        out = lvm("lvs", "--segments", "--noheadings", "--separator", ";", "-o",
-                  "lv_name,seg_start_pe,seg_pe_ranges", vg, devices=devs).stdout
+        segments = lvs_segments_by_pv(vg, devs)
         pvck = {(c["offset"] + off, c["seqno"]) for d, off in zip(devs, offsets)
                 for c in pvck_generations(d) if c["vg"] == vg}
     truth: dict[str, list] = {}
-    for line in out.splitlines():
-        if not line.strip():
-            continue
-        name, le, ranges = (x.strip() for x in line.split(";"))
-        le = int(le)
-        for rng in ranges.split():
-            dev, span_ = rng.rsplit(":", 1)
-            a, b = (int(x) for x in span_.split("-"))
-            truth.setdefault(name, []).append((le, a, b - a + 1, uuids[dev]))
-            le += b - a + 1
+    for name, runs in segments.items():
+        for le, dev, pe, count in runs:
+            truth.setdefault(name, []).append((le, pe, count, uuids[dev]))
     doc = srsalvage_lvm_json(img)
     assert [(p["scheme"], p["offset"], p["type"]) for p in doc["partitions"]] == \
         [("mbr", offsets[0], "lvm"), ("mbr", offsets[1], "lvm")]
