@@ -292,8 +292,9 @@ async def shoot_unreadable(image: str, manifest, out: str, work: str) -> list[st
     async with app.run_test(size=(120, 40)) as pilot:
         await _open_vdi(app, pilot, vdi.lv_name)
         # the second extent of the VDI, 1 MiB in: the area a failing disk would not give
-        space = app.session.lv_space(app.session.sel.vg, app.session.pes(app.session.sel.lv),
-                                     vdi.lv_name)
+        from core.lvm.space import pes_space   # the one LV-as-bytes path
+        space = pes_space(app.session.ev, app.session.sel.vg,
+                          app.session.pes(app.session.sel.lv), vdi.lv_name)
         disk = space.locate(space.runs[0].length + (1 << 20)) if len(space.runs) > 1 \
             else space.locate(1 << 20)
         mapfile = os.path.join(work, "rescue.map")
