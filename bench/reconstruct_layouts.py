@@ -24,6 +24,7 @@ failed / absent from the map.
 
     sudo .venv/bin/python bench/reconstruct_layouts.py --xs all --seeds 1-30 [--jobs 2]
         [--report xs.json] [--keep DIR]
+    .venv/bin/python bench/reconstruct_layouts.py --summary xs.json [more.json ...]
 """
 
 from __future__ import annotations
@@ -93,6 +94,26 @@ def xs_seed(job: tuple[str, int, str | None]) -> dict:
     return row
 
 
+def xs_table(rows: list[dict], kinds: tuple[str, ...]) -> None:
+    """The per-kind summary (markdown) of --xs result rows."""
+    outcomes = ("equal", "refused", "WRONG", "failed", "absent")
+    print("\n| kind | seeds | precision | recall | wrong placements conf >= 0.5 | exports "
+          "equal / refused / WRONG (exit 0) / failed / absent | builder errors |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in kinds + ("all",):
+        rs = [r for r in rows if kind in ("all", r["kind"])]
+        ok = [r for r in rs if "error" not in r]
+        placed = sum(r["placed"] for r in ok)
+        right = sum(r["right"] for r in ok)
+        needed = sum(r["needed"] for r in ok)
+        found = sum(r["found"] for r in ok)
+        wrong = sum(len(r["wrong_confident"]) for r in ok)
+        ex = [sum(e["outcome"] == o for r in ok for e in r["exports"]) for o in outcomes]
+        print(f"| {kind} | {len(ok)} | {right / max(1, placed):.3f} ({right}/{placed}) | "
+              f"{found / max(1, needed):.3f} ({found}/{needed}) | {wrong} | "
+              f"{' / '.join(map(str, ex))} | {len(rs) - len(ok)} |")
+
+
 def xs_main(args) -> int:
     import json
     from concurrent.futures import ProcessPoolExecutor
@@ -118,21 +139,7 @@ def xs_main(args) -> int:
                   f"{'/'.join(map(str, ex))}", flush=True)
             if args.report:                      # partial results survive an interrupted sweep
                 Path(args.report).write_text(json.dumps(rows, indent=1))
-    print("\n| kind | seeds | precision | recall | wrong placements conf >= 0.5 | exports "
-          "equal / refused / WRONG (exit 0) / failed / absent | builder errors |")
-    print("|---|---|---|---|---|---|---|")
-    for kind in kinds + ("all",):
-        rs = [r for r in rows if kind in ("all", r["kind"])]
-        ok = [r for r in rs if "error" not in r]
-        placed = sum(r["placed"] for r in ok)
-        right = sum(r["right"] for r in ok)
-        needed = sum(r["needed"] for r in ok)
-        found = sum(r["found"] for r in ok)
-        wrong = sum(len(r["wrong_confident"]) for r in ok)
-        ex = [sum(e["outcome"] == o for r in ok for e in r["exports"]) for o in outcomes]
-        print(f"| {kind} | {len(ok)} | {right / max(1, placed):.3f} ({right}/{placed}) | "
-              f"{found / max(1, needed):.3f} ({found}/{needed}) | {wrong} | "
-              f"{' / '.join(map(str, ex))} | {len(rs) - len(ok)} |")
+    xs_table(rows, kinds)
     if args.report:
         Path(args.report).write_text(json.dumps(rows, indent=1))
     return 0
@@ -146,7 +153,14 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1, help="seeds built in parallel (--xs)")
     ap.add_argument("--report", help="write per-seed results as JSON (--xs)")
     ap.add_argument("--keep", help="keep images whose results are not perfect here (--xs)")
+    ap.add_argument("--summary", nargs="+", metavar="REPORT.json",
+                    help="print the per-kind table of saved --xs reports (merged) and exit")
     args = ap.parse_args()
+    if args.summary:
+        import json
+        rows = [r for p in args.summary for r in json.loads(Path(p).read_text())]
+        xs_table(rows, tuple(dict.fromkeys(r["kind"] for r in rows)))
+        return 0
     if args.xs:
         if os.geteuid() != 0 or not shutil.which("lvm"):
             print("needs root and lvm2 (loop devices)", file=sys.stderr)

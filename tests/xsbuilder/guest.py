@@ -12,9 +12,11 @@ VDI must read back; `state()` saves it for the ground truth.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
 import subprocess
+import uuid as uuidlib
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +87,14 @@ class GuestDisk:
         self.part_off = PART_START if partitioned else 0
         self.prev = np.zeros(size, dtype=np.uint8)
         self.nfiles = 0
+        self.fake_time = 1_700_000_000 + rng.randrange(10_000_000)
+        self.fs_uuid = str(uuidlib.UUID(bytes=rng.randbytes(16), version=4))
 
     def _run(self, *cmd: str, stdin: str | None = None) -> str:
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+        # the same seed gives the same ext4 guest bytes: mke2fs/debugfs take their clock from
+        # E2FSPROGS_FAKE_TIME, ids come from the seed's generator (ntfscp stamps real times)
+        env = dict(os.environ, E2FSPROGS_FAKE_TIME=str(self.fake_time))
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[:300]}")
         return proc.stdout
@@ -122,15 +129,17 @@ class GuestDisk:
         if self.partitioned:
             ptype = "7" if self.fs == "ntfs" else "83"
             self._run("sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(self.raw),
-                      stdin=f"label: dos\nstart=2048, type={ptype}\n")
+                      stdin=f"label: dos\nlabel-id: 0x{self.rng.getrandbits(32):08x}\n"
+                            f"start=2048, type={ptype}\n")
             part_bytes = self.size - self.part_off
         with open(self.part, "wb") as f:
             f.truncate(part_bytes)
         if self.fs == "ntfs":
-            self._run("mkntfs", "-F", "-Q", "-q", "-p", str(self.part_off // 512),
+            self._run("mkntfs", "-F", "-Q", "-q", "-T", "-p", str(self.part_off // 512),
                       "-L", "guest", str(self.part))
         else:
-            self._run("mkfs.ext4", "-F", "-q", "-b", "4096", "-L", "guest", str(self.part))
+            self._run("mkfs.ext4", "-F", "-q", "-b", "4096", "-L", "guest", "-U", self.fs_uuid,
+                      "-E", f"hash_seed={self.fs_uuid}", str(self.part))
         self._splice()
         return self.burst()
 
