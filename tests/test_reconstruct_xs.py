@@ -87,9 +87,9 @@ def test_reconstruct_and_export_xenserver_like_sr(tmp_path_factory, kind):
 
 
 @pytest.mark.xfail(strict=True, reason="issue 10 open: on label-gone seed 2 the restore file "
-                   "recreates an LV under the name VHD-c202f32f… on PEs 9-10 that a live LV "
-                   "holds (names after sm's leaf-coalesce rename are taken from the wrong VDI), "
-                   "and LVs not rebuilt whole are left out")
+                   "recreates an LV under a name the SR gives another VDI, on PEs a live LV "
+                   "holds (names after sm's leaf-coalesce rename), and LVs not rebuilt whole "
+                   "are left out")
 def test_restore_file_names_every_lv_and_resolves_parents(tmp_path, tmp_path_factory):
     """Label and metadata area gone, a snapshot chain: the restore file written by
     `reconstruct --vgcfg`, applied with real `pvcreate --uuid --restorefile` + `vgcfgrestore
