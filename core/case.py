@@ -377,30 +377,28 @@ class Case:
         case._clock = clock
         note = None
         mismatch = case.identity_mismatch(identity, image_bytes)
-        if new_case and not mismatch:
-            # a new case on request (e.g. the old one's VG ids are another SR's): kept aside
-            aside = f"{path}.previous-{stamp}"
+
+        def start_over(aside: str, why: str, said: str) -> tuple["Case", str]:
+            """The old case moved to `aside` (never deleted), a fresh one in its place."""
             try:
                 os.replace(path, aside)
             except OSError as exc:
                 raise CaseError(f"cannot move {path} aside: {exc.strerror}") from None
-            case = fresh()
-            case.log("case-new", detail=f"previous case kept as {aside}")
-            return case, f"new case started; the previous one is kept as {aside}"
+            started = fresh()
+            started.log("case-new", detail=f"previous case kept as {aside}{why}")
+            return started, f"new case started; {said} is kept as {aside}"
+
+        if new_case and not mismatch:
+            # a new case on request (e.g. the old one's VG ids are another SR's): kept aside
+            return start_over(f"{path}.previous-{stamp}", "", "the previous one")
         if mismatch:
             if not new_case:
                 raise CaseMismatch(
                     f"case file {path} was made on other evidence ({mismatch}): open it "
                     f"read-only without the case (--no-case) or start a new case (--new-case; "
                     f"the old case is kept as {path}.other-evidence-<time>)")
-            aside = f"{path}.other-evidence-{stamp}"
-            try:
-                os.replace(path, aside)
-            except OSError as exc:
-                raise CaseError(f"cannot move {path} aside: {exc.strerror}") from None
-            case = fresh()
-            case.log("case-new", detail=f"previous case kept as {aside}: {mismatch}")
-            return case, f"new case started; the case for the other evidence is kept as {aside}"
+            return start_over(f"{path}.other-evidence-{stamp}", f": {mismatch}",
+                              "the case for the other evidence")
         if image_bytes and case.image_bytes and case.image_bytes != image_bytes:
             note = (f"case file {path} was made for an image of {case.image_bytes} bytes, "
                     f"this one has {image_bytes}")
