@@ -23,7 +23,7 @@ the guest's disk / refused (exit 3) / WRONG (exit 0 with other bytes: the worst 
 failed / absent from the map.
 
     sudo .venv/bin/python bench/reconstruct_layouts.py --xs all --seeds 1-30 [--jobs 2]
-        [--report xs.json] [--keep DIR]
+        [--report xs.json] [--keep DIR] [--cache DIR]
     .venv/bin/python bench/reconstruct_layouts.py --summary xs.json [more.json ...]
 """
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -57,14 +58,31 @@ def xs_seed(job: tuple[str, int, str | None]) -> dict:
     from xsbuilder import build
     from xsbuilder import truth as T
 
-    kind, seed, keep = job
-    work = Path(tempfile.mkdtemp(prefix=f"srsalvage-xs-{kind}-{seed}-"))
+    kind, seed, keep, cache = job
     row: dict = {"kind": kind, "seed": seed}
+    built = Path(cache) / f"{kind}-{seed}" if cache else None
+    if built is not None and (built / "truth.json").exists():
+        # A cached build: the same builder output, so engine changes can be compared on the
+        # same images without rebuilding (the builder is deterministic per kind and seed).
+        truth = json.loads((built / "truth.json").read_text())
+        img = str(built / (built / "image.name").read_text().strip())
+        work = Path(tempfile.mkdtemp(prefix=f"srsalvage-xs-{kind}-{seed}-"))
+        row["build_s"] = 0.0
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"srsalvage-xs-{kind}-{seed}-"))
+        img = truth = None
     try:
-        t0 = time.time()
-        img, truth = build(kind, seed, work)
-        row["build_s"] = round(time.time() - t0, 1)
-        T.save(truth, str(work / "truth.json"))
+        if truth is None:
+            t0 = time.time()
+            img, truth = build(kind, seed, work)
+            row["build_s"] = round(time.time() - t0, 1)
+            T.save(truth, str(work / "truth.json"))
+            if built is not None:
+                shutil.rmtree(built, ignore_errors=True)
+                built.mkdir(parents=True)
+                subprocess.run(["cp", "--sparse=always", img, str(built)], check=True)
+                (built / "image.name").write_text(os.path.basename(img))
+                T.save(truth, str(built / "truth.json"))
         map_path = str(work / "map.json")
         t0 = time.time()
         code, err = T.run_cli("reconstruct", img, "-o", map_path)
@@ -120,7 +138,7 @@ def xs_main(args) -> int:
 
     from xsbuilder import KINDS
     kinds = KINDS if args.xs == "all" else tuple(args.xs.split(","))
-    jobs = [(k, s, args.keep) for s in seeds_of(args.seeds) for k in kinds]   # every kind early
+    jobs = [(k, s, args.keep, args.cache) for s in seeds_of(args.seeds) for k in kinds]   # every kind early
     rows: list[dict] = []
     outcomes = ("equal", "refused", "WRONG", "failed", "absent")
     print(f"{'kind':<11}{'seed':>5} {'placed':>6} {'right':>6} {'found':>9} "
@@ -152,6 +170,8 @@ def main() -> int:
     ap.add_argument("--xs", help="XenServer-like builder kinds (comma list or 'all')")
     ap.add_argument("--jobs", type=int, default=1, help="seeds built in parallel (--xs)")
     ap.add_argument("--report", help="write per-seed results as JSON (--xs)")
+    ap.add_argument("--cache", help="keep every built SR image here and reuse it on later runs "
+                    "(--xs; the engine is compared on the same images)")
     ap.add_argument("--keep", help="keep images whose results are not perfect here (--xs)")
     ap.add_argument("--summary", nargs="+", metavar="REPORT.json",
                     help="print the per-kind table of saved --xs reports (merged) and exit")
