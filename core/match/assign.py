@@ -40,12 +40,13 @@ from core.match.board import (  # noqa: F401  (re-exported: callers import them 
     ACCEPT, ADJACENCY_ONLY, BETWEEN, CONTESTED, CONTINUES, FITS, FREE, GAP_CONFIDENCE,
     RESERVED, SIZED, SURE, TIED, WALKED, BoardMixin, Placement, VdiState)
 from core.match.footers import FooterMixin
+from core.match.guest import GuestMixin
 from core.match.review import ReviewMixin
 from core.match.search import SearchMixin, _softmax_best  # noqa: F401
 from core.match.walks import WalkMixin
 
 
-class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin):
+class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, GuestMixin):
     """The solver's state; its steps live in the mixins (board, walks, search, review,
     footers), each in its own module."""
 
@@ -73,6 +74,7 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin):
         while rounds < limit:
             rounds += 1
             self._tick()
+            self.guest_refresh()
             n = self.walk_all()
             n += self.search_round()
             if n == 0:
@@ -93,7 +95,19 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin):
         self.fill_gaps()
         self.review_confidence()
         if self.image_stale():
-            self.withdraw_guesses()
+            # every withdrawal frees extents that may fit what stays placed as well: review
+            # again against them until nothing more is withdrawn (a placement is only as sure
+            # as no free extent fits it as well)
+            import os
+            for _ in range(int(os.environ.get("XS_REVIEWS", "99"))):
+                before = sum(len(v.placed) for v in self.vdis)
+                self.withdraw_guesses()
+                self.review_confidence()
+                self.withdraw_guesses()
+                if sum(len(v.placed) for v in self.vdis) == before:
+                    break
+            else:
+                self.withdraw_guesses()
         for v in self.vdis:
             for le, pes in sorted(v.ambiguous.items()):
                 elsewhere = {pl.pe for pl in v.placed.values()}

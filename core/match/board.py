@@ -196,6 +196,7 @@ class BoardMixin:
             if pe == right - 1:
                 s.adjacency += 1.0
         s.adjacency = min(s.adjacency, 1.0)
+        self.add_guest(s, v, le, pe)
         if s.empty_spill and slot.footer_bonus and not len(slot.bitmap_offsets) \
                 and self._own_tail(v, pe):
             s.content -= LV_END_FOOTER   # the LV's end, but the data that must be here is not

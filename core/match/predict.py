@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.match.anchors import VhdAnchor
+from core.structs import vhd as S
 
 SECTOR = 512
 LVHD_BLOCK = 2 << 20
@@ -43,6 +44,8 @@ class SlotPrediction:
     straddle_out: Straddle | None = None
     spill_in: bool = False              # data of the previous LE's last block continues here
     le1_batmap: bool = False            # the `tdbatmap` header sits at +1536 of this extent
+    # with le1_batmap: bool per block, allocated in the BAT (a batmap bit may only be set there)
+    batmap_allowed: np.ndarray | None = None
     bat_tail: bool = False              # the extent starts with the rest of the BAT
     footer_offset: int | None = None    # a footer with the VHD's unique id at this in-extent offset
     lv_end_possible: bool = False       # LVHD: the LV may end here (its footer in the last sector)
@@ -139,6 +142,8 @@ def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
         s = slot(anchor.batmap_offset // E)
         if s.le > 0:
             s.le1_batmap = anchor.batmap_offset % E == 1536
+            if s.le1_batmap and len(anchor.bat):
+                s.batmap_allowed = np.asarray(anchor.bat) != S.DD_BLK_UNUSED
     tab_end = anchor.table_offset + 4 * anchor.max_entries
     if tab_end > E:
         slot(1).bat_tail = True

@@ -46,6 +46,7 @@ AGREE, DISAGREE, CONT_CAP = 0.4, -0.8, 8.0
 AGREE_ZERO = 0.1          # zeros where nothing was written: most sectors of a thin LV are zero
 MISSING = -0.3            # zeros where a partial bitmap says written (a guest may write zeros)
 BATMAP_HDR, BATMAP_HDR_MISSING = 6.0, -4.0
+BATMAP_FOREIGN = -12.0    # the batmap marks full a block this VHD never allocated
 FOOTER_OK, FOOTER_BAD = 8.0, -2.0
 ADJACENT = 1.0
 OTHER_FOOTER, OTHER_BATMAP = -8.0, -6.0
@@ -64,6 +65,7 @@ class Score:
     adjacency: float = 0.0
     empty_spill: bool = False   # sectors the straddling block wrote all read zero here
     data_seen: bool = False     # some sector the straddling block wrote holds data here
+    guest: float = 0.0          # the guest file system's share of `continuity` (core.match.guest)
 
     @property
     def total(self) -> float:
@@ -171,6 +173,8 @@ class Scorer:
             total += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
         if slot.le1_batmap:
             total += BATMAP_HDR if features.head_batmap[pe] else BATMAP_HDR_MISSING
+            if features.head_batmap[pe] and self.batmap_foreign(slot, pe):
+                total += BATMAP_FOREIGN
         if features.tail_footer[pe]:
             own = features.tail_uid[pe].tobytes() == uid
             if not own:
@@ -184,6 +188,24 @@ class Scorer:
             ok = ftr[:8].tobytes() == S.HD_COOKIE and ftr[68:84].tobytes() == uid
             total += FOOTER_OK if ok else FOOTER_BAD
         return total
+
+    def batmap_foreign(self, slot: SlotPrediction, pe: int) -> bool:
+        """Does the batmap in `pe` (an LVHD LE 1) say "full" of a block this VHD's BAT never
+        allocated? Then it is another VHD's LE 1: every VHD made by sm has its batmap header at
+        the same place, but a batmap bit is set only for a block the VHD holds
+        (libvhd `vhd_batmap_set`, called for allocated blocks only)."""
+        allowed = slot.batmap_allowed
+        if allowed is None or not len(allowed):
+            return False
+        base = self.pe_base(pe)
+        hdr = S.parse_batmap_header(self.reader.space.read(base + 1536, S.BATMAP_HEADER_SIZE))
+        rel = int(hdr.batmap_offset) - self.E       # LV offset -> offset inside LE 1
+        nbytes = -(-len(allowed) // 8)
+        if not 1536 < rel <= self.E - nbytes:
+            return False
+        raw = self.reader.space.read(base + rel, nbytes).ljust(nbytes, b"\0")
+        bits = np.unpackbits(np.frombuffer(raw, np.uint8))[: len(allowed)].astype(bool)
+        return bool((bits & ~allowed).any())
 
     def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
                    block_size: int, sets_written_only: bool = True, beyond: int = 0,

@@ -13,7 +13,7 @@ from core.match.board import (
     VdiState)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
-    BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK,
+    BATMAP_FOREIGN, BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK,
     OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
     sample_sectors)
 from core.structs import vhd as S
@@ -107,6 +107,9 @@ class WalkMixin:
         content += np.where(le1, np.where(f.head_batmap[pes_a], BATMAP_HDR, BATMAP_HDR_MISSING),
                             0.0)
         for k, sl in enumerate(slots):
+            if le1[k] and f.head_batmap[pes[k]] and self.scorer.batmap_foreign(sl, pes[k]):
+                content[k] += BATMAP_FOREIGN
+        for k, sl in enumerate(slots):
             if sl.footer_offset is not None:
                 ftr = self.reader.gather(np.array([self.D + pes[k] * self.E + sl.footer_offset]),
                                          SECTOR)[0]
@@ -152,8 +155,11 @@ class WalkMixin:
             empty = (n_written > 0) & (n_seen == 0)
             nobm = np.array([not len(sl.bitmap_offsets) for sl in slots])
             content -= np.where(empty & nobm & own & bonus, LV_END_FOOTER, 0.0)
-        return [Score(float(content[k]), float(cont[k]) if informative[k] else 0.0,
-                      bool(informative[k]), 1.0) for k in range(K)]
+        out = [Score(float(content[k]), float(cont[k]) if informative[k] else 0.0,
+                     bool(informative[k]), 1.0) for k in range(K)]
+        for k, sc in enumerate(out):
+            self.add_guest(sc, v, les[k], pes[k])
+        return out
 
     def walk_forward(self, v: VdiState, le: int) -> int:
         """Batched forward walk from placed LE `le`: LE le+k on PE pe+k while the content fits."""

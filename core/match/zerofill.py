@@ -12,7 +12,9 @@ The measurement looks at blocks whose every extent is already placed with certai
 which sectors the guest never wrote, and those are read. A VDI whose measured blocks all read zero where
 unwritten (at least MIN_BLOCKS of them) gets weight 1 and the continuity evidence that rests on
 zeros (core.match.score.continuity_llr) counts for it; any stale byte seen, or too little
-measured, gives weight 0: zeros then say nothing.
+measured, gives weight 0: zeros then say nothing. Stale bytes seen in ANY VDI give every VDI
+weight 0: what a tapdisk block on LVM shows where the guest never wrote is what the extent held
+before, and a few clean blocks may only have sat on extents that held zeros.
 """
 
 from __future__ import annotations
@@ -39,12 +41,16 @@ class ZeroFill:
     stale: int = 0        # of them, blocks with data in some unwritten sector
 
     image_clean: bool = False   # the whole image measured clean (MIN_IMAGE_BLOCKS, none stale)
+    image_stale: bool = False   # some VDI of the image showed stale bytes
 
     @property
     def weight(self) -> float:
         """How far unwritten sectors may be taken to read zero (0 or 1): the VDI's own
         measurement, or where it measured too few blocks (none stale), the image's."""
-        if self.stale:
+        if self.stale or self.image_stale:
+            # stale bytes anywhere: the extents had a previous life, and a clean measurement
+            # may only say that the measured extents held zeros before (a tapdisk block on LVM
+            # keeps what was there, zeros or not): zeros then say nothing for any VDI
             return 0.0
         return 1.0 if self.blocks >= MIN_BLOCKS or self.image_clean else 0.0
 
@@ -56,9 +62,11 @@ class ZeroFill:
 def pool(measured: dict) -> None:
     """Tell every measurement whether the image as a whole measured clean."""
     blocks = sum(z.blocks for z in measured.values())
-    clean = blocks >= MIN_IMAGE_BLOCKS and not any(z.stale for z in measured.values())
+    stale = any(z.stale for z in measured.values())
+    clean = blocks >= MIN_IMAGE_BLOCKS and not stale
     for z in measured.values():
         z.image_clean = clean
+        z.image_stale = stale
 
 
 def trusted(placement) -> bool:
