@@ -1,0 +1,80 @@
+"""The guest's own file system inside a virtual disk, read through a candidate map.
+
+`open_guest(read, size)` finds the file system (a partition of an MBR/GPT table, or a file
+system on the whole disk) and returns a `GuestFs` that answers two questions about any range of
+the virtual disk:
+
+* `allocation(start, length)`: per 512-byte sector, does the file system hold something there
+  (its bitmap, its fixed metadata)?  A VHD block's sector bitmap says which sectors the guest
+  wrote: written sectors the guest's file system calls free (`written_not_allocated`) are
+  evidence against the placement that produced them.
+* `landmarks(start, length)`: the self-identifying structures the file system says lie there
+  (superblock copies, checksummed bitmaps and inodes, MFT records numbered for their place...),
+  each with a `check(bytes)` that only this file system's own copy passes.
+
+Nothing here trusts the bytes: every reader is bounded (a few MiB per GuestFs), and garbage
+gives None or fewer landmarks, never an exception.  A new candidate map needs a new GuestFs
+(each memoises what it read).
+"""
+
+from __future__ import annotations
+
+from core.partitions import read_partition_table
+
+from .base import (ALLOCATED, FREE, UNKNOWN, GuestFs, Landmark, ReadFn, Reader,
+                   written_not_allocated)
+from .ext4 import Ext4
+
+__all__ = ["open_guest", "GuestFs", "Landmark", "written_not_allocated", "ALLOCATED", "FREE",
+           "UNKNOWN", "Ext4"]
+
+PROBE_BUDGET = 4 << 20
+
+
+class _Space:
+    """The virtual disk as the ByteSpace core.partitions reads (unknown bytes read short)."""
+
+    def __init__(self, reader: Reader, size: int) -> None:
+        self.reader = reader
+        self.size = size
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.size - offset))
+        data = self.reader.read(offset, length, PROBE_BUDGET)
+        return data if data is not None else b""
+
+
+def _probe(read: ReadFn, size: int, offset: int, limit: int) -> GuestFs | None:
+    for kind in _KINDS:
+        fs = kind.probe(Reader(read, size, offset), size, limit)
+        if fs is not None:
+            return fs
+    return None
+
+
+def open_guest(read: ReadFn, size: int) -> GuestFs | None:
+    """The file system of the virtual disk `read` reads (`size` bytes), or None when nothing
+    is recognised or the structures it needs cannot be read.
+
+    Partitions of an MBR or GPT table are tried in table order; with no table, the whole disk.
+    """
+    if size < 4096:
+        return None
+    reader = Reader(read, size)
+    if reader.read(0, 512) is None:
+        return None
+    try:
+        table = read_partition_table(_Space(reader, size))
+    except Exception:      # the table parser promises not to raise; a reader error is no table
+        return None
+    for p in table.partitions:
+        if p.offset < size and p.bytes > 0:
+            fs = _probe(read, size, p.offset, min(p.bytes, size - p.offset))
+            if fs is not None:
+                return fs
+    if not table.partitions:
+        return _probe(read, size, 0, size)
+    return None
+
+
+_KINDS: tuple = (Ext4,)

@@ -1,0 +1,210 @@
+"""What every guest file system reader shares: the landmark record, the bounded reader over the
+virtual disk, per-sector allocation states and the checksum primitives.
+
+A reader only sees the virtual disk through `read(offset, n) -> bytes | None` (None: some byte
+of the range is not placed yet).  Everything it learns is memoised on the object: a new
+candidate map means a new `GuestFs` (open_guest is cheap).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+import crc32c as _crc32c
+import numpy as np
+from construct import ConstructError
+
+SECTOR = 512
+ReadFn = Callable[[int, int], "bytes | None"]
+
+# what a parser may raise on bytes it was not built for; caught at the public boundary
+PARSE_ERRORS = (IndexError, ValueError, KeyError, OverflowError, ConstructError,
+                struct.error)
+
+# sector states returned by GuestFs.allocation_state
+FREE = 0
+ALLOCATED = 1
+UNKNOWN = -1
+
+
+@dataclass(frozen=True)
+class Landmark:
+    """A self-identifying structure the file system says lies at virtual `offset`.
+
+    `check(data)` is True when `data` (the bytes found at `offset`, at least `size` of them) IS
+    that structure of this very file system: the right magic, the right position (group number,
+    record number, VCN) and a checksum or cross-reference that only this file system's copy can
+    satisfy.  `what` names the structure ("ext4-backup-superblock", "ntfs-mft-record", ...).
+    """
+
+    offset: int
+    size: int
+    what: str
+    check: Callable[[bytes], bool]
+
+
+class BudgetExceeded(Exception):
+    """The reader spent its byte budget: the caller stops and keeps what it has."""
+
+
+class Reader:
+    """`read` of the virtual disk with the file system's offset and a byte budget.
+
+    The budget bounds what one GuestFs may read in total for one purpose (the parse, the walk
+    for reached structures), whatever the image says: garbage cannot make it read the disk.
+    """
+
+    def __init__(self, read: ReadFn, disk_size: int, base: int = 0) -> None:
+        self._read = read
+        self.disk_size = disk_size
+        self.base = base
+        self.spent = 0
+
+    def at(self, base: int) -> "Reader":
+        r = Reader(self._read, self.disk_size, base)
+        return r
+
+    def read(self, offset: int, length: int, budget: int | None = None) -> bytes | None:
+        """`length` bytes at file-system offset `offset`; None when unknown, short, out of the
+        disk or over the budget."""
+        start = self.base + offset
+        if offset < 0 or length < 0 or start + length > self.disk_size:
+            return None
+        if budget is not None and self.spent + length > budget:
+            raise BudgetExceeded
+        self.spent += length
+        try:
+            data = self._read(start, length)
+        except Exception:               # a reader that fails is a reader that does not know
+            return None
+        if data is None or len(data) < length:
+            return None
+        return bytes(data[:length])
+
+
+def crc32c_raw(seed: int, data: bytes) -> int:
+    """The kernel's `crc32c(seed, data)`: no pre/post inversion (ext4_chksum, jbd2_chksum).
+
+    The crc32c package computes the standard CRC-32C (init ~0, final ~); continuing from a
+    value v it starts the register at ~v, so the raw register update from `seed` is
+    ~crc32c(data, ~seed)."""
+    return _crc32c.crc32c(data, seed ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+
+def _crc16_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC16 = _crc16_table()
+
+
+def crc16(seed: int, data: bytes) -> int:
+    """Linux lib/crc16.c crc16(): polynomial 0x8005 reflected, no inversion (ext4 gdt_csum)."""
+    crc = seed & 0xFFFF
+    for b in data:
+        crc = (crc >> 8) ^ _CRC16[(crc ^ b) & 0xFF]
+    return crc
+
+
+def bits_le(data: bytes, nbits: int) -> np.ndarray:
+    """The first `nbits` bits of a little-endian bitmap (bit 0 of byte 0 first), as bool."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    return np.unpackbits(arr, bitorder="little")[:nbits].astype(bool)
+
+
+def sector_span(start: int, length: int) -> tuple[int, int]:
+    """First and end (exclusive) 512-byte sector index touching [start, start+length)."""
+    return start // SECTOR, -(-(start + max(0, length)) // SECTOR)
+
+
+def states_from_units(first_sector: int, end_sector: int, fs_offset: int, unit: int,
+                      unit0: int, unit_states: np.ndarray) -> np.ndarray:
+    """Per-sector states for sectors [first_sector, end_sector) from the states of file-system
+    units (blocks, clusters) unit0, unit0+1, ...: a sector takes its unit's state."""
+    sec = np.arange(first_sector, end_sector, dtype=np.int64)
+    idx = (sec * SECTOR - fs_offset) // unit - unit0
+    return unit_states[idx]
+
+
+class GuestFs:
+    """A guest file system found on a virtual disk (see core.guestfs.open_guest)."""
+
+    kind: str = ""
+    offset: int = 0        # byte offset of the file system in the virtual disk
+    size: int = 0          # bytes the file system spans
+    disk_size: int = 0
+
+    # -- allocation ------------------------------------------------------------------------------
+    def allocation_state(self, start: int, length: int) -> np.ndarray:
+        """int8 per 512-byte virtual sector of [start, start+length): ALLOCATED (1), FREE (0) or
+        UNKNOWN (-1: the file system's own bitmap for it could not be read or did not verify).
+
+        Sectors outside the file system (partition table area, gaps, other partitions, the
+        space past its end) are ALLOCATED: the file system cannot say they are free, and the
+        partition table, a boot loader or another partition may hold them."""
+        first, end = sector_span(start, length)
+        out = np.ones(max(0, end - first), dtype=np.int8)
+        lo = max(first, self.offset // SECTOR)
+        hi = min(end, (self.offset + self.size) // SECTOR)
+        if hi > lo:
+            try:
+                out[lo - first:hi - first] = self._fs_states(lo, hi)
+            except PARSE_ERRORS:
+                out[lo - first:hi - first] = UNKNOWN
+        return out
+
+    def allocation(self, start: int, length: int) -> np.ndarray | None:
+        """bool per 512-byte virtual sector of [start, start+length): True where the file
+        system holds something (in use in its bitmap, or its fixed metadata), False where it says
+        free.  None when any part of the range is UNKNOWN (use allocation_state for the parts)."""
+        st = self.allocation_state(start, length)
+        if (st < 0).any():
+            return None
+        return st > 0
+
+    def _fs_states(self, first_sector: int, end_sector: int) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- landmarks -------------------------------------------------------------------------------
+    def landmarks(self, start: int, length: int) -> list[Landmark]:
+        """Self-identifying structures the file system says lie wholly inside [start,
+        start+length) of the virtual disk, in offset order.  Their checks never raise (bytes
+        that make a check stumble are not that structure)."""
+        try:
+            found = self._landmarks(start, length)
+        except PARSE_ERRORS:
+            return []
+        return [Landmark(lm.offset, lm.size, lm.what, _never_raises(lm.check)) for lm in found]
+
+    def _landmarks(self, start: int, length: int) -> list[Landmark]:
+        raise NotImplementedError
+
+
+def _never_raises(check: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
+    def safe(data: bytes) -> bool:
+        try:
+            return bool(check(bytes(data)))
+        except PARSE_ERRORS:
+            return False
+    return safe
+
+
+def written_not_allocated(written: np.ndarray, allocated: np.ndarray) -> int:
+    """How many sectors the guest wrote (a VHD block's sector bitmap) that the guest's file
+    system says are free: evidence against the placement that produced `allocated`.
+
+    `written` and `allocated` are bool per sector of the same range.  A few such sectors occur
+    on a right placement too (a file deleted after it was written); many do not."""
+    w = np.asarray(written, dtype=bool)
+    a = np.asarray(allocated, dtype=bool)
+    if w.shape != a.shape:
+        raise ValueError(f"written has {w.shape} sectors, allocated {a.shape}")
+    return int(np.count_nonzero(w & ~a))

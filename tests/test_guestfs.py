@@ -1,0 +1,374 @@
+"""core.guestfs against guest disks made by the real tools, exactly as tests/xsbuilder/guest.py
+makes them (sfdisk; mkfs.ext4 -b 4096 + debugfs write; mkntfs -Q + ntfscp), partitioned and
+whole-disk.  Tool versions this was measured with: e2fsprogs 1.47.0, ntfs-3g 2022.10.3.
+
+* allocation(): every sector the tools wrote (it differs from the freshly zeroed disk) is
+  allocated, and the free sectors are exactly the free blocks/clusters the tools' own readers
+  (dumpe2fs, ntfscluster) report.
+* landmarks(): every check passes on the real bytes, fails on the same offset of another guest
+  disk of the same geometry made with another seed (unless those bytes are identical), and
+  fails on the bytes 2 MiB further on.
+* `read` returning None (bytes not placed yet): open_guest/allocation/landmarks degrade as
+  documented, never raise.
+* garbage (random bytes, truncated images, corrupted metadata, random superblocks/boot sectors)
+  never raises, and what the parser reads stays bounded.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from core.guestfs import ALLOCATED, UNKNOWN, open_guest, written_not_allocated
+from core.guestfs.base import SECTOR
+from xsbuilder.guest import GuestDisk
+
+MiB = 1 << 20
+BLOCK = 2 * MiB                  # a VHD block: the unit the solver asks about
+
+# name: (disk size, fs, partitioned)
+CASES = {
+    "ext4-part": (96 * MiB, "ext4", True),
+    "ext4-disk": (400 * MiB, "ext4", False),      # 4 groups: backup superblocks and GDTs
+}
+TOOLS = {"ext4": ("sfdisk", "mkfs.ext4", "debugfs", "dumpe2fs"),
+         "ntfs": ("sfdisk", "mkntfs", "ntfscp", "ntfscluster")}
+
+FAST = settings(max_examples=30, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+
+
+def _need(fs: str) -> None:
+    missing = [t for t in TOOLS[fs] if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed")
+
+
+def _build(workdir, name: str, size: int, fs: str, partitioned: bool, seed: int) -> GuestDisk:
+    """A guest as the SR builder makes one: formatted, then files copied in three bursts."""
+    rng = random.Random(seed)
+    g = GuestDisk(workdir, name, size, fs, partitioned, rng)
+    g.format()
+    for _ in range(3):
+        room = size // 6
+        g.write_files(rng.randint(1, 6), rng.randint(room // 8, room))
+    return g
+
+
+class Guest:
+    def __init__(self, disk: GuestDisk, other: GuestDisk) -> None:
+        self.disk = disk
+        self.raw = disk.raw.read_bytes()
+        self.other = other.raw.read_bytes()
+        self.size = len(self.raw)
+        self.reads = 0
+
+    def read(self, offset: int, n: int) -> bytes | None:
+        self.reads += n
+        return self.raw[offset:offset + n]
+
+    def written(self) -> np.ndarray:
+        """Sectors the tools wrote: everything that differs from the zeroed file."""
+        return np.frombuffer(self.raw, dtype=np.uint8).reshape(-1, SECTOR).any(axis=1)
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def guest(request, tmp_path_factory):
+    size, fs, partitioned = CASES[request.param]
+    _need(fs)
+    work = tmp_path_factory.mktemp(request.param)
+    seed = sum(map(ord, request.param))
+    g = Guest(_build(work, "a", size, fs, partitioned, seed),
+              _build(work, "b", size, fs, partitioned, seed + 1000))
+    g.name = request.param
+    yield g
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _free_sectors_by_tool(g: Guest, fs) -> np.ndarray:
+    """bool per sector of the virtual disk: free according to the tools' own reader."""
+    free = np.zeros(g.size // SECTOR, dtype=bool)
+    part = str(g.disk.part)
+    if fs.kind == "ext4":
+        out = subprocess.run(["dumpe2fs", part], capture_output=True, text=True).stdout
+        bs = int(re.search(r"Block size:\s+(\d+)", out).group(1))
+        for line in re.findall(r"^\s+Free blocks: (.*)$", out, re.M):
+            for piece in filter(None, (p.strip() for p in line.split(","))):
+                a, _, b = piece.partition("-")
+                lo, hi = int(a), int(b or a) + 1
+                free[(fs.offset + lo * bs) // SECTOR:(fs.offset + hi * bs) // SECTOR] = True
+    return free
+
+
+# -- allocation ----------------------------------------------------------------------------------
+def test_allocation_covers_every_written_sector(guest):
+    fs = open_guest(guest.read, guest.size)
+    assert fs is not None and fs.kind == guest.disk.fs
+    assert fs.offset == guest.disk.part_off
+    alloc = fs.allocation(0, guest.size)
+    written = guest.written()
+    assert alloc.shape == written.shape
+    # nothing the tools wrote is outside what the file system says it holds
+    assert written_not_allocated(written, alloc) == 0
+    # and the free sectors are exactly the free blocks the tool's own reader lists
+    free = _free_sectors_by_tool(guest, fs)
+    np.testing.assert_array_equal(~alloc, free)
+    assert free.sum() > 0.2 * free.size
+
+
+def test_allocation_of_subranges_matches_the_whole(guest):
+    fs = open_guest(guest.read, guest.size)
+    whole = fs.allocation(0, guest.size)
+    for start in range(0, guest.size, 7 * MiB + 4096):
+        part = fs.allocation(start, BLOCK)
+        n = min(BLOCK, guest.size - start) // SECTOR
+        np.testing.assert_array_equal(part[:n], whole[start // SECTOR:start // SECTOR + n])
+
+
+def test_written_not_allocated_counts_only_written_free_sectors():
+    w = np.array([1, 1, 0, 0, 1], dtype=bool)
+    a = np.array([1, 0, 0, 1, 0], dtype=bool)
+    assert written_not_allocated(w, a) == 2
+    with pytest.raises(ValueError):
+        written_not_allocated(w, a[:3])
+
+
+# -- landmarks -----------------------------------------------------------------------------------
+def _landmark_census(g: Guest):
+    fs = open_guest(g.read, g.size)
+    kinds: dict[str, int] = {}
+    blocks_with = 0
+    identical: list[str] = []
+    for start in range(0, g.size, BLOCK):
+        lms = fs.landmarks(start, BLOCK)
+        blocks_with += bool(lms)
+        for lm in lms:
+            assert start <= lm.offset and lm.offset + lm.size <= start + BLOCK
+            kinds[lm.what] = kinds.get(lm.what, 0) + 1
+            real = g.raw[lm.offset:lm.offset + lm.size]
+            assert lm.check(real), f"{lm.what} at {lm.offset}: its own bytes fail"
+            foreign = g.other[lm.offset:lm.offset + lm.size]
+            if foreign == real:
+                identical.append(lm.what)
+            else:
+                assert not lm.check(foreign), f"{lm.what} at {lm.offset}: another disk passes"
+            shifted = g.raw[lm.offset + BLOCK:lm.offset + BLOCK + lm.size]
+            if shifted != real:
+                assert not lm.check(shifted), f"{lm.what} at {lm.offset}: +2 MiB passes"
+            assert not lm.check(b""), "short bytes pass"
+    return fs, kinds, blocks_with, identical
+
+
+EXPECTED_KINDS = {
+    "ext4-part": {"ext4-superblock", "ext4-gdt", "ext4-block-bitmap", "ext4-inode-bitmap",
+                  "ext4-inode-table", "ext4-dir-block", "jbd2-superblock"},
+    "ext4-disk": {"ext4-superblock", "ext4-backup-superblock", "ext4-gdt", "ext4-gdt-backup",
+                  "ext4-block-bitmap", "ext4-inode-bitmap", "ext4-inode-table",
+                  "ext4-dir-block", "ext4-extent-block", "jbd2-superblock"},
+}
+
+
+def test_landmarks_are_this_file_systems_own(guest):
+    fs, kinds, blocks_with, identical = _landmark_census(guest)
+    assert EXPECTED_KINDS[guest.name] <= set(kinds), kinds
+    if fs.kind == "ext4":
+        # every checksum is seeded with the fs uuid: nothing of another guest passes, unless
+        # its bytes are the very same (a bitmap's checksum covers only its bits: two groups
+        # filled alike have identical bitmaps)
+        assert set(identical) <= {"ext4-block-bitmap", "ext4-inode-bitmap"}, identical
+    assert blocks_with >= 1
+
+
+def test_landmarks_of_a_range_are_those_of_its_parts(guest):
+    fs = open_guest(guest.read, guest.size)
+    whole = [(lm.offset, lm.what) for lm in fs.landmarks(0, guest.size)]
+    parts = [(lm.offset, lm.what) for s in range(0, guest.size, BLOCK)
+             for lm in fs.landmarks(s, BLOCK)]
+    assert sorted(whole) == sorted(parts) and whole
+
+
+# -- unknown bytes (not placed yet) --------------------------------------------------------------
+def _reader_without(g: Guest, holes: list[tuple[int, int]]):
+    def read(offset: int, n: int):
+        for a, b in holes:
+            if offset < b and a < offset + n:
+                return None
+        return g.raw[offset:offset + n]
+    return read
+
+
+def test_unknown_first_sector_or_superblock_means_no_guest(guest):
+    assert open_guest(_reader_without(guest, [(0, 512)]), guest.size) is None
+    fs = open_guest(guest.read, guest.size)
+    at = fs.offset + (1024 if fs.kind == "ext4" else 0)
+    assert open_guest(_reader_without(guest, [(at, at + 1)]), guest.size) is None
+
+
+def test_unknown_bitmap_gives_unknown_for_its_range_only(guest):
+    fs = open_guest(guest.read, guest.size)
+    if fs.kind != "ext4":
+        pytest.skip("ext4 layout")
+    bb = fs.offset + int(fs.bb[0]) * fs.block_size
+    blind = open_guest(_reader_without(guest, [(bb, bb + 1)]), guest.size)
+    whole = fs.allocation_state(0, guest.size)
+    st = blind.allocation_state(0, guest.size)
+    g0 = slice(fs.offset // SECTOR,
+               (fs.offset + min(fs.bpg * fs.block_size, fs.size)) // SECTOR)
+    assert (st[g0] == UNKNOWN).all()
+    rest = np.ones(st.size, dtype=bool)
+    rest[g0] = False
+    np.testing.assert_array_equal(st[rest], whole[rest])
+    assert (st[:fs.offset // SECTOR] == ALLOCATED).all()     # the partition table area
+    assert blind.allocation(fs.offset, BLOCK) is None
+    # landmarks still come, minus what needed the missing bytes
+    assert blind.landmarks(0, guest.size)
+
+
+@FAST
+@given(data=st.data())
+def test_random_unknown_ranges_never_raise_and_never_lie(guest, data):
+    chunk = 256 << 10
+    n = guest.size // chunk
+    holes = data.draw(st.lists(st.integers(0, n - 1), max_size=12))
+    read = _reader_without(guest, [(h * chunk, (h + 1) * chunk) for h in holes])
+    fs = open_guest(read, guest.size)
+    if fs is None:
+        return
+    st_ = fs.allocation_state(0, guest.size)
+    truth = open_guest(guest.read, guest.size).allocation_state(0, guest.size)
+    known = st_ != UNKNOWN
+    np.testing.assert_array_equal(st_[known], truth[known])
+    for lm in fs.landmarks(0, guest.size):
+        # a landmark found through a partly placed disk is still a true one
+        assert lm.check(guest.raw[lm.offset:lm.offset + lm.size]), lm.what
+
+
+# -- garbage -------------------------------------------------------------------------------------
+def _exercise(image: bytes, size: int | None = None) -> int:
+    """open_guest + allocation + landmarks + every check over `image`; bytes read."""
+    size = len(image) if size is None else size
+    spent = [0]
+
+    def read(offset: int, n: int):
+        spent[0] += n
+        return image[offset:offset + n] if offset + n <= len(image) else None
+
+    fs = open_guest(read, size)
+    event(f"opened {fs.kind}" if fs is not None else "not opened")
+    if fs is not None:
+        for start in range(0, size, 8 * MiB):
+            st_ = fs.allocation_state(start, 8 * MiB)
+            assert st_.shape == ((8 * MiB) // SECTOR,)
+        for start in range(0, size, BLOCK):
+            for lm in fs.landmarks(start, BLOCK):
+                lm.check(image[lm.offset:lm.offset + lm.size])
+    return spent[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=1 << 14), st.sampled_from(["none", "ext4", "ntfs", "mbr"]),
+       st.integers(4096, 4 * MiB))
+def test_random_bytes_never_raise(blob, stamp, size):
+    image = bytearray(size)
+    image[:len(blob)] = blob[:size]
+    if stamp == "ext4" and size >= 2048:
+        image[1024 + 0x38:1024 + 0x3A] = b"\x53\xef"
+    elif stamp == "ntfs":
+        image[3:11] = b"NTFS    "
+        image[510:512] = b"\x55\xaa"
+    elif stamp == "mbr":
+        image[510:512] = b"\x55\xaa"
+    assert _exercise(bytes(image)) <= 24 * MiB
+
+
+@FAST
+@given(data=st.data())
+def test_corrupted_and_truncated_guests_never_raise(guest, data):
+    image = bytearray(guest.raw[:min(guest.size, 32 * MiB)])
+    fs = open_guest(guest.read, guest.size)
+    # aim at the metadata: the first MiB of the file system, and the landmark places
+    targets = [lm.offset for lm in fs.landmarks(0, 32 * MiB)] + [fs.offset]
+    for _ in range(data.draw(st.integers(1, 40))):
+        base = data.draw(st.sampled_from(targets))
+        at = min(len(image) - 1, base + data.draw(st.integers(0, 8191)))
+        image[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(4096, len(image)))
+    spent = _exercise(bytes(image[:cut]), data.draw(st.sampled_from([cut, guest.size])))
+    assert spent <= 24 * MiB
+
+
+def _superblock(fields: dict) -> bytes:
+    from core.guestfs.base import crc32c_raw
+    from core.structs import ext4 as E
+    base = {sc.name: 0 for sc in E.ext4_super_block.subcons if sc.name}
+    base.update(s_uuid=bytes(16), s_volume_name=bytes(16), s_last_mounted=bytes(64),
+                s_journal_uuid=bytes(16), s_hash_seed=[0] * 4, s_jnl_blocks=[0] * 17,
+                s_first_error_func=bytes(32), s_last_error_func=bytes(32),
+                s_mount_opts=bytes(64), s_backup_bgs=[0, 0], s_encrypt_algos=bytes(4),
+                s_encrypt_pw_salt=bytes(16), s_time_hi=bytes(8), s_reserved=bytes(376),
+                s_magic=E.EXT4_SUPER_MAGIC, s_rev_level=1, s_inode_size=256, s_first_ino=11)
+    base.update(fields)
+    raw = bytearray(E.ext4_super_block.build(base))
+    raw[E.S_CHECKSUM_OFFSET:] = crc32c_raw(0xFFFFFFFF, bytes(raw[:E.S_CHECKSUM_OFFSET])
+                                           ).to_bytes(4, "little")
+    return bytes(raw)
+
+
+# a superblock mke2fs could write (4 KiB blocks, metadata_csum, 64bit, flex_bg), then up to four
+# fields replaced by anything their width holds
+REAL_SB = dict(s_blocks_count_lo=2000, s_blocks_count_hi=0, s_log_block_size=2,
+               s_blocks_per_group=32768, s_clusters_per_group=32768, s_inodes_per_group=512,
+               s_first_data_block=0, s_desc_size=64, s_feature_incompat=0x2C2,
+               s_feature_ro_compat=0x46B, s_feature_compat=0x3C, s_reserved_gdt_blocks=3,
+               s_first_meta_bg=0, s_inode_size=256, s_log_cluster_size=2, s_log_groups_per_flex=4,
+               s_jnl_backup_type=1, s_journal_inum=8)
+WIDTH16 = {"s_desc_size", "s_reserved_gdt_blocks", "s_inode_size"}
+WIDTH8 = {"s_log_groups_per_flex", "s_jnl_backup_type"}
+
+
+@st.composite
+def ext4_superblock_fields(draw):
+    fields = dict(REAL_SB)
+    for name in draw(st.lists(st.sampled_from(sorted(REAL_SB)), max_size=4)):
+        bits = 8 if name in WIDTH8 else 16 if name in WIDTH16 else 32
+        fields[name] = draw(st.integers(0, 2**bits - 1) | st.integers(0, 64))
+    return fields
+
+
+@settings(max_examples=80, deadline=None)
+@given(ext4_superblock_fields(), st.binary(min_size=64, max_size=4096))
+def test_random_ext4_superblocks_never_raise(fields, tail):
+    from core.guestfs.base import Reader
+    from core.guestfs.ext4 import Ext4, _sane
+    from core.structs import ext4 as E
+    image = bytearray(8 * MiB)
+    raw = _superblock(fields)
+    image[1024:2048] = raw
+    sb = E.ext4_super_block.parse(raw)
+    if _sane(sb, len(image)):
+        # descriptors of random content but valid checksums, so the walk goes past the GDT
+        fs = Ext4(Reader(lambda o, n: bytes(image[o:o + n]), len(image)), len(image), raw, sb,
+                  len(image))
+        at = (fs.first_data_block + 1) * fs.block_size
+        ds = fs.desc_size
+        for g in range(min(fs.ngroups, 64, len(tail) // ds)):
+            desc = bytearray(tail[g * ds:(g + 1) * ds])
+            for k in range(3):          # bitmaps and inode table inside the file system
+                v = int.from_bytes(desc[4 * k:4 * k + 4], "little") % fs.blocks_count
+                desc[4 * k:4 * k + 4] = v.to_bytes(4, "little")
+            if ds >= 64:
+                desc[0x20:0x2C] = bytes(12)
+            want = fs._desc_csum(bytes(desc), g)
+            if want is not None:
+                desc[E.BG_CHECKSUM_OFFSET:E.BG_CHECKSUM_OFFSET + 2] = want.to_bytes(2, "little")
+            if at + (g + 1) * ds <= len(image):
+                image[at + g * ds:at + (g + 1) * ds] = desc
+    assert _exercise(bytes(image)) <= 24 * MiB
