@@ -135,6 +135,25 @@ class SearchMixin:
         result: dict[tuple[int, int], list[int]] = {}
         if len(pending) == 0 or not front:
             return result
+        lat_slots, other = self._split_lattice(front)
+        scores = np.zeros((len(pending), len(front)))
+        order = []
+        extra = None
+        if lat_slots:
+            sc, extra = self._lattice_scores(lat_slots, pending)
+            scores[:, :len(lat_slots)] = sc
+            order.extend(lat_slots)
+        for k, (v, le, sl) in enumerate(other):
+            col = len(order)
+            order.append((v, le, sl))
+            self._gathered_scores(sl, pending, scores[:, col])
+        self._spill_hits(front, pending, result)
+        self._accepted_hits(order, scores, extra, len(lat_slots), pending, result)
+        return result
+
+    def _split_lattice(self, front: list[tuple[VdiState, int]]) -> tuple[list, list]:
+        """Frontier slots whose bitmaps all sit on the 4 KiB lattice (scored from the
+        signatures) and the others (gathered per slot), each as (v, le, slot)."""
         lat_slots, other = [], []
         for v, le in front:
             slot = v.pred.slots[le]
@@ -143,57 +162,73 @@ class SearchMixin:
                 lat_slots.append((v, le, slot))
             else:
                 other.append((v, le, slot))
-        scores = np.zeros((len(pending), len(front)))
-        order = []
-        if lat_slots:
-            self.ensure_sigs(pending)
-            cols = np.unique(np.concatenate(
-                [(sl.bitmap_offsets // SECTOR) // 8 for _, _, sl in lat_slots]
-                + [(sl.absent_offsets // SECTOR) // 8 for _, _, sl in lat_slots
-                   if ((sl.absent_offsets // SECTOR) % 8 == 7).all()]))
-            pos = {int(c): i for i, c in enumerate(cols)}
-            good = self._sig_bits(self.sig_good, pending, cols)
-            ones = self._sig_bits(self.sig_ones, pending, cols)
-            W = np.zeros((len(cols), len(lat_slots)))
-            X = np.zeros_like(W)      # a bitmap where the VHD has none (past its data)
-            F1 = np.zeros_like(W)     # added where the sector is all ones
-            F0 = np.zeros_like(W)     # added where it is not
-            for k, (v, le, sl) in enumerate(lat_slots):
-                for off, full in zip(sl.bitmap_offsets, sl.full):
-                    c = pos[int(off // SECTOR // 8)]
-                    W[c, k] += 1
-                    if full == 1:
-                        F1[c, k] += FULL_OK
-                        F0[c, k] += FULL_BAD
-                    elif full == 0:
-                        F1[c, k] += NOT_FULL_BAD
-                for off in sl.absent_offsets:
-                    c = pos.get(int(off // SECTOR // 8))
-                    if c is not None:
-                        X[c, k] += EXTRA_BITMAP
-            llr = np.where(good, BITMAP_GOOD, BITMAP_BAD)
-            extra = good @ X
-            sc = llr @ W + ones @ F1 + (~ones) @ F0 + extra
-            scores[:, :len(lat_slots)] = sc
-            order.extend(lat_slots)
-        for k, (v, le, sl) in enumerate(other):
-            col = len(order)
-            order.append((v, le, sl))
-            if len(sl.bitmap_offsets):
-                for lo in range(0, len(pending), SEARCH_SECTORS // len(sl.bitmap_offsets)):
-                    pes = pending[lo: lo + SEARCH_SECTORS // len(sl.bitmap_offsets)]
-                    bases = self.D + pes.astype(np.int64) * self.E
-                    secs = self.reader.gather((bases[:, None] + sl.bitmap_offsets[None, :])
-                                              .reshape(-1), SECTOR)
-                    full = np.tile(sl.full, len(pes))
-                    scores[lo: lo + len(pes), col] = bitmap_llr(secs, full).reshape(
-                        len(pes), -1).sum(axis=1)
+        return lat_slots, other
+
+    def _lattice_scores(self, lat_slots: list, pending: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """(len(pending), len(lat_slots)) content scores of lattice slots from the packed
+        signatures (matrix products over all PEs at once), and the part of them that counts
+        bitmaps where the VHD has none (past its data)."""
+        self.ensure_sigs(pending)
+        cols = np.unique(np.concatenate(
+            [(sl.bitmap_offsets // SECTOR) // 8 for _, _, sl in lat_slots]
+            + [(sl.absent_offsets // SECTOR) // 8 for _, _, sl in lat_slots
+               if ((sl.absent_offsets // SECTOR) % 8 == 7).all()]))
+        pos = {int(c): i for i, c in enumerate(cols)}
+        good = self._sig_bits(self.sig_good, pending, cols)
+        ones = self._sig_bits(self.sig_ones, pending, cols)
+        W = np.zeros((len(cols), len(lat_slots)))
+        X = np.zeros_like(W)      # a bitmap where the VHD has none (past its data)
+        F1 = np.zeros_like(W)     # added where the sector is all ones
+        F0 = np.zeros_like(W)     # added where it is not
+        for k, (v, le, sl) in enumerate(lat_slots):
+            for off, full in zip(sl.bitmap_offsets, sl.full):
+                c = pos[int(off // SECTOR // 8)]
+                W[c, k] += 1
+                if full == 1:
+                    F1[c, k] += FULL_OK
+                    F0[c, k] += FULL_BAD
+                elif full == 0:
+                    F1[c, k] += NOT_FULL_BAD
+            for off in sl.absent_offsets:
+                c = pos.get(int(off // SECTOR // 8))
+                if c is not None:
+                    X[c, k] += EXTRA_BITMAP
+        llr = np.where(good, BITMAP_GOOD, BITMAP_BAD)
+        extra = good @ X
+        sc = llr @ W + ones @ F1 + (~ones) @ F0 + extra
+        return sc, extra
+
+    def _gathered_scores(self, sl, pending: np.ndarray, out: np.ndarray) -> None:
+        """Content scores of one slot whose bitmaps are off the lattice (packed layouts): its
+        bitmap sectors gathered from every pending PE, in batches, written into `out`."""
+        if len(sl.bitmap_offsets):
+            for lo in range(0, len(pending), SEARCH_SECTORS // len(sl.bitmap_offsets)):
+                pes = pending[lo: lo + SEARCH_SECTORS // len(sl.bitmap_offsets)]
+                bases = self.D + pes.astype(np.int64) * self.E
+                secs = self.reader.gather((bases[:, None] + sl.bitmap_offsets[None, :])
+                                          .reshape(-1), SECTOR)
+                full = np.tile(sl.full, len(pes))
+                out[lo: lo + len(pes)] = bitmap_llr(secs, full).reshape(
+                    len(pes), -1).sum(axis=1)
+
+    def _spill_hits(self, front: list[tuple[VdiState, int]], pending: np.ndarray,
+                    result: dict[tuple[int, int], list[int]]) -> None:
+        """Data-only slots without a footer: candidates from the pattern of the block that
+        spills into them (spill_candidates), added to `result`."""
         for v, le in front:
             sl = v.pred.slots[le]
             if not len(sl.bitmap_offsets) and sl.footer_offset is None and sl.spill_in:
                 found = self.spill_candidates(v, le, pending)
                 if found:
                     result.setdefault((v.index, le), []).extend(found)
+
+    def _accepted_hits(self, order: list, scores: np.ndarray, extra: np.ndarray | None,
+                       n_lattice: int, pending: np.ndarray,
+                       result: dict[tuple[int, int], list[int]]) -> None:
+        """Per slot (columns of `scores` in `order`, the first `n_lattice` from signatures):
+        add the batmap header and LV-end footer evidence, keep the PEs scoring >= ACCEPT (a
+        footer-only slot keeps them all: checked fully afterwards) in `result`."""
         for k, (v, le, sl) in enumerate(order):
             sc = scores[:, k]
             if sl.le1_batmap:
@@ -203,14 +238,13 @@ class SearchMixin:
                     v.anchor.uid, dtype=np.uint8)).all(axis=1)
                 if sl.footer_bonus:
                     sc = sc + np.where(own, LV_END_FOOTER, 0.0)
-                if k < len(lat_slots):      # our own footer: bitmaps past the data are stale
+                if k < n_lattice:      # our own footer: bitmaps past the data are stale
                     sc = sc - np.where(own, extra[:, k], 0.0)
             hits = pending[sc >= ACCEPT]
             if sl.footer_offset is not None and not len(sl.bitmap_offsets):
                 hits = pending   # checked fully afterwards (one sector each)
             if len(hits):
                 result.setdefault((v.index, le), []).extend(int(p) for p in hits[:MAX_CANDIDATES])
-        return result
 
     def run_interior(self, v: VdiState, le: int, pe: int) -> bool:
         """Does `pe` continue the run of unplaced extents before it? True when the PE before it
@@ -265,6 +299,27 @@ class SearchMixin:
         if not front:
             return 0
         cands = self.search_candidates(front, self.pending())
+        by_slot = self._scored_slots(front, cands)
+        totals = {k: [(p, sc.total) for p, sc in lst] for k, lst in by_slot.items()}
+        content = {k: [(p, sc.total - sc.adjacency) for p, sc in lst]
+                   for k, lst in by_slot.items()}
+        small: list[list[tuple[int, int]]] = []
+        large: list[tuple[int, int]] = []
+        for comp in joint.components(totals):
+            if len(comp) > 1 and joint.size_of(comp, totals) <= joint.MAX_ASSIGNMENTS:
+                small.append(comp)
+            else:
+                large.extend(comp)
+        decisions = self._joint_decisions(small, by_slot, totals, content)
+        decisions += self._single_decisions(large, by_slot)
+        decisions.sort(key=lambda d: (-d[0], -d[1], d[2], d[3]))
+        return self._place_decisions(decisions)
+
+    def _scored_slots(self, front: list[tuple[VdiState, int]],
+                      cands: dict[tuple[int, int], list[int]]
+                      ) -> dict[tuple[int, int], list[tuple[int, Score]]]:
+        """Every frontier slot's candidates (the search's, and the free PEs next to its placed
+        neighbours) scored in full, with the run priors (run_interior, run_support when few)."""
         by_slot: dict[tuple[int, int], list[tuple[int, Score]]] = {}
         for v, le in front:
             pes = set(cands.get((v.index, le), []))
@@ -285,18 +340,14 @@ class SearchMixin:
                     scored.append((p, s))
             if scored:
                 by_slot[(v.index, le)] = scored
+        return by_slot
+
+    @staticmethod
+    def _joint_decisions(small: list[list[tuple[int, int]]], by_slot: dict, totals: dict,
+                         content: dict) -> list[tuple]:
+        """Slots competing for the same PEs, chosen together (core.match.joint): per slot
+        (confidence, total, vdi, le, pe, score, rivals)."""
         decisions = []
-        totals = {k: [(p, sc.total) for p, sc in lst] for k, lst in by_slot.items()}
-        content = {k: [(p, sc.total - sc.adjacency) for p, sc in lst]
-                   for k, lst in by_slot.items()}
-        small: list[list[tuple[int, int]]] = []
-        large: list[tuple[int, int]] = []
-        for comp in joint.components(totals):
-            if len(comp) > 1 and joint.size_of(comp, totals) <= joint.MAX_ASSIGNMENTS:
-                small.append(comp)
-            else:
-                large.extend(comp)
-        # slots competing for the same PEs: chosen together (core.match.joint)
         for comp in small:
             best, marg = joint.marginals(comp, totals)
             _, marg_c = joint.marginals(comp, content)
@@ -314,7 +365,13 @@ class SearchMixin:
                 rivals = [q for q, t in lst if q != p
                           and t.total - t.adjacency >= s.total - s.adjacency - 2.0]
                 decisions.append((conf, s.total, key[0], key[1], p, s, rivals))
-        # the rest one by one: the best candidate of its slot, against every slot wanting it
+        return decisions
+
+    @staticmethod
+    def _single_decisions(large: list[tuple[int, int]], by_slot: dict) -> list[tuple]:
+        """The rest one by one: the best candidate of its slot, against every slot wanting it
+        (same tuples as _joint_decisions)."""
+        decisions = []
         by_pe: dict[int, list[float]] = {}
         by_pe_noadj: dict[int, list[float]] = {}
         for key in large:
@@ -342,7 +399,11 @@ class SearchMixin:
             rivals = [q for q, t in lst if q != p
                       and t.total - t.adjacency >= s.total - s.adjacency - 2.0]
             decisions.append((conf, s.total, vi, le, p, s, rivals))
-        decisions.sort(key=lambda d: (-d[0], -d[1], d[2], d[3]))
+        return decisions
+
+    def _place_decisions(self, decisions: list[tuple]) -> int:
+        """Place the decisions, most confident first, or mark their slots ambiguous; returns
+        the extents placed."""
         placed = 0
         for conf, total, vi, le, p, s, rivals in decisions:
             v = self.vdis[vi]

@@ -74,11 +74,29 @@ class WalkMixin:
         """Scores of a forward walk's steps at once: LE les[k] on PE pes[k], LE les[k]-1 on
         PE pes[k]-1 (placed, or the previous step). One gather for all predicted bitmaps,
         one for the straddling blocks' bitmaps, one for the continuity samples."""
-        pred, f, K = v.pred, self.f, len(les)
-        slots = [pred.slots[j] for j in les]
+        K = len(les)
+        slots = [v.pred.slots[j] for j in les]
         pes_a = np.asarray(pes, dtype=np.int64)
         content = np.zeros(K)
-        # bitmaps
+        self._steps_bitmaps(slots, pes, content)
+        own, bonus = self._steps_features(v, slots, pes, pes_a, content)
+        # continuity with the extent before each step
+        cont = np.zeros(K)
+        informative = np.zeros(K, dtype=bool)
+        got = self._steps_continuity(v, les, pes)
+        if got is not None:
+            cont, informative, empty = got
+            nobm = np.array([not len(sl.bitmap_offsets) for sl in slots])
+            content -= np.where(empty & nobm & own & bonus, LV_END_FOOTER, 0.0)
+        out = [Score(float(content[k]), float(cont[k]) if informative[k] else 0.0,
+                     bool(informative[k]), 1.0) for k in range(K)]
+        for k, sc in enumerate(out):
+            self.add_guest(sc, v, les[k], pes[k])     # core.match.guest
+        return out
+
+    def _steps_bitmaps(self, slots: list, pes: list[int], content: np.ndarray) -> None:
+        """Add to `content` each step's bitmap log-odds: one gather for all predicted bitmaps."""
+        K = len(slots)
         offs, step, full = [], [], []
         for k, sl in enumerate(slots):
             if len(sl.bitmap_offsets):
@@ -89,7 +107,13 @@ class WalkMixin:
             secs = self.reader.gather(np.concatenate(offs), SECTOR)
             llr = bitmap_llr(secs, np.concatenate(full))
             content += np.bincount(np.concatenate(step), weights=llr, minlength=K)
-        # cheap per-PE features
+
+    def _steps_features(self, v: VdiState, slots: list, pes: list[int], pes_a: np.ndarray,
+                        content: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add to `content` the cheap per-PE features (bitmaps past the data, footers at the
+        tail, batmap headers, the footer a slot predicts); returns (ends with our own footer,
+        the slot earns the LV-end footer bonus) per step."""
+        f = self.f
         uid = np.frombuffer(v.anchor.uid, dtype=np.uint8)
         tail = f.tail_footer[pes_a]
         own = tail & (f.tail_uid[pes_a] == uid).all(axis=1)
@@ -115,51 +139,51 @@ class WalkMixin:
                                          SECTOR)[0]
                 ok = ftr[:8].tobytes() == S.HD_COOKIE and ftr[68:84].tobytes() == v.anchor.uid
                 content[k] += FOOTER_OK if ok else FOOTER_BAD
-        # continuity with the extent before each step
-        cont = np.zeros(K)
-        informative = np.zeros(K, dtype=bool)
+        return own, bonus
+
+    def _steps_continuity(self, v: VdiState, les: list[int], pes: list[int]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Continuity of each step with the extent before it (the block straddling the
+        boundary): (capped log-odds, informative, the straddling block's written sectors all
+        read empty) per step, or None when no step has a straddling block."""
+        pred, K = v.pred, len(les)
         strad = [pred.slots.get(j - 1) for j in les]
         ks = [k for k, sl in enumerate(strad) if sl is not None and sl.straddle_out is not None
               and sl.straddle_out.sectors > 0]
-        if ks:
-            bm_offs = np.array([self.D + (pes[k] - 1) * self.E + strad[k].straddle_out.bitmap_offset
-                                for k in ks])
-            bms = self.reader.gather(bm_offs, SECTOR)
-            nbits = v.anchor.block_size // SECTOR
-            bits = np.unpackbits(bms, axis=1)[:, :nbits].astype(bool)
-            s_off, s_k, s_bit = [], [], []
-            for row, k in enumerate(ks):
-                st = strad[k].straddle_out
-                window = bits[row, st.first_sector: st.first_sector + st.sectors]
-                idx = sample_sectors(window)
-                s_off.append(self.D + pes[k] * self.E + idx * SECTOR)
-                s_k.append(np.full(len(idx), k))
-                s_bit.append(window[idx])
-            data = self.reader.gather(np.concatenate(s_off), SECTOR)
-            present = np.count_nonzero(data, axis=1) > 0
-            written = np.concatenate(s_bit)
-            kk = np.concatenate(s_k)
-            n_dis = np.bincount(kk, weights=~written & present, minlength=K)
-            n_w = np.bincount(kk, weights=written, minlength=K)
-            n_unw = np.bincount(kk, weights=~written, minlength=K)
-            mixed = (n_w > 0) & (n_unw > 0)
-            telling = mixed | v.anchor.lvhd     # see Scorer.continuity
-            zw = self.zw(v)
-            llr = continuity_llr(written, present, telling[kk], zw)
-            cont = np.clip(np.bincount(kk, weights=llr, minlength=K), -CONT_CAP, CONT_CAP)
-            n_wp = np.bincount(kk, weights=written & present, minlength=K)
-            informative = (((n_dis > 0) | mixed) & (zw > 0)) \
-                | (v.anchor.lvhd & (n_w > 0) & (n_wp == 0))
-            n_written = np.bincount(kk, weights=written, minlength=K)
-            n_seen = np.bincount(kk, weights=written & present, minlength=K)
-            empty = (n_written > 0) & (n_seen == 0)
-            nobm = np.array([not len(sl.bitmap_offsets) for sl in slots])
-            content -= np.where(empty & nobm & own & bonus, LV_END_FOOTER, 0.0)
-        out = [Score(float(content[k]), float(cont[k]) if informative[k] else 0.0,
-                     bool(informative[k]), 1.0) for k in range(K)]
-        for k, sc in enumerate(out):
-            self.add_guest(sc, v, les[k], pes[k])
-        return out
+        if not ks:
+            return None
+        bm_offs = np.array([self.D + (pes[k] - 1) * self.E + strad[k].straddle_out.bitmap_offset
+                            for k in ks])
+        bms = self.reader.gather(bm_offs, SECTOR)
+        nbits = v.anchor.block_size // SECTOR
+        bits = np.unpackbits(bms, axis=1)[:, :nbits].astype(bool)
+        s_off, s_k, s_bit = [], [], []
+        for row, k in enumerate(ks):
+            st = strad[k].straddle_out
+            window = bits[row, st.first_sector: st.first_sector + st.sectors]
+            idx = sample_sectors(window)
+            s_off.append(self.D + pes[k] * self.E + idx * SECTOR)
+            s_k.append(np.full(len(idx), k))
+            s_bit.append(window[idx])
+        data = self.reader.gather(np.concatenate(s_off), SECTOR)
+        present = np.count_nonzero(data, axis=1) > 0
+        written = np.concatenate(s_bit)
+        kk = np.concatenate(s_k)
+        n_dis = np.bincount(kk, weights=~written & present, minlength=K)
+        n_w = np.bincount(kk, weights=written, minlength=K)
+        n_unw = np.bincount(kk, weights=~written, minlength=K)
+        mixed = (n_w > 0) & (n_unw > 0)
+        telling = mixed | v.anchor.lvhd     # see Scorer.continuity
+        zw = self.zw(v)
+        llr = continuity_llr(written, present, telling[kk], zw)
+        cont = np.clip(np.bincount(kk, weights=llr, minlength=K), -CONT_CAP, CONT_CAP)
+        n_wp = np.bincount(kk, weights=written & present, minlength=K)
+        informative = (((n_dis > 0) | mixed) & (zw > 0)) \
+            | (v.anchor.lvhd & (n_w > 0) & (n_wp == 0))
+        n_written = np.bincount(kk, weights=written, minlength=K)
+        n_seen = np.bincount(kk, weights=written & present, minlength=K)
+        empty = (n_written > 0) & (n_seen == 0)
+        return cont, informative, empty
 
     def walk_forward(self, v: VdiState, le: int) -> int:
         """Batched forward walk from placed LE `le`: LE le+k on PE pe+k while the content fits."""
