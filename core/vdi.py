@@ -304,8 +304,17 @@ def map_coverage_findings(vol: VdiVolume, img: VhdImage) -> list:
     placed = np.array([p is not None for p in vol.map_pes], dtype=bool)
     out = []
     copy = img.copy_footer
-    if copy is not None and copy.good and bytes(copy.parsed.uuid) == img.unique_id \
-            and int(copy.parsed.curr_size) != img.current_size:
+    if copy is not None and copy.good and bytes(copy.parsed.uuid) != img.unique_id:
+        # the footer at the mapped LV's end is another VHD's: a previous life's, left where
+        # this LV's map now ends (its own end lies in an extent the map does not place)
+        out.append(Finding(
+            "map-footer-foreign", img.footer_offset, "error",
+            f"{vol.key}: the footer at the mapped LV's end belongs to another VHD (unique id "
+            f"{bytes(img.unique_id).hex()[:8]}, the copy at offset 0 says "
+            f"{bytes(copy.parsed.uuid).hex()[:8]}): the map does not reach this VHD's own end; "
+            f"the copy at offset 0 describes {int(copy.parsed.curr_size)} virtual bytes",
+            {"copy_bytes": int(copy.parsed.curr_size)}, space="lv"))
+    elif copy is not None and copy.good and int(copy.parsed.curr_size) != img.current_size:
         out.append(Finding(
             "map-size-mismatch", img.footer_offset, "error",
             f"{vol.key}: the footer at the mapped LV's end describes {img.current_size} virtual "

@@ -57,11 +57,12 @@ def _u32(b: bytes, off: int) -> int:
 class _Reached:
     """A block found by walking in-use inodes: a directory block or an extent tree block."""
     block: int
-    kind: str          # "dir" | "extent"
+    kind: str          # "dir" | "extent" | "tail"
     ino: int
     seed: int          # the inode's checksum seed (fs seed + inode number + generation)
     depth: int = 0     # extent block: its eh_depth
     first: int = 0     # extent block: the logical block its first entry must start at
+    eof: int = 0       # tail: where the file ends inside its last block (bytes, 1..B-1)
 
 
 class Ext4(GuestFs):
@@ -581,6 +582,15 @@ class Ext4(GuestFs):
                 if r.kind == "dir":
                     out.append(Landmark(self.offset + off, B, "ext4-dir-block",
                                         _dir_check(r.seed, B)))
+                elif r.kind == "tail":
+                    # Linux zeroes a file's last block past its size when it writes it back
+                    # (fs/buffer.c block_write_full_page / ext4's mpage path zero the page
+                    # beyond i_size): zeros from EOF on, and usually data just before it
+                    edge = max(0, r.eof - TAIL_EDGE)
+                    out.append(Landmark(self.offset + off + r.eof, B - r.eof, "file-tail-zero",
+                                        _all_zero))
+                    out.append(Landmark(self.offset + off + edge, r.eof - edge, "file-tail-data",
+                                        _any_data))
                 else:
                     out.append(Landmark(self.offset + off, B, "ext4-extent-block",
                                         _extent_check(r.seed, B, r.depth, r.first)))
@@ -635,10 +645,14 @@ class Ext4(GuestFs):
         if _u16(root, 0) != E.EXT4_EXT_MAGIC:
             return
         dir_blocks = [0]
-        self._walk_node(root, _u16(root, 6), ino, seed, is_dir, found, budget, dir_blocks, 0)
+        size = _u32(raw, _INO["i_size_lo"]) | (_u32(raw, _INO["i_size_high"]) << 32)
+        tail = (size - 1) // self.block_size if size % self.block_size and not is_dir else -1
+        self._walk_node(root, _u16(root, 6), ino, seed, is_dir, found, budget, dir_blocks, 0,
+                        (tail, size % self.block_size))
 
     def _walk_node(self, node: bytes, depth: int, ino: int, seed: int, is_dir: bool,
-                   found: dict, budget: int, dir_blocks: list[int], level: int) -> None:
+                   found: dict, budget: int, dir_blocks: list[int], level: int,
+                   tail: tuple[int, int] = (-1, 0)) -> None:
         if level > 5 or len(node) < 12:
             return
         entries = min(_u16(node, 2), (len(node) - 12) // 12)
@@ -646,7 +660,16 @@ class Ext4(GuestFs):
             at = 12 + 12 * e
             if depth == 0:
                 if not is_dir:
-                    return
+                    # a regular file: where its last, partial block is (a file-tail landmark)
+                    length = _u16(node, at + 4)
+                    first = _u32(node, at)
+                    if tail[0] >= 0 and length <= E.EXT_INIT_MAX_LEN \
+                            and first <= tail[0] < first + length:
+                        blk = _extent_start(node, at) + tail[0] - first
+                        if self.first_data_block <= blk < self.blocks_count:
+                            found.setdefault(blk, _Reached(blk, "tail", ino, seed,
+                                                           eof=tail[1]))
+                    continue
                 length = _u16(node, at + 4)
                 if length > E.EXT_INIT_MAX_LEN:
                     continue                    # unwritten extent: no directory data there
@@ -666,7 +689,18 @@ class Ext4(GuestFs):
             if child is None or not _extent_check(seed, self.block_size, depth - 1, first)(child):
                 continue
             self._walk_node(child, depth - 1, ino, seed, is_dir, found, budget, dir_blocks,
-                            level + 1)
+                            level + 1, tail)
+
+
+TAIL_EDGE = 64      # bytes before a file's end looked at for data (file-tail-data)
+
+
+def _all_zero(data: bytes) -> bool:
+    return len(data) > 0 and not any(data)
+
+
+def _any_data(data: bytes) -> bool:
+    return any(data)
 
 
 def _extent_start(node: bytes, at: int) -> int:

@@ -91,6 +91,10 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
         if self.measure_zero_fill():
             self._rounds(limit)
         self.second_look(limit)
+        for _ in range(2):          # the guest's view of the end may undo an early placement
+            if not self.guest_review():
+                break
+            self._rounds(limit)
         self.place_footers()
         self.fill_gaps()
         self.review_confidence()

@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from core.guestfs import GuestFs, open_guest
-from core.match.board import SURE, VdiState
+from core.findings import Finding
+from core.match.board import ACCEPT, FREE, SURE, TIED, VdiState
 from core.match.features import SECTOR
 
 BAT_UNUSED = 0xFFFFFFFF
@@ -35,7 +36,13 @@ GUEST_AGREE = 3.0           # written only where it holds data, a stranger would
 AGREE_EXPECTED = 8.0        # ... by this many sectors at least (expected misses of a stranger)
 CONFLICT_MIN = 8            # sectors written into free space before it counts (and 5 %)
 LANDMARK_FOUND, LANDMARK_WRONG = 4.0, -6.0
+# weaker landmarks: (found, wrong) by `Landmark.what`. A file's last block reads zero past its
+# end (a stranger's bytes there rarely do: strong when not), with data just before it (often,
+# but a file may end in zeros: no evidence against when not)
+LANDMARK_WEIGHTS = {"file-tail-zero": (0.5, -6.0), "file-tail-data": (2.0, 0.0)}
 LANDMARK_CAP = 12.0
+REVIEW_SLOTS = 512         # placements judged against the candidates at once
+GUEST_CLAIM = 8.0           # structures of its own found: enough to take an extent
 GUEST_TIES = 2.0            # |evidence| from which it ties an extent to (or off) a VDI
 
 
@@ -152,6 +159,130 @@ class GuestMixin:
             pos += take
         return bytes(out)
 
+    def guest_review(self) -> int:
+        """Placements made while the guest's file system was still partly unread are judged
+        again with the view of the end: one that another extent fits better by GUEST_TIES (the
+        guest's structures and allocation say so) is taken back and both are named as the
+        LE's candidates; the rounds that follow may place the better one. Returns how many
+        were taken back."""
+        self.guest_refresh()
+        slots = []
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map or self.guest_of(v) is None:
+                continue
+            for le, pl in v.placed.items():
+                sl = v.pred.slots.get(le)
+                if le > 0 and pl.source not in ("metadata", "manual") and sl is not None \
+                        and len(sl.bitmap_offsets):
+                    slots.append((v, le))
+        if not slots:
+            return 0
+        # rivals: free extents, and extents placed by evidence other than metadata or by hand
+        taken = [pl.pe for w in self.vdis for pl in w.placed.values()
+                 if pl.source not in ("metadata", "manual")]
+        pool = np.union1d(self.pending(), np.asarray(taken, dtype=np.int64))
+        cands: dict[tuple[int, int], list[int]] = {}
+        for lo in range(0, len(slots), REVIEW_SLOTS):
+            cands.update(self.search_candidates(slots[lo: lo + REVIEW_SLOTS], pool))
+        back = 0
+        for v, le in slots:
+            pl = v.placed.get(le)
+            if pl is None:
+                continue
+            own = self.guest_llr(v, le, pl.pe)
+            rivals = [(self.guest_llr(v, le, q), q) for q in set(cands.get((v.index, le), []))
+                      if q != pl.pe]
+            best, q = max(rivals, default=(-np.inf, None))
+            if q is not None and best >= GUEST_TIES and best >= own + GUEST_TIES:
+                del v.placed[le]
+                if self.owner[pl.pe] == v.index:
+                    self.owner[pl.pe] = FREE
+                v.ambiguous[le] = sorted({pl.pe, q})
+                back += 1
+        back += self.guest_claims(pool)
+        if back:
+            self._scores.clear()
+        return back
+
+    def guest_claims(self, pool: np.ndarray) -> int:
+        """An open LE whose guest finds its own checksummed structures in one extent
+        (evidence >= GUEST_CLAIM) and nowhere else takes it: a free extent is placed; one held
+        by a VDI that cannot back its claim with its own guest (a stale head of an older VHD
+        that the live VDI's data overwrote) is taken from it. Returns how many changed."""
+        slots = []
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map or self.guest_of(v) is None:
+                continue
+            for le, sl in v.pred.slots.items():
+                if le > 0 and le not in v.placed and len(sl.bitmap_offsets):
+                    slots.append((v, le))
+        if not slots:
+            return 0
+        cands: dict[tuple[int, int], list[int]] = {}
+        for lo in range(0, len(slots), REVIEW_SLOTS):
+            cands.update(self.search_candidates(slots[lo: lo + REVIEW_SLOTS], pool))
+        changed = 0
+        for v, le in slots:
+            scored = sorted(((self.guest_llr(v, le, q), q)
+                             for q in set(cands.get((v.index, le), []))), reverse=True)
+            if not scored or scored[0][0] < GUEST_CLAIM:
+                continue
+            g, q = scored[0]
+            if len(scored) > 1 and scored[1][0] > g - GUEST_CLAIM:
+                continue            # another extent fits nearly as well: not decided here
+            holder = int(self.owner[q])
+            if holder >= 0 and holder != v.index:
+                w = self.vdis[holder]
+                wle = next((j for j, p in w.placed.items() if p.pe == q), None)
+                if wle is None or w.placed[wle].source in ("metadata", "manual") \
+                        or self._same_chain(v, w) \
+                        or self.scorer.content(v.pred.slots[le], q, v.anchor.uid, self.f) < ACCEPT \
+                        or (self.guest_of(w) is not None
+                            and self.guest_llr(w, wle, q) >= GUEST_TIES):
+                    continue        # the holder's claim stands on evidence of its own
+                self._overrule(w, wle, q, v, le)
+            elif holder != FREE:
+                continue
+            self.place(v, le, q, TIED, "vhd-match",
+                       "the guest's file system finds its own structures here", weak=False)
+            changed += 1
+        return changed
+
+    def _same_chain(self, v: VdiState, w: VdiState) -> bool:
+        """Is one of v, w an ancestor of the other (they share the guest's structures)?"""
+        for a, b in ((v, w), (w, v)):
+            x, seen = a, 0
+            while x is not None and seen < 32:
+                if x is b:
+                    return True
+                x, seen = self._parent_state(x), seen + 1
+        return False
+
+    def _overrule(self, w: VdiState, wle: int, q: int, v: VdiState, le: int) -> None:
+        """PE q holds v's bitmaps and v's own checksummed file-system structures where w's LE
+        `wle` was read: v's data was written over w's, so w's reading of q is stale. When that
+        was w's head (LE 0), w is an older VHD whose metadata survived in the sectors v's guest
+        never wrote: all its placements go (nothing of it is this SR's any more)."""
+        les = sorted(j for j, p in w.placed.items()
+                     if p.source not in ("metadata", "manual")) if wle == 0 else [wle]
+        for j in les:
+            pl = w.placed.pop(j)
+            if self.owner[pl.pe] == w.index:
+                self.owner[pl.pe] = FREE
+            w.ambiguous.pop(j, None)
+        if wle == 0:
+            w.ambiguous.clear()
+            w.pred = None          # no longer rebuilt: every solver step skips it
+        name = w.lv_name or w.anchor.uid_str
+        self.findings.append(Finding(
+            "placement-overruled", None, "info",
+            f"{name} LE {wle}: PE {q} holds the bitmaps and the file system of "
+            f"{v.lv_name or v.anchor.uid_str} (its own checksummed structures, LE {le}), written "
+            f"over it; " + (f"{name} is an older VHD whose head survived in sectors the guest "
+                            f"never wrote: LEs {les} are not placed" if wle == 0 else
+                            "what was read there as this VHD's is stale"),
+            {"le": wle, "pe": q, "les": les}))
+
     # -- evidence for one candidate ---------------------------------------------------------
     def add_guest(self, s, v: VdiState, le: int, pe: int) -> None:
         """Add the guest's evidence to a Score: like continuity, it ties an extent to one VDI
@@ -209,7 +340,8 @@ class GuestMixin:
                 if r0 < 0 or r1 > len(bits) or not bits[r0:r1].all():
                     continue        # not written in this VHD: the structure is elsewhere
                 got = self.reader.space.read(base + a0 - lo + (lm.offset - vstart), lm.size)
-                marks += LANDMARK_FOUND if lm.check(got) else LANDMARK_WRONG
+                found, wrong = LANDMARK_WEIGHTS.get(lm.what, (LANDMARK_FOUND, LANDMARK_WRONG))
+                marks += found if lm.check(got) else wrong
         return total + float(np.clip(marks, -LANDMARK_CAP, LANDMARK_CAP))
 
 
