@@ -6,10 +6,12 @@ bytes measured), the withdrawal of placements that rest on a prior alone (issue 
 
 from __future__ import annotations
 
+import numpy as np
+
 from core.findings import Finding
 from core.match import zerofill
 from core.match.board import (
-    FREE, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, Placement, VdiState)
+    FREE, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, WALK_NOTE, Placement, VdiState)
 from core.match.score import CONT_CAP
 
 
@@ -120,12 +122,16 @@ class ReviewMixin:
         placement (content that fits any VDI with that LE open) no longer connected, through a
         run of placed neighbours on consecutive PEs, to one that evidence ties to the VDI.
         What stays is what evidence placed; the rest is for the technician (`--fix`)."""
+        wanted = self._wanted_elsewhere()
         for v in self.vdis:
             if v.pred is None or v.metadata_map:
                 continue
             drop = set()
             for le, pl in v.placed.items():
                 if le == 0 or pl.source in ("metadata", "manual"):
+                    continue
+                if pl.note == WALK_NOTE and wanted.get(pl.pe, v.index) != v.index:
+                    drop.add(le)        # a walked tail another VDI's open LE fits by content
                     continue
                 rule = pl.note is not None and ("sizing" in pl.note or "no placed neighbour"
                                                 in pl.note or "no VHD data" in pl.note
@@ -169,6 +175,25 @@ class ReviewMixin:
                     f"layout and allocation order alone; this disk had a previous life (stale "
                     f"bytes measured), so they are listed as candidates, not placed",
                     {"les": sorted(drop)}))
+
+    def _wanted_elsewhere(self) -> dict[int, int]:
+        """PE -> a VDI with an open LE (bitmaps predicted, not placed) that the PE fits by
+        content, for the PEs placed by walking alone (WALK_NOTE): one search over them."""
+        walked = sorted({pl.pe for v in self.vdis for pl in v.placed.values()
+                         if pl.note == WALK_NOTE})
+        if not walked:
+            return {}
+        slots = [(v, le) for v in self.vdis if v.pred is not None and not v.metadata_map
+                 for le, sl in v.pred.slots.items()
+                 if le > 0 and le not in v.placed and len(sl.bitmap_offsets)]
+        out: dict[int, int] = {}
+        pool = np.asarray(walked, dtype=np.int64)
+        for lo in range(0, len(slots), ISLAND_SLOTS):
+            for (vi, _), pes in self.search_candidates(slots[lo: lo + ISLAND_SLOTS],
+                                                       pool).items():
+                for p in pes:
+                    out.setdefault(int(p), vi)
+        return out
 
     @staticmethod
     def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:

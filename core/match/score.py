@@ -173,8 +173,8 @@ class Scorer:
             total += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
         if slot.le1_batmap:
             total += BATMAP_HDR if features.head_batmap[pe] else BATMAP_HDR_MISSING
-            if features.head_batmap[pe] and self.batmap_foreign(slot, pe):
-                total += BATMAP_FOREIGN
+            if features.head_batmap[pe]:
+                total += self.batmap_llr(slot, pe)
         if features.tail_footer[pe]:
             own = features.tail_uid[pe].tobytes() == uid
             if not own:
@@ -189,23 +189,34 @@ class Scorer:
             total += FOOTER_OK if ok else FOOTER_BAD
         return total
 
-    def batmap_foreign(self, slot: SlotPrediction, pe: int) -> bool:
-        """Does the batmap in `pe` (an LVHD LE 1) say "full" of a block this VHD's BAT never
-        allocated? Then it is another VHD's LE 1: every VHD made by sm has its batmap header at
-        the same place, but a batmap bit is set only for a block the VHD holds
-        (libvhd `vhd_batmap_set`, called for allocated blocks only)."""
+    def batmap_llr(self, slot: SlotPrediction, pe: int) -> float:
+        """What the batmap behind the `tdbatmap` header of a candidate LE 1 adds: another VHD's
+        (BATMAP_FOREIGN), or, where the VHD has no block in LE 1 and the batmap marks nothing,
+        the header's own BATMAP_HDR taken back: every VHD sm makes has that header there, so
+        it alone does not say whose LE 1 this is (an older VHD's LE 1 may be long overwritten
+        while another's survives)."""
+        foreign, marked = self.batmap_state(slot, pe)
+        if foreign:
+            return BATMAP_FOREIGN
+        if not marked and not len(slot.bitmap_offsets):
+            return -BATMAP_HDR
+        return 0.0
+
+    def batmap_state(self, slot: SlotPrediction, pe: int) -> tuple[bool, bool]:
+        """(foreign, marked): does the batmap in `pe` mark full a block this VHD never
+        allocated; does it mark any block of it full."""
         allowed = slot.batmap_allowed
         if allowed is None or not len(allowed):
-            return False
+            return False, False
         base = self.pe_base(pe)
         hdr = S.parse_batmap_header(self.reader.space.read(base + 1536, S.BATMAP_HEADER_SIZE))
         rel = int(hdr.batmap_offset) - self.E       # LV offset -> offset inside LE 1
         nbytes = -(-len(allowed) // 8)
         if not 1536 < rel <= self.E - nbytes:
-            return False
+            return False, False
         raw = self.reader.space.read(base + rel, nbytes).ljust(nbytes, b"\0")
         bits = np.unpackbits(np.frombuffer(raw, np.uint8))[: len(allowed)].astype(bool)
-        return bool((bits & ~allowed).any())
+        return bool((bits & ~allowed).any()), bool((bits & allowed).any())
 
     def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
                    block_size: int, sets_written_only: bool = True, beyond: int = 0,

@@ -428,7 +428,8 @@ class SearchMixin:
                 continue
             # tied to this VDI: continuity with its neighbours that says yes, its batmap
             # header, its own footer; fitting bitmaps alone fit any VDI with the same flags
-            tied = (s.informative and s.continuity >= TIED_CONTINUITY) or slot.le1_batmap \
+            tied = (s.informative and s.continuity >= TIED_CONTINUITY) \
+                or (slot.le1_batmap and len(slot.bitmap_offsets) > 0) \
                 or slot.footer_offset is not None \
                 or (slot.lv_end_possible and self._own_tail(v, p))
             src = "vhd-match" if s.content >= ACCEPT or s.informative else "adjacency"

@@ -13,7 +13,7 @@ from core.match.board import (
     VdiState)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
-    BATMAP_FOREIGN, BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK,
+    BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK,
     OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
     sample_sectors)
 from core.structs import vhd as S
@@ -27,7 +27,8 @@ class WalkMixin:
         """Accept a walked step? (accept, confidence, source)."""
         if s.informative and s.continuity < 0:
             return False, 0.0, ""
-        strong = slot.footer_offset is not None or slot.le1_batmap
+        # the batmap header ties LE 1 only with blocks of the VHD there to check
+        strong = slot.footer_offset is not None or (slot.le1_batmap and len(slot.bitmap_offsets))
         if len(slot.bitmap_offsets) or strong:
             if s.content < ACCEPT:
                 return False, 0.0, ""
@@ -131,8 +132,8 @@ class WalkMixin:
         content += np.where(le1, np.where(f.head_batmap[pes_a], BATMAP_HDR, BATMAP_HDR_MISSING),
                             0.0)
         for k, sl in enumerate(slots):
-            if le1[k] and f.head_batmap[pes[k]] and self.scorer.batmap_foreign(sl, pes[k]):
-                content[k] += BATMAP_FOREIGN
+            if le1[k] and f.head_batmap[pes[k]]:
+                content[k] += self.scorer.batmap_llr(sl, pes[k])
         for k, sl in enumerate(slots):
             if sl.footer_offset is not None:
                 ftr = self.reader.gather(np.array([self.D + pes[k] * self.E + sl.footer_offset]),
