@@ -46,6 +46,9 @@ from core.match.search import SearchMixin, _softmax_best  # noqa: F401
 from core.match.walks import WalkMixin
 
 
+SETTLE_ROUNDS = 16     # withdraw / review / claim passes at most (each must change the board)
+
+
 class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, GuestMixin):
     """The solver's state; its steps live in the mixins (board, walks, search, review,
     footers), each in its own module."""
@@ -83,6 +86,25 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
                 break
 
     # -- driver --------------------------------------------------------------------------------
+    def _board(self) -> frozenset:
+        return frozenset((v.index, le, pl.pe) for v in self.vdis for le, pl in v.placed.items())
+
+    def settle(self, limit: int = SETTLE_ROUNDS) -> None:
+        """On a disk with a previous life: withdraw what rests on priors, review what stays
+        against the extents that freed, and let the guests' file systems claim what their own
+        structures tie to them, until the board stops changing. Every withdrawal frees
+        extents that may fit what stays placed as well: a placement is only as sure as no free
+        extent fits it as well."""
+        for _ in range(limit):
+            before = self._board()
+            self.withdraw_guesses()
+            self.review_confidence()
+            self.withdraw_guesses()
+            self.guest_review()
+            if self._board() == before:
+                return
+        self.withdraw_guesses()
+
     def solve(self, max_rounds: int | None = None) -> None:
         limit = max_rounds if max_rounds is not None else 4 * self.N + 16
         # first without trusting zeros anywhere; then, where the placed extents show that
@@ -99,19 +121,7 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
         self.fill_gaps()
         self.review_confidence()
         if self.image_stale():
-            # every withdrawal frees extents that may fit what stays placed as well: review
-            # again against them until nothing more is withdrawn (a placement is only as sure
-            # as no free extent fits it as well)
-            import os
-            for _ in range(int(os.environ.get("XS_REVIEWS", "99"))):
-                before = sum(len(v.placed) for v in self.vdis)
-                self.withdraw_guesses()
-                self.review_confidence()
-                self.withdraw_guesses()
-                if sum(len(v.placed) for v in self.vdis) == before:
-                    break
-            else:
-                self.withdraw_guesses()
+            self.settle()
         for v in self.vdis:
             for le, pes in sorted(v.ambiguous.items()):
                 elsewhere = {pl.pe for pl in v.placed.values()}
