@@ -225,13 +225,15 @@ class GuestMixin:
         for v, le in slots:
             scored = sorted(((self.guest_llr(v, le, q), q)
                              for q in set(cands.get((v.index, le), []))), reverse=True)
-            if not scored or scored[0][0] < GUEST_CLAIM:
+            if not scored or scored[0][0] < GUEST_TIES:
                 continue
             g, q = scored[0]
-            if len(scored) > 1 and scored[1][0] > g - GUEST_CLAIM:
-                continue            # another extent fits nearly as well: not decided here
+            if len(scored) > 1 and scored[1][0] > min(0.0, g - GUEST_CLAIM):
+                continue            # another extent fits as well, or nearly: not decided here
             holder = int(self.owner[q])
             if holder >= 0 and holder != v.index:
+                if g < GUEST_CLAIM:
+                    continue        # taking an extent from another VDI needs its structures
                 w = self.vdis[holder]
                 wle = next((j for j, p in w.placed.items() if p.pe == q), None)
                 if wle is None or w.placed[wle].source in ("metadata", "manual") \
