@@ -24,9 +24,10 @@ from core.partitions import read_partition_table
 from .base import (ALLOCATED, FREE, UNKNOWN, GuestFs, Landmark, ReadFn, Reader,
                    written_not_allocated)
 from .ext4 import Ext4
+from .ntfs import Ntfs
 
 __all__ = ["open_guest", "GuestFs", "Landmark", "written_not_allocated", "ALLOCATED", "FREE",
-           "UNKNOWN", "Ext4"]
+           "UNKNOWN", "Ext4", "Ntfs"]
 
 PROBE_BUDGET = 4 << 20
 
@@ -77,4 +78,4 @@ def open_guest(read: ReadFn, size: int) -> GuestFs | None:
     return None
 
 
-_KINDS: tuple = (Ext4,)
+_KINDS: tuple = (Ext4, Ntfs)
