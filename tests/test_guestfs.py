@@ -26,7 +26,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from core.guestfs import ALLOCATED, UNKNOWN, open_guest, written_not_allocated
+from core.guestfs import (ALLOCATED, UNKNOWN, WriteAgreement, open_guest, write_agreement,
+                          written_not_allocated)
+from core.guestfs.base import CONTENT, NO_CONTENT
 from core.guestfs.base import SECTOR
 from xsbuilder.guest import GuestDisk
 
@@ -136,6 +138,41 @@ def test_allocation_covers_every_written_sector(guest):
     assert (~alloc).sum() > 0.2 * alloc.size
 
 
+def _written_pages(g: Guest) -> np.ndarray:
+    """Sectors a VHD's bitmaps would mark written: the builder writes each changed 4 KiB page
+    whole (GuestDisk.burst), and so does a guest writing file-system blocks."""
+    pages = np.frombuffer(g.raw, dtype=np.uint8).reshape(-1, 4096).any(axis=1)
+    return np.repeat(pages, 4096 // SECTOR)
+
+
+def test_content_state_is_what_was_written(guest):
+    fs = open_guest(guest.read, guest.size)
+    content = fs.content_state(0, guest.size)
+    alloc = fs.allocation(0, guest.size)
+    written = _written_pages(guest)
+    claimed = content == CONTENT
+    # content only where the file system holds something
+    assert not (claimed & ~alloc).any()
+    # what it calls content was written, but for the all-zero pages inside files (the builder's
+    # files have zero runs, and a zero page that never changed is never written)
+    missing = claimed & ~written
+    assert missing.sum() <= 0.03 * claimed.sum(), (missing.sum(), claimed.sum())
+    for s in np.flatnonzero(missing)[::97].tolist():
+        assert not any(guest.raw[s * SECTOR:(s + 1) * SECTOR])
+    # and nearly all that was written it calls content (it leaves out what it is unsure of:
+    # reserved inodes, the resize inode's blocks, system files' zero-padded streams)
+    inside = np.zeros(written.size, dtype=bool)
+    inside[fs.offset // SECTOR:(fs.offset + fs.size) // SECTOR] = True
+    assert ((content == NO_CONTENT) & written).sum() <= 0.01 * (written & inside).sum()
+    # agreement as the solver will compute it, block by block: the right bytes never trip it
+    for k in range(guest.size // BLOCK):
+        sl = slice(k * BLOCK // SECTOR, (k + 1) * BLOCK // SECTOR)
+        agree = write_agreement(written[sl], fs.allocation_state(k * BLOCK, BLOCK),
+                                content[sl])
+        assert agree.written_free == 0
+        assert agree.content_unwritten <= max(256, agree.content_written // 4), (k, agree)
+
+
 def test_allocation_of_subranges_matches_the_whole(guest):
     fs = open_guest(guest.read, guest.size)
     whole = fs.allocation(0, guest.size)
@@ -151,6 +188,9 @@ def test_written_not_allocated_counts_only_written_free_sectors():
     assert written_not_allocated(w, a) == 2
     with pytest.raises(ValueError):
         written_not_allocated(w, a[:3])
+    state = np.array([1, 0, -1, 1, -1], dtype=np.int8)
+    assert write_agreement(w, state) == WriteAgreement(written_free=1, written_allocated=1,
+                                                       allocated_unwritten=1, unknown=2)
 
 
 # -- landmarks -----------------------------------------------------------------------------------
@@ -259,6 +299,21 @@ def test_unknown_bitmap_gives_unknown_for_its_range_only(guest):
     assert blind.landmarks(0, guest.size)
 
 
+def test_unread_inodes_make_content_unknown_not_absent(guest):
+    fs = open_guest(guest.read, guest.size)
+    if fs.kind == "ext4":       # the inode table block holding the root directory
+        hole = fs.offset + int(fs.it[0]) * fs.block_size
+    else:                       # the MFT record of the first user file
+        hole = fs.offset + fs.record_offset(64)
+    blind = open_guest(_reader_without(guest, [(hole, hole + 1)]), guest.size)
+    full = fs.content_state(0, guest.size)
+    part = blind.content_state(0, guest.size)
+    # never NO_CONTENT where there is content; what it still knows is right
+    assert not ((part == NO_CONTENT) & (full == CONTENT)).any()
+    assert ((part == CONTENT) <= (full == CONTENT)).all()
+    assert (part == UNKNOWN).sum() > (full == UNKNOWN).sum()
+
+
 @FAST
 @given(data=st.data())
 def test_random_unknown_ranges_never_raise_and_never_lie(guest, data):
@@ -273,6 +328,9 @@ def test_random_unknown_ranges_never_raise_and_never_lie(guest, data):
     truth = open_guest(guest.read, guest.size).allocation_state(0, guest.size)
     known = st_ != UNKNOWN
     np.testing.assert_array_equal(st_[known], truth[known])
+    full = open_guest(guest.read, guest.size).content_state(0, guest.size)
+    part = fs.content_state(0, guest.size)
+    assert not ((part == NO_CONTENT) & (full == CONTENT)).any()
     for lm in fs.landmarks(0, guest.size):
         # a landmark found through a partly placed disk is still a true one
         assert lm.check(guest.raw[lm.offset:lm.offset + lm.size]), lm.what
@@ -294,6 +352,7 @@ def _exercise(image: bytes, size: int | None = None) -> int:
         for start in range(0, size, 8 * MiB):
             st_ = fs.allocation_state(start, 8 * MiB)
             assert st_.shape == ((8 * MiB) // SECTOR,)
+            assert fs.content_state(start, 8 * MiB).shape == st_.shape
         for start in range(0, size, BLOCK):
             for lm in fs.landmarks(start, BLOCK):
                 lm.check(image[lm.offset:lm.offset + lm.size])

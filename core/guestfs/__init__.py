@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from core.partitions import read_partition_table
 
-from .base import (ALLOCATED, FREE, UNKNOWN, GuestFs, Landmark, ReadFn, Reader,
-                   written_not_allocated)
+from .base import (ALLOCATED, FREE, UNKNOWN, GuestFs, Landmark, ReadFn, Reader, WriteAgreement,
+                   write_agreement, written_not_allocated)
 from .ext4 import Ext4
 from .ntfs import Ntfs
 
-__all__ = ["open_guest", "GuestFs", "Landmark", "written_not_allocated", "ALLOCATED", "FREE",
-           "UNKNOWN", "Ext4", "Ntfs"]
+__all__ = ["open_guest", "GuestFs", "Landmark", "written_not_allocated", "write_agreement",
+           "WriteAgreement", "ALLOCATED", "FREE", "UNKNOWN", "Ext4", "Ntfs"]
 
 PROBE_BUDGET = 4 << 20
 

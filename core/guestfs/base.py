@@ -27,6 +27,9 @@ PARSE_ERRORS = (IndexError, ValueError, KeyError, OverflowError, ConstructError,
 FREE = 0
 ALLOCATED = 1
 UNKNOWN = -1
+# and by GuestFs.content_state
+NO_CONTENT = 0          # the file system implies nothing was written here
+CONTENT = 1             # it says the guest wrote something here (data, in-use metadata)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,40 @@ def bits_le(data: bytes, nbits: int) -> np.ndarray:
     return np.unpackbits(arr, bitorder="little")[:nbits].astype(bool)
 
 
+def states_from_intervals(first_sector: int, end_sector: int, fs_offset: int,
+                          starts: np.ndarray, ends: np.ndarray, outside: int) -> np.ndarray:
+    """Per-sector CONTENT where a sector overlaps one of the sorted, disjoint byte intervals
+    [starts[i], ends[i]) (file-system offsets), else `outside`."""
+    sec = np.arange(first_sector, end_sector, dtype=np.int64)
+    lo = sec * SECTOR - fs_offset
+    out = np.full(sec.size, outside, dtype=np.int8)
+    if starts.size:
+        # the last interval starting before the sector's end overlaps it if it ends after its start
+        i = np.searchsorted(starts, lo + SECTOR, side="left") - 1
+        ok = i >= 0
+        hit = np.zeros(sec.size, dtype=bool)
+        hit[ok] = ends[i[ok]] > lo[ok]
+        out[hit] = CONTENT
+    return out
+
+
+def merge_intervals(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, disjoint (starts, ends) covering the union of [a, b) pairs."""
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    arr = np.array(sorted(p for p in pairs if p[1] > p[0]), dtype=np.int64).reshape(-1, 2)
+    if arr.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    ends = np.maximum.accumulate(arr[:, 1])
+    new = np.ones(len(arr), dtype=bool)
+    new[1:] = arr[1:, 0] > ends[:-1]
+    group = np.cumsum(new) - 1
+    starts = arr[new, 0]
+    out_ends = np.zeros(starts.size, dtype=np.int64)
+    np.maximum.at(out_ends, group, ends)
+    return starts, out_ends
+
+
 def sector_span(start: int, length: int) -> tuple[int, int]:
     """First and end (exclusive) 512-byte sector index touching [start, start+length)."""
     return start // SECTOR, -(-(start + max(0, length)) // SECTOR)
@@ -173,6 +210,36 @@ class GuestFs:
     def _fs_states(self, first_sector: int, end_sector: int) -> np.ndarray:
         raise NotImplementedError
 
+    # -- content ---------------------------------------------------------------------------------
+    def content_state(self, start: int, length: int) -> np.ndarray:
+        """int8 per 512-byte virtual sector of [start, start+length): CONTENT (1) where the file
+        system says the guest wrote something (files' and directories' data, in-use inodes or
+        MFT records, superblock/descriptor copies, initialised bitmaps...), NO_CONTENT (0)
+        where it implies nothing was written (free, or allocated but never filled: unused
+        inode table, the journal, unwritten extents), UNKNOWN (-1) where it cannot say (outside
+        the file system, or the walk of its inodes/records could not be completed).
+
+        A VHD block whose sector bitmap says "never written" where this says CONTENT is
+        evidence against the placement, in proportion: a file's all-zero pages may never have
+        been written, and a differencing disk's parent holds what the child did not write."""
+        first, end = sector_span(start, length)
+        out = np.full(max(0, end - first), UNKNOWN, dtype=np.int8)
+        lo = max(first, self.offset // SECTOR)
+        hi = min(end, (self.offset + self.size) // SECTOR)
+        if hi > lo:
+            try:
+                starts, ends, complete = self._content_intervals()
+                out[lo - first:hi - first] = states_from_intervals(
+                    lo, hi, self.offset, starts, ends, NO_CONTENT if complete else UNKNOWN)
+            except PARSE_ERRORS:
+                pass
+        return out
+
+    def _content_intervals(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Sorted disjoint file-system byte intervals holding content, and whether the walk
+        that found them read everything it needed."""
+        raise NotImplementedError
+
     # -- landmarks -------------------------------------------------------------------------------
     def landmarks(self, start: int, length: int) -> list[Landmark]:
         """Self-identifying structures the file system says lie wholly inside [start,
@@ -195,6 +262,43 @@ def _never_raises(check: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
         except PARSE_ERRORS:
             return False
     return safe
+
+
+@dataclass(frozen=True)
+class WriteAgreement:
+    """A VHD block's written sectors set against what the guest's file system says of them.
+
+    written_free is evidence against the placement (the guest wrote where its file system
+    keeps nothing).  content_unwritten (with a content state) is evidence against in
+    proportion to content_written + content_unwritten: the file system says data lives there
+    but the block never got it (a file's zero pages, or a differencing disk's parent, explain a
+    few).  allocated_unwritten alone is weak (unused inode tables, journals, preallocation)."""
+
+    written_free: int
+    written_allocated: int
+    allocated_unwritten: int
+    unknown: int            # sectors the file system could not speak for (UNKNOWN)
+    content_written: int = 0
+    content_unwritten: int = 0
+
+
+def write_agreement(written: np.ndarray, state: np.ndarray,
+                    content: np.ndarray | None = None) -> WriteAgreement:
+    """Compare `written` (bool per sector) with `state` (GuestFs.allocation_state of the same
+    sectors) and optionally `content` (GuestFs.content_state of them)."""
+    w = np.asarray(written, dtype=bool)
+    s = np.asarray(state)
+    if w.shape != s.shape or (content is not None and np.shape(content) != w.shape):
+        raise ValueError(f"written has {w.shape} sectors, state {s.shape}")
+    known = s != UNKNOWN
+    alloc = s == ALLOCATED
+    c = np.asarray(content) == CONTENT if content is not None else np.zeros(w.shape, bool)
+    return WriteAgreement(int(np.count_nonzero(w & known & ~alloc)),
+                          int(np.count_nonzero(w & alloc)),
+                          int(np.count_nonzero(~w & alloc)),
+                          int(np.count_nonzero(~known)),
+                          int(np.count_nonzero(w & c)),
+                          int(np.count_nonzero(~w & c)))
 
 
 def written_not_allocated(written: np.ndarray, allocated: np.ndarray) -> int:

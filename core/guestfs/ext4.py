@@ -26,7 +26,7 @@ from core.structs import ext4 as E
 from core.structs.layout import numpy_dtype, offsets
 
 from .base import (ALLOCATED, SECTOR, UNKNOWN, BudgetExceeded, GuestFs, Landmark, Reader,
-                   bits_le, crc16, crc32c_raw, states_from_units)
+                   bits_le, crc16, crc32c_raw, merge_intervals, states_from_units)
 
 MAX_GDT_BYTES = 16 << 20        # 16 MiB of descriptors = 256k groups (32 TiB at 4 KiB blocks)
 WALK_BUDGET = 8 << 20           # bytes of inode tables + extent blocks read to find dir blocks
@@ -106,6 +106,7 @@ class Ext4(GuestFs):
         self._reached: list[_Reached] | None = None
         self._reached_at: list[int] = []
         self._static: tuple[np.ndarray, list] | None = None
+        self._content: tuple[np.ndarray, np.ndarray, bool] | None = None
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -593,6 +594,9 @@ class Ext4(GuestFs):
         if self._reached is not None:
             return self._reached
         found: dict[int, _Reached] = {}
+        self._data: list[tuple[int, int]] = []        # content byte intervals (files, dirs)
+        self._inode_content: list[tuple[int, int]] = []
+        self._walk_complete = bool(self.desc_ok.all())
         budget = self.r.spent + WALK_BUDGET
         B = self.block_size
         per_block = B // self.inode_size
@@ -602,55 +606,73 @@ class Ext4(GuestFs):
                     continue
                 ibm = self.inode_bitmap(g)
                 if ibm is None:
+                    self._walk_complete = False
                     continue
                 used = np.flatnonzero(ibm)
                 for k in np.unique(used // per_block).tolist():
                     raw = self.r.read((int(self.it[g]) + k) * B, B, budget)
                     if raw is None:
+                        self._walk_complete = False
                         continue
                     for j in used[(used >= k * per_block) & (used < (k + 1) * per_block)]:
                         slot = int(j) - k * per_block
                         ino = g * self.ipg + int(j) + 1
-                        self._walk_inode(raw[slot * self.inode_size:(slot + 1) *
-                                             self.inode_size], ino, found, budget)
-                        if len(found) >= MAX_REACHED:
+                        inode = raw[slot * self.inode_size:(slot + 1) * self.inode_size]
+                        if self._walk_inode(inode, ino, found, budget):
+                            at = (int(self.it[g]) + k) * B + slot * self.inode_size
+                            self._inode_content.append((at, at + self.inode_size))
+                        if len(found) + len(self._data) >= MAX_REACHED:
                             raise BudgetExceeded
         except BudgetExceeded:
-            pass
+            self._walk_complete = False
         self._reached = sorted(found.values(), key=lambda r: r.block)
         self._reached_at = [r.block for r in self._reached]
         return self._reached
 
-    def _walk_inode(self, raw: bytes, ino: int, found: dict, budget: int) -> None:
-        if len(raw) < E.EXT4_GOOD_OLD_INODE_SIZE or not any(raw) or \
-                not self.inode_csum_ok(raw, ino):
-            return
+    def _walk_inode(self, raw: bytes, ino: int, found: dict, budget: int) -> bool:
+        """Collect what inode `ino` reaches; True when the inode itself is content (it verifies
+        and is not one of the reserved inodes mke2fs leaves zeroed)."""
+        if len(raw) < E.EXT4_GOOD_OLD_INODE_SIZE or not any(raw):
+            return False
+        if self.csum and not self.inode_csum_ok(raw, ino):
+            self._walk_complete = False
+            return False
         mode = _u16(raw, _INO["i_mode"])
         flags = _u32(raw, _INO["i_flags"])
         if not flags & E.EXT4_EXTENTS_FL or flags & E.EXT4_INLINE_DATA_FL:
-            return
+            return True
         is_dir = (mode & E.S_IFMT) == E.S_IFDIR
         seed = self.inode_seed(ino, _u32(raw, E.I_GENERATION_OFFSET))
         root = raw[E.I_BLOCK_OFFSET:E.I_BLOCK_OFFSET + 60]
         if _u16(root, 0) != E.EXT4_EXT_MAGIC:
-            return
-        dir_blocks = [0]
-        self._walk_node(root, _u16(root, 6), ino, seed, is_dir, found, budget, dir_blocks, 0)
+            return True
+        size = _u32(raw, _INO["i_size_lo"]) | (_u32(raw, _INO["i_size_high"]) << 32)
+        # the journal's blocks hold nothing until the kernel uses it (mke2fs zeroes it)
+        data = ino != self.sb.s_journal_inum
+        self._walk_node(root, _u16(root, 6), ino, seed, is_dir, found, budget, [0], 0,
+                        -(-size // self.block_size) if data else 0)
+        return True
 
     def _walk_node(self, node: bytes, depth: int, ino: int, seed: int, is_dir: bool,
-                   found: dict, budget: int, dir_blocks: list[int], level: int) -> None:
+                   found: dict, budget: int, dir_blocks: list[int], level: int,
+                   data_blocks: int = 0) -> None:
         if level > 5 or len(node) < 12:
             return
+        B = self.block_size
         entries = min(_u16(node, 2), (len(node) - 12) // 12)
         for e in range(entries):
             at = 12 + 12 * e
             if depth == 0:
-                if not is_dir:
-                    return
                 length = _u16(node, at + 4)
                 if length > E.EXT_INIT_MAX_LEN:
-                    continue                    # unwritten extent: no directory data there
+                    continue                    # unwritten extent: reads as zeros, never written
                 start = _extent_start(node, at)
+                logical = _u32(node, at)
+                n = max(0, min(length, data_blocks - logical, self.blocks_count - start))
+                if n:
+                    self._data.append((start * B, (start + n) * B))
+                if not is_dir:
+                    continue
                 for blk in range(start, min(start + length, self.blocks_count)):
                     if dir_blocks[0] >= MAX_DIR_BLOCKS:
                         return
@@ -664,9 +686,45 @@ class Ext4(GuestFs):
             found[leaf] = _Reached(leaf, "extent", ino, seed, depth - 1, first)
             child = self.r.read(leaf * self.block_size, self.block_size, budget)
             if child is None or not _extent_check(seed, self.block_size, depth - 1, first)(child):
+                self._walk_complete = False
                 continue
             self._walk_node(child, depth - 1, ino, seed, is_dir, found, budget, dir_blocks,
-                            level + 1)
+                            level + 1, data_blocks)
+
+
+    # -- content ---------------------------------------------------------------------------------
+    def _content_intervals(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Content: superblock and descriptor copies, initialised bitmaps that are not all
+        zero, in-use inodes, the journal superblock, and every initialised extent of in-use
+        inodes up to their size (directories, files, extent tree blocks).  Under-claiming is
+        safe (NO_CONTENT is never evidence); over-claiming is not, so anything uncertain is
+        left out."""
+        if self._content is not None:
+            return self._content
+        reached = self._walk()
+        B = self.block_size
+        pairs = list(self._data) + list(self._inode_content)
+        pairs += [(r.block * B, (r.block + 1) * B) for r in reached]
+        for g in _super_groups(self):
+            sb_block = self.first_data_block if g == 0 else self._group_first_block(g)
+            off = E.SUPERBLOCK_OFFSET if g == 0 else sb_block * B
+            pairs.append((off, off + E.SUPERBLOCK_SIZE))
+            if not self.incompat & E.INCOMPAT_META_BG:
+                gdt = (sb_block + 1) * B
+                pairs.append((gdt, gdt + self.ngroups * self.desc_size))
+        if self.journal_block is not None:
+            pairs.append((self.journal_block * B, self.journal_block * B + E.JBD2_SUPERBLOCK_SIZE))
+        zero_csum = crc32c_raw(self.seed, bytes(self.cpg // 8)) & ((1 << self.bb_csum_bits) - 1)
+        for g in np.flatnonzero(self.desc_ok).tolist():
+            # an initialised inode bitmap is never all zero: its padding bits are set
+            if not self._uninit(g, E.EXT4_BG_INODE_UNINIT) and self.ipg < 8 * B:
+                pairs.append((int(self.ib[g]) * B, int(self.ib[g]) * B + B))
+            if self.csum and not self._uninit(g, E.EXT4_BG_BLOCK_UNINIT) and \
+                    int(self.bb_csum[g]) != zero_csum:
+                pairs.append((int(self.bb[g]) * B, int(self.bb[g]) * B + self.cpg // 8))
+        starts, ends = merge_intervals(pairs)
+        self._content = (starts, ends, self._walk_complete)
+        return self._content
 
 
 def _extent_start(node: bytes, at: int) -> int:

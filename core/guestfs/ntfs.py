@@ -28,13 +28,14 @@ from core.structs import ntfs as N
 from core.structs.layout import offsets
 
 from .base import (ALLOCATED, SECTOR, UNKNOWN, BudgetExceeded, GuestFs, Landmark, Reader,
-                   bits_le, states_from_units)
+                   bits_le, merge_intervals, states_from_units)
 
 MAX_RUNS = 1 << 16              # runs decoded from one mapping pairs array
 MAX_ATTRS = 256                 # attributes looked at in one record
 WALK_BUDGET = 8 << 20           # MFT records + INDX blocks read to cross-check identities
 MAX_MFT_BITMAP = 1 << 20        # bytes of $MFT's $BITMAP read (8 M records)
 MAX_DIR_INDEX_BLOCKS = 1 << 14  # INDX blocks of one directory looked at
+CONTENT_SYSTEM_FILES = (N.FILE_LOGFILE, N.FILE_ATTRDEF, 10)    # 10: $UpCase
 BITMAP_PAGE = 4096              # $Bitmap bytes read and memoised together (128 MiB at 4 KiB)
 
 _BOOT = offsets(N.NTFS_BOOT_SECTOR)
@@ -244,6 +245,7 @@ class Ntfs(GuestFs):
         self.serial = b.volume_serial_number
         self._bitmap_pages: dict[int, np.ndarray | None] = {}
         self._walked = False
+        self._content: tuple[np.ndarray, np.ndarray, bool] | None = None
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -355,15 +357,22 @@ class Ntfs(GuestFs):
         self.mirror: dict[int, bytes] = {}
         self.mft_head: dict[int, bytes] = {}
         self.mirror_count = 0
+        self.data: list[tuple[int, int]] = []       # content byte intervals
+        self.walk_complete = True
         dirs: list[tuple[int, list[Attr]]] = []
         budget = self.r.spent + WALK_BUDGET
         try:
             for n in self.in_use.tolist():
                 rec = self.read_record(n, budget)
                 if rec is None or _u32(rec, N.MFT_RECORD_NUMBER_OFFSET) != n:
+                    self.walk_complete = False
                     continue
                 self.mft_seq[n] = _u16(rec, _REC["sequence_number"])
                 attrs = attributes(rec)
+                at = self.record_offset(n)
+                if at is not None:
+                    self.data.append((at, at + self.record_size))
+                self._note_streams(n, attrs, budget)
                 names = {fn for a in attrs if a.type == N.AT_FILE_NAME and a.resident
                          for fn in [file_name(a.value)] if fn is not None}
                 self.mft_names[n] = names
@@ -373,9 +382,40 @@ class Ntfs(GuestFs):
                 self._walk_dir(n, attrs, budget)
             self._read_mirror(budget)
         except BudgetExceeded:
-            pass
+            self.walk_complete = False
         self.indx.sort()
         self._indx_at = [t[0] for t in self.indx]
+
+    def _note_streams(self, n: int, attrs: list[Attr], budget: int) -> None:
+        """Content intervals of record n's non-resident attributes, up to what was initialised
+        (sparse runs excluded).  Of the system files only $LogFile, $AttrDef and $UpCase are
+        full: $MFT is counted record by record, $Bitmap and $Secure:$SDS are mostly zeros on a
+        young volume, $Boot beyond its first sector too, $BadClus is sparse."""
+        if n < N.FILE_FIRST_USER and n not in CONTENT_SYSTEM_FILES:
+            return
+        for a in attrs:
+            if a.resident or a.type not in (N.AT_DATA, N.AT_BITMAP, N.AT_ATTRIBUTE_LIST) \
+                    and a.type != 0x50:      # $SECURITY_DESCRIPTOR
+                continue
+            if a.lowest_vcn != 0:
+                continue                   # an extension's piece: bounded to the base's sizes
+            size = max(0, min(a.initialized_size, a.data_size))
+            for disk, length in _Runs(a.runs).pieces(0, size, self.cluster):
+                if disk is not None:
+                    self.data.append((disk, disk + length))
+
+    def _content_intervals(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Content: the boot sector, in-use MFT records, $MFTMirr, INDX blocks in use, and the
+        initialised part of every non-resident stream of in-use records (see _note_streams)."""
+        if self._content is None:
+            self._walk()
+            pairs = list(self.data) + [(0, 512)]
+            pairs += [(off, off + size) for off, _, _, size in self.indx]
+            mir = self.mftmirr_lcn * self.cluster
+            pairs.append((mir, mir + self.mirror_count * self.record_size))
+            starts, ends = merge_intervals(pairs)
+            self._content = (starts, ends, self.walk_complete)
+        return self._content
 
     def _mft_in_use(self) -> np.ndarray:
         """Record numbers the $MFT's $BITMAP marks in use (bounded)."""
