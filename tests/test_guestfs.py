@@ -38,7 +38,7 @@ BLOCK = 2 * MiB                  # a VHD block: the unit the solver asks about
 # name: (disk size, fs, partitioned)
 CASES = {
     "ext4-part": (96 * MiB, "ext4", True),
-    "ext4-disk": (400 * MiB, "ext4", False),      # 4 groups: backup superblocks and GDTs
+    "ext4-disk": (288 * MiB, "ext4", False),      # 3 groups: a backup superblock and GDT
     "ntfs-part": (64 * MiB, "ntfs", True),
     "ntfs-disk": (160 * MiB, "ntfs", False),
 }
@@ -260,6 +260,37 @@ def test_landmarks_of_a_range_are_those_of_its_parts(guest):
     assert sorted(whole) == sorted(parts) and whole
 
 
+def test_gpt_disk_second_partition(tmp_path):
+    """A GPT disk (sgdisk) whose first partition holds no file system: the second is found."""
+    if shutil.which("sgdisk") is None or shutil.which("mkfs.ext4") is None:
+        pytest.skip("sgdisk / mkfs.ext4 not installed")
+    disk = tmp_path / "gpt.raw"
+    with open(disk, "wb") as f:
+        f.truncate(48 * MiB)
+    subprocess.run(["sgdisk", "-n", "1:2048:+4M", "-t", "1:EF02", "-n", "2:0:0", str(disk)],
+                   check=True, capture_output=True)
+    out = subprocess.run(["sgdisk", "-i", "2", str(disk)], capture_output=True, text=True,
+                         check=True).stdout
+    first = int(re.search(r"First sector: (\d+)", out).group(1))
+    last = int(re.search(r"Last sector: (\d+)", out).group(1))
+    part = tmp_path / "part.img"
+    with open(part, "wb") as f:
+        f.truncate((last - first + 1) * SECTOR)
+    subprocess.run(["mkfs.ext4", "-F", "-q", "-b", "4096", str(part)], check=True,
+                   capture_output=True)
+    with open(disk, "r+b") as f:
+        f.seek(first * SECTOR)
+        f.write(part.read_bytes())
+    raw = disk.read_bytes()
+    fs = open_guest(lambda o, n: raw[o:o + n], len(raw))
+    assert fs is not None and fs.kind == "ext4" and fs.offset == first * SECTOR
+    alloc = fs.allocation(0, len(raw))
+    written = np.frombuffer(raw, dtype=np.uint8).reshape(-1, SECTOR).any(axis=1)
+    assert written_not_allocated(written, alloc) == 0       # GPT headers and arrays included
+    assert alloc[-33:].all()                # the backup GPT: outside the file system
+    assert not alloc[fs.offset // SECTOR:(fs.offset + fs.size) // SECTOR].all()
+
+
 # -- unknown bytes (not placed yet) --------------------------------------------------------------
 def _reader_without(g: Guest, holes: list[tuple[int, int]]):
     def read(offset: int, n: int):
@@ -458,3 +489,49 @@ def test_random_ext4_superblocks_never_raise(fields, tail):
             if at + (g + 1) * ds <= len(image):
                 image[at + g * ds:at + (g + 1) * ds] = desc
     assert _exercise(bytes(image)) <= 24 * MiB
+
+
+def _protect(rec: bytearray, usn: int = 7) -> bytes:
+    """Re-apply an update sequence array to a fixed-up record (what ntfs_mst_pre_write_fixup
+    does), so a mutated record still passes the fixup and reaches the parsers behind it."""
+    usa_ofs, usa_count = int.from_bytes(rec[4:6], "little"), int.from_bytes(rec[6:8], "little")
+    rec[usa_ofs:usa_ofs + 2] = usn.to_bytes(2, "little")
+    for i in range(1, usa_count):
+        end = i * 512
+        rec[usa_ofs + 2 * i:usa_ofs + 2 * i + 2] = rec[end - 2:end]
+        rec[end - 2:end] = usn.to_bytes(2, "little")
+    return bytes(rec)
+
+
+@FAST
+@given(data=st.data())
+def test_mutated_ntfs_boot_sectors_and_records_never_raise(guest, data):
+    fs = open_guest(guest.read, guest.size)
+    if fs.kind != "ntfs":
+        pytest.skip("NTFS structures")
+    from core.guestfs.ntfs import fixup
+    image = bytearray(guest.raw[:32 * MiB])      # the metadata; the rest reads as unknown
+    boot = fs.offset
+    # up to two boot sector fields replaced by anything their width holds
+    fields = ((0x0B, 2), (0x0D, 1), (0x28, 8), (0x30, 8), (0x38, 8), (0x40, 1), (0x44, 1))
+    for off, width in data.draw(st.lists(st.sampled_from(fields), max_size=2)):
+        v = data.draw(st.integers(0, 2 ** (8 * width) - 1) | st.integers(0, 64))
+        image[boot + off:boot + off + width] = v.to_bytes(width, "little")
+    # system and user records with bytes changed behind a valid update sequence array
+    for n in data.draw(st.lists(st.sampled_from([0, 1, 5, 6, 9, 11, 64, 65]), max_size=3)):
+        at = fs.record_offset(n)
+        if at is None:
+            continue
+        at += fs.offset
+        if at + fs.record_size > len(image):
+            continue
+        rec = fixup(bytes(image[at:at + fs.record_size]), fs.record_size, b"FILE")
+        if rec is None:
+            continue
+        rec = bytearray(rec)
+        for _ in range(data.draw(st.integers(1, 12))):
+            i = data.draw(st.integers(0x30, fs.record_size - 1))
+            rec[i] = data.draw(st.integers(0, 255))
+        image[at:at + fs.record_size] = _protect(rec)
+    spent = _exercise(bytes(image), guest.size)
+    assert spent <= 24 * MiB
