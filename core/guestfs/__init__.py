@@ -12,6 +12,18 @@ the virtual disk:
   (superblock copies, checksummed bitmaps and inodes, MFT records numbered for their place...),
   each with a `check(bytes)` that only this file system's own copy passes.
 
+* `content_state(start, length)`: per sector, does the file system say the guest wrote
+  something there (file and directory data, in-use inodes/records)?  Content where a VHD block
+  says "never written" is evidence against, in proportion (`write_agreement`).
+
+How a solver uses it: open the guest through the placements it trusts (the extents holding the
+partition table, superblock/GDT or boot sector/MFT), then for a candidate PE of logical extent
+LE read the candidate's virtual bytes and ask, for the extent's virtual range: do the landmarks
+there pass on the candidate's bytes (`lm.check(data[lm.offset - start:][:lm.size])`), and does
+`write_agreement(candidate's written sectors, fs.allocation_state(...), fs.content_state(...))`
+show written-but-free or content-never-written sectors?  One GuestFs serves every candidate of
+every extent whose metadata it did not read from that extent itself.
+
 Nothing here trusts the bytes: every reader is bounded (a few MiB per GuestFs), and garbage
 gives None or fewer landmarks, never an exception.  A new candidate map needs a new GuestFs
 (each memoises what it read).

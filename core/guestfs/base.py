@@ -65,10 +65,6 @@ class Reader:
         self.base = base
         self.spent = 0
 
-    def at(self, base: int) -> "Reader":
-        r = Reader(self._read, self.disk_size, base)
-        return r
-
     def read(self, offset: int, length: int, budget: int | None = None) -> bytes | None:
         """`length` bytes at file-system offset `offset`; None when unknown, short, out of the
         disk or over the budget."""
@@ -78,10 +74,7 @@ class Reader:
         if budget is not None and self.spent + length > budget:
             raise BudgetExceeded
         self.spent += length
-        try:
-            data = self._read(start, length)
-        except Exception:               # a reader that fails is a reader that does not know
-            return None
+        data = self._read(start, length)
         if data is None or len(data) < length:
             return None
         return bytes(data[:length])

@@ -105,7 +105,7 @@ class Ext4(GuestFs):
         self._ibitmaps: dict[int, np.ndarray | None] = {}
         self._reached: list[_Reached] | None = None
         self._reached_at: list[int] = []
-        self._static: tuple[np.ndarray, list] | None = None
+        self._bitmap_places: list | None = None
         self._content: tuple[np.ndarray, np.ndarray, bool] | None = None
 
     # -- opening ---------------------------------------------------------------------------------
@@ -406,63 +406,90 @@ class Ext4(GuestFs):
         ext4-gdt-meta-bg, ext4-block-bitmap, ext4-inode-bitmap, ext4-inode-table,
         ext4-dir-block, ext4-extent-block, jbd2-superblock (checksummed kinds need
         metadata_csum; without it only superblock copies and the journal superblock)."""
-        out: list[Landmark] = []
         a = start - self.offset
         b = a + length
-        offs, items = self._static_table()
-        i = int(np.searchsorted(offs, a, side="left"))
-        while i < len(items) and offs[i] < b:
-            off, size, what, check = items[i]
-            if off + size <= b:
-                out.append(Landmark(self.offset + off, size, what, check))
-            i += 1
+        out = self._copies_landmarks(a, b) + self._bitmap_landmarks(a, b)
+        if self.journal_block is not None:
+            off = self.journal_block * self.block_size
+            if a <= off and off + E.JBD2_SUPERBLOCK_SIZE <= b:
+                out.append(Landmark(off, E.JBD2_SUPERBLOCK_SIZE, "jbd2-superblock",
+                                    self._journal_check()))
+        out = [Landmark(self.offset + lm.offset, lm.size, lm.what, lm.check) for lm in out]
         out += self._inode_table_landmarks(a, b)
         out += self._reached_landmarks(a, b)
         out.sort(key=lambda lm: lm.offset)
         return out
 
-    def _static_table(self) -> tuple[np.ndarray, list]:
-        """Superblock copies, GDT copies, block/inode bitmaps and the journal superblock: their
-        places follow from the superblock and descriptors alone (computed once)."""
-        if self._static is not None:
-            return self._static
+    def _copies_landmarks(self, a: int, b: int) -> list[Landmark]:
+        """Superblock copies and descriptor blocks in file-system bytes [a, b) (offsets
+        relative to the file system).  Computed per range from the groups that start near it:
+        the primary superblock sits 1024 bytes into the device, a backup at the start of its
+        group's first block, descriptor blocks right after the block holding the copy."""
         B = self.block_size
-        items: list[tuple[int, int, str, object]] = []
-        for g in _super_groups(self):
-            # the primary superblock sits 1024 bytes into the device; a backup at the start of
-            # its group's first block; descriptor blocks follow the block holding the copy
+        out: list[Landmark] = []
+        def add(off: int, size: int, what: str, make, arg: int) -> None:
+            if a <= off and off + size <= b:
+                out.append(Landmark(off, size, what, make(arg)))
+        old_gdt = self.desc_blocks if not self.incompat & E.INCOMPAT_META_BG else \
+            min(self.desc_blocks, self.sb.s_first_meta_bg)
+        # groups whose copy (superblock + old-style GDT) may reach into [a, b)
+        g_lo = max(0, (a // B - self.first_data_block - old_gdt - 1) // self.bpg)
+        g_hi = min(self.ngroups - 1, (b // B - self.first_data_block) // self.bpg)
+        for g in range(g_lo, g_hi + 1):
+            if not self.has_super(g):
+                continue
             sb_block = self.first_data_block if g == 0 else self._group_first_block(g)
-            items.append((E.SUPERBLOCK_OFFSET if g == 0 else sb_block * B, E.SUPERBLOCK_SIZE,
-                          "ext4-superblock" if g == 0 else "ext4-backup-superblock",
-                          self._sb_check(g)))
+            add(E.SUPERBLOCK_OFFSET if g == 0 else sb_block * B, E.SUPERBLOCK_SIZE,
+                "ext4-superblock" if g == 0 else "ext4-backup-superblock", self._sb_check, g)
             if not (self.csum or self.gdt_csum):
                 continue
-            for i in range(self.desc_blocks):
-                if self.incompat & E.INCOMPAT_META_BG and i >= self.sb.s_first_meta_bg:
-                    continue
-                items.append(((sb_block + i + 1) * B, B,
-                              "ext4-gdt" if g == 0 else "ext4-gdt-backup", self._gdt_check(i)))
-        if self.csum or self.gdt_csum:
-            for i in _meta_bg_copies(self):
-                for blk in i[1]:
-                    items.append((blk * B, B, "ext4-gdt-meta-bg", self._gdt_check(i[0])))
-        if self.csum:
-            for g in np.flatnonzero(self.desc_ok).tolist():
-                if not self._uninit(g, E.EXT4_BG_BLOCK_UNINIT):
-                    items.append((int(self.bb[g]) * B, self.cpg // 8, "ext4-block-bitmap",
-                                  self._bitmap_check(int(self.bb_csum[g]), self.bb_csum_bits,
-                                                     self.cpg // 8)))
-                if not self._uninit(g, E.EXT4_BG_INODE_UNINIT):
-                    items.append((int(self.ib[g]) * B, self.ipg // 8, "ext4-inode-bitmap",
-                                  self._bitmap_check(int(self.ib_csum[g]), self.ib_csum_bits,
-                                                     self.ipg // 8)))
-        if self.journal_block is not None:
-            items.append((self.journal_block * B, E.JBD2_SUPERBLOCK_SIZE,
-                          "jbd2-superblock", self._journal_check()))
-        items.sort(key=lambda t: t[0])
-        offs = np.array([t[0] for t in items], dtype=np.int64)
-        self._static = (offs, items)
-        return self._static
+            i0 = max(0, a // B - sb_block - 1)
+            i1 = min(old_gdt, -(-b // B) - sb_block - 1)
+            for i in range(i0, i1):
+                add((sb_block + i + 1) * B, B, "ext4-gdt" if g == 0 else "ext4-gdt-backup",
+                    self._gdt_check, i)
+        if self.incompat & E.INCOMPAT_META_BG and (self.csum or self.gdt_csum):
+            # meta_bg: descriptor block i lives in the first, second and last group of meta
+            # group i (ext2fs_descriptor_block_loc2)
+            dpb = self.descs_per_block
+            m_lo = max(self.sb.s_first_meta_bg,
+                       (a // B - self.first_data_block) // self.bpg // dpb - 1)
+            m_hi = min(self.desc_blocks - 1,
+                       (b // B - self.first_data_block) // self.bpg // dpb + 1)
+            for i in range(max(0, m_lo), m_hi + 1):
+                for h in (i * dpb, i * dpb + 1, i * dpb + dpb - 1):
+                    if h < self.ngroups:
+                        blk = self._group_first_block(h) + (1 if self.has_super(h) else 0)
+                        add(blk * B, B, "ext4-gdt-meta-bg", self._gdt_check, i)
+        return out
+
+    def _bitmap_landmarks(self, a: int, b: int) -> list[Landmark]:
+        """Initialised block and inode bitmaps in [a, b), found through sorted tables of their
+        places (built once)."""
+        if not self.csum:
+            return []
+        if self._bitmap_places is None:
+            B = self.block_size
+            ok = self.desc_ok
+            bb_ok = ok & ~((self.flags & E.EXT4_BG_BLOCK_UNINIT) != 0)
+            ib_ok = ok & ~((self.flags & E.EXT4_BG_INODE_UNINIT) != 0)
+            tables = []
+            for arr, sel in ((self.bb, bb_ok), (self.ib, ib_ok)):
+                groups = np.flatnonzero(sel)
+                offs = arr[groups] * B
+                order = np.argsort(offs, kind="stable")
+                tables.append((offs[order], groups[order]))
+            self._bitmap_places = tables
+        out: list[Landmark] = []
+        kinds = (("ext4-block-bitmap", self.bb_csum, self.bb_csum_bits, self.cpg // 8),
+                 ("ext4-inode-bitmap", self.ib_csum, self.ib_csum_bits, self.ipg // 8))
+        for (offs, groups), (what, csums, bits, nbytes) in zip(self._bitmap_places, kinds):
+            i0, i1 = np.searchsorted(offs, [a, b])
+            for off, g in zip(offs[i0:i1].tolist(), groups[i0:i1].tolist()):
+                if off + nbytes <= b:
+                    out.append(Landmark(off, nbytes, what,
+                                        self._bitmap_check(int(csums[g]), bits, nbytes)))
+        return out
 
     def _sb_check(self, g: int):
         uuid, csum = self.uuid, self.csum
@@ -785,21 +812,6 @@ def _super_groups(fs: Ext4):
             gs.add(p)
             p *= base
     return sorted(gs)
-
-
-def _meta_bg_copies(fs: Ext4):
-    """(GDT block index, [its blocks]) for descriptor blocks kept the meta_bg way."""
-    if not fs.incompat & E.INCOMPAT_META_BG:
-        return []
-    out = []
-    for i in range(fs.sb.s_first_meta_bg, fs.desc_blocks):
-        g = i * fs.descs_per_block
-        blocks = []
-        for h in (g, g + 1, g + fs.descs_per_block - 1):
-            if h < fs.ngroups:
-                blocks.append(fs._group_first_block(h) + (1 if fs.has_super(h) else 0))
-        out.append((i, blocks))
-    return out
 
 
 def _sane(sb, limit: int) -> bool:

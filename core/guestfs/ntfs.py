@@ -33,7 +33,7 @@ from .base import (ALLOCATED, SECTOR, UNKNOWN, BudgetExceeded, GuestFs, Landmark
 MAX_RUNS = 1 << 16              # runs decoded from one mapping pairs array
 MAX_ATTRS = 256                 # attributes looked at in one record
 WALK_BUDGET = 8 << 20           # MFT records + INDX blocks read to cross-check identities
-MAX_MFT_BITMAP = 1 << 20        # bytes of $MFT's $BITMAP read (8 M records)
+MAX_MFT_BITMAP = 1 << 18        # bytes of $MFT's $BITMAP read (2 M records)
 MAX_DIR_INDEX_BLOCKS = 1 << 14  # INDX blocks of one directory looked at
 CONTENT_SYSTEM_FILES = (N.FILE_LOGFILE, N.FILE_ATTRDEF, 10)    # 10: $UpCase
 BITMAP_PAGE = 4096              # $Bitmap bytes read and memoised together (128 MiB at 4 KiB)
@@ -362,7 +362,8 @@ class Ntfs(GuestFs):
         dirs: list[tuple[int, list[Attr]]] = []
         budget = self.r.spent + WALK_BUDGET
         try:
-            for n in self.in_use.tolist():
+            for n in self.in_use:
+                n = int(n)
                 rec = self.read_record(n, budget)
                 if rec is None or _u32(rec, N.MFT_RECORD_NUMBER_OFFSET) != n:
                     self.walk_complete = False
@@ -431,7 +432,7 @@ class Ntfs(GuestFs):
             if raw is None:
                 return np.arange(0)
         bits = bits_le(raw, min(count, len(raw) * 8))
-        return np.flatnonzero(bits)
+        return np.flatnonzero(bits).astype(np.int32)
 
     def _walk_dir(self, n: int, attrs: list[Attr], budget: int) -> None:
         ref = n | (self.mft_seq.get(n, 0) << 48)
