@@ -252,6 +252,38 @@ def test_landmarks_are_this_file_systems_own(guest):
     assert blocks_with >= 1
 
 
+def _rejects(fs, k: int, data: bytes, written: np.ndarray) -> bool:
+    """Would the guest file system's evidence reject `data` / `written` as 2 MiB block k?"""
+    for lm in fs.landmarks(k * BLOCK, BLOCK):
+        if not lm.check(data[lm.offset - k * BLOCK:lm.offset - k * BLOCK + lm.size]):
+            return True
+    agree = write_agreement(written, fs.allocation_state(k * BLOCK, BLOCK),
+                            fs.content_state(k * BLOCK, BLOCK))
+    total = agree.content_written + agree.content_unwritten
+    return agree.written_free > 0 or (total >= 64 and agree.content_unwritten > total // 2)
+
+
+def test_another_guests_blocks_are_told_apart(guest):
+    """Two guests made alike (two VDIs of one template size): the guest's own blocks are never
+    rejected, and a good share of the other's differing blocks are."""
+    fs = open_guest(guest.read, guest.size)
+    mine = _written_pages(guest)
+    pages = np.frombuffer(guest.other, dtype=np.uint8).reshape(-1, 4096).any(axis=1)
+    theirs = np.repeat(pages, 4096 // SECTOR)
+    spb = BLOCK // SECTOR
+    differing = rejected = 0
+    for k in range(guest.size // BLOCK):
+        sl = slice(k * spb, (k + 1) * spb)
+        own = guest.raw[k * BLOCK:(k + 1) * BLOCK]
+        assert not _rejects(fs, k, own, mine[sl]), f"own block {k} rejected"
+        other = guest.other[k * BLOCK:(k + 1) * BLOCK]
+        if other != own:
+            differing += 1
+            rejected += _rejects(fs, k, other, theirs[sl])
+    print(f"{guest.name}: {rejected} of {differing} differing blocks rejected")
+    assert differing and rejected >= 1
+
+
 def test_landmarks_of_a_range_are_those_of_its_parts(guest):
     fs = open_guest(guest.read, guest.size)
     whole = [(lm.offset, lm.what) for lm in fs.landmarks(0, guest.size)]
