@@ -193,6 +193,27 @@ def test_written_not_allocated_counts_only_written_free_sectors():
                                                        allocated_unwritten=1, unknown=2)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(1, 1 << 13)), max_size=20),
+       st.integers(0, 200), st.integers(0, 200), st.sampled_from([0, 1024, 4096]))
+def test_interval_and_unit_states_match_a_plain_loop(pairs, first, n, fs_offset):
+    from core.guestfs.base import merge_intervals, states_from_intervals, states_from_units
+    starts, ends = merge_intervals([(a, a + d) for a, d in pairs])
+    first += fs_offset // SECTOR
+    got = states_from_intervals(first, first + n, fs_offset, starts, ends, UNKNOWN)
+    for i, s in enumerate(range(first, first + n)):
+        lo = s * SECTOR - fs_offset
+        inside = any(a < lo + SECTOR and lo < b for a, d in pairs for b in [a + d])
+        assert got[i] == (CONTENT if inside else UNKNOWN)
+    unit = 4096
+    u0 = (first * SECTOR - fs_offset) // unit
+    u1 = -(-((first + n) * SECTOR - fs_offset) // unit)
+    units = np.arange(u0, max(u1, u0), dtype=np.int64) % 3
+    got = states_from_units(first, first + n, fs_offset, unit, u0, units)
+    want = [((s * SECTOR - fs_offset) // unit) % 3 for s in range(first, first + n)]
+    assert got.tolist() == want
+
+
 # -- landmarks -----------------------------------------------------------------------------------
 def _landmark_census(g: Guest):
     fs = open_guest(g.read, g.size)

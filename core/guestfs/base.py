@@ -120,16 +120,18 @@ def states_from_intervals(first_sector: int, end_sector: int, fs_offset: int,
                           starts: np.ndarray, ends: np.ndarray, outside: int) -> np.ndarray:
     """Per-sector CONTENT where a sector overlaps one of the sorted, disjoint byte intervals
     [starts[i], ends[i]) (file-system offsets), else `outside`."""
-    sec = np.arange(first_sector, end_sector, dtype=np.int64)
-    lo = sec * SECTOR - fs_offset
-    out = np.full(sec.size, outside, dtype=np.int8)
-    if starts.size:
-        # the last interval starting before the sector's end overlaps it if it ends after its start
-        i = np.searchsorted(starts, lo + SECTOR, side="left") - 1
-        ok = i >= 0
-        hit = np.zeros(sec.size, dtype=bool)
-        hit[ok] = ends[i[ok]] > lo[ok]
-        out[hit] = CONTENT
+    n = end_sector - first_sector
+    lo = first_sector * SECTOR - fs_offset
+    out = np.full(n, outside, dtype=np.int8)
+    i0 = int(np.searchsorted(ends, lo, side="right"))
+    i1 = int(np.searchsorted(starts, lo + n * SECTOR, side="left"))
+    if i1 > i0:
+        a = np.clip((starts[i0:i1] - lo) // SECTOR, 0, n)
+        b = np.clip(-(-(ends[i0:i1] - lo) // SECTOR), 0, n)
+        edges = np.zeros(n + 1, dtype=np.int32)
+        np.add.at(edges, a, 1)
+        np.add.at(edges, b, -1)
+        out[np.cumsum(edges[:n]) > 0] = CONTENT
     return out
 
 
@@ -158,10 +160,12 @@ def sector_span(start: int, length: int) -> tuple[int, int]:
 def states_from_units(first_sector: int, end_sector: int, fs_offset: int, unit: int,
                       unit0: int, unit_states: np.ndarray) -> np.ndarray:
     """Per-sector states for sectors [first_sector, end_sector) from the states of file-system
-    units (blocks, clusters) unit0, unit0+1, ...: a sector takes its unit's state."""
-    sec = np.arange(first_sector, end_sector, dtype=np.int64)
-    idx = (sec * SECTOR - fs_offset) // unit - unit0
-    return unit_states[idx]
+    units (blocks, clusters) unit0, unit0+1, ...: a sector takes its unit's state.  Units are
+    whole sectors and the file system starts on a sector."""
+    per = unit // SECTOR
+    skip = (first_sector * SECTOR - fs_offset) // SECTOR - unit0 * per
+    n = end_sector - first_sector
+    return np.repeat(unit_states, per)[skip:skip + n]
 
 
 class GuestFs:

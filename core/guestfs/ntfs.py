@@ -607,7 +607,7 @@ def _sane(b, limit: int) -> bool:
     if spc == 0 or (spc <= 0x80 and spc & (spc - 1)) or (0x80 < spc < 0xF4):
         return False
     cluster = bps * (spc if spc <= 0x80 else 1 << (256 - spc))
-    if cluster > 2 << 20:
+    if cluster > 2 << 20 or cluster < 512:
         return False
     for n in (b.clusters_per_mft_record, b.clusters_per_index_record):
         if n == 0 or (n > 0 and n & (n - 1)) or n < -31 or n > 64:
