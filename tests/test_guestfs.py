@@ -243,12 +243,12 @@ def _landmark_census(g: Guest):
 
 
 EXPECTED_KINDS = {
-    "ext4-part": {"ext4-superblock", "ext4-gdt", "ext4-block-bitmap", "ext4-inode-bitmap",
+    "ext4-part": {"mbr", "ext4-superblock", "ext4-gdt", "ext4-block-bitmap", "ext4-inode-bitmap",
                   "ext4-inode-table", "ext4-dir-block", "jbd2-superblock"},
     "ext4-disk": {"ext4-superblock", "ext4-backup-superblock", "ext4-gdt", "ext4-gdt-backup",
                   "ext4-block-bitmap", "ext4-inode-bitmap", "ext4-inode-table",
                   "ext4-dir-block", "ext4-extent-block", "jbd2-superblock"},
-    "ntfs-part": {"ntfs-boot-sector", "ntfs-backup-boot-sector", "ntfs-mft-record",
+    "ntfs-part": {"mbr", "ntfs-boot-sector", "ntfs-backup-boot-sector", "ntfs-mft-record",
                   "ntfs-mftmirr-record", "ntfs-indx"},
     "ntfs-disk": {"ntfs-boot-sector", "ntfs-backup-boot-sector", "ntfs-mft-record",
                   "ntfs-mftmirr-record", "ntfs-indx"},
@@ -341,6 +341,14 @@ def test_gpt_disk_second_partition(tmp_path):
     written = np.frombuffer(raw, dtype=np.uint8).reshape(-1, SECTOR).any(axis=1)
     assert written_not_allocated(written, alloc) == 0       # GPT headers and arrays included
     assert alloc[-33:].all()                # the backup GPT: outside the file system
+    heads = [lm for lm in fs.landmarks(0, len(raw)) if lm.what.startswith("gpt")]
+    assert {lm.what for lm in heads} == {"gpt-header", "gpt-backup-header"}
+    for lm in heads:
+        assert lm.check(raw[lm.offset:lm.offset + lm.size])
+        assert not lm.check(raw[lm.offset - 512:lm.offset - 512 + lm.size])
+        other = bytearray(raw[lm.offset:lm.offset + lm.size])
+        other[56] ^= 1                       # another disk's GUID
+        assert not lm.check(bytes(other))
     assert not alloc[fs.offset // SECTOR:(fs.offset + fs.size) // SECTOR].all()
 
 

@@ -175,6 +175,8 @@ class GuestFs:
     offset: int = 0        # byte offset of the file system in the virtual disk
     size: int = 0          # bytes the file system spans
     disk_size: int = 0
+    # the partition table's own landmarks (MBR, GPT headers), set by open_guest
+    table_landmarks: tuple["Landmark", ...] = ()
 
     # -- allocation ------------------------------------------------------------------------------
     def allocation_state(self, start: int, length: int) -> np.ndarray:
@@ -245,7 +247,9 @@ class GuestFs:
         try:
             found = self._landmarks(start, length)
         except PARSE_ERRORS:
-            return []
+            found = []
+        found = [lm for lm in self.table_landmarks
+                 if start <= lm.offset and lm.offset + lm.size <= start + length] + found
         return [Landmark(lm.offset, lm.size, lm.what, _never_raises(lm.check)) for lm in found]
 
     def _landmarks(self, start: int, length: int) -> list[Landmark]:
