@@ -12,6 +12,18 @@ the virtual disk:
   (superblock copies, checksummed bitmaps and inodes, MFT records numbered for their place...),
   each with a `check(bytes)` that only this file system's own copy passes.
 
+* `content_state(start, length)`: per sector, does the file system say the guest wrote
+  something there (file and directory data, in-use inodes/records)?  Content where a VHD block
+  says "never written" is evidence against, in proportion (`write_agreement`).
+
+How a solver uses it: open the guest through the placements it trusts (the extents holding the
+partition table, superblock/GDT or boot sector/MFT), then for a candidate PE of logical extent
+LE read the candidate's virtual bytes and ask, for the extent's virtual range: do the landmarks
+there pass on the candidate's bytes (`lm.check(data[lm.offset - start:][:lm.size])`), and does
+`write_agreement(candidate's written sectors, fs.allocation_state(...), fs.content_state(...))`
+show written-but-free or content-never-written sectors?  One GuestFs serves every candidate of
+every extent whose metadata it did not read from that extent itself.
+
 Nothing here trusts the bytes: every reader is bounded (a few MiB per GuestFs), and garbage
 gives None or fewer landmarks, never an exception.  A new candidate map needs a new GuestFs
 (each memoises what it read).
@@ -19,14 +31,18 @@ gives None or fewer landmarks, never an exception.  A new candidate map needs a 
 
 from __future__ import annotations
 
-from core.partitions import read_partition_table
+from construct import ConstructError
 
-from .base import (ALLOCATED, FREE, UNKNOWN, GuestFs, Landmark, ReadFn, Reader,
-                   written_not_allocated)
+from core.partitions import PartitionTable, read_partition_table
+from core.structs import gpt as G
+
+from .base import (ALLOCATED, FREE, UNKNOWN, GuestFs, Landmark, ReadFn, Reader, WriteAgreement,
+                   write_agreement, written_not_allocated)
 from .ext4 import Ext4
+from .ntfs import Ntfs
 
-__all__ = ["open_guest", "GuestFs", "Landmark", "written_not_allocated", "ALLOCATED", "FREE",
-           "UNKNOWN", "Ext4"]
+__all__ = ["open_guest", "GuestFs", "Landmark", "written_not_allocated", "write_agreement",
+           "WriteAgreement", "ALLOCATED", "FREE", "UNKNOWN", "Ext4", "Ntfs"]
 
 PROBE_BUDGET = 4 << 20
 
@@ -71,10 +87,55 @@ def open_guest(read: ReadFn, size: int) -> GuestFs | None:
         if p.offset < size and p.bytes > 0:
             fs = _probe(read, size, p.offset, min(p.bytes, size - p.offset))
             if fs is not None:
+                fs.table_landmarks = tuple(_table_landmarks(reader, size, table))
                 return fs
     if not table.partitions:
         return _probe(read, size, 0, size)
     return None
 
 
-_KINDS: tuple = (Ext4,)
+_KINDS: tuple = (Ext4, Ntfs)
+
+
+def _table_landmarks(reader: Reader, size: int, table: PartitionTable) -> list[Landmark]:
+    """The partition table as landmarks: the MBR (its disk signature and entries, which sfdisk
+    and Windows make unique per disk) or the GPT headers (disk GUID, own LBA, header CRC)."""
+    out: list[Landmark] = []
+    sector0 = reader.read(0, 512)
+    if sector0 is None:
+        return out
+    if table.scheme == "mbr":
+        ident = sector0[440:512]          # disk signature, the four entries, 55AA
+
+        def mbr_check(data: bytes) -> bool:
+            return len(data) >= 512 and data[440:512] == ident
+        out.append(Landmark(0, 512, "mbr", mbr_check))
+    elif table.scheme == "gpt":
+        ss = table.sector_size
+        primary = reader.read(ss, ss)
+        if primary is None or primary[:8] != G.GPT_HEADER_SIGNATURE:
+            return out
+        try:
+            hdr = G.gpt_header.parse(primary)
+        except ConstructError:
+            return out
+        guid = hdr.disk_guid
+        for lba, what in ((1, "gpt-header"), (hdr.alternative_lba, "gpt-backup-header")):
+            if 0 < lba and (lba + 1) * ss <= size:
+                out.append(Landmark(lba * ss, ss, what, _gpt_check(lba, guid, ss)))
+    return out
+
+
+def _gpt_check(lba: int, guid: bytes, ss: int):
+    """A GPT header of this disk (its GUID) that says it sits at `lba`, its CRC intact."""
+    def check(data: bytes) -> bool:
+        if len(data) < G.GPT_HEADER_MINSIZE or data[:8] != G.GPT_HEADER_SIGNATURE:
+            return False
+        hdr = G.gpt_header.parse(data)
+        if hdr.disk_guid != guid or hdr.my_lba != lba or \
+                not G.GPT_HEADER_MINSIZE <= hdr.size <= min(ss, len(data)):
+            return False
+        raw = bytearray(data[:hdr.size])
+        raw[16:20] = bytes(4)
+        return G.gpt_crc32(bytes(raw)) == hdr.crc32
+    return check

@@ -27,6 +27,9 @@ PARSE_ERRORS = (IndexError, ValueError, KeyError, OverflowError, ConstructError,
 FREE = 0
 ALLOCATED = 1
 UNKNOWN = -1
+# and by GuestFs.content_state
+NO_CONTENT = 0          # the file system implies nothing was written here
+CONTENT = 1             # it says the guest wrote something here (data, in-use metadata)
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,6 @@ class Reader:
         self.base = base
         self.spent = 0
 
-    def at(self, base: int) -> "Reader":
-        r = Reader(self._read, self.disk_size, base)
-        return r
-
     def read(self, offset: int, length: int, budget: int | None = None) -> bytes | None:
         """`length` bytes at file-system offset `offset`; None when unknown, short, out of the
         disk or over the budget."""
@@ -75,10 +74,7 @@ class Reader:
         if budget is not None and self.spent + length > budget:
             raise BudgetExceeded
         self.spent += length
-        try:
-            data = self._read(start, length)
-        except Exception:               # a reader that fails is a reader that does not know
-            return None
+        data = self._read(start, length)
         if data is None or len(data) < length:
             return None
         return bytes(data[:length])
@@ -120,6 +116,42 @@ def bits_le(data: bytes, nbits: int) -> np.ndarray:
     return np.unpackbits(arr, bitorder="little")[:nbits].astype(bool)
 
 
+def states_from_intervals(first_sector: int, end_sector: int, fs_offset: int,
+                          starts: np.ndarray, ends: np.ndarray, outside: int) -> np.ndarray:
+    """Per-sector CONTENT where a sector overlaps one of the sorted, disjoint byte intervals
+    [starts[i], ends[i]) (file-system offsets), else `outside`."""
+    n = end_sector - first_sector
+    lo = first_sector * SECTOR - fs_offset
+    out = np.full(n, outside, dtype=np.int8)
+    i0 = int(np.searchsorted(ends, lo, side="right"))
+    i1 = int(np.searchsorted(starts, lo + n * SECTOR, side="left"))
+    if i1 > i0:
+        a = np.clip((starts[i0:i1] - lo) // SECTOR, 0, n)
+        b = np.clip(-(-(ends[i0:i1] - lo) // SECTOR), 0, n)
+        edges = np.zeros(n + 1, dtype=np.int32)
+        np.add.at(edges, a, 1)
+        np.add.at(edges, b, -1)
+        out[np.cumsum(edges[:n]) > 0] = CONTENT
+    return out
+
+
+def merge_intervals(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, disjoint (starts, ends) covering the union of [a, b) pairs."""
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    arr = np.array(sorted(p for p in pairs if p[1] > p[0]), dtype=np.int64).reshape(-1, 2)
+    if arr.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    ends = np.maximum.accumulate(arr[:, 1])
+    new = np.ones(len(arr), dtype=bool)
+    new[1:] = arr[1:, 0] > ends[:-1]
+    group = np.cumsum(new) - 1
+    starts = arr[new, 0]
+    out_ends = np.zeros(starts.size, dtype=np.int64)
+    np.maximum.at(out_ends, group, ends)
+    return starts, out_ends
+
+
 def sector_span(start: int, length: int) -> tuple[int, int]:
     """First and end (exclusive) 512-byte sector index touching [start, start+length)."""
     return start // SECTOR, -(-(start + max(0, length)) // SECTOR)
@@ -128,10 +160,12 @@ def sector_span(start: int, length: int) -> tuple[int, int]:
 def states_from_units(first_sector: int, end_sector: int, fs_offset: int, unit: int,
                       unit0: int, unit_states: np.ndarray) -> np.ndarray:
     """Per-sector states for sectors [first_sector, end_sector) from the states of file-system
-    units (blocks, clusters) unit0, unit0+1, ...: a sector takes its unit's state."""
-    sec = np.arange(first_sector, end_sector, dtype=np.int64)
-    idx = (sec * SECTOR - fs_offset) // unit - unit0
-    return unit_states[idx]
+    units (blocks, clusters) unit0, unit0+1, ...: a sector takes its unit's state.  Units are
+    whole sectors and the file system starts on a sector."""
+    per = unit // SECTOR
+    skip = (first_sector * SECTOR - fs_offset) // SECTOR - unit0 * per
+    n = end_sector - first_sector
+    return np.repeat(unit_states, per)[skip:skip + n]
 
 
 class GuestFs:
@@ -141,6 +175,8 @@ class GuestFs:
     offset: int = 0        # byte offset of the file system in the virtual disk
     size: int = 0          # bytes the file system spans
     disk_size: int = 0
+    # the partition table's own landmarks (MBR, GPT headers), set by open_guest
+    table_landmarks: tuple["Landmark", ...] = ()
 
     # -- allocation ------------------------------------------------------------------------------
     def allocation_state(self, start: int, length: int) -> np.ndarray:
@@ -173,6 +209,36 @@ class GuestFs:
     def _fs_states(self, first_sector: int, end_sector: int) -> np.ndarray:
         raise NotImplementedError
 
+    # -- content ---------------------------------------------------------------------------------
+    def content_state(self, start: int, length: int) -> np.ndarray:
+        """int8 per 512-byte virtual sector of [start, start+length): CONTENT (1) where the file
+        system says the guest wrote something (files' and directories' data, in-use inodes or
+        MFT records, superblock/descriptor copies, initialised bitmaps...), NO_CONTENT (0)
+        where it implies nothing was written (free, or allocated but never filled: unused
+        inode table, the journal, unwritten extents), UNKNOWN (-1) where it cannot say (outside
+        the file system, or the walk of its inodes/records could not be completed).
+
+        A VHD block whose sector bitmap says "never written" where this says CONTENT is
+        evidence against the placement, in proportion: a file's all-zero pages may never have
+        been written, and a differencing disk's parent holds what the child did not write."""
+        first, end = sector_span(start, length)
+        out = np.full(max(0, end - first), UNKNOWN, dtype=np.int8)
+        lo = max(first, self.offset // SECTOR)
+        hi = min(end, (self.offset + self.size) // SECTOR)
+        if hi > lo:
+            try:
+                starts, ends, complete = self._content_intervals()
+                out[lo - first:hi - first] = states_from_intervals(
+                    lo, hi, self.offset, starts, ends, NO_CONTENT if complete else UNKNOWN)
+            except PARSE_ERRORS:
+                pass
+        return out
+
+    def _content_intervals(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Sorted disjoint file-system byte intervals holding content, and whether the walk
+        that found them read everything it needed."""
+        raise NotImplementedError
+
     # -- landmarks -------------------------------------------------------------------------------
     def landmarks(self, start: int, length: int) -> list[Landmark]:
         """Self-identifying structures the file system says lie wholly inside [start,
@@ -181,7 +247,9 @@ class GuestFs:
         try:
             found = self._landmarks(start, length)
         except PARSE_ERRORS:
-            return []
+            found = []
+        found = [lm for lm in self.table_landmarks
+                 if start <= lm.offset and lm.offset + lm.size <= start + length] + found
         return [Landmark(lm.offset, lm.size, lm.what, _never_raises(lm.check)) for lm in found]
 
     def _landmarks(self, start: int, length: int) -> list[Landmark]:
@@ -195,6 +263,43 @@ def _never_raises(check: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
         except PARSE_ERRORS:
             return False
     return safe
+
+
+@dataclass(frozen=True)
+class WriteAgreement:
+    """A VHD block's written sectors set against what the guest's file system says of them.
+
+    written_free is evidence against the placement (the guest wrote where its file system
+    keeps nothing).  content_unwritten (with a content state) is evidence against in
+    proportion to content_written + content_unwritten: the file system says data lives there
+    but the block never got it (a file's zero pages, or a differencing disk's parent, explain a
+    few).  allocated_unwritten alone is weak (unused inode tables, journals, preallocation)."""
+
+    written_free: int
+    written_allocated: int
+    allocated_unwritten: int
+    unknown: int            # sectors the file system could not speak for (UNKNOWN)
+    content_written: int = 0
+    content_unwritten: int = 0
+
+
+def write_agreement(written: np.ndarray, state: np.ndarray,
+                    content: np.ndarray | None = None) -> WriteAgreement:
+    """Compare `written` (bool per sector) with `state` (GuestFs.allocation_state of the same
+    sectors) and optionally `content` (GuestFs.content_state of them)."""
+    w = np.asarray(written, dtype=bool)
+    s = np.asarray(state)
+    if w.shape != s.shape or (content is not None and np.shape(content) != w.shape):
+        raise ValueError(f"written has {w.shape} sectors, state {s.shape}")
+    known = s != UNKNOWN
+    alloc = s == ALLOCATED
+    c = np.asarray(content) == CONTENT if content is not None else np.zeros(w.shape, bool)
+    return WriteAgreement(int(np.count_nonzero(w & known & ~alloc)),
+                          int(np.count_nonzero(w & alloc)),
+                          int(np.count_nonzero(~w & alloc)),
+                          int(np.count_nonzero(~known)),
+                          int(np.count_nonzero(w & c)),
+                          int(np.count_nonzero(~w & c)))
 
 
 def written_not_allocated(written: np.ndarray, allocated: np.ndarray) -> int:

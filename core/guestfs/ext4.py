@@ -26,7 +26,7 @@ from core.structs import ext4 as E
 from core.structs.layout import numpy_dtype, offsets
 
 from .base import (ALLOCATED, SECTOR, UNKNOWN, BudgetExceeded, GuestFs, Landmark, Reader,
-                   bits_le, crc16, crc32c_raw, states_from_units)
+                   bits_le, crc16, crc32c_raw, merge_intervals, states_from_units)
 
 MAX_GDT_BYTES = 16 << 20        # 16 MiB of descriptors = 256k groups (32 TiB at 4 KiB blocks)
 WALK_BUDGET = 8 << 20           # bytes of inode tables + extent blocks read to find dir blocks
@@ -106,7 +106,8 @@ class Ext4(GuestFs):
         self._ibitmaps: dict[int, np.ndarray | None] = {}
         self._reached: list[_Reached] | None = None
         self._reached_at: list[int] = []
-        self._static: tuple[np.ndarray, list] | None = None
+        self._bitmap_places: list | None = None
+        self._content: tuple[np.ndarray, np.ndarray, bool] | None = None
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -406,63 +407,90 @@ class Ext4(GuestFs):
         ext4-gdt-meta-bg, ext4-block-bitmap, ext4-inode-bitmap, ext4-inode-table,
         ext4-dir-block, ext4-extent-block, jbd2-superblock (checksummed kinds need
         metadata_csum; without it only superblock copies and the journal superblock)."""
-        out: list[Landmark] = []
         a = start - self.offset
         b = a + length
-        offs, items = self._static_table()
-        i = int(np.searchsorted(offs, a, side="left"))
-        while i < len(items) and offs[i] < b:
-            off, size, what, check = items[i]
-            if off + size <= b:
-                out.append(Landmark(self.offset + off, size, what, check))
-            i += 1
+        out = self._copies_landmarks(a, b) + self._bitmap_landmarks(a, b)
+        if self.journal_block is not None:
+            off = self.journal_block * self.block_size
+            if a <= off and off + E.JBD2_SUPERBLOCK_SIZE <= b:
+                out.append(Landmark(off, E.JBD2_SUPERBLOCK_SIZE, "jbd2-superblock",
+                                    self._journal_check()))
+        out = [Landmark(self.offset + lm.offset, lm.size, lm.what, lm.check) for lm in out]
         out += self._inode_table_landmarks(a, b)
         out += self._reached_landmarks(a, b)
         out.sort(key=lambda lm: lm.offset)
         return out
 
-    def _static_table(self) -> tuple[np.ndarray, list]:
-        """Superblock copies, GDT copies, block/inode bitmaps and the journal superblock: their
-        places follow from the superblock and descriptors alone (computed once)."""
-        if self._static is not None:
-            return self._static
+    def _copies_landmarks(self, a: int, b: int) -> list[Landmark]:
+        """Superblock copies and descriptor blocks in file-system bytes [a, b) (offsets
+        relative to the file system).  Computed per range from the groups that start near it:
+        the primary superblock sits 1024 bytes into the device, a backup at the start of its
+        group's first block, descriptor blocks right after the block holding the copy."""
         B = self.block_size
-        items: list[tuple[int, int, str, object]] = []
-        for g in _super_groups(self):
-            # the primary superblock sits 1024 bytes into the device; a backup at the start of
-            # its group's first block; descriptor blocks follow the block holding the copy
+        out: list[Landmark] = []
+        def add(off: int, size: int, what: str, make, arg: int) -> None:
+            if a <= off and off + size <= b:
+                out.append(Landmark(off, size, what, make(arg)))
+        old_gdt = self.desc_blocks if not self.incompat & E.INCOMPAT_META_BG else \
+            min(self.desc_blocks, self.sb.s_first_meta_bg)
+        # groups whose copy (superblock + old-style GDT) may reach into [a, b)
+        g_lo = max(0, (a // B - self.first_data_block - old_gdt - 1) // self.bpg)
+        g_hi = min(self.ngroups - 1, (b // B - self.first_data_block) // self.bpg)
+        for g in range(g_lo, g_hi + 1):
+            if not self.has_super(g):
+                continue
             sb_block = self.first_data_block if g == 0 else self._group_first_block(g)
-            items.append((E.SUPERBLOCK_OFFSET if g == 0 else sb_block * B, E.SUPERBLOCK_SIZE,
-                          "ext4-superblock" if g == 0 else "ext4-backup-superblock",
-                          self._sb_check(g)))
+            add(E.SUPERBLOCK_OFFSET if g == 0 else sb_block * B, E.SUPERBLOCK_SIZE,
+                "ext4-superblock" if g == 0 else "ext4-backup-superblock", self._sb_check, g)
             if not (self.csum or self.gdt_csum):
                 continue
-            for i in range(self.desc_blocks):
-                if self.incompat & E.INCOMPAT_META_BG and i >= self.sb.s_first_meta_bg:
-                    continue
-                items.append(((sb_block + i + 1) * B, B,
-                              "ext4-gdt" if g == 0 else "ext4-gdt-backup", self._gdt_check(i)))
-        if self.csum or self.gdt_csum:
-            for i in _meta_bg_copies(self):
-                for blk in i[1]:
-                    items.append((blk * B, B, "ext4-gdt-meta-bg", self._gdt_check(i[0])))
-        if self.csum:
-            for g in np.flatnonzero(self.desc_ok).tolist():
-                if not self._uninit(g, E.EXT4_BG_BLOCK_UNINIT):
-                    items.append((int(self.bb[g]) * B, self.cpg // 8, "ext4-block-bitmap",
-                                  self._bitmap_check(int(self.bb_csum[g]), self.bb_csum_bits,
-                                                     self.cpg // 8)))
-                if not self._uninit(g, E.EXT4_BG_INODE_UNINIT):
-                    items.append((int(self.ib[g]) * B, self.ipg // 8, "ext4-inode-bitmap",
-                                  self._bitmap_check(int(self.ib_csum[g]), self.ib_csum_bits,
-                                                     self.ipg // 8)))
-        if self.journal_block is not None:
-            items.append((self.journal_block * B, E.JBD2_SUPERBLOCK_SIZE,
-                          "jbd2-superblock", self._journal_check()))
-        items.sort(key=lambda t: t[0])
-        offs = np.array([t[0] for t in items], dtype=np.int64)
-        self._static = (offs, items)
-        return self._static
+            i0 = max(0, a // B - sb_block - 1)
+            i1 = min(old_gdt, -(-b // B) - sb_block - 1)
+            for i in range(i0, i1):
+                add((sb_block + i + 1) * B, B, "ext4-gdt" if g == 0 else "ext4-gdt-backup",
+                    self._gdt_check, i)
+        if self.incompat & E.INCOMPAT_META_BG and (self.csum or self.gdt_csum):
+            # meta_bg: descriptor block i lives in the first, second and last group of meta
+            # group i (ext2fs_descriptor_block_loc2)
+            dpb = self.descs_per_block
+            m_lo = max(self.sb.s_first_meta_bg,
+                       (a // B - self.first_data_block) // self.bpg // dpb - 1)
+            m_hi = min(self.desc_blocks - 1,
+                       (b // B - self.first_data_block) // self.bpg // dpb + 1)
+            for i in range(max(0, m_lo), m_hi + 1):
+                for h in (i * dpb, i * dpb + 1, i * dpb + dpb - 1):
+                    if h < self.ngroups:
+                        blk = self._group_first_block(h) + (1 if self.has_super(h) else 0)
+                        add(blk * B, B, "ext4-gdt-meta-bg", self._gdt_check, i)
+        return out
+
+    def _bitmap_landmarks(self, a: int, b: int) -> list[Landmark]:
+        """Initialised block and inode bitmaps in [a, b), found through sorted tables of their
+        places (built once)."""
+        if not self.csum:
+            return []
+        if self._bitmap_places is None:
+            B = self.block_size
+            ok = self.desc_ok
+            bb_ok = ok & ~((self.flags & E.EXT4_BG_BLOCK_UNINIT) != 0)
+            ib_ok = ok & ~((self.flags & E.EXT4_BG_INODE_UNINIT) != 0)
+            tables = []
+            for arr, sel in ((self.bb, bb_ok), (self.ib, ib_ok)):
+                groups = np.flatnonzero(sel)
+                offs = arr[groups] * B
+                order = np.argsort(offs, kind="stable")
+                tables.append((offs[order], groups[order]))
+            self._bitmap_places = tables
+        out: list[Landmark] = []
+        kinds = (("ext4-block-bitmap", self.bb_csum, self.bb_csum_bits, self.cpg // 8),
+                 ("ext4-inode-bitmap", self.ib_csum, self.ib_csum_bits, self.ipg // 8))
+        for (offs, groups), (what, csums, bits, nbytes) in zip(self._bitmap_places, kinds):
+            i0, i1 = np.searchsorted(offs, [a, b])
+            for off, g in zip(offs[i0:i1].tolist(), groups[i0:i1].tolist()):
+                if off + nbytes <= b:
+                    out.append(Landmark(off, nbytes, what,
+                                        self._bitmap_check(int(csums[g]), bits, nbytes)))
+        return out
 
     def _sb_check(self, g: int):
         uuid, csum = self.uuid, self.csum
@@ -584,8 +612,8 @@ class Ext4(GuestFs):
                                         _dir_check(r.seed, B)))
                 elif r.kind == "tail":
                     # Linux zeroes a file's last block past its size when it writes it back
-                    # (fs/buffer.c block_write_full_page / ext4's mpage path zero the page
-                    # beyond i_size): zeros from EOF on, and usually data just before it
+                    # (the page beyond i_size is zeroed before writeback: fs/buffer.c
+                    # block_write_full_page): zeros from EOF on, usually data just before
                     edge = max(0, r.eof - TAIL_EDGE)
                     out.append(Landmark(self.offset + off + r.eof, B - r.eof, "file-tail-zero",
                                         _all_zero))
@@ -603,6 +631,9 @@ class Ext4(GuestFs):
         if self._reached is not None:
             return self._reached
         found: dict[int, _Reached] = {}
+        self._data: list[tuple[int, int]] = []        # content byte intervals (files, dirs)
+        self._inode_content: list[tuple[int, int]] = []
+        self._walk_complete = bool(self.desc_ok.all())
         budget = self.r.spent + WALK_BUDGET
         B = self.block_size
         per_block = B // self.inode_size
@@ -612,68 +643,78 @@ class Ext4(GuestFs):
                     continue
                 ibm = self.inode_bitmap(g)
                 if ibm is None:
+                    self._walk_complete = False
                     continue
                 used = np.flatnonzero(ibm)
                 for k in np.unique(used // per_block).tolist():
                     raw = self.r.read((int(self.it[g]) + k) * B, B, budget)
                     if raw is None:
+                        self._walk_complete = False
                         continue
                     for j in used[(used >= k * per_block) & (used < (k + 1) * per_block)]:
                         slot = int(j) - k * per_block
                         ino = g * self.ipg + int(j) + 1
-                        self._walk_inode(raw[slot * self.inode_size:(slot + 1) *
-                                             self.inode_size], ino, found, budget)
-                        if len(found) >= MAX_REACHED:
+                        inode = raw[slot * self.inode_size:(slot + 1) * self.inode_size]
+                        if self._walk_inode(inode, ino, found, budget):
+                            at = (int(self.it[g]) + k) * B + slot * self.inode_size
+                            self._inode_content.append((at, at + self.inode_size))
+                        if len(found) + len(self._data) >= MAX_REACHED:
                             raise BudgetExceeded
         except BudgetExceeded:
-            pass
+            self._walk_complete = False
         self._reached = sorted(found.values(), key=lambda r: r.block)
         self._reached_at = [r.block for r in self._reached]
         return self._reached
 
-    def _walk_inode(self, raw: bytes, ino: int, found: dict, budget: int) -> None:
-        if len(raw) < E.EXT4_GOOD_OLD_INODE_SIZE or not any(raw) or \
-                not self.inode_csum_ok(raw, ino):
-            return
+    def _walk_inode(self, raw: bytes, ino: int, found: dict, budget: int) -> bool:
+        """Collect what inode `ino` reaches; True when the inode itself is content (it verifies
+        and is not one of the reserved inodes mke2fs leaves zeroed)."""
+        if len(raw) < E.EXT4_GOOD_OLD_INODE_SIZE or not any(raw):
+            return False
+        if self.csum and not self.inode_csum_ok(raw, ino):
+            self._walk_complete = False
+            return False
         mode = _u16(raw, _INO["i_mode"])
         flags = _u32(raw, _INO["i_flags"])
         if not flags & E.EXT4_EXTENTS_FL or flags & E.EXT4_INLINE_DATA_FL:
-            return
+            return True
         is_dir = (mode & E.S_IFMT) == E.S_IFDIR
         seed = self.inode_seed(ino, _u32(raw, E.I_GENERATION_OFFSET))
         root = raw[E.I_BLOCK_OFFSET:E.I_BLOCK_OFFSET + 60]
         if _u16(root, 0) != E.EXT4_EXT_MAGIC:
-            return
-        dir_blocks = [0]
+            return True
         size = _u32(raw, _INO["i_size_lo"]) | (_u32(raw, _INO["i_size_high"]) << 32)
-        tail = (size - 1) // self.block_size if size % self.block_size and not is_dir else -1
-        self._walk_node(root, _u16(root, 6), ino, seed, is_dir, found, budget, dir_blocks, 0,
-                        (tail, size % self.block_size))
+        # the journal's blocks hold nothing until the kernel uses it (mke2fs zeroes it)
+        data = ino != self.sb.s_journal_inum
+        self._walk_node(root, _u16(root, 6), ino, seed, is_dir, found, budget, [0], 0,
+                        -(-size // self.block_size) if data else 0,
+                        size % self.block_size if data and not is_dir else 0)
+        return True
 
     def _walk_node(self, node: bytes, depth: int, ino: int, seed: int, is_dir: bool,
                    found: dict, budget: int, dir_blocks: list[int], level: int,
-                   tail: tuple[int, int] = (-1, 0)) -> None:
+                   data_blocks: int = 0, eof: int = 0) -> None:
         if level > 5 or len(node) < 12:
             return
+        B = self.block_size
         entries = min(_u16(node, 2), (len(node) - 12) // 12)
         for e in range(entries):
             at = 12 + 12 * e
             if depth == 0:
-                if not is_dir:
-                    # a regular file: where its last, partial block is (a file-tail landmark)
-                    length = _u16(node, at + 4)
-                    first = _u32(node, at)
-                    if tail[0] >= 0 and length <= E.EXT_INIT_MAX_LEN \
-                            and first <= tail[0] < first + length:
-                        blk = _extent_start(node, at) + tail[0] - first
-                        if self.first_data_block <= blk < self.blocks_count:
-                            found.setdefault(blk, _Reached(blk, "tail", ino, seed,
-                                                           eof=tail[1]))
-                    continue
                 length = _u16(node, at + 4)
                 if length > E.EXT_INIT_MAX_LEN:
-                    continue                    # unwritten extent: no directory data there
+                    continue                    # unwritten extent: reads as zeros, never written
                 start = _extent_start(node, at)
+                logical = _u32(node, at)
+                n = max(0, min(length, data_blocks - logical, self.blocks_count - start))
+                if n:
+                    self._data.append((start * B, (start + n) * B))
+                if not is_dir:
+                    if eof and logical <= data_blocks - 1 < logical + n:
+                        # a regular file's last, partial block (file-tail landmarks)
+                        blk = start + data_blocks - 1 - logical
+                        found.setdefault(blk, _Reached(blk, "tail", ino, seed, eof=eof))
+                    continue
                 for blk in range(start, min(start + length, self.blocks_count)):
                     if dir_blocks[0] >= MAX_DIR_BLOCKS:
                         return
@@ -687,9 +728,45 @@ class Ext4(GuestFs):
             found[leaf] = _Reached(leaf, "extent", ino, seed, depth - 1, first)
             child = self.r.read(leaf * self.block_size, self.block_size, budget)
             if child is None or not _extent_check(seed, self.block_size, depth - 1, first)(child):
+                self._walk_complete = False
                 continue
             self._walk_node(child, depth - 1, ino, seed, is_dir, found, budget, dir_blocks,
-                            level + 1, tail)
+                            level + 1, data_blocks, eof)
+
+
+    # -- content ---------------------------------------------------------------------------------
+    def _content_intervals(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Content: superblock and descriptor copies, initialised bitmaps that are not all
+        zero, in-use inodes, the journal superblock, and every initialised extent of in-use
+        inodes up to their size (directories, files, extent tree blocks).  Under-claiming is
+        safe (NO_CONTENT is never evidence); over-claiming is not, so anything uncertain is
+        left out."""
+        if self._content is not None:
+            return self._content
+        reached = self._walk()
+        B = self.block_size
+        pairs = list(self._data) + list(self._inode_content)
+        pairs += [(r.block * B, (r.block + 1) * B) for r in reached]
+        for g in _super_groups(self):
+            sb_block = self.first_data_block if g == 0 else self._group_first_block(g)
+            off = E.SUPERBLOCK_OFFSET if g == 0 else sb_block * B
+            pairs.append((off, off + E.SUPERBLOCK_SIZE))
+            if not self.incompat & E.INCOMPAT_META_BG:
+                gdt = (sb_block + 1) * B
+                pairs.append((gdt, gdt + self.ngroups * self.desc_size))
+        if self.journal_block is not None:
+            pairs.append((self.journal_block * B, self.journal_block * B + E.JBD2_SUPERBLOCK_SIZE))
+        zero_csum = crc32c_raw(self.seed, bytes(self.cpg // 8)) & ((1 << self.bb_csum_bits) - 1)
+        for g in np.flatnonzero(self.desc_ok).tolist():
+            # an initialised inode bitmap is never all zero: its padding bits are set
+            if not self._uninit(g, E.EXT4_BG_INODE_UNINIT) and self.ipg < 8 * B:
+                pairs.append((int(self.ib[g]) * B, int(self.ib[g]) * B + B))
+            if self.csum and not self._uninit(g, E.EXT4_BG_BLOCK_UNINIT) and \
+                    int(self.bb_csum[g]) != zero_csum:
+                pairs.append((int(self.bb[g]) * B, int(self.bb[g]) * B + self.cpg // 8))
+        starts, ends = merge_intervals(pairs)
+        self._content = (starts, ends, self._walk_complete)
+        return self._content
 
 
 TAIL_EDGE = 64      # bytes before a file's end looked at for data (file-tail-data)
@@ -761,21 +838,6 @@ def _super_groups(fs: Ext4):
             gs.add(p)
             p *= base
     return sorted(gs)
-
-
-def _meta_bg_copies(fs: Ext4):
-    """(GDT block index, [its blocks]) for descriptor blocks kept the meta_bg way."""
-    if not fs.incompat & E.INCOMPAT_META_BG:
-        return []
-    out = []
-    for i in range(fs.sb.s_first_meta_bg, fs.desc_blocks):
-        g = i * fs.descs_per_block
-        blocks = []
-        for h in (g, g + 1, g + fs.descs_per_block - 1):
-            if h < fs.ngroups:
-                blocks.append(fs._group_first_block(h) + (1 if fs.has_super(h) else 0))
-        out.append((i, blocks))
-    return out
 
 
 def _sane(sb, limit: int) -> bool:

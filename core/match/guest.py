@@ -34,6 +34,7 @@ BAT_UNUSED = 0xFFFFFFFF
 GUEST_CONFLICT = -6.0       # written where the guest's file system says free
 GUEST_AGREE = 3.0           # written only where it holds data, a stranger would have missed
 AGREE_EXPECTED = 8.0        # ... by this many sectors at least (expected misses of a stranger)
+CONTENT_MIN = 64            # content sectors in a block before their being unwritten counts
 CONFLICT_MIN = 8            # sectors written into free space before it counts (and 5 %)
 LANDMARK_FOUND, LANDMARK_WRONG = 4.0, -6.0
 # weaker landmarks: (found, wrong) by `Landmark.what`. A file's last block reads zero past its
@@ -313,6 +314,7 @@ class GuestMixin:
         sel = np.nonzero((data_lo < hi) & (data_hi > lo))[0]
         base = self.D + pe * E
         total, marks = 0.0, 0.0
+        diff = a.parent_uid is not None and any(a.parent_uid)
         for i in sel:
             bo = int(offs[i])
             vb = int(a.blocks[i])
@@ -336,6 +338,10 @@ class GuestMixin:
                 alloc = fs.allocation(vstart, (s1 - s0) * SECTOR)
                 if alloc is not None and len(alloc) == len(bits):
                     total += _allocation_llr(bits, np.asarray(alloc, dtype=bool))
+                if not diff:
+                    content = fs.content_state(vstart, (s1 - s0) * SECTOR)
+                    if len(content) == len(bits):
+                        total += _content_llr(bits, content)
             for lm in fs.landmarks(vstart, (s1 - s0) * SECTOR):
                 r0 = (lm.offset - vstart) // SECTOR
                 r1 = -(-(lm.offset + lm.size - vstart) // SECTOR)
@@ -345,6 +351,19 @@ class GuestMixin:
                 found, wrong = LANDMARK_WEIGHTS.get(lm.what, (LANDMARK_FOUND, LANDMARK_WRONG))
                 marks += found if lm.check(got) else wrong
         return total + float(np.clip(marks, -LANDMARK_CAP, LANDMARK_CAP))
+
+
+def _content_llr(written: np.ndarray, content: np.ndarray) -> float:
+    """A block of a VHD with no parent against where its guest's file system says something
+    was written (core.guestfs content_state: 1 content, 0 none, -1 unknown): most of the
+    content left unwritten means another disk's bitmap (a file's all-zero pages are never
+    written, so some is expected)."""
+    c = content == 1
+    nc = int(c.sum())
+    if nc < CONTENT_MIN:
+        return 0.0
+    missing = int((c & ~written).sum())
+    return GUEST_CONFLICT if missing * 2 > nc else 0.0
 
 
 def _allocation_llr(written: np.ndarray, allocated: np.ndarray) -> float:
