@@ -239,6 +239,10 @@ class GuestFs:
         that found them read everything it needed."""
         raise NotImplementedError
 
+    def file_tails(self, start: int, length: int) -> list[Landmark]:
+        """Weak marks at files' ends inside the range (see Ext4.file_tails); none by default."""
+        return []
+
     # -- landmarks -------------------------------------------------------------------------------
     def landmarks(self, start: int, length: int) -> list[Landmark]:
         """Self-identifying structures the file system says lie wholly inside [start,

@@ -25,7 +25,7 @@ from construct import ConstructError
 from core.structs import ext4 as E
 from core.structs.layout import numpy_dtype, offsets
 
-from .base import (ALLOCATED, SECTOR, UNKNOWN, BudgetExceeded, GuestFs, Landmark, Reader,
+from .base import (ALLOCATED, PARSE_ERRORS, SECTOR, UNKNOWN, BudgetExceeded, GuestFs, Landmark, Reader,
                    bits_le, crc16, crc32c_raw, merge_intervals, states_from_units)
 
 MAX_GDT_BYTES = 16 << 20        # 16 MiB of descriptors = 256k groups (32 TiB at 4 KiB blocks)
@@ -611,17 +611,39 @@ class Ext4(GuestFs):
                     out.append(Landmark(self.offset + off, B, "ext4-dir-block",
                                         _dir_check(r.seed, B)))
                 elif r.kind == "tail":
-                    # Linux zeroes a file's last block past its size when it writes it back
-                    # (the page beyond i_size is zeroed before writeback: fs/buffer.c
-                    # block_write_full_page): zeros from EOF on, usually data just before
-                    edge = max(0, r.eof - TAIL_EDGE)
-                    out.append(Landmark(self.offset + off + r.eof, B - r.eof, "file-tail-zero",
-                                        _all_zero))
-                    out.append(Landmark(self.offset + off + edge, r.eof - edge, "file-tail-data",
-                                        _any_data))
+                    pass            # not self-identifying alone: see file_tails
                 else:
                     out.append(Landmark(self.offset + off, B, "ext4-extent-block",
                                         _extent_check(r.seed, B, r.depth, r.first)))
+            i += 1
+        return out
+
+    def file_tails(self, start: int, length: int) -> list[Landmark]:
+        """Weak, one-sided marks for the last, partial blocks of regular files inside [start,
+        start+length): Linux zeroes a file's last block past its size when it writes it back
+        (the page beyond i_size is zeroed before writeback, fs/buffer.c
+        block_write_full_page), so another disk's bytes there rarely read zero from EOF on
+        ("file-tail-zero"); data just before EOF is usual but a file may end in zeros
+        ("file-tail-data"). Neither names this file system alone: the solver weighs them."""
+        if not self.csum:
+            return []
+        try:
+            reached = self._walk()
+        except PARSE_ERRORS:
+            return []
+        B = self.block_size
+        a, b = start - self.offset, start - self.offset + length
+        i = bisect.bisect_left(self._reached_at, a // B)
+        out = []
+        while i < len(reached) and reached[i].block * B < b:
+            r = reached[i]
+            off = r.block * B
+            if r.kind == "tail" and off >= a and off + B <= b:
+                edge = max(0, r.eof - TAIL_EDGE)
+                out.append(Landmark(self.offset + off + r.eof, B - r.eof, "file-tail-zero",
+                                    _all_zero))
+                out.append(Landmark(self.offset + off + edge, r.eof - edge, "file-tail-data",
+                                    _any_data))
             i += 1
         return out
 

@@ -342,7 +342,8 @@ class GuestMixin:
                     content = fs.content_state(vstart, (s1 - s0) * SECTOR)
                     if len(content) == len(bits):
                         total += _content_llr(bits, content)
-            for lm in fs.landmarks(vstart, (s1 - s0) * SECTOR):
+            for lm in fs.landmarks(vstart, (s1 - s0) * SECTOR) \
+                    + fs.file_tails(vstart, (s1 - s0) * SECTOR):
                 r0 = (lm.offset - vstart) // SECTOR
                 r1 = -(-(lm.offset + lm.size - vstart) // SECTOR)
                 if r0 < 0 or r1 > len(bits) or not bits[r0:r1].all():
