@@ -35,6 +35,7 @@ GUEST_CONFLICT = -6.0       # written where the guest's file system says free
 GUEST_AGREE = 3.0           # written only where it holds data, a stranger would have missed
 AGREE_EXPECTED = 8.0        # ... by this many sectors at least (expected misses of a stranger)
 CONTENT_MIN = 64            # content sectors in a block before their being unwritten counts
+SHARE_SAMPLES = 32          # written-but-free sectors read to see whether they hold data
 CONFLICT_MIN = 8            # sectors written into free space before it counts (and 5 %)
 LANDMARK_FOUND, LANDMARK_WRONG = 4.0, -6.0
 # weaker landmarks: (found, wrong) by `Landmark.what`. A file's last block reads zero past its
@@ -287,6 +288,16 @@ class GuestMixin:
             {"le": wle, "pe": q, "les": les}))
 
     # -- evidence for one candidate ---------------------------------------------------------
+    def _data_share(self, start: int, sectors: np.ndarray) -> float:
+        """Share of the sectors (indices from absolute offset `start`) that are not all zero,
+        from at most SHARE_SAMPLES of them spread evenly."""
+        if not len(sectors):
+            return 1.0
+        pick = sectors[np.linspace(0, len(sectors) - 1, min(SHARE_SAMPLES, len(sectors)))
+                       .astype(np.int64)]
+        data = self.reader.gather(start + pick.astype(np.int64) * SECTOR, SECTOR)
+        return float(data.any(axis=1).mean())
+
     def add_guest(self, s, v: VdiState, le: int, pe: int) -> None:
         """Add the guest's evidence to a Score: like continuity, it ties an extent to one VDI
         (or off it) once it is decisive."""
@@ -337,7 +348,9 @@ class GuestMixin:
             if own_bitmap:
                 alloc = fs.allocation(vstart, (s1 - s0) * SECTOR)
                 if alloc is not None and len(alloc) == len(bits):
-                    total += _allocation_llr(bits, np.asarray(alloc, dtype=bool))
+                    alloc = np.asarray(alloc, dtype=bool)
+                    total += _allocation_llr(bits, alloc, self._data_share(
+                        base + a0 - lo, np.flatnonzero(bits & ~alloc)))
                 if not diff:
                     content = fs.content_state(vstart, (s1 - s0) * SECTOR)
                     if len(content) == len(bits):
@@ -367,12 +380,15 @@ def _content_llr(written: np.ndarray, content: np.ndarray) -> float:
     return GUEST_CONFLICT if missing * 2 > nc else 0.0
 
 
-def _allocation_llr(written: np.ndarray, allocated: np.ndarray) -> float:
-    """A block's written sectors against what the guest's file system holds there."""
+def _allocation_llr(written: np.ndarray, allocated: np.ndarray, data_share: float = 1.0
+                    ) -> float:
+    """A block's written sectors against what the guest's file system holds there.
+    `data_share`: the share of the written-but-free sectors that hold data (a guest writes
+    zeros to free space: a wipe, a discard emulated by writing zeros; those say nothing)."""
     nw = int(written.sum())
     if nw == 0:
         return 0.0
-    wrong = int((written & ~allocated).sum())
+    wrong = int(round(int((written & ~allocated).sum()) * data_share))
     if wrong >= max(CONFLICT_MIN, nw // 20):
         return GUEST_CONFLICT
     free_share = float((~allocated).mean())
