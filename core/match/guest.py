@@ -288,6 +288,29 @@ class GuestMixin:
             {"le": wle, "pe": q, "les": les}))
 
     # -- evidence for one candidate ---------------------------------------------------------
+    def guest_checked(self, v: VdiState, le: int, pe: int) -> bool:
+        """Was a placement checked against its guest's file system and found consistent? The
+        guest says where it wrote content in the LE's blocks (CONTENT_MIN sectors at least, a
+        stranger's bitmaps would leave much of it unwritten) and nothing counts against."""
+        fs = self.guest_of(v)
+        if fs is None or v.anchor.parent_uid is not None and any(v.anchor.parent_uid):
+            return False
+        if self.guest_llr(v, le, pe) < 0:
+            return False
+        a, E = v.anchor, self.E
+        gap = a.block_span - a.block_size
+        lo, hi = le * E, (le + 1) * E
+        offs = a.bitmap_offsets
+        for i in np.nonzero((offs >= lo) & (offs < hi))[0]:
+            d0 = int(offs[i]) + gap
+            s1 = (min(d0 + a.block_size, hi) - d0) // SECTOR
+            if s1 <= 0:
+                continue
+            c = fs.content_state(int(a.blocks[i]) * a.block_size, s1 * SECTOR)
+            if int((c == 1).sum()) >= CONTENT_MIN:
+                return True
+        return False
+
     def _data_share(self, start: int, sectors: np.ndarray) -> float:
         """Share of the sectors (indices from absolute offset `start`) that are not all zero,
         from at most SHARE_SAMPLES of them spread evenly."""

@@ -142,7 +142,7 @@ class ReviewMixin:
                 contested = pl.note is not None and (
                     pl.note == CONTESTED_NOTE or pl.note.startswith("content fits PEs")
                     or pl.note.startswith("free PEs"))
-                if rule or contested:
+                if (rule or contested) and not self.guest_checked(v, le, pl.pe):
                     drop.add(le)
             changed = True
             while changed:
