@@ -53,27 +53,43 @@ class GuestMixin:
 
     # -- the guest's file system, read through sure placements -----------------------------------
     def guest_refresh(self) -> bool:
-        """(Re)read every VDI's guest file system where its sure placements changed; True when
-        some VDI's guest view changed (its scores must be recomputed)."""
+        """(Re)read every VDI's guest file system where the placements of its chain changed;
+        True when some VDI's guest view changed (its scores must be recomputed). The view is
+        read through sure placements; where they do not reach the file system's own metadata,
+        through every placement (a wrong one fails the file system's checksums and gives no
+        view, or an UNKNOWN part of one)."""
         if not hasattr(self, "_guest"):
             self._guest: dict[int, tuple[frozenset, GuestFs | None]] = {}
         changed = False
         for v in self.vdis:
             if v.anchor is None or v.pred is None or v.metadata_map:
                 continue
-            sure = frozenset((le, pl.pe) for le, pl in v.placed.items()
-                             if pl.confidence >= SURE)
+            key = frozenset((w.index, le, pl.pe, pl.confidence >= SURE)
+                            for w in self._chain(v) for le, pl in w.placed.items())
             old = self._guest.get(v.index)
-            if old is not None and old[0] == sure:
+            if old is not None and old[0] == key:
                 continue
-            fs = open_guest(lambda off, n, v=v: self.read_virtual(v, off, n),
-                            int(v.anchor.current_size))
-            self._guest[v.index] = (sure, fs)
+            fs = None
+            for floor in (SURE, 0.0):
+                self._floor = floor
+                fs = open_guest(lambda off, n, v=v: self.read_virtual(v, off, n),
+                                int(v.anchor.current_size))
+                if fs is not None:
+                    break
+            self._floor = SURE
+            self._guest[v.index] = (key, fs)
             if fs is not None or (old is not None and old[1] is not None):
                 changed = True      # scores memoised with the old view are stale
         if changed:
             self._scores.clear()
         return changed
+
+    def _chain(self, v: VdiState) -> list[VdiState]:
+        out, x = [], v
+        while x is not None and len(out) < 32 and x not in out:
+            out.append(x)
+            x = self._parent_state(x)
+        return out
 
     def guest_of(self, v: VdiState) -> GuestFs | None:
         g = getattr(self, "_guest", {}).get(v.index)
@@ -89,13 +105,14 @@ class GuestMixin:
         return None
 
     def _sure_lv(self, v: VdiState, off: int, n: int) -> bytes | None:
-        """LV bytes of v through its sure placements; None where any is not placed surely."""
+        """LV bytes of v through its placements at or above the current floor (sure ones
+        unless guest_refresh falls back); None where any is not placed so."""
         out = bytearray()
         while n > 0:
             le, rel = divmod(off, self.E)
             take = min(n, self.E - rel)
             pl = v.placed.get(le)
-            if pl is None or pl.confidence < SURE:
+            if pl is None or pl.confidence < getattr(self, "_floor", SURE):
                 return None
             data = self.reader.space.read(self.D + pl.pe * self.E + rel, take)
             if len(data) != take:
