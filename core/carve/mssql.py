@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from core.carve.windows import DEFAULT_WINDOW, space_windows
-from core.kinds import Kind, Verdict, register
+from core.kinds import Kind, Verdict
 from core.errors import Cancelled, SrsalvageError, UnsafeError
 from core.output import AtomicOutput, hash_file
 from core.progress import ProgressFn, Ticker
@@ -233,11 +233,11 @@ def verify_page(data: bytes, offset: int, read: Callable[[int, int], bytes]) -> 
         "obj_id": copy.obj_id, "index_id": copy.index_id})
 
 
-MSSQL_PAGE = register(Kind(
+MSSQL_PAGE = Kind(
     name="mssql-page",
     description="SQL Server 8 KiB data-file page (header plausibility, checksum verified)",
     verify=verify_page, prefilter=page_prefilter, align=SCAN_ALIGN, length=PAGE_SIZE,
-    default=False, group="carve"))
+    default=False, group="carve")
 
 
 # -- reading records inside a page ------------------------------------------------------------
