@@ -1,16 +1,13 @@
 """The structure kinds of the signature scan: partition tables, LVM, VHD, XenServer MGT.
 
-Each kind's `verify` parses the candidate with the construct structures declared once by their
-owners (core.structs.mbr / gpt / lvm / vhd, the LVM CRC core.lvm.crc, the metadata text parser
-core.lvm.textformat, the MGT parser core.xen) and says whether checksums and sanity rules hold;
-`details` carry the fields that identify the structure (VHD unique id, creator, disk type and
-size; VG name and seqno; PV uuid; GPT disk guid ...).
-
-Every structure is parsed by its owner: the LVM label by core.lvm.label, the mda header by
-core.lvm.mda, the VHD footer checksum (with blktap's hidden-flag retry) by core.vhd.reader, the
-MBR and the GPT header with both CRCs by core.partitions, the MGT header by core.xen; a kind
-here only turns the owner's answer into a Verdict. `STRUCTURE_KINDS` lists them and
-`POST_SCAN_HOOKS` the cross-checks run after the pass; core.scan puts them in its table.
+Every structure is parsed by its owner, and a kind here only turns the owner's answer into a
+Verdict (valid when checksums and sanity rules hold; `details` carry the fields that identify
+the structure: VHD unique id, creator, disk type and size; VG name and seqno; PV uuid; GPT disk
+guid ...): the LVM label by core.lvm.label, the mda header by core.lvm.mda, the metadata text by
+core.lvm.textformat, the VHD footer, header and head (with blktap's hidden-flag retry) by
+core.vhd.head, the MBR and the GPT header with both CRCs by core.partitions, the MGT header by
+core.xen. `STRUCTURE_KINDS` lists them and `POST_SCAN_HOOKS` the cross-checks run after the
+pass; core.scan puts both in its table.
 
 Kinds and their anchors:
   mbr             55 AA at 510 of a sector (not a filesystem boot sector)
@@ -42,7 +39,8 @@ from core.structs import gpt as SG
 from core.structs import lvm as SL
 from core.structs import mbr as SM
 from core.structs import vhd as SV
-from core.vhd.reader import footer_checksum_ok, format_uuid
+from core.structs.vhd import format_uuid
+from core.vhd.head import HEAD_BYTES, CheckedFooter, parse_head, read_footer, read_header
 
 Read = Callable[[int, int], bytes]
 SECTOR = 512
@@ -53,14 +51,14 @@ def _ascii(raw: bytes) -> str:
 
 
 # =========================================================================================
-# VHD (core.structs.vhd, core.vhd.reader)
+# VHD (core.vhd.head)
 # =========================================================================================
 
 MAX_BATMAP_SECTORS = 1 << 16     # 2 TiB of 2 MiB blocks needs 256; generous bound
 
 
-def _footer_fields(f, raw: bytes) -> tuple[bool, dict[str, Any]]:
-    ok, _quirk = footer_checksum_ok(raw, f)   # blktap's hidden-flag retry (formats.md 4.1)
+def _footer_fields(footer: CheckedFooter) -> tuple[bool, dict[str, Any]]:
+    f, ok = footer.parsed, footer.checksum_ok   # blktap's hidden-flag retry (formats.md 4.1)
     ver = f.crtr_ver
     details = {
         "unique_id": format_uuid(f.uuid),
@@ -80,8 +78,9 @@ def _footer_fields(f, raw: bytes) -> tuple[bool, dict[str, Any]]:
 def verify_vhd_footer(data: bytes, offset: int, read: Read) -> Verdict | None:
     if len(data) < SV.FOOTER_SIZE or data[:8] != SV.HD_COOKIE:
         return None
-    f = SV.parse_footer(data)
-    ok, details = _footer_fields(f, data)
+    footer = read_footer(data)                 # core.vhd.head parses and checks it
+    f = footer.parsed
+    ok, details = _footer_fields(footer)
     # the copy at offset 0 of a dynamic VHD is followed by its dynamic header
     details["header_follows"] = read(offset + SECTOR, 8) == SV.DD_COOKIE
     valid = (ok and f.ff_version == SV.HD_FF_VERSION and f.type in (2, 3, 4)
@@ -92,8 +91,8 @@ def verify_vhd_footer(data: bytes, offset: int, read: Read) -> Verdict | None:
 def verify_vhd_header(data: bytes, offset: int, read: Read) -> Verdict | None:
     if len(data) < SV.HEADER_SIZE or data[:8] != SV.DD_COOKIE:
         return None
-    h = SV.parse_header(data)
-    ok = SV.header_checksum(data) == h.checksum
+    header = read_header(data)                 # core.vhd.head parses and checks it
+    h, ok = header.parsed, header.checksum_ok
     bs = int(h.block_size)
     parent = bytes(h.prt_uuid)
     details: dict[str, Any] = {
@@ -108,7 +107,7 @@ def verify_vhd_header(data: bytes, offset: int, read: Read) -> Verdict | None:
     if offset >= SECTOR:
         before = read(offset - SECTOR, SECTOR)
         if before[:8] == SV.HD_COOKIE:
-            f = SV.parse_footer(before)
+            f = read_footer(before).parsed
             details["unique_id"] = format_uuid(f.uuid)
             details["creator"] = _ascii(f.crtr_app)
             details["disk_type"] = SV.DISK_TYPE_NAMES.get(f.type, f"unknown-{f.type}")
@@ -132,10 +131,9 @@ def verify_vhd_batmap(data: bytes, offset: int, read: Read) -> Verdict | None:
         # the map follows its header; the VHD starts batmap_offset - 512 before the header
         vhd_start = offset + SECTOR - boff
         details["vhd_start"] = vhd_start
-        foot = read(vhd_start, SECTOR)
-        head = read(vhd_start + SECTOR, SV.HEADER_SIZE)
-        if foot[:8] == SV.HD_COOKIE and head[:8] == SV.DD_COOKIE:
-            f, h = SV.parse_footer(foot), SV.parse_header(head)
+        head = parse_head(read(vhd_start, HEAD_BYTES))   # footer copy + dynamic header
+        if head is not None:
+            f, h = head.footer.parsed, head.header.parsed
             details["unique_id"] = format_uuid(f.uuid)
             n = SV.batmap_checksum_length(int(f.curr_size), int(h.block_size) or 1)
             if 0 < n <= bsize * SECTOR:
@@ -423,8 +421,6 @@ GPT_HEADER = Kind("gpt-header", "GPT header (EFI PART), primary or backup",
 # =========================================================================================
 # XenServer MGT volume (core.xen, the SR metadata parser)
 # =========================================================================================
-MAX_MGT_READ = 4 << 20           # the MGT LV is 4 MiB (sm drivers/LVHDSR.py)
-
 
 def verify_xen_mgt(data: bytes, offset: int, read: Read) -> Verdict | None:
     if not data.startswith(b"XSSM:"):
@@ -434,7 +430,7 @@ def verify_xen_mgt(data: bytes, offset: int, read: Read) -> Verdict | None:
         return None
     length = first.length or 0
     # read what the header says is in use (bounded by the MGT size), parse with core.xen
-    n = length if SX.SR_INFO_SIZE_IN_SECTORS * SECTOR <= length <= MAX_MGT_READ else \
+    n = length if SX.SR_INFO_SIZE_IN_SECTORS * SECTOR <= length <= SX.MGT_BYTES else \
         SX.SR_INFO_SIZE_IN_SECTORS * SECTOR
     mgt = SX.parse_mgt(read(offset, n), offset)
     details = {"sr_uuid": mgt.sr_uuid, "sr_name_label": mgt.sr_name_label,

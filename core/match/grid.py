@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 
 from core.findings import Finding
+from core.lvm.label import parse_label_sector
 from core.match.features import SECTOR, SectorReader, find_cookie_pairs
 from core.progress import Ticker
+from core.structs.lvm import LABEL_SCAN_SECTORS
+from core.structs.lvhd import SM_PE_START_BYTES
 
-SM_PE_START = 11 << 20            # sm: pvcreate --metadatasize 10M gives pe_start 11 MiB (formats 2)
 MGT_SEARCH_POINTS = 4096          # grid points looked at for the MGT header without a grid
 
 
@@ -43,29 +45,20 @@ class Grid:
 
 
 def _label_at(ev, pv_offset: int) -> dict | None:
-    """A surviving LVM label in sectors 0..3 of a PV at pv_offset: pv id, pe_start, size."""
-    from core.structs import lvm as L
-    raw = ev.read(pv_offset, L.LABEL_SCAN_SECTORS * SECTOR)
-    for s in range(L.LABEL_SCAN_SECTORS):
-        sec = raw[s * SECTOR:(s + 1) * SECTOR]
-        if len(sec) < SECTOR or sec[:8] != L.LABEL_ID:
+    """A surviving LVM label in sectors 0..3 of a PV at pv_offset: pv id, pe_start, size
+    (parsed by core.lvm.label; its CRC and sector field are not insisted on: a damaged label's
+    pe_start is still the best evidence of the grid)."""
+    raw = ev.read(pv_offset, LABEL_SCAN_SECTORS * SECTOR)
+    for s in range(LABEL_SCAN_SECTORS):
+        label = parse_label_sector(raw[s * SECTOR:(s + 1) * SECTOR], pv_offset + s * SECTOR)
+        if label is None or not label.pv_header_ok or label.pe_start is None:
             continue
-        try:
-            head = L.label_sector_head.parse(sec)
-        except Exception:  # construct raises many kinds on garbage; a bad label is no label
-            continue
-        pvh = head.pv_header
-        if not pvh.data_areas:
-            continue
-        pid = pvh.pv_uuid.decode("ascii", "replace")
-        pe_start = int(pvh.data_areas[0].offset)
+        pe_start = int(label.pe_start)
         # bounded by the evidence's real size before it drives any arithmetic (issue 11: a
         # huge pe_start overflowed int64 in compute_pe_features)
         if pe_start <= 0 or pe_start % SECTOR or pv_offset + pe_start >= ev.size:
             continue
-        pretty = "-".join([pid[0:6], pid[6:10], pid[10:14], pid[14:18], pid[18:22], pid[22:26],
-                           pid[26:32]])
-        return {"pv_id": pretty, "pe_start": pe_start, "dev_size": int(pvh.device_size_xl)}
+        return {"pv_id": label.pv_uuid, "pe_start": pe_start, "dev_size": int(label.device_size)}
     return None
 
 
@@ -119,27 +112,27 @@ def _grid_from_anchors(ev, reader: SectorReader, extent_bytes: int, ticker: Tick
     parts = {0: ev.size}
     for part in getattr(report, "partitions", []) or []:
         parts.setdefault(int(part.offset), int(part.bytes))
-    sm = [p for p in sorted(parts) if (p + SM_PE_START) % E == residue
-          and p + SM_PE_START <= first]
+    sm = [p for p in sorted(parts) if (p + SM_PE_START_BYTES) % E == residue
+          and p + SM_PE_START_BYTES <= first]
     mgt = _mgt_grid_point(reader, residue, E, first)
     pv: int | None = None
     if mgt is not None:
         data_offset = mgt
-        pv = next((p for p in sm if p + SM_PE_START == mgt), None)
+        pv = next((p for p in sm if p + SM_PE_START_BYTES == mgt), None)
         if pv is not None:
             how = (f"the MGT volume's header at {mgt} and a PV start at {pv} plus sm's pe_start "
-                   f"({SM_PE_START}) agree")
-        elif mgt >= SM_PE_START:
-            pv = mgt - SM_PE_START
+                   f"({SM_PE_START_BYTES}) agree")
+        elif mgt >= SM_PE_START_BYTES:
+            pv = mgt - SM_PE_START_BYTES
             how = (f"the MGT volume's header at {mgt} (PV start {pv} assumed from sm's pe_start "
-                   f"{SM_PE_START}; no partition starts there)")
+                   f"{SM_PE_START_BYTES}; no partition starts there)")
         else:
             how = f"the MGT volume's header at {mgt}; the PV start is unknown"
     elif sm:
         pv = sm[0]
-        data_offset = pv + SM_PE_START
-        how = (f"a PV start at {pv} plus sm's pe_start ({SM_PE_START}) lands on the grid; no MGT "
-               f"header was found to confirm it")
+        data_offset = pv + SM_PE_START_BYTES
+        how = (f"a PV start at {pv} plus sm's pe_start ({SM_PE_START_BYTES}) lands on the grid; "
+               f"no MGT header was found to confirm it")
     else:
         data_offset = residue
         while data_offset < (1 << 20):

@@ -14,10 +14,11 @@ from core.match.assign import FREE, VdiState
 from core.match.features import SECTOR, SectorReader, bitmap_likeness
 from core.match.result import VdiMap
 from core.progress import Ticker
+from core.structs.lvhd import (LVHD_BLOCK_STRIDE_BYTES, LVHD_EXTENT_BYTES, LVHD_FIRST_BITMAP_BYTES,
+                               LVHD_LATTICE_PERIOD_BLOCKS, LVHD_LATTICE_PERIOD_LES)
+from core.structs.vhd import format_uuid
 
 ORPHAN_LIMIT = 4096               # orphan PEs examined in detail (1024 sectors each)
-LVHD_FIRST_BITMAP_SECTOR = 8455   # formats.md 4.5
-LVHD_STRIDE = 4104
 
 
 def _suggest_orphans(states: list[VdiState], vdis: list[VdiMap], orphans: list[dict]) -> None:
@@ -37,16 +38,18 @@ def _suggest_orphans(states: list[VdiState], vdis: list[VdiMap], orphans: list[d
             slot = v.pred.slots.get(le)
             if slot is None or not len(slot.bitmap_offsets) or le in m.ambiguous:
                 continue
-            cands = by_le.get(le % 513, [])
+            cands = by_le.get(le % LVHD_LATTICE_PERIOD_LES, [])
             if cands:
                 m.ambiguous[le] = sorted(set(cands))[:16]
 
 
-def lvhd_le_of_offset(sector_in_extent: int, extent_sectors: int = 8192) -> int | None:
+def lvhd_le_of_offset(sector_in_extent: int,
+                      extent_sectors: int = LVHD_EXTENT_BYTES // SECTOR) -> int | None:
     """The smallest LE number j at which an LVHD block bitmap (LV sector 8455 + 4104 k) falls
     at this sector of the extent; others are j + 513 m (the lattice repeats every 1024 blocks)."""
-    for k in range(1024):
-        rel = LVHD_FIRST_BITMAP_SECTOR + LVHD_STRIDE * k - sector_in_extent
+    first, stride = LVHD_FIRST_BITMAP_BYTES // SECTOR, LVHD_BLOCK_STRIDE_BYTES // SECTOR
+    for k in range(LVHD_LATTICE_PERIOD_BLOCKS):
+        rel = first + stride * k - sector_in_extent
         if rel >= 0 and rel % extent_sectors == 0:
             return rel // extent_sectors
     return None
@@ -63,11 +66,11 @@ def _orphans(reader: SectorReader, feats, owner: np.ndarray, D: int, E: int, N: 
         pe = int(pe)
         item: dict[str, Any] = {"pe": pe}
         if feats.tail_footer[pe]:
-            item["footer_uuid"] = _fmt_uuid(feats.tail_uid[pe].tobytes())
+            item["footer_uuid"] = format_uuid(feats.tail_uid[pe].tobytes())
         if feats.head_batmap[pe]:
             item["tdbatmap"] = True
         if feats.head_anchor[pe]:
-            item["vhd_head_uuid"] = _fmt_uuid(feats.head_uid[pe].tobytes())
+            item["vhd_head_uuid"] = format_uuid(feats.head_uid[pe].tobytes())
         secs = reader.gather(D + pe * E + lattice, SECTOR)
         like = bitmap_likeness(secs)
         good = np.nonzero(like >= 0.95)[0]
@@ -99,7 +102,3 @@ def _orphans(reader: SectorReader, feats, owner: np.ndarray, D: int, E: int, N: 
                                 f"not examined"))
     return out
 
-
-def _fmt_uuid(raw: bytes) -> str:
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -27,6 +27,7 @@ import numpy as np
 from core.errors import SrsalvageError
 from core.evidence.layers import unreadable_findings
 from core.findings import Finding
+from core.lvm.analyse import analyse_disk
 from core.match.anchors import VhdAnchor, parse_anchor, split_dm_name
 from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
 from core.match.features import SECTOR, SectorReader, compute_pe_features
@@ -37,24 +38,16 @@ from core.match.orphans import _orphans, _suggest_orphans, lvhd_le_of_offset  # 
 from core.match.predict import predict
 from core.match.result import Reconstruction, VdiMap, _state_key, _vdi_map  # noqa: F401
 from core.progress import ProgressFn, Ticker
+from core.structs.lvhd import LVHD_EXTENT_BYTES
 
-DEFAULT_EXTENT = 4 << 20
 MAX_PES = 1 << 24                 # 64 TiB of 4 MiB extents
 
 
 def _analyse(ev, backups, findings: list[Finding], pv_offsets=()):
-    try:
-        from core.lvm.analyse import analyse_disk  # engineer "lvm"
-    except ModuleNotFoundError:
-        findings.append(Finding("lvm-analysis-unavailable", None, "warning",
-                                "core.lvm.analyse is not available; metadata not consulted"))
-        return None
     return analyse_disk(ev, backups=list(backups), search_stray=True, pv_offsets=pv_offsets)
 
 
 # -- the main entry ----------------------------------------------------------------------------
-
-
 def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int, int]] | None = None,
                 cancel: threading.Event | None = None, progress: ProgressFn | None = None, *,
                 report=None, extent_bytes: int | None = None, data_offset: int | None = None,
@@ -74,7 +67,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                 break
         if vg is not None:
             ref = vg.reference
-    E = int(extent_bytes or (vg.extent_bytes if vg is not None else None) or DEFAULT_EXTENT)
+    E = int(extent_bytes or (vg.extent_bytes if vg is not None else None) or LVHD_EXTENT_BYTES)
     if E <= 0 or E % SECTOR:
         raise SrsalvageError(f"extent size {E} is not a positive multiple of 512")
     reader = SectorReader(ev)
