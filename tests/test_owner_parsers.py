@@ -160,3 +160,23 @@ def test_head_and_anchor_survive_garbage(body, extents):
     assert anchor is not None
     if not head.footer.checksum_ok:
         assert "vhd-footer-checksum" in [f.kind for f in anchor.findings]
+
+
+# -- SQL Server slot array: one reader (core.carve.mssql_page) for carving and the table reader --
+@given(st.binary(min_size=0, max_size=1024), st.integers(-1, 4100), st.integers(0, 200))
+@FAST
+def test_one_slot_array_reader(tail, slot, count):
+    import struct
+
+    from core.carve.mssql import slot_offset
+    from core.mssql.records import slot_offsets
+    from core.structs.mssql import PAGE_HEADER_SIZE, PAGE_SIZE
+    page = (bytes(PAGE_SIZE) + tail)[-PAGE_SIZE:]     # the slot array is at the page end
+    # what carving read before the slot array had one reader: the entry at the page end
+    pos = PAGE_SIZE - 2 * (slot + 1)
+    raw = struct.unpack_from("<H", page, pos)[0] if PAGE_HEADER_SIZE <= pos < PAGE_SIZE else None
+    expected = raw if raw is not None and PAGE_HEADER_SIZE <= raw < PAGE_SIZE else None
+    assert slot_offset(page, slot) == expected
+    offs = slot_offsets(page, count)
+    assert len(offs) == min(count, (PAGE_SIZE - PAGE_HEADER_SIZE) // 2)
+    assert all(o == slot_offset(page, s) for s, o in enumerate(offs))

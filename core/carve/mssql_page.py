@@ -34,7 +34,7 @@ def slot_offsets(page: bytes, slot_count: int) -> list[int | None]:
 def slot_offset(page: bytes, slot: int) -> int | None:
     """Offset of record `slot` from the slot array at the page end, or None if implausible."""
     offs = slot_offsets(page, slot + 1) if slot >= 0 else []
-    return offs[slot] if slot < len(offs) else None
+    return offs[slot] if 0 <= slot < len(offs) else None
 
 
 def read_boot_page(page: bytes) -> dict[str, Any] | None:
