@@ -40,7 +40,8 @@ from core.structs import lvm as SL
 from core.structs import mbr as SM
 from core.structs import vhd as SV
 from core.structs.vhd import format_uuid
-from core.vhd.head import HEAD_BYTES, CheckedFooter, parse_head, read_footer, read_header
+from core.vhd.head import (HEAD_BYTES, CheckedFooter, batmap_checksum_for, parse_head,
+                           read_footer, read_header)
 
 Read = Callable[[int, int], bytes]
 SECTOR = 512
@@ -125,7 +126,7 @@ def verify_vhd_batmap(data: bytes, offset: int, read: Read) -> Verdict | None:
     boff, bsize, ver = int(b.batmap_offset), int(b.batmap_size), int(b.batmap_version)
     details: dict[str, Any] = {"batmap_offset": boff, "batmap_sectors": bsize,
                                "version": f"{ver >> 16}.{ver & 0xFFFF}", "checksum_ok": None}
-    sane = (ver in (0x00010001, SV.BATMAP_VERSION_1_2) and 0 < bsize <= MAX_BATMAP_SECTORS
+    sane = (ver in (SV.BATMAP_VERSION_1_1, SV.BATMAP_VERSION_1_2) and 0 < bsize <= MAX_BATMAP_SECTORS
             and SECTOR <= boff and boff - SECTOR <= offset)
     if sane:
         # the map follows its header; the VHD starts batmap_offset - 512 before the header
@@ -138,8 +139,7 @@ def verify_vhd_batmap(data: bytes, offset: int, read: Read) -> Verdict | None:
             n = SV.batmap_checksum_length(int(f.curr_size), int(h.block_size) or 1)
             if 0 < n <= bsize * SECTOR:
                 m = read(offset + SECTOR, n)
-                details["checksum_ok"] = SV.batmap_checksum(
-                    m, signed=ver == 0x00010001) == b.checksum
+                details["checksum_ok"] = batmap_checksum_for(b, m) == b.checksum
     valid = sane and details["checksum_ok"] is not False
     return Verdict(valid, SV.BATMAP_HEADER_SIZE, details)
 

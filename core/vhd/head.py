@@ -109,6 +109,14 @@ def read_header(raw: bytes) -> CheckedHeader:
     return CheckedHeader(parsed, S.header_checksum(raw) == parsed.checksum)
 
 
+def batmap_checksum_for(header, map_bytes: bytes) -> int:
+    """The checksum blktap computes over these batmap bytes for this batmap header's version
+    (libvhd.c vhd_checksum_batmap: version 1.1 summed signed chars, later versions unsigned);
+    the caller says how many bytes it covers (core.structs.vhd.batmap_checksum_length)."""
+    return S.batmap_checksum(map_bytes,
+                             signed=int(header.batmap_version) == S.BATMAP_VERSION_1_1)
+
+
 def block_size_problem(block_bytes: int, limits: HeadLimits) -> str | None:
     """Why a dynamic header's block size cannot be used under `limits` (None: it can)."""
     bs = block_bytes

@@ -23,8 +23,8 @@ from core.findings import Finding
 from core.spaces import ByteSpace
 from core.structs import vhd as S
 from core.structs.vhd import format_uuid
-from core.vhd.head import (FooterCandidate, HeadLimits, block_size_problem,  # noqa: F401
-                           read_footer_at)
+from core.vhd.head import (FooterCandidate, HeadLimits, batmap_checksum_for,  # noqa: F401
+                           block_size_problem, read_footer_at)
 from core.vhd.virtual import VirtualDisk  # noqa: F401 (importable here)
 from core.xen import dm_name_parts
 
@@ -416,8 +416,7 @@ class VhdImage:
         csum_len = min(map_len, S.batmap_checksum_length(self.current_size, self.block_size),
                        MAX_BAT_ENTRIES // 8)
         map_bytes = self.space.read(map_off, max(want, csum_len))
-        signed = int(bh.batmap_version) == S.BATMAP_VERSION_1_1  # libvhd.c vhd_checksum_batmap
-        computed = S.batmap_checksum(map_bytes[:csum_len], signed=signed)
+        computed = batmap_checksum_for(bh, map_bytes[:csum_len])
         bits = np.unpackbits(np.frombuffer(map_bytes[:want], dtype=np.uint8))[:n].astype(bool)
         self.batmap = bits
         if computed != bh.checksum:
