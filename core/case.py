@@ -21,32 +21,33 @@ without the case, or start a new case (the old one is kept aside). No UI imports
 The audit log is tamper evident: each entry carries `hash`, the sha256 of the previous entry's
 hash and this entry's canonical JSON (`chain_hash`); `verify_chain` finds the first entry that
 does not fit.
+
+Beside this module: core/case_audit.py (evidence identity, the audit hash chain),
+core/case_maps.py (Extent, Patch, VdiMap, CaseError), core/case_paths.py (where the file lives).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from core.errors import SrsalvageError, UnsafeError
+# names kept importable from core.case (the identity, edit model and paths live beside it)
+from core.case_audit import (GENESIS, IDENTITY_SAMPLES, canonical, chain_hash,  # noqa: F401
+                             evidence_identity, verify_chain)
+from core.case_maps import CaseError, Extent, Patch, VdiMap, _manual  # noqa: F401
+from core.case_paths import (CASE_FORMAT, CASE_SUFFIX, _refuse_foreign, _writable_dir,  # noqa: F401
+                             check_case_path, default_case_path)
+from core.errors import UnsafeError
 from core.output import atomic_write_bytes
 
-CASE_FORMAT = "srsalvage-case"
 CASE_VERSION = 1
-CASE_SUFFIX = ".srsalvage-case.json"
 MAX_CASE_BYTES = 256 << 20  # a case file is small; anything bigger is not one of ours
 MAX_HISTORY = 10_000        # undo depth kept in the file (oldest dropped first)
 SOURCES = ("metadata", "vhd-match", "adjacency", "manual", "gap")
-
-
-class CaseError(SrsalvageError):
-    """A case file cannot be used (the message is one line)."""
 
 
 class CaseMismatch(UnsafeError):
@@ -54,157 +55,6 @@ class CaseMismatch(UnsafeError):
 
 
 MAX_IMAGE_BYTES = 1 << 62      # a case's `image.bytes` beyond this is not a disk size
-IDENTITY_SAMPLES = 32          # sampled 4 KiB windows (plus the first 64 KiB and the last 4 KiB)
-GENESIS = "0" * 64             # the `prev` of the first audit entry
-
-
-def evidence_identity(space, size: int | None = None) -> dict[str, Any]:
-    """Size and a sha256 over sampled sectors of the evidence: the first 64 KiB, 32 windows of
-    4 KiB spread evenly, the last 4 KiB (about 200 KiB read, whatever the size)."""
-    size = int(space.size if size is None else size)
-    h = hashlib.sha256()
-    offsets = [0] + [((size * i) // (IDENTITY_SAMPLES + 1)) & ~4095
-                     for i in range(1, IDENTITY_SAMPLES + 1)] + [max(0, size - 4096)]
-    for i, off in enumerate(offsets):
-        n = 65536 if i == 0 else 4096
-        data = space.read(off, min(n, max(0, size - off)))
-        h.update(off.to_bytes(8, "big"))
-        h.update(data)
-    return {"bytes": size, "sample_sha256": h.hexdigest(), "scheme": "v1-64k-32x4k-last4k"}
-
-
-def canonical(entry: dict[str, Any]) -> bytes:
-    """An audit entry without its own `hash`, as canonical JSON (sorted keys, no spaces)."""
-    body = {k: v for k, v in entry.items() if k != "hash"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      default=str).encode()
-
-
-def chain_hash(prev: str, entry: dict[str, Any]) -> str:
-    return hashlib.sha256(prev.encode() + b"\n" + canonical(entry)).hexdigest()
-
-
-def verify_chain(audit: Sequence[dict[str, Any]]) -> tuple[bool, int | None, str]:
-    """(ok, index of the first entry that breaks the chain, reason). Entries written before the
-    chain existed (no `hash`, at the start of the log) are reported, not trusted."""
-    prev = GENESIS
-    for i, entry in enumerate(audit):
-        if not isinstance(entry, dict) or "hash" not in entry:
-            return False, i, f"entry {i} has no hash (written before the chain, or removed)"
-        if entry.get("prev") != prev:
-            return False, i, f"entry {i} does not follow entry {i - 1} (an entry removed or inserted)"
-        if chain_hash(prev, entry) != entry["hash"]:
-            return False, i, f"entry {i} was altered (its hash does not match its content)"
-        prev = entry["hash"]
-    return True, None, f"{len(audit)} entries, chain intact"
-
-
-@dataclass(frozen=True)
-class Extent:
-    """One logical extent of a VDI: which PE holds it, how sure we are and why."""
-
-    pe: int | None
-    confidence: float = 1.0
-    source: str = "metadata"
-
-    def to_json(self) -> list[Any]:
-        return [self.pe, round(float(self.confidence), 4), self.source]
-
-    @classmethod
-    def from_json(cls, item: Any) -> "Extent":
-        if not isinstance(item, (list, tuple)) or len(item) != 3:
-            raise CaseError(f"bad extent entry {item!r}")
-        pe, conf, source = item
-        if pe is not None and (not isinstance(pe, int) or isinstance(pe, bool) or pe < 0):
-            raise CaseError(f"bad PE {pe!r}")
-        if not isinstance(conf, (int, float)) or not 0.0 <= float(conf) <= 1.0:
-            raise CaseError(f"bad confidence {conf!r}")
-        if not isinstance(source, str) or len(source) > 32:
-            raise CaseError(f"bad extent source {source!r}")
-        return cls(pe, float(conf), source)
-
-
-@dataclass
-class Patch:
-    """Extents [start, start+len(before)) of VDI `vdi` were replaced by `after`."""
-
-    vdi: str
-    start: int
-    before: list[Extent]
-    after: list[Extent]
-    action: str
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"vdi": self.vdi, "start": self.start, "action": self.action, "detail": self.detail,
-                "before": [e.to_json() for e in self.before],
-                "after": [e.to_json() for e in self.after]}
-
-    @classmethod
-    def from_json(cls, doc: Any) -> "Patch":
-        if not isinstance(doc, dict):
-            raise CaseError("bad history entry")
-        try:
-            start = doc["start"]
-            if not isinstance(start, int) or start < 0:
-                raise CaseError("bad history start")
-            return cls(str(doc["vdi"]), start, [Extent.from_json(e) for e in doc["before"]],
-                       [Extent.from_json(e) for e in doc["after"]], str(doc["action"]),
-                       str(doc.get("detail", "")))
-        except (KeyError, TypeError) as exc:
-            raise CaseError(f"bad history entry: {exc}") from None
-
-
-@dataclass
-class VdiMap:
-    """The edited extent map of one VDI (LE = index)."""
-
-    key: str
-    extents: list[Extent]
-    origin: str = ""          # where the map started from, e.g. "generation 12" or "reconstruct"
-
-    @property
-    def pes(self) -> list[int | None]:
-        return [e.pe for e in self.extents]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "origin": self.origin,
-                "extents": [e.to_json() for e in self.extents]}
-
-    @classmethod
-    def from_json(cls, doc: Any) -> "VdiMap":
-        if not isinstance(doc, dict) or not isinstance(doc.get("extents"), list):
-            raise CaseError("bad VDI map")
-        return cls(str(doc.get("key", "")), [Extent.from_json(e) for e in doc["extents"]],
-                   str(doc.get("origin", "")))
-
-
-def default_case_path(image_path: str) -> str:
-    """IMAGE.srsalvage-case.json beside a regular image; for a block device, in the current
-    directory (never under /dev)."""
-    try:
-        st = os.stat(image_path)
-        is_dev = stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
-    except OSError:
-        is_dev = False
-    if is_dev:
-        return os.path.abspath(os.path.basename(image_path) + CASE_SUFFIX)
-    return os.path.abspath(image_path) + CASE_SUFFIX
-
-
-def _writable_dir(path: str) -> bool:
-    return os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK)
-
-
-def check_case_path(case_path: str, image_path: str) -> None:
-    """The case must never be the evidence itself."""
-    if os.path.realpath(case_path) == os.path.realpath(image_path):
-        raise UnsafeError(f"case file {case_path} is the evidence {image_path}")
-    try:
-        if os.path.exists(case_path) and os.path.samefile(case_path, image_path):
-            raise UnsafeError(f"case file {case_path} is the evidence {image_path}")
-    except OSError:
-        pass
 
 
 class Case:
@@ -677,30 +527,6 @@ class Case:
         from, the PEs read and every virtual range it could not trust."""
         return self.log("export", vdi=vdi, detail=f"{fmt} -> {path}", path=path, format=fmt,
                         bytes=size, sha256=sha256, forced=forced, **extra)
-
-
-def _refuse_foreign(path: str) -> None:
-    """A file named by --case is moved aside (when damaged) only if it says it is ours."""
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeError(f"case file {path} is not a regular file; not touching it")
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError as exc:
-        raise UnsafeError(f"case file {path}: cannot read ({exc.strerror}); not touching it") from None
-    if b'"format"' in head and CASE_FORMAT.encode() in head:
-        return
-    if st.st_size == 0:
-        raise UnsafeError(f"{path} is an empty file, not a srsalvage case; not touching it "
-                          f"(remove it or name another --case)")
-    raise UnsafeError(f"{path} exists and is not a srsalvage case file; not touching it "
-                      f"(name another --case)")
-
-
-def _manual(e: Extent) -> Extent:
-    """An extent the technician placed by hand."""
-    return Extent(e.pe, 1.0, "manual") if e.pe is not None else e
 
 
 @dataclass

@@ -41,421 +41,46 @@ zeroes the whole metadata area (header and ring: only VHD structures remain), `n
 
 Not modelled: stale footers left in freed extents by inflate/deflate, journals, CBT logs,
 second metadata areas.
+
+Beside this module: core/demo_truth.py (the manifest), core/demo_vg.py (the VG, one generation
+per lvm2 command), core/demo_content.py (virtual disk contents, writing through an extent map).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import uuid as uuidlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from core.demo_payloads import CarvingTruth, demo_carving_plan
+from core.demo_content import (_Content, _ExtentFile, _LazyBlocks, _qemu_size, _raw_sha256,
+                               _virtual_sha256)
+from core.demo_payloads import demo_carving_plan
+from core.demo_truth import DemoManifest, GenerationTruth, VdiTruth
+from core.demo_vg import _map_runs, _uuid, _VolumeGroup, lvm_id
 from core.lvm.crc import lvm_crc
 from core.lvm.label import build_label_sector
 from core.lvm.mda import RawLocn, build_mda_header, ring_write_offset
-from core.lvm.model import LogicalVolume, PVMetadata, Segment, VGMetadata
-from core.lvm.writer import format_vg_metadata
+from core.lvm.model import PVMetadata
 from core.output import AtomicOutput
 from core.structs import gpt as G
 from core.structs import mbr as M
 from core.structs import vhd as SV
-from core.vhd.build import blktap_parent, build_vhd, lvhd_lv_size
+from core.structs.lvhd import LVHD_EXTENT_BYTES, SM_PE_START_BYTES, lvhd_lv_size
+from core.structs.vhd import VHD_BLOCK_BYTES
+from core.vhd.build import blktap_parent, build_vhd
 from core.xen import build_mgt
 
 SECTOR = 512
 MIB = 1 << 20
-EXTENT_BYTES = 4 * MIB                  # sm never passes -s: lvm's default 4 MiB
-EXTENT_SECTORS = EXTENT_BYTES // SECTOR
-BLOCK = SV.VHD_BLOCK_SIZE               # 2 MiB VHD blocks
 MDA_OFFSET = 4096                       # mda1 at 4096 of the PV (lvm2 format-text.c)
 MDA_SIZE = 11_530_240                   # lvm 2.03 with --metadatasize 10M (formats.md 2.4)
-PE_START = 11 * MIB                     # 22528 sectors (formats.md 2.4)
 GPT_PARTITION_START = MIB               # partition grid: 1 MiB
 DISK_BYTES = 1536 * MIB
-BASE_TIME = 1_700_000_000               # 2023-11-14: creation times are reproducible
-HOST = "xenserver-demo"
 DAMAGES = ("none", "partition-table", "label", "metadata")
 LAYOUTS = ("gpt", "whole-disk")
-_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"  # lvm2 uuid.c _c
-
-
-# -- the manifest: ground truth ------------------------------------------------------------------
-@dataclass
-class GenerationTruth:
-    seqno: int
-    offset: int              # absolute image offset of the copy
-    bytes: int               # text bytes including the NUL
-    checksum: int            # lvm_crc of those bytes
-    wrapped: bool
-    description: str
-    creation_time: int
-    intact: bool = True      # no later copy overwrote any of its bytes (small rings wrap)
-
-
-@dataclass
-class VdiTruth:
-    key: str                 # short stable name used by tests and `payloads`
-    label: str               # MGT name-label
-    lv_name: str             # LV name in the last generation that holds it
-    vdi_uuid: str
-    layout: str              # 'blktap' | 'qemu' | 'raw'
-    disk_type: str | None    # 'dynamic' | 'differencing' | None (raw)
-    virtual_bytes: int
-    lv_bytes: int
-    vhd_bytes: int | None    # bytes of the VHD inside the LV (to the end of its footer)
-    vhd_unique_id: str | None
-    parent_key: str | None
-    hidden: bool
-    read_only: bool
-    status: str              # 'live' | 'deleted'
-    pes: list[int]           # PE of each LE (the last generation that holds the LV)
-    map: list[list[int]]     # [[le, pe, count], ...]
-    claimed_by: dict[int, str]   # PE -> LV that the newest generation gives it to
-    sha256: str              # of the virtual disk (raw: the LV), flattened through parents
-    stale_sectors: list[list[int]]   # [[first virtual sector, count]]: bitmap clear, bytes stale
-    allocated_blocks: list[int]
-    created_seqno: int
-    removed_seqno: int | None
-    name_description: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["claimed_by"] = {str(k): v for k, v in self.claimed_by.items()}
-        return d
-
-
-@dataclass
-class DemoManifest:
-    path: str
-    layout: str
-    damage: list[str]
-    seed: int
-    image_bytes: int
-    sr_uuid: str
-    vg_name: str
-    vg_id: str
-    pv_uuid: str
-    pv_offset: int            # absolute offset of the PV (partition start)
-    pv_bytes: int
-    pe_start: int             # bytes from the PV start
-    pe_count: int
-    extent_bytes: int
-    data_offset: int          # absolute offset of PE 0
-    mda_offset: int           # absolute offset of the mda header
-    mda_size: int
-    disk_guid: str | None
-    generations: list[GenerationTruth]
-    vdis: list[VdiTruth]
-    mgt_pes: list[int]
-    data_bytes_written: int
-    carving: CarvingTruth | None = None   # the carving payloads and what a carve gives back
-
-    @property
-    def seqnos(self) -> list[int]:
-        return [g.seqno for g in self.generations]
-
-    def vdi(self, key: str) -> VdiTruth:
-        """By key, label, LV name or VDI uuid."""
-        for v in self.vdis:
-            if key in (v.key, v.label, v.lv_name, v.vdi_uuid):
-                return v
-        raise KeyError(key)
-
-    def lv_offset(self, vdi: VdiTruth, lv_offset: int) -> int:
-        """Absolute image offset of byte `lv_offset` of the VDI's LV."""
-        le, rest = divmod(lv_offset, self.extent_bytes)
-        return self.data_offset + vdi.pes[le] * self.extent_bytes + rest
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["vdis"] = [v.to_json() for v in self.vdis]
-        d["seqnos"] = self.seqnos
-        return d
-
-    def write_json(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, indent=1)
-            f.write("\n")
-
-
-# -- ids -----------------------------------------------------------------------------------------
-def lvm_id(rng: random.Random) -> str:
-    """A 32-char lvm2 id printed 6-4-4-4-4-4-6 (lib/uuid/uuid.c id_create, id_write_format)."""
-    raw = "".join(rng.choice(_ID_CHARS) for _ in range(32))
-    out, pos = [], 0
-    for n in (6, 4, 4, 4, 4, 4, 6):
-        out.append(raw[pos:pos + n])
-        pos += n
-    return "-".join(out)
-
-
-def _uuid(rng: random.Random) -> str:
-    return str(uuidlib.UUID(int=rng.getrandbits(128), version=4))
-
-
-# -- the VG as lvm2 would change it: one generation per command ----------------------------------
-@dataclass
-class _LV:
-    name: str
-    id: str
-    pes: list[int]
-    created: int
-    read_only: bool = False
-    tags: list[str] = field(default_factory=list)
-
-
-class _VolumeGroup:
-    """Extent allocation and metadata generations, command by command."""
-
-    def __init__(self, name: str, vg_id: str, pv: PVMetadata, device: str, rng: random.Random):
-        self.name, self.id, self.pv, self.device, self.rng = name, vg_id, pv, device, rng
-        self.used: dict[int, str] = {}
-        self.lvs: dict[str, _LV] = {}
-        self.seqno = 0
-        self.texts: list[tuple[int, bytes, str, int]] = []   # (seqno, text+NUL, description, time)
-        self.history: dict[str, list[tuple[int, list[int]]]] = {}   # lv -> [(seqno, pes)]
-        self.removed: dict[str, int] = {}
-
-    # allocation: continue contiguously after the LV's last PE when free, else lowest free PE
-    def _alloc(self, n: int, after: int | None = None) -> list[int]:
-        out: list[int] = []
-        pe = after + 1 if after is not None else None
-        while len(out) < n:
-            if pe is None or pe >= self.pv.pe_count or pe in self.used or pe in out:
-                pe = next((p for p in range(self.pv.pe_count)
-                           if p not in self.used and p not in out), None)
-                if pe is None:
-                    raise ValueError("demo VG is full")
-            out.append(pe)
-            pe += 1
-        return out
-
-    def _time(self) -> int:
-        return BASE_TIME + 600 * self.seqno
-
-    def _commit(self, command: str) -> None:
-        self.seqno += 1
-        ctime = self._time()
-        lvs: dict[str, LogicalVolume] = {}
-        for lv in self.lvs.values():
-            status = ["READ", "VISIBLE"] if lv.read_only else ["READ", "WRITE", "VISIBLE"]
-            lvs[lv.name] = LogicalVolume(lv.name, lv.id, status, [], list(lv.tags), lv.created,
-                                         HOST, _segments(lv.pes))
-            self.history.setdefault(lv.name, []).append((self.seqno, list(lv.pes)))
-        meta = VGMetadata(self.name, self.id, self.seqno, EXTENT_SECTORS, [self.pv], lvs)
-        description = f"Write from {command}."
-        text = format_vg_metadata(meta, "raw", description=description, creation_host=HOST,
-                                  creation_time=ctime)
-        self.texts.append((self.seqno, text.encode("utf-8") + b"\0", description, ctime))
-
-    def vgcreate(self) -> None:
-        self._commit(f"vgcreate --metadatasize 10M {self.name} {self.device}")
-
-    def lvcreate(self, name: str, extents: int, tags: Sequence[str] = ()) -> _LV:
-        lv = _LV(name, lvm_id(self.rng), self._alloc(extents), self._time() + 600,
-                 tags=list(tags))
-        for pe in lv.pes:
-            self.used[pe] = name
-        self.lvs[name] = lv
-        self._commit(f"lvcreate -n {name} -L {extents * 4}M {self.name}")
-        return lv
-
-    def lvextend(self, name: str, extents: int, command: str = "lvextend") -> None:
-        lv = self.lvs[name]
-        new = self._alloc(extents, after=lv.pes[-1])
-        for pe in new:
-            self.used[pe] = name
-        lv.pes += new
-        self._commit(f"{command} -L {len(lv.pes) * 4}M {self.name}/{name}")
-
-    def lvreduce(self, name: str, extents: int, command: str = "lvreduce") -> None:
-        lv = self.lvs[name]
-        for pe in lv.pes[len(lv.pes) - extents:]:
-            del self.used[pe]
-        del lv.pes[len(lv.pes) - extents:]
-        self._commit(f"{command} -f -L {len(lv.pes) * 4}M {self.name}/{name}")
-
-    def lvrename(self, old: str, new: str) -> None:
-        lv = self.lvs.pop(old)
-        lv.name = new
-        for pe in lv.pes:
-            self.used[pe] = new
-        self.lvs[new] = lv
-        self.history[new] = [(s, list(p)) for s, p in self.history.pop(old, [])]
-        self._commit(f"lvrename {self.name} {old} {new}")
-
-    def lvchange_readonly(self, name: str) -> None:
-        self.lvs[name].read_only = True
-        self._commit(f"lvchange -p r {self.name}/{name}")
-
-    def lvremove(self, name: str) -> None:
-        lv = self.lvs.pop(name)
-        for pe in lv.pes:
-            del self.used[pe]
-        self.removed[name] = self.seqno + 1
-        self._commit(f"lvremove -f {self.name}/{name}")
-
-
-def _segments(pes: list[int]) -> list[Segment]:
-    segs: list[Segment] = []
-    for le, pe in enumerate(pes):
-        if segs and segs[-1].stripes[0][1] + segs[-1].extent_count == pe:
-            segs[-1].extent_count += 1
-        else:
-            segs.append(Segment(le, 1, "striped", 1, None, [("pv0", pe)]))
-    return segs
-
-
-def _map_runs(pes: list[int]) -> list[list[int]]:
-    return [[s.start_extent, s.stripes[0][1], s.extent_count] for s in _segments(pes)]
-
-
-# -- virtual disk contents -----------------------------------------------------------------------
-class _Content:
-    """The virtual disk of one VDI, block by block (regenerated on demand: bounded memory)."""
-
-    def __init__(self, key: str, label: str, vdi_uuid: str, virtual: int,
-                 blocks: Iterable[int], partial: Mapping[int, np.ndarray] | None = None,
-                 payloads: Sequence[tuple[int, bytes]] = ()) -> None:
-        self.key, self.label, self.vdi_uuid, self.virtual = key, label, vdi_uuid, virtual
-        self.spb = BLOCK // SECTOR
-        self.partial = dict(partial or {})
-        self.payloads = [(int(o), bytes(b)) for o, b in payloads]
-        for off, data in self.payloads:
-            if off < 0 or off + len(data) > virtual:
-                raise ValueError(f"payload at {off} ({len(data)} bytes) outside VDI {key}")
-        touched = {b for off, data in self.payloads
-                   for b in range(off // BLOCK, (off + max(len(data), 1) - 1) // BLOCK + 1)}
-        self.pattern_blocks = set(blocks)
-        self.blocks = sorted(self.pattern_blocks | touched)
-
-    def _sector_lines(self, first_sector: int, count: int) -> bytes:
-        """`count` sectors, each one text line: '<label> | VDI <uuid> | sector <n> |' + filler."""
-        head = f"{self.label[:200]} | VDI {self.vdi_uuid} | sector ".encode()
-        line = (head + b"0000000000 |" + b" srsalvage demo data" * 30)[:SECTOR - 1] + b"\n"
-        rows = np.tile(np.frombuffer(line, dtype=np.uint8), (count, 1))
-        numbers = np.arange(first_sector, first_sector + count, dtype=np.int64)
-        for k in range(10):                       # the sector number, 10 digits, vectorised
-            rows[:, len(head) + 9 - k] = 48 + (numbers // 10 ** k) % 10
-        return rows.tobytes()
-
-    def block(self, b: int) -> tuple[bytes, np.ndarray]:
-        """(stored bytes, written mask): unwritten sectors hold stale bytes."""
-        first = b * self.spb
-        n = min(self.spb, max(0, self.virtual // SECTOR - first))
-        written = np.zeros(self.spb, dtype=bool)
-        if b in self.pattern_blocks:
-            data = bytearray(self._sector_lines(first, n).ljust(BLOCK, b"\0"))
-            mask = self.partial.get(b)
-            written[:n] = True if mask is None else mask[:n]
-            if mask is not None:
-                stale = (b"STALE bytes of a freed block, never part of this disk. " * 10)[:SECTOR]
-                for s in np.flatnonzero(~written[:n]).tolist():
-                    data[s * SECTOR:(s + 1) * SECTOR] = stale
-        else:
-            data = bytearray(BLOCK)
-        for off, payload in self.payloads:
-            lo, hi = max(off, b * BLOCK), min(off + len(payload), (b + 1) * BLOCK)
-            if lo >= hi:
-                continue
-            s0, s1 = (lo - b * BLOCK) // SECTOR, (hi - b * BLOCK - 1) // SECTOR + 1
-            for s in range(s0, s1):       # a sector the payload touches is written whole
-                if not written[s]:
-                    data[s * SECTOR:(s + 1) * SECTOR] = bytes(SECTOR)
-                written[s] = True
-            data[lo - b * BLOCK:hi - b * BLOCK] = payload[lo - off:hi - off]
-        return bytes(data), written
-
-    def visible(self, b: int) -> tuple[bytes, np.ndarray]:
-        """What a reader sees of block b in this VHD alone (unwritten sectors zero)."""
-        data, written = self.block(b)
-        arr = np.frombuffer(data, dtype=np.uint8).reshape(self.spb, SECTOR).copy()
-        arr[~written] = 0
-        return arr.tobytes(), written
-
-    def stale_runs(self) -> list[list[int]]:
-        runs: list[list[int]] = []
-        for b in sorted(self.partial):
-            if b not in self.pattern_blocks:
-                continue
-            _, written = self.block(b)
-            n = min(self.spb, max(0, self.virtual // SECTOR - b * self.spb))
-            for s in np.flatnonzero(~written[:n]).tolist():
-                v = b * self.spb + s
-                if runs and runs[-1][0] + runs[-1][1] == v:
-                    runs[-1][1] += 1
-                else:
-                    runs.append([v, 1])
-        return runs
-
-
-def _virtual_sha256(content: _Content, parent: _Content | None = None) -> str:
-    """sha256 of the virtual disk: blocks in order, unallocated/unwritten sectors zero or the
-    parent's (a differencing disk)."""
-    h = hashlib.sha256()
-    nblocks = -(-content.virtual // BLOCK)
-    mine = set(content.blocks)
-    theirs = set(parent.blocks) if parent is not None else set()
-    zero = bytes(BLOCK)
-    for b in range(nblocks):
-        size = min(BLOCK, content.virtual - b * BLOCK)
-        if b in mine:
-            data, written = content.visible(b)
-            if parent is not None and not written.all():
-                pdata = parent.visible(b)[0] if b in theirs else zero
-                arr = np.frombuffer(data, dtype=np.uint8).reshape(-1, SECTOR).copy()
-                parr = np.frombuffer(pdata, dtype=np.uint8).reshape(-1, SECTOR)
-                arr[~written] = parr[~written]
-                data = arr.tobytes()
-        elif parent is not None and b in theirs:
-            data = parent.visible(b)[0]
-        else:
-            data = zero
-        h.update(data[:size])
-    return h.hexdigest()
-
-
-def _raw_sha256(content: _Content, lv_bytes: int) -> str:
-    h = hashlib.sha256()
-    for b in range(lv_bytes // BLOCK):
-        h.update(content.block(b)[0] if b in set(content.blocks) else bytes(BLOCK))
-    return h.hexdigest()
-
-
-# -- writing through an LV's extent map ----------------------------------------------------------
-class _ExtentFile:
-    """File-like view of one LV inside the image file: seek/write in LV offsets go to the PEs."""
-
-    def __init__(self, f, data_offset: int, pes: list[int]) -> None:
-        self.f, self.data_offset, self.pes, self.pos = f, data_offset, pes, 0
-        self.written = 0
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = pos if whence == 0 else self.pos + pos
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            le, rest = divmod(self.pos, EXTENT_BYTES)
-            if le >= len(self.pes):
-                raise ValueError(f"write past the end of the LV ({len(self.pes)} extents)")
-            n = min(len(view) - done, EXTENT_BYTES - rest)
-            self.f.seek(self.data_offset + self.pes[le] * EXTENT_BYTES + rest)
-            self.f.write(view[done:done + n])
-            self.pos += n
-            done += n
-        self.written += len(data)
-        return len(data)
 
 
 # -- partition table -----------------------------------------------------------------------------
@@ -518,7 +143,7 @@ def _half_written(spb: int, rng: random.Random) -> np.ndarray:
 
 def _vdi_plans(rng: random.Random) -> dict[str, _VdiPlan]:
     """The demo's VDIs: key -> what it is, how big, which blocks hold data."""
-    spb = BLOCK // SECTOR
+    spb = VHD_BLOCK_BYTES // SECTOR
     return {
         "web": _VdiPlan("web", "web01 system disk", "Debian 12 web server, root file system",
                         "blktap", 128, [0, 1, 2, 3, 4, 5, 6, 7, 40, 41, 50, 63],
@@ -570,7 +195,7 @@ def _story(vg: _VolumeGroup, lv_name: Callable[[str], str], extents_for: Callabl
     for i in range(attach_cycles):
         name = (web, vm, sql)[i % 3]
         key = {web: "web", vm: "vm", sql: "sql"}[name]
-        full = lvhd_lv_size(virtual[key], 0, thick=True) // EXTENT_BYTES
+        full = lvhd_lv_size(virtual[key], 0, thick=True) // LVHD_EXTENT_BYTES
         grow = max(1, full - len(vg.lvs[name].pes))
         vg.lvextend(name, grow, command="lvresize")
         vg.lvreduce(name, grow, command="lvresize")
@@ -680,9 +305,9 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
     else:
         gpt_pieces, pv_offset, pv_bytes = [], 0, disk_bytes
         device = "/dev/disk/by-id/scsi-demo"
-    pe_start = PE_START if mda_size == MDA_SIZE else \
+    pe_start = SM_PE_START_BYTES if mda_size == MDA_SIZE else \
         -(-(MDA_OFFSET + mda_size) // MIB) * MIB
-    pe_count = (pv_bytes - pe_start) // EXTENT_BYTES
+    pe_count = (pv_bytes - pe_start) // LVHD_EXTENT_BYTES
     pv_uuid = lvm_id(rng)
     pv_meta = PVMetadata("pv0", pv_uuid, device, ["ALLOCATABLE"], [], [], pv_bytes // SECTOR,
                          pe_start // SECTOR, pe_count)
@@ -711,10 +336,10 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
     def extents_for(k: str) -> int:
         c = contents[k]
         if plans[k].layout == "raw":
-            return -(-c.virtual // EXTENT_BYTES)
+            return -(-c.virtual // LVHD_EXTENT_BYTES)
         if plans[k].layout == "qemu":
-            return -(-_qemu_size(c) // EXTENT_BYTES)
-        return lvhd_lv_size(c.virtual, len(c.blocks)) // EXTENT_BYTES
+            return -(-_qemu_size(c) // LVHD_EXTENT_BYTES)
+        return lvhd_lv_size(c.virtual, len(c.blocks)) // LVHD_EXTENT_BYTES
 
     say("metadata generations")
     _story(vg, lv_name, extents_for, {k: c.virtual for k, c in contents.items()}, attach_cycles)
@@ -759,7 +384,7 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
             name = lv_name(k)
             pes = vg.history[name][-1][1]
             lvf = _ExtentFile(f, data_offset, pes)
-            lv_bytes = len(pes) * EXTENT_BYTES
+            lv_bytes = len(pes) * LVHD_EXTENT_BYTES
             parent_ref = None
             if k == "vm":
                 parent_ref = blktap_parent(sr_uuid, golden, unique_ids["golden"],
@@ -767,7 +392,7 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
             blocks = _LazyBlocks(c)
             if p.layout == "raw":
                 for b in c.blocks:
-                    lvf.seek(b * BLOCK)
+                    lvf.seek(b * VHD_BLOCK_BYTES)
                     lvf.write(c.block(b)[0])
                 vhd = None
             else:
@@ -809,7 +434,7 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
     return DemoManifest(
         path=path, layout=layout, damage=damages or ["none"], seed=seed, image_bytes=disk_bytes,
         sr_uuid=sr_uuid, vg_name=vg_name, vg_id=vg.id, pv_uuid=pv_uuid, pv_offset=pv_offset,
-        pv_bytes=pv_bytes, pe_start=pe_start, pe_count=pe_count, extent_bytes=EXTENT_BYTES,
+        pv_bytes=pv_bytes, pe_start=pe_start, pe_count=pe_count, extent_bytes=LVHD_EXTENT_BYTES,
         data_offset=data_offset, mda_offset=mda_abs, mda_size=mda_size,
         disk_guid=str(disk_guid) if layout == "gpt" else None, generations=gens,
         vdis=truths, mgt_pes=list(mgt_pes), data_bytes_written=written,
@@ -830,9 +455,9 @@ def _disk_ranges(vhd, pes: Sequence[int], data_offset: int, virtual_offset: int,
         n = min(end - pos, vhd.block_size - within)
         lv_off = vhd.block_offsets[b] + bitmap + within
         while n > 0:
-            le, rest = divmod(lv_off, EXTENT_BYTES)
-            m = min(n, EXTENT_BYTES - rest)
-            disk = data_offset + pes[le] * EXTENT_BYTES + rest
+            le, rest = divmod(lv_off, LVHD_EXTENT_BYTES)
+            m = min(n, LVHD_EXTENT_BYTES - rest)
+            disk = data_offset + pes[le] * LVHD_EXTENT_BYTES + rest
             if out and out[-1][0] + out[-1][1] == disk:
                 out[-1][1] += m
             else:
@@ -874,32 +499,6 @@ def _mark_overwritten(gens: list[GenerationTruth], mda_abs: int, mda_size: int) 
             if any(a < d and c < b for a, b in all_spans[i] for c, d in later):
                 g.intact = False
                 break
-
-
-class _LazyBlocks(Mapping):
-    """block index -> (bytes, written mask), produced when build_vhd asks (bounded memory)."""
-
-    def __init__(self, content: _Content) -> None:
-        self.content = content
-
-    def __getitem__(self, b: int):
-        if b not in self.content.blocks:
-            raise KeyError(b)
-        return self.content.block(b)
-
-    def __iter__(self):
-        return iter(self.content.blocks)
-
-    def __len__(self) -> int:
-        return len(self.content.blocks)
-
-
-def _qemu_size(c: _Content) -> int:
-    """Bytes of a qemu-layout VHD of this content: footer copy, header, BAT, packed blocks,
-    footer (core.vhd.build 'qemu')."""
-    nblocks = -(-c.virtual // BLOCK)
-    bat = -(-nblocks * 4 // SECTOR) * SECTOR
-    return 1536 + bat + len(c.blocks) * (BLOCK + SECTOR) + SECTOR
 
 
 __all__ = ["build_demo", "DemoManifest", "VdiTruth", "GenerationTruth", "DAMAGES", "LAYOUTS",

@@ -1,18 +1,16 @@
-"""The registry of things the signature scan can find ("kinds").
+"""What the signature scan can find ("kinds"), and what it reports (`ScanFinding`).
 
-A format module declares its kinds here and the scan (core.scan) finds them all in one pass.
+A format module declares its kinds as `Kind` values; the scan (core.scan) lists them in one
+explicit table and finds them all in one pass.
 A kind is located either by a magic byte string at a fixed offset inside the structure, at
 positions aligned to `align` (the common case: one vectorised compare per aligned position), or
 by a `prefilter` for structures without a magic (SQL Server pages): a numpy function over the
 window that returns candidate offsets. Each candidate is then handed to `verify`, which parses
 it properly and says whether it is valid and what identifies it.
-
-Format modules register at import time; `load_builtin_kinds()` imports them all.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -56,26 +54,20 @@ class Kind:
             raise ValueError(f"kind {self.name}: align must be >= 1")
 
 
-KINDS: dict[str, Kind] = {}
+@dataclass(frozen=True)
+class ScanFinding:
+    """One structure found: absolute offset, bytes it occupies, verdict and identifying fields."""
 
-# Modules that declare kinds; each calls register() at import time.
-BUILTIN_KIND_MODULES = (
-    "core.scan_kinds",      # partition tables, LVM, VHD, XenServer MGT
-    "core.carve.mssql",     # SQL Server pages
-    "core.carve.rar",       # RAR 4 / RAR 5 archives
-)
+    kind: str
+    offset: int
+    bytes: int
+    valid: bool
+    details: dict[str, Any] = field(default_factory=dict)
 
-
-def register(kind: Kind) -> Kind:
-    existing = KINDS.get(kind.name)
-    if existing is not None and existing is not kind:
-        raise ValueError(f"kind {kind.name} registered twice")
-    KINDS[kind.name] = kind
-    return kind
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "offset": self.offset, "bytes": self.bytes,
+                "valid": self.valid, "details": self.details}
 
 
-def load_builtin_kinds() -> dict[str, Kind]:
-    """Import every format module that declares kinds; returns the registry."""
-    for module in BUILTIN_KIND_MODULES:
-        importlib.import_module(module)
-    return KINDS
+# A cross-check run once over the sorted findings of a scan: fn(findings, read) -> findings
+PostScanHook = Callable[[list[ScanFinding], Callable[[int, int], bytes]], list[ScanFinding]]

@@ -9,7 +9,7 @@ raises on garbage.  PVs found by label scanning where no table names them are ad
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from construct import ConstructError
 
@@ -133,31 +133,63 @@ class GptHeaderInfo:
     header_crc_ok: bool
     array_crc_ok: bool
     entries: list[Any]
+    array_read: bool = False     # the entry array was of a sane size and read whole
+    sector_size: int = 512
+    disk_start: int = 0          # absolute offset of the disk's LBA 0
 
 
-def _read_gpt_header(ev: ByteSpace, lba: int, sector_size: int) -> GptHeaderInfo | None:
-    off = lba * sector_size
-    raw = ev.read(off, sector_size)
+def gpt_sector_size(my_lba: int, offset: int) -> int:
+    """The sector size (512 or 4096) that puts a GPT header found at `offset` of a disk at its
+    own `my_lba`; 512 when neither does."""
+    sector_size = next((ss for ss in (512, 4096) if my_lba * ss == offset), None)
+    if sector_size is None:
+        sector_size = 4096 if offset % 4096 == 0 and my_lba and offset // my_lba == 4096 else 512
+    return sector_size
+
+
+def parse_gpt_header(raw: bytes, offset: int, sector_size: int | None,
+                     read: Callable[[int, int], bytes], disk_start: int | None = 0,
+                     disk_size: int | None = None) -> GptHeaderInfo | None:
+    """The GPT header in `raw` (its sector, read at absolute `offset`; None without the
+    signature), its CRC checked over `size` bytes with the CRC field zeroed, and its entry array
+    read through `read(offset, n)` at `disk_start + partition_entry_lba * sector_size` and
+    CRC-checked (UEFI spec 5.3.2). A header found loose (the scan) gives `sector_size=None` and
+    `disk_start=None`: the sector size is the one that puts it at its own my_lba and the disk
+    starts my_lba sectors before it. The one GPT header parser: the partition table reader and
+    the scan's gpt-header kind both use it."""
     if len(raw) < G.GPT_HEADER_MINSIZE or raw[:8] != G.GPT_HEADER_SIGNATURE:
         return None
     hdr = G.gpt_header.parse(raw)
+    if sector_size is None:
+        sector_size = gpt_sector_size(int(hdr.my_lba), offset)
+    if disk_start is None:
+        disk_start = offset - int(hdr.my_lba) * sector_size
     hsize = hdr.size
     header_crc_ok = False
-    if G.GPT_HEADER_MINSIZE <= hsize <= sector_size:
+    if G.GPT_HEADER_MINSIZE <= hsize <= min(len(raw), sector_size):
         check = bytearray(raw[:hsize])
         check[16:20] = b"\0\0\0\0"
         header_crc_ok = G.gpt_crc32(bytes(check)) == hdr.crc32
     esize, count = hdr.sizeof_partition_entry, hdr.npartition_entries
     entries: list[Any] = []
-    array_crc_ok = False
+    array_crc_ok = array_read = False
     if esize >= G.GPT_ENTRY_SIZE and esize % 8 == 0 and 0 < count and esize * count <= MAX_GPT_ARRAY:
-        array = ev.read(hdr.partition_entry_lba * sector_size, esize * count) \
-            if hdr.partition_entry_lba * sector_size < ev.size else b""
+        at = disk_start + hdr.partition_entry_lba * sector_size
+        array = read(at, esize * count) \
+            if at >= 0 and (disk_size is None or at < disk_size) else b""
         if len(array) == esize * count:
+            array_read = True
             array_crc_ok = G.gpt_crc32(array) == hdr.partition_entry_array_crc32
             for i in range(count):
                 entries.append(G.gpt_entry.parse(array[i * esize: i * esize + G.GPT_ENTRY_SIZE]))
-    return GptHeaderInfo(off, hdr, header_crc_ok, array_crc_ok, entries)
+    return GptHeaderInfo(offset, hdr, header_crc_ok, array_crc_ok, entries, array_read,
+                         sector_size, disk_start)
+
+
+def _read_gpt_header(ev: ByteSpace, lba: int, sector_size: int) -> GptHeaderInfo | None:
+    off = lba * sector_size
+    return parse_gpt_header(ev.read(off, sector_size), off, sector_size, ev.read,
+                            disk_size=ev.size)
 
 
 def _gpt_partitions(info: GptHeaderInfo, sector_size: int) -> list[Partition]:

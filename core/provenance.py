@@ -221,9 +221,9 @@ def open_guarded_image(space: RunList, guard: Guard, name: str = ""):
                 or guard.hit(img.footer_offset or 0, (img.footer_offset or 0) + 512, True) \
                 or img.disk_type != S.HD_TYPE_DYNAMIC:
             return img
-        need = -(-img.virtual_size // S.VHD_BLOCK_SIZE)
+        need = -(-img.virtual_size // S.VHD_BLOCK_BYTES)
         raw = S.build_header(cookie=S.DD_COOKIE, data_offset=S.DD_NEXT_OFFSET, table_offset=1536,
-                             hdr_ver=S.DD_VERSION, max_bat_size=need, block_size=S.VHD_BLOCK_SIZE,
+                             hdr_ver=S.DD_VERSION, max_bat_size=need, block_size=S.VHD_BLOCK_BYTES,
                              prt_uuid=bytes(16), prt_ts=0, prt_name=bytes(512), loc=[])
         img.header, img.header_raw, img.header_offset = S.parse_header(raw), raw, 512
         img.header_checksum_ok = True

@@ -21,7 +21,6 @@ findings list is capped (`max_findings`) while counting goes on.
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from core.errors import SrsalvageError
-from core.kinds import BUILTIN_KIND_MODULES, KINDS, Kind, Verdict
+from core import scan_kinds
+from core.carve.mssql import MSSQL_PAGE
+from core.carve.rar import RAR4_KIND, RAR5_KIND
+from core.kinds import Kind, PostScanHook, ScanFinding, Verdict  # noqa: F401 (importable here)
 from core.progress import ProgressFn, Ticker
 from core.source import Evidence
 
@@ -42,21 +44,6 @@ DEFAULT_MAX_FINDINGS = 1_000_000
 
 class UnknownKindError(SrsalvageError):
     """--kinds named a kind that is not registered (the CLI exits 2 with the valid list)."""
-
-
-@dataclass(frozen=True)
-class ScanFinding:
-    """One structure found: absolute offset, bytes it occupies, verdict and identifying fields."""
-
-    kind: str
-    offset: int
-    bytes: int
-    valid: bool
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "offset": self.offset, "bytes": self.bytes,
-                "valid": self.valid, "details": self.details}
 
 
 @dataclass
@@ -88,32 +75,18 @@ class ScanResult:
         return doc
 
 
-# -- hooks run after the pass (cross-checks between findings, e.g. metadata CRC via mda) -----
-PostScanHook = Callable[[list[ScanFinding], Callable[[int, int], bytes]], list[ScanFinding]]
-POST_SCAN_HOOKS: list[PostScanHook] = []
+# -- the table of kinds and of the cross-checks run after the pass ---------------------------
+# Every kind the scan knows, in the order it lists them: the structure kinds (partition tables,
+# LVM, VHD, XenServer MGT), then the carvers' (SQL Server pages, RAR archives).
+KINDS: dict[str, Kind] = {k.name: k for k in (*scan_kinds.STRUCTURE_KINDS,
+                                              MSSQL_PAGE, RAR4_KIND, RAR5_KIND)}
+# fn(findings, read) -> findings, run once over the sorted findings (e.g. metadata CRC via mda)
+POST_SCAN_HOOKS: tuple[PostScanHook, ...] = scan_kinds.POST_SCAN_HOOKS
 
 
-def post_scan_hook(fn: PostScanHook) -> PostScanHook:
-    """Register fn(findings, read) -> findings, run once over the sorted findings of a scan."""
-    if fn not in POST_SCAN_HOOKS:
-        POST_SCAN_HOOKS.append(fn)
-    return fn
-
-
-# -- the registry ----------------------------------------------------------------------------
 def available_kinds() -> dict[str, Kind]:
-    """Import every kind module that exists yet and return the registry.
-
-    A module that is not written yet (another engineer's) is skipped; an error inside an existing
-    module is not hidden.
-    """
-    for module in BUILTIN_KIND_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise
-    return KINDS
+    """Every kind the scan knows, by name."""
+    return dict(KINDS)
 
 
 def resolve_kinds(kinds: Iterable[str | Kind] | None) -> list[Kind]:
@@ -449,4 +422,4 @@ def scan(
 
 
 __all__ = ["ScanFinding", "ScanResult", "UnknownKindError", "scan", "resolve_kinds",
-           "available_kinds", "post_scan_hook", "POST_SCAN_HOOKS", "DEFAULT_WINDOW"]
+           "available_kinds", "KINDS", "POST_SCAN_HOOKS", "DEFAULT_WINDOW"]

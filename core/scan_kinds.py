@@ -1,13 +1,13 @@
 """The structure kinds of the signature scan: partition tables, LVM, VHD, XenServer MGT.
 
-Each kind's `verify` parses the candidate with the construct structures declared once by their
-owners (core.structs.mbr / gpt / lvm / vhd, the LVM CRC core.lvm.crc, the metadata text parser
-core.lvm.textformat, the MGT parser core.xen) and says whether checksums and sanity rules hold;
-`details` carry the fields that identify the structure (VHD unique id, creator, disk type and
-size; VG name and seqno; PV uuid; GPT disk guid ...).
-
-A group whose owner module does not exist yet is not registered (its name is listed in
-`MISSING_MODULES`); nothing is re-declared here.
+Every structure is parsed by its owner, and a kind here only turns the owner's answer into a
+Verdict (valid when checksums and sanity rules hold; `details` carry the fields that identify
+the structure: VHD unique id, creator, disk type and size; VG name and seqno; PV uuid; GPT disk
+guid ...): the LVM label by core.lvm.label, the mda header by core.lvm.mda, the metadata text by
+core.lvm.textformat, the VHD footer, header and head (with blktap's hidden-flag retry) by
+core.vhd.head, the MBR and the GPT header with both CRCs by core.partitions, the MGT header by
+core.xen. `STRUCTURE_KINDS` lists them and `POST_SCAN_HOOKS` the cross-checks run after the
+pass; core.scan puts both in its table.
 
 Kinds and their anchors:
   mbr             55 AA at 510 of a sector (not a filesystem boot sector)
@@ -23,33 +23,28 @@ Kinds and their anchors:
 
 from __future__ import annotations
 
-import importlib
 import re
-import uuid
 from typing import Any, Callable
 
 import numpy as np
 
-from core.kinds import Kind, Verdict, register
+from core import xen as SX
+from core.kinds import Kind, ScanFinding, Verdict
+from core.lvm import crc as CRC
+from core.lvm import textformat as TEXT
+from core.lvm.label import parse_label_sector
+from core.lvm.mda import parse_mda_header
+from core.partitions import parse_gpt_header, parse_mbr_sector
+from core.structs import gpt as SG
+from core.structs import lvm as SL
+from core.structs import mbr as SM
+from core.structs import vhd as SV
+from core.structs.vhd import format_uuid
+from core.vhd.head import (HEAD_BYTES, CheckedFooter, batmap_checksum_for, parse_head,
+                           read_footer, read_header)
 
 Read = Callable[[int, int], bytes]
 SECTOR = 512
-MISSING_MODULES: list[str] = []
-
-
-def _optional(name: str):
-    """Import an owner's module; None (and noted) while it is not written yet."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            MISSING_MODULES.append(name)
-            return None
-        raise
-
-
-def _hex_uuid(raw: bytes) -> str:
-    return str(uuid.UUID(bytes=bytes(raw)))
 
 
 def _ascii(raw: bytes) -> str:
@@ -57,23 +52,17 @@ def _ascii(raw: bytes) -> str:
 
 
 # =========================================================================================
-# VHD (core.structs.vhd, engineer "vhd")
+# VHD (core.vhd.head)
 # =========================================================================================
-SV = _optional("core.structs.vhd")
 
 MAX_BATMAP_SECTORS = 1 << 16     # 2 TiB of 2 MiB blocks needs 256; generous bound
 
 
-def _footer_fields(f, raw: bytes) -> tuple[bool, dict[str, Any]]:
-    ok = SV.footer_checksum(raw) == f.checksum
-    if not ok and raw[SV.FOOTER_HIDDEN_OFFSET]:
-        # early blktap set `hidden` without updating the checksum (formats.md 4.1)
-        patched = bytearray(raw[:SV.FOOTER_SIZE])
-        patched[SV.FOOTER_HIDDEN_OFFSET] = 0
-        ok = SV.footer_checksum(bytes(patched)) == f.checksum
+def _footer_fields(footer: CheckedFooter) -> tuple[bool, dict[str, Any]]:
+    f, ok = footer.parsed, footer.checksum_ok   # blktap's hidden-flag retry (formats.md 4.1)
     ver = f.crtr_ver
     details = {
-        "unique_id": _hex_uuid(f.uuid),
+        "unique_id": format_uuid(f.uuid),
         "creator": _ascii(f.crtr_app),
         "creator_version": f"{ver >> 16}.{ver & 0xFFFF}",
         "disk_type": SV.DISK_TYPE_NAMES.get(f.type, f"unknown-{f.type}"),
@@ -90,8 +79,9 @@ def _footer_fields(f, raw: bytes) -> tuple[bool, dict[str, Any]]:
 def verify_vhd_footer(data: bytes, offset: int, read: Read) -> Verdict | None:
     if len(data) < SV.FOOTER_SIZE or data[:8] != SV.HD_COOKIE:
         return None
-    f = SV.parse_footer(data)
-    ok, details = _footer_fields(f, data)
+    footer = read_footer(data)                 # core.vhd.head parses and checks it
+    f = footer.parsed
+    ok, details = _footer_fields(footer)
     # the copy at offset 0 of a dynamic VHD is followed by its dynamic header
     details["header_follows"] = read(offset + SECTOR, 8) == SV.DD_COOKIE
     valid = (ok and f.ff_version == SV.HD_FF_VERSION and f.type in (2, 3, 4)
@@ -102,15 +92,15 @@ def verify_vhd_footer(data: bytes, offset: int, read: Read) -> Verdict | None:
 def verify_vhd_header(data: bytes, offset: int, read: Read) -> Verdict | None:
     if len(data) < SV.HEADER_SIZE or data[:8] != SV.DD_COOKIE:
         return None
-    h = SV.parse_header(data)
-    ok = SV.header_checksum(data) == h.checksum
+    header = read_header(data)                 # core.vhd.head parses and checks it
+    h, ok = header.parsed, header.checksum_ok
     bs = int(h.block_size)
     parent = bytes(h.prt_uuid)
     details: dict[str, Any] = {
         "table_offset": int(h.table_offset),
         "max_table_entries": int(h.max_bat_size),
         "block_size": bs,
-        "parent_unique_id": _hex_uuid(parent) if any(parent) else None,
+        "parent_unique_id": format_uuid(parent) if any(parent) else None,
         "parent_name": SV.decode_utf16be_name(bytes(h.prt_name)) or None,
         "checksum_ok": ok,
     }
@@ -118,8 +108,8 @@ def verify_vhd_header(data: bytes, offset: int, read: Read) -> Verdict | None:
     if offset >= SECTOR:
         before = read(offset - SECTOR, SECTOR)
         if before[:8] == SV.HD_COOKIE:
-            f = SV.parse_footer(before)
-            details["unique_id"] = _hex_uuid(f.uuid)
+            f = read_footer(before).parsed
+            details["unique_id"] = format_uuid(f.uuid)
             details["creator"] = _ascii(f.crtr_app)
             details["disk_type"] = SV.DISK_TYPE_NAMES.get(f.type, f"unknown-{f.type}")
             details["current_size"] = int(f.curr_size)
@@ -136,41 +126,35 @@ def verify_vhd_batmap(data: bytes, offset: int, read: Read) -> Verdict | None:
     boff, bsize, ver = int(b.batmap_offset), int(b.batmap_size), int(b.batmap_version)
     details: dict[str, Any] = {"batmap_offset": boff, "batmap_sectors": bsize,
                                "version": f"{ver >> 16}.{ver & 0xFFFF}", "checksum_ok": None}
-    sane = (ver in (0x00010001, SV.BATMAP_VERSION_1_2) and 0 < bsize <= MAX_BATMAP_SECTORS
+    sane = (ver in (SV.BATMAP_VERSION_1_1, SV.BATMAP_VERSION_1_2) and 0 < bsize <= MAX_BATMAP_SECTORS
             and SECTOR <= boff and boff - SECTOR <= offset)
     if sane:
         # the map follows its header; the VHD starts batmap_offset - 512 before the header
         vhd_start = offset + SECTOR - boff
         details["vhd_start"] = vhd_start
-        foot = read(vhd_start, SECTOR)
-        head = read(vhd_start + SECTOR, SV.HEADER_SIZE)
-        if foot[:8] == SV.HD_COOKIE and head[:8] == SV.DD_COOKIE:
-            f, h = SV.parse_footer(foot), SV.parse_header(head)
-            details["unique_id"] = _hex_uuid(f.uuid)
+        head = parse_head(read(vhd_start, HEAD_BYTES))   # footer copy + dynamic header
+        if head is not None:
+            f, h = head.footer.parsed, head.header.parsed
+            details["unique_id"] = format_uuid(f.uuid)
             n = SV.batmap_checksum_length(int(f.curr_size), int(h.block_size) or 1)
             if 0 < n <= bsize * SECTOR:
                 m = read(offset + SECTOR, n)
-                details["checksum_ok"] = SV.batmap_checksum(
-                    m, signed=ver == 0x00010001) == b.checksum
+                details["checksum_ok"] = batmap_checksum_for(b, m) == b.checksum
     valid = sane and details["checksum_ok"] is not False
     return Verdict(valid, SV.BATMAP_HEADER_SIZE, details)
 
 
-if SV is not None:
-    register(Kind("vhd-footer", "VHD footer (conectix): primary at the end or copy at offset 0",
-                  verify_vhd_footer, magic=SV.HD_COOKIE, length=SV.FOOTER_SIZE))
-    register(Kind("vhd-header", "VHD dynamic-disk header (cxsparse)",
-                  verify_vhd_header, magic=SV.DD_COOKIE, length=SV.HEADER_SIZE))
-    register(Kind("vhd-batmap", "blktap batmap header (tdbatmap)",
-                  verify_vhd_batmap, magic=SV.BATMAP_COOKIE, length=SV.BATMAP_HEADER_SIZE))
+VHD_FOOTER = Kind("vhd-footer", "VHD footer (conectix): primary at the end or copy at offset 0",
+                  verify_vhd_footer, magic=SV.HD_COOKIE, length=SV.FOOTER_SIZE)
+VHD_HEADER = Kind("vhd-header", "VHD dynamic-disk header (cxsparse)",
+                  verify_vhd_header, magic=SV.DD_COOKIE, length=SV.HEADER_SIZE)
+VHD_BATMAP = Kind("vhd-batmap", "blktap batmap header (tdbatmap)",
+                  verify_vhd_batmap, magic=SV.BATMAP_COOKIE, length=SV.BATMAP_HEADER_SIZE)
 
 
 # =========================================================================================
-# LVM (core.structs.lvm, core.lvm.crc, core.lvm.textformat; engineer "lvm")
+# LVM (core.lvm.label, core.lvm.mda, core.lvm.crc, core.lvm.textformat)
 # =========================================================================================
-SL = _optional("core.structs.lvm")
-CRC = _optional("core.lvm.crc")
-TEXT = _optional("core.lvm.textformat")
 
 MAX_METADATA_TEXT = 16 << 20     # a copy is at most (mda size - 512)/2 - 512; bound the read
 TEXT_READ_STEP = 64 << 10
@@ -185,65 +169,35 @@ _ONES = np.uint64(0x0101010101010101)
 _HIGHS = np.uint64(0x8080808080808080)
 
 
-def _pv_uuid(raw: bytes) -> str:
-    """32 chars as lvm prints them, 6-4-4-4-4-4-6 (lib/id/id.c)."""
-    s = bytes(raw).decode("ascii", errors="replace")
-    if len(s) != 32:
-        return s
-    parts, pos = [], 0
-    for n in (6, 4, 4, 4, 4, 4, 6):
-        parts.append(s[pos:pos + n])
-        pos += n
-    return "-".join(parts)
-
-
 def verify_lvm_label(data: bytes, offset: int, read: Read) -> Verdict | None:
-    if len(data) < SECTOR or data[:8] != SL.LABEL_ID:
+    label = parse_label_sector(data[:SECTOR], offset)      # core.lvm.label owns the parse
+    if label is None or not label.type_ok:
         return None
-    lh = SL.label_header.parse(data)
-    if lh.type != SL.LVM2_LABEL:
-        return None
-    crc_ok = CRC.lvm_crc(data[20:SECTOR]) == lh.crc_xl
-    sector = int(lh.sector_xl)
-    details: dict[str, Any] = {"sector": sector, "crc_ok": crc_ok,
-                               "pv_start": offset - sector * SECTOR}
-    valid = crc_ok and sector < SL.LABEL_SCAN_SECTORS and offset >= sector * SECTOR
-    if 32 <= lh.offset_xl <= SECTOR - 40:
-        try:
-            pvh = SL.pv_header.parse(data[lh.offset_xl:SECTOR])
-        except Exception:
-            valid = False
-        else:
-            details["pv_uuid"] = _pv_uuid(pvh.pv_uuid)
-            details["device_size"] = int(pvh.device_size_xl)
-            das = [(int(d.offset), int(d.size)) for d in pvh.data_areas[:-1]]
-            mdas = [(int(m.offset), int(m.size)) for m in pvh.metadata_areas[:-1]]
-            details["pe_start"] = das[0][0] if das else None
-            details["data_areas"] = [list(x) for x in das]
-            details["metadata_areas"] = [list(x) for x in mdas]
-    else:
-        valid = False
+    details: dict[str, Any] = {"sector": label.sector, "crc_ok": label.crc_ok,
+                               "pv_start": label.pv_start}
+    valid = (label.crc_ok and label.sector < SL.LABEL_SCAN_SECTORS and label.pv_start >= 0
+             and label.pv_header_ok)
+    if label.pv_header_ok:
+        details["pv_uuid"] = label.pv_uuid
+        details["device_size"] = int(label.device_size)
+        details["pe_start"] = label.pe_start
+        details["data_areas"] = [[int(o), int(s)] for o, s in label.data_areas]
+        details["metadata_areas"] = [[int(o), int(s)] for o, s in label.metadata_areas]
     return Verdict(valid, SECTOR, details)
 
 
 def verify_mda_header(data: bytes, offset: int, read: Read) -> Verdict | None:
-    if len(data) < SECTOR or data[4:20] != SL.FMTT_MAGIC:
+    mda = parse_mda_header(data[:SECTOR], offset)          # core.lvm.mda owns the parse
+    if mda is None:
         return None
-    crc_ok = CRC.lvm_crc(data[4:SECTOR]) == int.from_bytes(data[0:4], "little")
-    try:
-        m = SL.mda_header.parse(data[:SECTOR])
-        locns = [{"offset": int(r.offset), "size": int(r.size), "checksum": int(r.checksum),
-                  "flags": int(r.flags)} for r in m.raw_locns[:-1]]
-        start, size, version = int(m.start), int(m.size), int(m.version)
-    except Exception:  # raw_locn list without terminator inside the sector
-        start = int.from_bytes(data[24:32], "little")
-        size = int.from_bytes(data[32:40], "little")
-        version = int.from_bytes(data[20:24], "little")
-        locns = None
-    details = {"crc_ok": crc_ok, "version": version, "start": start, "size": size,
+    # a raw_locn list without its terminator inside the sector lists nothing
+    locns = [{"offset": int(r.offset), "size": int(r.size), "checksum": int(r.checksum),
+              "flags": int(r.flags)} for r in mda.raw_locns] if mda.terminated else None
+    start, size = int(mda.start), int(mda.size)
+    details = {"crc_ok": mda.crc_ok, "version": int(mda.version), "start": start, "size": size,
                "pv_start": offset - start if start <= offset else None, "raw_locns": locns}
-    valid = (crc_ok and version == SL.FMTT_VERSION and locns is not None and start <= offset
-             and size > SECTOR)
+    valid = (mda.crc_ok and mda.version == SL.FMTT_VERSION and locns is not None
+             and start <= offset and size > SECTOR)
     return Verdict(valid, SECTOR, details)
 
 
@@ -356,8 +310,6 @@ def verify_metadata(data: bytes, offset: int, read: Read) -> Verdict | None:
 def link_metadata_to_mda(findings: list, read: Read) -> list:
     """Check the CRC of text copies an mda header points at (raw_locn: offset relative to the
     mda, size including the NUL, wrapping to mda+512 past the end; formats.md 2.3-2.4)."""
-    from core.scan import ScanFinding  # local: core.scan imports this module's registry
-
     by_offset = {f.offset: i for i, f in enumerate(findings) if f.kind == "lvm-metadata"}
     if not by_offset:
         return findings
@@ -387,35 +339,24 @@ def link_metadata_to_mda(findings: list, read: Read) -> list:
     return out
 
 
-if SL is not None and CRC is not None:
-    register(Kind("lvm-label", "LVM2 PV label (LABELONE + pv_header)", verify_lvm_label,
-                  magic=SL.LABEL_ID, length=SECTOR))
-    register(Kind("lvm-mda-header", "LVM2 metadata-area header (FMTT_MAGIC)", verify_mda_header,
-                  magic=SL.FMTT_MAGIC, magic_offset=4, length=SECTOR))
-if CRC is not None and TEXT is not None:
-    register(Kind("lvm-metadata", "LVM2 metadata text copy (`<vg> {` at a sector start)",
-                  verify_metadata, prefilter=metadata_prefilter, length=4096))
-    from core.scan import post_scan_hook  # noqa: E402  (after the registry entries)
-
-    post_scan_hook(link_metadata_to_mda)
+LVM_LABEL = Kind("lvm-label", "LVM2 PV label (LABELONE + pv_header)", verify_lvm_label,
+                 magic=SL.LABEL_ID, length=SECTOR)
+LVM_MDA_HEADER = Kind("lvm-mda-header", "LVM2 metadata-area header (FMTT_MAGIC)",
+                      verify_mda_header, magic=SL.FMTT_MAGIC, magic_offset=4, length=SECTOR)
+LVM_METADATA = Kind("lvm-metadata", "LVM2 metadata text copy (`<vg> {` at a sector start)",
+                    verify_metadata, prefilter=metadata_prefilter, length=4096)
 
 
 # =========================================================================================
-# MBR and GPT (core.structs.mbr / gpt, engineer "lvm")
+# MBR and GPT (core.partitions)
 # =========================================================================================
-SM = _optional("core.structs.mbr")
-SG = _optional("core.structs.gpt")
-
-MAX_GPT_ARRAY_BYTES = 1 << 20    # 128 x 128 B = 16 KiB normally
 MAX_LISTED_PARTITIONS = 16
 
 
 def verify_mbr(data: bytes, offset: int, read: Read) -> Verdict | None:
-    if len(data) < SECTOR or data[510:512] != b"\x55\xaa":
+    m = parse_mbr_sector(data[:SECTOR])     # core.partitions: 55 AA, not a file system's VBR
+    if m is None:
         return None
-    if any(marker in data[3:11] for marker in SM.VBR_MARKERS):
-        return None   # a file system's boot sector (VBR), not a partition table
-    m = SM.mbr.parse(data[:SECTOR])
     if any(p.boot_ind not in (0, 0x80) for p in m.partitions):
         return None   # status bytes other than 0x00/0x80: not a partition table at all
     parts = []
@@ -437,65 +378,49 @@ def verify_mbr(data: bytes, offset: int, read: Read) -> Verdict | None:
 
 
 def verify_gpt_header(data: bytes, offset: int, read: Read) -> Verdict | None:
-    if len(data) < SECTOR or data[:8] != SG.GPT_HEADER_SIGNATURE:
+    if len(data) < SECTOR:
         return None
-    h = SG.gpt_header.parse(data)
-    hsize = int(h.size)
-    crc_ok = False
-    if SG.GPT_HEADER_MINSIZE <= hsize <= SECTOR:
-        raw = bytearray(data[:hsize])
-        raw[16:20] = b"\0\0\0\0"
-        crc_ok = SG.gpt_crc32(bytes(raw)) == h.crc32
-    # the sector size is the one that puts this header at its own my_lba
-    sector_size = next((ss for ss in (512, 4096) if h.my_lba * ss == offset), None)
-    if sector_size is None:
-        sector_size = 4096 if offset % 4096 == 0 and h.my_lba and offset // h.my_lba == 4096 else 512
-    disk_start = offset - int(h.my_lba) * sector_size
+    # core.partitions parses it, both CRCs included, placing the disk by the header's my_lba
+    info = parse_gpt_header(data[:SECTOR], offset, None, read, None)
+    if info is None:
+        return None
+    sector_size, disk_start = info.sector_size, info.disk_start
+    h = info.header
     details: dict[str, Any] = {
         "disk_guid": str(SG.guid_from_disk(h.disk_guid)),
         "my_lba": int(h.my_lba), "alternate_lba": int(h.alternative_lba),
         "first_usable_lba": int(h.first_usable_lba), "last_usable_lba": int(h.last_usable_lba),
         "entries_lba": int(h.partition_entry_lba), "entries": int(h.npartition_entries),
-        "entry_size": int(h.sizeof_partition_entry), "header_crc_ok": crc_ok,
+        "entry_size": int(h.sizeof_partition_entry), "header_crc_ok": info.header_crc_ok,
         "sector_size": sector_size, "disk_start": disk_start,
-        "backup": h.my_lba > h.alternative_lba, "entries_crc_ok": None,
+        "backup": h.my_lba > h.alternative_lba,
+        "entries_crc_ok": info.array_crc_ok if info.array_read else None,
     }
-    n, esize = int(h.npartition_entries), int(h.sizeof_partition_entry)
-    if 128 <= esize <= 4096 and 0 < n * esize <= MAX_GPT_ARRAY_BYTES and disk_start >= 0:
-        arr = read(disk_start + int(h.partition_entry_lba) * sector_size, n * esize)
-        if len(arr) == n * esize:
-            details["entries_crc_ok"] = SG.gpt_crc32(arr) == h.partition_entry_array_crc32
-            parts = []
-            for i in range(n):
-                e = SG.gpt_entry.parse(arr[i * esize:i * esize + 128])
-                if not any(e.type):
-                    continue
-                if len(parts) < MAX_LISTED_PARTITIONS:
-                    t = SG.guid_from_disk(e.type)
-                    parts.append({"index": i + 1, "type": "lvm" if t == SG.LINUX_LVM_GUID else str(t),
-                                  "first_lba": int(e.lba_start), "last_lba": int(e.lba_end),
-                                  "start": disk_start + int(e.lba_start) * sector_size,
-                                  "name": bytes(e.name).decode("utf-16-le", "replace").split("\0")[0]})
-            details["partitions"] = parts
-    valid = crc_ok and details["entries_crc_ok"] is True and h.revision >> 16 == 1
+    if info.array_read:
+        parts = []
+        for i, e in enumerate(info.entries):
+            if not any(e.type):
+                continue
+            if len(parts) < MAX_LISTED_PARTITIONS:
+                t = SG.guid_from_disk(e.type)
+                parts.append({"index": i + 1, "type": "lvm" if t == SG.LINUX_LVM_GUID else str(t),
+                              "first_lba": int(e.lba_start), "last_lba": int(e.lba_end),
+                              "start": disk_start + int(e.lba_start) * sector_size,
+                              "name": bytes(e.name).decode("utf-16-le", "replace").split("\0")[0]})
+        details["partitions"] = parts
+    valid = info.header_crc_ok and details["entries_crc_ok"] is True and h.revision >> 16 == 1
     return Verdict(valid, SECTOR, details)
 
 
-if SM is not None:
-    register(Kind("mbr", "DOS partition table (55 AA at 510, not a boot sector of a file system)",
-                  verify_mbr, magic=b"\x55\xaa", magic_offset=510, length=SECTOR))
-if SG is not None:
-    register(Kind("gpt-header", "GPT header (EFI PART), primary or backup",
-                  verify_gpt_header, magic=SG.GPT_HEADER_SIGNATURE, length=SECTOR))
+MBR = Kind("mbr", "DOS partition table (55 AA at 510, not a boot sector of a file system)",
+           verify_mbr, magic=b"\x55\xaa", magic_offset=510, length=SECTOR)
+GPT_HEADER = Kind("gpt-header", "GPT header (EFI PART), primary or backup",
+                  verify_gpt_header, magic=SG.GPT_HEADER_SIGNATURE, length=SECTOR)
 
 
 # =========================================================================================
 # XenServer MGT volume (core.xen, the SR metadata parser)
 # =========================================================================================
-SX = _optional("core.xen")
-
-MAX_MGT_READ = 4 << 20           # the MGT LV is 4 MiB (sm drivers/LVHDSR.py)
-
 
 def verify_xen_mgt(data: bytes, offset: int, read: Read) -> Verdict | None:
     if not data.startswith(b"XSSM:"):
@@ -505,7 +430,7 @@ def verify_xen_mgt(data: bytes, offset: int, read: Read) -> Verdict | None:
         return None
     length = first.length or 0
     # read what the header says is in use (bounded by the MGT size), parse with core.xen
-    n = length if SX.SR_INFO_SIZE_IN_SECTORS * SECTOR <= length <= MAX_MGT_READ else \
+    n = length if SX.SR_INFO_SIZE_IN_SECTORS * SECTOR <= length <= SX.MGT_BYTES else \
         SX.SR_INFO_SIZE_IN_SECTORS * SECTOR
     mgt = SX.parse_mgt(read(offset, n), offset)
     details = {"sr_uuid": mgt.sr_uuid, "sr_name_label": mgt.sr_name_label,
@@ -516,6 +441,11 @@ def verify_xen_mgt(data: bytes, offset: int, read: Read) -> Verdict | None:
     return Verdict(valid, n, details)
 
 
-if SX is not None:
-    register(Kind("xen-mgt", "XenServer SR metadata volume (MGT) header (XSSM:)",
-                  verify_xen_mgt, magic=b"XSSM:", length=SECTOR))
+XEN_MGT = Kind("xen-mgt", "XenServer SR metadata volume (MGT) header (XSSM:)",
+               verify_xen_mgt, magic=b"XSSM:", length=SECTOR)
+
+
+# The structure kinds in the order the scan lists them, and the cross-checks run after the pass.
+STRUCTURE_KINDS: tuple[Kind, ...] = (VHD_FOOTER, VHD_HEADER, VHD_BATMAP, LVM_LABEL, LVM_MDA_HEADER,
+                                     LVM_METADATA, MBR, GPT_HEADER, XEN_MGT)
+POST_SCAN_HOOKS = (link_metadata_to_mda,)

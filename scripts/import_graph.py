@@ -6,8 +6,6 @@
 
 The graph is grimp's (the library `lint-imports` checks the contracts in .importlinter with):
 every `import` statement, function-local ones included, so a cycle hidden in a function shows.
-Imports made by name through importlib (core.kinds, core.scan_kinds) are not statements and do
-not show.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The carvers' scan kinds (core.kinds registry) inside the one-pass scan: mssql-page only when
+"""The carvers' scan kinds (in core.scan's table of kinds) inside the one-pass scan: mssql-page only when
 asked for (group "carve", not a default kind), rar4/rar5 at any byte offset (SFX)."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import random
 import pytest
 
 from conftest import SHARED_FIXTURES, fixture_bytes
-from core.kinds import KINDS, load_builtin_kinds
+from core.scan import available_kinds
 from core.source import Evidence
 
 
 def test_kinds_registered():
-    load_builtin_kinds()
-    page, r4, r5 = KINDS["mssql-page"], KINDS["rar4"], KINDS["rar5"]
+    kinds = available_kinds()
+    page, r4, r5 = kinds["mssql-page"], kinds["rar4"], kinds["rar5"]
     assert page.prefilter is not None and page.default is False and page.group == "carve"
     assert page.align == 512 and page.length == 8192
     assert r4.align == 1 and r5.align == 1 and r4.group == r5.group == "carve"

@@ -27,7 +27,8 @@ NAME = "VHD-3f6a7c1e-8b2d-4e5f-9a0b-1c2d3e4f5a6b"
 def test_carve_through_vdi_in_real_lvm(tmp_path):
     realtools.need_lvm()
     pytest.importorskip("core.lvm.analyse", reason="core.lvm.analyse not available")
-    from core.vhd.build import build_vhd, lvhd_lv_size
+    from core.structs.lvhd import lvhd_lv_size
+    from core.vhd.build import build_vhd
     from test_vhd_support import EXTENT, cli, lvm_sr
 
     data = fixture_bytes(MDF)

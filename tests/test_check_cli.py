@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from core.vhd.build import blktap_parent, build_vhd, lvhd_lv_size
+from core.vhd.build import blktap_parent, build_vhd
+from core.structs.lvhd import lvhd_lv_size
 from core.vhd.reader import format_uuid
 from test_vhd_support import EXTENT, cli, lvm_sr
 

@@ -411,7 +411,7 @@ def build_sr_turns(tmp, seed: int, n_vdis: int = 6, turns: int = 4, stale: bool 
     LVHD VDIs' extents held random data before (see _place_over_stale)."""
     rt.need_lvm()
     rt.need_qemu_img()
-    from core.vhd.build import lvhd_lv_size
+    from core.structs.lvhd import lvhd_lv_size
     rng = random.Random(seed)
     img = tmp / "sr.img"
     with open(img, "wb") as f:

@@ -216,12 +216,9 @@ def test_verify_never_raises_on_garbage(data):
 def test_registered_kinds_are_mine_and_present():
     reg = available_kinds()
     missing = [n for n in MY_KINDS if n not in reg]
-    import core.scan_kinds as sk
-    # every kind is registered unless its owner's module is still missing (then it is named)
-    assert not missing or sk.MISSING_MODULES, missing
+    assert not missing, missing
     for n in MY_KINDS:
-        if n in reg:
-            assert reg[n].group == "structure" and reg[n].default
+        assert reg[n].group == "structure" and reg[n].default
 
 
 def test_real_structures_across_window_edges(tmp_path):

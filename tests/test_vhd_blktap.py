@@ -15,7 +15,8 @@ import realtools
 from core.source import Evidence
 from core.spaces import BytesSpace, extent_space
 from core.structs import vhd as S
-from core.vhd.build import blktap_parent, build_vhd, dm_name, lvhd_lv_size
+from core.vhd.build import blktap_parent, build_vhd, dm_name
+from core.structs.lvhd import lvhd_lv_size
 from core.vhd.chain import resolve_chain
 from core.vhd.checks import check_vhd
 from core.vhd.export import export_raw, export_vhd

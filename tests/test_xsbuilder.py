@@ -60,12 +60,12 @@ def _footers(lv: bytes, uid: bytes) -> list[tuple[int, int]]:
 
 def _stale_sectors(lv: bytes, virtual: int) -> int:
     """Sectors of allocated blocks whose bitmap bit is clear and whose bytes are not zero."""
-    bat = S.parse_bat(lv[1536:1536 + 4 * (virtual // S.VHD_BLOCK_SIZE)])
+    bat = S.parse_bat(lv[1536:1536 + 4 * (virtual // S.VHD_BLOCK_BYTES)])
     n = 0
     for entry in bat[bat != S.DD_BLK_UNUSED].tolist():
         at = entry * 512
         bm = np.unpackbits(np.frombuffer(lv[at:at + 512], np.uint8)).astype(bool)
-        data = np.frombuffer(lv[at + 512:at + 512 + S.VHD_BLOCK_SIZE], np.uint8)
+        data = np.frombuffer(lv[at + 512:at + 512 + S.VHD_BLOCK_BYTES], np.uint8)
         n += int((data.reshape(-1, 512).any(axis=1) & ~bm).sum())
     return n
 
@@ -116,7 +116,7 @@ def test_truth_agrees_with_lvm2_and_qemu_img(tmp_path, kind, seed):
         else:
             continue
         assert len(q) >= len(g) == t["virtual_bytes"]
-        bat = S.parse_bat(lv[1536:1536 + 4 * (len(g) // S.VHD_BLOCK_SIZE)])
+        bat = S.parse_bat(lv[1536:1536 + 4 * (len(g) // S.VHD_BLOCK_BYTES)])
         differ = np.flatnonzero((q[:len(g)].reshape(-1, 512) != g.reshape(-1, 512)).any(1))
         for s in differ.tolist():
             blk, k = divmod(s, 4096)

@@ -11,7 +11,6 @@ from typing import Any
 
 from app.commands._caselog import add_case_options, record
 from app.commands._common import StderrProgress, add_pv_offset, info, print_json, print_text, warn
-from core.errors import SrsalvageError
 from core.spaces import compact_ranges
 
 ORDER = 80
@@ -69,10 +68,6 @@ def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile:
         for finding in chain.findings:
             warn(finding.message)
         return ev, chain.virtual_space()
-    except ImportError as exc:
-        ev.close()
-        raise SrsalvageError(f"--vdi needs the LVM analysis, not available in this build "
-                             f"({exc})") from None
     except BaseException:
         ev.close()
         raise

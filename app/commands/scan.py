@@ -41,9 +41,9 @@ def parse_range(text: str) -> tuple[int, int | None]:
 
 
 def _kinds_epilog() -> str:
-    from core.kinds import load_builtin_kinds
+    from core.scan import available_kinds
 
-    kinds = load_builtin_kinds()
+    kinds = available_kinds()
     lines = ["kinds (* = scanned by default; carving kinds only with --kinds):"]
     for name in sorted(kinds, key=lambda n: (kinds[n].group, n)):
         mark = "*" if kinds[name].default else " "

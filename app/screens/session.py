@@ -165,11 +165,11 @@ class Session:
 
     def scan(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
         mod = engine("core.scan", "scan engine")
-        from core.kinds import load_builtin_kinds
+        from core.scan import available_kinds
 
         # the workstation scans for everything, carving kinds included, so carve hits
         # (SQL Server pages, RAR archives) are marked on the disk map
-        kinds = sorted(load_builtin_kinds())
+        kinds = sorted(available_kinds())
         return mod.scan(self.ev, kinds=kinds, cancel=cancel, progress=progress)
 
     @property

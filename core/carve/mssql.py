@@ -25,25 +25,24 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import struct
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from core.carve.mssql_page import (file_header_size_pages, iam_pages,  # noqa: F401
+                                   pfs_allocated, read_boot_page, slot_offset)
 from core.carve.windows import DEFAULT_WINDOW, space_windows
-from core.kinds import Kind, Verdict, register
+from core.kinds import Kind, Verdict
 from core.errors import Cancelled, SrsalvageError, UnsafeError
 from core.output import AtomicOutput, hash_file
 from core.progress import ProgressFn, Ticker
 from core.spaces import ByteSpace
 from core.structs.mssql import (
-    BOOT_PAGE_ID, BOOT_RECORD_SIZE, FILE_HEADER_SIZE_COLUMN, FLAG_CHECKSUM, FLAG_TORN_PAGE,
-    GAM_INTERVAL, IAM_BITMAP_BYTES, IAM_START_PAGE_OFFSET, PAGE_HEADER_DTYPE,
-    PAGE_HEADER_SIZE, PAGE_SIZE, PAGE_TYPES, PFS_ALLOCATED, PFS_INTERVAL, SECTORS_PER_PAGE,
-    SQL_VERSIONS, TYPE_BOOT, TYPE_FILE_HEADER, TYPE_IAM, TYPE_PFS, boot_record, decode_dbname,
-    iam_header, page_checksums,
+    BOOT_PAGE_ID, FLAG_CHECKSUM, FLAG_TORN_PAGE, PAGE_HEADER_DTYPE, PAGE_HEADER_SIZE, PAGE_SIZE,
+    PAGE_TYPES, PFS_INTERVAL, SECTORS_PER_PAGE, SQL_VERSIONS, TYPE_BOOT, TYPE_FILE_HEADER,
+    TYPE_IAM, TYPE_PFS, page_checksums,
 )
 
 SCAN_ALIGN = 512
@@ -233,88 +232,11 @@ def verify_page(data: bytes, offset: int, read: Callable[[int, int], bytes]) -> 
         "obj_id": copy.obj_id, "index_id": copy.index_id})
 
 
-MSSQL_PAGE = register(Kind(
+MSSQL_PAGE = Kind(
     name="mssql-page",
     description="SQL Server 8 KiB data-file page (header plausibility, checksum verified)",
     verify=verify_page, prefilter=page_prefilter, align=SCAN_ALIGN, length=PAGE_SIZE,
-    default=False, group="carve"))
-
-
-# -- reading records inside a page ------------------------------------------------------------
-def slot_offset(page: bytes, slot: int) -> int | None:
-    """Offset of record `slot` from the slot array at the page end, or None if implausible."""
-    pos = PAGE_SIZE - 2 * (slot + 1)
-    if pos < PAGE_HEADER_SIZE or len(page) < PAGE_SIZE:
-        return None
-    off = struct.unpack_from("<H", page, pos)[0]
-    return off if PAGE_HEADER_SIZE <= off < PAGE_SIZE else None
-
-
-def read_boot_page(page: bytes) -> dict[str, Any] | None:
-    """Database name and versions from the boot page record (slot 0)."""
-    off = slot_offset(page, 0)
-    if off is None or off + BOOT_RECORD_SIZE > PAGE_SIZE:
-        return None
-    rec = boot_record.parse(page[off: off + BOOT_RECORD_SIZE])
-    return {"database": decode_dbname(rec.dbi_dbname), "dbi_version": rec.dbi_version,
-            "dbi_createVersion": rec.dbi_createVersion, "dbi_dbid": rec.dbi_dbid}
-
-
-def file_header_size_pages(page: bytes) -> int | None:
-    """File size in pages from the file header record (variable column 4; formats.md 5.2 note),
-    None when the record does not parse. Every offset is bounded by the page."""
-    rec = slot_offset(page, 0)
-    if rec is None or rec + 4 > PAGE_SIZE:
-        return None
-    fixed_end = struct.unpack_from("<H", page, rec + 2)[0]
-    pos = rec + fixed_end
-    if fixed_end < 4 or pos + 2 > PAGE_SIZE:
-        return None
-    ncols = struct.unpack_from("<H", page, pos)[0]
-    pos += 2 + (ncols + 7) // 8
-    if pos + 2 > PAGE_SIZE:
-        return None
-    nvar = struct.unpack_from("<H", page, pos)[0]
-    col = FILE_HEADER_SIZE_COLUMN
-    if nvar <= col or pos + 2 + 2 * nvar > PAGE_SIZE:
-        return None
-    ends = struct.unpack_from("<%dH" % nvar, page, pos + 2)
-    begin = pos + 2 + 2 * nvar - rec if col == 0 else ends[col - 1] & 0x7FFF
-    stop = ends[col] & 0x7FFF
-    if stop - begin != 4 or rec + stop > PAGE_SIZE:
-        return None
-    return struct.unpack_from("<I", page, rec + begin)[0]
-
-
-def pfs_allocated(page: bytes, first_page: int, count: int) -> list[int] | None:
-    """Pages the PFS page marks allocated, for the `count` pages from `first_page`."""
-    off = slot_offset(page, 0)
-    if off is None:
-        return None
-    body = page[off + 4: off + 4 + count]
-    return [first_page + i for i, b in enumerate(body) if b & PFS_ALLOCATED]
-
-
-def iam_pages(page: bytes, file_id: int, limit: int) -> set[int]:
-    """Pages of file `file_id` (below `limit`) an IAM page maps: its single-page slots and every
-    page of the extents set in its bitmap."""
-    head = iam_header.parse(page[IAM_START_PAGE_OFFSET: IAM_START_PAGE_OFFSET + iam_header.sizeof()])
-    out = {p.m_pageId for p in head.single_pages if p.m_fileId == file_id and 0 < p.m_pageId < limit}
-    bitmap_record = slot_offset(page, 1)
-    if head.start_pg.m_fileId != file_id or bitmap_record is None:
-        return out
-    # the extent bitmap is record (slot) 1 after its 4-byte record header: at 194 in the
-    # InternalsViewer layout, at 196 in some pages of the shared fixtures - follow the slot
-    start = bitmap_record + 4
-    bitmap = np.frombuffer(page[start: min(PAGE_SIZE, start + IAM_BITMAP_BYTES)], np.uint8)
-    bits = np.flatnonzero(np.unpackbits(bitmap, bitorder="little"))
-    first_extent = head.start_pg.m_pageId // 8
-    for extent in bits[: GAM_INTERVAL // 8]:
-        base = (first_extent + int(extent)) * 8
-        if base >= limit:
-            break
-        out.update(range(base, min(limit, base + 8)))
-    return out
+    default=False, group="carve")
 
 
 # -- reassembly ---------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from construct import ConstructError
 
 from core.bytesearch import find_all
 from core.carve.windows import DEFAULT_WINDOW, space_windows
-from core.kinds import Kind, Verdict, register
+from core.kinds import Kind, Verdict
 from core.errors import Cancelled, SrsalvageError, UnsafeError
 from core.output import AtomicOutput
 from core.progress import ProgressFn, Ticker
@@ -470,12 +470,12 @@ def _verify(data: bytes, offset: int, read: ReadFn) -> Verdict | None:
                        "volume": arc.volume, "first_bad_header": arc.first_bad_header})
 
 
-RAR4_KIND = register(Kind(
+RAR4_KIND = Kind(
     name="rar4", description="RAR 1.5-4.x archive (headers walked, CRCs checked)",
-    verify=_verify, magic=RAR_ID, align=1, length=64, default=False, group="carve"))
-RAR5_KIND = register(Kind(
+    verify=_verify, magic=RAR_ID, align=1, length=64, default=False, group="carve")
+RAR5_KIND = Kind(
     name="rar5", description="RAR 5 archive (headers walked, CRCs checked)",
-    verify=_verify, magic=RAR5_ID, align=1, length=64, default=False, group="carve"))
+    verify=_verify, magic=RAR5_ID, align=1, length=64, default=False, group="carve")
 
 
 # -- carving ------------------------------------------------------------------------------------

@@ -18,26 +18,29 @@ overwritten: a second member of one name is written as `NAME~2`.
 
 Solid archives decompress as one stream: when a member breaks, the later members that depend on
 it are said to be lost because of it. A member split across volumes says which part is missing.
+
+Beside this module: core/carve/rar_names.py (hostile names, writing without following links),
+core/carve/rar_volumes.py (volume sets); their names stay importable from here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import io
 import logging
 import os
 import threading
-import unicodedata
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from core.blake2sp import Blake2sp
 from core.carve.rar import RarArchive, RarFileEntry, walk_archive
+from core.carve.rar_names import (_NOFOLLOW, _DIRFLAGS, UnsafeName, _free_bytes,  # noqa: F401
+                                  _MemberOutput, _open_dir, _ZeroPadded, printable,
+                                  safe_components)
+from core.carve.rar_volumes import Piece, _join, join_volumes, volume_sets  # noqa: F401
 from core.errors import SrsalvageError
-from core.output import part_path
 from core.progress import ProgressFn, Ticker
 from core.structs.rar import RAR5_XREDIR_FILE_COPY, RAR5_XREDIR_HARD_LINK
 
@@ -61,46 +64,6 @@ UNSAFE_NAME = "unsafe-name"
 UNVERIFIABLE = "unverifiable"   # no checksum in the header to verify against
 WRITE_ERROR = "write-error"
 NOT_REACHED = "not-reached"     # the decompressor stopped (or skipped it) before this member
-
-
-def printable(name: str) -> str:
-    """`name` with control and format characters (also bidi overrides) escaped as \\xNN /
-    \\uNNNN, so a hostile member name cannot drive the terminal or hide its real form."""
-    out = []
-    for ch in name:
-        if ch == "\\":
-            out.append("\\\\")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else
-                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-class UnsafeName(ValueError):
-    pass
-
-
-def safe_components(name: str) -> tuple[list[str], str | None]:
-    """(path components inside the output directory, note) for a member name; UnsafeName when
-    the name cannot be placed inside it. A leading `/`, `//server/share/` or `C:` is dropped
-    with a note (bsdtar: "Removing leading '/'"; unrar does the same)."""
-    if "\0" in name:
-        raise UnsafeName("name contains a NUL character")
-    note = None
-    rest = name
-    if len(rest) >= 2 and rest[1] == ":" and rest[0].isalpha():
-        rest, note = rest[2:], f"drive {rest[:2]} removed"
-    if rest.startswith("/"):
-        rest, note = rest.lstrip("/"), "leading / removed"
-    parts = [p for p in rest.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise UnsafeName("name contains a '..' component")
-    if not parts:
-        raise UnsafeName("name is empty once made relative")
-    return parts, note
 
 
 @dataclass
@@ -133,130 +96,6 @@ class ArchiveExtraction:
         for m in self.members:
             out[m.status] = out.get(m.status, 0) + 1
         return out
-
-
-# -- output: relative to directory descriptors, never through a link ---------------------------
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
-
-
-def _open_dir(root_fd: int, parts: list[str]) -> int:
-    """A descriptor of root/parts..., each level created when missing and opened with
-    O_NOFOLLOW|O_DIRECTORY: a symlink or a file in the way raises OSError."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            try:
-                os.mkdir(part, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass
-            nfd = os.open(part, _DIRFLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _free_bytes(dir_fd: int) -> int | None:
-    try:
-        st = os.fstatvfs(dir_fd)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-def _exists(name: str, dir_fd: int) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def _free_name(name: str, dir_fd: int) -> str:
-    """`name`, or `name~2`, `name~3`... the first that does not exist (nothing is overwritten)."""
-    if not _exists(name, dir_fd):
-        return name
-    n = 2
-    while _exists(f"{name}~{n}", dir_fd):
-        n += 1
-    return f"{name}~{n}"
-
-
-class _MemberOutput:
-    """One member's bytes to `leaf.part` in an opened directory, then renamed (the
-    core.output.AtomicOutput way, here relative to a directory descriptor)."""
-
-    def __init__(self, dir_fd: int, leaf: str) -> None:
-        self.dir_fd, self.leaf = dir_fd, leaf
-        self.part = part_path(leaf)
-        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644,
-                     dir_fd=dir_fd)
-        self.file = os.fdopen(fd, "wb")
-        self.sha256 = hashlib.sha256()
-        self.written = 0
-
-    def write(self, data: bytes) -> None:
-        self.file.write(data)
-        self.sha256.update(data)
-        self.written += len(data)
-
-    def finish(self, final: str) -> str:
-        """Close, flush to disk, rename to a free form of `final`; returns the name used."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        name = _free_name(final, self.dir_fd)
-        os.rename(self.part, name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-        return name
-
-    def discard(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-        try:
-            os.unlink(self.part, dir_fd=self.dir_fd)
-        except OSError:
-            pass
-
-
-class _ZeroPadded(io.RawIOBase):
-    """A seekable read-only file that goes on with `pad` zero bytes after its end."""
-
-    def __init__(self, f, pad: int) -> None:
-        super().__init__()
-        self.f, self.pad, self.pos = f, pad, 0
-        self.size = os.fstat(f.fileno()).st_size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        view = memoryview(buf).cast("B")
-        want = min(len(view), self.size + self.pad - self.pos)
-        if want <= 0:
-            return 0
-        got = 0
-        if self.pos < self.size:
-            self.f.seek(self.pos)
-            got = self.f.readinto(view[: min(want, self.size - self.pos)]) or 0
-        if self.pos + got >= self.size:
-            view[got:want] = bytes(want - got)
-            got = want
-        self.pos += got
-        return got
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.pos, 2: self.size + self.pad}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
 
 
 # -- checks from the header ------------------------------------------------------------------
@@ -701,95 +540,6 @@ def _walk_file(path: str) -> RarArchive:
     if arc is None:
         raise SrsalvageError(f"{path}: no RAR signature at its start")
     return arc
-
-
-# -- volume sets ---------------------------------------------------------------------------------
-def _continues(prev: RarArchive, nxt: RarArchive) -> bool:
-    """`nxt` can be the volume after `prev`: same format, numbered one more when both say
-    their number, and a member split at the end of `prev` begins `nxt` with the same name,
-    unpacked size, modification time and attributes."""
-    if not (nxt.volume and nxt.version == prev.version and nxt.path and nxt.end_known):
-        return False
-    if nxt.first_volume:
-        return False
-    number = 0 if prev.first_volume else prev.volume_number     # RAR 5's first has none
-    if number is not None and nxt.volume_number is not None and \
-            nxt.volume_number != number + 1:
-        return False
-    tail = prev.files[-1] if prev.files else None
-    head = nxt.files[0] if nxt.files else None
-    if tail is not None and tail.split_after:
-        # every piece's header repeats the file's name, size, time and attributes
-        return head is not None and head.split_before and \
-            (head.name, head.size, head.mtime, head.attributes) == \
-            (tail.name, tail.size, tail.mtime, tail.attributes)
-    return head is None or not head.split_before
-
-
-def volume_sets(archives: list[RarArchive]) -> list[list[RarArchive]]:
-    """The carved archives grouped into volume sets, in volume order; every other archive (and
-    a volume whose neighbours were not found) alone. Sets start at first volumes, then at the
-    lowest-numbered volumes left (a set whose first volume is lost); the next volume is looked
-    for after the current one on the disk first, so stale copies of a volume stand alone."""
-    by_offset = sorted(range(len(archives)), key=lambda i: archives[i].offset)
-    starts = sorted(by_offset, key=lambda i: (not archives[i].first_volume,
-                                              archives[i].volume_number or 0))
-    used: set[int] = set()
-    sets: list[list[RarArchive]] = []
-    for i in starts:
-        if i in used:
-            continue
-        used.add(i)
-        chain = [i]
-        while archives[chain[-1]].volume and archives[chain[-1]].more_volumes:
-            pos = by_offset.index(chain[-1])
-            after = by_offset[pos + 1:] + by_offset[:pos]
-            j = next((k for k in after if k not in used and
-                      _continues(archives[chain[-1]], archives[k])), None)
-            if j is None:
-                break
-            used.add(j)
-            chain.append(j)
-        sets.append([archives[k] for k in chain])
-    sets.sort(key=lambda vols: vols[0].offset)
-    return sets
-
-
-# a piece of a split member: (volume number from 1, carved file, data offset, packed bytes,
-# CRC-32 of the packed piece - None for the last piece, whose CRC is the whole file's)
-Piece = tuple[int | None, str, int, int, int | None]
-
-
-def _join(vols: list[RarArchive]) -> tuple[RarArchive, dict[int, list[Piece]]]:
-    files: list[RarFileEntry] = []
-    pieces: dict[int, list[Piece]] = {}
-    first_number = 0 if vols[0].first_volume else vols[0].volume_number
-    for k, v in enumerate(vols):
-        number = None if first_number is None else first_number + k + 1
-        for f in v.files:
-            prev = files[-1] if files else None
-            if f.split_before and prev is not None and prev.split_after and prev.name == f.name:
-                files[-1] = replace(prev, crc32=f.crc32, blake2sp=f.blake2sp,
-                                    split_after=f.split_after, packed=prev.packed + f.packed)
-            else:
-                files.append(replace(f))
-            if f.split_before or f.split_after:
-                pieces.setdefault(len(files) - 1, []).append(
-                    (number, v.path or "", f.data_offset, f.packed,
-                     f.crc32 if f.split_after else None))
-    first, last = vols[0], vols[-1]
-    joined = replace(first, files=files, more_volumes=last.more_volumes,
-                     first_bad_header=next((v.first_bad_header for v in vols
-                                            if v.first_bad_header), None))
-    return joined, pieces
-
-
-def join_volumes(vols: list[RarArchive]) -> RarArchive:
-    """One walk for a volume set: a member split across volumes becomes one member with the
-    first piece's name and unpacked size and the last piece's checksums (RAR 4 and 5 store the
-    whole file's CRC-32 / BLAKE2sp in its last piece; earlier pieces carry the CRC-32 of their
-    packed part)."""
-    return _join(vols)[0]
 
 
 def _crc_of_range(path: str, offset: int, length: int) -> int | None:

@@ -54,6 +54,8 @@ class PVLabel:
     ext_version: int | None = None
     ext_flags: int | None = None
     findings: list[Finding] = field(default_factory=list)
+    type_ok: bool = True                # the label type is "LVM2 001"
+    pv_header_ok: bool = True           # the pv_header and its area lists fit in the sector
 
     @property
     def pv_start(self) -> int:
@@ -90,7 +92,8 @@ def parse_label_sector(sector: bytes, offset: int) -> PVLabel | None:
         findings.append(Finding("lvm-label-offset", offset, "error",
                                 f"LVM label at {offset}: pv_header offset {hdr.offset_xl} outside "
                                 f"the sector"))
-        return PVLabel(offset, hdr.sector_xl, crc_ok, "", 0, findings=findings)
+        return PVLabel(offset, hdr.sector_xl, crc_ok, "", 0, findings=findings,
+                       type_ok=hdr.type == S.LVM2_LABEL, pv_header_ok=False)
     body = sector[hdr.offset_xl:S.LABEL_SIZE]
     try:
         pvh = S.pv_header.parse(body)
@@ -98,11 +101,12 @@ def parse_label_sector(sector: bytes, offset: int) -> PVLabel | None:
         findings.append(Finding("lvm-pv-header", offset, "error",
                                 f"LVM label at {offset}: pv_header area lists run past the sector"))
         return PVLabel(offset, hdr.sector_xl, crc_ok, format_pv_uuid(body[:32]), 0,
-                       findings=findings)
+                       findings=findings, type_ok=hdr.type == S.LVM2_LABEL, pv_header_ok=False)
     data = [(a.offset, a.size) for a in pvh.data_areas[:-1]][:MAX_AREAS]
     mdas = [(a.offset, a.size) for a in pvh.metadata_areas[:-1]][:MAX_AREAS]
     label = PVLabel(offset, hdr.sector_xl, crc_ok, format_pv_uuid(pvh.pv_uuid),
-                    pvh.device_size_xl, data, mdas, findings=findings)
+                    pvh.device_size_xl, data, mdas, findings=findings,
+                    type_ok=hdr.type == S.LVM2_LABEL)
     used = 32 + 8 + 16 * (len(pvh.data_areas) + len(pvh.metadata_areas))
     try:
         ext = S.pv_header_extension.parse(body[used:])

@@ -53,6 +53,7 @@ class MdaHeader:
     size: int
     raw_locns: list[RawLocn] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    terminated: bool = True     # the raw_locn list ends with its all-zero entry inside the sector
 
     @property
     def usable(self) -> bool:
@@ -83,17 +84,21 @@ def parse_mda_header(sector: bytes, offset: int) -> MdaHeader | None:
         findings.append(Finding("lvm-mda-header-size", offset, "warning",
                                 f"mda header at {offset}: size {hdr.size} is implausible"))
     locns: list[RawLocn] = []
+    terminated = False
     pos = 40
-    while pos + 24 <= S.MDA_HEADER_SIZE and len(locns) < MAX_RAW_LOCNS:
+    while pos + 24 <= S.MDA_HEADER_SIZE:
         try:
             rl = S.raw_locn.parse(sector[pos:pos + 24])
         except ConstructError:  # pragma: no cover - 24 bytes always parse
             break
         if not (rl.offset or rl.size or rl.checksum or rl.flags):
+            terminated = True
             break
-        locns.append(RawLocn(rl.offset, rl.size, rl.checksum, rl.flags))
+        if len(locns) < MAX_RAW_LOCNS:      # kept; the rest only walked to its terminator
+            locns.append(RawLocn(rl.offset, rl.size, rl.checksum, rl.flags))
         pos += 24
-    return MdaHeader(offset, crc_ok, hdr.version, hdr.start, hdr.size, locns, findings)
+    return MdaHeader(offset, crc_ok, hdr.version, hdr.start, hdr.size, locns, findings,
+                     terminated)
 
 
 def build_mda_header(start: int, size: int, raw_locns: list[RawLocn] | None = None) -> bytes:

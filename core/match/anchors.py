@@ -21,12 +21,14 @@ import numpy as np
 
 from core.findings import Finding
 from core.structs import vhd as S
+from core.vhd.head import HEAD_BYTES, HeadLimits, parse_head
 from core.xen import dm_name_parts
 
-MAX_BLOCK_SIZE = 64 << 20
-MIN_BLOCK_SIZE = 4096
-MAX_VIRTUAL = 1 << 46          # 64 TiB: far beyond VHD's 2040 GiB, still a sane bound
-MAX_ENTRIES = 1 << 24
+# what an anchor accepts (core.vhd.head parses and checks the head): power-of-two blocks of
+# 4 KiB..64 MiB, BATs of up to 2^24 entries, 64 TiB (far beyond VHD's 2040 GiB, still sane)
+ANCHOR_LIMITS = HeadLimits(min_block_bytes=4096, max_block_bytes=64 << 20,
+                           power_of_two_blocks=True, max_bat_entries=1 << 24,
+                           max_virtual_bytes=1 << 46)
 
 
 @dataclass
@@ -63,8 +65,7 @@ class VhdAnchor:
 
     @property
     def uid_str(self) -> str:
-        h = self.uid.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return S.format_uuid(self.uid)
 
     @property
     def lvhd(self) -> bool:
@@ -91,13 +92,8 @@ class VhdAnchor:
         return {"pe": self.pe, "vhd_uuid": self.uid_str, "disk_type": self.disk_type,
                 "creator": self.creator.decode("latin-1").rstrip("\0"),
                 "virtual_bytes": self.current_size, "blocks": int(len(self.blocks)),
-                "parent_uuid": None if not any(self.parent_uid) else _uuid(self.parent_uid),
+                "parent_uuid": None if not any(self.parent_uid) else S.format_uuid(self.parent_uid),
                 "plausible": self.plausible}
-
-
-def _uuid(raw: bytes) -> str:
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def parse_anchor(pe: int, read_lv0, extent_bytes: int, lv_limit: int,
@@ -107,42 +103,39 @@ def parse_anchor(pe: int, read_lv0, extent_bytes: int, lv_limit: int,
     Returns None when the bytes are no VHD head at all; an anchor with `plausible=False` and
     findings when the head parses but its numbers cannot be a VHD LV's.
     """
-    raw = read_lv0(0, 1536)
-    if len(raw) < 1536 or raw[:8] != S.HD_COOKIE or raw[512:520] != S.DD_COOKIE:
+    head = parse_head(read_lv0(0, HEAD_BYTES))
+    if head is None:
         return None
-    ftr = S.parse_footer(raw[:512])
-    hdr = S.parse_header(raw[512:1536])
+    ftr, hdr = head.footer.parsed, head.header.parsed
     findings: list[Finding] = []
     at = data_offset_abs
 
     def bad(kind: str, msg: str, **details) -> None:
         findings.append(Finding(kind, at, "warning", f"PE {pe}: {msg}", dict(details, pe=pe)))
 
-    if S.footer_checksum(raw[:512]) != ftr.checksum:
+    if not head.footer.checksum_ok:
         bad("vhd-footer-checksum", "VHD footer copy checksum does not match")
-    if S.header_checksum(raw[512:1536]) != hdr.checksum:
+    if not head.header.checksum_ok:
         bad("vhd-header-checksum", "VHD dynamic header checksum does not match")
-    bs, n_max, tab = int(hdr.block_size), int(hdr.max_bat_size), int(hdr.table_offset)
-    cur = int(ftr.curr_size)
-    plausible = True
-    if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
-        bad("vhd-anchor-implausible", f"block size {bs} is not a power of two in 4 KiB..64 MiB")
-        plausible = False
-        bs = S.VHD_BLOCK_SIZE
-    if not 0 < n_max <= MAX_ENTRIES:
-        bad("vhd-anchor-implausible", f"BAT of {n_max} entries")
-        plausible = False
+    bs, n_max, tab = head.block_bytes, head.bat_entries, head.table_offset
+    cur = head.virtual_bytes
+    problems = head.problems(ANCHOR_LIMITS)
+    plausible = not problems
+    for name in ("block_size", "bat_entries", "virtual_size"):
+        if name in problems:
+            bad("vhd-anchor-implausible", problems[name])
+    if "block_size" in problems:
+        bs = S.VHD_BLOCK_BYTES
+    if "bat_entries" in problems:
         n_max = 0
-    if not 0 < cur <= MAX_VIRTUAL:
-        bad("vhd-anchor-implausible", f"virtual size {cur}")
-        plausible = False
+    if "virtual_size" in problems:
         cur = 0
-    if tab < 1536 or tab % S.SECTOR or tab + 4 * max(1, min(n_max, -(-cur // bs))) > 2 * extent_bytes:
+    if tab < HEAD_BYTES or tab % S.SECTOR \
+            or tab + 4 * max(1, min(n_max, -(-cur // bs))) > 2 * extent_bytes:
         bad("vhd-anchor-implausible", f"BAT at {tab} outside the first two extents")
         plausible = False
-    if ftr.type not in (S.HD_TYPE_DYNAMIC, S.HD_TYPE_DIFF):
-        bad("vhd-anchor-implausible", f"disk type {ftr.type} is neither dynamic nor differencing")
-        plausible = False
+    if "disk_type" in problems:
+        bad("vhd-anchor-implausible", problems["disk_type"])
     needed = min(n_max, -(-cur // bs)) if plausible else 0
     bat_end = tab + 4 * needed
     stored_here = max(0, min(bat_end, extent_bytes) - tab) // 4 if plausible else 0

@@ -39,7 +39,6 @@ WALK_NOTE = ("nothing in it tells (the tail of a block, no footer that fixes the
 GAP_CONFIDENCE = 0.4    # data-less extents inferred from the free PE run between two placed ones
 ALLOCATION_GUESS = 0.55  # a footer extent's LE told only by LVM's allocation order
 SEARCH_SECTORS = 1 << 17   # sectors gathered per search batch (64 MiB)
-LATTICE = 1024             # 4 KiB-aligned bitmap positions per 4 MiB extent
 SIG_BATCH = 64             # PEs whose lattice sectors are gathered at once (32 MiB)
 MAX_CANDIDATES = 64        # per slot and round: beyond that a slot is hopelessly ambiguous
 WALK_BATCH = 128

@@ -16,13 +16,11 @@ import numpy as np
 
 from core.match.anchors import VhdAnchor
 from core.structs import vhd as S
+from core.structs.lvhd import (LVHD_BLOCK_STRIDE_BYTES, LVHD_EXTENT_BYTES, LVHD_FIRST_BITMAP_BYTES,
+                               lvhd_inflated_bytes)
+from core.structs.vhd import VHD_BLOCK_BYTES
 
 SECTOR = 512
-LVHD_BLOCK = 2 << 20
-LVHD_STRIDE = 4104 * SECTOR        # bitmap sector + 4 KiB alignment + 2 MiB of data
-LVHD_FIRST_BITMAP = 8455 * SECTOR  # after the 2 TiB BAT and the batmap (formats.md 4.5)
-SM_EXTENT = 4 << 20                # XenServer's VG extent size
-SM_INFLATE_META = 4_329_472        # sm lvhdutil.calcSizeVHDLV: the VHD metadata overhead
 
 
 @dataclass
@@ -92,10 +90,9 @@ def sm_inflated_bytes(anchor: VhdAnchor, extent_bytes: int) -> int | None:
     """The LV size sm gives an inflated (thick) VHD LV, before rounding up to the extent
     (lvhdutil.calcSizeVHDLV, formats.md 3.1: metadata overhead + virtual size + 4 KiB per
     virtual block); None where the layout is not sm's (2 MiB blocks, 4 MiB extents)."""
-    if anchor.block_size != LVHD_BLOCK or extent_bytes != SM_EXTENT:
+    if anchor.block_size != VHD_BLOCK_BYTES or extent_bytes != LVHD_EXTENT_BYTES:
         return None
-    nblocks = -(-anchor.current_size // LVHD_BLOCK)
-    return SM_INFLATE_META + anchor.current_size + nblocks * 4096
+    return lvhd_inflated_bytes(anchor.current_size)
 
 
 def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
@@ -151,10 +148,11 @@ def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
         last = slot(int(last_le))
         last.lv_end_possible = True
         # blktap puts the next block one LVHD stride after the last one (formats.md 4.5)
-        nxt = int(offs[-1]) + LVHD_STRIDE if len(offs) else LVHD_FIRST_BITMAP
+        nxt = int(offs[-1]) + LVHD_BLOCK_STRIDE_BYTES if len(offs) else LVHD_FIRST_BITMAP_BYTES
         lim = (int(last_le) + 1) * E - SECTOR
-        if anchor.block_size == LVHD_BLOCK and nxt >= anchor.data_end:
-            last.absent_offsets = np.arange(nxt, lim, LVHD_STRIDE, dtype=np.int64) - last_le * E
+        if anchor.block_size == VHD_BLOCK_BYTES and nxt >= anchor.data_end:
+            last.absent_offsets = np.arange(nxt, lim, LVHD_BLOCK_STRIDE_BYTES,
+                                           dtype=np.int64) - last_le * E
         inflated = sm_inflated_bytes(anchor, E)
         if inflated is not None:
             # sm's inflated LV size: a longer LV may end in this VHD's footer ... except for a

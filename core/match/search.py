@@ -14,13 +14,14 @@ import numpy as np
 
 from core.match import joint
 from core.match.board import (
-    FREE, ACCEPT, TIED, FITS, SURE, MIN_CONFIDENCE, ADJACENCY_ONLY, SEARCH_SECTORS, LATTICE,
+    FREE, ACCEPT, TIED, FITS, SURE, MIN_CONFIDENCE, ADJACENCY_ONLY, SEARCH_SECTORS,
     SIG_BATCH, MAX_CANDIDATES, RUN_INTERIOR, ISLAND_SLOTS, ISLAND_CONTENT, ISLAND_CONFIDENCE,
     TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT, SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD, EXTRA_BITMAP, FULL_BAD, FULL_OK,
     NOT_FULL_BAD, LV_END_FOOTER, Score, bitmap_llr, continuity_llr, sample_sectors)
+from core.structs.lvhd import LVHD_LATTICE_SLOTS
 
 
 class SearchMixin:
@@ -95,11 +96,11 @@ class SearchMixin:
         """For each PE, which 4 KiB-lattice sectors (7 mod 8: where LVHD bitmaps sit) look like
         bitmaps and which are all ones: 2 x 128 bytes per PE, read once (holes skipped)."""
         if self.sig_good is None:
-            self.sig_good = np.zeros((self.N, LATTICE // 8), np.uint8)
-            self.sig_ones = np.zeros((self.N, LATTICE // 8), np.uint8)
+            self.sig_good = np.zeros((self.N, LVHD_LATTICE_SLOTS // 8), np.uint8)
+            self.sig_ones = np.zeros((self.N, LVHD_LATTICE_SLOTS // 8), np.uint8)
             self.sig_done = np.zeros(self.N, bool)
         todo = pes[~self.sig_done[pes]]
-        lattice = (np.arange(LATTICE, dtype=np.int64) * 8 + 7) * SECTOR
+        lattice = (np.arange(LVHD_LATTICE_SLOTS, dtype=np.int64) * 8 + 7) * SECTOR
         todo = np.sort(todo)
         for lo in range(0, len(todo), SIG_BATCH):
             if self.ticker is not None:
@@ -116,8 +117,8 @@ class SearchMixin:
                 sub = secs[rows]
                 like[rows] = bitmap_likeness(sub)
                 ones[rows] = np.count_nonzero(sub != 0xFF, axis=1) == 0
-            like = like.reshape(len(chunk), LATTICE)
-            ones = ones.reshape(len(chunk), LATTICE)
+            like = like.reshape(len(chunk), LVHD_LATTICE_SLOTS)
+            ones = ones.reshape(len(chunk), LVHD_LATTICE_SLOTS)
             self.sig_good[chunk] = np.packbits(like >= 0.95, axis=1)
             self.sig_ones[chunk] = np.packbits(ones, axis=1)
             self.sig_done[chunk] = True
@@ -158,7 +159,8 @@ class SearchMixin:
         for v, le in front:
             slot = v.pred.slots[le]
             offs = slot.bitmap_offsets
-            if len(offs) and ((offs // SECTOR) % 8 == 7).all() and self.E == LATTICE * 8 * SECTOR:
+            if len(offs) and ((offs // SECTOR) % 8 == 7).all() \
+                    and self.E == LVHD_LATTICE_SLOTS * 8 * SECTOR:
                 lat_slots.append((v, le, slot))
             else:
                 other.append((v, le, slot))

@@ -15,10 +15,12 @@ from typing import BinaryIO, Sequence
 
 import numpy as np
 
-from core.vhd.build import build_vhd, lvhd_lv_size
+from core.vhd.build import build_vhd
+from core.structs.lvhd import (LVHD_BAT_ENTRIES, LVHD_BATMAP_HEADER_OFFSET_BYTES,
+                               LVHD_BLOCK_STRIDE_BYTES, LVHD_FIRST_BITMAP_BYTES, lvhd_lv_size)
+from core.structs.vhd import VHD_BLOCK_BYTES
 
-BLOCK = 2 << 20
-SECTORS = BLOCK // 512
+SECTORS = VHD_BLOCK_BYTES // 512
 
 
 def written_pattern(rng: random.Random, full: bool = False) -> np.ndarray:
@@ -37,7 +39,8 @@ def written_pattern(rng: random.Random, full: bool = False) -> np.ndarray:
 def random_block(rng: random.Random, full: bool = False) -> tuple[bytes, np.ndarray]:
     """(data, written): random bytes where written, zeros elsewhere (a fresh LV reads zeros)."""
     mask = written_pattern(rng, full)
-    data = np.frombuffer(rng.randbytes(BLOCK), dtype=np.uint8).reshape(SECTORS, 512).copy()
+    data = np.frombuffer(rng.randbytes(VHD_BLOCK_BYTES), dtype=np.uint8)
+    data = data.reshape(SECTORS, 512).copy()
     data[~mask] = 0
     return data.tobytes(), mask
 
@@ -67,9 +70,6 @@ def place_extents(f: BinaryIO, data: bytes, pes: Sequence[int], data_offset: int
 
 
 # -- a large sparse SR for the benchmark ---------------------------------------------------------
-LVHD_META = 4_328_960            # LV offset of the first block bitmap (formats.md 4.5)
-LVHD_STRIDE = (2 << 20) + 4096   # bitmap + data + alignment gap
-TIB2_ENTRIES = 1 << 20
 
 
 def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Random,
@@ -91,16 +91,16 @@ def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Rand
                             geometry=S.geometry_word(c, h, s), type=S.HD_TYPE_DYNAMIC, uuid=uid,
                             saved=0, hidden=0)
     header = S.build_header(cookie=S.DD_COOKIE, data_offset=S.DD_NEXT_OFFSET, table_offset=1536,
-                            hdr_ver=S.DD_VERSION, max_bat_size=TIB2_ENTRIES,
+                            hdr_ver=S.DD_VERSION, max_bat_size=LVHD_BAT_ENTRIES,
                             block_size=2 << 20, prt_uuid=bytes(16), prt_ts=0,
                             prt_name=bytes(512), loc=[])
     vblocks = virtual // (2 << 20)
     which = rng.sample(range(vblocks), nblocks)
-    bat = np.full(TIB2_ENTRIES, S.DD_BLK_UNUSED, dtype=np.uint32)
-    batmap = np.zeros(TIB2_ENTRIES, dtype=bool)
+    bat = np.full(LVHD_BAT_ENTRIES, S.DD_BLK_UNUSED, dtype=np.uint32)
+    batmap = np.zeros(LVHD_BAT_ENTRIES, dtype=bool)
     pieces: dict[int, bytes] = {}
     for k, b in enumerate(which):
-        off = LVHD_META + k * LVHD_STRIDE
+        off = LVHD_FIRST_BITMAP_BYTES + k * LVHD_BLOCK_STRIDE_BYTES
         bat[b] = off // 512
         # a guest's writes: one or two 4 KiB pieces of the 2 MiB block, their data random
         mask = np.zeros(SECTORS, dtype=bool)
@@ -117,8 +117,8 @@ def _lvhd_structures(virtual: int, lv_bytes: int, nblocks: int, rng: random.Rand
     map_bytes = np.packbits(batmap).tobytes()
     csum = S.batmap_checksum(map_bytes[: S.batmap_checksum_length(virtual, 2 << 20)])
     pieces[0] = footer + header + S.build_bat(bat)
-    pieces[1536 + 4 * TIB2_ENTRIES] = S.build_batmap_header(
-        1536 + 4 * TIB2_ENTRIES + 512, len(map_bytes) // 512, csum) + map_bytes
+    pieces[LVHD_BATMAP_HEADER_OFFSET_BYTES] = S.build_batmap_header(
+        LVHD_BATMAP_HEADER_OFFSET_BYTES + 512, len(map_bytes) // 512, csum) + map_bytes
     pieces[lv_bytes - 512] = footer
     return uid, pieces
 
@@ -170,7 +170,7 @@ def sparse_sr(path: str, size: int, n_vdis: int, seed: int = 1, fill: float = 0.
             if len(pes) < 2:
                 continue
             lv_bytes = len(pes) * E
-            fits = (lv_bytes - 512 - LVHD_META) // LVHD_STRIDE
+            fits = (lv_bytes - 512 - LVHD_FIRST_BITMAP_BYTES) // LVHD_BLOCK_STRIDE_BYTES
             # sm sizes the LV of an inflated VDI as roundup4M(4,329,472 + virtual + 4 KiB per
             # block): the virtual size is the largest whose inflated LV is this LV
             virtual = max(1, (lv_bytes - 4_329_472) // ((2 << 20) + 4096)) * (2 << 20)

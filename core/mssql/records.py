@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from core.carve.mssql_page import slot_offsets  # noqa: F401 (importable here)
 from core.structs.mssql import (
     FORWARDING_STUB_SIZE, PAGE_HEADER_SIZE, PAGE_SIZE, RECORD_COMPLEX_COLUMN,
     RECORD_FORWARDING_STUB, RECORD_HAS_NULL_BITMAP, RECORD_HAS_VARIABLE_COLUMNS,
@@ -122,17 +123,6 @@ def forwarding_target(record: Record) -> tuple[int, int, int]:
     """(file id, page id, slot) a forwarding stub points at."""
     r = rid.parse(record.raw[1: FORWARDING_STUB_SIZE])
     return r.file, r.page, r.slot
-
-
-def slot_offsets(page: bytes, slot_count: int) -> list[int | None]:
-    """Record offset of each slot (None for an empty slot, offset 0, or one outside the body)."""
-    out: list[int | None] = []
-    n = max(0, min(slot_count, (PAGE_SIZE - PAGE_HEADER_SIZE) // 2))
-    if len(page) < PAGE_SIZE or n == 0:
-        return out
-    for off in struct.unpack_from("<%dH" % n, page, PAGE_SIZE - 2 * n)[::-1]:
-        out.append(off if PAGE_HEADER_SIZE <= off < PAGE_SIZE else None)
-    return out
 
 
 def record_at(page: bytes, slot: int) -> Record | None:

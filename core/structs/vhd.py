@@ -9,6 +9,8 @@ All integers are big-endian.
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 from construct import Array, Bytes, Int8ub, Int16ub, Int32ub, Int64ub, Struct
 
@@ -30,7 +32,7 @@ HD_TEMPORARY = 0x00000001       # vhd.h HD_TEMPORARY
 DD_BLK_UNUSED = 0xFFFFFFFF      # vhd.h DD_BLK_UNUSED: BAT entry of an unallocated block
 FIXED_DATA_OFFSET = 0xFFFFFFFFFFFFFFFF  # spec: fixed disks have data_offset all ones
 DD_NEXT_OFFSET = 0xFFFFFFFFFFFFFFFF     # dd_hdr.data_offset: "next" structure, unused
-VHD_BLOCK_SIZE = 0x00200000     # vhd.h VHD_BLOCK_SIZE (2 MiB default)
+VHD_BLOCK_BYTES = 0x00200000    # vhd.h VHD_BLOCK_SIZE (2 MiB default)
 BATMAP_VERSION_1_2 = 0x00010002  # libvhd.c VHD_BATMAP_CURRENT_VERSION
 BATMAP_VERSION_1_1 = 0x00010001  # libvhd.c: version 1.1 summed signed chars
 
@@ -162,12 +164,17 @@ def batmap_checksum(map_bytes: bytes, signed: bool = False) -> int:
     return (~int(arr.sum(dtype=np.int64))) & 0xFFFFFFFF
 
 
-def batmap_checksum_length(curr_size: int, block_size: int = VHD_BLOCK_SIZE) -> int:
+def batmap_checksum_length(curr_size: int, block_size: int = VHD_BLOCK_BYTES) -> int:
     """Bytes of the batmap the checksum covers: `curr_size >> (VHD_BLOCK_SHIFT + 3)` rounded
     up to whole sectors, at least one (blktap libvhd.c vhd_checksum_batmap: the shift is the
     fixed 2 MiB VHD_BLOCK_SHIFT = 21 and rounds *down* before the sector round-up).
     `block_size` is accepted for symmetry and ignored, as blktap ignores it."""
     return max(1, -(-(curr_size >> 24) // SECTOR)) * SECTOR
+
+
+def format_uuid(raw: bytes) -> str:
+    """A VHD unique id (16 bytes, big-endian as stored) as vhd-util prints it: 8-4-4-4-12 hex."""
+    return str(uuid.UUID(bytes=bytes(raw)))
 
 
 def roundup(value: int, unit: int) -> int:

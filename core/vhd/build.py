@@ -29,8 +29,8 @@ from typing import BinaryIO, Mapping, Sequence
 import numpy as np
 
 from core.structs import vhd as S
+from core.structs.lvhd import LVHD_MAX_VIRTUAL_BYTES
 
-TIB2 = 2 << 40
 DEFAULT_TIMESTAMP = 0x2F000000  # a fixed time (2025) so builds are reproducible
 
 
@@ -106,7 +106,7 @@ def _block_value(value, block_size: int) -> tuple[bytes, np.ndarray]:
 def build_vhd(virtual_size: int, blocks: Mapping[int, object] | None = None, *,
               layout: str = "blktap", out: BinaryIO | None = None, offset: int = 0,
               order: Sequence[int] | None = None, lv_size: int | None = None,
-              block_size: int = S.VHD_BLOCK_SIZE, parent: ParentRef | None = None,
+              block_size: int = S.VHD_BLOCK_BYTES, parent: ParentRef | None = None,
               unique_id: bytes | None = None, seed: int = 0, hidden: bool = False,
               timestamp: int = DEFAULT_TIMESTAMP, max_entries: int | None = None,
               creator: bytes | None = None) -> BuiltVhd:
@@ -168,7 +168,7 @@ def build_vhd(virtual_size: int, blocks: Mapping[int, object] | None = None, *,
     bm_bytes = S.bitmap_bytes(block_size)
     table_offset = 1536
     if max_entries is None:
-        max_entries = TIB2 // block_size if layout == "blktap" else nblocks
+        max_entries = LVHD_MAX_VIRTUAL_BYTES // block_size if layout == "blktap" else nblocks
     if max_entries < nblocks:
         raise ValueError("max_entries smaller than the disk needs")
     bat_bytes = S.roundup(max_entries * 4, S.SECTOR)
@@ -248,13 +248,3 @@ def _finish(out, memory: bool, built: BuiltVhd) -> BuiltVhd:
             data += bytes(built.size - len(data))
         built.data = data
     return built
-
-
-def lvhd_lv_size(virtual_size: int, allocated_blocks: int, thick: bool = False) -> int:
-    """LV size sm gives a VHD VDI (lvhdutil.calcSizeVHDLV): 4 MiB-rounded overhead for 2 TiB of
-    metadata plus 4 KiB per block (plus the whole virtual size when thick)."""
-    overhead = 4_329_472
-    size = overhead + allocated_blocks * (S.VHD_BLOCK_SIZE + 4096)
-    if thick:
-        size = overhead + virtual_size + (-(-virtual_size // S.VHD_BLOCK_SIZE)) * 4096
-    return S.roundup(size, 4 << 20)

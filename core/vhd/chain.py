@@ -13,7 +13,8 @@ from typing import Callable, Iterable
 from core.findings import Finding
 from core.spaces import ByteSpace
 from core.structs import vhd as S
-from core.vhd.reader import VhdImage, format_uuid
+from core.structs.vhd import format_uuid
+from core.vhd.reader import VhdImage
 
 MAX_CHAIN = 64  # sm limits chains to 30 (vhdutil.MAX_CHAIN_SIZE); bounded well above that
 

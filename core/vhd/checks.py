@@ -178,7 +178,7 @@ def check_header(img: VhdImage) -> list[Finding]:
     if bs == 0 or bs & (bs - 1):
         out.append(_f("vhd-block-size-not-power-of-two", off + 32, "error",
                       f"block size {bs} is not a power of two", block_size=bs))
-    elif bs > S.VHD_BLOCK_SIZE and img.footer.crtr_app == S.CREATOR_TAP:
+    elif bs > S.VHD_BLOCK_BYTES and img.footer.crtr_app == S.CREATOR_TAP:
         out.append(_f("vhd-block-size", off + 32, "warning",
                       f"block size {bs} is larger than blktap accepts (2 MiB)"))
     if bs and int(h.max_bat_size) * bs < img.current_size:

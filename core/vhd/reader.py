@@ -13,8 +13,6 @@ to what the disk size needs and to MAX_BAT_ENTRIES, locators to MAX_LOCATOR_BYTE
 
 from __future__ import annotations
 
-import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,10 +22,17 @@ from core.errors import SrsalvageError
 from core.findings import Finding
 from core.spaces import ByteSpace
 from core.structs import vhd as S
+from core.structs.vhd import format_uuid
+from core.vhd.head import (FooterCandidate, HeadLimits, batmap_checksum_for,  # noqa: F401
+                           block_size_problem, read_footer_at)
+from core.vhd.virtual import VirtualDisk  # noqa: F401 (importable here)
 from core.xen import dm_name_parts
 
 MAX_BAT_ENTRIES = 1 << 22          # 16 MiB of BAT: 8 TiB at 2 MiB blocks
 MAX_BLOCK_SIZE = 1 << 28           # 256 MiB; blktap itself rejects > 2 MiB
+# what VhdImage accepts: any multiple of 512 up to MAX_BLOCK_SIZE (the BAT is capped, not refused)
+READER_LIMITS = HeadLimits(min_block_bytes=512, max_block_bytes=MAX_BLOCK_SIZE,
+                           power_of_two_blocks=False, max_bat_entries=MAX_BAT_ENTRIES)
 MAX_LOCATOR_BYTES = 1 << 16
 FOOTER_SCAN_BYTES = (8 << 20) + 512  # a file copied into an LV: its footer lies within the last extents
 AFTER_DATA_SCAN = 64 << 10         # Windows pads its VHDs to 4 KiB before the footer
@@ -65,52 +70,10 @@ def platform_name(code: int) -> str:
     return f"0x{code:08x}"
 
 
-def format_uuid(raw: bytes) -> str:
-    return str(uuid.UUID(bytes=bytes(raw)))
-
-
 def undouble_dm_name(name: str) -> str:
     """`VG_XenStorage--<sr>-VHD--<uuid>` -> the LV name `VHD-<uuid>` (formats.md 4.5)."""
     parts = dm_name_parts(name)
     return parts[-1] if len(parts) >= 2 else name.replace("\\", "/").rsplit("/", 1)[-1]
-
-
-@dataclass
-class FooterCandidate:
-    offset: int
-    source: str          # end | end-511 | after-data | scan | copy
-    raw: bytes
-    parsed: object
-    cookie_ok: bool
-    checksum_ok: bool
-    hidden_checksum_quirk: bool = False
-
-    @property
-    def good(self) -> bool:
-        return self.cookie_ok and self.checksum_ok
-
-
-def read_footer_at(space: ByteSpace, offset: int, source: str, length: int = 512
-                   ) -> FooterCandidate | None:
-    if offset < 0 or offset + length > space.size:
-        return None
-    raw = space.read(offset, length)
-    if len(raw) < length:
-        return None
-    raw = raw.ljust(512, b"\0")
-    parsed = S.parse_footer(raw)
-    cookie_ok = parsed.cookie in (S.HD_COOKIE, S.POISON_COOKIE)
-    stored = parsed.checksum
-    ok = stored == S.footer_checksum(raw)
-    quirk = False
-    if not ok and parsed.hidden:
-        # early blktap set `hidden` without updating the checksum (libvhd.c
-        # vhd_validate_footer_impl retries with byte 85 zeroed)
-        alt = bytearray(raw)
-        alt[S.FOOTER_HIDDEN_OFFSET] = 0
-        if stored == S.footer_checksum(bytes(alt)):
-            ok = quirk = True
-    return FooterCandidate(offset, source, raw, parsed, cookie_ok, ok, quirk)
 
 
 class VhdImage:
@@ -344,7 +307,7 @@ class VhdImage:
                       f"dynamic header checksum 0x{hdr.checksum:08x}, computed 0x{computed:08x}",
                       stored=int(hdr.checksum), computed=computed)
         bs = int(hdr.block_size)
-        if bs < 512 or bs % 512 or bs > MAX_BLOCK_SIZE:
+        if block_size_problem(bs, READER_LIMITS) is not None:
             self._add("vhd-block-size", hoff + 32, "error",
                       f"block size {bs} is unusable (must be a multiple of 512 up to {MAX_BLOCK_SIZE})",
                       block_size=bs)
@@ -364,7 +327,7 @@ class VhdImage:
         the data area of the space and at least one block starts with a plausible bitmap."""
         if self.disk_type != S.HD_TYPE_DYNAMIC:
             return None
-        bs, table = S.VHD_BLOCK_SIZE, 1536
+        bs, table = S.VHD_BLOCK_BYTES, 1536
         need = -(-self.virtual_size // bs)
         candidates = []
         if self.footer.crtr_app == S.CREATOR_TAP:
@@ -463,8 +426,7 @@ class VhdImage:
         csum_len = min(map_len, S.batmap_checksum_length(self.current_size, self.block_size),
                        MAX_BAT_ENTRIES // 8)
         map_bytes = self.space.read(map_off, max(want, csum_len))
-        signed = int(bh.batmap_version) == S.BATMAP_VERSION_1_1  # libvhd.c vhd_checksum_batmap
-        computed = S.batmap_checksum(map_bytes[:csum_len], signed=signed)
+        computed = batmap_checksum_for(bh, map_bytes[:csum_len])
         bits = np.unpackbits(np.frombuffer(map_bytes[:want], dtype=np.uint8))[:n].astype(bool)
         self.batmap = bits
         if computed != bh.checksum:
@@ -653,108 +615,3 @@ class VhdImage:
             raise VhdError(f"{self._where()}: VHD structures too damaged to read the virtual disk"
                            f" ({', '.join(f.kind for f in self.findings if f.severity == 'error')})")
         return VirtualDisk(self, parent)
-
-
-class VirtualDisk:
-    """The virtual disk of a VHD as a ByteSpace: BAT + bitmaps (+ batmap), parent fall-through.
-
-    A sector whose block is unallocated, or whose bitmap bit is clear, reads from `parent`
-    (a differencing disk) or as zeros, whatever bytes the LV holds there.
-    """
-
-    def __init__(self, img: VhdImage, parent: ByteSpace | None = None) -> None:
-        self.img = img
-        self.parent = parent if img.disk_type == S.HD_TYPE_DIFF else None
-        self.size = img.virtual_size
-        self.name = f"{img.name}:virtual" if img.name else "virtual"
-        self.fixed = img.disk_type == S.HD_TYPE_FIXED
-        self.block_size = img.block_size if not self.fixed else 2 << 20
-        self._bitmaps: OrderedDict[int, np.ndarray] = OrderedDict()
-
-    # per-sector presence of one block (bool per sector), cached LRU
-    def _sector_bits(self, block: int, bitmap_off: int) -> np.ndarray:
-        bits = self._bitmaps.get(block)
-        if bits is None:
-            spb = self.block_size // 512
-            raw = self.img.space.read(bitmap_off, -(-spb // 8))
-            raw = raw.ljust(-(-spb // 8), b"\0")
-            bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:spb].astype(bool)
-            self._bitmaps[block] = bits
-            if len(self._bitmaps) > 64:
-                self._bitmaps.popitem(last=False)
-        else:
-            self._bitmaps.move_to_end(block)
-        return bits
-
-    def _below(self, offset: int, length: int) -> bytes | None:
-        """What lies under this layer: the parent's bytes, or None for zeros."""
-        if self.parent is None or offset >= self.parent.size:
-            return None
-        opt = getattr(self.parent, "read_opt", None)
-        data = opt(offset, length) if opt is not None else self.parent.read(offset, length)
-        if data is not None and len(data) < length:
-            data = data + bytes(length - len(data))
-        return data
-
-    def read_opt(self, offset: int, length: int) -> bytes | None:
-        """Like read(), but None when the whole range is absent down the chain (zeros)."""
-        if offset < 0 or length < 0:
-            raise ValueError("negative offset or length")
-        end = min(self.size, offset + length)
-        if offset >= end:
-            return b""
-        if self.fixed:
-            data = self.img.space.read(offset, end - offset)
-            return data + bytes(end - offset - len(data))
-        pieces: list[bytes | None] = []
-        pos = offset
-        bs = self.block_size
-        while pos < end:
-            b = pos // bs
-            stop = min(end, (b + 1) * bs)
-            pieces.append(self._read_in_block(b, pos - b * bs, stop - pos))
-            pos = stop
-        if all(p is None for p in pieces):
-            return None
-        return b"".join(p if p is not None else bytes(n) for p, n in
-                        zip(pieces, self._piece_lengths(offset, end)))
-
-    def _piece_lengths(self, offset: int, end: int):
-        bs = self.block_size
-        pos = offset
-        while pos < end:
-            stop = min(end, (pos // bs + 1) * bs)
-            yield stop - pos
-            pos = stop
-
-    def read(self, offset: int, length: int) -> bytes:
-        data = self.read_opt(offset, length)
-        if data is None:
-            return bytes(max(0, min(self.size, offset + length) - offset))
-        return data
-
-    def _read_in_block(self, block: int, start: int, length: int) -> bytes | None:
-        """`length` bytes at `start` inside `block`; None = all below (parent or zeros)."""
-        img = self.img
-        voff = block * self.block_size + start
-        bm_off = img.block_bitmap_offset(block)
-        if bm_off is None:
-            return self._below(voff, length)
-        data_off = bm_off + img.bitmap_bytes + start
-        if img.batmap_valid and block < len(img.batmap) and img.batmap[block]:
-            data = img.space.read(data_off, length)
-            return data + bytes(length - len(data))
-        bits = self._sector_bits(block, bm_off)
-        s0, s1 = start // 512, -(-(start + length) // 512)
-        sel = bits[s0:s1]
-        if sel.all():
-            data = img.space.read(data_off, length)
-            return data + bytes(length - len(data))
-        if not sel.any():
-            return self._below(voff, length)
-        data = np.frombuffer(img.space.read(data_off, length).ljust(length, b"\0"), dtype=np.uint8)
-        mask = np.repeat(sel, 512)[start - s0 * 512: start - s0 * 512 + length]
-        below = self._below(voff, length)
-        under = np.zeros(length, dtype=np.uint8) if below is None \
-            else np.frombuffer(below, dtype=np.uint8)
-        return np.where(mask, data, under).tobytes()

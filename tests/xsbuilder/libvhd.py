@@ -40,7 +40,7 @@ import numpy as np
 from core.structs import vhd as S
 
 SECTOR = 512
-BLOCK = S.VHD_BLOCK_SIZE                    # vhd.h VHD_BLOCK_SIZE
+BLOCK = S.VHD_BLOCK_BYTES                    # vhd.h VHD_BLOCK_SIZE
 SPB = BLOCK // SECTOR                       # sectors per block
 BM_SECS = 1                                 # block-vhd.c: secs_round_up_no_zero(spb >> 3)
 SPP = 4096 // SECTOR                        # block-vhd.c: getpagesize() >> VHD_SECTOR_SHIFT
