@@ -30,6 +30,7 @@ from core.match.anchors import VhdAnchor, parse_anchor, split_dm_name
 from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
 from core.match.features import SECTOR, SectorReader, bitmap_likeness, compute_pe_features, \
     find_cookie_pairs
+from core.match.names import locator_lv, name_vdis
 from core.match.predict import predict
 from core.progress import ProgressFn, Ticker
 from core.spaces import pes_to_map_runs
@@ -42,7 +43,6 @@ LVHD_STRIDE = 4104
 SM_PE_START = 11 << 20            # sm: pvcreate --metadatasize 10M gives pe_start 11 MiB (formats 2)
 MGT_SEARCH_POINTS = 4096          # grid points looked at for the MGT header without a grid
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_LV_NAME = re.compile(r"(VHD|LV)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", re.I)
 
 
 @dataclass
@@ -90,6 +90,7 @@ class VdiMap:
     lv_tags: list[str] = field(default_factory=list)
     lv_status: list[str] | None = None
     lv_source: str | None = None     # where `lv` comes from: metadata | parent-locator | mgt
+    parent_lv: str | None = None     # the LV its header's parent name (locator) names
 
     @property
     def pes(self) -> list[int | None]:
@@ -113,6 +114,7 @@ class VdiMap:
             "ambiguous": [{"le": le, "candidates": pes} for le, pes in sorted(self.ambiguous.items())],
             "footer_pe": self.footer_pe,
             **({"lv_source": self.lv_source} if self.lv_source else {}),
+            **({"parent_lv": self.parent_lv} if self.parent_lv else {}),
         }
 
 
@@ -430,7 +432,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         v.placed[0] = Placement(pe, 1.0, "vhd-match", None)
 
     # -- names from what the SR still says (parent locators, MGT) ------------------------------
-    lv_sources = _name_vdis(states, mgt, findings)
+    lv_sources = name_vdis(states, mgt, findings)
 
     # -- the technician's fixed pairs -----------------------------------------------------------
     taken: dict[int, tuple[str, int]] = {}
@@ -472,64 +474,6 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                  "zero_fill": {_state_key(s): solver.zero[s.index].to_json()
                                for s in states if s.index in solver.zero}}
     return rec
-
-
-def _name_vdis(states: list[VdiState], mgt: dict | None, findings: list[Finding]
-               ) -> dict[int, str]:
-    """LV names for VDIs found by structure alone, from what the SR still says; returns
-    {state index: how the name was found}.
-
-    * a differencing VHD's header parent name (and locators) hold the parent's device-mapper
-      name (sm vhdutil.snapshot -> vhd-util snapshot -p /dev/mapper/...; libvhd
-      vhd_initialize_header_parent_name takes its basename, formats.md 4.5): the parent
-      VHD (unique id = the child's parent id) is the LV `VHD-<vdi uuid>` named there, which is
-      what the children's locators must find again after a restore;
-    * the MGT volume lists the SR's live VDI uuids: where exactly one visible VHD is still
-      unnamed and exactly one live MGT uuid is not yet an LV's name, they are the same VDI.
-    The footer's unique id is NOT the VDI uuid (vhd-util create makes its own), so no name is
-    made up from it here."""
-    by_uid = {v.anchor.uid: v for v in states if v.anchor is not None}
-    how: dict[int, str] = {}
-    for child in states:
-        a = child.anchor
-        if a is None or not any(a.parent_uid):
-            continue
-        parent = by_uid.get(a.parent_uid)
-        split = split_dm_name(a.parent_name) if a.parent_name else None
-        m = _LV_NAME.fullmatch(split[1]) if split else None
-        if parent is None or m is None:
-            continue
-        name = f"{m.group(1).upper()}-{m.group(2).lower()}"
-        if parent.lv_name is None:
-            parent.lv_name = name
-            how[parent.index] = "parent-locator"
-            findings.append(Finding(
-                "lv-name-from-parent-locator", None, "info",
-                f"VHD {parent.anchor.uid_str} is LV {name}: the parent name in the header of "
-                f"its child VHD {a.uid_str}", {"vhd_uuid": parent.anchor.uid_str, "lv": name}))
-        elif parent.lv_name != name:
-            findings.append(Finding(
-                "lv-name-conflict", None, "warning",
-                f"VHD {parent.anchor.uid_str} is LV {parent.lv_name}, but its child "
-                f"{a.uid_str} names its parent {name}: the child's locator will not resolve "
-                f"after a restore", {"vhd_uuid": parent.anchor.uid_str, "lv": parent.lv_name,
-                                     "child_says": name}))
-    if mgt and mgt.get("vdi_uuids"):
-        named = {(v.lv_name or "").lower() for v in states}
-        free_uuids = [u for u in mgt["vdi_uuids"] if f"vhd-{u}" not in named
-                      and f"lv-{u}" not in named]
-        unnamed = [v for v in states if v.lv_name is None and v.anchor is not None
-                   and v.anchor.plausible and not v.anchor.hidden]
-        if len(free_uuids) == 1 and len(unnamed) == 1:
-            v = unnamed[0]
-            v.lv_name = f"VHD-{free_uuids[0]}"
-            how[v.index] = "mgt"
-            findings.append(Finding(
-                "lv-name-from-mgt", None, "info",
-                f"VHD {v.anchor.uid_str} is LV {v.lv_name}: the one live VDI of the MGT volume "
-                f"that no LV is named after, and the one visible VHD still unnamed",
-                {"vhd_uuid": v.anchor.uid_str, "lv": v.lv_name}))
-    return how
 
 
 class FixError(SrsalvageError):
@@ -619,7 +563,10 @@ def _find_mgt(ev, feats, D: int, E: int, findings: list[Finding]) -> dict[str, A
     return {"pe": pe, "sr_uuid": content.sr_uuid, "sr_name_label": content.sr_name_label,
             "allocation": content.allocation, "vdi_slots": len(content.vdis),
             "live_vdis": len(live),
-            "vdi_uuids": [v.uuid.lower() for v in live if v.uuid and _UUID.fullmatch(v.uuid.lower())]}
+            "vdi_uuids": [v.uuid.lower() for v in live if v.uuid and _UUID.fullmatch(v.uuid.lower())],
+            # what sm records of each (srmetadata.py): names the VHDs (core.match.names)
+            "vdi_records": [{**v.fields, "uuid": v.uuid.lower(), "name_label": v.name_label}
+                            for v in live if v.uuid and _UUID.fullmatch(v.uuid.lower())]}
 
 
 def _suggest_orphans(states: list[VdiState], vdis: list[VdiMap], orphans: list[dict]) -> None:
@@ -680,7 +627,7 @@ def _vdi_map(v: VdiState, E: int, meta_status: str | None, lv) -> VdiMap:
         parent_uuid=(a.to_json()["parent_uuid"] if a is not None else None),
         hidden=bool(a.hidden) if a is not None else False, ambiguous=dict(v.ambiguous),
         footer_pe=v.footer_pe, lv_tags=list(getattr(lv, "tags", []) or []),
-        lv_status=list(getattr(lv, "lvm_status", []) or []) or None)
+        lv_status=list(getattr(lv, "lvm_status", []) or []) or None, parent_lv=locator_lv(a))
 
 
 # -- orphans -----------------------------------------------------------------------------------

@@ -83,32 +83,13 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
     pv = PVMetadata(name="pv0", id=pid, device=device or "/dev/unknown",
                     dev_size=dev_size // 512, pe_start=grid.pe_start // 512,
                     pe_count=grid.pe_count)
-    lvs = {}
     plan = RestorePlan(None, name, pid, notes=notes)
-    used: dict[int, str] = {}
     now = int(time.time())     # lvm2 refuses an LV with creation_host but no creation_time
-    for v in rec.vdis:
-        lv_name = v.lv or (f"VHD-{v.vhd_uuid}" if v.vhd_uuid else None)
-        if lv_name is None:
-            plan.left_out.append((v.key, "no name and no VHD unique id"))
-            continue
-        if not v.complete or v.missing_les or v.extents_needed == 0:
-            why = f"incomplete: LEs {v.missing_les[:8]} not placed" if v.missing_les else \
-                "its length (the footer extent) is unknown"
-            plan.left_out.append((v.key, why))
-            continue
-        if not v.lv:
-            notes.append(f"{v.key}: nothing on the SR names its LV (no child's parent locator, "
-                         f"no MGT record to match): restored as {lv_name}, after its VHD's unique "
-                         f"id; rename it to VHD-<vdi uuid> with lvrename if the VDI uuid is known")
+    chosen = _restorable(rec.vdis, plan, getattr(rec, "findings", None) or [])
+    lvs = {}
+    used: dict[int, str] = {}
+    for v, lv_name in chosen:
         pes = v.pes
-        clash = [p for p in pes if p in used]
-        if clash:
-            plan.left_out.append((v.key, f"PE {clash[0]} is also in {used[clash[0]]}"))
-            continue
-        if lv_name in lvs:
-            plan.left_out.append((v.key, f"a second VDI named {lv_name}"))
-            continue
         for p in pes:
             used[p] = lv_name
         segs = [Segment(le, count, "striped", 1, None, [("pv0", pe)])
@@ -130,9 +111,100 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
                                    segments=[Segment(0, 1, "striped", 1, None,
                                                      [("pv0", mgt["pe"])])])
         plan.included.append("MGT")
+    _unrestored_records(mgt, plan, getattr(rec, "findings", None) or [])
     plan.metadata = VGMetadata(name=name, id=vg_id or grid.vg_id or lvm_id(rng), seqno=seqno,
                                extent_size=E // 512, pvs=[pv], lvs=lvs)
     return plan
+
+
+def _restorable(vdis: list, plan: RestorePlan, findings: list) -> list[tuple[object, str]]:
+    """The VDIs the restore file can recreate, with their LV names; the others go to
+    `plan.left_out` with the reason. Never one PE in two LVs, never two LVs of one name, and
+    never a differencing VHD whose parent locator names an LV the file does not recreate: sm's
+    GC stops on a VHD whose parent is missing (cleanup.py: "Parent VDI ... not found"), so
+    such a child would cost the whole SR its garbage collection."""
+    chosen: dict[str, tuple[object, str]] = {}
+    used: dict[int, str] = {}
+    for v in vdis:
+        lv_name = v.lv or (f"VHD-{v.vhd_uuid}" if v.vhd_uuid else None)
+        if lv_name is None:
+            plan.left_out.append((v.key, "no name and no VHD unique id"))
+            continue
+        if not v.complete or v.missing_les or v.extents_needed == 0:
+            why = f"incomplete: LEs {v.missing_les[:8]} not placed" if v.missing_les else \
+                "its length (the footer extent) is unknown"
+            plan.left_out.append((v.key, why + (f" (its LV would be {lv_name})"
+                                                if lv_name != v.key else "")))
+            continue
+        clash = [p for p in v.pes if p in used]
+        if clash:
+            plan.left_out.append((v.key, f"PE {clash[0]} is also in {used[clash[0]]}"))
+            continue
+        if lv_name in chosen:
+            plan.left_out.append((v.key, f"a second VDI named {lv_name}"))
+            continue
+        for p in v.pes:
+            used[p] = lv_name
+        chosen[lv_name] = (v, lv_name)
+    # children whose parent is not recreated under the name their locator holds (repeated:
+    # leaving a parent out leaves its children out)
+    by_uuid = {v.vhd_uuid: name for name, (v, _) in chosen.items() if v.vhd_uuid}
+    changed = True
+    while changed:
+        changed = False
+        for name, (v, _) in list(chosen.items()):
+            if not v.parent_uuid:
+                continue
+            has = by_uuid.get(v.parent_uuid)
+            want = getattr(v, "parent_lv", None)
+            if has is not None and has in chosen and (want is None or want == has):
+                continue
+            why = (f"its parent VHD {v.parent_uuid} is not restored"
+                   + (f" as {want}, the LV its parent locator names" if want else "")
+                   if has is None or has not in chosen else
+                   f"its parent locator names {want}, but its parent VHD {v.parent_uuid} is "
+                   f"{has} (a VHD the SR removed: sm renamed its parent since)")
+            plan.left_out.append((v.key, why))
+            del chosen[name]
+            changed = True
+    maybe = {f.details.get("vhd_uuid"): f.details.get("candidates") for f in findings
+             if f.kind == "lv-name-undecided"}
+    for v in vdis:
+        name = v.lv or (f"VHD-{v.vhd_uuid}" if v.vhd_uuid else None)
+        if name in chosen and chosen[name][0] is v and not v.lv:
+            cands = maybe.get(v.vhd_uuid)
+            plan.notes.append(
+                f"{v.key}: nothing on the SR names its LV for sure "
+                + (f"(it may be VDI {' or '.join(cands)} of the MGT volume)" if cands else
+                   "(no child's parent locator, no MGT record to match)")
+                + f": restored as {name}, after its VHD's unique id; rename it to VHD-<vdi uuid> "
+                f"with lvrename once the VDI is known")
+    return [chosen[n] for n in chosen]
+
+
+def _unrestored_records(mgt: dict | None, plan: RestorePlan, findings: list) -> None:
+    """A note for every live VDI the MGT volume records that gets no LV of its name."""
+    if not mgt:
+        return
+    maybe: dict[str, list[str]] = {}
+    for f in findings:
+        if f.kind == "lv-name-undecided":
+            for u in f.details.get("candidates", []):
+                maybe.setdefault(u, []).append(f.details.get("vhd_uuid"))
+    have = {n.lower() for n in plan.included}
+    for r in mgt.get("vdi_records") or [{"uuid": u} for u in mgt.get("vdi_uuids", [])]:
+        if f"vhd-{r['uuid']}" in have or f"lv-{r['uuid']}" in have:
+            continue
+        label = r.get("name_label")
+        left = next((why for k, why in plan.left_out if r["uuid"] in k or r["uuid"] in why),
+                    None)
+        if left is None and r["uuid"] in maybe:
+            left = ("its VHD is not named for sure: it may be VHD "
+                    + " or ".join(maybe[r["uuid"]]))
+        plan.notes.append(
+            f"VDI {r['uuid']}" + (f" ({terminal_line(repr(label))})" if label else "")
+            + f", recorded in the MGT volume, has no LV VHD-{r['uuid']} in the restore file: "
+            + (left if left else "no rebuilt VHD is known to be it"))
 
 
 def format_restore_file(plan: RestorePlan) -> str:
