@@ -113,7 +113,7 @@ def check_restore(img: str, truth: dict, work) -> dict:
     doc = json.loads(map_path.read_text())
     by_uid = {v["vhd_uuid"]: v for v in doc["vdis"] if v.get("vhd_uuid")}
     live = {t["vhd_uid"]: name for name, t in truth["lvs"].items() if t.get("kind") == "vhd"}
-    undecided = {f["details"]["vhd_uuid"]: f["details"]["candidates"] for f in doc["findings"]
+    undecided = {f["details"].get("vhd_uuid"): f["details"]["candidates"] for f in doc["findings"]
                  if f["kind"] == "lv-name-undecided"}
     for uid, name in live.items():
         if uid in by_uid and by_uid[uid]["lv"] is None:

@@ -35,7 +35,7 @@ from core.match.anchors import split_dm_name
 
 _LV_NAME = re.compile(r"(VHD|LV)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})",
                       re.I)
-MAX_MATCH_STEPS = 20000        # search steps for MGT records <-> VHDs (then: no MGT names)
+MAX_MATCH_STEPS = 200000       # search steps for MGT records <-> VHDs (then: no MGT names)
 
 
 def locator_lv(anchor) -> str | None:
@@ -211,14 +211,18 @@ def _names_from_mgt(states: list, records: list[_Record], stale: set[int],
         """A snapshot's VHD hangs off an ancestor of its VDI's VHD (sm snapshots a leaf by
         making it a base copy with two children, the leaf and the snapshot): True, False, or
         None when it cannot be told."""
+        if not any(v.anchor.parent_uid):
+            return False
         of = assign.get(r.snapshot_of) or by_name.get(f"vhd-{r.snapshot_of}")
-        if of is None or of.anchor is None or not any(v.anchor.parent_uid):
-            return None if of is None else False
+        if of is None or of.anchor is None:
+            return None
         up = ancestors.get(of.index)
         if up is None:
             return None
         return v.anchor.parent_uid in up
 
+    # a VDI before its snapshots, so each snapshot is checked as soon as it is placed
+    recs.sort(key=lambda r: r.snapshot_of is not None)
     solutions: list[dict[str, object]] = []
     steps = [0]
 
@@ -227,15 +231,16 @@ def _names_from_mgt(states: list, records: list[_Record], stale: set[int],
         if steps[0] > MAX_MATCH_STEPS:
             return False
         if i == len(recs):
-            if all(snapshot_ok(r, assign[r.uuid], assign) is not False
-                   for r in recs if r.snapshot_of):
-                solutions.append(dict(assign))
+            solutions.append(dict(assign))
             return True
         r = recs[i]
         for v in cands:
             if v.index in used or not fits(r, v):
                 continue
             assign[r.uuid] = v
+            if r.snapshot_of and snapshot_ok(r, v, assign) is False:
+                del assign[r.uuid]
+                continue
             used.add(v.index)
             ok = search(i + 1, assign, used)
             used.discard(v.index)
@@ -244,7 +249,13 @@ def _names_from_mgt(states: list, records: list[_Record], stale: set[int],
                 return False
         return True
 
-    if not search(0, {}, set()) or not solutions:
+    if not search(0, {}, set()):
+        findings.append(Finding(
+            "lv-names-unmatched", None, "warning",
+            f"{len(recs)} VDIs of the MGT volume and {len(cands)} unnamed VHDs pair in too many "
+            f"ways to tell which is which: not named", {"candidates": [r.uuid for r in recs]}))
+        return
+    if not solutions:
         return
     # sm's snapshot is an empty VHD (vhd-util snapshot) that nothing writes afterwards, while
     # the leaf it was taken from goes on taking the guest's writes: among pairings that fit,
