@@ -21,6 +21,7 @@ import numpy as np
 
 from core.findings import Finding
 from core.structs import vhd as S
+from core.vhd.reader import format_uuid
 from core.xen import dm_name_parts
 
 MAX_BLOCK_SIZE = 64 << 20
@@ -64,8 +65,7 @@ class VhdAnchor:
 
     @property
     def uid_str(self) -> str:
-        h = self.uid.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return format_uuid(self.uid)
 
     @property
     def lvhd(self) -> bool:
@@ -92,13 +92,8 @@ class VhdAnchor:
         return {"pe": self.pe, "vhd_uuid": self.uid_str, "disk_type": self.disk_type,
                 "creator": self.creator.decode("latin-1").rstrip("\0"),
                 "virtual_bytes": self.current_size, "blocks": int(len(self.blocks)),
-                "parent_uuid": None if not any(self.parent_uid) else _uuid(self.parent_uid),
+                "parent_uuid": None if not any(self.parent_uid) else format_uuid(self.parent_uid),
                 "plausible": self.plausible}
-
-
-def _uuid(raw: bytes) -> str:
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def parse_anchor(pe: int, read_lv0, extent_bytes: int, lv_limit: int,

@@ -136,26 +136,20 @@ def _current_name(parent, kids: list, live: set[str] | None,
     """The name the parent's LV has now, among those its children's locators give."""
     names = sorted({n for _, n in kids})
     pid = parent.anchor.uid_str
-    if live is not None:
-        in_mgt = [n for n in names if _uuid_of(n) in live]
-        if len(in_mgt) == 1:
-            return in_mgt[0]
-        if len(in_mgt) > 1:
-            names = in_mgt        # several live names: the newest child decides below
-        elif not parent.anchor.hidden:
-            findings.append(Finding(
-                "lv-name-renamed", None, "info",
-                f"VHD {pid} is visible and its children name it {', '.join(names)}, which "
-                f"the MGT volume no longer lists: sm leaf-coalesced a leaf into it and gave it "
-                f"the leaf VDI's name (cleanup.py _doCoalesceLeaf)",
-                {"vhd_uuid": pid, "children_say": names}))
-            return None
+    in_mgt = [n for n in names if _uuid_of(n) in live] if live is not None else []
+    if len(in_mgt) == 1:
+        return in_mgt[0]
+    if len(in_mgt) > 1:
+        names = in_mgt            # several live names: the newest child decides below
     elif not parent.anchor.hidden:
+        # sm unhides a parent only to leaf-coalesce into it, then renames it to the leaf VDI's
+        # name (cleanup.py _doCoalesceLeaf): what its children say is what it was
         findings.append(Finding(
             "lv-name-renamed", None, "info",
-            f"VHD {pid} is visible and its children name it {', '.join(names)}: sm unhides a "
-            f"parent only to leaf-coalesce into it, then renames it to the leaf VDI's name "
-            f"(cleanup.py _doCoalesceLeaf); not named from them",
+            f"VHD {pid} is visible and its children name it {', '.join(names)}"
+            + (", which the MGT volume no longer lists" if live is not None else "")
+            + ": sm leaf-coalesced a leaf into it and gave it the leaf VDI's name "
+            "(cleanup.py _doCoalesceLeaf); not named from them",
             {"vhd_uuid": pid, "children_say": names}))
         return None
     if len(names) == 1:

@@ -24,9 +24,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from core.errors import SrsalvageError
+from core.escape import terminal_line
 from core.evidence.layers import unreadable_findings
 from core.findings import Finding
 from core.match.anchors import VhdAnchor, parse_anchor, split_dm_name
+from core.vhd.reader import format_uuid
 from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
 from core.match.features import SECTOR, SectorReader, bitmap_likeness, compute_pe_features, \
     find_cookie_pairs
@@ -91,6 +93,7 @@ class VdiMap:
     lv_status: list[str] | None = None
     lv_source: str | None = None     # where `lv` comes from: metadata | parent-locator | mgt
     parent_lv: str | None = None     # the LV its header's parent name (locator) names
+    unreadable_les: list[int] | None = None   # LEs on unreadable evidence (core.unreadable)
 
     @property
     def pes(self) -> list[int | None]:
@@ -115,6 +118,8 @@ class VdiMap:
             "footer_pe": self.footer_pe,
             **({"lv_source": self.lv_source} if self.lv_source else {}),
             **({"parent_lv": self.parent_lv} if self.parent_lv else {}),
+            **({"unreadable_les": self.unreadable_les}
+               if self.unreadable_les is not None else {}),
         }
 
 
@@ -508,7 +513,7 @@ def _apply_fixes(fixed: Mapping[str, Mapping[int, int]], states: list[VdiState],
                   or (s.anchor is not None and key.lower() == f"vhd:{s.anchor.uid_str}")), None)
         if v is None:
             keys = ", ".join(_state_key(s) for s in states[:6])
-            raise FixError(f"--fix {key}: no VDI with that key"
+            raise FixError(f"--fix {terminal_line(key)}: no VDI with that key"
                            + (f" (keys: {keys}{', ...' if len(states) > 6 else ''})"
                               if states else ""))
         limit = _le_limit(v, E)
@@ -652,11 +657,11 @@ def _orphans(reader: SectorReader, feats, owner: np.ndarray, D: int, E: int, N: 
         pe = int(pe)
         item: dict[str, Any] = {"pe": pe}
         if feats.tail_footer[pe]:
-            item["footer_uuid"] = _fmt_uuid(feats.tail_uid[pe].tobytes())
+            item["footer_uuid"] = format_uuid(feats.tail_uid[pe].tobytes())
         if feats.head_batmap[pe]:
             item["tdbatmap"] = True
         if feats.head_anchor[pe]:
-            item["vhd_head_uuid"] = _fmt_uuid(feats.head_uid[pe].tobytes())
+            item["vhd_head_uuid"] = format_uuid(feats.head_uid[pe].tobytes())
         secs = reader.gather(D + pe * E + lattice, SECTOR)
         like = bitmap_likeness(secs)
         good = np.nonzero(like >= 0.95)[0]
@@ -688,7 +693,3 @@ def _orphans(reader: SectorReader, feats, owner: np.ndarray, D: int, E: int, N: 
                                 f"not examined"))
     return out
 
-
-def _fmt_uuid(raw: bytes) -> str:
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
