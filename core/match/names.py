@@ -105,6 +105,11 @@ def _names_from_locators(states: list, live: set[str] | None, how: dict[int, str
         parent = by_uid[puid]
         current = parent.lv_name or _current_name(parent, kids, live, findings)
         if current is None:
+            if not parent.anchor.hidden:
+                # leaf-coalesced and renamed (_current_name): a leaf again, so every VHD that
+                # names it as parent is dead (only a snapshot, which hides it again, gives a
+                # leaf children)
+                stale.update(child.index for child, _ in kids)
             continue
         if parent.lv_name is None:
             parent.lv_name = current
