@@ -196,6 +196,30 @@ def _names_from_mgt(states: list, records: list[_Record], stale: set[int],
              and v.anchor.plausible and v.index not in stale]
     if not recs or len(cands) < len(recs):
         return
+    solutions = _pairings(states, recs, cands)
+    if solutions is None:
+        findings.append(Finding(
+            "lv-names-unmatched", None, "warning",
+            f"{len(recs)} VDIs of the MGT volume and {len(cands)} unnamed VHDs pair in too many "
+            f"ways to tell which is which: not named", {"candidates": [r.uuid for r in recs]}))
+        return
+    if not solutions:
+        return
+
+    # sm's snapshot is an empty VHD (vhd-util snapshot) that nothing writes afterwards, while
+    # the leaf it was taken from goes on taking the guest's writes: among pairings that fit,
+    # those whose snapshots hold no block are the likelier
+    def empty_snaps(sol: dict[str, object]) -> int:
+        return sum(1 for r in recs if r.snapshot_of and not len(sol[r.uuid].anchor.blocks))
+
+    best = max(map(empty_snaps, solutions))
+    solutions = [s for s in solutions if empty_snaps(s) == best]
+    _name_agreed(states, recs, cands, solutions, bool(best), how, findings)
+
+
+def _pairings(states: list, recs: list[_Record], cands: list) -> list[dict] | None:
+    """Every pairing of all of `recs` with distinct `cands` that fits what the SR says (record
+    uuid -> state); None when there are too many ways to look at."""
     by_uid = {v.anchor.uid: v for v in states if v.anchor is not None}
     by_name = {v.lv_name.lower(): v for v in states if v.lv_name}
     ancestors = {v.index: _ancestors(v, by_uid) for v in cands}
@@ -221,7 +245,7 @@ def _names_from_mgt(states: list, records: list[_Record], stale: set[int],
         return v.anchor.parent_uid in up
 
     # a VDI before its snapshots, so each snapshot is checked as soon as it is placed
-    recs.sort(key=lambda r: r.snapshot_of is not None)
+    recs = sorted(recs, key=lambda r: r.snapshot_of is not None)
     solutions: list[dict[str, object]] = []
     steps = [0]
 
@@ -248,22 +272,13 @@ def _names_from_mgt(states: list, records: list[_Record], stale: set[int],
                 return False
         return True
 
-    if not search(0, {}, set()):
-        findings.append(Finding(
-            "lv-names-unmatched", None, "warning",
-            f"{len(recs)} VDIs of the MGT volume and {len(cands)} unnamed VHDs pair in too many "
-            f"ways to tell which is which: not named", {"candidates": [r.uuid for r in recs]}))
-        return
-    if not solutions:
-        return
-    # sm's snapshot is an empty VHD (vhd-util snapshot) that nothing writes afterwards, while
-    # the leaf it was taken from goes on taking the guest's writes: among pairings that fit,
-    # those whose snapshots hold no block are the likelier
-    def empty_snaps(sol: dict[str, object]) -> int:
-        return sum(1 for r in recs if r.snapshot_of and not len(sol[r.uuid].anchor.blocks))
+    return solutions if search(0, {}, set()) else None
 
-    best = max(map(empty_snaps, solutions))
-    solutions = [s for s in solutions if empty_snaps(s) == best]
+
+def _name_agreed(states: list, recs: list[_Record], cands: list, solutions: list[dict],
+                 empty_snaps: bool, how: dict[int, str], findings: list[Finding]) -> None:
+    """Name the VHD every pairing gives a record; list, for each VHD left, the VDIs it may be
+    (for the technician: never a guess)."""
     for r in recs:
         got = {id(s[r.uuid]) for s in solutions}
         if len(got) != 1:
@@ -275,13 +290,12 @@ def _names_from_mgt(states: list, records: list[_Record], stale: set[int],
                "visible VHD still unnamed") if len(recs) == 1 and len(cands) == 1 else (
             "every pairing of the MGT's unnamed VDIs with the unnamed VHDs that fits the SR "
             "(hidden base copies, snapshots next to their VDI's chain"
-            + (", snapshots empty" if best else "") + ") gives it this one")
+            + (", snapshots empty" if empty_snaps else "") + ") gives it this one")
         findings.append(Finding(
             "lv-name-from-mgt", None, "info",
             f"VHD {v.anchor.uid_str} is LV {v.lv_name}"
             + (f" ({terminal_line(repr(r.label))})" if r.label else "") + f": {why}",
             {"vhd_uuid": v.anchor.uid_str, "lv": v.lv_name}))
-    # the rest: which VDIs each unnamed VHD may be, for the technician (never a guess)
     taken = {v.lv_name for v in states if v.lv_name}
     labels = {r.uuid: r.label for r in recs}
     for v in cands:
@@ -299,4 +313,3 @@ def _names_from_mgt(states: list, records: list[_Record], stale: set[int],
             + " of the MGT volume; nothing on the SR tells which (VDIs of the same kind and "
             "place in their chains): not named",
             {"vhd_uuid": v.anchor.uid_str, "candidates": maybe}))
-
