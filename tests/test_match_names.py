@@ -122,3 +122,44 @@ def test_two_alike_chains_are_not_named_by_guess():
                      l2.anchor.uid_str: {ids["L1"], ids["L2"]},
                      s1.anchor.uid_str: {ids["S1"], ids["S2"]},
                      s2.anchor.uid_str: {ids["S1"], ids["S2"]}}
+
+
+def test_snapshot_times_tell_alike_chains_and_snapshots_apart():
+    """The same two chains, and a second snapshot of L1 off an older base, with the times xapi
+    records for snapshots (LVHDVDI.update writes snapshot_time to the MGT): snapshots taken in
+    one order have VHDs made in that order, which tells the chains and the snapshots apart."""
+    ids = {k: str(uuid.uuid4()) for k in ("L1", "S1", "T1", "B1", "L2", "S2", "B2", "B0")}
+    b0 = _vhd(0, hidden=True, ts=100, blocks=5)                   # L1's first snapshot
+    t1 = _vhd(1, b0, f"VHD-{ids['B0']}", ts=100)
+    b1 = _vhd(2, b0, f"VHD-{ids['B0']}", hidden=True, ts=100, blocks=2)
+    b2 = _vhd(3, hidden=True, ts=50, blocks=5)
+    l1, s1 = _vhd(4, b1, f"VHD-{ids['B1']}", ts=300, blocks=3), \
+        _vhd(5, b1, f"VHD-{ids['B1']}", ts=300)
+    l2, s2 = _vhd(6, b2, f"VHD-{ids['B2']}", ts=400, blocks=3), \
+        _vhd(7, b2, f"VHD-{ids['B2']}", ts=400)
+
+    def at(seconds: int) -> str:        # xapi's datetime of a VHD clock value
+        import datetime
+        t = datetime.datetime(2000, 1, 1) + datetime.timedelta(seconds=seconds)
+        return t.strftime("%Y%m%dT%H:%M:%SZ")
+
+    snap = {"is_a_snapshot": "1"}
+    mgt = _mgt({"uuid": ids["L1"]}, {"uuid": ids["L2"]},
+               {"uuid": ids["T1"], "snapshot_of": ids["L1"], "snapshot_time": at(100), **snap},
+               {"uuid": ids["S1"], "snapshot_of": ids["L1"], "snapshot_time": at(300), **snap},
+               {"uuid": ids["S2"], "snapshot_of": ids["L2"], "snapshot_time": at(400), **snap},
+               *({"uuid": ids[b], "managed": "0"} for b in ("B0", "B1", "B2")))
+    states = [b0, t1, b1, b2, l1, s1, l2, s2]
+    findings: list = []
+    name_vdis(states, mgt, findings)
+    want = [(t1, "T1"), (s1, "S1"), (l1, "L1"), (l2, "L2"), (s2, "S2"), (b0, "B0"),
+            (b1, "B1"), (b2, "B2")]
+    assert [v.lv_name for v, _ in want] == [f"VHD-{ids[k]}" for _, k in want], \
+        [f.message for f in findings]
+    # without the times, T1 and S1 (both empty, both off L1's chain) stay undecided
+    for r in mgt["vdi_records"]:
+        r["snapshot_time"] = ""
+    for v in states:
+        v.lv_name = None
+    name_vdis(states, mgt, [])
+    assert t1.lv_name is None and s1.lv_name is None

@@ -59,6 +59,7 @@ class _Record:
     label: str
     managed: bool | None           # base copies are recorded managed 0 (sm _finishSnapshot)
     snapshot_of: str | None        # set for is_a_snapshot 1
+    snapshot_time: int | None = None   # seconds since 2000-01-01 UTC (the VHD clock)
 
 
 def _records(mgt: dict | None) -> list[_Record] | None:
@@ -74,8 +75,22 @@ def _records(mgt: dict | None) -> list[_Record] | None:
         out.append(_Record(r["uuid"], r.get("name_label") or "",
                            None if managed in (None, "") else str(managed) not in ("0", "false",
                                                                                  "False"),
-                           (snap or "").lower() or None))
+                           (snap or "").lower() or None,
+                           _vhd_clock(r.get("snapshot_time")) if snap else None))
     return out
+
+
+def _vhd_clock(text: str | None) -> int | None:
+    """xapi's datetime (`YYYYMMDDTHH:MM:SSZ`, UTC; LVHDVDI.update writes a snapshot's
+    snapshot_time to the MGT) as seconds since 2000-01-01 UTC, the clock of VHD timestamps
+    (libvhd vhd_time); None when absent or unreadable."""
+    import datetime
+    try:
+        t = datetime.datetime.strptime(str(text).strip(), "%Y%m%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    secs = (t - datetime.datetime(2000, 1, 1)).total_seconds()
+    return int(secs) if secs > 0 else None
 
 
 def name_vdis(states: list, mgt: dict | None, findings: list[Finding]) -> dict[int, str]:
@@ -244,6 +259,19 @@ def _pairings(states: list, recs: list[_Record], cands: list) -> list[dict] | No
             return None
         return v.anchor.parent_uid in up
 
+    def time_ok(r: _Record, v, assign: dict[str, object]) -> bool:
+        """Snapshots taken in one order have VHDs made in that order: xapi's snapshot_time and
+        the snapshot VHD's footer time (vhd-util snapshot, the same moment) both count UTC."""
+        if r.snapshot_time is None:
+            return True
+        for o in recs:
+            w = assign.get(o.uuid)
+            if w is None or o is r or o.snapshot_time is None:
+                continue
+            if (r.snapshot_time - o.snapshot_time) * (v.anchor.timestamp - w.anchor.timestamp) < 0:
+                return False
+        return True
+
     # a VDI before its snapshots, so each snapshot is checked as soon as it is placed
     recs = sorted(recs, key=lambda r: r.snapshot_of is not None)
     solutions: list[dict[str, object]] = []
@@ -261,7 +289,8 @@ def _pairings(states: list, recs: list[_Record], cands: list) -> list[dict] | No
             if v.index in used or not fits(r, v):
                 continue
             assign[r.uuid] = v
-            if r.snapshot_of and snapshot_ok(r, v, assign) is False:
+            if r.snapshot_of and (snapshot_ok(r, v, assign) is False
+                                  or not time_ok(r, v, assign)):
                 del assign[r.uuid]
                 continue
             used.add(v.index)
@@ -289,7 +318,8 @@ def _name_agreed(states: list, recs: list[_Record], cands: list, solutions: list
         why = ("the one live VDI of the MGT volume that no LV is named after, and the one "
                "visible VHD still unnamed") if len(recs) == 1 and len(cands) == 1 else (
             "every pairing of the MGT's unnamed VDIs with the unnamed VHDs that fits the SR "
-            "(hidden base copies, snapshots next to their VDI's chain"
+            "(hidden base copies, snapshots next to their VDI's chain and in the order of "
+            "their times"
             + (", snapshots empty" if empty_snaps else "") + ") gives it this one")
         findings.append(Finding(
             "lv-name-from-mgt", None, "info",
