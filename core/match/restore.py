@@ -8,11 +8,11 @@ someone else), segments from the map runs. LVs get the names the SR gives them
 (core.match.names); a VHD nothing names for sure is left out where the MGT volume lists the
 SR's VDIs (restored under its unique id only on an SR without one), and so is a child whose
 parent locator would not find its parent in the file (sm's GC stops on a missing parent). No PE
-goes to two LVs, no name to two. Every MGT VDI without its LV is named, with the reason. `format_restore_file` writes it in the backup form
-with `core.lvm.textformat.format_vg_metadata` (engineer "lvm"), which is what `vgcfgrestore -f`
-reads. `xe_script` gives the commands that re-create the PV label, restore the VG and introduce
-the SR on a host. Nothing here touches the evidence: the caller writes the text to a new file
-through core.output.
+goes to two LVs, no name to two. Every MGT VDI without its LV is named, with the reason.
+`format_restore_file` writes it in the backup form with `core.lvm.textformat.format_vg_metadata`
+(engineer "lvm"), which is what `vgcfgrestore -f` reads. `xe_script` gives the commands that
+re-create the PV label, restore the VG and introduce the SR on a host. Nothing here touches the
+evidence: the caller writes the text to a new file through core.output.
 """
 
 from __future__ import annotations
