@@ -163,3 +163,27 @@ def test_snapshot_times_tell_alike_chains_and_snapshots_apart():
         v.lv_name = None
     name_vdis(states, mgt, [])
     assert t1.lv_name is None and s1.lv_name is None
+
+
+def test_mgt_fields_from_the_evidence_never_break_naming():
+    """MGT record fields are evidence text: whatever they hold, naming ends with names or
+    findings, never an exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    text = st.one_of(st.none(), st.text(max_size=40), st.sampled_from(
+        ["0", "1", "20261206T09:42:37Z", "19700101T00:00:00Z", "99999999T99:99:99Z"]))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.tuples(text, text, text, text), min_size=1, max_size=5))
+    def run(fields):
+        base = _vhd(0, hidden=True)
+        kids = [_vhd(1 + i, base, f"VHD-{uuid.uuid4()}", blocks=i % 2) for i in range(3)]
+        recs = [{"uuid": str(uuid.uuid4()), "managed": m, "is_a_snapshot": s,
+                 "snapshot_of": o, "snapshot_time": t} for m, s, o, t in fields]
+        mgt = {"pe": 0, "vdi_uuids": [r["uuid"] for r in recs], "vdi_records": recs}
+        findings: list = []
+        name_vdis([base] + kids, mgt, findings)
+        assert all(f.kind.startswith("lv-") for f in findings)
+
+    run()
