@@ -39,8 +39,9 @@ def unreadable_pes(ranges: Iterable[Iterable[int]], data_offset: int, extent_byt
 
 
 def annotate_reconstruction(rec: Any, ranges: Iterable[Iterable[int]]) -> list[Finding]:
-    """Add findings (and capped confidences) to `rec` for the unreadable `ranges`; returns the
-    findings added."""
+    """Add findings (and capped confidences) to `rec` for the unreadable `ranges`, and to each
+    VDI the LEs that lie on them (`VdiMap.unreadable_les`); returns the findings added. The
+    command line and the workstation both call this one."""
     ranges = sorted((int(a), int(b)) for a, b in ranges)
     if not ranges:
         return []
@@ -62,6 +63,10 @@ def annotate_reconstruction(rec: Any, ranges: Iterable[Iterable[int]]) -> list[F
                     p.confidence = min(p.confidence, SUSPECT_CONFIDENCE)
                     p.note = ((p.note + "; ") if p.note else "") + \
                         f"unreadable sectors in PE {p.pe}: {ranges_text(bad[p.pe], 3)}"
+            # every VDI says which of its LEs read zeros for errors (`unreadable_les` in the
+            # map document, [] for none): zeros there are no evidence of a clear bitmap or of
+            # a free extent
+            v.unreadable_les = sorted(hit)
             if hit:
                 added.append(Finding(
                     "vdi-unreadable-extents", None, "error",

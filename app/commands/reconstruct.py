@@ -66,34 +66,6 @@ def parse_fixes(items: list[str]) -> dict[str, dict[int, int]]:
     return fixed
 
 
-def check_fixes(rec, fixed: dict[str, dict[int, int]]) -> None:
-    """Every --fix must name a VDI of the result, an LE it has and a PE of the grid: a typo
-    must not pass as a pinned extent (issue 11 item 8)."""
-    from core.errors import SrsalvageError
-    from core.escape import terminal_line
-    for key, pins in fixed.items():
-        v = rec.vdi(key)
-        if v is None:
-            keys = ", ".join(x.key for x in rec.vdis[:6])
-            raise SrsalvageError(f"--fix {terminal_line(key)}: no VDI with that key "
-                                 f"(keys: {keys or 'none'})")
-        g = rec.grid
-        # the most LEs the VDI can have: its VHD (virtual size + 1 % + 16 MiB of BAT, bitmaps
-        # and headers; sm's inflated size is within that), never more than the disk has PEs
-        # (the engine grows a VDI to hold a pinned LE, so its own count proves nothing)
-        limit = g.pe_count if g is not None else None
-        if v.virtual_bytes and g is not None and g.extent_bytes:
-            most = -(-(v.virtual_bytes * 101 // 100 + (16 << 20)) // g.extent_bytes)
-            limit = most if limit is None else min(limit, most)
-        for le, pe in sorted(pins.items()):
-            if limit is not None and le >= limit:
-                raise SrsalvageError(f"--fix {key}:{le}={pe}: {key} has at most LEs 0-"
-                                     f"{limit - 1}")
-            if g is not None and pe >= g.pe_count:
-                raise SrsalvageError(f"--fix {key}:{le}={pe}: the grid has PEs 0-"
-                                     f"{g.pe_count - 1}")
-
-
 def render_text(rec) -> str:
     out = []
     g = rec.grid
@@ -154,15 +126,16 @@ def run(args: argparse.Namespace) -> int:
         finally:
             progress.close()
         unreadable = [list(r) for r in ev.unreadable]
-    check_fixes(rec, fixed)
     from core.unreadable import annotate_reconstruction
     annotate_reconstruction(rec, unreadable)     # unreadable is never zero (issue 11 item 6)
     doc = rec.to_json()
     doc["image"]["path"] = args.image
     doc["unreadable"] = unreadable
-    for key, les in mark_unreadable_extents(rec, doc, unreadable).items():
-        warn(f"{key}: LE {les} sit on unreadable evidence (read as zeros): their placement "
-             f"and content are not evidence; check them by hand")
+    for v in rec.vdis:
+        if v.unreadable_les:
+            warn(f"{v.key}: LE {compact_ranges(v.unreadable_les)} sit on unreadable evidence "
+                 f"(read as zeros): their placement and content are not evidence; check them "
+                 f"by hand")
     if fixed:
         from app.commands._caselog import record
         for key, les in fixed.items():
@@ -194,22 +167,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_text(render_text(rec))
     return 0
-
-
-def mark_unreadable_extents(rec, doc: dict, unreadable: list) -> dict[str, str]:
-    """Each VDI's placed LEs whose PE holds unreadable bytes, as `unreadable_les` in its JSON
-    entry: zeros read there are no evidence of a clear bitmap or of a free extent."""
-    from core.spaces import compact_ranges
-
-    named: dict[str, str] = {}
-    if not unreadable or rec.grid is None:
-        return named
-    g = rec.grid
-    for v, entry in zip(rec.vdis, doc["vdis"]):
-        les = [le for le, pe in enumerate(v.pes) if pe is not None and any(
-            a < g.data_offset + (pe + 1) * g.extent_bytes and b > g.data_offset + pe * g.extent_bytes
-            for a, b in unreadable)]
-        entry["unreadable_les"] = les
-        if les:
-            named[v.key] = compact_ranges(les)
-    return named

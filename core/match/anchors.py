@@ -56,6 +56,7 @@ class VhdAnchor:
     bitmap_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # LV bytes
     meta_end: int = 0
     parent_name: str = ""                 # header parent name (blktap: the parent's dm name)
+    timestamp: int = 0                    # footer creation time (seconds since 2000-01-01)
     plausible: bool = True
     findings: list[Finding] = field(default_factory=list)
 
@@ -156,7 +157,8 @@ def parse_anchor(pe: int, read_lv0, extent_bytes: int, lv_limit: int,
                        bat_complete=stored_here == needed, bat_split=stored_here,
                        has_batmap=has_batmap, batmap_offset=batmap_offset, meta_end=meta_end,
                        plausible=plausible, findings=findings,
-                       parent_name=S.decode_utf16be_name(bytes(hdr.prt_name)))
+                       parent_name=S.decode_utf16be_name(bytes(hdr.prt_name)),
+                       timestamp=int(ftr.timestamp))
     if plausible:
         _validate_blocks(anchor, lv_limit)
     return anchor

@@ -9,6 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from core.errors import SrsalvageError
+from core.escape import terminal_line
 from core.match.assign import FREE, RESERVED, Placement, VdiState
 from core.match.features import SECTOR
 from core.match.result import _state_key
@@ -46,7 +47,7 @@ def _apply_fixes(fixed: Mapping[str, Mapping[int, int]], states: list[VdiState],
                   or (s.anchor is not None and key.lower() == f"vhd:{s.anchor.uid_str}")), None)
         if v is None:
             keys = ", ".join(_state_key(s) for s in states[:6])
-            raise FixError(f"--fix {key}: no VDI with that key"
+            raise FixError(f"--fix {terminal_line(key)}: no VDI with that key"
                            + (f" (keys: {keys}{', ...' if len(states) > 6 else ''})"
                               if states else ""))
         limit = _le_limit(v, E)

@@ -33,7 +33,8 @@ from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
 from core.match.features import SECTOR, SectorReader, compute_pe_features
 from core.match.fixes import FixError, _apply_fixes  # noqa: F401 (FixError importable here)
 from core.match.grid import Grid, _grid_from_anchors, _grid_from_label
-from core.match.naming import _find_mgt, _name_vdis
+from core.match.names import name_vdis
+from core.match.naming import _find_mgt
 from core.match.orphans import _orphans, _suggest_orphans, lvhd_le_of_offset  # noqa: F401
 from core.match.predict import predict
 from core.match.result import Reconstruction, VdiMap, _state_key, _vdi_map  # noqa: F401
@@ -201,7 +202,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         v.placed[0] = Placement(pe, 1.0, "vhd-match", None)
 
     # -- names from what the SR still says (parent locators, MGT) ------------------------------
-    lv_sources = _name_vdis(states, mgt, findings)
+    lv_sources = name_vdis(states, mgt, findings)
 
     # -- the technician's fixed pairs -----------------------------------------------------------
     taken: dict[int, tuple[str, int]] = {}

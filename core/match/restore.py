@@ -4,11 +4,15 @@
 (id from the surviving label or metadata, else a fresh one the technician recreates with
 `pvcreate --uuid <id> --restorefile <file>`), one LV per VDI whose map is complete (incomplete
 ones are left out and named: restoring an LV with holes would hand LVM extents that belong to
-someone else), segments from the map runs. `format_restore_file` writes it in the backup form
-with `core.lvm.textformat.format_vg_metadata` (engineer "lvm"), which is what `vgcfgrestore -f`
-reads. `xe_script` gives the commands that re-create the PV label, restore the VG and introduce
-the SR on a host. Nothing here touches the evidence: the caller writes the text to a new file
-through core.output.
+someone else), segments from the map runs. LVs get the names the SR gives them
+(core.match.names); a VHD nothing names for sure is left out where the MGT volume lists the
+SR's VDIs (restored under its unique id only on an SR without one), and so is a child whose
+parent locator would not find its parent in the file (sm's GC stops on a missing parent). No PE
+goes to two LVs, no name to two. Every MGT VDI without its LV is named, with the reason.
+`format_restore_file` writes it in the backup form with `core.lvm.textformat.format_vg_metadata`
+(engineer "lvm"), which is what `vgcfgrestore -f` reads. `xe_script` gives the commands that
+re-create the PV label, restore the VG and introduce the SR on a host. Nothing here touches the
+evidence: the caller writes the text to a new file through core.output.
 """
 
 from __future__ import annotations
@@ -83,32 +87,15 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
     pv = PVMetadata(name="pv0", id=pid, device=device or "/dev/unknown",
                     dev_size=dev_size // 512, pe_start=grid.pe_start // 512,
                     pe_count=grid.pe_count)
-    lvs = {}
     plan = RestorePlan(None, name, pid, notes=notes)
-    used: dict[int, str] = {}
     now = int(time.time())     # lvm2 refuses an LV with creation_host but no creation_time
-    for v in rec.vdis:
-        lv_name = v.lv or (f"VHD-{v.vhd_uuid}" if v.vhd_uuid else None)
-        if lv_name is None:
-            plan.left_out.append((v.key, "no name and no VHD unique id"))
-            continue
-        if not v.complete or v.missing_les or v.extents_needed == 0:
-            why = f"incomplete: LEs {v.missing_les[:8]} not placed" if v.missing_les else \
-                "its length (the footer extent) is unknown"
-            plan.left_out.append((v.key, why))
-            continue
-        if not v.lv:
-            notes.append(f"{v.key}: nothing on the SR names its LV (no child's parent locator, "
-                         f"no MGT record to match): restored as {lv_name}, after its VHD's unique "
-                         f"id; rename it to VHD-<vdi uuid> with lvrename if the VDI uuid is known")
+    mgt = getattr(rec, "mgt", None)
+    chosen = _restorable(rec.vdis, plan, getattr(rec, "findings", None) or [],
+                         bool(mgt and mgt.get("vdi_uuids")))
+    lvs = {}
+    used: dict[int, str] = {}
+    for v, lv_name in chosen:
         pes = v.pes
-        clash = [p for p in pes if p in used]
-        if clash:
-            plan.left_out.append((v.key, f"PE {clash[0]} is also in {used[clash[0]]}"))
-            continue
-        if lv_name in lvs:
-            plan.left_out.append((v.key, f"a second VDI named {lv_name}"))
-            continue
         for p in pes:
             used[p] = lv_name
         segs = [Segment(le, count, "striped", 1, None, [("pv0", pe)])
@@ -120,7 +107,6 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
                                      creation_time=now,
                                      segments=segs)
         plan.included.append(lv_name)
-    mgt = getattr(rec, "mgt", None)
     if mgt is not None and "MGT" not in lvs and mgt["pe"] not in used:
         # sm's SR metadata volume, found by its header: restored where it is, so the SR keeps
         # its VDI names and descriptions
@@ -130,9 +116,112 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
                                    segments=[Segment(0, 1, "striped", 1, None,
                                                      [("pv0", mgt["pe"])])])
         plan.included.append("MGT")
+    _unrestored_records(mgt, plan, getattr(rec, "findings", None) or [])
     plan.metadata = VGMetadata(name=name, id=vg_id or grid.vg_id or lvm_id(rng), seqno=seqno,
                                extent_size=E // 512, pvs=[pv], lvs=lvs)
     return plan
+
+
+def _restorable(vdis: list, plan: RestorePlan, findings: list,
+                mgt_lists_vdis: bool) -> list[tuple[object, str]]:
+    """The VDIs the restore file can recreate, with their LV names; the others go to
+    `plan.left_out` with the reason. Never one PE in two LVs, never two LVs of one name, and
+    never a differencing VHD whose parent locator names an LV the file does not recreate: sm's
+    GC stops on a VHD whose parent is missing (cleanup.py: "Parent VDI ... not found"), so
+    such a child would cost the whole SR its garbage collection."""
+    chosen: dict[str, tuple[object, str]] = {}
+    used: dict[int, str] = {}
+    maybe = {f.details.get("vhd_uuid"): f.details.get("candidates") for f in findings
+             if f.kind == "lv-name-undecided"}
+    for v in vdis:
+        lv_name = v.lv or (f"VHD-{v.vhd_uuid}" if v.vhd_uuid else None)
+        if lv_name is None:
+            plan.left_out.append((v.key, "no name and no VHD unique id"))
+            continue
+        if not v.lv and mgt_lists_vdis:
+            # the MGT volume lists the SR's VDIs and this VHD is none of them for sure: an
+            # older VHD whose extents a live VDI may have reused, or a live one the SR cannot
+            # tell from another; under a made-up name sm would introduce it as a VDI of its own
+            # and let a guest write to those extents
+            cands = maybe.get(v.vhd_uuid)
+            plan.left_out.append((v.key, "nothing on the SR names its LV for sure ("
+                                  + (f"it may be VDI {' or '.join(cands)}" if cands else
+                                     "no VDI of the MGT volume fits it")
+                                  + "); restore it by hand once known"))
+            continue
+        if not v.complete or v.missing_les or v.extents_needed == 0:
+            why = f"incomplete: LEs {v.missing_les[:8]} not placed" if v.missing_les else \
+                "its length (the footer extent) is unknown"
+            plan.left_out.append((v.key, why + (f" (its LV would be {lv_name})"
+                                                if lv_name != v.key else "")))
+            continue
+        clash = [p for p in v.pes if p in used]
+        if clash:
+            plan.left_out.append((v.key, f"PE {clash[0]} is also in {used[clash[0]]}"))
+            continue
+        if lv_name in chosen:
+            plan.left_out.append((v.key, f"a second VDI named {lv_name}"))
+            continue
+        for p in v.pes:
+            used[p] = lv_name
+        chosen[lv_name] = (v, lv_name)
+    # children whose parent is not recreated under the name their locator holds (repeated:
+    # leaving a parent out leaves its children out)
+    by_uuid = {v.vhd_uuid: name for name, (v, _) in chosen.items() if v.vhd_uuid}
+    changed = True
+    while changed:
+        changed = False
+        for name, (v, _) in list(chosen.items()):
+            if not v.parent_uuid:
+                continue
+            has = by_uuid.get(v.parent_uuid)
+            want = getattr(v, "parent_lv", None)
+            if has is not None and has in chosen and (want is None or want == has):
+                continue
+            why = (f"its parent VHD {v.parent_uuid} is not restored"
+                   + (f" as {want}, the LV its parent locator names" if want else "")
+                   if has is None or has not in chosen else
+                   f"its parent locator names {want}, but its parent VHD {v.parent_uuid} is "
+                   f"{has} (a VHD the SR removed: sm renamed its parent since)")
+            plan.left_out.append((v.key, why))
+            del chosen[name]
+            changed = True
+    for v in vdis:
+        name = v.lv or (f"VHD-{v.vhd_uuid}" if v.vhd_uuid else None)
+        if name in chosen and chosen[name][0] is v and not v.lv:
+            cands = maybe.get(v.vhd_uuid)
+            plan.notes.append(
+                f"{v.key}: nothing on the SR names its LV for sure "
+                + (f"(it may be VDI {' or '.join(cands)} of the MGT volume)" if cands else
+                   "(no child's parent locator, no MGT record to match)")
+                + f": restored as {name}, after its VHD's unique id; rename it to VHD-<vdi uuid> "
+                f"with lvrename once the VDI is known")
+    return [chosen[n] for n in chosen]
+
+
+def _unrestored_records(mgt: dict | None, plan: RestorePlan, findings: list) -> None:
+    """A note for every live VDI the MGT volume records that gets no LV of its name."""
+    if not mgt:
+        return
+    maybe: dict[str, list[str]] = {}
+    for f in findings:
+        if f.kind == "lv-name-undecided":
+            for u in f.details.get("candidates", []):
+                maybe.setdefault(u, []).append(f.details.get("vhd_uuid"))
+    have = {n.lower() for n in plan.included}
+    for r in mgt.get("vdi_records") or [{"uuid": u} for u in mgt.get("vdi_uuids", [])]:
+        if f"vhd-{r['uuid']}" in have or f"lv-{r['uuid']}" in have:
+            continue
+        label = r.get("name_label")
+        left = next((why for k, why in plan.left_out if r["uuid"] in k or r["uuid"] in why),
+                    None)
+        if left is None and r["uuid"] in maybe:
+            left = ("its VHD is not named for sure: it may be VHD "
+                    + " or ".join(maybe[r["uuid"]]))
+        plan.notes.append(
+            f"VDI {r['uuid']}" + (f" ({terminal_line(repr(label))})" if label else "")
+            + f", recorded in the MGT volume, has no LV VHD-{r['uuid']} in the restore file: "
+            + (left if left else "no rebuilt VHD is known to be it"))
 
 
 def format_restore_file(plan: RestorePlan) -> str:

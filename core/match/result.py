@@ -12,6 +12,7 @@ from core.findings import Finding
 from core.match.anchors import VhdAnchor
 from core.match.assign import Placement, VdiState
 from core.match.grid import Grid
+from core.match.names import locator_lv
 from core.spaces import pes_to_map_runs
 
 
@@ -38,6 +39,8 @@ class VdiMap:
     lv_tags: list[str] = field(default_factory=list)
     lv_status: list[str] | None = None
     lv_source: str | None = None     # where `lv` comes from: metadata | parent-locator | mgt
+    parent_lv: str | None = None     # the LV its header's parent name (locator) names
+    unreadable_les: list[int] | None = None   # LEs on unreadable evidence (core.unreadable)
 
     @property
     def pes(self) -> list[int | None]:
@@ -61,6 +64,9 @@ class VdiMap:
             "ambiguous": [{"le": le, "candidates": pes} for le, pes in sorted(self.ambiguous.items())],
             "footer_pe": self.footer_pe,
             **({"lv_source": self.lv_source} if self.lv_source else {}),
+            **({"parent_lv": self.parent_lv} if self.parent_lv else {}),
+            **({"unreadable_les": self.unreadable_les}
+               if self.unreadable_les is not None else {}),
         }
 
 
@@ -132,4 +138,4 @@ def _vdi_map(v: VdiState, E: int, meta_status: str | None, lv) -> VdiMap:
         parent_uuid=(a.to_json()["parent_uuid"] if a is not None else None),
         hidden=bool(a.hidden) if a is not None else False, ambiguous=dict(v.ambiguous),
         footer_pe=v.footer_pe, lv_tags=list(getattr(lv, "tags", []) or []),
-        lv_status=list(getattr(lv, "lvm_status", []) or []) or None)
+        lv_status=list(getattr(lv, "lvm_status", []) or []) or None, parent_lv=locator_lv(a))

@@ -68,6 +68,7 @@ class Vdi:
     children: list["Vdi"] = field(default_factory=list)
     expected: tuple[str, str] | None = None    # (raw path, sha256) of the guest disk it holds
     deleted: bool = False
+    snapshot_time: int | None = None           # VHD clock (seconds since 2000) of a snapshot
 
     @property
     def lv_name(self) -> str:
@@ -109,7 +110,9 @@ class XsSr:
     def _mgt_add(self, vdi: Vdi) -> None:
         rec = {"uuid": vdi.uuid, "name_label": vdi.label, "name_description": "",
                "is_a_snapshot": int(vdi.is_snapshot), "snapshot_of": vdi.snapshot_of,
-               "snapshot_time": "", "type": "user", "vdi_type": "vhd",
+               # xapi sets a snapshot's snapshot_time and calls vdi_update, which LVHDVDI.update
+               # writes to the MGT (sm drivers/LVHDSR.py; xapi's "YYYYMMDDTHH:MM:SSZ")
+               "snapshot_time": _xapi_time(vdi.snapshot_time), "type": "user", "vdi_type": "vhd",
                "read_only": int(vdi.read_only), "managed": int(vdi.managed),
                "metadata_of_pool": "", "deleted": 0}
         for i, s in enumerate(self.slots):           # srmetadata addVdiInternal: firstDeleted
@@ -258,7 +261,7 @@ class XsSr:
         vdi.vhd = leaf_vhd
         vdi.parent = base
         snap = Vdi(clon_uuid, label, clon_vhd, None, is_snapshot=True, snapshot_of=orig_uuid,
-                   parent=base, expected=vdi.expected)
+                   parent=base, expected=vdi.expected, snapshot_time=self.clock)
         base.children = [vdi, snap]
         base.expected = vdi.expected             # until a coalesce changes what it holds
         self.vdis[base_uuid] = base
@@ -374,6 +377,16 @@ class XsSr:
 
 LEAF_COALESCE_MAX = 20 * MiB        # cleanup.py VDI.LIVE_LEAF_COALESCE_MAX_SIZE
 TMP_RENAME_PREFIX = "OLD_"          # cleanup.py SR.TMP_RENAME_PREFIX
+
+
+def _xapi_time(vhd_seconds: int | None) -> str:
+    """A VHD clock value (seconds since 2000-01-01 UTC) as xapi prints a datetime."""
+    if vhd_seconds is None:
+        return ""
+    import datetime
+    t = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc) \
+        + datetime.timedelta(seconds=vhd_seconds)
+    return t.strftime("%Y%m%dT%H:%M:%SZ")
 
 
 def _unique_id(rng: random.Random) -> bytes:
