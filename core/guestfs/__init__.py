@@ -36,13 +36,15 @@ from construct import ConstructError
 from core.partitions import PartitionTable, read_partition_table
 from core.structs import gpt as G
 
-from .base import (ALLOCATED, FREE, UNKNOWN, GuestFs, Landmark, ReadFn, Reader, WriteAgreement,
-                   write_agreement, written_not_allocated)
+from .base import (ALLOCATED, CONTENT, FREE, NO_CONTENT, PARSE_ERRORS, UNKNOWN, GuestFs,
+                   Landmark, ReadFn, Reader, WriteAgreement, write_agreement,
+                   written_not_allocated)
 from .ext4 import Ext4
 from .ntfs import Ntfs
 
 __all__ = ["open_guest", "GuestFs", "Landmark", "written_not_allocated", "write_agreement",
-           "WriteAgreement", "ALLOCATED", "FREE", "UNKNOWN", "Ext4", "Ntfs"]
+           "WriteAgreement", "ALLOCATED", "FREE", "UNKNOWN", "CONTENT", "NO_CONTENT", "Ext4",
+           "Ntfs"]
 
 PROBE_BUDGET = 4 << 20
 
@@ -62,7 +64,10 @@ class _Space:
 
 def _probe(read: ReadFn, size: int, offset: int, limit: int) -> GuestFs | None:
     for kind in _KINDS:
-        fs = kind.probe(Reader(read, size, offset), size, limit)
+        try:
+            fs = kind.probe(Reader(read, size, offset), size, limit)
+        except PARSE_ERRORS:        # bytes its parser was not built for: not this kind
+            fs = None
         if fs is not None:
             return fs
     return None

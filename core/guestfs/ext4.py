@@ -251,7 +251,7 @@ class Ext4(GuestFs):
             entries, depth = _u16(iblock, 2), _u16(iblock, 6)
             node = iblock
             for _ in range(5):
-                if entries == 0 or 12 + 12 > len(node):
+                if entries == 0 or len(node) < 24:     # header + one entry
                     return None
                 if depth == 0:
                     return _extent_start(node, 12)
