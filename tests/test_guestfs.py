@@ -404,6 +404,34 @@ def test_two_file_systems_on_one_disk(tmp_path):
     assert ((content == CONTENT) & written).sum() > 0.9 * written.sum()
 
 
+def test_large_file_system_reads_stay_bounded(tmp_path):
+    """A 16 GiB ext4 (128 groups; mkfs.ext4 on a sparse file): open_guest and the evidence for
+    scattered 2 MiB ranges read a few MiB, not the disk."""
+    if shutil.which("mkfs.ext4") is None:
+        pytest.skip("mkfs.ext4 not installed")
+    img = tmp_path / "big.img"
+    with open(img, "wb") as f:
+        f.truncate(16 << 30)
+    subprocess.run(["mkfs.ext4", "-F", "-q", "-b", "4096", str(img)], check=True,
+                   capture_output=True)
+    spent = [0]
+    with open(img, "rb") as f:
+        def read(offset: int, n: int) -> bytes:
+            spent[0] += n
+            f.seek(offset)
+            return f.read(n)
+        fs = open_guest(read, 16 << 30)
+        assert fs is not None and fs.ngroups == 128
+        opened = spent[0]
+        rng = random.Random(3)
+        for start in [0] + [rng.randrange(8192) * BLOCK for _ in range(40)]:
+            fs.landmarks(start, BLOCK)
+            assert fs.allocation(start, BLOCK) is not None
+            fs.content_state(start, BLOCK)
+    assert opened <= 64 << 10
+    assert spent[0] <= 16 * MiB, spent[0]
+
+
 # -- unknown bytes (not placed yet) --------------------------------------------------------------
 def _reader_without(g: Guest, holes: list[tuple[int, int]]):
     def read(offset: int, n: int):
