@@ -352,6 +352,86 @@ def test_gpt_disk_second_partition(tmp_path):
     assert not alloc[fs.offset // SECTOR:(fs.offset + fs.size) // SECTOR].all()
 
 
+def test_two_file_systems_on_one_disk(tmp_path):
+    """A disk with an NTFS partition and an ext4 partition (a dual-boot, or Windows' System
+    Reserved + C:): both are read, each for its own partition."""
+    if any(shutil.which(t) is None for t in ("sfdisk", "mkntfs", "ntfscp", "mkfs.ext4",
+                                                "debugfs")):
+        pytest.skip("sfdisk / ntfs-3g / e2fsprogs not installed")
+    size = 64 * MiB
+    disk = tmp_path / "two.raw"
+    with open(disk, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(disk)],
+                   input="label: dos\nstart=2048, size=49152, type=7\nstart=51200, type=83\n",
+                   text=True, check=True, capture_output=True)
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(random.Random(5).randbytes(3 * MiB))
+    ntfs, ext4 = tmp_path / "p1.img", tmp_path / "p2.img"
+    for img, nbytes in ((ntfs, 49152 * SECTOR), (ext4, size - 51200 * SECTOR)):
+        with open(img, "wb") as f:
+            f.truncate(nbytes)
+    subprocess.run(["mkntfs", "-F", "-Q", "-q", "-p", "2048", str(ntfs)], check=True,
+                   capture_output=True)
+    subprocess.run(["ntfscp", "-f", "-q", str(ntfs), str(payload), "/a.bin"], check=True,
+                   capture_output=True)
+    subprocess.run(["mkfs.ext4", "-F", "-q", "-b", "4096", str(ext4)], check=True,
+                   capture_output=True)
+    subprocess.run(["debugfs", "-w", "-R", f"write {payload} b.bin", str(ext4)], check=True,
+                   capture_output=True)
+    with open(disk, "r+b") as f:
+        for img, lba in ((ntfs, 2048), (ext4, 51200)):
+            f.seek(lba * SECTOR)
+            f.write(img.read_bytes())
+    raw = disk.read_bytes()
+    fs = open_guest(lambda o, n: raw[o:o + n], len(raw))
+    assert fs is not None and fs.kind == "multi"
+    assert [(p.kind, p.offset) for p in fs.parts] == [("ntfs", 2048 * SECTOR),
+                                                     ("ext4", 51200 * SECTOR)]
+    alloc = fs.allocation(0, len(raw))
+    written = np.frombuffer(raw, dtype=np.uint8).reshape(-1, SECTOR).any(axis=1)
+    assert written_not_allocated(written, alloc) == 0
+    for p in fs.parts:          # each part's own answer stands for its partition
+        sl = slice(p.offset // SECTOR, (p.offset + p.size) // SECTOR)
+        np.testing.assert_array_equal(alloc[sl], p.allocation(0, len(raw))[sl])
+        assert not alloc[sl].all()
+    lms = fs.landmarks(0, len(raw))
+    kinds = {lm.what.split("-")[0] for lm in lms}
+    assert {"mbr", "ntfs", "ext4"} <= kinds
+    for lm in lms:
+        assert lm.check(raw[lm.offset:lm.offset + lm.size]), lm.what
+    content = fs.content_state(0, len(raw))
+    assert ((content == CONTENT) & written).sum() > 0.9 * written.sum()
+
+
+def test_large_file_system_reads_stay_bounded(tmp_path):
+    """A 16 GiB ext4 (128 groups; mkfs.ext4 on a sparse file): open_guest and the evidence for
+    scattered 2 MiB ranges read a few MiB, not the disk."""
+    if shutil.which("mkfs.ext4") is None:
+        pytest.skip("mkfs.ext4 not installed")
+    img = tmp_path / "big.img"
+    with open(img, "wb") as f:
+        f.truncate(16 << 30)
+    subprocess.run(["mkfs.ext4", "-F", "-q", "-b", "4096", str(img)], check=True,
+                   capture_output=True)
+    spent = [0]
+    with open(img, "rb") as f:
+        def read(offset: int, n: int) -> bytes:
+            spent[0] += n
+            f.seek(offset)
+            return f.read(n)
+        fs = open_guest(read, 16 << 30)
+        assert fs is not None and fs.ngroups == 128
+        opened = spent[0]
+        rng = random.Random(3)
+        for start in [0] + [rng.randrange(8192) * BLOCK for _ in range(40)]:
+            fs.landmarks(start, BLOCK)
+            assert fs.allocation(start, BLOCK) is not None
+            fs.content_state(start, BLOCK)
+    assert opened <= 64 << 10
+    assert spent[0] <= 16 * MiB, spent[0]
+
+
 # -- unknown bytes (not placed yet) --------------------------------------------------------------
 def _reader_without(g: Guest, holes: list[tuple[int, int]]):
     def read(offset: int, n: int):

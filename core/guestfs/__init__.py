@@ -36,15 +36,18 @@ from construct import ConstructError
 from core.partitions import PartitionTable, read_partition_table
 from core.structs import gpt as G
 
-from .base import (ALLOCATED, FREE, UNKNOWN, GuestFs, Landmark, ReadFn, Reader, WriteAgreement,
-                   write_agreement, written_not_allocated)
+from .base import (ALLOCATED, CONTENT, FREE, NO_CONTENT, PARSE_ERRORS, UNKNOWN, GuestFs,
+                   Landmark, MultiFs, ReadFn, Reader, WriteAgreement, write_agreement,
+                   written_not_allocated)
 from .ext4 import Ext4
 from .ntfs import Ntfs
 
 __all__ = ["open_guest", "GuestFs", "Landmark", "written_not_allocated", "write_agreement",
-           "WriteAgreement", "ALLOCATED", "FREE", "UNKNOWN", "Ext4", "Ntfs"]
+           "WriteAgreement", "MultiFs", "ALLOCATED", "FREE", "UNKNOWN", "CONTENT", "NO_CONTENT", "Ext4",
+           "Ntfs"]
 
 PROBE_BUDGET = 4 << 20
+MAX_PARTITIONS = 16        # partitions probed (a GPT may list 128; real disks use a few)
 
 
 class _Space:
@@ -62,7 +65,10 @@ class _Space:
 
 def _probe(read: ReadFn, size: int, offset: int, limit: int) -> GuestFs | None:
     for kind in _KINDS:
-        fs = kind.probe(Reader(read, size, offset), size, limit)
+        try:
+            fs = kind.probe(Reader(read, size, offset), size, limit)
+        except PARSE_ERRORS:        # bytes its parser was not built for: not this kind
+            fs = None
         if fs is not None:
             return fs
     return None
@@ -72,7 +78,9 @@ def open_guest(read: ReadFn, size: int) -> GuestFs | None:
     """The file system of the virtual disk `read` reads (`size` bytes), or None when nothing
     is recognised or the structures it needs cannot be read.
 
-    Partitions of an MBR or GPT table are tried in table order; with no table, the whole disk.
+    Every partition of an MBR or GPT table is tried; with several file systems the result is a
+    MultiFs (kind "multi", `.parts` the file systems) answering for each one's partition;
+    with no table, the whole disk.
     """
     if size < 4096:
         return None
@@ -83,15 +91,19 @@ def open_guest(read: ReadFn, size: int) -> GuestFs | None:
         table = read_partition_table(_Space(reader, size))
     except Exception:      # the table parser promises not to raise; a reader error is no table
         return None
-    for p in table.partitions:
+    found = []
+    for p in table.partitions[:MAX_PARTITIONS]:
         if p.offset < size and p.bytes > 0:
             fs = _probe(read, size, p.offset, min(p.bytes, size - p.offset))
             if fs is not None:
-                fs.table_landmarks = tuple(_table_landmarks(reader, size, table))
-                return fs
+                found.append(fs)
     if not table.partitions:
         return _probe(read, size, 0, size)
-    return None
+    if not found:
+        return None
+    guest = found[0] if len(found) == 1 else MultiFs(found, size)
+    guest.table_landmarks = tuple(_table_landmarks(reader, size, table))
+    return guest
 
 
 _KINDS: tuple = (Ext4, Ntfs)

@@ -260,6 +260,44 @@ class GuestFs:
         raise NotImplementedError
 
 
+class MultiFs(GuestFs):
+    """Several file systems of one virtual disk (a Windows disk's "System Reserved" and C:, a
+    Linux disk's /boot and /): each answers for its own partition."""
+
+    kind = "multi"
+
+    def __init__(self, parts: list[GuestFs], disk_size: int) -> None:
+        self.parts = sorted(parts, key=lambda p: p.offset)
+        self.offset = self.parts[0].offset
+        self.size = max(p.offset + p.size for p in self.parts) - self.offset
+        self.disk_size = disk_size
+
+    def _merge(self, start: int, length: int, states) -> np.ndarray:
+        first, end = sector_span(start, length)
+        out = None
+        for p in self.parts:
+            st = states(p)
+            if out is None:
+                out = st
+            lo = max(first, p.offset // SECTOR)
+            hi = min(end, (p.offset + p.size) // SECTOR)
+            if hi > lo:
+                out[lo - first:hi - first] = st[lo - first:hi - first]
+        return out
+
+    def allocation_state(self, start: int, length: int) -> np.ndarray:
+        return self._merge(start, length, lambda p: p.allocation_state(start, length))
+
+    def content_state(self, start: int, length: int) -> np.ndarray:
+        return self._merge(start, length, lambda p: p.content_state(start, length))
+
+    def _landmarks(self, start: int, length: int) -> list[Landmark]:
+        out: list[Landmark] = []
+        for p in self.parts:
+            out += p.landmarks(start, length)
+        return sorted(out, key=lambda lm: lm.offset)
+
+
 def _never_raises(check: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
     def safe(data: bytes) -> bool:
         try:

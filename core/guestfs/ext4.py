@@ -252,7 +252,7 @@ class Ext4(GuestFs):
             entries, depth = _u16(iblock, 2), _u16(iblock, 6)
             node = iblock
             for _ in range(5):
-                if entries == 0 or 12 + 12 > len(node):
+                if entries == 0 or len(node) < 24:     # header + one entry
                     return None
                 if depth == 0:
                     return _extent_start(node, 12)
@@ -358,18 +358,18 @@ class Ext4(GuestFs):
         self._pad_last_group(g, bm)
         return bm
 
-    def inode_bitmap(self, g: int) -> np.ndarray | None:
+    def inode_bitmap(self, g: int, budget: int | None = None) -> np.ndarray | None:
         """bool per inode of group g (True: in use); None when unreadable or not verified."""
         if g not in self._ibitmaps:
-            self._ibitmaps[g] = self._load_inode_bitmap(g)
+            self._ibitmaps[g] = self._load_inode_bitmap(g, budget)
         return self._ibitmaps[g]
 
-    def _load_inode_bitmap(self, g: int) -> np.ndarray | None:
+    def _load_inode_bitmap(self, g: int, budget: int | None = None) -> np.ndarray | None:
         if not (0 <= g < self.ngroups) or not self.desc_ok[g]:
             return None
         if self._uninit(g, E.EXT4_BG_INODE_UNINIT):
             return np.zeros(self.ipg, dtype=bool)
-        raw = self.r.read(int(self.ib[g]) * self.block_size, self.ipg // 8)
+        raw = self.r.read(int(self.ib[g]) * self.block_size, self.ipg // 8, budget)
         if raw is None or not self._bitmap_csum_ok(raw, int(self.ib_csum[g]), self.ib_csum_bits):
             return None
         bits = bits_le(raw, self.ipg)
@@ -663,7 +663,7 @@ class Ext4(GuestFs):
             for g in np.flatnonzero(self.desc_ok).tolist():
                 if self._uninit(g, E.EXT4_BG_INODE_UNINIT):
                     continue
-                ibm = self.inode_bitmap(g)
+                ibm = self.inode_bitmap(g, budget)
                 if ibm is None:
                     self._walk_complete = False
                     continue

@@ -274,7 +274,6 @@ class Ntfs(GuestFs):
         data = _find(attrs, N.AT_DATA)
         if data is None or data.resident or not data.runs:
             return False
-        self.rec0 = rec0
         self.mft_runs = _Runs(data.runs)
         self.mft_records = data.initialized_size // self.record_size
         self.mft_bitmap_attr = _find(attrs, N.AT_BITMAP)

@@ -10,7 +10,7 @@ big-endian.
 
 from __future__ import annotations
 
-from construct import (Array, Bytes, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ul,
+from construct import (Array, Bytes, Int8ul, Int16ul, Int32ub, Int32ul, Int64ul,
                        Padding, Struct)
 
 EXT4_SUPER_MAGIC = 0xEF53          # ext4.h EXT4_SUPER_MAGIC
