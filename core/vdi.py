@@ -415,14 +415,14 @@ def _volumes_of_generation(ev: ByteSpace, vg, gen, cache: dict | None = None
     that map an LV identically (most LVs are the same in consecutive generations)."""
     out = []
     for name, lv in gen.lvs.items():
-        runs = lv.map_runs_pv()
+        runs = lv.map_runs_pv() if hasattr(lv, "map_runs_pv") else lv.map_runs
         key = (name, tuple(tuple(r) for r in runs), gen.extent_bytes)
         shared = cache.get(key) if cache is not None else None
         space = shared.space if shared is not None else lv_space(ev, vg, gen, lv)
         vol = VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
                         map_runs=lv.map_runs, claimed_by=dict(lv.claimed_by or {}),
-                        status=lv.status, label=lv.label or "",
-                        past_disk=list(lv.past_disk))
+                        status=lv.status, label=getattr(lv, "label", "") or "",
+                        past_disk=list(getattr(lv, "past_disk", [])))
         if shared is not None:
             vol._image, vol._image_error = shared._image, shared._image_error
             vol._shared = shared
@@ -436,7 +436,8 @@ def _changed_since(gen, ref) -> dict[str, str]:
     """LVs of `gen` that the reference generation removed, or holds with another size or map
     (sm deflates a base copy after a snapshot, and coalesce removes or shrinks it)."""
     def runs(lv) -> list:
-        return [list(r) for r in lv.map_runs_pv()]
+        return [list(r) for r in (lv.map_runs_pv() if hasattr(lv, "map_runs_pv")
+                                  else lv.map_runs)]
 
     def les(lv) -> int:
         return max((r[0] + r[2] for r in runs(lv)), default=0)
@@ -505,7 +506,7 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
         gens = [g for g in vg.generations if g.lvs]
         if not gens:
             continue
-        ref = vg.reference or gens[0]
+        ref = getattr(vg, "reference", None) or gens[0]
         newest = ref.seqno
         if generation is not None:
             gens = [g for g in gens if g.seqno == generation]

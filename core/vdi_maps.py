@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterable, Sequence
 
+from core.case import Extent
 from core.errors import SrsalvageError
 from core.lvm.model import Generation, LogicalVolume, VolumeGroup
 from core.lvm.space import pes_space, vg_pes
@@ -20,6 +21,31 @@ from core.spaces import ByteSpace, pes_to_map_runs
 from core.vdi import ResolvedVdi, VdiVolume
 
 PesOf = Callable[[LogicalVolume], Sequence[int | None]]
+
+
+def find_lv(gen: Generation, key: str) -> LogicalVolume | None:
+    """The LV of `gen` that `key` names: its LV name, or the VDI uuid in that name."""
+    return next((lv for lv in gen.lvs.values() if lv.name == key or lv.vdi_uuid == key), None)
+
+
+def metadata_extents(vg: VolumeGroup, lv: LogicalVolume) -> list[Extent]:
+    """The map a generation's metadata gives `lv`, as the case holds maps: VG-wide PE numbers
+    (core.lvm.space), confidence 1, or 0.5 where a newer generation gave the PE to another LV."""
+    claimed = {int(k) for k in lv.claimed_by}
+    out = []
+    for pe, own in zip(vg_pes(vg, lv), lv.pes()):
+        if pe is None:
+            out.append(Extent(None, 0.0, "gap"))
+        else:
+            out.append(Extent(pe, 0.5 if own in claimed else 1.0, "metadata"))
+    return out
+
+
+def placed_extents(lv: LogicalVolume, placed: Sequence[Extent | None]) -> list[Extent]:
+    """A rebuilt LV's map: the reconstruction's placements (with their confidence), a gap
+    wherever nothing was placed, up to the LV's length."""
+    exts = [e if e is not None else Extent(None, 0.0, "gap") for e in placed]
+    return exts + [Extent(None, 0.0, "gap")] * max(0, lv.le_count - len(exts))
 
 
 def map_volume(base: ByteSpace, vg: VolumeGroup, gen: Generation, lv: LogicalVolume,

@@ -141,3 +141,29 @@ def test_cli_and_workstation_decide_the_export_alike(demo, tmp_path):
             assert rc == 0 and doc["sha256"] == by_lv[name].sha256
     # a raw LV has no VHD to write: both refuse the same way (one line, no traceback)
     assert outcomes == {0, 1}
+
+
+def test_lvm_places_are_where_the_demo_wrote_them(demo):
+    """The structure overlay's LVM places come from core (core.lvm.places): the label sector
+    and pv_header of the PV, its mda header, and a copy of each generation's text in the ring."""
+    from core.lvm.analyse import analyse_disk
+    from core.lvm.places import lvm_places
+    from core.source import Evidence
+
+    path, manifest = demo
+    with Evidence(path) as ev:
+        report = analyse_disk(ev)
+        places = lvm_places(report)
+        by_title: dict[str, list[int]] = {}
+        for p in places:
+            by_title.setdefault(p.title, []).append(p.offset)
+        label = manifest.pv_offset + 512
+        assert by_title["LVM label_header"] == [label]
+        assert ev.read(label, 8) == b"LABELONE"
+        assert by_title["LVM pv_header"] == [label + 32]
+        assert manifest.mda_offset in by_title["LVM mda_header"]
+        texts = [p for p in places if p.struct is None]
+        assert texts and all(manifest.mda_offset < p.offset < manifest.mda_offset
+                             + manifest.mda_size for p in texts)
+        assert {g.seqno for g in manifest.generations if g.intact} <= \
+            {int(p.title.rsplit(" ", 1)[1]) for p in texts}

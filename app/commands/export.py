@@ -87,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
     for line in untrusted_lines(result.ranges):
         warn(f"untrusted: {line}")
     from app.commands._caselog import record
-    from core.spaces import pes_to_map_runs
     record(args, args.image, "export", vdi=vol.key, detail=f"{args.format} -> {result.path}",
            path=os.path.abspath(result.path), format=args.format, bytes=result.bytes,
            sha256=result.sha256, forced=bool(args.force and vol.claimed_by),

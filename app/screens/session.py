@@ -19,15 +19,18 @@ from core.errors import SrsalvageError, UnsafeError
 from core.evidence_set import EvidenceSet
 from core.lvm.analyse import DiskReport, analyse_disk
 from core.lvm.model import Generation, LogicalVolume, VolumeGroup
-from core.lvm.space import pe_disk_offset, pes_space, vg_pes
-from core.match.rebuilt import REBUILT_STATUS, rebuilt_lv_name, rebuilt_volume_group
+from core.lvm.places import lvm_places
+from core.lvm.space import pe_disk_offset, pes_space
+from core.match.rebuilt import (REBUILT_STATUS, rebuilt_lv_name, rebuilt_volume_group,
+                                suggested_extents, undecided_candidates)
 from core.output import check_output_path
 from core.progress import ProgressFn
 from core.scan import ScanResult
 from core.source import Evidence
 from core.spaces import pes_to_map_runs
 from core.vdi_export import export_vdi
-from core.vdi_maps import chain_links, generation_volumes, map_conflicts, resolve_in_generation
+from core.vdi_maps import (chain_links, find_lv, generation_volumes, map_conflicts,
+                           metadata_extents, placed_extents, resolve_in_generation)
 from core.vhd.checks import check_vhd
 from core.vhd.export import ExportResult
 from core.vhd.reader import VhdImage
@@ -36,7 +39,7 @@ from widgets.extent_editor import CheckState
 from widgets.overlay import Field, Overlay, fields_of
 
 if TYPE_CHECKING:
-    from core.match.reconstruct import Reconstruction, VdiMap
+    from core.match.reconstruct import Reconstruction
 
 CARVE_KINDS = ("mssql", "rar")
 
@@ -63,16 +66,6 @@ class Selection:
 
 def vdi_key(lv: LogicalVolume) -> str:
     return lv.name
-
-
-def suggested_extents(vdi: VdiMap) -> list[Extent | None]:
-    """The reconstruction's placements of one VDI per LE (None: not placed), for the editor."""
-    out: list[Extent | None] = []
-    for le, p in vdi.extents:
-        while len(out) <= le:
-            out.append(None)
-        out[le] = Extent(p.pe, float(p.confidence), str(p.source))
-    return out
 
 
 class Session:
@@ -184,30 +177,18 @@ class Session:
         self.case.choose_generation(vg.name, gen.seqno)
 
     def find_lv(self, gen: Generation | None, key: str) -> LogicalVolume | None:
-        if gen is None:
-            return None
-        return next((lv for lv in gen.lvs.values() if vdi_key(lv) == key or lv.vdi_uuid == key),
-                    None)
+        return None if gen is None else find_lv(gen, key)
 
     # -- extent maps ----------------------------------------------------------------------------
     def engine_extents(self, lv: LogicalVolume) -> list[Extent]:
+        """The engine's map of `lv`: the reconstruction's placements for a rebuilt VDI, else
+        the selected generation's metadata (core.vdi_maps)."""
         if lv.status == REBUILT_STATUS:
-            # the reconstruction's placements with their confidence, gaps up to the LV's length
-            exts = [e if e is not None else Extent(None, 0.0, "gap")
-                    for e in self.suggestions.get(vdi_key(lv), [])]
-            return exts + [Extent(None, 0.0, "gap")] * max(0, lv.le_count - len(exts))
-        claimed = {int(k) for k in lv.claimed_by}
-        out = []
-        # VG-wide PE numbers (core.lvm.space): with one PV, LVM's own PE numbers
-        numbers = vg_pes(self.sel.vg, lv) if self.sel.vg is not None else lv.pes()
-        for pe, own in zip(numbers, lv.pes()):
-            if pe is None:
-                out.append(Extent(None, 0.0, "gap"))
-            elif own in claimed:  # a newer generation gave this PE to another LV: doubtful
-                out.append(Extent(pe, 0.5, "metadata"))
-            else:
-                out.append(Extent(pe, 1.0, "metadata"))
-        return out
+            return placed_extents(lv, self.suggestions.get(vdi_key(lv), []))
+        if self.sel.vg is None:
+            return [Extent(pe, 1.0, "metadata") if pe is not None else Extent(None, 0.0, "gap")
+                    for pe in lv.pes()]
+        return metadata_extents(self.sel.vg, lv)
 
     def extents(self, lv: LogicalVolume) -> tuple[list[Extent], bool]:
         """(extents, edited): the case's map when the technician edited this VDI, else the
@@ -280,9 +261,7 @@ class Session:
         annotate_reconstruction(rec, list(self.ev.unreadable))  # unreadable sectors named
         self.reconstruction = rec
         self.suggestions = {rebuilt_lv_name(v): suggested_extents(v) for v in rec.vdis}
-        self.candidates = {rebuilt_lv_name(v): {int(le): [int(p) for p in pes]
-                                             for le, pes in sorted(v.ambiguous.items())}
-                           for v in rec.vdis}
+        self.candidates = {rebuilt_lv_name(v): undecided_candidates(v) for v in rec.vdis}
         if self.report is None or not self.report.volume_groups:
             self.rebuilt = rebuilt_volume_group(rec)
         return self.suggestions
@@ -356,7 +335,7 @@ class Session:
     # -- structure overlays -----------------------------------------------------------------------
     def disk_overlay(self) -> Overlay:
         """MBR/GPT, LVM label / mda header / metadata texts placed on the disk."""
-        from core.structs import gpt, lvm, mbr
+        from core.structs import gpt, mbr
 
         structures: list[tuple[int, str, list]] = []
         report = self.report
@@ -374,28 +353,14 @@ class Session:
                         structures.append((lba * 512 + i * 128, f"GPT entry {i}", table))
             except Exception:  # a damaged header: the header fields are still shown
                 pass
-        for vg in (report.volume_groups if report is not None else []):
-            for pv in vg.pvs:
-                if pv.offset is None:    # known from the metadata text only: not on the image
-                    continue
-                if pv.label_found:
-                    lab = fields_of(lvm.label_header)
-                    sector = pv.offset + 512
-                    structures.append((sector, "LVM label_header", lab))
-                    head = sum(f.size for f in lab)
-                    structures.append((sector + head, "LVM pv_header",
-                                       fields_of(lvm.pv_header,
-                                                 data=self.ev.read(sector + head, 512 - head))))
-                for mda in pv.mda_offsets or [pv.offset + 4096]:
-                    structures.append((mda, "LVM mda_header",
-                                       fields_of(lvm.mda_header, data=self.ev.read(mda, 512))))
-            for gen in vg.generations:
-                for copy in gen.copies:
-                    if copy.source == "backup" or copy.offset is None:
-                        continue
-                    length = int(copy.length or len(gen.text))
-                    structures.append((copy.offset, f"LVM metadata seqno {gen.seqno}",
-                                       [Field(0, length, "text")]))
+        # LVM labels, PV headers, metadata-area headers and metadata texts (core.lvm.places)
+        for place in (lvm_places(report) if report is not None else []):
+            if place.struct is None:
+                structures.append((place.offset, place.title, [Field(0, place.length, "text")]))
+            else:
+                structures.append((place.offset, place.title,
+                                   fields_of(place.struct,
+                                             data=self.ev.read(place.offset, place.length))))
         return Overlay.build(structures)
 
     def vhd_overlay(self, img: VhdImage) -> Overlay:

@@ -22,7 +22,7 @@ def pv_data_offsets(vg: VolumeGroup) -> dict[str | None, int]:
     """PV name -> image offset of its PE 0, for the PVs placed on the image; None -> the VG's
     PE 0 (its first placed PV's)."""
     out: dict[str | None, int] = {}
-    for pv in vg.pvs:
+    for pv in getattr(vg, "pvs", []) or []:      # a map file's VG has its grid only
         if pv.offset is not None:
             out[pv.name] = pv.offset + pv.pe_start
     if vg.data_offset is not None:
@@ -51,8 +51,11 @@ def space_of_locations(base: ByteSpace, vg: VolumeGroup, locs: Sequence[Location
 
 
 def lv_locations(lv: LogicalVolume) -> list[Location | None]:
-    """(pv name, pe) per LE of an LV (None where unmapped)."""
-    return list(lv.locations())
+    """(pv name, pe) per LE of an LV (None where unmapped); an LV known by its PEs alone (one
+    grid) gives (None, pe)."""
+    if hasattr(lv, "locations"):
+        return list(lv.locations())
+    return [None if pe is None else (None, pe) for pe in lv.pes()]
 
 
 def lv_space(base: ByteSpace, vg: VolumeGroup, gen: Generation, lv: LogicalVolume) -> RunList:
@@ -67,7 +70,7 @@ def lv_space(base: ByteSpace, vg: VolumeGroup, gen: Generation, lv: LogicalVolum
 # sum(pe_count of PVs before n) + p). With one PV the number is LVM's own PE.
 def _pv_bases(vg: VolumeGroup) -> list[tuple[str, int, int]]:
     out, first = [], 0
-    for pv in vg.pvs:
+    for pv in getattr(vg, "pvs", []) or []:
         count = int(pv.pe_count or 0)
         out.append((pv.name, first, count))
         first += count

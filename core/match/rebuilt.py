@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from core.case import Extent
 from core.lvm.model import (RECONSTRUCT, Generation, LogicalVolume, PhysicalVolume, PVMetadata,
                             Segment, VGMetadata, VolumeGroup)
 
@@ -33,6 +34,22 @@ def rebuilt_lv_name(vdi: "VdiMap") -> str:
     """The LV a rebuilt VDI is shown as: its LV name when one survived (metadata, a child's
     parent locator, MGT), else its map key (`vhd:<unique id>`)."""
     return vdi.lv or vdi.key
+
+
+def suggested_extents(vdi: "VdiMap") -> list[Extent | None]:
+    """The reconstruction's placements of one VDI per LE as the case holds maps (None: not
+    placed): the editor's suggestions, and the map of a rebuilt LV."""
+    out: list[Extent | None] = []
+    for le, p in vdi.extents:
+        while len(out) <= le:
+            out.append(None)
+        out[le] = Extent(p.pe, float(p.confidence), str(p.source))
+    return out
+
+
+def undecided_candidates(vdi: "VdiMap") -> dict[int, list[int]]:
+    """LE -> the PEs that fit it, for the LEs the reconstruction left undecided."""
+    return {int(le): [int(p) for p in pes] for le, pes in sorted(vdi.ambiguous.items())}
 
 
 def rebuilt_segments(pes: list[int | None], pv: str = REBUILT_PV) -> list[Segment]:
