@@ -92,14 +92,20 @@ class RunList:
 
 def extent_space(base: ByteSpace, data_offset: int, extent_bytes: int,
                  pes: Sequence[int | None], name: str = "") -> RunList:
-    """An LV as a run list: logical extent i is physical extent pes[i] (None: unknown, zeros).
+    """An LV on one extent grid: logical extent i is physical extent pes[i] (None: unknown,
+    zeros); data_offset is the base offset of PE 0 (partition offset + pe_start)."""
+    return located_space(base, [None if pe is None else data_offset + pe * extent_bytes
+                                for pe in pes], extent_bytes, name)
 
-    data_offset is the base offset of PE 0 (partition offset + pe_start); consecutive PEs are
-    merged into one run so reads of contiguous LVs stay single preads.
-    """
+
+def located_space(base: ByteSpace, targets: Sequence[int | None], extent_bytes: int,
+                  name: str = "") -> RunList:
+    """An LV as a run list: logical extent i is read at offset targets[i] of `base` (None:
+    unknown, zeros). Every LV space is built here (core.lvm.space places the extents of a VG
+    over its PVs, extent_space on one grid); consecutive extents are merged into one run so
+    reads of contiguous LVs stay single preads."""
     runs: list[Run] = []
-    for le, pe in enumerate(pes):
-        target = None if pe is None else data_offset + pe * extent_bytes
+    for le, target in enumerate(targets):
         start = le * extent_bytes
         if runs and target is not None and runs[-1].target is not None \
                 and runs[-1].end == start and runs[-1].target + runs[-1].length == target:
@@ -107,7 +113,7 @@ def extent_space(base: ByteSpace, data_offset: int, extent_bytes: int,
             runs[-1] = Run(last.start, last.length + extent_bytes, last.target)
         elif target is not None:
             runs.append(Run(start, extent_bytes, target))
-    return RunList(base, runs, size=len(pes) * extent_bytes, name=name)
+    return RunList(base, runs, size=len(targets) * extent_bytes, name=name)
 
 
 def map_runs_to_pes(map_runs: Iterable[Sequence[int]], le_count: int | None = None) -> list[int | None]:

@@ -102,7 +102,8 @@ class ResolvedVdi:
         if getattr(self, "_guard", None) is not None:
             return self._guard
         pes = map_runs_to_pes(vol.map_runs) if vol.map_runs else []
-        extent = vol.space.size // len(pes) if pes else 0
+        # the map's own extent size when known (trailing unplaced LEs are not in map_runs)
+        extent = vol.extent_bytes or (vol.space.size // len(pes) if pes else 0)
         if not vol.claimed_by or not extent:
             self._guard = Guard(extent)
             return self._guard

@@ -130,7 +130,7 @@ async def test_workstation_reads_the_right_pv(two_pv_sr, tmp_path):
             assert main.editor.check.ok, main.editor.check.summary
             out = tmp_path / f"{name}.ws.raw"
             res = s.export(vg, lv, str(out), "raw")
-            assert out.read_bytes() == sr.raws[name] and res.size == len(sr.raws[name])
+            assert out.read_bytes() == sr.raws[name] and res.bytes == len(sr.raws[name])
             main.set_hex_mode("lv")
             space = main.hex.space
             vhd = sr.vhds[name]

@@ -181,7 +181,8 @@ async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(demo_no_metad
         s, main = app.session, app.main
         assert s.sel.vg is s.rebuilt and s.sel.gen.source == "reconstruct"
         by_uuid = {v.vhd_unique_id: v for v in manifest.vdis if v.vhd_unique_id}
-        rebuilt = {lv.vdi_uuid: lv for lv in s.sel.gen.lvs.values()}
+        # each rebuilt LV by its VHD's unique id, as the reconstruction found it
+        rebuilt = {s.reconstruction.vdi(lv.name).vhd_uuid: lv for lv in s.sel.gen.lvs.values()}
         assert set(rebuilt) <= set(by_uuid) and len(rebuilt) >= 5
         # a VDI the engine could not place completely or correctly
         wrong = [u for u, lv in rebuilt.items()
@@ -418,7 +419,7 @@ async def test_findings_pane_lists_findings_and_candidates_takes_and_shows_one(d
                      for le in sorted(s.candidates.get(lv.name, {}) or {})]
         assert undecided, "the demo without metadata leaves some LE undecided"
         lv, le = undecided[0]
-        truth = by_uuid[lv.vdi_uuid].pes[le]
+        truth = by_uuid[s.reconstruction.vdi(lv.name).vhd_uuid].pes[le]
         fits = list(s.candidates[lv.name][le])
         assert truth in fits
         main.select_vdi(s.sel.vg, s.sel.gen, lv)

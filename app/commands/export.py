@@ -39,11 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands._common import image_paths, info, open_images, print_json, warn
+    from app.commands._common import (StderrProgress, image_paths, info, open_images, print_json,
+                                      warn)
     from core.errors import SrsalvageError
     from core.output import check_output_path
-    from core.provenance import describe_export, untrusted_lines
+    from core.provenance import untrusted_lines
     from core.vdi import resolve_vdi
+    from core.vdi_export import export_vdi
 
     evidence_paths = image_paths(args) + ([args.map] if args.map else []) + list(args.backup)
     check_output_path(args.output, evidence_paths, args.overwrite)  # refuse before any work
@@ -54,9 +56,13 @@ def run(args: argparse.Namespace) -> int:
                                    force=args.force, backups=args.backup, warn=warn,
                                    pv_offsets=args.pv_offset)
             vol = resolved.volume
-            guard = resolved.guard()   # taken extents: overwritten ones are never read
-            result, img = _export(args, resolved, vol, guard, evidence_paths)
-            describe_export(result, img, vol.space, guard)
+            progress = StderrProgress()
+            try:   # the strategy (vhd / flattened chain / LV bytes) is core's (core.vdi_export)
+                result = export_vdi(resolved, args.format, args.output, evidence_paths,
+                                    args.overwrite, force=args.force, warn=warn,
+                                    progress=progress)
+            finally:
+                progress.close()
         except SrsalvageError as exc:
             if args.json and ev.unreadable:  # damage is named whatever the exit code
                 doc = {"error": str(exc), "vdi": vol.key if vol else args.vdi}
@@ -81,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
     for line in untrusted_lines(result.ranges):
         warn(f"untrusted: {line}")
     from app.commands._caselog import record
-    from core.spaces import pes_to_map_runs
     record(args, args.image, "export", vdi=vol.key, detail=f"{args.format} -> {result.path}",
            path=os.path.abspath(result.path), format=args.format, bytes=result.bytes,
            sha256=result.sha256, forced=bool(args.force and vol.claimed_by),
@@ -102,62 +107,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace, resolved, vol, guard, evidence_paths: list[str]):
-    """(export result, the VHD image exported or None for a raw LV); extents a newer LV
-    overwrote are never read (core.provenance's guard)."""
-    from app.commands._common import StderrProgress, warn
-    from core.errors import SrsalvageError
-    from core.provenance import guarded_space
-    from core.vdi import refuse_unsafe_map
-    from core.vhd.export import export_raw, export_vhd
-
-    progress = StderrProgress()
-    try:
-        img = vol.image()
-        if img is None:
-            if args.format == "raw" and vol.kind == "raw":
-                return export_raw(guarded_space(vol.space, guard), args.output, evidence_paths,
-                                  args.overwrite, progress=progress), None
-            raise SrsalvageError(f"{vol.key}: no VHD in this volume ({vol.image_error})")
-        if args.format == "vhd":
-            refuse_unsafe_map(resolved, [img], args.force, warn)
-            return export_vhd(img, args.output, evidence_paths, args.overwrite,
-                              progress=progress), img
-        known = len(resolved.warnings)
-        chain = resolved.chain()
-        refuse_unsafe_map(resolved, chain.images, args.force, warn)
-        for w in resolved.warnings[known:]:
-            warn(w)
-        for f in chain.findings:
-            warn(f.message)
-        return export_raw(chain, args.output, evidence_paths, args.overwrite,
-                          progress=progress), img
-    finally:
-        progress.close()
-
-
 def _unreadable_doc(ev, resolved) -> dict:
     """The evidence's unreadable ranges at the VDI's LV (`unreadable_lv`) and virtual-disk
     (`unreadable_virtual`) offsets; None where the VDI could not be resolved or read."""
     from core.evidence.layers import unreadable_in
-    from core.errors import SrsalvageError
+    from core.vdi_export import unreadable_virtual
 
     doc: dict = {"unreadable": [list(r) for r in ev.unreadable],
                  "unreadable_lv": None, "unreadable_virtual": None}
     if resolved is None:
         return doc
-    vol = resolved.volume
-    doc["unreadable_lv"] = [list(r) for r in unreadable_in(vol.space)]
-    known = len(resolved.warnings)  # the export already reported the chain's warnings
-    try:
-        img = vol.image()
-        if img is None:
-            virtual = vol.space if vol.kind == "raw" else None
-        else:
-            virtual = resolved.chain().virtual_space()
-    except SrsalvageError:
-        virtual = None
-    del resolved.warnings[known:]
+    doc["unreadable_lv"] = [list(r) for r in unreadable_in(resolved.volume.space)]
+    virtual = unreadable_virtual(resolved)
     if virtual is not None:
-        doc["unreadable_virtual"] = [list(r) for r in unreadable_in(virtual)]
+        doc["unreadable_virtual"] = [list(r) for r in virtual]
     return doc

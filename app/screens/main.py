@@ -804,8 +804,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
                                 cancel=cancel, progress=progress)
 
             def done(res) -> None:
-                self.app.push_screen(ExportDone(res.path, res.fmt, res.size, res.sha256, res.notes))
-                self.notify(f"exported {lv.name}: {res.size} bytes, sha256 {res.sha256[:16]}…")
+                self.app.push_screen(ExportDone(res.path, res.format, res.bytes, res.sha256, res.notes))
+                self.notify(f"exported {lv.name}: {res.bytes} bytes, sha256 {res.sha256[:16]}…")
 
             self.start_job("export", f"export {lv.name[:18]}", work, done)
 

@@ -1,27 +1,45 @@
 """The workstation's session: the evidence, the engine's results, the case, and the glue between.
 
-No Textual here (it is driven by the screens and tested directly). The engine modules are being
-written alongside; each is imported when first needed and, when missing, the session says so in
-one line (`EngineMissing`) instead of inventing data.
+No Textual here (it is driven by the screens and tested directly). Everything it shows is the
+engine's one model: the analysis' `core.lvm.model.VolumeGroup`s, plus, when the metadata is
+gone, the VG the reconstruction rebuilt (core.match.rebuilt, a generation of origin
+`reconstruct`); each LV read through its map as the technician sees it (core.vdi_maps), and
+exported by the strategy core decides (core.vdi_export).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 from core.case import Case, Extent, evidence_identity
-from core.errors import SrsalvageError
+from core.errors import SrsalvageError, UnsafeError
+from core.evidence_set import EvidenceSet
+from core.lvm.analyse import DiskReport, analyse_disk
+from core.lvm.model import Generation, LogicalVolume, VolumeGroup
+from core.lvm.places import lvm_places
+from core.lvm.space import pe_disk_offset, pes_space
+from core.match.rebuilt import (REBUILT_STATUS, rebuilt_lv_name, rebuilt_volume_group,
+                                suggested_extents, undecided_candidates)
+from core.output import check_output_path
 from core.progress import ProgressFn
+from core.scan import ScanResult
 from core.source import Evidence
-from core.lvm.space import pe_disk_offset, pes_space, vg_pes
 from core.spaces import pes_to_map_runs
+from core.vdi_export import export_vdi
+from core.vdi_maps import (chain_links, find_lv, generation_volumes, map_conflicts,
+                           metadata_extents, placed_extents, resolve_in_generation)
+from core.vhd.checks import check_vhd
+from core.vhd.export import ExportResult
+from core.vhd.reader import VhdImage
 from widgets.disk_map import DiskMapModel, Owner
 from widgets.extent_editor import CheckState
-from widgets.overlay import Overlay, fields_of
+from widgets.overlay import Field, Overlay, fields_of
+
+if TYPE_CHECKING:
+    from core.match.reconstruct import Reconstruction
 
 CARVE_KINDS = ("mssql", "rar")
 
@@ -31,108 +49,37 @@ def _count(n: int, noun: str) -> str:
 
 
 class EngineMissing(SrsalvageError):
-    """An engine module this action needs is not installed/written."""
-
-
-def engine(module: str, what: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise EngineMissing(f"{what} not available ({module}: {exc})") from None
+    """Kept for the job runner's `missing` outcome (app/screens/jobs.py); the session imports
+    its engine modules directly, so an import error is an import error."""
 
 
 @dataclass
 class Selection:
-    vg: Any = None
-    gen: Any = None
-    lv: Any = None
+    vg: VolumeGroup | None = None
+    gen: Generation | None = None
+    lv: LogicalVolume | None = None
 
     @property
     def key(self) -> str | None:
         return None if self.lv is None else vdi_key(self.lv)
 
 
-def vdi_key(lv: Any) -> str:
+def vdi_key(lv: LogicalVolume) -> str:
     return lv.name
-
-
-# -- reconstructed VDIs (no surviving metadata): the same shape as the analysis' VG/LV models, so
-#    the tree, map, editor, checks and export treat them like any other generation --------------
-@dataclass
-class RebuiltLV:
-    """A VDI found by the reconstruction engine from VHD structure alone."""
-
-    name: str
-    extents: list[Extent]
-    kind: str = "vhd"
-    status: str = "rebuilt"
-    label: str | None = None
-    claimed_by: dict = field(default_factory=dict)
-    vdi_uuid: str | None = None
-
-    @property
-    def le_count(self) -> int:
-        return len(self.extents)
-
-    def pes(self) -> list[int | None]:
-        return [e.pe for e in self.extents]
-
-
-@dataclass
-class RebuiltPV:
-    name: str
-    offset: int
-    pe_count: int
-    pe_start: int
-    label_found: bool = False
-    id: str = ""
-
-
-@dataclass
-class RebuiltGeneration:
-    lvs: dict[str, RebuiltLV]
-    seqno: int = 0
-    source: str = "reconstruct"
-    crc_ok: bool | None = None
-    current: bool = False
-    description: str = "extent maps rebuilt from VHD structure"
-    creation_time: int | None = None
-    copies: list = field(default_factory=list)
-    text: bytes = b""
-
-
-@dataclass
-class RebuiltVG:
-    name: str
-    extent_bytes: int
-    data_offset: int
-    pvs: list[RebuiltPV]
-    generations: list[RebuiltGeneration]
-    reference: Any = None
-
-
-@dataclass
-class ExportResult:
-    path: str
-    fmt: str
-    size: int
-    sha256: str
-    forced: bool = False
-    notes: list[str] = field(default_factory=list)
-    untrusted: list[dict] = field(default_factory=list)   # core.provenance ranges
 
 
 class Session:
     """One evidence image opened read-only, its case, and what the engine found in it."""
 
     def __init__(self, image_path: str, case_path: str | None = None,
-                 evidence: Evidence | None = None, backups: Sequence[str] = (),
+                 evidence: Evidence | EvidenceSet | None = None, backups: Sequence[str] = (),
                  pv_offsets: Sequence[str] = (), case_mode: str = "case") -> None:
         """case_mode: "case" (open or create; CaseMismatch when made on other evidence),
         "new" (a new case, the old one kept aside), "none" (read-only: nothing recorded)."""
-        self.ev = evidence or Evidence(image_path)
+        self.ev: Evidence | EvidenceSet = evidence or Evidence(image_path)
         # several images of one SR (core.evidence_set): the case file lives beside the first
-        self.evidence_paths: list[str] = list(getattr(self.ev, "paths", [self.ev.path]))
+        self.evidence_paths: list[str] = (list(self.ev.paths) if isinstance(self.ev, EvidenceSet)
+                                          else [self.ev.path])
         self.image_path = self.evidence_paths[0]
         self.backups, self.pv_offsets = list(backups), list(pv_offsets)
         self.case_mode = case_mode
@@ -145,40 +92,40 @@ class Session:
         else:
             self.case, self.case_note = Case.open(self.image_path, case_path, image_bytes=self.ev.size,
                                                   identity=identity, new_case=case_mode == "new")
-        self.report: Any = None
+        self.report: DiskReport | None = None
         self.analysis_error: str | None = None
-        self.scan_result: Any = None
+        self.scan_result: ScanResult | None = None
         self.carve_hits: list[int] = []     # disk offsets of the carving screen's last hits
-        self.reconstruction: Any = None
+        self.reconstruction: Reconstruction | None = None
         self.suggestions: dict[str, list[Extent | None]] = {}
         self.candidates: dict[str, dict[int, list[int]]] = {}   # undecided LE -> fitting PEs
         self.parents: dict[str, str] = {}
-        self.rebuilt: RebuiltVG | None = None
+        self.rebuilt: VolumeGroup | None = None
         self.sel = Selection()
         self._lock = threading.Lock()
 
     # -- analysis -------------------------------------------------------------------------------
-    def analyse(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
-        mod = engine("core.lvm.analyse", "LVM analysis engine")
-        return mod.analyse_disk(self.ev, backups=self.backups, cancel=cancel, progress=progress,
-                                pv_offsets=self.pv_offsets)
+    def analyse(self, cancel: threading.Event | None = None,
+                progress: ProgressFn | None = None) -> DiskReport:
+        return analyse_disk(self.ev, backups=self.backups, cancel=cancel, progress=progress,
+                            pv_offsets=self.pv_offsets)
 
-    def scan(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
-        mod = engine("core.scan", "scan engine")
-        from core.scan import available_kinds
+    def scan(self, cancel: threading.Event | None = None,
+             progress: ProgressFn | None = None) -> ScanResult:
+        from core.scan import available_kinds, scan
 
         # the workstation scans for everything, carving kinds included, so carve hits
         # (SQL Server pages, RAR archives) are marked on the disk map
         kinds = sorted(available_kinds())
-        return mod.scan(self.ev, kinds=kinds, cancel=cancel, progress=progress)
+        return scan(self.ev, kinds=kinds, cancel=cancel, progress=progress)
 
     @property
-    def volume_groups(self) -> list[Any]:
+    def volume_groups(self) -> list[VolumeGroup]:
         """The analysis' VGs, plus the reconstructed one when metadata was lost."""
-        vgs = list(getattr(self.report, "volume_groups", []) or [])
+        vgs = list(self.report.volume_groups) if self.report is not None else []
         return vgs + ([self.rebuilt] if self.rebuilt is not None else [])
 
-    def set_report(self, report: Any) -> None:
+    def set_report(self, report: DiskReport) -> None:
         self.report = report
         self.sel = Selection()
         self.bind_lvm_identity(report)
@@ -195,15 +142,14 @@ class Session:
                     if g is not None:
                         vg, gen = v, g
         if gen is None:
-            gen = getattr(vg, "current", None) or (vg.generations[0] if vg.generations else None)
+            gen = vg.current or (vg.generations[0] if vg.generations else None)
         self.sel = Selection(vg, gen)
 
-    def bind_lvm_identity(self, report: Any) -> None:
+    def bind_lvm_identity(self, report: DiskReport) -> None:
         """Record the VG/PV ids in the case; ids that differ from the case's mean the case was
         made on other evidence: it is detached (read-only, nothing recorded) and said so."""
-        vgs = [{"vg": vg.name, "id": getattr(vg, "id", ""),
-                "pvs": [p.id for p in getattr(vg, "pvs", []) if getattr(p, "id", "")]}
-               for vg in getattr(report, "volume_groups", []) or [] if getattr(vg, "id", "")]
+        vgs = [{"vg": vg.name, "id": vg.id, "pvs": [p.id for p in vg.pvs if p.id]}
+               for vg in report.volume_groups if vg.id]
         why = self.case.bind_lvm(vgs) if self.case.path else ""
         if why:
             self.case_mismatch = (f"case file {self.case.path} was made on other evidence ({why}); "
@@ -214,50 +160,36 @@ class Session:
     @property
     def recognised(self) -> bool:
         r = self.report
-        return bool(r is not None and (getattr(r, "volume_groups", None) or getattr(r, "partitions", None)))
+        return bool(r is not None and (r.volume_groups or r.partitions))
 
     @staticmethod
-    def generation(vg: Any, seqno: Any) -> Any:
-        for g in vg.generations:
-            if g.seqno == seqno:
-                return g
-        return None
+    def generation(vg: VolumeGroup, seqno: object) -> Generation | None:
+        return next((g for g in vg.generations if g.seqno == seqno), None)
 
-    def newest(self, vg: Any) -> Any:
+    def newest(self, vg: VolumeGroup) -> Generation | None:
         """The generation LVM would use (what `deleted` / `claimed_by` are judged against)."""
-        ref = getattr(vg, "reference", None)
+        ref = vg.reference
         return ref if ref is not None else (vg.generations[0] if vg.generations else None)
 
-    def choose_generation(self, vg: Any, gen: Any) -> None:
+    def choose_generation(self, vg: VolumeGroup, gen: Generation) -> None:
         self.sel = Selection(vg, gen, None)
         self.case.choose_generation(vg.name, gen.seqno)
 
-    def find_lv(self, gen: Any, key: str) -> Any:
-        if gen is None:
-            return None
-        for lv in gen.lvs.values():
-            if vdi_key(lv) == key or getattr(lv, "vdi_uuid", None) == key:
-                return lv
-        return None
+    def find_lv(self, gen: Generation | None, key: str) -> LogicalVolume | None:
+        return None if gen is None else find_lv(gen, key)
 
     # -- extent maps ----------------------------------------------------------------------------
-    def engine_extents(self, lv: Any) -> list[Extent]:
-        if isinstance(lv, RebuiltLV):
-            return list(lv.extents)
-        claimed = {int(k) for k in (getattr(lv, "claimed_by", {}) or {})}
-        out = []
-        # VG-wide PE numbers (core.lvm.space): with one PV, LVM's own PE numbers
-        numbers = vg_pes(self.sel.vg, lv) if self.sel.vg is not None else lv.pes()
-        for pe, own in zip(numbers, lv.pes()):
-            if pe is None:
-                out.append(Extent(None, 0.0, "gap"))
-            elif own in claimed:  # a newer generation gave this PE to another LV: doubtful
-                out.append(Extent(pe, 0.5, "metadata"))
-            else:
-                out.append(Extent(pe, 1.0, "metadata"))
-        return out
+    def engine_extents(self, lv: LogicalVolume) -> list[Extent]:
+        """The engine's map of `lv`: the reconstruction's placements for a rebuilt VDI, else
+        the selected generation's metadata (core.vdi_maps)."""
+        if lv.status == REBUILT_STATUS:
+            return placed_extents(lv, self.suggestions.get(vdi_key(lv), []))
+        if self.sel.vg is None:
+            return [Extent(pe, 1.0, "metadata") if pe is not None else Extent(None, 0.0, "gap")
+                    for pe in lv.pes()]
+        return metadata_extents(self.sel.vg, lv)
 
-    def extents(self, lv: Any) -> tuple[list[Extent], bool]:
+    def extents(self, lv: LogicalVolume) -> tuple[list[Extent], bool]:
         """(extents, edited): the case's map when the technician edited this VDI, else the
         selected generation's."""
         key = vdi_key(lv)
@@ -265,38 +197,34 @@ class Session:
             return list(self.case.map_of(key).extents), True
         return self.engine_extents(lv), False
 
-    def pes(self, lv: Any) -> list[int | None]:
+    def pes(self, lv: LogicalVolume) -> list[int | None]:
         return [e.pe for e in self.extents(lv)[0]]
 
-    def ensure_case_map(self, lv: Any, gen: Any) -> None:
-        origin = "reconstruction" if isinstance(lv, RebuiltLV) else f"generation {gen.seqno}"
+    def ensure_case_map(self, lv: LogicalVolume, gen: Generation) -> None:
+        origin = "reconstruction" if lv.status == REBUILT_STATUS else f"generation {gen.seqno}"
         self.case.ensure_map(vdi_key(lv), self.engine_extents(lv), origin=origin)
 
     # -- checks ---------------------------------------------------------------------------------
-    def check(self, vg: Any, lv: Any, pes: Sequence[int | None],
+    def check(self, vg: VolumeGroup, lv: LogicalVolume, pes: Sequence[int | None],
               cancel: threading.Event | None = None) -> CheckState:
-        checks = engine("core.vhd.checks", "VHD check engine")
-        reader = engine("core.vhd.reader", "VHD reader")
-        space = pes_space(self.ev, vg, pes, lv.name)
+        """The VHD checks of `lv` read through `pes` (the map in the editor, maybe unsaved),
+        its parent found among the generation's other LVs, each through its own map."""
+        space = pes_space(self.ev, vg, list(pes), lv.name)
         if lv.kind != "vhd":
             return CheckState(False, None, f"{lv.kind} LV: no VHD structure to check")
         gen = self.sel.gen
+        find_parent = None
+        if gen is not None:
+            resolved = resolve_in_generation(
+                self.ev, vg, gen, lv, lambda other: pes if other is lv else self.pes(other))
 
-        def find_parent(unique_id: bytes) -> Any:
-            """A differencing disk's parent among the other VHD LVs of the generation."""
-            for other in (gen.lvs.values() if gen is not None else []):
-                if other is lv or other.kind != "vhd" or (cancel is not None and cancel.is_set()):
-                    continue
-                try:
-                    img = reader.VhdImage.open(pes_space(self.ev, vg, self.pes(other), other.name),
-                                               name=other.name)
-                except SrsalvageError:
-                    continue
-                if img.footer is not None and bytes(img.unique_id) == bytes(unique_id):
-                    return img
-            return None
-
-        findings = checks.check_vhd(space, find_parent)
+            def find_parent(unique_id: bytes) -> VhdImage | None:
+                """A differencing disk's parent among the other VHD LVs of the generation."""
+                if cancel is not None and cancel.is_set():
+                    return None
+                img = resolved.find_parent(unique_id)
+                return None if img is resolved.volume.image() else img
+        findings = check_vhd(space, find_parent)
         errors = [f for f in findings if f.severity == "error"]
         warnings = [f for f in findings if f.severity == "warning"]
         per_le: dict[int, str] = {}
@@ -312,82 +240,30 @@ class Session:
             summary += f"; {missing} extents unknown"
         return CheckState(False, not errors, summary, per_le, list(findings))
 
-    def vhd_image(self, vg: Any, lv: Any) -> Any:
-        reader = engine("core.vhd.reader", "VHD reader")
-        return reader.VhdImage.open(pes_space(self.ev, vg, self.pes(lv), lv.name), name=lv.name)
+    def vhd_image(self, vg: VolumeGroup, lv: LogicalVolume) -> VhdImage:
+        return VhdImage.open(pes_space(self.ev, vg, self.pes(lv), lv.name), name=lv.name)
 
-    def chain_parents(self, vg: Any, gen: Any, cancel: threading.Event | None = None) -> dict[str, str]:
+    def chain_parents(self, vg: VolumeGroup, gen: Generation,
+                      cancel: threading.Event | None = None) -> dict[str, str]:
         """{child LV: parent LV} from the VHD headers of the generation's VHD LVs."""
-        reader = engine("core.vhd.reader", "VHD reader")
-        by_uuid: dict[bytes, str] = {}
-        parent_of: dict[str, bytes] = {}
-        for lv in gen.lvs.values():
-            if cancel is not None and cancel.is_set():
-                break
-            if lv.kind != "vhd":
-                continue
-            try:
-                img = reader.VhdImage.open(pes_space(self.ev, vg, self.pes(lv), lv.name), name=lv.name)
-            except SrsalvageError:
-                continue
-            if img.footer is None:
-                continue
-            by_uuid[bytes(img.unique_id)] = lv.name
-            p = img.parent_unique_id
-            if p:
-                parent_of[lv.name] = bytes(p)
-        return {c: by_uuid[p] for c, p in parent_of.items() if p in by_uuid and by_uuid[p] != c}
+        return chain_links(generation_volumes(self.ev, vg, gen, self.pes), cancel)
 
     # -- reconstruction ---------------------------------------------------------------------------
     def reconstruct(self, cancel: threading.Event | None = None,
                     progress: ProgressFn | None = None) -> dict[str, list[Extent | None]]:
-        mod = engine("core.match.reconstruct", "reconstruction engine")
-        result = mod.reconstruct(self.ev, cancel=cancel, progress=progress, report=self.report)
+        """Rebuild the extent maps from VHD structure: suggestions for the editor, and, when no
+        metadata survives, the rebuilt VG (core.match.rebuilt) to work on."""
+        from core.match.reconstruct import reconstruct
         from core.unreadable import annotate_reconstruction
-        if hasattr(result, "grid"):      # unreadable sectors named on the placements
-            annotate_reconstruction(result, list(getattr(self.ev, "unreadable", [])))
-        doc = result.to_json() if hasattr(result, "to_json") else result
-        out: dict[str, list[Extent | None]] = {}
-        for vdi in doc.get("vdis", []):
-            exts: list[Extent | None] = []
-            for e in vdi.get("extents", []):
-                le = int(e["le"])
-                while len(exts) <= le:
-                    exts.append(None)
-                exts[le] = Extent(e.get("pe"), float(e.get("confidence", 0.0)), str(e.get("source", "vhd-match")))
-            key = vdi.get("lv") or vdi.get("key")
-            out[str(key)] = exts
-        self.reconstruction = doc
-        self.suggestions = out
-        self.candidates = {str(vdi.get("lv") or vdi.get("key")):
-                           {int(a["le"]): [int(p) for p in a["candidates"]]
-                            for a in vdi.get("ambiguous", [])}
-                           for vdi in doc.get("vdis", [])}
-        if not getattr(self.report, "volume_groups", None):
-            self.rebuilt = self._rebuilt_vg(doc, out)
-        return out
 
-    def _rebuilt_vg(self, doc: dict, suggestions: dict[str, list[Extent | None]]) -> RebuiltVG | None:
-        """A VG of the VDIs the engine rebuilt, for an image whose LVM metadata is gone."""
-        grids = doc.get("volume_groups") or []
-        if not grids or not doc.get("vdis"):
-            return None
-        grid = grids[0]
-        extent_bytes, data_offset = int(grid["extent_bytes"]), int(grid["data_offset"])
-        lvs: dict[str, RebuiltLV] = {}
-        for vdi in doc["vdis"]:
-            key = str(vdi.get("lv") or vdi.get("key"))
-            exts = [e if e is not None else Extent(None, 0.0, "gap")
-                    for e in suggestions.get(key, [])]
-            need = int(vdi.get("extents_needed") or len(exts))
-            exts += [Extent(None, 0.0, "gap")] * max(0, need - len(exts))
-            lvs[key] = RebuiltLV(key, exts, vdi_uuid=vdi.get("vhd_uuid"))
-        pe_count = int(grid.get("pe_count") or (self.ev.size - data_offset) // extent_bytes)
-        pv_offset = int(grid.get("pv_offset") or 0)
-        pv = RebuiltPV("pv0", pv_offset, pe_count, data_offset - pv_offset, id=grid.get("pv_id") or "",
-                       label_found=grid.get("grid_source") == "label")
-        name = grid.get("name") or "reconstructed (no LVM metadata)"
-        return RebuiltVG(name, extent_bytes, data_offset, [pv], [RebuiltGeneration(lvs)])
+        rec = reconstruct(self.ev, cancel=cancel, progress=progress, report=self.report)
+        annotate_reconstruction(rec, list(self.ev.unreadable))  # unreadable sectors named
+        self.reconstruction = rec
+        self.suggestions = {rebuilt_lv_name(v): suggested_extents(v) for v in rec.vdis}
+        self.candidates = {rebuilt_lv_name(v): undecided_candidates(v) for v in rec.vdis}
+        if self.report is None or not self.report.volume_groups:
+            self.rebuilt = rebuilt_volume_group(rec)
+        return self.suggestions
 
     # -- disk map -------------------------------------------------------------------------------
     def disk_model(self) -> DiskMapModel:
@@ -422,21 +298,21 @@ class Session:
             return out
 
         bounds = []
-        for p in getattr(self.report, "partitions", []) or []:
+        for p in (self.report.partitions if self.report is not None else []):
             bounds.append(p.offset)
         model = DiskMapModel.for_vg(self.ev.size, E, D, span, meta, bounds)
         if sel.gen is not None:
             newest = self.newest(vg)
             for lv in sorted(sel.gen.lvs.values(), key=lambda l: l.name):
-                claimed_pes = {int(k) for k in (getattr(lv, "claimed_by", {}) or {})}
-                deleted = getattr(lv, "status", "live") == "deleted"
+                claimed_pes = {int(k) for k in lv.claimed_by}
+                deleted = lv.status == "deleted"
                 if newest is not None and sel.gen is newest and not any(
-                        "/" in str(v) for v in (getattr(lv, "claimed_by", {}) or {}).values()):
+                        "/" in str(v) for v in lv.claimed_by.values()):
                     claimed_pes = set()
                 engine = [e.pe for e in self.engine_extents(lv)]
                 claimed = [a for a, own in zip(axis(engine), lv.pes())
                            if a is not None and own in claimed_pes]
-                model.set_owner(Owner(lv.name, getattr(lv, "label", "") or "", deleted, vdi_key(lv)),
+                model.set_owner(Owner(lv.name, lv.label or "", deleted, vdi_key(lv)),
                                 axis(self.pes(lv)), claimed)
         model.add_hits(hits)
         model.add_unreadable(self.ev.unreadable)
@@ -446,8 +322,7 @@ class Session:
         """Carve hits for the map: the scan's carving kinds and the carving screen's hits."""
         r = self.scan_result
         found = [] if r is None else [
-            f.offset for f in getattr(r, "findings", [])
-            if any(str(getattr(f, "kind", "")).startswith(k) for k in CARVE_KINDS)]
+            f.offset for f in r.findings if f.kind.startswith(CARVE_KINDS)]
         return found + list(self.carve_hits)
 
     def owner_index(self, model: DiskMapModel, name: str) -> int | None:
@@ -459,60 +334,38 @@ class Session:
     # -- structure overlays -----------------------------------------------------------------------
     def disk_overlay(self) -> Overlay:
         """MBR/GPT, LVM label / mda header / metadata texts placed on the disk."""
+        from core.structs import gpt, mbr
+
         structures: list[tuple[int, str, list]] = []
-        schemes = {getattr(p, "scheme", "") for p in getattr(self.report, "partitions", []) or []}
-        mbr = _struct("core.structs.mbr", ("mbr", "MBR", "mbr_sector", "legacy_mbr"))
-        if mbr is not None and schemes & {"mbr", "gpt"}:
-            structures.append((0, "MBR", fields_of(mbr)))
-        gpt = _struct("core.structs.gpt", ("gpt_header",))
-        entry = _struct("core.structs.gpt", ("gpt_entry",))
-        if gpt is not None and "gpt" in schemes:
-            structures.append((512, "GPT header", fields_of(gpt)))
+        report = self.report
+        schemes = {p.scheme for p in report.partitions} if report is not None else set()
+        if schemes & {"mbr", "gpt"}:
+            structures.append((0, "MBR", fields_of(mbr.mbr)))
+        if "gpt" in schemes:
+            structures.append((512, "GPT header", fields_of(gpt.gpt_header)))
             try:
-                hdr = gpt.parse(self.ev.read(512, 512))
+                hdr = gpt.gpt_header.parse(self.ev.read(512, 512))
                 lba, count = int(hdr.partition_entry_lba), min(int(hdr.npartition_entries), 128)
-                if entry is not None and int(hdr.sizeof_partition_entry) == 128 and 0 < lba < 1 << 40:
-                    table = fields_of(entry)
+                if int(hdr.sizeof_partition_entry) == 128 and 0 < lba < 1 << 40:
+                    table = fields_of(gpt.gpt_entry)
                     for i in range(count):
                         structures.append((lba * 512 + i * 128, f"GPT entry {i}", table))
             except Exception:  # a damaged header: the header fields are still shown
                 pass
-        if self.report is not None:
-            label = _struct("core.structs.lvm", ("label_header",))
-            pvh = _struct("core.structs.lvm", ("pv_header",))
-            mdah = _struct("core.structs.lvm", ("mda_header",))
-            for vg in getattr(self.report, "volume_groups", []) or []:
-                for pv in vg.pvs:
-                    if label is not None and getattr(pv, "label_found", True):
-                        lab = fields_of(label)
-                        sector = pv.offset + 512
-                        structures.append((sector, "LVM label_header", lab))
-                        if pvh is not None:
-                            head = sum(f.size for f in lab)
-                            structures.append((sector + head, "LVM pv_header",
-                                               fields_of(pvh, data=self.ev.read(sector + head, 512 - head))))
-                    if mdah is not None:
-                        for mda in getattr(pv, "mda_offsets", None) or [pv.offset + 4096]:
-                            structures.append((mda, "LVM mda_header",
-                                               fields_of(mdah, data=self.ev.read(mda, 512))))
-                for gen in vg.generations:
-                    text = getattr(gen, "text", b"") or b""
-                    if isinstance(text, str):
-                        text = text.encode("utf-8", "replace")
-                    for copy in getattr(gen, "copies", []) or []:
-                        if getattr(copy, "source", "") == "backup" or copy.offset is None:
-                            continue
-                        from widgets.overlay import Field
-                        length = int(getattr(copy, "length", 0) or len(text))
-                        structures.append((copy.offset, f"LVM metadata seqno {gen.seqno}",
-                                           [Field(0, length, "text")]))
+        # LVM labels, PV headers, metadata-area headers and metadata texts (core.lvm.places)
+        for place in (lvm_places(report) if report is not None else []):
+            if place.struct is None:
+                structures.append((place.offset, place.title, [Field(0, place.length, "text")]))
+            else:
+                structures.append((place.offset, place.title,
+                                   fields_of(place.struct,
+                                             data=self.ev.read(place.offset, place.length))))
         return Overlay.build(structures)
 
-    def vhd_overlay(self, img: Any) -> Overlay:
+    def vhd_overlay(self, img: VhdImage) -> Overlay:
         """Footer copy, dynamic header, BAT, batmap, block bitmaps, footer — in the LV's space."""
-        from widgets.overlay import Field
+        from core.structs import vhd as s
 
-        s = engine("core.structs.vhd", "VHD structures")
         structures: list[tuple[int, str, list]] = []
         footer = fields_of(s.hd_ftr)
         if img.copy_footer is not None or img.footer_offset not in (None, 0):
@@ -535,129 +388,41 @@ class Session:
 
     # -- export ---------------------------------------------------------------------------------
     @staticmethod
-    def conflict_place(vg: Any) -> str:
-        return "of the reconstruction" if isinstance(vg, RebuiltVG) else "in a newer generation"
+    def conflict_place(vg: VolumeGroup) -> str:
+        return ("of the reconstruction" if any(g.rebuilt for g in vg.generations)
+                else "in a newer generation")
 
-    def conflicts(self, vg: Any, lv: Any) -> dict[int, str]:
-        """PEs of this map that the newest generation gives to another LV."""
-        newest = self.newest(vg)
-        if newest is None:
-            return {}
-        owner: dict[int, str] = {}
-        for other in newest.lvs.values():
-            if other.name == lv.name:
-                continue
-            for pe in (other.pes() if isinstance(other, RebuiltLV) else vg_pes(vg, other)):
-                if pe is not None:
-                    owner[pe] = other.name
-        # a newer VG on the same disk (the SR initialised again) owns these: `VG/LV`
-        owner.update({int(pe): o for pe, o in (getattr(lv, "claimed_by", {}) or {}).items()
-                      if "/" in str(o)})
-        return {pe: owner[pe] for pe in self.pes(lv) if pe is not None and pe in owner}
+    def conflicts(self, vg: VolumeGroup, lv: LogicalVolume) -> dict[int, str]:
+        """PEs of this map that the newest generation gives to another LV (core.vdi_maps)."""
+        return map_conflicts(vg, lv, self.pes(lv))
 
-    def export(self, vg: Any, lv: Any, dest: str, fmt: str, force: bool = False,
+    def export(self, vg: VolumeGroup, lv: LogicalVolume, dest: str, fmt: str, force: bool = False,
                overwrite: bool = False, cancel: threading.Event | None = None,
                progress: ProgressFn | None = None) -> ExportResult:
-        from core.errors import UnsafeError
-        from core.output import check_output_path
-
-        export = engine("core.vhd.export", "VHD export engine")
-        vdi = engine("core.vdi", "VDI resolver")
-        provenance = engine("core.provenance", "export provenance")
+        """Export `lv` of the selected generation through its map as shown (the case's edited
+        map, else the generation's); the strategy is core's (core.vdi_export.export_vdi)."""
         conflicts = self.conflicts(vg, lv)
         if conflicts and not force:
             first = sorted(conflicts.items())[:3]
             raise UnsafeError(f"{len(conflicts)} extents of {lv.name} belong to another LV "
                               f"{self.conflict_place(vg)} (e.g. PE {first[0][0]} to {first[0][1]}); "
                               f"export with force to proceed")
-        check_output_path(dest, self.evidence_paths + self.backups, overwrite)
-        gen = self.sel.gen
-        volumes = []
-        target = None
-        for other in gen.lvs.values():
-            space = pes_space(self.ev, vg, self.pes(other), other.name)
-            vol = vdi.VdiVolume(vdi_key(other), other.name, space, generation=gen.seqno,
-                                kind=other.kind, status=getattr(other, "status", "live"))
-            volumes.append(vol)
-            if other is lv:
-                target = vol
-        if target is None:
-            raise SrsalvageError(f"{lv.name} is not in generation {gen.seqno}")
-        resolved = vdi.ResolvedVdi(target, [v for v in volumes if v is not target],
-                                   generation=gen.seqno)
         evidence = self.evidence_paths + self.backups
-        guard = self.export_guard(vg, lv, target, conflicts)
-        img = None
-        if lv.kind == "vhd" or fmt == "vhd":
-            img = target.image()
-            if img is None:
-                raise SrsalvageError(f"{lv.name}: no VHD found ({target.image_error})")
-            if fmt == "vhd":
-                result = export.export_vhd(img, dest, evidence, overwrite, cancel, progress)
-            else:
-                result = export.export_raw(resolved.chain(), dest, evidence, overwrite, cancel, progress)
-        else:
-            result = export.export_raw(provenance.guarded_space(target.space, guard), dest,
-                                       evidence, overwrite, cancel, progress)
-        provenance.describe_export(result, img, target.space, guard)
-        notes = [f"repaired: {r}" for r in result.repairs] + [f"not repaired: {r}" for r in result.unrepaired]
-        notes += [f"untrusted: {line}" for line in provenance.untrusted_lines(result.ranges)]
-        missing = self.unreadable_virtual(resolved, target)
-        if missing:
-            notes.append("unreadable evidence, held as zeros at virtual bytes: "
-                         + ", ".join(f"{a}-{b}" for a, b in missing[:8])
-                         + (" ..." if len(missing) > 8 else ""))
-        origin = self.case.maps[vdi_key(lv)].origin if self.case.has_map(vdi_key(lv)) else ""
-        self.case.log_export(vdi_key(lv), os.path.abspath(dest), fmt, result.bytes, result.sha256,
-                             forced=bool(conflicts), generation=getattr(gen, "seqno", None),
-                             map=origin or f"generation {getattr(gen, 'seqno', '?')}",
+        check_output_path(dest, evidence, overwrite)
+        gen = self.sel.gen
+        if gen is None:
+            raise SrsalvageError(f"{lv.name}: no generation chosen")
+        resolved = resolve_in_generation(self.ev, vg, gen, lv, self.pes, conflicts)
+        result = export_vdi(resolved, fmt, dest, evidence, overwrite, force=force,
+                            cancel=cancel, progress=progress)
+        key = vdi_key(lv)
+        origin = self.case.maps[key].origin if self.case.has_map(key) else ""
+        missing = result.unreadable_virtual
+        self.case.log_export(key, os.path.abspath(dest), fmt, result.bytes, result.sha256,
+                             forced=bool(conflicts), generation=gen.seqno,
+                             map=origin or f"generation {gen.seqno}",
                              map_runs=pes_to_map_runs(self.pes(lv)),
                              untrusted=result.untrusted[:1000],
                              taken_extents=result.taken, via="workstation",
                              **({"unreadable_virtual": [list(r) for r in missing]} if missing else {}))
-        return ExportResult(dest, fmt, result.bytes, result.sha256, bool(conflicts), notes,
-                            untrusted=result.untrusted)
-
-    def export_guard(self, vg: Any, lv: Any, target: Any, conflicts: dict[int, str]) -> Any:
-        """core.provenance's verdict on the extents a newer LV took; the target volume's VHD is
-        then read through the guarded space (overwritten extents never read)."""
-        provenance = engine("core.provenance", "export provenance")
-        pes = self.pes(lv)
-        if not conflicts:
-            return provenance.Guard(vg.extent_bytes)
-        newest = self.newest(vg)
-        owners = {}
-        for other in (newest.lvs.values() if newest is not None else ()):
-            if other.name in set(conflicts.values()):
-                opes = self.pes(other)
-                owners[other.name] = (pes_space(self.ev, vg, opes, other.name), opes)
-        guard = provenance.assess(target.space, pes, conflicts, vg.extent_bytes, owners)
-        if guard.overwritten and lv.kind != "raw":
-            img = provenance.open_guarded_image(target.space, guard, name=target.key)
-            target._image, target._image_error = img, (None if img is not None else
-                                                       "no VHD outside the overwritten extents")
-        return guard
-
-
-    def unreadable_virtual(self, resolved: Any, target: Any) -> list[tuple[int, int]]:
-        """The VDI's virtual-disk ranges that come from unreadable evidence (empty when none)."""
-        if not self.ev.unreadable:
-            return []
-        from core.evidence.layers import unreadable_in
-        try:
-            space = resolved.chain().virtual_space() if target.image() is not None \
-                else target.space
-        except SrsalvageError:
-            space = target.space
-        return unreadable_in(space)
-
-
-def _struct(module: str, names: Sequence[str]) -> Any:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    for n in names:
-        if hasattr(mod, n):
-            return getattr(mod, n)
-    return None
+        return result

@@ -28,6 +28,12 @@ MAX_EXTENTS = 1 << 32          # LE/PE counts above this are garbage (PE numbers
 MAX_SEGMENTS = 1 << 16         # per LV; a real LV has a handful
 MAX_PER_LE_LIST = 1 << 24      # pes() of an LV larger than 64 TiB at 4 MiB is refused
 VG_PREFIX = "VG_XenStorage-"   # xapi-project/sm libs/sm/lvhdutil.py VG_PREFIX
+# the name of a VDI the reconstruction found by its VHD footer's unique id alone (no LV name
+# survived): `vhd:<unique id>` (cli-contract.md `reconstruct --json` key)
+REBUILT_VHD_PREFIX = "vhd:"
+# Generation.origin of a generation no metadata text gave: the extent maps the reconstruction
+# rebuilt from VHD structure (core.match.rebuilt)
+RECONSTRUCT = "reconstruct"
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -65,7 +71,7 @@ def _rest(section: dict, known: set[str]) -> dict[str, Any]:
 
 def lv_kind(name: str) -> str:
     """XenServer meaning of an LV name (formats.md 3.1): vhd, raw, mgt or other."""
-    if name.startswith("VHD-"):
+    if name.startswith(("VHD-", REBUILT_VHD_PREFIX)):
         return "vhd"
     if name.startswith("LV-"):
         return "raw"
@@ -394,10 +400,20 @@ class Generation:
     current: bool = False
     parse_error: str | None = None
     note: str | None = None             # e.g. "same seqno as another, different text"
+    # where the content comes from when no copy on the disk or in a backup holds it:
+    # RECONSTRUCT for the maps rebuilt from VHD structure (core.match.rebuilt)
+    origin: str | None = None
 
     @property
     def source(self) -> str:
+        if self.origin is not None:
+            return self.origin
         return self.copies[0].source if self.copies else "scan"
+
+    @property
+    def rebuilt(self) -> bool:
+        """Extent maps rebuilt from VHD structure, not read from a metadata text."""
+        return self.origin == RECONSTRUCT
 
     @property
     def offset(self) -> int:

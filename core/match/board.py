@@ -16,6 +16,7 @@ from core.match.anchors import VhdAnchor, complete_bat, read_batmap, revalidate
 from core.match.features import SECTOR
 from core.match.predict import VhdPrediction, predict
 from core.match.score import LV_END_FOOTER, Score
+from core.spaces import extent_space
 from dataclasses import dataclass, field, replace
 
 FREE, RESERVED = -1, -2
@@ -127,19 +128,13 @@ class BoardMixin:
         return changed
 
     def read_lv(self, v: VdiState, off: int, n: int) -> bytes:
-        out = bytearray()
-        while n > 0:
-            le, rel = divmod(off, self.E)
-            take = min(n, self.E - rel)
-            pe = v.pe(le)
-            if pe is None:
-                out += bytes(take)
-            else:
-                data = self.reader.space.read(self.D + pe * self.E + rel, take)
-                out += data + bytes(take - len(data))
-            off += take
-            n -= take
-        return bytes(out)
+        """Bytes [off, off+n) of VDI `v` as placed so far (unplaced LEs read as zeros), through
+        the one LV-as-bytes path (core.spaces.extent_space) over the LEs the read touches."""
+        if n <= 0:
+            return b""
+        first, last = off // self.E, (off + n - 1) // self.E
+        pes = [v.pe(le) for le in range(first, last + 1)]
+        return extent_space(self.reader.space, self.D, self.E, pes).read(off - first * self.E, n)
 
     def free(self, pe: int) -> bool:
         return 0 <= pe < self.N and self.owner[pe] == FREE

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 from core.errors import SrsalvageError
 from core.escape import lvm_name_ok, shell_comment, terminal_line
-from core.spaces import pes_to_map_runs
 
 _ID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -60,6 +59,7 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
                      pv_id: str | None = None, seqno: int = 1, device: str | None = None,
                      rng: random.Random | None = None) -> RestorePlan:
     from core.lvm.model import LogicalVolume, PVMetadata, Segment, VGMetadata
+    from core.match.rebuilt import rebuilt_segments
 
     grid = rec.grid
     if grid is None:
@@ -98,8 +98,7 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
         pes = v.pes
         for p in pes:
             used[p] = lv_name
-        segs = [Segment(le, count, "striped", 1, None, [("pv0", pe)])
-                for le, pe, count in pes_to_map_runs(pes)]
+        segs = rebuilt_segments(pes)     # complete: linear segments only (core.match.rebuilt)
         status = list(v.lv_status) if v.lv_status else (
             ["READ", "VISIBLE"] if v.hidden else ["READ", "WRITE", "VISIBLE"])
         lvs[lv_name] = LogicalVolume(name=lv_name, id=lvm_id(rng), lvm_status=status,

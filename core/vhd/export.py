@@ -98,6 +98,11 @@ class ExportResult:
     unrepaired: list[str] = field(default_factory=list)
     ranges: list[dict] = field(default_factory=list)     # core.provenance.export_provenance
     taken: list[dict] = field(default_factory=list)      # extents a newer LV took
+    # filled by core.vdi_export.export_vdi (not part of the `export --json` document, which
+    # names the unreadable ranges itself): the exported virtual-disk ranges read from
+    # unreadable evidence, and the whole result in lines for a person
+    unreadable_virtual: list[tuple[int, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def untrusted(self) -> list[dict]:
