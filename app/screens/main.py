@@ -1,15 +1,16 @@
 """The main screen: header, VG tree, disk map, extent editor, hex view, jobs, footer.
 
-Widgets send intents (GenerationChosen, VdiChosen, EditRequested, CursorMoved, JumpToLV); this
-screen decides, changes the session/case, and starts background jobs (app.screens.jobs: thread
-workers around core functions, Esc cancels the newest). The hex pane's actions live in
+Widgets send intents, one message each (GenerationChosen, VdiChosen, the editor's MoveExtent,
+SwapExtents, SetPe, ..., CursorMoved, JumpToLV); this screen decides, changes the session/case,
+and starts background jobs (app.screens.jobs: thread workers around core functions, each with its
+own outcome callbacks; Esc cancels the newest). The hex pane's actions live in
 app.screens.hexpane.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from rich.text import Text
 from textual import on
@@ -373,56 +374,30 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         self.start_job("check", f"checking {lv.name[:20]}", work, done, exclusive=True)
 
     # -- editor intents -------------------------------------------------------------------------
-    @on(ExtentEditor.EditRequested)
-    def _on_edit(self, event: ExtentEditor.EditRequested) -> None:
+    def _editing(self, event: ExtentEditor.Edit) -> bool:
+        """The intent is for the VDI still selected (an intent queued before another VDI was
+        chosen is dropped)."""
+        lv = self.session.sel.lv
+        return lv is not None and vdi_key(lv) == event.key
+
+    def _case_map(self) -> bool:
+        """The case keeps the selected VDI's map from now on (before any edit of it); False,
+        and said, when it cannot."""
         s = self.session
-        lv, gen = s.sel.lv, s.sel.gen
-        if lv is None or vdi_key(lv) != event.key:
-            return
-        case = s.case
-        op = event.op
         try:
-            if op in ("undo", "redo"):
-                patch = case.undo() if op == "undo" else case.redo()
-                if patch is None:
-                    self.notify(f"nothing to {op}")
-                    return
-                target = s.find_lv(gen, patch.vdi)
-                if target is not None and target is not lv:
-                    s.sel.lv = lv = target
-                self.after_edit(patch.start)
-                self.notify(f"{op}: {patch.action} {patch.detail}")
-                return
-            s.ensure_case_map(lv, gen)
-            key = event.key
-            if op == "move":
-                patch = case.move(key, event.le, event.other or 0)
-                cursor = event.le + (event.other or 0)
-            elif op == "swap":
-                patch = case.swap(key, event.le, event.other)  # type: ignore[arg-type]
-                cursor = event.other
-            elif op == "insert_gap":
-                patch = case.insert_gap(key, event.le)
-                cursor = event.le
-            elif op == "delete":
-                patch = case.delete(key, event.le)
-                cursor = event.le
-            elif op == "accept":
-                sugg = s.suggestions.get(key)
-                if not sugg:
-                    self.notify("no engine suggestion for this VDI — press R to rebuild maps",
-                                severity="warning")
-                    return
-                patch = case.accept(key, sugg, le=event.le)
-                cursor = event.le
-            elif op == "accept_all":
-                self.ask_accept_all(key)
-                return
-            elif op == "set_pe":
-                self.ask_set_pe(key, event.le)
-                return
-            else:
-                return
+            s.ensure_case_map(s.sel.lv, s.sel.gen)
+        except SrsalvageError as exc:
+            self.show_error("Edit refused", str(exc))
+            return False
+        return True
+
+    def _apply_edit(self, event: ExtentEditor.Edit, edit: Callable[[Any], Any],
+                    cursor: int) -> None:
+        """edit(case) -> patch or None, on the selected VDI's map; the cursor then on `cursor`."""
+        if not self._editing(event) or not self._case_map():
+            return
+        try:
+            patch = edit(self.session.case)
         except SrsalvageError as exc:
             self.show_error("Edit refused", str(exc))
             return
@@ -430,6 +405,66 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             self.notify("no change")
             return
         self.after_edit(cursor)
+
+    @on(ExtentEditor.MoveExtent)
+    def _on_move(self, event: ExtentEditor.MoveExtent) -> None:
+        self._apply_edit(event, lambda case: case.move(event.key, event.le, event.by),
+                         event.le + event.by)
+
+    @on(ExtentEditor.SwapExtents)
+    def _on_swap(self, event: ExtentEditor.SwapExtents) -> None:
+        self._apply_edit(event, lambda case: case.swap(event.key, event.le, event.with_le),
+                         event.with_le)
+
+    @on(ExtentEditor.InsertGap)
+    def _on_insert_gap(self, event: ExtentEditor.InsertGap) -> None:
+        self._apply_edit(event, lambda case: case.insert_gap(event.key, event.le), event.le)
+
+    @on(ExtentEditor.DeleteExtent)
+    def _on_delete(self, event: ExtentEditor.DeleteExtent) -> None:
+        self._apply_edit(event, lambda case: case.delete(event.key, event.le), event.le)
+
+    @on(ExtentEditor.AcceptSuggestion)
+    def _on_accept(self, event: ExtentEditor.AcceptSuggestion) -> None:
+        sugg = self.session.suggestions.get(event.key)
+        if sugg:
+            self._apply_edit(event, lambda case: case.accept(event.key, sugg, le=event.le),
+                             event.le)
+        elif self._editing(event) and self._case_map():
+            self.notify("no engine suggestion for this VDI — press R to rebuild maps",
+                        severity="warning")
+
+    @on(ExtentEditor.AcceptAll)
+    def _on_accept_all(self, event: ExtentEditor.AcceptAll) -> None:
+        if self._editing(event) and self._case_map():
+            self.ask_accept_all(event.key)
+
+    @on(ExtentEditor.SetPe)
+    def _on_set_pe(self, event: ExtentEditor.SetPe) -> None:
+        if self._editing(event) and self._case_map():
+            self.ask_set_pe(event.key, event.le)
+
+    @on(ExtentEditor.Undo)
+    @on(ExtentEditor.Redo)
+    def _on_history(self, event: ExtentEditor.Undo | ExtentEditor.Redo) -> None:
+        """Undo / redo in the case; the VDI the patch was on is selected for it."""
+        if not self._editing(event):
+            return
+        s = self.session
+        undo = isinstance(event, ExtentEditor.Undo)
+        word = "undo" if undo else "redo"
+        try:
+            patch = s.case.undo() if undo else s.case.redo()
+            if patch is None:
+                self.notify(f"nothing to {word}")
+                return
+            target = s.find_lv(s.sel.gen, patch.vdi)
+            if target is not None and target is not s.sel.lv:
+                s.sel.lv = target
+            self.after_edit(patch.start)
+            self.notify(f"{word}: {patch.action} {patch.detail}")
+        except SrsalvageError as exc:
+            self.show_error("Edit refused", str(exc))
 
     def after_edit(self, cursor: int | None = None) -> None:
         self.show_editor(cursor)
