@@ -23,7 +23,7 @@ from textual.widgets import Footer, Static
 
 from app.screens.dialogs import InputDialog
 from app.screens.hexpane import HexPaneMixin, _virtual_locate
-from app.screens.jobs import JobsMixin
+from app.screens.jobs import JobFailure, JobsMixin
 from app.screens.session import EngineMissing, Session, vdi_key
 from core.errors import SrsalvageError
 from core.lvm.space import pes_space
@@ -139,7 +139,11 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             self.notify("the analysis is already running")
             return
         self.tree.show_message("analysing the image…")
-        self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done)
+        self._start_analysis()
+
+    def _start_analysis(self) -> None:
+        self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done,
+                       on_cancelled=self._analysis_cancelled, on_failed=self._analysis_failed)
 
     def _after_first_paint(self) -> None:
         if not self.is_attached or self.app.return_code is not None:
@@ -150,7 +154,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             return
         # a footer mounted late learns the bindings at the next bindings update: ask for one
         self.call_after_refresh(self.refresh_bindings)
-        self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done)
+        self._start_analysis()
 
     def on_resize(self) -> None:
         self._layout_classes()
@@ -195,26 +199,27 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         self.query_one("#status", Static).update(text)
 
     # -- jobs that ended without a result ---------------------------------------------------------
-    def job_ended(self, kind: str, outcome: str, message: str) -> None:
-        """Say where the result would have appeared (JobsMixin hook)."""
-        if kind == "analyse":
-            if outcome == "cancelled" and not self.analysed:
-                self.tree.show_message("analysis cancelled — F5 runs it again")
-                self.set_status("analysis cancelled — F5 runs it again; S scans the image")
-            elif outcome == "missing":
-                self.session.analysis_error = message
-                self.tree.show_message(message.split(" (")[0])
-                self.editor.clear_vdi(message)
-            elif outcome == "failed":
-                self.session.analysis_error = message
-                self.tree.show_message(f"analysis failed: {message}")
-                self.editor.clear_vdi("no LVM analysis — see the error; S scans the image")
-        elif kind == "check":
-            what = {"cancelled": "check cancelled", "missing": message}.get(
-                outcome, f"check not run: {message}")
-            self.editor.set_check(CheckState(False, None, what))
-        if outcome == "missing":
-            self.set_status(Text(message, style="yellow"))
+    def say_failed(self, label: str, failure: JobFailure) -> None:
+        """A missing engine module is said in the status line as well (JobsMixin)."""
+        if failure.missing:
+            self.set_status(Text(failure.message, style="yellow"))
+        super().say_failed(label, failure)
+
+    def _analysis_cancelled(self) -> None:
+        if not self.analysed:
+            self.tree.show_message("analysis cancelled — F5 runs it again")
+            self.set_status("analysis cancelled — F5 runs it again; S scans the image")
+
+    def _analysis_failed(self, failure: JobFailure) -> None:
+        """Said where the VG tree and the editor would have been."""
+        message = failure.message
+        self.session.analysis_error = message
+        if failure.missing:
+            self.tree.show_message(message.split(" (")[0])
+            self.editor.clear_vdi(message)
+        else:
+            self.tree.show_message(f"analysis failed: {message}")
+            self.editor.clear_vdi("no LVM analysis — see the error; S scans the image")
 
     # -- analysis -------------------------------------------------------------------------------
     def _analysis_done(self, report: Any) -> None:
@@ -371,7 +376,14 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             if s.sel.lv is not None and vdi_key(s.sel.lv) == key and s.pes(s.sel.lv) == pes:
                 self.editor.set_check(state)
 
-        self.start_job("check", f"checking {lv.name[:20]}", work, done, exclusive=True)
+        def failed(failure: JobFailure) -> None:
+            what = failure.message if failure.missing else f"check not run: {failure.message}"
+            self.editor.set_check(CheckState(False, None, what))
+
+        self.start_job("check", f"checking {lv.name[:20]}", work, done, exclusive=True,
+                       on_cancelled=lambda: self.editor.set_check(
+                           CheckState(False, None, "check cancelled")),
+                       on_failed=failed)
 
     # -- editor intents -------------------------------------------------------------------------
     def _editing(self, event: ExtentEditor.Edit) -> bool:
