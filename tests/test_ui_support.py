@@ -128,10 +128,11 @@ def workstation(tmp_path):
     """workstation(image, size=(120, 40), case="c.json", idle=True, **app options): an async
     context giving a `Workstation` — the app on `image` with the case file tmp_path/case (None:
     the app's default), run under the Pilot at `size`, the analysis done and no job running
-    (idle=False: at once). Leaving it presses q when the app still runs."""
+    (idle=False: at once); `image` None with session=Session: that session. Leaving it presses
+    q when the app still runs."""
 
     @contextlib.asynccontextmanager
-    async def run(image: str, size: tuple[int, int] = (120, 40), *, case: str | None = "c.json",
+    async def run(image: str | None, size: tuple[int, int] = (120, 40), *, case: str | None = "c.json",
                   idle: bool = True, **options: Any) -> AsyncIterator[Workstation]:
         from app.workstation import WorkstationApp
 
