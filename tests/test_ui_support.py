@@ -86,6 +86,12 @@ class Workstation:
     async def until(self, predicate: Callable[[], Any], timeout: float = 30.0) -> None:
         await wait_until(self.pilot, predicate, timeout)
 
+    async def rebuilt(self, timeout: float = 120.0) -> None:
+        """Wait for the maps rebuilt from VHD structure (evidence without LVM metadata: the
+        reconstruction starts after the analysis) and no job running."""
+        await self.until(lambda: self.session.rebuilt is not None and not self.main._jobs,
+                         timeout)
+
     async def screen(self, name: str, timeout: float = 30.0) -> Any:
         """Wait until the screen on top is the one of class `name`; that screen."""
         await wait_until(self.pilot, lambda: type(self.app.screen).__name__ == name, timeout)
@@ -172,6 +178,18 @@ def scattered_pages(data: bytes, rng: random.Random) -> bytearray:
     return out
 
 
+def footer_flood_image(path: Any) -> str:
+    """A 2 TiB sparse image with 64 MiB of sectors that all start like a VHD footer at 1 GiB:
+    a scan verifies 131072 candidates, seconds of work in its thread. Its path."""
+    with open(path, "wb") as f:
+        f.truncate(2 << 40)
+        f.seek(1 << 30)
+        block = (b"conectix" + bytes(504)) * 2048
+        for _ in range(64):
+            f.write(block)
+    return str(path)
+
+
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -211,4 +229,4 @@ def quiet_inputs(app) -> None:
 
 __all__ = ["demo", "wait_until", "wait_idle", "wait_while", "sha256_file", "deleted_intact",
            "deleted_claimed", "holding_generation", "quiet_inputs", "Workstation", "workstation",
-           "Host", "scattered_pages"]
+           "Host", "scattered_pages", "footer_flood_image"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from test_ui_support import (deleted_intact, demo, holding_generation,  # noqa: F401
-                             wait_until, workstation)
+from test_ui_support import (deleted_intact, demo, footer_flood_image,  # noqa: F401
+                             holding_generation, wait_until, workstation)
 
 pytestmark = pytest.mark.slow
 
@@ -43,14 +43,8 @@ async def test_scan_runs_in_the_background_and_esc_cancels(tmp_path, workstation
     from widgets.worker_status import WorkerStatus
 
     # 2 TiB sparse with 64 MiB of VHD-footer-like sectors: seconds of candidate checks
-    image = tmp_path / "busy.img"
-    with open(image, "wb") as f:
-        f.truncate(2 << 40)
-        f.seek(1 << 30)
-        block = (b"conectix" + bytes(504)) * 2048
-        for _ in range(64):
-            f.write(block)
-    async with workstation(str(image)) as ws:
+    image = footer_flood_image(tmp_path / "busy.img")
+    async with workstation(image) as ws:
         app, pilot, main = ws.app, ws.pilot, ws.main
         status = main.query_one(WorkerStatus)
         await pilot.press("S")
@@ -154,10 +148,8 @@ async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(demo_no_metad
     wrong or unknown extent is set by hand (p), the checks pass, the export is byte-exact."""
     image, manifest = demo_no_metadata
     async with workstation(image, idle=False) as ws:
-        app, pilot = ws.app, ws.pilot
-        await wait_until(pilot, lambda: app.session.rebuilt is not None and not app.main._jobs,
-                         timeout=120)
-        s, main = app.session, app.main
+        app, pilot, s, main = ws.app, ws.pilot, ws.session, ws.main
+        await ws.rebuilt()
         assert s.sel.vg is s.rebuilt and s.sel.gen.source == "reconstruct"
         by_uuid = {v.vhd_unique_id: v for v in manifest.vdis if v.vhd_unique_id}
         rebuilt = {lv.vdi_uuid: lv for lv in s.sel.gen.lvs.values()}
@@ -370,10 +362,8 @@ async def test_findings_pane_lists_findings_and_candidates_takes_and_shows_one(d
     PEs: h shows one in the hex view, t takes it (undoable); the p dialog lists them too."""
     image, manifest = demo_no_metadata
     async with workstation(image, idle=False) as ws:
-        app, pilot = ws.app, ws.pilot
-        await wait_until(pilot, lambda: app.session.rebuilt is not None and not app.main._jobs,
-                         timeout=120)
-        s, main = app.session, app.main
+        app, pilot, s, main = ws.app, ws.pilot, ws.session, ws.main
+        await ws.rebuilt()
         by_uuid = {v.vhd_unique_id: v for v in manifest.vdis if v.vhd_unique_id}
         undecided = [(lv, le) for lv in s.sel.gen.lvs.values()
                      for le in sorted(s.candidates.get(lv.name, {}) or {})]
