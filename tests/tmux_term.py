@@ -43,8 +43,16 @@ class Term:
     def __init__(self, cmd: str, cols: int = 120, rows: int = 40, prefix: str = "srs") -> None:
         self.session = f"{prefix}-{uuid.uuid4().hex[:8]}"
         env = {**os.environ, "TERM": "xterm-256color"}
-        subprocess.run(["tmux", "-L", SOCKET, "new-session", "-d", "-s", self.session, "-x",
-                        str(cols), "-y", str(rows), cmd], check=True, cwd=ROOT, env=env)
+        argv = ["tmux", "-L", SOCKET, "new-session", "-d", "-s", self.session, "-x", str(cols),
+                "-y", str(rows), cmd]
+        for attempt in range(5):
+            # right after the last session ended, the server is on its way out and a new
+            # session can meet it there ("server exited unexpectedly"): then again, on a new one
+            proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+            if proc.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"tmux new-session failed: {proc.stderr.strip()}")
 
     def keys(self, *keys: str) -> None:
         tmux("send-keys", "-t", self.session, *keys)
