@@ -138,8 +138,9 @@ def workstation(tmp_path):
     q when the app still runs."""
 
     @contextlib.asynccontextmanager
-    async def run(image: str | None, size: tuple[int, int] = (120, 40), *, case: str | None = "c.json",
-                  idle: bool = True, **options: Any) -> AsyncIterator[Workstation]:
+    async def run(image: str | None, size: tuple[int, int] = (120, 40), *,
+                  case: str | None = "c.json", idle: bool = True,
+                  **options: Any) -> AsyncIterator[Workstation]:
         from app.workstation import WorkstationApp
 
         case_path = str(tmp_path / case) if case is not None else None

@@ -115,7 +115,8 @@ async def test_quit_with_a_job_running_asks_first(demo, tmp_path, workstation):
     assert quit_entry and "export VHD-test" in quit_entry[-1]["detail"]
 
 
-async def test_forced_export_dialog_and_audit_list_the_untrusted_ranges(demo, tmp_path, workstation):
+async def test_forced_export_dialog_and_audit_list_the_untrusted_ranges(
+        demo, tmp_path, workstation):
     image, manifest = demo
     vdi = deleted_claimed(manifest)
     async with workstation(image) as ws:
@@ -219,7 +220,8 @@ async def test_generation_filter_and_jump_to_a_vdi_by_label(demo, workstation):
                          and app.session.sel.lv.name == vdi.lv_name)
 
 
-async def test_report_key_find_wraps_and_tree_fits_labels_at_120_columns(demo, tmp_path, workstation):
+async def test_report_key_find_wraps_and_tree_fits_labels_at_120_columns(
+        demo, tmp_path, workstation):
     image, manifest = demo
     case = str(tmp_path / "c.json")
     async with workstation(image) as ws:
@@ -256,7 +258,8 @@ async def test_report_key_find_wraps_and_tree_fits_labels_at_120_columns(demo, t
         assert "Recovery report" in page and "hash chain intact" in page
 
 
-async def test_case_of_another_vg_is_set_aside_and_no_case_mode_records_nothing(demo, tmp_path, workstation):
+async def test_case_of_another_vg_is_set_aside_and_no_case_mode_records_nothing(
+        demo, tmp_path, workstation):
     """Item 3 in the workstation: a case whose VG ids are not this evidence's is detached after
     the analysis (nothing recorded, said in an error notification and the header); `--no-case`
     opens read-only without a case; `--new-case` keeps the old one aside."""

@@ -143,7 +143,8 @@ def demo_no_metadata(tmp_path_factory):
     return path, demo_mod.build_demo(path, damage=["partition-table", "metadata"])
 
 
-async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(demo_no_metadata, tmp_path, workstation):
+async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(
+        demo_no_metadata, tmp_path, workstation):
     """All LVM metadata gone: the engine's maps from VHD structure appear as a generation; a
     wrong or unknown extent is set by hand (p), the checks pass, the export is byte-exact."""
     image, manifest = demo_no_metadata
@@ -357,7 +358,8 @@ async def test_compact_hex_view_shows_where_the_map_cursor_went_while_hidden(dem
         assert top <= target // 16 < top + main.hex.size.height  # and is shown on the screen
 
 
-async def test_findings_pane_lists_findings_and_candidates_takes_and_shows_one(demo_no_metadata, workstation):
+async def test_findings_pane_lists_findings_and_candidates_takes_and_shows_one(
+        demo_no_metadata, workstation):
     """f: every finding of the VDI in full; for an LE the engine could not decide, its candidate
     PEs: h shows one in the hex view, t takes it (undoable); the p dialog lists them too."""
     image, manifest = demo_no_metadata

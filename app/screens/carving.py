@@ -4,9 +4,10 @@ anywhere in the evidence, listed with their offsets, and exported on request.
 `m` scans for SQL Server pages (one row per data file reassembled from them, then the page
 copies), `r` for RAR archives (one row per archive: version, state, files); each scan is a
 job on the workstation's runner (app.screens.jobs: a thread worker calling core.carve with the
-worker's cancel event, its progress on the screen's bar; Esc cancels it; Esc with nothing running goes back). `x` writes what was found into the output
-directory: the reassembled data files (core.carve.mssql.carve_mdf from the copies already found)
-and each archive's byte range (core.carve.rar.write_archives), always through AtomicOutput,
+worker's cancel event, its progress on the screen's bar; Esc cancels it; Esc with nothing
+running goes back). `x` writes what was found into the output directory: the reassembled
+data files (core.carve.mssql.carve_mdf from the copies already found) and each archive's byte
+range (core.carve.rar.write_archives), always through AtomicOutput,
 then unpacks each archive into `rar-unpacked/` (core.carve.rar_extract); the members of the
 highlighted archive are listed under the hits (widgets.rar_members), with their status once
 unpacked.

@@ -130,8 +130,9 @@ class JobsMixin:
                   on_failed: Callable[[JobFailure], None] | None = None) -> Worker:
         """Run fn(cancel, progress) in a thread worker. Back on the UI thread, when it ends:
         on_done(result), or on_cancelled(), or on_failed(JobFailure) (and the screen says the
-        cancellation or failure: say_cancelled, say_failed). `exclusive`: a running job of the same kind is cancelled first (quietly).
-        `byte_unit`: the progress counts bytes (the rate is shown as B/s)."""
+        cancellation or failure: say_cancelled, say_failed). `exclusive`: a running job of the
+        same kind is cancelled first (quietly). `byte_unit`: the progress counts bytes (the rate
+        is shown as B/s)."""
         if exclusive:
             for jid, job in list(self._jobs.items()):
                 if job.kind == kind:
