@@ -9,36 +9,22 @@ import os
 import random
 import time
 
-from textual.app import App
 from textual.widgets import DataTable
 
 from app.screens.carving import CarvingScreen
 from conftest import SHARED_FIXTURES, fixture_bytes
 from core.spaces import BytesSpace
+from test_ui_support import Host, scattered_pages, wait_while, workstation  # noqa: F401
 
 MDF = "mdf/dotnetnuke/Database.mdf.gz"
 MDF_SHA = "d618685038e6ee92215c1b38e8378a49b9eae4b0b04d75284d9eb86983cc4bd4"
-
-
-class Host(App):
-    def __init__(self, screen: CarvingScreen) -> None:
-        super().__init__()
-        self.carving = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self.carving)
 
 
 def _image(tmp_path) -> tuple[str, int]:
     data = fixture_bytes(MDF)
     rar = fixture_bytes("rar/rarfile/rar5-crc.rar")
     rng = random.Random(9)
-    pages = [data[i:i + 8192] for i in range(0, len(data), 8192)
-             if data[i:i + 8192].count(0) != 8192]
-    rng.shuffle(pages)
-    out = bytearray(rng.randbytes(4096))
-    for p in pages:
-        out += p + rng.randbytes(512 * rng.randrange(0, 3))
+    out = scattered_pages(data, rng)
     rar_at = len(out) + 77
     out += rng.randbytes(77) + rar + rng.randbytes(3000)
     path = tmp_path / "evidence.img"
@@ -47,11 +33,7 @@ def _image(tmp_path) -> tuple[str, int]:
 
 
 async def _wait_idle(pilot, screen: CarvingScreen, timeout: float = 30.0) -> None:
-    t0 = time.monotonic()
-    await pilot.pause()
-    while screen.busy and time.monotonic() - t0 < timeout:
-        await pilot.pause(0.05)
-    await pilot.pause()
+    await wait_while(pilot, lambda: screen.busy, timeout)
 
 
 async def test_scan_list_and_export(tmp_path):
@@ -118,11 +100,10 @@ async def test_escape_cancels_then_goes_back(tmp_path):
         assert app.screen is not screen
 
 
-async def test_pushed_from_the_workstation_with_c(tmp_path):
-    workstation = __import__("pytest").importorskip("app.workstation")
+async def test_pushed_from_the_workstation_with_c(tmp_path, workstation):
     path, rar_at = _image(tmp_path)
-    app = workstation.WorkstationApp(image_path=path)
-    async with app.run_test(size=(140, 45)) as pilot:
+    async with workstation(path, (140, 45), case=None, idle=False) as ws:
+        app, pilot = ws.app, ws.pilot
         await pilot.pause()
         await pilot.press("c")
         await pilot.pause()
@@ -154,29 +135,25 @@ async def test_pushed_from_the_workstation_with_c(tmp_path):
         app.workers.cancel_all()
 
 
-async def test_carving_inside_the_selected_vdi_of_the_demo_sr(tmp_path):
+async def test_carving_inside_the_selected_vdi_of_the_demo_sr(tmp_path, workstation):
     """A RAR archive placed in a VDI's virtual disk of the demo SR: `v` switches the carving
     screen to that virtual disk, the hit is listed at its virtual offset, marked on the map at
     its disk offset, and Enter shows it in the hex view of the virtual disk."""
     import pytest
 
     demo = pytest.importorskip("core.demo")
-    from app.workstation import WorkstationApp
-    from test_ui_support import wait_idle
 
     rar = fixture_bytes("rar/rarfile/rar3-subdirs.rar")
     rar_at = (5 << 20) + 333
     path = str(tmp_path / "demo.img")
     manifest = demo.build_demo(path, payloads={"web": [(rar_at, rar)]})
     web = next(v for v in manifest.vdis if v.key == "web")
-    app = WorkstationApp(path, case_path=str(tmp_path / "c.json"))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        s = app.session
+    async with workstation(path) as ws:
+        app, pilot, s = ws.app, ws.pilot, ws.session
         vg = s.report.volume_groups[0]
         gen = vg.generations[0]
         app.main.select_vdi(vg, gen, gen.lvs[web.lv_name])
-        await wait_idle(app, pilot)
+        await ws.idle()
         await pilot.press("c")
         await pilot.pause()
         screen = app.screen

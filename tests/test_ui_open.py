@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from app.cli import main
+from test_ui_support import workstation  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,8 +77,8 @@ def test_case_file_on_the_evidence_is_refused(tmp_path):
     assert image.read_bytes() == bytes(4096)
 
 
-async def test_unreadable_sectors_open_and_are_reported_in_the_header(tmp_path):
-    from app.workstation import WorkstationApp, open_session
+async def test_unreadable_sectors_open_and_are_reported_in_the_header(tmp_path, workstation):
+    from app.workstation import open_session
 
     image = tmp_path / "dying.img"
     image.write_bytes(b"\xaa" * (1 << 20))
@@ -87,8 +88,8 @@ async def test_unreadable_sectors_open_and_are_reported_in_the_header(tmp_path):
         raise OSError(5, "Input/output error")
 
     session.ev._pread_raw = failing
-    app = WorkstationApp(session=session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with workstation(None, case=None, idle=False, session=session) as ws:
+        app, pilot = ws.app, ws.pilot
         await pilot.pause(0.3)
         main_screen = app.main
         main_screen._update_header()
@@ -96,23 +97,17 @@ async def test_unreadable_sectors_open_and_are_reported_in_the_header(tmp_path):
         header = str(main_screen.query_one("#header").render())
         assert "unreadable ranges" in header
         assert session.ev.unreadable  # the hex view's reads were recorded, zeros shown
-        await pilot.press("q")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("core.lvm.analyse") is None,
                     reason="LVM analysis engine (core.lvm.analyse) not written yet")
-async def test_blank_image_opens_to_nothing_recognised_scan(tmp_path):
-    from app.workstation import WorkstationApp
-
+async def test_blank_image_opens_to_nothing_recognised_scan(tmp_path, workstation):
     image = tmp_path / "blank.img"
     with open(image, "wb") as f:
         f.truncate(64 << 20)
-    app = WorkstationApp(str(image))
-    async with app.run_test(size=(120, 40)) as pilot:
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.main.analysed:
-                break
+    async with workstation(str(image), case=None, idle=False) as ws:
+        app, pilot = ws.app, ws.pilot
+        await ws.until(lambda: app.main.analysed, timeout=30)
         await pilot.pause(0.1)
         status = str(app.main.query_one("#status").render())
         assert "nothing recognised" in status and "scan" in status
@@ -122,25 +117,18 @@ async def test_blank_image_opens_to_nothing_recognised_scan(tmp_path):
 
         footer = app.main.query_one(Footer)                 # key bindings shown without a key press
         assert len(footer.children) >= 5 and footer.region.height == 1
-        await pilot.press("q")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("core.lvm.analyse") is None,
                     reason="LVM analysis engine (core.lvm.analyse) not written yet")
 @pytest.mark.parametrize("size", [0, 1000])
-async def test_empty_and_tiny_images_open_without_a_traceback(tmp_path, size):
-    from app.workstation import WorkstationApp
-
+async def test_empty_and_tiny_images_open_without_a_traceback(tmp_path, size, workstation):
     image = tmp_path / "tiny.img"
     image.write_bytes(b"\x01" * size)
-    app = WorkstationApp(str(image))
-    async with app.run_test(size=(80, 24)) as pilot:
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.main.analysed or app.session.analysis_error:
-                break
+    async with workstation(str(image), (80, 24), case=None, idle=False) as ws:
+        app, pilot = ws.app, ws.pilot
+        await ws.until(lambda: app.main.analysed or app.session.analysis_error, timeout=30)
         assert type(app.screen).__name__ == "MainScreen"
         await pilot.press("4", "down", "end", "pagedown", "2", "right", "minus", "plus")
         await pilot.pause()
         assert type(app.screen).__name__ == "MainScreen"
-        await pilot.press("q")

@@ -12,19 +12,13 @@ import re
 import pytest
 
 from test_ui_support import (deleted_claimed, deleted_intact, demo, holding_generation,  # noqa: F401
-                             sha256_file, wait_idle, wait_until)
+                             sha256_file, wait_until, workstation)
 
 pytestmark = pytest.mark.slow
 
 
-def _app(image, case):
-    from app.workstation import WorkstationApp
-
-    return WorkstationApp(image, case_path=case)
-
-
-async def _choose_generation_in_tree(app, pilot, vg, gen):
-    tree = app.main.tree
+async def _choose_generation_in_tree(ws, vg, gen):
+    tree, pilot = ws.main.tree, ws.pilot
     node = tree._gen_nodes[(vg.name, gen.seqno)]
     tree.focus()
     tree.move_cursor(node)
@@ -36,37 +30,17 @@ async def _choose_generation_in_tree(app, pilot, vg, gen):
     await pilot.press("left")
     assert not node.is_expanded and tree.cursor_node is node
     await pilot.press("enter")
-    await wait_until(pilot, lambda: app.session.sel.gen is gen)
+    await ws.until(lambda: ws.session.sel.gen is gen)
     # the chosen generation is marked with its own sign, not the tree's "collapsed" arrow
     assert node.label.plain.startswith("● seqno")
 
 
-async def _open_vdi_in_tree(app, pilot, vg, gen, lv_name):
-    tree = app.main.tree
-    assert tree.select_lv(vg.name, gen.seqno, lv_name)
-    tree.focus()
-    await wait_until(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data.lv is not None
-                     and tree.cursor_node.data.lv.name == lv_name)
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: app.session.sel.lv is not None and app.session.sel.lv.name == lv_name)
-
-
-async def _check_result(app, pilot):
-    editor = app.main.editor
-    await wait_until(pilot, lambda: not editor.check.running and editor.check.ok is not None)
-    await wait_until(pilot, lambda: not app.main.running("check"))
-    return editor.check
-
-
-async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
+async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path, workstation):
     image, manifest = demo
     case = str(tmp_path / "demo.case.json")
     vdi = deleted_intact(manifest)
-    app = _app(image, case)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
-        s = app.session
+    async with workstation(image, case="demo.case.json") as ws:
+        app, pilot, main, s = ws.app, ws.pilot, ws.main, ws.session
         assert s.recognised and s.report.volume_groups[0].name == manifest.vg_name
         # the newest generation no longer lists the deleted VDI
         newest = s.report.volume_groups[0].generations[0]
@@ -75,13 +49,13 @@ async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
         # -- choose the older generation that still holds it: the map recolours ------------------
         vg, gen = holding_generation(s.report, vdi)
         assert gen.seqno < newest.seqno
-        await _choose_generation_in_tree(app, pilot, vg, gen)
+        await _choose_generation_in_tree(ws, vg, gen)
         owners = {o.name: o for o in main.map.model.owners}
         assert vdi.lv_name in owners and owners[vdi.lv_name].deleted
         assert s.case.generation == {"vg": vg.name, "seqno": gen.seqno}
 
         # -- open the deleted VDI: its map is the manifest's truth, and the VHD checks pass ------
-        await _open_vdi_in_tree(app, pilot, vg, gen, vdi.lv_name)
+        await ws.open_lv(vg, gen, vdi.lv_name)
         # the tree pane is narrow: "DELETED" is on screen on the VDI's line, and the generation's
         # line says it holds a deleted VDI, without scrolling sideways
         tree = main.tree
@@ -99,14 +73,14 @@ async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
         assert n_deleted and f"{n_deleted} deleted" in gen_label(gen).plain[:tree.size.width - 6]
         editor = main.editor
         assert [e.pe for e in editor.extents] == vdi.pes
-        check = await _check_result(app, pilot)
+        check = await ws.checked()
         assert check.ok, check.summary
 
         # -- a wrongly ordered map (two extents swapped in the case): the checks fail ---------------
         s.ensure_case_map(s.sel.lv, gen)
         s.case.swap(vdi.lv_name, 0, 1)
         main.after_edit(0)
-        check = await _check_result(app, pilot)
+        check = await ws.checked()
         assert check.ok is False, check.summary
         assert re.match(r"\d+ errors?, \d+ warnings?", check.summary), check.summary
         assert not re.search(r"\b1 (errors|warnings)\b", check.summary), check.summary
@@ -120,29 +94,29 @@ async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
         await pilot.press("down")
         await pilot.press("s")
         await wait_until(pilot, lambda: [e.pe for e in editor.extents] == vdi.pes)
-        check = await _check_result(app, pilot)
+        check = await ws.checked()
         assert check.ok, check.summary
         assert s.case.map_of(vdi.lv_name).pes == vdi.pes
 
         # -- undo brings the bad order back, redo fixes it again -----------------------------------
         await pilot.press("u")
         await wait_until(pilot, lambda: [e.pe for e in editor.extents][:2] == [vdi.pes[1], vdi.pes[0]])
-        assert (await _check_result(app, pilot)).ok is False
+        assert (await ws.checked()).ok is False
         await pilot.press("r")
         await wait_until(pilot, lambda: [e.pe for e in editor.extents] == vdi.pes)
-        assert (await _check_result(app, pilot)).ok
+        assert (await ws.checked()).ok
 
         # -- export as raw: the bytes are the VDI's virtual disk -----------------------------------
         out = str(tmp_path / "recovered.raw")
         await pilot.press("E")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
+        await ws.screen("ExportDialog")
         dialog = app.screen
         from textual.widgets import Input, RadioButton
 
         dialog.query_one("#fmt-raw", RadioButton).value = True
         dialog.query_one("#dest", Input).value = out
         await pilot.click("#ok")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "ExportDone", timeout=120)
+        await ws.screen("ExportDone", timeout=120)
         assert os.path.exists(out) and not os.path.exists(out + ".part")
         digest = sha256_file(out)
         assert digest == vdi.sha256
@@ -152,7 +126,7 @@ async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
 
         # -- the audit log has the edits, undo/redo and the export --------------------------------
         await pilot.press("L")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "AuditScreen")
+        await ws.screen("AuditScreen")
         actions = [a["action"] for a in s.case.audit]
         for needed in ("choose-generation", "swap", "undo", "redo", "export"):
             assert needed in actions
@@ -178,10 +152,8 @@ async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
     assert doc["format"] == "srsalvage-case" and doc["maps"][vdi.lv_name]
 
     # -- restart: the edits, the chosen generation and the history are still there ---------------
-    app2 = _app(image, case)
-    async with app2.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app2, pilot)
-        s2 = app2.session
+    async with workstation(image, case="demo.case.json") as ws:
+        app2, pilot, s2 = ws.app, ws.pilot, ws.session
         assert s2.sel.gen.seqno == gen.seqno            # the case's generation was reselected
         assert s2.case.map_of(vdi.lv_name).pes == vdi.pes
         assert s2.case.can_undo()
@@ -195,20 +167,16 @@ async def test_whole_recovery_of_the_deleted_vdi(demo, tmp_path):
         await pilot.press("u")
         await wait_until(pilot, lambda: [e.pe for e in app2.main.editor.extents][:2]
                          == [vdi.pes[1], vdi.pes[0]])
-        await pilot.press("q")
 
 
-async def test_export_of_reused_extents_warns_and_needs_force(demo, tmp_path):
+async def test_export_of_reused_extents_warns_and_needs_force(demo, tmp_path, workstation):
     image, manifest = demo
     vdi = deleted_claimed(manifest)
-    app = _app(image, str(tmp_path / "c.json"))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        s = app.session
-        vg, gen = holding_generation(s.report, vdi)
-        await _open_vdi_in_tree(app, pilot, vg, gen, vdi.lv_name)
+    async with workstation(image) as ws:
+        app, pilot, s = ws.app, ws.pilot, ws.session
+        await ws.open_vdi(vdi)
         await pilot.press("E")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
+        await ws.screen("ExportDialog")
         dialog = app.screen
         warning = str(dialog.query_one("#conflict-warning").render())
         assert f"{len(vdi.claimed_by)} extents" in warning
@@ -222,19 +190,14 @@ async def test_export_of_reused_extents_warns_and_needs_force(demo, tmp_path):
         assert not os.path.exists(out)
         await pilot.press("escape")
         assert not [a for a in s.case.audit if a["action"] == "export"]
-        await pilot.press("q")
 
 
-async def test_hex_view_follows_the_editor_and_names_vhd_fields(demo, tmp_path):
+async def test_hex_view_follows_the_editor_and_names_vhd_fields(demo, workstation):
     image, manifest = demo
     vdi = next(v for v in manifest.vdis if v.status == "live" and v.layout == "blktap")
-    app = _app(image, str(tmp_path / "c.json"))
-    async with app.run_test(size=(160, 50)) as pilot:
-        await wait_idle(app, pilot)
-        s = app.session
-        vg, gen = holding_generation(s.report, vdi)
-        await _open_vdi_in_tree(app, pilot, vg, gen, vdi.lv_name)
-        main = app.main
+    async with workstation(image, (160, 50)) as ws:
+        app, pilot, s, main = ws.app, ws.pilot, ws.session, ws.main
+        vg, gen = await ws.open_vdi(vdi)
         # the editor's row puts the hex view (on the disk) at that extent's first byte
         main.editor.table.focus()
         main.editor.table.move_cursor(row=1)
@@ -255,4 +218,3 @@ async def test_hex_view_follows_the_editor_and_names_vhd_fields(demo, tmp_path):
         assert main.hex_mode == "virtual"
         first = main.hex.space.read(0, 512)
         assert first == s.vhd_image(vg, s.sel.lv).virtual_space().read(0, 512)
-        await pilot.press("q")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_ui_support import (deleted_claimed, deleted_intact, demo, holding_generation,  # noqa: F401
+from test_ui_support import (Workstation, deleted_claimed, deleted_intact, demo,  # noqa: F401
                              quiet_inputs, wait_idle, wait_until)
 
 pytestmark = pytest.mark.slow
@@ -21,15 +21,12 @@ def _app(image, tmp_path):
 
 
 async def _open(app, pilot, manifest, vdi):
-    await wait_idle(app, pilot)
-    s = app.session
-    vg, gen = holding_generation(s.report, vdi)
-    lv = gen.lvs[vdi.lv_name]
-    app.main.select_vdi(vg, gen, lv)
-    tree = app.main.tree
-    tree.select_lv(vg.name, gen.seqno, vdi.lv_name)
-    await wait_idle(app, pilot)
-    await wait_until(pilot, lambda: app.main.editor.check.ok is not None)
+    ws = Workstation(app, pilot)
+    await ws.idle()
+    vg, gen = ws.select(vdi)
+    app.main.tree.select_lv(vg.name, gen.seqno, vdi.lv_name)
+    await ws.idle()
+    await ws.until(lambda: app.main.editor.check.ok is not None)
 
 
 def test_main_screen_with_the_deleted_vdi(demo, tmp_path, snap_compare):

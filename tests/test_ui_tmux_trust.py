@@ -16,16 +16,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
 from test_ui_support import demo  # noqa: F401
+from tmux_term import Term
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRSALVAGE = os.path.join(os.path.dirname(sys.executable), "srsalvage")
 
 pytestmark = [pytest.mark.slow,
@@ -33,49 +31,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(SRSALVAGE), reason="srsalvage not installed")]
 
 
-def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=20).stdout
-
-
-def screen(session: str) -> str:
-    return tmux("capture-pane", "-p", "-t", session)
-
-
-def wait_for(session: str, pattern: str, timeout: float = 30) -> str:
-    rx = re.compile(pattern)
-    t0 = time.monotonic()
-    while True:
-        s = screen(session)
-        if rx.search(s):
-            return s
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"{pattern!r} not on screen after {timeout}s:\n{s}")
-        time.sleep(0.05)
-
-
-class Term:
-    def __init__(self, cmd: str, cols: int = 120, rows: int = 40) -> None:
-        self.session = f"srs15-{uuid.uuid4().hex[:8]}"
-        env = {**os.environ, "TERM": "xterm-256color"}
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", str(cols), "-y",
-                        str(rows), cmd], check=True, cwd=ROOT, env=env)
-
-    def keys(self, *keys: str) -> None:
-        tmux("send-keys", "-t", self.session, *keys)
-
-    def type(self, text: str) -> None:
-        tmux("send-keys", "-t", self.session, "-l", text)
-
-    def wait(self, pattern: str, timeout: float = 30) -> str:
-        return wait_for(self.session, pattern, timeout)
-
-    def close(self) -> None:
-        tmux("kill-session", "-t", self.session)
-
-
 def _open(image, case, status=None):
     tail = f"; echo $? > {status}" if status else "; sleep 30"
-    t = Term(f"{SRSALVAGE} open {image} --case {case}{tail}")
+    t = Term(f"{SRSALVAGE} open {image} --case {case}{tail}", prefix="srs15")
     t.wait(r"generations, seqno \d+ has", timeout=60)
     return t
 
@@ -130,7 +88,7 @@ def test_tmux_fast_edits_leave_no_job_behind(demo, tmp_path):
             t.keys("J", "u", "J", "u", "J", "u", "s", "Down", "s", "u", "J", "u", "Escape")
         deadline = time.monotonic() + 30    # checks take a few seconds on a loaded machine
         while time.monotonic() < deadline:
-            s = screen(t.session)
+            s = t.screen()
             if "checking" not in s and "running…" not in s:
                 break
             time.sleep(0.2)

@@ -11,28 +11,9 @@ import time
 import pytest
 
 from test_ui_support import (deleted_claimed, deleted_intact, demo, holding_generation,  # noqa: F401
-                             wait_idle, wait_until)
+                             wait_until, workstation)
 
 pytestmark = pytest.mark.slow
-
-
-def _app(image, case, **kw):
-    from app.workstation import WorkstationApp
-
-    return WorkstationApp(image, case_path=case, **kw)
-
-
-async def _open_vdi(app, pilot, vdi):
-    s = app.session
-    vg, gen = holding_generation(s.report, vdi)
-    tree = app.main.tree
-    assert tree.select_lv(vg.name, gen.seqno, vdi.lv_name)
-    tree.focus()
-    await wait_until(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data.lv is not None
-                     and tree.cursor_node.data.lv.name == vdi.lv_name)
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: s.sel.lv is not None and s.sel.lv.name == vdi.lv_name)
-    return vg, gen
 
 
 def _labels(app):
@@ -41,15 +22,13 @@ def _labels(app):
     return str(pane.border_title), str(pane.border_subtitle), str(main.query_one("#fieldpanel").render())
 
 
-async def test_hex_labels_follow_the_space_after_v_and_after_another_vdi(demo, tmp_path):
+async def test_hex_labels_follow_the_space_after_v_and_after_another_vdi(demo, workstation):
     image, manifest = demo
     a = next(v for v in manifest.vdis if v.status == "live" and v.layout == "blktap")
     b = next(v for v in manifest.vdis if v.status == "live" and v.layout == "blktap" and v is not a)
-    app = _app(image, str(tmp_path / "c.json"))
-    async with app.run_test(size=(160, 50)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
-        await _open_vdi(app, pilot, a)
+    async with workstation(image, (160, 50)) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
+        await ws.open_vdi(a)
         for mode in ("lv", "virtual"):
             await pilot.press("v")
             await pilot.pause()
@@ -61,7 +40,7 @@ async def test_hex_labels_follow_the_space_after_v_and_after_another_vdi(demo, t
             disk = f"disk {info.disk_offset:#x}" if info.disk_offset is not None else "disk —"
             assert disk in sub, (sub, disk)
         # another VDI while the hex view shows a virtual disk: its labels, at once
-        await _open_vdi(app, pilot, b)
+        await ws.open_vdi(b)
         await pilot.pause()
         assert main.hex_mode == "virtual" and b.lv_name[:12] in main.hex.space_title
         title, sub, panel = _labels(app)
@@ -69,17 +48,14 @@ async def test_hex_labels_follow_the_space_after_v_and_after_another_vdi(demo, t
         assert main.hex.space_title in title and main.hex.space_title in sub
         want = f"{info.disk_offset:#x}" if info.disk_offset is not None else "—"
         assert want in panel and want in sub
-        await pilot.press("q")
 
 
-async def test_every_job_ends_after_fast_edits_and_esc(demo, tmp_path):
+async def test_every_job_ends_after_fast_edits_and_esc(demo, workstation):
     image, manifest = demo
     vdi = deleted_intact(manifest)
-    app = _app(image, str(tmp_path / "c.json"))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
-        await _open_vdi(app, pilot, vdi)
+    async with workstation(image) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
+        await ws.open_vdi(vdi)
         main.editor.table.focus()
         await pilot.pause()
         for _ in range(3):
@@ -100,15 +76,12 @@ async def test_every_job_ends_after_fast_edits_and_esc(demo, tmp_path):
             await pilot.pause(0.05)
         assert not main._jobs and not bars, (main._jobs, list(bars))
         assert not main.editor.check.running
-        await pilot.press("q")
 
 
-async def test_quit_with_a_job_running_asks_first(demo, tmp_path):
+async def test_quit_with_a_job_running_asks_first(demo, tmp_path, workstation):
     image, manifest = demo
-    app = _app(image, str(tmp_path / "c.json"))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
+    async with workstation(image) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
         import threading
 
         release = threading.Event()
@@ -142,23 +115,23 @@ async def test_quit_with_a_job_running_asks_first(demo, tmp_path):
     assert quit_entry and "export VHD-test" in quit_entry[-1]["detail"]
 
 
-async def test_forced_export_dialog_and_audit_list_the_untrusted_ranges(demo, tmp_path):
+async def test_forced_export_dialog_and_audit_list_the_untrusted_ranges(
+        demo, tmp_path, workstation):
     image, manifest = demo
     vdi = deleted_claimed(manifest)
-    app = _app(image, str(tmp_path / "c.json"))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
+    async with workstation(image) as ws:
+        app, pilot = ws.app, ws.pilot
         s = app.session
-        await _open_vdi(app, pilot, vdi)
+        await ws.open_vdi(vdi)
         from textual.widgets import Checkbox, Input
 
         await pilot.press("E")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
+        await ws.screen("ExportDialog")
         out = str(tmp_path / "x.vhd")
         app.screen.query_one("#dest", Input).value = out
         app.screen.query_one("#force", Checkbox).value = True
         await pilot.click("#ok")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "ExportDone", timeout=60)
+        await ws.screen("ExportDone", timeout=60)
         text = str(app.screen.query_one("#export-result").render())
         title = str(app.screen.query_one(".title").render())
         assert "NOT the whole disk" in title
@@ -171,21 +144,19 @@ async def test_forced_export_dialog_and_audit_list_the_untrusted_ranges(demo, tm
         await pilot.press("escape")
         # the export dialog remembers the folder of the last export
         await pilot.press("E")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
+        await ws.screen("ExportDialog")
         dest = app.screen.query_one("#dest", Input).value
         assert os.path.dirname(dest) == str(tmp_path) and ":" not in os.path.basename(dest)
         await pilot.press("escape")
-        await pilot.press("q")
 
 
-async def test_carve_export_is_recorded_in_the_audit_log(demo, tmp_path):
+async def test_carve_export_is_recorded_in_the_audit_log(demo, tmp_path, workstation):
     image, manifest = demo
-    app = _app(image, str(tmp_path / "c.json"))
     out = tmp_path / "carved"
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
+    async with workstation(image) as ws:
+        app, pilot = ws.app, ws.pilot
         await pilot.press("c")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "CarvingScreen")
+        await ws.screen("CarvingScreen")
         screen = app.screen
         from textual.widgets import Input
 
@@ -204,10 +175,10 @@ async def test_carve_export_is_recorded_in_the_audit_log(demo, tmp_path):
             assert hashlib.sha256(open(f["path"], "rb").read()).hexdigest() == f["sha256"]
         archives = list(screen.archives)
         await pilot.press("escape")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "MainScreen")
+        await ws.screen("MainScreen")
         # the carving results are kept when the screen is left and opened again
         await pilot.press("c")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "CarvingScreen")
+        await ws.screen("CarvingScreen")
         again = app.screen
         assert again is not screen and again.archives == archives
         from textual.widgets import DataTable
@@ -216,11 +187,10 @@ async def test_carve_export_is_recorded_in_the_audit_log(demo, tmp_path):
         await pilot.press("escape")
 
 
-async def test_generation_filter_and_jump_to_a_vdi_by_label(demo, tmp_path):
+async def test_generation_filter_and_jump_to_a_vdi_by_label(demo, workstation):
     image, manifest = demo
-    app = _app(image, str(tmp_path / "c.json"))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
+    async with workstation(image) as ws:
+        app, pilot = ws.app, ws.pilot
         tree = app.main.tree
         vg = app.session.report.volume_groups[0]
         tree.focus()
@@ -242,22 +212,20 @@ async def test_generation_filter_and_jump_to_a_vdi_by_label(demo, tmp_path):
         # type-ahead: ' then part of a name label opens that VDI
         vdi = next(v for v in manifest.vdis if v.label == "temp export")
         await pilot.press("apostrophe")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await ws.screen("InputDialog")
         for ch in "temp exp":
             await pilot.press(ch if ch != " " else "space")
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.session.sel.lv is not None
                          and app.session.sel.lv.name == vdi.lv_name)
-        await pilot.press("q")
 
 
-async def test_report_key_find_wraps_and_tree_fits_labels_at_120_columns(demo, tmp_path):
+async def test_report_key_find_wraps_and_tree_fits_labels_at_120_columns(
+        demo, tmp_path, workstation):
     image, manifest = demo
     case = str(tmp_path / "c.json")
-    app = _app(image, case)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
+    async with workstation(image) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
         # the tree is wide enough for the name labels of the current generation at 120 columns
         tree = main.tree
         labels = [v.label for v in manifest.vdis if v.status == "live" and v.label]
@@ -288,10 +256,10 @@ async def test_report_key_find_wraps_and_tree_fits_labels_at_120_columns(demo, t
                          timeout=60)
         page = open(out, encoding="utf-8").read()
         assert "Recovery report" in page and "hash chain intact" in page
-        await pilot.press("q")
 
 
-async def test_case_of_another_vg_is_set_aside_and_no_case_mode_records_nothing(demo, tmp_path):
+async def test_case_of_another_vg_is_set_aside_and_no_case_mode_records_nothing(
+        demo, tmp_path, workstation):
     """Item 3 in the workstation: a case whose VG ids are not this evidence's is detached after
     the analysis (nothing recorded, said in an error notification and the header); `--no-case`
     opens read-only without a case; `--new-case` keeps the old one aside."""
@@ -306,15 +274,13 @@ async def test_case_of_another_vg_is_set_aside_and_no_case_mode_records_nothing(
     case.lvm_identity = [{"vg": manifest.vg_name, "id": "OTHER-VG-ID", "pvs": ["OTHER-PV"]}]
     case.log("note", detail="made on another SR with the same first bytes")
     before = case_path.read_bytes()
-    app = _app(image, str(case_path))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        s = app.session
+    async with workstation(image) as ws:
+        app, pilot, s = ws.app, ws.pilot, ws.session
         assert s.case_mismatch and "OTHER-VG-ID" in s.case_mismatch and manifest.vg_id in s.case_mismatch
         assert s.case.path is None
         assert "NO CASE" in str(app.main.query_one("#header").render())
         vdi = deleted_intact(manifest)
-        await _open_vdi(app, pilot, vdi)
+        await ws.open_vdi(vdi)
         app.main.editor.table.focus()
         await pilot.press("s", "down", "s")
         await pilot.pause(0.2)
@@ -325,16 +291,12 @@ async def test_case_of_another_vg_is_set_aside_and_no_case_mode_records_nothing(
     assert [a for a in after["audit"] if a["action"] != "case-open"] == \
         [a for a in old["audit"] if a["action"] != "case-open"]
     assert after["maps"] == old["maps"] and after["undo"] == old["undo"]
-    app = _app(image, str(tmp_path / "none.json"), case_mode="none")
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        assert app.session.case.path is None
-        await pilot.press("q")
+    async with workstation(image, case="none.json", case_mode="none") as ws:
+        assert ws.session.case.path is None
+        await ws.pilot.press("q")
     assert not (tmp_path / "none.json").exists()
-    app = _app(image, str(case_path), case_mode="new")
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        assert app.session.case.path == str(case_path) and not app.session.case_mismatch
-        await pilot.press("q")
+    async with workstation(image, case_mode="new") as ws:
+        assert ws.session.case.path == str(case_path) and not ws.session.case_mismatch
+        await ws.pilot.press("q")
     assert [p for p in os.listdir(tmp_path) if ".previous-" in p]
     assert json.loads(case_path.read_text())["audit"][0]["action"] == "case-new"

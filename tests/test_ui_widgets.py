@@ -5,11 +5,13 @@ from __future__ import annotations
 
 
 import pytest
+from textual import on
 from textual.app import App, ComposeResult
 
 from core.source import Evidence
 from core.spaces import BytesSpace, extent_space
 from widgets.disk_map import CONFLICT, FREE, META, OUTSIDE, DiskMap, DiskMapModel, Owner
+from widgets.extent_editor import ExtentEditor
 from widgets.hex_view import ROW, HexView, find_bytes, parse_needle, parse_offset
 from widgets.overlay import Field, Overlay, fields_of
 from widgets.worker_status import WorkerStatus, fmt_eta
@@ -329,13 +331,50 @@ def test_fields_of_variable_structs_over_garbage_never_raises(data):
             pos += f.size
 
 
+class EditorApp(App):
+    """An extent editor alone; the edit intents it posts are kept in `edits`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.edits: list = []
+
+    def compose(self) -> ComposeResult:
+        yield ExtentEditor(id="e")
+
+    @on(ExtentEditor.Edit)              # every intent is an ExtentEditor.Edit
+    def _edit(self, event: ExtentEditor.Edit) -> None:
+        self.edits.append(event)
+
+
+async def test_extent_editor_keys_post_one_intent_message_each():
+    from core.case import Extent
+    from widgets.extent_editor import ExtentEditor as E
+
+    app = EditorApp()
+    async with app.run_test(size=(120, 20)) as pilot:
+        editor = app.query_one(E)
+        editor.show("VHD-k", "k", [Extent(i) for i in range(6)], extent_bytes=4 << 20,
+                    data_offset=0)
+        editor.table.focus()
+        editor.table.move_cursor(row=2)
+        await pilot.press("J", "K", "p", "i", "x", "a", "A", "u", "r", "ctrl+z", "ctrl+y")
+        await pilot.press("s", "down", "down", "s")      # mark LE 2, swap it with LE 4
+        await pilot.press("s", "s")                      # marked and unmarked: no intent
+        await pilot.pause()
+        got = [(type(e), e.key, e.le) for e in app.edits]
+        assert got == [(E.MoveExtent, "VHD-k", 2), (E.MoveExtent, "VHD-k", 2),
+                       (E.SetPe, "VHD-k", 2), (E.InsertGap, "VHD-k", 2),
+                       (E.DeleteExtent, "VHD-k", 2), (E.AcceptSuggestion, "VHD-k", 2),
+                       (E.AcceptAll, "VHD-k", 2), (E.Undo, "VHD-k", 2), (E.Redo, "VHD-k", 2),
+                       (E.Undo, "VHD-k", 2), (E.Redo, "VHD-k", 2),
+                       (E.SwapExtents, "VHD-k", 2)]
+        assert [e.by for e in app.edits[:2]] == [1, -1]
+        assert app.edits[-1].with_le == 4 and editor.marked is None
+
+
 async def test_extent_editor_renders_only_visible_rows_of_a_huge_map():
     from core.case import Extent
     from widgets.extent_editor import ExtentEditor, ExtentTable
-
-    class EditorApp(App):
-        def compose(self) -> ComposeResult:
-            yield ExtentEditor(id="e")
 
     app = EditorApp()
     async with app.run_test(size=(120, 30)) as pilot:
@@ -361,10 +400,6 @@ async def test_extent_editor_columns_never_start_a_styled_run_with_spaces():
     spaces before text (SVG renderers drop those spaces: "1.00" ran into "metadata")."""
     from core.case import Extent
     from widgets.extent_editor import ExtentEditor, ExtentTable
-
-    class EditorApp(App):
-        def compose(self) -> ComposeResult:
-            yield ExtentEditor(id="e")
 
     app = EditorApp()
     async with app.run_test(size=(120, 20)) as pilot:

@@ -5,27 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from test_ui_support import (deleted_intact, demo, holding_generation, wait_idle,  # noqa: F401
-                             wait_until)
+from test_ui_support import (deleted_intact, demo, footer_flood_image,  # noqa: F401
+                             holding_generation, wait_until, workstation)
 
 pytestmark = pytest.mark.slow
 
 
-def _app(image, tmp_path, name="c.json"):
-    from app.workstation import WorkstationApp
-
-    return WorkstationApp(image, case_path=str(tmp_path / name))
-
-
-async def test_engine_suggestions_fix_a_scrambled_map(demo, tmp_path):
+async def test_engine_suggestions_fix_a_scrambled_map(demo, workstation):
     image, manifest = demo
     vdi = deleted_intact(manifest)
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        s, main = app.session, app.main
-        vg, gen = holding_generation(s.report, vdi)
-        main.select_vdi(vg, gen, gen.lvs[vdi.lv_name])
+    async with workstation(image) as ws:
+        app, pilot, s, main = ws.app, ws.pilot, ws.session, ws.main
+        ws.select(vdi)
         editor = main.editor
         editor.table.focus()
         editor.table.move_cursor(row=0)
@@ -39,32 +30,22 @@ async def test_engine_suggestions_fix_a_scrambled_map(demo, tmp_path):
         await wait_until(pilot, lambda: not main._jobs)
         assert [e.pe for e in s.suggestions[vdi.lv_name]] == vdi.pes
         await pilot.press("A")                            # accept all above a confidence
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await ws.screen("InputDialog")
         await pilot.press("enter")                        # default 0.9
         await wait_until(pilot, lambda: [e.pe for e in editor.extents] == vdi.pes)
         await wait_until(pilot, lambda: not main.running("check") and editor.check.ok is not None)
         assert editor.check.ok
         assert s.case.audit[-1]["action"] in ("accept", "case-open") or any(
             a["action"] == "accept" for a in s.case.audit)
-        await pilot.press("q")
 
 
-async def test_scan_runs_in_the_background_and_esc_cancels(tmp_path):
-    from app.workstation import WorkstationApp
+async def test_scan_runs_in_the_background_and_esc_cancels(tmp_path, workstation):
     from widgets.worker_status import WorkerStatus
 
     # 2 TiB sparse with 64 MiB of VHD-footer-like sectors: seconds of candidate checks
-    image = tmp_path / "busy.img"
-    with open(image, "wb") as f:
-        f.truncate(2 << 40)
-        f.seek(1 << 30)
-        block = (b"conectix" + bytes(504)) * 2048
-        for _ in range(64):
-            f.write(block)
-    app = WorkstationApp(str(image), case_path=str(tmp_path / "c.json"))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
+    image = footer_flood_image(tmp_path / "busy.img")
+    async with workstation(image) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
         status = main.query_one(WorkerStatus)
         await pilot.press("S")
         await wait_until(pilot, lambda: main.running("scan"))
@@ -76,26 +57,22 @@ async def test_scan_runs_in_the_background_and_esc_cancels(tmp_path):
         await pilot.pause()
         assert not status.has_class("-busy")
         assert app.session.scan_result is None          # a cancelled scan reports nothing
-        await pilot.press("q")
 
 
-async def test_scan_of_the_demo_reports_its_structures(demo, tmp_path):
+async def test_scan_of_the_demo_reports_its_structures(demo, workstation):
     image, manifest = demo
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
+    async with workstation(image) as ws:
+        app, pilot = ws.app, ws.pilot
         await pilot.press("S")
         await wait_until(pilot, lambda: app.session.scan_result is not None, timeout=120)
         kinds = {f.kind for f in app.session.scan_result.findings}
         assert {"vhd-footer", "lvm-label"} <= kinds
-        await pilot.press("q")
 
 
-async def test_command_palette_lists_actions_generations_and_vdis(demo, tmp_path):
+async def test_command_palette_lists_actions_generations_and_vdis(demo, workstation):
     image, manifest = demo
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
+    async with workstation(image) as ws:
+        app, pilot = ws.app, ws.pilot
         from app.screens.palette import ACTIONS, WorkstationCommands
 
         provider = WorkstationCommands(app.screen)
@@ -118,18 +95,15 @@ async def test_command_palette_lists_actions_generations_and_vdis(demo, tmp_path
         await pilot.press(*"Help")
         await pilot.pause(0.5)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
+        await ws.screen("HelpScreen")
         await pilot.press("escape")
-        await pilot.press("q")
 
 
-async def test_80x24_shows_editor_or_hex_and_help_with_question_mark(demo, tmp_path):
+async def test_80x24_shows_editor_or_hex_and_help_with_question_mark(demo, workstation):
     image, manifest = demo
     vdi = deleted_intact(manifest)
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
+    async with workstation(image, (80, 24)) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
         assert main.has_class("-compact")
         vg, gen = holding_generation(app.session.report, vdi)
         main.choose_generation(vg, gen)
@@ -158,9 +132,8 @@ async def test_80x24_shows_editor_or_hex_and_help_with_question_mark(demo, tmp_p
             "".join(chr(b) if 32 <= b < 127 else "." for b in main.hex.space.read(
                 main.hex.scroll_offset.y * 16, 16)))
         await pilot.press("question_mark")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
+        await ws.screen("HelpScreen")
         await pilot.press("escape")
-        await pilot.press("q")
 
 
 @pytest.fixture(scope="module")
@@ -170,15 +143,14 @@ def demo_no_metadata(tmp_path_factory):
     return path, demo_mod.build_demo(path, damage=["partition-table", "metadata"])
 
 
-async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(demo_no_metadata, tmp_path):
+async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(
+        demo_no_metadata, tmp_path, workstation):
     """All LVM metadata gone: the engine's maps from VHD structure appear as a generation; a
     wrong or unknown extent is set by hand (p), the checks pass, the export is byte-exact."""
     image, manifest = demo_no_metadata
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app.session.rebuilt is not None and not app.main._jobs,
-                         timeout=120)
-        s, main = app.session, app.main
+    async with workstation(image, idle=False) as ws:
+        app, pilot, s, main = ws.app, ws.pilot, ws.session, ws.main
+        await ws.rebuilt()
         assert s.sel.vg is s.rebuilt and s.sel.gen.source == "reconstruct"
         by_uuid = {v.vhd_unique_id: v for v in manifest.vdis if v.vhd_unique_id}
         # each rebuilt LV by its VHD's unique id, as the reconstruction found it
@@ -205,7 +177,7 @@ async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(demo_no_metad
                 continue
             editor.table.move_cursor(row=le)
             await pilot.press("p")
-            await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+            await ws.screen("InputDialog")
             from textual.widgets import Input
 
             app.screen.query_one(Input).value = str(pe)
@@ -223,54 +195,48 @@ async def test_no_metadata_vdis_rebuilt_fixed_by_hand_and_exported(demo_no_metad
         from test_ui_support import sha256_file
 
         assert sha256_file(out) == res.sha256 == truth.sha256
-        await pilot.press("q")
 
 
-async def test_go_to_and_find_in_the_hex_view(demo, tmp_path):
+async def test_go_to_and_find_in_the_hex_view(demo, workstation):
     image, manifest = demo
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
+    async with workstation(image) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
         await pilot.press("g")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await ws.screen("InputDialog")
         await pilot.press(*"0x200", "enter")
         await wait_until(pilot, lambda: main.hex.cursor == 0x200)
         await pilot.press("g")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await ws.screen("InputDialog")
         await pilot.press(*"9T", "enter")                     # outside the image: said, not done
         await pilot.pause()
         assert "outside" in str(app.screen.query_one("#dialog-error").render())
         await pilot.press("escape")
         assert main.hex.cursor == 0x200
         await pilot.press("slash")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await ws.screen("InputDialog")
         await pilot.press(*"LABELONE", "enter")
         label_at = manifest.pv_offset + 512                   # LVM label in sector 1 of the PV
         await wait_until(pilot, lambda: main.hex.cursor == label_at)
         info = main.hex.cursor_info()
         assert info.field is not None and info.field.struct == "LVM label_header"
-        await pilot.press("q")
 
 
-async def test_a_failing_job_becomes_an_error_dialog_and_the_app_goes_on(demo, tmp_path):
+async def test_a_failing_job_becomes_an_error_dialog_and_the_app_goes_on(demo, workstation):
     image, manifest = demo
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
+    async with workstation(image) as ws:
+        app, pilot = ws.app, ws.pilot
 
         def broken(cancel, progress):
             raise RuntimeError("disk fell off the desk")
 
         app.session.scan = broken
         await pilot.press("S")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "ErrorDialog")
+        await ws.screen("ErrorDialog")
         assert "disk fell off the desk" in app.screen.message
         await pilot.press("escape")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "MainScreen")
+        await ws.screen("MainScreen")
         await pilot.press("4", "down")
         assert app.main.hex.cursor == 16
-        await pilot.press("q")
 
 
 def test_disk_overlay_places_partition_and_lvm_structures(tmp_path):
@@ -302,15 +268,12 @@ def test_disk_overlay_places_partition_and_lvm_structures(tmp_path):
     assert at(g.offset) == ("LVM metadata seqno %d" % g.seqno, "text")
 
 
-async def test_editor_keys_move_insert_delete_set_and_the_hex_view_follows(demo, tmp_path):
+async def test_editor_keys_move_insert_delete_set_and_the_hex_view_follows(demo, workstation):
     image, manifest = demo
     vdi = deleted_intact(manifest)
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(160, 50)) as pilot:
-        await wait_idle(app, pilot)
-        s, main = app.session, app.main
-        vg, gen = holding_generation(s.report, vdi)
-        main.select_vdi(vg, gen, gen.lvs[vdi.lv_name])
+    async with workstation(image, (160, 50)) as ws:
+        app, pilot, s, main = ws.app, ws.pilot, ws.session, ws.main
+        ws.select(vdi)
         editor = main.editor
         p = list(vdi.pes)
         editor.table.focus()
@@ -330,7 +293,7 @@ async def test_editor_keys_move_insert_delete_set_and_the_hex_view_follows(demo,
         editor.table.focus()
         editor.table.move_cursor(row=0)
         await pilot.press("p")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await ws.screen("InputDialog")
         from textual.widgets import Input
 
         app.screen.query_one(Input).value = str(p[1])
@@ -342,14 +305,12 @@ async def test_editor_keys_move_insert_delete_set_and_the_hex_view_follows(demo,
         actions = [a["action"] for a in s.case.audit]
         assert actions.count("move") == 2 and "insert-gap" in actions and "delete" in actions
         assert "set-pe" in actions
-        await pilot.press("q")
 
 
-async def test_cancelled_analysis_says_so_and_f5_runs_it_again(demo, tmp_path):
+async def test_cancelled_analysis_says_so_and_f5_runs_it_again(demo, workstation):
     image, manifest = demo
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        main = app.main
+    async with workstation(image, idle=False) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
         await wait_until(pilot, lambda: main.running("analyse") or main.analysed)
         if main.analysed:
             pytest.skip("the analysis finished before it could be cancelled")
@@ -361,15 +322,12 @@ async def test_cancelled_analysis_says_so_and_f5_runs_it_again(demo, tmp_path):
         await pilot.press("f5")
         await wait_until(pilot, lambda: main.analysed, timeout=60)
         assert app.session.report.volume_groups
-        await pilot.press("q")
 
 
-async def test_the_mouse_moves_the_map_and_hex_cursors(demo, tmp_path):
+async def test_the_mouse_moves_the_map_and_hex_cursors(demo, workstation):
     image, manifest = demo
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
+    async with workstation(image) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
         from widgets.disk_map import DiskMap
         from widgets.hex_view import HexView
 
@@ -384,15 +342,12 @@ async def test_the_mouse_moves_the_map_and_hex_cursors(demo, tmp_path):
         await pilot.click(HexView, offset=(digits + 1 + 3 * 3, 1))   # row 1, byte 3
         await pilot.pause()
         assert main.hex.cursor == (top + 1) * 16 + 3 and main.hex.has_focus
-        await pilot.press("q")
 
 
-async def test_compact_hex_view_shows_where_the_map_cursor_went_while_hidden(demo, tmp_path):
+async def test_compact_hex_view_shows_where_the_map_cursor_went_while_hidden(demo, workstation):
     image, manifest = demo
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_idle(app, pilot)
-        main = app.main
+    async with workstation(image, (80, 24)) as ws:
+        app, pilot, main = ws.app, ws.pilot, ws.main
         await pilot.press("2")
         for _ in range(12):
             await pilot.press("right")
@@ -402,18 +357,16 @@ async def test_compact_hex_view_shows_where_the_map_cursor_went_while_hidden(dem
         await pilot.pause(0.2)
         top = int(main.hex.scroll_y)
         assert top <= target // 16 < top + main.hex.size.height  # and is shown on the screen
-        await pilot.press("q")
 
 
-async def test_findings_pane_lists_findings_and_candidates_takes_and_shows_one(demo_no_metadata, tmp_path):
+async def test_findings_pane_lists_findings_and_candidates_takes_and_shows_one(
+        demo_no_metadata, workstation):
     """f: every finding of the VDI in full; for an LE the engine could not decide, its candidate
     PEs: h shows one in the hex view, t takes it (undoable); the p dialog lists them too."""
     image, manifest = demo_no_metadata
-    app = _app(image, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app.session.rebuilt is not None and not app.main._jobs,
-                         timeout=120)
-        s, main = app.session, app.main
+    async with workstation(image, idle=False) as ws:
+        app, pilot, s, main = ws.app, ws.pilot, ws.session, ws.main
+        await ws.rebuilt()
         by_uuid = {v.vhd_unique_id: v for v in manifest.vdis if v.vhd_unique_id}
         undecided = [(lv, le) for lv in s.sel.gen.lvs.values()
                      for le in sorted(s.candidates.get(lv.name, {}) or {})]
@@ -428,11 +381,11 @@ async def test_findings_pane_lists_findings_and_candidates_takes_and_shows_one(d
         main.editor.table.focus()
         main.editor.table.move_cursor(row=le)
         await pilot.press("p")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "InputDialog")
+        await ws.screen("InputDialog")
         assert ", ".join(map(str, fits[:3])) in str(app.screen.query_one(".hint").render())
         await pilot.press("escape")
         await pilot.press("f")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "FindingsScreen")
+        await ws.screen("FindingsScreen")
         pane = app.screen
         kinds = [r.kind for r in pane.rows]
         assert kinds.count("finding") == len(main.editor.check.findings)
@@ -446,11 +399,11 @@ async def test_findings_pane_lists_findings_and_candidates_takes_and_shows_one(d
         await pilot.pause()
         assert f"PE {truth} fits" in str(pane.query_one("#finding-text").render())
         await pilot.press("h")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "MainScreen")
+        await ws.screen("MainScreen")
         vg = s.sel.vg
         assert main.hex_mode == "disk" and main.hex.cursor == vg.data_offset + truth * vg.extent_bytes
         await pilot.press("f")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "FindingsScreen")
+        await ws.screen("FindingsScreen")
         app.screen.query_one(DataTable).move_cursor(row=row)
         await pilot.press("t")
         await wait_until(pilot, lambda: main.editor.extents[le].pe == truth)

@@ -1,9 +1,10 @@
 """ExtentEditor: the LE -> PE map of one VDI as a table the technician can correct.
 
 Rows: LE, PE, disk offset, confidence, source, the engine's suggestion, and the result of the VHD
-checks for that extent. The widget never changes the map itself: each key posts `EditRequested`
-(an intent: op + arguments) and the screen applies it to the case (core.case, undoable), then
-calls `show()` again and re-runs the checks in a worker (`set_check` shows the result).
+checks for that extent. The widget never changes the map itself: each key posts one intent
+message (`MoveExtent`, `SwapExtents`, `SetPe`, ..., all `ExtentEditor.Edit`s) and the screen
+applies it to the case (core.case, undoable), then calls `show()` again and re-runs the checks in
+a worker (`set_check` shows the result).
 
 Keys: shift+up/shift+down (or K/J) move the extent, s marks / swaps two, p sets a PE, i inserts a
 gap, Delete/x deletes, a accepts the suggestion, A accepts every suggestion above a confidence,
@@ -176,15 +177,47 @@ class ExtentEditor(Vertical):
     ExtentEditor > ExtentTable { height: 1fr; }
     """
 
+    # -- edit intents: one message each; the screen applies it to the case -------------------
     @dataclass
-    class EditRequested(Message):
-        """op: move|swap|set_pe|insert_gap|delete|accept|accept_all|undo|redo."""
+    class Edit(Message):
+        """An edit of VDI `key`'s map asked for at LE `le` (the cursor's row)."""
 
         editor: "ExtentEditor"
         key: str
-        op: str
         le: int
-        other: int | None = None
+
+    @dataclass
+    class MoveExtent(Edit):
+        """Move the extent at `le` by `by` rows (shift+up/down, K/J); the cursor follows it."""
+
+        by: int
+
+    @dataclass
+    class SwapExtents(Edit):
+        """Swap the extent marked at `le` with the one at `with_le` (s on one row, s on another)."""
+
+        with_le: int
+
+    class SetPe(Edit):
+        """Ask for the PE of `le` (p)."""
+
+    class InsertGap(Edit):
+        """An unknown extent inserted at `le` (i)."""
+
+    class DeleteExtent(Edit):
+        """The extent at `le` deleted (Delete, x)."""
+
+    class AcceptSuggestion(Edit):
+        """The engine's suggestion for `le` taken (a)."""
+
+    class AcceptAll(Edit):
+        """Every suggestion above a confidence taken (A: the screen asks for it)."""
+
+    class Undo(Edit):
+        """The last edit of the case undone (u, ctrl+z)."""
+
+    class Redo(Edit):
+        """The last undone edit done again (r, ctrl+y)."""
 
     @dataclass
     class RowHighlighted(Message):
@@ -305,6 +338,8 @@ class ExtentEditor(Vertical):
 
     # -- intents --------------------------------------------------------------------------------
     def request(self, op: str, arg: int = 0) -> None:
+        """The intent named by a key binding or the command palette (`op`: an INTENTS name; a
+        move takes `arg` rows) posted as its message; `swap` marks the first row itself."""
         if self.key is None:
             self.app.bell()
             return
@@ -321,15 +356,23 @@ class ExtentEditor(Vertical):
                           extent_bytes=self.extent_bytes, data_offset=self.data_offset,
                           edited=self.edited, candidates=self.candidates)
                 return
-            self.post_message(ExtentEditor.EditRequested(self, self.key, "swap", other, le))
-            return
-        if op == "move":
-            self.post_message(ExtentEditor.EditRequested(self, self.key, "move", le, arg))
-            return
-        self.post_message(ExtentEditor.EditRequested(self, self.key, op, le))
+            self.post_message(ExtentEditor.SwapExtents(self, self.key, other, le))
+        elif op == "move":
+            self.post_message(ExtentEditor.MoveExtent(self, self.key, le, arg))
+        else:
+            self.post_message(INTENTS[op](self, self.key, le))
 
     def on_extent_table_cursor_moved(self, event: ExtentTable.CursorMoved) -> None:
         if self.key is None or not 0 <= event.row < len(self.extents):
             return
         le = event.row
         self.post_message(ExtentEditor.RowHighlighted(self, self.key, le, self.extents[le].pe))
+
+
+# the intents by the names the key bindings and the command palette use (`editor('set_pe')`)
+INTENTS: dict[str, type[ExtentEditor.Edit]] = {
+    "move": ExtentEditor.MoveExtent, "swap": ExtentEditor.SwapExtents,
+    "set_pe": ExtentEditor.SetPe, "insert_gap": ExtentEditor.InsertGap,
+    "delete": ExtentEditor.DeleteExtent, "accept": ExtentEditor.AcceptSuggestion,
+    "accept_all": ExtentEditor.AcceptAll, "undo": ExtentEditor.Undo, "redo": ExtentEditor.Redo,
+}

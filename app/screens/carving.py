@@ -3,10 +3,11 @@ anywhere in the evidence, listed with their offsets, and exported on request.
 
 `m` scans for SQL Server pages (one row per data file reassembled from them, then the page
 copies), `r` for RAR archives (one row per archive: version, state, files); each scan is a
-thread worker calling core.carve with the worker's cancel event and a progress callback (Esc
-cancels it; Esc with nothing running goes back). `x` writes what was found into the output
-directory: the reassembled data files (core.carve.mssql.carve_mdf from the copies already found)
-and each archive's byte range (core.carve.rar.write_archives), always through AtomicOutput,
+job on the workstation's runner (app.screens.jobs: a thread worker calling core.carve with the
+worker's cancel event, its progress on the screen's bar; Esc cancels it; Esc with nothing
+running goes back). `x` writes what was found into the output directory: the reassembled
+data files (core.carve.mssql.carve_mdf from the copies already found) and each archive's byte
+range (core.carve.rar.write_archives), always through AtomicOutput,
 then unpacks each archive into `rar-unpacked/` (core.carve.rar_extract); the members of the
 highlighted archive are listed under the hits (widgets.rar_members), with their status once
 unpacked.
@@ -30,12 +31,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static
-from textual.worker import Worker, WorkerState
 
 from app.screens.caselog import record_carve
-from app.screens.jobs import run_in_worker
+from app.screens.jobs import JobFailure, JobsMixin
 from core.errors import Cancelled, SrsalvageError
-from core.progress import ProgressUpdate
 from core.source import Evidence
 from widgets.rar_members import RarMembers
 
@@ -77,7 +76,7 @@ def file_summaries(space: Any, recs: np.ndarray,
     return out
 
 
-class CarvingScreen(Screen):
+class CarvingScreen(JobsMixin, Screen):
     """Hits of the carvers over one evidence (or any ByteSpace given as `space`)."""
 
     DEFAULT_CSS = """
@@ -91,6 +90,7 @@ class CarvingScreen(Screen):
     CarvingScreen #carve-status { width: 1fr; padding: 0 1; }
     CarvingScreen #carve-bar { width: 34; }
     """
+    JOB_OUTCOMES_SAID = False   # the status line says how a job ended (its callbacks)
     BINDINGS = [
         Binding("m", "scan_pages", "SQL pages"),
         Binding("r", "scan_rar", "RAR archives"),
@@ -134,8 +134,7 @@ class CarvingScreen(Screen):
         self.file_info: dict[int, tuple[str | None, int | None]] = {}   # file id: (db, missing)
         self.archives: list | None = None        # RarArchive list from the last RAR scan
         self.extractions: dict[int, Any] = {}    # archive offset: its unpacking (export `x`)
-        self.job: Worker | None = None
-        self.job_label = ""
+        self.init_jobs()
         self.exported: list[str] = []
         self.last_error: str | None = None
 
@@ -159,8 +158,7 @@ class CarvingScreen(Screen):
         table.focus()       # keys go to the screen's bindings, not into the output-dir field
 
     def on_unmount(self) -> None:
-        if self.job is not None and self.job.state == WorkerState.RUNNING:
-            self.job.cancel()
+        self.cancel_all_jobs()
         if self._own_ev:
             self.ev.close()
 
@@ -240,56 +238,39 @@ class CarvingScreen(Screen):
         if self.on_hits is not None:
             self.on_hits(self.hit_offsets())
 
-    # -- jobs ----------------------------------------------------------------------------------------
+    # -- jobs: one at a time, on the workstation's job runner (app.screens.jobs) ---------------
     @property
     def busy(self) -> bool:
-        return self.job is not None and self.job.state in (WorkerState.PENDING,
-                                                            WorkerState.RUNNING)
+        return self.running("carve")
+
+    @property
+    def job_label(self) -> str:
+        return next(iter(self.running_jobs()), "")
+
+    def job_display(self) -> "_StatusBar":
+        return _StatusBar(self)
 
     def start(self, label: str, fn: Callable[[threading.Event, Callable], Any],
               done: Callable[[Any], None]) -> None:
+        """Run fn(cancel, progress) as the screen's one job; done(result) then the summary in
+        the status line, or "<label>: cancelled" / "<label>: failed: <why>" there."""
         if self.busy:
             self.notify(f"{self.job_label} is still running (Esc cancels it)")
             return
-        bar = self.query_one("#carve-bar", ProgressBar)
-        bar.update(total=None, progress=0)
-        self.set_status(f"{label}…")
-        self.job_label = label
-        app = self.app
 
-        def progress(update: ProgressUpdate) -> None:
-            try:
-                app.call_from_thread(self._progress, update)
-            except RuntimeError:
-                pass
+        def finished(result: Any) -> None:
+            done(result)
+            self.set_status(self.summary(label))
 
-        def body() -> None:
-            outcome, value = run_in_worker(fn, progress)
-            if outcome == "done":
-                app.call_from_thread(self._finished, label, lambda: done(value), "done")
-            elif outcome == "cancelled":
-                app.call_from_thread(self._finished, label, None, "cancelled")
-            else:   # a missing engine or a failure (an engine bug included): said, not raised
-                message = value if outcome == "missing" else value[0]
-                app.call_from_thread(self._finished, label, None, f"failed: {message}")
+        def cancelled() -> None:
+            self.last_error = None
+            self.set_status(f"{label}: cancelled")
 
-        self.job = self.run_worker(body, name=label, group="carve", description=label,
-                                   thread=True, exit_on_error=False)
+        def failed(failure: JobFailure) -> None:
+            self.last_error = f"failed: {failure.message}"
+            self.set_status(f"{label}: {self.last_error}")
 
-    def _progress(self, update: ProgressUpdate) -> None:
-        if update.total > 0:
-            self.query_one("#carve-bar", ProgressBar).update(total=update.total,
-                                                             progress=update.done)
-
-    def _finished(self, label: str, apply: Callable[[], None] | None, how: str) -> None:
-        if apply is not None:
-            apply()
-        else:
-            self.last_error = None if how == "cancelled" else how
-        self.set_status(f"{label}: {how}" if apply is None else self.summary(label))
-        bar = self.query_one("#carve-bar", ProgressBar)
-        if bar.total:
-            bar.update(progress=bar.total)
+        self.start_job("carve", label, fn, finished, on_cancelled=cancelled, on_failed=failed)
 
     def summary(self, label: str) -> str:
         parts = []
@@ -450,14 +431,36 @@ class CarvingScreen(Screen):
             self.notify(f"hit at offset {offset:,} ({offset:#x})")
             return
         if self.busy:
-            self.job.cancel()
+            self.cancel_all_jobs()
         in_vdi = self.scope > 0
         self.app.pop_screen()
         self.on_select(offset, in_vdi)
 
     def action_cancel_or_back(self) -> None:
         if self.busy:
-            self.job.cancel()
             self.set_status(f"cancelling {self.job_label}…")
+            self.cancel_job(next(iter(self._jobs)), quiet=True)
         else:
             self.app.pop_screen()
+
+
+class _StatusBar:
+    """The carving screen's status line and progress bar as its job display (JobDisplay): the
+    bar runs from the first progress to the end, then stays full until the next job."""
+
+    def __init__(self, screen: CarvingScreen) -> None:
+        self.screen = screen
+        self.bar = screen.query_one("#carve-bar", ProgressBar)
+
+    def add_job(self, job_id: str, label: str, byte_unit: bool = True) -> None:
+        self.bar.update(total=None, progress=0)
+        self.screen.set_status(f"{label}…")
+
+    def update_job(self, job_id: str, done: int, total: int, rate: float, eta: float | None,
+                   label: str | None = None) -> None:
+        if total > 0:
+            self.bar.update(total=total, progress=done)
+
+    def remove_job(self, job_id: str) -> None:
+        if self.bar.total:
+            self.bar.update(progress=self.bar.total)

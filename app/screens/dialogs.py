@@ -21,14 +21,13 @@ DIALOG_CSS = """
 """
 
 
-class ErrorDialog(ModalScreen[None]):
-    """A failure the technician must see (a worker failed, a file could not be written)."""
+class MessageDialog(ModalScreen):
+    """A title, a message and a row of buttons (BUTTONS: label, variant, id; the one FOCUSED
+    has the focus)."""
 
-    DEFAULT_CSS = DIALOG_CSS + """
-    ErrorDialog { align: center middle; }
-    ErrorDialog > .dialog { border: thick $error; }
-    """
-    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
+    BUTTONS: tuple[tuple[str, str, str], ...] = ()
+    FOCUSED = ""
+    MESSAGE_CLASSES = ""
 
     def __init__(self, title: str, message: str) -> None:
         super().__init__()
@@ -38,12 +37,26 @@ class ErrorDialog(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="title")
-            yield Static(self.message, classes="error-text", markup=False)
+            yield Static(self.message, classes=self.MESSAGE_CLASSES, markup=False)
             with Horizontal(classes="buttons"):
-                yield Button("Close", variant="error", id="close")
+                for label, variant, button_id in self.BUTTONS:
+                    yield Button(label, variant=variant, id=button_id)
 
     def on_mount(self) -> None:
-        self.query_one(Button).focus()
+        self.query_one(f"#{self.FOCUSED}", Button).focus()
+
+
+class ErrorDialog(MessageDialog):
+    """A failure the technician must see (a worker failed, a file could not be written)."""
+
+    DEFAULT_CSS = DIALOG_CSS + """
+    ErrorDialog { align: center middle; }
+    ErrorDialog > .dialog { border: thick $error; }
+    """
+    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
+    BUTTONS = (("Close", "error", "close"),)
+    FOCUSED = "close"
+    MESSAGE_CLASSES = "error-text"
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(None)
@@ -106,29 +119,15 @@ class InputDialog(SubmitOrCancel, ModalScreen[str | None]):
 
 
 
-class ConfirmDialog(ModalScreen[bool]):
+class ConfirmDialog(MessageDialog):
     """Yes/no for a consequential action."""
 
     DEFAULT_CSS = DIALOG_CSS + """
     ConfirmDialog { align: center middle; }
     """
     BINDINGS = [Binding("escape,n", "no", "No"), Binding("y", "yes", "Yes")]
-
-    def __init__(self, title: str, message: str) -> None:
-        super().__init__()
-        self.title_text = title
-        self.message = message
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="title")
-            yield Static(self.message, markup=False)
-            with Horizontal(classes="buttons"):
-                yield Button("Yes", variant="warning", id="yes")
-                yield Button("No", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
+    BUTTONS = (("Yes", "warning", "yes"), ("No", "default", "no"))
+    FOCUSED = "no"
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")

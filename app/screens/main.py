@@ -1,15 +1,16 @@
 """The main screen: header, VG tree, disk map, extent editor, hex view, jobs, footer.
 
-Widgets send intents (GenerationChosen, VdiChosen, EditRequested, CursorMoved, JumpToLV); this
-screen decides, changes the session/case, and starts background jobs (app.screens.jobs: thread
-workers around core functions, Esc cancels the newest). The hex pane's actions live in
+Widgets send intents, one message each (GenerationChosen, VdiChosen, the editor's MoveExtent,
+SwapExtents, SetPe, ..., CursorMoved, JumpToLV); this screen decides, changes the session/case,
+and starts background jobs (app.screens.jobs: thread workers around core functions, each with its
+own outcome callbacks; Esc cancels the newest). The hex pane's actions live in
 app.screens.hexpane.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from rich.text import Text
 from textual import on
@@ -22,7 +23,7 @@ from textual.widgets import Footer, Static
 
 from app.screens.dialogs import InputDialog
 from app.screens.hexpane import HexPaneMixin, _virtual_locate
-from app.screens.jobs import JobsMixin
+from app.screens.jobs import JobFailure, JobsMixin
 from app.screens.session import EngineMissing, Session, vdi_key
 from core.errors import SrsalvageError
 from core.lvm.space import pes_space
@@ -138,7 +139,11 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             self.notify("the analysis is already running")
             return
         self.tree.show_message("analysing the image…")
-        self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done)
+        self._start_analysis()
+
+    def _start_analysis(self) -> None:
+        self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done,
+                       on_cancelled=self._analysis_cancelled, on_failed=self._analysis_failed)
 
     def _after_first_paint(self) -> None:
         if not self.is_attached or self.app.return_code is not None:
@@ -149,7 +154,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             return
         # a footer mounted late learns the bindings at the next bindings update: ask for one
         self.call_after_refresh(self.refresh_bindings)
-        self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done)
+        self._start_analysis()
 
     def on_resize(self) -> None:
         self._layout_classes()
@@ -194,26 +199,27 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         self.query_one("#status", Static).update(text)
 
     # -- jobs that ended without a result ---------------------------------------------------------
-    def job_ended(self, kind: str, outcome: str, message: str) -> None:
-        """Say where the result would have appeared (JobsMixin hook)."""
-        if kind == "analyse":
-            if outcome == "cancelled" and not self.analysed:
-                self.tree.show_message("analysis cancelled — F5 runs it again")
-                self.set_status("analysis cancelled — F5 runs it again; S scans the image")
-            elif outcome == "missing":
-                self.session.analysis_error = message
-                self.tree.show_message(message.split(" (")[0])
-                self.editor.clear_vdi(message)
-            elif outcome == "failed":
-                self.session.analysis_error = message
-                self.tree.show_message(f"analysis failed: {message}")
-                self.editor.clear_vdi("no LVM analysis — see the error; S scans the image")
-        elif kind == "check":
-            what = {"cancelled": "check cancelled", "missing": message}.get(
-                outcome, f"check not run: {message}")
-            self.editor.set_check(CheckState(False, None, what))
-        if outcome == "missing":
-            self.set_status(Text(message, style="yellow"))
+    def say_failed(self, label: str, failure: JobFailure) -> None:
+        """A missing engine module is said in the status line as well (JobsMixin)."""
+        if failure.missing:
+            self.set_status(Text(failure.message, style="yellow"))
+        super().say_failed(label, failure)
+
+    def _analysis_cancelled(self) -> None:
+        if not self.analysed:
+            self.tree.show_message("analysis cancelled — F5 runs it again")
+            self.set_status("analysis cancelled — F5 runs it again; S scans the image")
+
+    def _analysis_failed(self, failure: JobFailure) -> None:
+        """Said where the VG tree and the editor would have been."""
+        message = failure.message
+        self.session.analysis_error = message
+        if failure.missing:
+            self.tree.show_message(message.split(" (")[0])
+            self.editor.clear_vdi(message)
+        else:
+            self.tree.show_message(f"analysis failed: {message}")
+            self.editor.clear_vdi("no LVM analysis — see the error; S scans the image")
 
     # -- analysis -------------------------------------------------------------------------------
     def _analysis_done(self, report: Any) -> None:
@@ -370,59 +376,40 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             if s.sel.lv is not None and vdi_key(s.sel.lv) == key and s.pes(s.sel.lv) == pes:
                 self.editor.set_check(state)
 
-        self.start_job("check", f"checking {lv.name[:20]}", work, done, exclusive=True)
+        def failed(failure: JobFailure) -> None:
+            what = failure.message if failure.missing else f"check not run: {failure.message}"
+            self.editor.set_check(CheckState(False, None, what))
+
+        self.start_job("check", f"checking {lv.name[:20]}", work, done, exclusive=True,
+                       on_cancelled=lambda: self.editor.set_check(
+                           CheckState(False, None, "check cancelled")),
+                       on_failed=failed)
 
     # -- editor intents -------------------------------------------------------------------------
-    @on(ExtentEditor.EditRequested)
-    def _on_edit(self, event: ExtentEditor.EditRequested) -> None:
+    def _editing(self, event: ExtentEditor.Edit) -> bool:
+        """The intent is for the VDI still selected (an intent queued before another VDI was
+        chosen is dropped)."""
+        lv = self.session.sel.lv
+        return lv is not None and vdi_key(lv) == event.key
+
+    def _case_map(self) -> bool:
+        """The case keeps the selected VDI's map from now on (before any edit of it); False,
+        and said, when it cannot."""
         s = self.session
-        lv, gen = s.sel.lv, s.sel.gen
-        if lv is None or vdi_key(lv) != event.key:
-            return
-        case = s.case
-        op = event.op
         try:
-            if op in ("undo", "redo"):
-                patch = case.undo() if op == "undo" else case.redo()
-                if patch is None:
-                    self.notify(f"nothing to {op}")
-                    return
-                target = s.find_lv(gen, patch.vdi)
-                if target is not None and target is not lv:
-                    s.sel.lv = lv = target
-                self.after_edit(patch.start)
-                self.notify(f"{op}: {patch.action} {patch.detail}")
-                return
-            s.ensure_case_map(lv, gen)
-            key = event.key
-            if op == "move":
-                patch = case.move(key, event.le, event.other or 0)
-                cursor = event.le + (event.other or 0)
-            elif op == "swap":
-                patch = case.swap(key, event.le, event.other)  # type: ignore[arg-type]
-                cursor = event.other
-            elif op == "insert_gap":
-                patch = case.insert_gap(key, event.le)
-                cursor = event.le
-            elif op == "delete":
-                patch = case.delete(key, event.le)
-                cursor = event.le
-            elif op == "accept":
-                sugg = s.suggestions.get(key)
-                if not sugg:
-                    self.notify("no engine suggestion for this VDI — press R to rebuild maps",
-                                severity="warning")
-                    return
-                patch = case.accept(key, sugg, le=event.le)
-                cursor = event.le
-            elif op == "accept_all":
-                self.ask_accept_all(key)
-                return
-            elif op == "set_pe":
-                self.ask_set_pe(key, event.le)
-                return
-            else:
-                return
+            s.ensure_case_map(s.sel.lv, s.sel.gen)
+        except SrsalvageError as exc:
+            self.show_error("Edit refused", str(exc))
+            return False
+        return True
+
+    def _apply_edit(self, event: ExtentEditor.Edit, edit: Callable[[Any], Any],
+                    cursor: int) -> None:
+        """edit(case) -> patch or None, on the selected VDI's map; the cursor then on `cursor`."""
+        if not self._editing(event) or not self._case_map():
+            return
+        try:
+            patch = edit(self.session.case)
         except SrsalvageError as exc:
             self.show_error("Edit refused", str(exc))
             return
@@ -430,6 +417,66 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             self.notify("no change")
             return
         self.after_edit(cursor)
+
+    @on(ExtentEditor.MoveExtent)
+    def _on_move(self, event: ExtentEditor.MoveExtent) -> None:
+        self._apply_edit(event, lambda case: case.move(event.key, event.le, event.by),
+                         event.le + event.by)
+
+    @on(ExtentEditor.SwapExtents)
+    def _on_swap(self, event: ExtentEditor.SwapExtents) -> None:
+        self._apply_edit(event, lambda case: case.swap(event.key, event.le, event.with_le),
+                         event.with_le)
+
+    @on(ExtentEditor.InsertGap)
+    def _on_insert_gap(self, event: ExtentEditor.InsertGap) -> None:
+        self._apply_edit(event, lambda case: case.insert_gap(event.key, event.le), event.le)
+
+    @on(ExtentEditor.DeleteExtent)
+    def _on_delete(self, event: ExtentEditor.DeleteExtent) -> None:
+        self._apply_edit(event, lambda case: case.delete(event.key, event.le), event.le)
+
+    @on(ExtentEditor.AcceptSuggestion)
+    def _on_accept(self, event: ExtentEditor.AcceptSuggestion) -> None:
+        sugg = self.session.suggestions.get(event.key)
+        if sugg:
+            self._apply_edit(event, lambda case: case.accept(event.key, sugg, le=event.le),
+                             event.le)
+        elif self._editing(event) and self._case_map():
+            self.notify("no engine suggestion for this VDI — press R to rebuild maps",
+                        severity="warning")
+
+    @on(ExtentEditor.AcceptAll)
+    def _on_accept_all(self, event: ExtentEditor.AcceptAll) -> None:
+        if self._editing(event) and self._case_map():
+            self.ask_accept_all(event.key)
+
+    @on(ExtentEditor.SetPe)
+    def _on_set_pe(self, event: ExtentEditor.SetPe) -> None:
+        if self._editing(event) and self._case_map():
+            self.ask_set_pe(event.key, event.le)
+
+    @on(ExtentEditor.Undo)
+    @on(ExtentEditor.Redo)
+    def _on_history(self, event: ExtentEditor.Undo | ExtentEditor.Redo) -> None:
+        """Undo / redo in the case; the VDI the patch was on is selected for it."""
+        if not self._editing(event):
+            return
+        s = self.session
+        undo = isinstance(event, ExtentEditor.Undo)
+        word = "undo" if undo else "redo"
+        try:
+            patch = s.case.undo() if undo else s.case.redo()
+            if patch is None:
+                self.notify(f"nothing to {word}")
+                return
+            target = s.find_lv(s.sel.gen, patch.vdi)
+            if target is not None and target is not s.sel.lv:
+                s.sel.lv = target
+            self.after_edit(patch.start)
+            self.notify(f"{word}: {patch.action} {patch.detail}")
+        except SrsalvageError as exc:
+            self.show_error("Edit refused", str(exc))
 
     def after_edit(self, cursor: int | None = None) -> None:
         self.show_editor(cursor)

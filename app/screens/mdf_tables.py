@@ -2,7 +2,8 @@
 one row per user table - schema.name, rows read, rows lost with missing / failing pages, rows
 with values left empty, columns - and, under it, the first rows of the highlighted table.
 
-The files are read by core.mssql.database.mdf_tables in a thread worker (Esc cancels it), which
+The files are read by core.mssql.database.mdf_tables as a job on the workstation's runner
+(app.screens.jobs: a thread worker; Esc cancels it), which
 also writes one CSV per table into the given directory; the preview rows come from those CSV
 files, so what is shown is what was written.
 """
@@ -16,9 +17,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
-from textual.worker import Worker, WorkerState
 
-from app.screens.jobs import run_in_worker
+from app.screens.jobs import JobsMixin
 
 PREVIEW_ROWS = 200
 
@@ -38,7 +38,7 @@ def verification_line(result: Any) -> str:
     return "; ".join(parts) or "no data files"
 
 
-class TablesScreen(Screen):
+class TablesScreen(JobsMixin, Screen):
     """User tables of the given data files, with a preview of the highlighted one."""
 
     DEFAULT_CSS = """
@@ -48,6 +48,7 @@ class TablesScreen(Screen):
     TablesScreen #tables-rows { height: 1fr; }
     TablesScreen #tables-status { height: 2; padding: 0 1; }
     """
+    JOB_OUTCOMES_SAID = False   # the status line says how a job ended (its callbacks)
     BINDINGS = [Binding("escape", "cancel_or_back", "Cancel / back")]
 
     def __init__(self, paths: list[str], csv_dir: str) -> None:
@@ -56,7 +57,7 @@ class TablesScreen(Screen):
         self.csv_dir = csv_dir
         self.result: Any = None
         self.reports: list[tuple[Any, Any]] = []      # (database report, table report) per row
-        self.job: Worker | None = None
+        self.init_jobs()
         self.error: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -73,29 +74,24 @@ class TablesScreen(Screen):
         self.query_one("#tables-list", DataTable).focus()
         from core.mssql.database import mdf_tables
         paths, out = self.paths, self.csv_dir
-        app = self.app
+        self.start_job("tables", "reading the tables",
+                       lambda cancel, progress: mdf_tables(paths, out, cancel, progress),
+                       self._finished, on_cancelled=lambda: self._not_read("cancelled"),
+                       on_failed=lambda failure: self._not_read(failure.message))
 
-        def body() -> None:
-            outcome, value = run_in_worker(
-                lambda cancel, progress: mdf_tables(paths, out, cancel, progress),
-                lambda update: None)
-            app.call_from_thread(self._finished, outcome, value)
-
-        self.job = self.run_worker(body, name="tables", group="tables", thread=True,
-                                   exit_on_error=False)
+    def job_display(self) -> "_NoDisplay":
+        return _NoDisplay()
 
     @property
     def busy(self) -> bool:
-        return self.job is not None and self.job.state in (WorkerState.PENDING,
-                                                            WorkerState.RUNNING)
+        return self.running("tables")
 
-    def _finished(self, outcome: str, value: Any) -> None:
+    def _not_read(self, why: str) -> None:
+        self.error = why
+        self.query_one("#tables-status", Static).update(f"reading the tables: {why}")
+
+    def _finished(self, value: Any) -> None:
         status = self.query_one("#tables-status", Static)
-        if outcome != "done":
-            self.error = outcome if outcome == "cancelled" else str(
-                value if outcome == "missing" else value[0])
-            status.update(f"reading the tables: {self.error}")
-            return
         self.result = value
         table = self.query_one("#tables-list", DataTable)
         for d in value.databases:
@@ -138,10 +134,24 @@ class TablesScreen(Screen):
 
     def action_cancel_or_back(self) -> None:
         if self.busy:
-            assert self.job is not None
-            self.job.cancel()
+            self.cancel_all_jobs()
         else:
             self.app.pop_screen()
+
+
+class _NoDisplay:
+    """The tables are read without a progress bar: the status line says "reading the catalog…"
+    until they are there (JobDisplay)."""
+
+    def add_job(self, job_id: str, label: str, byte_unit: bool = True) -> None:
+        pass
+
+    def update_job(self, job_id: str, done: int, total: int, rate: float, eta: float | None,
+                   label: str | None = None) -> None:
+        pass
+
+    def remove_job(self, job_id: str) -> None:
+        pass
 
 
 __all__ = ["TablesScreen", "verification_line"]
