@@ -363,3 +363,41 @@ def test_damaged_index_fields_are_refused_or_harmless(tmp_path, small_meta, garb
         EvidenceIndex.load(str(path))
     except IndexUnusable as exc:
         assert "\n" not in str(exc)
+
+
+def test_scan_range_and_kinds_answered_by_the_index_as_by_a_fresh_scan(tmp_path, demo_images):
+    img = tmp_path / "sr.img"
+    copy(demo_images[1], img)
+    rc, _, _ = cli("scan", str(img), "--range", "0:64M", "--json")
+    assert rc == 0 and not os.path.exists(index_path(str(img)))    # a range makes none
+    rc, _, _ = cli("lvm", str(img), "--json")
+    assert os.path.exists(index_path(str(img)))
+    for extra in (["--range", "1M:300M"], ["--kinds", "vhd-footer,lvm-label"],
+                  ["--kinds", "lvm-metadata", "--range", "0:40M"], ["--kinds", "rar4"]):
+        rc, a, _ = cli("scan", str(img), "--json", *extra)
+        rc2, b, _ = cli("scan", str(img), "--json", "--no-index", *extra)
+        da, db = json.loads(a), json.loads(b)
+        da.pop("seconds"), db.pop("seconds")
+        assert rc == rc2 == 0 and da == db, extra
+    rc, _, err = cli("scan", str(img), "--json", "--kinds", "no-such-kind")
+    assert rc == 2 and "no-such-kind" in err
+
+
+def test_the_pass_reports_bytes_and_time_left_and_stops_on_cancel(tmp_path, demo_images):
+    import threading
+    from core.errors import Cancelled
+    updates = []
+    with open_image(str(demo_images[0])) as ev:
+        EvidenceIndex.build(ev, progress=updates.append, window=1 * MiB)
+        total = sum(b - a for a, b in ev.data_ranges(0, ev.size))
+    assert updates[-1].done == updates[-1].total == total
+    assert any(u.eta is not None for u in updates)
+    cancel = threading.Event()
+    path = tmp_path / "i.npz"
+
+    def stop(update):
+        if update.done > 0:
+            cancel.set()
+    with open_image(str(demo_images[0])) as ev, pytest.raises(Cancelled):
+        EvidenceIndex.load_or_build(ev, str(path), cancel, stop)
+    assert not os.path.exists(path) and not os.path.exists(str(path) + ".part")
