@@ -114,6 +114,31 @@ def test_demo_results_identical_with_and_without_index(tmp_path, demo_images):
     assert json.loads(docs["carve-rar"])["archives"]
 
 
+def test_check_and_export_take_the_lvm_analysis_from_the_index(tmp_path, demo_images):
+    # the commands that find one VDI first (check, export, carve --vdi) take the LVM analysis
+    # from the index: the same answers, and after the triage only the VDI is read
+    img = tmp_path / "sr.img"
+    copy(demo_images[1], img)
+    rc, out, _ = cli("reconstruct", str(img), "--json")           # makes the index
+    key = next(v["lv"] for v in json.loads(out)["vdis"]
+               if v["lv"] and v["kind"] == "vhd" and v["status"] == "live")
+    size = img.stat().st_size
+    outs = {}
+    for extra in ([], ["--no-index"]):
+        tag = "b" if extra else "a"
+        before = rchar()
+        rc, chk, err = cli("check", str(img), "--vdi", key, "--json", *extra)
+        rc2, exp, err2 = cli("export", str(img), "--vdi", key, "--format", "raw", "-o",
+                             str(tmp_path / f"{tag}.raw"), "--json", "--no-case", *extra)
+        read = rchar() - before
+        assert rc in (0, 1) and rc2 == 0, err + err2
+        doc = json.loads(exp)
+        assert doc.pop("path").endswith(f"{tag}.raw") and doc["sha256"]
+        outs[tag] = (chk, doc, read)
+    assert outs["a"][:2] == outs["b"][:2]
+    assert outs["a"][2] < outs["b"][2] - 0.3 * size
+
+
 def test_real_lvm2_results_identical_with_and_without_index(tmp_path):
     from test_reconstruct_lvm import build_sr
     for wipe in (False, True):
