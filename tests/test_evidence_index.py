@@ -461,3 +461,15 @@ def test_peak_memory_of_a_2_tib_image_stays_bounded(tmp_path, demo_images):
     for argv in (["lvm", str(big), "--json"], ["reconstruct", str(big), "--json", "--no-case"]):
         peak = _peak_rss_mib(*argv)
         assert peak < 300, (argv[0], peak)
+
+
+def test_an_index_made_by_other_code_is_rebuilt(tmp_path, demo_images, monkeypatch):
+    import core.evidence_index as ei
+    img = tmp_path / "sr.img"
+    copy(demo_images[1], img)
+    with open_image(str(img)) as ev:
+        EvidenceIndex.load_or_build(ev, index_path(str(img)))
+        assert EvidenceIndex.find(ev, index_path(str(img)))[0] is not None
+        monkeypatch.setattr(ei, "code_key", lambda: "0" * 64)     # a scan kind changed
+        found, why, replaceable = EvidenceIndex.find(ev, index_path(str(img)))
+        assert found is None and "another version" in why and replaceable
