@@ -11,6 +11,8 @@ from typing import Any
 
 from app.commands._caselog import add_case_options, record
 from app.commands._common import StderrProgress, add_pv_offset, info, print_json, print_text, warn
+from app.commands._common import add_index_option, evidence_index
+from core.errors import SrsalvageError
 from core.spaces import compact_ranges
 
 ORDER = 80
@@ -36,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="with --vdi: LVM metadata backup file(s) to consider")
         add_pv_offset(p)
         add_case_options(p)
+        add_index_option(p)
         p.set_defaults(func=func)
     rar.add_argument("--extract", metavar="DIR2",
                      help="also unpack every archive into DIR2/at-<offset>/ with libarchive: "
@@ -50,7 +53,8 @@ def _check_output_dir(out_dir: str, source: str) -> None:
     check_output_dir(out_dir, [source])   # by identity: same inode, loop backing file, /proc ...
 
 
-def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile: str | None = None):
+def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile: str | None = None,
+               index_args: argparse.Namespace | None = None):
     """(evidence, space to carve): the evidence itself, or with `vdi` the virtual disk of that
     VDI (resolved by core.vdi: LV name, VDI uuid or VHD unique id, newest generation holding
     it; a differencing VDI is read through its parents), or the LV itself for a raw VDI."""
@@ -60,7 +64,12 @@ def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile:
         return ev, ev
     try:
         from core.vdi import resolve_vdi
-        resolved = resolve_vdi(ev, vdi, warn=warn, backups=backups, pv_offsets=pv_offsets)
+        report = None
+        if index_args is not None:      # the LVM analysis from the evidence index's one pass
+            from app.commands._common import indexed_lvm_report
+            report = indexed_lvm_report(index_args, ev, source)
+        resolved = resolve_vdi(ev, vdi, warn=warn, backups=backups, pv_offsets=pv_offsets,
+                               report=report)
         vol = resolved.volume
         if vol.kind != "vhd":
             return ev, vol.space
@@ -73,15 +82,22 @@ def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile:
         raise
 
 
-def _run_carver(args: argparse.Namespace, carve) -> tuple[Any, list[list[int]]]:
+def _run_carver(args: argparse.Namespace, carve, from_index=None) -> tuple[Any, list[list[int]]]:
     """Open SOURCE (or --vdi's virtual disk), run `carve` into -o with a stderr progress bar;
-    returns its result and the unreadable ranges met on the way."""
+    returns its result and the unreadable ranges met on the way. Carving the whole source,
+    `from_index(index)` gives carve's keyword arguments from the evidence index (what its
+    search would find), so the source is not read whole again."""
     _check_output_dir(args.output, args.source)
     ev, space = open_space(args.source, args.vdi, getattr(args, "backup", ()),
-                           getattr(args, "pv_offset", ()), args.mapfile)
+                           getattr(args, "pv_offset", ()), args.mapfile, index_args=args)
     bar = StderrProgress()          # stderr only, and only on a terminal
     try:
-        result = carve(space, args.output, evidence_paths=[args.source], progress=bar)
+        extra = {}
+        if from_index is not None and space is ev:
+            idx = evidence_index(args, ev, args.source, bar)
+            if idx is not None:
+                extra = from_index(idx)
+        result = carve(space, args.output, evidence_paths=[args.source], progress=bar, **extra)
     finally:
         bar.close()
         ev.close()
@@ -91,7 +107,7 @@ def _run_carver(args: argparse.Namespace, carve) -> tuple[Any, list[list[int]]]:
 def run_mdf(args: argparse.Namespace) -> int:
     from core.carve.mssql import carve_mdf
     from core.mssql.database import table_summaries
-    result, unreadable = _run_carver(args, carve_mdf)
+    result, unreadable = _run_carver(args, carve_mdf, lambda idx: {"copies": idx.page_records()})
     doc: dict[str, Any] = result.to_json()
     # each carved file with its database's tables (core.mssql, as `mdf-tables` reads them)
     tables = table_summaries([f.path for f in result.files])
@@ -147,7 +163,8 @@ def run_rar(args: argparse.Namespace) -> int:
         _check_output_dir(args.extract, args.source)
         from core.carve.rar_extract import require_libarchive
         require_libarchive()    # a missing library is said before the carve, not after it
-    result, unreadable = _run_carver(args, carve_rar)
+    result, unreadable = _run_carver(args, carve_rar,
+                                     lambda idx: {"signatures": idx.rar_signatures()})
     extracted = {}
     if args.extract:
         from core.carve.rar_extract import extract_archives

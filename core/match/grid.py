@@ -93,7 +93,7 @@ def _mgt_grid_point(reader: SectorReader, residue: int, E: int, first: int) -> i
 
 
 def _grid_from_anchors(ev, reader: SectorReader, extent_bytes: int, ticker: Ticker,
-                       findings: list[Finding], report=None) -> Grid | None:
+                       findings: list[Finding], report=None, index=None) -> Grid | None:
     """No metadata and no label: the extent grid from where VHD heads sit (their offsets modulo
     the extent size), and PE 0 from two pieces of evidence (formats.md pitfall 16): the MGT
     volume's header on that grid (sm's first LV, PE 0), and a PV start (0 or a partition's)
@@ -101,7 +101,9 @@ def _grid_from_anchors(ev, reader: SectorReader, extent_bytes: int, ticker: Tick
     agreeing, PE 0 and the PV start are known; with one, it is used and said; with none, PE 0
     is the first grid point past 1 MiB and the numbering is only relative."""
     E = extent_bytes
-    hits = find_cookie_pairs(reader, 0, ev.size, limit=64, ticker=ticker)
+    hits = index.sectors.cookie_pairs(64) if index is not None else None
+    if hits is None:
+        hits = find_cookie_pairs(reader, 0, ev.size, limit=64, ticker=ticker)
     if not hits:
         return None
     residues: dict[int, int] = {}

@@ -11,6 +11,7 @@ import numpy as np
 
 from core.findings import Finding
 from core.match.assign import FREE, VdiState
+from core.structs.lvhd import LVHD_LATTICE_SLOTS
 from core.match.features import SECTOR, SectorReader, bitmap_likeness
 from core.match.result import VdiMap
 from core.progress import Ticker
@@ -56,9 +57,14 @@ def lvhd_le_of_offset(sector_in_extent: int,
 
 
 def _orphans(reader: SectorReader, feats, owner: np.ndarray, D: int, E: int, N: int,
-             findings: list[Finding], ticker: Ticker) -> list[dict[str, Any]]:
-    """Data-bearing PEs no VDI explains but that look like VHD pieces: named, not guessed."""
+             findings: list[Finding], ticker: Ticker, solver=None) -> list[dict[str, Any]]:
+    """Data-bearing PEs no VDI explains but that look like VHD pieces: named, not guessed.
+    With 4 MiB extents the solver's lattice signatures say which lattice sectors look like
+    bitmaps (read once, shared with the search, or from the evidence index)."""
     idx = np.nonzero((owner == FREE) & feats.has_data)[0]
+    use_sigs = solver is not None and E == LVHD_LATTICE_SLOTS * 8 * SECTOR
+    if use_sigs:
+        solver.ensure_sigs(idx[:ORPHAN_LIMIT])
     out: list[dict[str, Any]] = []
     lattice = np.arange(7, E // SECTOR, 8, dtype=np.int64) * SECTOR   # 4 KiB-aligned data
     for n, pe in enumerate(idx[:ORPHAN_LIMIT]):
@@ -71,9 +77,11 @@ def _orphans(reader: SectorReader, feats, owner: np.ndarray, D: int, E: int, N: 
             item["tdbatmap"] = True
         if feats.head_anchor[pe]:
             item["vhd_head_uuid"] = format_uuid(feats.head_uid[pe].tobytes())
-        secs = reader.gather(D + pe * E + lattice, SECTOR)
-        like = bitmap_likeness(secs)
-        good = np.nonzero(like >= 0.95)[0]
+        if use_sigs:
+            good = np.nonzero(np.unpackbits(solver.sig_good[pe]))[0]
+        else:
+            secs = reader.gather(D + pe * E + lattice, SECTOR)
+            good = np.nonzero(bitmap_likeness(secs) >= 0.95)[0]
         if len(good):
             offs = lattice[good] // SECTOR
             item["bitmap_sectors"] = [int(x) for x in offs[:8]]

@@ -30,6 +30,7 @@ from core.findings import Finding
 from core.lvm.analyse import analyse_disk
 from core.match.anchors import VhdAnchor, parse_anchor, split_dm_name
 from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
+from core.structs.lvhd import LVHD_LATTICE_SLOTS
 from core.match.features import SECTOR, SectorReader, compute_pe_features
 from core.match.fixes import FixError, _apply_fixes  # noqa: F401 (FixError importable here)
 from core.match.grid import Grid, _grid_from_anchors, _grid_from_label
@@ -44,8 +45,9 @@ from core.structs.lvhd import LVHD_EXTENT_BYTES
 MAX_PES = 1 << 24                 # 64 TiB of 4 MiB extents
 
 
-def _analyse(ev, backups, findings: list[Finding], pv_offsets=()):
-    return analyse_disk(ev, backups=list(backups), search_stray=True, pv_offsets=pv_offsets)
+def _analyse(ev, backups, findings: list[Finding], pv_offsets=(), index=None):
+    return analyse_disk(ev, backups=list(backups), search_stray=True, pv_offsets=pv_offsets,
+                        hits=None if index is None else index.disk_hits(text=True))
 
 
 # -- the main entry ----------------------------------------------------------------------------
@@ -53,12 +55,15 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                 cancel: threading.Event | None = None, progress: ProgressFn | None = None, *,
                 report=None, extent_bytes: int | None = None, data_offset: int | None = None,
                 pe_count: int | None = None, use_metadata: bool = True,
-                pv_offsets: Iterable[str] = ()) -> Reconstruction:
-    """Rebuild the extent maps of every VDI on `ev` (an Evidence or any ByteSpace)."""
+                pv_offsets: Iterable[str] = (), index=None) -> Reconstruction:
+    """Rebuild the extent maps of every VDI on `ev` (an Evidence or any ByteSpace).
+    `index`: the evidence index of `ev` (core.evidence_index), whose one pass already holds
+    the disk hits, VHD head cookie pairs, per-PE features and lattice signatures: the whole-disk
+    reads are skipped, the result is the same."""
     findings: list[Finding] = unreadable_findings(ev)  # guard: zeros nobody read are no evidence
     ticker = Ticker(max(1, int(ev.size)), "reconstruct", progress, cancel)
     if report is None and use_metadata:
-        report = _analyse(ev, backups, findings, pv_offsets)
+        report = _analyse(ev, backups, findings, pv_offsets, index)
     vg = None
     ref = None
     if report is not None and use_metadata:
@@ -92,7 +97,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                                     f"reads them from their PV)"))
     else:
         grid = _grid_from_label(ev, report, E) or _grid_from_anchors(ev, reader, E, ticker,
-                                                                      findings, report)
+                                                                      findings, report, index)
     if grid is None:
         return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],
                               findings + [Finding("no-extent-grid", None, "error",
@@ -108,7 +113,13 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         grid.dev_size = ev.size - grid.pv_offset
     N, D = grid.pe_count, grid.data_offset
 
-    feats = compute_pe_features(reader, D, E, N, cancel, progress)
+    feats = None
+    if index is not None:
+        n_pes = max(0, min(N, (reader.size - D) // E)) if 0 <= D <= reader.size - E else 0
+        feats = index.sectors.pe_features(
+            D, E, N, reader.has_data(D + np.arange(n_pes, dtype=np.int64) * E, E))
+    if feats is None:
+        feats = compute_pe_features(reader, D, E, N, cancel, progress)
     owner = np.full(N, FREE, dtype=np.int32)
     states: list[VdiState] = []
     meta_status: dict[int, str] = {}
@@ -210,13 +221,18 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         # what the engine gives other VDIs without the fixes: a fix may not take it from them
         base = reconstruct(ev, backups, None, cancel, None, report=report,
                            extent_bytes=extent_bytes, data_offset=data_offset,
-                           pe_count=pe_count, use_metadata=use_metadata)
+                           pe_count=pe_count, use_metadata=use_metadata, index=index)
         taken = {p.pe: (m.key, le) for m in base.vdis for le, p in m.extents}
     _apply_fixes(fixed or {}, states, owner, N, E, taken)
 
     # -- solve ----------------------------------------------------------------------------------
     solver = Solver(reader, D, E, N, feats, states, owner,
                     Ticker(max(1, N), "matching extents", progress, cancel))
+    sigs = index.sectors.lattice_signatures(D, E, N) \
+        if index is not None and E == LVHD_LATTICE_SLOTS * 8 * SECTOR else None
+    if sigs is not None:           # what ensure_sigs would read, from the index's one pass
+        solver.sig_good, solver.sig_ones = sigs
+        solver.sig_done = np.ones(N, bool)
     solver.solve()
     findings.extend(solver.findings)
 
@@ -235,7 +251,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
     for v, m in zip(states, vdis):
         m.lv_source = "metadata" if v.index in meta_lv else lv_sources.get(v.index)
-    orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker)
+    orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker, solver)
     _suggest_orphans(states, vdis, orphans)
     rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
                          anchors=[s.anchor for s in states if s.anchor is not None], mgt=mgt)
