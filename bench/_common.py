@@ -169,3 +169,63 @@ def bench_image(image: str | None, size: str, prefix: str, sprinkle: Callable[[s
     finally:
         if tmpdir and not keep:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# -- one child process measured: bytes it read, peak RSS, wall time (issue 14) -------------------
+@dataclass
+class ChildRun:
+    argv: list
+    returncode: int
+    wall: float                 # seconds
+    rchar: int                  # /proc/PID/io rchar: bytes the process read by read(2)-like calls
+    max_rss: int                # bytes, ru_maxrss of the child
+    cpu: float                  # user + system seconds of the child
+    stderr: str = ""
+
+
+def run_child(argv: Sequence[str], env: dict | None = None, cwd: str | None = None,
+              timeout: float | None = None) -> ChildRun:
+    """Run argv as a fresh process (stdout discarded) and measure it: wall time, the bytes it
+    read (/proc/PID/io `rchar`, read while the child is a zombie: waitid WNOWAIT, so the
+    counters are final and the pid is not reused), its peak RSS and CPU time (wait4)."""
+    err = tempfile.TemporaryFile()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=err, env=env, cwd=cwd)
+    deadline = None if timeout is None else t0 + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT |
+                             (os.WNOHANG if left is not None else 0))
+        except ChildProcessError:
+            info = None
+        if info is not None:
+            break
+        if left is not None and left <= 0:
+            proc.kill()
+            deadline = None
+            continue
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    rchar = 0
+    try:
+        with open(f"/proc/{proc.pid}/io") as f:
+            for line in f:
+                if line.startswith("rchar:"):
+                    rchar = int(line.split()[1])
+    except OSError:
+        rchar = -1
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err.seek(0)
+    text = err.read().decode("utf-8", "replace")
+    err.close()
+    return ChildRun(list(argv), proc.returncode, wall, rchar, usage.ru_maxrss * 1024,
+                    usage.ru_utime + usage.ru_stime, text)
+
+
+def srsalvage_argv(*args: str) -> list[str]:
+    """The command line of `srsalvage ARGS` with this interpreter (the venv's)."""
+    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())",
+            *args]

@@ -32,6 +32,20 @@ def fmt_eta(seconds: float | None) -> str:
     return f"ETA {s}s"
 
 
+def fmt_bytes_done(done: int, total: int) -> str:
+    """'1.2 GiB/8.0 GiB': how far a byte-counted pass is (issue 14)."""
+    return f"{human(done)}/{human(total)}" if total > 0 else ""
+
+
+def estimate_text(total_bytes: int, seconds: float | None, rate: float) -> str:
+    """What a pass will cost, said before it starts: 'reading 8.0 GiB: about 1m40s at
+    85.0 MiB/s' (core.throughput.PassEstimate's numbers)."""
+    head = f"reading {human(total_bytes)}"
+    if seconds is None or rate <= 0:
+        return head
+    return f"{head}: about {fmt_eta(seconds).removeprefix('ETA ')} at {fmt_rate(rate)}"
+
+
 @dataclass
 class JobView:
     job_id: str
@@ -42,6 +56,7 @@ class JobView:
     eta: float | None = None
     byte_unit: bool = True
     detail: str = ""
+    estimate: str = ""        # said before the pass starts, until progress comes
 
 
 class JobRow(Horizontal):
@@ -70,6 +85,10 @@ class JobRow(Horizontal):
             bar.update(total=job.total, progress=job.done)
         parts = [job.detail[:20], fmt_rate(job.rate) if job.byte_unit else (f"{job.rate:.0f}/s" if job.rate else ""),
                  fmt_eta(job.eta), "Esc cancels"]
+        if job.byte_unit and job.done > 0:
+            parts.insert(1, fmt_bytes_done(job.done, job.total))
+        elif job.estimate:
+            parts.insert(1, job.estimate)
         self.query_one(".job-rate", Label).update("  ".join(p for p in parts if p))
 
 
@@ -99,6 +118,16 @@ class WorkerStatus(Vertical):
         job.done, job.total, job.rate, job.eta = done, total, rate, eta
         if label and label != job.label:
             job.detail = label
+        for row in self.query(JobRow):
+            if row.job is job:
+                row.refresh_job()
+
+    def set_estimate(self, job_id: str, text: str) -> None:
+        """The cost of a long pass, shown on its line before its first progress."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        job.estimate = text
         for row in self.query(JobRow):
             if row.job is job:
                 row.refresh_job()

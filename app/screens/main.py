@@ -9,6 +9,7 @@ app.screens.hexpane.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from rich.text import Text
@@ -79,6 +80,12 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         self.last_needle: bytes | None = None
         self.status_text = ""
         self.analysed = False
+        # the triage: what opening the workstation reads by itself (issue 14)
+        self.analysis_over = False      # the analysis ended (done, failed or cancelled)
+        self.triage_done = False
+        self.triage_started = 0.0
+        self.triage_seconds: float | None = None
+        self.estimate: Any = None       # core.throughput.PassEstimate of the first pass
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -149,7 +156,69 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             return
         # a footer mounted late learns the bindings at the next bindings update: ask for one
         self.call_after_refresh(self.refresh_bindings)
-        self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done)
+        self.start_triage()
+
+    # -- triage: what opening the workstation reads by itself (issue 14) -----------------------
+    # the jobs opening starts without being asked: the LVM analysis, then the VHD chains and,
+    # when no metadata survives, the reconstruction. The triage is done when they all ended.
+    TRIAGE_JOBS = ("analyse", "chain", "reconstruct")
+
+    def start_triage(self) -> None:
+        self.triage_started = time.monotonic()
+        self.start_job("analyse", "analysing LVM", self._analyse_with_estimate,
+                       self._analysis_done)
+
+    def _analyse_with_estimate(self, cancel, progress) -> Any:
+        """The analysis (a whole pass over the evidence), its cost said before it starts: a
+        short timed read at the start of the evidence (core.throughput), shown on the job's
+        line and the status line until the pass reports its own rate."""
+        from textual.worker import get_current_worker
+
+        from core.throughput import estimate_pass
+        est = estimate_pass(self.session.ev)
+        self._from_thread(self._show_estimate, get_current_worker().name, est)
+        return self.session.analyse(cancel, progress)
+
+    def _show_estimate(self, job_id: str, est: Any) -> None:
+        from widgets.worker_status import estimate_text
+        self.estimate = est
+        text = estimate_text(est.bytes_to_read, est.seconds, est.rate)
+        self.query_one(WorkerStatus).set_estimate(job_id, text)
+        if not self.analysis_over:
+            self.set_status(f"analysing the image (partitions, LVM labels, every metadata "
+                            f"generation) — {text}")
+
+    def _end_job(self, job_id: str) -> None:
+        super()._end_job(job_id)
+        # after the job's on_done (which may start the next triage job) has run
+        self.call_later(self._check_triage)
+
+    def _check_triage(self) -> None:
+        if self.triage_done or not self.analysis_over:
+            return
+        if any(self.running(kind) for kind in self.TRIAGE_JOBS):
+            return
+        self.triage_done = True
+        self.triage_seconds = time.monotonic() - self.triage_started
+        if getattr(self.app, "exit_after_triage", False):
+            self.app.exit(self.triage_summary())
+
+    def triage_summary(self) -> dict:
+        """What the triage found, for `srsalvage open --headless` (one JSON document)."""
+        s = self.session
+        est = self.estimate
+        return {
+            "image": s.image_path, "bytes": s.ev.size,
+            "seconds": None if self.triage_seconds is None else round(self.triage_seconds, 3),
+            "analysed": self.analysed, "analysis_error": s.analysis_error,
+            "volume_groups": [{"name": vg.name, "generations": len(vg.generations)}
+                              for vg in s.volume_groups],
+            "vdis_rebuilt": len(s.suggestions),
+            "estimate": None if est is None else {
+                "bytes_to_read": est.bytes_to_read, "probed": est.probed,
+                "rate": round(est.rate), "seconds": est.seconds},
+            "unreadable": [list(r) for r in s.ev.unreadable],
+        }
 
     def on_resize(self) -> None:
         self._layout_classes()
@@ -197,6 +266,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     def job_ended(self, kind: str, outcome: str, message: str) -> None:
         """Say where the result would have appeared (JobsMixin hook)."""
         if kind == "analyse":
+            self.analysis_over = True
             if outcome == "cancelled" and not self.analysed:
                 self.tree.show_message("analysis cancelled — F5 runs it again")
                 self.set_status("analysis cancelled — F5 runs it again; S scans the image")
@@ -218,6 +288,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     # -- analysis -------------------------------------------------------------------------------
     def _analysis_done(self, report: Any) -> None:
         s = self.session
+        self.analysis_over = True
         s.set_report(report)
         self.analysed = True
         if s.case_mismatch:
@@ -227,7 +298,9 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         if unreadable:
             self.notify(f"{len(unreadable)} unreadable ranges on the evidence (read as zeros)",
                         severity="warning")
-        if not s.recognised:
+        # a PV label without any metadata (the metadata area wiped) is recognised too: the
+        # maps are rebuilt from VHD structure below, as the technician would ask (R)
+        if not s.recognised and not getattr(report, "pvs", None):
             self.tree.set_report(report)
             self.editor.clear_vdi("nothing recognised — press S to scan the whole image")
             self.set_status(Text("nothing recognised (no partition table, LVM label or metadata "
