@@ -161,12 +161,55 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     # -- triage: what opening the workstation reads by itself (issue 14) -----------------------
     # the jobs opening starts without being asked: the LVM analysis, then the VHD chains and,
     # when no metadata survives, the reconstruction. The triage is done when they all ended.
-    TRIAGE_JOBS = ("analyse", "chain", "reconstruct")
+    # With the evidence index (core.evidence_index) the triage reads the evidence ONCE: the
+    # index job makes the one pass (or finds the index kept beside the case), and the analysis,
+    # the signature scan for the map and the reconstruction are answered from it.
+    TRIAGE_JOBS = ("index", "analyse", "chain", "reconstruct", "scan")
 
     def start_triage(self) -> None:
         self.triage_started = time.monotonic()
-        self.start_job("analyse", "analysing LVM", self._analyse_with_estimate,
-                       self._analysis_done)
+        if self._indexable():
+            self.start_job("index", "reading the evidence once", self._index_with_estimate,
+                           self._index_done)
+        else:
+            self._start_analysis()
+
+    def _start_analysis(self) -> None:
+        if self.session.index is not None:      # no pass over the disk: no estimate to give
+            self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done)
+        else:
+            self.start_job("analyse", "analysing LVM", self._analyse_with_estimate,
+                           self._analysis_done)
+
+    def _indexable(self) -> bool:
+        try:
+            from core.evidence_index import indexable
+        except ImportError:          # a build without the evidence index
+            return False
+        return bool(indexable(self.session.ev))
+
+    def _index_with_estimate(self, cancel, progress) -> Any:
+        """The index kept beside the case, or the one pass that makes it: before that pass
+        starts, what it will cost (core.throughput) on the job's line and the status line."""
+        from textual.worker import get_current_worker
+
+        from core.throughput import estimate_pass
+        job_id = get_current_worker().name
+
+        def say(text: str) -> None:          # called only when a pass is about to start
+            self._from_thread(self._show_estimate, job_id, estimate_pass(self.session.ev))
+
+        return self.session.load_index(cancel, progress, say=say)
+
+    def _index_done(self, index: Any) -> None:
+        if index is not None and self.session.index_note:
+            self.notify(self.session.index_note, timeout=8)
+        self._start_analysis()
+        if index is not None:              # the signatures for the map: no read of the disk
+            self.start_job("scan", "signatures (from the index)",
+                           lambda cancel, progress: self.session.scan_kinds(None, cancel,
+                                                                            progress),
+                           self._scan_done)
 
     def _analyse_with_estimate(self, cancel, progress) -> Any:
         """The analysis (a whole pass over the evidence), its cost said before it starts: a
@@ -185,8 +228,10 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         text = estimate_text(est.bytes_to_read, est.seconds, est.rate)
         self.query_one(WorkerStatus).set_estimate(job_id, text)
         if not self.analysis_over:
-            self.set_status(f"analysing the image (partitions, LVM labels, every metadata "
-                            f"generation) — {text}")
+            what = ("building the evidence index (one read serves the analysis, the scan, "
+                    "the reconstruction and the carvers)" if self.running("index") else
+                    "analysing the image (partitions, LVM labels, every metadata generation)")
+            self.set_status(f"{what} — {text}")
 
     def _end_job(self, job_id: str) -> None:
         super()._end_job(job_id)
@@ -214,6 +259,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             "volume_groups": [{"name": vg.name, "generations": len(vg.generations)}
                               for vg in s.volume_groups],
             "vdis_rebuilt": len(s.suggestions),
+            "index": s.index_note or None,
+            "signatures": dict(getattr(s.scan_result, "counts", None) or {}),
             "estimate": None if est is None else {
                 "bytes_to_read": est.bytes_to_read, "probed": est.probed,
                 "rate": round(est.rate), "seconds": est.seconds},
@@ -265,6 +312,15 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     # -- jobs that ended without a result ---------------------------------------------------------
     def job_ended(self, kind: str, outcome: str, message: str) -> None:
         """Say where the result would have appeared (JobsMixin hook)."""
+        if kind == "index":
+            if outcome == "cancelled":
+                self.analysis_over = True        # the technician stopped the read: no analysis
+                self.tree.show_message("reading the evidence cancelled — F5 analyses it")
+                self.set_status("reading the evidence cancelled — F5 runs the analysis")
+            else:                                 # an index that cannot be made: read as before
+                self.notify(f"evidence index not made ({message}); reading for each step",
+                            severity="warning")
+                self._start_analysis()
         if kind == "analyse":
             self.analysis_over = True
             if outcome == "cancelled" and not self.analysed:
@@ -820,18 +876,19 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             self.notify("a scan is already running")
             return
 
-        def done(result: Any) -> None:
-            s.scan_result = result
-            self.refresh_map()
-            counts = getattr(result, "counts", None) or {}
-            n = len(getattr(result, "findings", []) or [])
-            detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())[:6])
-            self.notify(f"scan: {n} findings" + (f" ({detail})" if detail else ""))
-            if not s.recognised:
-                self.set_status(Text(f"scan found {n} signatures; no LVM structure recognised",
-                                     style="yellow"))
+        self.start_job("scan", "scanning the image", s.scan, self._scan_done)
 
-        self.start_job("scan", "scanning the image", s.scan, done)
+    def _scan_done(self, result: Any) -> None:
+        s = self.session
+        s.scan_result = result
+        self.refresh_map()
+        counts = getattr(result, "counts", None) or {}
+        n = len(getattr(result, "findings", []) or [])
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())[:6])
+        self.notify(f"scan: {n} findings" + (f" ({detail})" if detail else ""))
+        if s.report is not None and not s.recognised:
+            self.set_status(Text(f"scan found {n} signatures; no LVM structure recognised",
+                                 style="yellow"))
 
     def action_reconstruct(self) -> None:
         s = self.session

@@ -131,6 +131,9 @@ class Session:
         """case_mode: "case" (open or create; CaseMismatch when made on other evidence),
         "new" (a new case, the old one kept aside), "none" (read-only: nothing recorded)."""
         self.ev = evidence or Evidence(image_path)
+        self.case_path_arg = case_path      # where the evidence index is kept follows --case
+        self.index: Any = None              # core.evidence_index.EvidenceIndex once loaded
+        self.index_note = ""                # how it came: kept one used, or built (and why)
         # several images of one SR (core.evidence_set): the case file lives beside the first
         self.evidence_paths: list[str] = list(getattr(self.ev, "paths", [self.ev.path]))
         self.image_path = self.evidence_paths[0]
@@ -158,18 +161,48 @@ class Session:
         self._lock = threading.Lock()
 
     # -- analysis -------------------------------------------------------------------------------
+    def load_index(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None,
+                   say: Any = None) -> Any:
+        """The evidence index (issue 14): the one kept beside the case when it is this
+        evidence's, else built by one sequential pass (and kept there; in memory only without
+        a case). None when this build has no index or the evidence cannot be indexed (an SR
+        over several images): the analysis, scan and reconstruction then read for themselves."""
+        try:
+            from core.evidence_index import EvidenceIndex, index_path, indexable
+        except ImportError:
+            return None
+        if not indexable(self.ev):
+            return None
+        path = None if self.case_mode == "none" else index_path(self.image_path, self.case_path_arg)
+        self.index, self.index_note = EvidenceIndex.load_or_build(self.ev, path, cancel, progress,
+                                                                  say=say)
+        return self.index
+
     def analyse(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
         mod = engine("core.lvm.analyse", "LVM analysis engine")
+        # with the evidence index, the whole-disk pass is already made: no read of the disk
+        hits = {"hits": self.index.disk_hits(text=True)} if self.index is not None else {}
         return mod.analyse_disk(self.ev, backups=self.backups, cancel=cancel, progress=progress,
-                                pv_offsets=self.pv_offsets)
+                                pv_offsets=self.pv_offsets, **hits)
 
     def scan(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
-        mod = engine("core.scan", "scan engine")
         from core.kinds import load_builtin_kinds
 
         # the workstation scans for everything, carving kinds included, so carve hits
         # (SQL Server pages, RAR archives) are marked on the disk map
         kinds = sorted(load_builtin_kinds())
+        return self.scan_kinds(kinds, cancel, progress)
+
+    def scan_kinds(self, kinds: Sequence[str] | None, cancel: threading.Event | None = None,
+                   progress: ProgressFn | None = None) -> Any:
+        """The scan for `kinds` (None: the default ones): from the evidence index when it can
+        answer (it scanned for those kinds), else a pass over the evidence."""
+        mod = engine("core.scan", "scan engine")
+        if self.index is not None:
+            result = self.index.scan_result(kinds, 0, None, self.ev.read, cancel=cancel,
+                                            progress=progress)
+            if result is not None:
+                return result
         return mod.scan(self.ev, kinds=kinds, cancel=cancel, progress=progress)
 
     @property
@@ -342,7 +375,9 @@ class Session:
     def reconstruct(self, cancel: threading.Event | None = None,
                     progress: ProgressFn | None = None) -> dict[str, list[Extent | None]]:
         mod = engine("core.match.reconstruct", "reconstruction engine")
-        result = mod.reconstruct(self.ev, cancel=cancel, progress=progress, report=self.report)
+        index = {"index": self.index} if self.index is not None else {}
+        result = mod.reconstruct(self.ev, cancel=cancel, progress=progress, report=self.report,
+                                 **index)
         from core.unreadable import annotate_reconstruction
         if hasattr(result, "grid"):      # unreadable sectors named on the placements
             annotate_reconstruction(result, list(getattr(self.ev, "unreadable", [])))
