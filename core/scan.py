@@ -367,6 +367,71 @@ def _safe_verify(kind: Kind, data: bytes, offset: int,
         return Verdict(False, len(data), {"error": f"{type(exc).__name__}: {exc}"[:200]})
 
 
+class ScanPass:
+    """The scan's work on consecutive windows: candidates, verification, findings.
+
+    `scan()` feeds it windows of its own; the evidence index (core.evidence_index) feeds it the
+    windows of its one pass over the evidence, shared with the other consumers. `feed` takes a
+    window view at absolute `pos` and looks at structures starting in [lo, own_end); the view
+    must run at least `overlap` bytes past own_end (clipped at the image end) so a structure
+    straddling the edge is seen whole.
+    """
+
+    def __init__(self, kinds: Iterable[str | Kind] | None, read: Callable[[int, int], bytes],
+                 max_findings: int = DEFAULT_MAX_FINDINGS) -> None:
+        self.chosen = resolve_kinds(kinds)
+        self.plan = _plan(self.chosen)
+        self.read = read
+        self.max_findings = max_findings
+        self.findings: list[ScanFinding] = []
+        self.counts: dict[str, int] = {}
+        self.truncated = False
+        self.verifies = 0
+
+    @property
+    def overlap(self) -> int:
+        return self.plan.overlap
+
+    def feed(self, pos: int, view: np.ndarray, lo: int, own_end: int,
+             ticker: Ticker | None = None, done: int = 0) -> None:
+        view = view[: own_end - pos + self.plan.overlap]     # exactly scan()'s own window
+        candidates: list[tuple[int, Kind]] = []
+        for source in (_sector_candidates, _prefilter_candidates, _byte_candidates):
+            for rel, kind in source(self.plan, view, pos):
+                if lo <= pos + rel < own_end:
+                    candidates.append((rel, kind))
+        candidates.sort(key=lambda c: (c[0], c[1].name))
+        for rel, kind in candidates:
+            abs_off = pos + rel
+            if rel + kind.length <= len(view):
+                data = view[rel:rel + kind.length].tobytes()
+            else:
+                data = self.read(abs_off, kind.length)
+            verdict = _safe_verify(kind, data, abs_off, self.read)
+            self.verifies += 1
+            if ticker is not None and self.verifies % 256 == 0:
+                ticker.tick(done + (abs_off - pos))
+            if verdict is None:
+                continue
+            self.counts[kind.name] = self.counts.get(kind.name, 0) + 1
+            if len(self.findings) < self.max_findings:
+                self.findings.append(ScanFinding(kind.name, abs_off, int(verdict.length),
+                                                 bool(verdict.valid), dict(verdict.details)))
+            else:
+                self.truncated = True
+
+
+def finish_findings(findings: list[ScanFinding], read: Callable[[int, int], bytes],
+                    ticker: Ticker | None = None) -> list[ScanFinding]:
+    """Sorted by offset (then kind), then the post-scan hooks (cross-checks between findings)."""
+    findings = sorted(findings, key=lambda f: (f.offset, f.kind))
+    for hook in POST_SCAN_HOOKS:
+        if ticker is not None:
+            ticker.check()
+        findings = hook(findings, read)
+    return findings
+
+
 def scan(
     ev: Evidence,
     kinds: Iterable[str | Kind] | None = None,
@@ -382,71 +447,39 @@ def scan(
     Offsets are absolute; a structure is reported when its start lies in the range.
     """
     t0 = time.monotonic()
-    chosen = resolve_kinds(kinds)
     size = ev.size
     end = size if end is None else min(int(end), size)
     start = min(max(0, int(start)), end)      # a range past the image end scans nothing
     if window <= 0 or window % SECTOR:
         raise ValueError("window must be a positive multiple of 512")
-    plan = _plan(chosen)
+    work = ScanPass(kinds, ev.read, max_findings)
     ticker = Ticker(end - start, "scan", progress, cancel)
-    findings: list[ScanFinding] = []
-    counts: dict[str, int] = {}
-    truncated = False
     done = 0
-    read = ev.read
-    verifies = 0
 
     for rstart, rend in ev.data_ranges(start, end):
         wstart = rstart - rstart % SECTOR           # windows on the absolute 512 grid
-        wins = ev.windows(wstart, min(size, rend + plan.overlap), window=window,
-                          overlap=plan.overlap, skip_holes=False)
+        wins = ev.windows(wstart, min(size, rend + work.overlap), window=window,
+                          overlap=work.overlap, skip_holes=False)
         view = None
         try:
             for pos, view in wins:
                 if pos >= rend:
                     break
                 own_end = min(pos + window, rend)
-                lo = max(pos, rstart)
-                candidates: list[tuple[int, Kind]] = []
-                for source in (_sector_candidates, _prefilter_candidates, _byte_candidates):
-                    for rel, kind in source(plan, view, pos):
-                        if lo <= pos + rel < own_end:
-                            candidates.append((rel, kind))
-                candidates.sort(key=lambda c: (c[0], c[1].name))
-                for rel, kind in candidates:
-                    abs_off = pos + rel
-                    if rel + kind.length <= len(view):
-                        data = view[rel:rel + kind.length].tobytes()
-                    else:
-                        data = read(abs_off, kind.length)
-                    verdict = _safe_verify(kind, data, abs_off, read)
-                    verifies += 1
-                    if verifies % 256 == 0:
-                        ticker.tick(done + (abs_off - pos))
-                    if verdict is None:
-                        continue
-                    counts[kind.name] = counts.get(kind.name, 0) + 1
-                    if len(findings) < max_findings:
-                        findings.append(ScanFinding(kind.name, abs_off, int(verdict.length),
-                                                    bool(verdict.valid), dict(verdict.details)))
-                    else:
-                        truncated = True
+                work.feed(pos, view, max(pos, rstart), own_end, ticker, done)
                 done += own_end - max(pos, rstart)
                 ticker.tick(done)
         finally:
             # no window view outlives the pass (a mapped window would pin the evidence open)
             view = None
             wins.close()
-    findings.sort(key=lambda f: (f.offset, f.kind))
-    for hook in POST_SCAN_HOOKS:
-        ticker.check()
-        findings = hook(findings, read)
+    findings = finish_findings(work.findings, ev.read, ticker)
     ticker.done()
     unreadable = [(a, b) for a, b in ev.unreadable if b > start and a < end]
-    return ScanResult(findings, counts, unreadable, time.monotonic() - t0, (start, end), size,
-                      [k.name for k in chosen], truncated)
+    return ScanResult(findings, work.counts, unreadable, time.monotonic() - t0, (start, end),
+                      size, [k.name for k in work.chosen], work.truncated)
 
 
-__all__ = ["ScanFinding", "ScanResult", "UnknownKindError", "scan", "resolve_kinds",
+__all__ = ["ScanFinding", "ScanResult", "UnknownKindError", "scan", "resolve_kinds", "ScanPass",
+           "finish_findings",
            "available_kinds", "post_scan_hook", "POST_SCAN_HOOKS", "DEFAULT_WINDOW"]

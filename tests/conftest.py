@@ -47,3 +47,10 @@ def fixture_file(tmp_path):
         return out
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _evidence_index_dir(tmp_path_factory, monkeypatch):
+    """Evidence indexes (issue 14) made by the commands under test go to the session's temporary
+    directory, never beside the shared fixtures (tests of the default place unset this)."""
+    monkeypatch.setenv("SRSALVAGE_INDEX_DIR", str(tmp_path_factory.getbasetemp() / "evidence-index"))

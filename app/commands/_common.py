@@ -92,3 +92,36 @@ def open_images(args: argparse.Namespace):
     """The evidence: one image, or every image of the SR as one read-only space."""
     from core.evidence_set import open_images as _open
     return _open(image_paths(args), getattr(args, "mapfile", None))
+
+
+# -- the evidence index (issue 14): one read of the evidence for every command -------------------
+def add_index_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-index", action="store_true",
+                   help="read the evidence afresh: neither use nor make the evidence index "
+                        "(IMAGE.srsalvage-index.npz beside the case)")
+
+
+def evidence_index(args: argparse.Namespace, ev, image: str, progress=None,
+                   build: bool = True):
+    """The evidence index for this command (core.evidence_index), or None: `--no-index`,
+    several images, or (build False) none kept that fits this evidence. Kept beside the case
+    (`--case CASE`); with `--no-case` one is used when it fits but a new one is not kept."""
+    if getattr(args, "no_index", False):
+        return None
+    from core.evidence_index import EvidenceIndex, index_path, indexable
+    if not indexable(ev):
+        return None
+    path = index_path(image, getattr(args, "case", None))
+    tell = info if sys.stderr.isatty() else None
+    if not build:
+        idx, how, _ = EvidenceIndex.find(ev, path)
+        if idx is not None and tell:
+            tell(how)
+        return idx
+    idx, how = EvidenceIndex.load_or_build(ev, path, progress=progress,
+                                           save=not getattr(args, "no_case", False), say=tell)
+    if progress is not None and hasattr(progress, "close"):
+        progress.close()
+    if tell:
+        tell(how)
+    return idx

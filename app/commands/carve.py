@@ -11,6 +11,7 @@ from typing import Any
 
 from app.commands._caselog import add_case_options, record
 from app.commands._common import StderrProgress, add_pv_offset, info, print_json, print_text, warn
+from app.commands._common import add_index_option, evidence_index
 from core.errors import SrsalvageError
 from core.spaces import compact_ranges
 
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="with --vdi: LVM metadata backup file(s) to consider")
         add_pv_offset(p)
         add_case_options(p)
+        add_index_option(p)
         p.set_defaults(func=func)
     rar.add_argument("--extract", metavar="DIR2",
                      help="also unpack every archive into DIR2/at-<offset>/ with libarchive: "
@@ -78,15 +80,22 @@ def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile:
         raise
 
 
-def _run_carver(args: argparse.Namespace, carve) -> tuple[Any, list[list[int]]]:
+def _run_carver(args: argparse.Namespace, carve, from_index=None) -> tuple[Any, list[list[int]]]:
     """Open SOURCE (or --vdi's virtual disk), run `carve` into -o with a stderr progress bar;
-    returns its result and the unreadable ranges met on the way."""
+    returns its result and the unreadable ranges met on the way. Carving the whole source,
+    `from_index(index)` gives carve's keyword arguments from the evidence index (what its
+    search would find), so the source is not read whole again."""
     _check_output_dir(args.output, args.source)
     ev, space = open_space(args.source, args.vdi, getattr(args, "backup", ()),
                            getattr(args, "pv_offset", ()), args.mapfile)
     bar = StderrProgress()          # stderr only, and only on a terminal
     try:
-        result = carve(space, args.output, evidence_paths=[args.source], progress=bar)
+        extra = {}
+        if from_index is not None and space is ev:
+            idx = evidence_index(args, ev, args.source, bar)
+            if idx is not None:
+                extra = from_index(idx)
+        result = carve(space, args.output, evidence_paths=[args.source], progress=bar, **extra)
     finally:
         bar.close()
         ev.close()
@@ -96,7 +105,7 @@ def _run_carver(args: argparse.Namespace, carve) -> tuple[Any, list[list[int]]]:
 def run_mdf(args: argparse.Namespace) -> int:
     from core.carve.mssql import carve_mdf
     from core.mssql.database import table_summaries
-    result, unreadable = _run_carver(args, carve_mdf)
+    result, unreadable = _run_carver(args, carve_mdf, lambda idx: {"copies": idx.page_records()})
     doc: dict[str, Any] = result.to_json()
     # each carved file with its database's tables (core.mssql, as `mdf-tables` reads them)
     tables = table_summaries([f.path for f in result.files])
@@ -152,7 +161,8 @@ def run_rar(args: argparse.Namespace) -> int:
         _check_output_dir(args.extract, args.source)
         from core.carve.rar_extract import require_libarchive
         require_libarchive()    # a missing library is said before the carve, not after it
-    result, unreadable = _run_carver(args, carve_rar)
+    result, unreadable = _run_carver(args, carve_rar,
+                                     lambda idx: {"signatures": idx.rar_signatures()})
     extracted = {}
     if args.extract:
         from core.carve.rar_extract import extract_archives

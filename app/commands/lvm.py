@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from app.commands._common import add_more_images, add_pv_offset
+from app.commands._common import add_index_option, add_more_images, add_pv_offset
 from core.escape import terminal_line
 
 ORDER = 30
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-stray", action="store_true",
                    help="skip the whole-disk search for metadata text outside metadata areas")
     add_pv_offset(p)
+    add_index_option(p)
     p.set_defaults(func=run)
 
 
@@ -117,13 +118,16 @@ def render_text(report, image: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import StderrProgress, image_paths, open_images, print_json, print_text
+    from app.commands._common import evidence_index
     from core.lvm.analyse import analyse_disk
 
     progress = StderrProgress()
     with open_images(args) as ev:
         try:
+            idx = evidence_index(args, ev, args.image, progress)
             report = analyse_disk(ev, backups=args.backup, progress=progress,
-                                  search_stray=not args.no_stray, pv_offsets=args.pv_offset)
+                                  search_stray=not args.no_stray, pv_offsets=args.pv_offset,
+                                  hits=None if idx is None else idx.disk_hits(not args.no_stray))
         finally:
             progress.close()
         layers = unreadable_layers(ev, report)

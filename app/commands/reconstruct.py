@@ -15,7 +15,7 @@ import json
 import re
 import sys
 
-from app.commands._common import add_more_images, add_pv_offset
+from app.commands._common import add_index_option, add_more_images, add_pv_offset
 from core.escape import terminal_line
 from core.spaces import compact_ranges
 
@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     from app.commands._caselog import add_case_options
     add_case_options(p)   # --fix edits are recorded in the case's audit log
+    add_index_option(p)
     p.set_defaults(func=run)
 
 
@@ -145,9 +146,11 @@ def run(args: argparse.Namespace) -> int:
     progress = StderrProgress()
     with open_images(args) as ev:
         try:
+            from app.commands._common import evidence_index
+            idx = evidence_index(args, ev, args.image, progress)
             rec = reconstruct(ev, backups=args.backup, fixed=fixed, progress=progress,
                               extent_bytes=args.extent_size, data_offset=args.data_offset,
-                              pe_count=args.pe_count, pv_offsets=args.pv_offset)
+                              pe_count=args.pe_count, pv_offsets=args.pv_offset, index=idx)
         except FixError as exc:          # bad usage: one line, exit 2
             print(f"srsalvage: {exc}", file=sys.stderr)
             return 2

@@ -10,7 +10,7 @@ import argparse
 import re
 import sys
 
-from app.commands._common import StderrProgress, print_json, warn
+from app.commands._common import StderrProgress, add_index_option, evidence_index, print_json, warn
 
 ORDER = 30
 EXIT_USAGE = 2
@@ -65,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "e.g. vhd-footer,lvm-label or rar4,rar5,mssql-page")
     p.add_argument("--range", metavar="START:END", dest="range",
                    help="only structures starting in [START, END); sizes like 1G, 0x100000, 2048s")
+    add_index_option(p)
     p.set_defaults(func=run)
 
 
@@ -106,7 +107,15 @@ def run(args: argparse.Namespace) -> int:
     bar = StderrProgress()
     try:
         try:
-            result = scan(ev, kinds=kinds, start=start, end=end, progress=bar)
+            # the evidence index answers the default kinds anywhere (and is made for them: the
+            # triage reads the evidence once); a range or other kinds use one that is kept,
+            # else scan what they ask and no more
+            idx = evidence_index(args, ev, args.image, bar,
+                                 build=kinds is None and not args.range)
+            result = None if idx is None else idx.scan_result(kinds, start, end, ev.read,
+                                                              progress=bar)
+            if result is None:
+                result = scan(ev, kinds=kinds, start=start, end=end, progress=bar)
         except UnknownKindError as exc:
             bar.close()
             print(f"srsalvage scan: {exc}", file=sys.stderr)

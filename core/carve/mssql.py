@@ -167,6 +167,40 @@ def _analyse_batch(pages: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 analyse_batch = _analyse_batch
 
 
+PAGE_OVERLAP = PAGE_SIZE - SCAN_ALIGN     # a window runs this far past its own part
+
+
+def page_records_in_window(read: Callable[[int, int], bytes], base: int, view: np.ndarray,
+                           own: int, ticker: Ticker | None = None) -> Iterator[np.ndarray]:
+    """Batches (COPY_DTYPE) of the plausible page copies starting in view[:own] (the view at
+    absolute `base` runs PAGE_OVERLAP further, clipped at the end of the space). One window of
+    find_page_records, also fed by the evidence index's one pass (core.evidence_index)."""
+    view = view[: own + PAGE_OVERLAP]
+    rel = page_prefilter(view, base)
+    rel = rel[rel < own]                        # later hits belong to the next window
+    if rel.size == 0:
+        return
+    whole = rel[rel + PAGE_SIZE <= len(view)]
+    if whole.size:
+        nrows = (len(view) - PAGE_SIZE) // SCAN_ALIGN + 1
+        strided = np.lib.stride_tricks.as_strided(
+            view, shape=(nrows, PAGE_SIZE), strides=(SCAN_ALIGN, 1), writeable=False)
+        for chunk in range(0, whole.size, 2048):    # bounded batch memory (16 MiB)
+            if ticker is not None:
+                ticker.check()
+            sel = whole[chunk: chunk + 2048]
+            pages = np.ascontiguousarray(strided[sel // SCAN_ALIGN])
+            yield _analyse_batch(pages, base + sel)
+    # a page cut off by the end of the space: decoded (its tail reads as zeros) but never
+    # valid
+    for r in rel[rel + PAGE_SIZE > len(view)]:
+        data = read(base + int(r), PAGE_SIZE)
+        page = np.frombuffer(data + bytes(PAGE_SIZE - len(data)), dtype=np.uint8)
+        rec = _analyse_batch(page.reshape(1, PAGE_SIZE), np.array([base + int(r)]))
+        rec["valid"] = False
+        yield rec
+
+
 def find_page_records(space: ByteSpace, start: int = 0, end: int | None = None,
                       cancel: threading.Event | None = None,
                       progress: ProgressFn | None = None,
@@ -175,31 +209,10 @@ def find_page_records(space: ByteSpace, start: int = 0, end: int | None = None,
     order. Candidates come from `page_prefilter`; checksums are computed per batch."""
     end = space.size if end is None else min(end, space.size)
     ticker = Ticker(max(0, end - start), "mssql pages", progress, cancel)
-    overlap = PAGE_SIZE - SCAN_ALIGN
+    overlap = PAGE_OVERLAP
     for base, view, own in space_windows(space, start, end, window=window, overlap=overlap):
         ticker.tick(max(0, base - start))
-        rel = page_prefilter(view, base)
-        rel = rel[rel < own]                        # later hits belong to the next window
-        if rel.size == 0:
-            continue
-        whole = rel[rel + PAGE_SIZE <= len(view)]
-        if whole.size:
-            nrows = (len(view) - PAGE_SIZE) // SCAN_ALIGN + 1
-            strided = np.lib.stride_tricks.as_strided(
-                view, shape=(nrows, PAGE_SIZE), strides=(SCAN_ALIGN, 1), writeable=False)
-            for chunk in range(0, whole.size, 2048):    # bounded batch memory (16 MiB)
-                ticker.check()
-                sel = whole[chunk: chunk + 2048]
-                pages = np.ascontiguousarray(strided[sel // SCAN_ALIGN])
-                yield _analyse_batch(pages, base + sel)
-        # a page cut off by the end of the space: decoded (its tail reads as zeros) but never
-        # valid
-        for r in rel[rel + PAGE_SIZE > len(view)]:
-            data = space.read(base + int(r), PAGE_SIZE)
-            page = np.frombuffer(data + bytes(PAGE_SIZE - len(data)), dtype=np.uint8)
-            rec = _analyse_batch(page.reshape(1, PAGE_SIZE), np.array([base + int(r)]))
-            rec["valid"] = False
-            yield rec
+        yield from page_records_in_window(space.read, base, view, own, ticker)
     ticker.done()
 
 

@@ -479,24 +479,35 @@ RAR5_KIND = register(Kind(
 
 
 # -- carving ------------------------------------------------------------------------------------
+SIG_OVERLAP = 8        # a window runs this far past its own part (the longest signature)
+
+
+def signatures_in_window(base: int, view: np.ndarray, own: int) -> Iterator[tuple[int, int]]:
+    """(offset, version) of the RAR signatures starting in view[:own] (the view at absolute
+    `base`). One window of find_signatures, also fed by the evidence index's one pass."""
+    # libc memmem over the window's own memory (core.bytesearch: ~6 GB/s, twice `re`);
+    # the shared prefix once, the version byte(s) after it on the rare hits. Only starts
+    # below `own` belong to this window: the search stops short of the overlap.
+    view = view[: own + SIG_OVERLAP]
+    prefix_end = min(len(view), own + len(RAR_SIG_PREFIX) - 1)
+    for rel in find_all(view[:prefix_end], RAR_SIG_PREFIX).tolist():
+        tail = bytes(view[rel + 6: rel + 8])
+        if tail[:1] == b"\x00":
+            yield base + rel, 4
+        elif tail == b"\x01\x00" or tail == b"\x01":
+            yield base + rel, 5
+
+
 def find_signatures(space: ByteSpace, start: int = 0, end: int | None = None,
                     cancel: threading.Event | None = None, progress: ProgressFn | None = None,
                     window: int = DEFAULT_WINDOW) -> Iterator[tuple[int, int]]:
     """(offset, version) of every RAR 4 / RAR 5 signature in [start, end), in order."""
     end = space.size if end is None else min(end, space.size)
     ticker = Ticker(max(0, end - start), "rar signatures", progress, cancel)
-    for base, view, own in space_windows(space, start, end, window=window, overlap=8, align=512):
+    for base, view, own in space_windows(space, start, end, window=window, overlap=SIG_OVERLAP,
+                                           align=512):
         ticker.tick(max(0, base - start))
-        # libc memmem over the window's own memory (core.bytesearch: ~6 GB/s, twice `re`);
-        # the shared prefix once, the version byte(s) after it on the rare hits. Only starts
-        # below `own` belong to this window: the search stops short of the overlap.
-        prefix_end = min(len(view), own + len(RAR_SIG_PREFIX) - 1)
-        for rel in find_all(view[:prefix_end], RAR_SIG_PREFIX).tolist():
-            tail = bytes(view[rel + 6: rel + 8])
-            if tail[:1] == b"\x00":
-                yield base + rel, 4
-            elif tail == b"\x01\x00" or tail == b"\x01":
-                yield base + rel, 5
+        yield from signatures_in_window(base, view, own)
     ticker.done()
 
 
@@ -514,15 +525,19 @@ class RarCarveResult:
 def carve_rar(space: ByteSpace, out_dir: str | None, evidence_paths: Iterable[str] = (),
               cancel: threading.Event | None = None, progress: ProgressFn | None = None,
               start: int = 0, end: int | None = None,
-              window: int = DEFAULT_WINDOW) -> RarCarveResult:
-    """Find, walk and (when out_dir is given) write out every RAR archive in the space."""
+              window: int = DEFAULT_WINDOW,
+              signatures: Iterable[tuple[int, int]] | None = None) -> RarCarveResult:
+    """Find, walk and (when out_dir is given) write out every RAR archive in the space.
+    `signatures`: (offset, version) in offset order from an earlier pass over the same space
+    (the evidence index) instead of a search."""
     end = space.size if end is None else min(end, space.size)
     evidence_paths = list(evidence_paths)
     archives: list[RarArchive] = []
     dropped = 0
     # signatures are walked as the scan yields them (one look-ahead: an archive with encrypted
     # headers is carved up to the next signature), so memory does not grow with their number
-    sigs = find_signatures(space, start, end, cancel, progress, window)
+    sigs = iter(signatures) if signatures is not None else \
+        find_signatures(space, start, end, cancel, progress, window)
     current = next(sigs, None)
     container: tuple[int, int] | None = None    # (offset, end) of the last walked archive
     while current is not None:

@@ -123,6 +123,32 @@ def _sector_hits(view: np.ndarray, base: int, limit: int
     return labels, mdas, mgts
 
 
+def window_hits(hits: DiskHits, view: np.ndarray, off: int, nominal: int,
+                text: bool = True, sectors: bool = True) -> None:
+    """Add the labels, mda headers, MGT headers and (text=True) metadata text markers that
+    start in [off, off + nominal) of one window to `hits` (the view may run further: a marker
+    straddling the window's end is read whole). Used by disk_pass and by the evidence index's
+    one pass (core.evidence_index); sectors=False: the text markers only."""
+    labels, mdas, mgts = _sector_hits(view, off, nominal) if sectors else ([], [], [])
+    for out, new in ((hits.labels, labels), (hits.mda_headers, mdas),
+                     (hits.mgt_headers, mgts)):
+        room = MAX_LABELS - len(out)
+        if len(new) > room:
+            hits.truncated = True
+        out += new[: max(0, room)]
+    if text:
+        for name, needle, out in (("seqno", _SEQNO_MARK, hits.seqno_marks),
+                                  ("contents", _CONTENTS_MARK, hits.contents_marks)):
+            # starts below `nominal` (later ones are the next window's), at most one past
+            # the room left, which says the cap was reached; no copy of the window
+            room = MAX_HITS - len(out)
+            found = find_all(view[: nominal + len(needle) - 1], needle, limit=room + 1)
+            if len(found) > room:
+                hits.truncated = True
+            if len(found):
+                out += (found[:room] + off).tolist()
+
+
 def disk_pass(ev, ticker: Ticker, text: bool = True, start: int = 0,
               end: int | None = None) -> DiskHits:
     """Labels, mda headers and (text=True) metadata text markers over [start, end)."""
@@ -130,24 +156,7 @@ def disk_pass(ev, ticker: Ticker, text: bool = True, start: int = 0,
     end = ev.size if end is None else end
     for off, view in ev.windows(start, end, window=WINDOW, overlap=OVERLAP):
         nominal = min(WINDOW, end - off)
-        labels, mdas, mgts = _sector_hits(view, off, nominal)
-        for out, new in ((hits.labels, labels), (hits.mda_headers, mdas),
-                         (hits.mgt_headers, mgts)):
-            room = MAX_LABELS - len(out)
-            if len(new) > room:
-                hits.truncated = True
-            out += new[: max(0, room)]
-        if text:
-            for name, needle, out in (("seqno", _SEQNO_MARK, hits.seqno_marks),
-                                      ("contents", _CONTENTS_MARK, hits.contents_marks)):
-                # starts below `nominal` (later ones are the next window's), at most one past
-                # the room left, which says the cap was reached; no copy of the window
-                room = MAX_HITS - len(out)
-                found = find_all(view[: nominal + len(needle) - 1], needle, limit=room + 1)
-                if len(found) > room:
-                    hits.truncated = True
-                if len(found):
-                    out += (found[:room] + off).tolist()
+        window_hits(hits, view, off, nominal, text)
         ticker.tick(off + nominal - start)
     return hits
 
@@ -456,9 +465,12 @@ def read_backup_files(paths: Iterable[str], findings: list[Finding]) -> list[Fou
 # -- the whole analysis --------------------------------------------------------------------------
 def analyse_disk(ev, backups: Iterable[str] = (), cancel: threading.Event | None = None,
                  progress: ProgressFn | None = None, search_stray: bool = True,
-                 pv_offsets: Iterable[Any] = ()) -> DiskReport:
+                 pv_offsets: Iterable[Any] = (), hits: DiskHits | None = None) -> DiskReport:
     """Partitions, PVs, VGs and every metadata generation on `ev` (a core.source.Evidence).
-    `pv_offsets`: the technician's `--pv-offset` values (strings or core.lvm.anchor.PvOffset)."""
+    `pv_offsets`: the technician's `--pv-offset` values (strings or core.lvm.anchor.PvOffset).
+    `hits`: the disk pass's result when it was already made (the evidence index's one pass,
+    core.evidence_index), made with text markers when search_stray: the whole-disk read is
+    then skipped."""
     from core.lvm.anchor import PvOffset, anchor_volume_groups, claims_across_vgs
     overrides = [o if isinstance(o, PvOffset) else PvOffset.parse(str(o)) for o in pv_offsets]
     findings: list[Finding] = []
@@ -466,7 +478,8 @@ def analyse_disk(ev, backups: Iterable[str] = (), cancel: threading.Event | None
     table = read_partition_table(ev)
     findings += table.findings
     backup_texts = read_backup_files(list(backups), findings)
-    hits = disk_pass(ev, ticker, text=search_stray)
+    if hits is None:
+        hits = disk_pass(ev, ticker, text=search_stray)
     if hits.truncated:
         findings.append(Finding("lvm-too-many-hits", None, "warning",
                                 f"more than {MAX_HITS} metadata text markers or {MAX_LABELS} "

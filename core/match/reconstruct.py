@@ -28,6 +28,7 @@ from core.evidence.layers import unreadable_findings
 from core.findings import Finding
 from core.match.anchors import VhdAnchor, parse_anchor, split_dm_name
 from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
+from core.match.board import LATTICE
 from core.match.features import SECTOR, SectorReader, bitmap_likeness, compute_pe_features, \
     find_cookie_pairs
 from core.match.predict import predict
@@ -207,7 +208,7 @@ def _mgt_grid_point(reader: SectorReader, residue: int, E: int, first: int) -> i
 
 
 def _grid_from_anchors(ev, reader: SectorReader, extent_bytes: int, ticker: Ticker,
-                       findings: list[Finding], report=None) -> Grid | None:
+                       findings: list[Finding], report=None, index=None) -> Grid | None:
     """No metadata and no label: the extent grid from where VHD heads sit (their offsets modulo
     the extent size), and PE 0 from two pieces of evidence (formats.md pitfall 16): the MGT
     volume's header on that grid (sm's first LV, PE 0), and a PV start (0 or a partition's)
@@ -215,7 +216,9 @@ def _grid_from_anchors(ev, reader: SectorReader, extent_bytes: int, ticker: Tick
     agreeing, PE 0 and the PV start are known; with one, it is used and said; with none, PE 0
     is the first grid point past 1 MiB and the numbering is only relative."""
     E = extent_bytes
-    hits = find_cookie_pairs(reader, 0, ev.size, limit=64, ticker=ticker)
+    hits = index.sectors.cookie_pairs(64) if index is not None else None
+    if hits is None:
+        hits = find_cookie_pairs(reader, 0, ev.size, limit=64, ticker=ticker)
     if not hits:
         return None
     residues: dict[int, int] = {}
@@ -266,14 +269,15 @@ def _grid_from_anchors(ev, reader: SectorReader, extent_bytes: int, ticker: Tick
     return grid
 
 
-def _analyse(ev, backups, findings: list[Finding], pv_offsets=()):
+def _analyse(ev, backups, findings: list[Finding], pv_offsets=(), index=None):
     try:
         from core.lvm.analyse import analyse_disk  # engineer "lvm"
     except ModuleNotFoundError:
         findings.append(Finding("lvm-analysis-unavailable", None, "warning",
                                 "core.lvm.analyse is not available; metadata not consulted"))
         return None
-    return analyse_disk(ev, backups=list(backups), search_stray=True, pv_offsets=pv_offsets)
+    return analyse_disk(ev, backups=list(backups), search_stray=True, pv_offsets=pv_offsets,
+                        hits=None if index is None else index.disk_hits(text=True))
 
 
 # -- the main entry ----------------------------------------------------------------------------
@@ -281,12 +285,15 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                 cancel: threading.Event | None = None, progress: ProgressFn | None = None, *,
                 report=None, extent_bytes: int | None = None, data_offset: int | None = None,
                 pe_count: int | None = None, use_metadata: bool = True,
-                pv_offsets: Iterable[str] = ()) -> Reconstruction:
-    """Rebuild the extent maps of every VDI on `ev` (an Evidence or any ByteSpace)."""
+                pv_offsets: Iterable[str] = (), index=None) -> Reconstruction:
+    """Rebuild the extent maps of every VDI on `ev` (an Evidence or any ByteSpace).
+    `index`: the evidence index of `ev` (core.evidence_index), whose one pass already holds
+    the disk hits, VHD head cookie pairs, per-PE features and lattice signatures: the whole-disk
+    reads are skipped, the result is the same."""
     findings: list[Finding] = unreadable_findings(ev)  # guard: zeros nobody read are no evidence
     ticker = Ticker(max(1, int(ev.size)), "reconstruct", progress, cancel)
     if report is None and use_metadata:
-        report = _analyse(ev, backups, findings, pv_offsets)
+        report = _analyse(ev, backups, findings, pv_offsets, index)
     vg = None
     ref = None
     if report is not None and use_metadata:
@@ -320,7 +327,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                                     f"reads them from their PV)"))
     else:
         grid = _grid_from_label(ev, report, E) or _grid_from_anchors(ev, reader, E, ticker,
-                                                                      findings, report)
+                                                                      findings, report, index)
     if grid is None:
         return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],
                               findings + [Finding("no-extent-grid", None, "error",
@@ -336,7 +343,13 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         grid.dev_size = ev.size - grid.pv_offset
     N, D = grid.pe_count, grid.data_offset
 
-    feats = compute_pe_features(reader, D, E, N, cancel, progress)
+    feats = None
+    if index is not None:
+        n_pes = max(0, min(N, (reader.size - D) // E)) if 0 <= D <= reader.size - E else 0
+        feats = index.sectors.pe_features(
+            D, E, N, reader.has_data(D + np.arange(n_pes, dtype=np.int64) * E, E))
+    if feats is None:
+        feats = compute_pe_features(reader, D, E, N, cancel, progress)
     owner = np.full(N, FREE, dtype=np.int32)
     states: list[VdiState] = []
     meta_status: dict[int, str] = {}
@@ -438,13 +451,18 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         # what the engine gives other VDIs without the fixes: a fix may not take it from them
         base = reconstruct(ev, backups, None, cancel, None, report=report,
                            extent_bytes=extent_bytes, data_offset=data_offset,
-                           pe_count=pe_count, use_metadata=use_metadata)
+                           pe_count=pe_count, use_metadata=use_metadata, index=index)
         taken = {p.pe: (m.key, le) for m in base.vdis for le, p in m.extents}
     _apply_fixes(fixed or {}, states, owner, N, E, taken)
 
     # -- solve ----------------------------------------------------------------------------------
     solver = Solver(reader, D, E, N, feats, states, owner,
                     Ticker(max(1, N), "matching extents", progress, cancel))
+    sigs = index.sectors.lattice_signatures(D, E, N) \
+        if index is not None and E == LATTICE * 8 * SECTOR else None
+    if sigs is not None:           # what ensure_sigs would read, from the index's one pass
+        solver.sig_good, solver.sig_ones = sigs
+        solver.sig_done = np.ones(N, bool)
     solver.solve()
     findings.extend(solver.findings)
 
@@ -463,7 +481,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
     for v, m in zip(states, vdis):
         m.lv_source = "metadata" if v.index in meta_lv else lv_sources.get(v.index)
-    orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker)
+    orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker, solver)
     _suggest_orphans(states, vdis, orphans)
     rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
                          anchors=[s.anchor for s in states if s.anchor is not None], mgt=mgt)
@@ -695,11 +713,16 @@ def lvhd_le_of_offset(sector_in_extent: int, extent_sectors: int = 8192) -> int 
 
 
 def _orphans(reader: SectorReader, feats, owner: np.ndarray, D: int, E: int, N: int,
-             findings: list[Finding], ticker: Ticker) -> list[dict[str, Any]]:
-    """Data-bearing PEs no VDI explains but that look like VHD pieces: named, not guessed."""
+             findings: list[Finding], ticker: Ticker, solver=None) -> list[dict[str, Any]]:
+    """Data-bearing PEs no VDI explains but that look like VHD pieces: named, not guessed.
+    With 4 MiB extents the solver's lattice signatures say which lattice sectors look like
+    bitmaps (read once, shared with the search, or from the evidence index)."""
     idx = np.nonzero((owner == FREE) & feats.has_data)[0]
     out: list[dict[str, Any]] = []
     lattice = np.arange(7, E // SECTOR, 8, dtype=np.int64) * SECTOR   # 4 KiB-aligned data
+    use_sigs = solver is not None and E == LATTICE * 8 * SECTOR
+    if use_sigs:
+        solver.ensure_sigs(idx[:ORPHAN_LIMIT])
     for n, pe in enumerate(idx[:ORPHAN_LIMIT]):
         ticker.check()
         pe = int(pe)
@@ -710,9 +733,11 @@ def _orphans(reader: SectorReader, feats, owner: np.ndarray, D: int, E: int, N: 
             item["tdbatmap"] = True
         if feats.head_anchor[pe]:
             item["vhd_head_uuid"] = _fmt_uuid(feats.head_uid[pe].tobytes())
-        secs = reader.gather(D + pe * E + lattice, SECTOR)
-        like = bitmap_likeness(secs)
-        good = np.nonzero(like >= 0.95)[0]
+        if use_sigs:
+            good = np.nonzero(np.unpackbits(solver.sig_good[pe]))[0]
+        else:
+            secs = reader.gather(D + pe * E + lattice, SECTOR)
+            good = np.nonzero(bitmap_likeness(secs) >= 0.95)[0]
         if len(good):
             offs = lattice[good] // SECTOR
             item["bitmap_sectors"] = [int(x) for x in offs[:8]]

@@ -1,0 +1,493 @@
+"""The evidence index: one sequential read of the evidence serves every command.
+
+A technician's evidence is a 1-16 TB disk read at 150-250 MB/s: what matters on site is how
+many times it is read. `lvm`, `scan`, `reconstruct`, `carve-mdf` and `carve-rar` each used to
+read it whole (reconstruct two to four times). The index is made by ONE sequential pass
+(`build`) at large aligned reads (`WINDOW` = 32 MiB, posix_fadvise SEQUENTIAL, the next window
+read by a helper thread while numpy works on the current one), where every consumer sees each
+window once:
+
+* the LVM disk pass (core.lvm.analyse.window_hits: labels, mda headers, MGT headers, metadata
+  text markers in and out of the rings);
+* the signature scan with every default kind (core.scan.ScanPass: partition tables, LVM, VHD
+  footers/headers/batmaps, MGT) -- findings kept before the post-scan hooks, which run when a
+  command asks;
+* SQL Server page records (core.carve.mssql.page_records_in_window) and RAR signatures
+  (core.carve.rar.signatures_in_window) for the carvers;
+* the sector facts extent reconstruction reads (core.evidence_index.sectors: VHD cookies at
+  sector starts, the 4 KiB lattice's bitmap and all-ones bits).
+
+After the pass the commands make only small targeted reads (partition tables, metadata rings,
+a BAT, bitmaps, the pages and archives they write out).
+
+API (the house style: long work takes `cancel` and `progress`):
+
+    idx, how = EvidenceIndex.load_or_build(ev, path, cancel, progress)   # path None: memory only
+    analyse_disk(ev, hits=idx.disk_hits(text=True))
+    idx.scan_result(kinds, start, end, ev.read)      # a ScanResult, or None: scan afresh
+    idx.page_records(), idx.rar_signatures()         # None: the carver searches itself
+    reconstruct(ev, index=idx)                       # cookie pairs, PE features, lattice sigs
+
+**Where it lives**: beside the case, never in the evidence (`index_path`:
+`IMAGE.srsalvage-index.npz` beside the image, or `CASE.index.npz` beside `--case CASE`), written
+as `*.part` then renamed. **Which evidence it belongs to** (`identity`): the evidence's size,
+device and inode, real path and mtime (of every segment of a split or EWF image), and a sha256
+over sampled sectors spread over the whole image (core.case.evidence_identity: the first 64 KiB,
+32 windows of 4 KiB, the last 4 KiB). An index whose identity differs in any of these is stale
+or foreign: it is rebuilt, never trusted. What the identity cannot see: a sector changed outside
+the samples whose writer then restored the file's mtime (or a block device written behind our
+back: its node's mtime does not move) -- `--no-index` reads afresh.
+
+**Memory and size**: bounded by the window and by what is found, not by the image: findings
+(capped), page records (capped), cookie offsets (capped), lattice bits only for 4 MiB chunks
+holding a bitmap-like or all-ones sector (384 bytes per such chunk). A capped part says so and
+the command that needs it reads for itself. Evidence over several images (an SR over several
+PVs) is not indexed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from core.errors import SrsalvageError
+from core.progress import ProgressFn, Ticker
+
+FORMAT = "srsalvage-evidence-index"
+VERSION = 1
+SUFFIX = ".srsalvage-index.npz"
+WINDOW = 32 << 20                # one read; numpy over it in the caches' reach is not needed
+MAX_SCAN_FINDINGS = 200_000      # beyond: `scan` scans afresh (ScanFinding objects are ~0.5 KB)
+MAX_PAGE_RECORDS = 2_000_000     # 43 bytes each; beyond: carve-mdf searches itself
+MAX_RAR_SIGNATURES = 1_000_000
+SECTOR = 512
+
+
+# -- where, and which evidence ---------------------------------------------------------------
+def index_path(image_path: str, case_path: str | None = None) -> str:
+    """Beside the case: `CASE.index.npz` for `--case CASE`, else `IMAGE.srsalvage-index.npz`
+    beside the image (for a block device: in the current directory, as the case). With
+    SRSALVAGE_INDEX_DIR set (evidence on a read-only share, a lab's index store), in that
+    directory under a name made of the evidence's real path."""
+    where = os.environ.get("SRSALVAGE_INDEX_DIR")
+    if where:
+        import hashlib
+        real = os.path.realpath(case_path or image_path)
+        tag = hashlib.sha256(real.encode()).hexdigest()[:16]
+        return os.path.join(os.path.abspath(where),
+                            f"{os.path.basename(real)}-{tag}{SUFFIX}")
+    if case_path:
+        base = case_path[:-5] if case_path.endswith(".json") else case_path
+        return os.path.abspath(base + ".index.npz")
+    from core.case import CASE_SUFFIX, default_case_path
+    return default_case_path(image_path)[: -len(CASE_SUFFIX)] + SUFFIX
+
+
+def _segment_paths(ev) -> list[str]:
+    for attr in ("segments", "paths"):
+        segs = getattr(ev, attr, None)
+        if segs:
+            return [os.fspath(getattr(s, "path", s)) for s in segs]
+    return [ev.path]
+
+
+def identity(ev) -> dict[str, Any]:
+    """What binds an index to its evidence (see the module docstring)."""
+    from core.case import evidence_identity
+    files = []
+    for path in _segment_paths(ev):
+        st = os.stat(path)
+        files.append({"path": os.path.realpath(path), "dev": st.st_dev, "ino": st.st_ino,
+                      "mtime_ns": st.st_mtime_ns, "bytes": st.st_size})
+    doc = evidence_identity(ev)
+    doc["files"] = files
+    doc["format"] = getattr(ev, "format", "raw")
+    return doc
+
+
+def identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """None when the same evidence, else what differs (one line)."""
+    if a.get("bytes") != b.get("bytes"):
+        return f"size {a.get('bytes')} != {b.get('bytes')}"
+    if a.get("scheme") != b.get("scheme") or a.get("sample_sha256") != b.get("sample_sha256"):
+        return "sampled sectors differ (other bytes)"
+    fa, fb = a.get("files") or [], b.get("files") or []
+    if len(fa) != len(fb):
+        return "other segments"
+    for x, y in zip(fa, fb):
+        for key, what in (("path", "path"), ("dev", "device"), ("ino", "inode"),
+                          ("bytes", "file size"), ("mtime_ns", "modification time")):
+            if x.get(key) != y.get(key):
+                return f"{what} of {y.get('path')} changed"
+    if a.get("format") != b.get("format"):
+        return "evidence format differs"
+    return None
+
+
+# -- the pass ----------------------------------------------------------------------------------
+def _prefetched_windows(ev, start: int, end: int, window: int, overlap: int
+                        ) -> Iterator[tuple[int, np.ndarray]]:
+    """(pos, view) over [start, end) like Evidence.windows(skip_holes=False), each view running
+    `overlap` past its window (clipped at end). On a plain image or device the next window is
+    read by a helper thread (os.preadv releases the GIL) while the caller works on this one;
+    a short or failed read, and every other kind of evidence, goes through ev.read, which
+    survives and records I/O errors."""
+    from core.source import _PREAD_RAW
+    fd = getattr(ev, "_fd", -1)
+    fast = (fd is not None and fd >= 0 and not getattr(ev, "guarded", True)
+            and getattr(getattr(ev, "_pread_raw", None), "__func__", None) is _PREAD_RAW)
+    if not fast:
+        yield from ev.windows(start, end, window=window, overlap=overlap, skip_holes=False)
+        return
+    try:
+        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_SEQUENTIAL)
+    except (AttributeError, OSError):
+        pass
+    bufs = [bytearray(window + overlap), bytearray(window + overlap)]
+
+    def read_into(k: int, pos: int) -> tuple[int, int]:
+        n = min(end, pos + window + overlap) - pos
+        try:
+            got = os.preadv(fd, [memoryview(bufs[k])[:n]], pos)
+        except OSError:
+            got = -1
+        return n, got
+
+    positions = list(range(start, end, window))
+    pending: dict[int, Any] = {}
+    result: dict[int, tuple[int, int]] = {}
+
+    def start_read(i: int) -> None:
+        k = i % 2
+
+        def run() -> None:
+            result[i] = read_into(k, positions[i])
+        t = threading.Thread(target=run, name="index-reader", daemon=True)
+        t.start()
+        pending[i] = t
+
+    if positions:
+        start_read(0)
+    for i, pos in enumerate(positions):
+        pending.pop(i).join()
+        n, got = result.pop(i)
+        if i + 1 < len(positions):
+            start_read(i + 1)        # the other buffer: free since the caller moved on
+        view = memoryview(bufs[i % 2])[:n]
+        if got != n:
+            view[:] = ev.read(pos, n)
+        try:
+            yield pos, np.frombuffer(view, dtype=np.uint8)
+        except GeneratorExit:
+            if i + 1 in pending:
+                pending.pop(i + 1).join()
+            raise
+
+
+@dataclass
+class EvidenceIndex:
+    """Everything the commands need from a whole-evidence read (see the module docstring)."""
+
+    identity: dict[str, Any]
+    size: int
+    hits: Any                                 # core.lvm.analyse.DiskHits, sector hits only
+    text_hits: Any                            # DiskHits: metadata text markers only
+    scan_kinds: list[str]
+    scan_findings: list[Any]                  # ScanFinding, before the post-scan hooks
+    scan_counts: dict[str, int]
+    scan_truncated: bool
+    pages: np.ndarray | None                  # COPY_DTYPE records (None: capped)
+    rar: list[tuple[int, int]] | None         # (offset, version) (None: capped)
+    sectors: Any                              # core.evidence_index.sectors.SectorFacts
+    unreadable: list[tuple[int, int]] = field(default_factory=list)
+    timed_out: list[tuple[int, int]] = field(default_factory=list)
+    data_bytes: int = 0                       # bytes the pass read (holes of sparse files not)
+    seconds: float = 0.0
+    created: float = 0.0
+    path: str | None = None                   # where it is kept (None: memory only)
+
+    # -- answers -------------------------------------------------------------------------------
+    def disk_hits(self, text: bool = True):
+        """core.lvm.analyse.disk_pass's result (text: with metadata text markers)."""
+        from core.lvm.analyse import DiskHits
+        h, t = self.hits, self.text_hits
+        return DiskHits(list(h.labels), list(h.mda_headers),
+                        list(t.seqno_marks) if text else [],
+                        list(t.contents_marks) if text else [], list(h.mgt_headers),
+                        h.truncated or (text and t.truncated))
+
+    def scan_result(self, kinds: Iterable[str] | None, start: int, end: int | None,
+                    read: Callable[[int, int], bytes],
+                    max_findings: int | None = None, cancel=None, progress=None):
+        """core.scan.scan's result from the index, or None when it cannot say (a kind it did
+        not scan for, its findings were capped)."""
+        from core.scan import DEFAULT_MAX_FINDINGS, ScanResult, finish_findings, resolve_kinds
+        t0 = time.monotonic()
+        chosen = resolve_kinds(kinds)
+        names = [k.name for k in chosen]
+        if self.scan_truncated or not set(names) <= set(self.scan_kinds):
+            return None
+        end = self.size if end is None else min(int(end), self.size)
+        start = min(max(0, int(start)), end)
+        cap = DEFAULT_MAX_FINDINGS if max_findings is None else max_findings
+        wanted = set(names)
+        sel = [f for f in self.scan_findings if f.kind in wanted and start <= f.offset < end]
+        counts: dict[str, int] = {}
+        for f in sel:
+            counts[f.kind] = counts.get(f.kind, 0) + 1
+        truncated = len(sel) > cap
+        ticker = Ticker(1, "scan", progress, cancel)
+        findings = finish_findings(sel[:cap], read, ticker)
+        ticker.done()
+        unreadable = [(a, b) for a, b in self.unreadable if b > start and a < end]
+        return ScanResult(findings, counts, unreadable, time.monotonic() - t0, (start, end),
+                          self.size, names, truncated)
+
+    def page_records(self) -> np.ndarray | None:
+        return None if self.pages is None else self.pages.copy()
+
+    def rar_signatures(self) -> list[tuple[int, int]] | None:
+        return None if self.rar is None else list(self.rar)
+
+    def apply_unreadable(self, ev) -> None:
+        """The unreadable ranges the pass met, recorded on `ev` (a warm index reads nothing,
+        but the commands still say where the evidence could not be read)."""
+        for a, b in self.unreadable:
+            ev._record_unreadable(a, b)
+        for r in self.timed_out:
+            if r not in ev.timed_out:
+                ev.timed_out.append(r)
+
+    # -- making it ----------------------------------------------------------------------------
+    @classmethod
+    def build(cls, ev, cancel: threading.Event | None = None,
+              progress: ProgressFn | None = None, window: int = WINDOW) -> "EvidenceIndex":
+        """One sequential pass over `ev` (holes of sparse files skipped)."""
+        from core.carve.mssql import PAGE_OVERLAP, page_records_in_window
+        from core.carve.rar import SIG_OVERLAP, signatures_in_window
+        from core.evidence_index.sectors import SectorFacts
+        from core.lvm.analyse import OVERLAP as LVM_OVERLAP, DiskHits, window_hits
+        from core.scan import ScanPass, resolve_kinds
+
+        t0 = time.monotonic()
+        ident = identity(ev)
+        size = int(ev.size)
+        ranges = ev.data_ranges(0, size)
+        total = sum(b - a for a, b in ranges)
+        ticker = Ticker(max(1, total), "index: reading the evidence", progress, cancel)
+        ticker.tick(0, force=True)
+        hits, text_hits = DiskHits(), DiskHits()
+        scan = ScanPass(None, ev.read, MAX_SCAN_FINDINGS)
+        facts = SectorFacts()
+        pages: list[np.ndarray] | None = []
+        n_pages = 0
+        rar: list[tuple[int, int]] | None = []
+        overlap = max(scan.overlap, PAGE_OVERLAP, SIG_OVERLAP, LVM_OVERLAP, facts.overlap)
+        overlap = -(-overlap // SECTOR) * SECTOR
+        done = 0
+        old_cancel = getattr(ev, "cancel", None)
+        ev.cancel = cancel
+        try:
+            for rstart, rend in ranges:
+                wstart = rstart - rstart % SECTOR
+                wins = _prefetched_windows(ev, wstart, min(size, rend + overlap), window, overlap)
+                try:
+                    for pos, view in wins:
+                        if pos >= rend:
+                            break
+                        own_end = min(pos + window, rend)
+                        lo = max(pos, rstart)
+                        own = view[lo - pos:]
+                        window_hits(hits, own, lo, own_end - lo, text=False)
+                        window_hits(text_hits, own, lo, own_end - lo, text=True, sectors=False)
+                        scan.feed(pos, view, lo, own_end, ticker, done)
+                        if pages is not None:
+                            for batch in page_records_in_window(ev.read, lo, own, own_end - lo,
+                                                                ticker):
+                                pages.append(batch)
+                                n_pages += len(batch)
+                            if n_pages > MAX_PAGE_RECORDS:
+                                pages = None
+                        if rar is not None:
+                            rar.extend(signatures_in_window(lo, own, own_end - lo))
+                            if len(rar) > MAX_RAR_SIGNATURES:
+                                rar = None
+                        facts.feed(pos, view, lo, own_end)
+                        done += own_end - lo
+                        ticker.tick(done)
+                        view = own = None
+                finally:
+                    wins.close()
+        finally:
+            ev.cancel = old_cancel
+        facts.finish()
+        page_arr = None
+        if pages is not None:
+            from core.carve.mssql import COPY_DTYPE
+            page_arr = np.concatenate(pages) if pages else np.zeros(0, COPY_DTYPE)
+        ticker.done()
+        return cls(ident, size, hits, text_hits, [k.name for k in resolve_kinds(None)],
+                   scan.findings, dict(scan.counts), scan.truncated, page_arr, rar, facts,
+                   list(ev.unreadable), list(getattr(ev, "timed_out", [])), total,
+                   time.monotonic() - t0, time.time())
+
+    # -- keeping it ------------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        h, t = self.hits, self.text_hits
+        return {
+            "format": FORMAT, "version": VERSION, "identity": self.identity, "size": self.size,
+            "created": self.created, "seconds": round(self.seconds, 3),
+            "data_bytes": self.data_bytes,
+            "hits": {"labels": h.labels, "mda_headers": h.mda_headers,
+                     "mgt_headers": h.mgt_headers, "truncated": h.truncated},
+            "text_hits": {"seqno_marks": t.seqno_marks, "contents_marks": t.contents_marks,
+                          "truncated": t.truncated},
+            "scan": {"kinds": self.scan_kinds, "counts": self.scan_counts,
+                     "truncated": self.scan_truncated,
+                     "findings": [f.to_json() for f in self.scan_findings]},
+            "rar": self.rar, "pages_capped": self.pages is None,
+            "sectors_truncated": bool(self.sectors.truncated),
+            "unreadable": [list(r) for r in self.unreadable],
+            "timed_out": [list(r) for r in self.timed_out],
+        }
+
+    def save(self, path: str, evidence_paths: Iterable[str] = ()) -> None:
+        """Write to `path.part`, then rename (never over the evidence: core.output)."""
+        from core.output import AtomicOutput
+        meta = json.dumps(self._meta(), separators=(",", ":")).encode()
+        arrays = dict(self.sectors.arrays())
+        arrays["meta"] = np.frombuffer(meta, dtype=np.uint8)
+        if self.pages is not None:
+            arrays["pages"] = self.pages
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        with AtomicOutput(path, list(evidence_paths), overwrite=True) as out:
+            out.write(buf.getbuffer())
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str) -> "EvidenceIndex":
+        """The index kept at `path` (IndexUnusable when it is not one of ours, or damaged)."""
+        from core.evidence_index.sectors import SectorFacts
+        from core.lvm.analyse import DiskHits
+        from core.scan import ScanFinding
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(z["meta"].tobytes())
+                if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                    raise IndexUnusable(f"{path} is not a srsalvage evidence index", ours=False)
+                if meta.get("version") != VERSION:
+                    raise IndexUnusable(f"{path}: index version {meta.get('version')!r}")
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+        except IndexUnusable:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as exc:
+            raise IndexUnusable(f"{path}: unreadable index ({type(exc).__name__})",
+                                ours=False) from None
+        try:
+            h, t, sc = meta["hits"], meta["text_hits"], meta["scan"]
+            hits = DiskHits(list(h["labels"]), list(h["mda_headers"]), [], [],
+                            list(h["mgt_headers"]), bool(h["truncated"]))
+            text_hits = DiskHits([], [], list(t["seqno_marks"]), list(t["contents_marks"]), [],
+                                 bool(t["truncated"]))
+            findings = [ScanFinding(d["kind"], int(d["offset"]), int(d["bytes"]),
+                                    bool(d["valid"]), dict(d["details"]))
+                        for d in sc["findings"]]
+            pages = None if meta["pages_capped"] else arrays.pop("pages")
+            facts = SectorFacts.from_arrays(arrays, bool(meta["sectors_truncated"]))
+            rar = None if meta["rar"] is None else [(int(o), int(v)) for o, v in meta["rar"]]
+            return cls(meta["identity"], int(meta["size"]), hits, text_hits, list(sc["kinds"]),
+                       findings, dict(sc["counts"]), bool(sc["truncated"]), pages, rar, facts,
+                       [(int(a), int(b)) for a, b in meta["unreadable"]],
+                       [(int(a), int(b)) for a, b in meta["timed_out"]],
+                       int(meta["data_bytes"]), float(meta["seconds"]), float(meta["created"]),
+                       path)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexUnusable(f"{path}: damaged index ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def find(cls, ev, path: str | None) -> tuple["EvidenceIndex | None", str, bool]:
+        """(index, why, replaceable): the index kept at `path` when it is this evidence's
+        (its unreadable ranges then recorded on `ev`), else None with the reason; replaceable
+        False when the file there is not one of ours (never overwritten)."""
+        if path is None or not os.path.exists(path):
+            return None, "no index yet", True
+        try:
+            idx = cls.load(path)
+        except IndexUnusable as exc:
+            return None, str(exc), exc.ours
+        diff = identity_difference(idx.identity, identity(ev))
+        if diff is not None:
+            return None, f"index {path} is of other evidence or stale ({diff})", True
+        idx.apply_unreadable(ev)
+        return idx, f"index {path} used (made {_when(idx.created)})", True
+
+    @classmethod
+    def load_or_build(cls, ev, path: str | None, cancel: threading.Event | None = None,
+                      progress: ProgressFn | None = None, *, save: bool = True,
+                      say: Callable[[str], None] | None = None
+                      ) -> tuple["EvidenceIndex", str]:
+        """(index, how): the index kept at `path` when it is this evidence's, else a fresh
+        one built by one pass and kept at `path` (unless save is False or path is None).
+        `how` says which, and why an index found there was not used; `say` hears, before a
+        pass starts, how much it will read."""
+        idx, why, replaceable = cls.find(ev, path)
+        if idx is not None:
+            return idx, why
+        if say is not None:
+            say(f"building the evidence index: one read of {_human(_data_bytes(ev))} "
+                f"({why}); the time left follows the measured rate")
+        idx = cls.build(ev, cancel, progress)
+        how = f"index built in {idx.seconds:.1f} s ({why})"
+        if path is not None and save and not replaceable:
+            how += f"; {path} is not ours: not replaced, the index is kept in memory only"
+        elif path is not None and save:
+            try:
+                idx.save(path, _segment_paths(ev))
+                how += f", kept at {path}"
+            except (SrsalvageError, OSError) as exc:
+                how += f"; not kept: {exc}"
+        return idx, how
+
+
+class IndexUnusable(SrsalvageError):
+    """An index file that cannot be used; `ours` False: not one of ours (never replaced)."""
+
+    def __init__(self, message: str, ours: bool = True) -> None:
+        super().__init__(message)
+        self.ours = ours
+
+
+def _data_bytes(ev) -> int:
+    try:
+        return sum(b - a for a, b in ev.data_ranges(0, ev.size))
+    except OSError:
+        return int(ev.size)
+
+
+def _human(n: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "?"
+
+
+def indexable(ev) -> bool:
+    """One image or device (an EvidenceSet of several images is read as before)."""
+    return getattr(ev, "members", None) is None and hasattr(ev, "data_ranges") and \
+        hasattr(ev, "path")
+
+
+__all__ = ["EvidenceIndex", "IndexUnusable", "identity", "identity_difference", "index_path",
+           "indexable", "WINDOW"]

@@ -1,0 +1,266 @@
+"""Sector-level facts the extent reconstruction reads, recorded during the one pass.
+
+The matcher (core.match) reads, for every physical extent, its first 2 KiB and last sector
+(`compute_pe_features`) and, for the PEs a search looks at and for orphan PEs, the sectors of
+the 4 KiB lattice (sector 8k+7 of the extent, where blktap puts LVHD block bitmaps) to tell
+which look like bitmaps (`bitmap_likeness` >= 0.95) and which are all ones (`ensure_sigs`).
+Before the LVM analysis nobody knows where PE 0 is, so the pass records them for the whole
+disk, in forms whose size follows what was found, not the disk:
+
+* the offsets of every sector starting with `conectix` (with the footer's unique id),
+  `cxsparse`, `tdbatmap` or `XSSM:` (sorted int64 arrays; a few per VHD);
+* for each 4 KiB cell of the disk (absolute sectors 8c..8c+7) three bits: sector 8c+7 looks
+  like a bitmap, it is all 0xFF, and sectors 8c, 8c+1, 8c+2 are all 0xFF (the unused tail of
+  a 2 TiB BAT, `PeFeatures.head_ff`). They are kept per 4 MiB chunk of cells (128 bytes per
+  bit), only for chunks where some bit is set: nothing for holes, zeros or random data.
+
+From these, for any grid whose PE 0 and extent size are 4 KiB multiples (lvm2 and sm always
+place them so), `pe_features` and `lattice_signatures` give exactly what the matcher would
+have read. Another grid returns None and the matcher reads for itself, as before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.match.features import HEAD_BYTES, SECTOR, PeFeatures
+from core.structs import vhd as S
+
+CELL = 4096                        # the lattice: one bitmap position per 4 KiB
+CELL_SECTORS = CELL // SECTOR
+CHUNK_CELLS = 1024                 # cells per stored chunk (4 MiB of disk)
+CHUNK_BYTES = CHUNK_CELLS // 8     # one packed row per bit
+ROWS = ("good", "ones", "ff3")     # row order in a stored chunk
+MAX_COOKIES = 1 << 20              # per cookie kind; more: the features are read, not indexed
+LIKE_MIN = 0.95                    # core.match.board.ensure_sigs: like >= 0.95, that is
+MAX_OTHER = SECTOR - int(np.ceil(LIKE_MIN * SECTOR))   # at most 25 bytes not 0x00/0xFF
+
+_U64 = np.dtype("<u8")
+COOKIES = {
+    "conectix": int.from_bytes(S.HD_COOKIE, "little"),
+    "cxsparse": int.from_bytes(S.DD_COOKIE, "little"),
+    "tdbatmap": int.from_bytes(S.BATMAP_COOKIE, "little"),
+}
+_XSSM = int.from_bytes(b"XSSM:", "little")          # sm libs/sm/metadata.py HDR_STRING + ':'
+_XSSM_MASK = (1 << 40) - 1
+_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+
+
+class SectorFacts:
+    """Accumulates the sector facts of the pass (`feed`), then answers the matcher."""
+
+    overlap = CELL                   # a cell's sector 8c+7 lies 3.5 KiB past its start
+
+    def __init__(self) -> None:
+        self._cookies: dict[str, list[np.ndarray]] = {k: [] for k in (*COOKIES, "xssm")}
+        self._uids: list[np.ndarray] = []
+        self._chunks: dict[int, np.ndarray] = {}      # chunk index -> (3, CHUNK_BYTES) uint8
+        self.truncated = False
+        self.cookies: dict[str, np.ndarray] = {}
+        self.uids = np.zeros((0, 16), np.uint8)
+
+    # -- the pass --------------------------------------------------------------------------
+    def feed(self, pos: int, view: np.ndarray, lo: int, own_end: int) -> None:
+        """Sectors starting in [lo, own_end) (512-aligned absolute), the view at `pos`."""
+        if lo % SECTOR or pos % SECTOR:
+            return                   # a data range off the sector grid: never on a PE grid
+        first = (lo - pos) // SECTOR
+        n_own = max(0, (own_end - lo + SECTOR - 1) // SECTOR)
+        n_all = len(view) // SECTOR
+        if n_own == 0 or n_all <= first:
+            return
+        rows = view[: n_all * SECTOR].reshape(n_all, SECTOR)
+        # the first 8 bytes of every sector, as one strided integer column
+        words = np.ndarray((n_all,), _U64, view, 0, (SECTOR,)).copy()
+        own = words[first: first + n_own]
+        s0 = lo // SECTOR                                   # absolute sector of own[0]
+        for name, value in COOKIES.items():
+            hit = np.flatnonzero(own == value)
+            if len(hit):
+                self._add(name, (hit + s0) * SECTOR)
+                if name == "conectix":
+                    self._uids.append(rows[hit + first, 68:84].copy())
+        hit = np.flatnonzero((own & np.uint64(_XSSM_MASK)) == _XSSM)
+        if len(hit):
+            self._add("xssm", (hit + s0) * SECTOR)
+        self._lattice(rows, words, first, n_own, s0)
+
+    def _add(self, name: str, offsets: np.ndarray) -> None:
+        have = sum(len(a) for a in self._cookies[name])
+        if have + len(offsets) > MAX_COOKIES:
+            self.truncated = True
+            offsets = offsets[: max(0, MAX_COOKIES - have)]
+        self._cookies[name].append(offsets.astype(np.int64))
+
+    def _lattice(self, rows: np.ndarray, words: np.ndarray, first: int, n_own: int,
+                 s0: int) -> None:
+        # cells whose first sector lies in the own part: sector 8c (ff3) and 8c+7 (bitmaps)
+        c_lo = -(-s0 // CELL_SECTORS)
+        c_hi = (s0 + n_own + CELL_SECTORS - 1) // CELL_SECTORS
+        if c_hi <= c_lo:
+            return
+        cells = np.arange(c_lo, c_hi, dtype=np.int64)
+        r0 = cells * CELL_SECTORS - s0 + first            # row of sector 8c
+        n_rows = len(words)
+        good = np.zeros(len(cells), bool)
+        ones = np.zeros(len(cells), bool)
+        ff3 = np.zeros(len(cells), bool)
+        r7 = r0 + 7
+        n7 = int(np.count_nonzero(r7 < n_rows))          # a prefix: r7 rises by 8
+        if n7:
+            # core.match.features.bitmap_likeness >= 0.95: a nonzero sector with at most 25
+            # bytes other than 0x00/0xFF. Zero sectors out first (a strided view, no copy),
+            # then an exact prefilter: more than 25 such bytes in its first 64 already rule
+            # a sector out (random data: nearly all of them); the rest counted in full.
+            lat_all = rows[int(r7[0]): int(r7[n7 - 1]) + 1: CELL_SECTORS]
+            nzi = np.flatnonzero(lat_all.view(_U64).any(axis=1))
+            if len(nzi):
+                head = lat_all[nzi, :64]
+                maybe = nzi[np.count_nonzero((head + np.uint8(1)) > 1, axis=1) <= MAX_OTHER]
+                if len(maybe):
+                    lat = lat_all[maybe]
+                    is_good = np.count_nonzero((lat + np.uint8(1)) > 1, axis=1) <= MAX_OTHER
+                    good[maybe] = is_good
+                    sel = maybe[is_good]
+                    if len(sel):
+                        ones[sel] = (lat[is_good] == 0xFF).all(axis=1)
+        ok3 = r0 + 2 < n_rows
+        if ok3.any():
+            idx = np.flatnonzero(ok3)
+            cand = idx[(words[r0[idx]] == _ONES) & (words[r0[idx] + 1] == _ONES)
+                       & (words[r0[idx] + 2] == _ONES)]
+            if len(cand):
+                r = r0[cand]
+                full = ((rows[r] == 0xFF).all(axis=1) & (rows[r + 1] == 0xFF).all(axis=1)
+                        & (rows[r + 2] == 0xFF).all(axis=1))
+                ff3[cand[full]] = True
+        any_bit = good | ff3
+        if not any_bit.any():
+            return
+        for ci in np.unique(cells[any_bit] // CHUNK_CELLS).tolist():
+            sel = (cells // CHUNK_CELLS) == ci
+            at = cells[sel] - ci * CHUNK_CELLS
+            chunk = self._chunks.get(ci)
+            bits = np.zeros((3, CHUNK_CELLS), bool)
+            if chunk is not None:
+                bits = np.unpackbits(chunk, axis=1).astype(bool)
+            bits[0, at] |= good[sel]
+            bits[1, at] |= ones[sel]
+            bits[2, at] |= ff3[sel]
+            self._chunks[ci] = np.packbits(bits, axis=1)
+
+    def finish(self) -> None:
+        for name, parts in self._cookies.items():
+            arr = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            self.cookies[name] = arr
+        self.uids = np.concatenate(self._uids) if self._uids else np.zeros((0, 16), np.uint8)
+        self._cookies = {k: [] for k in self._cookies}
+        self._uids = []
+
+    # -- storage ---------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        keys = np.array(sorted(self._chunks), dtype=np.int64)
+        data = (np.stack([self._chunks[int(k)] for k in keys]) if len(keys)
+                else np.zeros((0, 3, CHUNK_BYTES), np.uint8))
+        out = {f"cookie_{k}": v for k, v in self.cookies.items()}
+        out.update(conectix_uid=self.uids, lattice_keys=keys, lattice_bits=data)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, truncated: bool) -> "SectorFacts":
+        f = cls()
+        f.cookies = {k: np.asarray(arrays[f"cookie_{k}"], dtype=np.int64)
+                     for k in (*COOKIES, "xssm")}
+        f.uids = np.asarray(arrays["conectix_uid"], dtype=np.uint8).reshape(-1, 16)
+        keys = arrays["lattice_keys"]
+        bits = arrays["lattice_bits"]
+        f._chunks = {int(k): np.asarray(b, dtype=np.uint8) for k, b in zip(keys, bits)}
+        f.truncated = truncated
+        return f
+
+    @property
+    def nbytes(self) -> int:
+        return (sum(a.nbytes for a in self.cookies.values()) + self.uids.nbytes
+                + len(self._chunks) * 3 * CHUNK_BYTES)
+
+    # -- answers ---------------------------------------------------------------------------
+    def cookie_pairs(self, limit: int = 64) -> list[int] | None:
+        """core.match.features.find_cookie_pairs over the whole disk: `conectix` followed by
+        `cxsparse` one sector later, in offset order."""
+        if self.truncated:
+            return None
+        hd, dd = self.cookies["conectix"], self.cookies["cxsparse"]
+        hits = hd[np.isin(hd + SECTOR, dd)]
+        return [int(x) for x in hits[:limit]]
+
+    def _grid_ok(self, D: int, E: int) -> bool:
+        return not self.truncated and D % CELL == 0 and E % CELL == 0 and E >= HEAD_BYTES
+
+    def _cell_bits(self, cells: np.ndarray, row: int) -> np.ndarray:
+        """bool per absolute cell (any shape) from the stored chunks (False where none)."""
+        out = np.zeros(cells.shape, bool)
+        flat = cells.reshape(-1)
+        res = out.reshape(-1)
+        chunk = flat // CHUNK_CELLS
+        for ci in np.unique(chunk).tolist():
+            data = self._chunks.get(ci)
+            if data is None:
+                continue
+            sel = chunk == ci
+            bits = np.unpackbits(data[row])
+            res[sel] = bits[flat[sel] - ci * CHUNK_CELLS].astype(bool)
+        return out
+
+    def pe_features(self, D: int, E: int, N: int, has_data: np.ndarray) -> PeFeatures | None:
+        """What compute_pe_features reads, from the recorded facts (None: grid off the
+        lattice, or the facts were cut short)."""
+        if not self._grid_ok(D, E):
+            return None
+        n = len(has_data)
+        bases = D + np.arange(n, dtype=np.int64) * E
+        hd = self.cookies["conectix"]
+
+        def at(name: str, offs: np.ndarray) -> np.ndarray:
+            return np.isin(offs, self.cookies[name]) & has_data
+
+        f = PeFeatures(n, has_data.copy(), np.zeros(n, bool), np.zeros(n, bool),
+                       np.zeros(n, bool), np.zeros(n, bool), np.zeros((n, 16), np.uint8),
+                       np.zeros((n, 16), np.uint8), np.zeros(n, bool), np.zeros(n, bool))
+        f.any_footer[:] = at("conectix", bases)
+        f.head_anchor[:] = f.any_footer & at("cxsparse", bases + SECTOR)
+        f.head_batmap[:] = at("tdbatmap", bases + 3 * SECTOR)
+        f.head_xssm[:] = at("xssm", bases)
+        f.head_ff[:] = self._cell_bits(bases // CELL, 2) & has_data
+        tails = bases + E - SECTOR
+        f.tail_footer[:] = at("conectix", tails)
+        order = np.argsort(hd, kind="stable")
+        for flags, offs, out in ((f.any_footer, bases, f.head_uid),
+                                 (f.tail_footer, tails, f.tail_uid)):
+            idx = np.flatnonzero(flags)
+            if len(idx):
+                j = order[np.searchsorted(hd[order], offs[idx])]
+                out[idx] = self.uids[j]
+        return f
+
+    def lattice_signatures(self, D: int, E: int, N: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(sig_good, sig_ones): (N, E/32768) packed bits per PE as
+        core.match.board.ensure_sigs computes them (lattice sector 8k+7 of each extent)."""
+        if not self._grid_ok(D, E):
+            return None
+        per = E // CELL
+        good = np.zeros((N, per // 8), np.uint8)
+        ones = np.zeros((N, per // 8), np.uint8)
+        c0 = D // CELL
+        for ci, data in self._chunks.items():
+            cells = ci * CHUNK_CELLS + np.arange(CHUNK_CELLS, dtype=np.int64) - c0
+            keep = (cells >= 0) & (cells < N * per)
+            if not keep.any():
+                continue
+            bits = np.unpackbits(data[:2], axis=1).astype(bool)[:, keep]
+            pe, k = np.divmod(cells[keep], per)
+            for row, out in ((0, good), (1, ones)):
+                hit = bits[row]
+                if hit.any():
+                    np.bitwise_or.at(out, (pe[hit], k[hit] >> 3),
+                                     (np.uint8(0x80) >> (k[hit] & 7).astype(np.uint8)))
+        return good, ones

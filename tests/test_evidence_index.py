@@ -1,0 +1,362 @@
+"""The evidence index (issue 14): one read of the evidence serves lvm, scan, reconstruct and the
+carvers; it is bound to its evidence and never used for other bytes.
+
+What the identity sees (core.evidence_index.identity): size, device, inode, real path and mtime
+of the file, and a sha256 over sampled sectors (the first 64 KiB, 32 windows of 4 KiB spread over
+the image, the last 4 KiB). A change inside a sample is seen even when the writer restores the
+mtime; a change outside the samples is seen by the mtime; a change outside the samples whose
+writer restores the mtime is NOT seen (test_identity_cannot_see_*: the documented limit;
+`--no-index` reads afresh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from core.case import IDENTITY_SAMPLES
+from core.demo import build_demo
+from core.evidence import open_image
+from core.evidence_index import EvidenceIndex, IndexUnusable, index_path
+from core.match.features import SectorReader, compute_pe_features
+
+MiB = 1 << 20
+E = 4 * MiB
+
+
+@pytest.fixture(autouse=True)
+def _index_beside_image(monkeypatch, _evidence_index_dir):
+    """These tests look at the default place (conftest may relocate indexes for the others)."""
+    monkeypatch.delenv("SRSALVAGE_INDEX_DIR", raising=False)
+
+
+@pytest.fixture(scope="module")
+def demo_images(tmp_path_factory):
+    """Two demo SRs of the same size with other bytes (seeds), metadata wiped on one."""
+    d = tmp_path_factory.mktemp("demo")
+    a, b = d / "a.img", d / "b.img"
+    build_demo(str(a), damage="metadata", seed=1)
+    build_demo(str(b), damage="partition-table", seed=2)
+    assert a.stat().st_size == b.stat().st_size
+    return a, b
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    """srsalvage in this process (so /proc/self/io counts its reads)."""
+    from app.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(argv))
+        except SystemExit as exc:
+            rc = exc.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def rchar() -> int:
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    raise AssertionError("no rchar")
+
+
+def json_docs(img, outdir, *extra: str) -> dict[str, str]:
+    """The JSON of every triage command (timings and output dirs normalised)."""
+    docs = {}
+    for name, argv in (("lvm", ["lvm", str(img), "--json"]),
+                       ("scan", ["scan", str(img), "--json"]),
+                       ("reconstruct", ["reconstruct", str(img), "--json", "--no-case"]),
+                       ("carve-mdf", ["carve-mdf", str(img), "-o", str(outdir / "mdf"),
+                                      "--json", "--no-case"]),
+                       ("carve-rar", ["carve-rar", str(img), "-o", str(outdir / "rar"),
+                                      "--json", "--no-case"])):
+        rc, out, err = cli(*argv, *extra)
+        assert rc == 0, (name, err)
+        doc = json.loads(out)
+        doc.pop("seconds", None)
+        docs[name] = json.dumps(doc, sort_keys=True).replace(str(outdir), "OUT")
+    return docs
+
+
+def same_with_and_without_index(img, tmp_path) -> dict[str, str]:
+    with_index = json_docs(img, tmp_path / "a")
+    assert os.path.exists(index_path(str(img)))
+    without = json_docs(img, tmp_path / "b", "--no-index")
+    for name in with_index:
+        assert with_index[name] == without[name], name
+    return with_index
+
+
+# -- results are the same ----------------------------------------------------------------------
+def test_demo_results_identical_with_and_without_index(tmp_path, demo_images):
+    a, _ = demo_images
+    img = tmp_path / "sr.img"
+    shutil.copy(a, img)
+    docs = same_with_and_without_index(img, tmp_path)
+    rec = json.loads(docs["reconstruct"])
+    assert rec["vdis"] and json.loads(docs["carve-mdf"])["files"]
+    assert json.loads(docs["carve-rar"])["archives"]
+
+
+def test_real_lvm2_results_identical_with_and_without_index(tmp_path):
+    from test_reconstruct_lvm import build_sr
+    for wipe in (False, True):
+        work = tmp_path / f"wipe-{wipe}"
+        work.mkdir()
+        img, _truth = build_sr(work, wipe=wipe)
+        docs = same_with_and_without_index(img, work)
+        lvm = json.loads(docs["lvm"])
+        assert bool(lvm["volume_groups"]) != wipe
+        assert len(json.loads(docs["reconstruct"])["vdis"]) >= 4
+
+
+def test_features_and_signatures_from_the_pass_equal_what_the_matcher_reads(demo_images):
+    from core.match.assign import Solver
+    a, _ = demo_images
+    with open_image(str(a)) as ev:
+        idx = EvidenceIndex.build(ev)
+        reader = SectorReader(ev)
+        for D in (12 * MiB, 13 * MiB + 4096, 0):      # the demo's grid and two others
+            N = (ev.size - D) // E
+            want = compute_pe_features(reader, D, E, N)
+            got = idx.sectors.pe_features(D, E, N, reader.has_data(
+                D + np.arange(N, dtype=np.int64) * E, E))
+            for name in ("has_data", "head_anchor", "head_batmap", "head_ff", "tail_footer",
+                         "tail_uid", "any_footer", "head_xssm"):
+                assert np.array_equal(getattr(want, name), getattr(got, name)), (D, name)
+            fl = want.any_footer
+            assert np.array_equal(want.head_uid[fl], got.head_uid[fl])
+            solver = Solver(reader, D, E, N, want, [], np.full(N, -1, np.int32))
+            solver.ensure_sigs(np.arange(N))
+            good, ones = idx.sectors.lattice_signatures(D, E, N)
+            assert np.array_equal(solver.sig_good, good) and np.array_equal(solver.sig_ones, ones)
+            assert good.any()
+        # a grid off the 4 KiB lattice: the matcher reads for itself
+        assert idx.sectors.pe_features(D + 512, E, 10, np.ones(10, bool)) is None
+
+
+# -- the index is bound to its evidence -------------------------------------------------------
+def test_index_of_one_image_never_used_for_another_at_the_same_path(tmp_path, demo_images):
+    a, b = demo_images
+    img = tmp_path / "sr.img"
+    shutil.copy(a, img)
+    rc, lvm_a, _ = cli("lvm", str(img), "--json")
+    assert rc == 0 and os.path.exists(index_path(str(img)))
+    # other bytes at the same path, same size, same mtime: only the samples tell
+    st = img.stat()
+    with open(img, "r+b") as dst, open(b, "rb") as src:
+        shutil.copyfileobj(src, dst)
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with open_image(str(img)) as ev:
+        found, why, _ = EvidenceIndex.find(ev, index_path(str(img)))
+        assert found is None and "sampled sectors differ" in why
+    rc, lvm_b, _ = cli("lvm", str(img), "--json")
+    rc2, fresh_b, _ = cli("lvm", str(img), "--json", "--no-index")
+    assert lvm_b == fresh_b != lvm_a
+    # and the rebuilt index is the new image's
+    with open_image(str(img)) as ev:
+        assert EvidenceIndex.find(ev, index_path(str(img)))[0] is not None
+
+
+def _sample_offsets(size: int) -> list[int]:
+    return [((size * i) // (IDENTITY_SAMPLES + 1)) & ~4095 for i in range(1, IDENTITY_SAMPLES + 1)]
+
+
+def _unsampled(size: int) -> int:
+    """A sector no sample covers (between the first two spread samples)."""
+    s = _sample_offsets(size)
+    off = (s[0] + s[1]) // 2 & ~511
+    assert s[0] + 4096 <= off < s[1]
+    return off
+
+
+def _poke(img, off: int, keep_mtime: bool) -> None:
+    st = img.stat()
+    with open(img, "r+b") as f:
+        f.seek(off)
+        old = f.read(512)
+        f.seek(off)
+        f.write(bytes(b ^ 0x5A for b in old))
+    if keep_mtime:
+        os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.fixture
+def indexed(tmp_path, demo_images):
+    img = tmp_path / "sr.img"
+    shutil.copy(demo_images[0], img)
+    with open_image(str(img)) as ev:
+        EvidenceIndex.load_or_build(ev, index_path(str(img)))
+    return img
+
+
+def _used(img) -> tuple[bool, str]:
+    with open_image(str(img)) as ev:
+        found, why, _ = EvidenceIndex.find(ev, index_path(str(img)))
+    return found is not None, why
+
+
+def test_changed_sector_in_a_sample_is_seen_even_with_the_mtime_restored(indexed):
+    assert _used(indexed)[0]
+    _poke(indexed, _sample_offsets(indexed.stat().st_size)[5] + 1024, keep_mtime=True)
+    used, why = _used(indexed)
+    assert not used and "sampled sectors differ" in why
+
+
+def test_changed_sector_outside_the_samples_is_seen_by_the_mtime(indexed):
+    _poke(indexed, _unsampled(indexed.stat().st_size), keep_mtime=False)
+    used, why = _used(indexed)
+    assert not used and "modification time" in why
+
+
+def test_replaced_file_is_seen_by_its_inode(indexed):
+    st = indexed.stat()
+    other = indexed.with_name("copy.img")
+    shutil.copy(indexed, other)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, indexed)
+    used, why = _used(indexed)
+    assert not used and "inode" in why
+
+
+def test_identity_cannot_see_a_change_outside_the_samples_with_the_mtime_restored(indexed):
+    """The documented limit: the index is then trusted; --no-index reads afresh."""
+    _poke(indexed, _unsampled(indexed.stat().st_size), keep_mtime=True)
+    assert _used(indexed)[0]
+
+
+def test_stale_index_is_rebuilt_and_replaced(indexed, demo_images):
+    path = index_path(str(indexed))
+    before = os.stat(path).st_mtime_ns
+    _poke(indexed, 0, keep_mtime=True)            # the first 64 KiB are always sampled
+    with open_image(str(indexed)) as ev:
+        idx, how = EvidenceIndex.load_or_build(ev, path)
+        assert "other evidence or stale" in how and "kept at" in how
+    assert os.stat(path).st_mtime_ns != before and not os.path.exists(path + ".part")
+    assert _used(indexed)[0]
+
+
+def test_a_file_that_is_not_an_index_is_never_replaced(tmp_path, demo_images):
+    img = tmp_path / "sr.img"
+    shutil.copy(demo_images[0], img)
+    path = index_path(str(img))
+    with open(path, "wb") as f:
+        f.write(b"technician's notes, not an index")
+    rc, out, err = cli("lvm", str(img), "--json")
+    assert rc == 0 and json.loads(out)["image"]
+    assert open(path, "rb").read() == b"technician's notes, not an index"
+
+
+def test_index_lives_beside_the_case_never_in_the_evidence(tmp_path, demo_images):
+    img = tmp_path / "sr.img"
+    shutil.copy(demo_images[0], img)
+    before = img.stat().st_mtime_ns
+    case = tmp_path / "cases" / "job.json"
+    case.parent.mkdir()
+    rc, _, err = cli("reconstruct", str(img), "--json", "--case", str(case))
+    assert rc == 0, err
+    assert os.path.exists(tmp_path / "cases" / "job.index.npz")
+    assert not os.path.exists(index_path(str(img)))
+    assert img.stat().st_mtime_ns == before
+    # --no-case keeps nothing beside the evidence
+    rc, _, _ = cli("reconstruct", str(img), "--json", "--no-case")
+    assert rc == 0 and not os.path.exists(index_path(str(img)))
+    # --no-index makes none
+    rc, _, _ = cli("lvm", str(img), "--json", "--no-index")
+    assert rc == 0 and not os.path.exists(index_path(str(img)))
+
+
+# -- bytes read (rchar: a count of bytes, not a timing) ----------------------------------------
+@pytest.fixture(scope="module")
+def dense_image(tmp_path_factory, demo_images):
+    """The metadata-wiped demo SR written with real bytes (no holes): 1.5 GiB."""
+    d = tmp_path_factory.mktemp("dense")
+    img = d / "dense.img"
+    subprocess.run(["cp", "--sparse=never", str(demo_images[0]), str(img)], check=True)
+    assert os.stat(img).st_blocks * 512 >= os.stat(img).st_size
+    return img
+
+
+def _read_by(*argv: str) -> int:
+    before = rchar()
+    rc, _, err = cli(*argv)
+    assert rc == 0, err
+    return rchar() - before
+
+
+def test_cold_reconstruct_reads_the_image_at_most_1_1_times(tmp_path, dense_image):
+    size = dense_image.stat().st_size
+    cold = _read_by("reconstruct", str(dense_image), "--json", "--no-case")
+    afresh = _read_by("reconstruct", str(dense_image), "--json", "--no-case", "--no-index")
+    assert cold <= 1.1 * size, cold / size
+    assert afresh > 1.5 * size           # what it was: the measurement sees re-reads
+
+
+def test_warm_triage_reads_the_image_at_most_1_1_times_in_total(tmp_path, dense_image):
+    img = tmp_path / "img"
+    img.mkdir()
+    link = img / "dense.img"
+    os.link(dense_image, link)            # its own index (beside this name)
+    size = link.stat().st_size
+    total = 0
+    for argv in (["lvm", str(link), "--json"],
+                 ["reconstruct", str(link), "--json", "--no-case"],
+                 ["scan", str(link), "--json"],
+                 ["carve-mdf", str(link), "-o", str(tmp_path / "mdf"), "--json", "--no-case"],
+                 ["carve-rar", str(link), "-o", str(tmp_path / "rar"), "--json", "--no-case"]):
+        n = _read_by(*argv)
+        assert n <= 1.1 * size, (argv[0], n / size)
+        total += n
+    assert total <= 1.1 * size, total / size
+
+
+# -- bad index files ------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=4096))
+def test_garbage_index_files_are_refused_in_one_line(tmp_path, data):
+    path = tmp_path / "x.npz"
+    path.write_bytes(data)
+    with pytest.raises(IndexUnusable) as exc:
+        EvidenceIndex.load(str(path))
+    assert "\n" not in str(exc.value)
+
+
+@pytest.fixture(scope="module")
+def small_meta(tmp_path_factory):
+    """The meta document of a real index (a small image with an LVM label and a VHD footer)."""
+    d = tmp_path_factory.mktemp("small")
+    img = d / "small.img"
+    build_demo(str(img), damage="none", seed=3)
+    with open_image(str(img)) as ev:
+        return EvidenceIndex.build(ev)._meta()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                            lambda c: st.lists(c, max_size=4)
+                            | st.dictionaries(st.text(max_size=6), c, max_size=4),
+                            max_leaves=20),
+       field=st.sampled_from(["hits", "text_hits", "scan", "identity", "rar", "unreadable",
+                              "timed_out", "size", "data_bytes", "created"]))
+def test_damaged_index_fields_are_refused_or_harmless(tmp_path, small_meta, garbage, field):
+    """A file that says it is our index but holds garbage in one field: IndexUnusable, or (a
+    garbage identity) an index that no evidence matches -- never a traceback."""
+    meta = dict(small_meta, **{field: garbage})
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    path = tmp_path / "y.npz"
+    path.write_bytes(buf.getvalue())
+    try:
+        EvidenceIndex.load(str(path))
+    except IndexUnusable as exc:
+        assert "\n" not in str(exc)
