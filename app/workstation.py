@@ -98,7 +98,7 @@ class WorkstationApp(App):
 
 def open_session(image_path: str, case_path: str | None = None, more_images=(),
                  backups=(), pv_offsets=(), mapfile: str | None = None,
-                 case_mode: str = "case") -> Session:
+                 case_mode: str = "case", no_index: bool = False) -> Session:
     """Open evidence and case; SourceError / UnsafeError (one line) when impossible (a case
     made on other evidence: CaseMismatch, which names --no-case and --new-case).
     `more_images`: the other disks of an SR over several PVs, read as one space; `mapfile`:
@@ -107,7 +107,7 @@ def open_session(image_path: str, case_path: str | None = None, more_images=(),
     ev = open_images([image_path, *more_images], mapfile)
     try:
         return Session(image_path, case_path, evidence=ev, backups=backups,
-                       pv_offsets=pv_offsets, case_mode=case_mode)
+                       pv_offsets=pv_offsets, case_mode=case_mode, no_index=no_index)
     except BaseException:
         ev.close()
         raise
@@ -115,10 +115,10 @@ def open_session(image_path: str, case_path: str | None = None, more_images=(),
 
 def run_workstation(image_path: str, case_path: str | None = None, more_images=(),
                     backups=(), pv_offsets=(), mapfile: str | None = None,
-                    case_mode: str = "case") -> int:
+                    case_mode: str = "case", no_index: bool = False) -> int:
     """Run the workstation on `image_path` until the technician quits; returns an exit code."""
     session = open_session(image_path, case_path, more_images, backups, pv_offsets, mapfile,
-                           case_mode)
+                           case_mode, no_index)
     app = WorkstationApp(session=session)
     app.run()
     return int(app.return_code or 0)
@@ -126,13 +126,14 @@ def run_workstation(image_path: str, case_path: str | None = None, more_images=(
 
 def run_headless_triage(image_path: str, case_path: str | None = None, more_images=(),
                         backups=(), pv_offsets=(), mapfile: str | None = None,
-                        case_mode: str = "case", size: tuple[int, int] = (120, 40)) -> dict:
+                        case_mode: str = "case", no_index: bool = False,
+                        size: tuple[int, int] = (120, 40)) -> dict:
     """Open the workstation without a terminal (Textual's headless driver), let it run its
     triage as it does on screen (analysis, VHD chains, reconstruction when the metadata is
     gone) and return what it found once every triage job ended (MainScreen.triage_summary).
     `srsalvage open --headless` prints it; bench/io.py measures what opening reads with it."""
     session = open_session(image_path, case_path, more_images, backups, pv_offsets, mapfile,
-                           case_mode)
+                           case_mode, no_index)
     app = WorkstationApp(session=session)
     app.exit_after_triage = True
     result = app.run(headless=True, size=size)

@@ -73,28 +73,55 @@ def nonsparse_sr_image(tmp_path):
     return built
 
 
-async def test_workstation_triage_reads_the_image_at_most_1_1_times(nonsparse_sr_image,
-                                                                    monkeypatch):
+def _have_index() -> bool:
+    try:
+        import core.evidence_index  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def _triage(path: str, monkeypatch, no_index: bool = False):
+    """Open the workstation on `path` (no case), wait for its triage; (summary, the rebuilt
+    maps, bytes read from the image file)."""
     from app.workstation import WorkstationApp, open_session
 
+    counter = ImageReadCounter(path)
+    with monkeypatch.context() as m:
+        counter.install(m)
+        session = open_session(path, case_mode="none", no_index=no_index)
+        app = WorkstationApp(session=session)
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(1200):                   # bounded wait: at most ~2 minutes
+                if app.main.triage_done:
+                    break
+                await pilot.pause(0.1)
+            assert app.main.triage_done, "the triage did not end"
+            summary = app.main.triage_summary()
+            maps = {k: [(e.pe, round(e.confidence, 6)) if e else None for e in v]
+                    for k, v in session.suggestions.items()}
+    return summary, maps, counter.bytes
+
+
+@pytest.mark.xfail(not _have_index(), strict=True,
+                   reason="without the evidence index the analysis and the reconstruction each "
+                          "read the image (2.67x measured on this image)")
+async def test_workstation_triage_reads_the_image_at_most_1_1_times(nonsparse_sr_image,
+                                                                    monkeypatch):
     built = nonsparse_sr_image
-    counter = ImageReadCounter(built.path)
-    counter.install(monkeypatch)
-    session = open_session(built.path, case_mode="none")
-    app = WorkstationApp(session=session)
-    async with app.run_test(size=(120, 40)) as pilot:
-        for _ in range(1200):                       # bounded wait: at most ~2 minutes
-            if app.main.triage_done:
-                break
-            await pilot.pause(0.1)
-        assert app.main.triage_done, "the triage did not end"
-        summary = app.main.triage_summary()
+    summary, maps, nbytes = await _triage(built.path, monkeypatch)
     # the triage did its work: the analysis ran and, with the metadata gone, the maps were
-    # rebuilt from VHD structure
+    # rebuilt from VHD structure; the pass's cost was estimated before it started
     assert summary["analysed"] and summary["vdis_rebuilt"] >= 1, summary
     assert summary["estimate"]["bytes_to_read"] == built.size
-    ratio = counter.bytes / built.size
+    ratio = nbytes / built.size
     assert ratio <= 1.1, f"the triage read the image {ratio:.2f} times"
+    # the same triage reading for each step (--no-index) reads more and finds the same
+    plain, plain_maps, plain_bytes = await _triage(built.path, monkeypatch, no_index=True)
+    assert plain_bytes > 1.5 * built.size         # the analysis, then the reconstruction
+    assert plain_maps == maps
+    for key in ("volume_groups", "vdis_rebuilt", "analysed"):
+        assert plain[key] == summary[key], key
 
 
 def test_open_headless_prints_the_triage(nonsparse_sr_image):

@@ -186,7 +186,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             from core.evidence_index import indexable
         except ImportError:          # a build without the evidence index
             return False
-        return bool(indexable(self.session.ev))
+        return not self.session.no_index and bool(indexable(self.session.ev))
 
     def _index_with_estimate(self, cancel, progress) -> Any:
         """The index kept beside the case, or the one pass that makes it: before that pass

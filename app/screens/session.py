@@ -127,11 +127,13 @@ class Session:
 
     def __init__(self, image_path: str, case_path: str | None = None,
                  evidence: Evidence | None = None, backups: Sequence[str] = (),
-                 pv_offsets: Sequence[str] = (), case_mode: str = "case") -> None:
+                 pv_offsets: Sequence[str] = (), case_mode: str = "case",
+                 no_index: bool = False) -> None:
         """case_mode: "case" (open or create; CaseMismatch when made on other evidence),
         "new" (a new case, the old one kept aside), "none" (read-only: nothing recorded)."""
         self.ev = evidence or Evidence(image_path)
         self.case_path_arg = case_path      # where the evidence index is kept follows --case
+        self.no_index = no_index            # --no-index: every step reads for itself
         self.index: Any = None              # core.evidence_index.EvidenceIndex once loaded
         self.index_note = ""                # how it came: kept one used, or built (and why)
         # several images of one SR (core.evidence_set): the case file lives beside the first
@@ -165,17 +167,19 @@ class Session:
                    say: Any = None) -> Any:
         """The evidence index (issue 14): the one kept beside the case when it is this
         evidence's, else built by one sequential pass (and kept there; in memory only without
-        a case). None when this build has no index or the evidence cannot be indexed (an SR
-        over several images): the analysis, scan and reconstruction then read for themselves."""
+        a case). None with --no-index, or when the evidence cannot be indexed (an SR over
+        several images): the analysis, scan and reconstruction then read for themselves."""
         try:
             from core.evidence_index import EvidenceIndex, index_path, indexable
         except ImportError:
             return None
-        if not indexable(self.ev):
+        if self.no_index or not indexable(self.ev):
             return None
-        path = None if self.case_mode == "none" else index_path(self.image_path, self.case_path_arg)
-        self.index, self.index_note = EvidenceIndex.load_or_build(self.ev, path, cancel, progress,
-                                                                  say=say)
+        # as the commands do (app.commands._common.evidence_index): without a case, a kept
+        # index that fits is used but a new one is not kept
+        path = index_path(self.image_path, self.case_path_arg)
+        self.index, self.index_note = EvidenceIndex.load_or_build(
+            self.ev, path, cancel, progress, save=self.case_mode != "none", say=say)
         return self.index
 
     def analyse(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None) -> Any:
