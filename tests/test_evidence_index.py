@@ -31,6 +31,7 @@ from core.match.features import SectorReader, compute_pe_features
 
 MiB = 1 << 20
 E = 4 * MiB
+DEMO_BYTES = 768 * MiB      # the demo SR at half its size: same structures, faster tests
 
 
 @pytest.fixture(autouse=True)
@@ -44,10 +45,15 @@ def demo_images(tmp_path_factory):
     """Two demo SRs of the same size with other bytes (seeds), metadata wiped on one."""
     d = tmp_path_factory.mktemp("demo")
     a, b = d / "a.img", d / "b.img"
-    build_demo(str(a), damage="metadata", seed=1)
-    build_demo(str(b), damage="partition-table", seed=2)
+    build_demo(str(a), damage="metadata", seed=1, disk_bytes=DEMO_BYTES)
+    build_demo(str(b), damage="partition-table", seed=2, disk_bytes=DEMO_BYTES)
     assert a.stat().st_size == b.stat().st_size
     return a, b
+
+
+def copy(src, dst) -> None:
+    """A copy that keeps the holes (the demo images are sparse)."""
+    subprocess.run(["cp", "--sparse=always", str(src), str(dst)], check=True)
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
@@ -101,7 +107,7 @@ def same_with_and_without_index(img, tmp_path) -> dict[str, str]:
 def test_demo_results_identical_with_and_without_index(tmp_path, demo_images):
     a, _ = demo_images
     img = tmp_path / "sr.img"
-    shutil.copy(a, img)
+    copy(a, img)
     docs = same_with_and_without_index(img, tmp_path)
     rec = json.loads(docs["reconstruct"])
     assert rec["vdis"] and json.loads(docs["carve-mdf"])["files"]
@@ -149,7 +155,7 @@ def test_features_and_signatures_from_the_pass_equal_what_the_matcher_reads(demo
 def test_index_of_one_image_never_used_for_another_at_the_same_path(tmp_path, demo_images):
     a, b = demo_images
     img = tmp_path / "sr.img"
-    shutil.copy(a, img)
+    copy(a, img)
     rc, lvm_a, _ = cli("lvm", str(img), "--json")
     assert rc == 0 and os.path.exists(index_path(str(img)))
     # other bytes at the same path, same size, same mtime: only the samples tell
@@ -194,7 +200,7 @@ def _poke(img, off: int, keep_mtime: bool) -> None:
 @pytest.fixture
 def indexed(tmp_path, demo_images):
     img = tmp_path / "sr.img"
-    shutil.copy(demo_images[0], img)
+    copy(demo_images[0], img)
     with open_image(str(img)) as ev:
         EvidenceIndex.load_or_build(ev, index_path(str(img)))
     return img
@@ -222,7 +228,7 @@ def test_changed_sector_outside_the_samples_is_seen_by_the_mtime(indexed):
 def test_replaced_file_is_seen_by_its_inode(indexed):
     st = indexed.stat()
     other = indexed.with_name("copy.img")
-    shutil.copy(indexed, other)
+    copy(indexed, other)
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(other, indexed)
     used, why = _used(indexed)
@@ -248,7 +254,7 @@ def test_stale_index_is_rebuilt_and_replaced(indexed, demo_images):
 
 def test_a_file_that_is_not_an_index_is_never_replaced(tmp_path, demo_images):
     img = tmp_path / "sr.img"
-    shutil.copy(demo_images[0], img)
+    copy(demo_images[0], img)
     path = index_path(str(img))
     with open(path, "wb") as f:
         f.write(b"technician's notes, not an index")
@@ -259,7 +265,7 @@ def test_a_file_that_is_not_an_index_is_never_replaced(tmp_path, demo_images):
 
 def test_index_lives_beside_the_case_never_in_the_evidence(tmp_path, demo_images):
     img = tmp_path / "sr.img"
-    shutil.copy(demo_images[0], img)
+    copy(demo_images[0], img)
     before = img.stat().st_mtime_ns
     case = tmp_path / "cases" / "job.json"
     case.parent.mkdir()
@@ -279,7 +285,7 @@ def test_index_lives_beside_the_case_never_in_the_evidence(tmp_path, demo_images
 # -- bytes read (rchar: a count of bytes, not a timing) ----------------------------------------
 @pytest.fixture(scope="module")
 def dense_image(tmp_path_factory, demo_images):
-    """The metadata-wiped demo SR written with real bytes (no holes): 1.5 GiB."""
+    """The metadata-wiped demo SR written with real bytes (no holes)."""
     d = tmp_path_factory.mktemp("dense")
     img = d / "dense.img"
     subprocess.run(["cp", "--sparse=never", str(demo_images[0]), str(img)], check=True)
@@ -332,12 +338,9 @@ def test_garbage_index_files_are_refused_in_one_line(tmp_path, data):
 
 
 @pytest.fixture(scope="module")
-def small_meta(tmp_path_factory):
-    """The meta document of a real index (a small image with an LVM label and a VHD footer)."""
-    d = tmp_path_factory.mktemp("small")
-    img = d / "small.img"
-    build_demo(str(img), damage="none", seed=3)
-    with open_image(str(img)) as ev:
+def small_meta(demo_images):
+    """The meta document of a real index (labels, metadata text, VHD footers, pages)."""
+    with open_image(str(demo_images[1])) as ev:
         return EvidenceIndex.build(ev)._meta()
 
 
@@ -360,3 +363,41 @@ def test_damaged_index_fields_are_refused_or_harmless(tmp_path, small_meta, garb
         EvidenceIndex.load(str(path))
     except IndexUnusable as exc:
         assert "\n" not in str(exc)
+
+
+def test_scan_range_and_kinds_answered_by_the_index_as_by_a_fresh_scan(tmp_path, demo_images):
+    img = tmp_path / "sr.img"
+    copy(demo_images[1], img)
+    rc, _, _ = cli("scan", str(img), "--range", "0:64M", "--json")
+    assert rc == 0 and not os.path.exists(index_path(str(img)))    # a range makes none
+    rc, _, _ = cli("lvm", str(img), "--json")
+    assert os.path.exists(index_path(str(img)))
+    for extra in (["--range", "1M:300M"], ["--kinds", "vhd-footer,lvm-label"],
+                  ["--kinds", "lvm-metadata", "--range", "0:40M"], ["--kinds", "rar4"]):
+        rc, a, _ = cli("scan", str(img), "--json", *extra)
+        rc2, b, _ = cli("scan", str(img), "--json", "--no-index", *extra)
+        da, db = json.loads(a), json.loads(b)
+        da.pop("seconds"), db.pop("seconds")
+        assert rc == rc2 == 0 and da == db, extra
+    rc, _, err = cli("scan", str(img), "--json", "--kinds", "no-such-kind")
+    assert rc == 2 and "no-such-kind" in err
+
+
+def test_the_pass_reports_bytes_and_time_left_and_stops_on_cancel(tmp_path, demo_images):
+    import threading
+    from core.errors import Cancelled
+    updates = []
+    with open_image(str(demo_images[0])) as ev:
+        EvidenceIndex.build(ev, progress=updates.append, window=1 * MiB)
+        total = sum(b - a for a, b in ev.data_ranges(0, ev.size))
+    assert updates[-1].done == updates[-1].total == total
+    assert any(u.eta is not None for u in updates)
+    cancel = threading.Event()
+    path = tmp_path / "i.npz"
+
+    def stop(update):
+        if update.done > 0:
+            cancel.set()
+    with open_image(str(demo_images[0])) as ev, pytest.raises(Cancelled):
+        EvidenceIndex.load_or_build(ev, str(path), cancel, stop)
+    assert not os.path.exists(path) and not os.path.exists(str(path) + ".part")

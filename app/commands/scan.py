@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             # else scan what they ask and no more
             idx = evidence_index(args, ev, args.image, bar,
                                  build=kinds is None and not args.range)
-            result = None if idx is None else idx.scan_result(kinds, start, end, ev.read,
+            result = None if idx is None else idx.scan_result(ev, kinds, start, end,
                                                               progress=bar)
             if result is None:
                 result = scan(ev, kinds=kinds, start=start, end=end, progress=bar)

@@ -24,7 +24,7 @@ API (the house style: long work takes `cancel` and `progress`):
 
     idx, how = EvidenceIndex.load_or_build(ev, path, cancel, progress)   # path None: memory only
     analyse_disk(ev, hits=idx.disk_hits(text=True))
-    idx.scan_result(kinds, start, end, ev.read)      # a ScanResult, or None: scan afresh
+    idx.scan_result(ev, kinds, start, end)           # a ScanResult, or None: scan afresh
     idx.page_records(), idx.rar_signatures()         # None: the carver searches itself
     reconstruct(ev, index=idx)                       # cookie pairs, PE features, lattice sigs
 
@@ -132,63 +132,105 @@ def identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 
 
 # -- the pass ----------------------------------------------------------------------------------
-def _prefetched_windows(ev, start: int, end: int, window: int, overlap: int
-                        ) -> Iterator[tuple[int, np.ndarray]]:
-    """(pos, view) over [start, end) like Evidence.windows(skip_holes=False), each view running
-    `overlap` past its window (clipped at end). On a plain image or device the next window is
-    read by a helper thread (os.preadv releases the GIL) while the caller works on this one;
-    a short or failed read, and every other kind of evidence, goes through ev.read, which
-    survives and records I/O errors."""
+def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int
+                 ) -> Iterator[tuple[int, np.ndarray, int, int]]:
+    """(pos, view, lo, own_end) over the data ranges: each view starts at `pos` (on the 512
+    grid), holds the structures starting in [lo, own_end) and runs `overlap` further (clipped
+    at the image end), as scan() windows each range. On a plain image or device the next
+    window is read by a helper thread (os.preadv releases the GIL) into the other of two
+    buffers while the caller works on this one; a short or failed read, and every other kind
+    of evidence, goes through ev.read, which survives and records I/O errors."""
+    from concurrent.futures import ThreadPoolExecutor
     from core.source import _PREAD_RAW
+    size = int(ev.size)
     fd = getattr(ev, "_fd", -1)
     fast = (fd is not None and fd >= 0 and not getattr(ev, "guarded", True)
             and getattr(getattr(ev, "_pread_raw", None), "__func__", None) is _PREAD_RAW)
+    jobs: list[tuple[int, int, int, int]] = []          # (pos, n, lo, own_end)
+    for rstart, rend in ranges:
+        pos = rstart - rstart % SECTOR
+        while pos < rend:
+            n = min(size, rend + overlap, pos + window + overlap) - pos
+            jobs.append((pos, n, max(pos, rstart), min(pos + window, rend)))
+            pos += window
+    if not jobs:
+        return
     if not fast:
-        yield from ev.windows(start, end, window=window, overlap=overlap, skip_holes=False)
+        for pos, n, lo, own_end in jobs:
+            yield pos, np.frombuffer(ev.read(pos, n), dtype=np.uint8), lo, own_end
         return
     try:
-        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_SEQUENTIAL)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     except (AttributeError, OSError):
         pass
-    bufs = [bytearray(window + overlap), bytearray(window + overlap)]
+    need = max(n for _, n, _, _ in jobs)
+    bufs = [bytearray(need), bytearray(need)]
 
-    def read_into(k: int, pos: int) -> tuple[int, int]:
-        n = min(end, pos + window + overlap) - pos
+    def read_into(k: int) -> int:
+        pos, n = jobs[k][0], jobs[k][1]
         try:
-            got = os.preadv(fd, [memoryview(bufs[k])[:n]], pos)
+            return os.preadv(fd, [memoryview(bufs[k % 2])[:n]], pos)
         except OSError:
-            got = -1
-        return n, got
+            return -1
 
-    positions = list(range(start, end, window))
-    pending: dict[int, Any] = {}
-    result: dict[int, tuple[int, int]] = {}
+    with ThreadPoolExecutor(1, thread_name_prefix="index-reader") as reader:
+        nxt = reader.submit(read_into, 0)
+        for k, (pos, n, lo, own_end) in enumerate(jobs):
+            got = nxt.result()
+            # the other buffer is free: the caller is done with the previous view
+            nxt = reader.submit(read_into, k + 1) if k + 1 < len(jobs) else None
+            view = memoryview(bufs[k % 2])[:n]
+            if got != n:
+                view[:] = ev.read(pos, n)
+            try:
+                yield pos, np.frombuffer(view, dtype=np.uint8), lo, own_end
+            finally:
+                view = None
+            if nxt is None:
+                break
 
-    def start_read(i: int) -> None:
-        k = i % 2
 
-        def run() -> None:
-            result[i] = read_into(k, positions[i])
-        t = threading.Thread(target=run, name="index-reader", daemon=True)
-        t.start()
-        pending[i] = t
+ZERO_BLOCK = 64 << 10
 
-    if positions:
-        start_read(0)
-    for i, pos in enumerate(positions):
-        pending.pop(i).join()
-        n, got = result.pop(i)
-        if i + 1 < len(positions):
-            start_read(i + 1)        # the other buffer: free since the caller moved on
-        view = memoryview(bufs[i % 2])[:n]
-        if got != n:
-            view[:] = ev.read(pos, n)
-        try:
-            yield pos, np.frombuffer(view, dtype=np.uint8)
-        except GeneratorExit:
-            if i + 1 in pending:
-                pending.pop(i + 1).join()
-            raise
+
+def _subtract(ranges: list[tuple[int, int]], known: list[tuple[int, int]]
+              ) -> list[tuple[int, int]]:
+    """The parts of `ranges` outside every range of `known` (both sorted [start, end))."""
+    out: list[tuple[int, int]] = []
+    for a, b in ranges:
+        for ka, kb in known:
+            if kb <= a or ka >= b:
+                continue
+            if ka > a:
+                out.append((a, ka))
+            a = max(a, kb)
+            if a >= b:
+                break
+        if a < b:
+            out.append((a, b))
+    return out
+
+
+def nonzero_runs(view: np.ndarray, length: int, block: int = ZERO_BLOCK) -> list[tuple[int, int]]:
+    """[(a, b)]: the runs of view[:length] made of `block`-sized blocks holding a nonzero byte
+    (zero blocks are left out; the last block may be short). One numpy pass at memory speed."""
+    length = min(length, len(view))
+    whole = length - length % block
+    flags = []
+    if whole:
+        flags = view[:whole].view(np.uint64).reshape(-1, block // 8).any(axis=1).tolist()
+    if whole < length:
+        flags.append(bool(view[whole:length].any()))
+    runs: list[tuple[int, int]] = []
+    for i, nz in enumerate(flags):
+        if not nz:
+            continue
+        a, b = i * block, min(length, (i + 1) * block)
+        if runs and runs[-1][1] == a:
+            runs[-1] = (runs[-1][0], b)
+        else:
+            runs.append((a, b))
+    return runs
 
 
 @dataclass
@@ -223,11 +265,11 @@ class EvidenceIndex:
                         list(t.contents_marks) if text else [], list(h.mgt_headers),
                         h.truncated or (text and t.truncated))
 
-    def scan_result(self, kinds: Iterable[str] | None, start: int, end: int | None,
-                    read: Callable[[int, int], bytes],
+    def scan_result(self, ev, kinds: Iterable[str] | None, start: int, end: int | None,
                     max_findings: int | None = None, cancel=None, progress=None):
-        """core.scan.scan's result from the index, or None when it cannot say (a kind it did
-        not scan for, its findings were capped)."""
+        """core.scan.scan(ev, ...)'s result from the index, or None when it cannot say (a kind
+        it did not scan for, its findings were capped). `ev` is the evidence it was found to
+        fit (its unreadable ranges are the answer's; the post-scan hooks read through it)."""
         from core.scan import DEFAULT_MAX_FINDINGS, ScanResult, finish_findings, resolve_kinds
         t0 = time.monotonic()
         chosen = resolve_kinds(kinds)
@@ -244,9 +286,9 @@ class EvidenceIndex:
             counts[f.kind] = counts.get(f.kind, 0) + 1
         truncated = len(sel) > cap
         ticker = Ticker(1, "scan", progress, cancel)
-        findings = finish_findings(sel[:cap], read, ticker)
+        findings = finish_findings(sel[:cap], ev.read, ticker)
         ticker.done()
-        unreadable = [(a, b) for a, b in self.unreadable if b > start and a < end]
+        unreadable = [(a, b) for a, b in ev.unreadable if b > start and a < end]
         return ScanResult(findings, counts, unreadable, time.monotonic() - t0, (start, end),
                           self.size, names, truncated)
 
@@ -294,38 +336,35 @@ class EvidenceIndex:
         done = 0
         old_cancel = getattr(ev, "cancel", None)
         ev.cancel = cancel
+        known = list(ev.unreadable)      # said at open (a ddrescue mapfile): not the pass's
+        wins = pass_windows(ev, ranges, window, overlap)
         try:
-            for rstart, rend in ranges:
-                wstart = rstart - rstart % SECTOR
-                wins = _prefetched_windows(ev, wstart, min(size, rend + overlap), window, overlap)
-                try:
-                    for pos, view in wins:
-                        if pos >= rend:
-                            break
-                        own_end = min(pos + window, rend)
-                        lo = max(pos, rstart)
-                        own = view[lo - pos:]
-                        window_hits(hits, own, lo, own_end - lo, text=False)
-                        window_hits(text_hits, own, lo, own_end - lo, text=True, sectors=False)
-                        scan.feed(pos, view, lo, own_end, ticker, done)
-                        if pages is not None:
-                            for batch in page_records_in_window(ev.read, lo, own, own_end - lo,
-                                                                ticker):
-                                pages.append(batch)
-                                n_pages += len(batch)
-                            if n_pages > MAX_PAGE_RECORDS:
-                                pages = None
-                        if rar is not None:
-                            rar.extend(signatures_in_window(lo, own, own_end - lo))
-                            if len(rar) > MAX_RAR_SIGNATURES:
-                                rar = None
-                        facts.feed(pos, view, lo, own_end)
-                        done += own_end - lo
-                        ticker.tick(done)
-                        view = own = None
-                finally:
-                    wins.close()
+            for pos, view, lo, own_end in wins:
+                own = view[lo - pos:]
+                window_hits(hits, own, lo, own_end - lo, text=False)
+                # the byte searches (memmem) only where the bytes are not all zero: a marker
+                # or signature starts with a nonzero byte, so none starts in a zero block
+                runs = nonzero_runs(own, own_end - lo)
+                for a, b in runs:
+                    window_hits(text_hits, own[a:], lo + a, b - a, text=True, sectors=False)
+                scan.feed(pos, view, lo, own_end, ticker, done)
+                if pages is not None:
+                    for batch in page_records_in_window(ev.read, lo, own, own_end - lo, ticker):
+                        pages.append(batch)
+                        n_pages += len(batch)
+                    if n_pages > MAX_PAGE_RECORDS:
+                        pages = None
+                if rar is not None:
+                    for a, b in runs:
+                        rar.extend(signatures_in_window(lo + a, own[a:], b - a))
+                    if len(rar) > MAX_RAR_SIGNATURES:
+                        rar = None
+                facts.feed(pos, view, lo, own_end)
+                done += own_end - lo
+                ticker.tick(done)
+                view = own = None
         finally:
+            wins.close()
             ev.cancel = old_cancel
         facts.finish()
         page_arr = None
@@ -335,7 +374,7 @@ class EvidenceIndex:
         ticker.done()
         return cls(ident, size, hits, text_hits, [k.name for k in resolve_kinds(None)],
                    scan.findings, dict(scan.counts), scan.truncated, page_arr, rar, facts,
-                   list(ev.unreadable), list(getattr(ev, "timed_out", [])), total,
+                   _subtract(ev.unreadable, known), list(getattr(ev, "timed_out", [])), total,
                    time.monotonic() - t0, time.time())
 
     # -- keeping it ------------------------------------------------------------------------------
@@ -490,4 +529,4 @@ def indexable(ev) -> bool:
 
 
 __all__ = ["EvidenceIndex", "IndexUnusable", "identity", "identity_difference", "index_path",
-           "indexable", "WINDOW"]
+           "indexable", "pass_windows", "WINDOW"]
