@@ -154,3 +154,27 @@ def test_peak_rss_on_a_2tib_sparse_sr_stays_under_300_mib(tmp_path, command):
                   cwd=ROOT, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.max_rss < 300 * MiB, f"{command}: peak RSS {r.max_rss / MiB:.0f} MiB"
+
+
+def test_pass_estimate_reads_a_little_and_counts_only_data(tmp_path):
+    """The estimate before a pass: a probe of at most 1/256 of the data (1 MiB at least),
+    scaled to the bytes the pass reads (the holes of a sparse image are not read)."""
+    from core.source import Evidence
+    from core.throughput import estimate_pass
+
+    path = tmp_path / "sparse.img"
+    with open(path, "wb") as f:
+        f.truncate(1 << 40)
+        f.seek(1 << 30)
+        f.write(os.urandom(512 * MiB // 64))       # 8 MiB of data in a 1 TiB file
+    with Evidence(str(path)) as ev:
+        counter = ImageReadCounter(str(path))
+        mp = pytest.MonkeyPatch()
+        try:
+            counter.install(mp)
+            est = estimate_pass(ev)
+        finally:
+            mp.undo()
+    assert est.bytes_to_read == 8 * MiB
+    assert est.probed == 1 * MiB == counter.bytes
+    assert est.rate > 0 and est.seconds is not None and est.seconds < 3600

@@ -77,6 +77,9 @@ class JobRow(Horizontal):
         yield ProgressBar(total=None, show_eta=False, show_percentage=True)
         yield Label("", classes="job-rate")
 
+    def on_mount(self) -> None:
+        self.refresh_job()          # what was said before the row was mounted (an estimate)
+
     def refresh_job(self) -> None:
         job = self.job
         self.query_one(".job-label", Label).update(job.label)
@@ -129,7 +132,7 @@ class WorkerStatus(Vertical):
             return
         job.estimate = text
         for row in self.query(JobRow):
-            if row.job is job:
+            if row.job is job and row.is_mounted:   # else its on_mount shows it
                 row.refresh_job()
 
     def remove_job(self, job_id: str) -> None:
