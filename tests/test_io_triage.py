@@ -115,6 +115,7 @@ async def test_workstation_triage_reads_the_image_at_most_1_1_times(nonsparse_sr
     assert summary["analysed"] and summary["vdis_rebuilt"] >= 1, summary
     assert summary["estimate"]["bytes_to_read"] == built.size
     ratio = nbytes / built.size
+    print(f"the workstation's triage read the image {ratio:.3f} times")
     assert ratio <= 1.1, f"the triage read the image {ratio:.2f} times"
     # the same triage reading for each step (--no-index) reads more and finds the same
     plain, plain_maps, plain_bytes = await _triage(built.path, monkeypatch, no_index=True)
@@ -178,3 +179,44 @@ def test_pass_estimate_reads_a_little_and_counts_only_data(tmp_path):
     assert est.bytes_to_read == 8 * MiB
     assert est.probed == 1 * MiB == counter.bytes
     assert est.rate > 0 and est.seconds is not None and est.seconds < 3600
+
+
+async def test_carving_screen_takes_pages_and_archives_from_the_index(tmp_path, monkeypatch):
+    """The carving screen of a session with the evidence index lists the same page copies and
+    RAR archives as a scan of its own, without searching the disk again."""
+    from types import SimpleNamespace
+
+    from textual.widgets import DataTable
+
+    import core.carve.mssql as mssql
+    import core.carve.rar as rar
+    from app.screens.carving import CarvingScreen
+    from core.evidence import open_image
+    from test_ui_carving import Host, _image, _wait_idle
+
+    try:
+        from core.evidence_index import EvidenceIndex
+    except ImportError:
+        pytest.skip("this build has no evidence index")
+    path, _ = _image(tmp_path)
+
+    async def rows(screen) -> list:
+        async with Host(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.pause()                     # the screen is pushed on the host's mount
+            for key in ("m", "r"):
+                await pilot.press(key)
+                await _wait_idle(pilot, screen)
+            table = screen.query_one(DataTable)
+            return [tuple(map(str, table.get_row_at(i))) for i in range(table.row_count)]
+
+    plain = await rows(CarvingScreen(path))
+    with open_image(path) as ev:
+        session = SimpleNamespace(ev=ev, case=None, index=EvidenceIndex.build(ev))
+
+        def no_search(*a, **kw):
+            raise AssertionError("searched the disk although the index holds the answer")
+
+        monkeypatch.setattr(mssql, "find_page_records", no_search)
+        monkeypatch.setattr(rar, "find_signatures", no_search)
+        indexed = await rows(CarvingScreen(session))
+    assert indexed == plain and any(r[0] == "rar5" for r in plain)

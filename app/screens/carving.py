@@ -120,7 +120,8 @@ class CarvingScreen(Screen):
             self.ev = evidence.ev
         self.image_path = self.ev.path
         self.case = getattr(evidence, "case", None)     # the session's case: exports are logged
-        self.index = getattr(evidence, "index", None)   # the session's evidence index (issue 14)
+        # the session's evidence index (issue 14); a path or an Evidence comes without one
+        self.index = getattr(evidence, "index", None) if hasattr(evidence, "ev") else None
         self.space = space if space is not None else self.ev
         self.scopes = [CarveScope("disk", self.space)] + ([vdi] if vdi is not None else [])
         self.scope = 0

@@ -203,7 +203,7 @@ class Session:
         answer (it scanned for those kinds), else a pass over the evidence."""
         mod = engine("core.scan", "scan engine")
         if self.index is not None:
-            result = self.index.scan_result(kinds, 0, None, self.ev.read, cancel=cancel,
+            result = self.index.scan_result(self.ev, kinds, 0, None, cancel=cancel,
                                             progress=progress)
             if result is not None:
                 return result
