@@ -35,6 +35,7 @@ class WorkstationApp(App):
     def __init__(self, image_path: str | None = None, case_path: str | None = None, *,
                  session: Session | None = None, case_mode: str = "case") -> None:
         super().__init__()
+        self.exit_after_triage = False      # `open --headless`: leave once the triage is done
         if session is None:
             if image_path is None:
                 raise ValueError("an image path or a session is needed")
@@ -97,7 +98,7 @@ class WorkstationApp(App):
 
 def open_session(image_path: str, case_path: str | None = None, more_images=(),
                  backups=(), pv_offsets=(), mapfile: str | None = None,
-                 case_mode: str = "case") -> Session:
+                 case_mode: str = "case", no_index: bool = False) -> Session:
     """Open evidence and case; SourceError / UnsafeError (one line) when impossible (a case
     made on other evidence: CaseMismatch, which names --no-case and --new-case).
     `more_images`: the other disks of an SR over several PVs, read as one space; `mapfile`:
@@ -106,7 +107,7 @@ def open_session(image_path: str, case_path: str | None = None, more_images=(),
     ev = open_images([image_path, *more_images], mapfile)
     try:
         return Session(image_path, case_path, evidence=ev, backups=backups,
-                       pv_offsets=pv_offsets, case_mode=case_mode)
+                       pv_offsets=pv_offsets, case_mode=case_mode, no_index=no_index)
     except BaseException:
         ev.close()
         raise
@@ -114,10 +115,26 @@ def open_session(image_path: str, case_path: str | None = None, more_images=(),
 
 def run_workstation(image_path: str, case_path: str | None = None, more_images=(),
                     backups=(), pv_offsets=(), mapfile: str | None = None,
-                    case_mode: str = "case") -> int:
+                    case_mode: str = "case", no_index: bool = False) -> int:
     """Run the workstation on `image_path` until the technician quits; returns an exit code."""
     session = open_session(image_path, case_path, more_images, backups, pv_offsets, mapfile,
-                           case_mode)
+                           case_mode, no_index)
     app = WorkstationApp(session=session)
     app.run()
     return int(app.return_code or 0)
+
+
+def run_headless_triage(image_path: str, case_path: str | None = None, more_images=(),
+                        backups=(), pv_offsets=(), mapfile: str | None = None,
+                        case_mode: str = "case", no_index: bool = False,
+                        size: tuple[int, int] = (120, 40)) -> dict:
+    """Open the workstation without a terminal (Textual's headless driver), let it run its
+    triage as it does on screen (analysis, VHD chains, reconstruction when the metadata is
+    gone) and return what it found once every triage job ended (MainScreen.triage_summary).
+    `srsalvage open --headless` prints it; bench/io.py measures what opening reads with it."""
+    session = open_session(image_path, case_path, more_images, backups, pv_offsets, mapfile,
+                           case_mode, no_index)
+    app = WorkstationApp(session=session)
+    app.exit_after_triage = True
+    result = app.run(headless=True, size=size)
+    return result if isinstance(result, dict) else {}

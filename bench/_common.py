@@ -169,3 +169,63 @@ def bench_image(image: str | None, size: str, prefix: str, sprinkle: Callable[[s
     finally:
         if tmpdir and not keep:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# -- one child process measured: bytes it read, peak RSS, wall time (issue 14) -------------------
+@dataclass
+class ChildRun:
+    argv: list
+    returncode: int
+    wall: float                 # seconds
+    rchar: int                  # /proc/PID/io rchar: bytes the process read by read(2)-like calls
+    max_rss: int                # bytes, ru_maxrss of the child
+    cpu: float                  # user + system seconds of the child
+    stderr: str = ""
+
+
+# The measured process is started by a small launcher (a fresh interpreter running
+# _LAUNCHER): ru_maxrss is a high-water mark kept across exec, and a child forked straight from
+# a large process (a builder holding buffers, pytest) starts with its parent's RSS as its peak.
+_LAUNCHER = r"""
+import json, os, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+wall = time.perf_counter() - t0
+rchar = -1
+try:
+    with open(f"/proc/{p.pid}/io") as f:
+        rchar = int(next(l for l in f if l.startswith("rchar:")).split()[1])
+except (OSError, StopIteration):
+    pass
+_, status, ru = os.wait4(p.pid, 0)
+p.returncode = os.waitstatus_to_exitcode(status)
+print(json.dumps({"rc": p.returncode, "wall": wall, "rchar": rchar,
+                  "rss": ru.ru_maxrss * 1024, "cpu": ru.ru_utime + ru.ru_stime}))
+"""
+
+
+def run_child(argv: Sequence[str], env: dict | None = None, cwd: str | None = None,
+              timeout: float | None = None) -> ChildRun:
+    """Run argv as a fresh process (its stdout discarded) and measure it: wall time, the bytes
+    it read (/proc/PID/io `rchar`, read while it is a zombie: waitid WNOWAIT, so the counters
+    are final and the pid not reused), its peak RSS and CPU time (wait4)."""
+    import json
+
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, *argv],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                              env=env, cwd=cwd, timeout=timeout, check=False)
+        err.seek(0)
+        text = err.read().decode("utf-8", "replace")
+    try:
+        m = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return ChildRun(list(argv), proc.returncode or -1, 0.0, -1, 0, 0.0, text)
+    return ChildRun(list(argv), m["rc"], m["wall"], m["rchar"], m["rss"], m["cpu"], text)
+
+
+def srsalvage_argv(*args: str) -> list[str]:
+    """The command line of `srsalvage ARGS` with this interpreter (the venv's)."""
+    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())",
+            *args]

@@ -289,6 +289,24 @@ async def test_worker_status_rows_appear_update_and_hide():
         assert not ws.has_class("-busy")
 
 
+async def test_worker_status_says_the_cost_before_the_pass_then_bytes_and_time_left():
+    """Issue 14: before a long pass reports progress its line says what it will cost; then
+    the bytes read of the total and the time left at the measured rate."""
+    from widgets.worker_status import estimate_text
+    app = StatusApp()
+    async with app.run_test(size=(100, 10)) as pilot:
+        ws = app.query_one(WorkerStatus)
+        ws.add_job("index-1", "reading the evidence once")
+        ws.set_estimate("index-1", estimate_text(8 << 30, 100.0, 82 << 20))
+        await pilot.pause()
+        text = str(ws.query_one(".job-rate").render())
+        assert "reading 8.0 GiB: about 1m40s at 82.0 MiB/s" in text, text
+        ws.update_job("index-1", 2 << 30, 8 << 30, 100 << 20, 61.0)
+        await pilot.pause()
+        text = str(ws.query_one(".job-rate").render())
+        assert "2.0 GiB/8.0 GiB" in text and "ETA 1m01s" in text and "about" not in text, text
+
+
 def test_fmt_eta():
     assert fmt_eta(None) == "" and fmt_eta(75) == "ETA 1m15s" and fmt_eta(7300) == "ETA 2h01m"
 

@@ -32,6 +32,20 @@ def fmt_eta(seconds: float | None) -> str:
     return f"ETA {s}s"
 
 
+def fmt_bytes_done(done: int, total: int) -> str:
+    """'1.2 GiB/8.0 GiB': how far a byte-counted pass is (issue 14)."""
+    return f"{human(done)}/{human(total)}" if total > 0 else ""
+
+
+def estimate_text(total_bytes: int, seconds: float | None, rate: float) -> str:
+    """What a pass will cost, said before it starts: 'reading 8.0 GiB: about 1m40s at
+    85.0 MiB/s' (core.throughput.PassEstimate's numbers)."""
+    head = f"reading {human(total_bytes)}"
+    if seconds is None or rate <= 0:
+        return head
+    return f"{head}: about {fmt_eta(seconds).removeprefix('ETA ')} at {fmt_rate(rate)}"
+
+
 @dataclass
 class JobView:
     job_id: str
@@ -42,6 +56,7 @@ class JobView:
     eta: float | None = None
     byte_unit: bool = True
     detail: str = ""
+    estimate: str = ""        # said before the pass starts, until progress comes
 
 
 class JobRow(Horizontal):
@@ -62,6 +77,9 @@ class JobRow(Horizontal):
         yield ProgressBar(total=None, show_eta=False, show_percentage=True)
         yield Label("", classes="job-rate")
 
+    def on_mount(self) -> None:
+        self.refresh_job()          # what was said before the row was mounted (an estimate)
+
     def refresh_job(self) -> None:
         job = self.job
         self.query_one(".job-label", Label).update(job.label)
@@ -70,6 +88,10 @@ class JobRow(Horizontal):
             bar.update(total=job.total, progress=job.done)
         parts = [job.detail[:20], fmt_rate(job.rate) if job.byte_unit else (f"{job.rate:.0f}/s" if job.rate else ""),
                  fmt_eta(job.eta), "Esc cancels"]
+        if job.byte_unit and job.done > 0:
+            parts.insert(1, fmt_bytes_done(job.done, job.total))
+        elif job.estimate:
+            parts.insert(1, job.estimate)
         self.query_one(".job-rate", Label).update("  ".join(p for p in parts if p))
 
 
@@ -101,6 +123,16 @@ class WorkerStatus(Vertical):
             job.detail = label
         for row in self.query(JobRow):
             if row.job is job:
+                row.refresh_job()
+
+    def set_estimate(self, job_id: str, text: str) -> None:
+        """The cost of a long pass, shown on its line before its first progress."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        job.estimate = text
+        for row in self.query(JobRow):
+            if row.job is job and row.is_mounted:   # else its on_mount shows it
                 row.refresh_job()
 
     def remove_job(self, job_id: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.commands._common import add_more_images, add_pv_offset
+from app.commands._common import add_index_option, add_more_images, add_pv_offset
 
 ORDER = 20
 
@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "case file was made on other evidence)")
     mode.add_argument("--new-case", action="store_true",
                       help="start a new case; an existing case file is kept aside")
+    add_index_option(p)
+    p.add_argument("--headless", action="store_true",
+                   help="no screen: run the workstation's triage (LVM analysis, VHD chains, "
+                        "reconstruction when the metadata is gone) as opening it would, print "
+                        "what it found as JSON and exit")
     p.set_defaults(func=run)
 
 
@@ -37,5 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from app.workstation import run_workstation
 
     mode = "none" if args.no_case else "new" if args.new_case else "case"
+    if getattr(args, "headless", False):
+        from app.commands._common import print_json
+        from app.workstation import run_headless_triage
+        print_json(run_headless_triage(args.image, args.case, args.more_images, args.backup,
+                                       args.pv_offset, getattr(args, "mapfile", None), mode,
+                                       args.no_index))
+        return 0
     return run_workstation(args.image, args.case, args.more_images, args.backup, args.pv_offset,
-                           getattr(args, "mapfile", None), mode)
+                           getattr(args, "mapfile", None), mode, args.no_index)

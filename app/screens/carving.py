@@ -120,6 +120,8 @@ class CarvingScreen(JobsMixin, Screen):
             self.ev = evidence.ev
         self.image_path = self.ev.path
         self.case = getattr(evidence, "case", None)     # the session's case: exports are logged
+        # the session's evidence index (issue 14); a path or an Evidence comes without one
+        self.index = getattr(evidence, "index", None) if hasattr(evidence, "ev") else None
         self.space = space if space is not None else self.ev
         self.scopes = [CarveScope("disk", self.space)] + ([vdi] if vdi is not None else [])
         self.scope = 0
@@ -286,14 +288,22 @@ class CarvingScreen(JobsMixin, Screen):
     def _kw(self) -> dict:
         return {"window": self.window} if self.window else {}
 
+    def _disk_index(self) -> Any:
+        """The evidence index when carving the whole disk: its one pass already found every
+        page copy and RAR signature, so the scan reads only what it keeps (issue 14)."""
+        return self.index if self.space is self.ev and not self.window else None
+
     def action_scan_pages(self) -> None:
         from core.carve.mssql import collect_records, fill_digests, find_page_records
         space, kw = self.space, self._kw()
+        index = self._disk_index()
 
         def work(cancel, progress):
+            recs = index.page_records() if index is not None else None
             # compact records (43 bytes a copy), not objects: a disk full of pages stays small
-            recs = collect_records(find_page_records(space, cancel=cancel, progress=progress,
-                                                     **kw))
+            if recs is None:
+                recs = collect_records(find_page_records(space, cancel=cancel, progress=progress,
+                                                         **kw))
             fill_digests(space, recs)
             return recs, file_summaries(space, recs, cancel)
 
@@ -307,8 +317,12 @@ class CarvingScreen(JobsMixin, Screen):
     def action_scan_rar(self) -> None:
         from core.carve.rar import carve_rar
         space, kw = self.space, self._kw()
+        index = self._disk_index()
 
         def work(cancel, progress):
+            sigs = index.rar_signatures() if index is not None else None
+            if sigs is not None:
+                kw["signatures"] = sigs
             return carve_rar(space, None, cancel=cancel, progress=progress, **kw).archives
 
         def done(archives):

@@ -10,6 +10,7 @@ app.screens.hexpane.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable
 
 from rich.text import Text
@@ -80,6 +81,12 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         self.last_needle: bytes | None = None
         self.status_text = ""
         self.analysed = False
+        # the triage: what opening the workstation reads by itself (issue 14)
+        self.analysis_over = False      # the analysis ended (done, failed or cancelled)
+        self.triage_done = False
+        self.triage_started = 0.0
+        self.triage_seconds: float | None = None
+        self.estimate: Any = None       # core.throughput.PassEstimate of the first pass
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -141,10 +148,6 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         self.tree.show_message("analysing the image…")
         self._start_analysis()
 
-    def _start_analysis(self) -> None:
-        self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done,
-                       on_cancelled=self._analysis_cancelled, on_failed=self._analysis_failed)
-
     def _after_first_paint(self) -> None:
         if not self.is_attached or self.app.return_code is not None:
             return  # the app is already closing
@@ -154,7 +157,124 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             return
         # a footer mounted late learns the bindings at the next bindings update: ask for one
         self.call_after_refresh(self.refresh_bindings)
+        self.start_triage()
+
+    # -- triage: what opening the workstation reads by itself (issue 14) -----------------------
+    # the jobs opening starts without being asked: the LVM analysis, then the VHD chains and,
+    # when no metadata survives, the reconstruction. The triage is done when they all ended.
+    # With the evidence index (core.evidence_index) the triage reads the evidence ONCE: the
+    # index job makes the one pass (or finds the index kept beside the case), and the analysis,
+    # the signature scan for the map and the reconstruction are answered from it.
+    TRIAGE_JOBS = ("index", "analyse", "chain", "reconstruct", "scan")
+
+    def start_triage(self) -> None:
+        self.triage_started = time.monotonic()
+        if self._indexable():
+            self.start_job("index", "reading the evidence once", self._index_with_estimate,
+                           self._index_done, on_cancelled=self._index_cancelled,
+                           on_failed=self._index_failed)
+        else:
+            self._start_analysis()
+
+    def _start_analysis(self) -> None:
+        # with the index no pass over the disk is made: no estimate to give
+        fn = self.session.analyse if self.session.index is not None else self._analyse_with_estimate
+        self.start_job("analyse", "analysing LVM", fn, self._analysis_done,
+                       on_cancelled=self._analysis_cancelled, on_failed=self._analysis_failed)
+
+    def _indexable(self) -> bool:
+        from core.evidence_index import indexable
+        return not self.session.no_index and bool(indexable(self.session.ev))
+
+    def _index_cancelled(self) -> None:
+        self.analysis_over = True        # the technician stopped the read: no analysis
+        self.tree.show_message("reading the evidence cancelled — F5 analyses it")
+        self.set_status("reading the evidence cancelled — F5 runs the analysis")
+
+    def _index_failed(self, failure: JobFailure) -> None:
+        # an index that cannot be made: every step reads for itself, as before
+        self.notify(f"evidence index not made ({failure.message}); reading for each step",
+                    severity="warning")
         self._start_analysis()
+
+    def _index_with_estimate(self, cancel, progress) -> Any:
+        """The index kept beside the case, or the one pass that makes it: before that pass
+        starts, what it will cost (core.throughput) on the job's line and the status line."""
+        from textual.worker import get_current_worker
+
+        from core.throughput import estimate_pass
+        job_id = get_current_worker().name
+
+        def say(text: str) -> None:          # called only when a pass is about to start
+            self._from_thread(self._show_estimate, job_id, estimate_pass(self.session.ev))
+
+        return self.session.load_index(cancel, progress, say=say)
+
+    def _index_done(self, index: Any) -> None:
+        if index is not None and self.session.index_note:
+            self.notify(self.session.index_note, timeout=8)
+        self._start_analysis()
+        if index is not None:              # the signatures for the map: no read of the disk
+            self.start_job("scan", "signatures (from the index)",
+                           lambda cancel, progress: self.session.scan_kinds(None, cancel,
+                                                                            progress),
+                           self._scan_done)
+
+    def _analyse_with_estimate(self, cancel, progress) -> Any:
+        """The analysis (a whole pass over the evidence), its cost said before it starts: a
+        short timed read at the start of the evidence (core.throughput), shown on the job's
+        line and the status line until the pass reports its own rate."""
+        from textual.worker import get_current_worker
+
+        from core.throughput import estimate_pass
+        est = estimate_pass(self.session.ev)
+        self._from_thread(self._show_estimate, get_current_worker().name, est)
+        return self.session.analyse(cancel, progress)
+
+    def _show_estimate(self, job_id: str, est: Any) -> None:
+        from widgets.worker_status import estimate_text
+        self.estimate = est
+        text = estimate_text(est.bytes_to_read, est.seconds, est.rate)
+        self.query_one(WorkerStatus).set_estimate(job_id, text)
+        if not self.analysis_over:
+            what = ("building the evidence index (one read serves the analysis, the scan, "
+                    "the reconstruction and the carvers)" if self.running("index") else
+                    "analysing the image (partitions, LVM labels, every metadata generation)")
+            self.set_status(f"{what} — {text}")
+
+    def _end_job(self, job_id: str) -> None:
+        super()._end_job(job_id)
+        # after the job's on_done (which may start the next triage job) has run
+        self.call_later(self._check_triage)
+
+    def _check_triage(self) -> None:
+        if self.triage_done or not self.analysis_over:
+            return
+        if any(self.running(kind) for kind in self.TRIAGE_JOBS):
+            return
+        self.triage_done = True
+        self.triage_seconds = time.monotonic() - self.triage_started
+        if getattr(self.app, "exit_after_triage", False):
+            self.app.exit(self.triage_summary())
+
+    def triage_summary(self) -> dict:
+        """What the triage found, for `srsalvage open --headless` (one JSON document)."""
+        s = self.session
+        est = self.estimate
+        return {
+            "image": s.image_path, "bytes": s.ev.size,
+            "seconds": None if self.triage_seconds is None else round(self.triage_seconds, 3),
+            "analysed": self.analysed, "analysis_error": s.analysis_error,
+            "volume_groups": [{"name": vg.name, "generations": len(vg.generations)}
+                              for vg in s.volume_groups],
+            "vdis_rebuilt": len(s.suggestions),
+            "index": s.index_note or None,
+            "signatures": dict(getattr(s.scan_result, "counts", None) or {}),
+            "estimate": None if est is None else {
+                "bytes_to_read": est.bytes_to_read, "probed": est.probed,
+                "rate": round(est.rate), "seconds": est.seconds},
+            "unreadable": [list(r) for r in s.ev.unreadable],
+        }
 
     def on_resize(self) -> None:
         self._layout_classes()
@@ -206,6 +326,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         super().say_failed(label, failure)
 
     def _analysis_cancelled(self) -> None:
+        self.analysis_over = True
         if not self.analysed:
             self.tree.show_message("analysis cancelled — F5 runs it again")
             self.set_status("analysis cancelled — F5 runs it again; S scans the image")
@@ -213,6 +334,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     def _analysis_failed(self, failure: JobFailure) -> None:
         """Said where the VG tree and the editor would have been."""
         message = failure.message
+        self.analysis_over = True
         self.session.analysis_error = message
         if failure.missing:
             self.tree.show_message(message.split(" (")[0])
@@ -224,6 +346,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     # -- analysis -------------------------------------------------------------------------------
     def _analysis_done(self, report: Any) -> None:
         s = self.session
+        self.analysis_over = True
         s.set_report(report)
         self.analysed = True
         if s.case_mismatch:
@@ -233,7 +356,9 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         if unreadable:
             self.notify(f"{len(unreadable)} unreadable ranges on the evidence (read as zeros)",
                         severity="warning")
-        if not s.recognised:
+        # a PV label without any metadata (the metadata area wiped) is recognised too: the
+        # maps are rebuilt from VHD structure below, as the technician would ask (R)
+        if not s.recognised and not getattr(report, "pvs", None):
             self.tree.set_report(report)
             self.editor.clear_vdi("nothing recognised — press S to scan the whole image")
             self.set_status(Text("nothing recognised (no partition table, LVM label or metadata "
@@ -794,18 +919,19 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             self.notify("a scan is already running")
             return
 
-        def done(result: Any) -> None:
-            s.scan_result = result
-            self.refresh_map()
-            counts = getattr(result, "counts", None) or {}
-            n = len(getattr(result, "findings", []) or [])
-            detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())[:6])
-            self.notify(f"scan: {n} findings" + (f" ({detail})" if detail else ""))
-            if not s.recognised:
-                self.set_status(Text(f"scan found {n} signatures; no LVM structure recognised",
-                                     style="yellow"))
+        self.start_job("scan", "scanning the image", s.scan, self._scan_done)
 
-        self.start_job("scan", "scanning the image", s.scan, done)
+    def _scan_done(self, result: Any) -> None:
+        s = self.session
+        s.scan_result = result
+        self.refresh_map()
+        counts = getattr(result, "counts", None) or {}
+        n = len(getattr(result, "findings", []) or [])
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())[:6])
+        self.notify(f"scan: {n} findings" + (f" ({detail})" if detail else ""))
+        if s.report is not None and not s.recognised:
+            self.set_status(Text(f"scan found {n} signatures; no LVM structure recognised",
+                                 style="yellow"))
 
     def action_reconstruct(self) -> None:
         s = self.session

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from core.case import Case, Extent, evidence_identity
 from core.errors import SrsalvageError, UnsafeError
+from core.evidence_index import EvidenceIndex, index_path, indexable
 from core.evidence_set import EvidenceSet
 from core.lvm.analyse import DiskReport, analyse_disk
 from core.lvm.model import Generation, LogicalVolume, VolumeGroup
@@ -73,10 +74,15 @@ class Session:
 
     def __init__(self, image_path: str, case_path: str | None = None,
                  evidence: Evidence | EvidenceSet | None = None, backups: Sequence[str] = (),
-                 pv_offsets: Sequence[str] = (), case_mode: str = "case") -> None:
+                 pv_offsets: Sequence[str] = (), case_mode: str = "case",
+                 no_index: bool = False) -> None:
         """case_mode: "case" (open or create; CaseMismatch when made on other evidence),
         "new" (a new case, the old one kept aside), "none" (read-only: nothing recorded)."""
         self.ev: Evidence | EvidenceSet = evidence or Evidence(image_path)
+        self.case_path_arg = case_path      # where the evidence index is kept follows --case
+        self.no_index = no_index            # --no-index: every step reads for itself
+        self.index: EvidenceIndex | None = None   # the evidence index once loaded
+        self.index_note = ""                # how it came: kept one used, or built (and why)
         # several images of one SR (core.evidence_set): the case file lives beside the first
         self.evidence_paths: list[str] = (list(self.ev.paths) if isinstance(self.ev, EvidenceSet)
                                           else [self.ev.path])
@@ -105,18 +111,47 @@ class Session:
         self._lock = threading.Lock()
 
     # -- analysis -------------------------------------------------------------------------------
+    def load_index(self, cancel: threading.Event | None = None, progress: ProgressFn | None = None,
+                   say: Callable[[str], None] | None = None) -> EvidenceIndex | None:
+        """The evidence index (issue 14): the one kept beside the case when it is this
+        evidence's, else built by one sequential pass (and kept there; in memory only without
+        a case). None with --no-index, or when the evidence cannot be indexed (an SR over
+        several images): the analysis, scan and reconstruction then read for themselves."""
+        if self.no_index or not indexable(self.ev):
+            return None
+        # as the commands do (app.commands._common.evidence_index): without a case, a kept
+        # index that fits is used but a new one is not kept
+        path = index_path(self.image_path, self.case_path_arg)
+        self.index, self.index_note = EvidenceIndex.load_or_build(
+            self.ev, path, cancel, progress, save=self.case_mode != "none", say=say)
+        return self.index
+
     def analyse(self, cancel: threading.Event | None = None,
                 progress: ProgressFn | None = None) -> DiskReport:
+        # with the evidence index, the whole-disk pass is already made: no read of the disk
+        hits = {"hits": self.index.disk_hits(text=True)} if self.index is not None else {}
         return analyse_disk(self.ev, backups=self.backups, cancel=cancel, progress=progress,
-                            pv_offsets=self.pv_offsets)
+                            pv_offsets=self.pv_offsets, **hits)
 
     def scan(self, cancel: threading.Event | None = None,
              progress: ProgressFn | None = None) -> ScanResult:
-        from core.scan import available_kinds, scan
+        from core.scan import available_kinds
 
         # the workstation scans for everything, carving kinds included, so carve hits
         # (SQL Server pages, RAR archives) are marked on the disk map
-        kinds = sorted(available_kinds())
+        return self.scan_kinds(sorted(available_kinds()), cancel, progress)
+
+    def scan_kinds(self, kinds: Sequence[str] | None, cancel: threading.Event | None = None,
+                   progress: ProgressFn | None = None) -> ScanResult:
+        """The scan for `kinds` (None: the default ones): from the evidence index when it can
+        answer (it scanned for those kinds), else a pass over the evidence."""
+        from core.scan import scan
+
+        if self.index is not None:
+            result = self.index.scan_result(self.ev, kinds, 0, None, cancel=cancel,
+                                            progress=progress)
+            if result is not None:
+                return result
         return scan(self.ev, kinds=kinds, cancel=cancel, progress=progress)
 
     @property
@@ -254,9 +289,10 @@ class Session:
         """Rebuild the extent maps from VHD structure: suggestions for the editor, and, when no
         metadata survives, the rebuilt VG (core.match.rebuilt) to work on."""
         from core.match.reconstruct import reconstruct
+        index = {"index": self.index} if self.index is not None else {}
         from core.unreadable import annotate_reconstruction
 
-        rec = reconstruct(self.ev, cancel=cancel, progress=progress, report=self.report)
+        rec = reconstruct(self.ev, cancel=cancel, progress=progress, report=self.report, **index)
         annotate_reconstruction(rec, list(self.ev.unreadable))  # unreadable sectors named
         self.reconstruction = rec
         self.suggestions = {rebuilt_lv_name(v): suggested_extents(v) for v in rec.vdis}

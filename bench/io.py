@@ -1,0 +1,306 @@
+"""Benchmark: how many times each command reads the evidence, and how long it takes against
+`cat IMAGE > /dev/null`, on a NON-sparse SR image with the page cache dropped (issue 14).
+
+Builds (tests/nonsparse_sr.py) a non-sparse SR image of --size (default 8 GiB) under --workdir:
+real lvm2 where available (root, lvm2, loop devices; else the same layout written by the
+builder, label only), LVHD VDIs full of guest data grown in turns, a previous life in every
+byte not written since, a SQL Server data file and a RAR archive inside one VDI, the metadata
+area wiped (`--damage none` keeps it). `du` of the image is checked against its size (no holes).
+
+Then, per command (`lvm`, `scan`, `reconstruct`, `carve-mdf`, `carve-rar`, and opening the
+workstation until its triage is done: `srsalvage open --headless`), each run as its own process
+with the page cache dropped first (`sync; echo 3 > /proc/sys/vm/drop_caches`, as root; skipped
+with the reason otherwise or with --no-drop):
+* reads: `/proc/PID/io` rchar of the process (every byte it read, page cache or not: the
+  index file and Python's own files included) as a multiple of the image size;
+* wall: its wall time as a ratio to `cat IMAGE > /dev/null` from a cold cache (the mean of a
+  `cat` before and after all runs);
+* peak RSS (ru_maxrss).
+Side by side in one run, when the build has an evidence index (`--no-index` known to the
+commands): without the index (`--no-index`), with a cold index (every index file beside the
+image removed first: the command builds it) and with a warm index (left by the run before). The
+whole triage (lvm, reconstruct, scan, carve-mdf, carve-rar, open, in that order) is measured the
+same ways, summed. Last, peak RSS of lvm / scan / reconstruct / open on a 2 TiB sparse image
+(truncate + a small SR at its start) next to the 8 GiB one.
+
+    sudo .venv/bin/python bench/io.py [--size 8G] [--workdir /tmp] [--keep] [--no-drop]
+        [--damage metadata|none] [--sparse-size 2T] [--no-sparse]
+
+The built images are deleted at the end unless --keep. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# run as a script, this directory comes first on sys.path: `io` must stay the standard module
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
+    os.path.abspath(__file__))]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+from bench._common import ChildRun, parse_size, run_child, srsalvage_argv  # noqa: E402
+
+COMMANDS = ("lvm", "scan", "reconstruct", "carve-mdf", "carve-rar", "open")
+TRIAGE = ("lvm", "reconstruct", "scan", "carve-mdf", "carve-rar", "open")
+MODES = ("no-index", "cold", "warm")
+
+
+def drop_caches() -> str:
+    """Drop the page cache; '' when done, else why not."""
+    if os.geteuid() != 0:
+        return "not root: /proc/sys/vm/drop_caches needs root"
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return ""
+    except OSError as exc:
+        return f"cannot write /proc/sys/vm/drop_caches: {exc.strerror}"
+
+
+def supports_index() -> bool:
+    """Whether this build's commands know `--no-index` (the evidence index, issue 14)."""
+    out = subprocess.run(srsalvage_argv("scan", "--help"), capture_output=True, text=True,
+                         cwd=ROOT).stdout
+    return "--no-index" in out
+
+
+@dataclass
+class Bench:
+    image: str
+    size: int
+    outdir: str
+    drop: bool
+    keep_files: set = field(default_factory=set)     # what lies beside the image when built
+    drop_note: str = ""
+    indexed: bool = True        # the commands know --no-index
+
+    def argv(self, command: str, no_index: bool) -> list[str]:
+        img = self.image
+        out = os.path.join(self.outdir, command)
+        args = {"lvm": ["lvm", img, "--json"],
+                "scan": ["scan", img, "--json"],
+                "reconstruct": ["reconstruct", img, "--json"],
+                "carve-mdf": ["carve-mdf", img, "-o", out, "--json"],
+                "carve-rar": ["carve-rar", img, "-o", out, "--json"],
+                "open": ["open", img, "--headless"]}[command]
+        return srsalvage_argv(*args, *(["--no-index"] if no_index and self.indexed else []))
+
+    def reset_beside_image(self) -> None:
+        """Remove whatever the runs left beside the image (index files, the case): a cold start."""
+        folder = os.path.dirname(self.image)
+        for name in os.listdir(folder):
+            if name not in self.keep_files:
+                path = os.path.join(folder, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
+    def run(self, command: str, no_index: bool = False) -> ChildRun:
+        shutil.rmtree(self.outdir, ignore_errors=True)
+        os.makedirs(self.outdir)
+        if self.drop:
+            note = drop_caches()
+            if note:
+                self.drop, self.drop_note = False, note
+        r = run_child(self.argv(command, no_index), cwd=ROOT)
+        if r.returncode not in (0, 1):
+            print(f"  ! {command} exited {r.returncode}: {r.stderr.strip()[-300:]}", flush=True)
+        return r
+
+    def cat(self) -> float:
+        if self.drop:
+            drop_caches()
+        r = run_child(["cat", self.image])
+        return r.wall
+
+
+def measure_commands(b: Bench, modes: list[str]) -> dict:
+    """{mode: {command: ChildRun}} and the whole triage per mode (summed)."""
+    results: dict[str, dict[str, ChildRun]] = {m: {} for m in modes}
+    for command in COMMANDS:
+        for mode in modes:
+            if mode != "warm":
+                b.reset_beside_image()
+            elif "cold" not in modes:
+                continue
+            # warm: the index the cold run of this command just left
+            r = b.run(command, no_index=(mode == "no-index"))
+            results[mode][command] = r
+            print(f"  {command:<12} {mode:<9} reads {r.rchar / b.size:6.2f}x  "
+                  f"{r.wall:7.1f} s  rss {r.max_rss >> 20} MiB", flush=True)
+    triage: dict[str, list[ChildRun]] = {}
+    for mode in modes:
+        if mode == "warm":
+            continue        # the triage's own first command builds the index: "cold" below
+        b.reset_beside_image()
+        runs = [b.run(c, no_index=(mode == "no-index")) for c in TRIAGE]
+        triage[mode] = runs
+        print(f"  triage       {mode:<9} reads {sum(r.rchar for r in runs) / b.size:6.2f}x  "
+              f"{sum(r.wall for r in runs):7.1f} s", flush=True)
+    return {"commands": results, "triage": triage}
+
+
+def rss_runs(b: Bench, commands=("lvm", "scan", "reconstruct", "open")) -> dict[str, ChildRun]:
+    out = {}
+    for c in commands:
+        b.reset_beside_image()
+        out[c] = b.run(c)
+    return out
+
+
+def fmt_x(runs: dict, mode: str, command: str, size: int, cat: float) -> tuple[str, str]:
+    r = runs.get(mode, {}).get(command)
+    if r is None:
+        return "n/a", "n/a"
+    return f"{r.rchar / size:.2f}x", f"{r.wall / cat:.2f}x"
+
+
+def table(res: dict, modes: list[str], size: int, cat: float) -> list[str]:
+    heads = {"no-index": "no index (`--no-index`)", "cold": "cold index", "warm": "warm index"}
+    cols = [heads[m] if len(modes) > 1 else "today (no index)" for m in modes]
+    lines = ["| command | " + " | ".join(f"{c}: reads, wall / cat" for c in cols)
+             + " | peak RSS |",
+             "|---|" + "---|" * len(modes) + "---|"]
+    for c in COMMANDS:
+        cells = []
+        for m in modes:
+            reads, wall = fmt_x(res["commands"], m, c, size, cat)
+            cells.append(f"{reads}, {wall}")
+        rss = max((res["commands"][m][c].max_rss for m in modes if c in res["commands"][m]),
+                  default=0)
+        name = "open (workstation triage)" if c == "open" else c
+        lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {rss >> 20} MiB |")
+    cells = []
+    for m in modes:
+        runs = res["triage"].get(m if m != "warm" else "cold")
+        if runs is None or m == "warm":
+            cells.append("(the cold triage builds it once)" if m == "warm" else "n/a")
+            continue
+        cells.append(f"**{sum(r.rchar for r in runs) / size:.2f}x**, "
+                     f"**{sum(r.wall for r in runs) / cat:.2f}x**")
+    lines.append("| whole triage (" + ", ".join(TRIAGE) + ") | " + " | ".join(cells) + " | |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="8G", help="image size (default 8G; >= 8G for the record)")
+    ap.add_argument("--workdir", default="/tmp", help="where to build the images (default /tmp)")
+    ap.add_argument("--keep", action="store_true", help="keep the built images")
+    ap.add_argument("--no-drop", action="store_true", help="do not drop the page cache")
+    ap.add_argument("--damage", default="metadata", choices=("metadata", "none"),
+                    help="metadata: wipe the metadata area (default); none: keep it")
+    ap.add_argument("--sparse-size", default="2T", help="the sparse image for peak RSS (2T)")
+    ap.add_argument("--no-sparse", action="store_true", help="skip the sparse RSS runs")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    import nonsparse_sr
+
+    size = parse_size(args.size)
+    work = tempfile.mkdtemp(prefix="srsalvage-bench-io-", dir=args.workdir)
+    free = shutil.disk_usage(work).free
+    if free < size + (2 << 30):
+        print(f"not enough free space in {work}: {free >> 30} GiB free, {size >> 30} GiB needed"
+              f" + 2 GiB")
+        shutil.rmtree(work, ignore_errors=True)
+        return 1
+    try:
+        imgdir = os.path.join(work, "image")
+        os.makedirs(imgdir)
+        image = os.path.join(imgdir, "sr.img")
+        t0 = time.perf_counter()
+        built = nonsparse_sr.build(image, size, seed=args.seed, damage=args.damage,
+                                   log=lambda m: print(m, flush=True))
+        du = built.allocated_bytes
+        print(f"built {size / (1 << 30):.2f} GiB in {time.perf_counter() - t0:.0f} s "
+              f"({'real lvm2' if built.lvm2 else 'no lvm2: label-only layout'}, "
+              f"{len(built.maps) - 1} VDIs); du {du / (1 << 30):.2f} GiB = "
+              f"{du / size:.3f} of its size", flush=True)
+        if du < size * 0.999:
+            print("the image has holes: the read counts would not be honest")
+            return 1
+        b = Bench(image, size, os.path.join(work, "out"), not args.no_drop,
+                  keep_files=set(os.listdir(imgdir)))
+        if args.no_drop:
+            b.drop_note = "--no-drop: page cache kept"
+        indexed = b.indexed = supports_index()
+        modes = list(MODES) if indexed else ["no-index"]
+        cat0 = b.cat()
+        print(f"cat IMAGE > /dev/null: {cat0:.1f} s ({size / cat0 / (1 << 20):.0f} MiB/s)",
+              flush=True)
+        res = measure_commands(b, modes)
+        cat1 = b.cat()
+        cat = (cat0 + cat1) / 2
+        print(f"cat again: {cat1:.1f} s")
+        sparse = {}
+        if not args.no_sparse:
+            sparse = sparse_rss(args, work)
+        print()
+        print(f"### bench/io.py: {size / (1 << 30):.0f} GiB non-sparse SR image "
+              f"({'real lvm2' if built.lvm2 else 'label-only layout'}, metadata "
+              f"{'wiped' if args.damage == 'metadata' else 'kept'}, "
+              f"{len(built.maps) - 1} VDIs), measured {time.strftime('%Y-%m-%d')}")
+        print()
+        print(f"`cat IMAGE > /dev/null` cold: {cat:.1f} s ({size / cat / (1 << 20):.0f} MiB/s). "
+              f"Page cache: {'dropped before every run' if b.drop else 'NOT dropped (' + b.drop_note + ')'}. "
+              f"Reads = `/proc/PID/io` rchar / image size; wall = wall time / `cat` time.")
+        print()
+        for line in table(res, modes, size, cat):
+            print(line)
+        cpu = sum(r.cpu for r in res["commands"][modes[-1] if indexed else "no-index"].values())
+        print()
+        print(f"CPU of the six commands ({modes[-1]}): {cpu:.1f} s, "
+              f"{cpu / (size / (1 << 30)):.2f} s per GiB")
+        if indexed:
+            cold = res["commands"]["cold"]
+            scan = cold.get("scan")
+            if scan is not None:
+                print(f"cold-index `scan` (the one pass): {scan.cpu:.1f} s CPU for "
+                      f"{scan.wall:.1f} s wall: {scan.cpu / (size / (1 << 30)):.2f} CPU s/GiB")
+        if sparse:
+            print()
+            print(f"Peak RSS (ru_maxrss): 8 GiB non-sparse vs {args.sparse_size} sparse "
+                  f"(truncate + a small SR at its start)")
+            print()
+            print("| command | " + f"{size >> 30} GiB | {args.sparse_size} sparse |")
+            print("|---|---|---|")
+            for c, r in sparse.items():
+                big = res["commands"][modes[0]].get(c)
+                print(f"| `{c}` | {big.max_rss >> 20 if big else 0} MiB | {r.max_rss >> 20} MiB"
+                      f" ({r.wall:.0f} s) |")
+        return 0
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}")
+
+
+def sparse_rss(args, work: str) -> dict[str, ChildRun]:
+    import nonsparse_sr
+
+    size = parse_size(args.sparse_size)
+    d = os.path.join(work, "sparse")
+    os.makedirs(d)
+    path = os.path.join(d, "sr2t.img")
+    nonsparse_sr.build(path, size, data_bytes=512 << 20, seed=args.seed + 1, n_vdis=4,
+                       damage=args.damage)
+    b = Bench(path, size, os.path.join(work, "out2"), False, keep_files=set(os.listdir(d)),
+              indexed=supports_index())
+    out = rss_runs(b)
+    for c, r in out.items():
+        print(f"  sparse {c:<12} rss {r.max_rss >> 20} MiB  {r.wall:.1f} s  exit {r.returncode}",
+              flush=True)
+    os.unlink(path)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
