@@ -54,3 +54,25 @@ def _evidence_index_dir(tmp_path_factory, monkeypatch):
     """Evidence indexes (issue 14) made by the commands under test go to the session's temporary
     directory, never beside the shared fixtures (tests of the default place unset this)."""
     monkeypatch.setenv("SRSALVAGE_INDEX_DIR", str(tmp_path_factory.getbasetemp() / "evidence-index"))
+
+
+# -- disk: a whole run builds many SR images (real lvm2 SRs, guests, E01s, 8 GiB sparse files
+# made dense by tools): a passed test's own temporary directory is removed when it ends, so the
+# run's peak disk use is what a few tests hold at once, not the sum of all (a failed test keeps
+# its directory to look at)
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        item._srsalvage_failed = True
+
+
+@pytest.fixture(autouse=True)
+def _free_passed_tmp_path(request):
+    # asked for at setup, so it is torn down after this fixture
+    path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if path is not None and not getattr(request.node, "_srsalvage_failed", False):
+        import shutil
+        shutil.rmtree(path, ignore_errors=True)
