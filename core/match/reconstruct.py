@@ -64,19 +64,77 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     ticker = Ticker(max(1, int(ev.size)), "reconstruct", progress, cancel)
     if report is None and use_metadata:
         report = _analyse(ev, backups, findings, pv_offsets, index)
-    vg = None
-    ref = None
-    if report is not None and use_metadata:
-        for cand in getattr(report, "volume_groups", []) or []:
-            if cand.data_offset is not None and cand.extent_bytes:
-                vg = cand
-                break
-        if vg is not None:
-            ref = vg.reference
+    vg = _metadata_vg(report) if use_metadata else None
+    ref = vg.reference if vg is not None else None
     E = int(extent_bytes or (vg.extent_bytes if vg is not None else None) or LVHD_EXTENT_BYTES)
     if E <= 0 or E % SECTOR:
         raise SrsalvageError(f"extent size {E} is not a positive multiple of 512")
     reader = SectorReader(ev)
+    grid = _make_grid(ev, reader, report, vg, E, data_offset, pe_count, findings, ticker, index)
+    if isinstance(grid, Finding):
+        return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],
+                              findings + [grid], [])
+    N, D = grid.pe_count, grid.data_offset
+    feats = _pe_features(reader, index, D, E, N, cancel, progress)
+    owner = np.full(N, FREE, dtype=np.int32)
+    # the MGT volume (sm's SR metadata) when no metadata names it
+    mgt = _reserve_mgt(ev, feats, grid, owner, findings) if ref is None or ref.metadata is None \
+        else None
+    anchors = _find_anchors(ev, feats, D, E, N, findings)
+    states, meta_status, meta_lv = _metadata_states(ref, vg, anchors, owner, N, E, D, findings)
+    _structure_states(anchors, states, owner, E)
+    # names from what the SR still says (parent locators, MGT)
+    lv_sources = name_vdis(states, mgt, findings)
+
+    # the technician's fixed pairs
+    taken: dict[int, tuple[str, int]] = {}
+    if fixed:
+        # what the engine gives other VDIs without the fixes: a fix may not take it from them
+        base = reconstruct(ev, backups, None, cancel, None, report=report,
+                           extent_bytes=extent_bytes, data_offset=data_offset,
+                           pe_count=pe_count, use_metadata=use_metadata, index=index)
+        taken = {p.pe: (m.key, le) for m in base.vdis for le, p in m.extents}
+    _apply_fixes(fixed or {}, states, owner, N, E, taken)
+
+    solver = Solver(reader, D, E, N, feats, states, owner,
+                    Ticker(max(1, N), "matching extents", progress, cancel))
+    sigs = index.sectors.lattice_signatures(D, E, N) \
+        if index is not None and E == LVHD_LATTICE_SLOTS * 8 * SECTOR else None
+    if sigs is not None:           # what ensure_sigs would read, from the index's one pass
+        solver.sig_good, solver.sig_ones = sigs
+        solver.sig_done = np.ones(N, bool)
+    solver.solve()
+    findings.extend(solver.findings)
+
+    if grid.vg_name is None:
+        _vg_name_from_locators(grid, states, findings)
+    vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
+    for v, m in zip(states, vdis):
+        m.lv_source = "metadata" if v.index in meta_lv else lv_sources.get(v.index)
+    orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker, solver)
+    _suggest_orphans(states, vdis, orphans)
+    rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
+                         anchors=[s.anchor for s in states if s.anchor is not None], mgt=mgt)
+    rec.stats = {"pes": N, "anchors": len([s for s in states if s.anchor is not None]),
+                 "sectors_read": reader.reads,
+                 "zero_fill": {_state_key(s): solver.zero[s.index].to_json()
+                               for s in states if s.index in solver.zero}}
+    return rec
+
+
+def _metadata_vg(report):
+    """The first VG of the analysis whose extents can be located (data offset, extent size)."""
+    for cand in getattr(report, "volume_groups", []) or []:
+        if cand.data_offset is not None and cand.extent_bytes:
+            return cand
+    return None
+
+
+def _make_grid(ev, reader: SectorReader, report, vg, E: int, data_offset: int | None,
+               pe_count: int | None, findings: list[Finding], ticker: Ticker, index
+               ) -> Grid | Finding:
+    """Where the PEs are: given, from metadata, from the PV label, or from where VHD heads
+    sit; a `no-extent-grid` Finding when nothing says."""
     grid: Grid | None = None
     if data_offset is not None:
         if not 0 <= data_offset < ev.size:
@@ -99,45 +157,47 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         grid = _grid_from_label(ev, report, E) or _grid_from_anchors(ev, reader, E, ticker,
                                                                       findings, report, index)
     if grid is None:
-        return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],
-                              findings + [Finding("no-extent-grid", None, "error",
-                                                  "no LVM metadata, label or VHD head found: "
-                                                  "nothing says where the extents are")], [])
+        return Finding("no-extent-grid", None, "error",
+                       "no LVM metadata, label or VHD head found: nothing says where the "
+                       "extents are")
     if not 0 <= grid.data_offset < ev.size:
-        return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],
-                              findings + [Finding("no-extent-grid", None, "error",
-                                                  f"PE 0 at {grid.data_offset} ({grid.source}) "
-                                                  f"lies outside the image")], [])
+        return Finding("no-extent-grid", None, "error",
+                       f"PE 0 at {grid.data_offset} ({grid.source}) lies outside the image")
     grid.pe_count = max(0, min(grid.pe_count, (ev.size - grid.data_offset) // E, MAX_PES))
     if grid.dev_size is None and grid.pv_offset is not None:
         grid.dev_size = ev.size - grid.pv_offset
-    N, D = grid.pe_count, grid.data_offset
+    return grid
 
-    feats = None
+
+def _pe_features(reader: SectorReader, index, D: int, E: int, N: int, cancel, progress):
+    """The per-PE features, from the evidence index's one pass when there is one."""
     if index is not None:
         n_pes = max(0, min(N, (reader.size - D) // E)) if 0 <= D <= reader.size - E else 0
         feats = index.sectors.pe_features(
             D, E, N, reader.has_data(D + np.arange(n_pes, dtype=np.int64) * E, E))
-    if feats is None:
-        feats = compute_pe_features(reader, D, E, N, cancel, progress)
-    owner = np.full(N, FREE, dtype=np.int32)
-    states: list[VdiState] = []
-    meta_status: dict[int, str] = {}
-    meta_lv: dict[int, Any] = {}
+        if feats is not None:
+            return feats
+    return compute_pe_features(reader, D, E, N, cancel, progress)
 
-    # -- the MGT volume (sm's SR metadata) when no metadata names it -----------------------------
-    mgt: dict[str, Any] | None = None
-    if ref is None or ref.metadata is None:
-        mgt = _find_mgt(ev, feats, D, E, findings)
-        if mgt is not None:
-            owner[mgt["pe"]] = RESERVED
-            if grid.vg_name is None and mgt.get("sr_uuid"):
-                grid.vg_name = "VG_XenStorage-" + mgt["sr_uuid"]
-                findings.append(Finding("vg-name-from-mgt", D + mgt["pe"] * E, "info",
-                                        f"VG name {grid.vg_name} read from the MGT volume at "
-                                        f"PE {mgt['pe']}", {"vg": grid.vg_name}))
 
-    # -- anchors ------------------------------------------------------------------------------
+def _reserve_mgt(ev, feats, grid: Grid, owner: np.ndarray, findings: list[Finding]
+                 ) -> dict[str, Any] | None:
+    """The MGT volume found by its header: its PE reserved, the VG named after its SR."""
+    D, E = grid.data_offset, grid.extent_bytes
+    mgt = _find_mgt(ev, feats, D, E, findings)
+    if mgt is not None:
+        owner[mgt["pe"]] = RESERVED
+        if grid.vg_name is None and mgt.get("sr_uuid"):
+            grid.vg_name = "VG_XenStorage-" + mgt["sr_uuid"]
+            findings.append(Finding("vg-name-from-mgt", D + mgt["pe"] * E, "info",
+                                    f"VG name {grid.vg_name} read from the MGT volume at "
+                                    f"PE {mgt['pe']}", {"vg": grid.vg_name}))
+    return mgt
+
+
+def _find_anchors(ev, feats, D: int, E: int, N: int, findings: list[Finding]
+                  ) -> dict[int, VhdAnchor]:
+    """Every PE that starts with a VHD head: {pe: anchor}."""
     anchors: dict[int, VhdAnchor] = {}
     for pe in np.nonzero(feats.head_anchor)[0]:
         pe = int(pe)
@@ -147,58 +207,69 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
             continue
         findings.extend(a.findings)
         anchors[pe] = a
+    return anchors
 
-    # -- hard constraints from metadata ---------------------------------------------------------
-    if ref is not None and ref.metadata is not None:
-        lvs: list[tuple[Any, str]] = [(lv, "live") for lv in ref.lvs.values()]
-        live_names = set(ref.lvs)
-        claimed = {loc[1] for lv in ref.lvs.values() for loc in lv.locations()
-                   if loc is not None and loc[0] == vg.pvs[0].name}
-        for gen in vg.generations:
-            for name, lv in gen.lvs.items():
-                if name in live_names or gen is ref:
-                    continue
-                live_names.add(name)
-                lvs.append((lv, "deleted"))
-        first_pv = vg.pvs[0].name
-        for lv, status in lvs:
-            try:
-                # the grid is the first PV's: an LE on another PV is not on it (left missing,
-                # never read from the first PV's PE of the same number)
-                pes = [loc[1] if loc is not None and loc[0] == first_pv else None
-                       for loc in lv.locations()]
-            except SrsalvageError as exc:
-                findings.append(Finding("lv-unmappable", None, "warning", f"{lv.name}: {exc}"))
-                continue
-            if lv.kind not in ("vhd", "raw"):
-                for p in pes:
-                    if p is not None and 0 <= p < N and owner[p] == FREE:
-                        owner[p] = RESERVED
-                continue
-            idx = len(states)
-            a = anchors.pop(pes[0], None) if pes and pes[0] is not None else None
-            v = VdiState(idx, a, predict(a, E) if a is not None and a.plausible else None,
-                         lv_name=lv.name, le_count=len(pes), metadata_map=status == "live")
-            for le, p in enumerate(pes):
-                if p is None or not 0 <= p < N:
-                    continue
-                if status == "deleted" and p in claimed:
-                    continue
-                if owner[p] != FREE:
-                    continue
-                owner[p] = idx
-                v.placed[le] = Placement(p, 1.0 if status == "live" else 0.9, "metadata",
-                                         None if status == "live" else
-                                         f"from an older generation ({lv.name} is deleted)")
-            if a is None and lv.kind == "vhd" and pes and pes[0] is not None:
-                findings.append(Finding("vhd-head-missing", D + pes[0] * E, "warning",
-                                        f"{lv.name}: no VHD head at its LE 0 (PE {pes[0]})",
-                                        {"lv": lv.name, "pe": pes[0]}))
-            meta_status[idx] = status
-            meta_lv[idx] = lv
-            states.append(v)
 
-    # -- VHDs found only by their structure -----------------------------------------------------
+def _metadata_states(ref, vg, anchors: dict[int, VhdAnchor], owner: np.ndarray, N: int, E: int,
+                     D: int, findings: list[Finding]
+                     ) -> tuple[list[VdiState], dict[int, str], dict[int, Any]]:
+    """Hard constraints from metadata: every LV of the current generation (live) and of older
+    ones (deleted, where the current one does not claim the PE), as placed states."""
+    states: list[VdiState] = []
+    meta_status: dict[int, str] = {}
+    meta_lv: dict[int, Any] = {}
+    if ref is None or ref.metadata is None:
+        return states, meta_status, meta_lv
+    lvs: list[tuple[Any, str]] = [(lv, "live") for lv in ref.lvs.values()]
+    live_names = set(ref.lvs)
+    claimed = {loc[1] for lv in ref.lvs.values() for loc in lv.locations()
+               if loc is not None and loc[0] == vg.pvs[0].name}
+    for gen in vg.generations:
+        for name, lv in gen.lvs.items():
+            if name in live_names or gen is ref:
+                continue
+            live_names.add(name)
+            lvs.append((lv, "deleted"))
+    first_pv = vg.pvs[0].name
+    for lv, status in lvs:
+        try:
+            # the grid is the first PV's: an LE on another PV is not on it (left missing,
+            # never read from the first PV's PE of the same number)
+            pes = [loc[1] if loc is not None and loc[0] == first_pv else None
+                   for loc in lv.locations()]
+        except SrsalvageError as exc:
+            findings.append(Finding("lv-unmappable", None, "warning", f"{lv.name}: {exc}"))
+            continue
+        if lv.kind not in ("vhd", "raw"):
+            for p in pes:
+                if p is not None and 0 <= p < N and owner[p] == FREE:
+                    owner[p] = RESERVED
+            continue
+        idx = len(states)
+        a = anchors.pop(pes[0], None) if pes and pes[0] is not None else None
+        v = VdiState(idx, a, predict(a, E) if a is not None and a.plausible else None,
+                     lv_name=lv.name, le_count=len(pes), metadata_map=status == "live")
+        for le, p in enumerate(pes):
+            if p is None or not 0 <= p < N or (status == "deleted" and p in claimed) \
+                    or owner[p] != FREE:
+                continue
+            owner[p] = idx
+            v.placed[le] = Placement(p, 1.0 if status == "live" else 0.9, "metadata",
+                                     None if status == "live" else
+                                     f"from an older generation ({lv.name} is deleted)")
+        if a is None and lv.kind == "vhd" and pes and pes[0] is not None:
+            findings.append(Finding("vhd-head-missing", D + pes[0] * E, "warning",
+                                    f"{lv.name}: no VHD head at its LE 0 (PE {pes[0]})",
+                                    {"lv": lv.name, "pe": pes[0]}))
+        meta_status[idx] = status
+        meta_lv[idx] = lv
+        states.append(v)
+    return states, meta_status, meta_lv
+
+
+def _structure_states(anchors: dict[int, VhdAnchor], states: list[VdiState], owner: np.ndarray,
+                      E: int) -> None:
+    """VHDs found only by their structure: a state each, LE 0 on its head's PE."""
     for pe, a in sorted(anchors.items()):
         if owner[pe] != FREE:
             # a VHD head inside an LV the metadata maps (e.g. a VHD file stored in a raw LV)
@@ -212,51 +283,16 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         owner[pe] = idx
         v.placed[0] = Placement(pe, 1.0, "vhd-match", None)
 
-    # -- names from what the SR still says (parent locators, MGT) ------------------------------
-    lv_sources = name_vdis(states, mgt, findings)
 
-    # -- the technician's fixed pairs -----------------------------------------------------------
-    taken: dict[int, tuple[str, int]] = {}
-    if fixed:
-        # what the engine gives other VDIs without the fixes: a fix may not take it from them
-        base = reconstruct(ev, backups, None, cancel, None, report=report,
-                           extent_bytes=extent_bytes, data_offset=data_offset,
-                           pe_count=pe_count, use_metadata=use_metadata, index=index)
-        taken = {p.pe: (m.key, le) for m in base.vdis for le, p in m.extents}
-    _apply_fixes(fixed or {}, states, owner, N, E, taken)
-
-    # -- solve ----------------------------------------------------------------------------------
-    solver = Solver(reader, D, E, N, feats, states, owner,
-                    Ticker(max(1, N), "matching extents", progress, cancel))
-    sigs = index.sectors.lattice_signatures(D, E, N) \
-        if index is not None and E == LVHD_LATTICE_SLOTS * 8 * SECTOR else None
-    if sigs is not None:           # what ensure_sigs would read, from the index's one pass
-        solver.sig_good, solver.sig_ones = sigs
-        solver.sig_done = np.ones(N, bool)
-    solver.solve()
-    findings.extend(solver.findings)
-
-    if grid.vg_name is None:
-        # a differencing VHD names its parent by device-mapper name, VG included
-        for v in states:
-            if v.anchor is not None and v.anchor.parent_name:
-                split = split_dm_name(v.anchor.parent_name)
-                if split and split[0].startswith("VG_XenStorage-"):
-                    grid.vg_name = split[0]
-                    findings.append(Finding(
-                        "vg-name-from-parent-locator", None, "info",
-                        f"VG name {split[0]} read from the parent name of VHD "
-                        f"{v.anchor.uid_str}", {"vg": split[0]}))
-                    break
-    vdis = [_vdi_map(v, E, meta_status.get(v.index), meta_lv.get(v.index)) for v in states]
-    for v, m in zip(states, vdis):
-        m.lv_source = "metadata" if v.index in meta_lv else lv_sources.get(v.index)
-    orphans = _orphans(reader, feats, owner, D, E, N, findings, ticker, solver)
-    _suggest_orphans(states, vdis, orphans)
-    rec = Reconstruction(getattr(ev, "path", ""), int(ev.size), grid, vdis, findings, orphans,
-                         anchors=[s.anchor for s in states if s.anchor is not None], mgt=mgt)
-    rec.stats = {"pes": N, "anchors": len([s for s in states if s.anchor is not None]),
-                 "sectors_read": reader.reads,
-                 "zero_fill": {_state_key(s): solver.zero[s.index].to_json()
-                               for s in states if s.index in solver.zero}}
-    return rec
+def _vg_name_from_locators(grid: Grid, states: list[VdiState], findings: list[Finding]) -> None:
+    """A differencing VHD names its parent by device-mapper name, VG included."""
+    for v in states:
+        if v.anchor is not None and v.anchor.parent_name:
+            split = split_dm_name(v.anchor.parent_name)
+            if split and split[0].startswith("VG_XenStorage-"):
+                grid.vg_name = split[0]
+                findings.append(Finding(
+                    "vg-name-from-parent-locator", None, "info",
+                    f"VG name {split[0]} read from the parent name of VHD "
+                    f"{v.anchor.uid_str}", {"vg": split[0]}))
+                return
