@@ -5,6 +5,7 @@ to it, the screen read back with `capture-pane`."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import subprocess
@@ -13,6 +14,20 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOCKET = f"srsalvage-tests-{os.getpid()}"
+
+
+@atexit.register
+def _remove_socket() -> None:
+    """No server and no socket file of this test process left behind."""
+    try:
+        subprocess.run(["tmux", "-L", SOCKET, "kill-server"], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    folder = os.environ.get("TMUX_TMPDIR") or "/tmp"
+    try:
+        os.remove(os.path.join(folder, f"tmux-{os.getuid()}", SOCKET))
+    except OSError:
+        pass
 
 
 def tmux(*args: str) -> str:
