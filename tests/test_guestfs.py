@@ -8,6 +8,10 @@ whole-disk.  Tool versions this was measured with: e2fsprogs 1.47.0, ntfs-3g 202
 * landmarks(): every check passes on the real bytes, fails on the same offset of another guest
   disk of the same geometry made with another seed (unless those bytes are identical), and
   fails on the bytes 2 MiB further on.
+* content_state(): what it calls content was written (but for the all-zero pages inside
+  files, which the builder never writes), and nearly all that was written it calls content;
+  the guest's own blocks never trip the evidence, a like-made guest's differing blocks often do.
+* GPT disks (sgdisk), two file systems on one disk (NTFS + ext4), a 16 GiB ext4 read sparingly.
 * `read` returning None (bytes not placed yet): open_guest/allocation/landmarks degrade as
   documented, never raise.
 * garbage (random bytes, truncated images, corrupted metadata, random superblocks/boot sectors)
