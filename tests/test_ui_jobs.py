@@ -13,7 +13,6 @@ from textual.app import App, ComposeResult
 from textual.screen import Screen
 
 from app.screens.jobs import PROGRESS_PER_SECOND, JobFailure, JobsMixin
-from app.screens.session import EngineMissing
 from core.errors import Cancelled, SrsalvageError
 from core.progress import ProgressUpdate
 from test_ui_support import wait_until
@@ -83,7 +82,6 @@ async def test_each_job_calls_the_callbacks_it_was_started_with():
         start("ok", lambda cancel, progress: 42)
         start("engine", _raiser(SrsalvageError("bad superblock")))
         start("bug", _raiser(ZeroDivisionError("oops")))
-        start("gone", _raiser(EngineMissing("core.foo is not there (engine)")))
         start("stop", _raiser(Cancelled()))
         release = threading.Event()
 
@@ -93,20 +91,20 @@ async def test_each_job_calls_the_callbacks_it_was_started_with():
             return "late"
 
         start("slow", slow)
-        await wait_until(pilot, lambda: len(got) == 5)
+        await wait_until(pilot, lambda: len(got) == 4)
         screen.action_cancel_job()                      # Esc: the newest job, the slow one
         await wait_until(pilot, lambda: not screen._jobs)
         release.set()
         assert got["ok"] == ("done", 42)
         failures = {k: v[1] for k, v in got.items() if v[0] == "failed"}
-        assert set(failures) == {"engine", "bug", "gone"}
+        assert set(failures) == {"engine", "bug"}
         assert failures["engine"] == JobFailure("bad superblock")
         assert failures["bug"].message == "ZeroDivisionError: oops" and failures["bug"].trace
-        assert failures["gone"].missing and failures["bug"].trace in failures["bug"].text
+        assert failures["bug"].trace in failures["bug"].text
         assert got["stop"] == ("cancelled",) and got["slow"] == ("cancelled",)
         # the screen said every cancellation and failure, and every job left the display
         assert sorted(screen.said) == sorted(
-            [("failed", "job engine"), ("failed", "job bug"), ("failed", "job gone"),
+            [("failed", "job engine"), ("failed", "job bug"),
              ("cancelled", "job stop"), ("cancelled", "job slow")])
         assert sorted(screen.display_.removed) == sorted(screen.display_.added)
         assert len(screen.display_.added) == 6

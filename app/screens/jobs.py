@@ -32,7 +32,6 @@ from typing import Any, Callable, Protocol
 from textual.worker import Worker, get_current_worker
 
 from app.screens.dialogs import ErrorDialog
-from app.screens.session import EngineMissing
 from core.errors import Cancelled, SrsalvageError
 from core.progress import ProgressUpdate
 from widgets.worker_status import WorkerStatus
@@ -41,11 +40,10 @@ from widgets.worker_status import WorkerStatus
 @dataclass(frozen=True)
 class JobFailure:
     """Why a job gave no result: `message` (one line), `trace` (the traceback, only for a bug:
-    an exception that is not an SrsalvageError), `missing` (an engine module is not there)."""
+    an exception that is not an SrsalvageError)."""
 
     message: str
     trace: str | None = None
-    missing: bool = False
 
     @property
     def text(self) -> str:
@@ -70,8 +68,6 @@ def run_in_worker(fn: Callable[..., Any], progress: Callable[[ProgressUpdate], N
         result = fn(worker.cancelled_event, progress)
     except Cancelled:
         return Outcome(cancelled=True)
-    except EngineMissing as exc:
-        return Outcome(failure=JobFailure(str(exc), missing=True))
     except SrsalvageError as exc:
         return Outcome(failure=JobFailure(str(exc)))
     except Exception as exc:  # a bug in the engine: shown, never a crash of the UI
@@ -261,10 +257,7 @@ class JobsMixin:
     def say_failed(self, label: str, failure: JobFailure) -> None:
         if not self.JOB_OUTCOMES_SAID:
             return
-        if failure.missing:
-            self.notify(failure.message, severity="warning")
-        else:
-            self.show_error(f"{label} failed", failure.text)
+        self.show_error(f"{label} failed", failure.text)
 
     def show_error(self, title: str, message: str) -> None:
         self.app.push_screen(ErrorDialog(title, message))

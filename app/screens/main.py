@@ -25,7 +25,7 @@ from textual.widgets import Footer, Static
 from app.screens.dialogs import InputDialog
 from app.screens.hexpane import HexPaneMixin, _virtual_locate
 from app.screens.jobs import JobFailure, JobsMixin
-from app.screens.session import EngineMissing, Session, vdi_key
+from app.screens.session import Session, vdi_key
 from core.errors import SrsalvageError
 from core.lvm.space import pes_space
 from core.escape import terminal_line
@@ -319,12 +319,6 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         self.query_one("#status", Static).update(text)
 
     # -- jobs that ended without a result ---------------------------------------------------------
-    def say_failed(self, label: str, failure: JobFailure) -> None:
-        """A missing engine module is said in the status line as well (JobsMixin)."""
-        if failure.missing:
-            self.set_status(Text(failure.message, style="yellow"))
-        super().say_failed(label, failure)
-
     def _analysis_cancelled(self) -> None:
         self.analysis_over = True
         if not self.analysed:
@@ -336,12 +330,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         message = failure.message
         self.analysis_over = True
         self.session.analysis_error = message
-        if failure.missing:
-            self.tree.show_message(message.split(" (")[0])
-            self.editor.clear_vdi(message)
-        else:
-            self.tree.show_message(f"analysis failed: {message}")
-            self.editor.clear_vdi("no LVM analysis — see the error; S scans the image")
+        self.tree.show_message(f"analysis failed: {message}")
+        self.editor.clear_vdi("no LVM analysis — see the error; S scans the image")
 
     # -- analysis -------------------------------------------------------------------------------
     def _analysis_done(self, report: Any) -> None:
@@ -502,8 +492,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
                 self.editor.set_check(state)
 
         def failed(failure: JobFailure) -> None:
-            what = failure.message if failure.missing else f"check not run: {failure.message}"
-            self.editor.set_check(CheckState(False, None, what))
+            self.editor.set_check(CheckState(False, None, f"check not run: {failure.message}"))
 
         self.start_job("check", f"checking {lv.name[:20]}", work, done, exclusive=True,
                        on_cancelled=lambda: self.editor.set_check(
@@ -987,4 +976,4 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
                                           place=s.conflict_place(vg)), chosen)
 
 
-__all__ = ["MainScreen", "EngineMissing"]
+__all__ = ["MainScreen"]

@@ -49,11 +49,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-class EngineMissing(SrsalvageError):
-    """Kept for the job runner's `missing` outcome (app/screens/jobs.py); the session imports
-    its engine modules directly, so an import error is an import error."""
-
-
 @dataclass
 class Selection:
     vg: VolumeGroup | None = None
