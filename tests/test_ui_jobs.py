@@ -107,7 +107,7 @@ async def test_each_job_calls_the_callbacks_it_was_started_with():
             [("failed", "job engine"), ("failed", "job bug"),
              ("cancelled", "job stop"), ("cancelled", "job slow")])
         assert sorted(screen.display_.removed) == sorted(screen.display_.added)
-        assert len(screen.display_.added) == 6
+        assert len(screen.display_.added) == 5
 
 
 async def test_progress_posts_are_throttled_and_the_last_one_arrives():
@@ -140,8 +140,7 @@ def test_scan_verify_reads_come_from_the_window(tmp_path, monkeypatch):
     """2000 VHD-footer-like sectors: the footer kind reads the sector after each candidate (is a
     dynamic header there?); the scan answers those reads from its window, not with one pread
     each, and the answers are right across window boundaries."""
-    from core.kinds import load_builtin_kinds
-    from core.scan import scan
+    from core.scan import available_kinds, scan
     from core.source import Evidence
 
     footer = b"conectix" + bytes(504)
@@ -164,7 +163,7 @@ def test_scan_verify_reads_come_from_the_window(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "pread", counting)
     with Evidence(str(path)) as ev:
-        result = scan(ev, kinds=sorted(load_builtin_kinds()), window=64 << 10)
+        result = scan(ev, kinds=sorted(available_kinds()), window=64 << 10)
     footers = [f for f in result.findings if f.kind == "vhd-footer"]
     assert len(footers) == 2000
     assert {f.offset for f in footers if f.details["header_follows"]} == followed
