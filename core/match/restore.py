@@ -5,9 +5,9 @@
 `pvcreate --uuid <id> --restorefile <file>`), one LV per VDI whose map is complete (incomplete
 ones are left out and named: restoring an LV with holes would hand LVM extents that belong to
 someone else), segments from the map runs. LVs get the names the SR gives them
-(core.match.names); a VHD nothing names for sure is left out where the MGT volume lists the
-SR's VDIs (restored under its unique id only on an SR without one), and so is a child whose
-parent locator would not find its parent in the file (sm's GC stops on a missing parent). No PE
+(core.match.names); a VHD nothing names for sure is restored under its unique id, with a note
+listing the VDIs it may be; a child whose parent locator would not find its parent in the file
+is left out (sm's GC stops on a missing parent). No PE
 goes to two LVs, no name to two. Every MGT VDI without its LV is named, with the reason.
 `format_restore_file` writes it in the backup form with `core.lvm.textformat.format_vg_metadata`
 (engineer "lvm"), which is what `vgcfgrestore -f` reads. `xe_script` gives the commands that
@@ -90,8 +90,7 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
     plan = RestorePlan(None, name, pid, notes=notes)
     now = int(time.time())     # lvm2 refuses an LV with creation_host but no creation_time
     mgt = getattr(rec, "mgt", None)
-    chosen = _restorable(rec.vdis, plan, getattr(rec, "findings", None) or [],
-                         bool(mgt and mgt.get("vdi_uuids")))
+    chosen = _restorable(rec.vdis, plan, getattr(rec, "findings", None) or [])
     lvs = {}
     used: dict[int, str] = {}
     for v, lv_name in chosen:
@@ -121,8 +120,7 @@ def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,
     return plan
 
 
-def _restorable(vdis: list, plan: RestorePlan, findings: list,
-                mgt_lists_vdis: bool) -> list[tuple[object, str]]:
+def _restorable(vdis: list, plan: RestorePlan, findings: list) -> list[tuple[object, str]]:
     """The VDIs the restore file can recreate, with their LV names; the others go to
     `plan.left_out` with the reason. Never one PE in two LVs, never two LVs of one name, and
     never a differencing VHD whose parent locator names an LV the file does not recreate: sm's
@@ -136,17 +134,6 @@ def _restorable(vdis: list, plan: RestorePlan, findings: list,
         lv_name = v.lv or (f"VHD-{v.vhd_uuid}" if v.vhd_uuid else None)
         if lv_name is None:
             plan.left_out.append((v.key, "no name and no VHD unique id"))
-            continue
-        if not v.lv and mgt_lists_vdis:
-            # the MGT volume lists the SR's VDIs and this VHD is none of them for sure: an
-            # older VHD whose extents a live VDI may have reused, or a live one the SR cannot
-            # tell from another; under a made-up name sm would introduce it as a VDI of its own
-            # and let a guest write to those extents
-            cands = maybe.get(v.vhd_uuid)
-            plan.left_out.append((v.key, "nothing on the SR names its LV for sure ("
-                                  + (f"it may be VDI {' or '.join(cands)}" if cands else
-                                     "no VDI of the MGT volume fits it")
-                                  + "); restore it by hand once known"))
             continue
         if not v.complete or v.missing_les or v.extents_needed == 0:
             why = f"incomplete: LEs {v.missing_les[:8]} not placed" if v.missing_les else \
