@@ -97,6 +97,7 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
         extent fits it as well."""
         for _ in range(limit):
             before = self._board()
+            self.withdraw_strangers()
             self.withdraw_guesses()
             self.review_confidence()
             self.withdraw_guesses()

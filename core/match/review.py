@@ -11,7 +11,8 @@ import numpy as np
 from core.findings import Finding
 from core.match import zerofill
 from core.match.board import (
-    FREE, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, WALK_NOTE, Placement, VdiState)
+    FREE, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, TIED_CONTINUITY, WALK_NOTE, Placement,
+    VdiState)
 from core.match.score import CONT_CAP
 
 
@@ -194,6 +195,36 @@ class ReviewMixin:
                 for p in pes:
                     out.setdefault(int(p), vi)
         return out
+
+    def withdraw_strangers(self) -> None:
+        """On a disk with a previous life, a VHD whose guest cannot be read (no file system the
+        engine knows, through any of its placements: an older VHD whose head survived in
+        sectors the live guest never wrote, typically) keeps its LE 1 only where evidence ties
+        it (continuity with its neighbours, metadata, the technician): an LE 1's batmap header
+        and bitmap phases are every VHD's made by sm, and an older VHD's LE 1 (the first
+        blocks its guest wrote) is most often another VDI's extent now, with another old
+        VHD's LE 1 left elsewhere in sectors a live guest never wrote. What was walked from it
+        goes with it (withdraw_guesses: weak runs no longer tied)."""
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map or self.guest_of(v) is not None:
+                continue
+            drop = []
+            pl = v.placed.get(1)
+            if pl is not None and pl.source not in ("metadata", "manual"):
+                s = self.score(v, 1, pl.pe)
+                if not (s.informative and s.continuity >= TIED_CONTINUITY):
+                    drop.append(1)
+            for le in drop:
+                pl = v.placed.pop(le)
+                if self.owner[pl.pe] == v.index:
+                    self.owner[pl.pe] = FREE
+                v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {pl.pe})
+            if drop:
+                self.findings.append(Finding(
+                    "placements-withdrawn", None, "info",
+                    f"{v.lv_name or v.anchor.uid_str}: no guest file system read in it (an older "
+                    f"VHD?): LEs {drop[:16]} fit its layout but nothing ties them to it; listed "
+                    f"as candidates, not placed", {"les": drop}))
 
     @staticmethod
     def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:
