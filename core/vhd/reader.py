@@ -134,16 +134,6 @@ class VhdImage:
                              self.copy_footer) if c is not None]
         self.footer_candidates = cands
         chosen = next((c for c in cands if c.good), None)
-        copy = self.copy_footer
-        if chosen is not None and chosen is not copy and copy is not None and copy.good \
-                and bytes(copy.parsed.uuid) != bytes(chosen.parsed.uuid):
-            # the end holds ANOTHER VHD's footer: a stale one where this LV (or the part of it a
-            # rebuilt map places) ends; the copy at 0 is the one the header and BAT follow
-            self._add("vhd-footer-foreign", chosen.offset, "warning",
-                      f"the footer at {chosen.offset} belongs to another VHD (unique id "
-                      f"{bytes(chosen.parsed.uuid).hex()}); using the copy at offset 0",
-                      foreign_uuid=bytes(chosen.parsed.uuid).hex())
-            chosen = copy
         if chosen is None:
             chosen = self._scan_for_footer()
         if chosen is None:
