@@ -162,9 +162,9 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     # the jobs opening starts without being asked: the LVM analysis, then the VHD chains and,
     # when no metadata survives, the reconstruction. The triage is done when they all ended.
     # With the evidence index (core.evidence_index) the triage reads the evidence ONCE: the
-    # index job makes the one pass (or finds the index kept beside the case), and the analysis,
-    # the signature scan for the map and the reconstruction are answered from it.
-    TRIAGE_JOBS = ("index", "analyse", "chain", "reconstruct", "scan")
+    # index job makes the one pass (or finds the index kept beside the case), and the analysis
+    # (with the signatures for the map) and the reconstruction are answered from it.
+    TRIAGE_JOBS = ("index", "analyse", "chain", "reconstruct")
 
     def start_triage(self) -> None:
         self.triage_started = time.monotonic()
@@ -176,7 +176,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
 
     def _start_analysis(self) -> None:
         if self.session.index is not None:      # no pass over the disk: no estimate to give
-            self.start_job("analyse", "analysing LVM", self.session.analyse, self._analysis_done)
+            self.start_job("analyse", "analysing LVM", self._analyse_from_index,
+                           self._analysis_done)
         else:
             self.start_job("analyse", "analysing LVM", self._analyse_with_estimate,
                            self._analysis_done)
@@ -187,6 +188,14 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         except ImportError:          # a build without the evidence index
             return False
         return not self.session.no_index and bool(indexable(self.session.ev))
+
+    def _analyse_from_index(self, cancel, progress) -> Any:
+        """The analysis and the signatures for the map, both answered by the index (no pass
+        over the disk); the map shows them when the analysis is done."""
+        s = self.session
+        report = s.analyse(cancel, progress)
+        s.scan_result = s.scan_kinds(None, cancel, progress)
+        return report
 
     def _index_with_estimate(self, cancel, progress) -> Any:
         """The index kept beside the case, or the one pass that makes it: before that pass
@@ -203,13 +212,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
 
     def _index_done(self, index: Any) -> None:
         if index is not None and self.session.index_note:
-            self.notify(self.session.index_note, timeout=8)
+            self.set_status(self.session.index_note)     # the analysis' summary follows it
         self._start_analysis()
-        if index is not None:              # the signatures for the map: no read of the disk
-            self.start_job("scan", "signatures (from the index)",
-                           lambda cancel, progress: self.session.scan_kinds(None, cancel,
-                                                                            progress),
-                           self._scan_done)
 
     def _analyse_with_estimate(self, cancel, progress) -> Any:
         """The analysis (a whole pass over the evidence), its cost said before it starts: a
