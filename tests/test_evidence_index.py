@@ -114,6 +114,31 @@ def test_demo_results_identical_with_and_without_index(tmp_path, demo_images):
     assert json.loads(docs["carve-rar"])["archives"]
 
 
+def test_check_and_export_take_the_lvm_analysis_from_the_index(tmp_path, demo_images):
+    # the commands that find one VDI first (check, export, carve --vdi) take the LVM analysis
+    # from the index: the same answers, and after the triage only the VDI is read
+    img = tmp_path / "sr.img"
+    copy(demo_images[1], img)
+    rc, out, _ = cli("reconstruct", str(img), "--json")           # makes the index
+    key = next(v["lv"] for v in json.loads(out)["vdis"]
+               if v["lv"] and v["kind"] == "vhd" and v["status"] == "live")
+    size = img.stat().st_size
+    outs = {}
+    for extra in ([], ["--no-index"]):
+        tag = "b" if extra else "a"
+        before = rchar()
+        rc, chk, err = cli("check", str(img), "--vdi", key, "--json", *extra)
+        rc2, exp, err2 = cli("export", str(img), "--vdi", key, "--format", "raw", "-o",
+                             str(tmp_path / f"{tag}.raw"), "--json", "--no-case", *extra)
+        read = rchar() - before
+        assert rc in (0, 1) and rc2 == 0, err + err2
+        doc = json.loads(exp)
+        assert doc.pop("path").endswith(f"{tag}.raw") and doc["sha256"]
+        outs[tag] = (chk, doc, read)
+    assert outs["a"][:2] == outs["b"][:2]
+    assert outs["a"][2] < outs["b"][2] - 0.3 * size
+
+
 def test_real_lvm2_results_identical_with_and_without_index(tmp_path):
     from test_reconstruct_lvm import build_sr
     for wipe in (False, True):
@@ -401,3 +426,50 @@ def test_the_pass_reports_bytes_and_time_left_and_stops_on_cancel(tmp_path, demo
     with open_image(str(demo_images[0])) as ev, pytest.raises(Cancelled):
         EvidenceIndex.load_or_build(ev, str(path), cancel, stop)
     assert not os.path.exists(path) and not os.path.exists(str(path) + ".part")
+
+
+_MEASURED = """
+import sys
+from app.cli import main
+try:
+    rc = main(sys.argv[1:])
+finally:
+    # VmHWM: this process image's peak RSS (ru_maxrss would carry the forking parent's)
+    with open("/proc/self/status") as f:
+        sys.stderr.write("".join(x for x in f if x.startswith("VmHWM")))
+sys.exit(rc)
+"""
+
+
+def _peak_rss_mib(*argv: str) -> float:
+    """Run srsalvage in a child process; its peak RSS (MiB)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", _MEASURED, *argv], cwd=root,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    line = [x for x in proc.stderr.splitlines() if x.startswith("VmHWM")][-1]
+    return int(line.split()[1]) / 1024
+
+
+def test_peak_memory_of_a_2_tib_image_stays_bounded(tmp_path, demo_images):
+    """A 2 TiB sparse image (the demo SR at its start): making the index (lvm) and rebuilding
+    the maps over its 524k extents stay under 300 MiB (the window, capped findings, per-PE
+    arrays)."""
+    big = tmp_path / "big.img"
+    copy(demo_images[0], big)
+    os.truncate(big, 2 << 40)
+    for argv in (["lvm", str(big), "--json"], ["reconstruct", str(big), "--json", "--no-case"]):
+        peak = _peak_rss_mib(*argv)
+        assert peak < 300, (argv[0], peak)
+
+
+def test_an_index_made_by_other_code_is_rebuilt(tmp_path, demo_images, monkeypatch):
+    import core.evidence_index as ei
+    img = tmp_path / "sr.img"
+    copy(demo_images[1], img)
+    with open_image(str(img)) as ev:
+        EvidenceIndex.load_or_build(ev, index_path(str(img)))
+        assert EvidenceIndex.find(ev, index_path(str(img)))[0] is not None
+        monkeypatch.setattr(ei, "code_key", lambda: "0" * 64)     # a scan kind changed
+        found, why, replaceable = EvidenceIndex.find(ev, index_path(str(img)))
+        assert found is None and "another version" in why and replaceable

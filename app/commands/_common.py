@@ -125,3 +125,18 @@ def evidence_index(args: argparse.Namespace, ev, image: str, progress=None,
     if tell:
         tell(how)
     return idx
+
+
+def indexed_lvm_report(args: argparse.Namespace, ev, image: str, progress=None):
+    """core.lvm.analyse.analyse_disk of `ev` from the evidence index's disk hits (the index made
+    by this command's one pass when none fits), for `resolve_vdi(report=...)`; None with
+    `--no-index`, a map file or several images (resolve_vdi then analyses as before)."""
+    if getattr(args, "map", None):
+        return None
+    idx = evidence_index(args, ev, image, progress)
+    if idx is None:
+        return None
+    from core.lvm.analyse import analyse_disk
+    return analyse_disk(ev, backups=list(getattr(args, "backup", None) or ()),
+                        pv_offsets=getattr(args, "pv_offset", None) or (),
+                        hits=idx.disk_hits(text=True))

@@ -53,7 +53,8 @@ def _check_output_dir(out_dir: str, source: str) -> None:
     check_output_dir(out_dir, [source])   # by identity: same inode, loop backing file, /proc ...
 
 
-def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile: str | None = None):
+def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile: str | None = None,
+               index_args: argparse.Namespace | None = None):
     """(evidence, space to carve): the evidence itself, or with `vdi` the virtual disk of that
     VDI (resolved by core.vdi: LV name, VDI uuid or VHD unique id, newest generation holding
     it; a differencing VDI is read through its parents), or the LV itself for a raw VDI."""
@@ -63,7 +64,12 @@ def open_space(source: str, vdi: str | None, backups=(), pv_offsets=(), mapfile:
         return ev, ev
     try:
         from core.vdi import resolve_vdi
-        resolved = resolve_vdi(ev, vdi, warn=warn, backups=backups, pv_offsets=pv_offsets)
+        report = None
+        if index_args is not None:      # the LVM analysis from the evidence index's one pass
+            from app.commands._common import indexed_lvm_report
+            report = indexed_lvm_report(index_args, ev, source)
+        resolved = resolve_vdi(ev, vdi, warn=warn, backups=backups, pv_offsets=pv_offsets,
+                               report=report)
         vol = resolved.volume
         if vol.kind != "vhd":
             return ev, vol.space
@@ -87,7 +93,7 @@ def _run_carver(args: argparse.Namespace, carve, from_index=None) -> tuple[Any, 
     search would find), so the source is not read whole again."""
     _check_output_dir(args.output, args.source)
     ev, space = open_space(args.source, args.vdi, getattr(args, "backup", ()),
-                           getattr(args, "pv_offset", ()), args.mapfile)
+                           getattr(args, "pv_offset", ()), args.mapfile, index_args=args)
     bar = StderrProgress()          # stderr only, and only on a terminal
     try:
         extra = {}

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="check even if a newer generation gave the VDI's extents to another LV")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    from app.commands._common import add_index_option
+    add_index_option(p)
     p.set_defaults(func=run)
 
 
@@ -35,10 +37,12 @@ def run(args: argparse.Namespace) -> int:
     from core.vhd.checks import check_vhd
     from core.findings import Finding
 
+    from app.commands._common import indexed_lvm_report
     with open_images(args) as ev:
         resolved = resolve_vdi(ev, args.vdi, map_path=args.map, generation=args.generation,
                                force=args.force, backups=args.backup, warn=warn,
-                               pv_offsets=args.pv_offset)
+                               pv_offsets=args.pv_offset,
+                               report=indexed_lvm_report(args, ev, args.image))
         vol = resolved.volume
         img = vol.image()
         if img is None and vol.kind == "raw":

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_case_options(p)
+    from app.commands._common import add_index_option
+    add_index_option(p)
     p.set_defaults(func=run)
 
 
@@ -50,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
     with open_images(args) as ev:
         resolved = vol = None
         try:
+            from app.commands._common import indexed_lvm_report
             resolved = resolve_vdi(ev, args.vdi, map_path=args.map, generation=args.generation,
                                    force=args.force, backups=args.backup, warn=warn,
-                                   pv_offsets=args.pv_offset)
+                                   pv_offsets=args.pv_offset,
+                                   report=indexed_lvm_report(args, ev, args.image))
             vol = resolved.volume
             guard = resolved.guard()   # taken extents: overwritten ones are never read
             result, img = _export(args, resolved, vol, guard, evidence_paths)

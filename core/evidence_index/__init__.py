@@ -36,7 +36,9 @@ over sampled sectors spread over the whole image (core.case.evidence_identity: t
 32 windows of 4 KiB, the last 4 KiB). An index whose identity differs in any of these is stale
 or foreign: it is rebuilt, never trusted. What the identity cannot see: a sector changed outside
 the samples whose writer then restored the file's mtime (or a block device written behind our
-back: its node's mtime does not move) -- `--no-index` reads afresh.
+back: its node's mtime does not move) -- `--no-index` reads afresh. An index made by other code (any
+change to the engine's source, `code_key`) is rebuilt too: a fixed parser's answer is not the
+old one's.
 
 **Memory and size**: bounded by the window and by what is found, not by the image: findings
 (capped), page records (capped), cookie offsets (capped), lattice bits only for 4 MiB chunks
@@ -47,6 +49,8 @@ PVs) is not indexed.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import json
 import os
@@ -110,6 +114,23 @@ def identity(ev) -> dict[str, Any]:
     doc["files"] = files
     doc["format"] = getattr(ev, "format", "raw")
     return doc
+
+
+@functools.lru_cache(maxsize=1)
+def code_key() -> str:
+    """A sha256 over the engine's source (every core/**/*.py): an index made by other code (a
+    scan kind added or changed, a parser fixed) is not this code's answer and is rebuilt."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                h.update(os.path.relpath(path, root).encode() + b"\0")
+                with open(path, "rb") as f:
+                    h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
 
 
 def identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
@@ -381,7 +402,8 @@ class EvidenceIndex:
     def _meta(self) -> dict[str, Any]:
         h, t = self.hits, self.text_hits
         return {
-            "format": FORMAT, "version": VERSION, "identity": self.identity, "size": self.size,
+            "format": FORMAT, "version": VERSION, "code": code_key(),
+            "identity": self.identity, "size": self.size,
             "created": self.created, "seconds": round(self.seconds, 3),
             "data_bytes": self.data_bytes,
             "hits": {"labels": h.labels, "mda_headers": h.mda_headers,
@@ -422,8 +444,8 @@ class EvidenceIndex:
                 meta = json.loads(z["meta"].tobytes())
                 if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                     raise IndexUnusable(f"{path} is not a srsalvage evidence index", ours=False)
-                if meta.get("version") != VERSION:
-                    raise IndexUnusable(f"{path}: index version {meta.get('version')!r}")
+                if meta.get("version") != VERSION or meta.get("code") != code_key():
+                    raise IndexUnusable(f"{path} was made by another version of srsalvage")
                 arrays = {k: z[k] for k in z.files if k != "meta"}
         except IndexUnusable:
             raise

@@ -9,10 +9,12 @@ disk, in forms whose size follows what was found, not the disk:
 
 * the offsets of every sector starting with `conectix` (with the footer's unique id),
   `cxsparse`, `tdbatmap` or `XSSM:` (sorted int64 arrays; a few per VHD);
-* for each 4 KiB cell of the disk (absolute sectors 8c..8c+7) three bits: sector 8c+7 looks
+* for each 4 KiB cell of the disk (absolute sectors 8c..8c+7) three facts: sector 8c+7 looks
   like a bitmap, it is all 0xFF, and sectors 8c, 8c+1, 8c+2 are all 0xFF (the unused tail of
-  a 2 TiB BAT, `PeFeatures.head_ff`). They are kept per 4 MiB chunk of cells (128 bytes per
-  bit), only for chunks where some bit is set: nothing for holes, zeros or random data.
+  a 2 TiB BAT, `PeFeatures.head_ff`). Kept as the sorted numbers of the cells where they hold
+  (8 bytes each): nothing for holes, zeros or random data, about two per 4 MiB of VHD data
+  (one bitmap per 2 MiB block). A disk full of 0xFF would hold one per cell: past MAX_CELLS
+  the facts are cut short and the matcher reads for itself.
 
 From these, for any grid whose PE 0 and extent size are 4 KiB multiples (lvm2 and sm always
 place them so), `pe_features` and `lattice_signatures` give exactly what the matcher would
@@ -28,10 +30,9 @@ from core.structs import vhd as S
 
 CELL = 4096                        # the lattice: one bitmap position per 4 KiB
 CELL_SECTORS = CELL // SECTOR
-CHUNK_CELLS = 1024                 # cells per stored chunk (4 MiB of disk)
-CHUNK_BYTES = CHUNK_CELLS // 8     # one packed row per bit
-ROWS = ("good", "ones", "ff3")     # row order in a stored chunk
+FACTS = ("good", "ones", "ff3")    # the cell facts
 MAX_COOKIES = 1 << 20              # per cookie kind; more: the features are read, not indexed
+MAX_CELLS = 8 << 20                # per cell fact (64 MiB); more: likewise
 LIKE_MIN = 0.95                    # core.match.board.ensure_sigs: like >= 0.95, that is
 MAX_OTHER = SECTOR - int(np.ceil(LIKE_MIN * SECTOR))   # at most 25 bytes not 0x00/0xFF
 
@@ -54,16 +55,19 @@ class SectorFacts:
     def __init__(self) -> None:
         self._cookies: dict[str, list[np.ndarray]] = {k: [] for k in (*COOKIES, "xssm")}
         self._uids: list[np.ndarray] = []
-        self._chunks: dict[int, np.ndarray] = {}      # chunk index -> (3, CHUNK_BYTES) uint8
+        self._cells: dict[str, list[np.ndarray]] = {k: [] for k in FACTS}
+        self._n_cells = dict.fromkeys(FACTS, 0)
         self.truncated = False
         self.cookies: dict[str, np.ndarray] = {}
+        self.cells: dict[str, np.ndarray] = {}
         self.uids = np.zeros((0, 16), np.uint8)
 
     # -- the pass --------------------------------------------------------------------------
     def feed(self, pos: int, view: np.ndarray, lo: int, own_end: int) -> None:
         """Sectors starting in [lo, own_end) (512-aligned absolute), the view at `pos`."""
         if lo % SECTOR or pos % SECTOR:
-            return                   # a data range off the sector grid: never on a PE grid
+            self.truncated = True    # a data range off the sector grid: say nothing rather
+            return                   # than something incomplete
         first = (lo - pos) // SECTOR
         n_own = max(0, (own_end - lo + SECTOR - 1) // SECTOR)
         n_all = len(view) // SECTOR
@@ -134,54 +138,51 @@ class SectorFacts:
                 full = ((rows[r] == 0xFF).all(axis=1) & (rows[r + 1] == 0xFF).all(axis=1)
                         & (rows[r + 2] == 0xFF).all(axis=1))
                 ff3[cand[full]] = True
-        any_bit = good | ff3
-        if not any_bit.any():
-            return
-        for ci in np.unique(cells[any_bit] // CHUNK_CELLS).tolist():
-            sel = (cells // CHUNK_CELLS) == ci
-            at = cells[sel] - ci * CHUNK_CELLS
-            chunk = self._chunks.get(ci)
-            bits = np.zeros((3, CHUNK_CELLS), bool)
-            if chunk is not None:
-                bits = np.unpackbits(chunk, axis=1).astype(bool)
-            bits[0, at] |= good[sel]
-            bits[1, at] |= ones[sel]
-            bits[2, at] |= ff3[sel]
-            self._chunks[ci] = np.packbits(bits, axis=1)
+        for name, flags in (("good", good), ("ones", ones), ("ff3", ff3)):
+            hit = cells[flags]
+            if not len(hit):
+                continue
+            if self._n_cells[name] + len(hit) > MAX_CELLS:
+                self.truncated = True
+                continue
+            self._cells[name].append(hit)
+            self._n_cells[name] += len(hit)
 
     def finish(self) -> None:
         for name, parts in self._cookies.items():
             arr = np.concatenate(parts) if parts else np.zeros(0, np.int64)
             self.cookies[name] = arr
         self.uids = np.concatenate(self._uids) if self._uids else np.zeros((0, 16), np.uint8)
+        for name, parts in self._cells.items():
+            self.cells[name] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         self._cookies = {k: [] for k in self._cookies}
         self._uids = []
+        self._cells = {k: [] for k in FACTS}
 
     # -- storage ---------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
-        keys = np.array(sorted(self._chunks), dtype=np.int64)
-        data = (np.stack([self._chunks[int(k)] for k in keys]) if len(keys)
-                else np.zeros((0, 3, CHUNK_BYTES), np.uint8))
         out = {f"cookie_{k}": v for k, v in self.cookies.items()}
-        out.update(conectix_uid=self.uids, lattice_keys=keys, lattice_bits=data)
+        out.update({f"cells_{k}": v for k, v in self.cells.items()})
+        out["conectix_uid"] = self.uids
         return out
 
     @classmethod
     def from_arrays(cls, arrays, truncated: bool) -> "SectorFacts":
         f = cls()
-        f.cookies = {k: np.asarray(arrays[f"cookie_{k}"], dtype=np.int64)
+        f.cookies = {k: np.asarray(arrays[f"cookie_{k}"], dtype=np.int64).reshape(-1)
                      for k in (*COOKIES, "xssm")}
+        f.cells = {k: np.asarray(arrays[f"cells_{k}"], dtype=np.int64).reshape(-1)
+                   for k in FACTS}
         f.uids = np.asarray(arrays["conectix_uid"], dtype=np.uint8).reshape(-1, 16)
-        keys = arrays["lattice_keys"]
-        bits = arrays["lattice_bits"]
-        f._chunks = {int(k): np.asarray(b, dtype=np.uint8) for k, b in zip(keys, bits)}
+        if len(f.uids) != len(f.cookies["conectix"]):
+            raise ValueError("footer ids do not match the footer offsets")
         f.truncated = truncated
         return f
 
     @property
     def nbytes(self) -> int:
         return (sum(a.nbytes for a in self.cookies.values()) + self.uids.nbytes
-                + len(self._chunks) * 3 * CHUNK_BYTES)
+                + sum(a.nbytes for a in self.cells.values()))
 
     # -- answers ---------------------------------------------------------------------------
     def cookie_pairs(self, limit: int = 64) -> list[int] | None:
@@ -195,21 +196,6 @@ class SectorFacts:
 
     def _grid_ok(self, D: int, E: int) -> bool:
         return not self.truncated and D % CELL == 0 and E % CELL == 0 and E >= HEAD_BYTES
-
-    def _cell_bits(self, cells: np.ndarray, row: int) -> np.ndarray:
-        """bool per absolute cell (any shape) from the stored chunks (False where none)."""
-        out = np.zeros(cells.shape, bool)
-        flat = cells.reshape(-1)
-        res = out.reshape(-1)
-        chunk = flat // CHUNK_CELLS
-        for ci in np.unique(chunk).tolist():
-            data = self._chunks.get(ci)
-            if data is None:
-                continue
-            sel = chunk == ci
-            bits = np.unpackbits(data[row])
-            res[sel] = bits[flat[sel] - ci * CHUNK_CELLS].astype(bool)
-        return out
 
     def pe_features(self, D: int, E: int, N: int, has_data: np.ndarray) -> PeFeatures | None:
         """What compute_pe_features reads, from the recorded facts (None: grid off the
@@ -230,7 +216,7 @@ class SectorFacts:
         f.head_anchor[:] = f.any_footer & at("cxsparse", bases + SECTOR)
         f.head_batmap[:] = at("tdbatmap", bases + 3 * SECTOR)
         f.head_xssm[:] = at("xssm", bases)
-        f.head_ff[:] = self._cell_bits(bases // CELL, 2) & has_data
+        f.head_ff[:] = np.isin(bases // CELL, self.cells["ff3"]) & has_data
         tails = bases + E - SECTOR
         f.tail_footer[:] = at("conectix", tails)
         order = np.argsort(hd, kind="stable")
@@ -250,17 +236,9 @@ class SectorFacts:
         per = E // CELL
         good = np.zeros((N, per // 8), np.uint8)
         ones = np.zeros((N, per // 8), np.uint8)
-        c0 = D // CELL
-        for ci, data in self._chunks.items():
-            cells = ci * CHUNK_CELLS + np.arange(CHUNK_CELLS, dtype=np.int64) - c0
-            keep = (cells >= 0) & (cells < N * per)
-            if not keep.any():
-                continue
-            bits = np.unpackbits(data[:2], axis=1).astype(bool)[:, keep]
-            pe, k = np.divmod(cells[keep], per)
-            for row, out in ((0, good), (1, ones)):
-                hit = bits[row]
-                if hit.any():
-                    np.bitwise_or.at(out, (pe[hit], k[hit] >> 3),
-                                     (np.uint8(0x80) >> (k[hit] & 7).astype(np.uint8)))
+        for name, out in (("good", good), ("ones", ones)):
+            rel = self.cells[name] - D // CELL
+            rel = rel[(rel >= 0) & (rel < N * per)]
+            pe, k = np.divmod(rel, per)
+            np.bitwise_or.at(out, (pe, k >> 3), np.uint8(0x80) >> (k & 7).astype(np.uint8))
         return good, ones
