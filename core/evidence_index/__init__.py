@@ -113,6 +113,9 @@ def identity(ev) -> dict[str, Any]:
     doc = evidence_identity(ev)
     doc["files"] = files
     doc["format"] = getattr(ev, "format", "raw")
+    # the reader that read it: another one (a test's failing-disk double, a new reader of a
+    # format) may read other bytes or meet other unreadable sectors
+    doc["reader"] = f"{type(ev).__module__}.{type(ev).__qualname__}"
     return doc
 
 
@@ -147,8 +150,8 @@ def identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
                           ("bytes", "file size"), ("mtime_ns", "modification time")):
             if x.get(key) != y.get(key):
                 return f"{what} of {y.get('path')} changed"
-    if a.get("format") != b.get("format"):
-        return "evidence format differs"
+    if a.get("format") != b.get("format") or a.get("reader") != b.get("reader"):
+        return "evidence format or reader differs"
     return None
 
 
