@@ -140,7 +140,11 @@ def measure_commands(b: Bench, modes: list[str]) -> dict:
         if mode == "warm":
             continue        # the triage's own first command builds the index: "cold" below
         b.reset_beside_image()
-        runs = [b.run(c, no_index=(mode == "no-index")) for c in TRIAGE]
+        runs = []
+        for c in TRIAGE:
+            runs.append(b.run(c, no_index=(mode == "no-index")))
+            print(f"    triage {mode:<9} {c:<12} reads {runs[-1].rchar / b.size:6.3f}x  "
+                  f"{runs[-1].wall:7.1f} s", flush=True)
         triage[mode] = runs
         print(f"  triage       {mode:<9} reads {sum(r.rchar for r in runs) / b.size:6.2f}x  "
               f"{sum(r.wall for r in runs):7.1f} s", flush=True)

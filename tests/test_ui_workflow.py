@@ -47,6 +47,7 @@ async def test_scan_runs_in_the_background_and_esc_cancels(tmp_path, workstation
     async with workstation(image) as ws:
         app, pilot, main = ws.app, ws.pilot, ws.main
         status = main.query_one(WorkerStatus)
+        before = app.session.scan_result      # the triage's signatures (from the evidence index)
         await pilot.press("S")
         await wait_until(pilot, lambda: main.running("scan"))
         assert status.has_class("-busy") and status.jobs
@@ -56,7 +57,7 @@ async def test_scan_runs_in_the_background_and_esc_cancels(tmp_path, workstation
         await wait_until(pilot, lambda: not main.running("scan"), timeout=60)
         await pilot.pause()
         assert not status.has_class("-busy")
-        assert app.session.scan_result is None          # a cancelled scan reports nothing
+        assert app.session.scan_result is before        # a cancelled scan reports nothing
 
 
 async def test_scan_of_the_demo_reports_its_structures(demo, workstation):

@@ -163,9 +163,9 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
     # the jobs opening starts without being asked: the LVM analysis, then the VHD chains and,
     # when no metadata survives, the reconstruction. The triage is done when they all ended.
     # With the evidence index (core.evidence_index) the triage reads the evidence ONCE: the
-    # index job makes the one pass (or finds the index kept beside the case), and the analysis,
-    # the signature scan for the map and the reconstruction are answered from it.
-    TRIAGE_JOBS = ("index", "analyse", "chain", "reconstruct", "scan")
+    # index job makes the one pass (or finds the index kept beside the case), and the analysis
+    # (with the signatures for the map) and the reconstruction are answered from it.
+    TRIAGE_JOBS = ("index", "analyse", "chain", "reconstruct")
 
     def start_triage(self) -> None:
         self.triage_started = time.monotonic()
@@ -178,7 +178,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
 
     def _start_analysis(self) -> None:
         # with the index no pass over the disk is made: no estimate to give
-        fn = self.session.analyse if self.session.index is not None else self._analyse_with_estimate
+        fn = self._analyse_from_index if self.session.index is not None \
+            else self._analyse_with_estimate
         self.start_job("analyse", "analysing LVM", fn, self._analysis_done,
                        on_cancelled=self._analysis_cancelled, on_failed=self._analysis_failed)
 
@@ -196,6 +197,13 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         self.notify(f"evidence index not made ({failure.message}); reading for each step",
                     severity="warning")
         self._start_analysis()
+    def _analyse_from_index(self, cancel, progress) -> Any:
+        """The analysis and the signatures for the map, both answered by the index (no pass
+        over the disk); the map shows them when the analysis is done."""
+        s = self.session
+        report = s.analyse(cancel, progress)
+        s.scan_result = s.scan_kinds(None, cancel, progress)
+        return report
 
     def _index_with_estimate(self, cancel, progress) -> Any:
         """The index kept beside the case, or the one pass that makes it: before that pass
@@ -212,13 +220,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
 
     def _index_done(self, index: Any) -> None:
         if index is not None and self.session.index_note:
-            self.notify(self.session.index_note, timeout=8)
+            self.set_status(self.session.index_note)     # the analysis' summary follows it
         self._start_analysis()
-        if index is not None:              # the signatures for the map: no read of the disk
-            self.start_job("scan", "signatures (from the index)",
-                           lambda cancel, progress: self.session.scan_kinds(None, cancel,
-                                                                            progress),
-                           self._scan_done)
 
     def _analyse_with_estimate(self, cancel, progress) -> Any:
         """The analysis (a whole pass over the evidence), its cost said before it starts: a
