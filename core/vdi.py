@@ -46,6 +46,9 @@ class VdiVolume:
     label: str = ""                  # the VDI's name label (MGT), when known
     past_disk: list = field(default_factory=list)    # LE ranges the metadata maps past the disk
     map_pes: list | None = None      # from a map file: PE of every LE (None: not placed)
+    # from a map file: (LE, confidence) of placements below EXPORT_TIED: nothing ties them to
+    # this VDI rather than another (below EXPORT_SURE an export through them is refused)
+    map_unsure: list = field(default_factory=list)
     extent_bytes: int | None = None  # from a map file: the extent size
     _image: Any = None
     _image_error: str | None = None
@@ -244,6 +247,7 @@ def volumes_from_map(base: ByteSpace, doc: dict) -> list[VdiVolume]:
                         kind=kind, map_runs=runs, vhd_uuid=uid, map_pes=list(pes),
                         extent_bytes=extent)
         offsets.append(data_offset)
+        vol.map_unsure = _unsure_les(vdi.get("extents"))
         missing = vdi.get("missing_les")
         if isinstance(missing, list):
             vol.missing_les = [m for m in missing if isinstance(m, int) and not isinstance(m, bool)]
@@ -289,6 +293,23 @@ def load_map(path: str) -> dict:
 
 
 # -- what a map leaves out -----------------------------------------------------------------------
+EXPORT_SURE = 0.75    # below: placed by a prior (LVM's allocation order): not exported
+EXPORT_TIED = 0.9     # below: content fits, nothing ties it to this VDI: exported, named
+
+
+def _unsure_les(extents) -> list[tuple[int, float]]:
+    """(LE, confidence) of a map file's `extents` whose confidence is below EXPORT_TIED."""
+    out = []
+    for e in extents if isinstance(extents, list) else []:
+        if not isinstance(e, dict):
+            continue
+        le, conf = e.get("le"), e.get("confidence", 1.0)
+        if isinstance(le, int) and not isinstance(le, bool) and isinstance(conf, (int, float)) \
+                and conf < EXPORT_TIED and 0 <= le < MAX_LES:
+            out.append((le, float(conf)))
+    return sorted(set(out))
+
+
 def map_coverage_findings(vol: VdiVolume, img: VhdImage) -> list:
     """Errors where reading VHD `img` through the map of `vol` would lose data in silence
     (issue 10): the BAT points into an extent the map does not place or past the mapped LV
@@ -332,6 +353,8 @@ def map_coverage_findings(vol: VdiVolume, img: VhdImage) -> list:
             f"{compact_ranges(unplaced_meta)}, which the map does not place", {
                 "les": unplaced_meta}, space="lv"))
     blocks = img.allocated_blocks
+    if len(blocks) and vol.map_unsure:
+        out.extend(_unsure_findings(vol, img, blocks, E))
     if len(blocks):
         span = img.bitmap_bytes + img.block_size
         start = img.bat[blocks].astype(np.int64) * 512
@@ -361,6 +384,45 @@ def map_coverage_findings(vol: VdiVolume, img: VhdImage) -> list:
     return out
 
 
+def _unsure_findings(vol: VdiVolume, img: VhdImage, blocks: np.ndarray, E: int) -> list:
+    """The virtual byte ranges whose blocks lie in LEs the map places below EXPORT_TIED:
+    an error below EXPORT_SURE (placed by LVM's allocation order alone), a warning above it
+    (content fits, nothing ties the extent to this VDI rather than another alike). An export
+    must not return another disk's bytes in silence (issue 10)."""
+    from core.findings import Finding
+
+    conf = np.ones(max(le for le, _ in vol.map_unsure) + 1)
+    for le, c in vol.map_unsure:
+        conf[le] = min(conf[le], c)
+    span = img.bitmap_bytes + img.block_size
+    start = img.bat[blocks].astype(np.int64) * 512
+    first, last = start // E, (start + span - 1) // E
+    low = np.array([float(conf[int(a): min(int(b) + 1, len(conf))].min(initial=1.0))
+                    for a, b in zip(first, last)])
+    out = []
+    bs, size = img.block_size, img.current_size
+    for severity, hit, what in (
+            ("error", low < EXPORT_SURE, f"below {EXPORT_SURE} (placed by LVM's allocation "
+                                         f"order alone)"),
+            ("warning", (low >= EXPORT_SURE) & (low < EXPORT_TIED),
+             f"below {EXPORT_TIED} (content fits, nothing ties them to this VDI rather than "
+             f"another alike)")):
+        if not hit.any():
+            continue
+        ranges = _byte_ranges([(int(b) * bs, min((int(b) + 1) * bs, size)) for b in blocks[hit]])
+        shown = ", ".join(f"{a}-{b - 1}" for a, b in ranges[:8])
+        les = sorted({int(j) for a, b in zip(first[hit], last[hit])
+                      for j in range(int(a), int(b) + 1) if j < len(conf) and conf[j] < 1.0})
+        out.append(Finding(
+            "map-unsure", None, severity,
+            f"{vol.key}: {int(hit.sum())} allocated block(s) lie in LE(s) "
+            f"{compact_ranges(les[:64])} that the map places with confidence {what}: virtual "
+            f"bytes {shown}" + (" ..." if len(ranges) > 8 else "") + "; check them, or pin "
+            f"them with `reconstruct --fix`",
+            {"virtual_ranges": [[a, b] for a, b in ranges], "les": les[:1024]}, space="vhd"))
+    return out
+
+
 def _byte_ranges(pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """[(start, end)] sorted and merged where they touch."""
     out: list[tuple[int, int]] = []
@@ -385,11 +447,12 @@ def refuse_unsafe_map(resolved: "ResolvedVdi", images, force: bool,
                    None)
         if vol is not None:
             found.extend(map_coverage_findings(vol, img))
-    if found and not force:
-        raise UnsafeError("; ".join(f.message for f in found)[:2000]
-                          + " (export anyway with --force: those bytes would read as zeros)")
+    errors = [f for f in found if f.severity == "error"]
+    if errors and not force:
+        raise UnsafeError("; ".join(f.message for f in errors)[:2000]
+                          + " (export anyway with --force: unplaced bytes would read as zeros)")
     for f in found:
-        msg = f.message + " (exported anyway: --force)"
+        msg = f.message + (" (exported anyway: --force)" if f.severity == "error" else "")
         resolved.warnings.append(msg)
         if warn is not None:
             warn(msg)

@@ -235,3 +235,33 @@ def test_case_edits_never_place_one_pe_twice(tmp_path):
     assert case.map_of("B").extents[1].pe is None
     case.accept("B", [None, Extent(7, 0.9, "vhd-match")])
     assert case.map_of("B").extents[1].pe == 7
+
+
+def test_export_through_guessed_placements_is_refused_and_unsure_ones_are_named(
+        sr, tmp_path, capsys):
+    """Issue 10: a placement LVM's allocation order alone made (confidence < 0.75) is not
+    exported without --force; one whose content fits but nothing ties it to this VDI (< 0.9)
+    is exported with its virtual ranges named on stderr. Never another disk's bytes in
+    silence."""
+    path, a, b = sr
+    doc = _map_doc([(a, [0, 1, 2, 8, 9, 10]), (b, [3, 4, 5, 11, 12, 13])])
+    vdi = doc["vdis"][0]
+    vdi["extents"] = [{"le": le, "pe": p, "confidence": 1.0, "source": "vhd-match"}
+                      for le, p in enumerate([0, 1, 2, 8, 9, 10])]
+    vdi["extents"][2]["confidence"] = 0.6                 # walked: allocation order alone
+    m = _write(tmp_path, doc)
+    out = tmp_path / "a.raw"
+    assert main(["export", str(path), "--vdi", _key(a.unique_id), "--map", str(m),
+                 "--format", "raw", "-o", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "LE(s) 2" in err and "virtual bytes" in err and not out.exists()
+    assert main(["export", str(path), "--vdi", _key(a.unique_id), "--map", str(m),
+                 "--format", "raw", "-o", str(out), "--force"]) == 0
+    capsys.readouterr()
+    out.unlink()
+    vdi["extents"][2]["confidence"] = 0.8                 # content fits, nothing ties it
+    m = _write(tmp_path, doc, "map2.json")
+    assert main(["export", str(path), "--vdi", _key(a.unique_id), "--map", str(m),
+                 "--format", "raw", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "LE(s) 2" in err and "confidence below 0.9" in err
