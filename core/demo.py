@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from core.demo_content import (_Content, _ExtentFile, _LazyBlocks, _qemu_size, _raw_sha256,
+from core.demo_content import (_Content, ExtentFile, _LazyBlocks, _qemu_size, _raw_sha256,
                                _virtual_sha256)
 from core.demo_payloads import demo_carving_plan
 from core.demo_truth import DemoManifest, GenerationTruth, VdiTruth
@@ -375,7 +375,7 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
         slots = _mgt_slots(plans, uuids)
         mgt_pes = vg.lvs["MGT"].pes
         mgt = build_mgt(sr_uuid, "Local storage", "demo SR built by srsalvage", slots)
-        _ExtentFile(f, data_offset, mgt_pes).write(mgt)
+        ExtentFile(f, data_offset, mgt_pes).write(mgt)
         written += len(mgt)
 
         truths: list[VdiTruth] = []
@@ -383,7 +383,7 @@ def build_demo(path: str, damage: str | Iterable[str] = "partition-table", seed:
             p, c = plans[k], contents[k]
             name = lv_name(k)
             pes = vg.history[name][-1][1]
-            lvf = _ExtentFile(f, data_offset, pes)
+            lvf = ExtentFile(f, data_offset, pes)
             lv_bytes = len(pes) * LVHD_EXTENT_BYTES
             parent_ref = None
             if k == "vm":

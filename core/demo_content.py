@@ -130,7 +130,7 @@ def _raw_sha256(content: _Content, lv_bytes: int) -> str:
 
 
 # -- writing through an LV's extent map ----------------------------------------------------------
-class _ExtentFile:
+class ExtentFile:
     """File-like view of one LV inside the image file: seek/write in LV offsets go to the PEs."""
 
     def __init__(self, f, data_offset: int, pes: list[int]) -> None:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.demo_content import ExtentFile
+
 MiB = 1 << 20
 E = 4 * MiB                       # lvm2's default extent size, sm's LVM_SIZE_INCREMENT
 BLOCK = 2 * MiB                   # VHD block size (blktap)
@@ -71,32 +73,6 @@ def fill(path: str, nbytes: int, seed: int, chunk: int = 64 * MiB) -> None:
             done += n
     finally:
         os.close(fd)
-
-
-class _LvWriter:
-    """A file-like view of an LV for core.vhd.build.build_vhd(out=...): LV offsets written to
-    the PEs the map gives (how an LV's bytes lie on its PV)."""
-
-    def __init__(self, fd: int, pes: list[int], data_offset: int) -> None:
-        self.fd, self.pes, self.data_offset, self.pos = fd, pes, data_offset, 0
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = pos
-        return pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            le, rel = divmod(self.pos + done, E)
-            take = min(len(view) - done, E - rel)
-            os.pwrite(self.fd, view[done:done + take], self.data_offset + self.pes[le] * E + rel)
-            done += take
-        self.pos += done
-        return done
 
 
 class _GuestBlocks(Mapping):
@@ -245,6 +221,7 @@ def _write_contents(built: BuiltImage, names: list[str], rng: random.Random, see
     mdf = build_data_file(seed).data
     rar, _ = build_rar_archive(backup_members(seed))
     fd = os.open(built.path, os.O_WRONLY)
+    image = os.fdopen(fd, "wb", closefd=False)      # the LVs' writes through their maps
     try:
         sr_uuid = built.vg.removeprefix("VG_XenStorage-")
         os.pwrite(fd, build_mgt(sr_uuid, "bench SR", vdis=[
@@ -261,9 +238,11 @@ def _write_contents(built: BuiltImage, names: list[str], rng: random.Random, see
                 payloads = dict(zip(ids, chunks))
             log(f"  {name}: {len(pes)} extents, {nblocks} blocks{' (thin)' if thin else ''}")
             build_vhd(virtual, _GuestBlocks(ids, seed * 100 + i, payloads), layout="blktap",
-                      out=_LvWriter(fd, pes, built.pe_start), lv_size=len(pes) * E,
+                      out=ExtentFile(image, built.pe_start, pes), lv_size=len(pes) * E,
                       order=ids, seed=seed * 100 + i,
                       unique_id=uuidlib.UUID(name.removeprefix("VHD-")).bytes)
+        image.flush()
         os.fsync(fd)
     finally:
+        image.close()
         os.close(fd)

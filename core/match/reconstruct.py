@@ -98,6 +98,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
 
     solver = Solver(reader, D, E, N, feats, states, owner,
                     Ticker(max(1, N), "matching extents", progress, cancel))
+    solver.strangers_possible = _more_vhds_than_vdis(states, mgt)
     sigs = index.sectors.lattice_signatures(D, E, N) \
         if index is not None and E == LVHD_LATTICE_SLOTS * 8 * SECTOR else None
     if sigs is not None:           # what ensure_sigs would read, from the index's one pass
@@ -120,6 +121,19 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
                  "zero_fill": {_state_key(s): solver.zero[s.index].to_json()
                                for s in states if s.index in solver.zero}}
     return rec
+
+
+def _more_vhds_than_vdis(states: list[VdiState], mgt: dict[str, Any] | None) -> bool:
+    """Are there more visible VHDs without a name than live VDIs the MGT volume lists and no
+    LV is named after? Then some are older VHDs the SR no longer knows (their heads survived);
+    without an MGT volume nothing says so."""
+    if not mgt or not mgt.get("vdi_uuids"):
+        return False
+    named = {(v.lv_name or "").lower() for v in states}
+    free = [u for u in mgt["vdi_uuids"] if f"vhd-{u}" not in named and f"lv-{u}" not in named]
+    unnamed = [v for v in states if v.lv_name is None and v.anchor is not None
+               and v.anchor.plausible and not v.anchor.hidden]
+    return len(unnamed) > len(free)
 
 
 def _metadata_vg(report):

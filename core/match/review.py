@@ -197,17 +197,22 @@ class ReviewMixin:
         return out
 
     def withdraw_strangers(self) -> None:
-        """On a disk with a previous life, a VHD whose guest cannot be read (no file system the
-        engine knows, through any of its placements: an older VHD whose head survived in
-        sectors the live guest never wrote, typically) keeps its LE 1 only where evidence ties
-        it (continuity with its neighbours, metadata, the technician): an LE 1's batmap header
-        and bitmap phases are every VHD's made by sm, and an older VHD's LE 1 (the first
-        blocks its guest wrote) is most often another VDI's extent now, with another old
-        VHD's LE 1 left elsewhere in sectors a live guest never wrote. What was walked from it
-        goes with it (withdraw_guesses: weak runs no longer tied)."""
+        """On a disk with a previous life and more visible VHDs than the MGT volume has live
+        VDIs (reconstruct sets `strangers_possible`), a VHD the SR does not name, in no chain,
+        whose guest cannot be read (an older VHD whose head survived in sectors a live guest
+        never wrote, typically) keeps its LE 1 only where continuity ties it: an LE 1's batmap
+        header and bitmap phases are every sm VHD's, and an older VHD's own LE 1 (the first
+        blocks its guest wrote) is most often another VDI's extent now, with another old VHD's
+        LE 1 left elsewhere. What was walked from it goes with it (withdraw_guesses)."""
+        if not getattr(self, "strangers_possible", False):
+            return
+        parents = {w.anchor.parent_uid for w in self.vdis
+                   if w.anchor is not None and any(w.anchor.parent_uid)}
         for v in self.vdis:
-            if v.pred is None or v.metadata_map or self.guest_of(v) is not None:
-                continue
+            if v.pred is None or v.metadata_map or self.guest_of(v) is not None \
+                    or v.lv_name is not None or any(v.anchor.parent_uid) \
+                    or v.anchor.uid in parents:
+                continue        # named by the SR, or in a chain: not an older stranger
             drop = []
             pl = v.placed.get(1)
             if pl is not None and pl.source not in ("metadata", "manual"):
