@@ -106,21 +106,17 @@ class GuestMixin:
 
     def _sure_lv(self, v: VdiState, off: int, n: int) -> bytes | None:
         """LV bytes of v through its placements at or above the current floor (sure ones
-        unless guest_refresh falls back); None where any is not placed so."""
-        out = bytearray()
-        while n > 0:
-            le, rel = divmod(off, self.E)
-            take = min(n, self.E - rel)
+        unless guest_refresh falls back), read by the solver's one LV path (read_lv); None
+        where any LE the read touches is not placed so, or the evidence ends short."""
+        if n <= 0:
+            return b""
+        floor = getattr(self, "_floor", SURE)
+        for le in range(off // self.E, (off + n - 1) // self.E + 1):
             pl = v.placed.get(le)
-            if pl is None or pl.confidence < getattr(self, "_floor", SURE):
+            if pl is None or pl.confidence < floor:
                 return None
-            data = self.reader.space.read(self.D + pl.pe * self.E + rel, take)
-            if len(data) != take:
-                return None
-            out += data
-            off += take
-            n -= take
-        return bytes(out)
+        data = self.read_lv(v, off, n)
+        return data if len(data) == n else None
 
     def read_virtual(self, v: VdiState, off: int, n: int, depth: int = 0) -> bytes | None:
         """The virtual disk of v (its chain where the parent is being rebuilt too), through
