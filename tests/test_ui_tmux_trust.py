@@ -93,7 +93,9 @@ def test_tmux_fast_edits_leave_no_job_behind(demo, tmp_path):
                 break
             time.sleep(0.2)
         assert "checking" not in s and "running…" not in s, s
-        assert re.search(r"check: (PASS|FAIL)", s), s
+        # ended: a result for the map, or cancelled by the Esc when the last check was still
+        # running (a slower machine); never "checking" forever
+        assert re.search(r"check: (PASS|FAIL|check cancelled)", s), s
     finally:
         t.close()
 
