@@ -352,12 +352,14 @@ class Ntfs(GuestFs):
         self.mft_seq: dict[int, int] = {}
         self.index_names: dict[int, set[tuple[int, FileName]]] = {}
         self.indx: list[tuple[int, int, int, int]] = []     # (fs offset, dir ref, vcn, size)
-        self.in_use = self._mft_in_use()
+        in_use = self._mft_in_use()
+        self.in_use = np.arange(0, dtype=np.int32) if in_use is None else in_use
         self.mirror: dict[int, bytes] = {}
         self.mft_head: dict[int, bytes] = {}
         self.mirror_count = 0
         self.data: list[tuple[int, int]] = []       # content byte intervals
-        self.walk_complete = True
+        # an $MFT bitmap that cannot be read says nothing is in use: not "no content"
+        self.walk_complete = in_use is not None
         dirs: list[tuple[int, list[Attr]]] = []
         budget = self.r.spent + WALK_BUDGET
         try:
@@ -417,8 +419,9 @@ class Ntfs(GuestFs):
             self._content = (starts, ends, self.walk_complete)
         return self._content
 
-    def _mft_in_use(self) -> np.ndarray:
-        """Record numbers the $MFT's $BITMAP marks in use (bounded)."""
+    def _mft_in_use(self) -> np.ndarray | None:
+        """Record numbers the $MFT's $BITMAP marks in use (bounded); None when it cannot be
+        read."""
         a = self.mft_bitmap_attr
         count = self.mft_records
         if a is None:
@@ -429,7 +432,7 @@ class Ntfs(GuestFs):
         else:
             raw = self._attr_read(_Runs(a.runs), 0, nbytes)
             if raw is None:
-                return np.arange(0)
+                return None
         bits = bits_le(raw, min(count, len(raw) * 8))
         return np.flatnonzero(bits).astype(np.int32)
 

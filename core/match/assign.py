@@ -102,6 +102,7 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
             self.review_confidence()
             self.withdraw_guesses()
             self.guest_review()
+            self.place_footers(retry=True)
             if self._board() == before:
                 return
         self.withdraw_guesses()

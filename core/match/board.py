@@ -232,7 +232,8 @@ class BoardMixin:
                 continue
             wslot = w.pred.slots[le]
             if np.array_equal(wslot.bitmap_offsets, slot.bitmap_offsets) \
-                    and self.scorer.content(wslot, pe, w.anchor.uid, self.f) >= ACCEPT:
+                    and self.scorer.content(wslot, pe, w.anchor.uid, self.f) >= ACCEPT \
+                    and not self.no_rival(v, w, le, pe):
                 return w
         return None
 

@@ -11,10 +11,15 @@ import numpy as np
 
 from core.findings import Finding
 from core.match.board import (
-    FREE, TIED, SIZED, WALKED, BETWEEN, GAP_CONFIDENCE, ALLOCATION_GUESS, VdiState)
+    ACCEPT, FREE, SURE, TIED, FITS, SIZED, WALKED, BETWEEN, GAP_CONFIDENCE, ALLOCATION_GUESS, VdiState)
 from core.match.features import SECTOR
 from core.match.predict import sm_inflated_bytes
 from core.structs import vhd as S
+
+# a footer extent whose LE two independent rules agree on (not a prior alone: kept on disks
+# with a previous life, see review.withdraw_guesses)
+FOOTER_AGREED_NOTE = ("ends with the VHD footer; sm's inflated LV size and the unused run after "
+                      "the data put the LV's end here")
 
 
 class FooterMixin:
@@ -53,10 +58,32 @@ class FooterMixin:
                 {"vhd_uuid": a.uid_str, "pes": old[:16]}))
         return own, free
 
-    def place_footers(self) -> None:
+    def place_footers(self, retry: bool = False) -> None:
+        """Decide each VDI's footer extent (and so its LV's length). `retry`: again, for the
+        VDIs still without one, after withdrawals freed extents (an older VHD's stale LE that
+        held the footer extent, remnants inside the free run after the data); a finding
+        already made is not made twice."""
+        made = len(self.findings)
+        self._footer_retry = retry
+        try:
+            self._place_footers(retry)
+        finally:
+            self._footer_retry = False
+        if retry:
+            seen = {(f.kind, f.message) for f in self.findings[:made]}
+            new = []
+            for f in self.findings[made:]:
+                if (f.kind, f.message) not in seen:
+                    seen.add((f.kind, f.message))
+                    new.append(f)
+            self.findings[made:] = new
+
+    def _place_footers(self, retry: bool) -> None:
         for v in self.vdis:
             a = v.anchor
             if a is None or v.pred is None or v.metadata_map or not a.lvhd:
+                continue
+            if retry and (v.footer_pe is not None or v.le_count is not None):
                 continue
             last = v.pred.last_data_le
             own, free = self.footer_candidates(v)
@@ -92,11 +119,13 @@ class FooterMixin:
             if len(free) > 1:
                 self._footer_unplaced(v, free, "several extents end with its footer")
                 continue
-            self._place_footer(v, last, free)
+            self._place_footer(v, last, free, retry)
 
     def _footer_unplaced(self, v: VdiState, free: list[int], why: str) -> None:
         """Footer extents whose LE cannot be told: named (and suggested for the LE sm's
-        sizing gives, if any), never claimed."""
+        sizing gives, if any), never claimed. Said once, by the first pass (not a retry)."""
+        if getattr(self, "_footer_retry", False):
+            return
         a = v.anchor
         self.findings.append(Finding(
             "vhd-footer-extent-unplaced", self.D + free[0] * self.E, "warning",
@@ -106,8 +135,11 @@ class FooterMixin:
         if le > v.pred.last_data_le and le not in v.placed:
             v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | set(free[:16]))
 
-    def _place_footer(self, v: VdiState, last: int, free: list[int]) -> None:
-        """The one free extent that ends with v's footer (none of v's placed ones does)."""
+    def _place_footer(self, v: VdiState, last: int, free: list[int], retry: bool = False
+                      ) -> None:
+        """The one free extent that ends with v's footer (none of v's placed ones does).
+        `retry` (after withdrawals on a disk with a previous life): only what evidence
+        decides, never a prior the withdrawal would take back again."""
         a = v.anchor
         p_last = v.pe(last)
         chosen = None
@@ -135,9 +167,12 @@ class FooterMixin:
                 return
             if sized[1] != contiguous_le:
                 chosen = None      # sm's sizing says the LV is longer: the gap lies elsewhere
+        floor = SURE if retry else 0.0
         if chosen is None:
             if sized is not None:
                 q, footer_le, conf, src, note = sized
+                if conf < floor:
+                    return
                 self.place(v, footer_le, q, conf, src, note)
                 v.le_count = footer_le + 1
                 v.footer_pe = q
@@ -146,13 +181,23 @@ class FooterMixin:
             return
         n_gap = chosen - p_last - 1
         footer_le = last + n_gap + 1
+        if n_gap and sized is None and WALKED < floor:
+            return
         for k in range(1, n_gap + 1):
             self.place(v, last + k, p_last + k, GAP_CONFIDENCE, "adjacency",
                        "no VHD data: inferred from the free run up to the footer")
-        self.place(v, footer_le, chosen, TIED if n_gap == 0 else WALKED,
-                   "vhd-match" if n_gap == 0 else "adjacency",
-                   None if n_gap == 0 else "footer extent; its LE number inferred from "
-                   "the free run after the last data extent")
+        if n_gap == 0:
+            self.place(v, footer_le, chosen, TIED, "vhd-match")
+        elif sized is not None:
+            # v's own footer (its unique id, its current size) fixes the VDI; two independent
+            # rules fix the LE: sm's LV sizing (the only one of sm's sizes that fits) and
+            # LVM's allocation of the free run after the data. A stale copy of the same footer
+            # (a deflate's freed end) would have to sit exactly where both put the LV's end.
+            self.place(v, footer_le, chosen, FITS, "vhd-match", FOOTER_AGREED_NOTE)
+        else:
+            self.place(v, footer_le, chosen, WALKED, "adjacency",
+                       "footer extent; its LE number inferred from the free run after the "
+                       "last data extent")
         v.le_count = footer_le + 1
         v.footer_pe = chosen
 
@@ -173,7 +218,8 @@ class FooterMixin:
         fits = {}
         for rule, size in sizes.items():
             le = -(-size // self.E) - 1
-            if le >= v.pred.last_data_le and le not in v.placed:
+            if le >= v.pred.last_data_le and le not in v.placed \
+                    and not self._lacks_data_of(v, le, free[0]):
                 fits.setdefault(le, rule)
         if len(fits) == 2:
             return self._footer_by_allocation(v, free[0], min(fits), max(fits))
@@ -183,8 +229,23 @@ class FooterMixin:
         if le == v.pred.last_data_le and v.pe(le - 1) is not None:
             return None   # then it would have been found as the last data extent
         q = free[0]
+        if v.lv_name is not None or self.guest_of(v) is not None:
+            # a VHD the SR names, or whose guest reads through its placements: sm made its LV,
+            # so sm's rule gives its length (an older VHD of unknown origin need not follow
+            # it: an extent that once held its footer is as likely)
+            return q, le, FITS, "vhd-match", \
+                f"ends with the VHD footer; sm sized this VDI's LV ({rule}): LE {le}"
         return q, le, SIZED, "vhd-match", \
             f"ends with the VHD footer; LE number from sm's LV sizing ({rule})"
+
+    def _lacks_data_of(self, v: VdiState, le: int, q: int) -> bool:
+        """Would LE `le` of v hold blocks (tapdisk writes a block's bitmap when it allocates
+        it, on any storage) that extent q does not show? Then q cannot be that LE: content,
+        not a prior, rules that reading of the footer extent out."""
+        slot = v.pred.slots.get(le)
+        if slot is None or not slot.has_content or not len(slot.bitmap_offsets):
+            return False
+        return self.scorer.content(slot, q, v.anchor.uid, self.f) < ACCEPT
 
     def _footer_by_allocation(self, v: VdiState, q: int, deflated: int, inflated: int):
         """Both of sm's sizes fit the one footer extent `q`: the LV ends at LE `deflated`

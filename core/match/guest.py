@@ -301,6 +301,28 @@ class GuestMixin:
             {"le": wle, "pe": q, "les": les}))
 
     # -- evidence for one candidate ---------------------------------------------------------
+    def guest_denies(self, w: VdiState, le: int, pe: int) -> bool:
+        """Does w's own guest file system say `pe` is not its LE `le` (its allocation or its
+        structures against, by GUEST_TIES)? Then w is no rival for that extent: two alike VDIs
+        (same size, same sm layout) fit each other's extents by layout, never by their guests."""
+        return self.guest_of(w) is not None and self.guest_llr(w, le, pe) <= -GUEST_TIES
+
+    def no_rival(self, v: VdiState, w: VdiState, le: int, pe: int) -> bool:
+        """Is w no rival of v for `pe` as LE `le`? w's own guest says no; or w is a possible
+        stranger (an older VHD with no guest of its own, review.stranger) and v's guest finds
+        its allocation or structures there (GUEST_TIES): v is a disk whose file system reads,
+        and this extent is where its file system says its data is; or v's guest finds its own
+        structures there and w's, read too, finds far less."""
+        if self.guest_denies(w, le, pe):
+            return True
+        mine = self.guest_llr(v, le, pe)
+        if self.stranger(w) and mine >= GUEST_TIES:
+            return True
+        # both guests read (two alike disks, or a parent and its child whose bitmaps sit at
+        # the same places): v's finds its own structures there (GUEST_CLAIM), w's far less
+        return self.guest_of(w) is not None and mine >= GUEST_CLAIM \
+            and self.guest_llr(w, le, pe) <= mine - GUEST_CLAIM
+
     def guest_checked(self, v: VdiState, le: int, pe: int) -> bool:
         """Was a placement checked against its guest's file system and found consistent? The
         guest says where it wrote content in the LE's blocks (CONTENT_MIN sectors at least, a

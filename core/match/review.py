@@ -11,8 +11,9 @@ import numpy as np
 from core.findings import Finding
 from core.match import zerofill
 from core.match.board import (
-    FREE, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, TIED_CONTINUITY, WALK_NOTE, Placement,
+    FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, TIED_CONTINUITY, WALK_NOTE, Placement,
     VdiState)
+from core.match.guest import GUEST_TIES
 from core.match.score import CONT_CAP
 
 
@@ -124,12 +125,15 @@ class ReviewMixin:
         run of placed neighbours on consecutive PEs, to one that evidence ties to the VDI.
         What stays is what evidence placed; the rest is for the technician (`--fix`)."""
         wanted = self._wanted_elsewhere()
+        unsure = self._unsure_by_le()
         for v in self.vdis:
             if v.pred is None or v.metadata_map:
                 continue
             drop = set()
             for le, pl in v.placed.items():
                 if le == 0 or pl.source in ("metadata", "manual"):
+                    continue
+                if pl.note == CONTESTED_NOTE and self._uncontested(v, le, pl, unsure):
                     continue
                 if pl.note == WALK_NOTE and wanted.get(pl.pe, v.index) != v.index:
                     drop.add(le)        # a walked tail another VDI's open LE fits by content
@@ -177,6 +181,17 @@ class ReviewMixin:
                     f"bytes measured), so they are listed as candidates, not placed",
                     {"les": sorted(drop)}))
 
+    def _uncontested(self, v: VdiState, le: int, pl: Placement,
+                     unsure: dict[int, list[VdiState]]) -> bool:
+        """A walk step contested before the guests were read (core.match.walks): is it still?
+        When v's guest now finds its own allocation or structures there (GUEST_TIES) and
+        every VDI that had that LE open is dismissed by its own guest or is a possible
+        stranger (guest.no_rival), the contest is over: the placement is v's by evidence."""
+        if self.guest_llr(v, le, pl.pe) < GUEST_TIES or self._rival(v, le, pl.pe, unsure):
+            return False
+        pl.confidence, pl.source, pl.note = FITS, "vhd-match", None
+        return True
+
     def _wanted_elsewhere(self) -> dict[int, int]:
         """PE -> a VDI with an open LE (bitmaps predicted, not placed) that the PE fits by
         content, for the PEs placed by walking alone (WALK_NOTE): one search over them."""
@@ -206,13 +221,9 @@ class ReviewMixin:
         LE 1 left elsewhere. What was walked from it goes with it (withdraw_guesses)."""
         if not getattr(self, "strangers_possible", False):
             return
-        parents = {w.anchor.parent_uid for w in self.vdis
-                   if w.anchor is not None and any(w.anchor.parent_uid)}
         for v in self.vdis:
-            if v.pred is None or v.metadata_map or self.guest_of(v) is not None \
-                    or v.lv_name is not None or any(v.anchor.parent_uid) \
-                    or v.anchor.uid in parents:
-                continue        # named by the SR, or in a chain: not an older stranger
+            if v.pred is None or not self.stranger(v):
+                continue        # named by the SR, or in a chain, or its guest read
             drop = []
             pl = v.placed.get(1)
             if pl is not None and pl.source not in ("metadata", "manual"):
@@ -230,6 +241,17 @@ class ReviewMixin:
                     f"{v.lv_name or v.anchor.uid_str}: no guest file system read in it (an older "
                     f"VHD?): LEs {drop[:16]} fit its layout but nothing ties them to it; listed "
                     f"as candidates, not placed", {"les": drop}))
+
+    def stranger(self, v: VdiState) -> bool:
+        """Is v possibly an older VHD the SR no longer knows (withdraw_strangers): the MGT
+        volume lists fewer VDIs than there are unnamed visible VHDs, and v is unnamed, in no
+        chain, and no guest file system could be read through it?"""
+        if not getattr(self, "strangers_possible", False) or v.anchor is None \
+                or v.metadata_map or v.lv_name is not None or self.guest_of(v) is not None \
+                or any(v.anchor.parent_uid):
+            return False
+        return not any(w.anchor is not None and w.anchor.parent_uid == v.anchor.uid
+                       for w in self.vdis)
 
     @staticmethod
     def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:

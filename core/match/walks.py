@@ -262,7 +262,8 @@ class WalkMixin:
                 continue
             other = w.pred.slots.get(le)
             if other is not None and np.array_equal(other.bitmap_offsets, slot.bitmap_offsets) \
-                    and self.scorer.content(other, pe, w.anchor.uid, self.f) >= ACCEPT:
+                    and self.scorer.content(other, pe, w.anchor.uid, self.f) >= ACCEPT \
+                    and not self.no_rival(v, w, le, pe):
                 return True
         return False
 
