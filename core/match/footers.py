@@ -11,7 +11,8 @@ import numpy as np
 
 from core.findings import Finding
 from core.match.board import (
-    ACCEPT, FREE, SURE, TIED, FITS, SIZED, WALKED, BETWEEN, GAP_CONFIDENCE, ALLOCATION_GUESS, VdiState)
+    ACCEPT, FREE, SURE, TIED, FITS, SIZED, WALKED, BETWEEN, GAP_CONFIDENCE, ALLOCATION_GUESS,
+    VdiState)
 from core.match.features import SECTOR
 from core.match.predict import sm_inflated_bytes
 from core.structs import vhd as S

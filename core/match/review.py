@@ -11,8 +11,8 @@ import numpy as np
 from core.findings import Finding
 from core.match import zerofill
 from core.match.board import (
-    FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, TIED_CONTINUITY, WALK_NOTE, Placement,
-    VdiState)
+    FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, TIED_CONTINUITY, WALK_NOTE,
+    Placement, VdiState)
 from core.match.guest import GUEST_TIES
 from core.match.score import CONT_CAP
 
