@@ -35,6 +35,8 @@ ADJACENCY_ONLY = 0.7    # content fits several VDIs; the physical neighbour deci
 CONTESTED = 0.6         # a walked step another VDI's open LE would fit just as well
 CONTESTED_NOTE = ("fits another VDI's next extent as well (same LE, no telling data); "
                   "placed because it follows the previous extent on disk")
+RIVAL_VDIS_NOTE = ("content fits other VDIs' extents as well; chosen by adjacency (LVM "
+                   "allocates runs)")
 WALK_NOTE = ("nothing in it tells (the tail of a block, no footer that fixes the LE): placed "
              "because it follows the neighbouring extent on disk")
 GAP_CONFIDENCE = 0.4    # data-less extents inferred from the free PE run between two placed ones
@@ -64,6 +66,9 @@ class Placement:
     # content fits, but nothing ties it to this VDI rather than another with the same LE open
     # (no continuity, no own footer or batmap header): checked against the others at the end
     weak: bool = field(default=False, compare=False)
+    # other PEs its content fits as well when it was placed (free twins, search rivals): the
+    # guest's file system may tell them apart later (review._outfits)
+    twins: tuple[int, ...] = field(default=(), compare=False)
 
 
 @dataclass

@@ -11,8 +11,8 @@ import numpy as np
 from core.findings import Finding
 from core.match import zerofill
 from core.match.board import (
-    FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, TIED_CONTINUITY, WALK_NOTE,
-    Placement, VdiState)
+    FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, RIVAL_VDIS_NOTE,
+    TIED_CONTINUITY, WALK_NOTE, Placement, VdiState)
 from core.match.guest import GUEST_TIES
 from core.match.score import CONT_CAP
 
@@ -73,6 +73,7 @@ class ReviewMixin:
                             break
                 if twins:
                     pl.confidence, pl.source = CONTESTED, "adjacency"
+                    pl.twins = tuple(twins)
                     pl.note = (f"free PEs {twins} fit as well; chosen because it follows the "
                                f"neighbouring extents on disk")
 
@@ -133,7 +134,10 @@ class ReviewMixin:
             for le, pl in v.placed.items():
                 if le == 0 or pl.source in ("metadata", "manual"):
                     continue
-                if pl.note == CONTESTED_NOTE and self._uncontested(v, le, pl, unsure):
+                if pl.note == CONTESTED_NOTE or pl.note == RIVAL_VDIS_NOTE:
+                    if self._uncontested(v, le, pl, unsure):
+                        continue
+                elif pl.twins and self._outfits(v, le, pl):
                     continue
                 if pl.note == WALK_NOTE and wanted.get(pl.pe, v.index) != v.index:
                     drop.add(le)        # a walked tail another VDI's open LE fits by content
@@ -157,6 +161,8 @@ class ReviewMixin:
                         continue
                     if le - 1 not in drop and le + 1 not in drop:
                         continue        # its neighbours did not lead to it by a guess
+                    if self.guest_llr(v, le, pl.pe) >= GUEST_TIES:
+                        continue        # its guest's allocation or structures tie it
                     held = False
                     for d in (-1, 1):
                         nb = v.placed.get(le + d)
@@ -190,6 +196,17 @@ class ReviewMixin:
         if self.guest_llr(v, le, pl.pe) < GUEST_TIES or self._rival(v, le, pl.pe, unsure):
             return False
         pl.confidence, pl.source, pl.note = FITS, "vhd-match", None
+        return True
+
+    def _outfits(self, v: VdiState, le: int, pl: Placement) -> bool:
+        """A placement other PEs fitted as well (pl.twins): does v's guest now find its own
+        allocation or structures on it (GUEST_TIES) and on none of them nearly as much? Then
+        the guest decided between them, not LVM's allocation order."""
+        mine = self.guest_llr(v, le, pl.pe)
+        if mine < GUEST_TIES or any(self.guest_llr(v, le, q) > mine - GUEST_TIES
+                                    for q in pl.twins):
+            return False
+        pl.confidence, pl.source, pl.note, pl.twins = FITS, "vhd-match", None, ()
         return True
 
     def _wanted_elsewhere(self) -> dict[int, int]:

@@ -14,9 +14,9 @@ import numpy as np
 
 from core.match import joint
 from core.match.board import (
-    FREE, ACCEPT, TIED, FITS, SURE, MIN_CONFIDENCE, ADJACENCY_ONLY, SEARCH_SECTORS,
-    SIG_BATCH, MAX_CANDIDATES, RUN_INTERIOR, ISLAND_SLOTS, ISLAND_CONTENT, ISLAND_CONFIDENCE,
-    TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT, SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
+    FREE, ACCEPT, TIED, FITS, SURE, MIN_CONFIDENCE, ADJACENCY_ONLY, RIVAL_VDIS_NOTE,
+    SEARCH_SECTORS, SIG_BATCH, MAX_CANDIDATES, RUN_INTERIOR, ISLAND_SLOTS, ISLAND_CONTENT,
+    ISLAND_CONFIDENCE, TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT, SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD, EXTRA_BITMAP, FULL_BAD, FULL_OK,
@@ -440,10 +440,11 @@ class SearchMixin:
                 src, cap = "adjacency", ADJACENCY_ONLY
             note = None
             if src == "adjacency":
-                note = ("content fits " + (f"PEs {sorted(rivals)} " if rivals else
-                                           "other VDIs' extents ")
-                        + "as well; chosen by adjacency (LVM allocates runs)")
+                note = (f"content fits PEs {sorted(rivals)} as well; chosen by adjacency (LVM "
+                        f"allocates runs)" if rivals else RIVAL_VDIS_NOTE)
             self.place(v, le, p, min(conf, cap), src, note, weak=not tied)
+            if src == "adjacency" and rivals:
+                v.placed[le].twins = tuple(sorted(rivals))
             placed += 1
         return placed
 
