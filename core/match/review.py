@@ -145,6 +145,8 @@ class ReviewMixin:
                 rule = pl.note is not None and ("sizing" in pl.note or "no placed neighbour"
                                                 in pl.note or "no VHD data" in pl.note
                                                 or "allocation" in pl.note
+                                                or "deflated size" in pl.note
+                                                or "between two placed" in pl.note
                                                 or "free run" in pl.note)
                 # a contest another VDI's open LE could win, or free extents that fit as well
                 # and were passed over for adjacency alone
@@ -247,6 +249,10 @@ class ReviewMixin:
                 s = self.score(v, 1, pl.pe)
                 if not (s.informative and s.continuity >= TIED_CONTINUITY):
                     drop.append(1)
+            # its content-only placements (bitmaps at the lattice phases every sm VHD has,
+            # nothing tying them to it) are as likely another older VHD's remnants
+            drop += [le for le, p in v.placed.items()
+                     if le > 1 and p.weak and p.source not in ("metadata", "manual")]
             for le in drop:
                 pl = v.placed.pop(le)
                 if self.owner[pl.pe] == v.index:
@@ -256,8 +262,8 @@ class ReviewMixin:
                 self.findings.append(Finding(
                     "placements-withdrawn", None, "info",
                     f"{v.lv_name or v.anchor.uid_str}: no guest file system read in it (an older "
-                    f"VHD?): LEs {drop[:16]} fit its layout but nothing ties them to it; listed "
-                    f"as candidates, not placed", {"les": drop}))
+                    f"VHD?): LEs {sorted(drop)[:16]} fit its layout but nothing ties them to it; "
+                    f"listed as candidates, not placed", {"les": sorted(drop)}))
 
     def stranger(self, v: VdiState) -> bool:
         """Is v possibly an older VHD the SR no longer knows (withdraw_strangers): the MGT
