@@ -490,6 +490,24 @@ def test_unread_inodes_make_content_unknown_not_absent(guest):
     assert (part == UNKNOWN).sum() > (full == UNKNOWN).sum()
 
 
+def test_unread_mft_bitmap_makes_content_unknown_not_absent(guest):
+    """An NTFS whose $MFT:$BITMAP cannot be read (an extent not placed yet) knows no record in
+    use: that is "unknown", never "nothing was written" (a base copy's guest read through its
+    sure placements said NO_CONTENT over files' data, and its own extents were withdrawn)."""
+    fs = open_guest(guest.read, guest.size)
+    if fs.kind != "ntfs":
+        pytest.skip("an NTFS structure")
+    a = fs.mft_bitmap_attr
+    if a is None or a.resident:
+        pytest.skip("this volume keeps $MFT:$BITMAP resident (in the readable $MFT record)")
+    hole = fs.offset + a.runs[0][1] * fs.cluster
+    blind = open_guest(_reader_without(guest, [(hole, hole + 1)]), guest.size)
+    full = fs.content_state(0, guest.size)
+    part = blind.content_state(0, guest.size)
+    assert not ((part == NO_CONTENT) & (full == CONTENT)).any()
+    assert (part == UNKNOWN).sum() > (full == UNKNOWN).sum()
+
+
 @FAST
 @given(data=st.data())
 def test_random_unknown_ranges_never_raise_and_never_lie(guest, data):

@@ -93,3 +93,54 @@ def test_weak_run_is_held_only_by_a_tied_neighbour_run():
     assert ReviewMixin._run_to_strong(v, 3, set())          # 13 -> 12 -> 11 (tied)
     assert not ReviewMixin._run_to_strong(v, 3, {2})        # the run goes through a withdrawn LE
     assert not ReviewMixin._run_to_strong(v, 5, set())      # alone on PE 30
+
+
+def _guest_board(llr: dict, guests: set, strangers: set = frozenset()):
+    """A stand-in solver for the guest rules: guest_llr from a table {(vdi, le, pe): value},
+    the VDIs whose guest reads, the possible strangers."""
+    from core.match.guest import GuestMixin
+
+    class Board(GuestMixin, ReviewMixin):
+        def guest_of(self, v):
+            return object() if v.name in guests else None
+
+        def guest_llr(self, v, le, pe):
+            return llr.get((v.name, le, pe), 0.0)
+
+        def stranger(self, v):
+            return v.name in strangers
+    return Board()
+
+
+def test_a_rival_is_dismissed_only_by_guest_evidence():
+    from core.match.guest import GUEST_CLAIM, GUEST_TIES
+    v, w = NS(name="v"), NS(name="w")
+    # w's own guest says the extent is not its LE 2
+    assert _guest_board({("w", 2, 7): -GUEST_TIES}, {"v", "w"}).no_rival(v, w, 2, 7)
+    # w a possible stranger (no guest of its own): v's guest must find itself there
+    b = _guest_board({("v", 2, 7): GUEST_TIES}, {"v"}, {"w"})
+    assert b.no_rival(v, w, 2, 7)
+    assert not _guest_board({("v", 2, 7): GUEST_TIES - 1}, {"v"}, {"w"}).no_rival(v, w, 2, 7)
+    # w has no guest and is not a stranger (a live VDI whose guest cannot be read): it stays
+    assert not _guest_board({("v", 2, 7): 99.0}, {"v"}).no_rival(v, w, 2, 7)
+    # both read: v's own structures there, w's far less
+    both = {("v", 2, 7): GUEST_CLAIM + 3, ("w", 2, 7): 3.0}
+    assert _guest_board(both, {"v", "w"}).no_rival(v, w, 2, 7)
+    close = {("v", 2, 7): GUEST_CLAIM + 3, ("w", 2, 7): 4.0}
+    assert not _guest_board(close, {"v", "w"}).no_rival(v, w, 2, 7)
+
+
+def test_the_guest_decides_between_twins_only_by_a_margin():
+    from core.match.guest import GUEST_TIES
+    v = NS(name="v")
+    pl = Placement(5, 0.6, "adjacency", "free PEs [9] fit as well; chosen ...")
+    pl.twins = (9,)
+    b = _guest_board({("v", 3, 5): GUEST_TIES + 2, ("v", 3, 9): -6.0}, {"v"})
+    assert b._outfits(v, 3, pl)
+    assert (pl.confidence, pl.source, pl.note, pl.twins) == (FITS, "vhd-match", None, ())
+    pl = Placement(5, 0.6, "adjacency", "free PEs [9] fit as well; chosen ...")
+    pl.twins = (9,)
+    near = _guest_board({("v", 3, 5): GUEST_TIES + 2, ("v", 3, 9): 3.0}, {"v"})
+    assert not near._outfits(v, 3, pl) and pl.confidence == 0.6      # a twin nearly as good
+    weak = _guest_board({("v", 3, 5): GUEST_TIES - 1, ("v", 3, 9): -9.0}, {"v"})
+    assert not weak._outfits(v, 3, pl)                               # the guest says too little
