@@ -23,11 +23,14 @@ extent to one VDI as continuity does (the solver adds it to the continuity term)
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import numpy as np
 
 from core.guestfs import GuestFs, open_guest
 from core.findings import Finding
-from core.match.board import ACCEPT, FREE, SURE, TIED, VdiState
+from core.match.board import ACCEPT, FREE, SURE, TIED, Placement, VdiState
 from core.match.features import SECTOR
 
 BAT_UNUSED = 0xFFFFFFFF
@@ -77,12 +80,55 @@ class GuestMixin:
                 if fs is not None:
                     break
             self._floor = SURE
+            if fs is None:
+                fs = self._guest_by_run(v, key)
             self._guest[v.index] = (key, fs)
             if fs is not None or (old is not None and old[1] is not None):
                 changed = True      # scores memoised with the old view are stale
         if changed:
             self._scores.clear()
         return changed
+
+    def _guest_by_run(self, v: VdiState, key: frozenset) -> GuestFs | None:
+        """No guest reads through v's placements (the extents holding its first blocks are
+        not placed: an older VHD's remnants fit them as well): read it through the run LVM
+        most often gives an LV, LE k on the PE k after its head, where those PEs are free or
+        held by content alone for a possible stranger. The view is kept only when the guest's
+        own self-identifying structures verify in those extents (GUEST_CLAIM): a random
+        or stale extent holds no boot sector and MFT or checksummed ext4 metadata of this
+        guest at the places its file system says. Parentless VHDs only (a child reads its
+        parent's blocks, which a run of its own says nothing about)."""
+        a = v.anchor
+        p0 = v.pe(0)
+        if p0 is None or (a.parent_uid is not None and any(a.parent_uid)):
+            return None
+        hypo = {le: replace(pl, confidence=1.0) for le, pl in v.placed.items()}
+        probe = []
+        for le, sl in sorted(v.pred.slots.items()):
+            q = p0 + le
+            if le in hypo or not 0 <= q < self.N or not sl.has_content:
+                continue
+            holder = int(self.owner[q])
+            if holder != FREE:
+                w = self.vdis[holder] if holder >= 0 else None
+                held = None if w is None else next(
+                    (pl for pl in w.placed.values() if pl.pe == q), None)
+                if w is None or w is v or held is None or not held.weak \
+                        or not self.stranger(w):
+                    continue
+            hypo[le] = Placement(q, 1.0, "probe")
+            probe.append(le)
+        if not probe:
+            return None
+        h = copy.copy(v)
+        h.placed = hypo
+        fs = open_guest(lambda off, n: self.read_virtual(h, off, n), int(a.current_size))
+        if fs is None:
+            return None
+        self._guest[v.index] = (key, fs)
+        found = sum(max(0.0, self.guest_llr(v, le, hypo[le].pe)) for le in probe)
+        self._guest.pop(v.index, None)
+        return fs if found >= GUEST_CLAIM else None
 
     def _chain(self, v: VdiState) -> list[VdiState]:
         out, x = [], v
@@ -208,11 +254,16 @@ class GuestMixin:
             rivals = [(self.guest_llr(v, le, q), q) for q in set(cands.get((v.index, le), []))
                       if q != pl.pe]
             best, q = max(rivals, default=(-np.inf, None))
-            if q is not None and best >= GUEST_TIES and best >= own + GUEST_TIES:
+            beaten = q is not None and best >= GUEST_TIES and best >= own + GUEST_TIES
+            # content alone placed it (weak) and the guest's file system says it is not this
+            # disk's: taken back even when no other extent fits the LE's bitmaps (the one
+            # that does may hold bits the prediction did not expect)
+            denied = pl.weak and own <= -GUEST_TIES
+            if beaten or denied:
                 del v.placed[le]
                 if self.owner[pl.pe] == v.index:
                     self.owner[pl.pe] = FREE
-                v.ambiguous[le] = sorted({pl.pe, q})
+                v.ambiguous[le] = sorted({pl.pe} | ({q} if beaten else set()))
                 back += 1
         back += self.guest_claims(pool)
         if back:
