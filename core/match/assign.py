@@ -112,7 +112,11 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
         # first without trusting zeros anywhere; then, where the placed extents show that
         # unwritten sectors read zero, with that evidence too
         self._rounds(limit)
-        if self.measure_zero_fill():
+        changed = self.measure_zero_fill()
+        if self.image_stale() and self.scorer.distrust_past_data():
+            self._scores.clear()
+            changed = True
+        if changed:
             self._rounds(limit)
         self.second_look(limit)
         for _ in range(2):          # the guest's view of the end may undo an early placement

@@ -129,6 +129,22 @@ class Scorer:
         self._bitmaps: dict[int, bytes] = {}
         self._content: dict[tuple, tuple] = {}
         self._continuity: dict[tuple, tuple] = {}
+        # a bitmap where the VHD has no block (past its data): another VHD's, on a disk whose
+        # extents held nothing before; not once stale bytes were measured (distrust_past_data)
+        self.extra_bitmap = EXTRA_BITMAP
+        self.past_data_trusted = True
+
+    def distrust_past_data(self) -> bool:
+        """On a disk with a previous life the sectors past a VHD's data keep whatever the extent
+        held, older VHDs' bitmaps on the same lattice included (tapdisk on LVM does not zero
+        them; xapi-project/blktap block-vhd.c): a bitmap there is no rival's.
+        True when the weights changed (scores must be recomputed)."""
+        if not self.past_data_trusted:
+            return False
+        self.extra_bitmap = 0.0
+        self.past_data_trusted = False
+        self._content.clear()
+        return True
 
     def pe_base(self, pe: int) -> int:
         return self.D + pe * self.E
@@ -170,7 +186,7 @@ class Scorer:
             # (an extent ending with this VHD's own footer is its last: bitmaps past its data
             # there are a previous occupant's, e.g. a deleted VDI's, not a rival's)
             secs = self.reader.gather(base + slot.absent_offsets, SECTOR)
-            total += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
+            total += self.extra_bitmap * int((bitmap_likeness(secs) >= 0.95).sum())
         if slot.le1_batmap:
             total += BATMAP_HDR if features.head_batmap[pe] else BATMAP_HDR_MISSING
             if features.head_batmap[pe]:

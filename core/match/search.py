@@ -19,7 +19,7 @@ from core.match.board import (
     ISLAND_CONFIDENCE, TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT, SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
-    BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD, EXTRA_BITMAP, FULL_BAD, FULL_OK,
+    BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD, FULL_BAD, FULL_OK,
     NOT_FULL_BAD, LV_END_FOOTER, Score, bitmap_llr, continuity_llr, sample_sectors)
 from core.structs.lvhd import LVHD_LATTICE_SLOTS
 
@@ -195,7 +195,7 @@ class SearchMixin:
             for off in sl.absent_offsets:
                 c = pos.get(int(off // SECTOR // 8))
                 if c is not None:
-                    X[c, k] += EXTRA_BITMAP
+                    X[c, k] += self.scorer.extra_bitmap
         llr = np.where(good, BITMAP_GOOD, BITMAP_BAD)
         extra = good @ X
         sc = llr @ W + ones @ F1 + (~ones) @ F0 + extra

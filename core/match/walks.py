@@ -13,7 +13,7 @@ from core.match.board import (
     VdiState)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
-    BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, EXTRA_BITMAP, FOOTER_BAD, FOOTER_OK,
+    BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, FOOTER_BAD, FOOTER_OK,
     OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
     sample_sectors)
 from core.structs import vhd as S
@@ -123,7 +123,7 @@ class WalkMixin:
             if len(sl.absent_offsets) and not (own[k] and lv_end[k]):
                 # the last data LE: no bitmap past the data (unless it ends with our footer)
                 secs = self.reader.gather(self.D + pes[k] * self.E + sl.absent_offsets, SECTOR)
-                content[k] += EXTRA_BITMAP * int((bitmap_likeness(secs) >= 0.95).sum())
+                content[k] += self.scorer.extra_bitmap * int((bitmap_likeness(secs) >= 0.95).sum())
         le1 = np.array([sl.le1_batmap for sl in slots])
         content += np.where(tail & ~own, OTHER_FOOTER, 0.0)
         bonus = np.array([sl.footer_bonus for sl in slots])
