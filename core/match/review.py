@@ -134,10 +134,15 @@ class ReviewMixin:
             for le, pl in v.placed.items():
                 if le == 0 or pl.source in ("metadata", "manual"):
                     continue
+                # another VDI's open LE or other extents fit as well: only the guest can decide
+                # (its own allocation or structures, by a margin); consistency is not enough
                 if pl.note == CONTESTED_NOTE or pl.note == RIVAL_VDIS_NOTE:
-                    if self._uncontested(v, le, pl, unsure):
-                        continue
-                elif pl.twins and self._outfits(v, le, pl):
+                    if not self._uncontested(v, le, pl, unsure):
+                        drop.add(le)
+                    continue
+                if pl.twins:
+                    if not self._outfits(v, le, pl):
+                        drop.add(le)
                     continue
                 if pl.note == WALK_NOTE and wanted.get(pl.pe, v.index) != v.index:
                     drop.add(le)        # a walked tail another VDI's open LE fits by content

@@ -132,16 +132,20 @@ class Scorer:
         # a bitmap where the VHD has no block (past its data): another VHD's, on a disk whose
         # extents held nothing before; not once stale bytes were measured (distrust_past_data)
         self.extra_bitmap = EXTRA_BITMAP
+        self.other_batmap = OTHER_BATMAP
         self.past_data_trusted = True
 
     def distrust_past_data(self) -> bool:
         """On a disk with a previous life the sectors past a VHD's data keep whatever the extent
-        held, older VHDs' bitmaps on the same lattice included (tapdisk on LVM does not zero
-        them; xapi-project/blktap block-vhd.c): a bitmap there is no rival's.
+        held, older VHDs' bitmaps on the same lattice and batmap headers included (tapdisk on
+        LVM does not zero them; xapi-project/blktap block-vhd.c): neither is a rival's.
         True when the weights changed (scores must be recomputed)."""
         if not self.past_data_trusted:
             return False
         self.extra_bitmap = 0.0
+        # likewise an older VHD's `tdbatmap` header in the head of an extent whose first
+        # sectors this VHD never wrote (the unwritten tail of a block spilling into it)
+        self.other_batmap = 0.0
         self.past_data_trusted = False
         self._content.clear()
         return True
@@ -198,7 +202,7 @@ class Scorer:
             elif slot.footer_bonus:
                 total += LV_END_FOOTER
         if features.head_batmap[pe] and not slot.le1_batmap:
-            total += OTHER_BATMAP
+            total += self.other_batmap
         if slot.footer_offset is not None:
             ftr = self.reader.gather(np.array([base + slot.footer_offset]), SECTOR)[0]
             ok = ftr[:8].tobytes() == S.HD_COOKIE and ftr[68:84].tobytes() == uid

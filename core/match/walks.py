@@ -14,7 +14,7 @@ from core.match.board import (
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, FOOTER_BAD, FOOTER_OK,
-    OTHER_BATMAP, LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
+    LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
     sample_sectors)
 from core.structs import vhd as S
 
@@ -128,7 +128,7 @@ class WalkMixin:
         content += np.where(tail & ~own, OTHER_FOOTER, 0.0)
         bonus = np.array([sl.footer_bonus for sl in slots])
         content += np.where(own & bonus, LV_END_FOOTER, 0.0)
-        content += np.where(f.head_batmap[pes_a] & ~le1, OTHER_BATMAP, 0.0)
+        content += np.where(f.head_batmap[pes_a] & ~le1, self.scorer.other_batmap, 0.0)
         content += np.where(le1, np.where(f.head_batmap[pes_a], BATMAP_HDR, BATMAP_HDR_MISSING),
                             0.0)
         for k, sl in enumerate(slots):
