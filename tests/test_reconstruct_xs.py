@@ -225,4 +225,8 @@ def test_a_live_disk_over_an_older_vhds_extents_is_read_through_its_run(tmp_path
         res = T.score(json.load(f), truth)
     assert res["precision"] == 1.0 and not res["wrong_confident"], res["wrong_confident"]
     missed = sum(len(les) for les in res["missed"].values())
-    assert missed <= 1, res["missed"]       # measured 2026-12-06: the inflated footer's LE only
+    # measured 2026-12-06: 12 of 14 (before: 8). Left: the inflated footer's LE, and LE 5,
+    # whose blocks are full and whose bitmaps an older VHD's remnant at PE 25 matches bit for
+    # bit: only LVM's allocation order would choose, and on a disk with a previous life that
+    # prior is not trusted (listed as candidates)
+    assert missed <= 2, res["missed"]
