@@ -144,3 +144,28 @@ def test_the_guest_decides_between_twins_only_by_a_margin():
     assert not near._outfits(v, 3, pl) and pl.confidence == 0.6      # a twin nearly as good
     weak = _guest_board({("v", 3, 5): GUEST_TIES - 1, ("v", 3, 9): -9.0}, {"v"})
     assert not weak._outfits(v, 3, pl)                               # the guest says too little
+
+
+def test_a_contested_extent_inside_a_run_of_its_own_is_kept():
+    """LEs 1-3 of a disk whose guest reads, on PEs 11-13 between LE 0 (PE 10) and LE 4 (PE 14,
+    placed by evidence): LVM gave the disk that run; what contested LE 2 is stale bytes."""
+    v = NS(name="v", placed={0: Placement(10, 1.0, "metadata"),
+                             1: Placement(11, 0.6, "adjacency", "x", True),
+                             2: Placement(12, 0.6, "adjacency", "x", True),
+                             3: Placement(13, 0.6, "adjacency", "x", True),
+                             4: Placement(14, TIED, "vhd-match")})
+    board = _guest_board({}, {"v"})
+    assert board._inside_run(v, 2, {1, 2, 3})
+    # the far end only a prior (adjacency), or withdrawn: no run of its own
+    v.placed[4] = Placement(14, 0.6, "adjacency", "x", True)
+    assert not board._inside_run(v, 2, {1, 2, 3})
+    v.placed[4] = Placement(14, TIED, "vhd-match")
+    assert not board._inside_run(v, 2, {1, 2, 3, 4})
+    # a PE out of step: not a run
+    v.placed[3] = Placement(20, 0.6, "adjacency", "x", True)
+    assert not board._inside_run(v, 2, {1, 2, 3})
+    v.placed[3] = Placement(13, 0.6, "adjacency", "x", True)
+    # no guest read (an older VHD's remnants can line up), or the guest against
+    assert not _guest_board({}, set())._inside_run(v, 2, {1, 2, 3})
+    from core.match.guest import GUEST_TIES
+    assert not _guest_board({("v", 2, 12): -GUEST_TIES}, {"v"})._inside_run(v, 2, {1, 2, 3})

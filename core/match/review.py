@@ -160,6 +160,7 @@ class ReviewMixin:
                     or pl.note.startswith("free PEs"))
                 if (rule or contested) and not self.guest_checked(v, le, pl.pe):
                     drop.add(le)
+            drop -= {le for le in drop if self._inside_run(v, le, drop)}
             changed = True
             while changed:
                 changed = False
@@ -193,6 +194,29 @@ class ReviewMixin:
                     f"layout and allocation order alone; this disk had a previous life (stale "
                     f"bytes measured), so they are listed as candidates, not placed",
                     {"les": sorted(drop)}))
+
+    def _inside_run(self, v: VdiState, le: int, drop: set[int]) -> bool:
+        """Is LE `le` inside a run of v's own extents: the LEs on both sides placed on the PEs
+        at the matching distance up to a placement evidence made (SURE, not withdrawn; LE 0
+        counts), v a disk whose guest reads (not an older VHD's remnants lining up), and its
+        guest not against? LVM gave v that run of PEs; another LV's extents would have to sit
+        inside it at exactly the distance v's own LEs need (an lvextend takes the next free
+        extent, which is not how such a gap is filled). What contested it (an alike VDI's
+        open LE, a free twin) is stale bytes in v's extent."""
+        pl = v.placed[le]
+        if self.guest_of(v) is None or self.guest_llr(v, le, pl.pe) <= -GUEST_TIES:
+            return False
+        for d in (-1, 1):
+            j = le + d
+            while True:
+                nb = v.placed.get(j)
+                if nb is None or nb.pe != pl.pe + (j - le):
+                    return False
+                if j == 0 or (j not in drop and nb.confidence >= SURE
+                              and nb.source != "adjacency"):
+                    break
+                j += d
+        return True
 
     def _uncontested(self, v: VdiState, le: int, pl: Placement,
                      unsure: dict[int, list[VdiState]]) -> bool:
