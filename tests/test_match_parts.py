@@ -169,3 +169,20 @@ def test_a_contested_extent_inside_a_run_of_its_own_is_kept():
     assert not _guest_board({}, set())._inside_run(v, 2, {1, 2, 3})
     from core.match.guest import GUEST_TIES
     assert not _guest_board({("v", 2, 12): -GUEST_TIES}, {"v"})._inside_run(v, 2, {1, 2, 3})
+
+
+def test_a_footer_extent_right_after_the_data_is_the_deflated_end():
+    """One extent ends with the VHD's footer, right after LE deflated-1: sm's deflated size.
+    Read as the inflated end the LEs between would sit elsewhere with the last one right after
+    them, which no lvcreate or lvextend does. Further off, only allocation order tells (a
+    prior, ALLOCATION_GUESS)."""
+    from core.match.board import ALLOCATION_GUESS, FREE
+    from core.match.footers import FooterMixin
+    v = NS(pe={0: 24}.get, pred=NS(last_data_le=1))
+    board = FooterMixin()
+    board.owner = np.full(64, FREE)
+    q, le, conf, src, _ = board._footer_by_allocation(v, 25, 1, 17)
+    assert (q, le, conf, src) == (25, 1, FITS, "vhd-match")
+    board.owner[25:30] = 3                      # in use between: the next free extent
+    q, le, conf, src, _ = board._footer_by_allocation(v, 30, 1, 17)
+    assert (le, conf, src) == (1, ALLOCATION_GUESS, "adjacency")

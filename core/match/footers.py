@@ -264,6 +264,14 @@ class FooterMixin:
         left = v.pe(deflated - 1)
         if left is None or deflated != v.pred.last_data_le:
             return None
+        if q == left + 1:
+            # right after LE deflated-1: read as the inflated end, the LEs between would lie
+            # elsewhere and the LV's last extent right after them, which no lvcreate or
+            # lvextend does; and an inflated LV would end with this footer too (one footer
+            # extent only here). Geometry, not an allocation prior: the LV ends here
+            return q, deflated, FITS, "vhd-match", (
+                f"ends with the VHD footer right after LE {deflated - 1}: the LV ends here "
+                f"(sm's deflated size, LE {deflated})")
         if q > left + 1 and all(self.owner[x] != FREE for x in range(left + 1, q)):
             return q, deflated, ALLOCATION_GUESS, "adjacency", (
                 f"ends with the VHD footer; fits sm's deflated size (LE {deflated}) and inflated "
