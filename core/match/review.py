@@ -167,8 +167,9 @@ class ReviewMixin:
                 for le, pl in v.placed.items():
                     if le in drop or le == 0 or not pl.weak:
                         continue
-                    if le - 1 not in drop and le + 1 not in drop:
-                        continue        # its neighbours did not lead to it by a guess
+                    if not any(le + d in drop and v.placed[le + d].pe == pl.pe + d
+                               for d in (-1, 1)):
+                        continue        # no withdrawn guess next to it on disk led to it
                     if self.guest_llr(v, le, pl.pe) >= GUEST_TIES:
                         continue        # its guest's allocation or structures tie it
                     held = False
