@@ -176,6 +176,65 @@ def test_features_and_signatures_from_the_pass_equal_what_the_matcher_reads(demo
         assert idx.sectors.pe_features(D + 512, E, 10, np.ones(10, bool)) is None
 
 
+def _zero_patchwork(path, size: int, seed: int) -> None:
+    """An image of `size` bytes (not a sector multiple) with holes, runs of zero sectors,
+    lone nonzero bytes at the end of otherwise zero sectors and data up to its last byte."""
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for start in range(0, size, 3 * MiB):             # data, then a hole, in turns
+            n = min(size - start, MiB + int(rng.integers(0, 64)) * 4096)
+            data = rng.integers(0, 256, n, dtype=np.uint8)
+            data[: n - n % 512].reshape(-1, 512)[rng.random(n // 512) < 0.3] = 0
+            lone = rng.integers(0, n // 512, 64) * 512 + 511      # the last byte of a sector
+            data[lone[lone < n]] = 1
+            f.seek(start)
+            f.write(data.tobytes())
+        f.seek(size - 300)                                 # the partial last sector: data
+        f.write(b"\x07" * 300)
+
+
+@pytest.mark.parametrize("max_runs", [None, 1000])
+def test_nonzero_sectors_from_the_pass_equal_what_the_matcher_reads(tmp_path, monkeypatch,
+                                                                    max_runs):
+    """SectorReader.nonzero served by the index's runs of nonzero sectors answers exactly what
+    reading them answers (holes, zero sectors, a byte at a sector's end, the partial last
+    sector, offsets off the grid, before the image or past it), kept and loaded again; with
+    more runs than the cap, the sectors past the cut are read (and still agree)."""
+    import core.evidence_index.sectors as sectors
+    if max_runs is not None:
+        monkeypatch.setattr(sectors, "MAX_RUNS", max_runs)
+    path = tmp_path / "patch.img"
+    size = 11 * MiB + 4096 * 3 + 300
+    _zero_patchwork(path, size, 7)
+    rng = np.random.default_rng(1)
+    offs = np.r_[rng.integers(0, size // 512 + 2, 20000) * 512,       # on the grid
+                 rng.integers(-2048, size + 2048, 500),                 # anywhere
+                 [-512, 0, size - size % 512, size - size % 512 - 512, size]].astype(np.int64)
+    with open_image(str(path)) as ev:
+        reader = SectorReader(ev)
+        want = reader.gather(offs, 512).any(axis=1)
+        assert want.any() and not want.all()
+        built = EvidenceIndex.build(ev, window=1 * MiB)      # runs across window edges
+        built.save(str(tmp_path / "patch.npz"), [str(path)])
+        assert (built.sectors.nz_until < size // 512) == (max_runs is not None)
+        for idx in (built, EvidenceIndex.load(str(tmp_path / "patch.npz"))):
+            served = SectorReader(ev)
+            served.nonzero_facts = lambda o, idx=idx: idx.sectors.sectors_nonzero(o, ev.size)
+            assert np.array_equal(served.nonzero(offs), want)
+            assert served.reads > 0                     # the pieces off the grid were read
+            grid = offs % 512 == 0
+            served.reads = 0
+            assert np.array_equal(served.nonzero(offs[grid]), want[grid])
+            known, _ = idx.sectors.sectors_nonzero(offs[grid], ev.size)
+            if max_runs is None:               # everything on the grid known: nothing read
+                assert known.all() and served.reads == 0
+            else:                              # past the cut: read
+                assert known.any() and not known.all()
+                assert 0 < served.reads <= np.count_nonzero(~known)
+        assert np.array_equal(SectorReader(ev).nonzero(offs), want)   # no index: read
+
+
 # -- the index is bound to its evidence -------------------------------------------------------
 def test_index_of_one_image_never_used_for_another_at_the_same_path(tmp_path, demo_images):
     a, b = demo_images

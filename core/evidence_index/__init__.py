@@ -383,7 +383,7 @@ class EvidenceIndex:
                         rar.extend(signatures_in_window(lo + a, own[a:], b - a))
                     if len(rar) > MAX_RAR_SIGNATURES:
                         rar = None
-                facts.feed(pos, view, lo, own_end)
+                facts.feed(pos, view, lo, own_end, runs)
                 done += own_end - lo
                 ticker.tick(done)
                 view = own = None
