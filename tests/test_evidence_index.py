@@ -235,6 +235,26 @@ def test_nonzero_sectors_from_the_pass_equal_what_the_matcher_reads(tmp_path, mo
         assert np.array_equal(SectorReader(ev).nonzero(offs), want)   # no index: read
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 40 * 1024), st.integers(0, 255)), max_size=12),
+       st.integers(0, 40 * 1024), st.sampled_from([512, 4096, 64 << 10]))
+def test_nonzero_runs_are_the_blocks_holding_a_nonzero_byte(pokes, length, block):
+    """nonzero_runs (numpy, no loop per block) against the plain definition, any length."""
+    from core.evidence_index import nonzero_runs
+    buf = np.zeros(40 * 1024 + 64, np.uint8)
+    for at, value in pokes:
+        buf[at] = value
+    want: list[tuple[int, int]] = []
+    for a in range(0, length, block):
+        b = min(length, a + block)
+        if buf[a:b].any():
+            if want and want[-1][1] == a:
+                want[-1] = (want[-1][0], b)
+            else:
+                want.append((a, b))
+    assert nonzero_runs(buf, length, block) == want
+
+
 # -- the index is bound to its evidence -------------------------------------------------------
 def test_index_of_one_image_never_used_for_another_at_the_same_path(tmp_path, demo_images):
     a, b = demo_images
