@@ -347,7 +347,16 @@ class EvidenceIndex:
         ticker = Ticker(max(1, total), "index: reading the evidence", progress, cancel)
         ticker.tick(0, force=True)
         hits, text_hits = DiskHits(), DiskHits()
-        scan = ScanPass(None, ev.read, MAX_SCAN_FINDINGS)
+        lock = threading.Lock()
+
+        def read(offset: int, length: int) -> bytes:
+            """ev.read for the consumers, one at a time: the scan (in a helper thread) and
+            the page records may both read past a window, and ev.read records unreadable
+            ranges in a list it replaces."""
+            with lock:
+                return ev.read(offset, length)
+
+        scan = ScanPass(None, read, MAX_SCAN_FINDINGS)
         facts = SectorFacts()
         pages: list[np.ndarray] | None = []
         n_pages = 0
@@ -376,7 +385,7 @@ class EvidenceIndex:
                 found.extend(signatures_in_window(lo + a, own[a:], b - a))
             return found
 
-        searches = ThreadPoolExecutor(2, thread_name_prefix="index-search")
+        searches = ThreadPoolExecutor(3, thread_name_prefix="index-search")
         pending: list[Future] = []
         try:
             for pos, view, lo, own_end in wins:
@@ -384,21 +393,23 @@ class EvidenceIndex:
                 # the byte searches only where the bytes are not all zero: a marker or
                 # signature starts with a nonzero byte, so none starts in a zero block
                 runs = nonzero_runs(own, own_end - lo)
-                pending = [searches.submit(text_search, own, lo, runs)]
+                pending = [searches.submit(text_search, own, lo, runs),
+                           # the signature scan too (numpy, its progress is this loop's)
+                           searches.submit(scan.feed, pos, view, lo, own_end)]
                 if rar is not None:
                     pending.append(searches.submit(rar_search, own, lo, runs))
                 window_hits(hits, own, lo, own_end - lo, text=False)
-                scan.feed(pos, view, lo, own_end, ticker, done)
                 if pages is not None:
-                    for batch in page_records_in_window(ev.read, lo, own, own_end - lo, ticker):
+                    for batch in page_records_in_window(read, lo, own, own_end - lo, ticker):
                         pages.append(batch)
                         n_pages += len(batch)
                     if n_pages > MAX_PAGE_RECORDS:
                         pages = None
                 facts.feed(pos, view, lo, own_end, runs)
                 pending[0].result()
+                pending[1].result()
                 if rar is not None:
-                    rar.extend(pending[1].result())
+                    rar.extend(pending[2].result())
                     if len(rar) > MAX_RAR_SIGNATURES:
                         rar = None
                 pending = []
