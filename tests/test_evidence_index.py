@@ -253,6 +253,10 @@ def test_nonzero_runs_are_the_blocks_holding_a_nonzero_byte(pokes, length, block
             else:
                 want.append((a, b))
     assert nonzero_runs(buf, length, block) == want
+    # with the sectors' first words (the pass has them): only blocks whose first words are
+    # all zero are looked at whole; the same runs
+    from core.evidence_index.sectors import first_words
+    assert nonzero_runs(buf, length, block, words=first_words(buf)) == want
 
 
 # -- the index is bound to its evidence -------------------------------------------------------

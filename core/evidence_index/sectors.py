@@ -58,6 +58,12 @@ NZ_ALL = np.iinfo(np.int64).max
 ZERO_BLOCK = 64 << 10              # core.evidence_index.nonzero_runs's block
 
 
+def first_words(view: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of every whole sector of `view` as little-endian uint64 (one strided
+    copy: 1/64 of the bytes, a cache line per sector)."""
+    return np.ndarray((len(view) // SECTOR,), _U64, view, 0, (SECTOR,)).copy()
+
+
 class SectorFacts:
     """Accumulates the sector facts of the pass (`feed`), then answers the matcher."""
 
@@ -80,10 +86,12 @@ class SectorFacts:
 
     # -- the pass --------------------------------------------------------------------------
     def feed(self, pos: int, view: np.ndarray, lo: int, own_end: int,
-             runs: list[tuple[int, int]] | None = None) -> None:
+             runs: list[tuple[int, int]] | None = None,
+             words: np.ndarray | None = None) -> None:
         """Sectors starting in [lo, own_end) (512-aligned absolute), the view at `pos`.
         `runs`: the 64 KiB blocks of the own part holding a nonzero byte, relative to `lo`
-        (core.evidence_index.nonzero_runs; None: not known, every sector is looked at)."""
+        (core.evidence_index.nonzero_runs; None: not known, every sector is looked at).
+        `words`: first_words(view) when the caller has it already."""
         if lo % SECTOR or pos % SECTOR:
             self.truncated = True    # a data range off the sector grid: say nothing rather
             return                   # than something incomplete
@@ -94,7 +102,8 @@ class SectorFacts:
             return
         rows = view[: n_all * SECTOR].reshape(n_all, SECTOR)
         # the first 8 bytes of every sector, as one strided integer column
-        words = np.ndarray((n_all,), _U64, view, 0, (SECTOR,)).copy()
+        if words is None or len(words) != n_all:
+            words = first_words(view)
         own = words[first: first + n_own]
         s0 = lo // SECTOR                                   # absolute sector of own[0]
         for name, value in COOKIES.items():
