@@ -473,6 +473,49 @@ def test_damaged_index_fields_are_refused_or_harmless(tmp_path, small_meta, garb
         assert "\n" not in str(exc)
 
 
+@pytest.fixture(scope="module")
+def small_index_file(tmp_path_factory):
+    """A real index file (of a small image with zero and nonzero sectors) and its image."""
+    d = tmp_path_factory.mktemp("small-index")
+    img = d / "patch.img"
+    _zero_patchwork(img, 4 * MiB + 300, 3)
+    with open_image(str(img)) as ev:
+        idx = EvidenceIndex.build(ev)
+        idx.save(str(d / "i.npz"), [str(img)])
+    return d / "i.npz", img
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=st.lists(st.integers(-(1 << 62), 1 << 62), max_size=9),
+       until=st.integers(-(1 << 62), 1 << 62),
+       dtype=st.sampled_from(["<i8", "<u4", "<f8", "|u1"]))
+def test_damaged_nonzero_runs_are_refused_or_harmless(tmp_path, small_index_file, runs, until,
+                                                      dtype):
+    """Garbage in the runs of nonzero sectors (any length, order, sign, dtype): IndexUnusable
+    in one line, or an index whose answers are only ever asked within the image, never a
+    traceback."""
+    src, img = small_index_file
+    with np.load(str(src), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["nonzero_runs"] = np.array(runs).astype(dtype)
+    arrays["nonzero_until"] = np.array([until]).astype(dtype) if until % 3 else np.zeros(0)
+    path = tmp_path / "z.npz"
+    np.savez(str(path), **arrays)
+    try:
+        idx = EvidenceIndex.load(str(path))
+    except IndexUnusable as exc:
+        assert "\n" not in str(exc)
+        return
+    with open_image(str(img)) as ev:
+        reader = SectorReader(ev)
+        reader.nonzero_facts = lambda o: idx.sectors.sectors_nonzero(o, ev.size)
+        offs = np.arange(-4, ev.size // 512 + 4, dtype=np.int64) * 512
+        got = reader.nonzero(offs)
+        assert got.dtype == bool and len(got) == len(offs)
+        assert not got[offs < 0].any() and not got[offs + 512 > ev.size].any()
+
+
 def test_scan_range_and_kinds_answered_by_the_index_as_by_a_fresh_scan(tmp_path, demo_images):
     img = tmp_path / "sr.img"
     copy(demo_images[1], img)

@@ -243,7 +243,10 @@ class SectorFacts:
             raise ValueError("footer ids do not match the footer offsets")
         runs = np.asarray(arrays["nonzero_runs"], dtype=np.int64).reshape(-1, 2)
         f.nz_start, f.nz_end = runs[:, 0].copy(), runs[:, 1].copy()
-        f.nz_until = int(np.asarray(arrays["nonzero_until"], dtype=np.int64).reshape(-1)[0])
+        until = np.asarray(arrays["nonzero_until"], dtype=np.int64).reshape(-1)
+        if len(until) != 1:
+            raise ValueError("no cut of the nonzero sector runs")
+        f.nz_until = int(until[0])
         if (np.any(f.nz_end <= f.nz_start) or np.any(f.nz_start[1:] <= f.nz_end[:-1])):
             raise ValueError("nonzero sector runs out of order")
         f.truncated = truncated
