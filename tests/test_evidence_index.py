@@ -259,6 +259,96 @@ def test_nonzero_runs_are_the_blocks_holding_a_nonzero_byte(pokes, length, block
     assert nonzero_runs(buf, length, block, words=first_words(buf)) == want
 
 
+def _index_doc(idx) -> tuple[str, dict]:
+    meta = idx._meta()
+    for key in ("created", "seconds", "identity"):
+        meta.pop(key)
+    return json.dumps(meta, sort_keys=True), {k: v.tobytes() for k, v in
+                                              idx.sectors.arrays().items()}
+
+
+def test_guarded_evidence_read_ahead_gives_the_same_index(tmp_path, monkeypatch):
+    """Evidence read through ev.read (a block device's guarded reads; here forced on an image
+    file) has its next window read by a helper thread while the pass works: the same index as
+    the plain path, every byte read once."""
+    path = tmp_path / "patch.img"
+    _zero_patchwork(path, 9 * MiB + 4096 + 300, 11)
+    with open_image(str(path)) as ev:
+        first = EvidenceIndex.build(ev, window=1 * MiB)
+    monkeypatch.setenv("SRSALVAGE_GUARD_READS", "1")
+    with open_image(str(path)) as ev:
+        assert ev.guarded
+        idx = EvidenceIndex.build(ev, window=1 * MiB)
+    assert _index_doc(idx) == _index_doc(first)
+    assert idx.data_bytes == first.data_bytes > 0
+    assert len(idx.sectors.nz_start) > 100 and idx.sectors.nz_until > 0
+
+
+def test_a_hanging_read_ahead_gives_up_when_the_pass_stops(tmp_path, monkeypatch):
+    """A read that hangs in the pass's helper thread (a dying disk, read timeout 10 min): a
+    cancel stops the pass at once; so does a failure of the pass while the helper hangs (a
+    consumer's error, SIGTERM: no cancel is set then); no helper thread is left behind and
+    the evidence's cancel point is put back."""
+    import threading
+    import time
+
+    import core.evidence_index.sectors as sectors
+    from core.errors import Cancelled
+    from core.source import Evidence
+
+    path = tmp_path / "ev.img"
+    path.write_bytes(np.random.default_rng(2).integers(0, 256, 8 * MiB, np.uint8).tobytes())
+    release = threading.Event()
+
+    class Hanging(Evidence):     # the pass's reads past 5 MiB hang (its identity's small
+        def _pread_raw(self, offset, length):     # samples do not) until released
+            if offset + length > 5 * MiB and length >= 64 << 10:
+                release.wait(600)
+            return super()._pread_raw(offset, length)
+
+    def run_pass(cancel_after: float | None) -> BaseException | None:
+        ev = Hanging(str(path))
+        ev.guarded, ev.read_timeout = True, 600.0
+        cancel = threading.Event()
+        box: dict = {}
+
+        def run():
+            try:
+                EvidenceIndex.build(ev, cancel, window=1 * MiB)
+            except BaseException as exc:          # noqa: BLE001 (the test looks at it)
+                box["exc"] = exc
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        if cancel_after is not None:
+            time.sleep(cancel_after)
+            assert t.is_alive(), "the pass ended although its reads hang"
+            cancel.set()
+        t.join(20)
+        assert not t.is_alive(), "the pass did not stop"
+        time.sleep(0.5)
+        left = [th.name for th in threading.enumerate()
+                if th.name.startswith(("index-reader", "index-search"))]
+        assert not left, left
+        assert ev.cancel is None
+        ev.close()
+        return box.get("exc")
+
+    try:
+        assert isinstance(run_pass(1.0), Cancelled)
+        feed = sectors.SectorFacts.feed
+
+        def failing_feed(self, pos, *a, **k):   # fails on the window before the hanging one,
+            if pos >= 3 * MiB:                   # while the helper reads that one
+                raise RuntimeError("a consumer failed")
+            return feed(self, pos, *a, **k)
+
+        monkeypatch.setattr(sectors.SectorFacts, "feed", failing_feed)
+        assert isinstance(run_pass(None), RuntimeError)
+    finally:
+        release.set()
+
+
 # -- the index is bound to its evidence -------------------------------------------------------
 def test_index_of_one_image_never_used_for_another_at_the_same_path(tmp_path, demo_images):
     a, b = demo_images

@@ -159,14 +159,19 @@ def identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 
 
 # -- the pass ----------------------------------------------------------------------------------
-def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int
+def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int,
+                 lock: threading.Lock | None = None, stop: threading.Event | None = None
                  ) -> Iterator[tuple[int, np.ndarray, int, int]]:
     """(pos, view, lo, own_end) over the data ranges: each view starts at `pos` (on the 512
     grid), holds the structures starting in [lo, own_end) and runs `overlap` further (clipped
-    at the image end), as scan() windows each range. On a plain image or device the next
-    window is read by a helper thread (os.preadv releases the GIL) into the other of two
-    buffers while the caller works on this one; a short or failed read, and every other kind
-    of evidence, goes through ev.read, which survives and records I/O errors."""
+    at the image end), as scan() windows each range. On a plain image file the next window is
+    read by a helper thread (os.preadv releases the GIL) into the other of two buffers while
+    the caller works on this one; a short or failed read, and every other kind of evidence (a
+    block device's guarded reads, EWF, split or mapped images), goes through ev.read, which
+    survives and records I/O errors -- for those too the next window is read by the helper
+    thread while the caller works (`lock`: held around every ev.read, shared with the
+    caller's own reads of the evidence; `stop`: set on the way out, the helper's read gives up
+    there when ev.cancel includes it, and is waited for)."""
     from concurrent.futures import ThreadPoolExecutor
     from core.source import _PREAD_RAW
     size = int(ev.size)
@@ -182,9 +187,14 @@ def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int
             pos += window
     if not jobs:
         return
+    lock = lock if lock is not None else threading.Lock()
+
+    def ev_read(pos: int, n: int) -> bytes:
+        with lock:
+            return ev.read(pos, n)
+
     if not fast:
-        for pos, n, lo, own_end in jobs:
-            yield pos, np.frombuffer(ev.read(pos, n), dtype=np.uint8), lo, own_end
+        yield from _read_ahead(ev_read, jobs, stop)
         return
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -208,13 +218,38 @@ def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int
             nxt = reader.submit(read_into, k + 1) if k + 1 < len(jobs) else None
             view = memoryview(bufs[k % 2])[:n]
             if got != n:
-                view[:] = ev.read(pos, n)
+                view[:] = ev_read(pos, n)
             try:
                 yield pos, np.frombuffer(view, dtype=np.uint8), lo, own_end
             finally:
                 view = None
             if nxt is None:
                 break
+
+
+def _read_ahead(read: Callable[[int, int], bytes], jobs: list[tuple[int, int, int, int]],
+                stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, int, int]]:
+    """pass_windows over `read` (ev.read): window k+1 read by a helper thread while the caller
+    works on window k (two windows in memory, as the plain path's two buffers). On the way
+    out (the end, an error, SIGTERM raised while waiting) `stop` is set -- a read hanging in
+    the helper gives up at the evidence's cancel point, which includes it
+    (EvidenceIndex.build) -- and the helper is waited for."""
+    from concurrent.futures import ThreadPoolExecutor
+    reader = ThreadPoolExecutor(1, thread_name_prefix="index-reader")
+    nxt: Future | None = reader.submit(read, jobs[0][0], jobs[0][1])
+    try:
+        for k, (pos, n, lo, own_end) in enumerate(jobs):
+            data = nxt.result()
+            nxt = reader.submit(read, jobs[k + 1][0], jobs[k + 1][1]) \
+                if k + 1 < len(jobs) else None
+            yield pos, np.frombuffer(data, dtype=np.uint8), lo, own_end
+            data = None
+    finally:
+        if nxt is not None:
+            nxt.cancel()
+            if stop is not None:
+                stop.set()
+        reader.shutdown(wait=True)
 
 
 ZERO_BLOCK = 64 << 10
@@ -358,7 +393,7 @@ class EvidenceIndex:
         ticker = Ticker(max(1, total), "index: reading the evidence", progress, cancel)
         ticker.tick(0, force=True)
         hits, text_hits = DiskHits(), DiskHits()
-        lock = threading.Lock()
+        lock = threading.Lock()            # every ev.read of the pass, one at a time
 
         def read(offset: int, length: int) -> bytes:
             """ev.read for the consumers, one at a time: the scan (in a helper thread) and
@@ -376,9 +411,13 @@ class EvidenceIndex:
         overlap = -(-overlap // SECTOR) * SECTOR
         done = 0
         old_cancel = getattr(ev, "cancel", None)
-        ev.cancel = cancel
+        # the cancel point of guarded reads (a hanging read gives up there): the job's cancel,
+        # or the pass stopping (an error, SIGTERM) -- then a read left hanging in a helper
+        # thread (the read-ahead, a scan's verify) gives up too instead of holding the exit
+        stop = threading.Event()
+        ev.cancel = _Either(cancel, stop)
         known = list(ev.unreadable)      # said at open (a ddrescue mapfile): not the pass's
-        wins = pass_windows(ev, ranges, window, overlap)
+        wins = pass_windows(ev, ranges, window, overlap, lock, stop)
 
         # The byte searches (libc memmem through ctypes, which releases the GIL) run in two
         # helper threads while this one does the numpy work on the same window (numpy's
@@ -430,6 +469,7 @@ class EvidenceIndex:
                 ticker.tick(done)
                 view = own = words = None
         finally:
+            stop.set()                   # reads hanging in the helpers give up
             for fut in pending:          # never leave a search reading a window being reused
                 fut.cancel() or fut.exception()
             searches.shutdown(wait=True)
@@ -564,6 +604,16 @@ class EvidenceIndex:
             except (SrsalvageError, OSError) as exc:
                 how += f"; not kept: {exc}"
         return idx, how
+
+
+class _Either:
+    """A cancel point set when either event is (the job's cancel may be None)."""
+
+    def __init__(self, first: threading.Event | None, second: threading.Event) -> None:
+        self.first, self.second = first, second
+
+    def is_set(self) -> bool:
+        return self.second.is_set() or (self.first is not None and self.first.is_set())
 
 
 class IndexUnusable(SrsalvageError):
