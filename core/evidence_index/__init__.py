@@ -419,11 +419,11 @@ class EvidenceIndex:
         known = list(ev.unreadable)      # said at open (a ddrescue mapfile): not the pass's
         wins = pass_windows(ev, ranges, window, overlap, lock, stop)
 
-        # The byte searches (libc memmem through ctypes, which releases the GIL) run in two
-        # helper threads while this one does the numpy work on the same window (numpy's
-        # loops release the GIL too): the pass uses the second core. Each search owns its
-        # result list and the window is waited for before the next, so the index is the
-        # same as a one-thread pass, in the same order.
+        # The byte searches (libc memmem through ctypes, which releases the GIL) and the
+        # signature scan run in three helper threads while this one does the rest of the
+        # numpy work on the same window (numpy's loops release the GIL too): the pass uses
+        # the second core. Each owns its results and the window is waited for before the
+        # next, so the index is the same as a one-thread pass, in the same order.
         def text_search(own: np.ndarray, lo: int, runs: list[tuple[int, int]]) -> None:
             for a, b in runs:
                 window_hits(text_hits, own[a:], lo + a, b - a, text=True, sectors=False)
