@@ -293,6 +293,13 @@ def report(args, b: "Bench", want_modes: list[str], work: str, layout: str,
     print(f"cat IMAGE > /dev/null: {cat0:.1f} s ({size / cat0 / (1 << 20):.0f} MiB/s)",
           flush=True)
     res = measure_commands(b, modes)
+    folder = os.path.dirname(b.image)
+    kept = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(OURS[0])]
+    index_note = ""
+    if kept:            # the index the last triage left beside the image
+        nbytes = os.path.getsize(kept[0])
+        index_note = (f"evidence index kept beside the image: {nbytes / 1024:.0f} KiB, "
+                      f"{nbytes / 1024 / (size / (1 << 30)):.1f} KiB per GiB")
     cat1 = b.cat()
     cat = (cat0 + cat1) / 2
     print(f"cat again: {cat1:.1f} s")
@@ -316,6 +323,8 @@ def report(args, b: "Bench", want_modes: list[str], work: str, layout: str,
     print(f"CPU of the six commands ({modes[-1]}): {cpu:.1f} s, "
           f"{cpu / (size / (1 << 30)):.2f} s per GiB")
     gib = size / (1 << 30)
+    if index_note:
+        print(index_note)
     scan = res["commands"].get("cold", {}).get("scan")
     if scan is not None:
         print(f"cold-index `scan` (the one pass): {scan.cpu:.1f} s CPU for {scan.wall:.1f} s "
