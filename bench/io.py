@@ -25,6 +25,12 @@ same ways, summed. Last, peak RSS of lvm / scan / reconstruct / open on a 2 TiB 
 
     sudo .venv/bin/python bench/io.py [--size 8G] [--workdir /tmp] [--keep] [--no-drop]
         [--damage metadata|none] [--sparse-size 2T] [--no-sparse]
+        [--image PATH] [--root DIR] [--modes no-index,cold,warm]
+
+`--image PATH` measures an existing non-sparse image (checked like a built one, never deleted;
+srsalvage's index and case files beside it are removed before each cold run). `--root DIR`
+runs the commands of another srsalvage tree (an older commit: `git archive COMMIT | tar -x -C
+DIR`), so a change is measured before and after on the same image in the same conditions.
 
 The built images are deleted at the end unless --keep. Prints a markdown table.
 """
@@ -66,10 +72,13 @@ def drop_caches() -> str:
         return f"cannot write /proc/sys/vm/drop_caches: {exc.strerror}"
 
 
+CMD_ROOT = ROOT          # the tree whose commands are measured (--root)
+
+
 def supports_index() -> bool:
     """Whether this build's commands know `--no-index` (the evidence index, issue 14)."""
     out = subprocess.run(srsalvage_argv("scan", "--help"), capture_output=True, text=True,
-                         cwd=ROOT).stdout
+                         cwd=CMD_ROOT).stdout
     return "--no-index" in out
 
 
@@ -109,7 +118,7 @@ class Bench:
             note = drop_caches()
             if note:
                 self.drop, self.drop_note = False, note
-        r = run_child(self.argv(command, no_index), cwd=ROOT)
+        r = run_child(self.argv(command, no_index), cwd=CMD_ROOT)
         if r.returncode not in (0, 1):
             print(f"  ! {command} exited {r.returncode}: {r.stderr.strip()[-300:]}", flush=True)
         return r
@@ -204,9 +213,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparse-size", default="2T", help="the sparse image for peak RSS (2T)")
     ap.add_argument("--no-sparse", action="store_true", help="skip the sparse RSS runs")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--image", help="measure this existing non-sparse image (not built)")
+    ap.add_argument("--root", help="the srsalvage tree whose commands are measured "
+                                   "(default: this one)")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="which of no-index,cold,warm (default: all)")
     args = ap.parse_args(argv)
     import nonsparse_sr
 
+    global CMD_ROOT
+    if args.root:
+        CMD_ROOT = os.path.abspath(args.root)
+    want_modes = [m for m in MODES if m in args.modes.split(",")]
+    if args.image:
+        return measure_existing(args, os.path.abspath(args.image), want_modes)
     size = parse_size(args.size)
     work = tempfile.mkdtemp(prefix="srsalvage-bench-io-", dir=args.workdir)
     free = shutil.disk_usage(work).free
@@ -232,59 +252,100 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         b = Bench(image, size, os.path.join(work, "out"), not args.no_drop,
                   keep_files=set(os.listdir(imgdir)))
-        if args.no_drop:
-            b.drop_note = "--no-drop: page cache kept"
-        indexed = b.indexed = supports_index()
-        modes = list(MODES) if indexed else ["no-index"]
-        cat0 = b.cat()
-        print(f"cat IMAGE > /dev/null: {cat0:.1f} s ({size / cat0 / (1 << 20):.0f} MiB/s)",
-              flush=True)
-        res = measure_commands(b, modes)
-        cat1 = b.cat()
-        cat = (cat0 + cat1) / 2
-        print(f"cat again: {cat1:.1f} s")
-        sparse = {}
-        if not args.no_sparse:
-            sparse = sparse_rss(args, work)
-        print()
-        print(f"### bench/io.py: {size / (1 << 30):.0f} GiB non-sparse SR image "
-              f"({'real lvm2' if built.lvm2 else 'label-only layout'}, metadata "
-              f"{'wiped' if args.damage == 'metadata' else 'kept'}, "
-              f"{len(built.maps) - 1} VDIs), measured {time.strftime('%Y-%m-%d')}")
-        print()
-        print(f"`cat IMAGE > /dev/null` cold: {cat:.1f} s ({size / cat / (1 << 20):.0f} MiB/s). "
-              f"Page cache: {'dropped before every run' if b.drop else 'NOT dropped (' + b.drop_note + ')'}. "
-              f"Reads = `/proc/PID/io` rchar / image size; wall = wall time / `cat` time.")
-        print()
-        for line in table(res, modes, size, cat):
-            print(line)
-        cpu = sum(r.cpu for r in res["commands"][modes[-1] if indexed else "no-index"].values())
-        print()
-        print(f"CPU of the six commands ({modes[-1]}): {cpu:.1f} s, "
-              f"{cpu / (size / (1 << 30)):.2f} s per GiB")
-        if indexed:
-            cold = res["commands"]["cold"]
-            scan = cold.get("scan")
-            if scan is not None:
-                print(f"cold-index `scan` (the one pass): {scan.cpu:.1f} s CPU for "
-                      f"{scan.wall:.1f} s wall: {scan.cpu / (size / (1 << 30)):.2f} CPU s/GiB")
-        if sparse:
-            print()
-            print(f"Peak RSS (ru_maxrss): 8 GiB non-sparse vs {args.sparse_size} sparse "
-                  f"(truncate + a small SR at its start)")
-            print()
-            print("| command | " + f"{size >> 30} GiB | {args.sparse_size} sparse |")
-            print("|---|---|---|")
-            for c, r in sparse.items():
-                big = res["commands"][modes[0]].get(c)
-                print(f"| `{c}` | {big.max_rss >> 20 if big else 0} MiB | {r.max_rss >> 20} MiB"
-                      f" ({r.wall:.0f} s) |")
-        return 0
+        return report(args, b, want_modes, work, "real lvm2" if built.lvm2 else
+                      "label-only layout", len(built.maps) - 1)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept {work}")
+
+
+OURS = (".srsalvage-index.npz", ".srsalvage-case.json")     # what the commands leave beside
+
+
+def measure_existing(args, image: str, want_modes: list[str]) -> int:
+    """--image: measure an image built before (kept by --keep, or by hand)."""
+    size = os.path.getsize(image)
+    if os.stat(image).st_blocks * 512 < size * 0.999:
+        print(f"{image} has holes: the read counts would not be honest")
+        return 1
+    work = tempfile.mkdtemp(prefix="srsalvage-bench-io-", dir=args.workdir)
+    try:
+        keep = {n for n in os.listdir(os.path.dirname(image)) if not n.endswith(OURS)}
+        b = Bench(image, size, os.path.join(work, "out"), not args.no_drop, keep_files=keep)
+        b.reset_beside_image()
+        return report(args, b, want_modes, work, "existing image", None)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, b: "Bench", want_modes: list[str], work: str, layout: str,
+           n_vdis: int | None) -> int:
+    """Measure every command and the triage on b.image and print the tables."""
+    size, built_note = b.size, f"{layout}" + (f", {n_vdis} VDIs" if n_vdis is not None else "")
+    print(f"measuring the commands of {CMD_ROOT}", flush=True)
+    if args.no_drop:
+        b.drop_note = "--no-drop: page cache kept"
+    indexed = b.indexed = supports_index()
+    modes = want_modes if indexed else ["no-index"]
+    cat0 = b.cat()
+    print(f"cat IMAGE > /dev/null: {cat0:.1f} s ({size / cat0 / (1 << 20):.0f} MiB/s)",
+          flush=True)
+    res = measure_commands(b, modes)
+    folder = os.path.dirname(b.image)
+    kept = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(OURS[0])]
+    index_note = ""
+    if kept:            # the index the last triage left beside the image
+        nbytes = os.path.getsize(kept[0])
+        index_note = (f"evidence index kept beside the image: {nbytes / 1024:.0f} KiB, "
+                      f"{nbytes / 1024 / (size / (1 << 30)):.1f} KiB per GiB")
+    cat1 = b.cat()
+    cat = (cat0 + cat1) / 2
+    print(f"cat again: {cat1:.1f} s")
+    sparse = {}
+    if not args.no_sparse:
+        sparse = sparse_rss(args, work)
+    print()
+    print(f"### bench/io.py: {size / (1 << 30):.0f} GiB non-sparse SR image "
+          f"({built_note}, metadata "
+          f"{'wiped' if args.damage == 'metadata' else 'kept'}), "
+          f"measured {time.strftime('%Y-%m-%d %H:%M')}")
+    print()
+    print(f"`cat IMAGE > /dev/null` cold: {cat:.1f} s ({size / cat / (1 << 20):.0f} MiB/s). "
+          f"Page cache: {'dropped before every run' if b.drop else 'NOT dropped (' + b.drop_note + ')'}. "
+          f"Reads = `/proc/PID/io` rchar / image size; wall = wall time / `cat` time.")
+    print()
+    for line in table(res, modes, size, cat):
+        print(line)
+    cpu = sum(r.cpu for r in res["commands"][modes[-1] if indexed else "no-index"].values())
+    print()
+    print(f"CPU of the six commands ({modes[-1]}): {cpu:.1f} s, "
+          f"{cpu / (size / (1 << 30)):.2f} s per GiB")
+    gib = size / (1 << 30)
+    if index_note:
+        print(index_note)
+    scan = res["commands"].get("cold", {}).get("scan")
+    if scan is not None:
+        print(f"cold-index `scan` (the one pass): {scan.cpu:.1f} s CPU for {scan.wall:.1f} s "
+              f"wall: {scan.cpu / gib:.2f} CPU s/GiB, {scan.wall / cat:.2f}x `cat`")
+    for mode, runs in res["triage"].items():
+        print(f"whole triage ({mode}): reads {sum(r.rchar for r in runs) / size:.3f}x, wall "
+              f"{sum(r.wall for r in runs) / cat:.2f}x `cat`, CPU "
+              f"{sum(r.cpu for r in runs) / gib:.2f} s/GiB; per command: " + ", ".join(
+                  f"{c} {r.rchar / size:.3f}x {r.wall / cat:.2f}x" for c, r in zip(TRIAGE, runs)))
+    if sparse:
+        print()
+        print(f"Peak RSS (ru_maxrss): 8 GiB non-sparse vs {args.sparse_size} sparse "
+              f"(truncate + a small SR at its start)")
+        print()
+        print("| command | " + f"{size >> 30} GiB | {args.sparse_size} sparse |")
+        print("|---|---|---|")
+        for c, r in sparse.items():
+            big = res["commands"][modes[0]].get(c)
+            print(f"| `{c}` | {big.max_rss >> 20 if big else 0} MiB | {r.max_rss >> 20} MiB"
+                  f" ({r.wall:.0f} s) |")
+    return 0
 
 
 def sparse_rss(args, work: str) -> dict[str, ChildRun]:

@@ -176,6 +176,179 @@ def test_features_and_signatures_from_the_pass_equal_what_the_matcher_reads(demo
         assert idx.sectors.pe_features(D + 512, E, 10, np.ones(10, bool)) is None
 
 
+def _zero_patchwork(path, size: int, seed: int) -> None:
+    """An image of `size` bytes (not a sector multiple) with holes, runs of zero sectors,
+    lone nonzero bytes at the end of otherwise zero sectors and data up to its last byte."""
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for start in range(0, size, 3 * MiB):             # data, then a hole, in turns
+            n = min(size - start, MiB + int(rng.integers(0, 64)) * 4096)
+            data = rng.integers(0, 256, n, dtype=np.uint8)
+            data[: n - n % 512].reshape(-1, 512)[rng.random(n // 512) < 0.3] = 0
+            lone = rng.integers(0, n // 512, 64) * 512 + 511      # the last byte of a sector
+            data[lone[lone < n]] = 1
+            f.seek(start)
+            f.write(data.tobytes())
+        f.seek(size - 300)                                 # the partial last sector: data
+        f.write(b"\x07" * 300)
+
+
+@pytest.mark.parametrize("max_runs", [None, 1000])
+def test_nonzero_sectors_from_the_pass_equal_what_the_matcher_reads(tmp_path, monkeypatch,
+                                                                    max_runs):
+    """SectorReader.nonzero served by the index's runs of nonzero sectors answers exactly what
+    reading them answers (holes, zero sectors, a byte at a sector's end, the partial last
+    sector, offsets off the grid, before the image or past it), kept and loaded again; with
+    more runs than the cap, the sectors past the cut are read (and still agree)."""
+    import core.evidence_index.sectors as sectors
+    if max_runs is not None:
+        monkeypatch.setattr(sectors, "MAX_RUNS", max_runs)
+    path = tmp_path / "patch.img"
+    size = 11 * MiB + 4096 * 3 + 300
+    _zero_patchwork(path, size, 7)
+    rng = np.random.default_rng(1)
+    offs = np.r_[rng.integers(0, size // 512 + 2, 20000) * 512,       # on the grid
+                 rng.integers(-2048, size + 2048, 500),                 # anywhere
+                 [-512, 0, size - size % 512, size - size % 512 - 512, size]].astype(np.int64)
+    with open_image(str(path)) as ev:
+        reader = SectorReader(ev)
+        want = reader.gather(offs, 512).any(axis=1)
+        assert want.any() and not want.all()
+        built = EvidenceIndex.build(ev, window=1 * MiB)      # runs across window edges
+        built.save(str(tmp_path / "patch.npz"), [str(path)])
+        assert (built.sectors.nz_until < size // 512) == (max_runs is not None)
+        for idx in (built, EvidenceIndex.load(str(tmp_path / "patch.npz"))):
+            served = SectorReader(ev)
+            served.nonzero_facts = lambda o, idx=idx: idx.sectors.sectors_nonzero(o, ev.size)
+            assert np.array_equal(served.nonzero(offs), want)
+            assert served.reads > 0                     # the pieces off the grid were read
+            grid = offs % 512 == 0
+            served.reads = 0
+            assert np.array_equal(served.nonzero(offs[grid]), want[grid])
+            known, _ = idx.sectors.sectors_nonzero(offs[grid], ev.size)
+            if max_runs is None:               # everything on the grid known: nothing read
+                assert known.all() and served.reads == 0
+            else:                              # past the cut: read
+                assert known.any() and not known.all()
+                assert 0 < served.reads <= np.count_nonzero(~known)
+        assert np.array_equal(SectorReader(ev).nonzero(offs), want)   # no index: read
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 40 * 1024), st.integers(0, 255)), max_size=12),
+       st.integers(0, 40 * 1024), st.sampled_from([512, 4096, 64 << 10]))
+def test_nonzero_runs_are_the_blocks_holding_a_nonzero_byte(pokes, length, block):
+    """nonzero_runs (numpy, no loop per block) against the plain definition, any length."""
+    from core.evidence_index import nonzero_runs
+    buf = np.zeros(40 * 1024 + 64, np.uint8)
+    for at, value in pokes:
+        buf[at] = value
+    want: list[tuple[int, int]] = []
+    for a in range(0, length, block):
+        b = min(length, a + block)
+        if buf[a:b].any():
+            if want and want[-1][1] == a:
+                want[-1] = (want[-1][0], b)
+            else:
+                want.append((a, b))
+    assert nonzero_runs(buf, length, block) == want
+    # with the sectors' first words (the pass has them): only blocks whose first words are
+    # all zero are looked at whole; the same runs
+    from core.evidence_index.sectors import first_words
+    assert nonzero_runs(buf, length, block, words=first_words(buf)) == want
+
+
+def _index_doc(idx) -> tuple[str, dict]:
+    meta = idx._meta()
+    for key in ("created", "seconds", "identity"):
+        meta.pop(key)
+    return json.dumps(meta, sort_keys=True), {k: v.tobytes() for k, v in
+                                              idx.sectors.arrays().items()}
+
+
+def test_guarded_evidence_read_ahead_gives_the_same_index(tmp_path, monkeypatch):
+    """Evidence read through ev.read (a block device's guarded reads; here forced on an image
+    file) has its next window read by a helper thread while the pass works: the same index as
+    the plain path, every byte read once."""
+    path = tmp_path / "patch.img"
+    _zero_patchwork(path, 9 * MiB + 4096 + 300, 11)
+    with open_image(str(path)) as ev:
+        first = EvidenceIndex.build(ev, window=1 * MiB)
+    monkeypatch.setenv("SRSALVAGE_GUARD_READS", "1")
+    with open_image(str(path)) as ev:
+        assert ev.guarded
+        idx = EvidenceIndex.build(ev, window=1 * MiB)
+    assert _index_doc(idx) == _index_doc(first)
+    assert idx.data_bytes == first.data_bytes > 0
+    assert len(idx.sectors.nz_start) > 100 and idx.sectors.nz_until > 0
+
+
+def test_a_hanging_read_ahead_gives_up_when_the_pass_stops(tmp_path, monkeypatch):
+    """A read that hangs in the pass's helper thread (a dying disk, read timeout 10 min): a
+    cancel stops the pass at once; so does a failure of the pass while the helper hangs (a
+    consumer's error, SIGTERM: no cancel is set then); no helper thread is left behind and
+    the evidence's cancel point is put back."""
+    import threading
+    import time
+
+    import core.evidence_index.sectors as sectors
+    from core.errors import Cancelled
+    from core.source import Evidence
+
+    path = tmp_path / "ev.img"
+    path.write_bytes(np.random.default_rng(2).integers(0, 256, 8 * MiB, np.uint8).tobytes())
+    release = threading.Event()
+
+    class Hanging(Evidence):     # the pass's reads past 5 MiB hang (its identity's small
+        def _pread_raw(self, offset, length):     # samples do not) until released
+            if offset + length > 5 * MiB and length >= 64 << 10:
+                release.wait(600)
+            return super()._pread_raw(offset, length)
+
+    def run_pass(cancel_after: float | None) -> BaseException | None:
+        ev = Hanging(str(path))
+        ev.guarded, ev.read_timeout = True, 600.0
+        cancel = threading.Event()
+        box: dict = {}
+
+        def run():
+            try:
+                EvidenceIndex.build(ev, cancel, window=1 * MiB)
+            except BaseException as exc:          # noqa: BLE001 (the test looks at it)
+                box["exc"] = exc
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        if cancel_after is not None:
+            time.sleep(cancel_after)
+            assert t.is_alive(), "the pass ended although its reads hang"
+            cancel.set()
+        t.join(20)
+        assert not t.is_alive(), "the pass did not stop"
+        time.sleep(0.5)
+        left = [th.name for th in threading.enumerate()
+                if th.name.startswith(("index-reader", "index-search"))]
+        assert not left, left
+        assert ev.cancel is None
+        ev.close()
+        return box.get("exc")
+
+    try:
+        assert isinstance(run_pass(1.0), Cancelled)
+        feed = sectors.SectorFacts.feed
+
+        def failing_feed(self, pos, *a, **k):   # fails on the window before the hanging one,
+            if pos >= 3 * MiB:                   # while the helper reads that one
+                raise RuntimeError("a consumer failed")
+            return feed(self, pos, *a, **k)
+
+        monkeypatch.setattr(sectors.SectorFacts, "feed", failing_feed)
+        assert isinstance(run_pass(None), RuntimeError)
+    finally:
+        release.set()
+
+
 # -- the index is bound to its evidence -------------------------------------------------------
 def test_index_of_one_image_never_used_for_another_at_the_same_path(tmp_path, demo_images):
     a, b = demo_images
@@ -388,6 +561,49 @@ def test_damaged_index_fields_are_refused_or_harmless(tmp_path, small_meta, garb
         EvidenceIndex.load(str(path))
     except IndexUnusable as exc:
         assert "\n" not in str(exc)
+
+
+@pytest.fixture(scope="module")
+def small_index_file(tmp_path_factory):
+    """A real index file (of a small image with zero and nonzero sectors) and its image."""
+    d = tmp_path_factory.mktemp("small-index")
+    img = d / "patch.img"
+    _zero_patchwork(img, 4 * MiB + 300, 3)
+    with open_image(str(img)) as ev:
+        idx = EvidenceIndex.build(ev)
+        idx.save(str(d / "i.npz"), [str(img)])
+    return d / "i.npz", img
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=st.lists(st.integers(-(1 << 62), 1 << 62), max_size=9),
+       until=st.integers(-(1 << 62), 1 << 62),
+       dtype=st.sampled_from(["<i8", "<u4", "<f8", "|u1"]))
+def test_damaged_nonzero_runs_are_refused_or_harmless(tmp_path, small_index_file, runs, until,
+                                                      dtype):
+    """Garbage in the runs of nonzero sectors (any length, order, sign, dtype): IndexUnusable
+    in one line, or an index whose answers are only ever asked within the image, never a
+    traceback."""
+    src, img = small_index_file
+    with np.load(str(src), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["nonzero_runs"] = np.array(runs).astype(dtype)
+    arrays["nonzero_until"] = np.array([until]).astype(dtype) if until % 3 else np.zeros(0)
+    path = tmp_path / "z.npz"
+    np.savez(str(path), **arrays)
+    try:
+        idx = EvidenceIndex.load(str(path))
+    except IndexUnusable as exc:
+        assert "\n" not in str(exc)
+        return
+    with open_image(str(img)) as ev:
+        reader = SectorReader(ev)
+        reader.nonzero_facts = lambda o: idx.sectors.sectors_nonzero(o, ev.size)
+        offs = np.arange(-4, ev.size // 512 + 4, dtype=np.int64) * 512
+        got = reader.nonzero(offs)
+        assert got.dtype == bool and len(got) == len(offs)
+        assert not got[offs < 0].any() and not got[offs + 512 > ev.size].any()
 
 
 def test_scan_range_and_kinds_answered_by_the_index_as_by_a_fresh_scan(tmp_path, demo_images):

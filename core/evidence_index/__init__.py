@@ -4,7 +4,9 @@ A technician's evidence is a 1-16 TB disk read at 150-250 MB/s: what matters on 
 many times it is read. `lvm`, `scan`, `reconstruct`, `carve-mdf` and `carve-rar` each used to
 read it whole (reconstruct two to four times). The index is made by ONE sequential pass
 (`build`) at large aligned reads (`WINDOW` = 32 MiB, posix_fadvise SEQUENTIAL, the next window
-read by a helper thread while numpy works on the current one), where every consumer sees each
+read by a helper thread while numpy works on the current one; the byte searches for metadata
+text markers and RAR signatures run in two more threads beside the numpy work, as libc's memmem
+and numpy's loops release the GIL: the pass uses both cores), where every consumer sees each
 window once:
 
 * the LVM disk pass (core.lvm.analyse.window_hits: labels, mda headers, MGT headers, metadata
@@ -56,6 +58,7 @@ import json
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -156,14 +159,19 @@ def identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 
 
 # -- the pass ----------------------------------------------------------------------------------
-def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int
+def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int,
+                 lock: threading.Lock | None = None, stop: threading.Event | None = None
                  ) -> Iterator[tuple[int, np.ndarray, int, int]]:
     """(pos, view, lo, own_end) over the data ranges: each view starts at `pos` (on the 512
     grid), holds the structures starting in [lo, own_end) and runs `overlap` further (clipped
-    at the image end), as scan() windows each range. On a plain image or device the next
-    window is read by a helper thread (os.preadv releases the GIL) into the other of two
-    buffers while the caller works on this one; a short or failed read, and every other kind
-    of evidence, goes through ev.read, which survives and records I/O errors."""
+    at the image end), as scan() windows each range. On a plain image file the next window is
+    read by a helper thread (os.preadv releases the GIL) into the other of two buffers while
+    the caller works on this one; a short or failed read, and every other kind of evidence (a
+    block device's guarded reads, EWF, split or mapped images), goes through ev.read, which
+    survives and records I/O errors -- for those too the next window is read by the helper
+    thread while the caller works (`lock`: held around every ev.read, shared with the
+    caller's own reads of the evidence; `stop`: set on the way out, the helper's read gives up
+    there when ev.cancel includes it, and is waited for)."""
     from concurrent.futures import ThreadPoolExecutor
     from core.source import _PREAD_RAW
     size = int(ev.size)
@@ -179,9 +187,14 @@ def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int
             pos += window
     if not jobs:
         return
+    lock = lock if lock is not None else threading.Lock()
+
+    def ev_read(pos: int, n: int) -> bytes:
+        with lock:
+            return ev.read(pos, n)
+
     if not fast:
-        for pos, n, lo, own_end in jobs:
-            yield pos, np.frombuffer(ev.read(pos, n), dtype=np.uint8), lo, own_end
+        yield from _read_ahead(ev_read, jobs, stop)
         return
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -205,13 +218,38 @@ def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int
             nxt = reader.submit(read_into, k + 1) if k + 1 < len(jobs) else None
             view = memoryview(bufs[k % 2])[:n]
             if got != n:
-                view[:] = ev.read(pos, n)
+                view[:] = ev_read(pos, n)
             try:
                 yield pos, np.frombuffer(view, dtype=np.uint8), lo, own_end
             finally:
                 view = None
             if nxt is None:
                 break
+
+
+def _read_ahead(read: Callable[[int, int], bytes], jobs: list[tuple[int, int, int, int]],
+                stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, int, int]]:
+    """pass_windows over `read` (ev.read): window k+1 read by a helper thread while the caller
+    works on window k (two windows in memory, as the plain path's two buffers). On the way
+    out (the end, an error, SIGTERM raised while waiting) `stop` is set -- a read hanging in
+    the helper gives up at the evidence's cancel point, which includes it
+    (EvidenceIndex.build) -- and the helper is waited for."""
+    from concurrent.futures import ThreadPoolExecutor
+    reader = ThreadPoolExecutor(1, thread_name_prefix="index-reader")
+    nxt: Future | None = reader.submit(read, jobs[0][0], jobs[0][1])
+    try:
+        for k, (pos, n, lo, own_end) in enumerate(jobs):
+            data = nxt.result()
+            nxt = reader.submit(read, jobs[k + 1][0], jobs[k + 1][1]) \
+                if k + 1 < len(jobs) else None
+            yield pos, np.frombuffer(data, dtype=np.uint8), lo, own_end
+            data = None
+    finally:
+        if nxt is not None:
+            nxt.cancel()
+            if stop is not None:
+                stop.set()
+        reader.shutdown(wait=True)
 
 
 ZERO_BLOCK = 64 << 10
@@ -235,26 +273,31 @@ def _subtract(ranges: list[tuple[int, int]], known: list[tuple[int, int]]
     return out
 
 
-def nonzero_runs(view: np.ndarray, length: int, block: int = ZERO_BLOCK) -> list[tuple[int, int]]:
+def nonzero_runs(view: np.ndarray, length: int, block: int = ZERO_BLOCK,
+                 words: np.ndarray | None = None) -> list[tuple[int, int]]:
     """[(a, b)]: the runs of view[:length] made of `block`-sized blocks holding a nonzero byte
-    (zero blocks are left out; the last block may be short). One numpy pass at memory speed."""
+    (zero blocks are left out; the last block may be short). Numpy, no loop per block.
+    `words`: the first 8 bytes of each sector of `view` (sectors.first_words): a block where
+    one of them is nonzero is not looked at further (data: every block), only the others are
+    read whole (`max` over uint64 words, twice as fast as `any`)."""
     length = min(length, len(view))
     whole = length - length % block
-    flags = []
-    if whole:
-        flags = view[:whole].view(np.uint64).reshape(-1, block // 8).any(axis=1).tolist()
-    if whole < length:
-        flags.append(bool(view[whole:length].any()))
-    runs: list[tuple[int, int]] = []
-    for i, nz in enumerate(flags):
-        if not nz:
-            continue
-        a, b = i * block, min(length, (i + 1) * block)
-        if runs and runs[-1][1] == a:
-            runs[-1] = (runs[-1][0], b)
+    n_whole = whole // block
+    flags = np.zeros(-(-length // block), bool)
+    if n_whole:
+        blocks = view[:whole].view(np.uint64).reshape(n_whole, block // 8)
+        per = block // SECTOR
+        if words is not None and block % SECTOR == 0 and len(words) >= n_whole * per:
+            flags[:n_whole] = words[: n_whole * per].reshape(n_whole, per).any(axis=1)
+            look = np.flatnonzero(~flags[:n_whole])
+            if len(look):
+                flags[look] = blocks[look].max(axis=1) != 0
         else:
-            runs.append((a, b))
-    return runs
+            flags[:n_whole] = blocks.max(axis=1) != 0
+    if whole < length:
+        flags[-1] = bool(view[whole:length].any())
+    edges = np.flatnonzero(np.diff(flags.view(np.int8), prepend=0, append=0)) * block
+    return [(a, min(b, length)) for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist())]
 
 
 @dataclass
@@ -338,7 +381,7 @@ class EvidenceIndex:
         """One sequential pass over `ev` (holes of sparse files skipped)."""
         from core.carve.mssql import PAGE_OVERLAP, page_records_in_window
         from core.carve.rar import SIG_OVERLAP, signatures_in_window
-        from core.evidence_index.sectors import SectorFacts
+        from core.evidence_index.sectors import SectorFacts, first_words
         from core.lvm.analyse import OVERLAP as LVM_OVERLAP, DiskHits, window_hits
         from core.scan import ScanPass, resolve_kinds
 
@@ -350,7 +393,16 @@ class EvidenceIndex:
         ticker = Ticker(max(1, total), "index: reading the evidence", progress, cancel)
         ticker.tick(0, force=True)
         hits, text_hits = DiskHits(), DiskHits()
-        scan = ScanPass(None, ev.read, MAX_SCAN_FINDINGS)
+        lock = threading.Lock()            # every ev.read of the pass, one at a time
+
+        def read(offset: int, length: int) -> bytes:
+            """ev.read for the consumers, one at a time: the scan (in a helper thread) and
+            the page records may both read past a window, and ev.read records unreadable
+            ranges in a list it replaces."""
+            with lock:
+                return ev.read(offset, length)
+
+        scan = ScanPass(None, read, MAX_SCAN_FINDINGS)
         facts = SectorFacts()
         pages: list[np.ndarray] | None = []
         n_pages = 0
@@ -359,35 +411,68 @@ class EvidenceIndex:
         overlap = -(-overlap // SECTOR) * SECTOR
         done = 0
         old_cancel = getattr(ev, "cancel", None)
-        ev.cancel = cancel
+        # the cancel point of guarded reads (a hanging read gives up there): the job's cancel,
+        # or the pass stopping (an error, SIGTERM) -- then a read left hanging in a helper
+        # thread (the read-ahead, a scan's verify) gives up too instead of holding the exit
+        stop = threading.Event()
+        ev.cancel = _Either(cancel, stop)
         known = list(ev.unreadable)      # said at open (a ddrescue mapfile): not the pass's
-        wins = pass_windows(ev, ranges, window, overlap)
+        wins = pass_windows(ev, ranges, window, overlap, lock, stop)
+
+        # The byte searches (libc memmem through ctypes, which releases the GIL) and the
+        # signature scan run in three helper threads while this one does the rest of the
+        # numpy work on the same window (numpy's loops release the GIL too): the pass uses
+        # the second core. Each owns its results and the window is waited for before the
+        # next, so the index is the same as a one-thread pass, in the same order.
+        def text_search(own: np.ndarray, lo: int, runs: list[tuple[int, int]]) -> None:
+            for a, b in runs:
+                window_hits(text_hits, own[a:], lo + a, b - a, text=True, sectors=False)
+
+        def rar_search(own: np.ndarray, lo: int, runs: list[tuple[int, int]]
+                       ) -> list[tuple[int, int]]:
+            found: list[tuple[int, int]] = []
+            for a, b in runs:
+                found.extend(signatures_in_window(lo + a, own[a:], b - a))
+            return found
+
+        searches = ThreadPoolExecutor(3, thread_name_prefix="index-search")
+        pending: list[Future] = []
         try:
             for pos, view, lo, own_end in wins:
                 own = view[lo - pos:]
+                words = first_words(view)      # shared by the zero blocks and the facts
+                # the byte searches only where the bytes are not all zero: a marker or
+                # signature starts with a nonzero byte, so none starts in a zero block
+                runs = nonzero_runs(own, own_end - lo, words=words[(lo - pos) // SECTOR:]
+                                    if (lo - pos) % SECTOR == 0 else None)
+                pending = [searches.submit(text_search, own, lo, runs),
+                           # the signature scan too (numpy, its progress is this loop's)
+                           searches.submit(scan.feed, pos, view, lo, own_end)]
+                if rar is not None:
+                    pending.append(searches.submit(rar_search, own, lo, runs))
                 window_hits(hits, own, lo, own_end - lo, text=False)
-                # the byte searches (memmem) only where the bytes are not all zero: a marker
-                # or signature starts with a nonzero byte, so none starts in a zero block
-                runs = nonzero_runs(own, own_end - lo)
-                for a, b in runs:
-                    window_hits(text_hits, own[a:], lo + a, b - a, text=True, sectors=False)
-                scan.feed(pos, view, lo, own_end, ticker, done)
                 if pages is not None:
-                    for batch in page_records_in_window(ev.read, lo, own, own_end - lo, ticker):
+                    for batch in page_records_in_window(read, lo, own, own_end - lo, ticker):
                         pages.append(batch)
                         n_pages += len(batch)
                     if n_pages > MAX_PAGE_RECORDS:
                         pages = None
+                facts.feed(pos, view, lo, own_end, runs, words)
+                pending[0].result()
+                pending[1].result()
                 if rar is not None:
-                    for a, b in runs:
-                        rar.extend(signatures_in_window(lo + a, own[a:], b - a))
+                    rar.extend(pending[2].result())
                     if len(rar) > MAX_RAR_SIGNATURES:
                         rar = None
-                facts.feed(pos, view, lo, own_end)
+                pending = []
                 done += own_end - lo
                 ticker.tick(done)
-                view = own = None
+                view = own = words = None
         finally:
+            stop.set()                   # reads hanging in the helpers give up
+            for fut in pending:          # never leave a search reading a window being reused
+                fut.cancel() or fut.exception()
+            searches.shutdown(wait=True)
             wins.close()
             ev.cancel = old_cancel
         facts.finish()
@@ -519,6 +604,16 @@ class EvidenceIndex:
             except (SrsalvageError, OSError) as exc:
                 how += f"; not kept: {exc}"
         return idx, how
+
+
+class _Either:
+    """A cancel point set when either event is (the job's cancel may be None)."""
+
+    def __init__(self, first: threading.Event | None, second: threading.Event) -> None:
+        self.first, self.second = first, second
+
+    def is_set(self) -> bool:
+        return self.second.is_set() or (self.first is not None and self.first.is_set())
 
 
 class IndexUnusable(SrsalvageError):

@@ -53,6 +53,9 @@ class SectorReader:
         self._rs = np.array([r[0] for r in ranges], dtype=np.int64)
         self._re = np.array([r[1] for r in ranges], dtype=np.int64)
         self.reads = 0           # pieces actually read (statistics for the bench)
+        # (offsets) -> (known, nonzero) or None: which sectors are not all zero, from the
+        # evidence index's one pass (core.evidence_index.sectors.sectors_nonzero)
+        self.nonzero_facts = None
 
     def has_data(self, offsets: np.ndarray, length: int) -> np.ndarray:
         """True where [off, off+length) overlaps a data range (False: entirely in a hole)."""
@@ -78,6 +81,18 @@ class SectorReader:
         idx = np.nonzero(valid)[0]
         self._fill(out, offsets, idx, length)
         return (out, valid) if with_valid else out
+
+    def nonzero(self, offsets) -> np.ndarray:
+        """Per 512-byte piece at each offset: not all zero (gather(...).any(axis=1)); what
+        the evidence index knows is not read again."""
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        got = self.nonzero_facts(offsets) if self.nonzero_facts is not None else None
+        if got is None:
+            return self.gather(offsets, SECTOR).any(axis=1)
+        known, out = got
+        if not known.all():
+            out[~known] = self.gather(offsets[~known], SECTOR).any(axis=1)
+        return out
 
     def _fill(self, out: np.ndarray, offsets: np.ndarray, idx: np.ndarray, length: int) -> None:
         """Read the pieces `idx`: nearby pieces are coalesced into one read (a 4 MiB extent's

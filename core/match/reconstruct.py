@@ -70,6 +70,8 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     if E <= 0 or E % SECTOR:
         raise SrsalvageError(f"extent size {E} is not a positive multiple of 512")
     reader = SectorReader(ev)
+    if index is not None:         # continuity checks ask which sectors are zero: the pass knows
+        reader.nonzero_facts = lambda offs: index.sectors.sectors_nonzero(offs, reader.size)
     grid = _make_grid(ev, reader, report, vg, E, data_offset, pe_count, findings, ticker, index)
     if isinstance(grid, Finding):
         return Reconstruction(ev.path if hasattr(ev, "path") else "", int(ev.size), None, [],

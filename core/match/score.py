@@ -273,8 +273,7 @@ class Scorer:
         idx = sample_sectors(window)
         if len(idx) == 0:
             return 0.0, False, False, False
-        data = self.reader.gather(self.pe_base(right_pe) + idx * SECTOR, SECTOR)
-        present = data.any(axis=1)
+        present = self.reader.nonzero(self.pe_base(right_pe) + idx * SECTOR)
         written = window[idx]
         # unwritten sectors read zero only where the block was zero-filled when allocated
         # (libvhd's vhd_io_write, or tapdisk with pre-allocation: not on LVM SRs): how far
@@ -292,8 +291,7 @@ class Scorer:
         total = float(llr.sum())
         if beyond > 0 and seen and zero_weight > 0 and not (written & ~present).any():
             past = straddle.sectors + sample_sectors(np.ones(beyond, bool))
-            clean = not self.reader.gather(self.pe_base(right_pe) + past * SECTOR,
-                                           SECTOR).any()
+            clean = not self.reader.nonzero(self.pe_base(right_pe) + past * SECTOR).any()
             if clean:
                 total += AGREE_BEYOND * zero_weight * len(past)
                 informative = True

@@ -166,8 +166,7 @@ class WalkMixin:
             s_off.append(self.D + pes[k] * self.E + idx * SECTOR)
             s_k.append(np.full(len(idx), k))
             s_bit.append(window[idx])
-        data = self.reader.gather(np.concatenate(s_off), SECTOR)
-        present = np.count_nonzero(data, axis=1) > 0
+        present = self.reader.nonzero(np.concatenate(s_off))
         written = np.concatenate(s_bit)
         kk = np.concatenate(s_k)
         n_dis = np.bincount(kk, weights=~written & present, minlength=K)
