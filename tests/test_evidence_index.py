@@ -697,3 +697,36 @@ def test_an_index_made_by_other_code_is_rebuilt(tmp_path, demo_images, monkeypat
         monkeypatch.setattr(ei, "code_key", lambda: "0" * 64)     # a scan kind changed
         found, why, replaceable = EvidenceIndex.find(ev, index_path(str(img)))
         assert found is None and "another version" in why and replaceable
+
+
+def test_a_window_full_of_candidates_stops_on_cancel(tmp_path, monkeypatch):
+    """The pass's signature scan runs in a helper thread; a window holding 131072 VHD-footer
+    look-alikes keeps it verifying for seconds. Cancel (quitting the workstation) must stop that
+    verification too, not wait for the window: the workstation once hung 20 s on quit under
+    load after the scan moved into its thread without the job's cancel."""
+    import threading
+    import core.scan as scan_mod
+    from core.errors import Cancelled
+    from test_ui_support import footer_flood_image
+
+    image = footer_flood_image(tmp_path / "flood.img")
+    passes = []
+    real_init = scan_mod.ScanPass.__init__
+
+    def keep(self, *a, **k):
+        real_init(self, *a, **k)
+        passes.append(self)
+    monkeypatch.setattr(scan_mod.ScanPass, "__init__", keep)
+
+    class CancelOnceScanning(threading.Event):
+        """Set as soon as the scan's own thread asks (it is verifying a window's candidates)."""
+
+        def is_set(self):
+            if threading.current_thread().name.startswith("index-search") and passes \
+                    and passes[0].verifies:
+                self.set()
+            return super().is_set()
+    with open_image(image) as ev, pytest.raises(Cancelled):
+        EvidenceIndex.build(ev, CancelOnceScanning())
+    # it stopped within the first batch of verifications, far from the 131072 candidates
+    assert 0 < passes[0].verifies < 4096, passes[0].verifies

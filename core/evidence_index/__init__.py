@@ -435,6 +435,11 @@ class EvidenceIndex:
                 found.extend(signatures_in_window(lo + a, own[a:], b - a))
             return found
 
+        # the scan's verification of many candidates in one window (a flood of VHD-footer
+        # look-alikes) must stop on cancel too: its own ticker checks the job's cancel (and
+        # the pass stopping) without reporting (progress stays this thread's)
+        scan_cancel = Ticker(max(1, total), "index: reading the evidence", None,
+                             _Either(cancel, stop))
         searches = ThreadPoolExecutor(3, thread_name_prefix="index-search")
         pending: list[Future] = []
         try:
@@ -447,7 +452,8 @@ class EvidenceIndex:
                                     if (lo - pos) % SECTOR == 0 else None)
                 pending = [searches.submit(text_search, own, lo, runs),
                            # the signature scan too (numpy, its progress is this loop's)
-                           searches.submit(scan.feed, pos, view, lo, own_end)]
+                           searches.submit(scan.feed, pos, view, lo, own_end, scan_cancel,
+                                           done)]
                 if rar is not None:
                     pending.append(searches.submit(rar_search, own, lo, runs))
                 window_hits(hits, own, lo, own_end - lo, text=False)
