@@ -16,6 +16,8 @@ from core.match.board import (
 from core.match.guest import GUEST_TIES
 from core.match.score import CONT_CAP
 
+SECOND_LOOK_ROUNDS = 12     # careful rounds of the second look at most
+
 
 class ReviewMixin:
     """Solver steps (mixed into core.match.assign.Solver; state lives there)."""
@@ -51,26 +53,39 @@ class ReviewMixin:
         pending = self.pending()
         if not still or not len(pending):
             return
+        # candidates found no twin before, in the same context (the placement, its neighbours'
+        # PEs, the zero-fill weight, the guest's view: all a score depends on), are not scored
+        # again when settle reviews again: only extents freed since are new (a large SR of
+        # alike VDIs re-scored every candidate at every review)
+        if not hasattr(self, "_not_twins"):
+            self._not_twins: dict[tuple, set[int]] = {}
         for lo in range(0, len(still), ISLAND_SLOTS):
             part = still[lo: lo + ISLAND_SLOTS]
             cands = self.search_candidates(part, pending)
             for v, le in part:
-                others = sorted(set(cands.get((v.index, le), [])))
+                pl = v.placed[le]
+                view = getattr(self, "_guest", {}).get(v.index)
+                context = (v.index, le, pl.pe, v.pe(le - 1), v.pe(le + 1), self.zw(v),
+                           None if view is None else (hash(view[0]), view[1] is None))
+                seen = self._not_twins.setdefault(context, set())
+                others = sorted(set(cands.get((v.index, le), [])) - seen)
                 if not others:
                     continue
-                pl = v.placed[le]
                 mine = self.score(v, le, pl.pe)
                 bar = mine.total - mine.adjacency - 1.0
                 slot = v.pred.slots[le]
                 twins = []
                 for q in others:
                     if self.scorer.content(slot, q, v.anchor.uid, self.f) + CONT_CAP * 2 < bar:
+                        seen.add(q)
                         continue        # even perfect continuity could not make it a twin
                     t = self.score(v, le, q)
                     if t.total - t.adjacency >= bar:
                         twins.append(q)
                         if len(twins) >= 4:
                             break
+                    else:
+                        seen.add(q)
                 if twins:
                     pl.confidence, pl.source = CONTESTED, "adjacency"
                     pl.twins = tuple(twins)
@@ -101,7 +116,10 @@ class ReviewMixin:
             return
         self._careful = True
         try:
-            self._rounds(limit)
+            # bounded: on a large SR of alike VDIs each careful round settles a few small
+            # contests and the rounds repeat the whole frontier's search (1 TiB, 100 VDIs: 64
+            # rounds of 3 placements); what is still undecided keeps its first-pass placement
+            self._rounds(min(limit, SECOND_LOOK_ROUNDS))
         finally:
             self._careful = False
         for v, le, pl in released:
