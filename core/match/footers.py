@@ -120,7 +120,7 @@ class FooterMixin:
             if len(free) > 1:
                 self._footer_unplaced(v, free, "several extents end with its footer")
                 continue
-            self._place_footer(v, last, free, retry)
+            self._place_footer(v, last, free)
 
     def _footer_unplaced(self, v: VdiState, free: list[int], why: str) -> None:
         """Footer extents whose LE cannot be told: named (and suggested for the LE sm's
@@ -136,11 +136,10 @@ class FooterMixin:
         if le > v.pred.last_data_le and le not in v.placed:
             v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | set(free[:16]))
 
-    def _place_footer(self, v: VdiState, last: int, free: list[int], retry: bool = False
-                      ) -> None:
-        """The one free extent that ends with v's footer (none of v's placed ones does).
-        `retry` (after withdrawals on a disk with a previous life): only what evidence
-        decides, never a prior the withdrawal would take back again."""
+    def _place_footer(self, v: VdiState, last: int, free: list[int]) -> None:
+        """The one free extent that ends with v's footer (none of v's placed ones does). On a
+        retry (after withdrawals on a disk with a previous life): only what evidence decides,
+        never a prior the withdrawal would take back again."""
         a = v.anchor
         p_last = v.pe(last)
         chosen = None
@@ -168,7 +167,7 @@ class FooterMixin:
                 return
             if sized[1] != contiguous_le:
                 chosen = None      # sm's sizing says the LV is longer: the gap lies elsewhere
-        floor = SURE if retry else 0.0
+        floor = SURE if getattr(self, "_footer_retry", False) else 0.0
         if chosen is None:
             if sized is not None:
                 q, footer_le, conf, src, note = sized

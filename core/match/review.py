@@ -171,12 +171,7 @@ class ReviewMixin:
                                                 or "deflated size" in pl.note
                                                 or "between two placed" in pl.note
                                                 or "free run" in pl.note)
-                # a contest another VDI's open LE could win, or free extents that fit as well
-                # and were passed over for adjacency alone
-                contested = pl.note is not None and (
-                    pl.note == CONTESTED_NOTE or pl.note.startswith("content fits PEs")
-                    or pl.note.startswith("free PEs"))
-                if (rule or contested) and not self.guest_checked(v, le, pl.pe):
+                if rule and not self.guest_checked(v, le, pl.pe):
                     drop.add(le)
             drop -= {le for le in drop if self._inside_run(v, le, drop)}
             changed = True
