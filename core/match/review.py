@@ -195,10 +195,7 @@ class ReviewMixin:
                         drop.add(le)
                         changed = True
             for le in sorted(drop):
-                pl = v.placed.pop(le)
-                if self.owner[pl.pe] == v.index:
-                    self.owner[pl.pe] = FREE
-                v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {pl.pe})
+                self._withdraw(v, le)
             if drop:
                 if v.le_count is not None and max(drop) >= v.le_count - 1:
                     v.le_count, v.footer_pe = None, None
@@ -297,16 +294,21 @@ class ReviewMixin:
             drop += [le for le, p in v.placed.items()
                      if le > 1 and p.weak and p.source not in ("metadata", "manual")]
             for le in drop:
-                pl = v.placed.pop(le)
-                if self.owner[pl.pe] == v.index:
-                    self.owner[pl.pe] = FREE
-                v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {pl.pe})
+                self._withdraw(v, le)
             if drop:
                 self.findings.append(Finding(
                     "placements-withdrawn", None, "info",
                     f"{v.lv_name or v.anchor.uid_str}: no guest file system read in it (an older "
                     f"VHD?): LEs {sorted(drop)[:16]} fit its layout but nothing ties them to it; "
                     f"listed as candidates, not placed", {"les": sorted(drop)}))
+
+    def _withdraw(self, v: VdiState, le: int) -> None:
+        """Take LE `le` of v back: its PE freed (if still v's) and named among the LE's
+        candidates."""
+        pl = v.placed.pop(le)
+        if self.owner[pl.pe] == v.index:
+            self.owner[pl.pe] = FREE
+        v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {pl.pe})
 
     def stranger(self, v: VdiState) -> bool:
         """Is v possibly an older VHD the SR no longer knows (withdraw_strangers): the MGT
