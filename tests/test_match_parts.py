@@ -40,7 +40,9 @@ def test_continuity_evidence_from_zeros_only_where_measured():
     # stale bytes possible: data where unwritten and zeros there say nothing; only a written
     # sector reading zero still counts against
     assert list(stale) == [0.0, MISSING, 0.0, 0.0]
-    assert clear_evidence(written, present, 1.0) and not clear_evidence(written, present, 0.0)
+    stray, mixed = (~written & present).any(), written.any() and (~written).any()
+    assert clear_evidence(stray, mixed, 1.0) and not clear_evidence(stray, mixed, 0.0)
+    assert not clear_evidence(False, False, 1.0)
 
 
 def _measure_image(tmp_path, stale: bool):

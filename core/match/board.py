@@ -15,7 +15,7 @@ from core.match import zerofill
 from core.match.anchors import VhdAnchor, complete_bat, read_batmap, revalidate
 from core.match.features import SECTOR
 from core.match.predict import VhdPrediction, predict
-from core.match.score import LV_END_FOOTER, Score
+from core.match.score import CONT_CAP, LV_END_FOOTER, Score
 from core.spaces import extent_space
 from dataclasses import dataclass, field, replace
 
@@ -47,6 +47,7 @@ MAX_CANDIDATES = 64        # per slot and round: beyond that a slot is hopelessl
 WALK_BATCH = 128
 SCORE_CACHE = 1 << 18      # memoised scores kept at most (cleared when full)
 RUN_INTERIOR = -5.0        # a search candidate that continues the pending run before it
+LATTICE_CELLS = 1 << 21     # (PE, slot, bitmap) cells scored at once from the signatures
 ISLAND_SLOTS = 512         # open LEs scored against the pending PEs at once (island search)
 ISLAND_CONTENT = 6.0       # an island needs two fitting bitmaps' worth of content
 ISLAND_CONFIDENCE = 0.6
@@ -69,6 +70,8 @@ class Placement:
     # other PEs its content fits as well when it was placed (free twins, search rivals): the
     # guest's file system may tell them apart later (review._outfits)
     twins: tuple[int, ...] = field(default=(), compare=False)
+    # the search for twins stopped at the first (no guest to decide then): more may exist
+    twins_open: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -151,55 +154,93 @@ class BoardMixin:
     # -- scoring -------------------------------------------------------------------------------
     def score(self, v: VdiState, le: int, pe: int, left: int | None = None,
               right: int | None = None) -> Score:
-        """Full evidence for LE `le` of v on `pe`; left/right: PEs assumed for le-1 / le+1.
-        A pure function of its arguments and the prediction: memoised (searches rescore the
-        same undecided candidates round after round); callers get a copy to adjust."""
+        """Full evidence for LE `le` of v on `pe`; left/right: PEs assumed for le-1 / le+1
+        (scores_many of one PE)."""
+        return self.scores_many(v, le, [pe], left, right)[0]
+
+    def scores_many(self, v: VdiState, le: int, pes, left: int | None = None,
+                    right: int | None = None, floor: float | None = None
+                    ) -> list[Score | None]:
+        """Full evidence for LE `le` of v on each of `pes`, the neighbours where they are
+        (or at left/right). A pure function of its arguments and the prediction: memoised
+        (searches rescore the same undecided candidates round after round); callers get
+        copies to adjust. What is not known is read and scored in one batch. With `floor`,
+        a PE whose score, adjacency aside, cannot reach it once its content and the
+        continuity from the left are known comes back as None (not scored further)."""
         left = v.pe(le - 1) if left is None else left
         right = v.pe(le + 1) if right is None else right
-        key = (v.index, id(v.pred), le, pe, left, right, self.zw(v))
-        hit = self._scores.get(key)
-        if hit is None:
+        out: list[Score | None] = []
+        todo: list[int] = []
+        for pe in pes:
+            hit = self._scores.get((v.index, id(v.pred), le, int(pe), left, right, self.zw(v)))
+            out.append(hit)
+            if hit is None:
+                todo.append(int(pe))
+        if todo:
             if len(self._scores) > SCORE_CACHE:
                 self._scores.clear()
-            hit = self._scores[key] = self._score(v, le, pe, left, right)
-        return replace(hit)
+            fresh = dict(zip(todo, self._scores_of(v, le, np.asarray(todo, np.int64),
+                                                   left, right, floor)))
+            for pe, sc in fresh.items():
+                if sc is not None:
+                    self._scores[(v.index, id(v.pred), le, pe, left, right, self.zw(v))] = sc
+            out = [fresh[int(pe)] if hit is None else hit for pe, hit in zip(pes, out)]
+        return [None if hit is None else replace(hit) for hit in out]
 
-    def _score(self, v: VdiState, le: int, pe: int, left: int | None,
-               right: int | None) -> Score:
+    def _scores_of(self, v: VdiState, le: int, pes: np.ndarray, left: int | None,
+                   right: int | None, floor: float | None = None) -> list[Score | None]:
         pred = v.pred
         slot = pred.slots.get(le)
-        s = Score()
         if slot is None:
-            return s
-        s.content = self.scorer.content(slot, pe, v.anchor.uid, self.f)
+            return [Score() for _ in pes]
+        n = len(pes)
+        content = self.scorer.content_many(slot, pes, v.anchor.uid, self.f)
+        cont, informative = np.zeros(n), np.zeros(n, bool)
+        empty, seen = np.zeros(n, bool), np.zeros(n, bool)
+        adjacency = np.zeros(n)
         bs = v.anchor.block_size
         if left is not None:
             prev = pred.slots.get(le - 1)
-            if prev is not None and prev.straddle_out is not None:
-                c, inf, empty, seen = self.scorer.continuity(prev.straddle_out, left, pe, bs,
-                                                             v.anchor.lvhd,
-                                                             self._beyond(v, le), self.zw(v))
-                s.empty_spill, s.data_seen = empty, seen
-                if inf:
-                    s.continuity += c
-                    s.informative = True
-            if pe == left + 1:
-                s.adjacency += 1.0
+            if prev is not None and prev.straddle_out is not None \
+                    and prev.straddle_out.sectors > 0:
+                c, inf, empty, seen = self.scorer.continuity_many(
+                    prev.straddle_out, np.full(n, left), pes, bs, v.anchor.lvhd,
+                    self._beyond(v, le), self.zw(v))
+                cont += np.where(inf, c, 0.0)
+                informative |= inf
+            adjacency += pes == left + 1
+        alive = np.ones(n, bool)
+        spills_right = right is not None and slot.straddle_out is not None \
+            and slot.straddle_out.sectors > 0
+        if floor is not None and self.guest_of(v) is None:
+            # the continuity to the right adds at most CONT_CAP, and nothing where unwritten
+            # sectors cannot be trusted to read zero (zero_weight 0: only "no" is possible);
+            # the footer check below only takes away
+            best = CONT_CAP if spills_right and self.zw(v) > 0 else 0.0
+            alive = content + cont + best >= floor
         if right is not None:
-            if slot.straddle_out is not None:
-                c, inf, _, _ = self.scorer.continuity(slot.straddle_out, pe, right, bs,
-                                                      v.anchor.lvhd, 0, self.zw(v))
-                if inf:
-                    s.continuity += c
-                    s.informative = True
-            if pe == right - 1:
-                s.adjacency += 1.0
-        s.adjacency = min(s.adjacency, 1.0)
-        self.add_guest(s, v, le, pe)
-        if s.empty_spill and slot.footer_bonus and not len(slot.bitmap_offsets) \
-                and self._own_tail(v, pe):
-            s.content -= LV_END_FOOTER   # the LV's end, but the data that must be here is not
-        return s
+            if spills_right and alive.any():
+                rows = np.flatnonzero(alive)
+                c, inf, _, _ = self.scorer.continuity_many(
+                    slot.straddle_out, pes[rows], np.full(len(rows), right), bs,
+                    v.anchor.lvhd, 0, self.zw(v))
+                cont[rows] += np.where(inf, c, 0.0)
+                informative[rows] |= inf
+            adjacency += pes == right - 1
+        out: list[Score | None] = []
+        for k, pe in enumerate(pes.tolist()):
+            if not alive[k]:
+                out.append(None)
+                continue
+            s = Score(content=float(content[k]), continuity=float(cont[k]),
+                      informative=bool(informative[k]), adjacency=min(float(adjacency[k]), 1.0),
+                      empty_spill=bool(empty[k]), data_seen=bool(seen[k]))
+            self.add_guest(s, v, le, pe)
+            if s.empty_spill and slot.footer_bonus and not len(slot.bitmap_offsets) \
+                    and self._own_tail(v, pe):
+                s.content -= LV_END_FOOTER   # the LV's end, but the data that must be here is not
+            out.append(s)
+        return out
 
     def _beyond(self, v: VdiState, le: int) -> int:
         """Sectors of LE `le` past the end of the block that spills into it, when that block is

@@ -17,6 +17,8 @@ from core.match.guest import GUEST_TIES
 from core.match.score import CONT_CAP
 
 SECOND_LOOK_ROUNDS = 12     # careful rounds of the second look at most
+TWINS_KEPT = 4              # twins a guest must outdo that are looked for per placement
+TWIN_BATCH = 4              # candidates scored at once when looking for twins, at first
 
 
 class ReviewMixin:
@@ -53,44 +55,63 @@ class ReviewMixin:
         pending = self.pending()
         if not still or not len(pending):
             return
-        # candidates found no twin before, in the same context (the placement, its neighbours'
-        # PEs, the zero-fill weight, the guest's view: all a score depends on), are not scored
-        # again when settle reviews again: only extents freed since are new (a large SR of
-        # alike VDIs re-scored every candidate at every review)
-        if not hasattr(self, "_not_twins"):
-            self._not_twins: dict[tuple, set[int]] = {}
         for lo in range(0, len(still), ISLAND_SLOTS):
             part = still[lo: lo + ISLAND_SLOTS]
             cands = self.search_candidates(part, pending)
             for v, le in part:
                 pl = v.placed[le]
-                view = getattr(self, "_guest", {}).get(v.index)
-                context = (v.index, le, pl.pe, v.pe(le - 1), v.pe(le + 1), self.zw(v),
-                           None if view is None else (hash(view[0]), view[1] is None))
-                seen = self._not_twins.setdefault(context, set())
-                others = sorted(set(cands.get((v.index, le), [])) - seen)
-                if not others:
-                    continue
-                mine = self.score(v, le, pl.pe)
-                bar = mine.total - mine.adjacency - 1.0
-                slot = v.pred.slots[le]
-                twins = []
-                for q in others:
-                    if self.scorer.content(slot, q, v.anchor.uid, self.f) + CONT_CAP * 2 < bar:
-                        seen.add(q)
-                        continue        # even perfect continuity could not make it a twin
-                    t = self.score(v, le, q)
-                    if t.total - t.adjacency >= bar:
-                        twins.append(q)
-                        if len(twins) >= 4:
-                            break
-                    else:
-                        seen.add(q)
+                # only a guest can take a contested placement back (_outfits), and it must
+                # outdo every twin: without one, the first twin settles it (a large SR of
+                # alike guest-less VDIs scored some forty candidates per placement)
+                need = TWINS_KEPT if self.guest_of(v) is not None else 1
+                twins = self._twins(v, le, pl, cands.get((v.index, le), []), need)
                 if twins:
                     pl.confidence, pl.source = CONTESTED, "adjacency"
-                    pl.twins = tuple(twins)
+                    pl.twins, pl.twins_open = tuple(twins), len(twins) >= need
                     pl.note = (f"free PEs {twins} fit as well; chosen because it follows the "
                                f"neighbouring extents on disk")
+
+    def _twins(self, v: VdiState, le: int, pl: Placement, candidates: list[int],
+               need: int) -> list[int]:
+        """Which of `candidates` (free PEs the search found for LE `le` of v) fit it as well
+        as pl.pe does, adjacency aside: up to `need` of them. Candidates found no twin before
+        in the same context (the placement, its neighbours' PEs, the zero-fill weight, the
+        guest's view: all a score depends on) are not scored again when settle reviews
+        again: only extents freed since are new (a large SR of alike VDIs re-scored every
+        candidate at every review)."""
+        if not hasattr(self, "_not_twins"):
+            self._not_twins: dict[tuple, set[int]] = {}
+        view = getattr(self, "_guest", {}).get(v.index)
+        context = (v.index, le, pl.pe, v.pe(le - 1), v.pe(le + 1), self.zw(v),
+                   None if view is None else (hash(view[0]), view[1] is None))
+        seen = self._not_twins.setdefault(context, set())
+        others = sorted(set(candidates) - seen - {pl.pe})
+        if not others:
+            return []
+        mine = self.score(v, le, pl.pe)
+        bar = mine.total - mine.adjacency - 1.0
+        slot = v.pred.slots[le]
+        content = self.scorer.content_many(slot, others, v.anchor.uid, self.f)
+        # even perfect continuity could not make these twins
+        hopeless = content + CONT_CAP * 2 < bar
+        seen.update(q for q, h in zip(others, hopeless.tolist()) if h)
+        rest = [q for q, h in zip(others, hopeless.tolist()) if not h]
+        twins: list[int] = []
+        # in growing batches, in PE order, until enough are found (a twin is most often
+        # among the first few: the same LE of an alike VDI; each batch costs a few numpy
+        # calls whatever its size)
+        lo, size = 0, TWIN_BATCH
+        while lo < len(rest):
+            part = rest[lo: lo + size]
+            lo, size = lo + size, size * 4
+            for q, t in zip(part, self.scores_many(v, le, part, floor=bar)):
+                if t is not None and t.total - t.adjacency >= bar:
+                    twins.append(q)
+                else:
+                    seen.add(q)
+            if len(twins) >= need:
+                break
+        return twins[:need]
 
     def second_look(self, limit: int) -> None:
         """The first pass decides undecided extents by adjacency as it meets them, before the
@@ -245,10 +266,20 @@ class ReviewMixin:
         allocation or structures on it (GUEST_TIES) and on none of them nearly as much? Then
         the guest decided between them, not LVM's allocation order."""
         mine = self.guest_llr(v, le, pl.pe)
-        if mine < GUEST_TIES or any(self.guest_llr(v, le, q) > mine - GUEST_TIES
-                                    for q in pl.twins):
+        if mine < GUEST_TIES:
+            return False
+        if pl.twins_open and len(pl.twins) < TWINS_KEPT:
+            # looked for one twin while v had no guest: its guest must outdo all of them
+            pending = self.pending()
+            found = self.search_candidates([(v, le)], pending).get((v.index, le), [])
+            more = self._twins(v, le, pl, [q for q in found if q not in pl.twins],
+                               TWINS_KEPT - len(pl.twins))
+            pl.twins = pl.twins + tuple(more)
+            pl.twins_open = len(pl.twins) >= TWINS_KEPT
+        if any(self.guest_llr(v, le, q) > mine - GUEST_TIES for q in pl.twins):
             return False
         pl.confidence, pl.source, pl.note, pl.twins = FITS, "vhd-match", None, ()
+        pl.twins_open = False
         return True
 
     def _wanted_elsewhere(self) -> dict[int, int]:
@@ -304,11 +335,11 @@ class ReviewMixin:
 
     def _withdraw(self, v: VdiState, le: int) -> None:
         """Take LE `le` of v back: its PE freed (if still v's) and named among the LE's
-        candidates."""
+        candidates, with the free PEs that fitted it as well (its twins)."""
         pl = v.placed.pop(le)
         if self.owner[pl.pe] == v.index:
             self.owner[pl.pe] = FREE
-        v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {pl.pe})
+        v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {pl.pe} | set(pl.twins))
 
     def stranger(self, v: VdiState) -> bool:
         """Is v possibly an older VHD the SR no longer knows (withdraw_strangers): the MGT

@@ -108,14 +108,13 @@ def continuity_llr(written: np.ndarray, present: np.ndarray, telling, zero_weigh
                     np.where(present, DISAGREE * w, AGREE_ZERO * w))
 
 
-def clear_evidence(written: np.ndarray, present: np.ndarray, zero_weight: float = 1.0) -> bool:
+def clear_evidence(stray, mixed, zero_weight: float = 1.0):
     """Could the sampled sectors tell this extent from another VDI's at the same LE index?
-    When the window mixes written and unwritten sectors (a pattern another block would not
-    share), or when data sits where nothing was written. Both rest on unwritten sectors reading
-    zero: without a measured zero fill (`zero_weight` 0) neither tells anything."""
-    if zero_weight <= 0:
-        return False
-    return bool((~written & present).any()) or (bool(written.any()) and bool((~written).any()))
+    When the window mixes written and unwritten sectors (`mixed`: a pattern another block
+    would not share), or when data sits where nothing was written (`stray`). Both rest on
+    unwritten sectors reading zero: without a measured zero fill (`zero_weight` 0) neither
+    tells anything. Per pair: bools or arrays of them."""
+    return (np.asarray(stray) | np.asarray(mixed)) & (zero_weight > 0)
 
 
 class Scorer:
@@ -154,59 +153,90 @@ class Scorer:
         return self.D + pe * self.E
 
     def sector(self, absolute: int) -> np.ndarray:
-        raw = self._bitmaps.get(absolute)
-        if raw is None:
-            arr = self.reader.gather(np.array([absolute]), SECTOR)[0]
+        return self.sectors(np.array([absolute], dtype=np.int64))[0]
+
+    def sectors(self, offsets: np.ndarray) -> np.ndarray:
+        """(len(offsets), 512) bitmap sectors, memoised by absolute offset: the same extent's
+        bitmaps are scored for every VDI with that LE open; what is not known is gathered in
+        one batch."""
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        out = np.empty((len(offsets), SECTOR), dtype=np.uint8)
+        todo = []
+        for k, off in enumerate(offsets.tolist()):
+            raw = self._bitmaps.get(off)
+            if raw is None:
+                todo.append(k)
+            else:
+                out[k] = np.frombuffer(raw, dtype=np.uint8)
+        if todo:
+            rows = np.asarray(todo)
+            got = self.reader.gather(offsets[rows], SECTOR)
+            out[rows] = got
             if len(self._bitmaps) > 200_000:
                 self._bitmaps.clear()
-            self._bitmaps[absolute] = arr.tobytes()
-            return arr
-        return np.frombuffer(raw, dtype=np.uint8)
+            for off, row in zip(offsets[rows].tolist(), got):
+                self._bitmaps[off] = row.tobytes()
+        return out
 
     def content(self, slot: SlotPrediction, pe: int, uid: bytes, features) -> float:
-        """Content evidence of `pe` as the LE `slot` predicts (memoised: the same pairs come
-        back in every search round; the slot is kept with the value so its id stays unique)."""
-        key = (id(slot), pe, uid)
-        hit = self._content.get(key)
-        if hit is not None and hit[0] is slot:
-            return hit[1]
-        if len(self._content) > CONTENT_CACHE:
-            self._content.clear()
-        value = self._content_of(slot, pe, uid, features)
-        self._content[key] = (slot, value)
-        return value
+        """Content evidence of `pe` as the LE `slot` predicts (content_many of one PE)."""
+        return float(self.content_many(slot, np.array([pe]), uid, features)[0])
 
-    def _content_of(self, slot: SlotPrediction, pe: int, uid: bytes, features) -> float:
-        base = self.pe_base(pe)
-        total = 0.0
+    def content_many(self, slot: SlotPrediction, pes, uid: bytes, features) -> np.ndarray:
+        """Content evidence of each of `pes` as the LE `slot` predicts, memoised per PE (the
+        same pairs come back in every search round; the slot is kept with the value so its
+        id stays unique); what is not known is read and scored in one batch."""
+        pes = np.asarray(pes, dtype=np.int64).reshape(-1)
+        out = np.empty(len(pes))
+        todo = []
+        for k, pe in enumerate(pes.tolist()):
+            hit = self._content.get((id(slot), pe, uid))
+            if hit is not None and hit[0] is slot:
+                out[k] = hit[1]
+            else:
+                todo.append(k)
+        if todo:
+            if len(self._content) > CONTENT_CACHE:
+                self._content.clear()
+            rows = np.asarray(todo)
+            values = self._content_of(slot, pes[rows], uid, features)
+            out[rows] = values
+            for pe, value in zip(pes[rows].tolist(), values.tolist()):
+                self._content[(id(slot), pe, uid)] = (slot, value)
+        return out
+
+    def _content_of(self, slot: SlotPrediction, pes: np.ndarray, uid: bytes, features
+                    ) -> np.ndarray:
+        base = self.D + pes * self.E
+        n = len(pes)
+        total = np.zeros(n)
         if len(slot.bitmap_offsets):
-            secs = self.reader.gather(base + slot.bitmap_offsets, SECTOR)
-            for off, row in zip(slot.bitmap_offsets, secs):
-                self._bitmaps[int(base + off)] = row.tobytes()
-            total += float(bitmap_llr(secs, slot.full).sum())
-        own_end = bool(features.tail_footer[pe]) and slot.lv_end_possible \
-            and features.tail_uid[pe].tobytes() == uid
-        if len(slot.absent_offsets) and not own_end:
-            # (an extent ending with this VHD's own footer is its last: bitmaps past its data
-            # there are a previous occupant's, e.g. a deleted VDI's, not a rival's)
-            secs = self.reader.gather(base + slot.absent_offsets, SECTOR)
-            total += self.extra_bitmap * int((bitmap_likeness(secs) >= 0.95).sum())
+            secs = self.sectors((base[:, None] + slot.bitmap_offsets[None, :]).reshape(-1))
+            total += bitmap_llr(secs, np.tile(slot.full, n)).reshape(n, -1).sum(axis=1)
+        tail = features.tail_footer[pes].astype(bool)
+        own = tail & (features.tail_uid[pes] == np.frombuffer(uid, np.uint8)).all(axis=1)
+        # (an extent ending with this VHD's own footer is its last: bitmaps past its data
+        # there are a previous occupant's, e.g. a deleted VDI's, not a rival's)
+        rows = np.flatnonzero(~own) if slot.lv_end_possible else np.arange(n)
+        if len(slot.absent_offsets) and len(rows):
+            secs = self.reader.gather((base[rows, None] + slot.absent_offsets[None, :])
+                                      .reshape(-1), SECTOR)
+            good = (bitmap_likeness(secs) >= 0.95).reshape(len(rows), -1).sum(axis=1)
+            total[rows] += self.extra_bitmap * good
+        head = features.head_batmap[pes].astype(bool)
         if slot.le1_batmap:
-            total += BATMAP_HDR if features.head_batmap[pe] else BATMAP_HDR_MISSING
-            if features.head_batmap[pe]:
-                total += self.batmap_llr(slot, pe)
-        if features.tail_footer[pe]:
-            own = features.tail_uid[pe].tobytes() == uid
-            if not own:
-                total += OTHER_FOOTER
-            elif slot.footer_bonus:
-                total += LV_END_FOOTER
-        if features.head_batmap[pe] and not slot.le1_batmap:
-            total += self.other_batmap
+            total += np.where(head, BATMAP_HDR, BATMAP_HDR_MISSING)
+            for k in np.flatnonzero(head).tolist():
+                total[k] += self.batmap_llr(slot, int(pes[k]))
+        total += np.where(tail & ~own, OTHER_FOOTER,
+                          np.where(tail & own & bool(slot.footer_bonus), LV_END_FOOTER, 0.0))
+        if not slot.le1_batmap:
+            total += np.where(head, self.other_batmap, 0.0)
         if slot.footer_offset is not None:
-            ftr = self.reader.gather(np.array([base + slot.footer_offset]), SECTOR)[0]
-            ok = ftr[:8].tobytes() == S.HD_COOKIE and ftr[68:84].tobytes() == uid
-            total += FOOTER_OK if ok else FOOTER_BAD
+            ftr = self.reader.gather(base + slot.footer_offset, SECTOR)
+            ok = (ftr[:, :8] == np.frombuffer(S.HD_COOKIE, np.uint8)).all(axis=1) \
+                & (ftr[:, 68:84] == np.frombuffer(uid, np.uint8)).all(axis=1)
+            total += np.where(ok, FOOTER_OK, FOOTER_BAD)
         return total
 
     def batmap_llr(self, slot: SlotPrediction, pe: int) -> float:
@@ -241,58 +271,102 @@ class Scorer:
     def continuity(self, straddle: Straddle | None, left_pe: int, right_pe: int,
                    block_size: int, sets_written_only: bool = True, beyond: int = 0,
                    zero_weight: float = 0.0) -> tuple[float, bool, bool, bool]:
-        """Memoised _continuity (see there)."""
+        """continuity_many of one pair: (score, informative, empty, seen)."""
         if straddle is None or straddle.sectors <= 0:
             return 0.0, False, False, False
-        key = (id(straddle), left_pe, right_pe, block_size, sets_written_only, beyond,
-               zero_weight)
-        hit = self._continuity.get(key)
-        if hit is not None and hit[0] is straddle:
-            return hit[1]
-        if len(self._continuity) > CONTENT_CACHE:
-            self._continuity.clear()
-        value = self._continuity_of(straddle, left_pe, right_pe, block_size,
-                                    sets_written_only, beyond, zero_weight)
-        self._continuity[key] = (straddle, value)
-        return value
+        c, inf, empty, seen = self.continuity_many(
+            straddle, np.array([left_pe]), np.array([right_pe]), block_size,
+            sets_written_only, beyond, zero_weight)
+        return float(c[0]), bool(inf[0]), bool(empty[0]), bool(seen[0])
 
-    def _continuity_of(self, straddle: Straddle, left_pe: int, right_pe: int,
+    def continuity_many(self, straddle: Straddle, left_pes, right_pes, block_size: int,
+                        sets_written_only: bool = True, beyond: int = 0,
+                        zero_weight: float = 0.0) -> tuple[np.ndarray, ...]:
+        """_continuity_of over pairs (left_pes[k], right_pes[k]), memoised per pair; what is
+        not known is read and scored in one batch."""
+        lefts = np.asarray(left_pes, dtype=np.int64).reshape(-1)
+        rights = np.broadcast_to(np.asarray(right_pes, dtype=np.int64), lefts.shape)
+        n = len(lefts)
+        out = (np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
+        todo, keys = [], []
+        rest = (block_size, sets_written_only, beyond, zero_weight)
+        for k, pair in enumerate(zip(lefts.tolist(), rights.tolist())):
+            key = (id(straddle),) + pair + rest
+            hit = self._continuity.get(key)
+            if hit is not None and hit[0] is straddle:
+                for arr, val in zip(out, hit[1]):
+                    arr[k] = val
+            else:
+                todo.append(k)
+                keys.append(key)
+        if todo:
+            if len(self._continuity) > CONTENT_CACHE:
+                self._continuity.clear()
+            rows = np.asarray(todo)
+            got = self._continuity_of(straddle, lefts[rows], rights[rows], block_size,
+                                      sets_written_only, beyond, zero_weight)
+            for arr, vals in zip(out, got):
+                arr[rows] = vals
+            for key, vals in zip(keys, zip(*(v.tolist() for v in got))):
+                self._continuity[key] = (straddle, vals)
+        return out
+
+    def _continuity_of(self, straddle: Straddle, lefts: np.ndarray, rights: np.ndarray,
                        block_size: int, sets_written_only: bool, beyond: int,
-                       zero_weight: float) -> tuple[float, bool, bool, bool]:
-        """Evidence that `right_pe` continues the block that starts in `left_pe`:
+                       zero_weight: float) -> tuple[np.ndarray, ...]:
+        """Evidence that each `rights[k]` continues the block that starts in `lefts[k]`:
         (score, informative, empty: every sampled written sector reads zero, seen: some does
-        not). `beyond`: sectors after the spill that lie past the VHD's last block (the spill
-        is the data's end); zeros there, after data where the bitmap says written, are the
-        shape of a VHD's last data extent and tell it from stale data. Stale data there is
-        possible (an LV's gap is never cleared), so it only ever adds, never vetoes."""
-        if straddle is None or straddle.sectors <= 0:
-            return 0.0, False, False, False
-        bm = self.sector(self.pe_base(left_pe) + straddle.bitmap_offset)
-        bits = np.unpackbits(bm)[: block_size // SECTOR].astype(bool)
-        window = bits[straddle.first_sector: straddle.first_sector + straddle.sectors]
-        idx = sample_sectors(window)
-        if len(idx) == 0:
-            return 0.0, False, False, False
-        present = self.reader.nonzero(self.pe_base(right_pe) + idx * SECTOR)
-        written = window[idx]
+        not), arrays over the pairs. `beyond`: sectors after the spill that lie past the
+        VHD's last block (the spill is the data's end); zeros there, after data where the
+        bitmap says written, are the shape of a VHD's last data extent and tell it from stale
+        data. Stale data there is possible (an LV's gap is never cleared), so it only ever
+        adds, never vetoes."""
+        n = len(lefts)
+        bms = self.sectors(self.D + lefts * self.E + straddle.bitmap_offset)
+        bits = np.unpackbits(bms, axis=1)[:, : block_size // SECTOR].astype(bool)
+        windows = bits[:, straddle.first_sector: straddle.first_sector + straddle.sectors]
+        # the sectors sampled follow each pair's bitmap: pairs sharing a left PE share them
+        samples: dict[bytes, np.ndarray] = {}
+        picks = []
+        for w in windows:
+            key = w.tobytes()
+            if key not in samples:
+                samples[key] = sample_sectors(w)
+            picks.append(samples[key])
+        counts = np.array([len(p) for p in picks])
+        row = np.repeat(np.arange(n), counts)
+        idx = np.concatenate(picks) if len(row) else np.zeros(0, np.int64)
+        present = self.reader.nonzero(self.D + rights[row] * self.E + idx * SECTOR)
+        written = windows[row, idx]
+
+        def anyof(flags: np.ndarray) -> np.ndarray:
+            return np.bincount(row, weights=flags.astype(float), minlength=n) > 0
+
         # unwritten sectors read zero only where the block was zero-filled when allocated
         # (libvhd's vhd_io_write, or tapdisk with pre-allocation: not on LVM SRs): how far
         # that holds for this VDI was measured (zero_weight). Written ones are usually
         # non-zero, but a guest may write zeros and qemu sets every bit of a block it
         # allocates: blktap sets bits only for sectors written, so there written-but-zero is
         # a mild "no" (elsewhere only when the bitmap is mixed)
-        mixed = bool(written.any()) and bool((~written).any())
-        telling = mixed or sets_written_only
-        llr = continuity_llr(written, present, telling, zero_weight)
-        empty = bool(written.any()) and not bool((present & written).any())
-        informative = clear_evidence(written, present, zero_weight) or \
-            (sets_written_only and empty)
-        seen = bool((written & present).any())
-        total = float(llr.sum())
-        if beyond > 0 and seen and zero_weight > 0 and not (written & ~present).any():
-            past = straddle.sectors + sample_sectors(np.ones(beyond, bool))
-            clean = not self.reader.nonzero(self.pe_base(right_pe) + past * SECTOR).any()
-            if clean:
-                total += AGREE_BEYOND * zero_weight * len(past)
-                informative = True
-        return max(-CONT_CAP, min(CONT_CAP, total)), informative, empty, seen
+        some_written, some_unwritten = anyof(written), anyof(~written)
+        mixed = some_written & some_unwritten
+        telling = mixed | sets_written_only
+        llr = continuity_llr(written, present, telling[row], zero_weight)
+        total = np.bincount(row, weights=llr, minlength=n)
+        empty = some_written & ~anyof(present & written)
+        informative = clear_evidence(anyof(~written & present), mixed, zero_weight) \
+            | (sets_written_only & empty)
+        seen = anyof(written & present)
+        if beyond > 0 and zero_weight > 0:
+            tail = np.flatnonzero(seen & ~anyof(written & ~present))
+            if len(tail):
+                past = straddle.sectors + sample_sectors(np.ones(beyond, bool))
+                dirty = self.reader.nonzero(
+                    (self.D + rights[tail] * self.E)[:, None] + past[None, :] * SECTOR
+                ).reshape(len(tail), -1).any(axis=1)
+                clean = tail[~dirty]
+                total[clean] += AGREE_BEYOND * zero_weight * len(past)
+                informative[clean] = True
+        total = np.clip(total, -CONT_CAP, CONT_CAP)
+        total[counts == 0] = 0.0
+        return total, informative & (counts > 0), empty, seen

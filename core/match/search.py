@@ -16,7 +16,7 @@ from core.match import joint
 from core.match.board import (
     FREE, ACCEPT, TIED, FITS, SURE, MIN_CONFIDENCE, ADJACENCY_ONLY, RIVAL_VDIS_NOTE,
     SEARCH_SECTORS, SIG_BATCH, MAX_CANDIDATES, RUN_INTERIOR, ISLAND_SLOTS, ISLAND_CONTENT,
-    ISLAND_CONFIDENCE, TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT, SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
+    ISLAND_CONFIDENCE, LATTICE_CELLS, TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT, SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD, FULL_BAD, FULL_OK,
@@ -137,19 +137,18 @@ class SearchMixin:
         if len(pending) == 0 or not front:
             return result
         lat_slots, other = self._split_lattice(front)
-        scores = np.zeros((len(pending), len(front)))
-        order = []
-        extra = None
+        # one column of scores per kind of lattice slot, one per other slot (never a column
+        # per slot: pending x slots would grow with the disk twice over)
+        columns: list[tuple[np.ndarray, np.ndarray | None]] = []
         if lat_slots:
-            sc, extra = self._lattice_scores(lat_slots, pending)
-            scores[:, :len(lat_slots)] = sc
-            order.extend(lat_slots)
-        for k, (v, le, sl) in enumerate(other):
-            col = len(order)
-            order.append((v, le, sl))
-            self._gathered_scores(sl, pending, scores[:, col])
+            sc, extra, kind_of = self._lattice_scores(lat_slots, pending)
+            columns.extend((sc[:, j], extra[:, j]) for j in kind_of.tolist())
+        for v, le, sl in other:
+            col = np.zeros(len(pending))
+            self._gathered_scores(sl, pending, col)
+            columns.append((col, None))
         self._spill_hits(front, pending, result)
-        self._accepted_hits(order, scores, extra, len(lat_slots), pending, result)
+        self._accepted_hits(lat_slots + other, columns, pending, result)
         return result
 
     def _split_lattice(self, front: list[tuple[VdiState, int]]) -> tuple[list, list]:
@@ -167,39 +166,56 @@ class SearchMixin:
         return lat_slots, other
 
     def _lattice_scores(self, lat_slots: list, pending: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """(len(pending), len(lat_slots)) content scores of lattice slots from the packed
-        signatures (matrix products over all PEs at once), and the part of them that counts
-        bitmaps where the VHD has none (past its data)."""
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Content scores of lattice slots from the packed signatures, (len(pending), kinds
+        of slot), the part of them that counts bitmaps where the VHD has none (past its
+        data), and each slot's kind. A slot looks at a handful of lattice columns (its bitmaps, those past its
+        data): each score is gathered from those columns alone, over the pending PEs in
+        bounded chunks (a dense product over every column cost pending x 1024 x slots)."""
         self.ensure_sigs(pending)
-        cols = np.unique(np.concatenate(
-            [(sl.bitmap_offsets // SECTOR) // 8 for _, _, sl in lat_slots]
-            + [(sl.absent_offsets // SECTOR) // 8 for _, _, sl in lat_slots
-               if ((sl.absent_offsets // SECTOR) % 8 == 7).all()]))
-        pos = {int(c): i for i, c in enumerate(cols)}
-        good = self._sig_bits(self.sig_good, pending, cols)
-        ones = self._sig_bits(self.sig_ones, pending, cols)
-        W = np.zeros((len(cols), len(lat_slots)))
-        X = np.zeros_like(W)      # a bitmap where the VHD has none (past its data)
-        F1 = np.zeros_like(W)     # added where the sector is all ones
-        F0 = np.zeros_like(W)     # added where it is not
-        for k, (v, le, sl) in enumerate(lat_slots):
-            for off, full in zip(sl.bitmap_offsets, sl.full):
-                c = pos[int(off // SECTOR // 8)]
-                W[c, k] += 1
-                if full == 1:
-                    F1[c, k] += FULL_OK
-                    F0[c, k] += FULL_BAD
-                elif full == 0:
-                    F1[c, k] += NOT_FULL_BAD
-            for off in sl.absent_offsets:
-                c = pos.get(int(off // SECTOR // 8))
-                if c is not None:
-                    X[c, k] += self.scorer.extra_bitmap
-        llr = np.where(good, BITMAP_GOOD, BITMAP_BAD)
-        extra = good @ X
-        sc = llr @ W + ones @ F1 + (~ones) @ F0 + extra
-        return sc, extra
+        # slots alike (the same LE of alike VDIs: the same lattice columns and flags) score
+        # alike: each kind once
+        kinds: dict[bytes, int] = {}
+        kind_of = np.empty(len(lat_slots), dtype=np.int64)
+        unique = []
+        for k, (_, _, sl) in enumerate(lat_slots):
+            key = b"|".join((sl.bitmap_offsets.astype(np.int64).tobytes(),
+                             np.asarray(sl.full, np.int8).tobytes(),
+                             sl.absent_offsets.astype(np.int64).tobytes()))
+            if key not in kinds:
+                kinds[key] = len(unique)
+                unique.append(sl)
+            kind_of[k] = kinds[key]
+        bit_cols, f_one, f_other, past_cols = [], [], [], []
+        for sl in unique:
+            full = np.asarray(sl.full)
+            bit_cols.append((sl.bitmap_offsets // SECTOR) // 8)
+            # the batmap's "full" flag against the sector being all ones
+            f_one.append(np.where(full == 1, FULL_OK, np.where(full == 0, NOT_FULL_BAD, 0.0)))
+            f_other.append(np.where(full == 1, FULL_BAD, 0.0))
+            absent = sl.absent_offsets // SECTOR
+            past_cols.append(absent // 8 if len(absent) and (absent % 8 == 7).all()
+                             else np.zeros(0, np.int64))
+        cols = np.unique(np.concatenate(bit_cols + past_cols)).astype(np.int64)
+        bpos, bmask = _padded(bit_cols, cols)
+        f1, _ = _padded(f_one, None)
+        f0, _ = _padded(f_other, None)
+        xpos, xmask = _padded(past_cols, cols)
+        xw = xmask * self.scorer.extra_bitmap
+        sc = np.zeros((len(pending), len(unique)))
+        extra = np.zeros_like(sc)
+        rows = max(64, LATTICE_CELLS // max(1, len(unique) * max(bpos.shape[1], 1)))
+        for lo in range(0, len(pending), rows):
+            pes = pending[lo: lo + rows]
+            good = self._sig_bits(self.sig_good, pes, cols)
+            ones = self._sig_bits(self.sig_ones, pes, cols)
+            g, o = good[:, bpos], ones[:, bpos]
+            part = (np.where(g, BITMAP_GOOD, BITMAP_BAD) * bmask
+                    + np.where(o, f1, f0)).sum(axis=2)
+            ex = (good[:, xpos] * xw).sum(axis=2) if xpos.shape[1] else 0.0
+            sc[lo: lo + len(pes)] = part + ex
+            extra[lo: lo + len(pes)] = ex
+        return sc, extra, kind_of
 
     def _gathered_scores(self, sl, pending: np.ndarray, out: np.ndarray) -> None:
         """Content scores of one slot whose bitmaps are off the lattice (packed layouts): its
@@ -225,14 +241,13 @@ class SearchMixin:
                 if found:
                     result.setdefault((v.index, le), []).extend(found)
 
-    def _accepted_hits(self, order: list, scores: np.ndarray, extra: np.ndarray | None,
-                       n_lattice: int, pending: np.ndarray,
+    def _accepted_hits(self, order: list, columns: list, pending: np.ndarray,
                        result: dict[tuple[int, int], list[int]]) -> None:
-        """Per slot (columns of `scores` in `order`, the first `n_lattice` from signatures):
-        add the batmap header and LV-end footer evidence, keep the PEs scoring >= ACCEPT (a
-        footer-only slot keeps them all: checked fully afterwards) in `result`."""
-        for k, (v, le, sl) in enumerate(order):
-            sc = scores[:, k]
+        """Per slot (its column of content scores in `columns`, with the lattice's count of
+        bitmaps past the VHD's data, or None off the lattice): add the batmap header and
+        LV-end footer evidence, keep the PEs scoring >= ACCEPT (a footer-only slot keeps
+        them all: checked fully afterwards) in `result`."""
+        for (v, le, sl), (sc, extra) in zip(order, columns):
             if sl.le1_batmap:
                 sc = sc + np.where(self.f.head_batmap[pending], BATMAP_HDR, BATMAP_HDR_MISSING)
             if sl.lv_end_possible:
@@ -240,8 +255,8 @@ class SearchMixin:
                     v.anchor.uid, dtype=np.uint8)).all(axis=1)
                 if sl.footer_bonus:
                     sc = sc + np.where(own, LV_END_FOOTER, 0.0)
-                if k < n_lattice:      # our own footer: bitmaps past the data are stale
-                    sc = sc - np.where(own, extra[:, k], 0.0)
+                if extra is not None:      # our own footer: bitmaps past the data are stale
+                    sc = sc - np.where(own, extra, 0.0)
             hits = pending[sc >= ACCEPT]
             if sl.footer_offset is not None and not len(sl.bitmap_offsets):
                 hits = pending   # checked fully afterwards (one sector each)
@@ -498,3 +513,15 @@ def _softmax_best(values: np.ndarray, none: float | None, best: float | None = N
     m = max(float(values.max()), top, none if none is not None else -math.inf)
     den = float(np.exp(values - m).sum()) + (math.exp(none - m) if none is not None else 0.0)
     return math.exp(top - m) / den
+
+
+def _padded(rows: list[np.ndarray], cols: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged per-slot lists as one (slots, widest) array, padded with 0, and the mask of the
+    real entries; with `cols`, the entries (lattice columns) become positions in `cols`."""
+    width = max((len(r) for r in rows), default=0)
+    out = np.zeros((len(rows), width), dtype=np.int64 if cols is not None else float)
+    mask = np.zeros((len(rows), width))
+    for k, r in enumerate(rows):
+        out[k, :len(r)] = np.searchsorted(cols, r) if cols is not None else r
+        mask[k, :len(r)] = 1.0
+    return out, mask
