@@ -188,3 +188,78 @@ def test_a_footer_extent_right_after_the_data_is_the_deflated_end():
     board.owner[25:30] = 3                      # in use between: the next free extent
     q, le, conf, src, _ = board._footer_by_allocation(v, 30, 1, 17)
     assert (le, conf, src) == (1, ALLOCATION_GUESS, "adjacency")
+
+
+# -- batches score as one PE at a time would ------------------------------------------------
+def _solved_sparse_sr(tmp_path, monkeypatch):
+    """A small sparse SR of alike LVHD VDIs with stale bytes in their blocks (core.match.synth.
+    sparse_sr, as bench/reconstruct.py builds it), reconstructed; the solver kept."""
+    import core.match.reconstruct as rec
+    from core.match.synth import sparse_sr
+    from core.source import Evidence
+
+    kept = []
+
+    class Keeping(rec.Solver):
+        def solve(self, *a, **k):
+            kept.append(self)
+            return super().solve(*a, **k)
+
+    monkeypatch.setattr(rec, "Solver", Keeping)
+    path = str(tmp_path / "sr.img")
+    sparse_sr(path, 6 << 30, 12, seed=3, stale_blocks=True)
+    ev = Evidence(path)
+    rec.reconstruct(ev)
+    return ev, kept[0]
+
+
+def test_batched_scores_equal_scores_one_pe_at_a_time(tmp_path, monkeypatch):
+    """content_many / continuity_many / scores_many score a batch of PEs exactly as each PE
+    alone (rows never mix), and a floor only drops PEs whose full score is below it."""
+    ev, solver = _solved_sparse_sr(tmp_path, monkeypatch)
+    with ev:
+        pes = np.flatnonzero(solver.f.has_data)[:96]
+        checked = pruned = kept = 0
+        for v in [w for w in solver.vdis if w.pred is not None][:6]:
+            for le in [le for le in v.pred.slots if le > 0][:6]:
+                slot = v.pred.slots[le]
+                solver.scorer._content.clear()
+                batch = solver.scorer.content_many(slot, pes, v.anchor.uid, solver.f)
+                solver.scorer._content.clear()
+                alone = [solver.scorer.content(slot, int(p), v.anchor.uid, solver.f)
+                         for p in pes]
+                assert np.array_equal(batch, alone)
+                solver._scores.clear()
+                full = solver.scores_many(v, le, pes)
+                solver._scores.clear()
+                one = [solver.score(v, le, int(p)) for p in pes]
+                assert [s.total for s in full] == [s.total for s in one]
+                # floors at the scores themselves: a PE scoring exactly the floor is kept
+                values = sorted({s.total - s.adjacency for s in full})
+                for floor in values[::max(1, len(values) // 4)]:
+                    solver._scores.clear()
+                    cut = solver.scores_many(v, le, pes, floor=floor)
+                    for s, c in zip(full, cut):
+                        if c is None:
+                            pruned += 1
+                            assert s.total - s.adjacency < floor
+                        else:
+                            kept += 1
+                            assert c.total == s.total
+                checked += 1
+        assert checked >= 12 and pruned > 0 and kept > 0
+
+
+def test_searching_slots_together_finds_what_each_finds_alone(tmp_path, monkeypatch):
+    """search_candidates over many frontier slots at once (lattice columns gathered per kind
+    of slot, pending PEs in bounded chunks) gives each slot the candidates it gets alone."""
+    ev, solver = _solved_sparse_sr(tmp_path, monkeypatch)
+    with ev:
+        pending = np.flatnonzero(solver.f.has_data).astype(np.int64)
+        front = [(v, le) for v in solver.vdis if v.pred is not None
+                 for le, sl in v.pred.slots.items() if le > 0 and sl.searchable][:200]
+        together = solver.search_candidates(front, pending)
+        alone: dict = {}
+        for slot in front:
+            alone.update(solver.search_candidates([slot], pending))
+        assert together == alone and sum(len(x) for x in together.values()) > 0
