@@ -148,6 +148,25 @@ def test_the_guest_decides_between_twins_only_by_a_margin():
     assert not weak._outfits(v, 3, pl)                               # the guest says too little
 
 
+def test_twins_looked_for_without_a_guest_are_completed_before_a_guest_decides():
+    """Without a guest the twin search stops at the first twin (twins_open); when a guest
+    reads later, every twin is looked for before it may decide: one it finds nearly as good
+    as the placement keeps the placement contested."""
+    from core.match.guest import GUEST_TIES
+    v = NS(name="v", index=0)
+    llr = {("v", 3, 5): GUEST_TIES + 2, ("v", 3, 9): -6.0, ("v", 3, 11): 3.0}
+    b = _guest_board(llr, {"v"})
+    b.pending = lambda: np.array([9, 11])
+    b.search_candidates = lambda front, pending: {(0, 3): [9, 11]}
+    b._twins = lambda v, le, pl, cands, need: [q for q in cands if q == 11][:need]
+    pl = Placement(5, 0.6, "adjacency", "free PEs [9] fit as well; chosen ...")
+    pl.twins, pl.twins_open = (9,), True
+    assert not b._outfits(v, 3, pl) and pl.twins == (9, 11)          # twin 11 found, too close
+    pl = Placement(5, 0.6, "adjacency", "free PEs [9] fit as well; chosen ...")
+    pl.twins, pl.twins_open = (9,), False                            # the search was complete
+    assert b._outfits(v, 3, pl)
+
+
 def test_a_contested_extent_inside_a_run_of_its_own_is_kept():
     """LEs 1-3 of a disk whose guest reads, on PEs 11-13 between LE 0 (PE 10) and LE 4 (PE 14,
     placed by evidence): LVM gave the disk that run; what contested LE 2 is stale bytes."""

@@ -48,6 +48,7 @@ WALK_BATCH = 128
 SCORE_CACHE = 1 << 18      # memoised scores kept at most (cleared when full)
 RUN_INTERIOR = -5.0        # a search candidate that continues the pending run before it
 LATTICE_CELLS = 1 << 21     # (PE, slot, bitmap) cells scored at once from the signatures
+SEARCH_ROWS_MIN = 1024      # pending PEs searched at once at least
 ISLAND_SLOTS = 512         # open LEs scored against the pending PEs at once (island search)
 ISLAND_CONTENT = 6.0       # an island needs two fitting bitmaps' worth of content
 ISLAND_CONFIDENCE = 0.6

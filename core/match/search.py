@@ -16,7 +16,7 @@ from core.match import joint
 from core.match.board import (
     FREE, ACCEPT, TIED, FITS, SURE, MIN_CONFIDENCE, ADJACENCY_ONLY, RIVAL_VDIS_NOTE,
     SEARCH_SECTORS, SIG_BATCH, MAX_CANDIDATES, RUN_INTERIOR, ISLAND_SLOTS, ISLAND_CONTENT,
-    ISLAND_CONFIDENCE, LATTICE_CELLS, TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT, SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
+    ISLAND_CONFIDENCE, LATTICE_CELLS, SEARCH_ROWS_MIN, TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT, SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD, FULL_BAD, FULL_OK,
@@ -137,18 +137,22 @@ class SearchMixin:
         if len(pending) == 0 or not front:
             return result
         lat_slots, other = self._split_lattice(front)
-        # one column of scores per kind of lattice slot, one per other slot (never a column
-        # per slot: pending x slots would grow with the disk twice over)
-        columns: list[tuple[np.ndarray, np.ndarray | None]] = []
-        if lat_slots:
-            sc, extra, kind_of = self._lattice_scores(lat_slots, pending)
-            columns.extend((sc[:, j], extra[:, j]) for j in kind_of.tolist())
-        for v, le, sl in other:
-            col = np.zeros(len(pending))
-            self._gathered_scores(sl, pending, col)
-            columns.append((col, None))
         self._spill_hits(front, pending, result)
-        self._accepted_hits(lat_slots + other, columns, pending, result)
+        accepted: dict[tuple[int, int], int] = {}
+        # the pending PEs in chunks, in PE order (memory bounded whatever the disk: one column
+        # of scores per kind of lattice slot, one per other slot, a chunk of rows each)
+        step = max(SEARCH_ROWS_MIN, LATTICE_CELLS // max(1, len(front)))
+        for lo in range(0, len(pending), step):
+            chunk = pending[lo: lo + step]
+            columns: list[tuple[np.ndarray, np.ndarray | None]] = []
+            if lat_slots:
+                sc, extra, kind_of = self._lattice_scores(lat_slots, chunk)
+                columns.extend((sc[:, j], extra[:, j]) for j in kind_of.tolist())
+            for v, le, sl in other:
+                col = np.zeros(len(chunk))
+                self._gathered_scores(sl, chunk, col)
+                columns.append((col, None))
+            self._accepted_hits(lat_slots + other, columns, chunk, result, accepted)
         return result
 
     def _split_lattice(self, front: list[tuple[VdiState, int]]) -> tuple[list, list]:
@@ -242,12 +246,17 @@ class SearchMixin:
                     result.setdefault((v.index, le), []).extend(found)
 
     def _accepted_hits(self, order: list, columns: list, pending: np.ndarray,
-                       result: dict[tuple[int, int], list[int]]) -> None:
+                       result: dict[tuple[int, int], list[int]],
+                       accepted: dict[tuple[int, int], int]) -> None:
         """Per slot (its column of content scores in `columns`, with the lattice's count of
         bitmaps past the VHD's data, or None off the lattice): add the batmap header and
         LV-end footer evidence, keep the PEs scoring >= ACCEPT (a footer-only slot keeps
-        them all: checked fully afterwards) in `result`."""
+        them all: checked fully afterwards) in `result`, MAX_CANDIDATES per slot at most
+        over the chunks of pending PEs (`accepted` counts them)."""
         for (v, le, sl), (sc, extra) in zip(order, columns):
+            room = MAX_CANDIDATES - accepted.get((v.index, le), 0)
+            if room <= 0:
+                continue
             if sl.le1_batmap:
                 sc = sc + np.where(self.f.head_batmap[pending], BATMAP_HDR, BATMAP_HDR_MISSING)
             if sl.lv_end_possible:
@@ -261,7 +270,8 @@ class SearchMixin:
             if sl.footer_offset is not None and not len(sl.bitmap_offsets):
                 hits = pending   # checked fully afterwards (one sector each)
             if len(hits):
-                result.setdefault((v.index, le), []).extend(int(p) for p in hits[:MAX_CANDIDATES])
+                result.setdefault((v.index, le), []).extend(hits[:room].tolist())
+                accepted[(v.index, le)] = accepted.get((v.index, le), 0) + min(room, len(hits))
 
     def run_interior(self, v: VdiState, le: int, pe: int) -> bool:
         """Does `pe` continue the run of unplaced extents before it? True when the PE before it
