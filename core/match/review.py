@@ -194,6 +194,13 @@ class ReviewMixin:
                                                 or "free run" in pl.note)
                 if rule and not self.guest_checked(v, le, pl.pe):
                     drop.add(le)
+                    continue
+                if pl.weak and self._alone(v, le, pl) \
+                        and self.guest_llr(v, le, pl.pe) < GUEST_TIES:
+                    # bitmaps where this LE has them, away from its neighbours on disk, and
+                    # its guest silent: an older VHD's remnant on the same lattice fits as
+                    # well, and the extent that is this LE may be held by a stale head
+                    drop.add(le)
             drop -= {le for le in drop if self._inside_run(v, le, drop)}
             changed = True
             while changed:
@@ -226,6 +233,13 @@ class ReviewMixin:
                     f"layout and allocation order alone; this disk had a previous life (stale "
                     f"bytes measured), so they are listed as candidates, not placed",
                     {"les": sorted(drop)}))
+
+    @staticmethod
+    def _alone(v: VdiState, le: int, pl: Placement) -> bool:
+        """Is LE `le`'s extent away from both of v's neighbouring LEs on disk (neither placed
+        on the PE next to it)?"""
+        return all(v.placed.get(le + d) is None or v.placed[le + d].pe != pl.pe + d
+                   for d in (-1, 1))
 
     def _inside_run(self, v: VdiState, le: int, drop: set[int]) -> bool:
         """Is LE `le` inside a run of v's own extents: the LEs on both sides placed on the PEs
