@@ -209,6 +209,19 @@ def test_restore_file_names_every_lv_and_resolves_parents(tmp_path, tmp_path_fac
     assert res["children"], res        # a chain restored: a child whose locator resolves
 
 
+def _reconstructed_without_error(kind: str, seed: int, tmp_path_factory) -> dict:
+    """`srsalvage reconstruct` of a built SR, scored against its truth; nothing placed wrong."""
+    from xsbuilder import truth as T
+    img, truth, tmp_path = _build(kind, tmp_path_factory, seed=seed)
+    map_path = str(tmp_path / f"map-{kind}-{seed}.json")
+    code, err = T.run_cli("reconstruct", img, "-o", map_path)
+    assert code == 0, err
+    with open(map_path) as f:
+        res = T.score(json.load(f), truth)
+    assert res["precision"] == 1.0 and not res["wrong_confident"], res["wrong_confident"]
+    return res
+
+
 def test_a_live_disk_over_an_older_vhds_extents_is_read_through_its_run(tmp_path_factory):
     """thick seed 5: "disk 1" was written over an older VHD PE for PE (its LEs 1-8 sit where
     the older VHD's LEs 1-8 were; the older head survived inside the other disk). Nothing in
@@ -216,14 +229,7 @@ def test_a_live_disk_over_an_older_vhds_extents_is_read_through_its_run(tmp_path
     placed (its boot sector and MFT lie in LEs not placed yet), and 8 of its 14 extents stayed
     unplaced. Read through LVM's run after its head, where its own MFT records verify
     (core.match.guest._guest_by_run), the guest places them; nothing is placed wrong."""
-    from xsbuilder import truth as T
-    img, truth, tmp_path = _build("thick", tmp_path_factory, seed=5)
-    map_path = str(tmp_path / "map-run.json")
-    code, err = T.run_cli("reconstruct", img, "-o", map_path)
-    assert code == 0, err
-    with open(map_path) as f:
-        res = T.score(json.load(f), truth)
-    assert res["precision"] == 1.0 and not res["wrong_confident"], res["wrong_confident"]
+    res = _reconstructed_without_error("thick", 5, tmp_path_factory)
     missed = sum(len(les) for les in res["missed"].values())
     # measured 2026-12-06: 12 of 14 (before: 8). Left: the inflated footer's LE, and LE 5,
     # whose blocks are full and whose bitmaps an older VHD's remnant at PE 25 matches bit for
@@ -239,14 +245,7 @@ def test_a_lone_content_fit_with_a_silent_guest_is_not_placed(tmp_path_factory):
     then found at PE 62, an older VHD's remnant on the same lattice, and placed there (wrong,
     confidence 0.8) on nothing but the bitmap layout. A content-only placement away from its
     neighbours on disk, whose guest says nothing, is now withdrawn and listed."""
-    from xsbuilder import truth as T
-    img, truth, tmp_path = _build("resized", tmp_path_factory, seed=45)
-    map_path = str(tmp_path / "map-lone.json")
-    code, err = T.run_cli("reconstruct", img, "-o", map_path)
-    assert code == 0, err
-    with open(map_path) as f:
-        res = T.score(json.load(f), truth)
-    assert res["precision"] == 1.0 and not res["wrong_confident"], res["wrong_confident"]
+    res = _reconstructed_without_error("resized", 45, tmp_path_factory)
     # measured 2026-12-06: 25 of the 31 LEs holding VHD data found, before and after (LE 8
     # was placed wrong, so it was never found); 111 of 125 over seeds 41-45 of this kind
     assert res["found"] >= 25, res["missed"]
