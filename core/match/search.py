@@ -9,6 +9,7 @@ LE whose flags fit exactly one extent.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,12 +17,27 @@ from core.match import joint
 from core.match.board import (
     FREE, ACCEPT, TIED, FITS, SURE, MIN_CONFIDENCE, ADJACENCY_ONLY, RIVAL_VDIS_NOTE,
     SEARCH_SECTORS, SIG_BATCH, MAX_CANDIDATES, RUN_INTERIOR, ISLAND_SLOTS, ISLAND_CONTENT,
-    ISLAND_CONFIDENCE, LATTICE_CELLS, SEARCH_ROWS_MIN, TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT, SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
+    ISLAND_CONFIDENCE, LATTICE_CELLS, SEARCH_ROWS_MIN, TIED_CONTINUITY, RUN_SUPPORT_MAX, RUN_NEXT,
+    SPILL_PREFILTER, SPILL_ACCEPT, VdiState)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, BITMAP_BAD, BITMAP_GOOD, FULL_BAD, FULL_OK,
     NOT_FULL_BAD, LV_END_FOOTER, Score, bitmap_llr, continuity_llr, sample_sectors)
 from core.structs.lvhd import LVHD_LATTICE_SLOTS
+
+
+@dataclass
+class LatticeKinds:
+    """The kinds of lattice slot one search scores (SearchMixin._lattice_kinds)."""
+    kind_of: np.ndarray      # per slot, its kind
+    cols: np.ndarray         # the lattice columns looked at
+    bpos: np.ndarray         # per kind, its bitmaps' positions in `cols` (padded)
+    bmask: np.ndarray        # 1 where bpos is a real bitmap, 0 padding
+    f1: np.ndarray           # per bitmap, added where the sector is all ones (batmap "full")
+    f0: np.ndarray           # per bitmap, added where it is not
+    xpos: np.ndarray         # per kind, positions of bitmaps past its data (padded)
+    xw: np.ndarray           # their weight (extra_bitmap; 0 padding)
+    cells: int               # bitmaps scored per PE, over all kinds
 
 
 class SearchMixin:
@@ -138,16 +154,20 @@ class SearchMixin:
             return result
         lat_slots, other = self._split_lattice(front)
         self._spill_hits(front, pending, result)
+        kinds = self._lattice_kinds(lat_slots) if lat_slots else None
+        if kinds is not None:
+            self.ensure_sigs(pending)
         accepted: dict[tuple[int, int], int] = {}
-        # the pending PEs in chunks, in PE order (memory bounded whatever the disk: one column
-        # of scores per kind of lattice slot, one per other slot, a chunk of rows each)
-        step = max(SEARCH_ROWS_MIN, LATTICE_CELLS // max(1, len(front)))
+        # the pending PEs in chunks, in PE order (memory bounded whatever the disk: per row,
+        # a cell per bitmap of each kind of lattice slot, one per other slot)
+        cells = len(other) + (kinds.cells if kinds is not None else 0)
+        step = max(SEARCH_ROWS_MIN, LATTICE_CELLS // max(1, cells))
         for lo in range(0, len(pending), step):
             chunk = pending[lo: lo + step]
             columns: list[tuple[np.ndarray, np.ndarray | None]] = []
-            if lat_slots:
-                sc, extra, kind_of = self._lattice_scores(lat_slots, chunk)
-                columns.extend((sc[:, j], extra[:, j]) for j in kind_of.tolist())
+            if kinds is not None:
+                sc, extra = self._lattice_scores(kinds, chunk)
+                columns.extend((sc[:, j], extra[:, j]) for j in kinds.kind_of.tolist())
             for v, le, sl in other:
                 col = np.zeros(len(chunk))
                 self._gathered_scores(sl, chunk, col)
@@ -169,27 +189,23 @@ class SearchMixin:
                 other.append((v, le, slot))
         return lat_slots, other
 
-    def _lattice_scores(self, lat_slots: list, pending: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Content scores of lattice slots from the packed signatures, (len(pending), kinds
-        of slot), the part of them that counts bitmaps where the VHD has none (past its
-        data), and each slot's kind. A slot looks at a handful of lattice columns (its bitmaps, those past its
-        data): each score is gathered from those columns alone, over the pending PEs in
-        bounded chunks (a dense product over every column cost pending x 1024 x slots)."""
-        self.ensure_sigs(pending)
-        # slots alike (the same LE of alike VDIs: the same lattice columns and flags) score
-        # alike: each kind once
-        kinds: dict[bytes, int] = {}
+    def _lattice_kinds(self, lat_slots: list) -> LatticeKinds:
+        """What scoring lattice slots from the packed signatures needs, once per search: the
+        kinds of slot (slots alike, the same LE of alike VDIs with the same lattice columns
+        and flags, score alike), each slot's kind (`kind_of`), and per kind its bitmaps'
+        and its past-the-data bitmaps' positions among the lattice columns looked at, padded
+        to one width (`cells`: bitmaps scored per PE)."""
+        index: dict[bytes, int] = {}
         kind_of = np.empty(len(lat_slots), dtype=np.int64)
         unique = []
         for k, (_, _, sl) in enumerate(lat_slots):
             key = b"|".join((sl.bitmap_offsets.astype(np.int64).tobytes(),
                              np.asarray(sl.full, np.int8).tobytes(),
                              sl.absent_offsets.astype(np.int64).tobytes()))
-            if key not in kinds:
-                kinds[key] = len(unique)
+            if key not in index:
+                index[key] = len(unique)
                 unique.append(sl)
-            kind_of[k] = kinds[key]
+            kind_of[k] = index[key]
         bit_cols, f_one, f_other, past_cols = [], [], [], []
         for sl in unique:
             full = np.asarray(sl.full)
@@ -202,24 +218,26 @@ class SearchMixin:
                              else np.zeros(0, np.int64))
         cols = np.unique(np.concatenate(bit_cols + past_cols)).astype(np.int64)
         bpos, bmask = _padded(bit_cols, cols)
-        f1, _ = _padded(f_one, None)
-        f0, _ = _padded(f_other, None)
         xpos, xmask = _padded(past_cols, cols)
-        xw = xmask * self.scorer.extra_bitmap
-        sc = np.zeros((len(pending), len(unique)))
-        extra = np.zeros_like(sc)
-        rows = max(64, LATTICE_CELLS // max(1, len(unique) * max(bpos.shape[1], 1)))
-        for lo in range(0, len(pending), rows):
-            pes = pending[lo: lo + rows]
-            good = self._sig_bits(self.sig_good, pes, cols)
-            ones = self._sig_bits(self.sig_ones, pes, cols)
-            g, o = good[:, bpos], ones[:, bpos]
-            part = (np.where(g, BITMAP_GOOD, BITMAP_BAD) * bmask
-                    + np.where(o, f1, f0)).sum(axis=2)
-            ex = (good[:, xpos] * xw).sum(axis=2) if xpos.shape[1] else 0.0
-            sc[lo: lo + len(pes)] = part + ex
-            extra[lo: lo + len(pes)] = ex
-        return sc, extra, kind_of
+        return LatticeKinds(kind_of=kind_of, cols=cols, bpos=bpos, bmask=bmask,
+                               f1=_padded(f_one, None)[0], f0=_padded(f_other, None)[0],
+                               xpos=xpos, xw=xmask * self.scorer.extra_bitmap,
+                               cells=len(unique) * (bpos.shape[1] + xpos.shape[1]))
+
+    def _lattice_scores(self, kinds: LatticeKinds, pes: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """(len(pes), kinds of slot) content scores from the packed signatures, and the part
+        of them that counts bitmaps where the VHD has none (past its data): each gathered
+        from the kind's few lattice columns alone (a dense product over every column cost
+        pending x 1024 x slots)."""
+        good = self._sig_bits(self.sig_good, pes, kinds.cols)
+        ones = self._sig_bits(self.sig_ones, pes, kinds.cols)
+        g, o = good[:, kinds.bpos], ones[:, kinds.bpos]
+        sc = (np.where(g, BITMAP_GOOD, BITMAP_BAD) * kinds.bmask
+              + np.where(o, kinds.f1, kinds.f0)).sum(axis=2)
+        extra = (good[:, kinds.xpos] * kinds.xw).sum(axis=2) if kinds.xpos.shape[1] \
+            else np.zeros_like(sc)
+        return sc + extra, extra
 
     def _gathered_scores(self, sl, pending: np.ndarray, out: np.ndarray) -> None:
         """Content scores of one slot whose bitmaps are off the lattice (packed layouts): its
