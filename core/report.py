@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from core.case import Case, verify_chain
 from core.progress import ProgressFn, Ticker
+from core.sr import SrReport
 
 EDIT_ACTIONS = ("swap", "move", "set-pe", "insert-gap", "delete", "accept", "reset", "undo",
                 "redo", "fix")
@@ -66,7 +67,7 @@ def _time(t: Any) -> str:
         return visible(t)
 
 
-def build_report(ev, case: Case, analysis: Any = None, evidence_sha256: str | None = None,
+def build_report(ev, case: Case, analysis: SrReport | None = None, evidence_sha256: str | None = None,
                  case_note: str | None = None) -> dict[str, Any]:
     """The report as one JSON-able document."""
     ok, broken_at, why = verify_chain(case.audit)
@@ -94,7 +95,7 @@ def build_report(ev, case: Case, analysis: Any = None, evidence_sha256: str | No
     return doc
 
 
-def _found(analysis: Any, case: Case) -> dict[str, Any]:
+def _found(analysis: SrReport | None, case: Case) -> dict[str, Any]:
     if analysis is None:
         return {"partitions": [], "volume_groups": [], "note": "no analysis"}
     used = {a.get("generation") for a in case.audit if isinstance(a, dict)
@@ -102,11 +103,11 @@ def _found(analysis: Any, case: Case) -> dict[str, Any]:
     if case.generation:
         used.add(case.generation.get("seqno"))
     parts = [{"index": p.index, "scheme": p.scheme, "offset": p.offset, "bytes": p.bytes,
-              "type": p.type, "name": p.name} for p in getattr(analysis, "partitions", [])]
+              "type": p.type, "name": p.name} for p in analysis.partitions]
     vgs = []
-    for vg in getattr(analysis, "volume_groups", []):
+    for vg in analysis.volume_groups:
         gens = vg.generations
-        cur = getattr(vg, "current", None)
+        cur = vg.current
         vgs.append({
             "name": vg.name, "id": vg.id,
             "pvs": [{"name": p.name, "id": p.id, "offset": p.offset, "pe_count": p.pe_count}
@@ -116,27 +117,29 @@ def _found(analysis: Any, case: Case) -> dict[str, Any]:
             "current": cur.seqno if cur is not None else None,
             "generations_used": sorted(s for s in used if isinstance(s, int)
                                        and any(g.seqno == s for g in gens)),
-            "lvs": [{"name": lv.name, "label": lv.label, "status": lv.status,
+            "lvs": [{"name": lv.name, "label": analysis.label(vg, lv), "status": lv.status,
                      "map": lv.map_runs, "claimed_by": {str(k): v for k, v in
                                                        sorted(lv.claimed_by.items())}}
                     for lv in (gens[0].lvs.values() if gens else [])],
         })
     return {"partitions": parts, "volume_groups": vgs,
             "findings": [{"kind": f.kind, "severity": f.severity, "message": f.message}
-                         for f in getattr(analysis, "findings", [])[:200]]}
+                         for f in analysis.findings[:200]]}
 
 
-def _labels(analysis: Any) -> dict[str, str]:
+def _labels(analysis: SrReport | None) -> dict[str, str]:
+    """LV name -> the VDI's name label, from the first generation (newest first) that has one."""
     out: dict[str, str] = {}
-    for vg in getattr(analysis, "volume_groups", []) or []:
+    for vg in analysis.volume_groups if analysis is not None else ():
         for gen in vg.generations:
             for lv in gen.lvs.values():
-                if lv.label and lv.name not in out:
-                    out[lv.name] = lv.label
+                label = analysis.label(vg, lv)
+                if label and lv.name not in out:
+                    out[lv.name] = label
     return out
 
 
-def _vdis(case: Case, analysis: Any) -> list[dict[str, Any]]:
+def _vdis(case: Case, analysis: SrReport | None) -> list[dict[str, Any]]:
     labels = _labels(analysis)
     keys = list(case.maps)
     for a in case.audit:

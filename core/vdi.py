@@ -11,7 +11,6 @@ and if a newer generation gave any of its extents to another LV the export is re
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 from dataclasses import dataclass, field
@@ -23,8 +22,9 @@ from core.lvm.space import (lv_locations, lv_space, pe_disk_offset, pes_space,  
 from core.spaces import ByteSpace, RunList, compact_ranges, extent_space, map_runs_to_pes
 from core.vhd.chain import Chain, resolve_chain
 from core.vhd.reader import VhdError, VhdImage, format_uuid
-
-UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+from core.sr import SrReport, analyse_sr
+from core.xen import StorageRepository
+from core.xen_names import UUID_RE, lv_kind
 MAX_MAP_BYTES = 64 << 20
 MAX_LES = 1 << 20  # 4 TiB of 4 MiB extents (a VHD is at most 2 TiB)
 
@@ -481,19 +481,20 @@ def overwritten_ranges(vol: VdiVolume, extent: int) -> list[dict]:
     return out
 
 
-def _volumes_of_generation(ev: ByteSpace, vg, gen, cache: dict | None = None
-                           ) -> list[VdiVolume]:
+def _volumes_of_generation(ev: ByteSpace, vg, gen, cache: dict | None = None,
+                           sr: StorageRepository | None = None) -> list[VdiVolume]:
     """The LVs of one generation as volumes; `cache` shares opened VHDs between generations
-    that map an LV identically (most LVs are the same in consecutive generations)."""
+    that map an LV identically (most LVs are the same in consecutive generations); `sr` (the
+    VG's XenServer meaning) gives their name labels."""
     out = []
     for name, lv in gen.lvs.items():
         runs = lv.map_runs_pv() if hasattr(lv, "map_runs_pv") else lv.map_runs
         key = (name, tuple(tuple(r) for r in runs), gen.extent_bytes)
         shared = cache.get(key) if cache is not None else None
         space = shared.space if shared is not None else lv_space(ev, vg, gen, lv)
-        vol = VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
+        vol = VdiVolume(name, name, space, generation=gen.seqno, kind=lv_kind(name),
                         map_runs=lv.map_runs, claimed_by=dict(lv.claimed_by or {}),
-                        status=lv.status, label=getattr(lv, "label", "") or "",
+                        status=lv.status, label=(sr.label(name) if sr else None) or "",
                         past_disk=list(getattr(lv, "past_disk", [])))
         if shared is not None:
             vol._image, vol._image_error = shared._image, shared._image_error
@@ -536,7 +537,7 @@ def _other_generation_volumes(ev: ByteSpace, vg, used_gen, volumes: list[VdiVolu
         if gen is used_gen or not gen.lvs:
             continue
         for name, lv in gen.lvs.items():
-            if lv.kind != "vhd":
+            if lv_kind(name) != "vhd":
                 continue
             key = (name, tuple(map(tuple, lv.map_runs)))
             if key in seen:
@@ -546,7 +547,7 @@ def _other_generation_volumes(ev: ByteSpace, vg, used_gen, volumes: list[VdiVolu
                 space = lv_space(ev, vg, gen, lv)
             except SrsalvageError:
                 continue
-            out.append(VdiVolume(name, name, space, generation=gen.seqno, kind=lv.kind,
+            out.append(VdiVolume(name, name, space, generation=gen.seqno, kind=lv_kind(name),
                                  map_runs=lv.map_runs, status=lv.status))
     return out
 
@@ -571,20 +572,20 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
                 warn(msg)
         return res
     if report is None:
-        from core.lvm.analyse import analyse_disk  # engineer "lvm"
-        report = analyse_disk(ev, backups=list(backups), pv_offsets=pv_offsets)
+        report = analyse_sr(ev, backups=list(backups), pv_offsets=pv_offsets)
     tried = []
     for vg in report.volume_groups:
         gens = [g for g in vg.generations if g.lvs]
         if not gens:
             continue
+        sr = report.sr(vg) if isinstance(report, SrReport) else None
         ref = getattr(vg, "reference", None) or gens[0]
         newest = ref.seqno
         if generation is not None:
             gens = [g for g in gens if g.seqno == generation]
         cache: dict = {}
         for gen in gens:
-            volumes = _volumes_of_generation(ev, vg, gen, cache)
+            volumes = _volumes_of_generation(ev, vg, gen, cache, sr)
             tried.append(gen.seqno)
             vol = _find(volumes, key)
             if vol is None:
@@ -639,7 +640,7 @@ def resolve_vdi(ev: ByteSpace, key: str, map_path: str | None = None,
                 if warn is not None:
                     warn(res.warnings[-1])
                 owner_names = set(owners)
-                res.owners = {v.lv_name: v for v in _volumes_of_generation(ev, vg, ref)
+                res.owners = {v.lv_name: v for v in _volumes_of_generation(ev, vg, ref, sr=sr)
                               if v.lv_name in owner_names}
             return res
     if generation is not None and not tried:

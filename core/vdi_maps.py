@@ -19,13 +19,14 @@ from core.lvm.model import Generation, LogicalVolume, VolumeGroup
 from core.lvm.space import pes_space, vg_pes
 from core.spaces import ByteSpace, pes_to_map_runs
 from core.vdi import ResolvedVdi, VdiVolume
+from core.xen_names import lv_kind, lv_vdi_uuid
 
 PesOf = Callable[[LogicalVolume], Sequence[int | None]]
 
 
 def find_lv(gen: Generation, key: str) -> LogicalVolume | None:
     """The LV of `gen` that `key` names: its LV name, or the VDI uuid in that name."""
-    return next((lv for lv in gen.lvs.values() if lv.name == key or lv.vdi_uuid == key), None)
+    return next((lv for lv in gen.lvs.values() if lv.name == key or lv_vdi_uuid(lv.name) == key), None)
 
 
 def metadata_extents(vg: VolumeGroup, lv: LogicalVolume) -> list[Extent]:
@@ -52,8 +53,8 @@ def map_volume(base: ByteSpace, vg: VolumeGroup, gen: Generation, lv: LogicalVol
                pes: Sequence[int | None]) -> VdiVolume:
     """One LV of `gen` as a volume read through `pes` (VG-wide PE numbers)."""
     return VdiVolume(lv.name, lv.name, pes_space(base, vg, list(pes), lv.name),
-                     generation=gen.seqno, kind=lv.kind, status=lv.status,
-                     map_runs=pes_to_map_runs(pes), label=lv.label or "",
+                     generation=gen.seqno, kind=lv_kind(lv.name), status=lv.status,
+                     map_runs=pes_to_map_runs(pes),
                      extent_bytes=vg.extent_bytes)
 
 

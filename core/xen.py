@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.findings import Finding
-from core.lvm.model import LogicalVolume, VolumeGroup
 from core.errors import SrsalvageError
-from core.spaces import ByteSpace
+from core.lvm.model import VolumeGroup
 from core.lvm.space import lv_space
+from core.spaces import ByteSpace
+from core.xen_names import lv_kind, lv_vdi_uuid, vg_sr_uuid
 
 SECTOR = 512
 HDR_STRING = "XSSM"           # sm libs/sm/metadata.py HDR_STRING
@@ -216,10 +217,38 @@ class Vdi:
 
 @dataclass
 class StorageRepository:
+    """XenServer's meaning of one VG, applied on top of the LVM model: the SR uuid in the VG's
+    name, the MGT volume's content, and one Vdi per `VHD-`/`LV-` LV of any generation (its
+    name label and description from the MGT slot of its uuid, deleted slots included)."""
+
     uuid: str | None
     vg_name: str
     mgt: MgtContent | None
     vdis: list[Vdi] = field(default_factory=list)
+    _slots: dict[str, MgtVdi] | None = field(default=None, repr=False, compare=False)
+
+    def slot(self, lv_name: str) -> MgtVdi | None:
+        """The MGT slot of the VDI an LV name holds (None: not a VDI, or no slot)."""
+        uuid = lv_vdi_uuid(lv_name)
+        if self.mgt is None or uuid is None:
+            return None
+        if self._slots is None:
+            self._slots = self.mgt.by_uuid()
+        return self._slots.get(uuid)
+
+    def label(self, lv_name: str) -> str | None:
+        """The name label XenCenter shows for the VDI in `lv_name` (None when the MGT has none)."""
+        slot = self.slot(lv_name)
+        return slot.name_label if slot is not None else None
+
+    def mgt_json(self) -> dict[str, Any] | None:
+        """The MGT content as `srsalvage lvm --json` gives it (cli-contract.md)."""
+        m = self.mgt
+        if m is None:
+            return None
+        return {"sr_uuid": m.sr_uuid, "name_label": m.sr_name_label,
+                "name_description": m.sr_name_description, "allocation": m.allocation,
+                "header_ok": m.header_ok, "vdis": [v.to_json() for v in m.vdis]}
 
 
 def read_mgt(space: ByteSpace, vg: VolumeGroup) -> tuple[MgtContent | None, int | None]:
@@ -258,13 +287,13 @@ JOURNAL_MEANING = {
 }
 
 
-def journal_findings(vg: VolumeGroup) -> list[Finding]:
+def journal_findings(vg: VolumeGroup, mgt: MgtContent | None) -> list[Finding]:
     """One `sm-journal` finding per journal LV of the reference generation: which VDI was in
     the middle of which operation when the SR stopped, and what that means for its VHD."""
     ref = vg.reference
     if ref is None:
         return []
-    names = vg.mgt.by_uuid() if vg.mgt is not None else {}
+    names = mgt.by_uuid() if mgt is not None else {}
     out = []
     for lv in ref.lvs.values():
         m = JOURNAL_RE.fullmatch(lv.name)
@@ -285,43 +314,39 @@ def journal_findings(vg: VolumeGroup) -> list[Finding]:
     return out
 
 
-def annotate_volume_group(space: ByteSpace, vg: VolumeGroup) -> list[Finding]:
-    """Read the MGT volume and fill lv.label in every generation; vg.mgt keeps the content;
+def read_sr(space: ByteSpace, vg: VolumeGroup) -> tuple[StorageRepository, list[Finding]]:
+    """XenServer's meaning of `vg` (its MGT volume read from the newest generation that has
+    one), and what it says: the MGT's own findings, an SR uuid that disagrees with the VG name,
     sm's journal LVs named as interrupted operations."""
     try:
         mgt, where = read_mgt(space, vg)
     except (ValueError, OverflowError) as exc:
-        return [Finding("mgt-unreadable", None, "warning", f"VG {vg.name}: MGT unreadable: {exc}")]
-    vg.mgt = mgt
+        return sr_model(vg, None), [Finding("mgt-unreadable", None, "warning",
+                                            f"VG {vg.name}: MGT unreadable: {exc}")]
+    sr = sr_model(vg, mgt)
     if mgt is None:
-        return journal_findings(vg)
-    names = mgt.by_uuid()
-    for gen in vg.generations:
-        for lv in gen.lvs.values():
-            slot = names.get(lv.vdi_uuid or "")
-            lv.label = slot.name_label if slot else None
+        return sr, journal_findings(vg, None)
     findings = list(mgt.findings)
-    if mgt.sr_uuid and vg.sr_uuid and mgt.sr_uuid.lower() != vg.sr_uuid:
+    if mgt.sr_uuid and sr.uuid and mgt.sr_uuid.lower() != sr.uuid:
         findings.append(Finding("mgt-sr-uuid", where, "warning",
-                                f"MGT says SR {mgt.sr_uuid}, the VG name says {vg.sr_uuid}"))
-    return findings + journal_findings(vg)
+                                f"MGT says SR {mgt.sr_uuid}, the VG name says {sr.uuid}"))
+    return sr, findings + journal_findings(vg, mgt)
 
 
-def sr_model(vg: VolumeGroup) -> StorageRepository:
+def sr_model(vg: VolumeGroup, mgt: MgtContent | None) -> StorageRepository:
     """The SR view of a VG: one Vdi per VHD-/LV- uuid seen in any generation."""
-    mgt = getattr(vg, "mgt", None)
     slots = mgt.by_uuid() if mgt else {}
-    sr = StorageRepository(vg.sr_uuid, vg.name, mgt)
+    sr = StorageRepository(vg_sr_uuid(vg.name), vg.name, mgt)
     seen: dict[str, Vdi] = {}
     for gen in vg.generations:
         for lv in gen.lvs.values():
-            uuid = lv.vdi_uuid
+            uuid = lv_vdi_uuid(lv.name)
             if uuid is None:
                 continue
             vdi = seen.get(lv.name)
             if vdi is None:
                 slot = slots.get(uuid)
-                vdi = seen[lv.name] = Vdi(uuid, lv.name, lv.kind,
+                vdi = seen[lv.name] = Vdi(uuid, lv.name, lv_kind(lv.name),
                                           slot.name_label if slot else None,
                                           slot.name_description if slot else None,
                                           slot.deleted if slot else None, lv.status)

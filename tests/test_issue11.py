@@ -257,9 +257,8 @@ def test_issue11_item4_mgt_label_escapes_not_printed(demo_sr, tmp_path, capsys):
     # the workstation's tree labels
     from types import SimpleNamespace
     from widgets.vg_tree import lv_label
-    lv = SimpleNamespace(name="VHD-x", status="live", claimed_by={}, label=EVIL_LABEL,
-                         kind="vhd", le_count=1, pes=lambda: [1])
-    plain = lv_label(lv, 4 << 20).plain
+    lv = SimpleNamespace(name="VHD-x", status="live", claimed_by={}, le_count=1, pes=lambda: [1])
+    plain = lv_label(lv, 4 << 20, EVIL_LABEL).plain
     assert "\x1b" not in plain and "\x07" not in plain and "PWNED-TITLE" in plain
 
 

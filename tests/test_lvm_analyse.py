@@ -1,5 +1,6 @@
-"""analyse_disk on images built here with our own writers (label, mda header, ring, text, MGT):
-stray copies, backup files, PVs without label or mda header, MGT names, bad input, cancel."""
+"""analyse_sr (the LVM analysis, and the SR meaning on top) on images built here with our own
+writers (label, mda header, ring, text, MGT): stray copies, backup files, PVs without label or
+mda header, MGT names, bad input, cancel."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import Cancelled
-from core.lvm.analyse import analyse_disk
+from core.sr import analyse_sr
 from core.lvm.crc import lvm_crc
 from core.lvm.label import build_label_sector
 from core.lvm.mda import RawLocn, build_mda_header, ring_write_offset
@@ -126,7 +127,7 @@ def lvm_json(path, *args):
 
 def analyse(path, **kw):
     with Evidence(str(path)) as ev:
-        return analyse_disk(ev, **kw)
+        return analyse_sr(ev, **kw)
 
 
 def test_synthetic_image_generations_deleted_claimed_and_mgt_labels(tmp_path):
@@ -282,7 +283,7 @@ def test_cancel_stops_the_analysis(tmp_path):
     stop = threading.Event()
     stop.set()
     with pytest.raises(Cancelled):
-        analyse_disk(ev, cancel=stop)
+        analyse_sr(ev, cancel=stop)
     ev.close()
 
 
@@ -291,7 +292,7 @@ def test_progress_is_reported(tmp_path):
     build_image(img)
     seen = []
     with Evidence(str(img)) as ev:
-        analyse_disk(ev, progress=seen.append)
+        analyse_sr(ev, progress=seen.append)
     assert seen and seen[-1].done == seen[-1].total
 
 
@@ -338,7 +339,7 @@ def test_garbage_in_headers_never_crashes(tmp_path_factory, patches):
         data[off: off + len(blob)] = blob
     path.write_bytes(bytes(data))
     with Evidence(str(path)) as ev:
-        rep = analyse_disk(ev)
+        rep = analyse_sr(ev)
     json.dumps(rep.to_json(str(path)))
 
 

@@ -13,11 +13,11 @@ from core.lvm.crc import INITIAL_CRC, lvm_crc
 from core.lvm.label import build_label_sector, find_label, format_pv_uuid, parse_label_sector
 from core.lvm.mda import (RawLocn, build_mda_header, parse_mda_header, read_slot_text,
                           ring_write_offset, scan_ring)
-from core.lvm.model import (LogicalVolume, MetadataError, PVMetadata, Segment, VGMetadata,
-                            lv_kind, lv_vdi_uuid, try_parse)
+from core.lvm.model import LogicalVolume, MetadataError, PVMetadata, Segment, VGMetadata, try_parse
 from core.lvm.textformat import ConfigSyntaxError, parse_config
 from core.lvm.writer import format_vg_metadata
 from core.spaces import BytesSpace
+from core.xen_names import lv_kind, lv_vdi_uuid
 from core.structs import lvm as S
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -207,7 +207,8 @@ def test_unknown_keys_are_kept():
 def test_model_maps_and_kinds():
     meta = sample_meta(2)
     lv = meta.lvs["VHD-00000001-0000-4000-8000-000000000000"]
-    assert lv.kind == "vhd" and lv.vdi_uuid == "00000001-0000-4000-8000-000000000000"
+    assert lv_kind(lv.name) == "vhd"
+    assert lv_vdi_uuid(lv.name) == "00000001-0000-4000-8000-000000000000"
     assert lv.pes() == [3, 4, 51] and lv.map_runs == [[0, 3, 2], [2, 51, 1]]
     assert lv.map_runs_pv() == [[0, 3, 2, "pv0"], [2, 51, 1, "pv0"]]
     assert lv_kind("MGT") == "mgt" and lv_kind("LV-x") == "raw" and lv_kind("foo") == "other"

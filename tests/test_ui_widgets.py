@@ -480,8 +480,8 @@ def test_tree_labels_mark_deleted_first_and_never_start_a_run_with_spaces():
     gen = NS(seqno=61, source="mda", crc_ok=True, current=True, creation_time=1700000000,
              description="Deleted VDI", lvs={"a": NS(status="deleted"), "b": NS(status="live")})
     lv = NS(name="VHD-e07405eb-2156-43ab-81f2-54b8adc0da7a", status="deleted", claimed_by={3: "x", 4: "x", 5: "x"},
-            label="old backup disk", kind="vhd", le_count=4, pes=lambda: [1, 2, 3, 4])
-    g, l = gen_label(gen), lv_label(lv, 4 << 20)
+            le_count=4, pes=lambda: [1, 2, 3, 4])
+    g, l = gen_label(gen), lv_label(lv, 4 << 20, "old backup disk")
     assert g.plain.startswith("seqno 61 mda crc ok 1 deleted")
     assert l.plain.startswith("DELETED VHD-e07405eb… 3 PE reused “old backup disk” vhd")
     console = Console(width=200)

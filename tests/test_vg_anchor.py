@@ -288,7 +288,7 @@ async def test_workstation_opens_a_label_less_sr_with_its_backup(tmp_path):
         assert vg.name == sr.vg and vg.data_offset == sr.data_offsets[0]
         for i, n in enumerate(names):
             lv = gen.lvs[n]
-            assert lv.label == f"disk {i}"
+            assert s.label(lv, vg) == f"disk {i}"
             main.select_vdi(vg, gen, lv)
             await wait_until(pilot, lambda: not main._jobs and main.editor.check.ok is not None,
                              timeout=60)

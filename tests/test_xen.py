@@ -80,8 +80,7 @@ def test_sr_model_from_generations():
                                        lvs={f"VHD-{A}": lvv(f"VHD-{A}")}))
     g1.lvs[f"VHD-{A}"].status = "deleted"
     vg = VolumeGroup(f"VG_XenStorage-{SR}", "id", generations=[g2, g1], current=g2)
-    vg.mgt = parse_mgt(sample())
-    sr = sr_model(vg)
+    sr = sr_model(vg, parse_mgt(sample()))
     assert sr.uuid == SR
     got = {v.lv_name: (v.kind, v.label, v.mgt_deleted, v.lv_status, v.seqnos) for v in sr.vdis}
     assert got == {f"LV-{B}": ("raw", "web01", False, "live", [2]),

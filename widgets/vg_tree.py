@@ -21,6 +21,8 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from core.escape import terminal_line
+from core.sr import SrReport
+from core.xen_names import lv_kind
 from widgets.disk_map import human
 
 
@@ -88,7 +90,8 @@ def short_lv_name(name: str) -> str:
     return m.group(1) + "…" if m else name
 
 
-def lv_label(lv: Any, extent_bytes: int) -> Text:
+def lv_label(lv: Any, extent_bytes: int, label: str | None = None) -> Text:
+    """An LV's line in the tree; `label` is the VDI's name label (core.sr.SrReport.label)."""
     parts: list[tuple[str, str]] = []
     deleted = getattr(lv, "status", "live") == "deleted"
     name = short_lv_name(lv.name)  # the full name is in the editor's title
@@ -98,10 +101,9 @@ def lv_label(lv: Any, extent_bytes: int) -> Text:
     claimed = getattr(lv, "claimed_by", {}) or {}
     if claimed:  # before the label: an export of it needs --force, that must show
         parts.append((f" {len(claimed)} PE reused", "bold red"))
-    label = getattr(lv, "label", None)
     if label:
         parts.append((f" “{label}”", "italic"))
-    parts.append((f" {lv.kind}", "dim"))
+    parts.append((f" {lv_kind(lv.name)}", "dim"))
     parts.append((f" {human(lv.le_count * extent_bytes)}", "dim"))
     missing = sum(1 for p in lv.pes() if p is None) if getattr(lv, "status", "") == "rebuilt" else 0
     if missing:
@@ -139,7 +141,7 @@ class VGTree(Tree[NodeRef]):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("image", data=NodeRef("disk"), id=id)
         self.show_root = False
-        self.report: Any = None
+        self.report: SrReport | None = None
         self.volume_groups: list = []
         self.parents: dict[str, str] = {}
         self.chosen: tuple[str, int] | None = None
@@ -190,7 +192,7 @@ class VGTree(Tree[NodeRef]):
         self.clear()
         self.root.add_leaf(Text(message, style="italic"), data=NodeRef("info"))
 
-    def set_report(self, report: Any, volume_groups: list | None = None) -> None:
+    def set_report(self, report: SrReport | None, volume_groups: list | None = None) -> None:
         """The analysis report; `volume_groups` replaces its VG list (e.g. plus rebuilt VDIs)."""
         self.report = report
         self.volume_groups = list(volume_groups) if volume_groups is not None else list(
@@ -261,7 +263,7 @@ class VGTree(Tree[NodeRef]):
         lvs = dict(gen.lvs)
         children: dict[str, list[str]] = {}
         roots = []
-        for name in sorted(lvs, key=lambda n: (lvs[n].kind != "mgt", n)):
+        for name in sorted(lvs, key=lambda n: (lv_kind(n) != "mgt", n)):
             parent = self.parents.get(name)
             if parent and parent in lvs and parent != name:
                 children.setdefault(parent, []).append(name)
@@ -276,7 +278,8 @@ class VGTree(Tree[NodeRef]):
             lv = lvs[name]
             kids = children.get(name, [])
             ref = NodeRef("lv", vg=vg, gen=gen, lv=lv)
-            label = lv_label(lv, vg.extent_bytes)
+            label = lv_label(lv, vg.extent_bytes,
+                             self.report.label(vg, lv) if self.report is not None else None)
             child = node.add(label, data=ref, expand=True) if kids else node.add_leaf(label, data=ref)
             self._lv_nodes[(vg.name, gen.seqno, name)] = child
             for k in kids:

@@ -128,7 +128,7 @@ def evidence_index(args: argparse.Namespace, ev, image: str, progress=None,
 
 
 def indexed_lvm_report(args: argparse.Namespace, ev, image: str, progress=None):
-    """core.lvm.analyse.analyse_disk of `ev` from the evidence index's disk hits (the index made
+    """core.sr.analyse_sr of `ev` from the evidence index's disk hits (the index made
     by this command's one pass when none fits), for `resolve_vdi(report=...)`; None with
     `--no-index`, a map file or several images (resolve_vdi then analyses as before)."""
     if getattr(args, "map", None):
@@ -136,7 +136,7 @@ def indexed_lvm_report(args: argparse.Namespace, ev, image: str, progress=None):
     idx = evidence_index(args, ev, image, progress)
     if idx is None:
         return None
-    from core.lvm.analyse import analyse_disk
-    return analyse_disk(ev, backups=list(getattr(args, "backup", None) or ()),
-                        pv_offsets=getattr(args, "pv_offset", None) or (),
-                        hits=idx.disk_hits(text=True))
+    from core.sr import analyse_sr
+    return analyse_sr(ev, backups=list(getattr(args, "backup", None) or ()),
+                      pv_offsets=getattr(args, "pv_offset", None) or (),
+                      hits=idx.disk_hits(text=True))

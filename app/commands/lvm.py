@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from app.commands._common import add_index_option, add_more_images, add_pv_offset
 from core.escape import terminal_line
+from core.xen_names import vg_sr_uuid
+
+if TYPE_CHECKING:   # the engine is imported when the command runs (a quick --help)
+    from core.lvm.model import LogicalVolume, VolumeGroup
+    from core.sr import SrReport
 
 ORDER = 30
 
@@ -45,7 +51,13 @@ def _runs(runs: list) -> str:
     return ", ".join(parts) or "(no extents)"
 
 
-def render_text(report, image: str) -> str:
+def _label(report: "SrReport", vg: "VolumeGroup", lv: "LogicalVolume") -> str:
+    """` "name label"` of the VDI in `lv` (the SR's MGT volume), or nothing."""
+    label = report.label(vg, lv)
+    return f' "{terminal_line(label)}"' if label else ""
+
+
+def render_text(report: "SrReport", image: str) -> str:
     out = [f"image {image}: {report.image_bytes} bytes"]
     if report.table.scheme:
         out.append(f"partition table: {report.table.scheme}")
@@ -58,8 +70,9 @@ def render_text(report, image: str) -> str:
     for vg in report.volume_groups:
         out.append("")
         out.append(terminal_line(f"VG {vg.name}  id {vg.id}"))
-        if vg.sr_uuid:
-            out.append(f"  SR uuid {vg.sr_uuid}")
+        sr_uuid = vg_sr_uuid(vg.name)
+        if sr_uuid:
+            out.append(f"  SR uuid {sr_uuid}")
         out.append(f"  extent size {vg.extent_bytes}, PE 0 at {vg.data_offset}")
         for pv in vg.pvs:
             where = "not on this image" if pv.offset is None else f"at {pv.offset}"
@@ -90,7 +103,7 @@ def render_text(report, image: str) -> str:
             if g is vg.generations[0] or g.current:
                 multi = len(vg.pvs) > 1
                 for lv in g.lvs.values():
-                    label = f' "{terminal_line(lv.label)}"' if lv.label else ""
+                    label = _label(report, vg, lv)
                     runs = lv.map_runs_pv() if multi else lv.map_runs
                     out.append(f"        {terminal_line(lv.name)}{label}: {_runs(runs)}")
             else:
@@ -98,10 +111,10 @@ def render_text(report, image: str) -> str:
                     if lv.status == "deleted":
                         claim = (f", {len(lv.claimed_by)} PE(s) now used by others"
                                  if lv.claimed_by else "")
-                        label = f' "{terminal_line(lv.label)}"' if lv.label else ""
+                        label = _label(report, vg, lv)
                         out.append(f"        deleted since: {terminal_line(lv.name)}{label}: "
                                    f"{_runs(lv.map_runs)}{claim}")
-    unreadable = getattr(report, "unreadable", None) or []
+    unreadable = report.unreadable
     if unreadable:      # unreadable is never zero (issue 11 item 6)
         from core.unreadable import ranges_text
         out.append("")
@@ -119,15 +132,15 @@ def render_text(report, image: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import StderrProgress, image_paths, open_images, print_json, print_text
     from app.commands._common import evidence_index
-    from core.lvm.analyse import analyse_disk
+    from core.sr import analyse_sr
 
     progress = StderrProgress()
     with open_images(args) as ev:
         try:
             idx = evidence_index(args, ev, args.image, progress)
-            report = analyse_disk(ev, backups=args.backup, progress=progress,
-                                  search_stray=not args.no_stray, pv_offsets=args.pv_offset,
-                                  hits=None if idx is None else idx.disk_hits(not args.no_stray))
+            report = analyse_sr(ev, backups=args.backup, progress=progress,
+                                search_stray=not args.no_stray, pv_offsets=args.pv_offset,
+                                hits=None if idx is None else idx.disk_hits(not args.no_stray))
         finally:
             progress.close()
         layers = unreadable_layers(ev, report)

@@ -59,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
             note = f"no case file ({path}): nothing was decided or exported in the workstation"
         if case.identity is None:
             case.identity = identity
-        from core.lvm.analyse import analyse_disk
+        from core.sr import analyse_sr
         progress = StderrProgress()
         try:
-            analysis = analyse_disk(ev, progress=progress)
+            analysis = analyse_sr(ev, progress=progress)
             digest = full_sha256(ev, progress=progress) if args.hash else None
         finally:
             progress.close()

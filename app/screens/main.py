@@ -29,6 +29,7 @@ from app.screens.session import Session, vdi_key
 from core.errors import SrsalvageError
 from core.lvm.space import pes_space
 from core.escape import terminal_line
+from core.xen_names import lv_kind
 from widgets.disk_map import CONFLICT, FREE, META, OUTSIDE, UNKNOWN, DiskMap, human
 from widgets.extent_editor import CheckState, ExtentEditor
 from widgets.hex_view import HexView
@@ -471,8 +472,9 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             return
         exts, edited = s.extents(lv)
         key = vdi_key(lv)
-        title = terminal_line(lv.name + (f" “{lv.label}”" if getattr(lv, "label", None) else ""))
-        if getattr(lv, "status", "") == "deleted":
+        label = s.label(lv, vg)
+        title = terminal_line(lv.name + (f" “{label}”" if label else ""))
+        if lv.status == "deleted":
             title += " (deleted)"
         self.editor.show(key, title, exts, suggestions=s.suggestions.get(key, []),
                          extent_bytes=vg.extent_bytes, data_offset=vg.data_offset, edited=edited,
@@ -763,7 +765,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
                 gens += [(vg, g) for g in order]
             for vg, gen in gens:
                 for lv in gen.lvs.values():
-                    hay = f"{lv.name} {getattr(lv, 'label', '') or ''}".lower()
+                    hay = f"{lv.name} {s.label(lv, vg)}".lower()
                     if t in hay:
                         out.append((vg, gen, lv))
             return out
@@ -813,7 +815,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
             self.hex.goto(offset)
             self.action_focus_pane("hex")
 
-        title = f"Findings — {lv.name}" + (f" “{lv.label}”" if getattr(lv, "label", "") else "")
+        label = self.session.label(lv)
+        title = f"Findings — {lv.name}" + (f" “{label}”" if label else "")
         title += f"  ({self.editor.check.summary or 'checks not run'})"
         self.app.push_screen(FindingsScreen(title, rows, take, show))
 
@@ -855,7 +858,7 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
         s = self.session
         vdi = None
         lv, vg = s.sel.lv, s.sel.vg
-        if lv is not None and lv.kind == "vhd":
+        if lv is not None and lv_kind(lv.name) == "vhd":
             try:
                 img = s.vhd_image(vg, lv)
                 vdi = CarveScope(short_lv_name(lv.name), img.virtual_space(),
@@ -974,8 +977,8 @@ class MainScreen(JobsMixin, HexPaneMixin, Screen):
 
             self.start_job("export", f"export {lv.name[:18]}", work, done)
 
-        self.app.push_screen(ExportDialog(vdi_key(lv), getattr(lv, "label", "") or "", default_dir,
-                                          conflicts, vhd_possible=lv.kind == "vhd",
+        self.app.push_screen(ExportDialog(vdi_key(lv), s.label(lv, vg), default_dir,
+                                          conflicts, vhd_possible=lv_kind(lv.name) == "vhd",
                                           place=s.conflict_place(vg)), chosen)
 
 

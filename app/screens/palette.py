@@ -72,7 +72,8 @@ class WorkstationCommands(Provider):
                             partial(main.choose_generation, vg, gen), vg.name))
             if s.sel.gen is not None and s.sel.vg is vg:
                 for lv in s.sel.gen.lvs.values():
-                    label = f" “{lv.label}”" if getattr(lv, "label", None) else ""
+                    label = s.label(lv, vg)
+                    label = f" “{label}”" if label else ""
                     out.append((terminal_line(f"Open VDI {lv.name}{label}"), partial(main.select_vdi, vg, s.sel.gen, lv),
                                 f"seqno {s.sel.gen.seqno}, {getattr(lv, 'status', '')}"))
         return out

@@ -18,7 +18,6 @@ from core.case import Case, Extent, evidence_identity
 from core.errors import SrsalvageError, UnsafeError
 from core.evidence_index import EvidenceIndex, index_path, indexable
 from core.evidence_set import EvidenceSet
-from core.lvm.analyse import DiskReport, analyse_disk
 from core.lvm.model import Generation, LogicalVolume, VolumeGroup
 from core.lvm.places import lvm_places
 from core.lvm.space import pe_disk_offset, pes_space
@@ -27,6 +26,7 @@ from core.match.rebuilt import (REBUILT_STATUS, rebuilt_lv_name, rebuilt_volume_
 from core.output import check_output_path
 from core.progress import ProgressFn
 from core.scan import ScanResult
+from core.sr import SrReport, analyse_sr
 from core.source import Evidence
 from core.spaces import pes_to_map_runs
 from core.vdi_export import export_vdi
@@ -35,6 +35,7 @@ from core.vdi_maps import (chain_links, find_lv, generation_volumes, map_conflic
 from core.vhd.checks import check_vhd
 from core.vhd.export import ExportResult
 from core.vhd.reader import VhdImage
+from core.xen_names import lv_kind
 from widgets.disk_map import DiskMapModel, Owner
 from widgets.extent_editor import CheckState
 from widgets.overlay import Field, Overlay, fields_of
@@ -93,7 +94,7 @@ class Session:
         else:
             self.case, self.case_note = Case.open(self.image_path, case_path, image_bytes=self.ev.size,
                                                   identity=identity, new_case=case_mode == "new")
-        self.report: DiskReport | None = None
+        self.report: SrReport | None = None
         self.analysis_error: str | None = None
         self.scan_result: ScanResult | None = None
         self.carve_hits: list[int] = []     # disk offsets of the carving screen's last hits
@@ -122,11 +123,11 @@ class Session:
         return self.index
 
     def analyse(self, cancel: threading.Event | None = None,
-                progress: ProgressFn | None = None) -> DiskReport:
+                progress: ProgressFn | None = None) -> SrReport:
         # with the evidence index, the whole-disk pass is already made: no read of the disk
         hits = {"hits": self.index.disk_hits(text=True)} if self.index is not None else {}
-        return analyse_disk(self.ev, backups=self.backups, cancel=cancel, progress=progress,
-                            pv_offsets=self.pv_offsets, **hits)
+        return analyse_sr(self.ev, backups=self.backups, cancel=cancel, progress=progress,
+                          pv_offsets=self.pv_offsets, **hits)
 
     def scan(self, cancel: threading.Event | None = None,
              progress: ProgressFn | None = None) -> ScanResult:
@@ -155,7 +156,7 @@ class Session:
         vgs = list(self.report.volume_groups) if self.report is not None else []
         return vgs + ([self.rebuilt] if self.rebuilt is not None else [])
 
-    def set_report(self, report: DiskReport) -> None:
+    def set_report(self, report: SrReport) -> None:
         self.report = report
         self.sel = Selection()
         self.bind_lvm_identity(report)
@@ -175,7 +176,7 @@ class Session:
             gen = vg.current or (vg.generations[0] if vg.generations else None)
         self.sel = Selection(vg, gen)
 
-    def bind_lvm_identity(self, report: DiskReport) -> None:
+    def bind_lvm_identity(self, report: SrReport) -> None:
         """Record the VG/PV ids in the case; ids that differ from the case's mean the case was
         made on other evidence: it is detached (read-only, nothing recorded) and said so."""
         vgs = [{"vg": vg.name, "id": vg.id, "pvs": [p.id for p in vg.pvs if p.id]}
@@ -207,6 +208,12 @@ class Session:
 
     def find_lv(self, gen: Generation | None, key: str) -> LogicalVolume | None:
         return None if gen is None else find_lv(gen, key)
+
+    def label(self, lv: LogicalVolume, vg: VolumeGroup | None = None) -> str:
+        """The VDI's name label in the SR's MGT volume ("" when none is known): of `vg`, by
+        default the selected one."""
+        vg = vg or self.sel.vg
+        return (self.report.label(vg, lv) if self.report is not None else None) or ""
 
     # -- extent maps ----------------------------------------------------------------------------
     def engine_extents(self, lv: LogicalVolume) -> list[Extent]:
@@ -240,8 +247,9 @@ class Session:
         """The VHD checks of `lv` read through `pes` (the map in the editor, maybe unsaved),
         its parent found among the generation's other LVs, each through its own map."""
         space = pes_space(self.ev, vg, list(pes), lv.name)
-        if lv.kind != "vhd":
-            return CheckState(False, None, f"{lv.kind} LV: no VHD structure to check")
+        kind = lv_kind(lv.name)
+        if kind != "vhd":
+            return CheckState(False, None, f"{kind} LV: no VHD structure to check")
         gen = self.sel.gen
         find_parent = None
         if gen is not None:
@@ -343,7 +351,7 @@ class Session:
                 engine = [e.pe for e in self.engine_extents(lv)]
                 claimed = [a for a, own in zip(axis(engine), lv.pes())
                            if a is not None and own in claimed_pes]
-                model.set_owner(Owner(lv.name, lv.label or "", deleted, vdi_key(lv)),
+                model.set_owner(Owner(lv.name, self.label(lv, sel.vg), deleted, vdi_key(lv)),
                                 axis(self.pes(lv)), claimed)
         model.add_hits(hits)
         model.add_unreadable(self.ev.unreadable)

@@ -1,7 +1,7 @@
 """Whole-disk LVM analysis: partitions, PVs, metadata areas, every generation, stray copies.
 
-`analyse_disk(ev)` is what `srsalvage lvm` prints and what reconstruction and the workstation
-start from.  Steps:
+`analyse_disk(ev)` is the LVM view that `srsalvage lvm` (through core.sr), reconstruction and
+the workstation start from.  Steps:
   1. the partition table (core.partitions);
   2. one pass over the disk in windows: LVM labels and mda headers at every sector (numpy over
      the window's sectors) and, with `search_stray`, metadata text markers (bytes.find);
@@ -13,8 +13,9 @@ start from.  Steps:
      PV start is inferred from where the copies lie (formats.md pitfall 16) and checked against
      pe_start, the partition grid and the LVs' contents, then that ring is scanned; what is left
      is reported as `scan` copies;
-  6. backup files; then copies -> generations -> volume groups (core.lvm.generations), and the
-     MGT volume's names (core.xen).
+  6. backup files; then copies -> generations -> volume groups (core.lvm.generations).
+XenServer's meaning (SR uuid, VDI kinds, the MGT volume's name labels, sm's journals) is applied
+on top by core.sr.analyse_sr, which is what `srsalvage lvm` prints.
 Beside this module: core/lvm/found.py (hits, areas, PVs found), core/lvm/stray.py (step 5).
 """
 
@@ -64,9 +65,6 @@ class DiskReport:
     findings: list[Finding]
     pvs: list[FoundPV]
     unreadable: list[tuple[int, int]] = field(default_factory=list)
-
-    def to_json(self, image_path: str) -> dict[str, Any]:
-        return report_json(self, image_path)
 
 
 # -- step 2: the disk pass -----------------------------------------------------------------------
@@ -325,7 +323,6 @@ def analyse_disk(ev, backups: Iterable[str] = (), cancel: threading.Event | None
     claims_across_vgs(vgs, findings)
     _bound_by_disk(ev.size, vgs, findings)
     partitions = _partitions(table, list(pvs.values()), vgs)
-    _annotate_xen(ev, vgs, findings)
     ticker.done()
     return DiskReport(ev.size, table, partitions, vgs, findings, sorted(pvs.values(),
                       key=lambda p: p.pv_start), list(getattr(ev, "unreadable", [])))
@@ -469,57 +466,3 @@ def _mark_nested(pvs: list[FoundPV], findings: list[Finding]) -> None:
             pv.inferred_by.append(note)
             findings.append(Finding("lvm-nested-pv", pv.pv_start, "info", f"PV at {pv.pv_start} "
                                     + note, {"outer_pv": outer.pv_start}))
-
-
-def _annotate_xen(ev, vgs: list[VolumeGroup], findings: list[Finding]) -> None:
-    from core.xen import annotate_volume_group  # local: core.xen reads LVs through core.lvm
-    for vg in vgs:
-        findings.extend(annotate_volume_group(ev, vg))
-
-
-# -- JSON ------------------------------------------------------------------------------------------
-def lv_json(lv, multi_pv: bool) -> dict[str, Any]:
-    return {"name": lv.name, "vdi_uuid": lv.vdi_uuid, "kind": lv.kind, "label": lv.label,
-            "map": lv.map_runs_pv() if multi_pv else lv.map_runs, "status": lv.status,
-            "claimed_by": {str(k): v for k, v in sorted(lv.claimed_by.items())},
-            "id": lv.id, "le_count": lv.le_count, "tags": list(lv.tags),
-            "lvm_status": list(lv.lvm_status)}
-
-
-def generation_json(gen, multi_pv: bool) -> dict[str, Any]:
-    doc = {"seqno": gen.seqno, "source": gen.source, "offset": gen.offset,
-           "crc_ok": gen.crc_ok, "current": gen.current, "description": gen.description,
-           "creation_time": gen.creation_time,
-           "copies": [c.to_json() for c in gen.copies],
-           "partial": gen.partial,
-           "logical_volumes": [lv_json(lv, multi_pv) for lv in gen.lvs.values()]}
-    if gen.parse_error:
-        doc["parse_error"] = gen.parse_error
-    if gen.note:
-        doc["note"] = gen.note
-    return doc
-
-
-def vg_json(vg: VolumeGroup) -> dict[str, Any]:
-    multi = len(vg.pvs) > 1
-    return {"name": vg.name, "sr_uuid": vg.sr_uuid, "id": vg.id,
-            "extent_bytes": vg.extent_bytes, "data_offset": vg.data_offset,
-            "pvs": [{"name": p.name, "id": p.id, "offset": p.offset, "label_found": p.label_found,
-                     "pe_start": p.pe_start, "pe_count": p.pe_count, "bytes": p.device_size,
-                     "how_found": p.inferred_by, "anchor": p.anchor,
-                     "data_offset": p.data_offset} for p in vg.pvs],
-            "current_seqno": vg.current.seqno if vg.current else None,
-            "mgt": None if vg.mgt is None else {
-                "sr_uuid": vg.mgt.sr_uuid, "name_label": vg.mgt.sr_name_label,
-                "name_description": vg.mgt.sr_name_description,
-                "allocation": vg.mgt.allocation, "header_ok": vg.mgt.header_ok,
-                "vdis": [v.to_json() for v in vg.mgt.vdis]},
-            "generations": [generation_json(g, multi) for g in vg.generations]}
-
-
-def report_json(report: DiskReport, image_path: str) -> dict[str, Any]:
-    return {"image": {"path": image_path, "bytes": report.image_bytes},
-            "partitions": [p.to_json() for p in report.partitions],
-            "volume_groups": [vg_json(vg) for vg in report.volume_groups],
-            "findings": [f.to_json() for f in report.findings],
-            "unreadable": [list(r) for r in report.unreadable]}

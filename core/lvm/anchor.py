@@ -28,6 +28,7 @@ from core.errors import SrsalvageError
 from core.findings import Finding
 from core.lvm.model import PhysicalVolume, VGMetadata, VolumeGroup
 from core.structs import lvm as S
+from core.xen_names import lv_kind
 
 RING_START = S.DEFAULT_MDA_OFFSET + S.MDA_HEADER_SIZE    # the first copy after vgcreate
 MAX_CONTENT_LVS = 16          # LV heads read per candidate start
@@ -104,7 +105,7 @@ def content_score(ev, meta: VGMetadata, pv_name: str, data_offset: int) -> tuple
     extent = meta.extent_bytes
     tried = hits = 0
     for lv in meta.lvs.values():
-        if lv.kind not in ("vhd", "mgt") or not lv.segments or not lv.segments[0].stripes:
+        if lv_kind(lv.name) not in ("vhd", "mgt") or not lv.segments or not lv.segments[0].stripes:
             continue
         seg = lv.segments[0]
         if seg.start_extent != 0 or not seg.linear:
@@ -117,7 +118,7 @@ def content_score(ev, meta: VGMetadata, pv_name: str, data_offset: int) -> tuple
             continue
         head = ev.read(at, 8)
         tried += 1
-        hits += head.startswith(b"conectix" if lv.kind == "vhd" else b"XSSM:")
+        hits += head.startswith(b"conectix" if lv_kind(lv.name) == "vhd" else b"XSSM:")
         if tried >= MAX_CONTENT_LVS:
             break
     return hits, tried

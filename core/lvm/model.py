@@ -27,14 +27,9 @@ SECTOR = 512
 MAX_EXTENTS = 1 << 32          # LE/PE counts above this are garbage (PE numbers are u32 in lvm2)
 MAX_SEGMENTS = 1 << 16         # per LV; a real LV has a handful
 MAX_PER_LE_LIST = 1 << 24      # pes() of an LV larger than 64 TiB at 4 MiB is refused
-VG_PREFIX = "VG_XenStorage-"   # xapi-project/sm libs/sm/lvhdutil.py VG_PREFIX
-# the name of a VDI the reconstruction found by its VHD footer's unique id alone (no LV name
-# survived): `vhd:<unique id>` (cli-contract.md `reconstruct --json` key)
-REBUILT_VHD_PREFIX = "vhd:"
 # Generation.origin of a generation no metadata text gave: the extent maps the reconstruction
 # rebuilt from VHD structure (core.match.rebuilt)
 RECONSTRUCT = "reconstruct"
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class MetadataError(SrsalvageError):
@@ -67,27 +62,6 @@ def _str(section: dict, key: str, default: str | None = None) -> str | None:
 
 def _rest(section: dict, known: set[str]) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k not in known}
-
-
-def lv_kind(name: str) -> str:
-    """XenServer meaning of an LV name (formats.md 3.1): vhd, raw, mgt or other."""
-    if name.startswith(("VHD-", REBUILT_VHD_PREFIX)):
-        return "vhd"
-    if name.startswith("LV-"):
-        return "raw"
-    if name == "MGT":
-        return "mgt"
-    return "other"
-
-
-def lv_vdi_uuid(name: str) -> str | None:
-    """The VDI uuid in a `VHD-<uuid>` / `LV-<uuid>` name (None for MGT, journals, ...)."""
-    for prefix in ("VHD-", "LV-"):
-        if name.startswith(prefix):
-            rest = name[len(prefix):]
-            if _UUID_RE.fullmatch(rest):
-                return rest.lower()
-    return None
 
 
 # -- one generation's content ------------------------------------------------------------------
@@ -154,18 +128,9 @@ class LogicalVolume:
     # filled by the analysis (core.lvm.generations, core.xen)
     status: str = "live"
     claimed_by: dict[int, str] = field(default_factory=dict)
-    label: str | None = None
     # LE ranges [start, end) the metadata maps past the end of the evidence (or of its PV),
     # cut off by the analysis (core.lvm.analyse._bound_by_disk) and named in a finding
     past_disk: list[tuple[int, int]] = field(default_factory=list)
-
-    @property
-    def kind(self) -> str:
-        return lv_kind(self.name)
-
-    @property
-    def vdi_uuid(self) -> str | None:
-        return lv_vdi_uuid(self.name)
 
     @property
     def le_count(self) -> int:
@@ -245,7 +210,7 @@ class LogicalVolume:
                              [Segment(s.start_extent, s.extent_count, s.type, s.stripe_count,
                                       s.stripe_size, list(s.stripes), dict(s.extra))
                               for s in self.segments], dict(self.extra), self.status,
-                             dict(self.claimed_by), self.label)
+                             dict(self.claimed_by))
 
 
 @dataclass
@@ -488,15 +453,6 @@ class VolumeGroup:
     pvs: list[PhysicalVolume] = field(default_factory=list)
     generations: list[Generation] = field(default_factory=list)   # newest first
     current: Generation | None = None
-    mgt: Any = None            # core.xen.MgtContent of the MGT volume, when readable
-
-    @property
-    def sr_uuid(self) -> str | None:
-        if self.name.startswith(VG_PREFIX):
-            rest = self.name[len(VG_PREFIX):]
-            if _UUID_RE.fullmatch(rest):
-                return rest.lower()
-        return None
 
     @property
     def newest(self) -> Generation | None:

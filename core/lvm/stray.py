@@ -16,6 +16,7 @@ from core.lvm.generations import FoundText
 from core.lvm.model import Copy, VGMetadata, try_parse
 from core.partitions import PartitionTable
 from core.structs import lvm as S
+from core.xen_names import lv_kind
 
 MAX_STRAY_COPY = 16 << 20    # bytes read for one stray copy before giving up on its NUL
 PARTITION_GRID_BYTES = 1 << 20   # partitioners start partitions on a 1 MiB grid
@@ -191,7 +192,7 @@ def _content_check(ev, meta: VGMetadata, pv_name: str,
     tried = 0
     hits = 0
     for lv in meta.lvs.values():
-        if lv.kind not in ("vhd", "mgt") or not lv.segments or not lv.segments[0].stripes:
+        if lv_kind(lv.name) not in ("vhd", "mgt") or not lv.segments or not lv.segments[0].stripes:
             continue
         seg = lv.segments[0]
         if seg.start_extent != 0:
@@ -200,7 +201,7 @@ def _content_check(ev, meta: VGMetadata, pv_name: str,
         if pv != pv_name:
             continue
         head = ev.read(data_offset + pe * extent, 8)
-        expect = b"conectix" if lv.kind == "vhd" else b"XSSM:"
+        expect = b"conectix" if lv_kind(lv.name) == "vhd" else b"XSSM:"
         tried += 1
         hits += head.startswith(expect)
         if tried >= 8:

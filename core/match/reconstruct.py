@@ -41,6 +41,7 @@ from core.match.predict import predict
 from core.match.result import Reconstruction, VdiMap, _state_key, _vdi_map  # noqa: F401
 from core.progress import ProgressFn, Ticker
 from core.structs.lvhd import LVHD_EXTENT_BYTES
+from core.xen_names import lv_kind
 
 MAX_PES = 1 << 24                 # 64 TiB of 4 MiB extents
 
@@ -256,7 +257,7 @@ def _metadata_states(ref, vg, anchors: dict[int, VhdAnchor], owner: np.ndarray, 
         except SrsalvageError as exc:
             findings.append(Finding("lv-unmappable", None, "warning", f"{lv.name}: {exc}"))
             continue
-        if lv.kind not in ("vhd", "raw"):
+        if lv_kind(lv.name) not in ("vhd", "raw"):
             for p in pes:
                 if p is not None and 0 <= p < N and owner[p] == FREE:
                     owner[p] = RESERVED
@@ -273,7 +274,7 @@ def _metadata_states(ref, vg, anchors: dict[int, VhdAnchor], owner: np.ndarray, 
             v.placed[le] = Placement(p, 1.0 if status == "live" else 0.9, "metadata",
                                      None if status == "live" else
                                      f"from an older generation ({lv.name} is deleted)")
-        if a is None and lv.kind == "vhd" and pes and pes[0] is not None:
+        if a is None and lv_kind(lv.name) == "vhd" and pes and pes[0] is not None:
             findings.append(Finding("vhd-head-missing", D + pes[0] * E, "warning",
                                     f"{lv.name}: no VHD head at its LE 0 (PE {pes[0]})",
                                     {"lv": lv.name, "pe": pes[0]}))

@@ -18,7 +18,6 @@ evidence: the caller writes the text to a new file through core.output.
 from __future__ import annotations
 
 import random
-import re
 import shlex
 import time
 import uuid as _uuid
@@ -26,10 +25,9 @@ from dataclasses import dataclass, field
 
 from core.errors import SrsalvageError
 from core.escape import lvm_name_ok, shell_comment, terminal_line
+from core.xen_names import VG_PREFIX, vg_sr_uuid
 
 _ID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-VG_PREFIX = "VG_XenStorage-"
 
 
 def lvm_id(rng: random.Random | None = None) -> str:
@@ -51,8 +49,7 @@ class RestorePlan:
 
     @property
     def sr_uuid(self) -> str | None:
-        rest = self.vg_name[len(VG_PREFIX):] if self.vg_name.startswith(VG_PREFIX) else ""
-        return rest if _UUID_RE.fullmatch(rest) else None
+        return vg_sr_uuid(self.vg_name)
 
 
 def restore_metadata(rec, vg_name: str | None = None, vg_id: str | None = None,

@@ -14,6 +14,7 @@ from core.match.assign import Placement, VdiState
 from core.match.grid import Grid
 from core.match.names import locator_lv
 from core.spaces import pes_to_map_runs
+from core.xen_names import lv_kind
 
 
 @dataclass
@@ -129,7 +130,7 @@ def _vdi_map(v: VdiState, E: int, meta_status: str | None, lv) -> VdiMap:
         vhd_bytes = a.data_end + 512
     else:
         vhd_bytes = None
-    kind = lv.kind if lv is not None else "vhd"
+    kind = lv_kind(lv.name) if lv is not None else "vhd"
     return VdiMap(
         key=_state_key(v), lv=v.lv_name, vhd_uuid=a.uid_str if a is not None else None,
         virtual_bytes=a.current_size if a is not None else None, vhd_bytes=vhd_bytes,
