@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.blake2sp import Blake2sp
-from core.carve.rar import RarFileEntry
+from core.carve.rar_walk import RarFileEntry
 
 # member statuses (JSON `status`); `reason` says the detail
 OK = "ok"                       # verified and written under its name
