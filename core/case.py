@@ -23,7 +23,7 @@ hash and this entry's canonical JSON (`chain_hash`); `verify_chain` finds the fi
 does not fit.
 
 Beside this module: core/case_audit.py (evidence identity, the audit hash chain),
-core/case_maps.py (Extent, Patch, VdiMap, CaseError), core/case_paths.py (where the file lives).
+core/case_maps.py (Extent, Patch, EditedMap, CaseError), core/case_paths.py (where the file lives).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 # names kept importable from core.case (the identity, edit model and paths live beside it)
 from core.case_audit import (GENESIS, IDENTITY_SAMPLES, canonical, chain_hash,  # noqa: F401
                              evidence_identity, verify_chain)
-from core.case_maps import CaseError, Extent, Patch, VdiMap, _manual  # noqa: F401
+from core.case_maps import CaseError, EditedMap, Extent, Patch, _manual  # noqa: F401
 from core.case_paths import (CASE_FORMAT, CASE_SUFFIX, _refuse_foreign, _writable_dir,  # noqa: F401
                              check_case_path, default_case_path)
 from core.errors import UnsafeError
@@ -66,7 +66,7 @@ class Case:
         self.image_path = image_path
         self.image_bytes = image_bytes
         self.generation: dict[str, Any] | None = None   # {"vg": name, "seqno": n}
-        self.maps: dict[str, VdiMap] = {}
+        self.maps: dict[str, EditedMap] = {}
         self.undo_stack: list[Patch] = []
         self.redo_stack: list[Patch] = []
         self.audit: list[dict[str, Any]] = []
@@ -138,7 +138,7 @@ class Case:
         if not isinstance(maps, dict):
             raise CaseError("bad maps entry")
         for key, m in maps.items():
-            vm = VdiMap.from_json(m)
+            vm = EditedMap.from_json(m)
             vm.key = str(key)
             case.maps[str(key)] = vm
         for name in ("undo", "redo"):
@@ -330,10 +330,10 @@ class Case:
     def has_map(self, key: str) -> bool:
         return key in self.maps
 
-    def ensure_map(self, key: str, extents: Iterable[Extent], origin: str = "") -> VdiMap:
+    def ensure_map(self, key: str, extents: Iterable[Extent], origin: str = "") -> EditedMap:
         """The case's map for `key`, initialised from `extents` (the engine's) the first time."""
         if key not in self.maps:
-            self.maps[key] = VdiMap(key, list(extents), origin)
+            self.maps[key] = EditedMap(key, list(extents), origin)
         return self.maps[key]
 
     def reset_map(self, key: str, extents: Iterable[Extent], origin: str) -> None:
@@ -341,11 +341,11 @@ class Case:
         new = list(extents)
         old = self.maps[key].extents if key in self.maps else []
         if key not in self.maps:
-            self.maps[key] = VdiMap(key, [], origin)
+            self.maps[key] = EditedMap(key, [], origin)
         self.maps[key].origin = origin
         self._apply(Patch(key, 0, list(old), new, "reset", f"map from {origin}"))
 
-    def map_of(self, key: str) -> VdiMap:
+    def map_of(self, key: str) -> EditedMap:
         try:
             return self.maps[key]
         except KeyError:

@@ -1,5 +1,5 @@
 """The case's edit model (split out of core/case.py): one VDI's hand-edited extent map
-(`VdiMap` of `Extent`s, LE = index) and the `Patch` each edit turns into (the slice of the map
+(`EditedMap` of `Extent`s, LE = index) and the `Patch` each edit turns into (the slice of the map
 it replaced, before and after), so undo and redo are exact and the history stays small.
 Malformed JSON raises `CaseError` (one line).
 """
@@ -73,8 +73,9 @@ class Patch:
 
 
 @dataclass
-class VdiMap:
-    """The edited extent map of one VDI (LE = index)."""
+class EditedMap:
+    """The edited extent map of one VDI (LE = index): the technician's map, kept in the case
+    (not core.match.result.VdiMap, the map a reconstruction rebuilt)."""
 
     key: str
     extents: list[Extent]
@@ -89,7 +90,7 @@ class VdiMap:
                 "extents": [e.to_json() for e in self.extents]}
 
     @classmethod
-    def from_json(cls, doc: Any) -> "VdiMap":
+    def from_json(cls, doc: Any) -> "EditedMap":
         if not isinstance(doc, dict) or not isinstance(doc.get("extents"), list):
             raise CaseError("bad VDI map")
         return cls(str(doc.get("key", "")), [Extent.from_json(e) for e in doc["extents"]],

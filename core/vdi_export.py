@@ -7,7 +7,7 @@ export call, on a `core.vdi.ResolvedVdi` (from `resolve_vdi` for the command lin
 * the extents a newer LV took are assessed first (`ResolvedVdi.guard`, core.provenance): an
   overwritten extent is never read;
 * `--format vhd`: the VHD as it was in the LV (core.vhd.export.export_vhd), refused (exit 3)
-  when a map leaves part of it unplaced unless forced (core.vdi.refuse_unsafe_map);
+  when a map leaves part of it unplaced unless forced (core.vdi_coverage.refuse_unsafe_map);
 * `--format raw` of a volume holding a VHD: the virtual disk flattened through the parents the
   same SR holds (core.vhd.chain), with the same refusal over every image of the chain;
 * `--format raw` of a volume without a VHD that is not a VHD LV (a raw VDI `LV-<uuid>`, MGT):
@@ -30,7 +30,8 @@ from core.evidence.layers import unreadable_in
 from core.progress import ProgressFn
 from core.provenance import describe_export, guarded_space, untrusted_lines
 from core.spaces import ByteSpace
-from core.vdi import ResolvedVdi, refuse_unsafe_map
+from core.vdi import ResolvedVdi
+from core.vdi_coverage import refuse_unsafe_map
 from core.vhd.export import ExportResult, export_raw, export_vhd
 
 FORMATS = ("vhd", "raw")

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.commands._common import open_images, print_json, print_text, warn
     from core.escape import terminal_line
-    from core.vdi import map_coverage_findings, resolve_vdi
+    from core.vdi import resolve_vdi
+    from core.vdi_coverage import map_coverage_findings
     from core.vhd.checks import check_vhd
     from core.findings import Finding
 

@@ -22,6 +22,10 @@ window once:
 After the pass the commands make only small targeted reads (partition tables, metadata rings,
 a BAT, bitmaps, the pages and archives they write out).
 
+The modules: this one (the index, its identity, making, keeping and finding it), `windows`
+(the pass's reads, window by window, and the nonzero runs of a window), `sectors` (the
+sector facts).
+
 API (the house style: long work takes `cancel` and `progress`):
 
     idx, how = EvidenceIndex.load_or_build(ev, path, cancel, progress)   # path None: memory only
@@ -60,11 +64,12 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from core.errors import SrsalvageError
+from core.evidence_index.windows import SECTOR, _subtract, nonzero_runs, pass_windows
 from core.progress import ProgressFn, Ticker
 
 FORMAT = "srsalvage-evidence-index"
@@ -74,7 +79,6 @@ WINDOW = 32 << 20                # one read; numpy over it in the caches' reach 
 MAX_SCAN_FINDINGS = 200_000      # beyond: `scan` scans afresh (ScanFinding objects are ~0.5 KB)
 MAX_PAGE_RECORDS = 2_000_000     # 43 bytes each; beyond: carve-mdf searches itself
 MAX_RAR_SIGNATURES = 1_000_000
-SECTOR = 512
 
 
 # -- where, and which evidence ---------------------------------------------------------------
@@ -156,148 +160,6 @@ def identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     if a.get("format") != b.get("format") or a.get("reader") != b.get("reader"):
         return "evidence format or reader differs"
     return None
-
-
-# -- the pass ----------------------------------------------------------------------------------
-def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int,
-                 lock: threading.Lock | None = None, stop: threading.Event | None = None
-                 ) -> Iterator[tuple[int, np.ndarray, int, int]]:
-    """(pos, view, lo, own_end) over the data ranges: each view starts at `pos` (on the 512
-    grid), holds the structures starting in [lo, own_end) and runs `overlap` further (clipped
-    at the image end), as scan() windows each range. On a plain image file the next window is
-    read by a helper thread (os.preadv releases the GIL) into the other of two buffers while
-    the caller works on this one; a short or failed read, and every other kind of evidence (a
-    block device's guarded reads, EWF, split or mapped images), goes through ev.read, which
-    survives and records I/O errors -- for those too the next window is read by the helper
-    thread while the caller works (`lock`: held around every ev.read, shared with the
-    caller's own reads of the evidence; `stop`: set on the way out, the helper's read gives up
-    there when ev.cancel includes it, and is waited for)."""
-    from concurrent.futures import ThreadPoolExecutor
-    from core.source import _PREAD_RAW
-    size = int(ev.size)
-    fd = getattr(ev, "_fd", -1)
-    fast = (fd is not None and fd >= 0 and not getattr(ev, "guarded", True)
-            and getattr(getattr(ev, "_pread_raw", None), "__func__", None) is _PREAD_RAW)
-    jobs: list[tuple[int, int, int, int]] = []          # (pos, n, lo, own_end)
-    for rstart, rend in ranges:
-        pos = rstart - rstart % SECTOR
-        while pos < rend:
-            n = min(size, rend + overlap, pos + window + overlap) - pos
-            jobs.append((pos, n, max(pos, rstart), min(pos + window, rend)))
-            pos += window
-    if not jobs:
-        return
-    lock = lock if lock is not None else threading.Lock()
-
-    def ev_read(pos: int, n: int) -> bytes:
-        with lock:
-            return ev.read(pos, n)
-
-    if not fast:
-        yield from _read_ahead(ev_read, jobs, stop)
-        return
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    except (AttributeError, OSError):
-        pass
-    need = max(n for _, n, _, _ in jobs)
-    bufs = [bytearray(need), bytearray(need)]
-
-    def read_into(k: int) -> int:
-        pos, n = jobs[k][0], jobs[k][1]
-        try:
-            return os.preadv(fd, [memoryview(bufs[k % 2])[:n]], pos)
-        except OSError:
-            return -1
-
-    with ThreadPoolExecutor(1, thread_name_prefix="index-reader") as reader:
-        nxt = reader.submit(read_into, 0)
-        for k, (pos, n, lo, own_end) in enumerate(jobs):
-            got = nxt.result()
-            # the other buffer is free: the caller is done with the previous view
-            nxt = reader.submit(read_into, k + 1) if k + 1 < len(jobs) else None
-            view = memoryview(bufs[k % 2])[:n]
-            if got != n:
-                view[:] = ev_read(pos, n)
-            try:
-                yield pos, np.frombuffer(view, dtype=np.uint8), lo, own_end
-            finally:
-                view = None
-            if nxt is None:
-                break
-
-
-def _read_ahead(read: Callable[[int, int], bytes], jobs: list[tuple[int, int, int, int]],
-                stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, int, int]]:
-    """pass_windows over `read` (ev.read): window k+1 read by a helper thread while the caller
-    works on window k (two windows in memory, as the plain path's two buffers). On the way
-    out (the end, an error, SIGTERM raised while waiting) `stop` is set -- a read hanging in
-    the helper gives up at the evidence's cancel point, which includes it
-    (EvidenceIndex.build) -- and the helper is waited for."""
-    from concurrent.futures import ThreadPoolExecutor
-    reader = ThreadPoolExecutor(1, thread_name_prefix="index-reader")
-    nxt: Future | None = reader.submit(read, jobs[0][0], jobs[0][1])
-    try:
-        for k, (pos, n, lo, own_end) in enumerate(jobs):
-            data = nxt.result()
-            nxt = reader.submit(read, jobs[k + 1][0], jobs[k + 1][1]) \
-                if k + 1 < len(jobs) else None
-            yield pos, np.frombuffer(data, dtype=np.uint8), lo, own_end
-            data = None
-    finally:
-        if nxt is not None:
-            nxt.cancel()
-            if stop is not None:
-                stop.set()
-        reader.shutdown(wait=True)
-
-
-ZERO_BLOCK = 64 << 10
-
-
-def _subtract(ranges: list[tuple[int, int]], known: list[tuple[int, int]]
-              ) -> list[tuple[int, int]]:
-    """The parts of `ranges` outside every range of `known` (both sorted [start, end))."""
-    out: list[tuple[int, int]] = []
-    for a, b in ranges:
-        for ka, kb in known:
-            if kb <= a or ka >= b:
-                continue
-            if ka > a:
-                out.append((a, ka))
-            a = max(a, kb)
-            if a >= b:
-                break
-        if a < b:
-            out.append((a, b))
-    return out
-
-
-def nonzero_runs(view: np.ndarray, length: int, block: int = ZERO_BLOCK,
-                 words: np.ndarray | None = None) -> list[tuple[int, int]]:
-    """[(a, b)]: the runs of view[:length] made of `block`-sized blocks holding a nonzero byte
-    (zero blocks are left out; the last block may be short). Numpy, no loop per block.
-    `words`: the first 8 bytes of each sector of `view` (sectors.first_words): a block where
-    one of them is nonzero is not looked at further (data: every block), only the others are
-    read whole (`max` over uint64 words, twice as fast as `any`)."""
-    length = min(length, len(view))
-    whole = length - length % block
-    n_whole = whole // block
-    flags = np.zeros(-(-length // block), bool)
-    if n_whole:
-        blocks = view[:whole].view(np.uint64).reshape(n_whole, block // 8)
-        per = block // SECTOR
-        if words is not None and block % SECTOR == 0 and len(words) >= n_whole * per:
-            flags[:n_whole] = words[: n_whole * per].reshape(n_whole, per).any(axis=1)
-            look = np.flatnonzero(~flags[:n_whole])
-            if len(look):
-                flags[look] = blocks[look].max(axis=1) != 0
-        else:
-            flags[:n_whole] = blocks.max(axis=1) != 0
-    if whole < length:
-        flags[-1] = bool(view[whole:length].any())
-    edges = np.flatnonzero(np.diff(flags.view(np.int8), prepend=0, append=0)) * block
-    return [(a, min(b, length)) for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist())]
 
 
 @dataclass
