@@ -8,5 +8,5 @@
   label.py        label sector + PV header: find, parse, build
   mda.py          mda header parse/build, ring placement, scan of every copy in a ring
   generations.py  copies -> generations -> volume groups; deleted / claimed_by
-  analyse.py      analyse_disk(ev) -> DiskReport, the `srsalvage lvm` JSON
+  analyse.py      analyse_disk(ev) -> DiskReport (pure LVM; core.sr adds XenServer's meaning)
 """
