@@ -282,3 +282,68 @@ def test_searching_slots_together_finds_what_each_finds_alone(tmp_path, monkeypa
         for slot in front:
             alone.update(solver.search_candidates([slot], pending))
         assert together == alone and sum(len(x) for x in together.values()) > 0
+
+
+def test_the_tail_cover_is_the_block_whose_data_holds_the_extent_s_last_sector():
+    """predict names, per LE, the block whose data covers the extent's last sector (the only
+    place another VHD's footer could lie under our data), and no block where none does."""
+    from core.match.predict import predict
+    from core.match.synth import lvhd_vdi
+
+    E = 4 * MiB
+    a = lvhd_vdi(40 * MiB, list(range(20)), seed=5, full_every=100)
+    pred = predict(_anchor_of(a, E), E)
+    span, bm = pred.anchor.block_span, pred.anchor.block_span - pred.anchor.block_size
+    covered = uncovered = 0
+    for le, slot in pred.slots.items():
+        tail = E - 512
+        holders = [k for k, off in enumerate(slot.bitmap_offsets.tolist())
+                   if off + bm <= tail < off + span]
+        if slot.tail_cover is None:
+            assert holders == []
+            uncovered += 1
+        else:
+            k, sector = slot.tail_cover
+            assert holders == [k]
+            assert sector == (tail - int(slot.bitmap_offsets[k]) - bm) // 512
+            covered += 1
+    assert covered and uncovered
+
+
+def _anchor_of(vdi, E):
+    from core.match.anchors import complete_bat, parse_anchor
+    anchor = parse_anchor(0, lambda o, k: vdi.data[o:o + k], E, len(vdi.data))
+    complete_bat(anchor, lambda o, k: vdi.data[E + o:E + o + k])
+    return anchor
+
+
+def test_another_vhd_s_footer_counts_against_an_extent_only_where_it_could_be_its_end():
+    """A headless VHD's footer (its LV removed, its head written over) in the last sector of
+    a candidate, where our block's bitmap says the guest never wrote that sector, is a stale
+    leftover (tapdisk on LVM does not zero-fill): no penalty. The footer of a VHD whose head
+    was found, a footer under a sector we wrote, or past our data, still says "not this LE"."""
+    from core.match.features import SectorReader
+    from core.match.predict import SlotPrediction
+    from core.match.score import OTHER_FOOTER, Scorer
+    from core.spaces import BytesSpace
+
+    E, bitmap_at, sector = 4 * MiB, 2 * MiB, 4000
+    image = bytearray(3 * E)
+    for pe, written in ((0, False), (1, True), (2, False)):
+        bm = bytearray(512)
+        if written:
+            bm[sector >> 3] |= 0x80 >> (sector & 7)
+        bm[0] = 0xFF                       # other sectors of the block were written
+        image[pe * E + bitmap_at: pe * E + bitmap_at + 512] = bm
+    scorer = Scorer(SectorReader(BytesSpace(bytes(image))), 0, E, None)
+    slot = SlotPrediction(3, np.array([bitmap_at], np.int64), np.zeros(1, np.int8),
+                          tail_cover=(0, sector))
+    pes, other = np.arange(3), np.ones(3, bool)
+    headless = np.frombuffer(b"H" * 16 * 3, np.uint8).reshape(3, 16)
+    assert scorer.other_footer(slot, pes, other, headless).tolist() == [0.0, OTHER_FOOTER, 0.0]
+    scorer.anchored_uids = {b"H" * 16}
+    assert scorer.other_footer(slot, pes, other, headless).tolist() == [OTHER_FOOTER] * 3
+    scorer.anchored_uids = set()
+    past = SlotPrediction(3, np.array([bitmap_at], np.int64), np.zeros(1, np.int8))
+    assert scorer.other_footer(past, pes, other, headless).tolist() == [OTHER_FOOTER] * 3
+    assert scorer.other_footer(slot, pes, np.zeros(3, bool), headless).tolist() == [0.0] * 3

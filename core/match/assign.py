@@ -62,6 +62,7 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
         self.vdis = vdis
         self.owner = owner
         self.scorer = Scorer(reader, data_offset, extent_bytes, None)
+        self.scorer.anchored_uids = {v.anchor.uid for v in vdis if v.anchor is not None}
         self.ticker = ticker
         self.findings: list[Finding] = []
         self.sig_good: np.ndarray | None = None

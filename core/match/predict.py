@@ -53,6 +53,9 @@ class SlotPrediction:
     # the LV can only end here (sm's inflated size ends here too, or the layout is not sm's):
     # then the VHD's own footer in the last sector says "this is that LE"
     lv_end_certain: bool = True
+    # the block whose data covers this extent's last sector: (index into bitmap_offsets, that
+    # sector's bit in its bitmap); None where no block of the VHD covers it
+    tail_cover: tuple[int, int] | None = None
 
     @property
     def footer_bonus(self) -> bool:
@@ -124,6 +127,10 @@ def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
             s.full = full_all[idx]
             last = int(idx[-1])
             end = int(offs[last]) + span
+            tail = (j + 1) * E - SECTOR
+            data0 = int(offs[last]) + bm
+            if data0 <= tail < data0 + anchor.block_size:
+                s.tail_cover = (len(idx) - 1, (tail - data0) // SECTOR)
             if end > (j + 1) * E:
                 first_data_abs = int(offs[last]) + bm
                 first_in_next = max(0, ((j + 1) * E - first_data_abs) // SECTOR)

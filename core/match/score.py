@@ -133,6 +133,9 @@ class Scorer:
         self.extra_bitmap = EXTRA_BITMAP
         self.other_batmap = OTHER_BATMAP
         self.past_data_trusted = True
+        # unique ids of the VHDs whose head was found (core.match.anchors): a footer of one of
+        # them may be its LV's end; another footer is a VHD's whose head was overwritten
+        self.anchored_uids: set[bytes] = set()
 
     def distrust_past_data(self) -> bool:
         """On a disk with a previous life the sectors past a VHD's data keep whatever the extent
@@ -228,8 +231,8 @@ class Scorer:
             total += np.where(head, BATMAP_HDR, BATMAP_HDR_MISSING)
             for k in np.flatnonzero(head).tolist():
                 total[k] += self.batmap_llr(slot, int(pes[k]))
-        total += np.where(tail & ~own, OTHER_FOOTER,
-                          np.where(tail & own & bool(slot.footer_bonus), LV_END_FOOTER, 0.0))
+        total += self.other_footer(slot, pes, tail & ~own, features.tail_uid[pes])
+        total += np.where(tail & own & bool(slot.footer_bonus), LV_END_FOOTER, 0.0)
         if not slot.le1_batmap:
             total += np.where(head, self.other_batmap, 0.0)
         if slot.footer_offset is not None:
@@ -238,6 +241,29 @@ class Scorer:
                 & (ftr[:, 68:84] == np.frombuffer(uid, np.uint8)).all(axis=1)
             total += np.where(ok, FOOTER_OK, FOOTER_BAD)
         return total
+
+    def other_footer(self, slot: SlotPrediction, pes: np.ndarray, other: np.ndarray,
+                     tail_uids: np.ndarray) -> np.ndarray:
+        """What another VHD's footer in the last sector of candidate `pes` (where `other`;
+        `tail_uids` its unique id) says against them as this LE: OTHER_FOOTER, except where
+        that VHD's head is nowhere (an LV removed and its head written over) and our own
+        block covers the sector with a bitmap that says the guest never wrote it. tapdisk on
+        LVM does not zero-fill a block (issue 10 premise 1), so a removed LV's footer survives
+        inside the next LV's blocks wherever its guest has not written. The footer of a VHD
+        whose head was found may be its LV end, and past our data (no block of ours there)
+        any footer may be; there it still says "not this LE"."""
+        out = np.where(other, OTHER_FOOTER, 0.0)
+        headless = np.array([t.tobytes() not in self.anchored_uids for t in tail_uids], bool) \
+            if len(tail_uids) else np.zeros(0, bool)
+        rows = np.flatnonzero(other & headless)
+        if not len(rows) or slot.tail_cover is None:
+            return out
+        index, sector = slot.tail_cover
+        bitmaps = self.reader.gather(self.D + pes[rows] * self.E
+                                     + int(slot.bitmap_offsets[index]), SECTOR)
+        written = (bitmaps[:, sector >> 3] & (0x80 >> (sector & 7))) != 0
+        out[rows[~written]] = 0.0
+        return out
 
     def batmap_llr(self, slot: SlotPrediction, pe: int) -> float:
         """What the batmap behind the `tdbatmap` header of a candidate LE 1 adds: another VHD's

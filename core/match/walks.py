@@ -14,7 +14,7 @@ from core.match.board import (
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, FOOTER_BAD, FOOTER_OK,
-    LV_END_FOOTER, OTHER_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
+    LV_END_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
     sample_sectors)
 from core.structs import vhd as S
 
@@ -125,7 +125,10 @@ class WalkMixin:
                 secs = self.reader.gather(self.D + pes[k] * self.E + sl.absent_offsets, SECTOR)
                 content[k] += self.scorer.extra_bitmap * int((bitmap_likeness(secs) >= 0.95).sum())
         le1 = np.array([sl.le1_batmap for sl in slots])
-        content += np.where(tail & ~own, OTHER_FOOTER, 0.0)
+        for k, sl in enumerate(slots):
+            if tail[k] and not own[k]:
+                content[k] += self.scorer.other_footer(sl, pes_a[k:k + 1], np.ones(1, bool),
+                                                       f.tail_uid[pes_a[k:k + 1]])[0]
         bonus = np.array([sl.footer_bonus for sl in slots])
         content += np.where(own & bonus, LV_END_FOOTER, 0.0)
         content += np.where(f.head_batmap[pes_a] & ~le1, self.scorer.other_batmap, 0.0)
