@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from core.escape import terminal_line
 from core.findings import Finding
 from core.match.anchors import split_dm_name
+from core.xen_names import UUID_RE
 
-_LV_NAME = re.compile(r"(VHD|LV)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})",
-                      re.I)
+# a VDI's LV name in a parent locator, whatever its case (core.xen_names: `VHD-` / `LV-`)
+_LV_NAME = re.compile(rf"(VHD|LV)-({UUID_RE.pattern})", re.I)
 MAX_MATCH_STEPS = 200000       # search steps for MGT records <-> VHDs (then: no MGT names)
 
 

@@ -5,14 +5,12 @@ Split out of core/match/reconstruct.py.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
 from core.findings import Finding
-
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+from core.xen_names import UUID_RE
 
 
 def _find_mgt(ev, feats, D: int, E: int, findings: list[Finding]) -> dict[str, Any] | None:
@@ -35,7 +33,7 @@ def _find_mgt(ev, feats, D: int, E: int, findings: list[Finding]) -> dict[str, A
     return {"pe": pe, "sr_uuid": content.sr_uuid, "sr_name_label": content.sr_name_label,
             "allocation": content.allocation, "vdi_slots": len(content.vdis),
             "live_vdis": len(live),
-            "vdi_uuids": [v.uuid.lower() for v in live if v.uuid and _UUID.fullmatch(v.uuid.lower())],
+            "vdi_uuids": [v.uuid.lower() for v in live if v.uuid and UUID_RE.fullmatch(v.uuid)],
             # what sm records of each (srmetadata.py): names the VHDs (core.match.names)
             "vdi_records": [{**v.fields, "uuid": v.uuid.lower(), "name_label": v.name_label}
-                            for v in live if v.uuid and _UUID.fullmatch(v.uuid.lower())]}
+                            for v in live if v.uuid and UUID_RE.fullmatch(v.uuid)]}
