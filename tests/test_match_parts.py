@@ -347,3 +347,46 @@ def test_another_vhd_s_footer_counts_against_an_extent_only_where_it_could_be_it
     past = SlotPrediction(3, np.array([bitmap_at], np.int64), np.zeros(1, np.int8))
     assert scorer.other_footer(past, pes, other, headless).tolist() == [OTHER_FOOTER] * 3
     assert scorer.other_footer(slot, pes, np.zeros(3, bool), headless).tolist() == [0.0] * 3
+
+
+def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
+    """v's head on PE 10, w's on PE 20, each VHD's LE 1-3 fitting the PEs after both heads
+    (same LE indices, same lattice). v placed on its own run with twins on w's: the twins are
+    explained (w's LEs 1..k fit the PEs after w's head) and v keeps its run. A twin on no
+    other VHD's run, a placement off v's own run, an incomplete twin search, or w's run not
+    fitting up to that LE: not mirrored."""
+    from core.match.board import ACCEPT
+
+    class Slot(NS):
+        pass
+
+    def vdi(index, name, head):
+        slots = {j: Slot(bitmap_offsets=np.array([4096]), le=j) for j in range(1, 4)}
+        return NS(index=index, name=name, anchor=NS(uid=name.encode() * 16),
+                  pred=NS(slots=slots), placed={0: Placement(head, 1.0, "vhd-match")})
+
+    v, w = vdi(0, "v", 10), vdi(1, "w", 20)
+    fitting = {("v", p) for p in (11, 12, 13, 21, 22, 23)} | {("w", p) for p in (21, 22, 23, 11, 12, 13)}
+
+    class Board(ReviewMixin):
+        vdis = [v, w]
+        f = None
+        scorer = NS(content=lambda slot, pe, uid, f: ACCEPT if (uid[:1].decode(), pe) in fitting
+                    else ACCEPT - 4)
+
+    for le in (1, 2, 3):
+        v.placed[le] = Placement(10 + le, 0.7, "adjacency", "x", True)
+        v.placed[le].twins = (20 + le,)
+    assert Board()._mirrored_runs() == {(0, 1), (0, 2), (0, 3)}
+    fitting.discard(("w", 22))                 # w's LE 2 does not fit after its head
+    assert Board()._mirrored_runs() == {(0, 1)}
+    fitting.add(("w", 22))
+    v.placed[2].twins = (22, 35)               # a twin nobody's run explains
+    assert Board()._mirrored_runs() == {(0, 1), (0, 3)}
+    v.placed[2].twins = (22,)
+    v.placed[2].twins_open = True              # more twins may exist
+    assert (0, 2) not in Board()._mirrored_runs()
+    v.placed[2].twins_open = False
+    v.placed[3] = Placement(40, 0.7, "adjacency", "x", True)   # off v's run
+    v.placed[3].twins = (23,)
+    assert Board()._mirrored_runs() == {(0, 1), (0, 2)}

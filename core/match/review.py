@@ -11,7 +11,7 @@ import numpy as np
 from core.findings import Finding
 from core.match import zerofill
 from core.match.board import (
-    FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, RIVAL_VDIS_NOTE,
+    ACCEPT, FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, RIVAL_VDIS_NOTE,
     TIED_CONTINUITY, WALK_NOTE, Placement, VdiState)
 from core.match.guest import GUEST_TIES
 from core.match.score import CONT_CAP
@@ -166,6 +166,7 @@ class ReviewMixin:
         What stays is what evidence placed; the rest is for the technician (`--fix`)."""
         wanted = self._wanted_elsewhere()
         unsure = self._unsure_by_le()
+        mirrored = self._mirrored_runs()
         for v in self.vdis:
             if v.pred is None or v.metadata_map:
                 continue
@@ -180,7 +181,7 @@ class ReviewMixin:
                         drop.add(le)
                     continue
                 if pl.twins:
-                    if not self._outfits(v, le, pl):
+                    if not self._outfits(v, le, pl) and (v.index, le) not in mirrored:
                         drop.add(le)
                     continue
                 if pl.note == WALK_NOTE and wanted.get(pl.pe, v.index) != v.index:
@@ -365,6 +366,47 @@ class ReviewMixin:
             return False
         return not any(w.anchor is not None and w.anchor.parent_uid == v.anchor.uid
                        for w in self.vdis)
+
+    def _mirrored_runs(self) -> set[tuple[int, int]]:
+        """(VDI, LE) of placements on the unbroken run of PEs that starts at their own VHD's
+        head, whose every twin is the same LE of another VHD's run from its own head (that
+        VHD's extents after its head fit its LEs by content, up to the twin). Two VHDs with
+        blocks at the same LE indices fit each other's extents equally (the lattice phase is
+        the LE's; stale bytes silence continuity), but only one pairing keeps both runs whole:
+        each extent the one that follows its own head, where lvcreate put it. The crossed
+        pairing would leave both VHDs a gap at exactly the other's offset. Typically a live
+        VDI beside an older VHD's remnants whose head survived in extents nothing reused
+        (that VHD itself may have been withdrawn as a stranger: its run still explains the
+        twin)."""
+        heads = {v.index: v.placed[0].pe for v in self.vdis
+                 if v.pred is not None and v.anchor is not None and 0 in v.placed}
+        by_head = {pe: self.vdis[i] for i, pe in heads.items()}
+        fits: dict[tuple[int, int], bool] = {}
+
+        def run_fits(w: VdiState, le: int) -> bool:
+            """w's LEs 1..le fit the PEs after w's head by content (data-only LEs pass)."""
+            key = (w.index, le)
+            if key not in fits:
+                head = heads[w.index]
+                fits[key] = all(
+                    j not in w.pred.slots or not len(w.pred.slots[j].bitmap_offsets)
+                    or self.scorer.content(w.pred.slots[j], head + j, w.anchor.uid, self.f)
+                    >= ACCEPT for j in range(1, le + 1))
+            return fits[key]
+
+        out = set()
+        for v in self.vdis:
+            head = heads.get(v.index)
+            if head is None:
+                continue
+            for le, pl in v.placed.items():
+                if not pl.twins or pl.twins_open or pl.pe != head + le or not all(
+                        j in v.placed and v.placed[j].pe == head + j for j in range(1, le)):
+                    continue
+                owners = [by_head.get(q - le) for q in pl.twins]
+                if all(w is not None and w is not v and run_fits(w, le) for w in owners):
+                    out.add((v.index, le))
+        return out
 
     @staticmethod
     def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:
