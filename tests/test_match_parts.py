@@ -370,7 +370,7 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
 
     class Board(ReviewMixin):
         vdis = [v, w]
-        f = None
+        f, N = None, 100
         scorer = NS(content=lambda slot, pe, uid, f: ACCEPT if (uid[:1].decode(), pe) in fitting
                     else ACCEPT - 4)
 

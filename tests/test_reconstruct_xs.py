@@ -249,3 +249,17 @@ def test_a_lone_content_fit_with_a_silent_guest_is_not_placed(tmp_path_factory):
     # measured 2026-12-06: 25 of the 31 LEs holding VHD data found, before and after (LE 8
     # was placed wrong, so it was never found); 111 of 125 over seeds 41-45 of this kind
     assert res["found"] >= 25, res["missed"]
+
+
+def test_a_live_disk_beside_an_older_vhd_s_run_and_a_removed_lv_s_footer(tmp_path_factory):
+    """snapshots seed 1: "disk 0"'s leaf has its head on PE 67 and LEs 1-4 on PEs 68-71. PEs
+    61-66 still hold an older VHD from the disk's previous life, head included, with blocks at
+    the same LE indices: LEs 1-4 fit both runs alike, and the engine withdrew them. And PE 71
+    ends with the footer of a removed LV (its head written over by the leaf's), in sectors
+    the leaf's guest never wrote. Each VHD's extents are now the ones after its own head (the
+    crossed pairing would break both runs: core.match.review._mirrored_runs), and a headless
+    VHD's footer under our unwritten sectors is a leftover (core.match.score.other_footer)."""
+    res = _reconstructed_without_error("snapshots", 1, tmp_path_factory)
+    # measured 2026-12-06: 44 of the 47 LEs holding VHD data (before: 38, missing LEs 1-5 of
+    # disk 0's leaf); left: its LE 5 (a stale head of another older VHD sits at its start)
+    assert res["found"] >= 44, res["missed"]

@@ -388,7 +388,7 @@ class ReviewMixin:
             key = (w.index, le)
             if key not in fits:
                 head = heads[w.index]
-                fits[key] = all(
+                fits[key] = head + le < self.N and all(
                     j not in w.pred.slots or not len(w.pred.slots[j].bitmap_offsets)
                     or self.scorer.content(w.pred.slots[j], head + j, w.anchor.uid, self.f)
                     >= ACCEPT for j in range(1, le + 1))
