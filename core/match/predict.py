@@ -127,12 +127,11 @@ def predict(anchor: VhdAnchor, extent_bytes: int) -> VhdPrediction:
             s.full = full_all[idx]
             last = int(idx[-1])
             end = int(offs[last]) + span
+            first_data_abs = int(offs[last]) + bm
             tail = (j + 1) * E - SECTOR
-            data0 = int(offs[last]) + bm
-            if data0 <= tail < data0 + anchor.block_size:
-                s.tail_cover = (len(idx) - 1, (tail - data0) // SECTOR)
+            if first_data_abs <= tail < first_data_abs + anchor.block_size:
+                s.tail_cover = (len(idx) - 1, (tail - first_data_abs) // SECTOR)
             if end > (j + 1) * E:
-                first_data_abs = int(offs[last]) + bm
                 first_in_next = max(0, ((j + 1) * E - first_data_abs) // SECTOR)
                 sectors = min(anchor.block_size // SECTOR - first_in_next,
                               (end - (j + 1) * E) // SECTOR)

@@ -253,10 +253,12 @@ class Scorer:
         whose head was found may be its LV end, and past our data (no block of ours there)
         any footer may be; there it still says "not this LE"."""
         out = np.where(other, OTHER_FOOTER, 0.0)
-        headless = np.array([t.tobytes() not in self.anchored_uids for t in tail_uids], bool) \
-            if len(tail_uids) else np.zeros(0, bool)
-        rows = np.flatnonzero(other & headless)
-        if not len(rows) or slot.tail_cover is None:
+        if slot.tail_cover is None:
+            return out
+        # (few rows end with another VHD's footer: only theirs are looked up)
+        rows = np.array([r for r in np.flatnonzero(other).tolist()
+                         if tail_uids[r].tobytes() not in self.anchored_uids], np.int64)
+        if not len(rows):
             return out
         index, sector = slot.tail_cover
         bitmaps = self.reader.gather(self.D + pes[rows] * self.E
