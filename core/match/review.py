@@ -378,9 +378,10 @@ class ReviewMixin:
         VDI beside an older VHD's remnants whose head survived in extents nothing reused
         (that VHD itself may have been withdrawn as a stranger: its run still explains the
         twin)."""
-        heads = {v.index: v.placed[0].pe for v in self.vdis
-                 if v.pred is not None and v.anchor is not None and 0 in v.placed}
-        by_head = {pe: self.vdis[i] for i, pe in heads.items()}
+        headed = [v for v in self.vdis
+                  if v.pred is not None and v.anchor is not None and 0 in v.placed]
+        heads = {v.index: v.placed[0].pe for v in headed}
+        by_head = {v.placed[0].pe: v for v in headed}
         fits: dict[tuple[int, int], bool] = {}
 
         def run_fits(w: VdiState, le: int) -> bool:
