@@ -362,7 +362,7 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
 
     def vdi(index, name, head):
         slots = {j: Slot(bitmap_offsets=np.array([4096]), le=j) for j in range(1, 4)}
-        return NS(index=index, name=name, anchor=NS(uid=name.encode() * 16),
+        return NS(index=index, name=name, anchor=NS(uid=name.encode() * 16, pe=head),
                   pred=NS(slots=slots), placed={0: Placement(head, 1.0, "vhd-match")})
 
     v, w = vdi(0, "v", 10), vdi(1, "w", 20)
@@ -390,3 +390,64 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
     v.placed[3] = Placement(40, 0.7, "adjacency", "x", True)   # off v's run
     v.placed[3].twins = (23,)
     assert Board()._mirrored_runs() == {(0, 1), (0, 2)}
+    # w's head was overwritten by another VHD's footer, which took its extent: w's run still
+    # begins there; a VHD whose LE 0 is simply unplaced explains nothing
+    del w.placed[0]
+    assert Board()._mirrored_runs() == set()
+    Board.overwritten_heads = {20: b"x" * 16}
+    assert Board()._mirrored_runs() == {(0, 1), (0, 2)}
+
+
+def test_a_head_whose_bat_ends_with_another_vhd_s_footer_is_an_older_vhd_s():
+    """libvhd writes a new VHD's whole BAT when it creates it, and an LVHD head's BAT (2 TiB)
+    fills its extent: a valid footer of another VHD in that extent's last sector came after
+    the head. Not when the sector lies past the BAT, the footer is the head's own, or its
+    checksum is wrong."""
+    from core.match.anchors import footer_over_bat
+    from core.structs import vhd as S
+    E = 4 << 20
+    head = NS(uid=b"a" * 16, table_offset=1536, max_entries=1 << 20)
+    theirs = S.build_footer(cookie=S.HD_COOKIE, features=2, ff_version=0x10000,
+                            data_offset=512, timestamp=1, crtr_app=b"tap\0",
+                            crtr_ver=0x10003, crtr_os=0, orig_size=1 << 30,
+                            curr_size=1 << 30, geometry=0, type=3, uuid=b"b" * 16,
+                            saved=0, hidden=0)
+    assert footer_over_bat(head, theirs, E) == b"b" * 16
+    assert footer_over_bat(NS(uid=b"a" * 16, table_offset=1536, max_entries=4096),
+                           theirs, E) is None          # a small BAT: the sector is past it
+    assert footer_over_bat(NS(uid=b"b" * 16, table_offset=1536, max_entries=1 << 20),
+                           theirs, E) is None          # its own footer
+    broken = bytearray(theirs)
+    broken[100] ^= 1
+    assert footer_over_bat(head, bytes(broken), E) is None
+    assert footer_over_bat(head, b"\xff" * 512, E) is None   # BAT entries: unused blocks
+
+
+def test_a_footer_takes_its_extent_from_an_older_vhd_s_head_it_overwrote():
+    """The footer extent of v is w's LE 0 by structure alone, w's head overwritten by v's
+    footer: placing v's footer there releases w's LE 0; a head of the metadata's is never
+    taken, nor a PE whose LE 0 lies elsewhere."""
+    from core.match.board import FREE
+    from core.match.footers import FooterMixin
+    placed = []
+    w = NS(index=1, metadata_map=False, placed={0: Placement(46, 1.0, "vhd-match")})
+    v = NS(index=0, metadata_map=False, placed={})
+
+    class Board(FooterMixin):
+        vdis = [v, w]
+        owner = np.full(64, FREE)
+
+        def place(self, vd, le, pe, conf, src, note=None):
+            self.owner[pe] = vd.index
+            vd.placed[le] = Placement(pe, conf, src, note)
+            placed.append((vd.index, le, pe))
+
+    board = Board()
+    board.owner[46] = 1
+    assert board._stale_head_at(46) is w
+    board._claim(v, 13, 46, FITS, "vhd-match")
+    assert 0 not in w.placed and placed == [(0, 13, 46)] and board.owner[46] == 0
+    w.placed[0] = Placement(46, 1.0, "metadata")
+    w.metadata_map = True
+    board.owner[46] = 1
+    assert board._stale_head_at(46) is None

@@ -230,6 +230,27 @@ def revalidate(anchor: VhdAnchor, lv_limit: int) -> None:
         _validate_blocks(anchor, lv_limit)
 
 
+def footer_over_bat(anchor: VhdAnchor, tail: bytes, extent_bytes: int) -> bytes | None:
+    """The unique id of another VHD whose valid footer (cookie, checksum) is the last sector
+    of `anchor`'s head extent (`tail`), where that sector lies inside the anchor's own BAT;
+    else None. libvhd writes a new VHD's whole BAT, every entry unused, when it creates it
+    (xapi-project/blktap vhd/lib/libvhd.c `__vhd_create` -> `vhd_create_bat`), and sm's LVHD
+    heads have a BAT for 2 TiB that fills their first extent, so a footer there was written
+    after the head: that extent is now another LV's last one (sm writes a VHD's footer in
+    its LV's last sector), and the head an older VHD's, left where the new LV's guest never
+    wrote. A live VHD's BAT entries cannot read as a footer with a right checksum."""
+    end = extent_bytes - S.SECTOR
+    if not anchor.table_offset <= end < anchor.table_offset + 4 * anchor.max_entries:
+        return None
+    if len(tail) != S.SECTOR or tail[:8] != S.HD_COOKIE:
+        return None
+    ftr = S.parse_footer(tail)
+    uid = bytes(ftr.uuid)
+    if S.footer_checksum(tail) != ftr.checksum or uid == anchor.uid:
+        return None
+    return uid
+
+
 def split_dm_name(name: str) -> tuple[str, str] | None:
     """`VG_XenStorage--<sr>-VHD--<uuid>` (a device-mapper name: dashes doubled, one dash
     between VG and LV; formats.md 2.8, 4.5) -> (VG name, LV name)."""

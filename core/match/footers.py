@@ -41,6 +41,7 @@ class FooterMixin:
         tails = self.reader.gather(self.D + cands.astype(np.int64) * self.E + self.E - SECTOR,
                                    SECTOR)
         own, free, old = [], [], []
+        stale_heads = getattr(self, "overwritten_heads", {})
         for p, raw in zip(cands.tolist(), tails):
             raw = raw.tobytes()
             ftr = S.parse_footer(raw)
@@ -49,8 +50,9 @@ class FooterMixin:
                 continue
             if self.owner[p] == v.index:
                 own.append(p)
-            elif self.owner[p] == FREE:
-                free.append(p)
+            elif self.owner[p] == FREE or (stale_heads.get(p) == a.uid
+                                           and self._stale_head_at(p) is not None):
+                free.append(p)      # (an older VHD's head our footer overwrote: ours to take)
         if old:
             self.findings.append(Finding(
                 "vhd-old-footer", self.D + old[0] * self.E + self.E - SECTOR, "info",
@@ -58,6 +60,23 @@ class FooterMixin:
                 f"or damaged): where the LV ended before a resize, not its end",
                 {"vhd_uuid": a.uid_str, "pes": old[:16]}))
         return own, free
+
+    def _stale_head_at(self, p: int) -> VdiState | None:
+        """The VDI whose LE 0 is placed on `p`, a head another VHD's footer has overwritten
+        (reconstruct._overwritten_heads), when nothing but its structure placed it."""
+        w = self.vdis[int(self.owner[p])] if self.owner[p] >= 0 else None
+        if w is None or w.metadata_map or w.placed.get(0) is None or w.placed[0].pe != p:
+            return None
+        return w
+
+    def _claim(self, v: VdiState, le: int, pe: int, confidence: float, source: str,
+               note: str | None = None) -> None:
+        """Place v's footer extent, taking it from an older VHD's head it overwrote."""
+        w = self._stale_head_at(pe) if self.owner[pe] != FREE else None
+        if w is not None and w is not v:
+            del w.placed[0]
+            self.owner[pe] = FREE
+        self.place(v, le, pe, confidence, source, note)
 
     def place_footers(self, retry: bool = False) -> None:
         """Decide each VDI's footer extent (and so its LV's length). `retry`: again, for the
@@ -173,7 +192,7 @@ class FooterMixin:
                 q, footer_le, conf, src, note = sized
                 if conf < floor:
                     return
-                self.place(v, footer_le, q, conf, src, note)
+                self._claim(v, footer_le, q, conf, src, note)
                 v.le_count = footer_le + 1
                 v.footer_pe = q
                 return
@@ -187,15 +206,15 @@ class FooterMixin:
             self.place(v, last + k, p_last + k, GAP_CONFIDENCE, "adjacency",
                        "no VHD data: inferred from the free run up to the footer")
         if n_gap == 0:
-            self.place(v, footer_le, chosen, TIED, "vhd-match")
+            self._claim(v, footer_le, chosen, TIED, "vhd-match")
         elif sized is not None:
             # v's own footer (its unique id, its current size) fixes the VDI; two independent
             # rules fix the LE: sm's LV sizing (the only one of sm's sizes that fits) and
             # LVM's allocation of the free run after the data. A stale copy of the same footer
             # (a deflate's freed end) would have to sit exactly where both put the LV's end.
-            self.place(v, footer_le, chosen, FITS, "vhd-match", FOOTER_AGREED_NOTE)
+            self._claim(v, footer_le, chosen, FITS, "vhd-match", FOOTER_AGREED_NOTE)
         else:
-            self.place(v, footer_le, chosen, WALKED, "adjacency",
+            self._claim(v, footer_le, chosen, WALKED, "adjacency",
                        "footer extent; its LE number inferred from the free run after the "
                        "last data extent")
         v.le_count = footer_le + 1

@@ -28,7 +28,7 @@ from core.errors import SrsalvageError
 from core.evidence.layers import unreadable_findings
 from core.findings import Finding
 from core.lvm.analyse import analyse_disk
-from core.match.anchors import VhdAnchor, parse_anchor, split_dm_name
+from core.match.anchors import VhdAnchor, footer_over_bat, parse_anchor, split_dm_name
 from core.match.assign import FREE, RESERVED, Placement, Solver, VdiState
 from core.structs.lvhd import LVHD_LATTICE_SLOTS
 from core.match.features import SECTOR, SectorReader, compute_pe_features
@@ -41,6 +41,7 @@ from core.match.predict import predict
 from core.match.result import Reconstruction, VdiMap, _state_key, _vdi_map  # noqa: F401
 from core.progress import ProgressFn, Ticker
 from core.structs.lvhd import LVHD_EXTENT_BYTES
+from core.structs.vhd import format_uuid
 from core.xen_names import lv_kind
 
 MAX_PES = 1 << 24                 # 64 TiB of 4 MiB extents
@@ -85,6 +86,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
         else None
     anchors = _find_anchors(ev, feats, D, E, N, findings)
     states, meta_status, meta_lv = _metadata_states(ref, vg, anchors, owner, N, E, D, findings)
+    overwritten = _overwritten_heads(ev, feats, anchors, D, E, findings)
     _structure_states(anchors, states, owner, E)
     # names from what the SR still says (parent locators, MGT)
     lv_sources = name_vdis(states, mgt, findings)
@@ -102,6 +104,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     solver = Solver(reader, D, E, N, feats, states, owner,
                     Ticker(max(1, N), "matching extents", progress, cancel))
     solver.strangers_possible = _more_vhds_than_vdis(states, mgt)
+    solver.overwritten_heads = overwritten
     sigs = index.sectors.lattice_signatures(D, E, N) \
         if index is not None and E == LVHD_LATTICE_SLOTS * 8 * SECTOR else None
     if sigs is not None:           # what ensure_sigs would read, from the index's one pass
@@ -282,6 +285,29 @@ def _metadata_states(ref, vg, anchors: dict[int, VhdAnchor], owner: np.ndarray, 
         meta_lv[idx] = lv
         states.append(v)
     return states, meta_status, meta_lv
+
+
+def _overwritten_heads(ev, feats, anchors: dict[int, VhdAnchor], D: int, E: int,
+                       findings: list[Finding]) -> dict[int, bytes]:
+    """{PE: unique id of the footer} of heads whose BAT another VHD's footer has overwritten
+    (anchors.footer_over_bat): an older VHD's head, in an extent that ended an LV of that
+    other VHD after it was written. The head's VHD stays a VDI (its remnants explain alike
+    extents elsewhere), but that VHD's footer may claim the extent (core.match.footers)."""
+    out: dict[int, bytes] = {}
+    for pe, a in sorted(anchors.items()):
+        if not feats.tail_footer[pe]:
+            continue
+        tail = ev.read(D + pe * E + E - SECTOR, SECTOR)
+        uid = footer_over_bat(a, tail, E)
+        if uid is None:
+            continue
+        out[pe] = uid
+        findings.append(Finding(
+            "vhd-head-overwritten", D + pe * E, "info",
+            f"PE {pe}: the head of VHD {a.uid_str} is an older VHD's: its BAT ends with the "
+            f"footer of VHD {format_uuid(uid)}, written after it (an end of that VHD's LV)",
+            {"vhd_uuid": a.uid_str, "pe": pe, "footer_of": format_uuid(uid)}))
+    return out
 
 
 def _structure_states(anchors: dict[int, VhdAnchor], states: list[VdiState], owner: np.ndarray,

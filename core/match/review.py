@@ -378,10 +378,13 @@ class ReviewMixin:
         VDI beside an older VHD's remnants whose head survived in extents nothing reused
         (that VHD itself may have been withdrawn as a stranger: its run still explains the
         twin)."""
-        headed = [v for v in self.vdis
-                  if v.pred is not None and v.anchor is not None and 0 in v.placed]
-        heads = {v.index: v.placed[0].pe for v in headed}
-        by_head = {v.placed[0].pe: v for v in headed}
+        # (a head another VHD's footer overwrote, its extent since taken by that footer, still
+        # says where that older VHD's run began: core.match.footers._claim)
+        stale = getattr(self, "overwritten_heads", {})
+        heads = {v.index: v.placed[0].pe if 0 in v.placed else v.anchor.pe
+                 for v in self.vdis if v.pred is not None and v.anchor is not None
+                 and (0 in v.placed or v.anchor.pe in stale)}
+        by_head = {pe: self.vdis[i] for i, pe in heads.items()}
         fits: dict[tuple[int, int], bool] = {}
 
         def run_fits(w: VdiState, le: int) -> bool:
