@@ -209,6 +209,24 @@ def test_a_footer_extent_right_after_the_data_is_the_deflated_end():
     assert (le, conf, src) == (1, ALLOCATION_GUESS, "adjacency")
 
 
+def test_a_footer_sm_s_full_length_after_the_head_is_the_inflated_end():
+    """Head on PE 20, data up to LE 1 (PE 21), the one footer extent on PE 33 = 20 + 13, sm's
+    full (inflated) length 14 extents, nothing of another VDI between: one run from head to
+    footer (lvcreate), so LE 13 by geometry (FITS), not the allocation prior. Another VDI's
+    extent between breaks the run: the prior again."""
+    from core.match.board import ALLOCATION_GUESS, FREE
+    from core.match.footers import FooterMixin
+    v = NS(pe={0: 20, 1: 21}.get, pred=NS(last_data_le=2))
+    board = FooterMixin()
+    board.owner = np.full(64, FREE)
+    board.owner[20:22] = 0
+    q, le, conf, src, _ = board._footer_by_allocation(v, 33, 2, 13)
+    assert (q, le, conf, src) == (33, 13, FITS, "vhd-match")
+    board.owner[27] = 5
+    q, le, conf, src, _ = board._footer_by_allocation(v, 33, 2, 13)
+    assert (le, conf, src) == (13, ALLOCATION_GUESS, "adjacency")
+
+
 # -- batches score as one PE at a time would ------------------------------------------------
 def _solved_sparse_sr(tmp_path, monkeypatch):
     """A small sparse SR of alike LVHD VDIs with stale bytes in their blocks (core.match.synth.

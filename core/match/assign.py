@@ -104,6 +104,7 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
             self.withdraw_guesses()
             self.guest_review()
             self.place_footers(retry=True)
+            self.fill_gaps()        # (a footer placed now closes a run from the head)
             if self._board() == before:
                 return
         self.withdraw_guesses()

@@ -290,6 +290,16 @@ class FooterMixin:
             return q, deflated, FITS, "vhd-match", (
                 f"ends with the VHD footer right after LE {deflated - 1}: the LV ends here "
                 f"(sm's deflated size, LE {deflated})")
+        head = v.pe(0)
+        if head is not None and q == head + inflated and all(
+                self.owner[x] == FREE or v.pe(x - head) == x for x in range(head + 1, q)):
+            # exactly sm's full length after the head, nothing of another VDI between: one
+            # run from head to footer, as lvcreate allocates an LV in one free area. Read as
+            # the deflated end, the LV's last extent would sit exactly that far away by chance
+            # with the extents between unused. Geometry, not an allocation prior
+            return q, inflated, FITS, "vhd-match", (
+                f"ends with the VHD footer {inflated} extents after the head: one run from "
+                f"head to footer, sm's full length (LE {inflated})")
         if q > left + 1 and all(self.owner[x] != FREE for x in range(left + 1, q)):
             return q, deflated, ALLOCATION_GUESS, "adjacency", (
                 f"ends with the VHD footer; fits sm's deflated size (LE {deflated}) and inflated "
