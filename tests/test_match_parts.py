@@ -469,32 +469,3 @@ def test_a_footer_takes_its_extent_from_an_older_vhd_s_head_it_overwrote():
     w.metadata_map = True
     board.owner[46] = 1
     assert board._stale_head_at(46) is None
-
-
-def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well():
-    """A weak placement away from its neighbours on disk whose guest says nothing is withdrawn
-    when another extent of the disk, whoever holds it, fits that LE about as well (an older
-    VHD's remnant; the real one may be under a stale head); where none does, pl.pe is the
-    only extent with that LE's bitmaps."""
-    v = NS(index=2, anchor=NS(uid=b"u" * 16), pred=NS(slots={5: "slot5"}))
-    pl = Placement(26, 0.8, "vhd-match", None, True)
-    content = {26: 12.0, 40: 11.5, 41: 3.0}
-    seen = {}
-
-    class Board(ReviewMixin):
-        f = NS(has_data=np.ones(64, bool))
-        scorer = NS(content=lambda slot, pe, uid, f: content[pe],
-                    content_many=lambda slot, pes, uid, f: np.array([content[p] for p in pes]))
-
-        def search_candidates(self, front, pool):
-            seen["pool"] = pool
-            return {(2, 5): [p for p in self.found]}
-
-    board = Board()
-    board.found = [41]
-    assert not board._fits_elsewhere(v, 5, pl)          # only a poor fit elsewhere
-    assert 26 not in seen["pool"] and 0 in seen["pool"]   # every extent but its own
-    board.found = [41, 40]
-    assert board._fits_elsewhere(v, 5, pl)              # PE 40 fits about as well
-    board.found = []
-    assert not board._fits_elsewhere(v, 5, pl)

@@ -197,8 +197,7 @@ class ReviewMixin:
                     drop.add(le)
                     continue
                 if pl.weak and self._alone(v, le, pl) \
-                        and self.guest_llr(v, le, pl.pe) < GUEST_TIES \
-                        and (self.guest_of(v) is None or self._fits_elsewhere(v, le, pl)):
+                        and self.guest_llr(v, le, pl.pe) < GUEST_TIES:
                     # bitmaps where this LE has them, away from its neighbours on disk, and
                     # its guest silent: an older VHD's remnant on the same lattice fits as
                     # well, and the extent that is this LE may be held by a stale head
@@ -235,21 +234,6 @@ class ReviewMixin:
                     f"layout and allocation order alone; this disk had a previous life (stale "
                     f"bytes measured), so they are listed as candidates, not placed",
                     {"les": sorted(drop)}))
-
-    def _fits_elsewhere(self, v: VdiState, le: int, pl: Placement) -> bool:
-        """Does another extent of the disk, whoever holds it (a stale head's VHD, another VDI,
-        nobody), fit LE `le` of v by content about as well as pl.pe? Where none does, the
-        extent that is this LE is not hidden under another placement: pl.pe is the only one
-        on the disk with this LE's bitmaps, a remnant would have to be pl.pe itself."""
-        pool = np.flatnonzero(self.f.has_data)
-        pool = pool[pool != pl.pe]
-        found = self.search_candidates([(v, le)], pool).get((v.index, le), [])
-        if not found:
-            return False
-        slot = v.pred.slots[le]
-        mine = self.scorer.content(slot, pl.pe, v.anchor.uid, self.f)
-        theirs = self.scorer.content_many(slot, found, v.anchor.uid, self.f)
-        return bool((theirs >= mine - 1.0).any())
 
     @staticmethod
     def _alone(v: VdiState, le: int, pl: Placement) -> bool:
