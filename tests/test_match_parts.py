@@ -469,3 +469,41 @@ def test_a_footer_takes_its_extent_from_an_older_vhd_s_head_it_overwrote():
     w.metadata_map = True
     board.owner[46] = 1
     assert board._stale_head_at(46) is None
+
+
+def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well():
+    """A weak placement away from its neighbours on disk whose guest says nothing is withdrawn
+    when another extent of the disk, whoever holds it, holds that LE's bitmaps about as well
+    (an older VHD's remnant, or the real extent under a stale head and footer, which the full
+    content score would count against it); where none does, pl.pe is the only extent with
+    that LE's bitmaps."""
+    E = 4 << 20
+    slot = NS(bitmap_offsets=np.array([4096 * 8 - 512, 2 * 4096 * 8 - 512]), full=np.array([1, 1]))
+    v = NS(index=2, anchor=NS(uid=b"u" * 16), pred=NS(slots={5: slot}))
+    pl = Placement(26, 0.8, "vhd-match", None, True)
+    full_bitmaps = {26, 40}                 # all-ones bitmap sectors where LE 5 has full blocks
+    rng = np.random.default_rng(1)
+    seen = {}
+
+    def sectors(offsets):
+        return np.stack([np.full(512, 0xFF, np.uint8) if int(o) // E in full_bitmaps
+                         else rng.integers(0, 256, 512, dtype=np.uint8) for o in offsets])
+
+    class Board(ReviewMixin):
+        D = 0
+        f = NS(has_data=np.ones(64, bool))
+        scorer = NS(sectors=sectors)
+
+        def search_candidates(self, front, pool):
+            seen["pool"] = pool
+            return {(2, 5): list(self.found)}
+
+    Board.E = E
+    board = Board()
+    board.found = [41]
+    assert not board._fits_elsewhere(v, 5, pl)          # only random bytes elsewhere
+    assert 26 not in seen["pool"] and 0 in seen["pool"]   # every extent but its own
+    board.found = [41, 40]
+    assert board._fits_elsewhere(v, 5, pl)              # PE 40 holds the same bitmaps
+    board.found = []
+    assert not board._fits_elsewhere(v, 5, pl)

@@ -14,7 +14,7 @@ from core.match.board import (
     ACCEPT, FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, RIVAL_VDIS_NOTE,
     TIED_CONTINUITY, WALK_NOTE, Placement, VdiState)
 from core.match.guest import GUEST_TIES
-from core.match.score import CONT_CAP
+from core.match.score import CONT_CAP, bitmap_llr
 
 SECOND_LOOK_ROUNDS = 12     # careful rounds of the second look at most
 TWINS_KEPT = 4              # twins a guest must outdo that are looked for per placement
@@ -197,7 +197,8 @@ class ReviewMixin:
                     drop.add(le)
                     continue
                 if pl.weak and self._alone(v, le, pl) \
-                        and self.guest_llr(v, le, pl.pe) < GUEST_TIES:
+                        and self.guest_llr(v, le, pl.pe) < GUEST_TIES \
+                        and (self.guest_of(v) is None or self._fits_elsewhere(v, le, pl)):
                     # bitmaps where this LE has them, away from its neighbours on disk, and
                     # its guest silent: an older VHD's remnant on the same lattice fits as
                     # well, and the extent that is this LE may be held by a stale head
@@ -234,6 +235,24 @@ class ReviewMixin:
                     f"layout and allocation order alone; this disk had a previous life (stale "
                     f"bytes measured), so they are listed as candidates, not placed",
                     {"les": sorted(drop)}))
+
+    def _fits_elsewhere(self, v: VdiState, le: int, pl: Placement) -> bool:
+        """Does another extent of the disk, whoever holds it (a stale head's VHD, another VDI,
+        nobody), hold LE `le`'s bitmaps about as well as pl.pe? Bitmaps only: the extent
+        that is this LE may still begin with an older VHD's head and end with its footer
+        (tapdisk on LVM never overwrote them), which the full content score counts against
+        it. Where none does, pl.pe is the only extent of the disk with this LE's bitmaps."""
+        pool = np.flatnonzero(self.f.has_data)
+        pool = pool[pool != pl.pe]
+        found = self.search_candidates([(v, le)], pool).get((v.index, le), [])
+        if not found:
+            return False
+        slot = v.pred.slots[le]
+        pes = np.array([pl.pe, *found], np.int64)
+        offsets = self.D + pes[:, None] * self.E + slot.bitmap_offsets[None, :]
+        llr = bitmap_llr(self.scorer.sectors(offsets.reshape(-1)), np.tile(slot.full, len(pes)))
+        fit = llr.reshape(len(pes), -1).sum(axis=1)
+        return bool((fit[1:] >= fit[0] - 1.0).any())
 
     @staticmethod
     def _alone(v: VdiState, le: int, pl: Placement) -> bool:
