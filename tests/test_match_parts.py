@@ -97,12 +97,15 @@ def test_weak_run_is_held_only_by_a_tied_neighbour_run():
     assert not ReviewMixin._run_to_strong(v, 5, set())      # alone on PE 30
 
 
-def _guest_board(llr: dict, guests: set, strangers: set = frozenset()):
+def _guest_board(llr: dict, guests: set, strangers: set = frozenset(), checked: set = frozenset()):
     """A stand-in solver for the guest rules: guest_llr from a table {(vdi, le, pe): value},
-    the VDIs whose guest reads, the possible strangers."""
+    the VDIs whose guest reads, the possible strangers, the placements their guest checked."""
     from core.match.guest import GuestMixin
 
     class Board(GuestMixin, ReviewMixin):
+        def guest_checked(self, v, le, pe):
+            return (v.name, le, pe) in checked
+
         def guest_of(self, v):
             return object() if v.name in guests else None
 
@@ -116,13 +119,21 @@ def _guest_board(llr: dict, guests: set, strangers: set = frozenset()):
 
 def test_a_rival_is_dismissed_only_by_guest_evidence():
     from core.match.guest import GUEST_CLAIM, GUEST_TIES
-    v, w = NS(name="v"), NS(name="w")
+    v, w = NS(name="v"), NS(name="w", anchor=NS(pe=40), placed={})
     # w's own guest says the extent is not its LE 2
     assert _guest_board({("w", 2, 7): -GUEST_TIES}, {"v", "w"}).no_rival(v, w, 2, 7)
     # w a possible stranger (no guest of its own): v's guest must find itself there
     b = _guest_board({("v", 2, 7): GUEST_TIES}, {"v"}, {"w"})
     assert b.no_rival(v, w, 2, 7)
     assert not _guest_board({("v", 2, 7): GUEST_TIES - 1}, {"v"}, {"w"}).no_rival(v, w, 2, 7)
+    # ... or, w having nothing of its own around PE 7 (no head at PE 5, no extent at the
+    # distance its LEs need), v's guest finds its writes there and nothing against
+    assert _guest_board({}, {"v"}, {"w"}, {("v", 2, 7)}).no_rival(v, w, 2, 7)
+    w.placed = {4: Placement(9, 0.9, "vhd-match")}          # w's LE 4 two PEs on: its run
+    assert not _guest_board({}, {"v"}, {"w"}, {("v", 2, 7)}).no_rival(v, w, 2, 7)
+    w.placed, w.anchor = {}, NS(pe=5)                        # w's head right there
+    assert not _guest_board({}, {"v"}, {"w"}, {("v", 2, 7)}).no_rival(v, w, 2, 7)
+    w.anchor = NS(pe=40)
     # w has no guest and is not a stranger (a live VDI whose guest cannot be read): it stays
     assert not _guest_board({("v", 2, 7): 99.0}, {"v"}).no_rival(v, w, 2, 7)
     # both read: v's own structures there, w's far less

@@ -369,10 +369,23 @@ class GuestMixin:
         mine = self.guest_llr(v, le, pe)
         if self.stranger(w) and mine >= GUEST_TIES:
             return True
+        if self.stranger(w) and not self._on_run_of(w, le, pe) and self.guest_checked(v, le, pe):
+            # an older VHD with nothing of its own around `pe` (no head, no extent at the
+            # distance its LE numbers need), against v whose guest finds its writes there
+            return True
         # both guests read (two alike disks, or a parent and its child whose bitmaps sit at
         # the same places): v's finds its own structures there (GUEST_CLAIM), w's far less
         return self.guest_of(w) is not None and mine >= GUEST_CLAIM \
             and self.guest_llr(w, le, pe) <= mine - GUEST_CLAIM
+
+    @staticmethod
+    def _on_run_of(w: VdiState, le: int, pe: int) -> bool:
+        """Could `pe` be LE `le` of w on a run of w's own: w's head, or any of its placed
+        extents, at the distance their LE numbers need?"""
+        start = pe - le
+        if w.anchor is not None and w.anchor.pe == start:
+            return True
+        return any(p.pe - j == start for j, p in w.placed.items())
 
     def guest_checked(self, v: VdiState, le: int, pe: int) -> bool:
         """Was a placement checked against its guest's file system and found consistent? The
