@@ -500,16 +500,17 @@ def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well(
         return np.stack([np.full(512, 0xFF, np.uint8) if int(o) // E in full_bitmaps
                          else rng.integers(0, 256, 512, dtype=np.uint8) for o in offsets])
 
+    from core.match.score import Scorer
+    disk = NS(D=0, E=E, sectors=sectors)    # Scorer.bitmap_fit over these bitmap sectors
+
     class Board(ReviewMixin):
-        D = 0
         f = NS(has_data=np.ones(64, bool))
-        scorer = NS(sectors=sectors)
+        scorer = NS(bitmap_fit=lambda slot, pes: Scorer.bitmap_fit(disk, slot, pes))
 
         def search_candidates(self, front, pool):
             seen["pool"] = pool
             return {(2, 5): list(self.found)}
 
-    Board.E = E
     board = Board()
     board.found = [41]
     assert not board._fits_elsewhere(v, 5, pl)          # only random bytes elsewhere

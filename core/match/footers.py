@@ -72,7 +72,7 @@ class FooterMixin:
     def _claim(self, v: VdiState, le: int, pe: int, confidence: float, source: str,
                note: str | None = None) -> None:
         """Place v's footer extent, taking it from an older VHD's head it overwrote."""
-        w = self._stale_head_at(pe) if self.owner[pe] != FREE else None
+        w = self._stale_head_at(pe)
         if w is not None and w is not v:
             del w.placed[0]
             self.owner[pe] = FREE

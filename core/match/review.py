@@ -14,7 +14,7 @@ from core.match.board import (
     ACCEPT, FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, RIVAL_VDIS_NOTE,
     TIED_CONTINUITY, WALK_NOTE, Placement, VdiState)
 from core.match.guest import GUEST_TIES
-from core.match.score import CONT_CAP, bitmap_llr
+from core.match.score import CONT_CAP
 
 SECOND_LOOK_ROUNDS = 12     # careful rounds of the second look at most
 TWINS_KEPT = 4              # twins a guest must outdo that are looked for per placement
@@ -247,11 +247,7 @@ class ReviewMixin:
         found = self.search_candidates([(v, le)], pool).get((v.index, le), [])
         if not found:
             return False
-        slot = v.pred.slots[le]
-        pes = np.array([pl.pe, *found], np.int64)
-        offsets = self.D + pes[:, None] * self.E + slot.bitmap_offsets[None, :]
-        llr = bitmap_llr(self.scorer.sectors(offsets.reshape(-1)), np.tile(slot.full, len(pes)))
-        fit = llr.reshape(len(pes), -1).sum(axis=1)
+        fit = self.scorer.bitmap_fit(v.pred.slots[le], np.array([pl.pe, *found], np.int64))
         return bool((fit[1:] >= fit[0] - 1.0).any())
 
     @staticmethod

@@ -212,10 +212,7 @@ class Scorer:
                     ) -> np.ndarray:
         base = self.D + pes * self.E
         n = len(pes)
-        total = np.zeros(n)
-        if len(slot.bitmap_offsets):
-            secs = self.sectors((base[:, None] + slot.bitmap_offsets[None, :]).reshape(-1))
-            total += bitmap_llr(secs, np.tile(slot.full, n)).reshape(n, -1).sum(axis=1)
+        total = self.bitmap_fit(slot, pes)
         tail = features.tail_footer[pes].astype(bool)
         own = tail & (features.tail_uid[pes] == np.frombuffer(uid, np.uint8)).all(axis=1)
         # (an extent ending with this VHD's own footer is its last: bitmaps past its data
@@ -241,6 +238,16 @@ class Scorer:
                 & (ftr[:, 68:84] == np.frombuffer(uid, np.uint8)).all(axis=1)
             total += np.where(ok, FOOTER_OK, FOOTER_BAD)
         return total
+
+    def bitmap_fit(self, slot: SlotPrediction, pes: np.ndarray) -> np.ndarray:
+        """The evidence of the bitmap sectors alone: each of `pes` read as the LE `slot`
+        predicts, its bitmaps where the slot has them (bitmap_llr summed)."""
+        n = len(pes)
+        if not len(slot.bitmap_offsets):
+            return np.zeros(n)
+        base = self.D + np.asarray(pes, np.int64) * self.E
+        secs = self.sectors((base[:, None] + slot.bitmap_offsets[None, :]).reshape(-1))
+        return bitmap_llr(secs, np.tile(slot.full, n)).reshape(n, -1).sum(axis=1)
 
     def other_footer(self, slot: SlotPrediction, pes: np.ndarray, other: np.ndarray,
                      tail_uids: np.ndarray) -> np.ndarray:
