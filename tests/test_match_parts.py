@@ -460,11 +460,12 @@ def test_a_footer_takes_its_extent_from_an_older_vhd_s_head_it_overwrote():
     from core.match.footers import FooterMixin
     placed = []
     w = NS(index=1, metadata_map=False, placed={0: Placement(46, 1.0, "vhd-match")})
-    v = NS(index=0, metadata_map=False, placed={})
+    v = NS(index=0, metadata_map=False, placed={}, anchor=NS(uid=b"v" * 16))
 
     class Board(FooterMixin):
         vdis = [v, w]
         owner = np.full(64, FREE)
+        overwritten_heads = {46: b"v" * 16}
 
         def place(self, vd, le, pe, conf, src, note=None):
             self.owner[pe] = vd.index
@@ -473,13 +474,14 @@ def test_a_footer_takes_its_extent_from_an_older_vhd_s_head_it_overwrote():
 
     board = Board()
     board.owner[46] = 1
-    assert board._stale_head_at(46) is w
+    assert board._stale_head_at(46, b"v" * 16) is w
+    assert board._stale_head_at(46, b"x" * 16) is None      # another VHD's footer is there
     board._claim(v, 13, 46, FITS, "vhd-match")
     assert 0 not in w.placed and placed == [(0, 13, 46)] and board.owner[46] == 0
     w.placed[0] = Placement(46, 1.0, "metadata")
     w.metadata_map = True
     board.owner[46] = 1
-    assert board._stale_head_at(46) is None
+    assert board._stale_head_at(46, b"v" * 16) is None
 
 
 def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well():

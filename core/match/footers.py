@@ -41,7 +41,6 @@ class FooterMixin:
         tails = self.reader.gather(self.D + cands.astype(np.int64) * self.E + self.E - SECTOR,
                                    SECTOR)
         own, free, old = [], [], []
-        stale_heads = getattr(self, "overwritten_heads", {})
         for p, raw in zip(cands.tolist(), tails):
             raw = raw.tobytes()
             ftr = S.parse_footer(raw)
@@ -50,8 +49,7 @@ class FooterMixin:
                 continue
             if self.owner[p] == v.index:
                 own.append(p)
-            elif self.owner[p] == FREE or (stale_heads.get(p) == a.uid
-                                           and self._stale_head_at(p) is not None):
+            elif self.owner[p] == FREE or self._stale_head_at(p, a.uid) is not None:
                 free.append(p)      # (an older VHD's head our footer overwrote: ours to take)
         if old:
             self.findings.append(Finding(
@@ -61,18 +59,20 @@ class FooterMixin:
                 {"vhd_uuid": a.uid_str, "pes": old[:16]}))
         return own, free
 
-    def _stale_head_at(self, p: int) -> VdiState | None:
-        """The VDI whose LE 0 is placed on `p`, a head another VHD's footer has overwritten
-        (reconstruct._overwritten_heads), when nothing but its structure placed it."""
-        w = self.vdis[int(self.owner[p])] if self.owner[p] >= 0 else None
-        if w is None or w.metadata_map or w.placed.get(0) is None or w.placed[0].pe != p:
+    def _stale_head_at(self, p: int, uid: bytes) -> VdiState | None:
+        """The VDI whose LE 0 is placed on `p` by its structure alone, where the footer of
+        VHD `uid` has overwritten that head's BAT (reconstruct._overwritten_heads)."""
+        if getattr(self, "overwritten_heads", {}).get(p) != uid or self.owner[p] < 0:
+            return None
+        w = self.vdis[int(self.owner[p])]
+        if w.metadata_map or w.placed.get(0) is None or w.placed[0].pe != p:
             return None
         return w
 
     def _claim(self, v: VdiState, le: int, pe: int, confidence: float, source: str,
                note: str | None = None) -> None:
         """Place v's footer extent, taking it from an older VHD's head it overwrote."""
-        w = self._stale_head_at(pe)
+        w = self._stale_head_at(pe, v.anchor.uid)
         if w is not None and w is not v:
             del w.placed[0]
             self.owner[pe] = FREE
