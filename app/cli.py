@@ -59,13 +59,27 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """`--version`, the package metadata read only when asked (importlib.metadata is a
+    noticeable part of every command's start-up)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show program's version number and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+        sys.stdout.write(f"srsalvage {_version()}\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="srsalvage",
         description="Recovery workstation for damaged XenServer / XCP-ng LVM storage repositories. "
                     "The evidence is only ever opened read-only.",
     )
-    parser.add_argument("--version", action="version", version=f"srsalvage {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     import app.commands as pkg

@@ -187,3 +187,40 @@ def test_mgt_fields_from_the_evidence_never_break_naming():
         assert all(f.kind.startswith("lv-") for f in findings)
 
     run()
+
+
+class _CountedCandidates(list):
+    """The unnamed VHDs, counting how often the pairing search walks them (its steps)."""
+
+    walks = 0
+
+    def __iter__(self):
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_alike_vdis_that_swap_places_are_too_many_ways_without_200000_steps(monkeypatch):
+    """Ten live VDIs of the MGT, no snapshots, ten unnamed VHDs: any pairing gives 10! pairings
+    by swapping records nothing tells apart, so the SR cannot say which is which
+    (`lv-names-unmatched`, nothing named). The search says so after its first solution (a
+    tenth of `reconstruct`'s time on bench/io.py's image enumerated 200,000 steps first); with
+    one record told apart by a snapshot the answer stays what the full enumeration gives."""
+    from core.match import names
+
+    states = [_vhd(i, ts=100 + i, blocks=3) for i in range(10)]
+    records = [{"uuid": str(uuid.uuid4())} for _ in states]
+    counted = _CountedCandidates(states)
+    real = names._pairings
+    monkeypatch.setattr(names, "_pairings",
+                        lambda st, recs, cands: real(st, recs, counted))
+    findings: list = []
+    assert name_vdis(states, _mgt(*records), findings) == {}
+    assert "lv-names-unmatched" in _kinds(findings)
+    assert all(s.lv_name is None for s in states)
+    assert _CountedCandidates.walks <= 20, _CountedCandidates.walks
+    # no solution at all (hidden VHDs for records of VDIs a guest sees): [] as before, not
+    # "too many ways"
+    for s in states:
+        s.anchor.hidden = True
+    assert names._pairings(states, [names._Record(r["uuid"], "", True, None) for r in records],
+                           states) == []

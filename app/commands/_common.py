@@ -12,10 +12,31 @@ from core.progress import ProgressUpdate
 
 
 def print_json(document: Any) -> None:
-    """One JSON document on stdout and nothing else there."""
-    json.dump(document, sys.stdout, indent=1, sort_keys=False)
+    """One JSON document on stdout and nothing else there. Indented for a terminal; for a pipe
+    or a file, one line per top-level key and per item of a top-level list, each written by
+    json's C encoder (indenting goes through its pure-Python encoder: 0.2 s for a
+    reconstruction of ten VDIs, a fifth of the command's run on a warm index)."""
+    if sys.stdout.isatty():
+        json.dump(document, sys.stdout, indent=1)
+    else:
+        sys.stdout.write(json_lines(document))
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def json_lines(document: Any) -> str:
+    """`document` as JSON, its top-level keys (and the items of a top-level list value) one to
+    a line."""
+    dumps = json.dumps
+    if not isinstance(document, dict) or not document:
+        return dumps(document)
+
+    def value(v: Any) -> str:
+        if isinstance(v, list) and v:
+            return "[\n  " + ",\n  ".join(dumps(x) for x in v) + "\n ]"
+        return dumps(v)
+    return "{\n" + ",\n".join(f" {dumps(str(k))}: {value(v)}" for k, v in document.items()) \
+        + "\n}"
 
 
 def warn(message: str) -> None:

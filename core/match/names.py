@@ -277,6 +277,7 @@ def _pairings(states: list, recs: list[_Record], cands: list) -> list[dict] | No
     recs = sorted(recs, key=lambda r: r.snapshot_of is not None)
     solutions: list[dict[str, object]] = []
     steps = [0]
+    first_only = _swaps(recs) > MAX_MATCH_STEPS
 
     def search(i: int, assign: dict[str, object], used: set[int]) -> bool:
         steps[0] += 1
@@ -284,7 +285,9 @@ def _pairings(states: list, recs: list[_Record], cands: list) -> list[dict] | No
             return False
         if i == len(recs):
             solutions.append(dict(assign))
-            return True
+            # records that can swap places make every solution k! solutions: past the
+            # bound, one solution says the enumeration would not end in time
+            return not first_only
         r = recs[i]
         for v in cands:
             if v.index in used or not fits(r, v):
@@ -302,7 +305,26 @@ def _pairings(states: list, recs: list[_Record], cands: list) -> list[dict] | No
                 return False
         return True
 
-    return solutions if search(0, {}, set()) else None
+    done = search(0, {}, set())
+    if first_only:
+        return None if solutions or not done and steps[0] > MAX_MATCH_STEPS else []
+    return solutions if done else None
+
+
+def _swaps(recs: list[_Record]) -> int:
+    """A lower bound on the solutions per solution of the pairing search: records that nothing
+    tells apart (neither snapshots nor snapshotted, no snapshot time, the same `managed`)
+    swap places in any solution, k of them giving k! solutions. The search enumerates every
+    solution, so when this passes MAX_MATCH_STEPS, one solution found means it would have run
+    out of steps (exactly what it answers then: too many ways), found in a few steps instead
+    of 200,000 (a tenth of `reconstruct` on an SR of ten alike VDIs)."""
+    import math
+    referenced = {r.snapshot_of for r in recs if r.snapshot_of}
+    classes: dict[object, int] = {}
+    for r in recs:
+        if r.snapshot_of is None and r.snapshot_time is None and r.uuid not in referenced:
+            classes[r.managed] = classes.get(r.managed, 0) + 1
+    return math.prod(math.factorial(k) for k in classes.values())
 
 
 def _name_agreed(states: list, recs: list[_Record], cands: list, solutions: list[dict],
