@@ -311,6 +311,22 @@ def test_searching_slots_together_finds_what_each_finds_alone(tmp_path, monkeypa
         for slot in front:
             alone.update(solver.search_candidates([slot], pending))
         assert together == alone and sum(len(x) for x in together.values()) > 0
+        # in chunks (search_chunks): the same candidates, each chunk holding alike slots (the
+        # same LE of several VDIs: one kind of lattice slot, scored once per chunk), where
+        # chunks in VDI order held one kind per slot
+        chunks = list(solver.search_chunks(front, pending, size=16))
+        chunked: dict = {}
+        for part, found in chunks:
+            chunked.update(found)
+        assert chunked == together
+        assert sorted((v.index, le) for part, _ in chunks for v, le in part) \
+            == sorted((v.index, le) for v, le in front)
+        order = [(le, v.index) for part, _ in chunks for v, le in part]
+        assert order == sorted(order)
+        kinds = sum(len({le for _, le in part}) for part, _ in chunks)
+        in_vdi_order = sum(len({le for _, le in front[lo: lo + 16]})
+                           for lo in range(0, len(front), 16))
+        assert kinds < in_vdi_order / 2, (kinds, in_vdi_order)
 
 
 def test_the_tail_cover_is_the_block_whose_data_holds_the_extent_s_last_sector():

@@ -243,8 +243,8 @@ class GuestMixin:
                  if pl.source not in ("metadata", "manual")]
         pool = np.union1d(self.pending(), np.asarray(taken, dtype=np.int64))
         cands: dict[tuple[int, int], list[int]] = {}
-        for lo in range(0, len(slots), REVIEW_SLOTS):
-            cands.update(self.search_candidates(slots[lo: lo + REVIEW_SLOTS], pool))
+        for _, found in self.search_chunks(slots, pool, REVIEW_SLOTS):
+            cands.update(found)
         back = 0
         for v, le in slots:
             pl = v.placed.get(le)
@@ -285,8 +285,8 @@ class GuestMixin:
         if not slots:
             return 0
         cands: dict[tuple[int, int], list[int]] = {}
-        for lo in range(0, len(slots), REVIEW_SLOTS):
-            cands.update(self.search_candidates(slots[lo: lo + REVIEW_SLOTS], pool))
+        for _, found in self.search_chunks(slots, pool, REVIEW_SLOTS):
+            cands.update(found)
         changed = 0
         for v, le in slots:
             scored = sorted(((self.guest_llr(v, le, q), q)

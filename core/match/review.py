@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from core.findings import Finding
-from core.match import zerofill
 from core.match.board import (
-    ACCEPT, FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, ISLAND_SLOTS, RIVAL_VDIS_NOTE,
+    ACCEPT, FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, RIVAL_VDIS_NOTE,
     TIED_CONTINUITY, WALK_NOTE, Placement, VdiState)
 from core.match.guest import GUEST_TIES
 from core.match.score import CONT_CAP
@@ -55,9 +54,7 @@ class ReviewMixin:
         pending = self.pending()
         if not still or not len(pending):
             return
-        for lo in range(0, len(still), ISLAND_SLOTS):
-            part = still[lo: lo + ISLAND_SLOTS]
-            cands = self.search_candidates(part, pending)
+        for part, cands in self.search_chunks(still, pending):
             for v, le in part:
                 pl = v.placed[le]
                 # only a guest can take a contested placement back (_outfits), and it must
@@ -322,14 +319,15 @@ class ReviewMixin:
         slots = [(v, le) for v in self.vdis if v.pred is not None and not v.metadata_map
                  for le, sl in v.pred.slots.items()
                  if le > 0 and le not in v.placed and len(sl.bitmap_offsets)]
-        out: dict[int, int] = {}
         pool = np.asarray(walked, dtype=np.int64)
-        for lo in range(0, len(slots), ISLAND_SLOTS):
-            for (vi, _), pes in self.search_candidates(slots[lo: lo + ISLAND_SLOTS],
-                                                       pool).items():
+        first = {(v.index, le): k for k, (v, le) in enumerate(slots)}
+        wanted: dict[int, tuple[int, int]] = {}      # PE -> (first slot that wants it, VDI)
+        for _, found in self.search_chunks(slots, pool):
+            for key, pes in found.items():
                 for p in pes:
-                    out.setdefault(int(p), vi)
-        return out
+                    wanted[int(p)] = min(wanted.get(int(p), (first[key], key[0])),
+                                         (first[key], key[0]))
+        return {p: vi for p, (_, vi) in wanted.items()}
 
     def withdraw_strangers(self) -> None:
         """On a disk with a previous life and more visible VHDs than the MGT volume has live
