@@ -238,6 +238,27 @@ def test_a_footer_sm_s_full_length_after_the_head_is_the_inflated_end():
     assert (le, conf, src) == (13, ALLOCATION_GUESS, "adjacency")
 
 
+def test_footer_extents_that_cannot_be_told_apart_are_named_for_both_of_sm_s_ends():
+    """Three free extents end with a thin VDI's footer (its deflated end now, inflated ends of
+    earlier attaches): none is placed, and they are named as candidates for the LE of each of
+    sm's sizes - the inflated end and the deflated end right after the data, which is the LE
+    the map lists as missing (a technician's `--fix KEY:LE=PE` needs that one)."""
+    from core.match.footers import FooterMixin
+    from core.match.predict import lvhd_inflated_bytes
+
+    E = 4 * MiB
+    anchor = NS(uid_str="e88d61d0", block_size=2 * MiB, current_size=64 * MiB,
+                data_end=5 * E + 320 * 512)
+    v = NS(anchor=anchor, pred=NS(last_data_le=5), placed={}, ambiguous={})
+    board = FooterMixin()
+    board.D, board.E, board.findings = 0, E, []
+    board._footer_unplaced(v, [10, 18, 22], "several extents end with its footer")
+    inflated = -(-lvhd_inflated_bytes(64 * MiB) // E) - 1
+    assert inflated > 5
+    assert v.ambiguous == {5: [10, 18, 22], inflated: [10, 18, 22]}
+    assert [f.kind for f in board.findings] == ["vhd-footer-extent-unplaced"]
+
+
 # -- batches score as one PE at a time would ------------------------------------------------
 def _solved_sparse_sr(tmp_path, monkeypatch):
     """A small sparse SR of alike LVHD VDIs with stale bytes in their blocks (core.match.synth.

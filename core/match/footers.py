@@ -151,9 +151,12 @@ class FooterMixin:
             "vhd-footer-extent-unplaced", self.D + free[0] * self.E, "warning",
             f"VHD {a.uid_str}: PEs {free[:8]} end with its footer; {why}: the LV's length "
             f"and that extent's LE are not decided", {"vhd_uuid": a.uid_str, "pes": free[:16]}))
-        le = self._inflated_le(v)
-        if le > v.pred.last_data_le and le not in v.placed:
-            v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | set(free[:16]))
+        # suggested for both of sm's ends: its inflated size, and the deflated one right after
+        # the data (a detached thin VDI's: the LE a `--fix` names when the map says the LV
+        # ends there and that LE is missing)
+        for le in {self._inflated_le(v), self._deflated_le(v)}:
+            if le >= v.pred.last_data_le and le >= 0 and le not in v.placed:
+                v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | set(free[:16]))
 
     def _place_footer(self, v: VdiState, last: int, free: list[int]) -> None:
         """The one free extent that ends with v's footer (none of v's placed ones does). On a
@@ -224,6 +227,13 @@ class FooterMixin:
         """The last LE of v's LV if sm inflated it (thick size), -1 if not an sm layout."""
         inflated = sm_inflated_bytes(v.anchor, self.E)
         return -1 if inflated is None else -(-inflated // self.E) - 1
+
+    def _deflated_le(self, v: VdiState) -> int:
+        """The last LE of v's LV as sm's deflate leaves it (roundup4M of the data's end and the
+        footer: lvhdutil.deflate), -1 if not an sm layout."""
+        if sm_inflated_bytes(v.anchor, self.E) is None:
+            return -1
+        return -(-(v.anchor.data_end + 512) // self.E) - 1
 
     def _footer_by_sizing(self, v: VdiState, free: list[int]):
         """sm sizes a VHD LV by rule (formats.md 3.1): inflated = roundup4M(4,329,472 + virtual
