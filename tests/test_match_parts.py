@@ -7,7 +7,7 @@ from types import SimpleNamespace as NS
 import numpy as np
 
 from core.match import zerofill
-from core.match.assign import FITS, SURE, TIED, WALKED, Placement
+from core.match.assign import FITS, SURE, TIED, WALKED, Placement, VdiState
 from core.match.review import ReviewMixin
 from core.match.score import AGREE, DISAGREE, MISSING, clear_evidence, continuity_llr
 
@@ -141,6 +141,72 @@ def test_a_rival_is_dismissed_only_by_guest_evidence():
     assert _guest_board(both, {"v", "w"}).no_rival(v, w, 2, 7)
     close = {("v", 2, 7): GUEST_CLAIM + 3, ("w", 2, 7): 4.0}
     assert not _guest_board(close, {"v", "w"}).no_rival(v, w, 2, 7)
+
+
+class _StaleHeadBoard(ReviewMixin):
+    """The board withdraw_strangers' stale-head rule reads: owners, VDIs, the stranger test,
+    scores and the guest's word (given)."""
+
+    def __init__(self, vdis, strangers, scores, guest):
+        from core.match.board import FREE
+        self.vdis, self.findings, self.D, self.E = vdis, [], 0, 4 * MiB
+        self.owner = np.full(64, FREE)
+        for v in vdis:
+            for pl in v.placed.values():
+                self.owner[pl.pe] = v.index
+        self._strangers, self._scores_given, self._guest = strangers, scores, guest
+
+    def stranger(self, v):
+        return v.index in self._strangers
+
+    def guest_of(self, v):
+        return "ntfs" if v.index not in self._strangers else None
+
+    def score(self, v, le, pe):
+        return self._scores_given[(v.index, le, pe)]
+
+    def guest_llr(self, v, le, pe):
+        return self._guest.get((v.index, le, pe), 0.0)
+
+    def place(self, v, le, pe, confidence, source, note=None, weak=False):
+        self.owner[pe] = v.index
+        v.placed[le] = Placement(pe, confidence, source, note, weak)
+
+
+def test_a_stranger_s_head_inside_a_live_disk_s_run_yields_to_its_evidence():
+    """thick seeds 4 and 6: a live disk's LE 3 lies on PE 4 between its LEs 2 and 4 (PEs 3
+    and 5), and PE 4 still begins with an older VHD's head (tapdisk wrote only the guest's
+    sectors of that block): the stranger held PE 4 as its LE 0 and the live LE stayed
+    unplaced. Its bitmaps, the data continuing from LE 2 and its guest tie PE 4 to it: the
+    head is stale and yields. Without continuity or the guest's word, nothing moves."""
+    from core.match.board import Score
+    from core.match.predict import SlotPrediction
+
+    def slot(le):
+        return SlotPrediction(le, np.array([4095 * 512], np.int64), np.array([0], np.int8))
+
+    def board(score, guest):
+        live = VdiState(0, None, None)
+        live.anchor, live.pred = NS(uid_str="live"), NS(slots={le: slot(le) for le in range(1, 6)})
+        live.placed = {0: Placement(1, 1.0, "vhd-match"), 1: Placement(2, TIED, "vhd-match"),
+                       2: Placement(3, TIED, "vhd-match"), 4: Placement(5, FITS, "vhd-match")}
+        live.lv_name = "VHD-live"
+        old = VdiState(1, None, None)
+        old.anchor, old.pred = NS(uid_str="old"), NS(slots={1: slot(1)})
+        old.placed = {0: Placement(4, 1.0, "vhd-match"), 1: Placement(20, FITS, "vhd-match")}
+        b = _StaleHeadBoard([live, old], {1}, {(0, 3, 4): score}, {(0, 3, 4): guest})
+        b._yield_stale_head(old)
+        return b, live, old
+
+    tied = Score(content=7.0, continuity=4.0, informative=True, adjacency=1.0)
+    b, live, old = board(tied, 4.0)
+    assert live.placed[3].pe == 4 and b.owner[4] == 0 and old.placed == {}
+    assert old.ambiguous == {0: [4], 1: [20]}
+    assert [f.kind for f in b.findings] == ["vhd-head-stale"]
+    for score, guest in ((Score(content=8.0, continuity=0.0, informative=False), 4.0),
+                         (tied, 0.0)):
+        b, live, old = board(score, guest)
+        assert 3 not in live.placed and old.placed[0].pe == 4 and not b.findings
 
 
 def test_the_guest_decides_between_twins_only_by_a_margin():

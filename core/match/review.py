@@ -10,11 +10,13 @@ import numpy as np
 
 from core.findings import Finding
 from core.match.board import (
-    ACCEPT, FREE, FITS, SURE, CONTESTED, CONTESTED_NOTE, RIVAL_VDIS_NOTE,
+    ACCEPT, FREE, FITS, SURE, TIED, CONTESTED, CONTESTED_NOTE, RIVAL_VDIS_NOTE,
     TIED_CONTINUITY, WALK_NOTE, Placement, VdiState)
 from core.match.guest import GUEST_TIES
 from core.match.score import CONT_CAP
 
+STALE_HEAD_NOTE = ("an older VHD's head survived in sectors its guest never wrote; inside "
+                   "its run, its bitmaps, continuity and guest tie it")
 SECOND_LOOK_ROUNDS = 12     # careful rounds of the second look at most
 TWINS_KEPT = 4              # twins a guest must outdo that are looked for per placement
 TWIN_BATCH = 4              # candidates scored at once when looking for twins, at first
@@ -354,12 +356,52 @@ class ReviewMixin:
                      if le > 1 and p.weak and p.source not in ("metadata", "manual")]
             for le in drop:
                 self._withdraw(v, le)
+            self._yield_stale_head(v)
             if drop:
                 self.findings.append(Finding(
                     "placements-withdrawn", None, "info",
                     f"{v.lv_name or v.anchor.uid_str}: no guest file system read in it (an older "
                     f"VHD?): LEs {sorted(drop)[:16]} fit its layout but nothing ties them to it; "
                     f"listed as candidates, not placed", {"les": sorted(drop)}))
+
+    def _yield_stale_head(self, w: VdiState) -> None:
+        """A stranger's head (an older VHD's first sectors: footer copy, header, BAT) on PE p,
+        with a live VDI v's run around it: v's LE l-1 on p-1 and LE l+1 on p+1, LE l open, and
+        p holding LE l's bitmaps with the data continuing from p-1 and v's guest agreeing.
+        tapdisk on LVM writes only what the guest writes (issue 10 premise 1), so an older
+        VHD's head survives in the sectors of v's block that v's guest never wrote: p is v's
+        LE l, the head is stale. LVM gave v that run; another LV's extent would have to sit
+        inside it at exactly the gap v's LE needs. The stranger's placements go with its
+        head."""
+        head = w.placed.get(0)
+        if head is None or head.source in ("metadata", "manual"):
+            return
+        p = head.pe
+        for v in self.vdis:
+            if v is w or v.pred is None or v.metadata_map or self.stranger(v) \
+                    or (v.lv_name is None and self.guest_of(v) is None):
+                continue
+            for le, sl in sorted(v.pred.slots.items()):
+                if le < 1 or le in v.placed or not len(sl.bitmap_offsets) \
+                        or v.pe(le - 1) != p - 1 or v.pe(le + 1) != p + 1:
+                    continue
+                s = self.score(v, le, p)
+                if s.content < ACCEPT or not s.informative \
+                        or s.continuity < TIED_CONTINUITY \
+                        or self.guest_llr(v, le, p) < GUEST_TIES:
+                    continue
+                for j in sorted(w.placed):
+                    if w.placed[j].source not in ("metadata", "manual"):
+                        self._withdraw(w, j)
+                self.place(v, le, p, TIED, "vhd-match", STALE_HEAD_NOTE)
+                self.findings.append(Finding(
+                    "vhd-head-stale", self.D + p * self.E, "info",
+                    f"VHD {w.anchor.uid_str}: its head on PE {p} is an older VHD's, left in "
+                    f"sectors {v.lv_name or v.anchor.uid_str}'s guest never wrote: PE {p} is "
+                    f"that VDI's LE {le} (inside its run; its bitmaps, the data continuing from "
+                    f"LE {le - 1} and its guest agree)",
+                    {"vhd_uuid": w.anchor.uid_str, "pe": p, "le": le}))
+                return
 
     def _withdraw(self, v: VdiState, le: int) -> None:
         """Take LE `le` of v back: its PE freed (if still v's) and named among the LE's
