@@ -21,10 +21,11 @@ commands): without the index (`--no-index`), with a cold index (every index file
 image removed first: the command builds it) and with a warm index (left by the run before). The
 whole triage (the issue's: lvm, reconstruct, scan, carve-mdf, carve-rar, in that order; then
 open after them, reported beside it) is measured the same ways, summed. The measured tree's
-modules are compiled to bytecode first, as an installed package's are. Last, peak RSS of lvm / scan / reconstruct / open on a 2 TiB sparse image
-(truncate + a small SR at its start) next to the 8 GiB one. `--read-bps 250M` reads the
-image's disk at that rate (a blkio cgroup around every run, `cat` included): a spinning disk's
-speed, where this VM's virtual disk reads at about 2 GB/s.
+modules are compiled to bytecode first, as an installed package's are. Last, peak RSS of lvm /
+scan / reconstruct / open on a 2 TiB sparse image (truncate + a small SR at its start) next to
+the 8 GiB one. `--read-bps 250M` reads the image's disk at that rate (a blkio cgroup around
+every run, `cat` included): a spinning disk's speed, where this VM's virtual disk reads at
+about 2 GB/s.
 
     sudo .venv/bin/python bench/io.py [--size 8G] [--workdir /tmp] [--keep] [--no-drop]
         [--damage metadata|none] [--sparse-size 2T] [--no-sparse]
@@ -415,8 +416,9 @@ def _report(args, b: "Bench", want_modes: list[str], work: str, size: int,
     for mode, runs in res["triage"].items():
         five = runs[:len(ISSUE_TRIAGE)]
         print(f"whole triage ({mode}; {', '.join(ISSUE_TRIAGE)}): reads "
-              f"{sum(r.rchar for r in five) / size:.3f}x, wall {sum(r.wall for r in five) / cat:.2f}x"
-              f" `cat`; with `open` after it: reads {sum(r.rchar for r in runs) / size:.3f}x, wall "
+              f"{sum(r.rchar for r in five) / size:.3f}x, wall "
+              f"{sum(r.wall for r in five) / cat:.2f}x `cat`; with `open` after it: reads "
+              f"{sum(r.rchar for r in runs) / size:.3f}x, wall "
               f"{sum(r.wall for r in runs) / cat:.2f}x `cat`, CPU "
               f"{sum(r.cpu for r in runs) / gib:.2f} s/GiB; per command: " + ", ".join(
                   f"{c} {r.rchar / size:.3f}x {r.wall / cat:.2f}x" for c, r in zip(TRIAGE, runs)))

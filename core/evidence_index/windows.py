@@ -1,9 +1,9 @@
 """The evidence index's reads: the pass's windows over the data ranges, and what a window holds.
 
-`pass_windows` reads the evidence window by window (the next one read by a helper thread while
-the caller works on this one: `_read_ahead` for guarded and other evidence, READS_AHEAD + 1 buffers and
-os.preadv for a plain image file); `nonzero_runs` finds the blocks of a window holding data;
-`_subtract` leaves out of the pass's unreadable ranges those said at open. Used by
+`pass_windows` reads the evidence window by window (the next ones read by a helper thread while
+the caller works on this one: `_read_ahead` for guarded and other evidence, READS_AHEAD + 1
+buffers and os.preadv for a plain image file); `nonzero_runs` finds the blocks of a window
+holding data; `_subtract` leaves out of the pass's unreadable ranges those said at open. Used by
 `core.evidence_index.EvidenceIndex.build` (see the package docstring).
 """
 
@@ -29,12 +29,12 @@ def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int,
     grid), holds the structures starting in [lo, own_end) and runs `overlap` further (clipped
     at the image end), as scan() windows each range. On a plain image file the next window is
     read by a helper thread (os.preadv releases the GIL) into one of READS_AHEAD + 1 buffers
-    while the caller works on this one; a short or failed read, and every other kind of evidence (a
-    block device's guarded reads, EWF, split or mapped images), goes through ev.read, which
-    survives and records I/O errors -- for those too the next window is read by the helper
-    thread while the caller works (`lock`: held around every ev.read, shared with the
-    caller's own reads of the evidence; `stop`: set on the way out, the helper's read gives up
-    there when ev.cancel includes it, and is waited for)."""
+    while the caller works on this one; a short or failed read, and every other kind of
+    evidence (a block device's guarded reads, EWF, split or mapped images), goes through
+    ev.read, which survives and records I/O errors -- for those too the next window is read by
+    the helper thread while the caller works (`lock`: held around every ev.read, shared with
+    the caller's own reads of the evidence; `stop`: set on the way out, the helper's read
+    gives up there when ev.cancel includes it, and is waited for)."""
     from concurrent.futures import ThreadPoolExecutor
     from core.source import _PREAD_RAW
     size = int(ev.size)
@@ -93,10 +93,10 @@ def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int,
 def _read_ahead(read: Callable[[int, int], bytes], jobs: list[tuple[int, int, int, int]],
                 stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, int, int]]:
     """pass_windows over `read` (ev.read): window k+1 read by a helper thread while the caller
-    works on window k (two windows in memory). On the way
-    out (the end, an error, SIGTERM raised while waiting) `stop` is set -- a read hanging in
-    the helper gives up at the evidence's cancel point, which includes it
-    (EvidenceIndex.build) -- and the helper is waited for."""
+    works on window k (two windows in memory). On the way out (the end, an error, SIGTERM
+    raised while waiting) `stop` is set -- a read hanging in the helper gives up at the
+    evidence's cancel point, which includes it (EvidenceIndex.build) -- and the helper is
+    waited for."""
     from concurrent.futures import ThreadPoolExecutor
     reader = ThreadPoolExecutor(1, thread_name_prefix="index-reader")
     nxt: Future | None = reader.submit(read, jobs[0][0], jobs[0][1])

@@ -381,27 +381,27 @@ class ReviewMixin:
             if v is w or v.pred is None or v.metadata_map or self.stranger(v) \
                     or (v.lv_name is None and self.guest_of(v) is None):
                 continue
-            for le, sl in sorted(v.pred.slots.items()):
-                if le < 1 or le in v.placed or not len(sl.bitmap_offsets) \
-                        or v.pe(le - 1) != p - 1 or v.pe(le + 1) != p + 1:
-                    continue
-                s = self.score(v, le, p)
-                if s.content < ACCEPT or not s.informative \
-                        or s.continuity < TIED_CONTINUITY \
-                        or self.guest_llr(v, le, p) < GUEST_TIES:
-                    continue
-                for j in sorted(w.placed):
-                    if w.placed[j].source not in ("metadata", "manual"):
-                        self._withdraw(w, j)
-                self.place(v, le, p, TIED, "vhd-match", STALE_HEAD_NOTE)
-                self.findings.append(Finding(
-                    "vhd-head-stale", self.D + p * self.E, "info",
-                    f"VHD {w.anchor.uid_str}: its head on PE {p} is an older VHD's, left in "
-                    f"sectors {v.lv_name or v.anchor.uid_str}'s guest never wrote: PE {p} is "
-                    f"that VDI's LE {le} (inside its run; its bitmaps, the data continuing from "
-                    f"LE {le - 1} and its guest agree)",
-                    {"vhd_uuid": w.anchor.uid_str, "pe": p, "le": le}))
-                return
+            le = next((j + 1 for j, q in v.placed.items() if q.pe == p - 1), None)
+            sl = v.pred.slots.get(le) if le is not None else None
+            if sl is None or le in v.placed or not len(sl.bitmap_offsets) \
+                    or v.pe(le + 1) != p + 1:
+                continue
+            s = self.score(v, le, p)
+            if s.content < ACCEPT or not s.informative or s.continuity < TIED_CONTINUITY \
+                    or self.guest_llr(v, le, p) < GUEST_TIES:
+                continue
+            for j in sorted(w.placed):
+                if w.placed[j].source not in ("metadata", "manual"):
+                    self._withdraw(w, j)
+            self.place(v, le, p, TIED, "vhd-match", STALE_HEAD_NOTE)
+            self.findings.append(Finding(
+                "vhd-head-stale", self.D + p * self.E, "info",
+                f"VHD {w.anchor.uid_str}: its head on PE {p} is an older VHD's, left in "
+                f"sectors {v.lv_name or v.anchor.uid_str}'s guest never wrote: PE {p} is "
+                f"that VDI's LE {le} (inside its run; its bitmaps, the data continuing from "
+                f"LE {le - 1} and its guest agree)",
+                {"vhd_uuid": w.anchor.uid_str, "pe": p, "le": le}))
+            return
 
     def _withdraw(self, v: VdiState, le: int) -> None:
         """Take LE `le` of v back: its PE freed (if still v's) and named among the LE's
