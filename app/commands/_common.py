@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from core.escape import terminal_line, terminal_text
 from core.progress import ProgressUpdate
@@ -19,7 +19,7 @@ def print_json(document: Any) -> None:
     if sys.stdout.isatty():
         json.dump(document, sys.stdout, indent=1)
     else:
-        sys.stdout.write(json_lines(document))
+        sys.stdout.writelines(json_chunks(document))
     sys.stdout.write("\n")
     sys.stdout.flush()
 
@@ -27,16 +27,25 @@ def print_json(document: Any) -> None:
 def json_lines(document: Any) -> str:
     """`document` as JSON, its top-level keys (and the items of a top-level list value) one to
     a line."""
+    return "".join(json_chunks(document))
+
+
+def json_chunks(document: Any) -> Iterator[str]:
+    """json_lines in pieces, a line at a time (a scan's findings list is never held twice)."""
     dumps = json.dumps
     if not isinstance(document, dict) or not document:
-        return dumps(document)
-
-    def value(v: Any) -> str:
-        if isinstance(v, list) and v:
-            return "[\n  " + ",\n  ".join(dumps(x) for x in v) + "\n ]"
-        return dumps(v)
-    return "{\n" + ",\n".join(f" {dumps(str(k))}: {value(v)}" for k, v in document.items()) \
-        + "\n}"
+        yield dumps(document)
+        return
+    yield "{"
+    for n, (key, value) in enumerate(document.items()):
+        yield ("\n" if n == 0 else ",\n") + f" {dumps(str(key))}: "
+        if isinstance(value, list) and value:
+            for k, item in enumerate(value):
+                yield ("[\n  " if k == 0 else ",\n  ") + dumps(item)
+            yield "\n ]"
+        else:
+            yield dumps(value)
+    yield "\n}"
 
 
 def warn(message: str) -> None:
