@@ -240,13 +240,10 @@ class FooterMixin:
         + 4096 per virtual block), deflated = roundup4M(end of data + footer). When exactly one
         of those lengths fits (its last LE is after the data and still unplaced), the footer
         extent is that LE. Only for the 2 MiB-block, 4 MiB-extent LVHD layout."""
-        inflated = sm_inflated_bytes(v.anchor, self.E)
-        if len(free) != 1 or inflated is None:
+        if len(free) != 1 or sm_inflated_bytes(v.anchor, self.E) is None:
             return None
-        sizes = {"inflated": inflated, "deflated": v.anchor.data_end + 512}
         fits = {}
-        for rule, size in sizes.items():
-            le = -(-size // self.E) - 1
+        for rule, le in (("inflated", self._inflated_le(v)), ("deflated", self._deflated_le(v))):
             if le >= v.pred.last_data_le and le not in v.placed \
                     and not self._lacks_data_of(v, le, free[0]):
                 fits.setdefault(le, rule)

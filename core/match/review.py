@@ -322,14 +322,14 @@ class ReviewMixin:
                  for le, sl in v.pred.slots.items()
                  if le > 0 and le not in v.placed and len(sl.bitmap_offsets)]
         pool = np.asarray(walked, dtype=np.int64)
-        first = {(v.index, le): k for k, (v, le) in enumerate(slots)}
-        wanted: dict[int, tuple[int, int]] = {}      # PE -> (first slot that wants it, VDI)
-        for _, found in self.search_chunks(slots, pool):
-            for key, pes in found.items():
-                for p in pes:
-                    wanted[int(p)] = min(wanted.get(int(p), (first[key], key[0])),
-                                         (first[key], key[0]))
-        return {p: vi for p, (_, vi) in wanted.items()}
+        found: dict[tuple[int, int], list[int]] = {}
+        for _, part in self.search_chunks(slots, pool):
+            found.update(part)
+        out: dict[int, int] = {}
+        for v, le in slots:              # the first slot that wants a PE names its VDI
+            for p in found.get((v.index, le), []):
+                out.setdefault(int(p), v.index)
+        return out
 
     def withdraw_strangers(self) -> None:
         """On a disk with a previous life and more visible VHDs than the MGT volume has live
