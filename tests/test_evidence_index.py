@@ -284,6 +284,61 @@ def test_guarded_evidence_read_ahead_gives_the_same_index(tmp_path, monkeypatch)
     assert len(idx.sectors.nz_start) > 100 and idx.sectors.nz_until > 0
 
 
+def _direct_io_here(folder) -> bool:
+    probe = os.path.join(folder, "direct-probe")
+    with open(probe, "wb") as f:
+        f.write(b"\0" * 8192)
+    try:
+        os.close(os.open(probe, os.O_RDONLY | os.O_DIRECT))
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+@pytest.mark.parametrize("how", ["direct", "page cache", "direct refused mid-pass"])
+def test_the_pass_s_windows_hold_the_evidence_s_bytes_however_read(tmp_path, monkeypatch,
+                                                                  how):
+    """pass_windows reads a plain image file with O_DIRECT (aligned 4 KiB blocks around each
+    window, which starts on the 512 grid only), through the page cache where O_DIRECT is not
+    had, and from the page cache on after a direct read is refused: every window holds the
+    file's own bytes at its place, up to the image's odd end, and the index is the same."""
+    from core.evidence_index import windows
+
+    if how != "page cache" and not _direct_io_here(str(tmp_path)):
+        pytest.skip("no O_DIRECT on this file system")
+    path = tmp_path / "patch.img"
+    size = 9 * MiB + 4096 + 300
+    _zero_patchwork(path, size, 5)
+    data = path.read_bytes()
+    opened = []
+    real_open = windows._open_direct
+
+    def open_direct(ev):
+        fd = real_open(ev)
+        if how == "direct refused mid-pass" and fd >= 0:
+            os.close(fd)
+            fd = os.open(str(tmp_path), os.O_RDONLY)     # reads fail: EISDIR
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(windows, "_open_direct", open_direct)
+    if how == "page cache":
+        monkeypatch.setenv("SRSALVAGE_NO_DIRECT", "1")
+    ranges = [(1536, 3 * MiB + 100), (5 * MiB + 512 * 7, size)]
+    with open_image(str(path)) as ev:
+        seen = 0
+        for pos, view, lo, own_end in windows.pass_windows(ev, ranges, MiB, 8192):
+            assert pos % 512 == 0 and len(view) > 0
+            assert view.tobytes() == data[pos:pos + len(view)], (how, pos)
+            seen += own_end - lo
+        idx = EvidenceIndex.build(ev, window=MiB)
+    assert seen == sum(b - a for a, b in ranges)
+    assert (opened[0] >= 0) == (how != "page cache")
+    monkeypatch.setenv("SRSALVAGE_NO_DIRECT", "1")
+    with open_image(str(path)) as ev:
+        assert _index_doc(EvidenceIndex.build(ev, window=MiB)) == _index_doc(idx)
+
+
 def test_a_hanging_read_ahead_gives_up_when_the_pass_stops(tmp_path, monkeypatch):
     """A read that hangs in the pass's helper thread (a dying disk, read timeout 10 min): a
     cancel stops the pass at once; so does a failure of the pass while the helper hangs (a

@@ -3,8 +3,9 @@
 A technician's evidence is a 1-16 TB disk read at 150-250 MB/s: what matters on site is how
 many times it is read. `lvm`, `scan`, `reconstruct`, `carve-mdf` and `carve-rar` each used to
 read it whole (reconstruct two to four times). The index is made by ONE sequential pass
-(`build`) at large aligned reads (`WINDOW` = 32 MiB, posix_fadvise SEQUENTIAL, the next window
-read by a helper thread while numpy works on the current one; the byte searches for metadata
+(`build`) at large aligned reads (`WINDOW` = 32 MiB, posix_fadvise SEQUENTIAL, O_DIRECT on an
+image file where its file system takes it -- nothing reads those bytes from the page cache
+again -- the next windows read by a helper thread while numpy works on the current one; the byte searches for metadata
 text markers and RAR signatures run in two more threads beside the numpy work, as libc's memmem
 and numpy's loops release the GIL: the pass uses both cores), where every consumer sees each
 window once:
