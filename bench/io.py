@@ -25,7 +25,8 @@ modules are compiled to bytecode first, as an installed package's are. Last, pea
 scan / reconstruct / open on a 2 TiB sparse image (truncate + a small SR at its start) next to
 the 8 GiB one. `--read-bps 250M` reads the image's disk at that rate (a blkio cgroup around
 every run, `cat` included): a spinning disk's speed, where this VM's virtual disk reads at
-about 2 GB/s.
+about 2 GB/s. Beside `cat`, `dd iflag=direct bs=32M` is timed too: the disk without the page
+cache, as the pass reads an image file (O_DIRECT).
 
     sudo .venv/bin/python bench/io.py [--size 8G] [--workdir /tmp] [--keep] [--no-drop]
         [--damage metadata|none] [--sparse-size 2T] [--no-sparse]
@@ -137,6 +138,19 @@ class Bench:
             drop_caches()
         r = run_child(["cat", self.image])
         return r.wall
+
+    def dd_direct(self) -> float | None:
+        """Wall time of `dd iflag=direct bs=32M` over the image (None: dd or O_DIRECT not
+        had): the disk's own speed without the page cache's copies, as the pass reads it --
+        the second yardstick beside `cat`, which reads through the page cache."""
+        if self.drop:
+            drop_caches()
+        try:
+            r = run_child(["dd", f"if={self.image}", "of=/dev/null", "bs=32M", "iflag=direct",
+                           "status=none"])
+        except OSError:
+            return None
+        return r.wall if r.returncode == 0 else None
 
 
 def measure_commands(b: Bench, modes: list[str]) -> dict:
@@ -386,6 +400,7 @@ def _report(args, b: "Bench", want_modes: list[str], work: str, size: int,
     cat1 = b.cat()
     cat = (cat0 + cat1) / 2
     print(f"cat again: {cat1:.1f} s")
+    dd = b.dd_direct()
     sparse = {}
     if not args.no_sparse:
         sparse = sparse_rss(args, work)
@@ -398,7 +413,9 @@ def _report(args, b: "Bench", want_modes: list[str], work: str, size: int,
     print(f"`cat IMAGE > /dev/null` cold: {cat:.1f} s ({size / cat / (1 << 20):.0f} MiB/s). "
           f"Page cache: {'dropped before every run' if b.drop else 'NOT dropped (' + b.drop_note + ')'}. "
           f"Reads = `/proc/PID/io` rchar / image size; wall = wall time / `cat` time."
-          + (f" Disk: {b.throttle_note}." if b.throttle_note else ""))
+          + (f" Disk: {b.throttle_note}." if b.throttle_note else "")
+          + (f" `dd iflag=direct bs=32M` (the disk without the page cache, as the index's pass "
+             f"reads an image file): {dd:.1f} s, {dd / cat:.2f}x `cat`." if dd else ""))
     print()
     for line in table(res, modes, size, cat):
         print(line)
@@ -417,7 +434,9 @@ def _report(args, b: "Bench", want_modes: list[str], work: str, size: int,
         five = runs[:len(ISSUE_TRIAGE)]
         print(f"whole triage ({mode}; {', '.join(ISSUE_TRIAGE)}): reads "
               f"{sum(r.rchar for r in five) / size:.3f}x, wall "
-              f"{sum(r.wall for r in five) / cat:.2f}x `cat`; with `open` after it: reads "
+              f"{sum(r.wall for r in five) / cat:.2f}x `cat`"
+              + (f" ({sum(r.wall for r in five) / dd:.2f}x `dd iflag=direct`)" if dd else "")
+              + "; with `open` after it: reads "
               f"{sum(r.rchar for r in runs) / size:.3f}x, wall "
               f"{sum(r.wall for r in runs) / cat:.2f}x `cat`, CPU "
               f"{sum(r.cpu for r in runs) / gib:.2f} s/GiB; per command: " + ", ".join(
