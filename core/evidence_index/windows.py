@@ -10,6 +10,7 @@ the package docstring).
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import threading
@@ -82,9 +83,11 @@ def pass_windows(ev, ranges: list[tuple[int, int]], window: int, overlap: int,
             end = -(-(pos + n) // DIRECT_ALIGN) * DIRECT_ALIGN
             try:
                 return min(n, os.preadv(direct, [buf[:end - pos + skip]], pos - skip) - skip)
-            except OSError:
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    return -1       # read again, and what fails recorded, by ev.read
                 # a file system that takes O_DIRECT at open but not these reads: the page
-                # cache from here on (an I/O error is read again, and recorded, below)
+                # cache from here on
                 os.close(direct)
                 direct = -1
         try:
