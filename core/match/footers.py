@@ -21,6 +21,11 @@ from core.structs import vhd as S
 # with a previous life, see review.withdraw_guesses)
 FOOTER_AGREED_NOTE = ("ends with the VHD footer; sm's inflated LV size and the unused run after "
                       "the data put the LV's end here")
+# the LV's end among several copies of its footer: the one sm's inflate paired with its own
+# (kept on disks with a previous life: geometry, not a prior; see _paired_ends)
+PAIRED_ENDS_NOTE = ("ends with the VHD footer; another copy of it lies {gap} extents further on "
+                    "(PE {partner}), where sm's inflate ended the LV grown from here: the LV's "
+                    "end, LE {le}")
 
 
 class FooterMixin:
@@ -29,24 +34,14 @@ class FooterMixin:
     # -- footers and gaps ----------------------------------------------------------------------
     def footer_candidates(self, v: VdiState) -> tuple[list[int], list[int]]:
         """(PEs placed for v, free PEs) whose last sector is a footer of v's unique id that
-        describes the disk as the copy at offset 0 does (same current size, checksum right).
-        A footer with another size is an old one (vhd-util resize leaves it where the LV used
-        to end): never the LV's end. Footers of the same size can still be old ones (sm's
-        inflate moves the footer and leaves the old copy): callers weigh that."""
+        describes the disk as the copy at offset 0 does (`_footer_copies`). A footer with
+        another size is an old one (vhd-util resize leaves it where the LV used to end):
+        never the LV's end. Footers of the same size can still be old ones (sm's inflate
+        moves the footer and leaves the old copy): callers weigh that."""
         a = v.anchor
-        uid = np.frombuffer(a.uid, dtype=np.uint8)
-        cands = np.nonzero(self.f.tail_footer & (self.f.tail_uid == uid).all(axis=1))[0]
-        if not len(cands):
-            return [], []
-        tails = self.reader.gather(self.D + cands.astype(np.int64) * self.E + self.E - SECTOR,
-                                   SECTOR)
-        own, free, old = [], [], []
-        for p, raw in zip(cands.tolist(), tails):
-            raw = raw.tobytes()
-            ftr = S.parse_footer(raw)
-            if S.footer_checksum(raw) != ftr.checksum or int(ftr.curr_size) != a.current_size:
-                old.append(p)
-                continue
+        same, old = self._footer_copies(v)
+        own, free = [], []
+        for p in same:
             if self.owner[p] == v.index:
                 own.append(p)
             elif self.owner[p] == FREE or self._stale_head_at(p, a.uid) is not None:
@@ -58,6 +53,27 @@ class FooterMixin:
                 f"or damaged): where the LV ended before a resize, not its end",
                 {"vhd_uuid": a.uid_str, "pes": old[:16]}))
         return own, free
+
+    def _footer_copies(self, v: VdiState) -> tuple[list[int], list[int]]:
+        """(PEs ending with a footer of v's unique id that describes the disk as the copy at
+        offset 0 does: same current size, checksum right; PEs ending with one of another size
+        or damaged), whoever holds the PE now."""
+        a = v.anchor
+        uid = np.frombuffer(a.uid, dtype=np.uint8)
+        cands = np.nonzero(self.f.tail_footer & (self.f.tail_uid == uid).all(axis=1))[0]
+        if not len(cands):
+            return [], []
+        tails = self.reader.gather(self.D + cands.astype(np.int64) * self.E + self.E - SECTOR,
+                                   SECTOR)
+        same, old = [], []
+        for p, raw in zip(cands.tolist(), tails):
+            raw = raw.tobytes()
+            ftr = S.parse_footer(raw)
+            if S.footer_checksum(raw) != ftr.checksum or int(ftr.curr_size) != a.current_size:
+                old.append(p)
+            else:
+                same.append(p)
+        return same, old
 
     def _stale_head_at(self, p: int, uid: bytes) -> VdiState | None:
         """The VDI whose LE 0 is placed on `p` by its structure alone, where the footer of
@@ -137,9 +153,46 @@ class FooterMixin:
                                                "(one of them is an old end)")
                 continue
             if len(free) > 1:
-                self._footer_unplaced(v, free, "several extents end with its footer")
+                paired = self._paired_ends(v, free)
+                if paired is None:
+                    self._footer_unplaced(v, free, "several extents end with its footer")
+                    continue
+                q, deflated, partner = paired
+                self._claim(v, deflated, q, FITS, "vhd-match", PAIRED_ENDS_NOTE.format(
+                    partner=partner, le=deflated, gap=partner - q))
+                v.le_count, v.footer_pe = deflated + 1, q
+                others = [x for x in free if x != q]
+                self.findings.append(Finding(
+                    "vhd-footer-elsewhere", self.D + others[0] * self.E, "info",
+                    f"VHD {a.uid_str}: free PEs {others[:8]} also end with its footer (older "
+                    f"ends of its LV); PE {q} is its end, LE {deflated}, paired with the "
+                    f"inflated end at PE {partner}", {"vhd_uuid": a.uid_str,
+                                                      "pes": others[:16]}))
                 continue
             self._place_footer(v, last, free)
+
+    def _paired_ends(self, v: VdiState, free: list[int]) -> tuple[int, int, int] | None:
+        """Several free extents end with v's footer, all of the current size: the LV's end and
+        older ends. sm leaves them in pairs (lvhdutil.inflate extends the LV to its full size
+        and writes the footer at the new end, leaving the old one; deflate cuts the LV back
+        to the data's end and writes the footer there: the deflated LV is a prefix of the
+        inflated one). An inflate that found the extents after the deflated end free took
+        them in one run (lvextend continues the LV's last segment), so its footer lies
+        exactly (inflated LE - deflated LE) extents after the deflated end. (q, deflated LE,
+        partner) when exactly one free footer extent q has such a partner (any PE ending with
+        the same footer, whoever holds it now) and is not itself such a partner of another
+        footer extent; content must not rule q out as that LE. The pair is geometry two
+        writes of sm left: an old end that by chance lies that far from another old end of
+        the same footer is what it would take to mislead it. None otherwise."""
+        deflated, inflated = self._deflated_le(v), self._inflated_le(v)
+        if deflated < v.pred.last_data_le or inflated <= deflated or deflated in v.placed:
+            return None
+        gap = inflated - deflated
+        same = set(self._footer_copies(v)[0])
+        paired = [q for q in free if q + gap in same and q - gap not in same]
+        if len(paired) != 1 or self._lacks_data_of(v, deflated, paired[0]):
+            return None
+        return paired[0], deflated, paired[0] + gap
 
     def _footer_unplaced(self, v: VdiState, free: list[int], why: str) -> None:
         """Footer extents whose LE cannot be told: named (and suggested for the LE sm's
