@@ -325,6 +325,49 @@ def test_footer_extents_that_cannot_be_told_apart_are_named_for_both_of_sm_s_end
     assert [f.kind for f in board.findings] == ["vhd-footer-extent-unplaced"]
 
 
+def test_the_footer_extent_sm_s_inflate_paired_with_its_own_is_the_lv_s_end():
+    """Thin VDI e88d61d0 (seed thin-2): data up to LE 5, sm's full size LE 17; free PEs 10,
+    18 and 22 end with its footer. 22 = 10 + (17 - 5): the inflate that grew the LV from PE
+    10 in one run left its footer there, so PE 10 is the deflated end, LE 5 (18 is an end of
+    an earlier attach). No partner, two candidates with partners, a partner that is itself
+    paired from before, content against it, or an LE before it unplaced: nothing decided. The
+    partner may be held by another VDI now (its extents reused): the footer copy there still
+    counts."""
+    from core.match.footers import FooterMixin
+    from core.match.predict import lvhd_inflated_bytes
+
+    E = 4 * MiB
+    anchor = NS(uid_str="e88d61d0", block_size=2 * MiB, current_size=64 * MiB,
+                data_end=5 * E + 320 * 512)
+    inflated = -(-lvhd_inflated_bytes(64 * MiB) // E) - 1
+    assert inflated == 17
+    v = NS(anchor=anchor, pred=NS(last_data_le=5), placed={le: object() for le in range(5)},
+           ambiguous={})
+
+    def board(same, lacks=()):
+        b = FooterMixin()
+        b.D, b.E, b.findings = 0, E, []
+        b._footer_copies = lambda v: (list(same), [])
+        b._lacks_data_of = lambda v, le, q: q in lacks
+        return b
+
+    assert board([10, 18, 22])._paired_ends(v, [10, 18, 22]) == (10, 5, 22)
+    # the partner held by another VDI now (not a free candidate): the same pair
+    assert board([10, 18, 22])._paired_ends(v, [10, 18]) == (10, 5, 22)
+    assert board([10, 18, 23])._paired_ends(v, [10, 18, 23]) is None        # no partner
+    assert board([10, 18, 22, 30])._paired_ends(v, [10, 18, 22, 30]) is None   # two pairs
+    # 22's own partner 34 makes 22 a pair's start too, but 22 is 10's partner: 10 stays
+    assert board([10, 22, 34])._paired_ends(v, [10, 22, 34]) == (10, 5, 22)
+    assert board([10, 18, 22], lacks={10})._paired_ends(v, [10, 18, 22]) is None
+    # seed label-gone-22: LE 4 unplaced, its PE an older deflated end (LE 4's) exactly the
+    # inflated distance before the LV's end: the pair would be wrong, so none is made
+    del v.placed[3]
+    assert board([10, 18, 22])._paired_ends(v, [10, 18, 22]) is None
+    v.placed[3] = object()
+    v.placed[5] = object()                                  # LE 5 placed already
+    assert board([10, 18, 22])._paired_ends(v, [10, 18, 22]) is None
+
+
 # -- batches score as one PE at a time would ------------------------------------------------
 def _solved_sparse_sr(tmp_path, monkeypatch):
     """A small sparse SR of alike LVHD VDIs with stale bytes in their blocks (core.match.synth.

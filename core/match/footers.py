@@ -145,7 +145,13 @@ class FooterMixin:
                         f"is unknown (the footer copy at offset 0 still describes the disk)",
                         {"vhd_uuid": a.uid_str}))
                 continue
-            if own:
+            # a placed extent before the last data extent is not the LV's end, whatever its
+            # last sector says: an end of the LV before its data grew (deflated then), whose
+            # footer sector no block has covered since
+            before = {pl.pe for le, pl in v.placed.items() if le < last}
+            paired = self._paired_ends(v, free) if len(free) > 1 and \
+                all(p in before for p in own) else None
+            if paired is None and own:
                 # a placed extent and a free one both end with this VHD's footer: one of them
                 # is an old end (sm's inflate leaves the old footer; a deflate frees extents
                 # that still end with it). Which is the LV's end is not for content to say.
@@ -153,7 +159,6 @@ class FooterMixin:
                                                "(one of them is an old end)")
                 continue
             if len(free) > 1:
-                paired = self._paired_ends(v, free)
                 if paired is None:
                     self._footer_unplaced(v, free, "several extents end with its footer")
                     continue
@@ -181,11 +186,17 @@ class FooterMixin:
         exactly (inflated LE - deflated LE) extents after the deflated end. (q, deflated LE,
         partner) when exactly one free footer extent q has such a partner (any PE ending with
         the same footer, whoever holds it now) and is not itself such a partner of another
-        footer extent; content must not rule q out as that LE. The pair is geometry two
-        writes of sm left: an old end that by chance lies that far from another old end of
-        the same footer is what it would take to mislead it. None otherwise."""
+        footer extent; content must not rule q out as that LE; every LE before it is placed
+        (older deflated ends then lie in placed extents, not among the free ones). The pair
+        is geometry two writes of sm left: an old inflated end that by chance lies that far
+        from another is what it would take to mislead it. None otherwise."""
         deflated, inflated = self._deflated_le(v), self._inflated_le(v)
         if deflated < v.pred.last_data_le or inflated <= deflated or deflated in v.placed:
+            return None
+        if any(le not in v.placed for le in range(deflated)):
+            # an unplaced LE before the end may be where an older deflated end lies (its
+            # footer sector never covered by a block since): such an old end, and the end
+            # the data grew to exactly the inflated distance after it, pair up as well
             return None
         gap = inflated - deflated
         same = set(self._footer_copies(v)[0])
