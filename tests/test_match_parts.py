@@ -325,14 +325,15 @@ def test_footer_extents_that_cannot_be_told_apart_are_named_for_both_of_sm_s_end
     assert [f.kind for f in board.findings] == ["vhd-footer-extent-unplaced"]
 
 
-def test_the_footer_extent_sm_s_inflate_paired_with_its_own_is_the_lv_s_end():
+def test_the_lv_s_end_among_copies_of_its_footer_is_told_by_sm_s_geometry():
     """Thin VDI e88d61d0 (seed thin-2): data up to LE 5, sm's full size LE 17; free PEs 10,
     18 and 22 end with its footer. 22 = 10 + (17 - 5): the inflate that grew the LV from PE
     10 in one run left its footer there, so PE 10 is the deflated end, LE 5 (18 is an end of
-    an earlier attach). No partner, two candidates with partners, a partner that is itself
-    paired from before, content against it, or an LE before it unplaced: nothing decided. The
-    partner may be held by another VDI now (its extents reused): the footer copy there still
-    counts."""
+    an earlier attach). No partner, two candidates with partners, content against it, or an
+    LE before it unplaced: nothing decided. The partner may be held by another VDI now (its
+    extents reused): the copy there still counts. Copies in v's own extents before the end
+    (older deflated ends, seed thin-3) neither pair nor break a pair. A copy on the extent
+    right after LE 4's PE is the end whatever the other copies (seed thin-8)."""
     from core.match.footers import FooterMixin
     from core.match.predict import lvhd_inflated_bytes
 
@@ -341,31 +342,39 @@ def test_the_footer_extent_sm_s_inflate_paired_with_its_own_is_the_lv_s_end():
                 data_end=5 * E + 320 * 512)
     inflated = -(-lvhd_inflated_bytes(64 * MiB) // E) - 1
     assert inflated == 17
+    pes = {0: 1, 1: 2, 2: 3, 3: 4, 4: 5}
     v = NS(anchor=anchor, pred=NS(last_data_le=5), placed={le: object() for le in range(5)},
-           ambiguous={})
+           ambiguous={}, pe=lambda le: pes.get(le))
 
-    def board(same, lacks=()):
+    def end(same, free, before=frozenset(), lacks=()):
         b = FooterMixin()
         b.D, b.E, b.findings = 0, E, []
         b._footer_copies = lambda v: (list(same), [])
         b._lacks_data_of = lambda v, le, q: q in lacks
-        return b
+        got = b._end_among_copies(v, free, set(before))
+        return None if got is None else got[:2]
 
-    assert board([10, 18, 22])._paired_ends(v, [10, 18, 22]) == (10, 5, 22)
+    assert end([10, 18, 22], [10, 18, 22]) == (10, 5)
     # the partner held by another VDI now (not a free candidate): the same pair
-    assert board([10, 18, 22])._paired_ends(v, [10, 18]) == (10, 5, 22)
-    assert board([10, 18, 23])._paired_ends(v, [10, 18, 23]) is None        # no partner
-    assert board([10, 18, 22, 30])._paired_ends(v, [10, 18, 22, 30]) is None   # two pairs
+    assert end([10, 18, 22], [10, 18]) == (10, 5)
+    assert end([10, 18, 23], [10, 18, 23]) is None                      # no partner
+    assert end([10, 18, 22, 30], [10, 18, 22, 30]) is None              # two pairs
     # 22's own partner 34 makes 22 a pair's start too, but 22 is 10's partner: 10 stays
-    assert board([10, 22, 34])._paired_ends(v, [10, 22, 34]) == (10, 5, 22)
-    assert board([10, 18, 22], lacks={10})._paired_ends(v, [10, 18, 22]) is None
+    assert end([10, 22, 34], [10, 22, 34]) == (10, 5)
+    assert end([10, 18, 22], [10, 18, 22], lacks={10}) is None
+    # seed thin-3: an older deflated end in v's LE 4 (PE 4), exactly the gap before PE 16
+    assert end([4, 16, 28], [16, 28]) is None
+    assert end([4, 16, 28], [16, 28], before={4}) == (16, 5)
+    # the extent right after LE 4's PE (5): the end, however many other copies there are
+    assert end([6, 18, 40], [6, 18, 40]) == (6, 5)
+    assert end([6, 18, 40], [6, 18, 40], lacks={6}) is None
     # seed label-gone-22: LE 4 unplaced, its PE an older deflated end (LE 4's) exactly the
     # inflated distance before the LV's end: the pair would be wrong, so none is made
     del v.placed[3]
-    assert board([10, 18, 22])._paired_ends(v, [10, 18, 22]) is None
+    assert end([10, 18, 22], [10, 18, 22]) is None
     v.placed[3] = object()
     v.placed[5] = object()                                  # LE 5 placed already
-    assert board([10, 18, 22])._paired_ends(v, [10, 18, 22]) is None
+    assert end([10, 18, 22], [10, 18, 22]) is None
 
 
 # -- batches score as one PE at a time would ------------------------------------------------

@@ -21,11 +21,13 @@ from core.structs import vhd as S
 # with a previous life, see review.withdraw_guesses)
 FOOTER_AGREED_NOTE = ("ends with the VHD footer; sm's inflated LV size and the unused run after "
                       "the data put the LV's end here")
-# the LV's end among several copies of its footer: the one sm's inflate paired with its own
-# (kept on disks with a previous life: geometry, not a prior; see _paired_ends)
+# the LV's end among several copies of its footer, told by geometry sm and LVM leave (kept on
+# disks with a previous life: not a prior; see _end_among_copies)
 PAIRED_ENDS_NOTE = ("ends with the VHD footer; another copy of it lies {gap} extents further on "
                     "(PE {partner}), where sm's inflate ended the LV grown from here: the LV's "
                     "end, LE {le}")
+NEXT_EXTENT_END_NOTE = ("ends with the VHD footer, on the extent right after LE {prev}: the LV's "
+                        "end, LE {le} (its other copies are older ends)")
 
 
 class FooterMixin:
@@ -145,13 +147,25 @@ class FooterMixin:
                         f"is unknown (the footer copy at offset 0 still describes the disk)",
                         {"vhd_uuid": a.uid_str}))
                 continue
-            # a placed extent before the last data extent is not the LV's end, whatever its
-            # last sector says: an end of the LV before its data grew (deflated then), whose
+            # placed extents before the last data extent are not the LV's end, whatever their
+            # last sector says: ends of the LV before its data grew (deflated then), whose
             # footer sector no block has covered since
             before = {pl.pe for le, pl in v.placed.items() if le < last}
-            paired = self._paired_ends(v, free) if len(free) > 1 and \
-                all(p in before for p in own) else None
-            if paired is None and own:
+            end = self._end_among_copies(v, free, before) if len(free) > 1 or (
+                own and all(p in before for p in own)) else None
+            if end is not None:
+                q, deflated, note = end
+                self._claim(v, deflated, q, FITS, "vhd-match", note)
+                v.le_count, v.footer_pe = deflated + 1, q
+                others = sorted(set(free + own) - {q} - {v.pe(le) for le in v.placed})
+                if others:
+                    self.findings.append(Finding(
+                        "vhd-footer-elsewhere", self.D + others[0] * self.E, "info",
+                        f"VHD {a.uid_str}: PEs {others[:8]} also end with its footer (older "
+                        f"ends of its LV); PE {q} is its end, LE {deflated}",
+                        {"vhd_uuid": a.uid_str, "pes": others[:16]}))
+                continue
+            if own:
                 # a placed extent and a free one both end with this VHD's footer: one of them
                 # is an old end (sm's inflate leaves the old footer; a deflate frees extents
                 # that still end with it). Which is the LV's end is not for content to say.
@@ -159,51 +173,48 @@ class FooterMixin:
                                                "(one of them is an old end)")
                 continue
             if len(free) > 1:
-                if paired is None:
-                    self._footer_unplaced(v, free, "several extents end with its footer")
-                    continue
-                q, deflated, partner = paired
-                self._claim(v, deflated, q, FITS, "vhd-match", PAIRED_ENDS_NOTE.format(
-                    partner=partner, le=deflated, gap=partner - q))
-                v.le_count, v.footer_pe = deflated + 1, q
-                others = [x for x in free if x != q]
-                self.findings.append(Finding(
-                    "vhd-footer-elsewhere", self.D + others[0] * self.E, "info",
-                    f"VHD {a.uid_str}: free PEs {others[:8]} also end with its footer (older "
-                    f"ends of its LV); PE {q} is its end, LE {deflated}, paired with the "
-                    f"inflated end at PE {partner}", {"vhd_uuid": a.uid_str,
-                                                      "pes": others[:16]}))
+                self._footer_unplaced(v, free, "several extents end with its footer")
                 continue
             self._place_footer(v, last, free)
 
-    def _paired_ends(self, v: VdiState, free: list[int]) -> tuple[int, int, int] | None:
-        """Several free extents end with v's footer, all of the current size: the LV's end and
-        older ends. sm leaves them in pairs (lvhdutil.inflate extends the LV to its full size
-        and writes the footer at the new end, leaving the old one; deflate cuts the LV back
-        to the data's end and writes the footer there: the deflated LV is a prefix of the
-        inflated one). An inflate that found the extents after the deflated end free took
-        them in one run (lvextend continues the LV's last segment), so its footer lies
-        exactly (inflated LE - deflated LE) extents after the deflated end. (q, deflated LE,
-        partner) when exactly one free footer extent q has such a partner (any PE ending with
-        the same footer, whoever holds it now) and is not itself such a partner of another
-        footer extent; content must not rule q out as that LE; every LE before it is placed
-        (older deflated ends then lie in placed extents, not among the free ones). The pair
-        is geometry two writes of sm left: an old inflated end that by chance lies that far
-        from another is what it would take to mislead it. None otherwise."""
+    def _end_among_copies(self, v: VdiState, free: list[int], before: set[int]
+                          ) -> tuple[int, int, str] | None:
+        """Free extents end with v's footer, all of the current size, and none of v's placed
+        extents from the last data LE on does (`before`: v's PEs of LEs before its last data
+        LE, older deflated ends): the LV's end and older ends, which sm leaves in pairs.
+        lvhdutil.inflate extends the LV to its full size and writes the footer at the new end,
+        leaving the old one; deflate cuts the LV back to the data's end and writes the footer
+        there: the deflated LV is a prefix of the inflated one, and lvextend continues the
+        LV's last segment where the extents after it are free. So the deflated end (LE D) is
+        * the free copy on the extent right after LE D-1's PE: read as an inflated end, the
+          LEs between would lie elsewhere with the last one right after LE D-1, which no
+          lvextend does; or
+        * the one free copy with a partner exactly (inflated LE - D) extents further on (an
+          inflate that took the extents after it in one run left its footer there), that is
+          not itself the partner of another.
+        Only where every LE before D is placed (an unplaced one may be where an older
+        deflated end lies: seed label-gone-22, an old end of LE 4 exactly the inflated
+        distance before the LV's end), D is the last data LE or after it, and content does not
+        rule the extent out as LE D. The copies counted as partners are those not in
+        `before`, whoever holds them now. (q, D, note), or None."""
         deflated, inflated = self._deflated_le(v), self._inflated_le(v)
-        if deflated < v.pred.last_data_le or inflated <= deflated or deflated in v.placed:
+        if deflated < v.pred.last_data_le or inflated <= deflated or deflated in v.placed \
+                or any(le not in v.placed for le in range(deflated)):
             return None
-        if any(le not in v.placed for le in range(deflated)):
-            # an unplaced LE before the end may be where an older deflated end lies (its
-            # footer sector never covered by a block since): such an old end, and the end
-            # the data grew to exactly the inflated distance after it, pair up as well
+        after = v.pe(deflated - 1) + 1 if deflated > 0 else -1
+        if after in free and deflated == v.pred.last_data_le:
+            q, note = after, NEXT_EXTENT_END_NOTE.format(prev=deflated - 1, le=deflated)
+        else:
+            gap = inflated - deflated
+            copies = set(self._footer_copies(v)[0]) - before
+            paired = [q for q in free if q + gap in copies and q - gap not in copies]
+            if len(paired) != 1:
+                return None
+            q, note = paired[0], PAIRED_ENDS_NOTE.format(gap=gap, partner=paired[0] + gap,
+                                                         le=deflated)
+        if self._lacks_data_of(v, deflated, q):
             return None
-        gap = inflated - deflated
-        same = set(self._footer_copies(v)[0])
-        paired = [q for q in free if q + gap in same and q - gap not in same]
-        if len(paired) != 1 or self._lacks_data_of(v, deflated, paired[0]):
-            return None
-        return paired[0], deflated, paired[0] + gap
+        return q, deflated, note
 
     def _footer_unplaced(self, v: VdiState, free: list[int], why: str) -> None:
         """Footer extents whose LE cannot be told: named (and suggested for the LE sm's
