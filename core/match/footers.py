@@ -192,16 +192,17 @@ class FooterMixin:
         * the one free copy with a partner exactly (inflated LE - D) extents further on (an
           inflate that took the extents after it in one run left its footer there), that is
           not itself the partner of another.
-        Only where every LE before D is placed (an unplaced one may be where an older
-        deflated end lies: seed label-gone-22, an old end of LE 4 exactly the inflated
-        distance before the LV's end), D is the last data LE or after it, and content does not
-        rule the extent out as LE D. The copies counted as partners are those not in
+        Only where D is the last data LE or after it, content does not rule the extent out as
+        LE D, and it does rule it out as every unplaced LE before D (lacks that LE's bitmaps):
+        an unplaced LE's extent may be an older deflated end (seed label-gone-22: LE 4's, whose
+        footer sector its blocks never covered, exactly the inflated distance before the LV's
+        end). The copies counted as partners are those not in
         `before`, whoever holds them now. (q, D, note), or None."""
         deflated, inflated = self._deflated_le(v), self._inflated_le(v)
-        if deflated < v.pred.last_data_le or inflated <= deflated or deflated in v.placed \
-                or any(le not in v.placed for le in range(deflated)):
+        if deflated < v.pred.last_data_le or inflated <= deflated or deflated in v.placed:
             return None
-        after = v.pe(deflated - 1) + 1 if deflated > 0 else -1
+        after = v.pe(deflated - 1) + 1 if deflated > 0 and v.pe(deflated - 1) is not None \
+            else -1
         if after in free and deflated == v.pred.last_data_le:
             q, note = after, NEXT_EXTENT_END_NOTE.format(prev=deflated - 1, le=deflated)
         else:
@@ -214,6 +215,9 @@ class FooterMixin:
                                                          le=deflated)
         if self._lacks_data_of(v, deflated, q):
             return None
+        if any(le not in v.placed and not self._lacks_data_of(v, le, q)
+               for le in range(deflated)):
+            return None     # q may be an unplaced LE's own extent (an older deflated end)
         return q, deflated, note
 
     def _footer_unplaced(self, v: VdiState, free: list[int], why: str) -> None:
