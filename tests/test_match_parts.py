@@ -359,8 +359,9 @@ def test_the_lv_s_end_among_copies_of_its_footer_is_told_by_sm_s_geometry():
     assert end([10, 18, 22], [10, 18]) == (10, 5)
     assert end([10, 18, 23], [10, 18, 23]) is None                      # no partner
     assert end([10, 18, 22, 30], [10, 18, 22, 30]) is None              # two pairs
-    # 22's own partner 34 makes 22 a pair's start too, but 22 is 10's partner: 10 stays
-    assert end([10, 22, 34], [10, 22, 34]) == (10, 5)
+    # seed reused-23: copies 11 apart at 22, 33 and 44 (its end: 33): a chain, no pair
+    assert end([10, 22, 34], [10, 22, 34]) is None
+    assert end([10, 22, 34], [10, 22]) is None
     assert end([10, 18, 22], [10, 18, 22], lacks={10}) is None
     # seed thin-3: an older deflated end in v's LE 4 (PE 4), exactly the gap before PE 16
     assert end([4, 16, 28], [16, 28]) is None

@@ -265,3 +265,18 @@ def test_a_live_disk_beside_an_older_vhd_s_run_and_a_removed_lv_s_footer(tmp_pat
     # measured 2026-12-06: 44 of the 47 LEs holding VHD data (before: 38, missing LEs 1-5 of
     # disk 0's leaf); left: its LE 5 (a stale head of another older VHD sits at its start)
     assert res["found"] >= 44, res["missed"]
+
+
+def test_a_thin_disk_s_end_among_copies_of_its_footer_is_the_one_sm_paired(tmp_path_factory):
+    """thin seed 2: "disk 0" (data up to LE 5, sm's full size LE 17) was attached and detached
+    in turns: free PEs 10, 18 and 22 end with its footer, and PEs 2 and 5 (its LEs 1 and 4,
+    ends of earlier deflates) too. PE 22 lies exactly 17 - 5 extents after PE 10: the inflate
+    that grew the LV from PE 10 in one run ended it there, so PE 10 is the deflated end, LE 5
+    (core.match.footers._end_among_copies); before, all three were listed and LE 5 missed."""
+    res = _reconstructed_without_error("thin", 2, tmp_path_factory)
+    _img, truth, _work = _build("thin", tmp_path_factory, seed=2)
+    name = next(n for n, lv in truth["lvs"].items() if lv.get("label") == "disk 0")
+    assert len(truth["lvs"][name]["data_les"]) == 6
+    # measured 2026-12-06: all 6 of disk 0's extents (before: 5, its LE 5 listed with PEs
+    # 10, 18 and 22)
+    assert name not in res["missed"], res["missed"]

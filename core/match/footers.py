@@ -1,8 +1,10 @@
 """Footers and gaps: which extent ends the LV. Footers of the VDI's unique id that describe
-another size are old ones (vhd-util resize); several of the same size (sm's inflate, a
-deflate's freed extents) are named, not chosen; one free footer extent is placed by the free
-run after the data or by sm's LV sizing (lvhdutil.calcSizeVHDLV), or LVM's allocation order
-where both of sm's sizes fit. Data-less extents between two placed ones on a matching PE run.
+another size are old ones (vhd-util resize); of several of the same size (sm's inflate, a
+deflate's freed extents) the end is the one sm's geometry points at (right after the data, or
+paired with its inflate's copy), else they are named, not chosen; one free footer extent is
+placed by the free run after the data or by sm's LV sizing (lvhdutil.calcSizeVHDLV), or LVM's
+allocation order where both of sm's sizes fit. Data-less extents between two placed ones on a
+matching PE run.
 """
 
 from __future__ import annotations
@@ -184,20 +186,23 @@ class FooterMixin:
         LE, older deflated ends): the LV's end and older ends, which sm leaves in pairs.
         lvhdutil.inflate extends the LV to its full size and writes the footer at the new end,
         leaving the old one; deflate cuts the LV back to the data's end and writes the footer
-        there: the deflated LV is a prefix of the inflated one, and lvextend continues the
-        LV's last segment where the extents after it are free. So the deflated end (LE D) is
+        there: the deflated LV is a prefix of the inflated one. lvm2 tries its allocation
+        policies from `contiguous` up to the one asked for (lib/metadata/lv_manip.c
+        `_allocate`), so an extension continues the LV's last segment where the extents after
+        it are free. The deflated end (LE D) is then
         * the free copy on the extent right after LE D-1's PE: read as an inflated end, the
           LEs between would lie elsewhere with the last one right after LE D-1, which no
           lvextend does; or
         * the one free copy with a partner exactly (inflated LE - D) extents further on (an
-          inflate that took the extents after it in one run left its footer there), that is
-          not itself the partner of another.
+          inflate that took the extents after it in one run left its footer there), where no
+          other copy has one and none lies that far before it: copies 22, 33 and 44 apart by
+          that distance (seed reused-23, whose end is 33) are no pair. Partners are the
+          copies not in `before`, whoever holds them now.
         Only where D is the last data LE or after it, content does not rule the extent out as
         LE D, and it does rule it out as every unplaced LE before D (lacks that LE's bitmaps):
         an unplaced LE's extent may be an older deflated end (seed label-gone-22: LE 4's, whose
         footer sector its blocks never covered, exactly the inflated distance before the LV's
-        end). The copies counted as partners are those not in
-        `before`, whoever holds them now. (q, D, note), or None."""
+        end). (q, D, note), or None."""
         deflated, inflated = self._deflated_le(v), self._inflated_le(v)
         if deflated < v.pred.last_data_le or inflated <= deflated or deflated in v.placed:
             return None
@@ -208,9 +213,9 @@ class FooterMixin:
         else:
             gap = inflated - deflated
             copies = set(self._footer_copies(v)[0]) - before
-            paired = [q for q in free if q + gap in copies and q - gap not in copies]
-            if len(paired) != 1:
-                return None
+            paired = [q for q in free if q + gap in copies]
+            if len(paired) != 1 or paired[0] - gap in copies:
+                return None     # a chain of copies that far apart (seed reused-23): no pair
             q, note = paired[0], PAIRED_ENDS_NOTE.format(gap=gap, partner=paired[0] + gap,
                                                          le=deflated)
         if self._lacks_data_of(v, deflated, q):
