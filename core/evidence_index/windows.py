@@ -128,7 +128,7 @@ def _open_direct(ev) -> int:
     index holds what the commands need), so copying 8 GiB through the page cache only costs:
     with it the pass's buffered 32 MiB reads ran 1.2x `cat` on this VM's disk and the kernel's
     copies took a second of CPU per 4 GiB from the numpy work; O_DIRECT reads of the same
-    windows ran at 0.9-1.0x `cat` for a tenth of the CPU (bench/io.py). Only for the same file
+    windows ran at 0.8-1.0x `cat` for a tenth of the CPU (bench/io.py). Only for the same file
     as ev's descriptor (device and inode compared: the path may have been replaced since);
     SRSALVAGE_NO_DIRECT=1 turns it off."""
     if os.environ.get("SRSALVAGE_NO_DIRECT", "") not in ("", "0") or \

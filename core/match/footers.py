@@ -153,8 +153,8 @@ class FooterMixin:
             # last sector says: ends of the LV before its data grew (deflated then), whose
             # footer sector no block has covered since
             before = {pl.pe for le, pl in v.placed.items() if le < last}
-            end = self._end_among_copies(v, free, before) if len(free) > 1 or (
-                own and all(p in before for p in own)) else None
+            end = self._end_among_copies(v, free, before) if (len(free) > 1 or own) and all(
+                p in before for p in own) else None
             if end is not None:
                 q, deflated, note = end
                 self._claim(v, deflated, q, FITS, "vhd-match", note)
