@@ -3,10 +3,10 @@
 A technician about to read a 4 TB disk wants to know whether it is minutes or hours before the
 pass begins. `estimate_pass(ev)` times a short sequential read at the start of the evidence (at
 most 32 MiB and 1/256 of the data; the pass, which reads an image file around the page cache,
-reads them from the disk again) and scales it to the bytes the pass will read (file holes are skipped, so a sparse image costs
-its data only). The measured rate is the device's as it is now, page cache included: on a disk
-whose start is cached the first estimate is short, and the running pass's own rate (the jobs
-line's time left) takes over as soon as it has read a little.
+reads them from the disk again) and scales it to the bytes the pass will read (file holes are
+skipped, so a sparse image costs its data only). The measured rate is the device's as it is
+now, page cache included: on a disk whose start is cached the first estimate is short, and the
+running pass's own rate (the jobs line's time left) takes over as soon as it has read a little.
 """
 
 from __future__ import annotations
