@@ -650,7 +650,8 @@ def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well(
     when another extent of the disk, whoever holds it, holds that LE's bitmaps about as well
     (an older VHD's remnant, or the real extent under a stale head and footer, which the full
     content score would count against it); where none does, pl.pe is the only extent with
-    that LE's bitmaps."""
+    that LE's bitmaps. An extent the disk's guest denies as that LE (and not pl.pe) is no
+    alternative."""
     E = 4 << 20
     slot = NS(bitmap_offsets=np.array([4096 * 8 - 512, 2 * 4096 * 8 - 512]), full=np.array([1, 1]))
     v = NS(index=2, anchor=NS(uid=b"u" * 16), pred=NS(slots={5: slot}))
@@ -674,11 +675,28 @@ def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well(
             seen["pool"] = pool
             return {(2, 5): list(self.found)}
 
+        def guest_of(self, v):
+            return self.guest
+
+        def guest_llr(self, v, le, pe):
+            return self.llr.get(pe, 0.0)
+
     board = Board()
+    board.guest, board.llr = None, {}
     board.found = [41]
     assert not board._fits_elsewhere(v, 5, pl)          # only random bytes elsewhere
     assert 26 not in seen["pool"] and 0 in seen["pool"]   # every extent but its own
     board.found = [41, 40]
     assert board._fits_elsewhere(v, 5, pl)              # PE 40 holds the same bitmaps
+    # seed thin-4: the guest reads through PE 40 as LE 5 and its structures deny it (-12),
+    # through PE 26 it finds nothing against: PE 40 is no alternative
+    board.guest, board.llr = object(), {40: -12.0}
+    assert not board._fits_elsewhere(v, 5, pl)
+    board.llr = {40: -1.0}                               # not denied by GUEST_TIES: still one
+    assert board._fits_elsewhere(v, 5, pl)
+    board.llr = {40: -12.0, 26: -12.0}                   # the guest denies pl.pe too
+    assert board._fits_elsewhere(v, 5, pl)
+    board.guest, board.llr = None, {40: -12.0}           # no guest: its word is not had
+    assert board._fits_elsewhere(v, 5, pl)
     board.found = []
     assert not board._fits_elsewhere(v, 5, pl)

@@ -237,17 +237,25 @@ class ReviewMixin:
 
     def _fits_elsewhere(self, v: VdiState, le: int, pl: Placement) -> bool:
         """Does another extent of the disk, whoever holds it (a stale head's VHD, another VDI,
-        nobody), hold LE `le`'s bitmaps about as well as pl.pe? Bitmaps only: the extent
-        that is this LE may still begin with an older VHD's head and end with its footer
-        (tapdisk on LVM never overwrote them), which the full content score counts against
-        it. Where none does, pl.pe is the only extent of the disk with this LE's bitmaps."""
+        nobody), hold LE `le`'s bitmaps about as well as pl.pe, without v's guest denying it?
+        Bitmaps only: the extent that is this LE may still begin with an older VHD's head and
+        end with its footer (tapdisk on LVM never overwrote them), which the full content
+        score counts against it. An extent whose reading as LE `le` v's guest denies (its
+        own structures inconsistent there, by GUEST_TIES or more: an older VHD's remnant with
+        the same full bitmaps, seed thin-4) is no alternative, unless the guest denies pl.pe
+        as well. Where none is left, pl.pe is the only extent of the disk with this LE's
+        bitmaps that its guest allows."""
         pool = np.flatnonzero(self.f.has_data)
         pool = pool[pool != pl.pe]
         found = self.search_candidates([(v, le)], pool).get((v.index, le), [])
         if not found:
             return False
         fit = self.scorer.bitmap_fit(v.pred.slots[le], np.array([pl.pe, *found], np.int64))
-        return bool((fit[1:] >= fit[0] - 1.0).any())
+        alike = [q for q, f in zip(found, fit[1:].tolist()) if f >= fit[0] - 1.0]
+        if not alike or self.guest_of(v) is None \
+                or self.guest_llr(v, le, pl.pe) <= -GUEST_TIES:
+            return bool(alike)
+        return any(self.guest_llr(v, le, q) > -GUEST_TIES for q in alike)
 
     @staticmethod
     def _alone(v: VdiState, le: int, pl: Placement) -> bool:
