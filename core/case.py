@@ -115,12 +115,12 @@ class Case:
             raise CaseError("bad image entry")
         nbytes = image.get("bytes", 0) or 0
         if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 0 <= nbytes <= MAX_IMAGE_BYTES:
-            raise CaseError(f"case-image-bytes: image size {str(nbytes)[:40]} is not a disk size")
+            raise CaseError(f"case-image-bytes: image size {repr(nbytes)[:40]} is not a disk size")
         case = cls(path, str(image.get("path", "")), nbytes)
         created = doc.get("created", case.created)
         if isinstance(created, bool) or not isinstance(created, (int, float)) \
                 or not math.isfinite(created) or not 0 <= created < 1e11:
-            raise CaseError(f"case-created: creation time {str(created)[:40]} is not a time")
+            raise CaseError(f"case-created: creation time {repr(created)[:40]} is not a time")
         case.created = float(created)
         identity = image.get("identity")
         if identity is not None and not isinstance(identity, dict):
