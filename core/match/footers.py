@@ -36,9 +36,10 @@ class FooterMixin:
     """Solver steps (mixed into core.match.assign.Solver; state lives there)."""
 
     # -- footers and gaps ----------------------------------------------------------------------
-    def footer_candidates(self, v: VdiState) -> tuple[list[int], list[int]]:
-        """(PEs placed for v, free PEs) whose last sector is a footer of v's unique id that
-        describes the disk as the copy at offset 0 does (`_footer_copies`). A footer with
+    def footer_candidates(self, v: VdiState) -> tuple[list[int], list[int], list[int]]:
+        """(PEs placed for v, free PEs, every PE whoever holds it) whose last sector is a
+        footer of v's unique id that describes the disk as the copy at offset 0 does
+        (`_footer_copies`). A footer with
         another size is an old one (vhd-util resize leaves it where the LV used to end):
         never the LV's end. Footers of the same size can still be old ones (sm's inflate
         moves the footer and leaves the old copy): callers weigh that."""
@@ -56,7 +57,7 @@ class FooterMixin:
                 f"VHD {a.uid_str}: PEs {old[:8]} end with an older footer of it (another size "
                 f"or damaged): where the LV ended before a resize, not its end",
                 {"vhd_uuid": a.uid_str, "pes": old[:16]}))
-        return own, free
+        return own, free, same
 
     def _footer_copies(self, v: VdiState) -> tuple[list[int], list[int]]:
         """(PEs ending with a footer of v's unique id that describes the disk as the copy at
@@ -126,7 +127,7 @@ class FooterMixin:
             if retry and (v.footer_pe is not None or v.le_count is not None):
                 continue
             last = v.pred.last_data_le
-            own, free = self.footer_candidates(v)
+            own, free, copies = self.footer_candidates(v)
             if v.pe(last) is not None and v.pe(last) in own:
                 # the LV can end right after its data with this footer, as sm leaves a deflated
                 # VDI: a valid LV holding every block. Free extents ending with the same footer
@@ -153,8 +154,8 @@ class FooterMixin:
             # last sector says: ends of the LV before its data grew (deflated then), whose
             # footer sector no block has covered since
             before = {pl.pe for le, pl in v.placed.items() if le < last}
-            end = self._end_among_copies(v, free, before) if (len(free) > 1 or own) and all(
-                p in before for p in own) else None
+            end = self._end_among_copies(v, free, set(copies) - before) \
+                if (len(free) > 1 or own) and all(p in before for p in own) else None
             if end is not None:
                 q, deflated, note = end
                 self._claim(v, deflated, q, FITS, "vhd-match", note)
@@ -179,11 +180,12 @@ class FooterMixin:
                 continue
             self._place_footer(v, last, free)
 
-    def _end_among_copies(self, v: VdiState, free: list[int], before: set[int]
+    def _end_among_copies(self, v: VdiState, free: list[int], copies: set[int]
                           ) -> tuple[int, int, str] | None:
         """Free extents end with v's footer, all of the current size, and none of v's placed
-        extents from the last data LE on does (`before`: v's PEs of LEs before its last data
-        LE, older deflated ends): the LV's end and older ends, which sm leaves in pairs.
+        extents from the last data LE on does (`copies`: every PE ending with that footer but
+        v's PEs of LEs before its last data LE, older deflated ends): the LV's end and older
+        ends, which sm leaves in pairs.
         lvhdutil.inflate extends the LV to its full size and writes the footer at the new end,
         leaving the old one; deflate cuts the LV back to the data's end and writes the footer
         there: the deflated LV is a prefix of the inflated one. lvm2 tries its allocation
@@ -196,8 +198,8 @@ class FooterMixin:
         * the one free copy with a partner exactly (inflated LE - D) extents further on (an
           inflate that took the extents after it in one run left its footer there), where no
           other copy has one and none lies that far before it: copies 22, 33 and 44 apart by
-          that distance (seed reused-23, whose end is 33) are no pair. Partners are the
-          copies not in `before`, whoever holds them now.
+          that distance (seed reused-23, whose end is 33) are no pair. Partners are any of
+          `copies`, whoever holds them now.
         Only where D is the last data LE or after it, content does not rule the extent out as
         LE D, and it does rule it out as every unplaced LE before D (lacks that LE's bitmaps):
         an unplaced LE's extent may be an older deflated end (seed label-gone-22: LE 4's, whose
@@ -212,7 +214,6 @@ class FooterMixin:
             q, note = after, NEXT_EXTENT_END_NOTE.format(prev=deflated - 1, le=deflated)
         else:
             gap = inflated - deflated
-            copies = set(self._footer_copies(v)[0]) - before
             paired = [q for q in free if q + gap in copies]
             if len(paired) != 1 or paired[0] - gap in copies:
                 return None     # a chain of copies that far apart (seed reused-23): no pair
