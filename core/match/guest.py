@@ -242,9 +242,7 @@ class GuestMixin:
         taken = [pl.pe for w in self.vdis for pl in w.placed.values()
                  if pl.source not in ("metadata", "manual")]
         pool = np.union1d(self.pending(), np.asarray(taken, dtype=np.int64))
-        cands: dict[tuple[int, int], list[int]] = {}
-        for _, found in self.search_chunks(slots, pool, REVIEW_SLOTS):
-            cands.update(found)
+        cands = self.search_all(slots, pool, REVIEW_SLOTS)
         back = 0
         for v, le in slots:
             pl = v.placed.get(le)
@@ -284,9 +282,7 @@ class GuestMixin:
                     slots.append((v, le))
         if not slots:
             return 0
-        cands: dict[tuple[int, int], list[int]] = {}
-        for _, found in self.search_chunks(slots, pool, REVIEW_SLOTS):
-            cands.update(found)
+        cands = self.search_all(slots, pool, REVIEW_SLOTS)
         changed = 0
         for v, le in slots:
             scored = sorted(((self.guest_llr(v, le, q), q)

@@ -330,9 +330,7 @@ class ReviewMixin:
                  for le, sl in v.pred.slots.items()
                  if le > 0 and le not in v.placed and len(sl.bitmap_offsets)]
         pool = np.asarray(walked, dtype=np.int64)
-        found: dict[tuple[int, int], list[int]] = {}
-        for _, part in self.search_chunks(slots, pool):
-            found.update(part)
+        found = self.search_all(slots, pool)
         out: dict[int, int] = {}
         for v, le in slots:              # the first slot that wants a PE names its VDI
             for p in found.get((v.index, le), []):

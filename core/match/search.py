@@ -188,6 +188,14 @@ class SearchMixin:
             part = order[lo: lo + size]
             yield part, self.search_candidates(part, pool)
 
+    def search_all(self, slots: list[tuple[VdiState, int]], pool: np.ndarray,
+                   size: int = ISLAND_SLOTS) -> dict[tuple[int, int], list[int]]:
+        """Every slot's candidates in `pool`: search_chunks' answers in one dict."""
+        found: dict[tuple[int, int], list[int]] = {}
+        for _, part in self.search_chunks(slots, pool, size):
+            found.update(part)
+        return found
+
     def _split_lattice(self, front: list[tuple[VdiState, int]]) -> tuple[list, list]:
         """Frontier slots whose bitmaps all sit on the 4 KiB lattice (scored from the
         signatures) and the others (gathered per slot), each as (v, le, slot)."""
@@ -524,9 +532,7 @@ class SearchMixin:
         # extent that might be it, not only among the free ones
         unsure = [pl.pe for w in self.vdis for pl in w.placed.values() if pl.confidence < SURE]
         pool = np.union1d(pending, np.asarray(unsure, dtype=pending.dtype))
-        cands: dict[tuple[int, int], list[int]] = {}
-        for _, found in self.search_chunks(slots, pool):
-            cands.update(found)
+        cands = self.search_all(slots, pool)
         wanted: dict[int, int] = {}
         for pes in cands.values():
             for p in set(pes):
