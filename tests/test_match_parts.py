@@ -8,6 +8,7 @@ import numpy as np
 
 from core.match import zerofill
 from core.match.assign import FITS, SURE, TIED, WALKED, Placement, VdiState
+from core.match.board import BoardMixin
 from core.match.review import ReviewMixin
 from core.match.score import AGREE, DISAGREE, MISSING, clear_evidence, continuity_llr
 
@@ -143,6 +144,48 @@ def test_a_rival_is_dismissed_only_by_guest_evidence():
     assert not _guest_board(close, {"v", "w"}).no_rival(v, w, 2, 7)
 
 
+def test_an_older_vhd_whose_run_from_its_head_is_still_there_needs_no_other_extent():
+    """w, a possible stranger, has its head on PE 40 and its run after it still there up to
+    LE 2 (PE 42 free): PE 7 is not its LE 2, even where v's guest says nothing; not where
+    v's guest denies PE 7, the run does not fit, or its LE 2's extent is another VDI's now."""
+    from core.match.guest import GUEST_TIES
+    v, w = NS(name="v", index=0), NS(name="w", index=1, anchor=NS(pe=40),
+                                       placed={0: Placement(40, 1.0, "vhd-match")})
+    runs = {("w", 2, 40)}
+
+    def board(llr=None):
+        b = _guest_board(llr or {}, {"v"}, {"w"})
+        b.owner = np.full(64, -1)
+        b.run_from_head_fits = lambda x, le, head, memo=None, held_pass=False: \
+            held_pass and (x.name, le, head) in runs
+        return b
+
+    assert board().no_rival(v, w, 2, 7)
+    assert not board({("v", 2, 7): -GUEST_TIES}).no_rival(v, w, 2, 7)
+    assert not board().no_rival(v, w, 2, 42)            # on its run: its own LE 2, maybe
+    runs.clear()
+    assert not board().no_rival(v, w, 2, 7)
+    runs.add(("w", 2, 40))
+    b = board()
+    b.owner[42] = 3
+    assert not b.no_rival(v, w, 2, 7)
+
+
+def test_a_contest_over_is_a_walk_step_unless_the_guest_ties_it():
+    """A walk step contested before the guests were read, every rival since dismissed: its
+    guest finding its own structures there makes it v's (kept as it is); a silent guest
+    leaves a content-and-adjacency placement (weak, FITS) for the usual judgement."""
+    from core.match.board import CONTESTED, CONTESTED_NOTE
+    from core.match.guest import GUEST_TIES
+    v = NS(name="v")
+    pl = Placement(7, CONTESTED, "adjacency", CONTESTED_NOTE, weak=False)
+    assert _guest_board({("v", 2, 7): GUEST_TIES}, {"v"})._uncontested(v, 2, pl)
+    assert (pl.confidence, pl.note, pl.weak) == (FITS, None, False)
+    pl = Placement(7, CONTESTED, "adjacency", CONTESTED_NOTE, weak=False)
+    assert not _guest_board({}, {"v"})._uncontested(v, 2, pl)
+    assert (pl.confidence, pl.note, pl.weak) == (FITS, None, True)
+
+
 class _StaleHeadBoard(ReviewMixin):
     """The board withdraw_strangers' stale-head rule reads: owners, VDIs, the stranger test,
     scores and the guest's word (given)."""
@@ -207,6 +250,44 @@ def test_a_stranger_s_head_inside_a_live_disk_s_run_yields_to_its_evidence():
                          (tied, 0.0)):
         b, live, old = board(score, guest)
         assert 3 not in live.placed and old.placed[0].pe == 4 and not b.findings
+
+
+def test_a_stranger_s_head_inside_a_thick_lv_s_one_run_yields_to_its_bitmaps():
+    """thick seed 4: "disk 0" on PEs 1-14, its footer extent placed by geometry on PE 14
+    (sm's full length after its head: one run), an older VHD's head on PE 7 where LE 6's
+    block was written only in part; stale bytes silence continuity and the guest says
+    nothing there. Inside that one run PE 7 can only be LE 6: its bitmaps there suffice,
+    neighbours placed or not. Not without them, not where the guest denies it, and not
+    while the footer's place rests on a prior (below SURE)."""
+    from core.match.board import ALLOCATION_GUESS, Score
+    from core.match.guest import GUEST_TIES
+    from core.match.predict import SlotPrediction
+
+    def slot(le):
+        return SlotPrediction(le, np.array([4095 * 512], np.int64), np.array([0], np.int8))
+
+    def board(content, guest=0.0, footer=FITS):
+        live = VdiState(0, None, None)
+        live.anchor = NS(uid_str="live")
+        live.pred = NS(slots={le: slot(le) for le in range(1, 8)})
+        live.placed = {0: Placement(1, 1.0, "vhd-match"), 1: Placement(2, TIED, "vhd-match"),
+                       13: Placement(14, footer, "vhd-match")}
+        live.lv_name, live.le_count, live.footer_pe = "VHD-live", 14, 14
+        old = VdiState(1, None, None)
+        old.anchor, old.pred = NS(uid_str="old"), NS(slots={})
+        old.placed = {0: Placement(7, 1.0, "vhd-match")}
+        b = _StaleHeadBoard([live, old], {1},
+                            {(0, 6, 7): Score(content=content, informative=False)},
+                            {(0, 6, 7): guest})
+        b._yield_stale_head(old)
+        return b, live, old
+
+    b, live, old = board(8.0)
+    assert live.placed[6].pe == 7 and b.owner[7] == 0 and old.placed == {}
+    assert "one run from head to footer" in b.findings[0].message
+    for args in ((1.0,), (8.0, -GUEST_TIES), (8.0, 0.0, ALLOCATION_GUESS)):
+        b, live, old = board(*args)
+        assert 6 not in live.placed and old.placed[0].pe == 7 and not b.findings
 
 
 def test_the_guest_decides_between_twins_only_by_a_margin():
@@ -299,9 +380,20 @@ def test_a_footer_sm_s_full_length_after_the_head_is_the_inflated_end():
     board.owner[20:22] = 0
     q, le, conf, src, _ = board._footer_by_allocation(v, 33, 2, 13)
     assert (q, le, conf, src) == (33, 13, FITS, "vhd-match")
+    # PE 27 the head (LE 0) of VDI 5, a VHD the SR names: another LV's extent
     board.owner[27] = 5
+    other = NS(pe={0: 27}.get)
+    board.vdis = [NS()] * 5 + [other]
+    board.stranger = lambda w: False
+    v.pred.slots = {}
+    v.anchor = NS(uid=b"v" * 16)
     q, le, conf, src, _ = board._footer_by_allocation(v, 33, 2, 13)
     assert (le, conf, src) == (13, ALLOCATION_GUESS, "adjacency")
+    # thick seed 6: PE 27 held only as an older VHD's head (a stranger's LE 0) where v's LE 7
+    # lies past its data (a gap extent sm never writes): the run is whole
+    board.stranger = lambda w: w is other
+    q, le, conf, src, _ = board._footer_by_allocation(v, 33, 2, 13)
+    assert (q, le, conf, src) == (33, 13, FITS, "vhd-match")
 
 
 def test_footer_extents_that_cannot_be_told_apart_are_named_for_both_of_sm_s_ends():
@@ -510,7 +602,8 @@ def test_another_vhd_s_footer_counts_against_an_extent_only_where_it_could_be_it
     """A headless VHD's footer (its LV removed, its head written over) in the last sector of
     a candidate, where our block's bitmap says the guest never wrote that sector, is a stale
     leftover (tapdisk on LVM does not zero-fill): no penalty. The footer of a VHD whose head
-    was found, a footer under a sector we wrote, or past our data, still says "not this LE"."""
+    was found (unless its LV's end was placed elsewhere), a footer under a sector we wrote, or
+    past our data, still says "not this LE"."""
     from core.match.features import SectorReader
     from core.match.predict import SlotPrediction
     from core.match.score import OTHER_FOOTER, Scorer
@@ -532,7 +625,11 @@ def test_another_vhd_s_footer_counts_against_an_extent_only_where_it_could_be_it
     assert scorer.other_footer(slot, pes, other, headless).tolist() == [0.0, OTHER_FOOTER, 0.0]
     scorer.anchored_uids = {b"H" * 16}
     assert scorer.other_footer(slot, pes, other, headless).tolist() == [OTHER_FOOTER] * 3
-    scorer.anchored_uids = set()
+    # ... unless that VHD's LV end was placed on another PE (PE 2): an older end of its LV
+    scorer.ended = {b"H" * 16: 2}
+    assert scorer.other_footer(slot, pes, other, headless).tolist() == [0.0, OTHER_FOOTER,
+                                                                        OTHER_FOOTER]
+    scorer.anchored_uids, scorer.ended = set(), {}
     past = SlotPrediction(3, np.array([bitmap_at], np.int64), np.zeros(1, np.int8))
     assert scorer.other_footer(past, pes, other, headless).tolist() == [OTHER_FOOTER] * 3
     assert scorer.other_footer(slot, pes, np.zeros(3, bool), headless).tolist() == [0.0] * 3
@@ -557,7 +654,7 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
     v, w = vdi(0, "v", 10), vdi(1, "w", 20)
     fitting = {("v", p) for p in (11, 12, 13, 21, 22, 23)} | {("w", p) for p in (21, 22, 23, 11, 12, 13)}
 
-    class Board(ReviewMixin):
+    class Board(ReviewMixin, BoardMixin):
         vdis = [v, w]
         f, N = None, 100
         scorer = NS(content=lambda slot, pe, uid, f: ACCEPT if (uid[:1].decode(), pe) in fitting
@@ -579,6 +676,18 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
     v.placed[3] = Placement(40, 0.7, "adjacency", "x", True)   # off v's run
     v.placed[3].twins = (23,)
     assert Board()._mirrored_runs() == {(0, 1), (0, 2)}
+    # a run after an lvextend: v's LE 2 tied to v by evidence on PE 52, LE 3 walked onto PE
+    # 53 with w's LE 3 as twin; LE 3 alone on PE 53, or its neighbour weak too: not mirrored
+    v.placed[2] = Placement(52, 0.97, "vhd-match")
+    v.placed[3] = Placement(53, 0.8, "vhd-match", weak=True)
+    v.placed[3].twins = (23,)
+    assert (0, 3) in Board()._mirrored_runs()
+    v.placed[2].weak = True
+    assert (0, 3) not in Board()._mirrored_runs()
+    v.placed[2] = Placement(12, 0.7, "adjacency", "x", True)
+    v.placed[2].twins = (22,)
+    v.placed[3] = Placement(40, 0.7, "adjacency", "x", True)
+    v.placed[3].twins = (23,)
     # w's head was overwritten by another VHD's footer, which took its extent: w's run still
     # begins there; a VHD whose LE 0 is simply unplaced explains nothing
     del w.placed[0]

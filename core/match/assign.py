@@ -104,6 +104,10 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
             self.withdraw_guesses()
             self.guest_review()
             self.place_footers(retry=True)
+            # from what stays placed (a footer placed now, back to the data before it), as
+            # LVM allocates; not for an older VHD the SR does not name (its walks rest on
+            # nothing: withdraw_strangers takes them back)
+            self.walk_all(skip=self.stranger)
             self.fill_gaps()        # (a footer placed now closes a run from the head)
             if self._board() == before:
                 return
@@ -126,6 +130,9 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
                 break
             self._rounds(limit)
         self.place_footers()
+        if self.learn_ends():       # an LV's older ends no longer count against extents
+            self._rounds(limit)
+            self.place_footers(retry=True)
         self.fill_gaps()
         self.review_confidence()
         if self.image_stale():

@@ -284,5 +284,24 @@ class BoardMixin:
                 return w
         return None
 
+    def run_from_head_fits(self, w: VdiState, le: int, head: int, memo: dict | None = None,
+                           held_pass: bool = False) -> bool:
+        """Do w's LEs 1..le fit the PEs after its head on `head` by content (data-only LEs
+        pass): is the run lvcreate gave w still there, up to LE `le`? With `held_pass`, an
+        extent of that run another VDI holds now passes too (a later LV took it: an older
+        VHD's run is overwritten piece by piece). `memo`: the caller's, for one look at the
+        board (content scores change as the solver learns)."""
+        key = (w.index, le, head, held_pass)
+        if memo is not None and key in memo:
+            return memo[key]
+        fits = head + le < self.N and all(
+            j not in w.pred.slots or not len(w.pred.slots[j].bitmap_offsets)
+            or held_pass and self.owner[head + j] not in (FREE, w.index)
+            or self.scorer.content(w.pred.slots[j], head + j, w.anchor.uid, self.f)
+            >= ACCEPT for j in range(1, le + 1))
+        if memo is not None:
+            memo[key] = fits
+        return fits
+
     def pending(self) -> np.ndarray:
         return np.nonzero((self.owner == FREE) & self.f.has_data)[0]

@@ -119,6 +119,25 @@ class FooterMixin:
                     new.append(f)
             self.findings[made:] = new
 
+    def learn_ends(self) -> bool:
+        """Tell the scorer where each VDI's LV ends, as far as placed by evidence (the footer
+        extent of a known LE count, SURE): that VHD's footer in another extent's last sector
+        is then an older end of its LV, not a sign the extent is its (score.other_footer).
+        True when that changed (scores must be recomputed)."""
+        ends = {}
+        for v in self.vdis:
+            if v.anchor is None or v.footer_pe is None or v.le_count is None:
+                continue
+            pl = v.placed.get(v.le_count - 1)
+            if pl is not None and pl.pe == v.footer_pe and pl.confidence >= SURE:
+                ends[v.anchor.uid] = v.footer_pe
+        if ends == self.scorer.ended:
+            return False
+        self.scorer.ended = ends
+        self.scorer.forget_content()
+        self._scores.clear()
+        return True
+
     def _place_footers(self, retry: bool) -> None:
         for v in self.vdis:
             a = v.anchor
@@ -384,11 +403,13 @@ class FooterMixin:
                 f"(sm's deflated size, LE {deflated})")
         head = v.pe(0)
         if head is not None and q == head + inflated and all(
-                self.owner[x] == FREE or v.pe(x - head) == x for x in range(head + 1, q)):
-            # exactly sm's full length after the head, nothing of another VDI between: one
-            # run from head to footer, as lvcreate allocates an LV in one free area. Read as
-            # the deflated end, the LV's last extent would sit exactly that far away by chance
-            # with the extents between unused. Geometry, not an allocation prior
+                self.owner[x] == FREE or v.pe(x - head) == x
+                or self._older_head_inside(v, x - head, x) for x in range(head + 1, q)):
+            # exactly sm's full length after the head, nothing of another VDI between (but
+            # an older VHD's head left where v never wrote): one run from head to footer, as
+            # lvcreate allocates an LV in one free area. Read as the deflated end, the LV's
+            # last extent would sit exactly that far away by chance with the extents between
+            # unused. Geometry, not an allocation prior
             return q, inflated, FITS, "vhd-match", (
                 f"ends with the VHD footer {inflated} extents after the head: one run from "
                 f"head to footer, sm's full length (LE {inflated})")
@@ -403,6 +424,20 @@ class FooterMixin:
                 f"size (LE {inflated}): inflated, as the extent before it is free (an "
                 f"allocation starts a free area: it ends a run of gap extents)")
         return None
+
+    def _older_head_inside(self, v: VdiState, le: int, pe: int) -> bool:
+        """Is `pe` held only as the head of an older VHD the SR does not name (review.stranger),
+        where v's LE `le` has nothing (past its data: a gap extent sm never writes) or its
+        bitmaps? tapdisk on LVM writes only what the guest writes, so such a head survives
+        in v's extent (issue 10 premise 1)."""
+        if self.owner[pe] < 0:
+            return False
+        w = self.vdis[self.owner[pe]]
+        if w is v or w.pe(0) != pe or not self.stranger(w):
+            return False
+        sl = v.pred.slots.get(le)
+        return sl is None or not len(sl.bitmap_offsets) \
+            or self.scorer.content(sl, pe, v.anchor.uid, self.f) >= ACCEPT
 
     def fill_gaps(self) -> None:
         """Unplaced LEs between two placed ones whose PE distance matches and whose PEs are free."""

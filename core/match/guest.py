@@ -369,6 +369,14 @@ class GuestMixin:
             # an older VHD with nothing of its own around `pe` (no head, no extent at the
             # distance its LE numbers need), against v whose guest finds its writes there
             return True
+        if self.stranger(w) and not self._on_run_of(w, le, pe) and mine > -GUEST_TIES \
+                and 0 in w.placed and w.placed[0].pe + le != pe \
+                and self.owner[w.placed[0].pe + le] == FREE \
+                and self.run_from_head_fits(w, le, w.placed[0].pe, held_pass=True):
+            # an older VHD whose run from its head is still there up to LE `le` (what no
+            # later LV took fits its LEs; its LE `le` free, where lvcreate put it): `pe`,
+            # away from that run, is not its LE `le`
+            return True
         # both guests read (two alike disks, or a parent and its child whose bitmaps sit at
         # the same places): v's finds its own structures there (GUEST_CLAIM), w's far less
         return self.guest_of(w) is not None and mine >= GUEST_CLAIM \

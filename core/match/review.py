@@ -17,6 +17,8 @@ from core.match.score import CONT_CAP
 
 STALE_HEAD_NOTE = ("an older VHD's head survived in sectors its guest never wrote; inside "
                    "its run, its bitmaps, continuity and guest tie it")
+STALE_HEAD_RUN_NOTE = ("an older VHD's head survived in sectors its guest never wrote; its "
+                       "bitmaps there, inside its LV's one run from head to footer")
 SECOND_LOOK_ROUNDS = 12     # careful rounds of the second look at most
 TWINS_KEPT = 4              # twins a guest must outdo that are looked for per placement
 TWIN_BATCH = 4              # candidates scored at once when looking for twins, at first
@@ -176,9 +178,12 @@ class ReviewMixin:
                 # another VDI's open LE or other extents fit as well: only the guest can decide
                 # (its own allocation or structures, by a margin); consistency is not enough
                 if pl.note == CONTESTED_NOTE or pl.note == RIVAL_VDIS_NOTE:
-                    if not self._uncontested(v, le, pl, unsure):
+                    if self._rival(v, le, pl.pe, unsure):
                         drop.add(le)
-                    continue
+                        continue
+                    if self._uncontested(v, le, pl):
+                        continue
+                    # no rival left, its guest silent: judged below as any walk step
                 if pl.twins:
                     if not self._outfits(v, le, pl) and (v.index, le) not in mirrored:
                         drop.add(le)
@@ -287,16 +292,18 @@ class ReviewMixin:
                 j += d
         return True
 
-    def _uncontested(self, v: VdiState, le: int, pl: Placement,
-                     unsure: dict[int, list[VdiState]]) -> bool:
-        """A walk step contested before the guests were read (core.match.walks): is it still?
-        When v's guest now finds its own allocation or structures there (GUEST_TIES) and
-        every VDI that had that LE open is dismissed by its own guest or is a possible
-        stranger (guest.no_rival), the contest is over: the placement is v's by evidence."""
-        if self.guest_llr(v, le, pl.pe) < GUEST_TIES or self._rival(v, le, pl.pe, unsure):
-            return False
+    def _uncontested(self, v: VdiState, le: int, pl: Placement) -> bool:
+        """A walk step contested before the guests were read (core.match.walks), whose every
+        rival is now dismissed by its own guest or is an older VHD that does not need the
+        extent (guest.no_rival): the contest is over. When v's guest finds its own allocation
+        or structures there (GUEST_TIES), the placement is v's by evidence (True); otherwise
+        it is a walk step like any other: content fits and adjacency chose (weak, FITS),
+        for withdraw_guesses to judge (False)."""
         pl.confidence, pl.source, pl.note = FITS, "vhd-match", None
-        return True
+        if self.guest_llr(v, le, pl.pe) >= GUEST_TIES:
+            return True
+        pl.weak = True
+        return False
 
     def _outfits(self, v: VdiState, le: int, pl: Placement) -> bool:
         """A placement other PEs fitted as well (pl.twins): does v's guest now find its own
@@ -372,13 +379,14 @@ class ReviewMixin:
 
     def _yield_stale_head(self, w: VdiState) -> None:
         """A stranger's head (an older VHD's first sectors: footer copy, header, BAT) on PE p,
-        with a live VDI v's run around it: v's LE l-1 on p-1 and LE l+1 on p+1, LE l open, and
-        p holding LE l's bitmaps with the data continuing from p-1 and v's guest agreeing.
-        tapdisk on LVM writes only what the guest writes (issue 10 premise 1), so an older
-        VHD's head survives in the sectors of v's block that v's guest never wrote: p is v's
-        LE l, the head is stale. LVM gave v that run; another LV's extent would have to sit
-        inside it at exactly the gap v's LE needs. The stranger's placements go with its
-        head."""
+        inside a live VDI v's run: v's LE l-1 on p-1 and LE l+1 on p+1, LE l open, p holding
+        LE l's bitmaps with the data continuing from p-1 and v's guest agreeing; or v's LV
+        one run from its head to its footer (sm's full length, placed by geometry) with p at
+        LE l's distance, its bitmaps there and v's guest not against. tapdisk on LVM writes
+        only what the guest writes (issue 10 premise 1), so an older VHD's head survives in
+        the sectors of v's block that v's guest never wrote: p is v's LE l, the head is
+        stale. LVM gave v that run; another LV's extent would have to sit inside it at
+        exactly the gap v's LE needs. The stranger's placements go with its head."""
         head = w.placed.get(0)
         if head is None or head.source in ("metadata", "manual"):
             return
@@ -387,27 +395,52 @@ class ReviewMixin:
             if v is w or v.pred is None or v.metadata_map or self.stranger(v) \
                     or (v.lv_name is None and self.guest_of(v) is None):
                 continue
-            le = next((j + 1 for j, q in v.placed.items() if q.pe == p - 1), None)
+            run = self._one_run(v)
+            if run is not None and run[0] < p < run[1]:
+                le, note = p - run[0], STALE_HEAD_RUN_NOTE
+                tie = "inside its LV's one run from head to footer; its bitmaps there"
+            else:
+                le = next((j + 1 for j, q in v.placed.items() if q.pe == p - 1), None)
+                note = STALE_HEAD_NOTE
+                tie = (f"inside its run; its bitmaps, the data continuing from LE {le - 1} and "
+                       f"its guest agree") if le is not None else ""
             sl = v.pred.slots.get(le) if le is not None else None
-            if sl is None or le in v.placed or not len(sl.bitmap_offsets) \
-                    or v.pe(le + 1) != p + 1:
+            if sl is None or le in v.placed or not len(sl.bitmap_offsets):
                 continue
             s = self.score(v, le, p)
-            if s.content < ACCEPT or not s.informative or s.continuity < TIED_CONTINUITY \
-                    or self.guest_llr(v, le, p) < GUEST_TIES:
+            if s.content < ACCEPT:
+                continue
+            if run is None or not run[0] < p < run[1]:
+                if v.pe(le + 1) != p + 1 or not s.informative \
+                        or s.continuity < TIED_CONTINUITY \
+                        or self.guest_llr(v, le, p) < GUEST_TIES:
+                    continue
+            elif self.guest_llr(v, le, p) <= -GUEST_TIES:
                 continue
             for j in sorted(w.placed):
                 if w.placed[j].source not in ("metadata", "manual"):
                     self._withdraw(w, j)
-            self.place(v, le, p, TIED, "vhd-match", STALE_HEAD_NOTE)
+            self.place(v, le, p, TIED, "vhd-match", note)
             self.findings.append(Finding(
                 "vhd-head-stale", self.D + p * self.E, "info",
                 f"VHD {w.anchor.uid_str}: its head on PE {p} is an older VHD's, left in "
                 f"sectors {v.lv_name or v.anchor.uid_str}'s guest never wrote: PE {p} is "
-                f"that VDI's LE {le} (inside its run; its bitmaps, the data continuing from "
-                f"LE {le - 1} and its guest agree)",
+                f"that VDI's LE {le} ({tie})",
                 {"vhd_uuid": w.anchor.uid_str, "pe": p, "le": le}))
             return
+
+    def _one_run(self, v: VdiState) -> tuple[int, int] | None:
+        """(head PE, footer PE) where v's LV is known to be one run of PEs: its footer extent
+        placed by evidence exactly LE count - 1 extents after its head (sm's full length:
+        lvcreate allocates a thick LV in one free area; footers._footer_by_allocation)."""
+        h = v.placed.get(0)
+        if h is None or v.le_count is None or v.footer_pe is None \
+                or v.footer_pe != h.pe + v.le_count - 1:
+            return None
+        end = v.placed.get(v.le_count - 1)
+        if end is None or end.pe != v.footer_pe or end.confidence < SURE:
+            return None
+        return h.pe, v.footer_pe
 
     def _withdraw(self, v: VdiState, le: int) -> None:
         """Take LE `le` of v back: its PE freed (if still v's) and named among the LE's
@@ -429,8 +462,10 @@ class ReviewMixin:
                        for w in self.vdis)
 
     def _mirrored_runs(self) -> set[tuple[int, int]]:
-        """(VDI, LE) of placements on the unbroken run of PEs that starts at their own VHD's
-        head, whose every twin is the same LE of another VHD's run from its own head (that
+        """(VDI, LE) of placements on an unbroken run of PEs that starts at their own VHD's
+        head, or joins them to a placement evidence ties to their VDI (_run_to_strong: a
+        resized VDI's run after an lvextend), whose every twin is the same LE of another
+        VHD's run from its own head (that
         VHD's extents after its head fit its LEs by content, up to the twin). Two VHDs with
         blocks at the same LE indices fit each other's extents equally (the lattice phase is
         the LE's; stale bytes silence continuity), but only one pairing keeps both runs whole:
@@ -446,30 +481,20 @@ class ReviewMixin:
                  for v in self.vdis if v.pred is not None and v.anchor is not None
                  and (0 in v.placed or v.anchor.pe in stale)}
         by_head = {pe: self.vdis[i] for i, pe in heads.items()}
-        fits: dict[tuple[int, int], bool] = {}
-
-        def run_fits(w: VdiState, le: int) -> bool:
-            """w's LEs 1..le fit the PEs after w's head by content (data-only LEs pass)."""
-            key = (w.index, le)
-            if key not in fits:
-                head = heads[w.index]
-                fits[key] = head + le < self.N and all(
-                    j not in w.pred.slots or not len(w.pred.slots[j].bitmap_offsets)
-                    or self.scorer.content(w.pred.slots[j], head + j, w.anchor.uid, self.f)
-                    >= ACCEPT for j in range(1, le + 1))
-            return fits[key]
-
+        fits: dict[tuple[int, int, int], bool] = {}
         out = set()
         for v in self.vdis:
             head = heads.get(v.index)
-            if head is None:
-                continue
             for le, pl in v.placed.items():
-                if not pl.twins or pl.twins_open or pl.pe != head + le or not all(
-                        j in v.placed and v.placed[j].pe == head + j for j in range(1, le)):
+                if not pl.twins or pl.twins_open:
+                    continue
+                from_head = head is not None and pl.pe == head + le and all(
+                    j in v.placed and v.placed[j].pe == head + j for j in range(1, le))
+                if not from_head and not self._run_to_strong(v, le, set()):
                     continue
                 owners = [by_head.get(q - le) for q in pl.twins]
-                if all(w is not None and w is not v and run_fits(w, le) for w in owners):
+                if all(w is not None and w is not v and self.run_from_head_fits(w, le, heads[w.index], fits)
+                       for w in owners):
                     out.add((v.index, le))
         return out
 

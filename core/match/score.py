@@ -136,6 +136,9 @@ class Scorer:
         # unique ids of the VHDs whose head was found (core.match.anchors): a footer of one of
         # them may be its LV's end; another footer is a VHD's whose head was overwritten
         self.anchored_uids: set[bytes] = set()
+        # unique id -> the PE its LV ends on, where the solver placed that end (footers.
+        # learn_ends): that VHD's footer on any other PE is an older end of its LV
+        self.ended: dict[bytes, int] = {}
 
     def distrust_past_data(self) -> bool:
         """On a disk with a previous life the sectors past a VHD's data keep whatever the extent
@@ -149,8 +152,12 @@ class Scorer:
         # sectors this VHD never wrote (the unwritten tail of a block spilling into it)
         self.other_batmap = 0.0
         self.past_data_trusted = False
-        self._content.clear()
+        self.forget_content()
         return True
+
+    def forget_content(self) -> None:
+        """Drop the memoised content scores (their weights or what they know changed)."""
+        self._content.clear()
 
     def pe_base(self, pe: int) -> int:
         return self.D + pe * self.E
@@ -257,14 +264,20 @@ class Scorer:
         block covers the sector with a bitmap that says the guest never wrote it. tapdisk on
         LVM does not zero-fill a block (issue 10 premise 1), so a removed LV's footer survives
         inside the next LV's blocks wherever its guest has not written. The footer of a VHD
-        whose head was found may be its LV end, and past our data (no block of ours there)
-        any footer may be; there it still says "not this LE"."""
+        whose head was found may be its LV end, unless its end was placed on another PE
+        (`ended`): then it is an older end of that LV, which sm's inflate and `vhd-util
+        resize` leave behind and a deflate frees (issue 10 premise 2). Past our data (no
+        block of ours there) any footer may be the LV's end; there it still says "not this
+        LE"."""
         out = np.where(other, OTHER_FOOTER, 0.0)
         if slot.tail_cover is None:
             return out
+
+        def stale(r: int) -> bool:
+            uid = tail_uids[r].tobytes()
+            return uid not in self.anchored_uids or self.ended.get(uid, pes[r]) != pes[r]
         # (few rows end with another VHD's footer: only theirs are looked up)
-        rows = np.array([r for r in np.flatnonzero(other).tolist()
-                         if tail_uids[r].tobytes() not in self.anchored_uids], np.int64)
+        rows = np.array([r for r in np.flatnonzero(other).tolist() if stale(r)], np.int64)
         if not len(rows):
             return out
         index, sector = slot.tail_cover

@@ -277,14 +277,15 @@ class WalkMixin:
             if nle > 0 and nle not in v.placed and sl is not None and sl.has_content:
                 self._open.setdefault(nle, set()).add(v.index)
 
-    def walk_all(self) -> int:
-        """Walk on from the ends of every placed run (forward in batches, backward by step)."""
+    def walk_all(self, skip=None) -> int:
+        """Walk on from the ends of every placed run (forward in batches, backward by step);
+        not for the VDIs `skip(v)` names."""
         self._open = {}
         for w, le in self.frontier():
             self._open.setdefault(le, set()).add(w.index)
         total = 0
         for v in self.vdis:
-            if v.pred is None:
+            if v.pred is None or skip is not None and skip(v):
                 continue
             for le in sorted(v.placed):
                 if (le + 1) not in v.placed and (le + 1) in v.pred.slots:
