@@ -280,3 +280,30 @@ def test_a_thin_disk_s_end_among_copies_of_its_footer_is_the_one_sm_paired(tmp_p
     # measured 2026-12-06: all 6 of disk 0's extents (before: 5, its LE 5 listed with PEs
     # 10, 18 and 22)
     assert name not in res["missed"], res["missed"]
+
+
+def test_a_resized_disk_s_run_after_its_lvextend_and_an_lv_s_older_end(tmp_path_factory):
+    """resized seed 5: "disk 0" on PEs 1, 2, 18, 19, 25, 26 (vhd-util resize, then sm's
+    lvextend twice). LE 3 on PE 19 follows LE 2 (PE 18, tied by its guest) and an older VHD's
+    remnant (PE 55, the same LE on that VHD's run from its head) fits it as well: the crossed
+    pairing would break both runs (core.match.review._mirrored_runs, now from any placement
+    evidence ties, not only from the head). PE 25, LE 4, ends with "disk 1"'s footer from
+    before that disk was deflated: "disk 1"'s LV end is placed elsewhere (PE 21), so that
+    copy is an older end (core.match.footers.learn_ends), and settle walks back to it from
+    the footer extent. Before, LEs 3 and 4 were listed, not placed."""
+    res = _reconstructed_without_error("resized", 5, tmp_path_factory)
+    # measured 2026-12-07: 33 of 33 LEs holding VHD data (before: 31)
+    assert not res["missed"], res["missed"]
+
+
+def test_a_thick_disk_s_one_run_passes_over_an_older_vhd_s_head(tmp_path_factory):
+    """thick seed 4: "disk 0" on PEs 1-14, one run (lvcreate of sm's full size). PE 7, its
+    LE 6, still begins with an older VHD's head (its guest wrote only part of that block),
+    which held PE 7 as that VHD's LE 0; stale bytes silence continuity there and the guest
+    has nothing to say. The footer lies exactly sm's full length after the head, the older
+    head in between where the disk never wrote (footers._older_head_inside): one run, so PE 7
+    can only be LE 6 and the head yields (review._yield_stale_head). Before, LE 6 was
+    missed."""
+    res = _reconstructed_without_error("thick", 4, tmp_path_factory)
+    # measured 2026-12-07: 17 of 17 (before: 16)
+    assert not res["missed"], res["missed"]
