@@ -649,14 +649,15 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
     def vdi(index, name, head):
         slots = {j: Slot(bitmap_offsets=np.array([4096]), le=j) for j in range(1, 4)}
         return NS(index=index, name=name, anchor=NS(uid=name.encode() * 16, pe=head),
-                  pred=NS(slots=slots), placed={0: Placement(head, 1.0, "vhd-match")})
+                  pred=NS(slots=slots), placed={0: Placement(head, 1.0, "vhd-match")},
+                  le_count=None, footer_pe=None)
 
     v, w = vdi(0, "v", 10), vdi(1, "w", 20)
     fitting = {("v", p) for p in (11, 12, 13, 21, 22, 23)} | {("w", p) for p in (21, 22, 23, 11, 12, 13)}
 
     class Board(ReviewMixin, BoardMixin):
         vdis = [v, w]
-        f, N = None, 100
+        f, N = NS(tail_footer=np.zeros(100, bool)), 100
         scorer = NS(content=lambda slot, pe, uid, f: ACCEPT if (uid[:1].decode(), pe) in fitting
                     else ACCEPT - 4)
 
@@ -684,8 +685,24 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
     assert (0, 3) in Board()._mirrored_runs()
     v.placed[2].weak = True
     assert (0, 3) not in Board()._mirrored_runs()
+    # label-gone seed 1: LE 3 alone on PE 53, which ends with v's own footer (an older end of
+    # v's LV, v's current end elsewhere): v's extent, so the twin on w's run is w's
     v.placed[2] = Placement(12, 0.7, "adjacency", "x", True)
     v.placed[2].twins = (22,)
+    v.placed[3] = Placement(53, 0.8, "vhd-match", weak=True)
+    v.placed[3].twins = (23,)
+    v.le_count, v.footer_pe = 8, 60
+    tail_uid = np.zeros((100, 16), np.uint8)
+    tail_uid[53] = np.frombuffer(v.anchor.uid, np.uint8)
+    Board.f = NS(tail_footer=np.zeros(100, bool), tail_uid=tail_uid)
+    assert (0, 3) not in Board()._mirrored_runs()
+    Board.f.tail_footer[53] = True
+    assert (0, 3) in Board()._mirrored_runs()
+    v.footer_pe = 53                            # its current end: no older one
+    assert (0, 3) not in Board()._mirrored_runs()
+    v.footer_pe = 60
+    tail_uid[53] = np.frombuffer(w.anchor.uid, np.uint8)      # another VHD's footer
+    assert (0, 3) not in Board()._mirrored_runs()
     v.placed[3] = Placement(40, 0.7, "adjacency", "x", True)
     v.placed[3].twins = (23,)
     # w's head was overwritten by another VHD's footer, which took its extent: w's run still
@@ -762,7 +779,8 @@ def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well(
     alternative."""
     E = 4 << 20
     slot = NS(bitmap_offsets=np.array([4096 * 8 - 512, 2 * 4096 * 8 - 512]), full=np.array([1, 1]))
-    v = NS(index=2, anchor=NS(uid=b"u" * 16), pred=NS(slots={5: slot}))
+    v = NS(index=2, anchor=NS(uid=b"u" * 16), pred=NS(slots={5: slot}), le_count=None,
+           footer_pe=None)
     pl = Placement(26, 0.8, "vhd-match", None, True)
     full_bitmaps = {26, 40}                 # all-ones bitmap sectors where LE 5 has full blocks
     rng = np.random.default_rng(1)
@@ -776,7 +794,7 @@ def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well(
     disk = NS(D=0, E=E, sectors=sectors)    # Scorer.bitmap_fit over these bitmap sectors
 
     class Board(ReviewMixin):
-        f = NS(has_data=np.ones(64, bool))
+        f = NS(has_data=np.ones(64, bool), tail_footer=np.zeros(64, bool))
         scorer = NS(bitmap_fit=lambda slot, pes: Scorer.bitmap_fit(disk, slot, pes))
 
         def search_candidates(self, front, pool):
@@ -805,6 +823,20 @@ def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well(
     board.llr = {40: -12.0, 26: -12.0}                   # the guest denies pl.pe too
     assert board._fits_elsewhere(v, 5, pl)
     board.guest, board.llr = None, {40: -12.0}           # no guest: its word is not had
+    assert board._fits_elsewhere(v, 5, pl)
+    # label-gone seed 1: PE 26 ends with v's own footer (an older end of v's LV) and PE 40 is
+    # LE 5 of another VHD's run from its head on PE 35: that VHD's, no alternative
+    board.f.tail_footer[26] = True
+    board.f.tail_uid = np.zeros((64, 16), np.uint8)
+    board.f.tail_uid[26] = np.frombuffer(b"u" * 16, np.uint8)
+    v.le_count, v.footer_pe = 9, 30
+    board._heads = lambda: {7: 35}
+    board._on_anothers_run = lambda v, le, q, heads, fits: q == heads[7] + le
+    assert not board._fits_elsewhere(v, 5, pl)
+    board._heads = lambda: {7: 36}                        # not on its run
+    assert board._fits_elsewhere(v, 5, pl)
+    board._heads = lambda: {7: 35}
+    board.f.tail_footer[26] = False                      # not an older end of v's LV
     assert board._fits_elsewhere(v, 5, pl)
     board.found = []
     assert not board._fits_elsewhere(v, 5, pl)

@@ -248,8 +248,9 @@ class ReviewMixin:
         score counts against it. An extent whose reading as LE `le` v's guest denies (its
         own structures inconsistent there, by GUEST_TIES or more: an older VHD's remnant with
         the same full bitmaps, seed thin-4) is no alternative, unless the guest denies pl.pe
-        as well. Where none is left, pl.pe is the only extent of the disk with this LE's
-        bitmaps that its guest allows."""
+        as well; nor, where pl.pe ends with v's own older footer (_older_end_of), an extent
+        that is the same LE of another VHD's run from its head. Where none is left, pl.pe is
+        the only extent of the disk with this LE's bitmaps that its guest allows."""
         pool = np.flatnonzero(self.f.has_data)
         pool = pool[pool != pl.pe]
         found = self.search_candidates([(v, le)], pool).get((v.index, le), [])
@@ -257,10 +258,27 @@ class ReviewMixin:
             return False
         fit = self.scorer.bitmap_fit(v.pred.slots[le], np.array([pl.pe, *found], np.int64))
         alike = [q for q, f in zip(found, fit[1:].tolist()) if f >= fit[0] - 1.0]
+        if alike and self._older_end_of(v, le, pl.pe):
+            # pl.pe was v's (its own older footer ends it); an alternative on another VHD's run
+            # from its head, at that VHD's own LE, is that VHD's (as in _mirrored_runs)
+            heads, fits = self._heads(), {}
+            alike = [q for q in alike if not self._on_anothers_run(v, le, q, heads, fits)]
         if not alike or self.guest_of(v) is None \
                 or self.guest_llr(v, le, pl.pe) <= -GUEST_TIES:
             return bool(alike)
         return any(self.guest_llr(v, le, q) > -GUEST_TIES for q in alike)
+
+    def _older_end_of(self, v: VdiState, le: int, pe: int) -> bool:
+        """Does `pe`, placed as LE `le` before v's LV end, end with v's own footer: an older
+        end of v's LV (sm's deflate cuts the LV back to its data, `vhd-util resize` and
+        inflate move the footer on; issue 10 premise 2)? Then the extent was v's, which no
+        older VHD's remnant on the same lattice can say. Not which LE it was: an inflated
+        end a deflate freed holds stale bytes, and an lvextend may take it again. So it only
+        settles twins another VHD's run explains (_mirrored_runs)."""
+        if not self.f.tail_footer[pe] or v.footer_pe == pe \
+                or v.le_count is not None and le >= v.le_count - 1:
+            return False
+        return bytes(self.f.tail_uid[pe]) == v.anchor.uid
 
     @staticmethod
     def _alone(v: VdiState, le: int, pl: Placement) -> bool:
@@ -464,7 +482,8 @@ class ReviewMixin:
     def _mirrored_runs(self) -> set[tuple[int, int]]:
         """(VDI, LE) of placements on an unbroken run of PEs that starts at their own VHD's
         head, or joins them to a placement evidence ties to their VDI (_run_to_strong: a
-        resized VDI's run after an lvextend), whose every twin is the same LE of another
+        resized VDI's run after an lvextend), or on an older end of their own LV
+        (_older_end_of), whose every twin is the same LE of another
         VHD's run from its own head (that
         VHD's extents after its head fit its LEs by content, up to the twin). Two VHDs with
         blocks at the same LE indices fit each other's extents equally (the lattice phase is
@@ -474,14 +493,8 @@ class ReviewMixin:
         VDI beside an older VHD's remnants whose head survived in extents nothing reused
         (that VHD itself may have been withdrawn as a stranger: its run still explains the
         twin)."""
-        # (a head another VHD's footer overwrote, its extent since taken by that footer, still
-        # says where that older VHD's run began: core.match.footers._claim)
-        stale = getattr(self, "overwritten_heads", {})
-        heads = {v.index: v.placed[0].pe if 0 in v.placed else v.anchor.pe
-                 for v in self.vdis if v.pred is not None and v.anchor is not None
-                 and (0 in v.placed or v.anchor.pe in stale)}
-        by_head = {pe: self.vdis[i] for i, pe in heads.items()}
-        fits: dict[tuple[int, int, int], bool] = {}
+        heads = self._heads()
+        fits: dict[tuple, bool] = {}
         out = set()
         for v in self.vdis:
             head = heads.get(v.index)
@@ -490,13 +503,29 @@ class ReviewMixin:
                     continue
                 from_head = head is not None and pl.pe == head + le and all(
                     j in v.placed and v.placed[j].pe == head + j for j in range(1, le))
-                if not from_head and not self._run_to_strong(v, le, set()):
+                if not from_head and not self._run_to_strong(v, le, set()) \
+                        and not self._older_end_of(v, le, pl.pe):
                     continue
-                owners = [by_head.get(q - le) for q in pl.twins]
-                if all(w is not None and w is not v and self.run_from_head_fits(w, le, heads[w.index], fits)
-                       for w in owners):
+                if all(self._on_anothers_run(v, le, q, heads, fits) for q in pl.twins):
                     out.add((v.index, le))
         return out
+
+    def _heads(self) -> dict[int, int]:
+        """VDI index -> the PE of its head: LE 0 placed, or a head another VHD's footer
+        overwrote, its extent since taken by that footer, which still says where that older
+        VHD's run began (core.match.footers._claim)."""
+        stale = getattr(self, "overwritten_heads", {})
+        return {v.index: v.placed[0].pe if 0 in v.placed else v.anchor.pe
+                for v in self.vdis if v.pred is not None and v.anchor is not None
+                and (0 in v.placed or v.anchor.pe in stale)}
+
+    def _on_anothers_run(self, v: VdiState, le: int, q: int, heads: dict[int, int],
+                         fits: dict) -> bool:
+        """Is `q` LE `le` of another VHD's run from its own head (that VHD's LEs 1..le fit the
+        PEs after its head by content): explained as that VHD's, where lvcreate put it?"""
+        w = next((self.vdis[i] for i, h in heads.items() if h == q - le), None)
+        return w is not None and w is not v and self.run_from_head_fits(w, le, heads[w.index],
+                                                                         fits)
 
     @staticmethod
     def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:
