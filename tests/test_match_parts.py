@@ -629,7 +629,10 @@ def test_another_vhd_s_footer_counts_against_an_extent_only_where_it_could_be_it
     scorer.ended = {b"H" * 16: 2}
     assert scorer.other_footer(slot, pes, other, headless).tolist() == [0.0, OTHER_FOOTER,
                                                                         OTHER_FOOTER]
-    scorer.anchored_uids, scorer.ended = set(), {}
+    # ... or unless that VHD may be an older one the SR no longer names (a stranger)
+    scorer.ended, scorer.stale_uids = {}, {b"H" * 16}
+    assert scorer.other_footer(slot, pes, other, headless).tolist() == [0.0, OTHER_FOOTER, 0.0]
+    scorer.anchored_uids, scorer.ended, scorer.stale_uids = set(), {}, set()
     past = SlotPrediction(3, np.array([bitmap_at], np.int64), np.zeros(1, np.int8))
     assert scorer.other_footer(past, pes, other, headless).tolist() == [OTHER_FOOTER] * 3
     assert scorer.other_footer(slot, pes, np.zeros(3, bool), headless).tolist() == [0.0] * 3
@@ -840,3 +843,27 @@ def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well(
     assert board._fits_elsewhere(v, 5, pl)
     board.found = []
     assert not board._fits_elsewhere(v, 5, pl)
+
+
+def test_a_walk_does_not_take_again_what_the_review_withdrew():
+    """settle walks on from what stays placed; a step the review withdrew in the same pass
+    rested on that prior alone, so the walk stops there (thin seed 26: placed and withdrawn
+    in turn, the board looked unchanged and LE 6 stayed on the wrong PE)."""
+    from core.match.walks import WalkMixin
+
+    class Board(WalkMixin):
+        def __init__(self):
+            self.placed = []
+
+        def _contested(self, v, le, pe):
+            return False
+
+        def place(self, v, le, pe, conf, src, note=None, weak=False):
+            self.placed.append((v.index, le, pe))
+
+    b, v = Board(), NS(index=3)
+    assert b._take_step(v, 6, 17, WALKED, "adjacency")
+    b.withdrawn = {(3, 6, 17)}
+    assert not b._take_step(v, 6, 17, WALKED, "adjacency")
+    assert b._take_step(v, 6, 18, WALKED, "adjacency")
+    assert b.placed == [(3, 6, 17), (3, 6, 18)]

@@ -307,3 +307,26 @@ def test_a_thick_disk_s_one_run_passes_over_an_older_vhd_s_head(tmp_path_factory
     res = _reconstructed_without_error("thick", 4, tmp_path_factory)
     # measured 2026-12-07: 17 of 17 (before: 16)
     assert not res["missed"], res["missed"]
+
+
+def test_a_guest_read_through_the_one_extent_that_opens_it(tmp_path_factory):
+    """thin seed 45 (a held-out seed): "disk 1"'s NTFS needs its LE 2 (its MFT), which PE 13
+    and seven more free extents fit by bitmaps alike (older VHDs' remnants, and PE 36, an
+    inflated end of its own LV a deflate freed). No guest, no tie: the disk looked like an
+    older VHD and all of its LEs were withdrawn. Each candidate is tried; PE 13 alone opens
+    the file system, whose records then verify there (core.match.guest._guest_by_candidates),
+    and the guest places the rest."""
+    res = _reconstructed_without_error("thin", 45, tmp_path_factory)
+    _img, truth, _work = _build("thin", tmp_path_factory, seed=45)
+    name = next(n for n, lv in truth["lvs"].items() if lv.get("label") == "disk 1")
+    # measured 2026-12-07: all 10 of disk 1's LEs (before: LE 0 only)
+    assert name not in res["missed"], res["missed"]
+
+
+def test_a_walk_and_the_review_undoing_each_other_end_with_the_review(tmp_path_factory):
+    """thin seed 26: settle walks on from what stays placed after each review; a walk onto
+    PE 17 as LE 6 of one disk (its true PE is 18) was withdrawn by the review and walked onto
+    again in the same pass, so the board looked unchanged and the placement stayed (0.6,
+    wrong). What a review withdrew is not walked onto in that pass, and a board seen before
+    ends the passes with the review's word (core.match.assign.Solver.settle)."""
+    _reconstructed_without_error("thin", 26, tmp_path_factory)

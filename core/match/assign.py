@@ -95,10 +95,17 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
         against the extents that freed, and let the guests' file systems claim what their own
         structures tie to them, until the board stops changing. Every withdrawal frees
         extents that may fit what stays placed as well: a placement is only as sure as no free
-        extent fits it as well."""
+        extent fits it as well. Then walk on from what stays placed: what the review took
+        back in the same pass is not walked onto again (walks._take_step), and a board seen
+        before ends the passes (a walk and the review undoing each other in turn) with the
+        review's word."""
+        seen = set()
         for _ in range(limit):
             before = self._board()
+            seen.add(before)
+            self.withdrawn = set()
             self.withdraw_strangers()
+            self.learn_ends()       # (strangers' footers: leftovers)
             self.withdraw_guesses()
             self.review_confidence()
             self.withdraw_guesses()
@@ -109,8 +116,11 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
             # nothing: withdraw_strangers takes them back)
             self.walk_all(skip=self.stranger)
             self.fill_gaps()        # (a footer placed now closes a run from the head)
-            if self._board() == before:
+            after = self._board()
+            if after == before:
                 return
+            if after in seen:
+                break
         self.withdraw_guesses()
 
     def solve(self, max_rounds: int | None = None) -> None:

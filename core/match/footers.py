@@ -122,8 +122,9 @@ class FooterMixin:
     def learn_ends(self) -> bool:
         """Tell the scorer where each VDI's LV ends, as far as placed by evidence (the footer
         extent of a known LE count, SURE): that VHD's footer in another extent's last sector
-        is then an older end of its LV, not a sign the extent is its (score.other_footer).
-        True when that changed (scores must be recomputed)."""
+        is then an older end of its LV, not a sign the extent is its (score.other_footer);
+        and which VHDs may be older ones the SR no longer names (review.stranger), whose
+        footers are leftovers. True when that changed (scores must be recomputed)."""
         ends = {}
         for v in self.vdis:
             if v.anchor is None or v.footer_pe is None or v.le_count is None:
@@ -131,9 +132,11 @@ class FooterMixin:
             pl = v.placed.get(v.le_count - 1)
             if pl is not None and pl.pe == v.footer_pe and pl.confidence >= SURE:
                 ends[v.anchor.uid] = v.footer_pe
-        if ends == self.scorer.ended:
+        strangers = {v.anchor.uid for v in self.vdis
+                     if v.anchor is not None and self.stranger(v)}
+        if ends == self.scorer.ended and strangers == self.scorer.stale_uids:
             return False
-        self.scorer.ended = ends
+        self.scorer.ended, self.scorer.stale_uids = ends, strangers
         self.scorer.forget_content()
         self._scores.clear()
         return True

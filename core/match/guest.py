@@ -49,6 +49,8 @@ LANDMARK_CAP = 12.0
 REVIEW_SLOTS = 512         # placements judged against the candidates at once
 GUEST_CLAIM = 8.0           # structures of its own found: enough to take an extent
 GUEST_TIES = 2.0            # |evidence| from which it ties an extent to (or off) a VDI
+GUEST_PROBE_STEPS = 4       # unplaced LEs a guest reading is probed through at most
+GUEST_PROBE_CANDIDATES = 16  # free extents tried per such LE (more: too ambiguous to probe)
 
 
 class GuestMixin:
@@ -82,6 +84,8 @@ class GuestMixin:
             self._floor = SURE
             if fs is None:
                 fs = self._guest_by_run(v, key)
+            if fs is None:
+                fs = self._guest_by_candidates(v, key)
             self._guest[v.index] = (key, fs)
             if fs is not None or (old is not None and old[1] is not None):
                 changed = True      # scores memoised with the old view are stale
@@ -130,6 +134,71 @@ class GuestMixin:
         self._guest.pop(v.index, None)
         return fs if found >= GUEST_CLAIM else None
 
+    def _guest_by_candidates(self, v: VdiState, key: frozenset) -> GuestFs | None:
+        """No guest reads through v's placements, nor through its run from the head: the
+        reading stops at an LE not placed (the extent holding its MFT or group descriptors
+        fits that LE as well as an older VHD's remnant does). Each free extent that fits
+        that LE by content is tried in turn; where exactly one lets the file system open or
+        read on to a later LE, it is taken, up to GUEST_PROBE_STEPS LEs. The view is kept
+        only when the guest's own self-identifying structures verify in the extents so
+        chosen (GUEST_CLAIM), as for _guest_by_run. VHDs in no chain only: a parent's file
+        system lives on in its children's blocks (their extents hold newer copies of the
+        same records, which verify as well), and a child reads its parent's."""
+        a = v.anchor
+        if v.pe(0) is None or (a.parent_uid is not None and any(a.parent_uid)) \
+                or any(w.anchor is not None and w.anchor.parent_uid == a.uid for w in self.vdis):
+            return None
+        # (through what evidence placed: a weak placement on an older VHD's remnant would
+        # only make the reading fail where nothing says which LE is wrong)
+        hypo = {le: replace(pl, confidence=1.0) for le, pl in v.placed.items()
+                if le == 0 or not pl.weak}
+        probe: list[int] = []
+        pending = np.union1d(self.pending(), np.array(
+            [pl.pe for le, pl in v.placed.items() if le not in hypo], np.int64))
+        fs, missing = self._open_through(v, hypo)
+        for _ in range(GUEST_PROBE_STEPS):
+            if fs is not None or missing is None or missing in hypo \
+                    or missing not in v.pred.slots or not len(pending):
+                break
+            found = self.search_candidates([(v, missing)], pending).get((v.index, missing), [])
+            if not 0 < len(found) <= GUEST_PROBE_CANDIDATES:
+                return None
+            opened, onward = [], []
+            for q in found:
+                trial = dict(hypo)
+                trial[missing] = Placement(int(q), 1.0, "probe")
+                got, then = self._open_through(v, trial)
+                if got is not None:
+                    opened.append((int(q), got, None))
+                elif then is not None and then != missing and then not in trial:
+                    onward.append((int(q), None, then))
+            # the one extent that opens it; else the one that lets the reading go on (a
+            # stranger's bytes there most often end it: zeros, or no structure at all)
+            ok = opened if opened else onward
+            if len(ok) != 1:
+                return None
+            q, fs, missing_next = ok[0]
+            hypo[missing] = Placement(q, 1.0, "probe")
+            probe.append(missing)
+            pending = pending[pending != q]
+            missing = missing_next
+        if fs is None or not probe:
+            return None
+        self._guest[v.index] = (key, fs)
+        found_llr = sum(max(0.0, self.guest_llr(v, le, hypo[le].pe)) for le in probe)
+        self._guest.pop(v.index, None)
+        return fs if found_llr >= GUEST_CLAIM else None
+
+    def _open_through(self, v: VdiState, placed: dict) -> tuple[GuestFs | None, int | None]:
+        """The guest file system read through `placed` (v's LEs as given, whatever their
+        confidence), and the first LE it needed that `placed` does not hold (None if none)."""
+        h = copy.copy(v)
+        h.placed = placed
+        self._missing_le = None
+        fs = open_guest(lambda off, n: self.read_virtual(h, off, n), int(v.anchor.current_size))
+        missing, self._missing_le = self._missing_le, None
+        return fs, missing
+
     def _chain(self, v: VdiState) -> list[VdiState]:
         out, x = [], v
         while x is not None and len(out) < 32 and x not in out:
@@ -160,6 +229,8 @@ class GuestMixin:
         for le in range(off // self.E, (off + n - 1) // self.E + 1):
             pl = v.placed.get(le)
             if pl is None or pl.confidence < floor:
+                if getattr(self, "_missing_le", None) is None:
+                    self._missing_le = le       # (the first a reading lacked: _open_through)
                 return None
         data = self.read_lv(v, off, n)
         return data if len(data) == n else None

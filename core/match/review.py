@@ -462,8 +462,12 @@ class ReviewMixin:
 
     def _withdraw(self, v: VdiState, le: int) -> None:
         """Take LE `le` of v back: its PE freed (if still v's) and named among the LE's
-        candidates, with the free PEs that fitted it as well (its twins)."""
+        candidates, with the free PEs that fitted it as well (its twins); no walk takes it
+        again (walks._take_step: settle would place and withdraw it in turn)."""
         pl = v.placed.pop(le)
+        if not hasattr(self, "withdrawn"):
+            self.withdrawn: set[tuple[int, int, int]] = set()
+        self.withdrawn.add((v.index, le, pl.pe))
         if self.owner[pl.pe] == v.index:
             self.owner[pl.pe] = FREE
         v.ambiguous[le] = sorted(set(v.ambiguous.get(le, [])) | {pl.pe} | set(pl.twins))

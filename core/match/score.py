@@ -139,6 +139,9 @@ class Scorer:
         # unique id -> the PE its LV ends on, where the solver placed that end (footers.
         # learn_ends): that VHD's footer on any other PE is an older end of its LV
         self.ended: dict[bytes, int] = {}
+        # unique ids of the VHDs that may be older ones the SR no longer names (review.
+        # stranger): their footers under our unwritten sectors are leftovers too
+        self.stale_uids: set[bytes] = set()
 
     def distrust_past_data(self) -> bool:
         """On a disk with a previous life the sectors past a VHD's data keep whatever the extent
@@ -266,7 +269,8 @@ class Scorer:
         inside the next LV's blocks wherever its guest has not written. The footer of a VHD
         whose head was found may be its LV end, unless its end was placed on another PE
         (`ended`): then it is an older end of that LV, which sm's inflate and `vhd-util
-        resize` leave behind and a deflate frees (issue 10 premise 2). Past our data (no
+        resize` leave behind and a deflate frees (issue 10 premise 2); or unless that VHD
+        may be an older one the SR no longer names (`stale_uids`). Past our data (no
         block of ours there) any footer may be the LV's end; there it still says "not this
         LE"."""
         out = np.where(other, OTHER_FOOTER, 0.0)
@@ -275,7 +279,8 @@ class Scorer:
 
         def stale(r: int) -> bool:
             uid = tail_uids[r].tobytes()
-            return uid not in self.anchored_uids or self.ended.get(uid, pes[r]) != pes[r]
+            return uid not in self.anchored_uids or uid in self.stale_uids \
+                or self.ended.get(uid, pes[r]) != pes[r]
         # (few rows end with another VHD's footer: only theirs are looked up)
         rows = np.array([r for r in np.flatnonzero(other).tolist() if stale(r)], np.int64)
         if not len(rows):

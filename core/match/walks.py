@@ -226,9 +226,11 @@ class WalkMixin:
 
     def _take_step(self, v: VdiState, le: int, pe: int, conf: float, src: str) -> bool:
         """Place an accepted walk step; a step nothing but adjacency supports that another VDI
-        wants as well is placed as contested, or (second look) not taken: False stops the
-        walk."""
+        wants as well is placed as contested, or (second look) not taken; one the review
+        withdrew (review._withdraw) is not taken again: False stops the walk."""
         note = WALK_NOTE if src == "adjacency" else None
+        if (v.index, le, pe) in getattr(self, "withdrawn", ()):
+            return False        # the review took it back: a walk is the prior it rested on
         if conf < CONTINUES and self._contested(v, le, pe):
             if self._careful:
                 return False
