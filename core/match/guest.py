@@ -152,10 +152,18 @@ class GuestMixin:
         # only make the reading fail where nothing says which LE is wrong)
         hypo = {le: replace(pl, confidence=1.0) for le, pl in v.placed.items()
                 if le == 0 or not pl.weak}
+        fs, missing = self._open_through(v, hypo)
+        # once per question (the search over the free extents is not repeated while the
+        # placements it starts from are the same)
+        asked = (frozenset((le, pl.pe) for le, pl in hypo.items()), missing)
+        if not hasattr(self, "_probed"):
+            self._probed: dict[int, tuple] = {}
+        if fs is not None or missing is None or self._probed.get(v.index) == asked:
+            return None
+        self._probed[v.index] = asked
         probe: list[int] = []
         pending = np.union1d(self.pending(), np.array(
             [pl.pe for le, pl in v.placed.items() if le not in hypo], np.int64))
-        fs, missing = self._open_through(v, hypo)
         for _ in range(GUEST_PROBE_STEPS):
             if fs is not None or missing is None or missing in hypo \
                     or missing not in v.pred.slots or not len(pending):
