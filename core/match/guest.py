@@ -162,8 +162,12 @@ class GuestMixin:
             return None
         self._probed[v.index] = asked
         probe: list[int] = []
-        pending = np.union1d(self.pending(), np.array(
-            [pl.pe for le, pl in v.placed.items() if le not in hypo], np.int64))
+        # every extent holding data, whoever holds it now: an alike disk's extent opens an
+        # alike file system as well (NTFS records are numbered by place, not by volume), so
+        # only one that opens among all of them is taken, the true one held by another VDI
+        # included (seed reused-23)
+        pending = np.setdiff1d(np.flatnonzero(self.f.has_data), np.array(
+            [pl.pe for pl in hypo.values()], np.int64))
         for _ in range(GUEST_PROBE_STEPS):
             if fs is not None or missing is None or missing in hypo \
                     or missing not in v.pred.slots or not len(pending):
