@@ -194,7 +194,7 @@ class ReviewMixin:
                 rule = pl.note is not None and ("sizing" in pl.note or "no placed neighbour"
                                                 in pl.note or "no VHD data" in pl.note
                                                 or "allocation" in pl.note
-                                                or "deflated size" in pl.note
+                                                or "fits sm's deflated size" in pl.note
                                                 or "between two placed" in pl.note
                                                 or "free run" in pl.note)
                 if rule and not self.guest_checked(v, le, pl.pe):
