@@ -442,6 +442,69 @@ def test_batched_scores_equal_scores_one_pe_at_a_time(tmp_path, monkeypatch):
         assert checked >= 12 and pruned > 0 and kept > 0
 
 
+def test_sampled_sectors_of_many_windows_are_each_window_s(monkeypatch):
+    """sample_rows samples every row of a window matrix (shorter windows padded) as
+    sample_sectors samples each window alone: the same sectors in the same order."""
+    import core.match.score as score
+    rng = np.random.default_rng(7)
+    monkeypatch.setattr(score, "FEW_ROWS", 0)          # numpy for any number of rows
+    for trial in range(400):
+        n, m = int(rng.integers(1, 9)), int(rng.integers(1, 300))
+        bits = rng.random((n, m)) < rng.random()
+        lengths = rng.integers(0, m + 1, n) if trial % 2 else np.full(n, m)
+        valid = np.arange(m)[None, :] < lengths[:, None]
+        per = (16, 3, 40)[trial % 3]
+        counts, idx = score.sample_rows(bits, valid if trial % 2 else None, per_class=per)
+        alone = [score.sample_sectors(bits[k, :lengths[k]], per_class=per) for k in range(n)]
+        assert counts.tolist() == [len(a) for a in alone]
+        assert idx.tolist() == np.concatenate(alone).tolist()
+
+
+def test_rows_of_many_vdis_score_as_each_alone(tmp_path, monkeypatch):
+    """scores_rows over rows of many VDIs and LEs (alike slots, content shared per kind of
+    slot, continuity per kind of straddling block), each with its own floor, scores every
+    row as scores_many scores it alone; the twin review of many placements at once finds
+    each placement's own twins."""
+    ev, solver = _solved_sparse_sr(tmp_path, monkeypatch)
+    with ev:
+        pes = np.flatnonzero(solver.f.has_data)[:40].tolist()
+        vdis = [w for w in solver.vdis if w.pred is not None][:8]
+        rows, floors = [], []
+        for i, v in enumerate(vdis):
+            for le in [le for le in v.pred.slots if le > 0][:5]:
+                for p in pes[i::3]:
+                    rows.append((v, le, int(p), v.pe(le - 1), v.pe(le + 1)))
+                    floors.append(None if p % 5 == 0 else float(p % 7))
+        solver._scores.clear()
+        solver.scorer._content.clear()
+        together = solver.scores_rows(rows, floors)
+        kinds = len({solver.scorer.slot_kind(r[0].pred.slots[r[1]], solver.f) for r in rows})
+        assert kinds < len({(r[0].index, r[1]) for r in rows})     # alike slots share a kind
+        cut = kept = 0
+        for row, floor, got in zip(rows, floors, together):
+            solver._scores.clear()
+            solver.scorer._content.clear()
+            solver.scorer._continuity.clear()
+            v, le, p, left, right = row
+            alone = solver.scores_many(v, le, [p], left, right, floor)[0]
+            assert (got is None) == (alone is None)
+            if got is None:
+                cut += 1
+                full = solver.scores_many(v, le, [p], left, right)[0]
+                assert full.total - full.adjacency < floor
+            else:
+                kept += 1
+                assert got == alone and got.total == alone.total
+        assert cut > 0 and kept > 0
+        jobs = [(v, le, pl, pes, 1 + (le % 2)) for v in vdis for le, pl in v.placed.items()
+                if le > 0][:60]
+        solver._not_twins = {}
+        many = solver._twins_many(jobs)
+        solver._not_twins = {}
+        one = [solver._twins(*job) for job in jobs]
+        assert many == one and any(many)
+
+
 def test_searching_slots_together_finds_what_each_finds_alone(tmp_path, monkeypatch):
     """search_candidates over many frontier slots at once (lattice columns gathered per kind
     of slot, pending PEs in bounded chunks) gives each slot the candidates it gets alone."""

@@ -170,66 +170,142 @@ class BoardMixin:
         continuity from the left are known comes back as None (not scored further)."""
         left = v.pe(le - 1) if left is None else left
         right = v.pe(le + 1) if right is None else right
+        return self.scores_rows([(v, le, int(pe), left, right) for pe in pes],
+                                None if floor is None else [floor] * len(pes))
+
+    def scores_rows(self, rows: list[tuple], floors: list[float | None] | None = None
+                    ) -> list[Score | None]:
+        """scores_many over rows (v, le, pe, left, right) of any VDIs and LEs at once, each
+        with its own floor (or none): rows alike (the same LE of alike VDIs: the same kind
+        of slot, the same straddling block) are read and scored together. The twin review
+        of a large SR of alike VDIs scores a few candidates for each of thousands of
+        placements: one batch per kind, not per placement."""
         out: list[Score | None] = []
         todo: list[int] = []
-        for pe in pes:
-            hit = self._scores.get((v.index, id(v.pred), le, int(pe), left, right, self.zw(v)))
+        keys = []
+        for k, (v, le, pe, left, right) in enumerate(rows):
+            key = (v.index, id(v.pred), le, pe, left, right, self.zw(v))
+            hit = self._scores.get(key)
             out.append(hit)
             if hit is None:
-                todo.append(int(pe))
+                todo.append(k)
+                keys.append(key)
         if todo:
             if len(self._scores) > SCORE_CACHE:
                 self._scores.clear()
-            fresh = dict(zip(todo, self._scores_of(v, le, np.asarray(todo, np.int64),
-                                                   left, right, floor)))
-            for pe, sc in fresh.items():
+            fresh = self._scores_of([rows[k] for k in todo],
+                                    None if floors is None else [floors[k] for k in todo])
+            for k, key, sc in zip(todo, keys, fresh):
                 if sc is not None:
-                    self._scores[(v.index, id(v.pred), le, pe, left, right, self.zw(v))] = sc
-            out = [fresh[int(pe)] if hit is None else hit for pe, hit in zip(pes, out)]
+                    self._scores[key] = sc
+                out[k] = sc
         return [None if hit is None else replace(hit) for hit in out]
 
-    def _scores_of(self, v: VdiState, le: int, pes: np.ndarray, left: int | None,
-                   right: int | None, floor: float | None = None) -> list[Score | None]:
-        pred = v.pred
-        slot = pred.slots.get(le)
-        if slot is None:
-            return [Score() for _ in pes]
-        n = len(pes)
-        content = self.scorer.content_many(slot, pes, v.anchor.uid, self.f)
-        cont, informative = np.zeros(n), np.zeros(n, bool)
-        empty, seen = np.zeros(n, bool), np.zeros(n, bool)
-        adjacency = np.zeros(n)
-        bs = v.anchor.block_size
-        if left is not None:
-            prev = pred.slots.get(le - 1)
-            if prev is not None and prev.straddle_out is not None \
-                    and prev.straddle_out.sectors > 0:
-                c, inf, empty, seen = self.scorer.continuity_many(
-                    prev.straddle_out, np.full(n, left), pes, bs, v.anchor.lvhd,
-                    self._beyond(v, le), self.zw(v))
-                cont += np.where(inf, c, 0.0)
-                informative |= inf
-            adjacency += pes == left + 1
-        alive = np.ones(n, bool)
-        spills_right = right is not None and slot.straddle_out is not None \
-            and slot.straddle_out.sectors > 0
-        if floor is not None and self.guest_of(v) is None:
+    def reachable_rows(self, rows: list[tuple], floors: list[float]) -> np.ndarray:
+        """Per row (v, le, pe, left, right): could it score its floor or more, adjacency
+        aside (scores_rows gives None where not)? Its content and the continuity from the
+        left alone, rows alike in one batch: most candidates of a slot are told apart by the
+        block its placed left neighbour spills into them."""
+        slots = [v.pred.slots.get(le) for v, le, *_ in rows]
+        content, cont, *_ = self._left_rows(rows, slots)
+        alive = self._alive_rows(rows, slots, content + cont, floors)
+        return alive | np.array([sl is None for sl in slots], bool)
+
+    def content_rows(self, rows: list[tuple], slots: list) -> np.ndarray:
+        """Content evidence per row (v, le, pe, ...) as its slot predicts (0 without one):
+        rows of one kind of slot (Scorer.slot_kind) in one batch."""
+        content = np.zeros(len(rows))
+        by_kind: dict[tuple, list[int]] = {}
+        for k, slot in enumerate(slots):
+            if slot is not None:
+                by_kind.setdefault(self.scorer.slot_kind(slot, self.f), []).append(k)
+        for ks in by_kind.values():
+            content[ks] = self.scorer.content_many(
+                slots[ks[0]], [rows[k][2] for k in ks], [rows[k][0].anchor.uid for k in ks],
+                self.f)
+        return content
+
+    def _left_rows(self, rows: list[tuple], slots: list) -> tuple[np.ndarray, ...]:
+        """(content, continuity from the left where informative, informative, empty, seen)
+        per row (v, le, pe, left, right) with a slot: rows of one kind of slot, and rows
+        whose left neighbour spills the same way, each scored in one batch."""
+        n = len(rows)
+        pes = np.array([r[2] for r in rows], np.int64)
+        content, cont = self.content_rows(rows, slots), np.zeros(n)
+        informative, empty, seen = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+        by_spill: dict[tuple, list[int]] = {}
+        for k, ((v, le, pe, left, right), slot) in enumerate(zip(rows, slots)):
+            if slot is None:
+                continue
+            prev = v.pred.slots.get(le - 1) if left is not None else None
+            st = None if prev is None else prev.straddle_out
+            if st is not None and st.sectors > 0:
+                by_spill.setdefault((st.bitmap_offset, st.first_sector, st.sectors,
+                                     v.anchor.block_size, v.anchor.lvhd, self._beyond(v, le),
+                                     self.zw(v)), []).append(k)
+        for key, ks in by_spill.items():
+            v, le = rows[ks[0]][:2]
+            c, inf, empty[ks], seen[ks] = self.scorer.continuity_many(
+                v.pred.slots[le - 1].straddle_out, [rows[k][3] for k in ks], pes[ks],
+                *key[3:])
+            cont[ks] += np.where(inf, c, 0.0)
+            informative[ks] |= inf
+        return content, cont, informative, empty, seen
+
+    def _alive_rows(self, rows: list[tuple], slots: list, so_far: np.ndarray,
+                    floors: list[float | None] | None) -> np.ndarray:
+        """Which rows' scores (content and the continuity from the left: `so_far`) can still
+        reach their floor once the continuity to the right is added (a row without a floor,
+        or whose VDI's guest may add evidence, always)."""
+        alive = np.ones(len(rows), bool)
+        if floors is None:
+            return alive
+        for k, ((v, le, pe, left, right), slot, floor) in enumerate(zip(rows, slots, floors)):
+            if floor is None or slot is None or self.guest_of(v) is not None:
+                continue
+            spills_right = right is not None and slot.straddle_out is not None \
+                and slot.straddle_out.sectors > 0
             # the continuity to the right adds at most CONT_CAP, and nothing where unwritten
             # sectors cannot be trusted to read zero (zero_weight 0: only "no" is possible);
-            # the footer check below only takes away
+            # the footer check in _scores_of only takes away
             best = CONT_CAP if spills_right and self.zw(v) > 0 else 0.0
-            alive = content + cont + best >= floor
-        if right is not None:
-            if spills_right and alive.any():
-                rows = np.flatnonzero(alive)
-                c, inf, _, _ = self.scorer.continuity_many(
-                    slot.straddle_out, pes[rows], np.full(len(rows), right), bs,
-                    v.anchor.lvhd, 0, self.zw(v))
-                cont[rows] += np.where(inf, c, 0.0)
-                informative[rows] |= inf
-            adjacency += pes == right - 1
+            alive[k] = so_far[k] + best >= floor
+        return alive
+
+    def _scores_of(self, rows: list[tuple], floors: list[float | None] | None
+                   ) -> list[Score | None]:
+        """Scores of rows (v, le, pe, left, right), those below their floor None."""
+        n = len(rows)
+        slots = [v.pred.slots.get(le) for v, le, *_ in rows]
+        pes = np.array([r[2] for r in rows], np.int64)
+        content, cont, informative, empty, seen = self._left_rows(rows, slots)
+        adjacency = np.zeros(n)
+        alive = self._alive_rows(rows, slots, content + cont, floors)
+        by_spill: dict[tuple, list[int]] = {}
+        for k, ((v, le, pe, left, right), slot) in enumerate(zip(rows, slots)):
+            if slot is None:
+                continue
+            if left is not None:
+                adjacency[k] += pe == left + 1
+            if right is None:
+                continue
+            adjacency[k] += pe == right - 1
+            st = slot.straddle_out
+            if st is not None and st.sectors > 0 and alive[k]:
+                by_spill.setdefault((st.bitmap_offset, st.first_sector, st.sectors,
+                                     v.anchor.block_size, v.anchor.lvhd, 0, self.zw(v)),
+                                    []).append(k)
+        for key, ks in by_spill.items():
+            v, le = rows[ks[0]][:2]
+            c, inf, _, _ = self.scorer.continuity_many(
+                v.pred.slots[le].straddle_out, pes[ks], [rows[k][4] for k in ks], *key[3:])
+            cont[ks] += np.where(inf, c, 0.0)
+            informative[ks] |= inf
         out: list[Score | None] = []
-        for k, pe in enumerate(pes.tolist()):
+        for k, ((v, le, pe, left, right), slot) in enumerate(zip(rows, slots)):
+            if slot is None:
+                out.append(Score())
+                continue
             if not alive[k]:
                 out.append(None)
                 continue

@@ -6,6 +6,8 @@ bytes measured), the withdrawal of placements that rest on a prior alone (issue 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from core.findings import Finding
@@ -57,13 +59,12 @@ class ReviewMixin:
         if not still or not len(pending):
             return
         for part, cands in self.search_chunks(still, pending):
-            for v, le in part:
-                pl = v.placed[le]
-                # only a guest can take a contested placement back (_outfits), and it must
-                # outdo every twin: without one, the first twin settles it (a large SR of
-                # alike guest-less VDIs scored some forty candidates per placement)
-                need = TWINS_KEPT if self.guest_of(v) is not None else 1
-                twins = self._twins(v, le, pl, cands.get((v.index, le), []), need)
+            # only a guest can take a contested placement back (_outfits), and it must
+            # outdo every twin: without one, the first twin settles it (a large SR of
+            # alike guest-less VDIs scored some forty candidates per placement)
+            jobs = [(v, le, v.placed[le], cands.get((v.index, le), []),
+                     TWINS_KEPT if self.guest_of(v) is not None else 1) for v, le in part]
+            for (v, le, pl, _, need), twins in zip(jobs, self._twins_many(jobs)):
                 if twins:
                     pl.confidence, pl.source = CONTESTED, "adjacency"
                     pl.twins, pl.twins_open = tuple(twins), len(twins) >= need
@@ -73,44 +74,84 @@ class ReviewMixin:
     def _twins(self, v: VdiState, le: int, pl: Placement, candidates: list[int],
                need: int) -> list[int]:
         """Which of `candidates` (free PEs the search found for LE `le` of v) fit it as well
-        as pl.pe does, adjacency aside: up to `need` of them. Candidates found no twin before
-        in the same context (the placement, its neighbours' PEs, the zero-fill weight, the
-        guest's view: all a score depends on) are not scored again when settle reviews
-        again: only extents freed since are new (a large SR of alike VDIs re-scored every
-        candidate at every review)."""
+        as pl.pe does, adjacency aside: up to `need` of them (_twins_many of one)."""
+        return self._twins_many([(v, le, pl, candidates, need)])[0]
+
+    def _twins_many(self, jobs: list[tuple]) -> list[list[int]]:
+        """_twins of each job (v, le, pl, candidates, need): the first `need` candidates, in
+        PE order, that fit LE `le` of v as well as pl.pe does, adjacency aside. Candidates
+        found no twin before in the same context (the placement, its neighbours' PEs, the
+        zero-fill weight, the guest's view: all a score depends on) are not scored again
+        when settle reviews again: only extents freed since are new (a large SR of alike
+        VDIs re-scored every candidate at every review). Every step runs over all jobs at
+        once, rows alike scored together (scores_rows): the same LE of alike VDIs has the
+        same kind of slot and the same candidates, and a 1 TiB SR of them reviewed some
+        twenty thousand placements one by one. Each job's answer is its own."""
         if not hasattr(self, "_not_twins"):
             self._not_twins: dict[tuple, set[int]] = {}
-        view = getattr(self, "_guest", {}).get(v.index)
-        context = (v.index, le, pl.pe, v.pe(le - 1), v.pe(le + 1), self.zw(v),
-                   None if view is None else (hash(view[0]), view[1] is None))
-        seen = self._not_twins.setdefault(context, set())
-        others = sorted(set(candidates) - seen - {pl.pe})
-        if not others:
-            return []
-        mine = self.score(v, le, pl.pe)
-        bar = mine.total - mine.adjacency - 1.0
-        slot = v.pred.slots[le]
-        content = self.scorer.content_many(slot, others, v.anchor.uid, self.f)
-        # even perfect continuity could not make these twins
-        hopeless = content + CONT_CAP * 2 < bar
-        seen.update(q for q, h in zip(others, hopeless.tolist()) if h)
-        rest = [q for q, h in zip(others, hopeless.tolist()) if not h]
-        twins: list[int] = []
+        out: list[list[int]] = [[] for _ in jobs]
+        live = []
+        for j, (v, le, pl, candidates, need) in enumerate(jobs):
+            view = getattr(self, "_guest", {}).get(v.index)
+            context = (v.index, le, pl.pe, v.pe(le - 1), v.pe(le + 1), self.zw(v),
+                       None if view is None else (hash(view[0]), view[1] is None))
+            seen = self._not_twins.setdefault(context, set())
+            others = sorted(set(candidates) - seen - {pl.pe})
+            if others:
+                live.append(_TwinJob(j, v, le, need, seen, others))
+        if not live:
+            return out
+        mines = self.scores_rows([(t.v, t.le, jobs[t.j][2].pe, t.v.pe(t.le - 1),
+                                   t.v.pe(t.le + 1)) for t in live])
+        for t, mine in zip(live, mines):
+            t.bar = mine.total - mine.adjacency - 1.0
+        rows = [t.row(q) for t in live for q in t.rest]
+        content = self.content_rows(rows, [t.v.pred.slots[t.le] for t in live
+                                           for _ in t.rest]).tolist()
+        at = 0
+        for t in live:
+            # even perfect continuity could not make these twins
+            hopeless = [c + CONT_CAP * 2 < t.bar for c in content[at: at + len(t.rest)]]
+            at += len(t.rest)
+            t.seen.update(q for q, h in zip(t.rest, hopeless) if h)
+            t.rest = [q for q, h in zip(t.rest, hopeless) if not h]
         # in growing batches, in PE order, until enough are found (a twin is most often
-        # among the first few: the same LE of an alike VDI; each batch costs a few numpy
-        # calls whatever its size)
-        lo, size = 0, TWIN_BATCH
-        while lo < len(rest):
-            part = rest[lo: lo + size]
-            lo, size = lo + size, size * 4
-            for q, t in zip(part, self.scores_many(v, le, part, floor=bar)):
-                if t is not None and t.total - t.adjacency >= bar:
-                    twins.append(q)
-                else:
-                    seen.add(q)
-            if len(twins) >= need:
-                break
-        return twins[:need]
+        # among the first few: the same LE of an alike VDI)
+        active = [t for t in live if t.rest]
+        while active:
+            pruned = [t for t in active if t.lo == TWIN_BATCH]
+            if pruned:
+                # none (or too few) in the first batch: the left neighbour's block most often
+                # tells them all apart (it wrote sectors that read empty in every other
+                # extent of this LE); only those it leaves are scored in full
+                rows = [t.row(q) for t in pruned for q in t.rest[t.lo:]]
+                can = self.reachable_rows(rows, [t.bar for t in pruned
+                                                 for _ in t.rest[t.lo:]]).tolist()
+                at = 0
+                for t in pruned:
+                    left = t.rest[t.lo:]
+                    ok = can[at: at + len(left)]
+                    at += len(left)
+                    t.seen.update(q for q, c in zip(left, ok) if not c)
+                    t.rest = t.rest[:t.lo] + [q for q, c in zip(left, ok) if c]
+                active = [t for t in active if t.lo < len(t.rest)]
+            parts = [t.rest[t.lo: t.lo + t.size] for t in active]
+            scores = self.scores_rows([t.row(q) for t, part in zip(active, parts)
+                                       for q in part],
+                                      [t.bar for t, part in zip(active, parts) for _ in part])
+            at = 0
+            for t, part in zip(active, parts):
+                t.lo, t.size = t.lo + t.size, t.size * 4
+                for q, sc in zip(part, scores[at: at + len(part)]):
+                    if sc is not None and sc.total - sc.adjacency >= t.bar:
+                        t.twins.append(q)
+                    else:
+                        t.seen.add(q)
+                at += len(part)
+            active = [t for t in active if len(t.twins) < t.need and t.lo < len(t.rest)]
+        for t in live:
+            out[t.j] = t.twins[:t.need]
+        return out
 
     def second_look(self, limit: int) -> None:
         """The first pass decides undecided extents by adjacency as it meets them, before the
@@ -487,3 +528,22 @@ class ReviewMixin:
                 if not nb.weak or j == 0:
                     return True
         return False
+
+
+@dataclass
+class _TwinJob:
+    """One placement's search for twins (ReviewMixin._twins_many)."""
+    j: int                  # its job's index
+    v: VdiState
+    le: int
+    need: int
+    seen: set[int]          # candidates known not to be twins in its context
+    rest: list[int]         # candidates still to be looked at, in PE order
+    bar: float = 0.0        # what a twin scores at least, adjacency aside
+    lo: int = 0             # rest[:lo] scored
+    size: int = TWIN_BATCH  # the next batch's size
+    twins: list[int] = field(default_factory=list)
+
+    def row(self, q: int) -> tuple:
+        """The scores_rows row of candidate q, v's neighbours where they are placed."""
+        return (self.v, self.le, q, self.v.pe(self.le - 1), self.v.pe(self.le + 1))

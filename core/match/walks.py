@@ -15,7 +15,7 @@ from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, FOOTER_BAD, FOOTER_OK,
     LV_END_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
-    sample_sectors)
+    sample_rows)
 from core.structs import vhd as S
 
 
@@ -161,17 +161,19 @@ class WalkMixin:
         bms = self.reader.gather(bm_offs, SECTOR)
         nbits = v.anchor.block_size // SECTOR
         bits = np.unpackbits(bms, axis=1)[:, :nbits].astype(bool)
-        s_off, s_k, s_bit = [], [], []
-        for row, k in enumerate(ks):
-            st = strad[k].straddle_out
-            window = bits[row, st.first_sector: st.first_sector + st.sectors]
-            idx = sample_sectors(window)
-            s_off.append(self.D + pes[k] * self.E + idx * SECTOR)
-            s_k.append(np.full(len(idx), k))
-            s_bit.append(window[idx])
-        present = self.reader.nonzero(np.concatenate(s_off))
-        written = np.concatenate(s_bit)
-        kk = np.concatenate(s_k)
+        # each step's window (the straddling block's sectors in its extent), padded to one
+        # width, sampled in one call
+        first = np.array([strad[k].straddle_out.first_sector for k in ks], np.int64)
+        length = np.array([strad[k].straddle_out.sectors for k in ks], np.int64)
+        col = first[:, None] + np.arange(int(length.max()))[None, :]
+        valid = (col < first[:, None] + length[:, None]) & (col < nbits)
+        windows = bits[np.arange(len(ks))[:, None], np.minimum(col, nbits - 1)] & valid
+        counts, idx = sample_rows(windows, valid)
+        rows = np.repeat(np.arange(len(ks)), counts)
+        kk = np.asarray(ks, np.int64)[rows]
+        present = self.reader.nonzero(self.D + np.asarray(pes, np.int64)[kk] * self.E
+                                      + idx * SECTOR)
+        written = windows[rows, idx]
         n_dis = np.bincount(kk, weights=~written & present, minlength=K)
         n_w = np.bincount(kk, weights=written, minlength=K)
         n_unw = np.bincount(kk, weights=~written, minlength=K)
