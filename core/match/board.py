@@ -234,15 +234,19 @@ class BoardMixin:
         content, cont = self.content_rows(rows, slots), np.zeros(n)
         informative, empty, seen = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
         by_spill: dict[tuple, list[int]] = {}
+        spill_of: dict[tuple, tuple | None] = {}     # (VDI, LE) -> its spill's kind
         for k, ((v, le, pe, left, right), slot) in enumerate(zip(rows, slots)):
-            if slot is None:
+            if slot is None or left is None:
                 continue
-            prev = v.pred.slots.get(le - 1) if left is not None else None
-            st = None if prev is None else prev.straddle_out
-            if st is not None and st.sectors > 0:
-                by_spill.setdefault((st.bitmap_offset, st.first_sector, st.sectors,
-                                     v.anchor.block_size, v.anchor.lvhd, self._beyond(v, le),
-                                     self.zw(v)), []).append(k)
+            key = spill_of.get((v.index, le), ())
+            if key == ():
+                prev = v.pred.slots.get(le - 1)
+                st = None if prev is None else prev.straddle_out
+                key = spill_of[(v.index, le)] = None if st is None or st.sectors <= 0 else (
+                    st.bitmap_offset, st.first_sector, st.sectors, v.anchor.block_size,
+                    v.anchor.lvhd, self._beyond(v, le), self.zw(v))
+            if key is not None:
+                by_spill.setdefault(key, []).append(k)
         for key, ks in by_spill.items():
             v, le = rows[ks[0]][:2]
             c, inf, empty[ks], seen[ks] = self.scorer.continuity_many(

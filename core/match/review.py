@@ -105,53 +105,61 @@ class ReviewMixin:
                                    t.v.pe(t.le + 1)) for t in live])
         for t, mine in zip(live, mines):
             t.bar = mine.total - mine.adjacency - 1.0
-        rows = [t.row(q) for t in live for q in t.rest]
-        content = self.content_rows(rows, [t.v.pred.slots[t.le] for t in live
-                                           for _ in t.rest]).tolist()
+        # in PE order, in growing batches, until enough are found: a twin is most often
+        # among the first few (the same LE of an alike VDI); candidates whose content even
+        # perfect continuity could not lift to the bar are no twins
+        first = [(t, t.rest[:TWIN_BATCH]) for t in live]
+        rows = [t.row(q) for t, part in first for q in part]
+        content = self.content_rows(rows, [r[0].pred.slots[r[1]] for r in rows]).tolist()
         at = 0
-        for t in live:
-            # even perfect continuity could not make these twins
-            hopeless = [c + CONT_CAP * 2 < t.bar for c in content[at: at + len(t.rest)]]
-            at += len(t.rest)
-            t.seen.update(q for q, h in zip(t.rest, hopeless) if h)
-            t.rest = [q for q, h in zip(t.rest, hopeless) if not h]
-        # in growing batches, in PE order, until enough are found (a twin is most often
-        # among the first few: the same LE of an alike VDI)
-        active = [t for t in live if t.rest]
-        while active:
-            pruned = [t for t in active if t.lo == TWIN_BATCH]
-            if pruned:
-                # none (or too few) in the first batch: the left neighbour's block most often
-                # tells them all apart (it wrote sectors that read empty in every other
-                # extent of this LE); only those it leaves are scored in full
-                rows = [t.row(q) for t in pruned for q in t.rest[t.lo:]]
-                can = self.reachable_rows(rows, [t.bar for t in pruned
-                                                 for _ in t.rest[t.lo:]]).tolist()
-                at = 0
-                for t in pruned:
-                    left = t.rest[t.lo:]
-                    ok = can[at: at + len(left)]
-                    at += len(left)
-                    t.seen.update(q for q, c in zip(left, ok) if not c)
-                    t.rest = t.rest[:t.lo] + [q for q, c in zip(left, ok) if c]
-                active = [t for t in active if t.lo < len(t.rest)]
-            parts = [t.rest[t.lo: t.lo + t.size] for t in active]
-            scores = self.scores_rows([t.row(q) for t, part in zip(active, parts)
-                                       for q in part],
-                                      [t.bar for t, part in zip(active, parts) for _ in part])
+        for t, part in first:
+            hopeless = [c + CONT_CAP * 2 < t.bar for c in content[at: at + len(part)]]
+            at += len(part)
+            t.seen.update(q for q, h in zip(part, hopeless) if h)
+            t.rest = [q for q, h in zip(part, hopeless) if not h] + t.rest[TWIN_BATCH:]
+            t.lo = len(part) - sum(hopeless)
+        self._twin_batch([(t, t.rest[:t.lo]) for t in live])
+        active = [t for t in live if len(t.twins) < t.need and t.lo < len(t.rest)]
+        if active:
+            # none (or too few) among the first: the left neighbour's block most often tells
+            # all the others apart (it wrote sectors that read empty in every other extent
+            # of this LE), in one batch; only those it leaves are scored in full
+            rows = [t.row(q) for t in active for q in t.rest[t.lo:]]
+            can = self.reachable_rows(rows, [t.bar for t in active
+                                             for _ in t.rest[t.lo:]]).tolist()
             at = 0
-            for t, part in zip(active, parts):
-                t.lo, t.size = t.lo + t.size, t.size * 4
-                for q, sc in zip(part, scores[at: at + len(part)]):
-                    if sc is not None and sc.total - sc.adjacency >= t.bar:
-                        t.twins.append(q)
-                    else:
-                        t.seen.add(q)
-                at += len(part)
+            for t in active:
+                left = t.rest[t.lo:]
+                ok = can[at: at + len(left)]
+                at += len(left)
+                t.seen.update(q for q, c in zip(left, ok) if not c)
+                t.rest = t.rest[:t.lo] + [q for q, c in zip(left, ok) if c]
+        size = TWIN_BATCH * 4
+        while active:
+            active = [t for t in active if t.lo < len(t.rest)]
+            self._twin_batch([(t, t.rest[t.lo: t.lo + size]) for t in active])
+            for t in active:
+                t.lo += size
             active = [t for t in active if len(t.twins) < t.need and t.lo < len(t.rest)]
+            size *= 4
         for t in live:
             out[t.j] = t.twins[:t.need]
         return out
+
+    def _twin_batch(self, parts: list[tuple]) -> None:
+        """Score each job's part (a list of its candidates) in full against its bar, all in
+        one batch: twins are kept in order, the others known not to be."""
+        parts = [(t, part) for t, part in parts if part]
+        scores = self.scores_rows([t.row(q) for t, part in parts for q in part],
+                                  [t.bar for t, part in parts for _ in part])
+        at = 0
+        for t, part in parts:
+            for q, sc in zip(part, scores[at: at + len(part)]):
+                if sc is not None and sc.total - sc.adjacency >= t.bar:
+                    t.twins.append(q)
+                else:
+                    t.seen.add(q)
+            at += len(part)
 
     def second_look(self, limit: int) -> None:
         """The first pass decides undecided extents by adjacency as it meets them, before the
@@ -541,7 +549,6 @@ class _TwinJob:
     rest: list[int]         # candidates still to be looked at, in PE order
     bar: float = 0.0        # what a twin scores at least, adjacency aside
     lo: int = 0             # rest[:lo] scored
-    size: int = TWIN_BATCH  # the next batch's size
     twins: list[int] = field(default_factory=list)
 
     def row(self, q: int) -> tuple:

@@ -228,8 +228,8 @@ class Scorer:
         kind of slot (slot_kind: the same LE of alike VDIs predicts the same, and a large SR
         of alike VDIs scores the same extents for each of them); what is not known is read
         and scored in one batch. The VHD's unique id counts only for a slot that predicts its
-        footer and for an extent that ends with a footer (_content_of); elsewhere the kind
-        and the PE decide. `uid`: the VHD's, or one per PE (slots of one kind of VDIs
+        footer, and for an extent that ends with a footer, as: is it this VHD's own
+        (_content_of); elsewhere the kind and the PE decide. `uid`: the VHD's, or one per PE (slots of one kind of VDIs
         alike)."""
         pes = np.asarray(pes, dtype=np.int64).reshape(-1)
         out = np.empty(len(pes))
@@ -239,7 +239,9 @@ class Scorer:
         uids = [uid] * len(pes) if isinstance(uid, bytes) else list(uid)
         for k, (pe, tail, u) in enumerate(zip(pes.tolist(), features.tail_footer[pes].tolist(),
                                               uids)):
-            key = (kind, pe, None if anyone and not tail else u)
+            # (whose footer ends the extent counts only as: is it this VHD's own)
+            key = (kind, pe, u if not anyone else
+                   bool(tail) and features.tail_uid[pe].tobytes() == u)
             hit = self._content.get(key)
             if hit is not None:
                 out[k] = hit

@@ -10,7 +10,9 @@ import numpy as np
 
 from core.match.board import (
     ACCEPT, TIED, CONTINUES, FITS, WALKED, CONTESTED, CONTESTED_NOTE, WALK_NOTE, WALK_BATCH,
-    VdiState)
+    SCORE_CACHE, VdiState)
+
+WALK_FIRST = 8      # a guest-less VDI's walk steps scored at first (then as many again)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, FOOTER_BAD, FOOTER_OK,
@@ -209,15 +211,30 @@ class WalkMixin:
             if not les:
                 return placed
             pred = v.pred
-            scores = self.score_steps(v, les, pes)
-            verdicts = [self._walk_verdict(pred.slots[j], sc) for j, sc in zip(les, scores)]
+            # without a guest, a step's score does not depend on the steps placed before it
+            # (a guest reads through them: core.match.guest): then the steps are scored a
+            # few at a time, as far as the walk goes (most walks on a large SR of alike
+            # VDIs stop after a few of WALK_BATCH steps)
+            verdicts: list[tuple] = []
+            lone = self.guest_of(v) is None
+            ahead = WALK_FIRST if lone else len(les)
+
+            def upto(n: int) -> None:
+                got = len(verdicts)
+                if n > got:
+                    n = min(len(les), max(n, got + max(ahead, got)))
+                    verdicts.extend(self._step_verdicts(v, les[got:n], pes[got:n], lone))
+
             for i, (j, p) in enumerate(zip(les, pes)):
+                upto(i + 1)
                 ok, conf, src = verdicts[i]
                 if not ok:
                     return placed
-                if conf < CONTINUES and i + 1 < len(les) and not verdicts[i + 1][0] \
-                        and self._rival_follows(v, les[i + 1], pes[i + 1]):
-                    return placed
+                if conf < CONTINUES and i + 1 < len(les):
+                    upto(i + 2)
+                    if not verdicts[i + 1][0] \
+                            and self._rival_follows(v, les[i + 1], pes[i + 1]):
+                        return placed
                 if not self._take_step(v, j, p, conf, src):
                     return placed
                 placed += 1
@@ -225,6 +242,33 @@ class WalkMixin:
                 if v.pred is not pred:      # the batmap was read: later steps rescored
                     break
             self._tick()
+
+    def _step_verdicts(self, v: VdiState, les: list[int], pes: list[int], lone: bool
+                       ) -> list[tuple]:
+        """_walk_verdict of each step (LE les[k] on PE pes[k]) from score_steps. For a VDI
+        without a guest (`lone`) a step's verdict depends on nothing placed: it is kept
+        (with the prediction it was made with, the zero-fill weight and the scorer's
+        weights) and not scored again when the next round walks from the same run end (a
+        large SR of alike VDIs walks from some fifteen hundred run ends a round, most
+        stopping at once)."""
+        keys = [(v.index, j, p, self.zw(v), self.scorer.extra_bitmap,
+                 self.scorer.other_batmap) for j, p in zip(les, pes)]
+        out: list[tuple | None] = [None] * len(les)
+        if lone:
+            for k, key in enumerate(keys):
+                hit = self._verdicts.get(key)
+                if hit is not None and hit[0] is v.pred:
+                    out[k] = hit[1]
+        todo = [k for k, got in enumerate(out) if got is None]
+        if todo:
+            scores = self.score_steps(v, [les[k] for k in todo], [pes[k] for k in todo])
+            if len(self._verdicts) > SCORE_CACHE:
+                self._verdicts.clear()
+            for k, sc in zip(todo, scores):
+                out[k] = self._walk_verdict(v.pred.slots[les[k]], sc)
+                if lone:
+                    self._verdicts[keys[k]] = (v.pred, out[k])
+        return out
 
     def _take_step(self, v: VdiState, le: int, pe: int, conf: float, src: str) -> bool:
         """Place an accepted walk step; a step nothing but adjacency supports that another VDI
