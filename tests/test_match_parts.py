@@ -496,6 +496,14 @@ def test_rows_of_many_vdis_score_as_each_alone(tmp_path, monkeypatch):
                 kept += 1
                 assert got == alone and got.total == alone.total
         assert cut > 0 and kept > 0
+        # what the content and the continuity from the left refute (reachable_rows, the
+        # content read only where its bound cannot refute) is what scores_rows drops
+        solver._scores.clear()
+        can = solver.reachable_rows(rows, floors)
+        assert can.tolist() == [got is not None for got in together]
+        for row, got in zip(rows, together):
+            if got is not None:
+                assert got.content <= solver.scorer.content_cap(row[0].pred.slots[row[1]])
         jobs = [(v, le, pl, pes, 1 + (le % 2)) for v in vdis for le, pl in v.placed.items()
                 if le > 0][:60]
         solver._not_twins = {}

@@ -207,8 +207,20 @@ class BoardMixin:
         left alone, rows alike in one batch: most candidates of a slot are told apart by the
         block its placed left neighbour spills into them."""
         slots = [v.pred.slots.get(le) for v, le, *_ in rows]
-        content, cont, *_ = self._left_rows(rows, slots)
-        alive = self._alive_rows(rows, slots, content + cont, floors)
+        cont = self._left_continuity(rows, slots, memo=False)[0]
+        # first with the most content each slot allows (Scorer.content_cap): the content
+        # is read only for the rows the continuity alone does not refute
+        caps: dict[int, float] = {}
+        for sl in slots:
+            if sl is not None and id(sl) not in caps:
+                caps[id(sl)] = self.scorer.content_cap(sl)
+        best = np.array([0.0 if sl is None else caps[id(sl)] for sl in slots])
+        alive = self._alive_rows(rows, slots, best + cont, floors)
+        ks = np.flatnonzero(alive).tolist()
+        if ks:
+            content = self.content_rows([rows[k] for k in ks], [slots[k] for k in ks])
+            alive[ks] = self._alive_rows([rows[k] for k in ks], [slots[k] for k in ks],
+                                         content + cont[ks], [floors[k] for k in ks])
         return alive | np.array([sl is None for sl in slots], bool)
 
     def content_rows(self, rows: list[tuple], slots: list) -> np.ndarray:
@@ -229,9 +241,15 @@ class BoardMixin:
         """(content, continuity from the left where informative, informative, empty, seen)
         per row (v, le, pe, left, right) with a slot: rows of one kind of slot, and rows
         whose left neighbour spills the same way, each scored in one batch."""
+        return (self.content_rows(rows, slots),) + self._left_continuity(rows, slots)
+
+    def _left_continuity(self, rows: list[tuple], slots: list, memo: bool = True
+                         ) -> tuple[np.ndarray, ...]:
+        """_left_rows without the content: (continuity from the left where informative,
+        informative, empty, seen) per row (`memo`: Scorer.continuity_many's)."""
         n = len(rows)
         pes = np.array([r[2] for r in rows], np.int64)
-        content, cont = self.content_rows(rows, slots), np.zeros(n)
+        cont = np.zeros(n)
         informative, empty, seen = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
         by_spill: dict[tuple, list[int]] = {}
         spill_of: dict[tuple, tuple | None] = {}     # (VDI, LE) -> its spill's kind
@@ -251,10 +269,10 @@ class BoardMixin:
             v, le = rows[ks[0]][:2]
             c, inf, empty[ks], seen[ks] = self.scorer.continuity_many(
                 v.pred.slots[le - 1].straddle_out, [rows[k][3] for k in ks], pes[ks],
-                *key[3:])
+                *key[3:], memo=memo)
             cont[ks] += np.where(inf, c, 0.0)
             informative[ks] |= inf
-        return content, cont, informative, empty, seen
+        return cont, informative, empty, seen
 
     def _alive_rows(self, rows: list[tuple], slots: list, so_far: np.ndarray,
                     floors: list[float | None] | None) -> np.ndarray:
@@ -264,16 +282,23 @@ class BoardMixin:
         alive = np.ones(len(rows), bool)
         if floors is None:
             return alive
+        most: dict[tuple, float | None] = {}    # (VDI, LE, right placed) -> best to the right
         for k, ((v, le, pe, left, right), slot, floor) in enumerate(zip(rows, slots, floors)):
-            if floor is None or slot is None or self.guest_of(v) is not None:
+            if floor is None or slot is None:
                 continue
-            spills_right = right is not None and slot.straddle_out is not None \
-                and slot.straddle_out.sectors > 0
-            # the continuity to the right adds at most CONT_CAP, and nothing where unwritten
-            # sectors cannot be trusted to read zero (zero_weight 0: only "no" is possible);
-            # the footer check in _scores_of only takes away
-            best = CONT_CAP if spills_right and self.zw(v) > 0 else 0.0
-            alive[k] = so_far[k] + best >= floor
+            key = (v.index, le, right is not None)
+            if key not in most:
+                spills_right = right is not None and slot.straddle_out is not None \
+                    and slot.straddle_out.sectors > 0
+                # the continuity to the right adds at most CONT_CAP, and nothing where
+                # unwritten sectors cannot be trusted to read zero (zero_weight 0: only "no"
+                # is possible); the footer check in _scores_of only takes away; a guest may
+                # add anything
+                most[key] = None if self.guest_of(v) is not None else \
+                    CONT_CAP if spills_right and self.zw(v) > 0 else 0.0
+            best = most[key]
+            if best is not None:
+                alive[k] = so_far[k] + best >= floor
         return alive
 
     def _scores_of(self, rows: list[tuple], floors: list[float | None] | None

@@ -310,6 +310,18 @@ class Scorer:
             total += np.where(ok, FOOTER_OK, FOOTER_BAD)
         return total
 
+    @staticmethod
+    def content_cap(slot: SlotPrediction) -> float:
+        """The most content evidence any extent can have as the LE `slot` predicts: every
+        bitmap good (and all ones where the batmap says full), the batmap header, our own
+        footer where the LV may end, the predicted footer; every other term of _content_of
+        only takes away. A bound that refutes candidates before their content is read."""
+        full = np.asarray(slot.full)
+        return float(len(slot.bitmap_offsets) * BITMAP_GOOD + FULL_OK * int((full == 1).sum())
+                     + (BATMAP_HDR if slot.le1_batmap else 0.0)
+                     + (LV_END_FOOTER if slot.footer_bonus else 0.0)
+                     + (FOOTER_OK if slot.footer_offset is not None else 0.0))
+
     def bitmap_fit(self, slot: SlotPrediction, pes: np.ndarray) -> np.ndarray:
         """The evidence of the bitmap sectors alone: each of `pes` read as the LE `slot`
         predicts, its bitmaps where the slot has them (bitmap_llr summed)."""
@@ -387,12 +399,16 @@ class Scorer:
 
     def continuity_many(self, straddle: Straddle, left_pes, right_pes, block_size: int,
                         sets_written_only: bool = True, beyond: int = 0,
-                        zero_weight: float = 0.0) -> tuple[np.ndarray, ...]:
+                        zero_weight: float = 0.0, memo: bool = True) -> tuple[np.ndarray, ...]:
         """_continuity_of over pairs (left_pes[k], right_pes[k]), memoised per pair; what is
-        not known is read and scored in one batch."""
+        not known is read and scored in one batch. Without `memo`, all are scored and none
+        kept (pairs looked at once, many of them: the twin review's refutation)."""
         lefts = np.asarray(left_pes, dtype=np.int64).reshape(-1)
         rights = np.broadcast_to(np.asarray(right_pes, dtype=np.int64), lefts.shape)
         n = len(lefts)
+        if not memo:
+            return self._continuity_of(straddle, lefts, np.array(rights), block_size,
+                                       sets_written_only, beyond, zero_weight)
         out = (np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
         todo, keys = [], []
         rest = (block_size, sets_written_only, beyond, zero_weight)
