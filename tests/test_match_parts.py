@@ -499,8 +499,11 @@ def test_rows_of_many_vdis_score_as_each_alone(tmp_path, monkeypatch):
         # what the content and the continuity from the left refute (reachable_rows, the
         # content read only where its bound cannot refute) is what scores_rows drops
         solver._scores.clear()
-        can = solver.reachable_rows(rows, floors)
-        assert can.tolist() == [got is not None for got in together]
+        can = solver.reachable([(v, le, [p], floor) for (v, le, p, _, _), floor
+                                in zip(rows, floors) if floor is not None])
+        assert [bool(c[0]) for c in can] \
+            == [got is not None for got, floor in zip(together, floors) if floor is not None]
+        assert not all(c[0] for c in can)
         for row, got in zip(rows, together):
             if got is not None:
                 assert got.content <= solver.scorer.content_cap(row[0].pred.slots[row[1]])

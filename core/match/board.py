@@ -201,27 +201,76 @@ class BoardMixin:
                 out[k] = sc
         return [None if hit is None else replace(hit) for hit in out]
 
-    def reachable_rows(self, rows: list[tuple], floors: list[float]) -> np.ndarray:
-        """Per row (v, le, pe, left, right): could it score its floor or more, adjacency
-        aside (scores_rows gives None where not)? Its content and the continuity from the
-        left alone, rows alike in one batch: most candidates of a slot are told apart by the
-        block its placed left neighbour spills into them."""
-        slots = [v.pred.slots.get(le) for v, le, *_ in rows]
-        cont = self._left_continuity(rows, slots, memo=False)[0]
-        # first with the most content each slot allows (Scorer.content_cap): the content
-        # is read only for the rows the continuity alone does not refute
-        caps: dict[int, float] = {}
-        for sl in slots:
-            if sl is not None and id(sl) not in caps:
-                caps[id(sl)] = self.scorer.content_cap(sl)
-        best = np.array([0.0 if sl is None else caps[id(sl)] for sl in slots])
-        alive = self._alive_rows(rows, slots, best + cont, floors)
-        ks = np.flatnonzero(alive).tolist()
-        if ks:
-            content = self.content_rows([rows[k] for k in ks], [slots[k] for k in ks])
-            alive[ks] = self._alive_rows([rows[k] for k in ks], [slots[k] for k in ks],
-                                         content + cont[ks], [floors[k] for k in ks])
-        return alive | np.array([sl is None for sl in slots], bool)
+    def reachable(self, parts: list[tuple]) -> list[np.ndarray]:
+        """Per part (v, le, pes, floor): could LE `le` of v on each of `pes`, its neighbours
+        where they are placed, score `floor` or more, adjacency aside (scores_rows gives
+        None where not)? From the continuity from the left, first with the most content the
+        slot allows (Scorer.content_cap), then, where that does not refute a PE, with its
+        content. Parts whose left neighbours spill alike in one batch: the twin review
+        refutes most candidates of thousands of placements this way."""
+        out = [np.ones(len(pes), bool) for _, _, pes, _ in parts]
+        cont = [np.zeros(len(pes)) for _, _, pes, _ in parts]
+        groups: dict[tuple, list[int]] = {}
+        for i, (v, le, pes, floor) in enumerate(parts):
+            key = self._spill_in(v, le) if v.pe(le - 1) is not None else None
+            if key is not None and len(pes):
+                groups.setdefault(key, []).append(i)
+        for key, idx in groups.items():
+            v, le = parts[idx[0]][:2]
+            lefts = np.concatenate([np.full(len(parts[i][2]), parts[i][0].pe(parts[i][1] - 1),
+                                            np.int64) for i in idx])
+            rights = np.concatenate([np.asarray(parts[i][2], np.int64) for i in idx])
+            c, inf, _, _ = self.scorer.continuity_many(
+                v.pred.slots[le - 1].straddle_out, lefts, rights, *key[3:], memo=False)
+            got = np.where(inf, c, 0.0)
+            at = 0
+            for i in idx:
+                cont[i] += got[at: at + len(parts[i][2])]
+                at += len(parts[i][2])
+        later: list[int] = []
+        for i, (v, le, pes, floor) in enumerate(parts):
+            slot = v.pred.slots.get(le)
+            best = None if slot is None else self._right_most(v, slot, v.pe(le + 1))
+            if best is None or not len(pes):
+                continue
+            out[i] = self.scorer.content_cap(slot) + cont[i] + best >= floor
+            if out[i].any():
+                later.append(i)
+        if later:
+            rows = [(parts[i][0], parts[i][1], int(q)) for i in later
+                    for q in np.asarray(parts[i][2])[out[i]].tolist()]
+            content = self.content_rows(rows, [r[0].pred.slots[r[1]] for r in rows])
+            at = 0
+            for i in later:
+                v, le, pes, floor = parts[i]
+                ks = np.flatnonzero(out[i])
+                best = self._right_most(v, v.pred.slots[le], v.pe(le + 1))
+                out[i][ks] = content[at: at + len(ks)] + cont[i][ks] + best >= floor
+                at += len(ks)
+        return out
+
+    def _spill_in(self, v: VdiState, le: int) -> tuple | None:
+        """The kind of block that spills from LE le-1 into LE `le` of v (its straddle, the
+        block size and layout, the sectors past the data, the zero-fill weight: what its
+        continuity depends on but the PEs), or None where none does."""
+        prev = v.pred.slots.get(le - 1)
+        st = None if prev is None else prev.straddle_out
+        if st is None or st.sectors <= 0:
+            return None
+        return (st.bitmap_offset, st.first_sector, st.sectors, v.anchor.block_size,
+                v.anchor.lvhd, self._beyond(v, le), self.zw(v))
+
+    def _right_most(self, v: VdiState, slot, right: int | None) -> float | None:
+        """The most the continuity to the right (and a guest) can add to a score of `slot`
+        of v, its right neighbour on `right`; None where a guest may add anything."""
+        if self.guest_of(v) is not None:
+            return None
+        spills_right = right is not None and slot.straddle_out is not None \
+            and slot.straddle_out.sectors > 0
+        # the continuity to the right adds at most CONT_CAP, and nothing where unwritten
+        # sectors cannot be trusted to read zero (zero_weight 0: only "no" is possible); the
+        # footer check in _scores_of only takes away
+        return CONT_CAP if spills_right and self.zw(v) > 0 else 0.0
 
     def content_rows(self, rows: list[tuple], slots: list) -> np.ndarray:
         """Content evidence per row (v, le, pe, ...) as its slot predicts (0 without one):
@@ -243,10 +292,9 @@ class BoardMixin:
         whose left neighbour spills the same way, each scored in one batch."""
         return (self.content_rows(rows, slots),) + self._left_continuity(rows, slots)
 
-    def _left_continuity(self, rows: list[tuple], slots: list, memo: bool = True
-                         ) -> tuple[np.ndarray, ...]:
+    def _left_continuity(self, rows: list[tuple], slots: list) -> tuple[np.ndarray, ...]:
         """_left_rows without the content: (continuity from the left where informative,
-        informative, empty, seen) per row (`memo`: Scorer.continuity_many's)."""
+        informative, empty, seen) per row."""
         n = len(rows)
         pes = np.array([r[2] for r in rows], np.int64)
         cont = np.zeros(n)
@@ -258,18 +306,14 @@ class BoardMixin:
                 continue
             key = spill_of.get((v.index, le), ())
             if key == ():
-                prev = v.pred.slots.get(le - 1)
-                st = None if prev is None else prev.straddle_out
-                key = spill_of[(v.index, le)] = None if st is None or st.sectors <= 0 else (
-                    st.bitmap_offset, st.first_sector, st.sectors, v.anchor.block_size,
-                    v.anchor.lvhd, self._beyond(v, le), self.zw(v))
+                key = spill_of[(v.index, le)] = self._spill_in(v, le)
             if key is not None:
                 by_spill.setdefault(key, []).append(k)
         for key, ks in by_spill.items():
             v, le = rows[ks[0]][:2]
             c, inf, empty[ks], seen[ks] = self.scorer.continuity_many(
                 v.pred.slots[le - 1].straddle_out, [rows[k][3] for k in ks], pes[ks],
-                *key[3:], memo=memo)
+                *key[3:])
             cont[ks] += np.where(inf, c, 0.0)
             informative[ks] |= inf
         return cont, informative, empty, seen
@@ -288,14 +332,7 @@ class BoardMixin:
                 continue
             key = (v.index, le, right is not None)
             if key not in most:
-                spills_right = right is not None and slot.straddle_out is not None \
-                    and slot.straddle_out.sectors > 0
-                # the continuity to the right adds at most CONT_CAP, and nothing where
-                # unwritten sectors cannot be trusted to read zero (zero_weight 0: only "no"
-                # is possible); the footer check in _scores_of only takes away; a guest may
-                # add anything
-                most[key] = None if self.guest_of(v) is not None else \
-                    CONT_CAP if spills_right and self.zw(v) > 0 else 0.0
+                most[key] = self._right_most(v, slot, right)
             best = most[key]
             if best is not None:
                 alive[k] = so_far[k] + best >= floor

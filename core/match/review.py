@@ -124,14 +124,10 @@ class ReviewMixin:
             # none (or too few) among the first: the left neighbour's block most often tells
             # all the others apart (it wrote sectors that read empty in every other extent
             # of this LE), in one batch; only those it leaves are scored in full
-            rows = [t.row(q) for t in active for q in t.rest[t.lo:]]
-            can = self.reachable_rows(rows, [t.bar for t in active
-                                             for _ in t.rest[t.lo:]]).tolist()
-            at = 0
-            for t in active:
+            can = self.reachable([(t.v, t.le, t.rest[t.lo:], t.bar) for t in active])
+            for t, ok in zip(active, can):
                 left = t.rest[t.lo:]
-                ok = can[at: at + len(left)]
-                at += len(left)
+                ok = ok.tolist()
                 t.seen.update(q for q, c in zip(left, ok) if not c)
                 t.rest = t.rest[:t.lo] + [q for q, c in zip(left, ok) if c]
         size = TWIN_BATCH * 4

@@ -444,18 +444,19 @@ class Scorer:
         data. Stale data there is possible (an LV's gap is never cleared), so it only ever
         adds, never vetoes."""
         n = len(lefts)
-        bms = self.sectors(self.D + lefts * self.E + straddle.bitmap_offset)
+        # the sectors sampled follow each pair's bitmap: pairs sharing a left PE share them
+        # (each left PE's bitmap read and sampled once)
+        lone, which = np.unique(lefts, return_inverse=True)
+        bms = self.sectors(self.D + lone * self.E + straddle.bitmap_offset)
         bits = np.unpackbits(bms, axis=1)[:, : block_size // SECTOR].astype(bool)
         windows = bits[:, straddle.first_sector: straddle.first_sector + straddle.sectors]
-        # the sectors sampled follow each pair's bitmap: pairs sharing a left PE share them
-        lone, first, which = np.unique(lefts, return_index=True, return_inverse=True)
-        each, picks = sample_rows(windows[first])
+        each, picks = sample_rows(windows)
         counts = each[which]
         row = np.repeat(np.arange(n), counts)
         at = np.repeat((np.cumsum(each) - each)[which] - (np.cumsum(counts) - counts), counts)
         idx = picks[at + np.arange(len(row))]
         present = self.reader.nonzero(self.D + rights[row] * self.E + idx * SECTOR)
-        written = windows[row, idx]
+        written = windows[which[row], idx]
 
         def anyof(flags: np.ndarray) -> np.ndarray:
             return np.bincount(row, weights=flags.astype(float), minlength=n) > 0
