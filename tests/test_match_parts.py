@@ -516,6 +516,39 @@ def test_rows_of_many_vdis_score_as_each_alone(tmp_path, monkeypatch):
         assert many == one and any(many)
 
 
+def test_walk_steps_scored_together_score_as_each_alone(tmp_path, monkeypatch):
+    """score_steps over many steps of a VDI (each its own straddling block's window, cut
+    from one view) scores each step as it scores it alone: a walk may score its steps a
+    few at a time and walk_all the first steps of every run end at once."""
+    ev, solver = _solved_sparse_sr(tmp_path, monkeypatch)
+    rng = np.random.default_rng(11)
+    # zeros trusted (as on a disk without a previous life): every sampled sector counts
+    monkeypatch.setattr(solver, "zw", lambda v: 1.0)
+    with ev:
+        checked = 0
+        for v in [w for w in solver.vdis if w.pred is not None][:6]:
+            les = [le for le in v.pred.slots if le > 0]
+            pick = sorted(rng.choice(les, size=min(len(les), 24), replace=False).tolist())
+            # where placed, the LE's own PE (its content fits, its block spills on), else any
+            pes = [v.placed[le].pe if le in v.placed and k % 2 else int(rng.integers(1, solver.N))
+                   for k, le in enumerate(pick)]
+            together = solver.score_steps(v, pick, pes)
+            alone = [solver.score_steps(v, [le], [p])[0] for le, p in zip(pick, pes)]
+            assert together == alone
+            checked += len({(s.content, s.continuity, s.informative) for s in together})
+            # each step's continuity is the pair's (Scorer.continuity: the block that spills
+            # from the PE before it into it)
+            for le, p, s in zip(pick, pes, together):
+                prev = v.pred.slots.get(le - 1)
+                if prev is None or prev.straddle_out is None or prev.straddle_out.sectors <= 0:
+                    continue
+                c, inf, _, _ = solver.scorer.continuity(
+                    prev.straddle_out, p - 1, p, v.anchor.block_size, v.anchor.lvhd, 0,
+                    solver.zw(v))
+                assert (s.continuity, s.informative) == ((c if inf else 0.0), inf)
+        assert checked > 12
+
+
 def test_searching_slots_together_finds_what_each_finds_alone(tmp_path, monkeypatch):
     """search_candidates over many frontier slots at once (lattice columns gathered per kind
     of slot, pending PEs in bounded chunks) gives each slot the candidates it gets alone."""
