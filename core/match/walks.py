@@ -107,7 +107,9 @@ class WalkMixin:
                 step.append(np.full(len(sl.bitmap_offsets), k))
                 full.append(sl.full)
         if offs:
-            secs = self.reader.gather(np.concatenate(offs), SECTOR)
+            # (through the scorer's memo of bitmap sectors: every VDI with this LE open
+            # scores the same extents' bitmaps)
+            secs = self.scorer.sectors(np.concatenate(offs))
             llr = bitmap_llr(secs, np.concatenate(full))
             content += np.bincount(np.concatenate(step), weights=llr, minlength=K)
 
@@ -160,7 +162,7 @@ class WalkMixin:
             return None
         bm_offs = np.array([self.D + (pes[k] - 1) * self.E + strad[k].straddle_out.bitmap_offset
                             for k in ks])
-        bms = self.reader.gather(bm_offs, SECTOR)
+        bms = self.scorer.sectors(bm_offs)
         nbits = v.anchor.block_size // SECTOR
         bits = np.unpackbits(bms, axis=1)[:, :nbits].astype(bool)
         # each step's window (the straddling block's sectors in its extent), padded to one
