@@ -387,6 +387,7 @@ class SearchMixin:
         """Every frontier slot's candidates (the search's, and the free PEs next to its placed
         neighbours) scored in full, with the run priors (run_interior, run_support when few)."""
         by_slot: dict[tuple[int, int], list[tuple[int, Score]]] = {}
+        todo = []
         for v, le in front:
             pes = set(cands.get((v.index, le), []))
             for nb, d in ((v.pe(le - 1), 1), (v.pe(le + 1), -1)):
@@ -395,9 +396,14 @@ class SearchMixin:
             few = len(pes) <= RUN_SUPPORT_MAX   # more candidates: what follows cannot choose
             if self._careful and not few:
                 continue    # the second look settles small contests; this one stays as it was
+            todo.append((v, le, sorted(pes), few))
+        # every slot's candidates scored in one batch (scores_rows: alike slots together)
+        rows = [(v, le, p, v.pe(le - 1), v.pe(le + 1)) for v, le, pes, _ in todo for p in pes]
+        every = iter(self.scores_rows(rows))
+        for v, le, pes, few in todo:
             scored = []
-            for p in sorted(pes):
-                s = self.score(v, le, p)
+            for p in pes:
+                s = next(every)
                 if self.run_interior(v, le, p):
                     s.adjacency += RUN_INTERIOR
                 if few:
