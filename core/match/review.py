@@ -15,7 +15,6 @@ from core.match.board import (
     ACCEPT, FREE, FITS, SURE, TIED, CONTESTED, CONTESTED_NOTE, RIVAL_VDIS_NOTE,
     TIED_CONTINUITY, WALK_NOTE, Placement, VdiState)
 from core.match.guest import GUEST_TIES
-from core.match.score import CONT_CAP
 
 STALE_HEAD_NOTE = ("an older VHD's head survived in sectors its guest never wrote; inside "
                    "its run, its bitmaps, continuity and guest tie it")
@@ -106,34 +105,20 @@ class ReviewMixin:
         for t, mine in zip(live, mines):
             t.bar = mine.total - mine.adjacency - 1.0
         # in PE order, in growing batches, until enough are found: a twin is most often
-        # among the first few (the same LE of an alike VDI); candidates whose content even
-        # perfect continuity could not lift to the bar are no twins
-        first = [(t, t.rest[:TWIN_BATCH]) for t in live]
-        rows = [t.row(q) for t, part in first for q in part]
-        content = self.content_rows(rows, [r[0].pred.slots[r[1]] for r in rows]).tolist()
-        at = 0
-        for t, part in first:
-            hopeless = [c + CONT_CAP * 2 < t.bar for c in content[at: at + len(part)]]
-            at += len(part)
-            t.seen.update(q for q, h in zip(part, hopeless) if h)
-            t.rest = [q for q, h in zip(part, hopeless) if not h] + t.rest[TWIN_BATCH:]
-            t.lo = len(part) - sum(hopeless)
-        self._twin_batch([(t, t.rest[:t.lo]) for t in live])
-        active = [t for t in live if len(t.twins) < t.need and t.lo < len(t.rest)]
-        if active:
-            # none (or too few) among the first: the left neighbour's block most often tells
-            # all the others apart (it wrote sectors that read empty in every other extent
-            # of this LE), in one batch; only those it leaves are scored in full
-            can = self.reachable([(t.v, t.le, t.rest[t.lo:], t.bar) for t in active])
-            for t, ok in zip(active, can):
-                left = t.rest[t.lo:]
-                ok = ok.tolist()
-                t.seen.update(q for q, c in zip(left, ok) if not c)
-                t.rest = t.rest[:t.lo] + [q for q, c in zip(left, ok) if c]
-        size = TWIN_BATCH * 4
+        # among the first few (the same LE of an alike VDI). In each batch the content and
+        # the continuity from the left neighbour's block refute most candidates first (it
+        # wrote sectors that read empty in every other extent of this LE), for all
+        # placements at once; only those they leave are scored in full
+        active, size = live, TWIN_BATCH
         while active:
-            active = [t for t in active if t.lo < len(t.rest)]
-            self._twin_batch([(t, t.rest[t.lo: t.lo + size]) for t in active])
+            parts = [(t, t.rest[t.lo: t.lo + size]) for t in active]
+            can = self.reachable([(t.v, t.le, part, t.bar) for t, part in parts])
+            left = []
+            for (t, part), ok in zip(parts, can):
+                ok = ok.tolist()
+                t.seen.update(q for q, c in zip(part, ok) if not c)
+                left.append((t, [q for q, c in zip(part, ok) if c]))
+            self._twin_batch(left)
             for t in active:
                 t.lo += size
             active = [t for t in active if len(t.twins) < t.need and t.lo < len(t.rest)]

@@ -253,9 +253,11 @@ class WalkMixin:
     def _first_steps(self, v: VdiState) -> None:
         """For a VDI without a guest, the verdicts of the first steps of every forward walk
         walk_all is about to start from its run ends, scored in one batch and kept
-        (_step_verdicts): each walk then finds them instead of scoring its own few (a large
-        SR of alike VDIs starts some fifteen hundred walks a round, most of them stopping
-        at once). Scoring is all this does; the walks decide."""
+        (_step_verdicts), and the scores of every backward walk's first step (score's
+        memo): each walk then finds them instead of scoring its own (a large SR of alike
+        VDIs starts some fifteen hundred walks each way a round, most of them stopping at
+        once). Without a guest a score depends on nothing placed but what its key names.
+        Scoring is all this does; the walks decide."""
         if self.guest_of(v) is not None:
             return
         les, pes = [], []
@@ -274,6 +276,16 @@ class WalkMixin:
                 pes.append(p)
         if les:
             self._step_verdicts(v, les, pes, True)
+        # and the first step of every backward walk (walk), into score's memo
+        rows = []
+        for le in sorted(v.placed, reverse=True):
+            nle, npe = le - 1, v.placed[le].pe - 1
+            slot = v.pred.slots.get(nle)
+            if le > 0 and nle not in v.placed and slot is not None and slot.has_content \
+                    and self.free(npe) and self.f.has_data[npe]:
+                rows.append((v, nle, npe, v.pe(nle - 1), v.placed[le].pe))
+        if rows:
+            self.scores_rows(rows)
 
     def _step_verdicts(self, v: VdiState, les: list[int], pes: list[int], lone: bool
                        ) -> list[tuple]:
@@ -324,7 +336,7 @@ class WalkMixin:
         if slot is None or not len(slot.bitmap_offsets) or not 0 <= pe < self.N \
                 or not self.free(pe) or not self.f.has_data[pe]:
             return False
-        secs = self.reader.gather(self.D + pe * self.E + slot.bitmap_offsets, SECTOR)
+        secs = self.scorer.sectors(self.D + pe * self.E + slot.bitmap_offsets)
         if not (bitmap_likeness(secs) >= 0.95).all():
             return False
         return self.scorer.content(slot, pe, v.anchor.uid, self.f) < ACCEPT
