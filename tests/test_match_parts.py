@@ -504,6 +504,15 @@ def test_rows_of_many_vdis_score_as_each_alone(tmp_path, monkeypatch):
         assert [bool(c[0]) for c in can] \
             == [got is not None for got, floor in zip(together, floors) if floor is not None]
         assert not all(c[0] for c in can)
+        # placements with many candidates each (and one with none) at once
+        parts = [(v, le, [p for w, j, p, _, _ in rows if w is v and j == le], 3.0 + le % 4)
+                 for v in vdis for le in [le for le in v.pred.slots if le > 0][:5]]
+        parts.append((vdis[0], 1, [], 0.0))
+        solver._scores.clear()
+        for (v, le, qs, floor), ok in zip(parts, solver.reachable(parts)):
+            assert len(ok) == len(qs)
+            cut = solver.scores_many(v, le, qs, floor=floor)
+            assert ok.tolist() == [c is not None for c in cut]
         for row, got in zip(rows, together):
             if got is not None:
                 assert got.content <= solver.scorer.content_cap(row[0].pred.slots[row[1]])

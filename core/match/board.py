@@ -17,7 +17,7 @@ from core.match.features import SECTOR
 from core.match.predict import VhdPrediction, predict
 from core.match.score import CONT_CAP, LV_END_FOOTER, Score
 from core.spaces import extent_space
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 FREE, RESERVED = -1, -2
 ACCEPT = 3.0            # minimum total evidence to place anything
@@ -199,55 +199,63 @@ class BoardMixin:
                 if sc is not None:
                     self._scores[key] = sc
                 out[k] = sc
-        return [None if hit is None else replace(hit) for hit in out]
+        return [None if hit is None else hit.copy() for hit in out]
 
     def reachable(self, parts: list[tuple]) -> list[np.ndarray]:
         """Per part (v, le, pes, floor): could LE `le` of v on each of `pes`, its neighbours
         where they are placed, score `floor` or more, adjacency aside (scores_rows gives
         None where not)? From the continuity from the left, first with the most content the
         slot allows (Scorer.content_cap), then, where that does not refute a PE, with its
-        content. Parts whose left neighbours spill alike in one batch: the twin review
-        refutes most candidates of thousands of placements this way."""
-        out = [np.ones(len(pes), bool) for _, _, pes, _ in parts]
-        cont = [np.zeros(len(pes)) for _, _, pes, _ in parts]
-        groups: dict[tuple, list[int]] = {}
-        for i, (v, le, pes, floor) in enumerate(parts):
-            key = self._spill_in(v, le) if v.pe(le - 1) is not None else None
-            if key is not None and len(pes):
-                groups.setdefault(key, []).append(i)
-        for key, idx in groups.items():
-            v, le = parts[idx[0]][:2]
-            lefts = np.concatenate([np.full(len(parts[i][2]), parts[i][0].pe(parts[i][1] - 1),
-                                            np.int64) for i in idx])
-            rights = np.concatenate([np.asarray(parts[i][2], np.int64) for i in idx])
-            c, inf, _, _ = self.scorer.continuity_many(
-                v.pred.slots[le - 1].straddle_out, lefts, rights, *key[3:], memo=False)
-            got = np.where(inf, c, 0.0)
-            at = 0
-            for i in idx:
-                cont[i] += got[at: at + len(parts[i][2])]
-                at += len(parts[i][2])
-        later: list[int] = []
-        for i, (v, le, pes, floor) in enumerate(parts):
+        content. All parts in arrays, those whose left neighbours spill alike in one batch:
+        the twin review refutes most candidates of thousands of placements this way."""
+        k = len(parts)
+        lens = np.array([len(pes) for _, _, pes, _ in parts], np.int64)
+        part = np.repeat(np.arange(k), lens)       # each candidate's part, in order
+        pes = np.array([q for _, _, qs, _ in parts for q in qs], np.int64)
+        # per part: its left neighbour, the kind of block spilling from it, the most the
+        # slot's content and the continuity to the right can add (None: a guest may)
+        left = np.zeros(k, np.int64)
+        cap, best = np.zeros(k), np.zeros(k)
+        floor = np.array([f for *_, f in parts], float)
+        bounded = np.zeros(k, bool)
+        kinds: dict[tuple, int] = {}
+        kind = np.full(k, -1, np.int64)
+        caps: dict[int, float] = {}
+        for i, (v, le, qs, _) in enumerate(parts):
             slot = v.pred.slots.get(le)
-            best = None if slot is None else self._right_most(v, slot, v.pe(le + 1))
-            if best is None or not len(pes):
-                continue
-            out[i] = self.scorer.content_cap(slot) + cont[i] + best >= floor
-            if out[i].any():
-                later.append(i)
-        if later:
-            rows = [(parts[i][0], parts[i][1], int(q)) for i in later
-                    for q in np.asarray(parts[i][2])[out[i]].tolist()]
+            nb = v.pe(le - 1)
+            key = self._spill_in(v, le) if nb is not None else None
+            if key is not None and len(qs):
+                left[i] = nb
+                kind[i] = kinds.setdefault(key, len(kinds))
+            most = None if slot is None else self._right_most(v, slot, v.pe(le + 1))
+            if most is not None:
+                if id(slot) not in caps:
+                    caps[id(slot)] = self.scorer.content_cap(slot)
+                cap[i], best[i], bounded[i] = caps[id(slot)], most, True
+        cont = np.zeros(len(pes))
+        row_kind = kind[part]
+        order = np.argsort(row_kind, kind="stable")
+        cuts = np.searchsorted(row_kind[order], np.arange(len(kinds) + 1))
+        for key, g in kinds.items():
+            rows = order[cuts[g]: cuts[g + 1]]
+            v, le = parts[int(part[rows[0]])][:2]
+            c, inf, _, _ = self.scorer.continuity_many(
+                v.pred.slots[le - 1].straddle_out, left[part[rows]], pes[rows], *key[3:],
+                memo=False)
+            cont[rows] += np.where(inf, c, 0.0)
+        alive = np.ones(len(pes), bool)
+        ours = bounded[part]
+        alive[ours] = (cap[part] + cont + best[part] >= floor[part])[ours]
+        # the content is read only where its bound did not refute
+        todo = np.flatnonzero(ours & alive)
+        if len(todo):
+            rows = [(parts[i][0], parts[i][1], q)
+                    for i, q in zip(part[todo].tolist(), pes[todo].tolist())]
             content = self.content_rows(rows, [r[0].pred.slots[r[1]] for r in rows])
-            at = 0
-            for i in later:
-                v, le, pes, floor = parts[i]
-                ks = np.flatnonzero(out[i])
-                best = self._right_most(v, v.pred.slots[le], v.pe(le + 1))
-                out[i][ks] = content[at: at + len(ks)] + cont[i][ks] + best >= floor
-                at += len(ks)
-        return out
+            at = part[todo]
+            alive[todo] = content + cont[todo] + best[at] >= floor[at]
+        return np.split(alive, np.cumsum(lens)[:-1])
 
     def _spill_in(self, v: VdiState, le: int) -> tuple | None:
         """The kind of block that spills from LE le-1 into LE `le` of v (its straddle, the

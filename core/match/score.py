@@ -32,7 +32,7 @@ Every piece of evidence adds a log-likelihood-ratio-like number ("this PE is tha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -71,6 +71,14 @@ class Score:
     @property
     def total(self) -> float:
         return self.content + self.continuity + self.adjacency
+
+    def copy(self) -> Score:
+        """A copy to adjust (dataclasses.replace's, without its cost: the memo hands out
+        scores by the hundred thousand)."""
+        return Score(*[getattr(self, name) for name in _SCORE_FIELDS])
+
+
+_SCORE_FIELDS = tuple(f.name for f in fields(Score))
 
 
 def bitmap_llr(sectors: np.ndarray, full: np.ndarray) -> np.ndarray:
