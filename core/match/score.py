@@ -463,8 +463,15 @@ class Scorer:
         row = np.repeat(np.arange(n), counts)
         at = np.repeat((np.cumsum(each) - each)[which] - (np.cumsum(counts) - counts), counts)
         idx = picks[at + np.arange(len(row))]
-        present = self.reader.nonzero(self.D + rights[row] * self.E + idx * SECTOR)
         written = windows[which[row], idx]
+        offsets = self.D + rights[row] * self.E + idx * SECTOR
+        if zero_weight > 0:
+            present = self.reader.nonzero(offsets)
+        else:
+            # unwritten sectors tell nothing where zeros are not trusted (every term they
+            # add below is weighted by zero_weight): only the written ones are read
+            present = np.zeros(len(row), bool)
+            present[written] = self.reader.nonzero(offsets[written])
 
         def anyof(flags: np.ndarray) -> np.ndarray:
             return np.bincount(row, weights=flags.astype(float), minlength=n) > 0

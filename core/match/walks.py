@@ -180,9 +180,15 @@ class WalkMixin:
         counts, idx = sample_rows(windows, valid)
         rows = np.repeat(np.arange(len(ks)), counts)
         kk = np.asarray(ks, np.int64)[rows]
-        present = self.reader.nonzero(self.D + np.asarray(pes, np.int64)[kk] * self.E
-                                      + idx * SECTOR)
         written = windows[rows, idx]
+        offsets = self.D + np.asarray(pes, np.int64)[kk] * self.E + idx * SECTOR
+        if self.zw(v) > 0:
+            present = self.reader.nonzero(offsets)
+        else:
+            # unwritten sectors tell nothing where zeros are not trusted (Scorer.
+            # _continuity_of): only the written ones are read
+            present = np.zeros(len(rows), bool)
+            present[written] = self.reader.nonzero(offsets[written])
         n_dis = np.bincount(kk, weights=~written & present, minlength=K)
         n_w = np.bincount(kk, weights=written, minlength=K)
         n_unw = np.bincount(kk, weights=~written, minlength=K)
