@@ -107,8 +107,8 @@ def sample_sectors(bits: np.ndarray, per_class: int = SAMPLES_PER_CLASS) -> np.n
 
 def sample_rows(bits: np.ndarray, valid: np.ndarray | None = None,
                 per_class: int = SAMPLES_PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
-    """sample_sectors of every row of `bits` at once (a window per row; `valid`: where a
-    shorter row's window has sectors): (samples per row, their sector indices, row after
+    """sample_sectors of every row of `bits` at once (a window per row; `valid`: the first
+    so many sectors of a shorter row's window): (samples per row, their sector indices, row after
     row, each row's in increasing order, as sample_sectors gives them). A continuity check
     scores many candidates, each with its own bitmap window; one call per window was the
     matcher's largest Python cost on a large SR of alike VDIs."""
@@ -237,8 +237,8 @@ class Scorer:
         of alike VDIs scores the same extents for each of them); what is not known is read
         and scored in one batch. The VHD's unique id counts only for a slot that predicts its
         footer, and for an extent that ends with a footer, as: is it this VHD's own
-        (_content_of); elsewhere the kind and the PE decide. `uid`: the VHD's, or one per PE (slots of one kind of VDIs
-        alike)."""
+        (_content_of); elsewhere the kind and the PE decide. `uid`: the VHD's, or one per
+        PE (slots of one kind of VDIs alike)."""
         pes = np.asarray(pes, dtype=np.int64).reshape(-1)
         out = np.empty(len(pes))
         todo, keys = [], []
