@@ -534,6 +534,122 @@ def test_batched_scores_equal_scores_one_pe_at_a_time(tmp_path, monkeypatch):
         assert checked >= 12 and pruned > 0 and kept > 0
 
 
+def test_sampled_sectors_of_many_windows_are_each_window_s(monkeypatch):
+    """sample_rows samples every row of a window matrix (shorter windows padded) as
+    sample_sectors samples each window alone: the same sectors in the same order."""
+    import core.match.score as score
+    rng = np.random.default_rng(7)
+    monkeypatch.setattr(score, "FEW_ROWS", 0)          # numpy for any number of rows
+    for trial in range(400):
+        n, m = int(rng.integers(1, 9)), int(rng.integers(1, 300))
+        bits = rng.random((n, m)) < rng.random()
+        lengths = rng.integers(0, m + 1, n) if trial % 2 else np.full(n, m)
+        valid = np.arange(m)[None, :] < lengths[:, None]
+        per = (16, 3, 40)[trial % 3]
+        counts, idx = score.sample_rows(bits, valid if trial % 2 else None, per_class=per)
+        alone = [score.sample_sectors(bits[k, :lengths[k]], per_class=per) for k in range(n)]
+        assert counts.tolist() == [len(a) for a in alone]
+        assert idx.tolist() == np.concatenate(alone).tolist()
+
+
+def test_rows_of_many_vdis_score_as_each_alone(tmp_path, monkeypatch):
+    """scores_rows over rows of many VDIs and LEs (alike slots, content shared per kind of
+    slot, continuity per kind of straddling block), each with its own floor, scores every
+    row as scores_many scores it alone; the twin review of many placements at once finds
+    each placement's own twins."""
+    ev, solver = _solved_sparse_sr(tmp_path, monkeypatch)
+    with ev:
+        pes = np.flatnonzero(solver.f.has_data)[:40].tolist()
+        vdis = [w for w in solver.vdis if w.pred is not None][:8]
+        rows, floors = [], []
+        for i, v in enumerate(vdis):
+            for le in [le for le in v.pred.slots if le > 0][:5]:
+                for p in pes[i::3]:
+                    rows.append((v, le, int(p), v.pe(le - 1), v.pe(le + 1)))
+                    floors.append(None if p % 5 == 0 else float(p % 7))
+        solver._scores.clear()
+        solver.scorer._content.clear()
+        together = solver.scores_rows(rows, floors)
+        kinds = len({solver.scorer.slot_kind(r[0].pred.slots[r[1]], solver.f) for r in rows})
+        assert kinds < len({(r[0].index, r[1]) for r in rows})     # alike slots share a kind
+        cut = kept = 0
+        for row, floor, got in zip(rows, floors, together):
+            solver._scores.clear()
+            solver.scorer._content.clear()
+            solver.scorer._continuity.clear()
+            v, le, p, left, right = row
+            alone = solver.scores_many(v, le, [p], left, right, floor)[0]
+            assert (got is None) == (alone is None)
+            if got is None:
+                cut += 1
+                full = solver.scores_many(v, le, [p], left, right)[0]
+                assert full.total - full.adjacency < floor
+            else:
+                kept += 1
+                assert got == alone and got.total == alone.total
+        assert cut > 0 and kept > 0
+        # what the content and the continuity from the left refute (reachable_rows, the
+        # content read only where its bound cannot refute) is what scores_rows drops
+        solver._scores.clear()
+        can = solver.reachable([(v, le, [p], floor) for (v, le, p, _, _), floor
+                                in zip(rows, floors) if floor is not None])
+        assert [bool(c[0]) for c in can] \
+            == [got is not None for got, floor in zip(together, floors) if floor is not None]
+        assert not all(c[0] for c in can)
+        # placements with many candidates each (and one with none) at once
+        parts = [(v, le, [p for w, j, p, _, _ in rows if w is v and j == le], 3.0 + le % 4)
+                 for v in vdis for le in [le for le in v.pred.slots if le > 0][:5]]
+        parts.append((vdis[0], 1, [], 0.0))
+        solver._scores.clear()
+        for (v, le, qs, floor), ok in zip(parts, solver.reachable(parts)):
+            assert len(ok) == len(qs)
+            cut = solver.scores_many(v, le, qs, floor=floor)
+            assert ok.tolist() == [c is not None for c in cut]
+        for row, got in zip(rows, together):
+            if got is not None:
+                assert got.content <= solver.scorer.content_cap(row[0].pred.slots[row[1]])
+        jobs = [(v, le, pl, pes, 1 + (le % 2)) for v in vdis for le, pl in v.placed.items()
+                if le > 0][:60]
+        solver._not_twins = {}
+        many = solver._twins_many(jobs)
+        solver._not_twins = {}
+        one = [solver._twins(*job) for job in jobs]
+        assert many == one and any(many)
+
+
+def test_walk_steps_scored_together_score_as_each_alone(tmp_path, monkeypatch):
+    """score_steps over many steps of a VDI (each its own straddling block's window, cut
+    from one view) scores each step as it scores it alone: a walk may score its steps a
+    few at a time and walk_all the first steps of every run end at once."""
+    ev, solver = _solved_sparse_sr(tmp_path, monkeypatch)
+    rng = np.random.default_rng(11)
+    # zeros trusted (as on a disk without a previous life): every sampled sector counts
+    monkeypatch.setattr(solver, "zw", lambda v: 1.0)
+    with ev:
+        checked = 0
+        for v in [w for w in solver.vdis if w.pred is not None][:6]:
+            les = [le for le in v.pred.slots if le > 0]
+            pick = sorted(rng.choice(les, size=min(len(les), 24), replace=False).tolist())
+            # where placed, the LE's own PE (its content fits, its block spills on), else any
+            pes = [v.placed[le].pe if le in v.placed and k % 2 else int(rng.integers(1, solver.N))
+                   for k, le in enumerate(pick)]
+            together = solver.score_steps(v, pick, pes)
+            alone = [solver.score_steps(v, [le], [p])[0] for le, p in zip(pick, pes)]
+            assert together == alone
+            checked += len({(s.content, s.continuity, s.informative) for s in together})
+            # each step's continuity is the pair's (Scorer.continuity: the block that spills
+            # from the PE before it into it)
+            for le, p, s in zip(pick, pes, together):
+                prev = v.pred.slots.get(le - 1)
+                if prev is None or prev.straddle_out is None or prev.straddle_out.sectors <= 0:
+                    continue
+                c, inf, _, _ = solver.scorer.continuity(
+                    prev.straddle_out, p - 1, p, v.anchor.block_size, v.anchor.lvhd, 0,
+                    solver.zw(v))
+                assert (s.continuity, s.informative) == ((c if inf else 0.0), inf)
+        assert checked > 12
+
+
 def test_searching_slots_together_finds_what_each_finds_alone(tmp_path, monkeypatch):
     """search_candidates over many frontier slots at once (lattice columns gathered per kind
     of slot, pending PEs in bounded chunks) gives each slot the candidates it gets alone."""

@@ -70,6 +70,7 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
         self.sig_done: np.ndarray | None = None
         self._open: dict[int, set[int]] = {}     # LE -> indices of VDIs looking for it
         self._scores: dict[tuple, Score] = {}     # memo of score()
+        self._verdicts: dict[tuple, tuple] = {}   # memo of guest-less walk steps' verdicts
         self._careful = False                     # second look: contested walks stop
         self.zero: dict[int, zerofill.ZeroFill] = {}   # measured zero fill per VDI index
 

@@ -17,7 +17,7 @@ from core.match.features import SECTOR
 from core.match.predict import VhdPrediction, predict
 from core.match.score import CONT_CAP, LV_END_FOOTER, Score
 from core.spaces import extent_space
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 FREE, RESERVED = -1, -2
 ACCEPT = 3.0            # minimum total evidence to place anything
@@ -170,66 +170,216 @@ class BoardMixin:
         continuity from the left are known comes back as None (not scored further)."""
         left = v.pe(le - 1) if left is None else left
         right = v.pe(le + 1) if right is None else right
+        return self.scores_rows([(v, le, int(pe), left, right) for pe in pes],
+                                None if floor is None else [floor] * len(pes))
+
+    def scores_rows(self, rows: list[tuple], floors: list[float | None] | None = None
+                    ) -> list[Score | None]:
+        """scores_many over rows (v, le, pe, left, right) of any VDIs and LEs at once, each
+        with its own floor (or none): rows alike (the same LE of alike VDIs: the same kind
+        of slot, the same straddling block) are read and scored together. The twin review
+        of a large SR of alike VDIs scores a few candidates for each of thousands of
+        placements: one batch per kind, not per placement."""
         out: list[Score | None] = []
         todo: list[int] = []
-        for pe in pes:
-            hit = self._scores.get((v.index, id(v.pred), le, int(pe), left, right, self.zw(v)))
+        keys = []
+        for k, (v, le, pe, left, right) in enumerate(rows):
+            key = (v.index, id(v.pred), le, pe, left, right, self.zw(v))
+            hit = self._scores.get(key)
             out.append(hit)
             if hit is None:
-                todo.append(int(pe))
+                todo.append(k)
+                keys.append(key)
         if todo:
             if len(self._scores) > SCORE_CACHE:
                 self._scores.clear()
-            fresh = dict(zip(todo, self._scores_of(v, le, np.asarray(todo, np.int64),
-                                                   left, right, floor)))
-            for pe, sc in fresh.items():
+            fresh = self._scores_of([rows[k] for k in todo],
+                                    None if floors is None else [floors[k] for k in todo])
+            for k, key, sc in zip(todo, keys, fresh):
                 if sc is not None:
-                    self._scores[(v.index, id(v.pred), le, pe, left, right, self.zw(v))] = sc
-            out = [fresh[int(pe)] if hit is None else hit for pe, hit in zip(pes, out)]
-        return [None if hit is None else replace(hit) for hit in out]
+                    self._scores[key] = sc
+                out[k] = sc
+        return [None if hit is None else hit.copy() for hit in out]
 
-    def _scores_of(self, v: VdiState, le: int, pes: np.ndarray, left: int | None,
-                   right: int | None, floor: float | None = None) -> list[Score | None]:
-        pred = v.pred
-        slot = pred.slots.get(le)
-        if slot is None:
-            return [Score() for _ in pes]
-        n = len(pes)
-        content = self.scorer.content_many(slot, pes, v.anchor.uid, self.f)
-        cont, informative = np.zeros(n), np.zeros(n, bool)
-        empty, seen = np.zeros(n, bool), np.zeros(n, bool)
-        adjacency = np.zeros(n)
-        bs = v.anchor.block_size
-        if left is not None:
-            prev = pred.slots.get(le - 1)
-            if prev is not None and prev.straddle_out is not None \
-                    and prev.straddle_out.sectors > 0:
-                c, inf, empty, seen = self.scorer.continuity_many(
-                    prev.straddle_out, np.full(n, left), pes, bs, v.anchor.lvhd,
-                    self._beyond(v, le), self.zw(v))
-                cont += np.where(inf, c, 0.0)
-                informative |= inf
-            adjacency += pes == left + 1
-        alive = np.ones(n, bool)
+    def reachable(self, parts: list[tuple]) -> list[np.ndarray]:
+        """Per part (v, le, pes, floor): could LE `le` of v on each of `pes`, its neighbours
+        where they are placed, score `floor` or more, adjacency aside (scores_rows gives
+        None where not)? From the continuity from the left, first with the most content the
+        slot allows (Scorer.content_cap), then, where that does not refute a PE, with its
+        content. All parts in arrays, those whose left neighbours spill alike in one batch:
+        the twin review refutes most candidates of thousands of placements this way."""
+        k = len(parts)
+        lens = np.array([len(pes) for _, _, pes, _ in parts], np.int64)
+        part = np.repeat(np.arange(k), lens)       # each candidate's part, in order
+        pes = np.array([q for _, _, qs, _ in parts for q in qs], np.int64)
+        # per part: its left neighbour, the kind of block spilling from it, the most the
+        # slot's content and the continuity to the right can add (None: a guest may)
+        left = np.zeros(k, np.int64)
+        cap, best = np.zeros(k), np.zeros(k)
+        floor = np.array([f for *_, f in parts], float)
+        bounded = np.zeros(k, bool)
+        kinds: dict[tuple, int] = {}
+        kind = np.full(k, -1, np.int64)
+        caps: dict[int, float] = {}
+        for i, (v, le, qs, _) in enumerate(parts):
+            slot = v.pred.slots.get(le)
+            nb = v.pe(le - 1)
+            key = self._spill_in(v, le) if nb is not None else None
+            if key is not None and len(qs):
+                left[i] = nb
+                kind[i] = kinds.setdefault(key, len(kinds))
+            most = None if slot is None else self._right_most(v, slot, v.pe(le + 1))
+            if most is not None:
+                if id(slot) not in caps:
+                    caps[id(slot)] = self.scorer.content_cap(slot)
+                cap[i], best[i], bounded[i] = caps[id(slot)], most, True
+        cont = np.zeros(len(pes))
+        row_kind = kind[part]
+        order = np.argsort(row_kind, kind="stable")
+        cuts = np.searchsorted(row_kind[order], np.arange(len(kinds) + 1))
+        for key, g in kinds.items():
+            rows = order[cuts[g]: cuts[g + 1]]
+            v, le = parts[int(part[rows[0]])][:2]
+            c, inf, _, _ = self.scorer.continuity_many(
+                v.pred.slots[le - 1].straddle_out, left[part[rows]], pes[rows], *key[3:],
+                memo=False)
+            cont[rows] += np.where(inf, c, 0.0)
+        alive = np.ones(len(pes), bool)
+        ours = bounded[part]
+        alive[ours] = (cap[part] + cont + best[part] >= floor[part])[ours]
+        # the content is read only where its bound did not refute
+        todo = np.flatnonzero(ours & alive)
+        if len(todo):
+            rows = [(parts[i][0], parts[i][1], q)
+                    for i, q in zip(part[todo].tolist(), pes[todo].tolist())]
+            content = self.content_rows(rows, [r[0].pred.slots[r[1]] for r in rows])
+            at = part[todo]
+            alive[todo] = content + cont[todo] + best[at] >= floor[at]
+        return np.split(alive, np.cumsum(lens)[:-1])
+
+    def _spill_in(self, v: VdiState, le: int) -> tuple | None:
+        """The kind of block that spills from LE le-1 into LE `le` of v (its straddle, the
+        block size and layout, the sectors past the data, the zero-fill weight: what its
+        continuity depends on but the PEs), or None where none does."""
+        prev = v.pred.slots.get(le - 1)
+        st = None if prev is None else prev.straddle_out
+        if st is None or st.sectors <= 0:
+            return None
+        return (st.bitmap_offset, st.first_sector, st.sectors, v.anchor.block_size,
+                v.anchor.lvhd, self._beyond(v, le), self.zw(v))
+
+    def _right_most(self, v: VdiState, slot, right: int | None) -> float | None:
+        """The most the continuity to the right (and a guest) can add to a score of `slot`
+        of v, its right neighbour on `right`; None where a guest may add anything."""
+        if self.guest_of(v) is not None:
+            return None
         spills_right = right is not None and slot.straddle_out is not None \
             and slot.straddle_out.sectors > 0
-        if floor is not None and self.guest_of(v) is None:
-            # the continuity to the right adds at most CONT_CAP, and nothing where unwritten
-            # sectors cannot be trusted to read zero (zero_weight 0: only "no" is possible);
-            # the footer check below only takes away
-            best = CONT_CAP if spills_right and self.zw(v) > 0 else 0.0
-            alive = content + cont + best >= floor
-        if right is not None:
-            if spills_right and alive.any():
-                rows = np.flatnonzero(alive)
-                c, inf, _, _ = self.scorer.continuity_many(
-                    slot.straddle_out, pes[rows], np.full(len(rows), right), bs,
-                    v.anchor.lvhd, 0, self.zw(v))
-                cont[rows] += np.where(inf, c, 0.0)
-                informative[rows] |= inf
-            adjacency += pes == right - 1
+        # the continuity to the right adds at most CONT_CAP, and nothing where unwritten
+        # sectors cannot be trusted to read zero (zero_weight 0: only "no" is possible); the
+        # footer check in _scores_of only takes away
+        return CONT_CAP if spills_right and self.zw(v) > 0 else 0.0
+
+    def content_rows(self, rows: list[tuple], slots: list) -> np.ndarray:
+        """Content evidence per row (v, le, pe, ...) as its slot predicts (0 without one):
+        rows of one kind of slot (Scorer.slot_kind) in one batch."""
+        content = np.zeros(len(rows))
+        by_kind: dict[tuple, list[int]] = {}
+        for k, slot in enumerate(slots):
+            if slot is not None:
+                by_kind.setdefault(self.scorer.slot_kind(slot, self.f), []).append(k)
+        for ks in by_kind.values():
+            content[ks] = self.scorer.content_many(
+                slots[ks[0]], [rows[k][2] for k in ks], [rows[k][0].anchor.uid for k in ks],
+                self.f)
+        return content
+
+    def _left_rows(self, rows: list[tuple], slots: list) -> tuple[np.ndarray, ...]:
+        """(content, continuity from the left where informative, informative, empty, seen)
+        per row (v, le, pe, left, right) with a slot: rows of one kind of slot, and rows
+        whose left neighbour spills the same way, each scored in one batch."""
+        return (self.content_rows(rows, slots),) + self._left_continuity(rows, slots)
+
+    def _left_continuity(self, rows: list[tuple], slots: list) -> tuple[np.ndarray, ...]:
+        """_left_rows without the content: (continuity from the left where informative,
+        informative, empty, seen) per row."""
+        n = len(rows)
+        pes = np.array([r[2] for r in rows], np.int64)
+        cont = np.zeros(n)
+        informative, empty, seen = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+        by_spill: dict[tuple, list[int]] = {}
+        spill_of: dict[tuple, tuple | None] = {}     # (VDI, LE) -> its spill's kind
+        for k, ((v, le, pe, left, right), slot) in enumerate(zip(rows, slots)):
+            if slot is None or left is None:
+                continue
+            key = spill_of.get((v.index, le), ())
+            if key == ():
+                key = spill_of[(v.index, le)] = self._spill_in(v, le)
+            if key is not None:
+                by_spill.setdefault(key, []).append(k)
+        for key, ks in by_spill.items():
+            v, le = rows[ks[0]][:2]
+            c, inf, empty[ks], seen[ks] = self.scorer.continuity_many(
+                v.pred.slots[le - 1].straddle_out, [rows[k][3] for k in ks], pes[ks],
+                *key[3:])
+            cont[ks] += np.where(inf, c, 0.0)
+            informative[ks] |= inf
+        return cont, informative, empty, seen
+
+    def _alive_rows(self, rows: list[tuple], slots: list, so_far: np.ndarray,
+                    floors: list[float | None] | None) -> np.ndarray:
+        """Which rows' scores (content and the continuity from the left: `so_far`) can still
+        reach their floor once the continuity to the right is added (a row without a floor,
+        or whose VDI's guest may add evidence, always)."""
+        alive = np.ones(len(rows), bool)
+        if floors is None:
+            return alive
+        most: dict[tuple, float | None] = {}    # (VDI, LE, right placed) -> best to the right
+        for k, ((v, le, pe, left, right), slot, floor) in enumerate(zip(rows, slots, floors)):
+            if floor is None or slot is None:
+                continue
+            key = (v.index, le, right is not None)
+            if key not in most:
+                most[key] = self._right_most(v, slot, right)
+            best = most[key]
+            if best is not None:
+                alive[k] = so_far[k] + best >= floor
+        return alive
+
+    def _scores_of(self, rows: list[tuple], floors: list[float | None] | None
+                   ) -> list[Score | None]:
+        """Scores of rows (v, le, pe, left, right), those below their floor None."""
+        n = len(rows)
+        slots = [v.pred.slots.get(le) for v, le, *_ in rows]
+        pes = np.array([r[2] for r in rows], np.int64)
+        content, cont, informative, empty, seen = self._left_rows(rows, slots)
+        adjacency = np.zeros(n)
+        alive = self._alive_rows(rows, slots, content + cont, floors)
+        by_spill: dict[tuple, list[int]] = {}
+        for k, ((v, le, pe, left, right), slot) in enumerate(zip(rows, slots)):
+            if slot is None:
+                continue
+            if left is not None:
+                adjacency[k] += pe == left + 1
+            if right is None:
+                continue
+            adjacency[k] += pe == right - 1
+            st = slot.straddle_out
+            if st is not None and st.sectors > 0 and alive[k]:
+                by_spill.setdefault((st.bitmap_offset, st.first_sector, st.sectors,
+                                     v.anchor.block_size, v.anchor.lvhd, 0, self.zw(v)),
+                                    []).append(k)
+        for key, ks in by_spill.items():
+            v, le = rows[ks[0]][:2]
+            c, inf, _, _ = self.scorer.continuity_many(
+                v.pred.slots[le].straddle_out, pes[ks], [rows[k][4] for k in ks], *key[3:])
+            cont[ks] += np.where(inf, c, 0.0)
+            informative[ks] |= inf
         out: list[Score | None] = []
-        for k, pe in enumerate(pes.tolist()):
+        for k, ((v, le, pe, left, right), slot) in enumerate(zip(rows, slots)):
+            if slot is None:
+                out.append(Score())
+                continue
             if not alive[k]:
                 out.append(None)
                 continue

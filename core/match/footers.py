@@ -65,7 +65,11 @@ class FooterMixin:
         or damaged), whoever holds the PE now."""
         a = v.anchor
         uid = np.frombuffer(a.uid, dtype=np.uint8)
-        cands = np.nonzero(self.f.tail_footer & (self.f.tail_uid == uid).all(axis=1))[0]
+        # (the PEs ending with any footer, found once: each VDI's are among them)
+        if getattr(self, "_footer_tails", None) is None:
+            self._footer_tails = np.flatnonzero(self.f.tail_footer)
+        tails = self._footer_tails
+        cands = tails[(self.f.tail_uid[tails] == uid).all(axis=1)]
         if not len(cands):
             return [], []
         tails = self.reader.gather(self.D + cands.astype(np.int64) * self.E + self.E - SECTOR,

@@ -6,6 +6,8 @@ bytes measured), the withdrawal of placements that rest on a prior alone (issue 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from core.findings import Finding
@@ -13,7 +15,6 @@ from core.match.board import (
     ACCEPT, FREE, FITS, SURE, TIED, CONTESTED, CONTESTED_NOTE, RIVAL_VDIS_NOTE,
     TIED_CONTINUITY, WALK_NOTE, Placement, VdiState)
 from core.match.guest import GUEST_TIES
-from core.match.score import CONT_CAP
 
 STALE_HEAD_NOTE = ("an older VHD's head survived in sectors its guest never wrote; inside "
                    "its run, its bitmaps, continuity and guest tie it")
@@ -59,13 +60,12 @@ class ReviewMixin:
         if not still or not len(pending):
             return
         for part, cands in self.search_chunks(still, pending):
-            for v, le in part:
-                pl = v.placed[le]
-                # only a guest can take a contested placement back (_outfits), and it must
-                # outdo every twin: without one, the first twin settles it (a large SR of
-                # alike guest-less VDIs scored some forty candidates per placement)
-                need = TWINS_KEPT if self.guest_of(v) is not None else 1
-                twins = self._twins(v, le, pl, cands.get((v.index, le), []), need)
+            # only a guest can take a contested placement back (_outfits), and it must
+            # outdo every twin: without one, the first twin settles it (a large SR of
+            # alike guest-less VDIs scored some forty candidates per placement)
+            jobs = [(v, le, v.placed[le], cands.get((v.index, le), []),
+                     TWINS_KEPT if self.guest_of(v) is not None else 1) for v, le in part]
+            for (v, le, pl, _, need), twins in zip(jobs, self._twins_many(jobs)):
                 if twins:
                     pl.confidence, pl.source = CONTESTED, "adjacency"
                     pl.twins, pl.twins_open = tuple(twins), len(twins) >= need
@@ -75,44 +75,74 @@ class ReviewMixin:
     def _twins(self, v: VdiState, le: int, pl: Placement, candidates: list[int],
                need: int) -> list[int]:
         """Which of `candidates` (free PEs the search found for LE `le` of v) fit it as well
-        as pl.pe does, adjacency aside: up to `need` of them. Candidates found no twin before
-        in the same context (the placement, its neighbours' PEs, the zero-fill weight, the
-        guest's view: all a score depends on) are not scored again when settle reviews
-        again: only extents freed since are new (a large SR of alike VDIs re-scored every
-        candidate at every review)."""
+        as pl.pe does, adjacency aside: up to `need` of them (_twins_many of one)."""
+        return self._twins_many([(v, le, pl, candidates, need)])[0]
+
+    def _twins_many(self, jobs: list[tuple]) -> list[list[int]]:
+        """_twins of each job (v, le, pl, candidates, need): the first `need` candidates, in
+        PE order, that fit LE `le` of v as well as pl.pe does, adjacency aside. Candidates
+        found no twin before in the same context (the placement, its neighbours' PEs, the
+        zero-fill weight, the guest's view: all a score depends on) are not scored again
+        when settle reviews again: only extents freed since are new (a large SR of alike
+        VDIs re-scored every candidate at every review). Every step runs over all jobs at
+        once, rows alike scored together (scores_rows): the same LE of alike VDIs has the
+        same kind of slot and the same candidates, and a 1 TiB SR of them reviewed some
+        twenty thousand placements one by one. Each job's answer is its own."""
         if not hasattr(self, "_not_twins"):
             self._not_twins: dict[tuple, set[int]] = {}
-        view = getattr(self, "_guest", {}).get(v.index)
-        context = (v.index, le, pl.pe, v.pe(le - 1), v.pe(le + 1), self.zw(v),
-                   None if view is None else (hash(view[0]), view[1] is None))
-        seen = self._not_twins.setdefault(context, set())
-        others = sorted(set(candidates) - seen - {pl.pe})
-        if not others:
-            return []
-        mine = self.score(v, le, pl.pe)
-        bar = mine.total - mine.adjacency - 1.0
-        slot = v.pred.slots[le]
-        content = self.scorer.content_many(slot, others, v.anchor.uid, self.f)
-        # even perfect continuity could not make these twins
-        hopeless = content + CONT_CAP * 2 < bar
-        seen.update(q for q, h in zip(others, hopeless.tolist()) if h)
-        rest = [q for q, h in zip(others, hopeless.tolist()) if not h]
-        twins: list[int] = []
-        # in growing batches, in PE order, until enough are found (a twin is most often
-        # among the first few: the same LE of an alike VDI; each batch costs a few numpy
-        # calls whatever its size)
-        lo, size = 0, TWIN_BATCH
-        while lo < len(rest):
-            part = rest[lo: lo + size]
-            lo, size = lo + size, size * 4
-            for q, t in zip(part, self.scores_many(v, le, part, floor=bar)):
-                if t is not None and t.total - t.adjacency >= bar:
-                    twins.append(q)
+        out: list[list[int]] = [[] for _ in jobs]
+        live = []
+        for j, (v, le, pl, candidates, need) in enumerate(jobs):
+            view = getattr(self, "_guest", {}).get(v.index)
+            context = (v.index, le, pl.pe, v.pe(le - 1), v.pe(le + 1), self.zw(v),
+                       None if view is None else (hash(view[0]), view[1] is None))
+            seen = self._not_twins.setdefault(context, set())
+            others = sorted(set(candidates) - seen - {pl.pe})
+            if others:
+                live.append(_TwinJob(j, v, le, need, seen, others))
+        if not live:
+            return out
+        mines = self.scores_rows([(t.v, t.le, jobs[t.j][2].pe, t.v.pe(t.le - 1),
+                                   t.v.pe(t.le + 1)) for t in live])
+        for t, mine in zip(live, mines):
+            t.bar = mine.total - mine.adjacency - 1.0
+        # in PE order, in growing batches, until enough are found: a twin is most often
+        # among the first few (the same LE of an alike VDI). In each batch the content and
+        # the continuity from the left neighbour's block refute most candidates first (it
+        # wrote sectors that read empty in every other extent of this LE), for all
+        # placements at once; only those they leave are scored in full
+        active, size = live, TWIN_BATCH
+        while active:
+            parts = [(t, t.rest[t.lo: t.lo + size]) for t in active]
+            can = self.reachable([(t.v, t.le, part, t.bar) for t, part in parts])
+            left = []
+            for (t, part), ok in zip(parts, can):
+                ok = ok.tolist()
+                t.seen.update(q for q, c in zip(part, ok) if not c)
+                left.append((t, [q for q, c in zip(part, ok) if c]))
+            self._twin_batch(left)
+            for t in active:
+                t.lo += size
+            active = [t for t in active if len(t.twins) < t.need and t.lo < len(t.rest)]
+            size *= 4
+        for t in live:
+            out[t.j] = t.twins[:t.need]
+        return out
+
+    def _twin_batch(self, parts: list[tuple]) -> None:
+        """Score each job's part (a list of its candidates) in full against its bar, all in
+        one batch: twins are kept in order, the others known not to be."""
+        parts = [(t, part) for t, part in parts if part]
+        scores = self.scores_rows([t.row(q) for t, part in parts for q in part],
+                                  [t.bar for t, part in parts for _ in part])
+        at = 0
+        for t, part in parts:
+            for q, sc in zip(part, scores[at: at + len(part)]):
+                if sc is not None and sc.total - sc.adjacency >= t.bar:
+                    t.twins.append(q)
                 else:
-                    seen.add(q)
-            if len(twins) >= need:
-                break
-        return twins[:need]
+                    t.seen.add(q)
+            at += len(part)
 
     def second_look(self, limit: int) -> None:
         """The first pass decides undecided extents by adjacency as it meets them, before the
@@ -545,3 +575,21 @@ class ReviewMixin:
                 if not nb.weak or j == 0:
                     return True
         return False
+
+
+@dataclass
+class _TwinJob:
+    """One placement's search for twins (ReviewMixin._twins_many)."""
+    j: int                  # its job's index
+    v: VdiState
+    le: int
+    need: int
+    seen: set[int]          # candidates known not to be twins in its context
+    rest: list[int]         # candidates still to be looked at, in PE order
+    bar: float = 0.0        # what a twin scores at least, adjacency aside
+    lo: int = 0             # rest[:lo] scored
+    twins: list[int] = field(default_factory=list)
+
+    def row(self, q: int) -> tuple:
+        """The scores_rows row of candidate q, v's neighbours where they are placed."""
+        return (self.v, self.le, q, self.v.pe(self.le - 1), self.v.pe(self.le + 1))

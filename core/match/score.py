@@ -32,7 +32,7 @@ Every piece of evidence adds a log-likelihood-ratio-like number ("this PE is tha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -52,6 +52,7 @@ ADJACENT = 1.0
 OTHER_FOOTER, OTHER_BATMAP = -8.0, -6.0
 LV_END_FOOTER = 4.0       # the LV may end after its data: weaker than a predicted bitmap
 SAMPLES_PER_CLASS = 16
+FEW_ROWS = 4              # windows sampled one by one at most (sample_rows: numpy beyond)
 CONTENT_CACHE = 1 << 18   # memoised content scores kept at most
 EXTRA_BITMAP = -4.0       # a bitmap where the VHD has no block (past its data): another VHD's
 AGREE_BEYOND = 0.2        # zero past the last block's data, in the LE where the data ends
@@ -70,6 +71,14 @@ class Score:
     @property
     def total(self) -> float:
         return self.content + self.continuity + self.adjacency
+
+    def copy(self) -> Score:
+        """A copy to adjust (dataclasses.replace's, without its cost: the memo hands out
+        scores by the hundred thousand)."""
+        return Score(*[getattr(self, name) for name in _SCORE_FIELDS])
+
+
+_SCORE_FIELDS = tuple(f.name for f in fields(Score))
 
 
 def bitmap_llr(sectors: np.ndarray, full: np.ndarray) -> np.ndarray:
@@ -94,6 +103,41 @@ def sample_sectors(bits: np.ndarray, per_class: int = SAMPLES_PER_CLASS) -> np.n
     if not pick:
         return np.zeros(0, np.int64)
     return np.unique(np.concatenate(pick))
+
+
+def sample_rows(bits: np.ndarray, valid: np.ndarray | None = None,
+                per_class: int = SAMPLES_PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
+    """sample_sectors of every row of `bits` at once (a window per row; `valid`: the first
+    so many sectors of a shorter row's window): (samples per row, their sector indices, row after
+    row, each row's in increasing order, as sample_sectors gives them). A continuity check
+    scores many candidates, each with its own bitmap window; one call per window was the
+    matcher's largest Python cost on a large SR of alike VDIs."""
+    bits = np.asarray(bits, dtype=bool)
+    n, m = bits.shape
+    if n <= FEW_ROWS:
+        picks = [sample_sectors(b if valid is None else b[v], per_class)
+                 for b, v in zip(bits, bits if valid is None else valid)]
+        return (np.array([len(p) for p in picks], np.int64),
+                np.concatenate(picks).astype(np.int64) if picks else np.zeros(0, np.int64))
+    if valid is None:
+        valid = np.ones_like(bits)
+    picks, takes = [], []
+    j = np.arange(per_class)
+    for cls in (bits & valid, ~bits & valid):
+        where = np.flatnonzero(cls)          # row after row: each row's class in order
+        count = cls.sum(axis=1)
+        start = np.cumsum(count) - count
+        k = np.minimum(per_class, count)
+        # the rank of each pick among its row's class, as sample_sectors spreads them
+        rank = (j[None, :] * (count[:, None] - 1)) // np.maximum(1, k - 1)[:, None]
+        take = j[None, :] < k[:, None]
+        at = np.where(take, start[:, None] + rank, 0)
+        picks.append(np.where(take, where[at] % m if len(where) else m, m))
+        takes.append(take)
+    both = np.sort(np.concatenate(picks, axis=1), axis=1)
+    counts = np.concatenate(takes, axis=1).sum(axis=1)
+    keep = np.arange(both.shape[1])[None, :] < counts[:, None]
+    return counts, both[keep].astype(np.int64)
 
 
 def continuity_llr(written: np.ndarray, present: np.ndarray, telling, zero_weight: float
@@ -126,7 +170,8 @@ class Scorer:
         self.D = data_offset
         self.E = extent_bytes
         self._bitmaps: dict[int, bytes] = {}
-        self._content: dict[tuple, tuple] = {}
+        self._content: dict[tuple, float] = {}
+        self._kinds: dict[int, tuple] = {}
         self._continuity: dict[tuple, tuple] = {}
         # a bitmap where the VHD has no block (past its data): another VHD's, on a disk whose
         # extents held nothing before; not once stale bytes were measured (distrust_past_data)
@@ -195,36 +240,70 @@ class Scorer:
         """Content evidence of `pe` as the LE `slot` predicts (content_many of one PE)."""
         return float(self.content_many(slot, np.array([pe]), uid, features)[0])
 
-    def content_many(self, slot: SlotPrediction, pes, uid: bytes, features) -> np.ndarray:
-        """Content evidence of each of `pes` as the LE `slot` predicts, memoised per PE (the
-        same pairs come back in every search round; the slot is kept with the value so its
-        id stays unique); what is not known is read and scored in one batch."""
+    def content_many(self, slot: SlotPrediction, pes, uid: bytes | list[bytes], features
+                     ) -> np.ndarray:
+        """Content evidence of each of `pes` as the LE `slot` predicts, memoised per PE and
+        kind of slot (slot_kind: the same LE of alike VDIs predicts the same, and a large SR
+        of alike VDIs scores the same extents for each of them); what is not known is read
+        and scored in one batch. The VHD's unique id counts only for a slot that predicts its
+        footer, and for an extent that ends with a footer, as: is it this VHD's own
+        (_content_of); elsewhere the kind and the PE decide. `uid`: the VHD's, or one per
+        PE (slots of one kind of VDIs alike)."""
         pes = np.asarray(pes, dtype=np.int64).reshape(-1)
         out = np.empty(len(pes))
-        todo = []
-        for k, pe in enumerate(pes.tolist()):
-            hit = self._content.get((id(slot), pe, uid))
-            if hit is not None and hit[0] is slot:
-                out[k] = hit[1]
+        todo, keys = [], []
+        kind = self.slot_kind(slot, features)
+        anyone = slot.footer_offset is None
+        uids = [uid] * len(pes) if isinstance(uid, bytes) else list(uid)
+        for k, (pe, tail, u) in enumerate(zip(pes.tolist(), features.tail_footer[pes].tolist(),
+                                              uids)):
+            # (whose footer ends the extent counts only as: is it this VHD's own)
+            key = (kind, pe, u if not anyone else
+                   bool(tail) and features.tail_uid[pe].tobytes() == u)
+            hit = self._content.get(key)
+            if hit is not None:
+                out[k] = hit
             else:
                 todo.append(k)
+                keys.append(key)
         if todo:
             if len(self._content) > CONTENT_CACHE:
                 self._content.clear()
             rows = np.asarray(todo)
-            values = self._content_of(slot, pes[rows], uid, features)
+            values = self._content_of(slot, pes[rows], uid if isinstance(uid, bytes)
+                                      else b"".join(uids[k] for k in todo), features)
             out[rows] = values
-            for pe, value in zip(pes[rows].tolist(), values.tolist()):
-                self._content[(id(slot), pe, uid)] = (slot, value)
+            for key, value in zip(keys, values.tolist()):
+                self._content[key] = value
         return out
+
+    def slot_kind(self, slot: SlotPrediction, features) -> tuple:
+        """What _content_of reads of a slot, as a key (kept per slot object: predictions are
+        not changed once made, a VDI's is replaced)."""
+        hit = self._kinds.get(id(slot))
+        if hit is not None and hit[0] is slot:
+            return hit[1]
+        allowed = slot.batmap_allowed
+        kind = (id(features), slot.bitmap_offsets.astype(np.int64).tobytes(),
+                np.asarray(slot.full, np.int8).tobytes(),
+                slot.absent_offsets.astype(np.int64).tobytes(), slot.le1_batmap,
+                None if allowed is None else (len(allowed), np.packbits(allowed).tobytes()),
+                slot.lv_end_possible, slot.footer_bonus, slot.footer_offset, slot.tail_cover)
+        if len(self._kinds) > CONTENT_CACHE:
+            self._kinds.clear()
+        self._kinds[id(slot)] = (slot, kind)
+        return kind
 
     def _content_of(self, slot: SlotPrediction, pes: np.ndarray, uid: bytes, features
                     ) -> np.ndarray:
+        """content_many of PEs not known yet; `uid`: the VHD's unique id, or the ids of
+        the PEs' VHDs one after the other."""
         base = self.D + pes * self.E
         n = len(pes)
         total = self.bitmap_fit(slot, pes)
         tail = features.tail_footer[pes].astype(bool)
-        own = tail & (features.tail_uid[pes] == np.frombuffer(uid, np.uint8)).all(axis=1)
+        uid = np.frombuffer(uid, np.uint8).reshape(-1, 16)
+        own = tail & (features.tail_uid[pes] == uid).all(axis=1)
         # (an extent ending with this VHD's own footer is its last: bitmaps past its data
         # there are a previous occupant's, e.g. a deleted VDI's, not a rival's)
         rows = np.flatnonzero(~own) if slot.lv_end_possible else np.arange(n)
@@ -245,9 +324,21 @@ class Scorer:
         if slot.footer_offset is not None:
             ftr = self.reader.gather(base + slot.footer_offset, SECTOR)
             ok = (ftr[:, :8] == np.frombuffer(S.HD_COOKIE, np.uint8)).all(axis=1) \
-                & (ftr[:, 68:84] == np.frombuffer(uid, np.uint8)).all(axis=1)
+                & (ftr[:, 68:84] == uid).all(axis=1)
             total += np.where(ok, FOOTER_OK, FOOTER_BAD)
         return total
+
+    @staticmethod
+    def content_cap(slot: SlotPrediction) -> float:
+        """The most content evidence any extent can have as the LE `slot` predicts: every
+        bitmap good (and all ones where the batmap says full), the batmap header, our own
+        footer where the LV may end, the predicted footer; every other term of _content_of
+        only takes away. A bound that refutes candidates before their content is read."""
+        full = np.asarray(slot.full)
+        return float(len(slot.bitmap_offsets) * BITMAP_GOOD + FULL_OK * int((full == 1).sum())
+                     + (BATMAP_HDR if slot.le1_batmap else 0.0)
+                     + (LV_END_FOOTER if slot.footer_bonus else 0.0)
+                     + (FOOTER_OK if slot.footer_offset is not None else 0.0))
 
     def bitmap_fit(self, slot: SlotPrediction, pes: np.ndarray) -> np.ndarray:
         """The evidence of the bitmap sectors alone: each of `pes` read as the LE `slot`
@@ -334,12 +425,16 @@ class Scorer:
 
     def continuity_many(self, straddle: Straddle, left_pes, right_pes, block_size: int,
                         sets_written_only: bool = True, beyond: int = 0,
-                        zero_weight: float = 0.0) -> tuple[np.ndarray, ...]:
+                        zero_weight: float = 0.0, memo: bool = True) -> tuple[np.ndarray, ...]:
         """_continuity_of over pairs (left_pes[k], right_pes[k]), memoised per pair; what is
-        not known is read and scored in one batch."""
+        not known is read and scored in one batch. Without `memo`, all are scored and none
+        kept (pairs looked at once, many of them: the twin review's refutation)."""
         lefts = np.asarray(left_pes, dtype=np.int64).reshape(-1)
         rights = np.broadcast_to(np.asarray(right_pes, dtype=np.int64), lefts.shape)
         n = len(lefts)
+        if not memo:
+            return self._continuity_of(straddle, lefts, np.array(rights), block_size,
+                                       sets_written_only, beyond, zero_weight)
         out = (np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
         todo, keys = [], []
         rest = (block_size, sets_written_only, beyond, zero_weight)
@@ -375,22 +470,26 @@ class Scorer:
         data. Stale data there is possible (an LV's gap is never cleared), so it only ever
         adds, never vetoes."""
         n = len(lefts)
-        bms = self.sectors(self.D + lefts * self.E + straddle.bitmap_offset)
+        # the sectors sampled follow each pair's bitmap: pairs sharing a left PE share them
+        # (each left PE's bitmap read and sampled once)
+        lone, which = np.unique(lefts, return_inverse=True)
+        bms = self.sectors(self.D + lone * self.E + straddle.bitmap_offset)
         bits = np.unpackbits(bms, axis=1)[:, : block_size // SECTOR].astype(bool)
         windows = bits[:, straddle.first_sector: straddle.first_sector + straddle.sectors]
-        # the sectors sampled follow each pair's bitmap: pairs sharing a left PE share them
-        samples: dict[bytes, np.ndarray] = {}
-        picks = []
-        for w in windows:
-            key = w.tobytes()
-            if key not in samples:
-                samples[key] = sample_sectors(w)
-            picks.append(samples[key])
-        counts = np.array([len(p) for p in picks])
+        each, picks = sample_rows(windows)
+        counts = each[which]
         row = np.repeat(np.arange(n), counts)
-        idx = np.concatenate(picks) if len(row) else np.zeros(0, np.int64)
-        present = self.reader.nonzero(self.D + rights[row] * self.E + idx * SECTOR)
-        written = windows[row, idx]
+        at = np.repeat((np.cumsum(each) - each)[which] - (np.cumsum(counts) - counts), counts)
+        idx = picks[at + np.arange(len(row))]
+        written = windows[which[row], idx]
+        offsets = self.D + rights[row] * self.E + idx * SECTOR
+        if zero_weight > 0:
+            present = self.reader.nonzero(offsets)
+        else:
+            # unwritten sectors tell nothing where zeros are not trusted (every term they
+            # add below is weighted by zero_weight): only the written ones are read
+            present = np.zeros(len(row), bool)
+            present[written] = self.reader.nonzero(offsets[written])
 
         def anyof(flags: np.ndarray) -> np.ndarray:
             return np.bincount(row, weights=flags.astype(float), minlength=n) > 0

@@ -167,7 +167,9 @@ class SearchMixin:
             columns: list[tuple[np.ndarray, np.ndarray | None]] = []
             if kinds is not None:
                 sc, extra = self._lattice_scores(kinds, chunk)
-                columns.extend((sc[:, j], extra[:, j]) for j in kinds.kind_of.tolist())
+                # (one column per kind, shared by its slots: _accepted_hits reads it once)
+                per_kind = [(sc[:, j], extra[:, j]) for j in range(sc.shape[1])]
+                columns.extend(per_kind[j] for j in kinds.kind_of.tolist())
             for v, le, sl in other:
                 col = np.zeros(len(chunk))
                 self._gathered_scores(sl, chunk, col)
@@ -291,21 +293,32 @@ class SearchMixin:
         bitmaps past the VHD's data, or None off the lattice): add the batmap header and
         LV-end footer evidence, keep the PEs scoring >= ACCEPT (a footer-only slot keeps
         them all: checked fully afterwards) in `result`, MAX_CANDIDATES per slot at most
-        over the chunks of pending PEs (`accepted` counts them)."""
+        over the chunks of pending PEs (`accepted` counts them). Slots of one kind share a
+        column: where nothing of the slot's own is added, its hits are the column's."""
+        shared: dict[int, np.ndarray] = {}
         for (v, le, sl), (sc, extra) in zip(order, columns):
             room = MAX_CANDIDATES - accepted.get((v.index, le), 0)
             if room <= 0:
                 continue
-            if sl.le1_batmap:
-                sc = sc + np.where(self.f.head_batmap[pending], BATMAP_HDR, BATMAP_HDR_MISSING)
-            if sl.lv_end_possible:
-                own = self.f.tail_footer[pending] & (self.f.tail_uid[pending] == np.frombuffer(
-                    v.anchor.uid, dtype=np.uint8)).all(axis=1)
-                if sl.footer_bonus:
-                    sc = sc + np.where(own, LV_END_FOOTER, 0.0)
-                if extra is not None:      # our own footer: bitmaps past the data are stale
-                    sc = sc - np.where(own, extra, 0.0)
-            hits = pending[sc >= ACCEPT]
+            plain = not sl.le1_batmap and not sl.lv_end_possible
+            column = id(sc)
+            hits = shared.get(column) if plain else None
+            if hits is None:
+                if sl.le1_batmap:
+                    sc = sc + np.where(self.f.head_batmap[pending], BATMAP_HDR,
+                                       BATMAP_HDR_MISSING)
+                if sl.lv_end_possible:
+                    own = self.f.tail_footer[pending] & (self.f.tail_uid[pending]
+                                                         == np.frombuffer(v.anchor.uid,
+                                                                          dtype=np.uint8)
+                                                         ).all(axis=1)
+                    if sl.footer_bonus:
+                        sc = sc + np.where(own, LV_END_FOOTER, 0.0)
+                    if extra is not None:   # our own footer: bitmaps past the data are stale
+                        sc = sc - np.where(own, extra, 0.0)
+                hits = pending[sc >= ACCEPT]
+                if plain:
+                    shared[column] = hits
             if sl.footer_offset is not None and not len(sl.bitmap_offsets):
                 hits = pending   # checked fully afterwards (one sector each)
             if len(hits):
@@ -387,6 +400,7 @@ class SearchMixin:
         """Every frontier slot's candidates (the search's, and the free PEs next to its placed
         neighbours) scored in full, with the run priors (run_interior, run_support when few)."""
         by_slot: dict[tuple[int, int], list[tuple[int, Score]]] = {}
+        todo = []
         for v, le in front:
             pes = set(cands.get((v.index, le), []))
             for nb, d in ((v.pe(le - 1), 1), (v.pe(le + 1), -1)):
@@ -395,9 +409,14 @@ class SearchMixin:
             few = len(pes) <= RUN_SUPPORT_MAX   # more candidates: what follows cannot choose
             if self._careful and not few:
                 continue    # the second look settles small contests; this one stays as it was
+            todo.append((v, le, sorted(pes), few))
+        # every slot's candidates scored in one batch (scores_rows: alike slots together)
+        rows = [(v, le, p, v.pe(le - 1), v.pe(le + 1)) for v, le, pes, _ in todo for p in pes]
+        every = iter(self.scores_rows(rows))
+        for v, le, pes, few in todo:
             scored = []
-            for p in sorted(pes):
-                s = self.score(v, le, p)
+            for p in pes:
+                s = next(every)
                 if self.run_interior(v, le, p):
                     s.adjacency += RUN_INTERIOR
                 if few:

@@ -10,12 +10,14 @@ import numpy as np
 
 from core.match.board import (
     ACCEPT, TIED, CONTINUES, FITS, WALKED, CONTESTED, CONTESTED_NOTE, WALK_NOTE, WALK_BATCH,
-    VdiState)
+    SCORE_CACHE, VdiState)
+
+WALK_FIRST = 8      # a guest-less VDI's walk steps scored at first (then as many again)
 from core.match.features import SECTOR, bitmap_likeness
 from core.match.score import (
     BATMAP_HDR, BATMAP_HDR_MISSING, CONT_CAP, FOOTER_BAD, FOOTER_OK,
     LV_END_FOOTER, Score, Scorer, bitmap_llr, continuity_llr,
-    sample_sectors)
+    sample_rows)
 from core.structs import vhd as S
 
 
@@ -105,7 +107,9 @@ class WalkMixin:
                 step.append(np.full(len(sl.bitmap_offsets), k))
                 full.append(sl.full)
         if offs:
-            secs = self.reader.gather(np.concatenate(offs), SECTOR)
+            # (through the scorer's memo of bitmap sectors: every VDI with this LE open
+            # scores the same extents' bitmaps)
+            secs = self.scorer.sectors(np.concatenate(offs))
             llr = bitmap_llr(secs, np.concatenate(full))
             content += np.bincount(np.concatenate(step), weights=llr, minlength=K)
 
@@ -158,20 +162,33 @@ class WalkMixin:
             return None
         bm_offs = np.array([self.D + (pes[k] - 1) * self.E + strad[k].straddle_out.bitmap_offset
                             for k in ks])
-        bms = self.reader.gather(bm_offs, SECTOR)
+        bms = self.scorer.sectors(bm_offs)
         nbits = v.anchor.block_size // SECTOR
         bits = np.unpackbits(bms, axis=1)[:, :nbits].astype(bool)
-        s_off, s_k, s_bit = [], [], []
-        for row, k in enumerate(ks):
-            st = strad[k].straddle_out
-            window = bits[row, st.first_sector: st.first_sector + st.sectors]
-            idx = sample_sectors(window)
-            s_off.append(self.D + pes[k] * self.E + idx * SECTOR)
-            s_k.append(np.full(len(idx), k))
-            s_bit.append(window[idx])
-        present = self.reader.nonzero(np.concatenate(s_off))
-        written = np.concatenate(s_bit)
-        kk = np.concatenate(s_k)
+        # each step's window (the straddling block's sectors in its extent), padded to one
+        # width, sampled in one call
+        first = np.array([strad[k].straddle_out.first_sector for k in ks], np.int64)
+        length = np.array([strad[k].straddle_out.sectors for k in ks], np.int64)
+        width = int(length.max())
+        # (a view of every row's windows of that width, one picked per row: no index array
+        # per sector)
+        padded = np.zeros((len(ks), max(nbits, int(first.max())) + width), bool)
+        padded[:, :nbits] = bits
+        view = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)
+        valid = np.arange(width)[None, :] < np.minimum(length, nbits - first)[:, None]
+        windows = view[np.arange(len(ks)), first] & valid
+        counts, idx = sample_rows(windows, valid)
+        rows = np.repeat(np.arange(len(ks)), counts)
+        kk = np.asarray(ks, np.int64)[rows]
+        written = windows[rows, idx]
+        offsets = self.D + np.asarray(pes, np.int64)[kk] * self.E + idx * SECTOR
+        if self.zw(v) > 0:
+            present = self.reader.nonzero(offsets)
+        else:
+            # unwritten sectors tell nothing where zeros are not trusted (Scorer.
+            # _continuity_of): only the written ones are read
+            present = np.zeros(len(rows), bool)
+            present[written] = self.reader.nonzero(offsets[written])
         n_dis = np.bincount(kk, weights=~written & present, minlength=K)
         n_w = np.bincount(kk, weights=written, minlength=K)
         n_unw = np.bincount(kk, weights=~written, minlength=K)
@@ -207,15 +224,30 @@ class WalkMixin:
             if not les:
                 return placed
             pred = v.pred
-            scores = self.score_steps(v, les, pes)
-            verdicts = [self._walk_verdict(pred.slots[j], sc) for j, sc in zip(les, scores)]
+            # without a guest, a step's score does not depend on the steps placed before it
+            # (a guest reads through them: core.match.guest): then the steps are scored a
+            # few at a time, as far as the walk goes (most walks on a large SR of alike
+            # VDIs stop after a few of WALK_BATCH steps)
+            verdicts: list[tuple] = []
+            lone = self.guest_of(v) is None
+            ahead = WALK_FIRST if lone else len(les)
+
+            def upto(n: int) -> None:
+                got = len(verdicts)
+                if n > got:
+                    n = min(len(les), max(n, got + max(ahead, got)))
+                    verdicts.extend(self._step_verdicts(v, les[got:n], pes[got:n], lone))
+
             for i, (j, p) in enumerate(zip(les, pes)):
+                upto(i + 1)
                 ok, conf, src = verdicts[i]
                 if not ok:
                     return placed
-                if conf < CONTINUES and i + 1 < len(les) and not verdicts[i + 1][0] \
-                        and self._rival_follows(v, les[i + 1], pes[i + 1]):
-                    return placed
+                if conf < CONTINUES and i + 1 < len(les):
+                    upto(i + 2)
+                    if not verdicts[i + 1][0] \
+                            and self._rival_follows(v, les[i + 1], pes[i + 1]):
+                        return placed
                 if not self._take_step(v, j, p, conf, src):
                     return placed
                 placed += 1
@@ -223,6 +255,70 @@ class WalkMixin:
                 if v.pred is not pred:      # the batmap was read: later steps rescored
                     break
             self._tick()
+
+    def _first_steps(self, v: VdiState) -> None:
+        """For a VDI without a guest, the verdicts of the first steps of every forward walk
+        walk_all is about to start from its run ends, scored in one batch and kept
+        (_step_verdicts), and the scores of every backward walk's first step (score's
+        memo): each walk then finds them instead of scoring its own (a large SR of alike
+        VDIs starts some fifteen hundred walks each way a round, most of them stopping at
+        once). Without a guest a score depends on nothing placed but what its key names.
+        Scoring is all this does; the walks decide."""
+        if self.guest_of(v) is not None:
+            return
+        les, pes = [], []
+        for le in sorted(v.placed):
+            if (le + 1) in v.placed or (le + 1) not in v.pred.slots:
+                continue
+            j, p = le, v.placed[le].pe
+            for _ in range(WALK_FIRST):
+                j, p = j + 1, p + 1
+                slot = v.pred.slots.get(j)
+                if slot is None or not slot.has_content or j in v.placed or not self.free(p) \
+                        or (not self.f.has_data[p]
+                            and (len(slot.bitmap_offsets) or slot.le1_batmap)):
+                    break
+                les.append(j)
+                pes.append(p)
+        if les:
+            self._step_verdicts(v, les, pes, True)
+        # and the first step of every backward walk (walk), into score's memo
+        rows = []
+        for le in sorted(v.placed, reverse=True):
+            nle, npe = le - 1, v.placed[le].pe - 1
+            slot = v.pred.slots.get(nle)
+            if le > 0 and nle not in v.placed and slot is not None and slot.has_content \
+                    and self.free(npe) and self.f.has_data[npe]:
+                rows.append((v, nle, npe, v.pe(nle - 1), v.placed[le].pe))
+        if rows:
+            self.scores_rows(rows)
+
+    def _step_verdicts(self, v: VdiState, les: list[int], pes: list[int], lone: bool
+                       ) -> list[tuple]:
+        """_walk_verdict of each step (LE les[k] on PE pes[k]) from score_steps. For a VDI
+        without a guest (`lone`) a step's verdict depends on nothing placed: it is kept
+        (with the prediction it was made with, the zero-fill weight and the scorer's
+        weights) and not scored again when the next round walks from the same run end (a
+        large SR of alike VDIs walks from some fifteen hundred run ends a round, most
+        stopping at once)."""
+        keys = [(v.index, j, p, self.zw(v), self.scorer.extra_bitmap,
+                 self.scorer.other_batmap) for j, p in zip(les, pes)]
+        out: list[tuple | None] = [None] * len(les)
+        if lone:
+            for k, key in enumerate(keys):
+                hit = self._verdicts.get(key)
+                if hit is not None and hit[0] is v.pred:
+                    out[k] = hit[1]
+        todo = [k for k, got in enumerate(out) if got is None]
+        if todo:
+            scores = self.score_steps(v, [les[k] for k in todo], [pes[k] for k in todo])
+            if len(self._verdicts) > SCORE_CACHE:
+                self._verdicts.clear()
+            for k, sc in zip(todo, scores):
+                out[k] = self._walk_verdict(v.pred.slots[les[k]], sc)
+                if lone:
+                    self._verdicts[keys[k]] = (v.pred, out[k])
+        return out
 
     def _take_step(self, v: VdiState, le: int, pe: int, conf: float, src: str) -> bool:
         """Place an accepted walk step; a step nothing but adjacency supports that another VDI
@@ -248,7 +344,7 @@ class WalkMixin:
         if slot is None or not len(slot.bitmap_offsets) or not 0 <= pe < self.N \
                 or not self.free(pe) or not self.f.has_data[pe]:
             return False
-        secs = self.reader.gather(self.D + pe * self.E + slot.bitmap_offsets, SECTOR)
+        secs = self.scorer.sectors(self.D + pe * self.E + slot.bitmap_offsets)
         if not (bitmap_likeness(secs) >= 0.95).all():
             return False
         return self.scorer.content(slot, pe, v.anchor.uid, self.f) < ACCEPT
@@ -289,6 +385,7 @@ class WalkMixin:
         for v in self.vdis:
             if v.pred is None or skip is not None and skip(v):
                 continue
+            self._first_steps(v)
             for le in sorted(v.placed):
                 if (le + 1) not in v.placed and (le + 1) in v.pred.slots:
                     total += self.walk_forward(v, le)
