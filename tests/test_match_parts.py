@@ -950,7 +950,7 @@ def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well(
     board.f.tail_uid[26] = np.frombuffer(b"u" * 16, np.uint8)
     v.le_count, v.footer_pe = 9, 30
     board._heads = lambda: {7: 35}
-    board._on_anothers_run = lambda v, le, q, heads, fits: q == heads[7] + le
+    board._on_anothers_run = lambda v, le, q, by_head, fits: q - le in by_head
     assert not board._fits_elsewhere(v, 5, pl)
     board._heads = lambda: {7: 36}                        # not on its run
     assert board._fits_elsewhere(v, 5, pl)

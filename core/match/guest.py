@@ -158,6 +158,7 @@ class GuestMixin:
         asked = (frozenset((le, pl.pe) for le, pl in hypo.items()), missing)
         if not hasattr(self, "_probed"):
             self._probed: dict[int, tuple] = {}
+            self._probe_crowded: set[tuple[int, int]] = set()
         if fs is not None or missing is None or self._probed.get(v.index) == asked:
             return None
         self._probed[v.index] = asked
@@ -172,7 +173,13 @@ class GuestMixin:
             if fs is not None or missing is None or missing in hypo \
                     or missing not in v.pred.slots or not len(pending):
                 break
+            # (which extents fit the LE hardly depends on the board: too many once, too many
+            # for good, and a large SR of alike guest-less VDIs is not searched again)
+            if (v.index, missing) in self._probe_crowded:
+                return None
             found = self.search_candidates([(v, missing)], pending).get((v.index, missing), [])
+            if len(found) > GUEST_PROBE_CANDIDATES:
+                self._probe_crowded.add((v.index, missing))
             if not 0 < len(found) <= GUEST_PROBE_CANDIDATES:
                 return None
             opened, onward = [], []

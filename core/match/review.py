@@ -291,8 +291,8 @@ class ReviewMixin:
         if alike and self._older_end_of(v, le, pl.pe):
             # pl.pe was v's (its own older footer ends it); an alternative on another VHD's run
             # from its head, at that VHD's own LE, is that VHD's (as in _mirrored_runs)
-            heads, fits = self._heads(), {}
-            alike = [q for q in alike if not self._on_anothers_run(v, le, q, heads, fits)]
+            by_head, fits = {h: i for i, h in self._heads().items()}, {}
+            alike = [q for q in alike if not self._on_anothers_run(v, le, q, by_head, fits)]
         if not alike or self.guest_of(v) is None \
                 or self.guest_llr(v, le, pl.pe) <= -GUEST_TIES:
             return bool(alike)
@@ -528,19 +528,19 @@ class ReviewMixin:
         (that VHD itself may have been withdrawn as a stranger: its run still explains the
         twin)."""
         heads = self._heads()
+        by_head = {h: i for i, h in heads.items()}
         fits: dict[tuple, bool] = {}
         out = set()
         for v in self.vdis:
             head = heads.get(v.index)
             for le, pl in v.placed.items():
-                if not pl.twins or pl.twins_open:
+                if not pl.twins or pl.twins_open or not all(
+                        self._on_anothers_run(v, le, q, by_head, fits) for q in pl.twins):
                     continue
                 from_head = head is not None and pl.pe == head + le and all(
                     j in v.placed and v.placed[j].pe == head + j for j in range(1, le))
-                if not from_head and not self._run_to_strong(v, le, set()) \
-                        and not self._older_end_of(v, le, pl.pe):
-                    continue
-                if all(self._on_anothers_run(v, le, q, heads, fits) for q in pl.twins):
+                if from_head or self._run_to_strong(v, le, set()) \
+                        or self._older_end_of(v, le, pl.pe):
                     out.add((v.index, le))
         return out
 
@@ -553,13 +553,14 @@ class ReviewMixin:
                 for v in self.vdis if v.pred is not None and v.anchor is not None
                 and (0 in v.placed or v.anchor.pe in stale)}
 
-    def _on_anothers_run(self, v: VdiState, le: int, q: int, heads: dict[int, int],
+    def _on_anothers_run(self, v: VdiState, le: int, q: int, by_head: dict[int, int],
                          fits: dict) -> bool:
-        """Is `q` LE `le` of another VHD's run from its own head (that VHD's LEs 1..le fit the
-        PEs after its head by content): explained as that VHD's, where lvcreate put it?"""
-        w = next((self.vdis[i] for i, h in heads.items() if h == q - le), None)
-        return w is not None and w is not v and self.run_from_head_fits(w, le, heads[w.index],
-                                                                         fits)
+        """Is `q` LE `le` of another VHD's run from its own head (`by_head`: head PE -> VDI
+        index; that VHD's LEs 1..le fit the PEs after its head by content): explained as that
+        VHD's, where lvcreate put it?"""
+        i = by_head.get(q - le)
+        w = None if i is None else self.vdis[i]
+        return w is not None and w is not v and self.run_from_head_fits(w, le, q - le, fits)
 
     @staticmethod
     def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:

@@ -184,6 +184,7 @@ class Scorer:
         # unique id -> the PE its LV ends on, where the solver placed that end (footers.
         # learn_ends): that VHD's footer on any other PE is an older end of its LV
         self.ended: dict[bytes, int] = {}
+        self.generation = 0       # bumped whenever content scores are forgotten
         # unique ids of the VHDs that may be older ones the SR no longer names (review.
         # stranger): their footers under our unwritten sectors are leftovers too
         self.stale_uids: set[bytes] = set()
@@ -204,8 +205,10 @@ class Scorer:
         return True
 
     def forget_content(self) -> None:
-        """Drop the memoised content scores (their weights or what they know changed)."""
+        """Drop the memoised content scores (their weights or what they know changed); what
+        others memoised from them is keyed by `generation`."""
         self._content.clear()
+        self.generation += 1
 
     def pe_base(self, pe: int) -> int:
         return self.D + pe * self.E

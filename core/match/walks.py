@@ -296,13 +296,14 @@ class WalkMixin:
     def _step_verdicts(self, v: VdiState, les: list[int], pes: list[int], lone: bool
                        ) -> list[tuple]:
         """_walk_verdict of each step (LE les[k] on PE pes[k]) from score_steps. For a VDI
-        without a guest (`lone`) a step's verdict depends on nothing placed: it is kept
-        (with the prediction it was made with, the zero-fill weight and the scorer's
-        weights) and not scored again when the next round walks from the same run end (a
+        without a guest (`lone`) a step's verdict depends on nothing placed but what the
+        scorer knows: it is kept (with the prediction it was made with, the zero-fill
+        weight and the scorer's generation: its weights, the LV ends and strangers it
+        knows) and not scored again when the next round walks from the same run end (a
         large SR of alike VDIs walks from some fifteen hundred run ends a round, most
         stopping at once)."""
-        keys = [(v.index, j, p, self.zw(v), self.scorer.extra_bitmap,
-                 self.scorer.other_batmap) for j, p in zip(les, pes)]
+        keys = [(v.index, j, p, self.zw(v), self.scorer.generation)
+                for j, p in zip(les, pes)]
         out: list[tuple | None] = [None] * len(les)
         if lone:
             for k, key in enumerate(keys):
