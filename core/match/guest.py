@@ -137,9 +137,10 @@ class GuestMixin:
     def _guest_by_candidates(self, v: VdiState, key: frozenset) -> GuestFs | None:
         """No guest reads through v's placements, nor through its run from the head: the
         reading stops at an LE not placed (the extent holding its MFT or group descriptors
-        fits that LE as well as an older VHD's remnant does). Each free extent that fits
-        that LE by content is tried in turn; where exactly one lets the file system open or
-        read on to a later LE, it is taken, up to GUEST_PROBE_STEPS LEs. The view is kept
+        fits that LE as well as an older VHD's remnant does). Each extent holding data that
+        fits that LE by content, whoever holds it, is tried in turn (at most
+        GUEST_PROBE_CANDIDATES); where exactly one opens the file system (else exactly one
+        lets it read on to a later LE), it is taken, up to GUEST_PROBE_STEPS LEs. The view is kept
         only when the guest's own self-identifying structures verify in the extents so
         chosen (GUEST_CLAIM), as for _guest_by_run. VHDs in no chain only: a parent's file
         system lives on in its children's blocks (their extents hold newer copies of the
@@ -153,7 +154,7 @@ class GuestMixin:
         hypo = {le: replace(pl, confidence=1.0) for le, pl in v.placed.items()
                 if le == 0 or not pl.weak}
         fs, missing = self._open_through(v, hypo)
-        # once per question (the search over the free extents is not repeated while the
+        # once per question (the search over the extents is not repeated while the
         # placements it starts from are the same)
         asked = (frozenset((le, pl.pe) for le, pl in hypo.items()), missing)
         if not hasattr(self, "_probed"):
