@@ -159,7 +159,7 @@ class GuestMixin:
         asked = (frozenset((le, pl.pe) for le, pl in hypo.items()), missing)
         if not hasattr(self, "_probed"):
             self._probed: dict[int, tuple] = {}
-            self._probe_crowded: set[tuple[int, int]] = set()
+            self._probe_crowded: set[tuple[int, int, int]] = set()
         if fs is not None or missing is None or self._probed.get(v.index) == asked:
             return None
         self._probed[v.index] = asked
@@ -174,13 +174,15 @@ class GuestMixin:
             if fs is not None or missing is None or missing in hypo \
                     or missing not in v.pred.slots or not len(pending):
                 break
-            # (which extents fit the LE hardly depends on the board: too many once, too many
-            # for good, and a large SR of alike guest-less VDIs is not searched again)
-            if (v.index, missing) in self._probe_crowded:
+            # (which extents fit the LE hardly depends on the board, only on the scorer's
+            # weights: too many once, too many until they change, and a large SR of alike
+            # guest-less VDIs is not searched again round after round)
+            crowded = (v.index, missing, self.scorer.generation)
+            if crowded in self._probe_crowded:
                 return None
             found = self.search_candidates([(v, missing)], pending).get((v.index, missing), [])
             if len(found) > GUEST_PROBE_CANDIDATES:
-                self._probe_crowded.add((v.index, missing))
+                self._probe_crowded.add(crowded)
             if not 0 < len(found) <= GUEST_PROBE_CANDIDATES:
                 return None
             opened, onward = [], []
