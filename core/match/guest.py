@@ -124,10 +124,16 @@ class GuestMixin:
             probe.append(le)
         if not probe:
             return None
-        h = copy.copy(v)
-        h.placed = hypo
-        fs = open_guest(lambda off, n: self.read_virtual(h, off, n), int(a.current_size))
-        if fs is None:
+        fs, _ = self._open_through(v, hypo)
+        return self._verified(v, key, fs, hypo, probe)
+
+    def _verified(self, v: VdiState, key: frozenset, fs: GuestFs | None, hypo: dict,
+                  probe: list[int]) -> GuestFs | None:
+        """`fs`, read through the hypothetical placements `hypo`, if the guest's own
+        self-identifying structures verify in the probed LEs' extents (GUEST_CLAIM over
+        them): a random or stale extent holds none of this guest's at the places its file
+        system says. Else None."""
+        if fs is None or not probe:
             return None
         self._guest[v.index] = (key, fs)
         found = sum(max(0.0, self.guest_llr(v, le, hypo[le].pe)) for le in probe)
@@ -168,11 +174,11 @@ class GuestMixin:
         # alike file system as well (NTFS records are numbered by place, not by volume), so
         # only one that opens among all of them is taken, the true one held by another VDI
         # included (seed reused-23)
-        pending = np.setdiff1d(np.flatnonzero(self.f.has_data), np.array(
+        pool = np.setdiff1d(np.flatnonzero(self.f.has_data), np.array(
             [pl.pe for pl in hypo.values()], np.int64))
         for _ in range(GUEST_PROBE_STEPS):
             if fs is not None or missing is None or missing in hypo \
-                    or missing not in v.pred.slots or not len(pending):
+                    or missing not in v.pred.slots or not len(pool):
                 break
             # (which extents fit the LE hardly depends on the board, only on the scorer's
             # weights: too many once, too many until they change, and a large SR of alike
@@ -180,7 +186,7 @@ class GuestMixin:
             crowded = (v.index, missing, self.scorer.generation)
             if crowded in self._probe_crowded:
                 return None
-            found = self.search_candidates([(v, missing)], pending).get((v.index, missing), [])
+            found = self.search_candidates([(v, missing)], pool).get((v.index, missing), [])
             if len(found) > GUEST_PROBE_CANDIDATES:
                 self._probe_crowded.add(crowded)
             if not 0 < len(found) <= GUEST_PROBE_CANDIDATES:
@@ -202,14 +208,9 @@ class GuestMixin:
             q, fs, missing_next = ok[0]
             hypo[missing] = Placement(q, 1.0, "probe")
             probe.append(missing)
-            pending = pending[pending != q]
+            pool = pool[pool != q]
             missing = missing_next
-        if fs is None or not probe:
-            return None
-        self._guest[v.index] = (key, fs)
-        found_llr = sum(max(0.0, self.guest_llr(v, le, hypo[le].pe)) for le in probe)
-        self._guest.pop(v.index, None)
-        return fs if found_llr >= GUEST_CLAIM else None
+        return self._verified(v, key, fs, hypo, probe)
 
     def _open_through(self, v: VdiState, placed: dict) -> tuple[GuestFs | None, int | None]:
         """The guest file system read through `placed` (v's LEs as given, whatever their
