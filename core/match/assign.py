@@ -63,6 +63,10 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
         self.owner = owner
         self.scorer = Scorer(reader, data_offset, extent_bytes, None)
         self.scorer.anchored_uids = {v.anchor.uid for v in vdis if v.anchor is not None}
+        # VHDs whose current footer ends more than one extent (sm's inflate and deflate
+        # leave copies where the LV ended before): any copy may be a leftover
+        self.scorer.repeated_ends = {v.anchor.uid for v in vdis if v.anchor is not None
+                                     and self.repeated_end(v)}
         self.ticker = ticker
         self.findings: list[Finding] = []
         self.sig_good: np.ndarray | None = None
@@ -148,6 +152,7 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
         self.review_confidence()
         if self.image_stale():
             self.settle()
+        self.uncross()
         for v in self.vdis:
             for le, pes in sorted(v.ambiguous.items()):
                 elsewhere = {pl.pe for pl in v.placed.values()}

@@ -84,6 +84,21 @@ class FooterMixin:
                 same.append(p)
         return same, old
 
+    def repeated_end(self, v: VdiState) -> bool:
+        """Does v's current footer, byte for byte as the copy at offset 0 has it (libvhd
+        writes both together, `vhd_write_footer`), end more than one extent? All but one are
+        older ends of its LV (sm's inflate and deflate leave them; the footer holds no
+        physical size). A copy of another size is older by its size (`vhd-util resize`), one
+        of another hidden flag by that (sm hides a snapshot's base copy, `vhd-util set -f
+        hidden`, and every footer written after says so)."""
+        same, _ = self._footer_copies(v)
+        if len(same) < 2:
+            return False
+        tails = self.reader.gather(self.D + np.asarray(same, np.int64) * self.E + self.E - SECTOR,
+                                   SECTOR)
+        return sum(bool(S.parse_footer(t.tobytes()).hidden) == v.anchor.hidden
+                   for t in tails) > 1
+
     def _stale_head_at(self, p: int, uid: bytes) -> VdiState | None:
         """The VDI whose LE 0 is placed on `p` by its structure alone, where the footer of
         VHD `uid` has overwritten that head's BAT (reconstruct._overwritten_heads)."""
@@ -180,8 +195,11 @@ class FooterMixin:
             # last sector says: ends of the LV before its data grew (deflated then), whose
             # footer sector no block has covered since
             before = {pl.pe for le, pl in v.placed.items() if le < last}
+            # (copies another VDI holds now count: a deflate freed them, another LV took them
+            # and left our footer where its guest never wrote, seed snapshots-41)
             end = self._end_among_copies(v, free, set(copies) - before) \
-                if (len(free) > 1 or own) and all(p in before for p in own) else None
+                if (len(free) > 1 or own or len(set(copies) - before) > 1) \
+                and all(p in before for p in own) else None
             if end is not None:
                 q, deflated, note = end
                 self._claim(v, deflated, q, FITS, "vhd-match", note)

@@ -20,6 +20,8 @@ STALE_HEAD_NOTE = ("an older VHD's head survived in sectors its guest never wrot
                    "its run, its bitmaps, continuity and guest tie it")
 STALE_HEAD_RUN_NOTE = ("an older VHD's head survived in sectors its guest never wrote; its "
                        "bitmaps there, inside its LV's one run from head to footer")
+UNCROSSED_NOTE = ("swapped with {other}'s LE {le}: two alike disks fit each other's extents by "
+                  "content and continuity; each extent lies between its own VDI's neighbours")
 SECOND_LOOK_ROUNDS = 12     # careful rounds of the second look at most
 TWINS_KEPT = 4              # twins a guest must outdo that are looked for per placement
 TWIN_BATCH = 4              # candidates scored at once when looking for twins, at first
@@ -373,6 +375,48 @@ class ReviewMixin:
         pl.confidence, pl.source, pl.note, pl.twins = FITS, "vhd-match", None, ()
         pl.twins_open = False
         return True
+
+    def uncross(self) -> int:
+        """Two VDIs whose same LE sits each on the extent between the other's neighbours:
+        v's LE l-1 and l+1 on PEs a and a+2, w's LE l on a+1, and w's LE l-1 and l+1 around
+        v's LE l. Alike disks (one tool formatted both: the same structures at the same
+        virtual sectors, the same allocation order) fit each other's extents by bitmaps and by
+        continuity, so which VDI's search ran first decided (seed reused-23, crossed at 0.97
+        while a stale head held one of the extents). LVM gave each its run; the crossed
+        reading leaves both a gap at exactly the other's PE. Swapped where each extent's
+        content fits the other LE as well; returns the pairs swapped."""
+        held = {pl.pe: (v, le) for v in self.vdis for le, pl in v.placed.items()}
+        swapped = 0
+        for v in self.vdis:
+            if v.pred is None or v.metadata_map:
+                continue
+            for le in sorted(v.placed):
+                pl = v.placed.get(le)
+                q = self._between_neighbours(v, le)
+                if pl is None or q is None or q == pl.pe or pl.source in ("metadata", "manual"):
+                    continue
+                w, wle = held.get(q, (None, None))
+                if w is None or w is v or wle != le or w.metadata_map \
+                        or w.placed[le].source in ("metadata", "manual") \
+                        or self._between_neighbours(w, le) != pl.pe:
+                    continue
+                if self.scorer.content(v.pred.slots[le], q, v.anchor.uid, self.f) < ACCEPT \
+                        or self.scorer.content(w.pred.slots[le], pl.pe, w.anchor.uid,
+                                               self.f) < ACCEPT:
+                    continue
+                mine, theirs = pl, w.placed[le]
+                for x, p, old, y in ((v, q, mine, w), (w, mine.pe, theirs, v)):
+                    x.placed.pop(le)
+                    self.place(x, le, p, old.confidence, old.source, UNCROSSED_NOTE.format(
+                        other=y.lv_name or y.anchor.uid_str, le=le), weak=old.weak)
+                held[q], held[mine.pe] = (v, le), (w, le)
+                swapped += 1
+        return swapped
+
+    def _between_neighbours(self, v: VdiState, le: int) -> int | None:
+        """The PE between v's LE le-1 and LE le+1 where they lie two PEs apart, else None."""
+        a, b = v.pe(le - 1), v.pe(le + 1)
+        return a + 1 if a is not None and b is not None and b == a + 2 else None
 
     def _wanted_elsewhere(self) -> dict[int, int]:
         """PE -> a VDI with an open LE (bitmaps predicted, not placed) that the PE fits by

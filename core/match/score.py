@@ -188,6 +188,9 @@ class Scorer:
         # unique ids of the VHDs that may be older ones the SR no longer names (review.
         # stranger): their footers under our unwritten sectors are leftovers too
         self.stale_uids: set[bytes] = set()
+        # unique ids whose footer ends more than one extent: all but one are older ends of
+        # their LV (inflate, resize, deflate leave them), so any copy may be a leftover
+        self.repeated_ends: set[bytes] = set()
 
     def distrust_past_data(self) -> bool:
         """On a disk with a previous life the sectors past a VHD's data keep whatever the extent
@@ -364,7 +367,10 @@ class Scorer:
         whose head was found may be its LV end, unless its end was placed on another PE
         (`ended`): then it is an older end of that LV, which sm's inflate and `vhd-util
         resize` leave behind and a deflate frees (issue 10 premise 2); or unless that VHD
-        may be an older one the SR no longer names (`stale_uids`). Past our data (no
+        may be an older one the SR no longer names (`stale_uids`), or unless its footer
+        ends more than one extent (`repeated_ends`: at most one of them is its end, and
+        which one is what is being decided: a copy our guest never wrote over cannot say
+        "not this LE", seed thin-11). Past our data (no
         block of ours there) any footer may be the LV's end; there it still says "not this
         LE"."""
         out = np.where(other, OTHER_FOOTER, 0.0)
@@ -374,7 +380,7 @@ class Scorer:
         def stale(r: int) -> bool:
             uid = tail_uids[r].tobytes()
             return uid not in self.anchored_uids or uid in self.stale_uids \
-                or self.ended.get(uid, pes[r]) != pes[r]
+                or uid in self.repeated_ends or self.ended.get(uid, pes[r]) != pes[r]
         # (few rows end with another VHD's footer: only theirs are looked up)
         rows = np.array([r for r in np.flatnonzero(other).tolist() if stale(r)], np.int64)
         if not len(rows):
