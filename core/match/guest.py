@@ -465,16 +465,46 @@ class GuestMixin:
             return True
         if self.stranger(w) and not self._on_run_of(w, le, pe) and mine > -GUEST_TIES \
                 and 0 in w.placed and w.placed[0].pe + le != pe \
-                and self.owner[w.placed[0].pe + le] == FREE \
+                and w.placed[0].pe + le < self.N \
+                and (self.owner[w.placed[0].pe + le] == FREE or self._on_own_run(v, le, pe)) \
                 and self.run_from_head_fits(w, le, w.placed[0].pe, held_pass=True):
             # an older VHD whose run from its head is still there up to LE `le` (what no
-            # later LV took fits its LEs; its LE `le` free, where lvcreate put it): `pe`,
-            # away from that run, is not its LE `le`
+            # later LV took fits its LEs; its LE `le` free, where lvcreate put it, or taken
+            # by a later LV while v's own run reaches `pe`): `pe`, away from that run, is not
+            # its LE `le` (resized seed 29)
+            return True
+        if self._on_own_run(v, le, pe) and not self._on_run_of(w, le, pe) \
+                and self._own_run_extent(w, le, pe) is not None and mine > -GUEST_TIES:
+            # each on its own run: v's evidence-placed LE at pe's distance, and w's LE `le`
+            # where its own placed LEs put it, free and fitting there (two LVs extended in
+            # turns, each LE fitting both by layout: resized seed 17)
             return True
         # both guests read (two alike disks, or a parent and its child whose bitmaps sit at
         # the same places): v's finds its own structures there (GUEST_CLAIM), w's far less
         return self.guest_of(w) is not None and mine >= GUEST_CLAIM \
             and self.guest_llr(w, le, pe) <= mine - GUEST_CLAIM
+
+    @staticmethod
+    def _on_own_run(v: VdiState, le: int, pe: int) -> bool:
+        """Is `pe` at LE `le`'s distance from one of v's other LEs that evidence placed (SURE
+        or more, or its head)?"""
+        return any(j != le and p.pe - j == pe - le and (j == 0 or p.confidence >= SURE)
+                   for j, p in v.placed.items())
+
+    def _own_run_extent(self, w: VdiState, le: int, pe: int) -> int | None:
+        """A free extent other than `pe` at LE `le`'s distance from one of w's LEs evidence
+        placed, whose content fits w's LE `le`: where w's own run puts that LE."""
+        slot = w.pred.slots.get(le)
+        if slot is None:
+            return None
+        for j, p in w.placed.items():
+            q = p.pe + le - j
+            if j == le or q == pe or not 0 <= q < self.N or self.owner[q] != FREE \
+                    or not (j == 0 or p.confidence >= SURE):
+                continue
+            if self.scorer.content(slot, q, w.anchor.uid, self.f) >= ACCEPT:
+                return q
+        return None
 
     @staticmethod
     def _on_run_of(w: VdiState, le: int, pe: int) -> bool:

@@ -362,19 +362,23 @@ class ReviewMixin:
         mine = self.guest_llr(v, le, pl.pe)
         if mine < GUEST_TIES:
             return False
-        if pl.twins_open and len(pl.twins) < TWINS_KEPT:
-            # looked for one twin while v had no guest: its guest must outdo all of them
-            pending = self.pending()
-            found = self.search_candidates([(v, le)], pending).get((v.index, le), [])
-            more = self._twins(v, le, pl, [q for q in found if q not in pl.twins],
-                               TWINS_KEPT - len(pl.twins))
-            pl.twins = pl.twins + tuple(more)
-            pl.twins_open = len(pl.twins) >= TWINS_KEPT
+        self._complete_twins(v, le, pl)     # its guest must outdo all of them
         if any(self.guest_llr(v, le, q) > mine - GUEST_TIES for q in pl.twins):
             return False
         pl.confidence, pl.source, pl.note, pl.twins = FITS, "vhd-match", None, ()
         pl.twins_open = False
         return True
+
+    def _complete_twins(self, v: VdiState, le: int, pl: Placement) -> None:
+        """Where one twin was looked for (v had no guest then), look for the rest, up to
+        TWINS_KEPT: whatever decides between twins must explain all of them."""
+        if not pl.twins_open or len(pl.twins) >= TWINS_KEPT:
+            return
+        found = self.search_candidates([(v, le)], self.pending()).get((v.index, le), [])
+        more = self._twins(v, le, pl, [q for q in found if q not in pl.twins],
+                           TWINS_KEPT - len(pl.twins))
+        pl.twins = pl.twins + tuple(more)
+        pl.twins_open = len(pl.twins) >= TWINS_KEPT
 
     def uncross(self) -> int:
         """Two VDIs whose same LE sits each on the extent between the other's neighbours:
@@ -570,15 +574,25 @@ class ReviewMixin:
         pairing would leave both VHDs a gap at exactly the other's offset. Typically a live
         VDI beside an older VHD's remnants whose head survived in extents nothing reused
         (that VHD itself may have been withdrawn as a stranger: its run still explains the
-        twin)."""
+        twin). And placements at their LE's distance inside an LV known to be one run from
+        its head to its footer (_one_run), whatever their twins are."""
         heads = self._heads()
         by_head = {h: i for i, h in heads.items()}
         fits: dict[tuple, bool] = {}
         out = set()
         for v in self.vdis:
             head = heads.get(v.index)
+            run = self._one_run(v)
             for le, pl in v.placed.items():
-                if not pl.twins or pl.twins_open or not all(
+                if not pl.twins:
+                    continue
+                if run is not None and run[0] < pl.pe == run[0] + le < run[1]:
+                    # its LV one run from head to footer: no other LV's extent inside it,
+                    # whoever's remnant the twins are (snapshots seed 30)
+                    out.add((v.index, le))
+                    continue
+                self._complete_twins(v, le, pl)     # (a disk with no guest: one was looked for)
+                if pl.twins_open or not all(
                         self._on_anothers_run(v, le, q, by_head, fits) for q in pl.twins):
                     continue
                 from_head = head is not None and pl.pe == head + le and all(
