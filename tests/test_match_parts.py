@@ -120,7 +120,7 @@ def _guest_board(llr: dict, guests: set, strangers: set = frozenset(), checked: 
 
 def test_a_rival_is_dismissed_only_by_guest_evidence():
     from core.match.guest import GUEST_CLAIM, GUEST_TIES
-    v, w = NS(name="v"), NS(name="w", anchor=NS(pe=40), placed={})
+    v, w = NS(name="v", placed={}), NS(name="w", anchor=NS(pe=40), placed={})
     # w's own guest says the extent is not its LE 2
     assert _guest_board({("w", 2, 7): -GUEST_TIES}, {"v", "w"}).no_rival(v, w, 2, 7)
     # w a possible stranger (no guest of its own): v's guest must find itself there
@@ -147,15 +147,17 @@ def test_a_rival_is_dismissed_only_by_guest_evidence():
 def test_an_older_vhd_whose_run_from_its_head_is_still_there_needs_no_other_extent():
     """w, a possible stranger, has its head on PE 40 and its run after it still there up to
     LE 2 (PE 42 free): PE 7 is not its LE 2, even where v's guest says nothing; not where
-    v's guest denies PE 7, the run does not fit, or its LE 2's extent is another VDI's now."""
+    v's guest denies PE 7, the run does not fit, or its LE 2's extent is another VDI's now,
+    unless v's own run reaches PE 7 (its LE 1 on PE 6, placed by evidence: resized seed 29's
+    older VHD, whose LE 2 a later LV took)."""
     from core.match.guest import GUEST_TIES
-    v, w = NS(name="v", index=0), NS(name="w", index=1, anchor=NS(pe=40),
-                                       placed={0: Placement(40, 1.0, "vhd-match")})
+    v, w = NS(name="v", index=0, placed={}), NS(name="w", index=1, anchor=NS(pe=40),
+                                                placed={0: Placement(40, 1.0, "vhd-match")})
     runs = {("w", 2, 40)}
 
     def board(llr=None):
         b = _guest_board(llr or {}, {"v"}, {"w"})
-        b.owner = np.full(64, -1)
+        b.owner, b.N = np.full(64, -1), 64
         b.run_from_head_fits = lambda x, le, head, memo=None, held_pass=False: \
             held_pass and (x.name, le, head) in runs
         return b
@@ -169,6 +171,38 @@ def test_an_older_vhd_whose_run_from_its_head_is_still_there_needs_no_other_exte
     b = board()
     b.owner[42] = 3
     assert not b.no_rival(v, w, 2, 7)
+    v.placed = {1: Placement(6, FITS, "vhd-match")}
+    assert b.no_rival(v, w, 2, 7)
+    v.placed = {1: Placement(6, WALKED, "adjacency")}      # a prior placed it: not v's run
+    assert not b.no_rival(v, w, 2, 7)
+
+
+def test_each_vdi_on_its_own_run_is_no_rival_of_the_other():
+    """Two LVs extended in turns (resized seed 17): v's LE 7 walked onto PE 41 before its
+    LE 9 on PE 43; w's LE 7 is open, and PE 41 fits it by layout as well, but w's own LE 9
+    (PE 36) puts its LE 7 on PE 34, free and fitting. Each is on its own run: no rival. Not
+    where w's extent there is taken or does not fit, or where pe is on a run of w's."""
+    v = NS(name="v", index=0, placed={9: Placement(43, TIED, "vhd-match"),
+                                      7: Placement(41, WALKED, "adjacency")})
+    w = NS(name="w", index=1, anchor=NS(pe=1, uid=b"w" * 16), pred=NS(slots={7: "slot 7"}),
+           placed={0: Placement(1, 1.0, "vhd-match"), 9: Placement(36, TIED, "vhd-match")})
+    fits = {34}
+
+    def board():
+        b = _guest_board({}, {"v", "w"})
+        b.owner, b.N, b.f = np.full(64, -1), 64, None
+        b.scorer = NS(content=lambda slot, pe, uid, f: 6.0 if pe in fits else -4.0)
+        return b
+
+    assert board().no_rival(v, w, 7, 41)
+    b = board()
+    b.owner[34] = 2
+    assert not b.no_rival(v, w, 7, 41)
+    fits.clear()
+    assert not board().no_rival(v, w, 7, 41)
+    fits.add(34)
+    w.placed[6] = Placement(40, TIED, "vhd-match")       # PE 41 on w's run after its LE 6
+    assert not board().no_rival(v, w, 7, 41)
 
 
 def test_a_contest_over_is_a_walk_step_unless_the_guest_ties_it():
@@ -794,9 +828,27 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
     v.placed[2].twins = (22, 35)               # a twin nobody's run explains
     assert Board()._mirrored_runs() == {(0, 1), (0, 3)}
     v.placed[2].twins = (22,)
-    v.placed[2].twins_open = True              # more twins may exist
+    v.placed[2].twins_open = True              # more twins may exist: looked for first
+    found = {(0, 2): [22, 35]}
+    Board.search_candidates = lambda self, slots, pool: found
+    Board.pending = lambda self: np.arange(100)
+    Board._twins = lambda self, v, le, pl, cands, k: cands[:k]
+    assert (0, 2) not in Board()._mirrored_runs()       # 35: a twin nobody's run explains
+    v.placed[2].twins, v.placed[2].twins_open = (22,), True
+    found[(0, 2)] = [22]                                # w's alone: mirrored
+    assert (0, 2) in Board()._mirrored_runs()
+    assert not v.placed[2].twins_open
+    # v's LV known to be one run from its head to its footer (sm's full length after the
+    # head, footer placed by evidence): inside it, whoever's the twins are (snapshots 30)
+    v.placed[2].twins = (22, 35)
     assert (0, 2) not in Board()._mirrored_runs()
-    v.placed[2].twins_open = False
+    v.le_count, v.footer_pe, v.placed[4] = 5, 14, Placement(14, 0.8, "vhd-match")
+    assert (0, 2) in Board()._mirrored_runs()
+    v.placed[4] = Placement(14, 0.6, "adjacency")          # an end a prior placed: no
+    assert (0, 2) not in Board()._mirrored_runs()
+    del v.placed[4]
+    v.le_count = v.footer_pe = None
+    v.placed[2].twins = (22,)
     v.placed[3] = Placement(40, 0.7, "adjacency", "x", True)   # off v's run
     v.placed[3].twins = (23,)
     assert Board()._mirrored_runs() == {(0, 1), (0, 2)}
