@@ -98,12 +98,18 @@ def test_weak_run_is_held_only_by_a_tied_neighbour_run():
     assert not ReviewMixin._run_to_strong(v, 5, set())      # alone on PE 30
 
 
-def _guest_board(llr: dict, guests: set, strangers: set = frozenset(), checked: set = frozenset()):
+def _guest_board(llr: dict, guests: set, strangers: set = frozenset(), checked: set = frozenset(),
+                 scores: dict | None = None):
     """A stand-in solver for the guest rules: guest_llr from a table {(vdi, le, pe): value},
-    the VDIs whose guest reads, the possible strangers, the placements their guest checked."""
+    the VDIs whose guest reads, the possible strangers, the placements their guest checked,
+    the full scores where given (else no evidence)."""
     from core.match.guest import GuestMixin
+    from core.match.score import Score
 
     class Board(GuestMixin, ReviewMixin):
+        def score(self, v, le, pe):
+            return (scores or {}).get((v.name, le, pe), Score())
+
         def guest_checked(self, v, le, pe):
             return (v.name, le, pe) in checked
 
@@ -142,6 +148,15 @@ def test_a_rival_is_dismissed_only_by_guest_evidence():
     assert _guest_board(both, {"v", "w"}).no_rival(v, w, 2, 7)
     close = {("v", 2, 7): GUEST_CLAIM + 3, ("w", 2, 7): 4.0}
     assert not _guest_board(close, {"v", "w"}).no_rival(v, w, 2, 7)
+    # the data of w's placed neighbour does not go on into PE 7 (label-gone seed 1): no rival,
+    # whatever the guests say; continuity that is only its guest's word does not count
+    from core.match.score import Score
+    against = {("w", 2, 7): Score(continuity=-4.8, informative=True)}
+    assert _guest_board({}, {"v"}, scores=against).no_rival(v, w, 2, 7)
+    weak = {("w", 2, 7): Score(continuity=-1.0, informative=True)}
+    assert not _guest_board({}, {"v"}, scores=weak).no_rival(v, w, 2, 7)
+    guest_only = {("w", 2, 7): Score(continuity=-4.8, informative=True, guest=-4.8)}
+    assert not _guest_board({}, {"v"}, scores=guest_only).no_rival(v, w, 2, 7)
 
 
 def test_an_older_vhd_whose_run_from_its_head_is_still_there_needs_no_other_extent():

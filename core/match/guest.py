@@ -30,7 +30,7 @@ import numpy as np
 
 from core.guestfs import GuestFs, open_guest
 from core.findings import Finding
-from core.match.board import ACCEPT, FREE, SURE, TIED, Placement, VdiState
+from core.match.board import ACCEPT, FREE, SURE, TIED, TIED_CONTINUITY, Placement, VdiState
 from core.match.features import SECTOR
 
 BAT_UNUSED = 0xFFFFFFFF
@@ -449,13 +449,17 @@ class GuestMixin:
         return self.guest_of(w) is not None and self.guest_llr(w, le, pe) <= -GUEST_TIES
 
     def no_rival(self, v: VdiState, w: VdiState, le: int, pe: int) -> bool:
-        """Is w no rival of v for `pe` as LE `le`? w's own guest says no; or w is a possible
+        """Is w no rival of v for `pe` as LE `le`? w's own guest says no, or the data of
+        w's placed neighbour says so (continuity against, label-gone seed 1); or w is a possible
         stranger (an older VHD with no guest of its own, review.stranger) and v's guest finds
         its allocation or structures there (GUEST_TIES): v is a disk whose file system reads,
         and this extent is where its file system says its data is; or v's guest finds its own
         structures there and w's, read too, finds far less."""
         if self.guest_denies(w, le, pe):
             return True
+        s = self.score(w, le, pe)
+        if s.informative and s.continuity - s.guest <= -TIED_CONTINUITY:
+            return True     # the block of w's placed neighbour does not go on into `pe`
         mine = self.guest_llr(v, le, pe)
         if self.stranger(w) and mine >= GUEST_TIES:
             return True
