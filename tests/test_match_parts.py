@@ -827,11 +827,16 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
     v, w = vdi(0, "v", 10), vdi(1, "w", 20)
     fitting = {("v", p) for p in (11, 12, 13, 21, 22, 23)} | {("w", p) for p in (21, 22, 23, 11, 12, 13)}
 
+    owner = np.full(100, -1)
+
     class Board(ReviewMixin, BoardMixin):
         vdis = [v, w]
         f, N = NS(tail_footer=np.zeros(100, bool)), 100
         scorer = NS(content=lambda slot, pe, uid, f: ACCEPT if (uid[:1].decode(), pe) in fitting
                     else ACCEPT - 4)
+
+        def __init__(self):
+            self.owner = owner
 
     for le in (1, 2, 3):
         v.placed[le] = Placement(10 + le, 0.7, "adjacency", "x", True)
@@ -839,6 +844,9 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
     assert Board()._mirrored_runs() == {(0, 1), (0, 2), (0, 3)}
     fitting.discard(("w", 22))                 # w's LE 2 does not fit after its head
     assert Board()._mirrored_runs() == {(0, 1)}
+    owner[22] = 7                              # ... a later LV holds it: w's run was there,
+    assert Board()._mirrored_runs() == {(0, 1), (0, 2), (0, 3)}   # overwritten (label-gone 19)
+    owner[22] = -1
     fitting.add(("w", 22))
     v.placed[2].twins = (22, 35)               # a twin nobody's run explains
     assert Board()._mirrored_runs() == {(0, 1), (0, 3)}

@@ -614,11 +614,13 @@ class ReviewMixin:
     def _on_anothers_run(self, v: VdiState, le: int, q: int, by_head: dict[int, int],
                          fits: dict) -> bool:
         """Is `q` LE `le` of another VHD's run from its own head (`by_head`: head PE -> VDI
-        index; that VHD's LEs 1..le fit the PEs after its head by content): explained as that
-        VHD's, where lvcreate put it?"""
+        index; that VHD's LEs 1..le fit the PEs after its head by content, or are held by a
+        later LV that took them: label-gone seed 19): explained as that VHD's, where lvcreate
+        put it?"""
         i = by_head.get(q - le)
         w = None if i is None else self.vdis[i]
-        return w is not None and w is not v and self.run_from_head_fits(w, le, q - le, fits)
+        return w is not None and w is not v \
+            and self.run_from_head_fits(w, le, q - le, fits, held_pass=True)
 
     @staticmethod
     def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:
