@@ -822,7 +822,7 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
         slots = {j: Slot(bitmap_offsets=np.array([4096]), le=j) for j in range(1, 4)}
         return NS(index=index, name=name, anchor=NS(uid=name.encode() * 16, pe=head),
                   pred=NS(slots=slots), placed={0: Placement(head, 1.0, "vhd-match")},
-                  le_count=None, footer_pe=None)
+                  le_count=None, footer_pe=None, metadata_map=False)
 
     v, w = vdi(0, "v", 10), vdi(1, "w", 20)
     fitting = {("v", p) for p in (11, 12, 13, 21, 22, 23)} | {("w", p) for p in (21, 22, 23, 11, 12, 13)}
@@ -850,6 +850,18 @@ def test_twins_that_are_another_vhd_s_run_from_its_head_are_mirrored():
     fitting.add(("w", 22))
     v.placed[2].twins = (22, 35)               # a twin nobody's run explains
     assert Board()._mirrored_runs() == {(0, 1), (0, 3)}
+    # ... unless it is w's LE 2 by w's own run: w's LE 5 placed by evidence on PE 38, its LE 2
+    # open and fitting PE 35 (two LVs extended in turns: resized seed 17)
+    slots3 = w.pred.slots
+    w.pred.slots = {**slots3, 5: Slot(bitmap_offsets=np.array([4096]), le=5)}
+    w.placed[5] = Placement(38, TIED, "vhd-match")
+    fitting.add(("w", 35))
+    assert Board()._mirrored_runs() == {(0, 1), (0, 2), (0, 3)}
+    w.placed[5] = Placement(38, WALKED, "adjacency")        # a walk's word: no run
+    assert Board()._mirrored_runs() == {(0, 1), (0, 3)}
+    del w.placed[5]
+    w.pred.slots = slots3
+    fitting.discard(("w", 35))
     v.placed[2].twins = (22,)
     v.placed[2].twins_open = True              # more twins may exist: looked for first
     found = {(0, 2): [22, 35]}

@@ -496,15 +496,15 @@ class GuestMixin:
                    for j, p in v.placed.items())
 
     def _own_run_extent(self, w: VdiState, le: int, pe: int) -> int | None:
-        """A free extent other than `pe` at LE `le`'s distance from one of w's LEs evidence
-        placed, whose content fits w's LE `le`: where w's own run puts that LE."""
+        """A free extent other than `pe` (or w's own already) at LE `le`'s distance from one
+        of w's placed LEs, whose content fits w's LE `le`: where w's own run puts that LE
+        (its content the evidence; the run, placed by walks as often, only says where)."""
         slot = w.pred.slots.get(le)
         if slot is None:
             return None
         for j, p in w.placed.items():
             q = p.pe + le - j
-            if j == le or q == pe or not 0 <= q < self.N or self.owner[q] != FREE \
-                    or not (j == 0 or p.confidence >= SURE):
+            if j == le or q == pe or not 0 <= q < self.N or self.owner[q] not in (FREE, w.index):
                 continue
             if self.scorer.content(slot, q, w.anchor.uid, self.f) >= ACCEPT:
                 return q

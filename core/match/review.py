@@ -579,6 +579,13 @@ class ReviewMixin:
         heads = self._heads()
         by_head = {h: i for i, h in heads.items()}
         fits: dict[tuple, bool] = {}
+        # run start (PE of a virtual LE 0) -> VDI -> its LEs evidence placed on that run
+        # (a head's run is _on_anothers_run's: every LE up to the twin must fit there)
+        starts: dict[int, dict[int, set[int]]] = {}
+        for w in self.vdis:
+            for j, p in w.placed.items():
+                if j > 0 and p.confidence >= SURE:
+                    starts.setdefault(p.pe - j, {}).setdefault(w.index, set()).add(j)
         out = set()
         for v in self.vdis:
             head = heads.get(v.index)
@@ -593,7 +600,8 @@ class ReviewMixin:
                     continue
                 self._complete_twins(v, le, pl)     # (a disk with no guest: one was looked for)
                 if pl.twins_open or not all(
-                        self._on_anothers_run(v, le, q, by_head, fits) for q in pl.twins):
+                        self._on_anothers_run(v, le, q, by_head, fits)
+                        or self._on_anothers_placed_run(v, le, q, starts) for q in pl.twins):
                     continue
                 from_head = head is not None and pl.pe == head + le and all(
                     j in v.placed and v.placed[j].pe == head + j for j in range(1, le))
@@ -621,6 +629,21 @@ class ReviewMixin:
         w = None if i is None else self.vdis[i]
         return w is not None and w is not v \
             and self.run_from_head_fits(w, le, q - le, fits, held_pass=True)
+
+    def _on_anothers_placed_run(self, v: VdiState, le: int, q: int,
+                                starts: dict[int, dict[int, set[int]]]) -> bool:
+        """Is `q` LE `le` of another VDI w by its run: at that LE's distance from one of
+        w's LEs evidence placed (`starts`: run start -> such VDIs), w's LE `le` open (or on
+        `q`), and `q` fitting it by content? Two LVs extended in turns (resized seed 17):
+        each LE's extent fits both by layout, and each VDI's own run says which is whose."""
+        for i, les in starts.get(q - le, {}).items():
+            w = self.vdis[i]
+            if w is v or not les - {le} or w.pred is None or w.metadata_map \
+                    or le not in w.pred.slots or (le in w.placed and w.placed[le].pe != q):
+                continue
+            if self.scorer.content(w.pred.slots[le], q, w.anchor.uid, self.f) >= ACCEPT:
+                return True
+        return False
 
     @staticmethod
     def _run_to_strong(v: VdiState, le: int, drop: set[int]) -> bool:
