@@ -120,6 +120,9 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
             # LVM allocates; not for an older VHD the SR does not name (its walks rest on
             # nothing: withdraw_strangers takes them back)
             self.walk_all(skip=self.stranger)
+            # and the extents withdrawals freed, for the open LEs next to what stays (an
+            # older VHD's LE withdrawn from the extent a live disk's LE holds: resized 23)
+            self.search_round(skip=self.stranger, barrier=self.withdrawn)
             self.fill_gaps()        # (a footer placed now closes a run from the head)
             after = self._board()
             if after == before:

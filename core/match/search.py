@@ -44,10 +44,12 @@ class SearchMixin:
     """Solver steps (mixed into core.match.assign.Solver; state lives there)."""
 
     # -- search --------------------------------------------------------------------------------
-    def frontier(self) -> list[tuple[VdiState, int]]:
+    def frontier(self, skip=None) -> list[tuple[VdiState, int]]:
+        """Open LEs next to a placed one (or reached by a placed one's spill); not of the
+        VDIs `skip` names."""
         out = []
         for v in self.vdis:
-            if v.pred is None:
+            if v.pred is None or skip is not None and skip(v):
                 continue
             for le, slot in v.pred.slots.items():
                 if le in v.placed or le == 0 or not slot.has_content:
@@ -373,8 +375,11 @@ class SearchMixin:
                     total -= RUN_NEXT
         return total
 
-    def search_round(self) -> int:
-        front = self.frontier()
+    def search_round(self, skip=None, barrier: set | frozenset = frozenset()) -> int:
+        """Search the open LEs next to placed ones (not `skip`'s VDIs) and place what the
+        evidence decides; never (VDI, LE, PE) in `barrier` (settle: what the review took back
+        in this pass)."""
+        front = self.frontier(skip)
         if not front:
             return 0
         cands = self.search_candidates(front, self.pending())
@@ -392,6 +397,8 @@ class SearchMixin:
         decisions = self._joint_decisions(small, by_slot, totals, content)
         decisions += self._single_decisions(large, by_slot)
         decisions.sort(key=lambda d: (-d[0], -d[1], d[2], d[3]))
+        if barrier:
+            decisions = [d for d in decisions if (d[2], d[3], d[4]) not in barrier]
         return self._place_decisions(decisions)
 
     def _scored_slots(self, front: list[tuple[VdiState, int]],
