@@ -99,16 +99,20 @@ def test_weak_run_is_held_only_by_a_tied_neighbour_run():
 
 
 def _guest_board(llr: dict, guests: set, strangers: set = frozenset(), checked: set = frozenset(),
-                 scores: dict | None = None):
+                 continuity: dict | None = None):
     """A stand-in solver for the guest rules: guest_llr from a table {(vdi, le, pe): value},
     the VDIs whose guest reads, the possible strangers, the placements their guest checked,
-    the full scores where given (else no evidence)."""
+    the data continuity from a VDI's LE le-1 into a PE where given ((value, informative);
+    else none)."""
     from core.match.guest import GuestMixin
-    from core.match.score import Score
 
     class Board(GuestMixin, ReviewMixin):
-        def score(self, v, le, pe):
-            return (scores or {}).get((v.name, le, pe), Score())
+        scorer = NS(generation=0)
+
+        def _left_continuity(self, rows, slots):
+            (w, le, pe, _left, _right), = rows
+            c, inf = (continuity or {}).get((w.name, le, pe), (0.0, False))
+            return np.array([c]), np.array([inf]), np.zeros(1, bool), np.zeros(1, bool)
 
         def guest_checked(self, v, le, pe):
             return (v.name, le, pe) in checked
@@ -126,7 +130,7 @@ def _guest_board(llr: dict, guests: set, strangers: set = frozenset(), checked: 
 
 def test_a_rival_is_dismissed_only_by_guest_evidence():
     from core.match.guest import GUEST_CLAIM, GUEST_TIES
-    v, w = NS(name="v", placed={}), NS(name="w", anchor=NS(pe=40), placed={})
+    v, w = NS(name="v", placed={}), NS(name="w", index=1, anchor=NS(pe=40), placed={}, pred=None)
     # w's own guest says the extent is not its LE 2
     assert _guest_board({("w", 2, 7): -GUEST_TIES}, {"v", "w"}).no_rival(v, w, 2, 7)
     # w a possible stranger (no guest of its own): v's guest must find itself there
@@ -148,15 +152,16 @@ def test_a_rival_is_dismissed_only_by_guest_evidence():
     assert _guest_board(both, {"v", "w"}).no_rival(v, w, 2, 7)
     close = {("v", 2, 7): GUEST_CLAIM + 3, ("w", 2, 7): 4.0}
     assert not _guest_board(close, {"v", "w"}).no_rival(v, w, 2, 7)
-    # the data of w's placed neighbour does not go on into PE 7 (label-gone seed 1): no rival,
-    # whatever the guests say; continuity that is only its guest's word does not count
-    from core.match.score import Score
-    against = {("w", 2, 7): Score(continuity=-4.8, informative=True)}
-    assert _guest_board({}, {"v"}, scores=against).no_rival(v, w, 2, 7)
-    weak = {("w", 2, 7): Score(continuity=-1.0, informative=True)}
-    assert not _guest_board({}, {"v"}, scores=weak).no_rival(v, w, 2, 7)
-    guest_only = {("w", 2, 7): Score(continuity=-4.8, informative=True, guest=-4.8)}
-    assert not _guest_board({}, {"v"}, scores=guest_only).no_rival(v, w, 2, 7)
+    # the data of w's placed LE 1 (PE 30, its block going on into LE 2) does not go on into
+    # PE 7 (label-gone seed 1): no rival, whatever the guests say
+    w.placed = {1: Placement(30, TIED, "vhd-match")}
+    w.pred = NS(slots={1: NS(straddle_out=NS(sectors=100)), 2: NS(straddle_out=None)})
+    against = {("w", 2, 7): (-4.8, True)}
+    assert _guest_board({}, {"v"}, continuity=against).no_rival(v, w, 2, 7)
+    assert not _guest_board({}, {"v"}, continuity={("w", 2, 7): (-1.0, True)}).no_rival(v, w, 2, 7)
+    assert not _guest_board({}, {"v"}, continuity={("w", 2, 7): (-4.8, False)}).no_rival(v, w, 2, 7)
+    w.pred.slots[1].straddle_out = None         # no block of LE 1 goes on into LE 2
+    assert not _guest_board({}, {"v"}, continuity=against).no_rival(v, w, 2, 7)
 
 
 def test_an_older_vhd_whose_run_from_its_head_is_still_there_needs_no_other_extent():
@@ -166,7 +171,7 @@ def test_an_older_vhd_whose_run_from_its_head_is_still_there_needs_no_other_exte
     unless v's own run reaches PE 7 (its LE 1 on PE 6, placed by evidence: resized seed 29's
     older VHD, whose LE 2 a later LV took)."""
     from core.match.guest import GUEST_TIES
-    v, w = NS(name="v", index=0, placed={}), NS(name="w", index=1, anchor=NS(pe=40),
+    v, w = NS(name="v", index=0, placed={}), NS(name="w", index=1, anchor=NS(pe=40), pred=None,
                                                 placed={0: Placement(40, 1.0, "vhd-match")})
     runs = {("w", 2, 40)}
 

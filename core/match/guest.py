@@ -51,6 +51,7 @@ GUEST_CLAIM = 8.0           # structures of its own found: enough to take an ext
 GUEST_TIES = 2.0            # |evidence| from which it ties an extent to (or off) a VDI
 GUEST_PROBE_STEPS = 4       # unplaced LEs a guest reading is probed through at most
 GUEST_PROBE_CANDIDATES = 16  # free extents tried per such LE (more: too ambiguous to probe)
+NEAREST_REACH = 64          # LEs looked across for the run an LE would lie on (no_rival)
 
 
 class GuestMixin:
@@ -450,16 +451,13 @@ class GuestMixin:
 
     def no_rival(self, v: VdiState, w: VdiState, le: int, pe: int) -> bool:
         """Is w no rival of v for `pe` as LE `le`? w's own guest says no, or the data of
-        w's placed neighbour says so (continuity against, label-gone seed 1); or w is a possible
+        w's placed LE le-1 does (continuity against, label-gone seed 1); or w is a possible
         stranger (an older VHD with no guest of its own, review.stranger) and v's guest finds
         its allocation or structures there (GUEST_TIES): v is a disk whose file system reads,
         and this extent is where its file system says its data is; or v's guest finds its own
         structures there and w's, read too, finds far less."""
         if self.guest_denies(w, le, pe):
             return True
-        s = self.score(w, le, pe)
-        if s.informative and s.continuity - s.guest <= -TIED_CONTINUITY:
-            return True     # the block of w's placed neighbour does not go on into `pe`
         mine = self.guest_llr(v, le, pe)
         if self.stranger(w) and mine >= GUEST_TIES:
             return True
@@ -477,32 +475,78 @@ class GuestMixin:
             # by a later LV while v's own run reaches `pe`): `pe`, away from that run, is not
             # its LE `le` (resized seed 29)
             return True
-        if self._on_own_run(v, le, pe) and not self._on_run_of(w, le, pe) \
-                and self._own_run_extent(w, le, pe) is not None and mine > -GUEST_TIES:
+        if mine > -GUEST_TIES and self._on_own_run(v, le, pe) \
+                and (w.anchor is None or w.anchor.pe != pe - le) \
+                and self._own_run_extent(w, le, pe) is not None:
             # each on its own run: v's evidence-placed LE at pe's distance, and w's LE `le`
             # where its own placed LEs put it, free and fitting there (two LVs extended in
             # turns, each LE fitting both by layout: resized seed 17)
             return True
         # both guests read (two alike disks, or a parent and its child whose bitmaps sit at
         # the same places): v's finds its own structures there (GUEST_CLAIM), w's far less
-        return self.guest_of(w) is not None and mine >= GUEST_CLAIM \
-            and self.guest_llr(w, le, pe) <= mine - GUEST_CLAIM
+        if self.guest_of(w) is not None and mine >= GUEST_CLAIM \
+                and self.guest_llr(w, le, pe) <= mine - GUEST_CLAIM:
+            return True
+        return self._continuity_against(w, le, pe)
+
+    def _continuity_against(self, w: VdiState, le: int, pe: int) -> bool:
+        """Does the block of w's LE le-1, placed, not go on into `pe` (its data continuity,
+        informative, says no)? Asked once per neighbour and scorer generation (the review
+        asks again and again)."""
+        nb = w.placed.get(le - 1)
+        prev = None if w.pred is None or nb is None else w.pred.slots.get(le - 1)
+        if prev is None or prev.straddle_out is None:
+            return False        # no block of w goes on from a placed neighbour into `pe`
+        left = nb.pe
+        if not hasattr(self, "_against"):
+            self._against: dict[tuple, bool] = {}
+        key = (w.index, le, pe, left, self.scorer.generation)
+        hit = self._against.get(key)
+        if hit is None:
+            if len(self._against) > 1 << 16:
+                self._against.clear()
+            cont, informative, _, _ = self._left_continuity([(w, le, pe, left, None)],
+                                                            [w.pred.slots.get(le)])
+            hit = self._against[key] = bool(informative[0] and cont[0] <= -TIED_CONTINUITY)
+        return hit
 
     @staticmethod
-    def _on_own_run(v: VdiState, le: int, pe: int) -> bool:
-        """Is `pe` at LE `le`'s distance from one of v's other LEs that evidence placed (SURE
-        or more, or its head)?"""
-        return any(j != le and p.pe - j == pe - le and (j == 0 or p.confidence >= SURE)
-                   for j, p in v.placed.items())
+    def _nearest_placed(v: VdiState, le: int) -> list[tuple[int, Placement]]:
+        """v's nearest placed LE below `le` and above it (within NEAREST_REACH LEs): the run
+        `le` would lie on. (Not every placed LE: the review asks this for every rival of
+        every contested placement, and a large SR has many.)"""
+        out = []
+        if not v.placed:
+            return out
+        lo, hi = min(v.placed), max(v.placed)
+        for j in range(le - 1, max(lo, le - NEAREST_REACH) - 1, -1):
+            if j in v.placed:
+                out.append((j, v.placed[j]))
+                break
+        for j in range(le + 1, min(hi, le + NEAREST_REACH) + 1):
+            if j in v.placed:
+                out.append((j, v.placed[j]))
+                break
+        return out
+
+    def _on_own_run(self, v: VdiState, le: int, pe: int) -> bool:
+        """Is `pe` at LE `le`'s distance from v's nearest LE below or above it, placed by
+        evidence (SURE or more, or its head)?"""
+        return any(p.pe - j == pe - le and (j == 0 or p.confidence >= SURE)
+                   for j, p in self._nearest_placed(v, le))
 
     def _own_run_extent(self, w: VdiState, le: int, pe: int) -> int | None:
-        """A free extent other than `pe` (or w's own already) at LE `le`'s distance from one
-        of w's placed LEs, whose content fits w's LE `le`: where w's own run puts that LE
-        (its content the evidence; the run, placed by walks as often, only says where)."""
-        slot = w.pred.slots.get(le)
+        """A free extent other than `pe` (or w's own already) at LE `le`'s distance from w's
+        nearest placed LE below or above it, whose content fits w's LE `le`: where w's own
+        run puts that LE (its content the evidence; the run, placed by walks as often, only
+        says where). None too where `pe` itself lies on that run."""
+        slot = None if w.pred is None else w.pred.slots.get(le)
         if slot is None:
             return None
-        for j, p in w.placed.items():
+        near = self._nearest_placed(w, le)
+        if any(p.pe - j == pe - le for j, p in near):
+            return None
+        for j, p in near:
             q = p.pe + le - j
             if j == le or q == pe or not 0 <= q < self.N or self.owner[q] not in (FREE, w.index):
                 continue
