@@ -111,8 +111,9 @@ def _guest_board(llr: dict, guests: set, strangers: set = frozenset(), checked: 
 
         def _left_continuity(self, rows, slots):
             (w, le, pe, _left, _right), = rows
-            c, inf = (continuity or {}).get((w.name, le, pe), (0.0, False))
-            return np.array([c]), np.array([inf]), np.zeros(1, bool), np.zeros(1, bool)
+            c, inf, *empty = (continuity or {}).get((w.name, le, pe), (0.0, False))
+            return np.array([c]), np.array([inf]), np.array([bool(empty and empty[0])]), \
+                np.zeros(1, bool)
 
         def guest_checked(self, v, le, pe):
             return (v.name, le, pe) in checked
@@ -160,6 +161,9 @@ def test_a_rival_is_dismissed_only_by_guest_evidence():
     assert _guest_board({}, {"v"}, continuity=against).no_rival(v, w, 2, 7)
     assert not _guest_board({}, {"v"}, continuity={("w", 2, 7): (-1.0, True)}).no_rival(v, w, 2, 7)
     assert not _guest_board({}, {"v"}, continuity={("w", 2, 7): (-4.8, False)}).no_rival(v, w, 2, 7)
+    # ... not where the spill reads all zeros (a guest writes zeros too: resized seed 43)
+    assert not _guest_board({}, {"v"}, continuity={("w", 2, 7): (-4.8, True, True)}).no_rival(
+        v, w, 2, 7)
     w.pred.slots[1].straddle_out = None         # no block of LE 1 goes on into LE 2
     assert not _guest_board({}, {"v"}, continuity=against).no_rival(v, w, 2, 7)
 

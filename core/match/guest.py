@@ -491,7 +491,7 @@ class GuestMixin:
 
     def _continuity_against(self, w: VdiState, le: int, pe: int) -> bool:
         """Does the block of w's LE le-1, placed, not go on into `pe` (its data continuity,
-        informative, says no)? Asked once per neighbour and scorer generation (the review
+        informative, says no, with data there)? Asked once per neighbour and scorer generation (the review
         asks again and again)."""
         nb = w.placed.get(le - 1)
         prev = None if w.pred is None or nb is None else w.pred.slots.get(le - 1)
@@ -505,9 +505,12 @@ class GuestMixin:
         if hit is None:
             if len(self._against) > 1 << 16:
                 self._against.clear()
-            cont, informative, _, _ = self._left_continuity([(w, le, pe, left, None)],
-                                                            [w.pred.slots.get(le)])
-            hit = self._against[key] = bool(informative[0] and cont[0] <= -TIED_CONTINUITY)
+            cont, informative, empty, _ = self._left_continuity([(w, le, pe, left, None)],
+                                                                [w.pred.slots.get(le)])
+            # (not where the spill reads all zeros: a guest writes zeros too, resized seed
+            # 43's true extent reads so)
+            hit = self._against[key] = bool(informative[0] and not empty[0]
+                                            and cont[0] <= -TIED_CONTINUITY)
         return hit
 
     @staticmethod
