@@ -85,12 +85,12 @@ class FooterMixin:
         return same, old
 
     def repeated_end(self, v: VdiState) -> bool:
-        """Does v's current footer, byte for byte as the copy at offset 0 has it (libvhd
-        writes both together, `vhd_write_footer`), end more than one extent? All but one are
-        older ends of its LV (sm's inflate and deflate leave them; the footer holds no
-        physical size). A copy of another size is older by its size (`vhd-util resize`), one
-        of another hidden flag by that (sm hides a snapshot's base copy, `vhd-util set -f
-        hidden`, and every footer written after says so)."""
+        """Does v's current footer (as the copy at offset 0 describes the disk, which libvhd
+        writes with it: `vhd_write_footer`) end more than one extent? All but one are older
+        ends of its LV (sm's inflate and deflate leave them; the footer holds no physical
+        size). A copy of another size is older by its size (`vhd-util resize`,
+        _footer_copies), one of another hidden flag by that flag (sm hides a snapshot's base
+        copy, `vhd-util set -f hidden`, and every footer written after says so)."""
         same, _ = self._footer_copies(v)
         if len(same) < 2:
             return False

@@ -491,8 +491,8 @@ class GuestMixin:
 
     def _continuity_against(self, w: VdiState, le: int, pe: int) -> bool:
         """Does the block of w's LE le-1, placed, not go on into `pe` (its data continuity,
-        informative, says no, with data there)? Asked once per neighbour and scorer generation (the review
-        asks again and again)."""
+        informative, says no, with data there)? Asked once per neighbour and scorer
+        generation (the review asks again and again)."""
         nb = w.placed.get(le - 1)
         prev = None if w.pred is None or nb is None else w.pred.slots.get(le - 1)
         if prev is None or prev.straddle_out is None:
@@ -551,7 +551,7 @@ class GuestMixin:
             return None
         for j, p in near:
             q = p.pe + le - j
-            if j == le or q == pe or not 0 <= q < self.N or self.owner[q] not in (FREE, w.index):
+            if q == pe or not 0 <= q < self.N or self.owner[q] not in (FREE, w.index):
                 continue
             if self.scorer.content(slot, q, w.anchor.uid, self.f) >= ACCEPT:
                 return q

@@ -188,8 +188,9 @@ class Scorer:
         # unique ids of the VHDs that may be older ones the SR no longer names (review.
         # stranger): their footers under our unwritten sectors are leftovers too
         self.stale_uids: set[bytes] = set()
-        # unique ids whose footer ends more than one extent: all but one are older ends of
-        # their LV (inflate, resize, deflate leave them), so any copy may be a leftover
+        # unique ids whose current footer ends more than one extent: all but one are older
+        # ends of their LV (sm's inflate and deflate leave them), so any copy may be a
+        # leftover (footers.repeated_end)
         self.repeated_ends: set[bytes] = set()
 
     def distrust_past_data(self) -> bool:
