@@ -1,14 +1,14 @@
-"""The workstation for real in a terminal (tmux): a 2 TiB sparse image paints in under a second,
-keys are answered within 100 ms (median) while a scan runs, and `q` quits cleanly.
+"""The workstation for real in a terminal (tmux): a 2 TiB sparse image paints without being
+read, keys are answered while a scan runs, and `q` quits cleanly.
 
 Measured by polling `tmux capture-pane`: paint = process start to the first capture showing the
 header (best of up to five launches); key echo = send-keys to the first capture showing the moved
 cursor's offset (median of nine presses answered while the scan runs).
 
-The two CPUs of the test machines are shared with other test runs and benchmarks. The CPU time
-the app itself spent until its first paint is asserted as is (< 1 s, whatever the load); the
-wall-clock bounds (1 s, 100 ms) are scaled by the run queue's overload, load average / CPUs,
-when it is above 1 — on an idle machine they hold as stated.
+The two CPUs of the test machines are shared with other test runs and benchmarks, so nothing
+timed is asserted (speed belongs to bench/): what must hold before the first paint is that the
+app has not read the image, and that is counted in bytes (/proc/PID/io `rchar`: every byte the
+process read, its own code included, about 11 MiB), whatever the load. Times are printed.
 """
 
 from __future__ import annotations
@@ -43,15 +43,37 @@ def overload() -> float:
     return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
 
 
-def app_cpu_seconds(term: Term) -> float | None:
-    """User+system CPU time of the srsalvage process running in the pane (None if not found)."""
+# Bytes the app may read before its first paint: its Python code and the image's first sectors
+# fit well under it; the image's 64 MiB of footer-like sectors (what a scan reads first) do not.
+READ_BEFORE_PAINT = 48 << 20
+
+
+def app_pid(term: Term) -> int | None:
+    """The srsalvage process running in the pane (the shell's child), None if not found."""
     shell = term.pane_pid()
     try:
         children = open(f"/proc/{shell}/task/{shell}/children").read().split()
-        for pid in children or [shell]:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def app_cpu_seconds(pid: int) -> float | None:
+    """User+system CPU time of the process (None if it is gone)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
+        return None
+
+
+def app_bytes_read(pid: int) -> int | None:
+    """Every byte the process has read so far (`rchar`: files, its own code, pipes)."""
+    try:
+        for line in open(f"/proc/{pid}/io"):
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
         return None
     return None
 
@@ -68,7 +90,7 @@ def test_paint_key_echo_during_scan_and_clean_quit(big_image, tmp_path):
     # paint: best of up to five launches (the CPUs are shared with other test runs; a launch that
     # lost the CPU to another process says nothing about the app), stopping at the first < 1 s
     paints = []
-    cpu = None
+    cpu = read = None
     for attempt in range(5):
         t0 = time.monotonic()
         term = Term(cmd, 120, 40)
@@ -78,19 +100,20 @@ def test_paint_key_echo_during_scan_and_clean_quit(big_image, tmp_path):
             term.close()
             raise
         paints.append(time.monotonic() - t0)
-        cpu = app_cpu_seconds(term)
+        pid = app_pid(term)
+        assert pid is not None, "no srsalvage process in the pane"
+        read, cpu = app_bytes_read(pid), app_cpu_seconds(pid)
         assert "2.0 TiB" in screen, screen
         if paints[-1] < 1.0 or attempt == 4:
             break
         term.close()
         status.unlink(missing_ok=True)
     paint = min(paints)
-    load = overload()
     try:
-        if cpu is not None:
-            assert cpu < 1.0, f"the app used {cpu:.2f} s of CPU before its first paint"
         # how fast it painted is printed, not asserted (speed belongs to bench/, not to tests):
-        # what must hold is that it painted without reading the 2 TiB (the CPU bound above)
+        # what must hold is that it painted without reading the image
+        assert read is not None, "/proc/PID/io unreadable"
+        assert read < READ_BEFORE_PAINT, f"the app read {read} bytes before its first paint"
 
         term.keys("S")
         term.wait(r"scanning the image", timeout=10, poll=0.003)
@@ -118,7 +141,7 @@ def test_paint_key_echo_during_scan_and_clean_quit(big_image, tmp_path):
         assert status.exists(), "the app did not quit"
         assert status.read_text().strip() == "0"
         print(f"paint {paint * 1000:.0f} ms (launches {[round(p, 3) for p in paints]}, app CPU "
-              f"{cpu} s), key echo median {median * 1000:.0f} ms ({len(echoes)} presses during "
+              f"{cpu} s, read {read} bytes), key echo median {median * 1000:.0f} ms ({len(echoes)} presses during "
               f"the scan), quit {time.monotonic() - quit_at:.2f} s, load x{overload():.1f}")
     finally:
         term.close()
