@@ -310,6 +310,46 @@ def test_a_stranger_s_head_inside_a_live_disk_s_run_yields_to_its_evidence():
         assert 3 not in live.placed and old.placed[0].pe == 4 and not b.findings
 
 
+def test_a_stranger_s_head_next_to_one_placed_neighbour_yields_to_continuity_and_guest():
+    """thin seeds 14 and 29, reused seed 16: a live disk's LE l on the PE right after its LE
+    l-1 (or right before its LE l+1), its other neighbour open or elsewhere (LVM extended the
+    LV from there, or began a new area there), and the PE still beginning with an older VHD's
+    head. Its bitmaps, its data continuing from LE l-1 and its guest tie it: the head yields,
+    from either side. The neighbour on the next PE says which LE; without continuity or the
+    guest's word, or with no neighbour on the next PE, nothing moves."""
+    from core.match.board import Score
+    from core.match.predict import SlotPrediction
+
+    def slot(le):
+        return SlotPrediction(le, np.array([4095 * 512], np.int64), np.array([0], np.int8))
+
+    def board(placed, score, guest):
+        live = VdiState(0, None, None)
+        live.anchor, live.pred = NS(uid_str="live"), NS(slots={le: slot(le) for le in range(1, 6)})
+        live.placed = {0: Placement(1, 1.0, "vhd-match"), **placed}
+        live.lv_name = "VHD-live"
+        old = VdiState(1, None, None)
+        old.anchor, old.pred = NS(uid_str="old"), NS(slots={})
+        old.placed = {0: Placement(27, 1.0, "vhd-match")}
+        b = _StaleHeadBoard([live, old], {1}, {(0, 2, 27): score}, {(0, 2, 27): guest})
+        b.strangers_possible = True
+        b.yield_stale_heads()
+        return b, live, old
+
+    tied = Score(content=6.0, continuity=3.0, informative=True, adjacency=1.0)
+    left = {1: Placement(26, TIED, "vhd-match")}                    # LE 1 on PE 26
+    right = {1: Placement(19, TIED, "vhd-match"), 3: Placement(28, TIED, "vhd-match")}
+    for placed in (left, right):
+        b, live, old = board(placed, tied, 3.0)
+        assert live.placed[2].pe == 27 and b.owner[27] == 0 and old.placed == {}
+        assert [f.kind for f in b.findings] == ["vhd-head-stale"]
+    apart = {1: Placement(19, TIED, "vhd-match"), 3: Placement(40, TIED, "vhd-match")}
+    for placed, score, guest in ((left, Score(content=6.0, informative=False), 3.0),
+                                 (right, tied, 0.0), (apart, tied, 3.0)):
+        b, live, old = board(placed, score, guest)
+        assert 2 not in live.placed and old.placed[0].pe == 27 and not b.findings
+
+
 def test_a_stranger_s_head_inside_a_thick_lv_s_one_run_yields_to_its_bitmaps():
     """thick seed 4: "disk 0" on PEs 1-14, its footer extent placed by geometry on PE 14
     (sm's full length after its head: one run), an older VHD's head on PE 7 where LE 6's

@@ -114,6 +114,7 @@ class Solver(BoardMixin, WalkMixin, SearchMixin, ReviewMixin, FooterMixin, Guest
             self.withdraw_guesses()
             self.review_confidence()
             self.withdraw_guesses()
+            self.yield_stale_heads()
             self.guest_review()
             self.place_footers(retry=True)
             # from what stays placed (a footer placed now, back to the data before it), as

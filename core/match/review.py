@@ -473,16 +473,28 @@ class ReviewMixin:
                     f"VHD?): LEs {sorted(drop)[:16]} fit its layout but nothing ties them to it; "
                     f"listed as candidates, not placed", {"les": sorted(drop)}))
 
+    def yield_stale_heads(self) -> None:
+        """Every stranger's head a live VDI's LE may hold (_yield_stale_head), asked again
+        after the review withdrew what rested on priors: the LE it would be was placed on
+        another extent when withdraw_strangers asked (thin seed 29)."""
+        if not getattr(self, "strangers_possible", False):
+            return
+        for w in self.vdis:
+            if w.pred is not None and self.stranger(w):
+                self._yield_stale_head(w)
+
     def _yield_stale_head(self, w: VdiState) -> None:
         """A stranger's head (an older VHD's first sectors: footer copy, header, BAT) on PE p,
-        inside a live VDI v's run: v's LE l-1 on p-1 and LE l+1 on p+1, LE l open, p holding
-        LE l's bitmaps with the data continuing from p-1 and v's guest agreeing; or v's LV
-        one run from its head to its footer (sm's full length, placed by geometry) with p at
-        LE l's distance, its bitmaps there and v's guest not against. tapdisk on LVM writes
-        only what the guest writes (issue 10 premise 1), so an older VHD's head survives in
-        the sectors of v's block that v's guest never wrote: p is v's LE l, the head is
-        stale. LVM gave v that run; another LV's extent would have to sit inside it at
-        exactly the gap v's LE needs. The stranger's placements go with its head."""
+        next to a live VDI v's placed LE on either side (LE l-1 on p-1, or LE l+1 on p+1), LE
+        l open, p holding LE l's bitmaps with v's data continuing into it across the block
+        boundary and v's guest agreeing; or v's LV one run from its head to its footer (sm's
+        full length, placed by geometry) with p at LE l's distance, its bitmaps there and v's
+        guest not against. tapdisk on LVM writes only what the guest writes (issue 10 premise
+        1), so an older VHD's head survives in the sectors of v's block that v's guest never
+        wrote: p is v's LE l, the head is stale. Continuity and the guest's own structures
+        read through p tie it to v; the neighbour on the next PE says which LE (LVM extends an
+        LV from its last extent where the next one is free: thin seed 14, reused seed 16).
+        The stranger's placements go with its head."""
         head = w.placed.get(0)
         if head is None or head.source in ("metadata", "manual"):
             return
@@ -493,25 +505,17 @@ class ReviewMixin:
                 continue
             run = self._one_run(v)
             if run is not None and run[0] < p < run[1]:
-                le, note = p - run[0], STALE_HEAD_RUN_NOTE
-                tie = "inside its LV's one run from head to footer; its bitmaps there"
+                les = [(p - run[0], STALE_HEAD_RUN_NOTE,
+                        "inside its LV's one run from head to footer; its bitmaps there")]
             else:
-                le = next((j + 1 for j, q in v.placed.items() if q.pe == p - 1), None)
-                note = STALE_HEAD_NOTE
-                tie = (f"inside its run; its bitmaps, the data continuing from LE {le - 1} and "
-                       f"its guest agree") if le is not None else ""
-            sl = v.pred.slots.get(le) if le is not None else None
-            if sl is None or le in v.placed or not len(sl.bitmap_offsets):
-                continue
-            s = self.score(v, le, p)
-            if s.content < ACCEPT:
-                continue
-            if run is None or not run[0] < p < run[1]:
-                if v.pe(le + 1) != p + 1 or not s.informative \
-                        or s.continuity < TIED_CONTINUITY \
-                        or self.guest_llr(v, le, p) < GUEST_TIES:
-                    continue
-            elif self.guest_llr(v, le, p) <= -GUEST_TIES:
+                les = [(j - d, STALE_HEAD_NOTE,
+                        f"next to its LE {j} on PE {p + d}; its bitmaps, the data continuing "
+                        f"from LE {j - d - 1} and its guest agree")
+                       for d in (-1, 1) for j, q in v.placed.items() if q.pe == p + d]
+            for le, note, tie in les:
+                if self._stale_head_is(v, le, p, inside_run=note == STALE_HEAD_RUN_NOTE):
+                    break
+            else:
                 continue
             for j in sorted(w.placed):
                 if w.placed[j].source not in ("metadata", "manual"):
@@ -524,6 +528,21 @@ class ReviewMixin:
                 f"that VDI's LE {le} ({tie})",
                 {"vhd_uuid": w.anchor.uid_str, "pe": p, "le": le}))
             return
+
+    def _stale_head_is(self, v: VdiState, le: int, p: int, inside_run: bool) -> bool:
+        """Is p (holding a stranger's head) v's LE `le` (_yield_stale_head)? Its bitmaps fit;
+        inside v's one run, unless v's guest denies it; else v's data continues into it from
+        LE le-1 (informative continuity) and v's guest agrees, both by a margin."""
+        sl = v.pred.slots.get(le)
+        if le <= 0 or sl is None or le in v.placed or not len(sl.bitmap_offsets):
+            return False
+        s = self.score(v, le, p)
+        if s.content < ACCEPT:
+            return False
+        if inside_run:
+            return self.guest_llr(v, le, p) > -GUEST_TIES
+        return s.informative and s.continuity >= TIED_CONTINUITY \
+            and self.guest_llr(v, le, p) >= GUEST_TIES
 
     def _one_run(self, v: VdiState) -> tuple[int, int] | None:
         """(head PE, footer PE) where v's LV is known to be one run of PEs: its footer extent
