@@ -251,7 +251,7 @@ class _StaleHeadBoard(ReviewMixin):
     def __init__(self, vdis, strangers, scores, guest):
         from core.match.board import FREE
         self.vdis, self.findings, self.D, self.E = vdis, [], 0, 4 * MiB
-        self.owner = np.full(64, FREE)
+        self.owner = np.full(128, FREE)
         for v in vdis:
             for pl in v.placed.values():
                 self.owner[pl.pe] = v.index
@@ -386,6 +386,46 @@ def test_a_stranger_s_head_inside_a_thick_lv_s_one_run_yields_to_its_bitmaps():
     for args in ((1.0,), (8.0, -GUEST_TIES), (8.0, 0.0, ALLOCATION_GUESS)):
         b, live, old = board(*args)
         assert 6 not in live.placed and old.placed[0].pe == 7 and not b.findings
+
+
+def test_an_unnamed_vhd_s_head_inside_a_live_lv_s_one_run_yields_though_no_stranger():
+    """snapshots seed 1: a deleted snapshot's VHD (hidden, in a chain, its guest still read
+    through it: no stranger) left its head and four extents on PEs 72-76; "disk 0", named
+    by the SR, was later created as one run over PEs 67-88 (its footer placed by geometry).
+    Inside that run PE 72 can only be disk 0's LE 5: the head yields with what it placed.
+    Not a VHD the SR names, and not by a neighbour alone (only strangers yield to that)."""
+    from core.match.board import Score
+    from core.match.predict import SlotPrediction
+
+    def slot(le):
+        return SlotPrediction(le, np.array([4095 * 512], np.int64), np.array([0], np.int8))
+
+    def board(run=True, named=None):
+        live = VdiState(0, None, None)
+        live.anchor = NS(uid_str="live")
+        live.pred = NS(slots={le: slot(le) for le in range(1, 8)})
+        live.placed = {0: Placement(67, 1.0, "vhd-match"), 4: Placement(71, TIED, "vhd-match")}
+        if run:
+            live.placed[21] = Placement(88, FITS, "vhd-match")
+            live.le_count, live.footer_pe = 22, 88
+        live.lv_name = "VHD-live"
+        old = VdiState(1, None, None)
+        old.anchor, old.pred, old.lv_name = NS(uid_str="old"), NS(slots={}), named
+        old.placed = {j: Placement(72 + j, 1.0 if j == 0 else TIED, "vhd-match")
+                      for j in range(5)}
+        b = _StaleHeadBoard([live, old], set(),
+                            {(0, 5, 72): Score(content=3.0, continuity=12.0, informative=True)},
+                            {(0, 5, 72): 12.0})
+        b.strangers_possible = True
+        b.yield_stale_heads()
+        return b, live, old
+
+    b, live, old = board()
+    assert live.placed[5].pe == 72 and b.owner[72] == 0 and old.placed == {}
+    assert "one run from head to footer" in b.findings[0].message
+    for kw in ({"run": False}, {"named": "VHD-old"}):
+        b, live, old = board(**kw)
+        assert 5 not in live.placed and old.placed[0].pe == 72 and not b.findings
 
 
 def test_the_guest_decides_between_twins_only_by_a_margin():

@@ -476,14 +476,19 @@ class ReviewMixin:
     def yield_stale_heads(self) -> None:
         """Every stranger's head a live VDI's LE may hold (_yield_stale_head), asked again
         after the review withdrew what rested on priors: the LE it would be was placed on
-        another extent when withdraw_strangers asked (thin seed 29)."""
-        if not getattr(self, "strangers_possible", False):
-            return
+        another extent when withdraw_strangers asked (thin seed 29). And the head of any VHD
+        the SR does not name (a deleted snapshot in a chain, whose guest still reads through
+        it) inside a live VDI's LV known to be one run from its head to its footer: no other
+        LV's extent lies inside that run now (snapshots seed 1)."""
         for w in self.vdis:
-            if w.pred is not None and self.stranger(w):
+            if w.pred is None:
+                continue
+            if getattr(self, "strangers_possible", False) and self.stranger(w):
                 self._yield_stale_head(w)
+            elif w.lv_name is None:
+                self._yield_stale_head(w, run_only=True)
 
-    def _yield_stale_head(self, w: VdiState) -> None:
+    def _yield_stale_head(self, w: VdiState, run_only: bool = False) -> None:
         """A stranger's head (an older VHD's first sectors: footer copy, header, BAT) on PE p,
         next to a live VDI v's placed LE on either side (LE l-1 on p-1, or LE l+1 on p+1), LE
         l open, p holding LE l's bitmaps with v's data continuing into it across the block
@@ -494,7 +499,8 @@ class ReviewMixin:
         wrote: p is v's LE l, the head is stale. Continuity and the guest's own structures
         read through p tie it to v; the neighbour on the next PE says which LE (LVM extends an
         LV from its last extent where the next one is free: thin seed 14, reused seed 16).
-        The stranger's placements go with its head."""
+        The stranger's placements go with its head. `run_only`: only inside v's one run (w
+        is no stranger: in a chain, or its guest read)."""
         head = w.placed.get(0)
         if head is None or head.source in ("metadata", "manual"):
             return
@@ -507,6 +513,8 @@ class ReviewMixin:
             if run is not None and run[0] < p < run[1]:
                 les = [(p - run[0], STALE_HEAD_RUN_NOTE,
                         "inside its LV's one run from head to footer; its bitmaps there")]
+            elif run_only:
+                continue
             else:
                 les = [(j - d, STALE_HEAD_NOTE,
                         f"next to its LE {j} on PE {p + d}; its bitmaps, the data continuing "
