@@ -428,6 +428,30 @@ def test_an_unnamed_vhd_s_head_inside_a_live_lv_s_one_run_yields_though_no_stran
         assert 5 not in live.placed and old.placed[0].pe == 72 and not b.findings
 
 
+def test_an_extent_that_fits_another_le_s_bitmaps_as_well_is_no_twin():
+    """reused seeds 11 and 20: a previous life left PEs full of 0xff, which pass for the full
+    bitmaps of LEs 1, 3, 4 and 5 of a disk alike (each LE's bitmaps lie at its own lattice
+    phase); as a twin of LE 3 such a PE made the real extent's placement look contested and
+    it was withdrawn. An extent that fits another LE's bitmaps at other offsets holds bytes,
+    not that LE: it is no twin. One that fits only its own LE (an older VHD's remnant), or
+    another LE only at the same offsets, still is."""
+    from core.match.predict import SlotPrediction
+
+    def slot(le, off):
+        return SlotPrediction(le, np.array([off * 512], np.int64), np.array([1], np.int8))
+
+    slots = {1: slot(1, 300), 2: slot(2, 302), 3: slot(3, 304), 4: slot(4, 304)}
+    fits = {(1, 75), (3, 75), (3, 98), (4, 98)}
+
+    class Board(ReviewMixin):
+        f = None
+        scorer = NS(content=lambda sl, q, uid, f: 8.0 if (sl.le, q) in fits else -12.0)
+
+    v = NS(pred=NS(slots=slots), anchor=NS(uid=b"v" * 16))
+    assert Board()._fits_any_le(v, 3, 75)           # LE 1's bitmaps too: 0xff bytes
+    assert not Board()._fits_any_le(v, 3, 98)       # LE 4 alone, at the same offsets
+
+
 def test_the_guest_decides_between_twins_only_by_a_margin():
     from core.match.guest import GUEST_TIES
     v = NS(name="v")

@@ -140,11 +140,27 @@ class ReviewMixin:
         at = 0
         for t, part in parts:
             for q, sc in zip(part, scores[at: at + len(part)]):
-                if sc is not None and sc.total - sc.adjacency >= t.bar:
+                if sc is not None and sc.total - sc.adjacency >= t.bar \
+                        and not self._fits_any_le(t.v, t.le, q):
                     t.twins.append(q)
                 else:
                     t.seen.add(q)
             at += len(part)
+
+    def _fits_any_le(self, v: VdiState, le: int, q: int) -> bool:
+        """Does q's content fit another LE of v as well, one whose bitmaps lie at other
+        offsets (each LE of an LVHD VHD has its own lattice phase)? Then q holds bytes that
+        pass for any bitmap (a previous life's run of 0xff, reused seeds 11 and 20), not LE
+        `le`'s: its fit says nothing of that LE and it is no twin. A real LE's extent holds
+        guest data, not bitmaps, at every other LE's bitmap offsets."""
+        own = set(v.pred.slots[le].bitmap_offsets.tolist())
+        for j, sl in v.pred.slots.items():
+            if j == le or not len(sl.bitmap_offsets) \
+                    or own & set(sl.bitmap_offsets.tolist()):
+                continue
+            if self.scorer.content(sl, q, v.anchor.uid, self.f) >= ACCEPT:
+                return True
+        return False
 
     def second_look(self, limit: int) -> None:
         """The first pass decides undecided extents by adjacency as it meets them, before the
