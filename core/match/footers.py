@@ -28,6 +28,9 @@ FOOTER_AGREED_NOTE = ("ends with the VHD footer; sm's inflated LV size and the u
 PAIRED_ENDS_NOTE = ("ends with the VHD footer; another copy of it lies {gap} extents further on "
                     "(PE {partner}), where sm's inflate ended the LV grown from here: the LV's "
                     "end, LE {le}")
+HIDDEN_END_NOTE = ("ends with the VHD footer, the one copy that says hidden as its head does: a "
+                   "base copy sm deflated (LVHDVDI._snapshot, the GC), so the LV's end at its "
+                   "deflated size, LE {le}")
 NEXT_EXTENT_END_NOTE = ("ends with the VHD footer, on the extent right after LE {prev}: the LV's "
                         "end, LE {le} (its other copies are older ends)")
 
@@ -94,10 +97,34 @@ class FooterMixin:
         same, _ = self._footer_copies(v)
         if len(same) < 2:
             return False
-        tails = self.reader.gather(self.D + np.asarray(same, np.int64) * self.E + self.E - SECTOR,
+        return sum(h == v.anchor.hidden for h in self._hidden_flags(same)) > 1
+
+    def _hidden_flags(self, pes: list[int]) -> list[bool]:
+        """The hidden flag of the footer ending each of `pes` (each known to end with one)."""
+        tails = self.reader.gather(self.D + np.asarray(pes, np.int64) * self.E + self.E - SECTOR,
                                    SECTOR)
-        return sum(bool(S.parse_footer(t.tobytes()).hidden) == v.anchor.hidden
-                   for t in tails) > 1
+        return [bool(S.parse_footer(t.tobytes()).hidden) for t in tails]
+
+    def _hidden_end(self, v: VdiState, copies: list[int], before: set[int]) -> int | None:
+        """A hidden VHD (a snapshot's base copy) whose current footer (hidden, as the copy at
+        offset 0 says) ends exactly one extent outside its LEs before the last data LE: that
+        extent is its LV's end, at sm's deflated size. sm shrinks the base copy to the
+        minimum when it snapshots (LVHDSR.py LVHDVDI._snapshot: `lvhdutil.deflate(...,
+        lvSizeBase)`) and the GC deflates a parent again after coalescing into it (cleanup.py
+        LVHDVDI.deflate); copies written before it was hidden say hidden 0 (older ends). A
+        crash between the GC's inflate and deflate leaves two hidden copies: then nothing
+        is decided here. None where that does not hold."""
+        if not v.anchor.hidden or self._deflated_le(v) < v.pred.last_data_le:
+            return None
+        ends = [p for p, h in zip(copies, self._hidden_flags(copies)) if h and p not in before]
+        if len(ends) != 1:
+            return None
+        q, le = ends[0], self._deflated_le(v)
+        if (le in v.placed and v.placed[le].pe != q) or self._lacks_data_of(v, le, q) \
+                or (self.owner[q] != FREE and self.owner[q] != v.index
+                    and self._stale_head_at(q, v.anchor.uid) is None):
+            return None
+        return q
 
     def _stale_head_at(self, p: int, uid: bytes) -> VdiState | None:
         """The VDI whose LE 0 is placed on `p` by its structure alone, where the footer of
@@ -197,6 +224,13 @@ class FooterMixin:
             before = {pl.pe for le, pl in v.placed.items() if le < last}
             # (copies another VDI holds now count: a deflate freed them, another LV took them
             # and left our footer where its guest never wrote, seed snapshots-41)
+            hidden_end = self._hidden_end(v, copies, before)
+            if hidden_end is not None:
+                le = self._deflated_le(v)
+                self._claim(v, le, hidden_end, FITS, "vhd-match",
+                            HIDDEN_END_NOTE.format(le=le))
+                v.le_count, v.footer_pe = le + 1, hidden_end
+                continue
             end = self._end_among_copies(v, free, set(copies) - before) \
                 if (len(free) > 1 or own or len(set(copies) - before) > 1) \
                 and all(p in before for p in own) else None
