@@ -201,6 +201,36 @@ def test_an_older_vhd_whose_run_from_its_head_is_still_there_needs_no_other_exte
     assert not b.no_rival(v, w, 2, 7)
 
 
+def test_a_stranger_with_nothing_near_is_no_rival_of_a_live_disk_s_own_run():
+    """resized seeds 23 and 28, label-gone seed 24: w, a possible stranger (no guest), has its
+    head far away (PE 36) and nothing of its own around PE 27; v's LE 3 lies on PE 26 by
+    evidence and its LE 4 on PE 27 with no free extent fitting as well: w is no rival. Not
+    where a free extent fits v's LE 4 as well (a twin), v's guest denies PE 27, PE 27 lies on
+    w's run, or a prior put v's LE 3 there."""
+    from core.match.guest import GUEST_TIES
+    v = NS(name="v", index=0, lv_name=None,
+           placed={3: Placement(26, FITS, "vhd-match"), 4: Placement(27, WALKED, "adjacency")})
+    w = NS(name="w", index=1, anchor=NS(pe=36), pred=None,
+           placed={0: Placement(36, 1.0, "vhd-match")})
+
+    def board(llr=None):
+        b = _guest_board(llr or {}, {"v"}, {"w"})
+        b.owner, b.N = np.full(64, -1), 64
+        b.run_from_head_fits = lambda *a, **k: False
+        return b
+
+    assert board().no_rival(v, w, 4, 27)
+    assert not board({("v", 4, 27): -GUEST_TIES}).no_rival(v, w, 4, 27)
+    v.placed[4] = Placement(27, WALKED, "adjacency", twins=(44,))
+    assert not board().no_rival(v, w, 4, 27)
+    v.placed[4] = Placement(27, WALKED, "adjacency")
+    w.anchor, w.placed = NS(pe=23), {0: Placement(23, 1.0, "vhd-match")}
+    assert not board().no_rival(v, w, 4, 27)             # on w's run from its head
+    w.anchor, w.placed = NS(pe=36), {0: Placement(36, 1.0, "vhd-match")}
+    v.placed[3] = Placement(26, WALKED, "adjacency")
+    assert not board().no_rival(v, w, 4, 27)
+
+
 def test_each_vdi_on_its_own_run_is_no_rival_of_the_other():
     """Two LVs extended in turns (resized seed 17): v's LE 7 walked onto PE 41 before its
     LE 9 on PE 43; w's LE 7 is open, and PE 41 fits it by layout as well, but w's own LE 9

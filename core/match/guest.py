@@ -475,6 +475,13 @@ class GuestMixin:
             # by a later LV while v's own run reaches `pe`): `pe`, away from that run, is not
             # its LE `le` (resized seed 29)
             return True
+        if self.stranger(w) and mine > -GUEST_TIES and not self._on_run_of(w, le, pe) \
+                and self._on_own_run(v, le, pe) and self._alone_fits(v, le, pe):
+            # an older VHD with nothing of its own around `pe` and no guest, against a live
+            # disk whose evidence-placed run reaches `pe` at its LE's distance, and no free
+            # extent fitting that LE as well: where else the live LE would be, no free
+            # extent says (resized seeds 4, 23 and 28)
+            return True
         if mine > -GUEST_TIES and self._on_own_run(v, le, pe) \
                 and (w.anchor is None or w.anchor.pe != pe - le) \
                 and self._own_run_extent(w, le, pe) is not None:
@@ -556,6 +563,14 @@ class GuestMixin:
             if self.scorer.content(slot, q, w.anchor.uid, self.f) >= ACCEPT:
                 return q
         return None
+
+    def _alone_fits(self, v: VdiState, le: int, pe: int) -> bool:
+        """Is v's LE `le` placed on `pe` with no free extent found fitting it as well (no
+        twins, none left unlooked for), and is v a live disk (named by the SR or its guest
+        read, no stranger)?"""
+        pl = v.placed.get(le)
+        return pl is not None and pl.pe == pe and not pl.twins and not pl.twins_open \
+            and not self.stranger(v) and (v.lv_name is not None or self.guest_of(v) is not None)
 
     @staticmethod
     def _on_run_of(w: VdiState, le: int, pe: int) -> bool:
