@@ -1233,6 +1233,52 @@ def test_a_lone_content_fit_is_withdrawn_only_where_another_extent_fits_as_well(
     assert not board._fits_elsewhere(v, 5, pl)
 
 
+def test_no_alternative_in_bytes_that_fit_any_le_or_on_another_vdi_s_run():
+    """thin seeds 1 and 8, label-gone seed 13: v's LE 5 alone on PE 26 (full bitmaps, its
+    guest silent). Heads of other VDIs (their BAT: 0xff for every entry past the disk's size)
+    fit LE 5's full bitmaps as well as they fit LE 6's, at other offsets: bytes, no
+    alternative. PE 15 holds LE 5's bitmaps, and another disk's LE 4 lies on PE 14 by
+    evidence with its LE 5 open: PE 15 is that disk's LE 5 on its run, no alternative to
+    v's, unless PE 26 lies on such a run itself."""
+    from core.match.board import FREE
+    slots = {5: NS(bitmap_offsets=np.array([100 * 512]), full=np.array([1]), le=5),
+             6: NS(bitmap_offsets=np.array([102 * 512]), full=np.array([1]), le=6)}
+    v = NS(index=0, anchor=NS(uid=b"v" * 16), pred=NS(slots=slots), le_count=None,
+           footer_pe=None, placed={})
+    w = NS(index=1, anchor=NS(uid=b"w" * 16), pred=NS(slots=dict(slots)), metadata_map=False,
+           placed={4: Placement(14, TIED, "vhd-match")})
+    pl = Placement(26, 0.8, "vhd-match", None, True)
+    v.placed[5] = pl
+    heads = {1, 7}                      # all 0xff: any LE's full bitmaps fit there
+
+    class Board(ReviewMixin):
+        f = NS(has_data=np.ones(64, bool), tail_footer=np.zeros(64, bool))
+        vdis = [v, w]
+        owner = np.full(64, FREE)
+        scorer = NS(bitmap_fit=lambda slot, pes: np.full(len(pes), 8.0),
+                    content=lambda sl, q, uid, f: 8.0 if q in heads or (sl.le, q) in {
+                        (5, 15), (5, 26)} else -8.0)
+
+        def search_candidates(self, front, pool):
+            return {(0, 5): list(self.found)}
+
+        def guest_of(self, v):
+            return None
+
+    board = Board()
+    board.found = [1, 7]
+    assert not board._fits_elsewhere(v, 5, pl)           # heads' bytes only
+    board.found = [1, 7, 15]
+    assert board._fits_elsewhere(v, 5, pl)               # PE 15 fits LE 5 alone
+    board._review_starts = board._run_starts()
+    assert not board._fits_elsewhere(v, 5, pl)           # on w's run after its LE 4
+    x = NS(index=2, anchor=NS(uid=b"x" * 16), pred=NS(slots=dict(slots)), metadata_map=False,
+           placed={4: Placement(25, TIED, "vhd-match")})
+    board.vdis = [v, w, x]                               # PE 26 on x's run as well
+    board._review_starts = board._run_starts()
+    assert board._fits_elsewhere(v, 5, pl)
+
+
 def test_a_walk_does_not_take_again_what_the_review_withdrew():
     """settle walks on from what stays placed; a step the review withdrew in the same pass
     rested on that prior alone, so the walk stops there (thin seed 26: placed and withdrawn

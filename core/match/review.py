@@ -141,11 +141,18 @@ class ReviewMixin:
         for t, part in parts:
             for q, sc in zip(part, scores[at: at + len(part)]):
                 if sc is not None and sc.total - sc.adjacency >= t.bar \
-                        and not self._fits_any_le(t.v, t.le, q):
+                        and not self._bytes_not_le(t.v, t.le, q):
                     t.twins.append(q)
                 else:
                     t.seen.add(q)
             at += len(part)
+
+    def _bytes_not_le(self, v: VdiState, le: int, q: int) -> bool:
+        """Is q's fit to v's LE `le` only its bytes' (_fits_any_le), where v's placement of
+        that LE is not so itself? Then q is no alternative to it."""
+        pl = v.placed.get(le)
+        return self._fits_any_le(v, le, q) \
+            and not (pl is not None and self._fits_any_le(v, le, pl.pe))
 
     def _fits_any_le(self, v: VdiState, le: int, q: int) -> bool:
         """Does q's content fit another LE of v as well, one whose bitmaps lie at other
@@ -215,6 +222,7 @@ class ReviewMixin:
         What stays is what evidence placed; the rest is for the technician (`--fix`)."""
         wanted = self._wanted_elsewhere()
         unsure = self._unsure_by_le()
+        self._review_starts = self._run_starts()     # (for _fits_elsewhere, as the pass began)
         mirrored = self._mirrored_runs()
         for v in self.vdis:
             if v.pred is None or v.metadata_map:
@@ -298,14 +306,25 @@ class ReviewMixin:
         the same full bitmaps, seed thin-4) is no alternative, unless the guest denies pl.pe
         as well; nor, where pl.pe ends with v's own older footer (_older_end_of), an extent
         that is the same LE of another VHD's run from its head. Where none is left, pl.pe is
-        the only extent of the disk with this LE's bitmaps that its guest allows."""
+        the only extent of the disk with this LE's bitmaps that its guest allows. An extent
+        whose bytes fit another LE's bitmaps as well is no alternative (_bytes_not_le)."""
         pool = np.flatnonzero(self.f.has_data)
         pool = pool[pool != pl.pe]
         found = self.search_candidates([(v, le)], pool).get((v.index, le), [])
         if not found:
             return False
         fit = self.scorer.bitmap_fit(v.pred.slots[le], np.array([pl.pe, *found], np.int64))
-        alike = [q for q, f in zip(found, fit[1:].tolist()) if f >= fit[0] - 1.0]
+        # (not an extent whose bytes pass for any LE's bitmaps: a head's BAT, all 0xff for
+        # the entries past the disk's size, a previous life's 0xff run)
+        alike = [q for q, f in zip(found, fit[1:].tolist())
+                 if f >= fit[0] - 1.0 and not self._bytes_not_le(v, le, q)]
+        # nor an extent on another VDI's evidence-placed run at this LE's distance, that
+        # VDI's LE open or there, where pl.pe is on no such run of another: two alike disks
+        # each fit the other's extent, and only that pairing keeps the other's run (thin 8)
+        starts = getattr(self, "_review_starts", None)
+        if alike and starts is not None \
+                and not self._on_anothers_placed_run(v, le, pl.pe, starts):
+            alike = [q for q in alike if not self._on_anothers_placed_run(v, le, q, starts)]
         if alike and self._older_end_of(v, le, pl.pe):
             # pl.pe was v's (its own older footer ends it); an alternative on another VHD's run
             # from its head, at that VHD's own LE, is that VHD's (as in _mirrored_runs)
@@ -622,13 +641,8 @@ class ReviewMixin:
         heads = self._heads()
         by_head = {h: i for i, h in heads.items()}
         fits: dict[tuple, bool] = {}
-        # run start (PE of a virtual LE 0) -> VDI -> its LEs evidence placed on that run
         # (a head's run is _on_anothers_run's: every LE up to the twin must fit there)
-        starts: dict[int, dict[int, set[int]]] = {}
-        for w in self.vdis:
-            for j, p in w.placed.items():
-                if j > 0 and p.confidence >= SURE:
-                    starts.setdefault(p.pe - j, {}).setdefault(w.index, set()).add(j)
+        starts = self._run_starts()
         out = set()
         for v in self.vdis:
             head = heads.get(v.index)
@@ -652,6 +666,17 @@ class ReviewMixin:
                         or self._older_end_of(v, le, pl.pe):
                     out.add((v.index, le))
         return out
+
+    def _run_starts(self) -> dict[int, dict[int, set[int]]]:
+        """Run start (the PE of a virtual LE 0) -> VDI index -> its LEs after LE 0 placed by
+        evidence (SURE or more) on that run: whose run an extent lies on
+        (_on_anothers_placed_run)."""
+        starts: dict[int, dict[int, set[int]]] = {}
+        for w in self.vdis:
+            for j, p in w.placed.items():
+                if j > 0 and p.confidence >= SURE:
+                    starts.setdefault(p.pe - j, {}).setdefault(w.index, set()).add(j)
+        return starts
 
     def _heads(self) -> dict[int, int]:
         """VDI index -> the PE of its head: LE 0 placed, or a head another VHD's footer
