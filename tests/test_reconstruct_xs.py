@@ -333,6 +333,17 @@ def test_a_previous_life_s_run_of_0xff_is_no_twin_of_any_le(tmp_path_factory):
     assert not res["missed"], res["missed"]
 
 
+def test_a_thick_sr_s_vdi_ends_at_sm_s_full_size(tmp_path_factory):
+    """snapshots seed 17, a thick SR: "disk 0" (named after its MGT record, no snapshot) has
+    its data in LEs 0-3 and one free extent ends with its current footer, PE 24. Its LV ends
+    at sm's full size (calcSizeVHDLV: thick, and sm inflates the leaf fully after snapshots
+    and the GC's coalesce), so PE 24 is LE 13 (footers._full_size_end). Before, both of sm's
+    sizes fitted, only LVM's allocation order chose, and the review withdrew that prior."""
+    res = _reconstructed_without_error("snapshots", 17, tmp_path_factory)
+    # measured 2026-12-07: 12 of 12 LEs holding VHD data (before: 11)
+    assert not res["missed"], res["missed"]
+
+
 def test_a_guest_read_through_the_one_extent_that_opens_it(tmp_path_factory):
     """thin seed 45 (a held-out seed): "disk 1"'s NTFS needs its LE 2 (its MFT), which PE 13
     and seven more free extents fit by bitmaps alike (older VHDs' remnants, and PE 36, an

@@ -28,6 +28,9 @@ FOOTER_AGREED_NOTE = ("ends with the VHD footer; sm's inflated LV size and the u
 PAIRED_ENDS_NOTE = ("ends with the VHD footer; another copy of it lies {gap} extents further on "
                     "(PE {partner}), where sm's inflate ended the LV grown from here: the LV's "
                     "end, LE {le}")
+FULL_SIZE_END_NOTE = ("ends with the VHD footer, the one copy that can be the LV's end: a thick "
+                      "SR's VDI, no snapshot, whose LV sm keeps at its full size "
+                      "(calcSizeVHDLV): LE {le}")
 HIDDEN_END_NOTE = ("ends with the VHD footer, the one copy that says hidden as its head does: a "
                    "base copy sm deflated (LVHDVDI._snapshot, the GC), so the LV's end at its "
                    "deflated size, LE {le}")
@@ -104,6 +107,31 @@ class FooterMixin:
         tails = self.reader.gather(self.D + np.asarray(pes, np.int64) * self.E + self.E - SECTOR,
                                    SECTOR)
         return [bool(S.parse_footer(t.tobytes()).hidden) for t in tails]
+
+    def _full_size_end(self, v: VdiState, copies: list[int], before: set[int]) -> int | None:
+        """A VDI whose LV sm keeps at its full size (reconstruct._full_size_vdis: a thick SR's
+        VDI that is no snapshot) whose current footer ends exactly one extent outside its LEs
+        before the last data LE: that extent is its LV's end, LE inflated (sm's
+        calcSizeVHDLV). Copies of another hidden flag are older ends; so are copies before the
+        last data LE. None where that does not hold, or the extent cannot be that LE (content,
+        another placement of it, another VDI's extent)."""
+        if v.index not in getattr(self, "full_size", ()):
+            return None
+        le = self._inflated_le(v)
+        if le < v.pred.last_data_le:
+            return None
+        ends = [p for p, h in zip(copies, self._hidden_flags(copies))
+                if h == v.anchor.hidden and p not in before]
+        if len(ends) != 1:
+            return None
+        q = ends[0]
+        if (le in v.placed and v.placed[le].pe != q) \
+                or any(pl.pe == q and j != le for j, pl in v.placed.items()) \
+                or self._lacks_data_of(v, le, q) \
+                or (self.owner[q] != FREE and self.owner[q] != v.index
+                    and self._stale_head_at(q, v.anchor.uid) is None):
+            return None
+        return q
 
     def _hidden_end(self, v: VdiState, copies: list[int], before: set[int]) -> int | None:
         """A hidden VHD (a snapshot's base copy) whose current footer (hidden, as the copy at
@@ -224,6 +252,12 @@ class FooterMixin:
             before = {pl.pe for le, pl in v.placed.items() if le < last}
             # (copies another VDI holds now count: a deflate freed them, another LV took them
             # and left our footer where its guest never wrote, seed snapshots-41)
+            full_end = self._full_size_end(v, copies, before)
+            if full_end is not None:
+                le = self._inflated_le(v)
+                self._claim(v, le, full_end, FITS, "vhd-match", FULL_SIZE_END_NOTE.format(le=le))
+                v.le_count, v.footer_pe = le + 1, full_end
+                continue
             hidden_end = self._hidden_end(v, copies, before)
             if hidden_end is not None:
                 le = self._deflated_le(v)

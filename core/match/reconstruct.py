@@ -104,6 +104,7 @@ def reconstruct(ev, backups: Iterable[str] = (), fixed: Mapping[str, Mapping[int
     solver = Solver(reader, D, E, N, feats, states, owner,
                     Ticker(max(1, N), "matching extents", progress, cancel))
     solver.strangers_possible = _more_vhds_than_vdis(states, mgt)
+    solver.full_size = _full_size_vdis(states, mgt)
     solver.overwritten_heads = overwritten
     sigs = index.sectors.lattice_signatures(D, E, N) \
         if index is not None and E == LVHD_LATTICE_SLOTS * 8 * SECTOR else None
@@ -140,6 +141,25 @@ def _more_vhds_than_vdis(states: list[VdiState], mgt: dict[str, Any] | None) -> 
     unnamed = [v for v in states if v.lv_name is None and v.anchor is not None
                and v.anchor.plausible and not v.anchor.hidden]
     return len(unnamed) > len(free)
+
+
+def _full_size_vdis(states: list[VdiState], mgt: dict[str, Any] | None) -> set[int]:
+    """The VDIs whose LV sm keeps at its full size (lvhdutil.calcSizeVHDLV of the virtual
+    size): on a thick SR (the MGT volume's `allocation`), a visible VHD the SR names after a
+    VDI record that is no snapshot. sm makes such an LV full when it creates it
+    (LVHDVDI.create), when it snapshots it (LVHDVDI._snapshot: `if not self.sr.thinpr: if
+    not self.issnap: lvSizeOrig = fullpr`), resizes it (inflate to calcSizeVHDLV of the new
+    size) and when the GC coalesces a leaf into its parent (cleanup.py _finishCoalesceLeaf:
+    inflateFully); only snapshots (thinpr) and hidden base copies (deflated) are smaller.
+    Not a VHD the SR does not name: an older one of a previous life (another SR, thin, or
+    another tool's) need not follow this SR's rule."""
+    if not mgt or str(mgt.get("allocation") or "").lower() != "thick":
+        return set()
+    plain = {str(r.get("uuid", "")).lower() for r in mgt.get("vdi_records") or ()
+             if str(r.get("is_a_snapshot", "")) == "0"}
+    return {v.index for v in states
+            if v.lv_name is not None and v.anchor is not None and not v.anchor.hidden
+            and v.lv_name.split("-", 1)[-1].lower() in plain}
 
 
 def _metadata_vg(report):
