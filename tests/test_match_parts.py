@@ -418,6 +418,60 @@ def test_a_stranger_s_head_inside_a_thick_lv_s_one_run_yields_to_its_bitmaps():
         assert 6 not in live.placed and old.placed[0].pe == 7 and not b.findings
 
 
+def test_a_stranger_s_head_yields_where_a_one_run_lv_holds_no_data_or_only_it_fits():
+    """thick seed 11: a live disk one run from its head (PE 31) to its footer (PE 48), an
+    older VHD's head on PE 36, its LE 5 past the data (no block of the disk there): the head
+    is stale and yields (a gap extent, GAP_CONFIDENCE), and the run's gap can be filled.
+    resized seed 13: PE 22 holds a stranger's head, the disk's LE 8 lies on PE 21 by
+    evidence and PE 22 is the only extent of the disk with LE 9's bitmaps (stale bytes
+    silence continuity, the guest says nothing): it yields. Not where its fit is bytes that
+    pass for any LE's bitmaps, or another extent fits as well, or the neighbour is a prior's."""
+    from core.match.board import GAP_CONFIDENCE, Score, WALKED
+    from core.match.predict import SlotPrediction
+
+    def slot(le):
+        return SlotPrediction(le, np.array([4095 * 512], np.int64), np.array([0], np.int8))
+
+    live = VdiState(0, None, None)
+    live.anchor, live.pred = NS(uid_str="live"), NS(slots={le: slot(le) for le in range(1, 5)})
+    live.placed = {0: Placement(31, 1.0, "vhd-match"), 17: Placement(48, FITS, "vhd-match")}
+    live.lv_name, live.le_count, live.footer_pe = "VHD-live", 18, 48
+    old = VdiState(1, None, None)
+    old.anchor, old.pred, old.placed = NS(uid_str="old"), NS(slots={}), {
+        0: Placement(36, 1.0, "vhd-match")}
+    b = _StaleHeadBoard([live, old], {1}, {}, {})
+    b._yield_stale_head(old)
+    assert live.placed[5].pe == 36 and live.placed[5].confidence == GAP_CONFIDENCE
+    assert old.placed == {} and "holds no data" in b.findings[0].message
+
+    class OnlyFit(_StaleHeadBoard):
+        def _fits_any_le(self, v, le, q):
+            return self.bytes
+
+        def _fits_elsewhere(self, v, le, pl):
+            return self.elsewhere
+
+    def board(bytes_=False, elsewhere=False, neighbour=TIED):
+        live = VdiState(0, None, None)
+        live.anchor, live.pred = NS(uid_str="live"), NS(slots={le: slot(le) for le in range(1, 11)})
+        live.placed = {0: Placement(6, 1.0, "vhd-match"), 8: Placement(21, neighbour, "vhd-match"),
+                       10: Placement(25, WALKED, "adjacency")}
+        live.lv_name = "VHD-live"
+        old = VdiState(1, None, None)
+        old.anchor, old.pred, old.placed = NS(uid_str="old"), NS(slots={}), {
+            0: Placement(22, 1.0, "vhd-match")}
+        b = OnlyFit([live, old], {1}, {(0, 9, 22): Score(content=7.0, informative=False)}, {})
+        b.bytes, b.elsewhere = bytes_, elsewhere
+        b._yield_stale_head(old)
+        return b, live, old
+
+    b, live, old = board()
+    assert live.placed[9].pe == 22 and live.placed[9].confidence == FITS and old.placed == {}
+    for kw in ({"bytes_": True}, {"elsewhere": True}, {"neighbour": WALKED}):
+        b, live, old = board(**kw)
+        assert 9 not in live.placed and old.placed[0].pe == 22 and not b.findings
+
+
 def test_an_unnamed_vhd_s_head_inside_a_live_lv_s_one_run_yields_though_no_stranger():
     """snapshots seed 1: a deleted snapshot's VHD (hidden, in a chain, its guest still read
     through it: no stranger) left its head and four extents on PEs 72-76; "disk 0", named

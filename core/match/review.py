@@ -12,7 +12,7 @@ import numpy as np
 
 from core.findings import Finding
 from core.match.board import (
-    ACCEPT, FREE, FITS, SURE, TIED, CONTESTED, CONTESTED_NOTE, RIVAL_VDIS_NOTE,
+    ACCEPT, FREE, FITS, GAP_CONFIDENCE, SURE, TIED, CONTESTED, CONTESTED_NOTE, RIVAL_VDIS_NOTE,
     TIED_CONTINUITY, WALK_NOTE, Placement, VdiState)
 from core.match.guest import GUEST_TIES
 
@@ -557,13 +557,27 @@ class ReviewMixin:
                        for d in (-1, 1) for j, q in v.placed.items() if q.pe == p + d]
             for le, note, tie in les:
                 if self._stale_head_is(v, le, p, inside_run=note == STALE_HEAD_RUN_NOTE):
+                    conf, source = TIED, "vhd-match"
+                    break
+                if note == STALE_HEAD_NOTE and self._stale_head_only_fit(v, le, p):
+                    conf, source = FITS, "vhd-match"
+                    tie = (f"next to its LE {le - 1 if v.pe(le - 1) == p - 1 else le + 1}, "
+                           f"placed by evidence; the only extent of the disk with LE {le}'s "
+                           f"bitmaps")
+                    break
+                if note == STALE_HEAD_RUN_NOTE and self._holds_no_data(v, le):
+                    # an extent of the run sm never writes (no block there): the head is
+                    # stale whatever its bytes (thick seed 11, where it kept the run's gap
+                    # extents from being filled)
+                    conf, source = GAP_CONFIDENCE, "adjacency"
+                    tie = "inside its LV's one run from head to footer, where it holds no data"
                     break
             else:
                 continue
             for j in sorted(w.placed):
                 if w.placed[j].source not in ("metadata", "manual"):
                     self._withdraw(w, j)
-            self.place(v, le, p, TIED, "vhd-match", note)
+            self.place(v, le, p, conf, source, note)
             self.findings.append(Finding(
                 "vhd-head-stale", self.D + p * self.E, "info",
                 f"VHD {w.anchor.uid_str}: its head on PE {p} is an older VHD's, left in "
@@ -571,6 +585,30 @@ class ReviewMixin:
                 f"that VDI's LE {le} ({tie})",
                 {"vhd_uuid": w.anchor.uid_str, "pe": p, "le": le}))
             return
+
+    def _stale_head_only_fit(self, v: VdiState, le: int, p: int) -> bool:
+        """Is p, holding a stranger's head, the only extent of the disk with v's LE `le`'s
+        bitmaps (_fits_elsewhere: none other fits as well but bytes that fit any LE, another
+        VDI's run, or what v's guest denies), its fit LE `le`'s own (not bytes that pass for
+        any LE's bitmaps: a BAT's 0xff), next to v's LE le-1 or le+1 on the next PE placed
+        by evidence, and v's guest not against? Where stale bytes silence continuity (resized
+        seed 9): the head's VHD is older, its sectors left where v's guest never wrote."""
+        sl = v.pred.slots.get(le)
+        if le <= 0 or sl is None or le in v.placed or not len(sl.bitmap_offsets):
+            return False
+        if not any((nb := v.placed.get(le + d)) is not None and nb.pe == p + d
+                   and nb.confidence >= SURE for d in (-1, 1)):
+            return False
+        if self.score(v, le, p).content < ACCEPT or self.guest_llr(v, le, p) <= -GUEST_TIES \
+                or self._fits_any_le(v, le, p):
+            return False
+        return not self._fits_elsewhere(v, le, Placement(p, FITS, "vhd-match"))
+
+    @staticmethod
+    def _holds_no_data(v: VdiState, le: int) -> bool:
+        """Is v's LE `le` open and without VHD data (no block of v lies there)?"""
+        sl = v.pred.slots.get(le)
+        return le > 0 and le not in v.placed and (sl is None or not sl.has_content)
 
     def _stale_head_is(self, v: VdiState, le: int, p: int, inside_run: bool) -> bool:
         """Is p (holding a stranger's head) v's LE `le` (_yield_stale_head)? Its bitmaps fit;
