@@ -685,15 +685,22 @@ def test_a_thick_sr_s_named_vdi_ends_at_sm_s_full_size():
         def _inflated_le(self, v):
             return 13
 
+        def _deflated_le(self, v):
+            return 5
+
         def _lacks_data_of(self, v, le, q):
             return self.lacks
 
     def vdi(index=0):
-        return NS(index=index, anchor=NS(hidden=False, uid=b"v" * 16),
-                  pred=NS(last_data_le=4), placed={3: Placement(42, TIED, "vhd-match")})
+        v = VdiState(index, NS(hidden=False, uid=b"v" * 16),
+                     NS(last_data_le=4))
+        v.placed = {3: Placement(42, TIED, "vhd-match"), 4: Placement(43, TIED, "vhd-match")}
+        return v
 
     assert Board({52: False})._full_size_end(vdi(), [52], set()) == 52
     assert Board({52: False})._full_size_end(vdi(1), [52], set()) is None      # not full
+    # right after LE deflated-1 (PE 43): the deflated end, whatever the SR says
+    assert Board({44: False})._full_size_end(vdi(), [44], set()) is None
     assert Board({52: False, 60: False})._full_size_end(vdi(), [52, 60], set()) is None
     assert Board({52: False, 60: True})._full_size_end(vdi(), [52, 60], set()) == 52
     assert Board({52: False}, lacks=True)._full_size_end(vdi(), [52], set()) is None

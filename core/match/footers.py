@@ -109,15 +109,19 @@ class FooterMixin:
         return [bool(S.parse_footer(t.tobytes()).hidden) for t in tails]
 
     def _full_size_end(self, v: VdiState, copies: list[int], before: set[int]) -> int | None:
-        """A VDI whose LV sm keeps at its full size (reconstruct._full_size_vdis: a thick SR's
-        VDI that is no snapshot) whose current footer ends exactly one extent outside its LEs
-        before the last data LE: that extent is its LV's end, LE inflated (sm's
-        calcSizeVHDLV). Copies of another hidden flag are older ends; so are copies before the
-        last data LE. None where that does not hold, or the extent cannot be that LE (content,
-        another placement of it, another VDI's extent)."""
+        """A VDI whose LV sm keeps at its full size whose current footer ends exactly one
+        extent outside its LEs before the last data LE: that extent is its LV's end, LE
+        inflated (sm's calcSizeVHDLV). Full size: a thick SR's VDI named after a record that
+        is no snapshot (reconstruct._full_size_vdis); not a VHD the SR does not name, even one
+        whose guest reads and that no differencing disk is: an older VHD of a previous life
+        is as likely (2 placements wrong on thick seeds 1 and 21 when tried). Copies of
+        another hidden flag are older ends; so are copies before the last data LE. None where
+        that does not hold, where the extent lies right after LE deflated-1 (geometry makes it
+        the deflated end), or where it cannot be that LE (content, another placement of it,
+        another VDI's extent)."""
         if v.index not in getattr(self, "full_size", ()):
             return None
-        le = self._inflated_le(v)
+        le, deflated = self._inflated_le(v), self._deflated_le(v)
         if le < v.pred.last_data_le:
             return None
         ends = [p for p, h in zip(copies, self._hidden_flags(copies))
@@ -125,6 +129,8 @@ class FooterMixin:
         if len(ends) != 1:
             return None
         q = ends[0]
+        if deflated < le and v.pe(deflated - 1) is not None and q == v.pe(deflated - 1) + 1:
+            return None     # right after LE deflated-1: the deflated end (_footer_by_allocation)
         if (le in v.placed and v.placed[le].pe != q) \
                 or any(pl.pe == q and j != le for j, pl in v.placed.items()) \
                 or self._lacks_data_of(v, le, q) \
