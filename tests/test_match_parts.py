@@ -299,6 +299,9 @@ class _StaleHeadBoard(ReviewMixin):
     def guest_llr(self, v, le, pe):
         return self._guest.get((v.index, le, pe), 0.0)
 
+    def _fits_elsewhere(self, v, le, pl):
+        return True         # (another extent fits as well, unless a test says otherwise)
+
     def place(self, v, le, pe, confidence, source, note=None, weak=False):
         self.owner[pe] = v.index
         v.placed[le] = Placement(pe, confidence, source, note, weak)
@@ -1387,6 +1390,50 @@ def test_no_alternative_in_bytes_that_fit_any_le_or_on_another_vdi_s_run():
     board.vdis = [v, w, x]                               # PE 26 on x's run as well
     board._review_starts = board._run_starts()
     assert board._fits_elsewhere(v, 5, pl)
+
+
+def test_a_probe_opened_by_several_extents_takes_the_one_no_other_guest_reads():
+    """label-gone seed 22: "disk 0"'s NTFS needs its LE 2 (its MFT); PE 10 opens it, and so
+    does PE 15, the MFT extent of "disk 2" (alike disks: records are numbered by place), held
+    by that disk by evidence and read by its own guest, another volume. PE 10 is taken. Not
+    where the one left opens the holder's own file system again (snapshots seed 26: an ext4
+    snapshot's probe opened through its parent's backup superblock), nor where no identity
+    is read, nor where several are left."""
+    from core.match.board import FREE
+    from core.match.guest import GuestMixin
+
+    ours, theirs = NS(identity=b"A" * 8), NS(identity=b"B" * 8)
+    v = VdiState(0, NS(pe=1, uid=b"v" * 16, parent_uid=b"\0" * 16), NS(slots={2: "slot"}))
+    v.placed = {0: Placement(1, 1.0, "vhd-match")}
+    w = VdiState(1, NS(pe=6, uid=b"w" * 16, parent_uid=b"\0" * 16), NS(slots={}))
+    w.placed = {2: Placement(15, TIED, "vhd-match")}
+
+    class Board(GuestMixin):
+        vdis, N = [v, w], 64
+        f = NS(has_data=np.ones(64, bool))
+        scorer = NS(generation=0)
+
+        def __init__(self, opens):
+            self.opens, self.owner = opens, np.full(64, FREE)
+            self.owner[15] = 1
+            self._guest = {1: (frozenset(), theirs)}
+
+        def search_candidates(self, front, pool):
+            return {(0, 2): [10, 15]}
+
+        def _open_through(self, v, placed):
+            pe = placed[2].pe if 2 in placed else None
+            return self.opens.get(pe), (2 if pe is None else None)
+
+        def _verified(self, v, key, fs, hypo, probe):
+            return (fs, hypo[2].pe)
+
+    assert Board({10: ours, 15: ours})._guest_by_candidates(v, frozenset()) == (ours, 10)
+    assert Board({10: theirs, 15: ours})._guest_by_candidates(v, frozenset()) is None
+    assert Board({10: NS(identity=None), 15: ours})._guest_by_candidates(v, frozenset()) is None
+    b = Board({10: ours, 15: ours})
+    b.owner[15] = FREE                                   # nobody reads through PE 15
+    assert b._guest_by_candidates(v, frozenset()) is None
 
 
 def test_a_walk_does_not_take_again_what_the_review_withdrew():

@@ -178,6 +178,12 @@ class GuestFs:
     # the partition table's own landmarks (MBR, GPT headers), set by open_guest
     table_landmarks: tuple["Landmark", ...] = ()
 
+    @property
+    def identity(self) -> bytes | None:
+        """What names this file system among others of its kind (ext4's s_uuid, NTFS's volume
+        serial), as read; None where it has none."""
+        return None
+
     # -- allocation ------------------------------------------------------------------------------
     def allocation_state(self, start: int, length: int) -> np.ndarray:
         """int8 per 512-byte virtual sector of [start, start+length): ALLOCATED (1), FREE (0) or

@@ -51,6 +51,11 @@ def _is_pow(n: int, base: int) -> bool:
 class Ext4(Ext4Walk, Ext4Landmarks, GuestFs):
     kind = "ext4"
 
+    @property
+    def identity(self) -> bytes:
+        """The superblock's s_uuid (mke2fs makes one per file system)."""
+        return bytes(self.sb.s_uuid)
+
     def __init__(self, reader: Reader, disk_size: int, sb_raw: bytes, sb, limit: int) -> None:
         self.r = reader
         self.offset = reader.base

@@ -44,6 +44,11 @@ _BOOT = offsets(N.NTFS_BOOT_SECTOR)
 class Ntfs(GuestFs):
     kind = "ntfs"
 
+    @property
+    def identity(self) -> bytes:
+        """The boot sector's volume serial number (mkntfs makes one per volume)."""
+        return int(self.serial).to_bytes(8, "little")
+
     def __init__(self, reader: Reader, disk_size: int, boot: bytes, limit: int) -> None:
         self.r = reader
         self.offset = reader.base

@@ -201,6 +201,17 @@ class GuestMixin:
                     opened.append((int(q), got, None))
                 elif then is not None and then != missing and then not in trial:
                     onward.append((int(q), None, then))
+            # several open it (alike disks: NTFS records are numbered by place, not by
+            # volume): not one another VDI holds by evidence and reads its own guest through
+            # (its file system's extent, label-gone seed 22), if that leaves one whose file
+            # system is none of theirs (an ext4 snapshot's backup superblock in its parent's
+            # extent opens the parent's file system again: snapshots seed 26)
+            if len(opened) > 1:
+                held = [self._read_by_another(v, o[0]) for o in opened]
+                mine = [o for o, ident in zip(opened, held) if ident is None]
+                if len(mine) == 1 and mine[0][1].identity is not None \
+                        and mine[0][1].identity not in held:
+                    opened = mine
             # the one extent that opens it; else the one that lets the reading go on (a
             # stranger's bytes there most often end it: zeros, or no structure at all)
             ok = opened if opened else onward
@@ -212,6 +223,20 @@ class GuestMixin:
             pool = pool[pool != q]
             missing = missing_next
         return self._verified(v, key, fs, hypo, probe)
+
+    def _read_by_another(self, v: VdiState, q: int) -> bytes | None:
+        """The identity of the guest file system (GuestFs.identity) of another VDI that holds
+        `q` by evidence (SURE or more) and reads that file system through its placements;
+        None if there is none (or it has no identity)."""
+        holder = int(self.owner[q])
+        if holder < 0 or holder == v.index:
+            return None
+        w = self.vdis[holder]
+        fs = self.guest_of(w)
+        if fs is None or not any(pl.pe == q and pl.confidence >= SURE
+                                 for pl in w.placed.values()):
+            return None
+        return fs.identity
 
     def _open_through(self, v: VdiState, placed: dict) -> tuple[GuestFs | None, int | None]:
         """The guest file system read through `placed` (v's LEs as given, whatever their

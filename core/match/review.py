@@ -22,6 +22,7 @@ STALE_HEAD_RUN_NOTE = ("an older VHD's head survived in sectors its guest never 
                        "bitmaps there, inside its LV's one run from head to footer")
 UNCROSSED_NOTE = ("swapped with {other}'s LE {le}: two alike disks fit each other's extents by "
                   "content and continuity; each extent lies between its own VDI's neighbours")
+FITS_ANY_REACH = 8          # LEs on either side _fits_any_le asks
 SECOND_LOOK_ROUNDS = 12     # careful rounds of the second look at most
 TWINS_KEPT = 4              # twins a guest must outdo that are looked for per placement
 TWIN_BATCH = 4              # candidates scored at once when looking for twins, at first
@@ -150,19 +151,25 @@ class ReviewMixin:
     def _bytes_not_le(self, v: VdiState, le: int, q: int) -> bool:
         """Is q's fit to v's LE `le` only its bytes' (_fits_any_le), where v's placement of
         that LE is not so itself? Then q is no alternative to it."""
+        if not self._fits_any_le(v, le, q):
+            return False
         pl = v.placed.get(le)
-        return self._fits_any_le(v, le, q) \
-            and not (pl is not None and self._fits_any_le(v, le, pl.pe))
+        return not (pl is not None and self._fits_any_le(v, le, pl.pe))
 
     def _fits_any_le(self, v: VdiState, le: int, q: int) -> bool:
-        """Does q's content fit another LE of v as well, one whose bitmaps lie at other
-        offsets (each LE of an LVHD VHD has its own lattice phase)? Then q holds bytes that
+        """Does q's content fit another LE of v as well (LE 1, or one of the nearest on either
+        side), one whose bitmaps lie at other offsets (each LE of an LVHD VHD has its own
+        lattice phase)? Then q holds bytes that
         pass for any bitmap (a previous life's run of 0xff, reused seeds 11 and 20), not LE
         `le`'s: its fit says nothing of that LE and it is no twin. A real LE's extent holds
         guest data, not bitmaps, at every other LE's bitmap offsets."""
         own = set(v.pred.slots[le].bitmap_offsets.tolist())
-        for j, sl in v.pred.slots.items():
-            if j == le or not len(sl.bitmap_offsets) \
+        # (LE 1 and the nearest FITS_ANY_REACH on each side: a large VDI has thousands of
+        # LEs, and the review asks this for every twin)
+        near = [le + d * k for k in range(1, FITS_ANY_REACH + 1) for d in (-1, 1)]
+        for j in [1] + near:
+            sl = v.pred.slots.get(j)
+            if j == le or sl is None or not len(sl.bitmap_offsets) \
                     or own & set(sl.bitmap_offsets.tolist()):
                 continue
             if self.scorer.content(sl, q, v.anchor.uid, self.f) >= ACCEPT:

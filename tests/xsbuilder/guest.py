@@ -137,6 +137,12 @@ class GuestDisk:
         if self.fs == "ntfs":
             self._run("mkntfs", "-F", "-Q", "-q", "-T", "-p", str(self.part_off // 512),
                       "-L", "guest", str(self.part))
+            # -T (the same bytes for the same seed) also fixes the volume serial: mkntfs seeds
+            # it from the time (ntfsprogs mkntfs.c generate_serial_number), so every guest
+            # would share one, which no two real volumes do. ntfslabel sets the seed's own
+            # (from the uuid drawn for every guest: the generator's stream is unchanged)
+            self._run("ntfslabel", f"--new-serial={uuidlib.UUID(self.fs_uuid).hex[:16]}",
+                      str(self.part))
         else:
             self._run("mkfs.ext4", "-F", "-q", "-b", "4096", "-L", "guest", "-U", self.fs_uuid,
                       "-E", f"hash_seed={self.fs_uuid}", str(self.part))

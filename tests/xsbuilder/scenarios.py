@@ -34,7 +34,7 @@ KINDS = ("thick", "thin", "resized", "snapshots", "reused", "label-gone")
 
 def _need_tools() -> None:
     rt.need_lvm()
-    for tool in ("sgdisk", "sfdisk", "mkfs.ext4", "debugfs", "mkntfs", "ntfscp"):
+    for tool in ("sgdisk", "sfdisk", "mkfs.ext4", "debugfs", "mkntfs", "ntfscp", "ntfslabel"):
         if not rt.have(tool):
             import pytest
             pytest.skip(f"{tool} not installed")
