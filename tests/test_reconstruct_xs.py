@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.realtools, pytest.mark.slow]
 # the label-less SR lives the snapshot life (the restore test below builds its own seed)
 RECALL_TARGET = 0.99      # issue 10's Must show, over extents holding non-zero VHD data
 SEEDS = {"thick": 1, "thin": 1, "resized": 1, "snapshots": 1, "reused": 1, "label-gone": 2}
-_BUILT: dict[tuple[str, int], tuple[str, dict, object]] = {}
+_BUILT: dict[tuple[str, int, bool], tuple[str, dict, object]] = {}
 
 
 # the restore test's label-less SR: two VDIs snapshotted night after night (sm's leaf coalesce
@@ -40,19 +40,21 @@ _BUILT: dict[tuple[str, int], tuple[str, dict, object]] = {}
 RESTORE_SEED = 6
 
 
-def _build(kind: str, tmp_path_factory, seed: int | None = None):
-    """Each kind's SR is built once per session."""
+def _build(kind: str, tmp_path_factory, seed: int | None = None, as_bench: bool = False):
+    """Each kind's SR is built once per session. A label-gone SR lives the snapshots life
+    here; `as_bench`: the life bench/reconstruct_layouts.py gives it (the seed chooses)."""
     rt.need_lvm()
     seed = SEEDS[kind] if seed is None else seed
-    if (kind, seed) not in _BUILT:
+    key = (kind, seed, as_bench)
+    if key not in _BUILT:
         from xsbuilder import build
         from xsbuilder import truth as T
         work = tmp_path_factory.mktemp(f"xs-{kind}-{seed}")
         img, truth = build(kind, seed, work,
-                           life="snapshots" if kind == "label-gone" else None)
+                           life="snapshots" if kind == "label-gone" and not as_bench else None)
         T.save(truth, str(work / "truth.json"))         # kept with the image for a post-mortem
-        _BUILT[(kind, seed)] = (img, truth, work)
-    return _BUILT[(kind, seed)]
+        _BUILT[key] = (img, truth, work)
+    return _BUILT[key]
 
 
 @pytest.mark.parametrize("kind", list(SEEDS))
@@ -209,10 +211,11 @@ def test_restore_file_names_every_lv_and_resolves_parents(tmp_path, tmp_path_fac
     assert res["children"], res        # a chain restored: a child whose locator resolves
 
 
-def _reconstructed_without_error(kind: str, seed: int, tmp_path_factory) -> dict:
+def _reconstructed_without_error(kind: str, seed: int, tmp_path_factory,
+                                 as_bench: bool = False) -> dict:
     """`srsalvage reconstruct` of a built SR, scored against its truth; nothing placed wrong."""
     from xsbuilder import truth as T
-    img, truth, tmp_path = _build(kind, tmp_path_factory, seed=seed)
+    img, truth, tmp_path = _build(kind, tmp_path_factory, seed=seed, as_bench=as_bench)
     map_path = str(tmp_path / f"map-{kind}-{seed}.json")
     code, err = T.run_cli("reconstruct", img, "-o", map_path)
     assert code == 0, err
@@ -391,8 +394,8 @@ def test_a_probe_opened_through_two_mfts_takes_the_one_no_other_disk_reads(tmp_p
     volume. The probe takes PE 10 (core.match.guest._guest_by_candidates, _read_by_another);
     before, it took neither, disk 0 looked like an older VHD with no guest and all its LEs
     but its head were withdrawn: 6 of its 7 missed."""
-    res = _reconstructed_without_error("label-gone", 22, tmp_path_factory)
-    _img, truth, _work = _build("label-gone", tmp_path_factory, seed=22)
+    res = _reconstructed_without_error("label-gone", 22, tmp_path_factory, as_bench=True)
+    _img, truth, _work = _build("label-gone", tmp_path_factory, seed=22, as_bench=True)
     name = next(n for n, lv in truth["lvs"].items() if lv.get("vhd_uid", "").startswith(
         "fe8de110"))
     # measured 2026-12-07: all 7 of disk 0's LEs, 36 of 37 on the SR (before: 30)

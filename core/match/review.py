@@ -159,10 +159,10 @@ class ReviewMixin:
     def _fits_any_le(self, v: VdiState, le: int, q: int) -> bool:
         """Does q's content fit another LE of v as well (LE 1, or one of the nearest on either
         side), one whose bitmaps lie at other offsets (each LE of an LVHD VHD has its own
-        lattice phase)? Then q holds bytes that
-        pass for any bitmap (a previous life's run of 0xff, reused seeds 11 and 20), not LE
-        `le`'s: its fit says nothing of that LE and it is no twin. A real LE's extent holds
-        guest data, not bitmaps, at every other LE's bitmap offsets."""
+        lattice phase)? Then q holds bytes that pass for any bitmap (a head's BAT, a previous
+        life's run of 0xff: reused seeds 11 and 20), not LE `le`'s: its fit says nothing of
+        that LE and it is no twin. A real LE's extent holds guest data, not bitmaps, at every
+        other LE's bitmap offsets."""
         own = set(v.pred.slots[le].bitmap_offsets.tolist())
         # (LE 1 and the nearest FITS_ANY_REACH on each side: a large VDI has thousands of
         # LEs, and the review asks this for every twin)
