@@ -114,29 +114,15 @@ class FooterMixin:
         inflated (sm's calcSizeVHDLV). Full size: a thick SR's VDI named after a record that
         is no snapshot (reconstruct._full_size_vdis); not a VHD the SR does not name, even one
         whose guest reads and that no differencing disk is: an older VHD of a previous life
-        is as likely (2 placements wrong on thick seeds 1 and 21 when tried). Copies of
-        another hidden flag are older ends; so are copies before the last data LE. None where
-        that does not hold, where the extent lies right after LE deflated-1 (geometry makes it
-        the deflated end), or where it cannot be that LE (content, another placement of it,
-        another VDI's extent)."""
+        is as likely (2 placements wrong on thick seeds 1 and 21 when tried). Not where that
+        extent lies right after LE deflated-1 (geometry makes it the deflated end)."""
         if v.index not in getattr(self, "full_size", ()):
             return None
         le, deflated = self._inflated_le(v), self._deflated_le(v)
-        if le < v.pred.last_data_le:
-            return None
-        ends = [p for p, h in zip(copies, self._hidden_flags(copies))
-                if h == v.anchor.hidden and p not in before]
-        if len(ends) != 1:
-            return None
-        q = ends[0]
-        if deflated < le and v.pe(deflated - 1) is not None and q == v.pe(deflated - 1) + 1:
+        q = self._sole_current_end(v, copies, before, le)
+        if q is not None and deflated < le and v.pe(deflated - 1) is not None \
+                and q == v.pe(deflated - 1) + 1:
             return None     # right after LE deflated-1: the deflated end (_footer_by_allocation)
-        if (le in v.placed and v.placed[le].pe != q) \
-                or any(pl.pe == q and j != le for j, pl in v.placed.items()) \
-                or self._lacks_data_of(v, le, q) \
-                or (self.owner[q] != FREE and self.owner[q] != v.index
-                    and self._stale_head_at(q, v.anchor.uid) is None):
-            return None
         return q
 
     def _hidden_end(self, v: VdiState, copies: list[int], before: set[int]) -> int | None:
@@ -147,14 +133,29 @@ class FooterMixin:
         lvSizeBase)`) and the GC deflates a parent again after coalescing into it (cleanup.py
         LVHDVDI.deflate); copies written before it was hidden say hidden 0 (older ends). A
         crash between the GC's inflate and deflate leaves two hidden copies: then nothing
-        is decided here. None where that does not hold."""
-        if not v.anchor.hidden or self._deflated_le(v) < v.pred.last_data_le:
+        is decided here."""
+        if not v.anchor.hidden:
             return None
-        ends = [p for p, h in zip(copies, self._hidden_flags(copies)) if h and p not in before]
+        return self._sole_current_end(v, copies, before, self._deflated_le(v))
+
+    def _sole_current_end(self, v: VdiState, copies: list[int], before: set[int], le: int
+                          ) -> int | None:
+        """The one extent among `copies` (ending with v's footer of the current size) whose
+        footer has the hidden flag of v's copy at offset 0 and that is none of v's LEs before
+        its last data LE, if it can be LE `le` (at or after the last data LE): not v's
+        placement of another LE, LE `le` not placed elsewhere, content not against it (its
+        bitmaps), not another VDI's extent (but an older VHD's head our footer overwrote).
+        None otherwise."""
+        if le < v.pred.last_data_le:
+            return None
+        ends = [p for p, h in zip(copies, self._hidden_flags(copies))
+                if h == v.anchor.hidden and p not in before]
         if len(ends) != 1:
             return None
-        q, le = ends[0], self._deflated_le(v)
-        if (le in v.placed and v.placed[le].pe != q) or self._lacks_data_of(v, le, q) \
+        q = ends[0]
+        if (le in v.placed and v.placed[le].pe != q) \
+                or any(pl.pe == q and j != le for j, pl in v.placed.items()) \
+                or self._lacks_data_of(v, le, q) \
                 or (self.owner[q] != FREE and self.owner[q] != v.index
                     and self._stale_head_at(q, v.anchor.uid) is None):
             return None
