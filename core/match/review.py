@@ -600,8 +600,7 @@ class ReviewMixin:
         any LE's bitmaps: a BAT's 0xff), next to v's LE le-1 or le+1 on the next PE placed
         by evidence, and v's guest not against? Where stale bytes silence continuity (resized
         seed 9): the head's VHD is older, its sectors left where v's guest never wrote."""
-        sl = v.pred.slots.get(le)
-        if le <= 0 or sl is None or le in v.placed or not len(sl.bitmap_offsets):
+        if not self._open_with_bitmaps(v, le):
             return False
         if not any((nb := v.placed.get(le + d)) is not None and nb.pe == p + d
                    and nb.confidence >= SURE for d in (-1, 1)):
@@ -610,6 +609,13 @@ class ReviewMixin:
                 or self._fits_any_le(v, le, p):
             return False
         return not self._fits_elsewhere(v, le, Placement(p, FITS, "vhd-match"))
+
+    @staticmethod
+    def _open_with_bitmaps(v: VdiState, le: int) -> bool:
+        """Is v's LE `le` (after its head) open, with bitmaps predicted in it (blocks of v
+        there, whose bitmaps an extent can show)?"""
+        sl = v.pred.slots.get(le)
+        return le > 0 and sl is not None and le not in v.placed and len(sl.bitmap_offsets) > 0
 
     @staticmethod
     def _holds_no_data(v: VdiState, le: int) -> bool:
@@ -621,8 +627,7 @@ class ReviewMixin:
         """Is p (holding a stranger's head) v's LE `le` (_yield_stale_head)? Its bitmaps fit;
         inside v's one run, unless v's guest denies it; else v's data continues into it from
         LE le-1 (informative continuity) and v's guest agrees, both by a margin."""
-        sl = v.pred.slots.get(le)
-        if le <= 0 or sl is None or le in v.placed or not len(sl.bitmap_offsets):
+        if not self._open_with_bitmaps(v, le):
             return False
         s = self.score(v, le, p)
         if s.content < ACCEPT:
